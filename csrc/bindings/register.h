@@ -1,0 +1,14 @@
+// Each kernel defines its binding next to its code (csrc/cpu/<op>.cpp, csrc/cuda/<op>.cu)
+// as register_<op>(module); the module files (cpu.cpp, cuda.cpp) call them.
+// Bindings take plain pointers, shapes, strides, dtype codes and (CUDA) a stream
+// handle: no torch headers, so one build serves every torch version.
+#pragma once
+#include <pybind11/pybind11.h>
+
+namespace pyinstance::bindings {
+
+// CPU kernels (module _C).
+
+// CUDA kernels (module _C_cuda).
+
+}  // namespace pyinstance::bindings

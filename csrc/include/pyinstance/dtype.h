@@ -1,0 +1,60 @@
+// Element types crossing the Python boundary, and float16/bfloat16 <-> float32
+// conversions usable on host and device (bit-exact with torch's conversions).
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "pyinstance/macros.h"
+
+namespace pyinstance {
+
+// Codes passed from Python (pyinstance/ops/_arrays.py keeps the same table).
+enum class DType : int { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3, Int64 = 4 };
+
+PYI_HD float bits_to_float(uint32_t bits) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(bits);
+#else
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+#endif
+}
+
+PYI_HD uint32_t float_to_bits(float value) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(value);
+#else
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return bits;
+#endif
+}
+
+// bfloat16 is the upper half of a float32.
+PYI_HD float bf16_to_float(uint16_t bits) { return bits_to_float(static_cast<uint32_t>(bits) << 16); }
+
+// Round to nearest even; NaN stays NaN.
+PYI_HD uint16_t float_to_bf16(float value) {
+  uint32_t bits = float_to_bits(value);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+
+// IEEE binary16 -> binary32, subnormals, infinities and NaN included.
+PYI_HD float fp16_to_float(uint16_t half) {
+  uint32_t sign = static_cast<uint32_t>(half & 0x8000u) << 16;
+  uint32_t exponent = (half >> 10) & 0x1fu;
+  uint32_t mantissa = half & 0x3ffu;
+  if (exponent == 0x1fu) return bits_to_float(sign | 0x7f800000u | (mantissa << 13));
+  if (exponent == 0) {
+    if (mantissa == 0) return bits_to_float(sign);
+    // Subnormal: value = mantissa * 2^-24.
+    float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-08f;
+    return sign ? -magnitude : magnitude;
+  }
+  return bits_to_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+}
+
+}  // namespace pyinstance

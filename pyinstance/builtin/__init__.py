@@ -1,0 +1,1 @@
+"""Built-in components, each module an ordinary plugin registered through the hooks."""

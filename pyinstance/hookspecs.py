@@ -1,0 +1,78 @@
+"""Hook specifications: what a pyinstance plugin can provide.
+
+A plugin is a module or object with functions marked ``@pyinstance.hookimpl``, registered
+through the entry-point group ``pyinstance``. Each hook receives a ``register`` callable::
+
+    register(name: str, factory: Callable[..., Any], *, aliases: Sequence[str] = ())
+
+and calls it once per component. Hooks run once, at set-up, never inside ``forward()``.
+The contracts each component kind must honour are checked by ``pyinstance.testing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("pyinstance")
+hookimpl = pluggy.HookimplMarker("pyinstance")
+
+
+class Register(Protocol):
+    """The callable a ``pyinstance_register_*`` hook receives."""
+
+    def __call__(
+        self, name: str, factory: Callable[..., Any], *, aliases: Sequence[str] = ()
+    ) -> None: ...
+
+
+@hookspec
+def pyinstance_register_backbones(register: Register) -> None:
+    """Register backbones: ``factory(**kw) -> torch.nn.Module``.
+
+    The module maps an image batch B×3×H×W to a feature map B×C×H×W and has an
+    ``out_channels`` attribute (C) and an ``out_stride`` attribute (input pixels per
+    feature-map cell). See :func:`pyinstance.testing.check_backbone`.
+    """
+
+
+@hookspec
+def pyinstance_register_heads(register: Register) -> None:
+    """Register pooling heads: ``factory(in_channels, **kw) -> torch.nn.Module``.
+
+    The module maps a feature map B×C×H×W to L2-normalised descriptors B×D and has an
+    ``out_dim`` attribute (D). See :func:`pyinstance.testing.check_head`.
+    """
+
+
+@hookspec
+def pyinstance_register_losses(register: Register) -> None:
+    """Register metric-learning losses: ``factory(**kw) -> torch.nn.Module``.
+
+    Called as ``loss(embeddings, labels, triplets=None)`` with ``triplets`` an optional
+    (anchors, positives, negatives) index tuple from a miner; returns a scalar tensor that
+    is differentiable w.r.t. ``embeddings``. See :func:`pyinstance.testing.check_loss`.
+    """
+
+
+@hookspec
+def pyinstance_register_miners(register: Register) -> None:
+    """Register triplet miners: ``factory(**kw) -> callable``.
+
+    Called as ``miner(embeddings, labels, ref_embeddings=None, ref_labels=None)``; returns
+    int64 index tensors (anchors, positives, negatives) of equal length with
+    ``labels[a] == ref_labels[p]``, ``labels[a] != ref_labels[n]`` (``ref_*`` default to
+    the batch, and then ``a != p``). See :func:`pyinstance.testing.check_miner`.
+    """
+
+
+@hookspec
+def pyinstance_register_classifiers(register: Register) -> None:
+    """Register instance classifiers: ``factory(**kw) -> object``.
+
+    The object has ``fit(descriptors N×D, labels N) -> self`` and
+    ``predict(queries Q×D) -> (labels Q, confidences Q)``; a label of -1 means "unknown"
+    (open-set rejection). See :func:`pyinstance.testing.check_classifier`.
+    """

@@ -1,0 +1,137 @@
+"""One array layer for every op: numpy, torch (CPU/CUDA) and cupy in, the same kind out.
+
+Inputs are viewed as torch tensors without copying (numpy through ``torch.from_numpy``,
+cupy through DLPack), validated, and handed to the kernels as raw pointers; results are
+converted back to the kind of the caller's array. The kernels never see torch headers.
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyinstance import _backend
+
+#: dtype codes shared with csrc/include/pyinstance/dtype.h (enum class DType).
+DTYPE_CODES: dict[torch.dtype, int] = {
+    torch.float32: 0,
+    torch.float16: 1,
+    torch.bfloat16: 2,
+    torch.float64: 3,
+    torch.int64: 4,
+}
+
+
+class ArrayKind(enum.Enum):
+    """Which library the caller's array came from."""
+
+    NUMPY = "numpy"
+    TORCH = "torch"
+    CUPY = "cupy"
+
+
+def _is_cupy(value: Any) -> bool:
+    return type(value).__module__.startswith("cupy") and hasattr(value, "__cuda_array_interface__")
+
+
+def to_tensor(value: Any, name: str) -> tuple[torch.Tensor, ArrayKind]:
+    """View ``value`` as a torch tensor (no copy) and remember its kind."""
+    if isinstance(value, torch.Tensor):
+        return value, ArrayKind.TORCH
+    if isinstance(value, np.ndarray):
+        if value.dtype == object or not (
+            np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_
+        ):
+            raise TypeError(f"{name}: expected a numeric array, got numpy dtype {value.dtype}")
+        with warnings.catch_warnings():
+            # Read-only arrays (np.memmap mode="r") are fine: kernels never write inputs.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(value), ArrayKind.NUMPY
+    if _is_cupy(value):
+        return torch.from_dlpack(value), ArrayKind.CUPY
+    raise TypeError(
+        f"{name}: expected a numpy array, torch tensor or cupy array, got {type(value).__name__}"
+    )
+
+
+def from_tensor(tensor: torch.Tensor, kind: ArrayKind) -> Any:
+    """Return ``tensor`` as the caller's kind of array (no copy)."""
+    if kind is ArrayKind.TORCH:
+        return tensor
+    if kind is ArrayKind.NUMPY:
+        return tensor.numpy()
+    import cupy
+
+    return cupy.from_dlpack(tensor)
+
+
+def require(
+    tensor: torch.Tensor,
+    name: str,
+    *,
+    ndim: int | None = None,
+    dtypes: Iterable[torch.dtype] | None = None,
+    finite: bool = False,
+    nonempty: bool = True,
+) -> torch.Tensor:
+    """Check rank, dtype, emptiness and finiteness; return a C-contiguous tensor.
+
+    Non-contiguous inputs are copied once rather than read with the wrong strides.
+    """
+    if ndim is not None and tensor.dim() != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {tuple(tensor.shape)}")
+    if dtypes is not None:
+        allowed = tuple(dtypes)
+        if tensor.dtype not in allowed:
+            names = ", ".join(str(d).replace("torch.", "") for d in allowed)
+            raise TypeError(f"{name}: expected dtype {names}, got {str(tensor.dtype).replace('torch.', '')}")
+    if nonempty and tensor.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty array, got shape {tuple(tensor.shape)}")
+    if finite and tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return tensor if tensor.is_contiguous() else tensor.contiguous()
+
+
+def common_device(**tensors: torch.Tensor | None) -> torch.device:
+    """The one device all given tensors live on; a clear error when they differ."""
+    present = {name: t.device for name, t in tensors.items() if t is not None}
+    devices = set(present.values())
+    if len(devices) != 1:
+        listing = ", ".join(f"{name} on {device}" for name, device in present.items())
+        raise ValueError(f"all arrays must be on the same device, got {listing}")
+    return devices.pop()
+
+
+def kernel_module(device: torch.device) -> ModuleType:
+    """The extension that runs kernels on ``device``: never a silent host copy."""
+    if device.type == "cpu":
+        return _backend._C
+    if device.type == "cuda":
+        return _backend.cuda_module()
+    raise ValueError(f"unsupported device {device}: pyinstance kernels run on cpu and cuda")
+
+
+def stream_handle(device: torch.device, kind: ArrayKind) -> int:
+    """The caller's current CUDA stream on ``device``: cupy's for cupy arrays, else torch's."""
+    if device.type != "cuda":
+        return 0
+    if kind is ArrayKind.CUPY:
+        import cupy
+
+        with cupy.cuda.Device(device.index):
+            return int(cupy.cuda.get_current_stream().ptr)
+    return int(torch.cuda.current_stream(device).cuda_stream)
+
+
+def dtype_code(tensor: torch.Tensor) -> int:
+    """The kernel-side dtype code of ``tensor``."""
+    try:
+        return DTYPE_CODES[tensor.dtype]
+    except KeyError:
+        raise TypeError(f"dtype {tensor.dtype} has no kernel code") from None

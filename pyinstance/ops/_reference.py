@@ -1,0 +1,1 @@
+"""Plain torch implementations of every op: the test oracle, never a silent fallback."""
