@@ -2,7 +2,7 @@
 
 from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone
 from pyinstance.models.efficientnet import EfficientNetLite0
-from pyinstance.models.pooling import GeM, MAC, RMAC, SPoC, Projection
+from pyinstance.models.pooling import MAC, RMAC, GeM, Projection, SPoC
 from pyinstance.models.resnet import ResNet
 from pyinstance.models.tripletnet import TripletNetSmall
 from pyinstance.models.vgg import VGG16, AlexNet

@@ -119,7 +119,7 @@ class ResNet(Backbone):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         inp = 64
-        for index, (count, width) in enumerate(zip(counts, (64, 128, 256, 512)), start=1):
+        for index, (count, width) in enumerate(zip(counts, (64, 128, 256, 512), strict=True), start=1):
             layers = []
             for position in range(count):
                 stride = 2 if index > 1 and position == 0 else 1
