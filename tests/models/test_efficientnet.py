@@ -45,12 +45,12 @@ def test_random_init_is_not_pretrained(pretrained: EfficientNetLite0) -> None:
 
 
 def test_features_and_class_map_shapes_for_any_size(pretrained: EfficientNetLite0) -> None:
-    for height, width in [(32, 32), (65, 97), (224, 160)]:
+    for height, width in [(32, 32), (65, 97), (130, 100)]:
         with torch.no_grad():
-            features, class_map = pretrained.forward_with_class_map(torch.randn(2, 3, height, width))
+            features, class_map = pretrained.forward_with_class_map(torch.randn(1, 3, height, width))
         expected = (math.ceil(height / 32), math.ceil(width / 32))
-        assert features.shape == (2, 1280, *expected)
-        assert class_map.shape == (2, 1000, *expected)
+        assert features.shape == (1, 1280, *expected)
+        assert class_map.shape == (1, 1000, *expected)
         # the class map is the FC applied at every location: its mean is the classic logits
         logits = F.linear(features.mean(dim=(2, 3)), pretrained._fc.weight.flatten(1),
                           pretrained._fc.bias)

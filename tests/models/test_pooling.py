@@ -86,7 +86,7 @@ def test_rmac_against_loop_reference(height: int, width: int) -> None:
     torch.manual_seed(height * 100 + width)
     x = torch.randn(2, 6, height, width, dtype=torch.float64)
     torch.testing.assert_close(RMAC(6).double()(x), _slow_rmac(x))
-    regions = [(t, l, s) for s, rows, cols in rmac_regions(height, width) for t in rows for l in cols]
+    regions = [(t, c, s) for s, rows, cols in rmac_regions(height, width) for t in rows for c in cols]
     assert sorted(regions) == sorted(_slow_rmac_regions(height, width))
 
 
@@ -96,7 +96,7 @@ def test_rmac_grid_is_tolias() -> None:
     assert [len(rows) * len(cols) for _, rows, cols in grid] == [2, 6, 12]
     side, rows, cols = rmac_regions(20, 60)[0]  # 4 squares of 20 along 60: overlap ~ 1/3
     assert (side, rows, len(cols)) == (20, (0,), 4)
-    overlaps = [1 - (b - a) / side for a, b in zip(cols, cols[1:])]
+    overlaps = [1 - (b - a) / side for a, b in zip(cols[:-1], cols[1:], strict=True)]
     assert all(0.3 <= overlap <= 0.5 for overlap in overlaps)
     for side, rows, cols in rmac_regions(13, 31, levels=4):
         assert rows[-1] + side == 13 and cols[-1] + side == 31  # the grid spans the map
