@@ -98,6 +98,21 @@ def test_mixed_sizes_names_and_reduced_precision(pairs: Manifest, small) -> None
     assert by_name.shape == (2, 1, 128)
 
 
+def test_size_multiple_snaps_sizes(pairs: Manifest, small) -> None:  # noqa: ANN001
+    backbone, head = small
+    path = pairs.paths[0]  # box.png, 223×324
+    out = pyinstance.extract([path], backbone, head, max_side=100, size_multiple=32,
+                             progress=False)
+    image = image_tensor(path)
+    assert tuple(image.shape[1:]) == (223, 324)
+    image = resize(image, (64, 96))  # 69×100 snapped to multiples of 32
+    with torch.no_grad():
+        expected = head(backbone(normalize(image[None], backbone.input_mean, backbone.input_std)))
+    torch.testing.assert_close(out[0], expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="size_multiple"):
+        pyinstance.extract([path], backbone, head, size_multiple=0, progress=False)
+
+
 def test_modes_are_restored_and_progress_is_shown(small, capsys) -> None:  # noqa: ANN001
     backbone, head = small
     backbone.train()
