@@ -32,7 +32,8 @@ def pairs() -> Manifest:
 def small() -> tuple[torch.nn.Module, torch.nn.Module]:
     """A cheap backbone + head for the mechanics (randomly initialised, eval mode)."""
     torch.manual_seed(0)
-    return pyinstance.get_backbone("tripletnet_small"), pyinstance.get_head("gem", in_channels=128)
+    backbone = pyinstance.get_backbone("tripletnet_small").eval()
+    return backbone, pyinstance.get_head("gem", in_channels=128).eval()
 
 
 def _manual(path: Path, backbone: torch.nn.Module, head: torch.nn.Module, side: int) -> torch.Tensor:
