@@ -31,6 +31,8 @@ class Backbone(nn.Module):
     #: Per-channel RGB mean and std the network expects after scaling pixels to [0, 1].
     input_mean: tuple[float, float, float] = IMAGENET_MEAN
     input_std: tuple[float, float, float] = IMAGENET_STD
+    #: The fully convolutional classifier: B×C×H'×W' features -> B×K×H'×W' class scores.
+    classifier: nn.Module
 
     def blocks(self) -> OrderedDict[str, nn.Module]:
         """Named blocks from the input to the classifier (the names ``trainable_from`` takes)."""
@@ -39,8 +41,6 @@ class Backbone(nn.Module):
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """The feature map of checked images."""
         raise NotImplementedError
-
-    classifier: nn.Module
 
     # -- public -----------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:

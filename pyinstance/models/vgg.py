@@ -27,7 +27,8 @@ class _TorchvisionLayout(Backbone):
     """Shared loading / freezing of the two torchvision-layout plain CNNs."""
 
     _fc_names: tuple[str, str, str]  # classifier indices of fc6, fc7, fc8
-    _fc6_kernel: int
+    _fc6_kernel: int  # fc6 covers a k×k grid of pooled cells
+    _block_ends: tuple[int, ...]  # end index in ``features`` of each conv block
 
     def _finish(self, weights: str | os.PathLike[str] | None, trainable_from: str | None) -> None:
         for module in self.features.modules():
@@ -56,8 +57,6 @@ class _TorchvisionLayout(Backbone):
             start = end
         named["classifier"] = self.classifier
         return named
-
-    _block_ends: tuple[int, ...]
 
 
 class VGG16(_TorchvisionLayout):
