@@ -80,7 +80,6 @@ class PluginRegistry:
         self._autoload = autoload
         self._lock = threading.RLock()
         self._manager: pluggy.PluginManager | None = None
-        self._distributions: dict[str, str | None] = {}
         self._components: dict[str, dict[str, Component]] = {kind: {} for kind in HOOKS}
         self._failures: list[PluginFailure] = []
 
@@ -129,7 +128,11 @@ class PluginRegistry:
         if manager.has_plugin(name):
             raise PluginError(f"two plugins are named {name!r}")
         manager.register(plugin, name=name)
-        self._distributions[name] = distribution
+        try:
+            manager.check_pending()  # a hook pyinstance does not define is a broken plugin
+        except pluggy.PluginValidationError:
+            manager.unregister(plugin, name=name)
+            raise
         for kind, hook_name in HOOKS.items():
             for impl in getattr(manager.hook, hook_name).get_hookimpls():
                 if impl.plugin is plugin:
@@ -140,11 +143,17 @@ class PluginRegistry:
     ) -> None:
         staged: list[Component] = []
 
-        def register(name: str, factory: Callable[..., Any], *, aliases: Sequence[str] = ()) -> None:
+        def register(
+            name: str, factory: Callable[..., Any], *, aliases: Sequence[str] = ()
+        ) -> None:
             if not isinstance(name, str) or not name:
-                raise PluginError(f"plugin {plugin!r} registered a {kind} with an invalid name {name!r}")
+                raise PluginError(
+                    f"plugin {plugin!r} registered a {kind} with an invalid name {name!r}"
+                )
             if not callable(factory):
-                raise PluginError(f"plugin {plugin!r} registered {kind} {name!r} with a non-callable factory")
+                raise PluginError(
+                    f"plugin {plugin!r} registered {kind} {name!r} with a non-callable factory"
+                )
             staged.append(Component(kind, name, factory, plugin, distribution, tuple(aliases)))
 
         try:
@@ -200,9 +209,7 @@ class PluginRegistry:
         """Every registered component (aliases folded), sorted by kind then name."""
         self._ensure_loaded()
         kinds = [kind] if kind is not None else list(HOOKS)
-        unique = {
-            (c.kind, c.name): c for k in kinds for c in self._components[k].values()
-        }
+        unique = {(c.kind, c.name): c for k in kinds for c in self._components[k].values()}
         return [unique[key] for key in sorted(unique)]
 
     def failures(self) -> list[PluginFailure]:

@@ -33,7 +33,9 @@ class TripletMarginLoss(nn.Module):
     ) -> torch.Tensor:
         _check_batch(embeddings, labels)
         if triplets is None:
-            raise ValueError("triplets: TripletMarginLoss needs (anchors, positives, negatives) from a miner")
+            raise ValueError(
+                "triplets: TripletMarginLoss needs (anchors, positives, negatives) from a miner"
+            )
         anchors, positives, negatives = triplets
         if anchors.numel() == 0:
             return embeddings.sum() * 0.0  # keeps the graph: a zero gradient, not an error

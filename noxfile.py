@@ -1,0 +1,121 @@
+"""Developer sessions: ``nox`` runs the tests; ``nox -s lint build cuda plugins bench`` the rest."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = False
+
+ROOT = Path(__file__).parent
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+# The CPU build of torch (available offline); the package itself declares a normal range.
+TORCH = "torch==2.13.0"
+BUILD_TOOLS = ["scikit-build-core>=0.10", "pybind11>=2.12", "cmake>=3.24", "ninja"]
+
+
+def _install_pyinstance(session: nox.Session, extras: str = "", **env: str) -> None:
+    """Build and install pyinstance (non-editable) into the session's virtualenv."""
+    session.install(TORCH, *BUILD_TOOLS)
+    target = f".[{extras}]" if extras else "."
+    # A build folder per session: CMake caches are tied to one interpreter.
+    build_env = {"SKBUILD_BUILD_DIR": str(ROOT / "build" / f"nox-{session.name}"), **env}
+    session.install("--no-build-isolation", target, env=build_env)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Build pyinstance as users get it (CUDA when a compiler is found) and run pytest."""
+    _install_pyinstance(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint + format check) and clang-format on csrc/."""
+    session.install("ruff", "clang-format")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    sources = sorted(
+        glob.glob("csrc/**/*.cpp", recursive=True)
+        + glob.glob("csrc/**/*.h", recursive=True)
+        + glob.glob("csrc/**/*.cu", recursive=True)
+        + glob.glob("csrc/**/*.cuh", recursive=True)
+    )
+    session.run("clang-format", "--dry-run", "--Werror", *sources)
+
+
+@nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    """Wheel + sdist; install the wheel into a fresh venv and call a compiled function."""
+    session.install("build")
+    dist = ROOT / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run(
+        "python",
+        "-m",
+        "build",
+        "--outdir",
+        str(dist),
+        env={"PYINSTANCE_CUDA": os.environ.get("PYINSTANCE_CUDA", "OFF")},
+    )
+    wheels = sorted(dist.glob("*.whl"))
+    sdists = sorted(dist.glob("*.tar.gz"))
+    if len(wheels) != 1 or len(sdists) != 1:
+        session.error(f"expected one wheel and one sdist in {dist}, got {wheels + sdists}")
+    fresh = Path(session.create_tmp()) / "fresh-venv"
+    shutil.rmtree(fresh, ignore_errors=True)
+    session.run(sys.executable, "-m", "venv", str(fresh), external=True)
+    python = str(fresh / "bin" / "python")
+    session.run(python, "-m", "pip", "install", "-q", TORCH, str(wheels[0]), external=True)
+    session.run(
+        python, str(ROOT / "tests" / "smoke_installed.py"), external=True, env={"PYTHONPATH": ""}
+    )
+
+
+@nox.session(python=PYTHON)
+def cuda(session: nox.Session) -> None:
+    """Configure with PYINSTANCE_CUDA=ON and compile every .cu file; our warnings are errors."""
+    session.install("pybind11>=2.12", "cmake>=3.24", "ninja")
+    build_dir = ROOT / "build" / "cuda-check"
+    pybind11_dir = session.run("python", "-m", "pybind11", "--cmakedir", silent=True).strip()
+    archs = os.environ.get("CMAKE_CUDA_ARCHITECTURES")
+    session.run(
+        "cmake", "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja",
+        "-DPYINSTANCE_CUDA=ON", "-DPYINSTANCE_CUDA_WERROR=ON",
+        f"-Dpybind11_DIR={pybind11_dir}", "-DSKBUILD_PROJECT_VERSION=0.1.0",
+        *([f"-DCMAKE_CUDA_ARCHITECTURES={archs}"] if archs else []),
+        external=True,
+    )  # fmt: skip
+    session.run("cmake", "--build", str(build_dir), "--target", "_C_cuda", external=True)
+    # The module must import on a machine without a GPU or libcudart.so.
+    session.run(
+        "python", "-c",
+        "import json, _C_cuda; info = _C_cuda.build_info(); "
+        "print(json.dumps(info)); assert _C_cuda.device_count() == len(info['devices'])",
+        env={"PYTHONPATH": str(build_dir)},
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
+def plugins(session: nox.Session) -> None:
+    """Install pyinstance and plugins/pyinstance-example side by side; both components work."""
+    _install_pyinstance(session, "test", PYINSTANCE_CUDA="OFF")
+    session.install("./plugins/pyinstance-example")
+    session.run("pyinstance", "plugins")
+    session.run("pytest", "plugins/pyinstance-example/tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Side-by-side benchmarks against faiss, pytorch-metric-learning and plain torch."""
+    _install_pyinstance(session, "bench", PYINSTANCE_CUDA="OFF")
+    for script in sorted(glob.glob("benchmarks/*.py")):
+        session.run("python", script, *session.posargs)

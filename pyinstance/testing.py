@@ -1,0 +1,272 @@
+"""Contract checks for plugin authors: call them in your own tests.
+
+Each ``check_*`` builds small synthetic inputs, exercises the component the way pyinstance
+will, and raises :class:`ContractError` (an ``AssertionError``) naming what is wrong.
+Every built-in component passes the same checks in pyinstance's own test suite.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ContractError",
+    "check_backbone",
+    "check_classifier",
+    "check_head",
+    "check_loss",
+    "check_miner",
+]
+
+
+class ContractError(AssertionError):
+    """A component breaks the contract of its kind."""
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise ContractError(message)
+
+
+def _positive_int_attribute(obj: Any, attribute: str, what: str) -> int:
+    value = getattr(obj, attribute, None)
+    _expect(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        f"{what} must have a positive int attribute {attribute!r}, got {value!r}",
+    )
+    return value
+
+
+def _clustered_batch(
+    classes: int, per_class: int, dim: int, *, spread: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised embeddings around ``classes`` random centres, labels 0..classes-1."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.nn.functional.normalize(torch.randn(classes, dim, generator=generator), dim=1)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    noise = spread * torch.randn(classes * per_class, dim, generator=generator)
+    return torch.nn.functional.normalize(centres[labels] + noise, dim=1), labels
+
+
+def check_backbone(backbone: nn.Module, *, image_size: int | None = None, batch: int = 2) -> None:
+    """A backbone maps B×3×H×W images to a finite B×C×h×w map, C = ``out_channels``."""
+    _expect(
+        isinstance(backbone, nn.Module),
+        f"backbone must be a torch.nn.Module, got {type(backbone).__name__}",
+    )
+    channels = _positive_int_attribute(backbone, "out_channels", "backbone")
+    stride = _positive_int_attribute(backbone, "out_stride", "backbone")
+    size = image_size or max(32, 2 * stride)
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    backbone.eval()
+    with torch.no_grad():
+        features = backbone(images)
+        single = backbone(images[:1])
+    _expect(
+        isinstance(features, torch.Tensor),
+        f"backbone must return a tensor, got {type(features).__name__}",
+    )
+    _expect(
+        features.dim() == 4 and features.shape[:2] == (batch, channels),
+        f"backbone output must be {batch}×{channels}×h×w for {size}×{size} inputs, got {tuple(features.shape)}",
+    )
+    expected = size / stride
+    for axis, extent in zip("hw", features.shape[2:], strict=True):
+        _expect(
+            abs(extent - expected) <= 1,
+            f"backbone out_stride={stride} predicts {axis}≈{expected:g} for {size}px inputs, got {extent}",
+        )
+    _expect(bool(torch.isfinite(features).all()), "backbone output has NaN or infinite values")
+    _expect(
+        torch.allclose(single, features[:1], rtol=1e-4, atol=1e-5),
+        "backbone output for one image depends on the rest of the batch (in eval mode)",
+    )
+    trainable = [p for p in backbone.parameters() if p.requires_grad]
+    if trainable:
+        backbone.train()
+        backbone(images).float().square().mean().backward()
+        _expect(
+            any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in trainable),
+            "no trainable backbone parameter received a gradient",
+        )
+        backbone.zero_grad(set_to_none=True)
+        backbone.eval()
+
+
+def check_head(head: nn.Module, in_channels: int, *, batch: int = 3) -> None:
+    """A head maps B×C×h×w features (any h, w) to finite, L2-normalised B×``out_dim`` descriptors."""
+    _expect(
+        isinstance(head, nn.Module), f"head must be a torch.nn.Module, got {type(head).__name__}"
+    )
+    dim = _positive_int_attribute(head, "out_dim", "head")
+    generator = torch.Generator().manual_seed(0)
+    head.eval()
+    for height, width in ((7, 7), (5, 9)):
+        features = torch.rand(batch, in_channels, height, width, generator=generator)
+        with torch.no_grad():
+            descriptors = head(features)
+            single = head(features[:1])
+        _expect(
+            isinstance(descriptors, torch.Tensor) and tuple(descriptors.shape) == (batch, dim),
+            f"head output must be {batch}×{dim} for {height}×{width} maps, got "
+            f"{tuple(getattr(descriptors, 'shape', ()))}",
+        )
+        _expect(bool(torch.isfinite(descriptors).all()), "head output has NaN or infinite values")
+        norms = descriptors.float().norm(dim=1)
+        _expect(
+            torch.allclose(norms, torch.ones_like(norms), atol=1e-3),
+            f"head output rows must be L2-normalised, got norms {norms.tolist()}",
+        )
+        _expect(
+            torch.allclose(single, descriptors[:1], rtol=1e-4, atol=1e-5),
+            "head output for one image depends on the rest of the batch (in eval mode)",
+        )
+    features = torch.rand(batch, in_channels, 7, 7, generator=generator, requires_grad=True)
+    head.train()
+    (head(features) * torch.randn(batch, dim, generator=generator)).sum().backward()
+    _expect(
+        features.grad is not None and bool(features.grad.abs().sum() > 0),
+        "head output is not differentiable w.r.t. its input features",
+    )
+    head.eval()
+
+
+def _all_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    same = labels[:, None] == labels[None, :]
+    same.fill_diagonal_(False)
+    valid = same[:, :, None] & (labels[:, None, None] != labels[None, None, :])
+    return tuple(index for index in valid.nonzero().unbind(dim=1))  # type: ignore[return-value]
+
+
+def check_loss(loss: nn.Module, *, dim: int = 16) -> None:
+    """A loss gives a finite scalar, differentiable w.r.t. the embeddings, with or without triplets."""
+    _expect(callable(loss), f"loss must be callable, got {type(loss).__name__}")
+    embeddings, labels = _clustered_batch(4, 4, dim, spread=1.0, seed=1)
+    embeddings.requires_grad_(True)
+    value = loss(embeddings, labels, _all_triplets(labels))
+    _expect(
+        isinstance(value, torch.Tensor) and value.dim() == 0,
+        f"loss must return a scalar tensor, got {getattr(value, 'shape', type(value).__name__)}",
+    )
+    _expect(bool(torch.isfinite(value)), f"loss returned {value.item()}")
+    value.backward()
+    _expect(
+        embeddings.grad is not None and bool(torch.isfinite(embeddings.grad).all()),
+        "loss gradient w.r.t. embeddings is missing or not finite",
+    )
+    _expect(
+        bool(embeddings.grad.abs().sum() > 0), "loss gives a zero gradient on a hard random batch"
+    )
+    empty = torch.empty(0, dtype=torch.int64)
+    fresh = embeddings.detach().clone().requires_grad_(True)
+    zero = loss(fresh, labels, (empty, empty, empty))
+    zero.backward()
+    _expect(bool(torch.isfinite(zero)), "loss with no triplets must stay finite")
+
+
+def _check_triplets(
+    result: Any,
+    labels: torch.Tensor,
+    ref_labels: torch.Tensor,
+    *,
+    same_set: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _expect(
+        isinstance(result, tuple) and len(result) == 3,
+        f"miner must return a tuple (anchors, positives, negatives), got {type(result).__name__}",
+    )
+    anchors, positives, negatives = result
+    for name, index in zip(("anchors", "positives", "negatives"), result, strict=True):
+        _expect(
+            isinstance(index, torch.Tensor) and index.dtype == torch.int64 and index.dim() == 1,
+            f"miner {name} must be a 1-D int64 tensor, got {getattr(index, 'dtype', type(index).__name__)}",
+        )
+        _expect(not index.requires_grad, f"miner {name} must not require grad")
+    _expect(
+        anchors.shape == positives.shape == negatives.shape,
+        f"miner index tensors differ in length: {anchors.numel()}, {positives.numel()}, {negatives.numel()}",
+    )
+    if anchors.numel():
+        _expect(
+            int(anchors.min()) >= 0 and int(anchors.max()) < labels.numel(),
+            "miner anchors index outside the batch",
+        )
+        for name, index in (("positives", positives), ("negatives", negatives)):
+            _expect(
+                int(index.min()) >= 0 and int(index.max()) < ref_labels.numel(),
+                f"miner {name} index outside the reference set",
+            )
+        _expect(
+            bool((labels[anchors] == ref_labels[positives]).all()),
+            "a positive has another label than its anchor",
+        )
+        _expect(
+            bool((labels[anchors] != ref_labels[negatives]).all()),
+            "a negative has the label of its anchor",
+        )
+        if same_set:
+            _expect(bool((anchors != positives).all()), "an anchor is its own positive")
+    return anchors, positives, negatives
+
+
+def check_miner(miner: Any, *, dim: int = 16, deterministic: bool = True) -> None:
+    """A miner returns valid (anchor, positive, negative) int64 indices for batches and references."""
+    _expect(callable(miner), f"miner must be callable, got {type(miner).__name__}")
+    embeddings, labels = _clustered_batch(5, 4, dim, spread=0.8, seed=2)
+    with torch.no_grad():
+        first = _check_triplets(miner(embeddings, labels), labels, labels, same_set=True)
+        _expect(first[0].numel() > 0, "miner found no triplet in a batch of 5 classes × 4 images")
+        if deterministic:
+            again = miner(embeddings, labels)
+            _expect(
+                all(torch.equal(a, b) for a, b in zip(first, again, strict=True)),
+                "miner is not deterministic (pass deterministic=False for a stochastic miner)",
+            )
+        refs, ref_labels = _clustered_batch(5, 3, dim, spread=0.8, seed=3)
+        _check_triplets(
+            miner(embeddings[:8], labels[:8], ref_embeddings=refs, ref_labels=ref_labels),
+            labels[:8],
+            ref_labels,
+            same_set=False,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a one-class batch may warn; it must not fail
+            lonely = _check_triplets(
+                miner(embeddings[:4], labels[:4]), labels[:4], labels[:4], same_set=True
+            )
+        _expect(lonely[0].numel() == 0, "miner returned triplets for a batch with one class only")
+
+
+def check_classifier(classifier: Any, *, dim: int = 16) -> None:
+    """A classifier fits labelled descriptors and predicts labels with confidences in [0, 1]."""
+    for method in ("fit", "predict"):
+        _expect(
+            callable(getattr(classifier, method, None)), f"classifier must have a {method}() method"
+        )
+    references, labels = _clustered_batch(6, 3, dim, spread=0.2, seed=4)
+    queries, truth = _clustered_batch(6, 2, dim, spread=0.2, seed=4)
+    returned = classifier.fit(references, labels)
+    _expect(returned is classifier, "classifier.fit() must return the classifier itself")
+    predicted, confidence = classifier.predict(queries)
+    predicted = torch.as_tensor(predicted)
+    confidence = torch.as_tensor(confidence)
+    _expect(
+        predicted.shape == (queries.shape[0],) and confidence.shape == (queries.shape[0],),
+        f"predict() must return Q labels and Q confidences, got {tuple(predicted.shape)}, {tuple(confidence.shape)}",
+    )
+    _expect(
+        bool(((confidence >= 0) & (confidence <= 1)).all()),
+        f"confidences must lie in [0, 1], got {confidence.tolist()}",
+    )
+    accuracy = float((predicted == truth).float().mean())
+    _expect(accuracy >= 0.9, f"classifier gets {accuracy:.0%} right on well-separated clusters")
+    try:
+        classifier.predict(torch.randn(2, dim + 1))
+    except (ValueError, TypeError):
+        pass
+    else:
+        raise ContractError("predict() accepted queries of the wrong dimension without an error")

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real image data beside the repo and the devices to test on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import pyinstance
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path:
+    configured = os.environ.get("PYINSTANCE_SHARED")
+    candidates = (
+        [Path(configured)] if configured else [REPO.parent / "shared", Path("/work/shared")]
+    )
+    for candidate in candidates:
+        if (candidate / "data").is_dir():
+            return candidate
+    return candidates[0]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``shared/data`` beside the repository (set PYINSTANCE_SHARED to move it)."""
+    data = _shared_dir() / "data"
+    if not data.is_dir():
+        pytest.skip(f"real image data not found at {data} (set PYINSTANCE_SHARED)")
+    return data
+
+
+def cuda_available() -> bool:
+    """CUDA kernels can run: the extension is compiled and torch sees a GPU."""
+    return pyinstance.HAS_CUDA and torch.cuda.is_available()
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Every op test runs on the CPU and, when a GPU is present, on CUDA."""
+    if request.param == "cuda" and not cuda_available():
+        pytest.skip("no CUDA device (or pyinstance built without CUDA)")
+    return torch.device(request.param)

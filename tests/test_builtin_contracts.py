@@ -1,0 +1,40 @@
+"""Every built-in component passes the same contract checks offered to plugin authors."""
+
+from __future__ import annotations
+
+import pytest
+
+import pyinstance
+from pyinstance import testing
+from pyinstance.plugins import PluginRegistry
+
+_BUILTINS = PluginRegistry(autoload=False).components()
+# Keyword arguments a built-in needs to be built small enough for a quick check.
+_BUILD_ARGS: dict[tuple[str, str], dict] = {}
+_HEAD_CHANNELS = 16
+
+
+def _ids(component) -> str:
+    return f"{component.kind}:{component.name}"
+
+
+@pytest.mark.parametrize("component", _BUILTINS, ids=_ids)
+def test_builtin_component_honours_its_contract(component):
+    kwargs = _BUILD_ARGS.get((component.kind, component.name), {})
+    if component.kind == "backbone":
+        testing.check_backbone(pyinstance.get_backbone(component.name, **kwargs))
+    elif component.kind == "head":
+        head = pyinstance.get_head(component.name, in_channels=_HEAD_CHANNELS, **kwargs)
+        testing.check_head(head, _HEAD_CHANNELS)
+    elif component.kind == "loss":
+        testing.check_loss(pyinstance.get_loss(component.name, **kwargs))
+    elif component.kind == "miner":
+        testing.check_miner(pyinstance.get_miner(component.name, **kwargs))
+    else:
+        testing.check_classifier(pyinstance.get_classifier(component.name, **kwargs))
+
+
+def test_every_kind_has_builtins_registered_through_hooks():
+    kinds = {c.kind for c in _BUILTINS}
+    assert "loss" in kinds
+    assert all(c.distribution == "pyinstance" for c in _BUILTINS)

@@ -1,0 +1,54 @@
+"""The `pyinstance` command: info and plugins."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pyinstance import cli
+
+
+def test_info_json_matches_build_info(capsys):
+    assert cli.main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["cpu"]["isa_detected"] in info["cpu"]["isa_compiled"]
+    assert "cuda_compiled" in info
+
+
+def test_info_table_names_isa_and_cuda(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU ISA detected / active" in out and "CUDA" in out and "OpenMP threads" in out
+
+
+def test_plugins_lists_kind_name_plugin_and_distribution(capsys):
+    assert cli.main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    loss = next(r for r in rows if r["name"] == "triplet_margin")
+    assert loss == {
+        "kind": "loss",
+        "name": "triplet_margin",
+        "aliases": ["triplet"],
+        "plugin": "pyinstance.builtin.losses",
+        "distribution": "pyinstance",
+    }
+    assert cli.main(["plugins", "--kind", "loss"]) == 0
+    assert "pyinstance.builtin.losses" in capsys.readouterr().out
+
+
+def test_unknown_command_exits_with_usage():
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["frobnicate"])
+    assert exit_info.value.code == 2
+
+
+def test_module_entry_point_runs(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pyinstance.cli", "plugins", "--kind", "loss"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # import the installed package, not the source tree
+    )
+    assert result.returncode == 0, result.stderr
+    assert "contrastive" in result.stdout
