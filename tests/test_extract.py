@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +13,9 @@ import pyinstance
 from pyinstance.data import ImageDecodeError, Manifest, image_tensor, normalize, resize, scaled_size
 
 
-def _shared_data() -> Path:
-    candidates = [Path(os.environ["PYINSTANCE_SHARED"])] if "PYINSTANCE_SHARED" in os.environ else []
-    candidates += [Path(__file__).resolve().parents[1] / ".." / "shared", Path("/work/shared")]
-    for candidate in candidates:
-        if (candidate / "data").is_dir():
-            return candidate / "data"
-    pytest.skip("the shared test data (shared/data) is not available")
-
-
 @pytest.fixture(scope="module")
-def pairs() -> Manifest:
-    return Manifest.read(_shared_data() / "opencv-pairs" / "manifest.csv")
+def pairs(shared_data: Path) -> Manifest:
+    return Manifest.read(shared_data / "opencv-pairs" / "manifest.csv")
 
 
 @pytest.fixture(scope="module")

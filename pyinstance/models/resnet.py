@@ -144,6 +144,13 @@ class ResNet(Backbone):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        # Zero-initialised residual branches (Goyal et al.): every block starts as its
+        # shortcut, so a random deep ResNet stays numerically tame in eval mode.
+        for module in self.modules():
+            if isinstance(module, Bottleneck):
+                nn.init.zeros_(module.bn3.weight)
+            elif isinstance(module, BasicBlock):
+                nn.init.zeros_(module.bn2.weight)
 
     @property
     def classifier(self) -> nn.Module:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,17 +9,8 @@ import pytest
 from pyinstance.data import Manifest
 
 
-def _shared_data() -> Path:
-    candidates = [Path(os.environ["PYINSTANCE_SHARED"])] if "PYINSTANCE_SHARED" in os.environ else []
-    candidates += [Path(__file__).resolve().parents[2] / ".." / "shared", Path("/work/shared")]
-    for candidate in candidates:
-        if (candidate / "data").is_dir():
-            return candidate / "data"
-    pytest.skip("the shared test data (shared/data) is not available")
-
-
-def test_opencv_pairs() -> None:
-    manifest = Manifest.read(_shared_data() / "opencv-pairs" / "manifest.csv")
+def test_opencv_pairs(shared_data: Path) -> None:
+    manifest = Manifest.read(shared_data / "opencv-pairs" / "manifest.csv")
     assert len(manifest) == 16
     references = manifest.filter(split="reference")
     queries = manifest.filter(split="query")
@@ -31,8 +21,8 @@ def test_opencv_pairs() -> None:
     assert isinstance(manifest[:3], Manifest) and len(manifest[:3]) == 3
 
 
-def test_museum_query_sets() -> None:
-    manifest = Manifest.read(_shared_data() / "museum" / "manifest.csv")
+def test_museum_query_sets(shared_data: Path) -> None:
+    manifest = Manifest.read(shared_data / "museum" / "manifest.csv")
     references = manifest.filter(split="reference")
     queries = manifest.filter(split="query")
     assert (len(references), len(queries)) == (287, 63)

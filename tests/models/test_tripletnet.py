@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pyinstance import testing
 from pyinstance.models import TripletNetSmall
 
 
@@ -54,3 +55,13 @@ def test_trainable_from_and_weights(tmp_path) -> None:  # noqa: ANN001
     torch.save(model.state_dict(), path)
     loaded = TripletNetSmall(weights=path)
     assert torch.equal(loaded.conv4.weight, model.conv4.weight)
+
+
+def test_contract_check_accepts_valid_convolutions_through_min_input_size() -> None:
+    testing.check_backbone(TripletNetSmall())  # 1×1 at 32 px: the border loss is declared
+
+    class Undeclared(TripletNetSmall):
+        min_input_size = 8  # claims (almost) no border loss
+
+    with pytest.raises(testing.ContractError, match="out_stride=8 predicts"):
+        testing.check_backbone(Undeclared())
