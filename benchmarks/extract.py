@@ -29,7 +29,9 @@ from pyinstance.data import Manifest, image_tensor, normalize, resize, scaled_si
 
 
 def shared_data() -> Path:
-    candidates = [Path(os.environ["PYINSTANCE_SHARED"])] if "PYINSTANCE_SHARED" in os.environ else []
+    candidates = (
+        [Path(os.environ["PYINSTANCE_SHARED"])] if "PYINSTANCE_SHARED" in os.environ else []
+    )
     candidates += [Path(__file__).resolve().parents[1] / ".." / "shared", Path("/work/shared")]
     for candidate in candidates:
         if (candidate / "data" / "museum").is_dir():
@@ -67,9 +69,15 @@ def main() -> None:
                 head(backbone(image))
 
     def pipeline(size_multiple: int | None) -> None:
-        pyinstance.extract(paths, backbone, head, max_side=args.max_side,
-                           batch_size=args.batch_size, size_multiple=size_multiple,
-                           progress=False)
+        pyinstance.extract(
+            paths,
+            backbone,
+            head,
+            max_side=args.max_side,
+            batch_size=args.batch_size,
+            size_multiple=size_multiple,
+            progress=False,
+        )
 
     configs = {
         "plain torch (pre-decoded, batch 1)": plain_torch,
@@ -85,8 +93,10 @@ def main() -> None:
             best[name] = min(best[name], time.perf_counter() - start)
 
     anchor = len(paths) / best["plain torch (pre-decoded, batch 1)"]
-    print(f"EfficientNet-Lite0 + GeM, {len(paths)} museum photos, longest side {args.max_side} px, "
-          f"{args.threads} threads, min of {args.repeats} interleaved repeats, torch {torch.__version__}")
+    print(
+        f"EfficientNet-Lite0 + GeM, {len(paths)} museum photos, longest side {args.max_side} px, "
+        f"{args.threads} threads, min of {args.repeats} interleaved repeats, torch {torch.__version__}"
+    )
     print(f"{'configuration':<58} {'time s':>8} {'images/s':>9} {'ratio':>6}")
     for name, seconds in best.items():
         rate = len(paths) / seconds

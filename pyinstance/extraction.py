@@ -103,9 +103,10 @@ def extract(
     head.eval()
     chunk = batch_size * _CHUNK_BATCHES
     try:
-        with torch.inference_mode(), tqdm(
-            total=len(items), disable=not progress, desc="extract", unit="img"
-        ) as bar:
+        with (
+            torch.inference_mode(),
+            tqdm(total=len(items), disable=not progress, desc="extract", unit="img") as bar,
+        ):
             for start in range(0, len(items), chunk):
                 groups = _resized_groups(
                     items, start, chunk, scales, max_side, size_multiple, min_size, device
@@ -117,7 +118,9 @@ def extract(
                         parameter_dtype = _module_dtype(backbone)
                         features = backbone(pixels.to(parameter_dtype))
                         descriptors = head(features).to(device="cpu", dtype=dtype)
-                        for (index, scale_index, _), descriptor in zip(batch, descriptors, strict=True):
+                        for (index, scale_index, _), descriptor in zip(
+                            batch, descriptors, strict=True
+                        ):
                             output[index, scale_index] = descriptor
                 bar.update(min(chunk, len(items) - start))
     finally:
@@ -126,7 +129,9 @@ def extract(
     return output
 
 
-def aggregate_scales(descriptors: torch.Tensor, method: str = "mean", p: float = 3.0) -> torch.Tensor:
+def aggregate_scales(
+    descriptors: torch.Tensor, method: str = "mean", p: float = 3.0
+) -> torch.Tensor:
     """One L2-normalised N×D descriptor per image from N×S×D multi-scale descriptors.
 
     ``method="mean"``: mean over scales. ``method="gem"``: generalised mean with exponent
@@ -174,8 +179,9 @@ def _resized_groups(
         for scale_index, scale in enumerate(scales):
             size = scaled_size(height, width, round(scale * max_side))
             if size_multiple is not None:
-                size = tuple(max(size_multiple, round(side / size_multiple) * size_multiple)
-                             for side in size)
+                size = tuple(
+                    max(size_multiple, round(side / size_multiple) * size_multiple) for side in size
+                )
             if min(size) < min_size:
                 raise ValueError(
                     f"{name}: {height}×{width} resized to {size[0]}×{size[1]} at scale {scale} "
@@ -213,7 +219,9 @@ def _check_scales(scales: Sequence[float]) -> tuple[float, ...]:
     if not scales or not all(
         isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in scales
     ):
-        raise ValueError(f"scales: expected a non-empty sequence of positive numbers, got {scales!r}")
+        raise ValueError(
+            f"scales: expected a non-empty sequence of positive numbers, got {scales!r}"
+        )
     return tuple(float(s) for s in scales)
 
 

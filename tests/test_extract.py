@@ -26,7 +26,9 @@ def small() -> tuple[torch.nn.Module, torch.nn.Module]:
     return backbone, pyinstance.get_head("gem", in_channels=128).eval()
 
 
-def _manual(path: Path, backbone: torch.nn.Module, head: torch.nn.Module, side: int) -> torch.Tensor:
+def _manual(
+    path: Path, backbone: torch.nn.Module, head: torch.nn.Module, side: int
+) -> torch.Tensor:
     image = image_tensor(path)
     image = resize(image, scaled_size(*image.shape[1:], side))
     with torch.no_grad():
@@ -36,11 +38,14 @@ def _manual(path: Path, backbone: torch.nn.Module, head: torch.nn.Module, side: 
 def test_pretrained_descriptors_match_the_opencv_pairs(pairs: Manifest) -> None:
     backbone = pyinstance.get_backbone("efficientnet_lite0")
     head = pyinstance.get_head("gem", in_channels=backbone.out_channels)
-    descriptors = pyinstance.extract(pairs.paths, backbone, head, scales=(1.0, 0.75), max_side=128,
-                                     batch_size=3, progress=False)
+    descriptors = pyinstance.extract(
+        pairs.paths, backbone, head, scales=(1.0, 0.75), max_side=128, batch_size=3, progress=False
+    )
     assert descriptors.shape == (16, 2, 1280) and descriptors.dtype == torch.float32
     torch.testing.assert_close(descriptors.norm(dim=2), torch.ones(16, 2))
-    torch.testing.assert_close(descriptors[5, 0], _manual(pairs.paths[5], backbone.eval(), head, 128))
+    torch.testing.assert_close(
+        descriptors[5, 0], _manual(pairs.paths[5], backbone.eval(), head, 128)
+    )
     torch.testing.assert_close(descriptors[5, 1], _manual(pairs.paths[5], backbone, head, 96))
     merged = pyinstance.aggregate_scales(descriptors)
     is_query = np.array([e.split == "query" for e in pairs])
@@ -84,16 +89,16 @@ def test_mixed_sizes_names_and_reduced_precision(pairs: Manifest, small) -> None
         low = pyinstance.extract(images, backbone, head, max_side=64, dtype=dtype, progress=False)
         assert low.dtype == dtype
         torch.testing.assert_close(low.float(), full, rtol=0, atol=2e-2)
-    by_name = pyinstance.extract(pairs.paths[:2], "tripletnet_small", "mac", max_side=48,
-                                 progress=False)
+    by_name = pyinstance.extract(
+        pairs.paths[:2], "tripletnet_small", "mac", max_side=48, progress=False
+    )
     assert by_name.shape == (2, 1, 128)
 
 
 def test_size_multiple_snaps_sizes(pairs: Manifest, small) -> None:  # noqa: ANN001
     backbone, head = small
     path = pairs.paths[0]  # box.png, 223×324
-    out = pyinstance.extract([path], backbone, head, max_side=100, size_multiple=32,
-                             progress=False)
+    out = pyinstance.extract([path], backbone, head, max_side=100, size_multiple=32, progress=False)
     image = image_tensor(path)
     assert tuple(image.shape[1:]) == (223, 324)
     image = resize(image, (64, 96))  # 69×100 snapped to multiples of 32
@@ -108,7 +113,9 @@ def test_modes_are_restored_and_progress_is_shown(small, capsys) -> None:  # noq
     backbone, head = small
     backbone.train()
     head.eval()
-    out = pyinstance.extract([torch.rand(3, 40, 40)] * 3, backbone, head, max_side=40, progress=True)
+    out = pyinstance.extract(
+        [torch.rand(3, 40, 40)] * 3, backbone, head, max_side=40, progress=True
+    )
     assert backbone.training and not head.training
     assert out.shape == (3, 1, 128)
     assert "extract" in capsys.readouterr().err
@@ -142,8 +149,9 @@ def test_bad_files_name_the_file(tmp_path: Path, small) -> None:  # noqa: ANN001
     backbone, head = small
     good = torch.rand(3, 40, 40)
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
-        pyinstance.extract([good, tmp_path / "missing.jpg"], backbone, head, max_side=40,
-                           progress=False)
+        pyinstance.extract(
+            [good, tmp_path / "missing.jpg"], backbone, head, max_side=40, progress=False
+        )
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(ImageDecodeError, match="corrupt.png"):
@@ -174,8 +182,13 @@ def test_bad_arguments(small) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match="built for 64 input channels but the backbone gives 128"):
         call(image, backbone, pyinstance.get_head("mac", in_channels=64), progress=False)
     with pytest.raises(ValueError, match=r"images\[1\].*smaller than the backbone's minimum"):
-        call([torch.rand(3, 40, 40), torch.rand(3, 4, 400)], backbone, head, max_side=64,
-             progress=False)
+        call(
+            [torch.rand(3, 40, 40), torch.rand(3, 4, 400)],
+            backbone,
+            head,
+            max_side=64,
+            progress=False,
+        )
     with pytest.raises(ValueError, match=r"images\[0\]: contains NaN"):
         call([torch.full((3, 40, 40), float("nan"))], backbone, head, max_side=40, progress=False)
     with pytest.raises(ValueError, match="unknown backbone"):

@@ -84,8 +84,9 @@ def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
     if tuple(image.shape[1:]) == tuple(size):
         return image
-    resized = F.interpolate(image[None], size=size, mode="bilinear", antialias=True,
-                            align_corners=False)
+    resized = F.interpolate(
+        image[None], size=size, mode="bilinear", antialias=True, align_corners=False
+    )
     return resized[0].clamp_(0.0, 1.0)
 
 

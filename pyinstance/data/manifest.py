@@ -57,8 +57,7 @@ class Manifest(Sequence[ManifestEntry]):
                     "[,query_set])"
                 )
             entries = [
-                _entry(row, root, f"{path}:{line}")
-                for line, row in enumerate(reader, start=2)
+                _entry(row, root, f"{path}:{line}") for line, row in enumerate(reader, start=2)
             ]
         seen: dict[Path, int] = {}
         for entry in entries:

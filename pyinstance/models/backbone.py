@@ -52,8 +52,7 @@ class Backbone(nn.Module):
         """Class scores B×K×H'×W' of a feature map from :meth:`forward` (same H'×W')."""
         if not isinstance(features, torch.Tensor) or features.dim() != 4:
             raise ValueError(
-                f"features: expected a B×{self.out_channels}×H×W tensor, got "
-                f"{_describe(features)}"
+                f"features: expected a B×{self.out_channels}×H×W tensor, got {_describe(features)}"
             )
         if features.shape[1] != self.out_channels:
             raise ValueError(

@@ -50,17 +50,34 @@ def pretrained_weights_path() -> Path:
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "same" padding: output ``ceil(size / stride)``, extra pad after."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
-                 stride: int = 1, groups: int = 1, bias: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ):
         static = (kernel_size - 1) // 2 if stride == 1 and kernel_size % 2 else 0
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
-                         padding=static, groups=groups, bias=bias)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=static,
+            groups=groups,
+            bias=bias,
+        )
         self._dynamic = stride != 1 or kernel_size % 2 == 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._dynamic:
             pads = []
-            for size, k, s in zip(x.shape[:1:-1], self.kernel_size[::-1], self.stride[::-1], strict=True):
+            for size, k, s in zip(
+                x.shape[:1:-1], self.kernel_size[::-1], self.stride[::-1], strict=True
+            ):
                 total = max((math.ceil(size / s) - 1) * s + k - size, 0)
                 pads += [total // 2, total - total // 2]
             x = F.pad(x, pads)
@@ -112,8 +129,14 @@ class EfficientNetLite0(Backbone):
     input_mean = (127.0 / 255.0,) * 3
     input_std = (128.0 / 255.0,) * 3
 
-    def __init__(self, *, pretrained: bool = True, weights: str | os.PathLike[str] | None = None,
-                 num_classes: int = 1000, trainable_from: str | None = None):
+    def __init__(
+        self,
+        *,
+        pretrained: bool = True,
+        weights: str | os.PathLike[str] | None = None,
+        num_classes: int = 1000,
+        trainable_from: str | None = None,
+    ):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
@@ -124,8 +147,15 @@ class EfficientNetLite0(Backbone):
         self._stage_sizes = []
         for repeats, kernel, stride, expansion, inp, out in LITE0_STAGES:
             for index in range(repeats):
-                blocks.append(MBConv(kernel, stride if index == 0 else 1, expansion,
-                                     inp if index == 0 else out, out))
+                blocks.append(
+                    MBConv(
+                        kernel,
+                        stride if index == 0 else 1,
+                        expansion,
+                        inp if index == 0 else out,
+                        out,
+                    )
+                )
             self._stage_sizes.append(repeats)
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(LITE0_STAGES[-1][-1], self.out_channels, 1)
@@ -134,7 +164,8 @@ class EfficientNetLite0(Backbone):
         if weights is not None or pretrained:
             path = weights if weights is not None else pretrained_weights_path()
             load_weights(
-                self, path,
+                self,
+                path,
                 convert=lambda state: linear_to_conv(state, ["_fc"]),
                 skip_prefixes=("_fc.",) if num_classes != 1000 else (),
             )
@@ -149,7 +180,7 @@ class EfficientNetLite0(Backbone):
         named["stem"] = nn.ModuleList([self._conv_stem, self._bn0])
         start = 0
         for number, size in enumerate(self._stage_sizes, start=1):
-            named[f"stage{number}"] = nn.ModuleList(self._blocks[start:start + size])
+            named[f"stage{number}"] = nn.ModuleList(self._blocks[start : start + size])
             start += size
         named["head"] = nn.ModuleList([self._conv_head, self._bn1])
         named["classifier"] = self._fc

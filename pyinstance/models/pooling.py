@@ -127,8 +127,9 @@ class GeM(PoolingHead):
         learn_p: make ``p`` a trainable parameter (else a fixed buffer).
     """
 
-    def __init__(self, in_channels: int, out_dim: int | None = None, *, p: float = 3.0,
-                 learn_p: bool = True):
+    def __init__(
+        self, in_channels: int, out_dim: int | None = None, *, p: float = 3.0, learn_p: bool = True
+    ):
         super().__init__(in_channels, out_dim)
         if not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
             raise ValueError(f"p: expected a finite number > 0, got {p!r}")
@@ -188,8 +189,9 @@ class RMAC(PoolingHead):
         overlap: target overlap of neighbouring regions.
     """
 
-    def __init__(self, in_channels: int, out_dim: int | None = None, *, levels: int = 3,
-                 overlap: float = 0.4):
+    def __init__(
+        self, in_channels: int, out_dim: int | None = None, *, levels: int = 3, overlap: float = 0.4
+    ):
         super().__init__(in_channels, out_dim)
         if not isinstance(levels, int) or levels < 1:
             raise ValueError(f"levels: expected a positive int, got {levels!r}")

@@ -104,8 +104,14 @@ class ResNet(Backbone):
     out_stride = 32
     min_input_size = 32
 
-    def __init__(self, depth: int = 50, *, weights: str | os.PathLike[str] | None = None,
-                 num_classes: int = 1000, trainable_from: str | None = None):
+    def __init__(
+        self,
+        depth: int = 50,
+        *,
+        weights: str | os.PathLike[str] | None = None,
+        num_classes: int = 1000,
+        trainable_from: str | None = None,
+    ):
         super().__init__()
         if depth not in ARCHITECTURES:
             raise ValueError(f"depth: expected one of {sorted(ARCHITECTURES)}, got {depth!r}")
@@ -119,7 +125,9 @@ class ResNet(Backbone):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         inp = 64
-        for index, (count, width) in enumerate(zip(counts, (64, 128, 256, 512), strict=True), start=1):
+        for index, (count, width) in enumerate(
+            zip(counts, (64, 128, 256, 512), strict=True), start=1
+        ):
             layers = []
             for position in range(count):
                 stride = 2 if index > 1 and position == 0 else 1
@@ -131,7 +139,8 @@ class ResNet(Backbone):
         self._initialise()
         if weights is not None:
             load_weights(
-                self, weights,
+                self,
+                weights,
                 convert=lambda state: linear_to_conv(state, ["fc"]),
                 skip_prefixes=("fc.",) if num_classes != 1000 else (),
             )

@@ -36,8 +36,14 @@ class TripletNetSmall(Backbone):
     input_mean = (0.5, 0.5, 0.5)
     input_std = (0.5, 0.5, 0.5)
 
-    def __init__(self, *, weights: str | os.PathLike[str] | None = None, num_classes: int = 10,
-                 dropout: float = 0.5, trainable_from: str | None = None):
+    def __init__(
+        self,
+        *,
+        weights: str | os.PathLike[str] | None = None,
+        num_classes: int = 10,
+        dropout: float = 0.5,
+        trainable_from: str | None = None,
+    ):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
@@ -61,8 +67,13 @@ class TripletNetSmall(Backbone):
 
     def blocks(self) -> OrderedDict[str, nn.Module]:
         return OrderedDict(
-            [("conv1", self.conv1), ("conv2", self.conv2), ("conv3", self.conv3),
-             ("conv4", self.conv4), ("classifier", self.fc)]
+            [
+                ("conv1", self.conv1),
+                ("conv2", self.conv2),
+                ("conv3", self.conv3),
+                ("conv4", self.conv4),
+                ("classifier", self.fc),
+            ]
         )
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,8 @@ class _TorchvisionLayout(Backbone):
         if weights is not None:
             fc6, fc7, fc8 = (f"classifier.{index}" for index in self._fc_names)
             load_weights(
-                self, weights,
+                self,
+                weights,
                 convert=lambda state: linear_to_conv(
                     state, [fc6, fc7, fc8], {fc6: self._fc6_kernel}
                 ),
@@ -68,8 +69,13 @@ class VGG16(_TorchvisionLayout):
     _fc_names = ("0", "3", "6")
     _fc6_kernel = 7
 
-    def __init__(self, *, weights: str | os.PathLike[str] | None = None,
-                 num_classes: int = 1000, trainable_from: str | None = None):
+    def __init__(
+        self,
+        *,
+        weights: str | os.PathLike[str] | None = None,
+        num_classes: int = 1000,
+        trainable_from: str | None = None,
+    ):
         super().__init__()
         _check_classes(num_classes)
         self.num_classes = num_classes
@@ -106,19 +112,29 @@ class AlexNet(_TorchvisionLayout):
     _fc_names = ("1", "4", "6")
     _fc6_kernel = 6
 
-    def __init__(self, *, weights: str | os.PathLike[str] | None = None,
-                 num_classes: int = 1000, trainable_from: str | None = None):
+    def __init__(
+        self,
+        *,
+        weights: str | os.PathLike[str] | None = None,
+        num_classes: int = 1000,
+        trainable_from: str | None = None,
+    ):
         super().__init__()
         _check_classes(num_classes)
         self.num_classes = num_classes
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 64, 11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2),
-            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 192, 5, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2),
-            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(192, 384, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
         )
         self._block_ends = (2, 5, 8, 10, 12)
         self.classifier = nn.Sequential(

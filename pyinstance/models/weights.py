@@ -32,7 +32,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and torch errors alike
-        raise ValueError(f"weights: cannot read {str(path)!r} as a torch state dict: {error}") from error
+        raise ValueError(
+            f"weights: cannot read {str(path)!r} as a torch state dict: {error}"
+        ) from error
     if isinstance(loaded, Mapping):
         for wrapper in ("state_dict", "model"):
             if isinstance(loaded.get(wrapper), Mapping):

@@ -10,8 +10,17 @@ import torch
 import pyinstance
 from pyinstance.builtin.backbones import DEFAULT_BACKBONE
 
-NAMES = ["efficientnet_lite0", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-         "alexnet", "vgg16", "tripletnet_small"]
+NAMES = [
+    "efficientnet_lite0",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "alexnet",
+    "vgg16",
+    "tripletnet_small",
+]
 # the cheap ones are built for the contract checks; every name is checked to be registered
 CONTRACT = ["efficientnet_lite0", "resnet18", "alexnet", "tripletnet_small"]
 
@@ -52,7 +61,9 @@ def test_contract(backbone: torch.nn.Module) -> None:
         # nominal stride: at most size / stride cells; valid convolutions lose a border
         stride = backbone.out_stride
         for size, cells in zip((height, width), features.shape[2:], strict=True):
-            assert (size - backbone.min_input_size) // stride + 1 <= cells <= math.ceil(size / stride)
+            assert (
+                (size - backbone.min_input_size) // stride + 1 <= cells <= math.ceil(size / stride)
+            )
         assert class_map.shape == (2, backbone.num_classes, *features.shape[2:])
 
 

@@ -100,13 +100,16 @@ def test_image_tensor_bad_inputs() -> None:
         image_tensor(42)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("height", "width", "longest", "expected"), [
-    (300, 451, 448, (298, 448)),
-    (451, 300, 448, (448, 298)),
-    (100, 100, 64, (64, 64)),
-    (10, 20, 80, (40, 80)),  # upscaling too
-    (1, 1000, 10, (1, 10)),  # never below one pixel
-])
+@pytest.mark.parametrize(
+    ("height", "width", "longest", "expected"),
+    [
+        (300, 451, 448, (298, 448)),
+        (451, 300, 448, (448, 298)),
+        (100, 100, 64, (64, 64)),
+        (10, 20, 80, (40, 80)),  # upscaling too
+        (1, 1000, 10, (1, 10)),  # never below one pixel
+    ],
+)
 def test_scaled_size(height: int, width: int, longest: int, expected: tuple[int, int]) -> None:
     assert scaled_size(height, width, longest) == expected
 

@@ -51,14 +51,18 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"manifest\.csv:2: empty instance_id"):
         Manifest.read(_write(tmp_path, "path,instance_id,split\na.jpg,,query\n"))
     with pytest.raises(ValueError, match="duplicate paths: a.jpg"):
-        Manifest.read(_write(tmp_path, "path,instance_id,split\na.jpg,x,query\na.jpg,x,reference\n"))
+        Manifest.read(
+            _write(tmp_path, "path,instance_id,split\na.jpg,x,query\na.jpg,x,reference\n")
+        )
     with pytest.raises(ValueError, match="relative"):
         Manifest.read(_write(tmp_path, "path,instance_id,split\n../a.jpg,x,query\n"))
     missing = _write(tmp_path, "path,instance_id,split\na.jpg,x,query\nc.jpg,x,reference\n")
     with pytest.raises(FileNotFoundError, match=r"1 image file\(s\) not found.*c\.jpg"):
         Manifest.read(missing)
     assert len(Manifest.read(missing, check_files=False)) == 2
-    manifest = Manifest.read(_write(tmp_path, "path,instance_id,split,query_set\na.jpg,x,query,-\n"))
+    manifest = Manifest.read(
+        _write(tmp_path, "path,instance_id,split,query_set\na.jpg,x,query,-\n")
+    )
     assert manifest[0].query_set is None
     with pytest.raises(ValueError, match="split: expected one of"):
         manifest.filter(split="train")

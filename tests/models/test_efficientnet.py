@@ -47,17 +47,22 @@ def test_random_init_is_not_pretrained(pretrained: EfficientNetLite0) -> None:
 def test_features_and_class_map_shapes_for_any_size(pretrained: EfficientNetLite0) -> None:
     for height, width in [(32, 32), (65, 97), (130, 100)]:
         with torch.no_grad():
-            features, class_map = pretrained.forward_with_class_map(torch.randn(1, 3, height, width))
+            features, class_map = pretrained.forward_with_class_map(
+                torch.randn(1, 3, height, width)
+            )
         expected = (math.ceil(height / 32), math.ceil(width / 32))
         assert features.shape == (1, 1280, *expected)
         assert class_map.shape == (1, 1000, *expected)
         # the class map is the FC applied at every location: its mean is the classic logits
-        logits = F.linear(features.mean(dim=(2, 3)), pretrained._fc.weight.flatten(1),
-                          pretrained._fc.bias)
+        logits = F.linear(
+            features.mean(dim=(2, 3)), pretrained._fc.weight.flatten(1), pretrained._fc.bias
+        )
         torch.testing.assert_close(class_map.mean(dim=(2, 3)), logits, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize(("size", "kernel", "stride"), [(7, 3, 2), (8, 3, 2), (9, 5, 2), (10, 5, 1)])
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride"), [(7, 3, 2), (8, 3, 2), (9, 5, 2), (10, 5, 1)]
+)
 def test_same_conv_matches_tensorflow_same_padding(size: int, kernel: int, stride: int) -> None:
     torch.manual_seed(0)
     conv = SameConv2d(2, 3, kernel, stride=stride)

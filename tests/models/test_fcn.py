@@ -16,8 +16,15 @@ CASES = [
 ]
 
 
-def _original(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: int, k: int,
-              top: int, left: int) -> torch.Tensor:
+def _original(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    pool: int,
+    k: int,
+    top: int,
+    left: int,
+) -> torch.Tensor:
     """Max-pool (stride 2) the window starting at (top, left), flatten k×k cells, Linear."""
     span = 2 * (k - 1) + pool
     window = features[:, :, top : top + span, left : left + span]
@@ -43,8 +50,9 @@ def test_every_location_is_the_original_fc_on_its_window(pool: int, k: int) -> N
     for top in range(0, size - (2 * (k - 1) + pool) + 1):
         for left in range(0, size + 1 - (2 * (k - 1) + pool) + 1):
             expected = _original(features, weight, bias, pool, k, top, left)
-            torch.testing.assert_close(out[:, :, top + before, left + before], expected,
-                                       rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                out[:, :, top + before, left + before], expected, rtol=1e-4, atol=1e-4
+            )
 
 
 def test_border_locations_see_padding_not_wraparound() -> None:

@@ -50,8 +50,12 @@ def _slow_rmac_regions(height: int, width: int, levels: int = 3) -> list[tuple[i
     ovr = 0.4
     w = min(width, height)
     steps = [2, 3, 4, 5, 6, 7]
-    best = min(range(6), key=lambda i: abs((w * w - w * ((max(height, width) - w) / (steps[i] - 1)))
-                                           / (w * w) - ovr))
+    best = min(
+        range(6),
+        key=lambda i: abs(
+            (w * w - w * ((max(height, width) - w) / (steps[i] - 1))) / (w * w) - ovr
+        ),
+    )
     wd = best + 1 if height < width else 0
     hd = best + 1 if height > width else 0
     regions = []
@@ -71,8 +75,9 @@ def _slow_rmac_regions(height: int, width: int, levels: int = 3) -> list[tuple[i
 
 
 def _slow_rmac(x: torch.Tensor, levels: int = 3, projection=None) -> torch.Tensor:  # noqa: ANN001
-    total = torch.zeros(x.shape[0], projection.linear.out_features if projection else x.shape[1],
-                        dtype=x.dtype)
+    total = torch.zeros(
+        x.shape[0], projection.linear.out_features if projection else x.shape[1], dtype=x.dtype
+    )
     for top, left, side in _slow_rmac_regions(x.shape[2], x.shape[3], levels):
         region = _unit(x[:, :, top : top + side, left : left + side].amax(dim=(2, 3)))
         if projection is not None:
@@ -86,7 +91,9 @@ def test_rmac_against_loop_reference(height: int, width: int) -> None:
     torch.manual_seed(height * 100 + width)
     x = torch.randn(2, 6, height, width, dtype=torch.float64)
     torch.testing.assert_close(RMAC(6).double()(x), _slow_rmac(x))
-    regions = [(t, c, s) for s, rows, cols in rmac_regions(height, width) for t in rows for c in cols]
+    regions = [
+        (t, c, s) for s, rows, cols in rmac_regions(height, width) for t in rows for c in cols
+    ]
     assert sorted(regions) == sorted(_slow_rmac_regions(height, width))
 
 
@@ -127,8 +134,12 @@ def test_init_whitening_gives_identity_covariance() -> None:
     projection.init_whitening(data)
     with torch.no_grad():
         white = projection(data).double()
-    torch.testing.assert_close(white.mean(0), torch.zeros(4, dtype=torch.float64), atol=1e-4, rtol=0)
-    torch.testing.assert_close(torch.cov(white.T), torch.eye(4, dtype=torch.float64), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        white.mean(0), torch.zeros(4, dtype=torch.float64), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        torch.cov(white.T), torch.eye(4, dtype=torch.float64), atol=1e-3, rtol=0
+    )
     with pytest.raises(ValueError, match="more than 4 descriptors"):
         projection.init_whitening(data[:4])
     with pytest.raises(ValueError, match="N×6"):

@@ -24,7 +24,7 @@ TORCHVISION_PARAMETERS = {
 
 def _build(name: str, **kwargs) -> torch.nn.Module:  # noqa: ANN003
     if name.startswith("resnet"):
-        return ResNet(int(name[len("resnet"):]), **kwargs)
+        return ResNet(int(name[len("resnet") :]), **kwargs)
     return {"vgg16": VGG16, "alexnet": AlexNet}[name](**kwargs)
 
 
@@ -50,9 +50,16 @@ def test_parameter_count_matches_torchvision(name: str) -> None:
 
 def test_torchvision_key_names() -> None:
     resnet = _shared("resnet50").state_dict()
-    for key in ["conv1.weight", "bn1.running_var", "layer1.0.downsample.0.weight",
-                "layer2.0.downsample.1.bias", "layer4.2.conv3.weight", "layer4.2.bn3.num_batches_tracked",
-                "fc.weight", "fc.bias"]:
+    for key in [
+        "conv1.weight",
+        "bn1.running_var",
+        "layer1.0.downsample.0.weight",
+        "layer2.0.downsample.1.bias",
+        "layer4.2.conv3.weight",
+        "layer4.2.bn3.num_batches_tracked",
+        "fc.weight",
+        "fc.bias",
+    ]:
         assert key in resnet
     vgg = set(_shared("vgg16").state_dict())
     convs = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
@@ -108,7 +115,9 @@ def test_mismatched_weights_name_the_keys(tmp_path) -> None:  # noqa: ANN001
     torch.save(state, path)
     with pytest.raises(WeightsMismatchError, match=r"missing keys \(1\): layer2\.1\.bn2\.weight"):
         ResNet(18, weights=path)
-    with pytest.raises(WeightsMismatchError, match=r"unexpected keys \(1\): layer5\.0\.conv1\.weight"):
+    with pytest.raises(
+        WeightsMismatchError, match=r"unexpected keys \(1\): layer5\.0\.conv1\.weight"
+    ):
         ResNet(18, weights=path)
     with pytest.raises(WeightsMismatchError, match="missing keys"):
         ResNet(34, weights=path)  # a resnet18 file for a resnet34
@@ -130,8 +139,9 @@ def test_weights_errors_for_bad_files(tmp_path) -> None:  # noqa: ANN001
     ResNet(18, weights=wrapped)  # checkpoints that wrap the state dict load too
 
 
-def _torchvision_classifier(name: str, state: dict[str, torch.Tensor], features: torch.Tensor
-                            ) -> torch.Tensor:
+def _torchvision_classifier(
+    name: str, state: dict[str, torch.Tensor], features: torch.Tensor
+) -> torch.Tensor:
     """torchvision's last max-pool, average pool, flatten and fc6-fc8 (eval mode)."""
     if name == "vgg16":
         x = F.adaptive_avg_pool2d(F.max_pool2d(features, 2, 2), 7)
@@ -151,8 +161,11 @@ def _torchvision_classifier(name: str, state: dict[str, torch.Tensor], features:
 def test_fcn_class_map_holds_the_original_classifier_output(name: str, cells: int) -> None:
     torch.manual_seed(0)
     model = _build(name).eval()
-    fc = ["classifier.0", "classifier.3", "classifier.6"] if name == "vgg16" else [
-        "classifier.1", "classifier.4", "classifier.6"]
+    fc = (
+        ["classifier.0", "classifier.3", "classifier.6"]
+        if name == "vgg16"
+        else ["classifier.1", "classifier.4", "classifier.6"]
+    )
     state = _torchvision_state(model, fc)
     for key in state:  # small weights keep 16 layers of random ReLU nets well scaled
         if key.startswith("classifier") and key.endswith("weight"):
@@ -175,13 +188,29 @@ def test_alexnet_weights_round_trip(tmp_path) -> None:  # noqa: ANN001
         assert torch.equal(a, b), key
 
 
-@pytest.mark.parametrize(("name", "block", "frozen", "trainable"), [
-    ("resnet18", "layer3", ["conv1.weight", "bn1.bias", "layer2.1.conv2.weight"],
-     ["layer3.0.conv1.weight", "layer4.1.bn2.weight", "fc.weight"]),
-    ("vgg16", "conv4", ["features.0.weight", "features.14.bias"],
-     ["features.17.weight", "features.28.bias", "classifier.0.weight"]),
-    ("alexnet", "classifier", ["features.10.weight"], ["classifier.1.weight", "classifier.6.bias"]),
-])
+@pytest.mark.parametrize(
+    ("name", "block", "frozen", "trainable"),
+    [
+        (
+            "resnet18",
+            "layer3",
+            ["conv1.weight", "bn1.bias", "layer2.1.conv2.weight"],
+            ["layer3.0.conv1.weight", "layer4.1.bn2.weight", "fc.weight"],
+        ),
+        (
+            "vgg16",
+            "conv4",
+            ["features.0.weight", "features.14.bias"],
+            ["features.17.weight", "features.28.bias", "classifier.0.weight"],
+        ),
+        (
+            "alexnet",
+            "classifier",
+            ["features.10.weight"],
+            ["classifier.1.weight", "classifier.6.bias"],
+        ),
+    ],
+)
 def test_trainable_from(name: str, block: str, frozen: list[str], trainable: list[str]) -> None:
     model = _build(name, trainable_from=block)
     grad = {key: p.requires_grad for key, p in model.named_parameters()}
