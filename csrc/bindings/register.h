@@ -8,6 +8,7 @@
 namespace pyinstance::bindings {
 
 // CPU kernels (module _C).
+void register_knn_dot(pybind11::module_& m);
 
 // CUDA kernels (module _C_cuda).
 
