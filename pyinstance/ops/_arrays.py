@@ -90,10 +90,17 @@ def require(
         allowed = tuple(dtypes)
         if tensor.dtype not in allowed:
             names = ", ".join(str(d).replace("torch.", "") for d in allowed)
-            raise TypeError(f"{name}: expected dtype {names}, got {str(tensor.dtype).replace('torch.', '')}")
+            raise TypeError(
+                f"{name}: expected dtype {names}, got {str(tensor.dtype).replace('torch.', '')}"
+            )
     if nonempty and tensor.numel() == 0:
         raise ValueError(f"{name}: expected a non-empty array, got shape {tuple(tensor.shape)}")
-    if finite and tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+    if (
+        finite
+        and tensor.is_floating_point()
+        and tensor.numel()
+        and not bool(torch.isfinite(tensor).all())
+    ):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return tensor if tensor.is_contiguous() else tensor.contiguous()
 
