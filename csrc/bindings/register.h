@@ -11,5 +11,6 @@ namespace pyinstance::bindings {
 void register_knn_dot(pybind11::module_& m);
 
 // CUDA kernels (module _C_cuda).
+void register_knn_dot_cuda(pybind11::module_& m);
 
 }  // namespace pyinstance::bindings

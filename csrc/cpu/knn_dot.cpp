@@ -204,6 +204,15 @@ void register_knn_dot(pybind11::module_& m) {
       "Top-k dot products of Q float32 queries against N references (float32/float16/"
       "bfloat16), all contiguous, given as data pointers (exclude: 0 for none). Writes Q x k "
       "scores (descending) and int64 indices; ties go to the smaller index. Releases the GIL.");
+  m.def(
+      "knn_order_key",
+      [](float score, int64_t index) {
+        const uint64_t key = knn_order_key(score, index);
+        return pybind11::make_tuple(key, knn_key_score(key), knn_key_index(key));
+      },
+      pybind11::arg("score"), pybind11::arg("index"),
+      "(key, score, index): the 64-bit order key of a candidate used by the CUDA selection "
+      "(pyinstance/topk.h; smaller is better) and the score and index decoded from it.");
 }
 
 }  // namespace pyinstance::bindings

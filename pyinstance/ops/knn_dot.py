@@ -126,8 +126,8 @@ def knn_dot(
         if device.type == "cpu":
             module.knn_dot(*args, n_threads)
         else:
-            with torch.cuda.device(device):
-                module.knn_dot(*args, stream_handle(device, kind))
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            module.knn_dot(*args, stream_handle(device, kind), index)
     return from_tensor(scores, kind), from_tensor(indices, kind)
 
 

@@ -82,6 +82,27 @@ PYI_HD bool knn_heap_offer(float* scores, int64_t* indices, int64_t& size, int64
   return true;
 }
 
+// Order keys (used by the CUDA radix selection): one uint64 per candidate whose ascending
+// order is "better first", consistent with knn_better. High half: the score's bits mapped
+// to descending order (NaN as -inf, -0 as +0); low half: the index (requires index < 2^32 - 1,
+// so all-ones is free to mean "no candidate").
+constexpr uint64_t kKnnEmptyKey = ~static_cast<uint64_t>(0);
+
+PYI_HD uint64_t knn_order_key(float score, int64_t index) {
+  score = knn_sanitize(score);
+  if (score == 0.0f) score = 0.0f;  // -0 == +0: equal scores tie on the index
+  const uint32_t bits = float_to_bits(score);
+  const uint32_t ascending = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  return (static_cast<uint64_t>(~ascending) << 32) | static_cast<uint32_t>(index);
+}
+
+PYI_HD float knn_key_score(uint64_t key) {
+  const uint32_t ascending = ~static_cast<uint32_t>(key >> 32);
+  return bits_to_float((ascending & 0x80000000u) ? (ascending & 0x7fffffffu) : ~ascending);
+}
+
+PYI_HD int64_t knn_key_index(uint64_t key) { return static_cast<int64_t>(key & 0xffffffffu); }
+
 // Turn a heap into a list sorted best first (descending score, ascending index on ties).
 PYI_HD void knn_heap_sort(float* scores, int64_t* indices, int64_t size) {
   for (int64_t end = size - 1; end > 0; --end) {
