@@ -29,7 +29,7 @@ constexpr int kTile = 64;        // score tile: kTile queries x kTile references
 constexpr int kDepth = 16;       // descriptor values per shared-memory step
 constexpr int kSelectThreads = 256;
 constexpr int kSmallSort = 2048;  // largest k (rounded up to a power of two) sorted in shared memory
-constexpr int64_t kChunk = 8192;  // references per chunk
+constexpr int64_t kChunk = 8192;  // references per chunk (at least)
 constexpr int64_t kScoreBudget = int64_t{1} << 26;  // floats in the score tile (256 MiB)
 
 void check_cuda(cudaError_t status, const char* what) {
@@ -293,7 +293,8 @@ void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64
   PYI_CHECK(k >= 1 && k <= N, "k: expected 1 <= k <= N=", N, ", got ", k);
   if (Q == 0) return;
 
-  const int64_t chunk_max = std::min(N, kChunk);
+  // Chunks at least as large as k keep the selection passes proportional to N for any k.
+  const int64_t chunk_max = std::min(N, std::max(kChunk, k));
   const int64_t block_max = std::max<int64_t>(1, std::min(Q, kScoreBudget / chunk_max));
   const int64_t padded = next_pow2(k);
   DeviceBuffer scores(sizeof(float) * block_max * chunk_max, stream);

@@ -457,7 +457,7 @@ def test_order_keys_follow_score_then_index():
     scores = [inf, 3.5, 1.0, 1.0, 0.0, -0.0, 1e-40, -1e-40, -2.0, -inf, nan, 1.0, 0.0]
     indices = [5, 0, 9, 2, 7, 3, 1, 4, 6, 8, 11, 12, 10]
     keys = [_C.knn_order_key(s, i) for s, i in zip(scores, indices, strict=True)]
-    for (key, back, index), s, i in zip(keys, scores, indices, strict=True):
+    for (_, back, index), s, i in zip(keys, scores, indices, strict=True):
         want = -inf if s != s else (0.0 if s == 0 else float(np.float32(s)))
         assert index == i and back == want and (back != 0 or np.copysign(1, back) > 0)
     by_key = [i for _, _, i in sorted(keys)]
