@@ -54,41 +54,20 @@ struct Scan {
     for (int64_t i = 0; i < n; ++i) dst[i] = out[i];
   }
 
-  // count reference values from `src` (of `dtype`) to float32 in `dst`; false if any is
-  // NaN or infinite (x * 0 is NaN exactly for those).
-  static bool to_float(const void* src, DType dtype, int64_t count, float* dst) {
-    V bad = S::zero();
-    const V zero = S::zero();
+  // count reference values from `src` (of `dtype`) to float32 in `dst`.
+  static void to_float(const void* src, DType dtype, int64_t count, float* dst) {
     int64_t i = 0;
-    bool finite = true;
     if (dtype == DType::Float32) {
-      const float* in = static_cast<const float*>(src);
-      for (; i + W <= count; i += W) {
-        V x = S::load(in + i);
-        bad = S::fma(x, zero, bad);
-        S::store(dst + i, x);
-      }
-      for (; i < count; ++i) dst[i] = in[i];
+      std::memcpy(dst, src, count * 4);
+    } else if (dtype == DType::Float16) {
+      const uint16_t* in = static_cast<const uint16_t*>(src);
+      for (; i + W <= count; i += W) S::store(dst + i, S::load_f16(in + i));
+      if (i < count) tail_halves<true>(in + i, count - i, dst + i);
     } else {
       const uint16_t* in = static_cast<const uint16_t*>(src);
-      if (dtype == DType::Float16) {
-        for (; i + W <= count; i += W) {
-          V x = S::load_f16(in + i);
-          bad = S::fma(x, zero, bad);
-          S::store(dst + i, x);
-        }
-        if (i < count) tail_halves<true>(in + i, count - i, dst + i);
-      } else {
-        for (; i + W <= count; i += W) {
-          V x = S::load_bf16(in + i);
-          bad = S::fma(x, zero, bad);
-          S::store(dst + i, x);
-        }
-        if (i < count) tail_halves<false>(in + i, count - i, dst + i);
-      }
+      for (; i + W <= count; i += W) S::store(dst + i, S::load_bf16(in + i));
+      if (i < count) tail_halves<false>(in + i, count - i, dst + i);
     }
-    for (int64_t j = count - count % W; j < count; ++j) finite = finite && std::isfinite(dst[j]);
-    return finite && !S::any_nan(bad);
   }
 
   static bool all_finite(const float* src, int64_t count) {
@@ -101,20 +80,105 @@ struct Scan {
     return finite;
   }
 
+  // Non-finite inputs are found through the scores: with finite queries, a NaN or infinite
+  // reference value makes every score of its row NaN or infinite, so `bad` (which gathers
+  // score * 0) only turns NaN then or on float32 overflow; check_rows() tells the two apart
+  // (it runs only in that rare case).
+  static bool check_rows(const void* rows, DType dtype, int64_t count) {
+    if (dtype == DType::Float32) return all_finite(static_cast<const float*>(rows), count);
+    Scratch converted(count);
+    to_float(rows, dtype, count, converted.get());
+    return all_finite(converted.get(), count);
+  }
+
+  template <DType K>
+  static V load_ref(const void* base, int64_t i) {
+    if constexpr (K == DType::Float32) {
+      return S::load(static_cast<const float*>(base) + i);
+    } else if constexpr (K == DType::Float16) {
+      return S::load_f16(static_cast<const uint16_t*>(base) + i);
+    } else {
+      return S::load_bf16(static_cast<const uint16_t*>(base) + i);
+    }
+  }
+
   // ---- Few queries: threads split the references. ---------------------------------------
   // Register tile: RB references x QB queries, W accumulators vectorised along D, reduced
-  // to one vector whose lane r * QB + j is <query j, reference r>.
-  template <int QB>
+  // to one vector whose lane r * QB + j is <query j, reference r>. References are read
+  // (and converted) in place when D is a multiple of W; otherwise through a padded buffer.
+  struct FewState {
+    const Problem& p;
+    const float* queries;  // Qp x Dp, zero padded
+    int64_t Qp, Dp;
+    float* hs;
+    int64_t* hi;
+    int64_t* hn;
+    V bad;
+  };
+
+  template <int QB, DType K>
+  static void few_block(FewState& st, const void* rows, int64_t count, int64_t n0) {
+    constexpr int RB = W / QB;
+    constexpr int64_t kElem = K == DType::Float32 ? 4 : 2;
+    const int64_t Q = st.p.Q, k = st.p.k, Dp = st.Dp;
+    alignas(64) float thr[W];
+    alignas(64) float sc[W];
+    const V zero = S::zero();
+    for (int64_t qg = 0; qg < st.Qp; qg += QB) {
+      uint32_t qlanes = 0;
+      for (int j = 0; j < QB; ++j) {
+        const int64_t q = std::min(qg + j, Q - 1);
+        const float t0 = st.hn[q] < k ? nan_value() : st.hs[q * k];
+        for (int r = 0; r < RB; ++r) {
+          thr[r * QB + j] = t0;
+          if (qg + j < Q) qlanes |= 1u << (r * QB + j);
+        }
+      }
+      const float* qrow = st.queries + qg * Dp;
+      for (int64_t rg = 0; rg < count; rg += RB) {
+        V acc[W];
+        for (int i = 0; i < W; ++i) acc[i] = S::zero();
+        for (int64_t d = 0; d < Dp; d += W) {
+          V qv[QB];
+          for (int j = 0; j < QB; ++j) qv[j] = S::load(qrow + j * Dp + d);
+          for (int r = 0; r < RB; ++r) {
+            // The next register tile's rows: streaming needs more requests in flight than
+            // the hardware prefetcher keeps for RB interleaved rows.
+            __builtin_prefetch(static_cast<const char*>(rows) + ((rg + RB + r) * Dp + d) * kElem);
+            const V rv = load_ref<K>(rows, (rg + r) * Dp + d);
+            for (int j = 0; j < QB; ++j) acc[r * QB + j] = S::fma(rv, qv[j], acc[r * QB + j]);
+          }
+        }
+        const V s = S::reduce(acc);
+        if (qg == 0) st.bad = S::fma(s, zero, st.bad);
+        uint32_t lanes = S::passes(s, S::load(thr)) & qlanes;
+        if (count - rg < RB) lanes &= low_lanes((count - rg) * QB);
+        if (!lanes) continue;
+        S::store(sc, s);
+        while (lanes) {
+          const int lane = __builtin_ctz(lanes);
+          lanes &= lanes - 1;
+          const int r = lane / QB, j = lane % QB;
+          const int64_t q = qg + j, index = n0 + rg + r;
+          if (st.p.exclude && st.p.exclude[q] == index) continue;
+          // Lanes of one reference come before the next reference's: index order holds.
+          const float t1 = offer(st.hs + q * k, st.hi + q * k, st.hn + q, k, sc[lane], index);
+          for (int rr = 0; rr < RB; ++rr) thr[rr * QB + j] = t1;
+        }
+      }
+    }
+  }
+
+  template <int QB, DType K>
   static bool few(const Problem& p, const Heaps& h, int threads) {
     constexpr int RB = W / QB;
     const int64_t Q = p.Q, N = p.N, D = p.D, k = p.k;
     const int64_t Dp = round_up(D, W), Qp = round_up(Q, QB);
     Scratch queries(Qp * Dp);
     for (int64_t q = 0; q < Q; ++q) std::memcpy(queries.get() + q * Dp, p.q + q * D, D * 4);
-    // References per block: about 32 KiB of float32, converted (or checked) once.
-    const int64_t block = std::max<int64_t>(RB, (32768 / (Dp * 4)) / RB * RB);
+    // References per block: about 16 KiB of float32 (stays in L1 across query groups).
+    const int64_t block = std::max<int64_t>(RB, (16384 / (Dp * 4)) / RB * RB);
     const int64_t blocks = (N + block - 1) / block;
-    const bool direct = p.dtype == DType::Float32 && D == Dp;
     const size_t elem = p.dtype == DType::Float32 ? 4 : 2;
     std::atomic<bool> finite{true};
 
@@ -122,72 +186,23 @@ struct Scan {
     {
       const int t = omp_get_thread_num(), nt = omp_get_num_threads();
       Scratch buffer(block * Dp);
-      alignas(64) float thr[W];
-      alignas(64) float sc[W];
-      float* hs = h.scores + t * Q * k;
-      int64_t* hi = h.indices + t * Q * k;
-      int64_t* hn = h.sizes + t * Q;
+      FewState st{p, queries.get(), Qp, Dp, h.scores + t * Q * k, h.indices + t * Q * k,
+                  h.sizes + t * Q, S::zero()};
       const int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
       for (int64_t b = b0; b < b1 && finite.load(std::memory_order_relaxed); ++b) {
         const int64_t n0 = b * block, count = std::min(block, N - n0);
-        const float* src;
-        bool ok;
-        if (direct && count == block) {
-          src = static_cast<const float*>(p.refs) + n0 * D;
-          ok = all_finite(src, count * D);
+        const char* rows = static_cast<const char*>(p.refs) + n0 * D * elem;
+        if (D == Dp && count == block) {
+          few_block<QB, K>(st, rows, count, n0);
         } else {
           float* dst = buffer.get();
-          const char* in = static_cast<const char*>(p.refs) + n0 * D * elem;
-          ok = true;
-          for (int64_t r = 0; r < count; ++r) ok = to_float(in + r * D * elem, p.dtype, D, dst + r * Dp) && ok;
+          for (int64_t r = 0; r < count; ++r) to_float(rows + r * D * elem, p.dtype, D, dst + r * Dp);
           std::memset(dst + count * Dp, 0, (block - count) * Dp * 4);
-          src = dst;
+          few_block<QB, DType::Float32>(st, dst, count, n0);
         }
-        if (!ok) {
-          finite.store(false);
-          break;
-        }
-        for (int64_t qg = 0; qg < Qp; qg += QB) {
-          uint32_t qmask = 0;
-          for (int j = 0; j < QB; ++j) {
-            if (qg + j < Q) qmask |= 1u << j;
-          }
-          uint32_t qlanes = 0;
-          for (int r = 0; r < RB; ++r) qlanes |= qmask << (r * QB);
-          for (int j = 0; j < QB; ++j) {
-            const int64_t q = std::min(qg + j, Q - 1);
-            const float t0 = hn[q] < k ? nan_value() : hs[q * k];
-            for (int r = 0; r < RB; ++r) thr[r * QB + j] = t0;
-          }
-          const float* qrow = queries.get() + qg * Dp;
-          for (int64_t rg = 0; rg < count; rg += RB) {
-            V acc[W];
-            for (int i = 0; i < W; ++i) acc[i] = S::zero();
-            const float* rrow = src + rg * Dp;
-            for (int64_t d = 0; d < Dp; d += W) {
-              V qv[QB];
-              for (int j = 0; j < QB; ++j) qv[j] = S::load(qrow + j * Dp + d);
-              for (int r = 0; r < RB; ++r) {
-                const V rv = S::load(rrow + r * Dp + d);
-                for (int j = 0; j < QB; ++j) acc[r * QB + j] = S::fma(rv, qv[j], acc[r * QB + j]);
-              }
-            }
-            const V s = S::reduce(acc);
-            uint32_t lanes = S::passes(s, S::load(thr)) & qlanes;
-            if (count - rg < RB) lanes &= low_lanes((count - rg) * QB);
-            if (!lanes) continue;
-            S::store(sc, s);
-            while (lanes) {
-              const int lane = __builtin_ctz(lanes);
-              lanes &= lanes - 1;
-              const int r = lane / QB, j = lane % QB;
-              const int64_t q = qg + j, index = n0 + rg + r;
-              if (p.exclude && p.exclude[q] == index) continue;
-              // Lanes of one reference come before the next reference's: index order holds.
-              const float t1 = offer(hs + q * k, hi + q * k, hn + q, k, sc[lane], index);
-              for (int rr = 0; rr < RB; ++rr) thr[rr * QB + j] = t1;
-            }
-          }
+        if (S::any_nan(st.bad)) {
+          if (!check_rows(rows, p.dtype, count * D)) finite.store(false);
+          st.bad = S::zero();
         }
       }
     }
@@ -247,20 +262,16 @@ struct Scan {
           const int64_t count = std::min(tile_refs, N - n0);
           const int64_t padded = round_up(count, MR);
           const float* rows;
-          bool ok;
           if (p.dtype == DType::Float32 && padded == count) {
             rows = static_cast<const float*>(p.refs) + n0 * D;
-            ok = all_finite(rows, count * D);
           } else {
-            ok = to_float(static_cast<const char*>(p.refs) + n0 * D * elem, p.dtype, count * D,
-                          buffer.get());
+            to_float(static_cast<const char*>(p.refs) + n0 * D * elem, p.dtype, count * D,
+                     buffer.get());
             std::memset(buffer.get() + count * D, 0, (padded - count) * D * 4);
             rows = buffer.get();
           }
-          if (!ok) {
-            finite.store(false);
-            break;
-          }
+          V bad = S::zero();  // see check_rows()
+          const V zero = S::zero();
           for (int64_t pi = pb; pi < pe; ++pi) {
             const float* panel = packed.get() + (pi - pb) * D * NQ;
             float* thr = thresholds.get() + pi * NQ;
@@ -270,6 +281,9 @@ struct Scan {
             for (int64_t g = 0; g < padded; g += MR) {
               tile(panel, rows + g * D, D, acc);
               const int live = static_cast<int>(std::min<int64_t>(MR, count - g));
+              if (pi == pb) {
+                for (int m = 0; m < live; ++m) bad = S::fma(acc[m][0], zero, bad);
+              }
               for (int m = 0; m < live; ++m) {
                 uint32_t lanes = (S::passes(acc[m][0], t0) & valid0) |
                                  ((S::passes(acc[m][1], t1) & valid1) << W);
@@ -290,16 +304,27 @@ struct Scan {
               }
             }
           }
+          if (S::any_nan(bad) && !all_finite(rows, count * D)) {
+            finite.store(false);
+            break;
+          }
         }
       }
     }
     return finite.load();
   }
 
+  template <DType K>
+  static bool few_typed(const Problem& p, const Heaps& h, int threads) {
+    if (p.Q == 1) return few<1, K>(p, h, threads);
+    if (p.Q == 2) return few<2, K>(p, h, threads);
+    return few<4, K>(p, h, threads);
+  }
+
   static bool few_dispatch(const Problem& p, const Heaps& h, int threads) {
-    if (p.Q == 1) return few<1>(p, h, threads);
-    if (p.Q == 2) return few<2>(p, h, threads);
-    return few<4>(p, h, threads);
+    if (p.dtype == DType::Float16) return few_typed<DType::Float16>(p, h, threads);
+    if (p.dtype == DType::BFloat16) return few_typed<DType::BFloat16>(p, h, threads);
+    return few_typed<DType::Float32>(p, h, threads);
   }
 };
 
