@@ -119,7 +119,6 @@ struct Scan {
   template <int QB, DType K>
   static void few_block(FewState& st, const void* rows, int64_t count, int64_t n0) {
     constexpr int RB = W / QB;
-    constexpr int64_t kElem = K == DType::Float32 ? 4 : 2;
     const int64_t Q = st.p.Q, k = st.p.k, Dp = st.Dp;
     alignas(64) float thr[W];
     alignas(64) float sc[W];
@@ -142,9 +141,6 @@ struct Scan {
           V qv[QB];
           for (int j = 0; j < QB; ++j) qv[j] = S::load(qrow + j * Dp + d);
           for (int r = 0; r < RB; ++r) {
-            // The next register tile's rows: streaming needs more requests in flight than
-            // the hardware prefetcher keeps for RB interleaved rows.
-            __builtin_prefetch(static_cast<const char*>(rows) + ((rg + RB + r) * Dp + d) * kElem);
             const V rv = load_ref<K>(rows, (rg + r) * Dp + d);
             for (int j = 0; j < QB; ++j) acc[r * QB + j] = S::fma(rv, qv[j], acc[r * QB + j]);
           }
