@@ -43,6 +43,10 @@ struct Generic {
     for (int i = 0; i < W; ++i) c.v[i] += a.v[i] * b.v[i];
     return c;
   }
+  static V add(V a, V b) {
+    for (int i = 0; i < W; ++i) a.v[i] += b.v[i];
+    return a;
+  }
   static V load_f16(const uint16_t* p) {
     V r;
     for (int i = 0; i < W; ++i) r.v[i] = fp16_to_float(p[i]);
@@ -76,8 +80,7 @@ struct Generic {
 
 }  // namespace
 
-float offer(float* scores, int64_t* indices, int64_t* size, int64_t k, float score,
-            int64_t index) {
+float offer(float* scores, int64_t* indices, int64_t* size, int64_t k, float score, int64_t index) {
   knn_heap_offer(scores, indices, *size, k, score, index);
   return knn_heap_threshold(scores, *size, k);
 }
@@ -117,12 +120,10 @@ bool scan(const Problem& p, const Heaps& h, int threads, bool few) {
 }  // namespace
 
 void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64_t N, int64_t D,
-             int64_t k, const int64_t* exclude, float* out_scores, int64_t* out_idx,
-             int threads) {
-  PYI_CHECK(ref_dtype == DType::Float32 || ref_dtype == DType::Float16 ||
-                ref_dtype == DType::BFloat16,
-            "refs: expected dtype float32, float16 or bfloat16 (code ", static_cast<int>(ref_dtype),
-            ")");
+             int64_t k, const int64_t* exclude, float* out_scores, int64_t* out_idx, int threads) {
+  PYI_CHECK(
+      ref_dtype == DType::Float32 || ref_dtype == DType::Float16 || ref_dtype == DType::BFloat16,
+      "refs: expected dtype float32, float16 or bfloat16 (code ", static_cast<int>(ref_dtype), ")");
   PYI_CHECK(Q >= 0, "queries: expected Q >= 0 rows, got ", Q);
   PYI_CHECK(N >= 1, "refs: expected at least one reference row, got N=", N);
   PYI_CHECK(D >= 1, "expected descriptor dimension D >= 1, got ", D);
@@ -192,10 +193,10 @@ void register_knn_dot(pybind11::module_& m) {
       [](uintptr_t q, uintptr_t refs, int ref_dtype, int64_t Q, int64_t N, int64_t D, int64_t k,
          uintptr_t exclude, uintptr_t out_scores, uintptr_t out_idx, int threads) {
         pybind11::gil_scoped_release release;
-        cpu::knn_dot(reinterpret_cast<const float*>(q), reinterpret_cast<const void*>(refs),
-                     static_cast<DType>(ref_dtype), Q, N, D, k,
-                     reinterpret_cast<const int64_t*>(exclude), reinterpret_cast<float*>(out_scores),
-                     reinterpret_cast<int64_t*>(out_idx), threads);
+        cpu::knn_dot(
+            reinterpret_cast<const float*>(q), reinterpret_cast<const void*>(refs),
+            static_cast<DType>(ref_dtype), Q, N, D, k, reinterpret_cast<const int64_t*>(exclude),
+            reinterpret_cast<float*>(out_scores), reinterpret_cast<int64_t*>(out_idx), threads);
       },
       pybind11::arg("queries"), pybind11::arg("refs"), pybind11::arg("ref_dtype"),
       pybind11::arg("Q"), pybind11::arg("N"), pybind11::arg("D"), pybind11::arg("k"),

@@ -3,7 +3,7 @@
 // anonymous namespace so each ISA file keeps its own copy.
 //
 // S provides: V (vector of W floats), W, MR (references per register tile of scan_many),
-// zero/load/store/set1/fma, load_f16/load_bf16 (W halves -> W floats), passes(s, t) (lane
+// zero/load/store/set1/fma/add, load_f16/load_bf16 (W halves -> W floats), passes(s, t) (lane
 // bit set where !(s <= t)), any_nan(v), reduce(a) (lane i = sum of the lanes of a[i]).
 #pragma once
 #include <omp.h>
@@ -16,6 +16,7 @@
 #include <memory>
 
 #include "knn_dot_kernels.h"
+
 namespace pyinstance::cpu::knn_detail {
 namespace {
 
@@ -104,8 +105,9 @@ struct Scan {
 
   // ---- Few queries: threads split the references. ---------------------------------------
   // Register tile: RB references x QB queries, W accumulators vectorised along D, reduced
-  // to one vector whose lane r * QB + j is <query j, reference r>. References are read
-  // (and converted) in place when D is a multiple of W; otherwise through a padded buffer.
+  // to one vector whose lane r * QB + j is <query j, reference r>. A single query reads
+  // its rows in place, front to back (f16/bf16 converted in registers); several queries
+  // first copy each block into an L1-sized float32 buffer that all query groups reuse.
   struct FewState {
     const Problem& p;
     const float* queries;  // Qp x Dp, zero padded
@@ -136,13 +138,28 @@ struct Scan {
       const float* qrow = st.queries + qg * Dp;
       for (int64_t rg = 0; rg < count; rg += RB) {
         V acc[W];
-        for (int i = 0; i < W; ++i) acc[i] = S::zero();
-        for (int64_t d = 0; d < Dp; d += W) {
-          V qv[QB];
-          for (int j = 0; j < QB; ++j) qv[j] = S::load(qrow + j * Dp + d);
+        if constexpr (QB == 1) {
+          // One query: walk each row front to back (sequential reads stream best), two
+          // accumulators per row to halve the FMA dependency chain.
           for (int r = 0; r < RB; ++r) {
-            const V rv = load_ref<K>(rows, (rg + r) * Dp + d);
-            for (int j = 0; j < QB; ++j) acc[r * QB + j] = S::fma(rv, qv[j], acc[r * QB + j]);
+            V a0 = S::zero(), a1 = S::zero();
+            int64_t d = 0;
+            for (; d + 2 * W <= Dp; d += 2 * W) {
+              a0 = S::fma(load_ref<K>(rows, (rg + r) * Dp + d), S::load(qrow + d), a0);
+              a1 = S::fma(load_ref<K>(rows, (rg + r) * Dp + d + W), S::load(qrow + d + W), a1);
+            }
+            if (d < Dp) a0 = S::fma(load_ref<K>(rows, (rg + r) * Dp + d), S::load(qrow + d), a0);
+            acc[r] = S::add(a0, a1);
+          }
+        } else {
+          for (int i = 0; i < W; ++i) acc[i] = S::zero();
+          for (int64_t d = 0; d < Dp; d += W) {
+            V qv[QB];
+            for (int j = 0; j < QB; ++j) qv[j] = S::load(qrow + j * Dp + d);
+            for (int r = 0; r < RB; ++r) {
+              const V rv = load_ref<K>(rows, (rg + r) * Dp + d);
+              for (int j = 0; j < QB; ++j) acc[r * QB + j] = S::fma(rv, qv[j], acc[r * QB + j]);
+            }
           }
         }
         const V s = S::reduce(acc);
@@ -182,17 +199,26 @@ struct Scan {
     {
       const int t = omp_get_thread_num(), nt = omp_get_num_threads();
       Scratch buffer(block * Dp);
-      FewState st{p, queries.get(), Qp, Dp, h.scores + t * Q * k, h.indices + t * Q * k,
-                  h.sizes + t * Q, S::zero()};
+      FewState st{p,
+                  queries.get(),
+                  Qp,
+                  Dp,
+                  h.scores + t * Q * k,
+                  h.indices + t * Q * k,
+                  h.sizes + t * Q,
+                  S::zero()};
       const int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
       for (int64_t b = b0; b < b1 && finite.load(std::memory_order_relaxed); ++b) {
         const int64_t n0 = b * block, count = std::min(block, N - n0);
         const char* rows = static_cast<const char*>(p.refs) + n0 * D * elem;
-        if (D == Dp && count == block) {
+        if (QB == 1 && D == Dp && count == block) {
           few_block<QB, K>(st, rows, count, n0);
         } else {
+          // Several query groups re-read the block: copy (convert) it once, front to back,
+          // into an L1-sized buffer.
           float* dst = buffer.get();
-          for (int64_t r = 0; r < count; ++r) to_float(rows + r * D * elem, p.dtype, D, dst + r * Dp);
+          for (int64_t r = 0; r < count; ++r)
+            to_float(rows + r * D * elem, p.dtype, D, dst + r * Dp);
           std::memset(dst + count * Dp, 0, (block - count) * Dp * 4);
           few_block<QB, DType::Float32>(st, dst, count, n0);
         }
@@ -292,8 +318,8 @@ struct Scan {
                   lanes &= lanes - 1;
                   const int64_t q = pi * NQ + lane;
                   if (p.exclude && p.exclude[q] == index) continue;
-                  thr[lane] = offer(h.scores + q * k, h.indices + q * k, h.sizes + q, k, sc[lane],
-                                    index);
+                  thr[lane] =
+                      offer(h.scores + q * k, h.indices + q * k, h.sizes + q, k, sc[lane], index);
                 }
                 t0 = S::load(thr);
                 t1 = S::load(thr + W);

@@ -10,7 +10,7 @@
 namespace pyinstance::cpu::knn_detail {
 
 struct Problem {
-  const float* q;  // Q x D float32
+  const float* q;    // Q x D float32
   const void* refs;  // N x D of dtype
   DType dtype;
   int64_t Q, N, D, k;
@@ -27,8 +27,7 @@ struct Heaps {
 
 // Offers (score, index) to one heap; returns its score threshold afterwards (NaN while the
 // heap is not full, see knn_heap_threshold in pyinstance/topk.h).
-float offer(float* scores, int64_t* indices, int64_t* size, int64_t k, float score,
-            int64_t index);
+float offer(float* scores, int64_t* indices, int64_t* size, int64_t k, float score, int64_t index);
 
 // Few queries: the threads split the references; thread t fills heap slot t (one slot per
 // thread, `threads` slots). Many queries: the threads split the queries; one slot.

@@ -25,11 +25,12 @@
 namespace pyinstance::cuda {
 namespace {
 
-constexpr int kTile = 64;        // score tile: kTile queries x kTile references
-constexpr int kDepth = 16;       // descriptor values per shared-memory step
+constexpr int kTile = 64;   // score tile: kTile queries x kTile references
+constexpr int kDepth = 16;  // descriptor values per shared-memory step
 constexpr int kSelectThreads = 256;
-constexpr int kSmallSort = 2048;  // largest k (rounded up to a power of two) sorted in shared memory
-constexpr int64_t kChunk = 8192;  // references per chunk (at least)
+constexpr int kSmallSort =
+    2048;  // largest k (rounded up to a power of two) sorted in shared memory
+constexpr int64_t kChunk = 8192;                    // references per chunk (at least)
 constexpr int64_t kScoreBudget = int64_t{1} << 26;  // floats in the score tile (256 MiB)
 
 void check_cuda(cudaError_t status, const char* what) {
@@ -79,7 +80,8 @@ __global__ void knn_scores_kernel(const float* __restrict__ q,
       const int64_t d = d0 + c;
       const bool in_d = d < dim;
       qs[c][r] = (in_d && row0 + r < rows) ? q[(row0 + r) * dim + d] : 0.0f;
-      rs[c][r] = (in_d && col0 + r < chunk) ? RefValue<kType>::get(refs, (col0 + r) * dim + d) : 0.0f;
+      rs[c][r] =
+          (in_d && col0 + r < chunk) ? RefValue<kType>::get(refs, (col0 + r) * dim + d) : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -111,7 +113,8 @@ __global__ void knn_scores_kernel(const float* __restrict__ q,
 // Merge one reference chunk into each query's running top-k keys (run_in -> run_out).
 __global__ void knn_select_kernel(const float* __restrict__ scores, int64_t chunk, int64_t first,
                                   int64_t query0, int64_t k, const int64_t* __restrict__ exclude,
-                                  const uint64_t* __restrict__ run_in, uint64_t* __restrict__ run_out) {
+                                  const uint64_t* __restrict__ run_in,
+                                  uint64_t* __restrict__ run_out) {
   __shared__ unsigned long long worst;
   __shared__ unsigned int hist[256];
   __shared__ unsigned long long prefix;
@@ -132,7 +135,8 @@ __global__ void knn_select_kernel(const float* __restrict__ scores, int64_t chun
   }
   __syncthreads();
   unsigned long long local = 0;
-  for (int64_t i = tid; i < k; i += blockDim.x) local = max(local, static_cast<unsigned long long>(run[i]));
+  for (int64_t i = tid; i < k; i += blockDim.x)
+    local = max(local, static_cast<unsigned long long>(run[i]));
   atomicMax(&worst, local);
   __syncthreads();
   const uint64_t cut = worst;
@@ -200,14 +204,17 @@ __device__ __forceinline__ void write_result(uint64_t key, float* score, int64_t
 
 // k <= kSmallSort: sort each query's keys in shared memory and write the results.
 __global__ void knn_sort_small_kernel(const uint64_t* __restrict__ run, int64_t k, int64_t padded,
-                                      float* __restrict__ out_scores, int64_t* __restrict__ out_idx) {
+                                      float* __restrict__ out_scores,
+                                      int64_t* __restrict__ out_idx) {
   extern __shared__ unsigned long long keys[];
   const int64_t row = blockIdx.x;
-  for (int64_t i = threadIdx.x; i < padded; i += blockDim.x) keys[i] = i < k ? run[row * k + i] : kKnnEmptyKey;
+  for (int64_t i = threadIdx.x; i < padded; i += blockDim.x)
+    keys[i] = i < k ? run[row * k + i] : kKnnEmptyKey;
   __syncthreads();
   for (int64_t size = 2; size <= padded; size <<= 1) {
     for (int64_t stride = size / 2; stride > 0; stride >>= 1) {
-      for (int64_t t = threadIdx.x; t < padded / 2; t += blockDim.x) bitonic_pair(keys, t, size, stride);
+      for (int64_t t = threadIdx.x; t < padded / 2; t += blockDim.x)
+        bitonic_pair(keys, t, size, stride);
       __syncthreads();
     }
   }
@@ -232,8 +239,8 @@ __global__ void knn_bitonic_stage_kernel(unsigned long long* keys, int64_t rows,
   bitonic_pair(keys + (i / half) * padded, i % half, size, stride);
 }
 
-__global__ void knn_unpad_kernel(const unsigned long long* __restrict__ keys, int64_t rows, int64_t k,
-                                 int64_t padded, float* __restrict__ out_scores,
+__global__ void knn_unpad_kernel(const unsigned long long* __restrict__ keys, int64_t rows,
+                                 int64_t k, int64_t padded, float* __restrict__ out_scores,
                                  int64_t* __restrict__ out_idx) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * k) return;
@@ -282,10 +289,9 @@ int64_t next_pow2(int64_t value) {
 void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64_t N, int64_t D,
              int64_t k, const int64_t* exclude, float* out_scores, int64_t* out_idx,
              cudaStream_t stream) {
-  PYI_CHECK(ref_dtype == DType::Float32 || ref_dtype == DType::Float16 ||
-                ref_dtype == DType::BFloat16,
-            "refs: expected dtype float32, float16 or bfloat16 (code ", static_cast<int>(ref_dtype),
-            ")");
+  PYI_CHECK(
+      ref_dtype == DType::Float32 || ref_dtype == DType::Float16 || ref_dtype == DType::BFloat16,
+      "refs: expected dtype float32, float16 or bfloat16 (code ", static_cast<int>(ref_dtype), ")");
   PYI_CHECK(Q >= 0, "queries: expected Q >= 0 rows, got ", Q);
   PYI_CHECK(N >= 1, "refs: expected at least one reference row, got N=", N);
   PYI_CHECK(N < (int64_t{1} << 32) - 1, "refs: the CUDA kernel supports N < 2^32 - 1, got ", N);
@@ -313,13 +319,16 @@ void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64
       const float* qb = q + q0 * D;
       switch (ref_dtype) {
         case DType::Float16:
-          launch_scores<DType::Float16>(qb, refs, rows, first, chunk, D, scores.as<float>(), stream);
+          launch_scores<DType::Float16>(qb, refs, rows, first, chunk, D, scores.as<float>(),
+                                        stream);
           break;
         case DType::BFloat16:
-          launch_scores<DType::BFloat16>(qb, refs, rows, first, chunk, D, scores.as<float>(), stream);
+          launch_scores<DType::BFloat16>(qb, refs, rows, first, chunk, D, scores.as<float>(),
+                                         stream);
           break;
         default:
-          launch_scores<DType::Float32>(qb, refs, rows, first, chunk, D, scores.as<float>(), stream);
+          launch_scores<DType::Float32>(qb, refs, rows, first, chunk, D, scores.as<float>(),
+                                        stream);
       }
       knn_select_kernel<<<static_cast<unsigned int>(rows), kSelectThreads, 0, stream>>>(
           scores.as<float>(), chunk, first, q0, k, exclude, run_in, run_out);
@@ -328,22 +337,23 @@ void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64
     float* s_out = out_scores + q0 * k;
     int64_t* i_out = out_idx + q0 * k;
     if (small_sort) {
-      const int threads = static_cast<int>(std::min<int64_t>(std::max<int64_t>(padded / 2, 32), 1024));
+      const int threads =
+          static_cast<int>(std::min<int64_t>(std::max<int64_t>(padded / 2, 32), 1024));
       knn_sort_small_kernel<<<static_cast<unsigned int>(rows), threads,
                               sizeof(unsigned long long) * padded, stream>>>(run_in, k, padded,
-                                                                            s_out, i_out);
+                                                                             s_out, i_out);
     } else {
       auto* keys = sort_keys.as<unsigned long long>();
       knn_pad_kernel<<<blocks_for(rows * padded, 256), 256, 0, stream>>>(run_in, rows, k, padded,
-                                                                          keys);
+                                                                         keys);
       for (int64_t size = 2; size <= padded; size <<= 1) {
         for (int64_t stride = size / 2; stride > 0; stride >>= 1) {
           knn_bitonic_stage_kernel<<<blocks_for(rows * padded / 2, 256), 256, 0, stream>>>(
               keys, rows, padded, size, stride);
         }
       }
-      knn_unpad_kernel<<<blocks_for(rows * k, 256), 256, 0, stream>>>(keys, rows, k, padded,
-                                                                       s_out, i_out);
+      knn_unpad_kernel<<<blocks_for(rows * k, 256), 256, 0, stream>>>(keys, rows, k, padded, s_out,
+                                                                      i_out);
     }
     check_cuda(cudaGetLastError(), "launching the kernels");
   }
