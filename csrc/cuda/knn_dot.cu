@@ -20,6 +20,7 @@
 
 #include "pyinstance/checks.h"
 #include "pyinstance/dtype.h"
+#include "pyinstance/knn_dot.h"
 #include "pyinstance/topk.h"
 
 namespace pyinstance::cuda {
@@ -286,9 +287,7 @@ int64_t next_pow2(int64_t value) {
 
 }  // namespace
 
-void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64_t N, int64_t D,
-             int64_t k, const int64_t* exclude, float* out_scores, int64_t* out_idx,
-             cudaStream_t stream) {
+void check_arguments(DType ref_dtype, int64_t Q, int64_t N, int64_t D, int64_t k) {
   PYI_CHECK(
       ref_dtype == DType::Float32 || ref_dtype == DType::Float16 || ref_dtype == DType::BFloat16,
       "refs: expected dtype float32, float16 or bfloat16 (code ", static_cast<int>(ref_dtype), ")");
@@ -297,6 +296,12 @@ void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64
   PYI_CHECK(N < (int64_t{1} << 32) - 1, "refs: the CUDA kernel supports N < 2^32 - 1, got ", N);
   PYI_CHECK(D >= 1, "expected descriptor dimension D >= 1, got ", D);
   PYI_CHECK(k >= 1 && k <= N, "k: expected 1 <= k <= N=", N, ", got ", k);
+}
+
+void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64_t N, int64_t D,
+             int64_t k, const int64_t* exclude, float* out_scores, int64_t* out_idx,
+             cudaStream_t stream) {
+  check_arguments(ref_dtype, Q, N, D, k);
   if (Q == 0) return;
 
   // Chunks at least as large as k keep the selection passes proportional to N for any k.
@@ -368,6 +373,7 @@ void register_knn_dot_cuda(pybind11::module_& m) {
       "knn_dot",
       [](uintptr_t q, uintptr_t refs, int ref_dtype, int64_t Q, int64_t N, int64_t D, int64_t k,
          uintptr_t exclude, uintptr_t out_scores, uintptr_t out_idx, uintptr_t stream, int device) {
+        cuda::check_arguments(static_cast<DType>(ref_dtype), Q, N, D, k);
         pybind11::gil_scoped_release release;
         int previous = 0;
         cuda::check_cuda(cudaGetDevice(&previous), "cudaGetDevice");

@@ -10,6 +10,10 @@
 
 #include "pyinstance/dtype.h"
 
+#if defined(__CUDACC__)
+#include <cuda_runtime_api.h>
+#endif
+
 namespace pyinstance::cpu {
 
 // q:          Q x D float32, row-major, contiguous.
@@ -26,3 +30,17 @@ void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64
              int64_t k, const int64_t* exclude, float* out_scores, int64_t* out_idx, int threads);
 
 }  // namespace pyinstance::cpu
+
+#if defined(__CUDACC__)
+namespace pyinstance::cuda {
+
+// The same contract on device pointers (exclude entries must already be valid and refs
+// finite: the CUDA kernel does not re-check data values), enqueued on `stream` of the
+// current device. Requires N < 2^32 - 1. Throws std::invalid_argument on bad sizes and
+// std::runtime_error on CUDA errors.
+void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64_t N, int64_t D,
+             int64_t k, const int64_t* exclude, float* out_scores, int64_t* out_idx,
+             cudaStream_t stream);
+
+}  // namespace pyinstance::cuda
+#endif
