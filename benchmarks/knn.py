@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from pyinstance import _backend
 from pyinstance.ops import knn_dot
 
 
@@ -85,7 +86,7 @@ def main() -> None:
     console = Console(width=200)
     console.print(
         f"N={args.n:,} D={args.dim} k={args.k} threads={args.threads} repeats={args.repeats} "
-        f"isa={__import__('pyinstance')._backend._C.active_isa()}"
+        f"isa={_backend._C.active_isa()}"
     )
     refs = unit_rows(args.n, args.dim, generator)
     refs_np = refs.numpy()

@@ -69,7 +69,8 @@ def knn_dot(
         queries: Q x D float32 array (numpy, torch CPU/CUDA or cupy).
         refs: N x D float32, float16 or bfloat16 array on the same device; products are
             accumulated in float32. A read-only ``np.memmap`` is streamed, never copied
-            (unless it is not C-contiguous).
+            (unless it is not C-contiguous); numpy has no bfloat16, so map such a file as
+            int16 and pass ``torch.from_numpy(mapped).view(torch.bfloat16)``.
         k: neighbours per query, 1 <= k <= N (N - 1 when ``exclude`` removes a reference).
         exclude: optional Q int64 reference indices to skip, one per query (-1: none), e.g.
             the query itself when the queries are the references.
