@@ -93,7 +93,7 @@ def assert_close_to_reference(queries, refs, k, scores, indices, exclude=None) -
 
 
 @pytest.mark.parametrize("ref_dtype", REF_DTYPES)
-@pytest.mark.parametrize("n_queries", [1, 2, 3, 7, 33, 130])
+@pytest.mark.parametrize("n_queries", [1, 2, 3, 7, 12, 33, 130])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_exact_with_ties_every_isa(isa, ref_dtype, n_queries, threads):
     # Integer data: dot products are exact, so ties are real and must go to the smaller index.
