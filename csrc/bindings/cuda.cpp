@@ -69,4 +69,5 @@ PYBIND11_MODULE(_C_cuda, m) {
       "CUDA compiler, architectures compiled, runtime and visible devices.");
 
   // Kernels (declared in register.h):
+  pyinstance::bindings::register_knn_dot_cuda(m);
 }
