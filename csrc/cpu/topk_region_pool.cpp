@@ -1,0 +1,446 @@
+// Fused top-k region pooling on the CPU (OpenMP): class maximum -> top-k locations ->
+// per-location L2 normalisation -> sum, and its backward with respect to the features.
+// Per-element math is shared with the CUDA kernels (pyinstance/topk_region_pool.h).
+#include <omp.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include "pyinstance/checks.h"
+#include "pyinstance/cpu_features.h"
+#include "pyinstance/dtype.h"
+#include "pyinstance/topk_region_pool.h"
+#include "../bindings/register.h"
+#include "topk_region_pool_simd.h"
+
+namespace py = pybind11;
+
+namespace pyinstance::cpu {
+namespace {
+
+using trp::BFloat16;
+using trp::Half;
+using trp::acc_t;
+
+// Geometry of one call. Features are read through their strides (channels-last works
+// without a copy); scores are C-contiguous B x K x H x W.
+struct Geometry {
+  int64_t batch, channels, height, width, classes, k;
+  int64_t stride_b, stride_c, stride_h, stride_w;
+  int64_t area() const { return height * width; }
+  int64_t offset(int64_t location) const {
+    return (location / width) * stride_h + (location % width) * stride_w;
+  }
+};
+
+// ---- forward, stage 1: location scores and top-k ------------------------------------
+
+// Running maximum over `classes` rows of columns [begin, end); returns true on NaN.
+template <typename S>
+bool class_max(const S* rows, const Geometry& g, int64_t begin, int64_t end, acc_t<S>* out) {
+  using A = acc_t<S>;
+  std::fill(out + begin, out + end, -std::numeric_limits<A>::infinity());
+  if constexpr (std::is_same_v<S, float>) {
+#if defined(__x86_64__)
+    const Isa isa = active_isa();
+    if (isa == Isa::Avx512)
+      return trp_simd::class_max_f32_avx512(rows + begin, g.classes, g.area(), end - begin,
+                                            out + begin);
+    if (isa == Isa::Avx2)
+      return trp_simd::class_max_f32_avx2(rows + begin, g.classes, g.area(), end - begin,
+                                          out + begin);
+#endif
+  }
+  bool nan_seen = false;
+  for (int64_t r = 0; r < g.classes; ++r) {
+    const S* row = rows + r * g.area();
+    for (int64_t j = begin; j < end; ++j) {
+      const A v = trp::load(row + j);
+      nan_seen |= trp::is_nan(v);
+      out[j] = trp::score_max(out[j], v);
+    }
+  }
+  return nan_seen;
+}
+
+// The k best valid locations of one image, by descending score (ties: smaller index).
+// Returns the number of valid locations seen (the caller checks it is >= k).
+template <typename A>
+int64_t select_topk(const A* score, const Geometry& g, int64_t valid_h, int64_t valid_w,
+                    int64_t* locations) {
+  const int64_t k = g.k;
+  constexpr int64_t kInsertionMax = 32;
+  int64_t valid = 0;
+  if (k <= kInsertionMax) {
+    A top_score[kInsertionMax];
+    int64_t count = 0;
+    for (int64_t i = 0; i < g.area(); ++i) {
+      if (!trp::location_valid(i, g.width, valid_h, valid_w)) continue;
+      ++valid;
+      trp::topk_insert(top_score, locations, count, k, score[i], i);
+    }
+    return valid;
+  }
+  std::vector<int64_t> candidates;
+  candidates.reserve(static_cast<size_t>(g.area()));
+  for (int64_t i = 0; i < g.area(); ++i)
+    if (trp::location_valid(i, g.width, valid_h, valid_w)) candidates.push_back(i);
+  valid = static_cast<int64_t>(candidates.size());
+  if (valid < k) return valid;
+  std::partial_sort(candidates.begin(), candidates.begin() + k, candidates.end(),
+                    [score](int64_t a, int64_t b) {
+                      return trp::ranks_before(score[a], a, score[b], b);
+                    });
+  std::copy(candidates.begin(), candidates.begin() + k, locations);
+  return valid;
+}
+
+template <typename S>
+void locate(const S* scores, const int64_t* valid_hw, const Geometry& g, int64_t* locations) {
+  using A = acc_t<S>;
+  const int64_t area = g.area();
+  std::vector<A> score(static_cast<size_t>(g.batch * area));
+  // Small batches split the columns too, so every thread streams part of the class map.
+  const int64_t threads = omp_get_max_threads();
+  const int64_t splits =
+      g.batch >= threads ? 1 : std::min((threads + g.batch - 1) / g.batch, (area + 63) / 64);
+  const int64_t chunk = ((area + splits - 1) / splits + 15) / 16 * 16;
+  std::vector<char> nan_in(static_cast<size_t>(g.batch), 0);
+  std::vector<int64_t> valid_count(static_cast<size_t>(g.batch), 0);
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < g.batch * splits; ++task) {
+      const int64_t b = task / splits;
+      const int64_t begin = std::min(area, (task % splits) * chunk);
+      const int64_t end = std::min(area, begin + chunk);
+      if (begin < end &&
+          class_max(scores + b * g.classes * area, g, begin, end, score.data() + b * area))
+        nan_in[b] = 1;
+    }
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < g.batch; ++b) {
+      const int64_t valid_h = valid_hw ? valid_hw[2 * b] : g.height;
+      const int64_t valid_w = valid_hw ? valid_hw[2 * b + 1] : g.width;
+      if (!nan_in[b])
+        valid_count[b] =
+            select_topk(score.data() + b * area, g, valid_h, valid_w, locations + b * g.k);
+    }
+  }
+  for (int64_t b = 0; b < g.batch; ++b) {
+    PYI_CHECK(!nan_in[b], "scores: contains NaN values (image ", b, ")");
+    PYI_CHECK(valid_count[b] >= g.k, "k=", g.k, " exceeds the ", valid_count[b],
+              " valid locations of image ", b);
+  }
+}
+
+// ---- forward, stage 2: gather, normalise, sum ----------------------------------------
+
+// Gathers features[b, :, locations[l]] into buf (k x C) and returns the per-location
+// normalisation coefficients; false when a gathered value is not finite.
+template <typename T>
+bool gather_normalise(const T* features, const Geometry& g, int64_t b, const int64_t* locations,
+                      acc_t<T>* buf, trp::NormCoeffs<acc_t<T>>* coeffs) {
+  using A = acc_t<T>;
+  const T* base = features + b * g.stride_b;
+  std::vector<int64_t> offsets(static_cast<size_t>(g.k));
+  for (int64_t l = 0; l < g.k; ++l) offsets[l] = g.offset(locations[l]);
+  for (int64_t c = 0; c < g.channels; ++c) {
+    const T* column = base + c * g.stride_c;
+    for (int64_t l = 0; l < g.k; ++l) buf[l * g.channels + c] = trp::load(column + offsets[l]);
+  }
+  for (int64_t l = 0; l < g.k; ++l) {
+    const A* x = buf + l * g.channels;
+    A scale = 0;
+    bool finite = true;
+    for (int64_t c = 0; c < g.channels; ++c) {
+      finite &= trp::is_finite(x[c]);
+      scale = std::max(scale, x[c] < 0 ? -x[c] : x[c]);
+    }
+    if (!finite) return false;
+    A sumsq = 0;
+    if (scale > 0)
+      for (int64_t c = 0; c < g.channels; ++c) sumsq += (x[c] / scale) * (x[c] / scale);
+    coeffs[l] = trp::norm_coeffs(trp::scaled_norm(scale, sumsq));
+  }
+  return true;
+}
+
+template <typename T>
+void pool(const T* features, const int64_t* locations, const Geometry& g, T* pooled) {
+  using A = acc_t<T>;
+  std::vector<char> bad(static_cast<size_t>(g.batch), 0);
+#pragma omp parallel
+  {
+    std::vector<A> buf(static_cast<size_t>(g.k * g.channels));
+    std::vector<trp::NormCoeffs<A>> coeffs(static_cast<size_t>(g.k));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < g.batch; ++b) {
+      if (!gather_normalise(features, g, b, locations + b * g.k, buf.data(), coeffs.data())) {
+        bad[b] = 1;
+        continue;
+      }
+      for (int64_t c = 0; c < g.channels; ++c) {
+        A sum = 0;
+        for (int64_t l = 0; l < g.k; ++l) sum += buf[l * g.channels + c] * coeffs[l].inv_denominator;
+        trp::store(pooled + b * g.channels + c, sum);
+      }
+    }
+  }
+  for (int64_t b = 0; b < g.batch; ++b)
+    PYI_CHECK(!bad[b], "features: contains NaN or infinite values at a selected location (image ",
+              b, ")");
+}
+
+// ---- backward ----------------------------------------------------------------------
+
+// Large outputs are written once, start to end: ask for transparent huge pages before the
+// first touch (4 KiB page faults otherwise dominate the cost of a fresh gradient buffer).
+void advise_huge_pages(void* data, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  if (bytes < 4 * kHuge) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#endif
+}
+
+// Cache-line writer: whole 64-byte lines go out with non-temporal stores (no read for
+// ownership of a buffer that is only written), partial lines with ordinary stores.
+class LineWriter {
+ public:
+  static constexpr int64_t kLine = 64;
+
+  static void write_line(char* dst, const char* src) {
+#if defined(__SSE2__)
+    for (int i = 0; i < kLine; i += 16)
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i),
+                       _mm_load_si128(reinterpret_cast<const __m128i*>(src + i)));
+#else
+    std::memcpy(dst, src, kLine);
+#endif
+  }
+
+  static void finish() {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+  }
+};
+
+// Writes rows [row_begin, row_end) of the B*C x H*W gradient: zero except at the
+// selected locations of each row's image, in address order.
+template <typename T>
+void write_grad_rows(const T* grad_pooled, const T* features, const Geometry& g,
+                     const std::vector<int64_t>& sorted_loc, const std::vector<int64_t>& sorted_slot,
+                     const std::vector<acc_t<T>>& inv_den, const std::vector<acc_t<T>>& u_dot_g,
+                     int64_t row_begin, int64_t row_end, T* out) {
+  using A = acc_t<T>;
+  constexpr int64_t kPerLine = LineWriter::kLine / static_cast<int64_t>(sizeof(T));
+  const int64_t area = g.area();
+  const int64_t begin = row_begin * area, end = row_end * area;
+
+  // Cursor over the nonzero positions of [begin, end), in increasing flat index.
+  int64_t row = row_begin, j = 0;
+  auto position = [&]() { return row < row_end ? row * area + sorted_loc[(row / g.channels) * g.k + j] : end; };
+  auto value = [&]() -> A {
+    const int64_t b = row / g.channels, c = row % g.channels;
+    const int64_t slot = b * g.k + sorted_slot[b * g.k + j];
+    const A f = trp::load(features + b * g.stride_b + c * g.stride_c + g.offset(sorted_loc[b * g.k + j]));
+    return trp::normalize_grad(static_cast<A>(trp::load(grad_pooled + row)), f, inv_den[slot],
+                               u_dot_g[slot]);
+  };
+  auto advance = [&]() {
+    if (++j == g.k) {
+      j = 0;
+      ++row;
+    }
+  };
+  int64_t next = position();
+
+  auto put_scalar = [&](int64_t p) {
+    if (p == next) {
+      trp::store(out + p, value());
+      advance();
+      next = position();
+    } else {
+      trp::store(out + p, A(0));
+    }
+  };
+
+  int64_t p = begin;
+  const uintptr_t misalign = reinterpret_cast<uintptr_t>(out + p) % LineWriter::kLine;
+  if (misalign % sizeof(T) != 0) {  // cannot line up: plain stores throughout
+    for (; p < end; ++p) put_scalar(p);
+    return;
+  }
+  if (misalign != 0) {
+    const int64_t head = std::min(end - p, (LineWriter::kLine - int64_t(misalign)) / int64_t(sizeof(T)));
+    for (const int64_t stop = p + head; p < stop; ++p) put_scalar(p);
+  }
+  alignas(64) T line[kPerLine];
+  alignas(64) static const char kZeros[LineWriter::kLine] = {};
+  std::memset(line, 0, sizeof(line));
+  for (; p + kPerLine <= end; p += kPerLine) {
+    if (next >= p + kPerLine) {
+      LineWriter::write_line(reinterpret_cast<char*>(out + p), kZeros);
+      continue;
+    }
+    int64_t touched[kPerLine];
+    int n = 0;
+    while (next < p + kPerLine) {
+      trp::store(line + (next - p), value());
+      touched[n++] = next - p;
+      advance();
+      next = position();
+    }
+    LineWriter::write_line(reinterpret_cast<char*>(out + p), reinterpret_cast<const char*>(line));
+    for (int i = 0; i < n; ++i) trp::store(line + touched[i], A(0));
+  }
+  for (; p < end; ++p) put_scalar(p);
+  LineWriter::finish();
+}
+
+template <typename T>
+void pool_backward(const T* grad_pooled, const T* features, const int64_t* locations,
+                   const Geometry& g, T* grad_features) {
+  using A = acc_t<T>;
+  const int64_t slots = g.batch * g.k;
+  std::vector<A> inv_den(static_cast<size_t>(slots)), u_dot_g(static_cast<size_t>(slots));
+  std::vector<int64_t> sorted_loc(static_cast<size_t>(slots)), sorted_slot(static_cast<size_t>(slots));
+  std::vector<char> bad(static_cast<size_t>(g.batch), 0);
+  advise_huge_pages(grad_features, static_cast<size_t>(g.batch * g.channels * g.area()) * sizeof(T));
+#pragma omp parallel
+  {
+    std::vector<A> buf(static_cast<size_t>(g.k * g.channels));
+    std::vector<trp::NormCoeffs<A>> coeffs(static_cast<size_t>(g.k));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < g.batch; ++b) {
+      const int64_t* loc = locations + b * g.k;
+      if (!gather_normalise(features, g, b, loc, buf.data(), coeffs.data())) {
+        bad[b] = 1;
+        continue;
+      }
+      const T* grad = grad_pooled + b * g.channels;
+      for (int64_t l = 0; l < g.k; ++l) {
+        A dot = 0;
+        const A* x = buf.data() + l * g.channels;
+        for (int64_t c = 0; c < g.channels; ++c) dot += x[c] * trp::load(grad + c);
+        inv_den[b * g.k + l] = coeffs[l].inv_denominator;
+        u_dot_g[b * g.k + l] = coeffs[l].clamped ? A(0) : dot * coeffs[l].inv_denominator;
+      }
+      int64_t* order = sorted_slot.data() + b * g.k;
+      std::iota(order, order + g.k, int64_t{0});
+      std::sort(order, order + g.k, [loc](int64_t a, int64_t c) { return loc[a] < loc[c]; });
+      for (int64_t l = 0; l < g.k; ++l) sorted_loc[b * g.k + l] = loc[order[l]];
+    }
+  }
+  for (int64_t b = 0; b < g.batch; ++b)
+    PYI_CHECK(!bad[b], "features: contains NaN or infinite values at a selected location (image ",
+              b, ")");
+  const int64_t rows = g.batch * g.channels;
+#pragma omp parallel
+  {
+    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t row_begin = rows * t / threads, row_end = rows * (t + 1) / threads;
+    if (row_begin < row_end)
+      write_grad_rows(grad_pooled, features, g, sorted_loc, sorted_slot, inv_den, u_dot_g,
+                      row_begin, row_end, grad_features);
+  }
+}
+
+// ---- dispatch and bindings -----------------------------------------------------------
+
+template <typename Fn>
+void dispatch_float(int dtype, const char* name, Fn&& fn) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::Float32:
+      return fn(float{});
+    case DType::Float64:
+      return fn(double{});
+    case DType::Float16:
+      return fn(Half{});
+    case DType::BFloat16:
+      return fn(BFloat16{});
+    default:
+      fail(name, ": expected dtype float32, float64, float16 or bfloat16 (code ", dtype, ")");
+  }
+}
+
+Geometry make_geometry(int64_t batch, int64_t channels, int64_t height, int64_t width,
+                       int64_t classes, int64_t k, const std::vector<int64_t>& strides) {
+  PYI_CHECK(batch > 0 && channels > 0 && height > 0 && width > 0,
+            "features: expected a non-empty B x C x H x W array");
+  PYI_CHECK(classes > 0, "scores: expected at least one class");
+  PYI_CHECK(k >= 1 && k <= height * width, "k: expected 1 <= k <= H*W = ", height * width,
+            ", got ", k);
+  PYI_CHECK(strides.size() == 4, "features: expected 4 strides, got ", strides.size());
+  return Geometry{batch, channels, height, width, classes, k,
+                  strides[0], strides[1], strides[2], strides[3]};
+}
+
+void forward(uintptr_t features, int features_dtype, int64_t batch, int64_t channels,
+             int64_t height, int64_t width, const std::vector<int64_t>& strides, uintptr_t scores,
+             int scores_dtype, int64_t classes, int64_t k, uintptr_t valid_hw, uintptr_t pooled,
+             uintptr_t locations) {
+  const Geometry g = make_geometry(batch, channels, height, width, classes, k, strides);
+  auto* loc = reinterpret_cast<int64_t*>(locations);
+  const auto* valid = reinterpret_cast<const int64_t*>(valid_hw);
+  py::gil_scoped_release release;
+  dispatch_float(scores_dtype, "scores", [&](auto tag) {
+    using S = decltype(tag);
+    locate(reinterpret_cast<const S*>(scores), valid, g, loc);
+  });
+  dispatch_float(features_dtype, "features", [&](auto tag) {
+    using T = decltype(tag);
+    pool(reinterpret_cast<const T*>(features), loc, g, reinterpret_cast<T*>(pooled));
+  });
+}
+
+void backward(uintptr_t grad_pooled, uintptr_t features, int dtype, int64_t batch,
+              int64_t channels, int64_t height, int64_t width, const std::vector<int64_t>& strides,
+              uintptr_t locations, int64_t k, uintptr_t grad_features) {
+  const Geometry g = make_geometry(batch, channels, height, width, 1, k, strides);
+  py::gil_scoped_release release;
+  dispatch_float(dtype, "features", [&](auto tag) {
+    using T = decltype(tag);
+    pool_backward(reinterpret_cast<const T*>(grad_pooled), reinterpret_cast<const T*>(features),
+                  reinterpret_cast<const int64_t*>(locations), g, reinterpret_cast<T*>(grad_features));
+  });
+}
+
+}  // namespace
+}  // namespace pyinstance::cpu
+
+namespace pyinstance::bindings {
+
+void register_topk_region_pool(py::module_& m) {
+  m.def("topk_region_pool_forward", &cpu::forward, py::arg("features"), py::arg("features_dtype"),
+        py::arg("batch"), py::arg("channels"), py::arg("height"), py::arg("width"),
+        py::arg("strides"), py::arg("scores"), py::arg("scores_dtype"), py::arg("classes"),
+        py::arg("k"), py::arg("valid_hw"), py::arg("pooled"), py::arg("locations"),
+        "Top-k region pooling forward: writes pooled (B x C, features dtype) and locations "
+        "(B x k int64). scores: C-contiguous B x classes x H x W; valid_hw: B x 2 int64 or 0.");
+  m.def("topk_region_pool_backward", &cpu::backward, py::arg("grad_pooled"), py::arg("features"),
+        py::arg("dtype"), py::arg("batch"), py::arg("channels"), py::arg("height"),
+        py::arg("width"), py::arg("strides"), py::arg("locations"), py::arg("k"),
+        py::arg("grad_features"),
+        "Top-k region pooling backward: writes the full C-contiguous B x C x H x W gradient "
+        "(zero except at the selected locations).");
+}
+
+}  // namespace pyinstance::bindings
