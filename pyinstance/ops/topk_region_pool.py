@@ -57,19 +57,27 @@ def _topk_region_pool_op(
         locations=locations.data_ptr(),
     )
     if features.device.type == "cuda":
-        score_type = torch.float64 if scores.dtype == torch.float64 else torch.float32
-        scratch = torch.empty((batch, height * width), dtype=score_type, device=features.device)
-        status = torch.zeros((batch,), dtype=torch.int32, device=features.device)
-        module.topk_region_pool_forward(
-            **common,
-            scratch=scratch.data_ptr(),
-            status=status.data_ptr(),
-            stream=torch.cuda.current_stream(features.device).cuda_stream,
-        )
+        device = features.device
+        scratch = torch.empty((batch, height * width), dtype=_acc_dtype(scores), device=device)
+        coeffs = torch.empty((batch, k, 2), dtype=_acc_dtype(features), device=device)
+        status = torch.zeros((batch,), dtype=torch.int32, device=device)
+        with torch.cuda.device(device):
+            module.topk_region_pool_forward(
+                **common,
+                scratch=scratch.data_ptr(),
+                coeffs=coeffs.data_ptr(),
+                status=status.data_ptr(),
+                stream=torch.cuda.current_stream(device).cuda_stream,
+            )
         _raise_cuda_status(status, k)
     else:
         module.topk_region_pool_forward(**common)
     return pooled, locations
+
+
+def _acc_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The kernels' arithmetic type for ``tensor``: float64 for float64, else float32."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
 def _raise_cuda_status(status: torch.Tensor, k: int) -> None:
@@ -120,17 +128,16 @@ def _topk_region_pool_backward_op(
         grad_features=grad_features.data_ptr(),
     )
     if features.device.type == "cuda":
-        coeff_type = torch.float64 if features.dtype == torch.float64 else torch.float32
-        scratch = torch.empty(
-            (batch, locations.shape[1], 2), dtype=coeff_type, device=features.device
-        )
-        status = torch.zeros((batch,), dtype=torch.int32, device=features.device)
-        module.topk_region_pool_backward(
-            **common,
-            scratch=scratch.data_ptr(),
-            status=status.data_ptr(),
-            stream=torch.cuda.current_stream(features.device).cuda_stream,
-        )
+        device = features.device
+        scratch = torch.empty((batch, locations.shape[1], 2), dtype=_acc_dtype(features), device=device)
+        status = torch.zeros((batch,), dtype=torch.int32, device=device)
+        with torch.cuda.device(device):
+            module.topk_region_pool_backward(
+                **common,
+                scratch=scratch.data_ptr(),
+                status=status.data_ptr(),
+                stream=torch.cuda.current_stream(device).cuda_stream,
+            )
         _raise_cuda_status(status, locations.shape[1])
     else:
         module.topk_region_pool_backward(**common)
