@@ -263,5 +263,7 @@ def topk_region_pool(features: Any, scores: Any, k: int, *, valid_hw: Any = None
     features_t, kind = _arrays.to_tensor(features, "features")
     scores_t, _ = _arrays.to_tensor(scores, "scores")
     valid_t = _arrays.to_tensor(valid_hw, "valid_hw")[0] if valid_hw is not None else None
+    # Checked here too: a meta/cpu mix would otherwise dispatch to the fake kernel.
+    _check_inputs(features_t, scores_t, k, valid_t)
     pooled, locations = _topk_region_pool_op(features_t, scores_t, k, valid_t)
     return _arrays.from_tensor(pooled, kind), _arrays.from_tensor(locations, kind)
