@@ -7,17 +7,9 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <limits>
-#include <numeric>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "pyinstance/checks.h"
 #include "pyinstance/cpu_features.h"
@@ -207,127 +199,20 @@ void pool(const T* features, const int64_t* locations, const Geometry& g, T* poo
 
 // ---- backward ----------------------------------------------------------------------
 
-// Large outputs are written once, start to end: ask for transparent huge pages before the
-// first touch (4 KiB page faults otherwise dominate the cost of a fresh gradient buffer).
-void advise_huge_pages(void* data, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  if (bytes < 4 * kHuge) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#endif
-}
-
-// Cache-line writer: whole 64-byte lines go out with non-temporal stores (no read for
-// ownership of a buffer that is only written), partial lines with ordinary stores.
-class LineWriter {
- public:
-  static constexpr int64_t kLine = 64;
-
-  static void write_line(char* dst, const char* src) {
-#if defined(__SSE2__)
-    for (int i = 0; i < kLine; i += 16)
-      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i),
-                       _mm_load_si128(reinterpret_cast<const __m128i*>(src + i)));
-#else
-    std::memcpy(dst, src, kLine);
-#endif
-  }
-
-  static void finish() {
-#if defined(__SSE2__)
-    _mm_sfence();
-#endif
-  }
-};
-
-// Writes rows [row_begin, row_end) of the B*C x H*W gradient: zero except at the
-// selected locations of each row's image, in address order.
-template <typename T>
-void write_grad_rows(const T* grad_pooled, const T* features, const Geometry& g,
-                     const std::vector<int64_t>& sorted_loc, const std::vector<int64_t>& sorted_slot,
-                     const std::vector<acc_t<T>>& inv_den, const std::vector<acc_t<T>>& u_dot_g,
-                     int64_t row_begin, int64_t row_end, T* out) {
-  using A = acc_t<T>;
-  constexpr int64_t kPerLine = LineWriter::kLine / static_cast<int64_t>(sizeof(T));
-  const int64_t area = g.area();
-  const int64_t begin = row_begin * area, end = row_end * area;
-
-  // Cursor over the nonzero positions of [begin, end), in increasing flat index.
-  int64_t row = row_begin, j = 0;
-  auto position = [&]() { return row < row_end ? row * area + sorted_loc[(row / g.channels) * g.k + j] : end; };
-  auto value = [&]() -> A {
-    const int64_t b = row / g.channels, c = row % g.channels;
-    const int64_t slot = b * g.k + sorted_slot[b * g.k + j];
-    const A f = trp::load(features + b * g.stride_b + c * g.stride_c + g.offset(sorted_loc[b * g.k + j]));
-    return trp::normalize_grad(static_cast<A>(trp::load(grad_pooled + row)), f, inv_den[slot],
-                               u_dot_g[slot]);
-  };
-  auto advance = [&]() {
-    if (++j == g.k) {
-      j = 0;
-      ++row;
-    }
-  };
-  int64_t next = position();
-
-  auto put_scalar = [&](int64_t p) {
-    if (p == next) {
-      trp::store(out + p, value());
-      advance();
-      next = position();
-    } else {
-      trp::store(out + p, A(0));
-    }
-  };
-
-  int64_t p = begin;
-  const uintptr_t misalign = reinterpret_cast<uintptr_t>(out + p) % LineWriter::kLine;
-  if (misalign % sizeof(T) != 0) {  // cannot line up: plain stores throughout
-    for (; p < end; ++p) put_scalar(p);
-    return;
-  }
-  if (misalign != 0) {
-    const int64_t head = std::min(end - p, (LineWriter::kLine - int64_t(misalign)) / int64_t(sizeof(T)));
-    for (const int64_t stop = p + head; p < stop; ++p) put_scalar(p);
-  }
-  alignas(64) T line[kPerLine];
-  alignas(64) static const char kZeros[LineWriter::kLine] = {};
-  std::memset(line, 0, sizeof(line));
-  for (; p + kPerLine <= end; p += kPerLine) {
-    if (next >= p + kPerLine) {
-      LineWriter::write_line(reinterpret_cast<char*>(out + p), kZeros);
-      continue;
-    }
-    int64_t touched[kPerLine];
-    int n = 0;
-    while (next < p + kPerLine) {
-      trp::store(line + (next - p), value());
-      touched[n++] = next - p;
-      advance();
-      next = position();
-    }
-    LineWriter::write_line(reinterpret_cast<char*>(out + p), reinterpret_cast<const char*>(line));
-    for (int i = 0; i < n; ++i) trp::store(line + touched[i], A(0));
-  }
-  for (; p < end; ++p) put_scalar(p);
-  LineWriter::finish();
-}
-
+// Per image: gather the selected columns, their norms and u.g, and write the k gradient
+// values of every row into grad_features, which the caller passes zero-filled (the
+// Python op allocates it with calloc: untouched, lazily zeroed pages, so the only full
+// pass over the B x C x H x W gradient is the OS handing out zero pages).
 template <typename T>
 void pool_backward(const T* grad_pooled, const T* features, const int64_t* locations,
                    const Geometry& g, T* grad_features) {
   using A = acc_t<T>;
-  const int64_t slots = g.batch * g.k;
-  std::vector<A> inv_den(static_cast<size_t>(slots)), u_dot_g(static_cast<size_t>(slots));
-  std::vector<int64_t> sorted_loc(static_cast<size_t>(slots)), sorted_slot(static_cast<size_t>(slots));
   std::vector<char> bad(static_cast<size_t>(g.batch), 0);
-  advise_huge_pages(grad_features, static_cast<size_t>(g.batch * g.channels * g.area()) * sizeof(T));
 #pragma omp parallel
   {
     std::vector<A> buf(static_cast<size_t>(g.k * g.channels));
     std::vector<trp::NormCoeffs<A>> coeffs(static_cast<size_t>(g.k));
+    std::vector<A> u_dot_g(static_cast<size_t>(g.k));
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < g.batch; ++b) {
       const int64_t* loc = locations + b * g.k;
@@ -340,27 +225,21 @@ void pool_backward(const T* grad_pooled, const T* features, const int64_t* locat
         A dot = 0;
         const A* x = buf.data() + l * g.channels;
         for (int64_t c = 0; c < g.channels; ++c) dot += x[c] * trp::load(grad + c);
-        inv_den[b * g.k + l] = coeffs[l].inv_denominator;
-        u_dot_g[b * g.k + l] = coeffs[l].clamped ? A(0) : dot * coeffs[l].inv_denominator;
+        u_dot_g[l] = coeffs[l].clamped ? A(0) : dot * coeffs[l].inv_denominator;
       }
-      int64_t* order = sorted_slot.data() + b * g.k;
-      std::iota(order, order + g.k, int64_t{0});
-      std::sort(order, order + g.k, [loc](int64_t a, int64_t c) { return loc[a] < loc[c]; });
-      for (int64_t l = 0; l < g.k; ++l) sorted_loc[b * g.k + l] = loc[order[l]];
+      T* out = grad_features + b * g.channels * g.area();
+      for (int64_t c = 0; c < g.channels; ++c) {
+        const A grad_c = trp::load(grad + c);
+        for (int64_t l = 0; l < g.k; ++l)
+          trp::store(out + c * g.area() + loc[l],
+                     trp::normalize_grad(grad_c, buf[l * g.channels + c],
+                                         coeffs[l].inv_denominator, u_dot_g[l]));
+      }
     }
   }
   for (int64_t b = 0; b < g.batch; ++b)
     PYI_CHECK(!bad[b], "features: contains NaN or infinite values at a selected location (image ",
               b, ")");
-  const int64_t rows = g.batch * g.channels;
-#pragma omp parallel
-  {
-    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t row_begin = rows * t / threads, row_end = rows * (t + 1) / threads;
-    if (row_begin < row_end)
-      write_grad_rows(grad_pooled, features, g, sorted_loc, sorted_slot, inv_den, u_dot_g,
-                      row_begin, row_end, grad_features);
-  }
 }
 
 // ---- dispatch and bindings -----------------------------------------------------------
@@ -439,8 +318,8 @@ void register_topk_region_pool(py::module_& m) {
         py::arg("dtype"), py::arg("batch"), py::arg("channels"), py::arg("height"),
         py::arg("width"), py::arg("strides"), py::arg("locations"), py::arg("k"),
         py::arg("grad_features"),
-        "Top-k region pooling backward: writes the full C-contiguous B x C x H x W gradient "
-        "(zero except at the selected locations).");
+        "Top-k region pooling backward: writes the gradient at the selected locations into "
+        "grad_features, a C-contiguous B x C x H x W buffer the caller passes zero-filled.");
 }
 
 }  // namespace pyinstance::bindings

@@ -3,7 +3,8 @@
 //
 // Forward:  class_max_kernel (location scores) -> select_kernel (top-k by rank, exact
 //           tie rule) -> pool_kernel (per-location norms, normalised sum).
-// Backward: grad_coeff_kernel (norms and u.g per location) -> memset -> scatter_grad_kernel.
+// Backward: grad_coeff_kernel (norms and u.g per location) -> scatter_grad_kernel into the
+//           zero-filled gradient the caller passes.
 // Status per image (int32): 1 NaN score, 2 non-finite selected feature, 3 too few valid
 // locations; images with a nonzero status are skipped and reported by the Python wrapper.
 #include <cuda_runtime.h>
@@ -210,7 +211,7 @@ __global__ void grad_coeff_kernel(const T* __restrict__ grad_pooled, const T* __
   }
 }
 
-// One thread per (b, l, c): grad_features[b, c, loc_l] (C-contiguous output).
+// One thread per (b, l, c): grad_features[b, c, loc_l] (C-contiguous, zero elsewhere).
 template <typename T>
 __global__ void scatter_grad_kernel(const T* __restrict__ grad_pooled,
                                     const T* __restrict__ features, Geometry g,
@@ -325,8 +326,6 @@ void backward(uintptr_t grad_pooled, uintptr_t features, int dtype, int64_t batc
     grad_coeff_kernel<T><<<static_cast<unsigned int>(g.batch), kThreads, 0, stream>>>(
         grad, feat, g, loc, coeff, state);
     check_launch("grad_coeff_kernel");
-    const size_t bytes = static_cast<size_t>(g.batch * g.channels * g.area()) * sizeof(T);
-    if (cudaMemsetAsync(out, 0, bytes, stream) != cudaSuccess) check_launch("cudaMemsetAsync");
     scatter_grad_kernel<T><<<blocks_for(g.batch * g.k * g.channels), kThreads, 0, stream>>>(
         grad, feat, g, loc, coeff, state, out);
     check_launch("scatter_grad_kernel");
@@ -351,7 +350,8 @@ void register_topk_region_pool_cuda(py::module_& m) {
         py::arg("dtype"), py::arg("batch"), py::arg("channels"), py::arg("height"),
         py::arg("width"), py::arg("strides"), py::arg("locations"), py::arg("k"),
         py::arg("grad_features"), py::arg("scratch"), py::arg("status"), py::arg("stream"),
-        "Top-k region pooling backward on `stream`: writes the C-contiguous gradient. "
+        "Top-k region pooling backward on `stream`: writes the gradient at the selected "
+        "locations into grad_features, C-contiguous and zero-filled by the caller. "
         "scratch: B x k x 2 coefficients; status: B int32 zeros.");
 }
 

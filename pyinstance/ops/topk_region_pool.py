@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from pyinstance.ops import _arrays
@@ -102,6 +103,27 @@ def _(features, scores, k, valid_hw):
     return pooled, locations
 
 
+_NUMPY_STORAGE = {
+    torch.float32: np.float32,
+    torch.float64: np.float64,
+    torch.float16: np.float16,
+    torch.bfloat16: np.uint16,  # same bits, viewed as bfloat16
+}
+
+
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zero-filled gradient buffer; the kernels write only its nonzeros.
+
+    On the CPU it comes from calloc (numpy.zeros): a large buffer arrives as untouched
+    pages that the OS zeroes on first touch (as transparent huge pages: numpy advises
+    them), so the kernel's sparse writes are the only pass over it. torch.zeros would
+    write every byte once more after the same page faults.
+    """
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    return torch.from_numpy(np.zeros(shape, dtype=_NUMPY_STORAGE[dtype])).view(dtype)
+
+
 @torch.library.custom_op("pyinstance::topk_region_pool_backward", mutates_args=())
 def _topk_region_pool_backward_op(
     grad_pooled: torch.Tensor, features: torch.Tensor, locations: torch.Tensor
@@ -110,9 +132,7 @@ def _topk_region_pool_backward_op(
     batch, channels, height, width = _kernel_args(features)
     grad_pooled = grad_pooled.to(features.dtype).contiguous()
     locations = locations.contiguous()
-    grad_features = torch.empty(
-        (batch, channels, height, width), dtype=features.dtype, device=features.device
-    )
+    grad_features = _zeros((batch, channels, height, width), features.dtype, features.device)
     module = _arrays.kernel_module(features.device)
     common = dict(
         grad_pooled=grad_pooled.data_ptr(),
