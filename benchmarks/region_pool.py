@@ -34,7 +34,9 @@ import torch.nn.functional as F
 from pyinstance.ops import topk_region_pool
 
 
-def plain_torch(features: torch.Tensor, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def plain_torch(
+    features: torch.Tensor, scores: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The same operation in plain torch ops."""
     batch, channels = features.shape[:2]
     locations = scores.amax(dim=1).flatten(1).topk(k, dim=1).indices
@@ -83,10 +85,14 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per config")
-    parser.add_argument("--threads", type=int, default=None, help="torch/OpenMP threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch/OpenMP threads (default: torch's)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
 
@@ -109,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         def run():
             with torch.no_grad():
                 fn(features, scores, k)
+
         return run
 
     def forward_backward(fn):
         def run():
             pooled, _ = fn(leaf, scores, k)
             torch.autograd.grad(pooled, leaf, grad_out)
+
         return run
 
     # Same answer first: the timings compare equal work.
@@ -131,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     modes = {"forward": forward, "forward+backward": forward_backward}
     times: dict[tuple[str, str], list[float]] = {(m, n): [] for m in modes for n in IMPLEMENTATIONS}
-    for mode, make in modes.items():  # warm-up
+    for make in modes.values():  # warm-up
         for fn in IMPLEMENTATIONS.values():
             make(fn)()
     for _ in range(repeats):  # interleaved: noise hits both sides alike

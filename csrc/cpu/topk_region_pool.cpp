@@ -38,6 +38,10 @@ struct Geometry {
   }
 };
 
+// Below this many elements of work a parallel region costs more than it saves (and on a
+// busy machine its barrier waits for a descheduled thread).
+bool parallel_worth_it(int64_t work) { return work >= (int64_t{1} << 16); }
+
 // ---- forward, stage 1: location scores and top-k ------------------------------------
 
 // Running maximum over `classes` rows of columns [begin, end); returns true on NaN.
@@ -56,7 +60,7 @@ bool class_max(const S* rows, const Geometry& g, int64_t begin, int64_t end, acc
                                           out + begin);
 #endif
   }
-  bool nan_seen = false;
+  int nan_seen = 0;  // an int, not a bool: the loop then vectorises
   for (int64_t r = 0; r < g.classes; ++r) {
     const S* row = rows + r * g.area();
     for (int64_t j = begin; j < end; ++j) {
@@ -65,7 +69,7 @@ bool class_max(const S* rows, const Geometry& g, int64_t begin, int64_t end, acc
       out[j] = trp::score_max(out[j], v);
     }
   }
-  return nan_seen;
+  return nan_seen != 0;
 }
 
 // The k best valid locations of one image, by descending score (ties: smaller index).
@@ -112,7 +116,7 @@ void locate(const S* scores, const int64_t* valid_hw, const Geometry& g, int64_t
   const int64_t chunk = ((area + splits - 1) / splits + 15) / 16 * 16;
   std::vector<char> nan_in(static_cast<size_t>(g.batch), 0);
   std::vector<int64_t> valid_count(static_cast<size_t>(g.batch), 0);
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth_it(g.batch * g.classes * area))
   {
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < g.batch * splits; ++task) {
@@ -150,8 +154,15 @@ bool gather_normalise(const T* features, const Geometry& g, int64_t b, const int
   const T* base = features + b * g.stride_b;
   std::vector<int64_t> offsets(static_cast<size_t>(g.k));
   for (int64_t l = 0; l < g.k; ++l) offsets[l] = g.offset(locations[l]);
+  // Each value sits on its own cache line (NCHW): prefetch a few channels ahead, the
+  // loads are otherwise latency-bound.
+  constexpr int64_t kAhead = 16;
   for (int64_t c = 0; c < g.channels; ++c) {
     const T* column = base + c * g.stride_c;
+#if defined(__GNUC__)
+    if (c + kAhead < g.channels)
+      for (int64_t l = 0; l < g.k; ++l) __builtin_prefetch(column + kAhead * g.stride_c + offsets[l]);
+#endif
     for (int64_t l = 0; l < g.k; ++l) buf[l * g.channels + c] = trp::load(column + offsets[l]);
   }
   for (int64_t l = 0; l < g.k; ++l) {
@@ -175,7 +186,7 @@ template <typename T>
 void pool(const T* features, const int64_t* locations, const Geometry& g, T* pooled) {
   using A = acc_t<T>;
   std::vector<char> bad(static_cast<size_t>(g.batch), 0);
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth_it(g.batch * g.k * g.channels * 8))
   {
     std::vector<A> buf(static_cast<size_t>(g.k * g.channels));
     std::vector<trp::NormCoeffs<A>> coeffs(static_cast<size_t>(g.k));
@@ -208,7 +219,7 @@ void pool_backward(const T* grad_pooled, const T* features, const int64_t* locat
                    const Geometry& g, T* grad_features) {
   using A = acc_t<T>;
   std::vector<char> bad(static_cast<size_t>(g.batch), 0);
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth_it(g.batch * g.k * g.channels * 8))
   {
     std::vector<A> buf(static_cast<size_t>(g.k * g.channels));
     std::vector<trp::NormCoeffs<A>> coeffs(static_cast<size_t>(g.k));

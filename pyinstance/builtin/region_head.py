@@ -61,7 +61,9 @@ class TopKRegionHead(nn.Module):
         if classifier is None:
             classifier = nn.Conv2d(self.in_channels, _positive_int(num_classes, "num_classes"), 1)
         elif not isinstance(classifier, nn.Module):
-            raise TypeError(f"classifier: expected a torch.nn.Module, got {type(classifier).__name__}")
+            raise TypeError(
+                f"classifier: expected a torch.nn.Module, got {type(classifier).__name__}"
+            )
         self.classifier = classifier
         self.shift = nn.Parameter(torch.zeros(self.in_channels))
         self.linear = nn.Linear(self.in_channels, self.out_dim, bias=False)
@@ -85,7 +87,11 @@ class TopKRegionHead(nn.Module):
         classifier's; ``valid_hw``: B×2 valid (height, width) of padded images.
         """
         if not isinstance(features, torch.Tensor) or features.dim() != 4:
-            shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+            shape = (
+                tuple(features.shape)
+                if isinstance(features, torch.Tensor)
+                else type(features).__name__
+            )
             raise ValueError(f"features: expected a B×C×H×W tensor, got {shape}")
         if features.shape[1] != self.in_channels:
             raise ValueError(
@@ -116,8 +122,12 @@ class TopKRegionHead(nn.Module):
         if labels.dtype != torch.int64:
             raise TypeError(f"labels: expected int64 class indices, got {labels.dtype}")
         if bool(((labels < 0) | (labels >= classes)).any()):
-            raise ValueError(f"labels: expected class indices in [0, {classes}), got {labels.tolist()}")
-        return F.cross_entropy(logits.reshape(batch * k, classes).float(), labels.repeat_interleave(k))
+            raise ValueError(
+                f"labels: expected class indices in [0, {classes}), got {labels.tolist()}"
+            )
+        return F.cross_entropy(
+            logits.reshape(batch * k, classes).float(), labels.repeat_interleave(k)
+        )
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 # --- topk_region_pool --------------------------------------------------------------------
 
-import torch  # noqa: E402
+import torch
 
 
 def topk_region_pool_reference(

@@ -149,7 +149,9 @@ def _topk_region_pool_backward_op(
     )
     if features.device.type == "cuda":
         device = features.device
-        scratch = torch.empty((batch, locations.shape[1], 2), dtype=_acc_dtype(features), device=device)
+        scratch = torch.empty(
+            (batch, locations.shape[1], 2), dtype=_acc_dtype(features), device=device
+        )
         status = torch.zeros((batch,), dtype=torch.int32, device=device)
         with torch.cuda.device(device):
             module.topk_region_pool_backward(
@@ -190,7 +192,9 @@ def _check_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Validate shapes, dtypes, devices and k; scores as B×K×H×W, valid_hw as int64."""
     if features.dim() != 4:
-        raise ValueError(f"features: expected a 4-D B×C×H×W array, got shape {tuple(features.shape)}")
+        raise ValueError(
+            f"features: expected a 4-D B×C×H×W array, got shape {tuple(features.shape)}"
+        )
     if features.dtype not in _FLOAT_DTYPES:
         raise TypeError(
             f"features: expected dtype float32, float64, float16 or bfloat16, got {features.dtype}"
@@ -255,7 +259,9 @@ def _check_valid_hw(
     return host
 
 
-def topk_region_pool(features: Any, scores: Any, k: int, *, valid_hw: Any = None) -> tuple[Any, Any]:
+def topk_region_pool(
+    features: Any, scores: Any, k: int, *, valid_hw: Any = None
+) -> tuple[Any, Any]:
     """Sum of the L2-normalised feature vectors at the k highest-scoring locations.
 
     Args:

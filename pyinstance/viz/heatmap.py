@@ -67,7 +67,9 @@ def render_region_heatmap(
         raise ValueError(f"grid_hw: expected positive (H, W), got {grid_hw}")
     valid_h, valid_w = (height, width) if valid_hw is None else (int(v) for v in valid_hw)
     if not (1 <= valid_h <= height and 1 <= valid_w <= width):
-        raise ValueError(f"valid_hw: expected 1 <= h <= {height} and 1 <= w <= {width}, got {valid_hw}")
+        raise ValueError(
+            f"valid_hw: expected 1 <= h <= {height} and 1 <= w <= {width}, got {valid_hw}"
+        )
     flat = np.asarray(locations, dtype=np.int64).reshape(-1)
     rows, cols = flat // width, flat % width
     outside = (flat < 0) | (rows >= valid_h) | (cols >= valid_w)
@@ -91,7 +93,7 @@ def render_region_heatmap(
         picture = Image.blend(picture, heat, alpha)
 
     draw = ImageDraw.Draw(picture)
-    for row, col in zip(rows.tolist(), cols.tolist()):
+    for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
         box = (
             round(col * cell_w),
             round(row * cell_h),

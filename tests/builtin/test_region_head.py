@@ -13,7 +13,9 @@ from pyinstance.ops import topk_region_pool
 
 
 def _features(batch=3, channels=16, height=5, width=6, seed=0):
-    return torch.randn(batch, channels, height, width, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(
+        batch, channels, height, width, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def test_registered_with_alias():
@@ -63,9 +65,7 @@ def test_own_classifier_drives_selection_and_region_logits():
     descriptor, locations = head(features)
     class_map = head.classifier(features)
     torch.testing.assert_close(locations, topk_region_pool(features, class_map, 2)[1])
-    expected_logits = torch.stack(
-        [class_map[b].flatten(1)[:, locations[b]].T for b in range(3)]
-    )
+    expected_logits = torch.stack([class_map[b].flatten(1)[:, locations[b]].T for b in range(3)])
     torch.testing.assert_close(head.last_region_logits, expected_logits)
     assert descriptor.shape == (3, 16)
 

@@ -30,7 +30,10 @@ def _check(features, scores, k, valid_hw=None):
     """Run op and reference (in float64 on the same values); compare pooled and locations."""
     pooled, locations = topk_region_pool(features, scores, k, valid_hw=valid_hw)
     ref_pooled, ref_locations = topk_region_pool_reference(
-        features.double(), scores, k, valid_hw=None if valid_hw is None else valid_hw.to(scores.device)
+        features.double(),
+        scores,
+        k,
+        valid_hw=None if valid_hw is None else valid_hw.to(scores.device),
     )
     assert locations.dtype == torch.int64 and locations.shape == (features.shape[0], k)
     assert pooled.dtype == features.dtype and pooled.shape == features.shape[:2]
@@ -50,7 +53,8 @@ def isa(request, monkeypatch):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
-    "shape", [(2, 8, 5, 7, 3, 4), (3, 33, 9, 11, 17, 6), (1, 64, 13, 13, 500, 4), (4, 5, 1, 1, 2, 1)]
+    "shape",
+    [(2, 8, 5, 7, 3, 4), (3, 33, 9, 11, 17, 6), (1, 64, 13, 13, 500, 4), (4, 5, 1, 1, 2, 1)],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_matches_reference(device, shape, dtype, isa):
@@ -95,7 +99,10 @@ def test_hypothesis_against_reference(batch, channels, height, width, classes, d
     area = height * width
     if data.draw(st.booleans(), label="padded"):
         valid_hw = torch.tensor(
-            [[data.draw(st.integers(1, height)), data.draw(st.integers(1, width))] for _ in range(batch)]
+            [
+                [data.draw(st.integers(1, height)), data.draw(st.integers(1, width))]
+                for _ in range(batch)
+            ]
         )
         area = int((valid_hw[:, 0] * valid_hw[:, 1]).min())
     k = data.draw(st.integers(1, area), label="k")
@@ -153,7 +160,9 @@ def test_valid_hw_never_selects_padding(device, isa):
     scores[:, :, 3:, :] += 100  # the padding holds the best scores
     _, locations = _check(features, scores, 5, valid_hw)
     rows, cols = locations // 7, locations % 7
-    assert bool((rows < valid_hw[:, :1].to(device)).all() and (cols < valid_hw[:, 1:].to(device)).all())
+    assert bool(
+        (rows < valid_hw[:, :1].to(device)).all() and (cols < valid_hw[:, 1:].to(device)).all()
+    )
     # int32 valid_hw is accepted and gives the same result.
     torch.testing.assert_close(
         topk_region_pool(features, scores, 5, valid_hw=valid_hw.int())[1], locations
@@ -238,7 +247,9 @@ def test_numpy_in_numpy_out():
     assert isinstance(pooled, np.ndarray) and isinstance(locations, np.ndarray)
     assert pooled.dtype == np.float32 and locations.dtype == np.int64
     ref_pooled, ref_locations = topk_region_pool_reference(
-        torch.from_numpy(features).double(), torch.from_numpy(scores), 3,
+        torch.from_numpy(features).double(),
+        torch.from_numpy(scores),
+        3,
         valid_hw=torch.tensor([[4, 5], [2, 2]]),
     )
     np.testing.assert_array_equal(locations, ref_locations.numpy())
@@ -289,7 +300,11 @@ def test_bad_arguments(mutate, error, match):
         (torch.tensor([[4, 5], [0, 5]]), ValueError, r"valid_hw: image 1 has valid size \(0, 5\)"),
         (torch.tensor([[5, 5], [4, 5]]), ValueError, r"valid_hw: image 0 has valid size \(5, 5\)"),
         (torch.tensor([[4, 6], [4, 5]]), ValueError, "expected 1 <= h <= 4 and 1 <= w <= 5"),
-        (torch.tensor([[4, 5], [1, 2]]), ValueError, r"k=3 exceeds the valid area of image 1 \(1×2 = 2"),
+        (
+            torch.tensor([[4, 5], [1, 2]]),
+            ValueError,
+            r"k=3 exceeds the valid area of image 1 \(1×2 = 2",
+        ),
     ],
 )
 def test_bad_valid_hw(valid_hw, error, match):
@@ -321,7 +336,10 @@ def test_non_finite_features_rejected_only_where_selected(device, value):
     features[0, 1, 1, 1] = value  # location 3: not among the top 2
     pooled, _ = topk_region_pool(features, scores, 2)
     assert bool(torch.isfinite(pooled).all())
-    with pytest.raises(ValueError, match=r"features: contains NaN or infinite values at a selected location \(image 0\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"features: contains NaN or infinite values at a selected location \(image 0\)",
+    ):
         topk_region_pool(features, scores, 4)
 
 
@@ -355,10 +373,14 @@ def test_backward_matches_reference(device, dtype, shape):
     scores = torch.randn(batch, 2, height, width, generator=gen).to(device)
     grad = torch.randn(batch, channels, generator=gen)
     features = base.to(device, dtype).requires_grad_(True)
-    (got,) = torch.autograd.grad(topk_region_pool(features, scores, k)[0], features, grad.to(device, dtype))
+    (got,) = torch.autograd.grad(
+        topk_region_pool(features, scores, k)[0], features, grad.to(device, dtype)
+    )
     ref_features = base.to(device, dtype).double().requires_grad_(True)
     (expected,) = torch.autograd.grad(
-        topk_region_pool_reference(ref_features, scores, k)[0], ref_features, grad.to(device).double()
+        topk_region_pool_reference(ref_features, scores, k)[0],
+        ref_features,
+        grad.to(device).double(),
     )
     assert got.dtype == dtype and got.shape == features.shape and got.is_contiguous()
     torch.testing.assert_close(got.double(), expected, **_tol(dtype))
@@ -388,12 +410,23 @@ def test_opcheck(device):
     op = torch.ops.pyinstance.topk_region_pool.default
     cases = [
         (features, scores, 3, None),
-        (features.double().requires_grad_(True), scores, 4, torch.tensor([[2, 3], [4, 5]], device=device)),
-        (features.to(memory_format=torch.channels_last).requires_grad_(True), scores[:, 0], 20, None),
+        (
+            features.double().requires_grad_(True),
+            scores,
+            4,
+            torch.tensor([[2, 3], [4, 5]], device=device),
+        ),
+        (
+            features.to(memory_format=torch.channels_last).requires_grad_(True),
+            scores[:, 0],
+            20,
+            None,
+        ),
     ]
     for args in cases:
         torch.library.opcheck(op, args)
     pooled, locations = topk_region_pool(features, scores, 3)
     torch.library.opcheck(
-        torch.ops.pyinstance.topk_region_pool_backward.default, (torch.randn_like(pooled), features, locations)
+        torch.ops.pyinstance.topk_region_pool_backward.default,
+        (torch.randn_like(pooled), features, locations),
     )

@@ -46,8 +46,12 @@ def test_png_of_image_size_with_regions_marked(photo, tmp_path):
         centre = (round((row + 0.5) * cell_h), round((col + 0.5) * cell_w))
         assert pixels[centre].tolist() == original[centre].tolist()  # interior untouched
     # An unselected cell is left exactly as it was.
-    untouched = pixels[round(4.2 * cell_h) : round(4.8 * cell_h), round(1.2 * cell_w) : round(1.8 * cell_w)]
-    expected = original[round(4.2 * cell_h) : round(4.8 * cell_h), round(1.2 * cell_w) : round(1.8 * cell_w)]
+    untouched = pixels[
+        round(4.2 * cell_h) : round(4.8 * cell_h), round(1.2 * cell_w) : round(1.8 * cell_w)
+    ]
+    expected = original[
+        round(4.2 * cell_h) : round(4.8 * cell_h), round(1.2 * cell_w) : round(1.8 * cell_w)
+    ]
     assert np.array_equal(untouched, expected)
     assert (pixels != original).any(axis=2).sum() > 0
 
@@ -74,8 +78,14 @@ def test_score_overlay_and_padding(photo):
         (dict(locations=[8], grid_hw=(7, 9), valid_hw=(7, 8)), r"locations: \[8\] fall outside"),
         (dict(locations=[0], grid_hw=(0, 9)), "grid_hw: expected positive"),
         (dict(locations=[0], grid_hw=(7, 9), valid_hw=(8, 9)), "valid_hw: expected"),
-        (dict(locations=[0], grid_hw=(7, 9), scores=np.zeros((7, 8))), r"scores: expected shape \(7, 9\)"),
-        (dict(locations=[0], grid_hw=(2, 2), scores=np.full((2, 2), np.nan)), "scores: contains NaN"),
+        (
+            dict(locations=[0], grid_hw=(7, 9), scores=np.zeros((7, 8))),
+            r"scores: expected shape \(7, 9\)",
+        ),
+        (
+            dict(locations=[0], grid_hw=(2, 2), scores=np.full((2, 2), np.nan)),
+            "scores: contains NaN",
+        ),
     ],
 )
 def test_bad_input(kwargs, match):

@@ -77,8 +77,14 @@ PYI_HD void store(double* p, double v) { *p = v; }
 PYI_HD void store(Half* p, float v) { p->bits = float_to_fp16(v); }
 PYI_HD void store(BFloat16* p, float v) { p->bits = float_to_bf16(v); }
 
-PYI_HD bool is_nan(double v) { return v != v; }
-PYI_HD bool is_finite(double v) { return v - v == 0.0; }  // false for inf and NaN
+template <typename A>
+PYI_HD bool is_nan(A v) {
+  return v != v;
+}
+template <typename A>
+PYI_HD bool is_finite(A v) {
+  return v - v == A(0);  // false for inf and NaN
+}
 
 // Location score: the running maximum over classes (NaN never wins; callers flag NaN).
 template <typename S>
