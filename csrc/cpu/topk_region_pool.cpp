@@ -218,6 +218,9 @@ template <typename T>
 void pool_backward(const T* grad_pooled, const T* features, const int64_t* locations,
                    const Geometry& g, T* grad_features) {
   using A = acc_t<T>;
+  for (int64_t i = 0; i < g.batch * g.k; ++i)
+    PYI_CHECK(locations[i] >= 0 && locations[i] < g.area(), "locations: ", locations[i],
+              " out of range [0, ", g.area(), ") in image ", i / g.k);
   std::vector<char> bad(static_cast<size_t>(g.batch), 0);
 #pragma omp parallel if (parallel_worth_it(g.batch * g.k * g.channels * 8))
   {

@@ -6,7 +6,8 @@
 // Backward: grad_coeff_kernel (norms and u.g per location) -> scatter_grad_kernel into the
 //           zero-filled gradient the caller passes.
 // Status per image (int32): 1 NaN score, 2 non-finite selected feature, 3 too few valid
-// locations; images with a nonzero status are skipped and reported by the Python wrapper.
+// locations, 4 location out of range (backward); images with a nonzero status are skipped
+// and reported by the Python wrapper.
 #include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -34,6 +35,7 @@ constexpr int kThreads = 256;
 constexpr int kStatusNan = 1;
 constexpr int kStatusBadFeature = 2;
 constexpr int kStatusTooFewValid = 3;
+constexpr int kStatusBadLocation = 4;
 
 struct Geometry {
   int64_t batch, channels, height, width, classes, k;
@@ -193,7 +195,12 @@ __global__ void grad_coeff_kernel(const T* __restrict__ grad_pooled, const T* __
   const T* image = features + b * g.stride_b;
   const T* grad = grad_pooled + b * g.channels;
   for (int64_t l = 0; l < g.k; ++l) {
-    const int64_t offset = g.offset(locations[b * g.k + l]);
+    const int64_t location = locations[b * g.k + l];
+    if (location < 0 || location >= g.area()) {
+      if (threadIdx.x == 0) status[b] = kStatusBadLocation;
+      return;
+    }
+    const int64_t offset = g.offset(location);
     A norm;
     if (!location_norm(image, g, offset, shared, &norm)) {
       if (threadIdx.x == 0) status[b] = kStatusBadFeature;

@@ -25,18 +25,13 @@ __all__ = ["topk_region_pool"]
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def _kernel_args(features: torch.Tensor) -> tuple[int, ...]:
-    batch, channels, height, width = features.shape
-    return batch, channels, height, width
-
-
 @torch.library.custom_op("pyinstance::topk_region_pool", mutates_args=())
 def _topk_region_pool_op(
     features: torch.Tensor, scores: torch.Tensor, k: int, valid_hw: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(pooled B×C, locations B×k int64) from validated features and scores."""
     features, scores, valid_hw = _check_inputs(features, scores, k, valid_hw)
-    batch, channels, height, width = _kernel_args(features)
+    batch, channels, height, width = features.shape
     scores = scores.contiguous()
     pooled = features.new_empty((batch, channels))
     locations = torch.empty((batch, k), dtype=torch.int64, device=features.device)
@@ -93,6 +88,8 @@ def _raise_cuda_status(status: torch.Tensor, k: int) -> None:
             )
         if code == 3:
             raise ValueError(f"k={k} exceeds the valid locations of image {image}")
+        if code == 4:
+            raise ValueError(f"locations: out of range [0, H*W) in image {image}")
 
 
 @_topk_region_pool_op.register_fake
@@ -128,8 +125,24 @@ def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
 def _topk_region_pool_backward_op(
     grad_pooled: torch.Tensor, features: torch.Tensor, locations: torch.Tensor
 ) -> torch.Tensor:
-    """Gradient of ``pooled`` w.r.t. ``features``: dense, zero off the selected locations."""
-    batch, channels, height, width = _kernel_args(features)
+    """Gradient of ``pooled`` w.r.t. ``features``: dense, zero off the selected locations.
+
+    The kernels reject locations outside ``[0, H*W)``.
+    """
+    if features.dim() != 4 or features.dtype not in _FLOAT_DTYPES:
+        raise ValueError(
+            f"features: expected a float B×C×H×W array, got {features.dtype} {tuple(features.shape)}"
+        )
+    batch, channels, height, width = features.shape
+    if grad_pooled.shape != (batch, channels):
+        raise ValueError(
+            f"grad_pooled: expected shape ({batch}, {channels}), got {tuple(grad_pooled.shape)}"
+        )
+    if locations.dim() != 2 or locations.shape[0] != batch or locations.dtype != torch.int64:
+        raise ValueError(
+            f"locations: expected int64 of shape ({batch}, k), got {locations.dtype} {tuple(locations.shape)}"
+        )
+    _arrays.common_device(grad_pooled=grad_pooled, features=features, locations=locations)
     grad_pooled = grad_pooled.to(features.dtype).contiguous()
     locations = locations.contiguous()
     grad_features = _zeros((batch, channels, height, width), features.dtype, features.device)

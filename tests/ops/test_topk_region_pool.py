@@ -430,3 +430,21 @@ def test_opcheck(device):
         torch.ops.pyinstance.topk_region_pool_backward.default,
         (torch.randn_like(pooled), features, locations),
     )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_op_rejects_bad_arguments(device):
+    features = torch.randn(2, 3, 4, 5, device=device)
+    grad = torch.randn(2, 3, device=device)
+    locations = torch.tensor([[0, 19], [5, 6]], device=device)
+    backward = torch.ops.pyinstance.topk_region_pool_backward
+    assert backward(grad, features, locations).shape == features.shape
+    for bad, match in [(20, r"out of range \[0, (20|H\*W)\)"), (-1, "out of range")]:
+        with pytest.raises(ValueError, match=match):
+            backward(grad, features, torch.tensor([[0, 1], [bad, 2]], device=device))
+    with pytest.raises(ValueError, match=r"grad_pooled: expected shape \(2, 3\)"):
+        backward(grad[:1], features, locations)
+    with pytest.raises(ValueError, match=r"locations: expected int64 of shape \(2, k\)"):
+        backward(grad, features, locations.int())
+    with pytest.raises(ValueError, match="features: expected a float B×C×H×W"):
+        backward(grad, features[0], locations)
