@@ -97,32 +97,30 @@ __global__ void class_max_kernel(const S* __restrict__ scores, Geometry g,
 }
 
 // Location i goes to slot rank(i) = number of valid locations ranked before it: exactly
-// the k best valid locations fill slots 0..k-1, ties broken by the shared rule.
+// the k best valid locations fill slots 0..k-1, ties broken by the shared rule. Only the
+// valid top-left valid_h x valid_w window is visited (no per-pair division).
 template <typename A>
 __global__ void select_kernel(const A* __restrict__ location_score, Geometry g,
                               const int64_t* __restrict__ valid_hw, int64_t* __restrict__ locations,
                               int* __restrict__ status) {
-  __shared__ unsigned long long valid_count;
   const int64_t b = blockIdx.x;
   if (status[b] != 0) return;
   const int64_t valid_h = valid_hw ? valid_hw[2 * b] : g.height;
   const int64_t valid_w = valid_hw ? valid_hw[2 * b + 1] : g.width;
+  if (valid_h * valid_w < g.k) {
+    if (threadIdx.x == 0) status[b] = kStatusTooFewValid;
+    return;
+  }
   const A* score = location_score + b * g.area();
-  if (threadIdx.x == 0) valid_count = 0;
-  __syncthreads();
-  for (int64_t i = threadIdx.x; i < g.area(); i += blockDim.x) {
-    if (!trp::location_valid(i, g.width, valid_h, valid_w)) continue;
-    atomicAdd(&valid_count, 1ull);
+  for (int64_t n = threadIdx.x; n < valid_h * valid_w; n += blockDim.x) {
+    const int64_t i = (n / valid_w) * g.width + n % valid_w;
     const A s = score[i];
     int64_t rank = 0;
-    for (int64_t j = 0; j < g.area() && rank < g.k; ++j)
-      rank += trp::location_valid(j, g.width, valid_h, valid_w) &&
-              trp::ranks_before(score[j], j, s, i);
+    for (int64_t y = 0; y < valid_h && rank < g.k; ++y)
+      for (int64_t j = y * g.width; j < y * g.width + valid_w; ++j)
+        rank += trp::ranks_before(score[j], j, s, i);
     if (rank < g.k) locations[b * g.k + rank] = i;
   }
-  __syncthreads();
-  if (threadIdx.x == 0 && valid_count < static_cast<unsigned long long>(g.k))
-    status[b] = kStatusTooFewValid;
 }
 
 // Norm of features[b, :, location] by block reductions (max |x|, then sum of squares of
