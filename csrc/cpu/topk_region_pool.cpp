@@ -46,12 +46,12 @@ bool parallel_worth_it(int64_t work) { return work >= (int64_t{1} << 16); }
 
 // Running maximum over `classes` rows of columns [begin, end); returns true on NaN.
 template <typename S>
-bool class_max(const S* rows, const Geometry& g, int64_t begin, int64_t end, acc_t<S>* out) {
+bool class_max(const S* rows, const Geometry& g, int64_t begin, int64_t end, Isa isa,
+               acc_t<S>* out) {
   using A = acc_t<S>;
   std::fill(out + begin, out + end, -std::numeric_limits<A>::infinity());
   if constexpr (std::is_same_v<S, float>) {
 #if defined(__x86_64__)
-    const Isa isa = active_isa();
     if (isa == Isa::Avx512)
       return trp_simd::class_max_f32_avx512(rows + begin, g.classes, g.area(), end - begin,
                                             out + begin);
@@ -114,6 +114,8 @@ void locate(const S* scores, const int64_t* valid_hw, const Geometry& g, int64_t
   const int64_t splits =
       g.batch >= threads ? 1 : std::min((threads + g.batch - 1) / g.batch, (area + 63) / 64);
   const int64_t chunk = ((area + splits - 1) / splits + 15) / 16 * 16;
+  const Isa isa = active_isa();  // may throw: outside the parallel region
+  std::vector<char> nan_in_task(static_cast<size_t>(g.batch * splits), 0);
   std::vector<char> nan_in(static_cast<size_t>(g.batch), 0);
   std::vector<int64_t> valid_count(static_cast<size_t>(g.batch), 0);
 #pragma omp parallel if (parallel_worth_it(g.batch * g.classes * area))
@@ -123,14 +125,15 @@ void locate(const S* scores, const int64_t* valid_hw, const Geometry& g, int64_t
       const int64_t b = task / splits;
       const int64_t begin = std::min(area, (task % splits) * chunk);
       const int64_t end = std::min(area, begin + chunk);
-      if (begin < end &&
-          class_max(scores + b * g.classes * area, g, begin, end, score.data() + b * area))
-        nan_in[b] = 1;
+      nan_in_task[task] = begin < end && class_max(scores + b * g.classes * area, g, begin, end,
+                                                   isa, score.data() + b * area);
     }
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < g.batch; ++b) {
       const int64_t valid_h = valid_hw ? valid_hw[2 * b] : g.height;
       const int64_t valid_w = valid_hw ? valid_hw[2 * b + 1] : g.width;
+      nan_in[b] = std::any_of(nan_in_task.begin() + b * splits,
+                              nan_in_task.begin() + (b + 1) * splits, [](char c) { return c; });
       if (!nan_in[b])
         valid_count[b] =
             select_topk(score.data() + b * area, g, valid_h, valid_w, locations + b * g.k);

@@ -448,3 +448,10 @@ def test_backward_op_rejects_bad_arguments(device):
         backward(grad, features, locations.int())
     with pytest.raises(ValueError, match="features: expected a float B×C×H×W"):
         backward(grad, features[0], locations)
+
+
+def test_invalid_isa_cap_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("PYINSTANCE_ISA", "sse9")
+    features, scores = _good()
+    with pytest.raises(ValueError, match="PYINSTANCE_ISA must be one of generic, avx2, avx512"):
+        topk_region_pool(features, scores, 2)
