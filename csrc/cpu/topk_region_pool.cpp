@@ -42,26 +42,26 @@ struct Geometry {
 // busy machine its barrier waits for a descheduled thread).
 bool parallel_worth_it(int64_t work) { return work >= (int64_t{1} << 16); }
 
-// ---- forward, stage 1: location scores and top-k ------------------------------------
+// ---- forward --------------------------------------------------------------------------
 
-// Running maximum over `classes` rows of columns [begin, end); returns true on NaN.
+// Running maximum over `num_rows` class rows (stride H*W) of columns [begin, end), into
+// `out`, which holds the maximum so far; returns true on NaN.
 template <typename S>
-bool class_max(const S* rows, const Geometry& g, int64_t begin, int64_t end, Isa isa,
-               acc_t<S>* out) {
+bool class_max_rows(const S* rows, int64_t num_rows, const Geometry& g, int64_t begin,
+                    int64_t end, Isa isa, acc_t<S>* out) {
   using A = acc_t<S>;
-  std::fill(out + begin, out + end, -std::numeric_limits<A>::infinity());
   if constexpr (std::is_same_v<S, float>) {
 #if defined(__x86_64__)
     if (isa == Isa::Avx512)
-      return trp_simd::class_max_f32_avx512(rows + begin, g.classes, g.area(), end - begin,
+      return trp_simd::class_max_f32_avx512(rows + begin, num_rows, g.area(), end - begin,
                                             out + begin);
     if (isa == Isa::Avx2)
-      return trp_simd::class_max_f32_avx2(rows + begin, g.classes, g.area(), end - begin,
+      return trp_simd::class_max_f32_avx2(rows + begin, num_rows, g.area(), end - begin,
                                           out + begin);
 #endif
   }
   int nan_seen = 0;  // an int, not a bool: the loop then vectorises
-  for (int64_t r = 0; r < g.classes; ++r) {
+  for (int64_t r = 0; r < num_rows; ++r) {
     const S* row = rows + r * g.area();
     for (int64_t j = begin; j < end; ++j) {
       const A v = trp::load(row + j);
@@ -104,50 +104,6 @@ int64_t select_topk(const A* score, const Geometry& g, int64_t valid_h, int64_t 
   return valid;
 }
 
-template <typename S>
-void locate(const S* scores, const int64_t* valid_hw, const Geometry& g, int64_t* locations) {
-  using A = acc_t<S>;
-  const int64_t area = g.area();
-  std::vector<A> score(static_cast<size_t>(g.batch * area));
-  // Small batches split the columns too, so every thread streams part of the class map.
-  const int64_t threads = omp_get_max_threads();
-  const int64_t splits =
-      g.batch >= threads ? 1 : std::min((threads + g.batch - 1) / g.batch, (area + 63) / 64);
-  const int64_t chunk = ((area + splits - 1) / splits + 15) / 16 * 16;
-  const Isa isa = active_isa();  // may throw: outside the parallel region
-  std::vector<char> nan_in_task(static_cast<size_t>(g.batch * splits), 0);
-  std::vector<char> nan_in(static_cast<size_t>(g.batch), 0);
-  std::vector<int64_t> valid_count(static_cast<size_t>(g.batch), 0);
-#pragma omp parallel if (parallel_worth_it(g.batch * g.classes * area))
-  {
-#pragma omp for schedule(static)
-    for (int64_t task = 0; task < g.batch * splits; ++task) {
-      const int64_t b = task / splits;
-      const int64_t begin = std::min(area, (task % splits) * chunk);
-      const int64_t end = std::min(area, begin + chunk);
-      nan_in_task[task] = begin < end && class_max(scores + b * g.classes * area, g, begin, end,
-                                                   isa, score.data() + b * area);
-    }
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < g.batch; ++b) {
-      const int64_t valid_h = valid_hw ? valid_hw[2 * b] : g.height;
-      const int64_t valid_w = valid_hw ? valid_hw[2 * b + 1] : g.width;
-      nan_in[b] = std::any_of(nan_in_task.begin() + b * splits,
-                              nan_in_task.begin() + (b + 1) * splits, [](char c) { return c; });
-      if (!nan_in[b])
-        valid_count[b] =
-            select_topk(score.data() + b * area, g, valid_h, valid_w, locations + b * g.k);
-    }
-  }
-  for (int64_t b = 0; b < g.batch; ++b) {
-    PYI_CHECK(!nan_in[b], "scores: contains NaN values (image ", b, ")");
-    PYI_CHECK(valid_count[b] >= g.k, "k=", g.k, " exceeds the ", valid_count[b],
-              " valid locations of image ", b);
-  }
-}
-
-// ---- forward, stage 2: gather, normalise, sum ----------------------------------------
-
 // Gathers features[b, :, locations[l]] into buf (k x C) and returns the per-location
 // normalisation coefficients; false when a gathered value is not finite.
 template <typename T>
@@ -159,7 +115,7 @@ bool gather_normalise(const T* features, const Geometry& g, int64_t b, const int
   for (int64_t l = 0; l < g.k; ++l) offsets[l] = g.offset(locations[l]);
   // Each value sits on its own cache line (NCHW): prefetch a few channels ahead, the
   // loads are otherwise latency-bound.
-  constexpr int64_t kAhead = 16;
+  constexpr int64_t kAhead = 48;
   for (int64_t c = 0; c < g.channels; ++c) {
     const T* column = base + c * g.stride_c;
 #if defined(__GNUC__)
@@ -186,29 +142,104 @@ bool gather_normalise(const T* features, const Geometry& g, int64_t b, const int
 }
 
 template <typename T>
-void pool(const T* features, const int64_t* locations, const Geometry& g, T* pooled) {
+bool pool_image(const T* features, const Geometry& g, int64_t b, const int64_t* locations,
+                acc_t<T>* buf, trp::NormCoeffs<acc_t<T>>* coeffs, T* pooled) {
   using A = acc_t<T>;
-  std::vector<char> bad(static_cast<size_t>(g.batch), 0);
-#pragma omp parallel if (parallel_worth_it(g.batch * g.k * g.channels * 8))
-  {
-    std::vector<A> buf(static_cast<size_t>(g.k * g.channels));
-    std::vector<trp::NormCoeffs<A>> coeffs(static_cast<size_t>(g.k));
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < g.batch; ++b) {
-      if (!gather_normalise(features, g, b, locations + b * g.k, buf.data(), coeffs.data())) {
-        bad[b] = 1;
-        continue;
-      }
-      for (int64_t c = 0; c < g.channels; ++c) {
-        A sum = 0;
-        for (int64_t l = 0; l < g.k; ++l) sum += buf[l * g.channels + c] * coeffs[l].inv_denominator;
-        trp::store(pooled + b * g.channels + c, sum);
+  if (!gather_normalise(features, g, b, locations, buf, coeffs)) return false;
+  for (int64_t c = 0; c < g.channels; ++c) {
+    A sum = 0;
+    for (int64_t l = 0; l < g.k; ++l) sum += buf[l * g.channels + c] * coeffs[l].inv_denominator;
+    trp::store(pooled + b * g.channels + c, sum);
+  }
+  return true;
+}
+
+// Software prefetch of one image's gather addresses (one cache line per channel and
+// location), issued a few at a time while the class map of the next image streams in:
+// the latency-bound gather then overlaps the bandwidth-bound stream.
+template <typename T>
+class GatherPrefetch {
+ public:
+  void start(const T* image, const Geometry& g, const int64_t* locations) {
+    image_ = image;
+    g_ = &g;
+    offsets_.resize(static_cast<size_t>(g.k));
+    for (int64_t l = 0; l < g.k; ++l) offsets_[l] = g.offset(locations[l]);
+    c_ = l_ = 0;
+  }
+  int64_t total() const { return image_ ? g_->channels * g_->k : 0; }
+  void issue(int64_t count) {
+    if (!image_) return;
+    for (; count > 0 && c_ < g_->channels; --count) {
+#if defined(__GNUC__)
+      __builtin_prefetch(image_ + c_ * g_->stride_c + offsets_[l_], 0, 1);
+#endif
+      if (++l_ == g_->k) {
+        l_ = 0;
+        ++c_;
       }
     }
   }
-  for (int64_t b = 0; b < g.batch; ++b)
+  void stop() { image_ = nullptr; }
+
+ private:
+  const T* image_ = nullptr;
+  const Geometry* g_ = nullptr;
+  std::vector<int64_t> offsets_;
+  int64_t c_ = 0, l_ = 0;
+};
+
+// Each thread takes consecutive images: class maximum of image b (in blocks of rows,
+// prefetching image b-1's gather between blocks), top-k of b, then pooling of b-1.
+template <typename S, typename T>
+void forward_images(const S* scores, const T* features, const int64_t* valid_hw,
+                    const Geometry& g, int64_t* locations, T* pooled) {
+  constexpr int64_t kRowBlock = 8;
+  const int64_t area = g.area();
+  const Isa isa = active_isa();  // may throw: outside the parallel region
+  std::vector<char> nan_in(static_cast<size_t>(g.batch), 0), bad(static_cast<size_t>(g.batch), 0);
+  std::vector<int64_t> valid_count(static_cast<size_t>(g.batch), 0);
+#pragma omp parallel if (parallel_worth_it(g.batch * (g.classes * area + g.k * g.channels * 8)))
+  {
+    std::vector<acc_t<S>> score(static_cast<size_t>(area));
+    std::vector<acc_t<T>> buf(static_cast<size_t>(g.k * g.channels));
+    std::vector<trp::NormCoeffs<acc_t<T>>> coeffs(static_cast<size_t>(g.k));
+    GatherPrefetch<T> prefetch;
+    int64_t pending = -1;  // image whose pooling waits for the next image's stream
+    auto finish = [&](int64_t b) {
+      bad[b] = !pool_image(features, g, b, locations + b * g.k, buf.data(), coeffs.data(), pooled);
+    };
+#pragma omp for schedule(static) nowait
+    for (int64_t b = 0; b < g.batch; ++b) {
+      const S* image_scores = scores + b * g.classes * area;
+      std::fill(score.begin(), score.end(), -std::numeric_limits<acc_t<S>>::infinity());
+      const int64_t blocks = (g.classes + kRowBlock - 1) / kRowBlock;
+      const int64_t per_block = (prefetch.total() + blocks - 1) / blocks;
+      bool nan_seen = false;
+      for (int64_t r = 0; r < g.classes; r += kRowBlock) {
+        nan_seen |= class_max_rows(image_scores + r * area, std::min(kRowBlock, g.classes - r), g,
+                                   0, area, isa, score.data());
+        prefetch.issue(per_block);
+      }
+      prefetch.stop();
+      nan_in[b] = nan_seen;
+      const int64_t valid_h = valid_hw ? valid_hw[2 * b] : g.height;
+      const int64_t valid_w = valid_hw ? valid_hw[2 * b + 1] : g.width;
+      if (!nan_seen)
+        valid_count[b] = select_topk(score.data(), g, valid_h, valid_w, locations + b * g.k);
+      if (pending >= 0) finish(pending);
+      pending = !nan_seen && valid_count[b] >= g.k ? b : -1;
+      if (pending >= 0) prefetch.start(features + b * g.stride_b, g, locations + b * g.k);
+    }
+    if (pending >= 0) finish(pending);
+  }
+  for (int64_t b = 0; b < g.batch; ++b) {
+    PYI_CHECK(!nan_in[b], "scores: contains NaN values (image ", b, ")");
+    PYI_CHECK(valid_count[b] >= g.k, "k=", g.k, " exceeds the ", valid_count[b],
+              " valid locations of image ", b);
     PYI_CHECK(!bad[b], "features: contains NaN or infinite values at a selected location (image ",
               b, ")");
+  }
 }
 
 // ---- backward ----------------------------------------------------------------------
@@ -297,13 +328,13 @@ void forward(uintptr_t features, int features_dtype, int64_t batch, int64_t chan
   auto* loc = reinterpret_cast<int64_t*>(locations);
   const auto* valid = reinterpret_cast<const int64_t*>(valid_hw);
   py::gil_scoped_release release;
-  dispatch_float(scores_dtype, "scores", [&](auto tag) {
-    using S = decltype(tag);
-    locate(reinterpret_cast<const S*>(scores), valid, g, loc);
-  });
-  dispatch_float(features_dtype, "features", [&](auto tag) {
-    using T = decltype(tag);
-    pool(reinterpret_cast<const T*>(features), loc, g, reinterpret_cast<T*>(pooled));
+  dispatch_float(scores_dtype, "scores", [&](auto score_tag) {
+    using S = decltype(score_tag);
+    dispatch_float(features_dtype, "features", [&](auto feature_tag) {
+      using T = decltype(feature_tag);
+      forward_images(reinterpret_cast<const S*>(scores), reinterpret_cast<const T*>(features),
+                     valid, g, loc, reinterpret_cast<T*>(pooled));
+    });
   });
 }
 

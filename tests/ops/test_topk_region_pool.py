@@ -455,3 +455,18 @@ def test_invalid_isa_cap_is_a_clear_error(monkeypatch):
     features, scores = _good()
     with pytest.raises(ValueError, match="PYINSTANCE_ISA must be one of generic, avx2, avx512"):
         topk_region_pool(features, scores, 2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batch_large_enough_for_the_parallel_pipeline(device, isa):
+    # Big enough for the CPU kernel's parallel region: each thread streams its images'
+    # class maps while pooling the previous image.
+    gen = torch.Generator().manual_seed(21)
+    features = torch.randn(7, 24, 12, 12, generator=gen).to(device)
+    scores = torch.randn(7, 300, 12, 12, generator=gen).to(device)
+    valid_hw = torch.tensor([[12, 12], [3, 4], [12, 1], [7, 9], [1, 5], [12, 12], [2, 2]])
+    _check(features, scores, 4, valid_hw)
+    bad = scores.clone()
+    bad[4, 299, 0, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"scores: contains NaN values \(image 4\)"):
+        topk_region_pool(features, bad, 4)
