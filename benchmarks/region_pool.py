@@ -12,6 +12,12 @@ configuration and the ratio of the mins.
 with autograd and ``torch.autograd.grad`` w.r.t. the features for a fixed random incoming
 gradient (a fresh B×C×H×W gradient each time, as in training).
 
+Most of plain torch's forward+backward is the B×C×H×W zero gradient of ``gather``'s
+backward: fresh memory page-faulted in 4 KiB pages, then written in full, then scattered
+into. Ours takes it from calloc (numpy: lazily zeroed, transparent huge pages) and writes
+only the nonzeros. ``THP_MEM_ALLOC_ENABLE=1 python benchmarks/region_pool.py`` gives
+torch's own allocator huge pages too (the header line shows the setting).
+
 Peak memory (CPU) is the rise of the process's resident-set high-water mark (VmHWM,
 reset through /proc/self/clear_refs before each measured call) above the resident set
 before the call: what the call really touches, torch allocations included. On CUDA it is
