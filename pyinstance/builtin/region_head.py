@@ -30,7 +30,8 @@ class TopKRegionHead(nn.Module):
     Args:
         in_channels: channels C of the feature map.
         num_classes: classes K of the head's own 1×1-conv FCN classifier.
-        k: locations pooled per image.
+        k: locations pooled per image (fewer when a feature map, or the smallest valid
+            window of a padded batch, has fewer locations: all of them are pooled).
         out_dim: descriptor size D (default C; the linear layer then starts as identity).
         classifier: a module mapping B×C×H×W features to a B×K×H×W class map (e.g. a
             backbone's fully convolutional classifier) used instead of the head's own.
@@ -98,14 +99,18 @@ class TopKRegionHead(nn.Module):
                 f"features: expected {self.in_channels} channels, got {features.shape[1]}"
             )
         class_map = self.classifier(features) if scores is None else scores
-        pooled, locations = topk_region_pool(features, class_map, self.k, valid_hw=valid_hw)
+        k = min(self.k, features.shape[2] * features.shape[3])
+        areas = None if valid_hw is None else torch.as_tensor(valid_hw).prod(dim=-1)
+        if areas is not None and areas.numel():
+            k = max(1, min(k, int(areas.min())))
+        pooled, locations = topk_region_pool(features, class_map, k, valid_hw=valid_hw)
         self.last_locations = locations
         self.last_region_logits = None
         if class_map.dim() == 4:
             batch, classes = class_map.shape[:2]
-            index = locations[:, None, :].expand(batch, classes, self.k)
+            index = locations[:, None, :].expand(batch, classes, k)
             self.last_region_logits = class_map.flatten(2).gather(2, index).transpose(1, 2)
-        shifted = pooled + self.k * self.shift.to(pooled.dtype)
+        shifted = pooled + k * self.shift.to(pooled.dtype)
         descriptor = F.normalize(self.linear(shifted.to(self.linear.weight.dtype)), dim=1)
         if self.return_locations:
             return descriptor, locations

@@ -135,8 +135,6 @@ def test_bad_forward_input():
         head(torch.randn(2, 8, 4, 4))
     with pytest.raises(ValueError, match="features: expected a B×C×H×W tensor"):
         head(torch.randn(16, 4, 4))
-    with pytest.raises(ValueError, match=r"k: expected 1 <= k <= H\*W = 2"):
-        head(torch.randn(2, 16, 1, 2))
     with pytest.raises(ValueError, match="scores: expected shape"):
         head(torch.randn(2, 16, 4, 4), torch.randn(2, 7, 3, 4))
     head(torch.randn(2, 16, 4, 4))
@@ -146,3 +144,15 @@ def test_bad_forward_input():
         head.region_loss(torch.tensor([1, 7]))
     with pytest.raises(TypeError, match="labels: expected int64"):
         head.region_loss(torch.tensor([1.0, 2.0]))
+
+
+def test_maps_smaller_than_k_pool_every_location():
+    head = TopKRegionHead(16, num_classes=7, k=4)
+    features = torch.randn(2, 16, 1, 3)
+    descriptor = head(features)
+    assert head.last_locations.shape == (2, 3) and descriptor.shape == (2, 16)
+    torch.testing.assert_close(
+        descriptor, F.normalize(F.normalize(features.flatten(2), dim=1).sum(2), dim=1)
+    )
+    head(torch.randn(2, 16, 4, 4), valid_hw=torch.tensor([[1, 2], [4, 4]]))
+    assert head.last_locations.shape == (2, 2)
