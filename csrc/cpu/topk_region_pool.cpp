@@ -45,7 +45,8 @@ bool parallel_worth_it(int64_t work) { return work >= (int64_t{1} << 16); }
 // ---- forward --------------------------------------------------------------------------
 
 // Running maximum over `num_rows` class rows (stride H*W) of columns [begin, end), into
-// `out`, which holds the maximum so far; returns true on NaN.
+// `out`, which holds the maximum so far; returns true on NaN. Bandwidth-bound: one
+// sequential pass over the class map.
 template <typename S>
 bool class_max_rows(const S* rows, int64_t num_rows, const Geometry& g, int64_t begin,
                     int64_t end, Isa isa, acc_t<S>* out) {
@@ -115,7 +116,7 @@ bool gather_normalise(const T* features, const Geometry& g, int64_t b, const int
   for (int64_t l = 0; l < g.k; ++l) offsets[l] = g.offset(locations[l]);
   // Each value sits on its own cache line (NCHW): prefetch a few channels ahead, the
   // loads are otherwise latency-bound.
-  constexpr int64_t kAhead = 48;
+  constexpr int64_t kAhead = 16;
   for (int64_t c = 0; c < g.channels; ++c) {
     const T* column = base + c * g.stride_c;
 #if defined(__GNUC__)
@@ -154,47 +155,11 @@ bool pool_image(const T* features, const Geometry& g, int64_t b, const int64_t* 
   return true;
 }
 
-// Software prefetch of one image's gather addresses (one cache line per channel and
-// location), issued a few at a time while the class map of the next image streams in:
-// the latency-bound gather then overlaps the bandwidth-bound stream.
-template <typename T>
-class GatherPrefetch {
- public:
-  void start(const T* image, const Geometry& g, const int64_t* locations) {
-    image_ = image;
-    g_ = &g;
-    offsets_.resize(static_cast<size_t>(g.k));
-    for (int64_t l = 0; l < g.k; ++l) offsets_[l] = g.offset(locations[l]);
-    c_ = l_ = 0;
-  }
-  int64_t total() const { return image_ ? g_->channels * g_->k : 0; }
-  void issue(int64_t count) {
-    if (!image_) return;
-    for (; count > 0 && c_ < g_->channels; --count) {
-#if defined(__GNUC__)
-      __builtin_prefetch(image_ + c_ * g_->stride_c + offsets_[l_], 0, 1);
-#endif
-      if (++l_ == g_->k) {
-        l_ = 0;
-        ++c_;
-      }
-    }
-  }
-  void stop() { image_ = nullptr; }
-
- private:
-  const T* image_ = nullptr;
-  const Geometry* g_ = nullptr;
-  std::vector<int64_t> offsets_;
-  int64_t c_ = 0, l_ = 0;
-};
-
-// Each thread takes consecutive images: class maximum of image b (in blocks of rows,
-// prefetching image b-1's gather between blocks), top-k of b, then pooling of b-1.
+// One parallel pass over the images: class maximum (streamed), top-k, then gather and
+// normalise; no barrier between the stages.
 template <typename S, typename T>
 void forward_images(const S* scores, const T* features, const int64_t* valid_hw,
                     const Geometry& g, int64_t* locations, T* pooled) {
-  constexpr int64_t kRowBlock = 8;
   const int64_t area = g.area();
   const Isa isa = active_isa();  // may throw: outside the parallel region
   std::vector<char> nan_in(static_cast<size_t>(g.batch), 0), bad(static_cast<size_t>(g.batch), 0);
@@ -204,34 +169,19 @@ void forward_images(const S* scores, const T* features, const int64_t* valid_hw,
     std::vector<acc_t<S>> score(static_cast<size_t>(area));
     std::vector<acc_t<T>> buf(static_cast<size_t>(g.k * g.channels));
     std::vector<trp::NormCoeffs<acc_t<T>>> coeffs(static_cast<size_t>(g.k));
-    GatherPrefetch<T> prefetch;
-    int64_t pending = -1;  // image whose pooling waits for the next image's stream
-    auto finish = [&](int64_t b) {
-      bad[b] = !pool_image(features, g, b, locations + b * g.k, buf.data(), coeffs.data(), pooled);
-    };
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(static)
     for (int64_t b = 0; b < g.batch; ++b) {
-      const S* image_scores = scores + b * g.classes * area;
       std::fill(score.begin(), score.end(), -std::numeric_limits<acc_t<S>>::infinity());
-      const int64_t blocks = (g.classes + kRowBlock - 1) / kRowBlock;
-      const int64_t per_block = (prefetch.total() + blocks - 1) / blocks;
-      bool nan_seen = false;
-      for (int64_t r = 0; r < g.classes; r += kRowBlock) {
-        nan_seen |= class_max_rows(image_scores + r * area, std::min(kRowBlock, g.classes - r), g,
-                                   0, area, isa, score.data());
-        prefetch.issue(per_block);
-      }
-      prefetch.stop();
-      nan_in[b] = nan_seen;
+      nan_in[b] = class_max_rows(scores + b * g.classes * area, g.classes, g, 0, area, isa,
+                                 score.data());
+      if (nan_in[b]) continue;
       const int64_t valid_h = valid_hw ? valid_hw[2 * b] : g.height;
       const int64_t valid_w = valid_hw ? valid_hw[2 * b + 1] : g.width;
-      if (!nan_seen)
-        valid_count[b] = select_topk(score.data(), g, valid_h, valid_w, locations + b * g.k);
-      if (pending >= 0) finish(pending);
-      pending = !nan_seen && valid_count[b] >= g.k ? b : -1;
-      if (pending >= 0) prefetch.start(features + b * g.stride_b, g, locations + b * g.k);
+      int64_t* image_locations = locations + b * g.k;
+      valid_count[b] = select_topk(score.data(), g, valid_h, valid_w, image_locations);
+      if (valid_count[b] >= g.k)
+        bad[b] = !pool_image(features, g, b, image_locations, buf.data(), coeffs.data(), pooled);
     }
-    if (pending >= 0) finish(pending);
   }
   for (int64_t b = 0; b < g.batch; ++b) {
     PYI_CHECK(!nan_in[b], "scores: contains NaN values (image ", b, ")");
