@@ -37,6 +37,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pyinstance.builtin.losses",
     "pyinstance.builtin.backbones",
     "pyinstance.builtin.heads",
+    "pyinstance.builtin.region_head",
 )
 
 

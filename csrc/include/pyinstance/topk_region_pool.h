@@ -1,0 +1,155 @@
+// Per-element math of the fused top-k region pooling op, shared by the CPU kernels
+// (csrc/cpu/topk_region_pool*.cpp) and the CUDA kernels (csrc/cuda/topk_region_pool.cu),
+// so the CPU tests exercise exactly what the GPU runs.
+//
+// Semantics (pyinstance.ops.topk_region_pool):
+//   score(b, i)   = max over classes of scores[b, :, i]          (i = y * W + x)
+//   selected      = the k valid locations with the highest score; ties: smaller i first;
+//                   listed by descending score
+//   u_l           = f_l / max(||f_l||, eps)                       (f_l = features[b, :, i_l])
+//   pooled[b]     = sum_l u_l
+//   d pooled / d f_l applied to g = (g - u_l (u_l . g)) / ||f_l||  when ||f_l|| > eps,
+//                                  = g / eps                       otherwise
+//   (the same as torch.nn.functional.normalize's gradient).
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "pyinstance/dtype.h"
+#include "pyinstance/macros.h"
+
+namespace pyinstance::trp {
+
+// Denominator floor of the normalisation, as in torch.nn.functional.normalize.
+constexpr double kNormEps = 1e-12;
+
+// Storage tags for the 16-bit float formats (both are stored as uint16_t).
+struct Half {
+  uint16_t bits;
+};
+struct BFloat16 {
+  uint16_t bits;
+};
+
+// Arithmetic type for a storage type: double for double, float otherwise.
+template <typename T>
+struct Acc {
+  using type = float;
+};
+template <>
+struct Acc<double> {
+  using type = double;
+};
+template <typename T>
+using acc_t = typename Acc<T>::type;
+
+// float -> IEEE binary16, round to nearest even, overflow to infinity, NaN kept
+// (bit-exact with torch's conversion).
+PYI_HD uint16_t float_to_fp16(float value) {
+  uint32_t bits = float_to_bits(value);
+  uint32_t sign = (bits >> 16) & 0x8000u;
+  uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (magnitude >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520: inf
+  if (magnitude < 0x38800000u) {
+    // Result is subnormal or zero: value / 2^-24 rounded to nearest even.
+    if (magnitude < 0x33000000u) return static_cast<uint16_t>(sign);  // < 2^-25: rounds to 0
+    uint32_t mantissa = (magnitude & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126u - (magnitude >> 23);  // 14..24
+    uint32_t half = mantissa >> shift;
+    uint32_t rest = mantissa & ((1u << shift) - 1u);
+    uint32_t midpoint = 1u << (shift - 1u);
+    if (rest > midpoint || (rest == midpoint && (half & 1u))) ++half;
+    return static_cast<uint16_t>(sign | half);
+  }
+  // Normal: rebias the exponent and round the 13 dropped mantissa bits to nearest even.
+  uint32_t rounded = magnitude + 0xfffu + ((magnitude >> 13) & 1u);
+  return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
+}
+
+PYI_HD float load(const float* p) { return *p; }
+PYI_HD double load(const double* p) { return *p; }
+PYI_HD float load(const Half* p) { return fp16_to_float(p->bits); }
+PYI_HD float load(const BFloat16* p) { return bf16_to_float(p->bits); }
+
+PYI_HD void store(float* p, float v) { *p = v; }
+PYI_HD void store(double* p, double v) { *p = v; }
+PYI_HD void store(Half* p, float v) { p->bits = float_to_fp16(v); }
+PYI_HD void store(BFloat16* p, float v) { p->bits = float_to_bf16(v); }
+
+template <typename A>
+PYI_HD bool is_nan(A v) {
+  return v != v;
+}
+template <typename A>
+PYI_HD bool is_finite(A v) {
+  return v - v == A(0);  // false for inf and NaN
+}
+
+// Location score: the running maximum over classes (NaN never wins; callers flag NaN).
+template <typename S>
+PYI_HD S score_max(S running, S value) {
+  return value > running ? value : running;
+}
+
+// Selection order: higher score first, equal scores by smaller flat index.
+template <typename S>
+PYI_HD bool ranks_before(S score_a, int64_t index_a, S score_b, int64_t index_b) {
+  return score_a > score_b || (score_a == score_b && index_a < index_b);
+}
+
+// Inserts (score, index) into the lists top_score/top_index (`count` of at most k entries,
+// ordered by ranks_before). ranks_before is a strict total order on distinct indices, so
+// the result does not depend on the order in which candidates arrive.
+template <typename S>
+PYI_HD void topk_insert(S* top_score, int64_t* top_index, int64_t& count, int64_t k, S score,
+                        int64_t index) {
+  if (count == k && !ranks_before(score, index, top_score[k - 1], top_index[k - 1])) return;
+  int64_t pos = count < k ? count++ : k - 1;
+  while (pos > 0 && ranks_before(score, index, top_score[pos - 1], top_index[pos - 1])) {
+    top_score[pos] = top_score[pos - 1];
+    top_index[pos] = top_index[pos - 1];
+    --pos;
+  }
+  top_score[pos] = score;
+  top_index[pos] = index;
+}
+
+// Is flat location `index` of an H x W grid (row length `width`) inside the valid
+// top-left valid_h x valid_w window of a padded image?
+PYI_HD bool location_valid(int64_t index, int64_t width, int64_t valid_h, int64_t valid_w) {
+  return index / width < valid_h && index % width < valid_w;
+}
+
+// Overflow-free Euclidean norm from max |x| (`scale`) and sum((x / scale)^2).
+template <typename A>
+PYI_HD A scaled_norm(A scale, A scaled_sumsq) {
+  return scale > A(0) ? scale * static_cast<A>(sqrt(static_cast<double>(scaled_sumsq))) : A(0);
+}
+
+// Normalisation of one location, from its norm: u = f * inv_denominator, and the
+// coefficient `projection` enters the backward as g - u * projection (0 when clamped).
+template <typename A>
+struct NormCoeffs {
+  A inv_denominator;
+  bool clamped;
+};
+
+template <typename A>
+PYI_HD NormCoeffs<A> norm_coeffs(A norm) {
+  const A eps = static_cast<A>(kNormEps);
+  NormCoeffs<A> c;
+  c.clamped = !(norm > eps);
+  c.inv_denominator = A(1) / (c.clamped ? eps : norm);
+  return c;
+}
+
+// d/df of f * inv_denominator (clamped or not) applied to g, for one element:
+// (g - u_c * u_dot_g) * inv_denominator with u_c = f_c * inv_denominator;
+// u_dot_g must be 0 when the denominator was clamped.
+template <typename A>
+PYI_HD A normalize_grad(A g, A f, A inv_denominator, A u_dot_g) {
+  return (g - f * inv_denominator * u_dot_g) * inv_denominator;
+}
+
+}  // namespace pyinstance::trp
