@@ -30,4 +30,5 @@ PYBIND11_MODULE(_C, m) {
         "ISA variant the kernels use now (PYINSTANCE_ISA caps it).");
 
   // Kernels (declared in register.h):
+  pyinstance::bindings::register_triplet_mine(m);
 }

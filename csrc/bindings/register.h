@@ -8,7 +8,9 @@
 namespace pyinstance::bindings {
 
 // CPU kernels (module _C).
+void register_triplet_mine(pybind11::module_& m);
 
 // CUDA kernels (module _C_cuda).
+void register_triplet_mine_cuda(pybind11::module_& m);
 
 }  // namespace pyinstance::bindings

@@ -1,1 +1,5 @@
 """Compiled kernels, one Python entry per op; ``_reference`` holds their pure-torch oracles."""
+
+from pyinstance.ops.triplet_mine import MiningWarning, triplet_mine
+
+__all__ = ["MiningWarning", "triplet_mine"]
