@@ -65,4 +65,5 @@ PYBIND11_MODULE(_C_cuda, m) {
   }, "CUDA compiler, architectures compiled, runtime and visible devices.");
 
   // Kernels (declared in register.h):
+  pyinstance::bindings::register_triplet_mine_cuda(m);
 }

@@ -68,16 +68,18 @@ void for_each_positive(const Problem& pb, int64_t a, Fn&& fn) {
   }
 }
 
+int thread_count(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+
 // Every positive pair, in pair order: its positive and its similarity.
 struct PositivePairs {
   std::vector<int64_t> index;
   std::vector<float> sim;
 };
 
-PositivePairs positive_pairs(const Problem& pb) {
+PositivePairs positive_pairs(const Problem& pb, int threads) {
   const auto npairs = static_cast<size_t>(pb.pair_off[pb.na]);
   PositivePairs pairs{std::vector<int64_t>(npairs), std::vector<float>(npairs)};
-#pragma omp parallel for schedule(dynamic, 64)
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
   for (int64_t a = 0; a < pb.na; ++a) {
     for_each_positive(pb, a, [&](int64_t q, int64_t p) {
       pairs.index[pb.pair_off[a] + q] = p;
@@ -176,20 +178,32 @@ struct SemiHard : LabelView {
         easy_value(pb.na, 0.0f),
         index(pb.pair_off[pb.na], -1),
         easy_index(pb.na, -1) {}
-  void offer(int64_t a, float s, int64_t j) {
-    triplet::offer_easiest(easy_value[a], easy_index[a], s, j);
-    for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q)
-      triplet::offer_semihard(pos_sim[q], value[q], index[q], s, j);
+  // Offers candidates (s[t * stride], js[t]) with labels ls[t] to anchor a: one tight loop
+  // per positive pair keeps that pair's best in registers.
+  void offer(int64_t a, const float* s, int64_t stride, int64_t j0, const int64_t* ls,
+             int64_t count) {
+    const int64_t la = labels[a];
+    float easy = easy_value[a];
+    int64_t easy_j = easy_index[a];
+    for (int64_t t = 0; t < count; ++t)
+      if (ls[t] != la) triplet::offer_easiest(easy, easy_j, s[t * stride], j0 + t);
+    easy_value[a] = easy;
+    easy_index[a] = easy_j;
+    for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q) {
+      const float s_ap = pos_sim[q];
+      float best = value[q];
+      int64_t best_j = index[q];
+      for (int64_t t = 0; t < count; ++t)
+        if (ls[t] != la) triplet::offer_semihard(s_ap, best, best_j, s[t * stride], j0 + t);
+      value[q] = best;
+      index[q] = best_j;
+    }
   }
   void row(int64_t i, const float* s, int64_t j0, int64_t count) {
-    const int64_t li = labels[i];
-    for (int64_t t = 0; t < count; ++t)
-      if (ref_labels[j0 + t] != li) offer(i, s[t], j0 + t);
+    offer(i, s, 1, j0, ref_labels + j0, count);
   }
   void col(int64_t j, const float* s, int64_t stride, int64_t i0, int64_t count) {
-    const int64_t lj = labels[j];
-    for (int64_t t = 0; t < count; ++t)
-      if (labels[i0 + t] != lj) offer(j, s[t * stride], i0 + t);
+    offer(j, s, stride, i0, labels + i0, count);
   }
   void merge(const SemiHard& other, int64_t a) {
     if (other.easy_index[a] >= 0)
@@ -211,19 +225,19 @@ struct ViolationCount : LabelView {
         pos_sim(pos_sim),
         margin(margin),
         count(pb.pair_off[pb.na], 0) {}
-  void offer(int64_t a, float s) {
-    for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q)
-      count[q] += triplet::violates(pos_sim[q], s, margin) ? 1 : 0;
+  void offer(int64_t a, const float* s, int64_t stride, const int64_t* ls, int64_t n) {
+    const int64_t la = labels[a];
+    for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q) {
+      const float s_ap = pos_sim[q];
+      int64_t c = 0;
+      for (int64_t t = 0; t < n; ++t)
+        c += (ls[t] != la && triplet::violates(s_ap, s[t * stride], margin)) ? 1 : 0;
+      count[q] += c;
+    }
   }
-  void row(int64_t i, const float* s, int64_t j0, int64_t n) {
-    const int64_t li = labels[i];
-    for (int64_t t = 0; t < n; ++t)
-      if (ref_labels[j0 + t] != li) offer(i, s[t]);
-  }
+  void row(int64_t i, const float* s, int64_t j0, int64_t n) { offer(i, s, 1, ref_labels + j0, n); }
   void col(int64_t j, const float* s, int64_t stride, int64_t i0, int64_t n) {
-    const int64_t lj = labels[j];
-    for (int64_t t = 0; t < n; ++t)
-      if (labels[i0 + t] != lj) offer(j, s[t * stride]);
+    offer(j, s, stride, labels + i0, n);
   }
   void merge(const ViolationCount& other, int64_t a) {
     for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q) count[q] += other.count[q];
@@ -262,8 +276,6 @@ struct TopNegatives : LabelView {
     for (int64_t t = 0; t < other.size[a]; ++t) offer(a, other.value[a * m + t], other.index[a * m + t]);
   }
 };
-
-int thread_count(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
 
 // Runs the sweep with one state per thread and merges them into the first.
 template <class State, class... Args>
@@ -324,7 +336,7 @@ void mine_pairs(const Problem& pb, Strategy strategy, SemihardFallback fallback,
       });
     return;
   }
-  const PositivePairs pairs = positive_pairs(pb);
+  const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
   const SemiHard semi = reduce_negatives<SemiHard>(pb, threads, pairs.sim.data());
 #pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads))
   for (int64_t a = 0; a < pb.na; ++a)
@@ -378,7 +390,7 @@ void mine_offline(const Problem& pb, int64_t n_pos, int64_t n_neg, int64_t n_tri
 // numbers), only sampled triplets are written, at their position in the sample.
 void fill_batch_all(const Problem& pb, float margin, const int64_t* pair_base,
                     const int64_t* sample, int64_t n_sample, const Output& out, int threads) {
-  const PositivePairs pairs = positive_pairs(pb);
+  const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
   const DotRowsFn dot_rows = dot_rows_for(active_isa());
   const int64_t dim = pb.dim, npairs = pb.pair_off[pb.na];
   std::vector<int64_t> seen(npairs, 0), cursor(npairs, 0);
@@ -497,7 +509,7 @@ void register_triplet_mine(py::module_& m) {
         const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
                                         pos_start, pos_end, pair_off);
         py::gil_scoped_release release;
-        const PositivePairs pairs = positive_pairs(pb);
+        const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
         const ViolationCount c =
             reduce_negatives<ViolationCount>(pb, threads, pairs.sim.data(), margin);
         std::copy(c.count.begin(), c.count.end(), reinterpret_cast<int64_t*>(counts));
