@@ -33,7 +33,10 @@ HOOKS: dict[str, str] = {
 }
 
 #: Modules of built-in plugins, registered before any entry point.
-BUILTIN_PLUGINS: tuple[str, ...] = ("pyinstance.builtin.losses",)
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "pyinstance.builtin.losses",
+    "pyinstance.builtin.miners",
+)
 
 
 class PluginError(RuntimeError):
