@@ -204,7 +204,9 @@ class CurriculumMiner:
         previous = 0
         for position, stage in enumerate(stages):
             if not isinstance(stage, (tuple, list)) or len(stage) != 2:
-                raise ValueError(f"schedule[{position}]: expected (until_epoch, miner), got {stage!r}")
+                raise ValueError(
+                    f"schedule[{position}]: expected (until_epoch, miner), got {stage!r}"
+                )
             until, miner = stage
             last = position == len(stages) - 1
             if last != (until is None):
@@ -222,7 +224,9 @@ class CurriculumMiner:
             elif isinstance(miner, (tuple, list)) and len(miner) == 2 and isinstance(miner[0], str):
                 miner = get_miner(miner[0], **dict(miner[1]))
             elif not callable(miner):
-                raise ValueError(f"schedule[{position}]: expected a miner name or callable, got {miner!r}")
+                raise ValueError(
+                    f"schedule[{position}]: expected a miner name or callable, got {miner!r}"
+                )
             self._stages.append((until, miner))
         self.epoch = 0
 

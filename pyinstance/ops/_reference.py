@@ -101,8 +101,12 @@ def triplet_mine_reference(
         o = n_pos * n_neg if n_triplets is None else n_triplets
         out: list[tuple[int, int, int]] = []
         for a in range(emb.shape[0]):
-            ps = sorted(torch.nonzero(pos[a]).flatten().tolist(), key=lambda j: (-sim[a, j].item(), j))
-            ns = sorted(torch.nonzero(neg[a]).flatten().tolist(), key=lambda j: (-sim[a, j].item(), j))
+            ps = sorted(
+                torch.nonzero(pos[a]).flatten().tolist(), key=lambda j: (-sim[a, j].item(), j)
+            )
+            ns = sorted(
+                torch.nonzero(neg[a]).flatten().tolist(), key=lambda j: (-sim[a, j].item(), j)
+            )
             ps, ns = ps[:n_pos], ns[:n_neg]
             combos = []
             for u, p in enumerate(ps):

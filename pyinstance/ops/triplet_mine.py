@@ -39,7 +39,9 @@ def _embeddings(value: Any, name: str) -> tuple[torch.Tensor, _arrays.ArrayKind]
     tensor, kind = _arrays.to_tensor(value, name)
     tensor = _arrays.require(tensor, name, ndim=2, dtypes=_FLOAT_DTYPES, finite=True)
     if tensor.shape[1] == 0:
-        raise ValueError(f"{name}: expected at least one dimension, got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"{name}: expected at least one dimension, got shape {tuple(tensor.shape)}"
+        )
     return tensor.to(torch.float32).contiguous(), kind
 
 
@@ -136,20 +138,28 @@ def triplet_mine(
         raise ValueError(
             f"semihard_fallback: expected one of {', '.join(FALLBACK_CODES)}, got {semihard_fallback!r}"
         )
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not torch.isfinite(
-        torch.tensor(float(margin))
+    if (
+        isinstance(margin, bool)
+        or not isinstance(margin, (int, float))
+        or not torch.isfinite(torch.tensor(float(margin)))
     ):
         raise ValueError(f"margin: expected a finite number, got {margin!r}")
     if max_triplets is not None:
         if strategy != "batch_all":
-            raise ValueError(f"max_triplets: only applies to strategy 'batch_all', not {strategy!r}")
+            raise ValueError(
+                f"max_triplets: only applies to strategy 'batch_all', not {strategy!r}"
+            )
         _positive_int(max_triplets, "max_triplets")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64
+    ):
         raise ValueError(f"seed: expected an integer in [0, 2**64), got {seed!r}")
     if strategy == "offline":
         _positive_int(n_pos, "n_pos")
         _positive_int(n_neg, "n_neg")
-        n_triplets = n_pos * n_neg if n_triplets is None else _positive_int(n_triplets, "n_triplets")
+        n_triplets = (
+            n_pos * n_neg if n_triplets is None else _positive_int(n_triplets, "n_triplets")
+        )
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads: expected an integer >= 1, got {threads!r}")
     if (ref_embeddings is None) != (ref_labels is None):
@@ -189,18 +199,16 @@ def triplet_mine(
         )
         return _wrap(_empty(device), kind)
 
-    last = (
-        threads or 0
-        if device.type == "cpu"
-        else _arrays.stream_handle(device, kind)
-    )
+    last = threads or 0 if device.type == "cpu" else _arrays.stream_handle(device, kind)
     common = (
         emb.data_ptr(), emb.shape[0], emb.shape[1], lab.data_ptr(), ref.data_ptr(), ref.shape[0],
         ref_lab.data_ptr(), same_set, order.data_ptr(), start.data_ptr(), end.data_ptr(),
         pair_off.data_ptr(),
     )  # fmt: skip
     if strategy == "batch_all":
-        result = _batch_all(module, common, float(margin), n_pairs, max_triplets, seed, device, last)
+        result = _batch_all(
+            module, common, float(margin), n_pairs, max_triplets, seed, device, last
+        )
     else:
         slots = {
             "batch_hard": emb.shape[0],
