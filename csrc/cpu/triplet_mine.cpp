@@ -165,39 +165,52 @@ struct HardestNegative : LabelView {
 };
 
 // Semi-hard negative per positive pair, plus the easiest negative per anchor (fallback).
+// A candidate can only change pair q if it lies in [best[q], s_ap[q]); one window
+// [min_q best[q], max_q s_ap[q]) per anchor rejects almost every candidate with two
+// predictable comparisons, and only candidates inside it visit the pairs.
 struct SemiHard : LabelView {
   const int64_t* pair_off;
   const float* pos_sim;
-  std::vector<float> value, easy_value;
+  std::vector<float> value, easy_value, window_hi;
   std::vector<int64_t> index, easy_index;
   SemiHard(const Problem& pb, const float* pos_sim)
       : LabelView{pb.labels, pb.ref_labels},
         pair_off(pb.pair_off),
         pos_sim(pos_sim),
-        value(pb.pair_off[pb.na], 0.0f),
-        easy_value(pb.na, 0.0f),
+        value(pb.pair_off[pb.na], -std::numeric_limits<float>::infinity()),
+        easy_value(pb.na, std::numeric_limits<float>::infinity()),
+        window_hi(pb.na, -std::numeric_limits<float>::infinity()),
         index(pb.pair_off[pb.na], -1),
-        easy_index(pb.na, -1) {}
-  // Offers candidates (s[t * stride], js[t]) with labels ls[t] to anchor a: one tight loop
-  // per positive pair keeps that pair's best in registers.
+        easy_index(pb.na, -1) {
+    for (int64_t a = 0; a < pb.na; ++a)
+      for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q)
+        window_hi[a] = std::max(window_hi[a], pos_sim[q]);
+  }
+  float window_lo(int64_t a) const {
+    float lo = std::numeric_limits<float>::infinity();
+    for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q) lo = std::min(lo, value[q]);
+    return lo;
+  }
+  // Offers candidates (s[t * stride], j0 + t) with labels ls[t] to anchor a.
   void offer(int64_t a, const float* s, int64_t stride, int64_t j0, const int64_t* ls,
              int64_t count) {
     const int64_t la = labels[a];
+    const float hi = window_hi[a];
+    float lo = window_lo(a);
     float easy = easy_value[a];
     int64_t easy_j = easy_index[a];
-    for (int64_t t = 0; t < count; ++t)
-      if (ls[t] != la) triplet::offer_easiest(easy, easy_j, s[t * stride], j0 + t);
+    for (int64_t t = 0; t < count; ++t) {
+      const float v = s[t * stride];
+      if (ls[t] == la) continue;
+      if (v <= easy) triplet::offer_easiest(easy, easy_j, v, j0 + t);
+      if (v >= lo && v < hi) {
+        for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q)
+          triplet::offer_semihard(pos_sim[q], value[q], index[q], v, j0 + t);
+        lo = window_lo(a);
+      }
+    }
     easy_value[a] = easy;
     easy_index[a] = easy_j;
-    for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q) {
-      const float s_ap = pos_sim[q];
-      float best = value[q];
-      int64_t best_j = index[q];
-      for (int64_t t = 0; t < count; ++t)
-        if (ls[t] != la) triplet::offer_semihard(s_ap, best, best_j, s[t * stride], j0 + t);
-      value[q] = best;
-      index[q] = best_j;
-    }
   }
   void row(int64_t i, const float* s, int64_t j0, int64_t count) {
     offer(i, s, 1, j0, ref_labels + j0, count);
