@@ -34,6 +34,7 @@ using triplet::Strategy;
 
 constexpr int64_t kBlockJ = 128;  // references per packed block
 constexpr int64_t kBlockI = 48;   // anchors per tile (a multiple of every ISA's row count)
+constexpr int64_t kSerialRows = 512;  // per-anchor loops below this size skip OpenMP
 
 // The batch, its references and the label grouping built by the Python wrapper.
 struct Problem {
@@ -79,7 +80,7 @@ struct PositivePairs {
 PositivePairs positive_pairs(const Problem& pb, int threads) {
   const auto npairs = static_cast<size_t>(pb.pair_off[pb.na]);
   PositivePairs pairs{std::vector<int64_t>(npairs), std::vector<float>(npairs)};
-#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads) if (pb.na > kSerialRows)
   for (int64_t a = 0; a < pb.na; ++a) {
     for_each_positive(pb, a, [&](int64_t q, int64_t p) {
       pairs.index[pb.pair_off[a] + q] = p;
@@ -301,7 +302,7 @@ State reduce_negatives(const Problem& pb, int threads, const Args&... args) {
   sweep_negatives(pb, states);
   State& first = states[0];
   if (n > 1) {
-#pragma omp parallel for schedule(static) num_threads(n)
+#pragma omp parallel for schedule(static) num_threads(n) if (pb.na > kSerialRows)
     for (int64_t a = 0; a < pb.na; ++a)
       for (int t = 1; t < n; ++t) first.merge(states[t], a);
   }
@@ -322,7 +323,8 @@ struct Output {
 // batch_hard: slot a holds (a, hardest positive, hardest negative) or anchor -1.
 void mine_batch_hard(const Problem& pb, const Output& out, int threads) {
   const HardestNegative neg = reduce_negatives<HardestNegative>(pb, threads);
-#pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads))
+#pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads)) \
+    if (pb.na > kSerialRows)
   for (int64_t a = 0; a < pb.na; ++a) {
     float best = 0.0f;
     int64_t best_index = -1;
@@ -341,7 +343,8 @@ void mine_pairs(const Problem& pb, Strategy strategy, SemihardFallback fallback,
                 const Output& out, int threads) {
   if (strategy == Strategy::HardNegative) {
     const HardestNegative neg = reduce_negatives<HardestNegative>(pb, threads);
-#pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads))
+#pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads)) \
+    if (pb.na > kSerialRows)
     for (int64_t a = 0; a < pb.na; ++a)
       for_each_positive(pb, a, [&](int64_t q, int64_t p) {
         const int64_t n = neg.index[a];
@@ -351,7 +354,8 @@ void mine_pairs(const Problem& pb, Strategy strategy, SemihardFallback fallback,
   }
   const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
   const SemiHard semi = reduce_negatives<SemiHard>(pb, threads, pairs.sim.data());
-#pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads))
+#pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads)) \
+    if (pb.na > kSerialRows)
   for (int64_t a = 0; a < pb.na; ++a)
     for_each_positive(pb, a, [&](int64_t q, int64_t p) {
       const int64_t slot = pb.pair_off[a] + q;
