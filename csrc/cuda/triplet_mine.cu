@@ -26,6 +26,7 @@ using triplet::Strategy;
 
 constexpr int64_t kWorkspaceBytes = int64_t{256} << 20;
 constexpr int kTile = 16;
+constexpr int64_t kMaxChunk = int64_t{65535} * kTile;  // gridDim.y limit of similarity_kernel
 constexpr int kThreads = 256;
 
 void check_cuda(cudaError_t status, const char* what) {
@@ -128,18 +129,18 @@ __device__ int64_t block_sum(int64_t value) {
   return total;
 }
 
-// Positive number q of anchor a (in increasing index order), or -1.
-__device__ int64_t positive_at(const Problem& pb, int64_t a, int64_t q) {
-  const int64_t start = pb.pos_start[a];
-  int64_t t = start + q;
-  if (pb.same_set) {
-    // The anchor itself sits somewhere in its label range; skip it.
-    int64_t self = -1;
-    for (int64_t u = start; u < pb.pos_end[a]; ++u)
-      if (pb.order[u] == a) self = u;
-    if (self >= 0 && t >= self) ++t;
-  }
-  return t < pb.pos_end[a] ? pb.order[t] : -1;
+// Where the anchor itself sits in its label range (within the batch), else pos_end[a].
+__device__ int64_t self_position(const Problem& pb, int64_t a) {
+  if (pb.same_set)
+    for (int64_t u = pb.pos_start[a]; u < pb.pos_end[a]; ++u)
+      if (pb.order[u] == a) return u;
+  return pb.pos_end[a];
+}
+
+// Positive number q of anchor a (in increasing index order); self = self_position(pb, a).
+__device__ int64_t positive_at(const Problem& pb, int64_t a, int64_t self, int64_t q) {
+  const int64_t t = pb.pos_start[a] + q;
+  return pb.order[t >= self ? t + 1 : t];
 }
 
 // One block per anchor row: batch_hard, hard_negative and semihard.
@@ -169,14 +170,15 @@ __global__ void pairs_kernel(Problem pb, int64_t a0, const float* sims, int stra
     return;
   }
   const int64_t npairs = pb.pair_off[a + 1] - pb.pair_off[a];
+  const int64_t self = self_position(pb, a);
   if (s == Strategy::HardNegative) {
     for (int64_t q = threadIdx.x; q < npairs; q += kThreads)
-      put(out, pb.pair_off[a] + q, hard_j >= 0 ? a : -1, positive_at(pb, a, q), hard_j);
+      put(out, pb.pair_off[a] + q, hard_j >= 0 ? a : -1, positive_at(pb, a, self, q), hard_j);
     return;
   }
   block_select(easy, easy_j, true);
   for (int64_t q = 0; q < npairs; ++q) {
-    const int64_t p = positive_at(pb, a, q);
+    const int64_t p = positive_at(pb, a, self, q);
     const float s_ap = row[p];
     float best = 0.0f;
     int64_t best_j = -1;
@@ -197,8 +199,9 @@ __global__ void count_kernel(Problem pb, int64_t a0, const float* sims, float ma
   const float* row = sims + static_cast<int64_t>(blockIdx.x) * pb.nr;
   const int64_t la = pb.labels[a];
   const int64_t npairs = pb.pair_off[a + 1] - pb.pair_off[a];
+  const int64_t self = self_position(pb, a);
   for (int64_t q = 0; q < npairs; ++q) {
-    const float s_ap = row[positive_at(pb, a, q)];
+    const float s_ap = row[positive_at(pb, a, self, q)];
     int64_t c = 0;
     for (int64_t j = threadIdx.x; j < pb.nr; j += kThreads)
       c += (pb.ref_labels[j] != la && triplet::violates(s_ap, row[j], margin)) ? 1 : 0;
@@ -229,9 +232,10 @@ __global__ void fill_kernel(Problem pb, int64_t a0, const float* sims, float mar
   const int64_t la = pb.labels[a];
   const int lane = threadIdx.x % 32;
   const int64_t npairs = pb.pair_off[a + 1] - pb.pair_off[a];
+  const int64_t self = self_position(pb, a);
   for (int64_t q = threadIdx.x / 32; q < npairs; q += kThreads / 32) {
     const int64_t pair = pb.pair_off[a] + q;
-    const int64_t p = positive_at(pb, a, q);
+    const int64_t p = positive_at(pb, a, self, q);
     const float s_ap = row[p];
     int64_t number = pair_base[pair];
     for (int64_t j0 = 0; j0 < pb.nr; j0 += 32) {
@@ -293,6 +297,11 @@ __global__ void offline_kernel(Problem pb, int64_t a0, int64_t rows, const float
 
 int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
+// Anchors per chunk: their similarity rows fit the workspace and the launch grid.
+int64_t chunk_rows(int64_t na, int64_t nr) {
+  return std::max<int64_t>(1, std::min({na, kMaxChunk, kWorkspaceBytes / (nr * int64_t{4})}));
+}
+
 // Device scratch released on every exit path.
 class Scratch {
  public:
@@ -315,8 +324,7 @@ class Scratch {
 // Calls body(a0, rows, sims) for chunks of anchors whose similarity rows fit the workspace.
 template <class Body>
 void for_each_chunk(const Problem& pb, cudaStream_t stream, Body&& body) {
-  const int64_t chunk =
-      std::max<int64_t>(1, std::min<int64_t>(pb.na, kWorkspaceBytes / (pb.nr * int64_t{4})));
+  const int64_t chunk = chunk_rows(pb.na, pb.nr);
   Scratch sims(static_cast<size_t>(chunk * pb.nr) * sizeof(float), stream);
   for (int64_t a0 = 0; a0 < pb.na; a0 += chunk) {
     const int64_t rows = std::min(chunk, pb.na - a0);
@@ -371,15 +379,15 @@ void register_triplet_mine_cuda(py::module_& m) {
         auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
         py::gil_scoped_release release;
         if (s == triplet::Strategy::Offline) {
-          const int64_t chunk = std::max<int64_t>(
-              1, std::min<int64_t>(na, kWorkspaceBytes / (nr * int64_t{4})));
+          const int64_t chunk = chunk_rows(na, nr);
           const int64_t width = n_pos + n_neg + n_triplets;
-          Scratch lists(static_cast<size_t>(chunk * width) * (sizeof(float) + sizeof(int64_t)),
-                        stream);
+          // Indices first: the int64 part stays 8-byte aligned.
+          const size_t index_bytes = static_cast<size_t>(chunk * width) * sizeof(int64_t);
+          Scratch lists(index_bytes + static_cast<size_t>(chunk * width) * sizeof(float), stream);
           for_each_chunk(pb, stream, [&](int64_t a0, int64_t rows, const float* sims) {
             offline_kernel<<<static_cast<unsigned>(ceil_div(rows, 128)), 128, 0, stream>>>(
-                pb, a0, rows, sims, n_pos, n_neg, n_triplets, lists.as<float>(),
-                lists.as<int64_t>(static_cast<size_t>(chunk * width) * sizeof(float)), out);
+                pb, a0, rows, sims, n_pos, n_neg, n_triplets, lists.as<float>(index_bytes),
+                lists.as<int64_t>(), out);
           });
         } else {
           for_each_chunk(pb, stream, [&](int64_t a0, int64_t rows, const float* sims) {
