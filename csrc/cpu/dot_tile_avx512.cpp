@@ -1,9 +1,8 @@
-// AVX-512 dot-product tile: kRows rows x 32 columns (two panels) in 2 * kRows zmm
-// accumulators; see dot_tile.h.
+// AVX-512 dot-product tile: 8 rows x 32 columns (two panels) in 16 zmm accumulators; see
+// dot_tile.h.
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "pyinstance/dot_tile.h"
 
@@ -51,10 +50,6 @@ void rows_impl(const float* a, int64_t lda, int64_t nrows, const float* packed, 
 
 void dot_rows_avx512(const float* a, int64_t lda, int64_t nrows, const float* packed,
                      int64_t npanels, int64_t dim, float* out, int64_t ldo) {
-  static const int variant = std::getenv("PYI_TILE_ROWS") ? std::atoi(std::getenv("PYI_TILE_ROWS")) : 8;
-  if (variant == 12) return rows_impl<12>(a, lda, nrows, packed, npanels, dim, out, ldo);
-  if (variant == 6) return rows_impl<6>(a, lda, nrows, packed, npanels, dim, out, ldo);
-  if (variant == 4) return rows_impl<4>(a, lda, nrows, packed, npanels, dim, out, ldo);
   rows_impl<8>(a, lda, nrows, packed, npanels, dim, out, ldo);
 }
 
