@@ -147,6 +147,9 @@ class RandomMiner:
     ) -> Triplets:
         # Validation (shapes, devices, NaN, one class) is triplet_mine's: batch_hard is cheap
         # and leaves the same anchors.
+        embeddings = embeddings.detach()
+        if ref_embeddings is not None:
+            ref_embeddings = ref_embeddings.detach()
         valid = triplet_mine(
             embeddings, labels, strategy="batch_hard",
             ref_embeddings=ref_embeddings, ref_labels=ref_labels,

@@ -9,6 +9,7 @@ index; pyinstance.ops._reference.triplet_mine_reference is the plain torch oracl
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -141,7 +142,7 @@ def triplet_mine(
     if (
         isinstance(margin, bool)
         or not isinstance(margin, (int, float))
-        or not torch.isfinite(torch.tensor(float(margin)))
+        or not math.isfinite(margin)
     ):
         raise ValueError(f"margin: expected a finite number, got {margin!r}")
     if max_triplets is not None:
