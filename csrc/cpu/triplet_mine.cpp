@@ -35,6 +35,7 @@ using triplet::Strategy;
 constexpr int64_t kBlockJ = 128;  // references per packed block
 constexpr int64_t kBlockI = 48;   // anchors per tile (a multiple of every ISA's row count)
 constexpr int64_t kSerialRows = 512;  // per-anchor loops below this size skip OpenMP
+constexpr int64_t kWorkPerThread = int64_t{1} << 24;  // multiply-adds worth a thread
 
 // The batch, its references and the label grouping built by the Python wrapper.
 struct Problem {
@@ -52,10 +53,14 @@ struct Problem {
   const int64_t* pair_off;  // na + 1 entries
 };
 
+// Eight interleaved partial sums: the compiler vectorises this at the baseline ISA.
 float dot(const float* x, const float* y, int64_t dim) {
-  float acc = 0.0f;
-  for (int64_t k = 0; k < dim; ++k) acc += x[k] * y[k];
-  return acc;
+  float acc[8] = {};
+  int64_t k = 0;
+  for (; k + 8 <= dim; k += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += x[k + l] * y[k + l];
+  for (; k < dim; ++k) acc[0] += x[k] * y[k];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
 // Calls fn(q, p) for the positives of anchor a in increasing index order (q = pair rank).
@@ -295,8 +300,10 @@ struct TopNegatives : LabelView {
 template <class State, class... Args>
 State reduce_negatives(const Problem& pb, int threads, const Args&... args) {
   std::vector<State> states;
-  const int n = std::max(1, static_cast<int>(std::min<int64_t>(thread_count(threads),
-                                                            (pb.nr + kBlockJ - 1) / kBlockJ)));
+  // Below ~kWorkPerThread multiply-adds per thread, waking threads costs more than it saves.
+  const int64_t work = pb.na * pb.nr * pb.dim / (pb.same_set ? 2 : 1);
+  const int64_t useful = std::min<int64_t>((pb.nr + kBlockJ - 1) / kBlockJ, 1 + work / kWorkPerThread);
+  const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(thread_count(threads), useful)));
   states.reserve(n);
   for (int t = 0; t < n; ++t) states.emplace_back(pb, args...);
   sweep_negatives(pb, states);
@@ -317,6 +324,13 @@ struct Output {
     anchors[slot] = a;
     positives[slot] = p;
     negatives[slot] = n;
+  }
+  // Moves the filled slots (anchor >= 0) to the front, in order; returns how many.
+  int64_t compact(int64_t slots) const {
+    int64_t kept = 0;
+    for (int64_t t = 0; t < slots; ++t)
+      if (anchors[t] >= 0) put(kept++, anchors[t], positives[t], negatives[t]);
+    return kept;
   }
 };
 
@@ -508,16 +522,21 @@ void register_triplet_mine(py::module_& m) {
         PYI_CHECK(s != triplet::Strategy::Offline || (n_pos >= 1 && n_neg >= 1 && n_triplets >= 1),
                   "triplet_mine: offline needs n_pos, n_neg, n_triplets >= 1");
         py::gil_scoped_release release;
+        int64_t slots;
         if (s == triplet::Strategy::BatchHard) {
           mine_batch_hard(pb, out, threads);
+          slots = na;
         } else if (s == triplet::Strategy::Offline) {
           mine_offline(pb, n_pos, n_neg, n_triplets, out, threads);
+          slots = na * n_triplets;
         } else {
           mine_pairs(pb, s, static_cast<triplet::SemihardFallback>(fallback), out, threads);
+          slots = pb.pair_off[na];
         }
+        return out.compact(slots);
       },
-      "Mine triplets into preallocated slots (anchor -1 marks an empty slot); see "
-      "pyinstance.ops.triplet_mine.");
+      "Mine triplets into preallocated slots; returns how many were found (they come first). "
+      "See pyinstance.ops.triplet_mine.");
   m.def(
       "triplet_mine_count",
       [](uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref, int64_t nr,

@@ -395,8 +395,10 @@ void register_triplet_mine_cuda(py::module_& m) {
                                                                                strategy, fallback, out);
           });
         }
+        return int64_t{-1};
       },
-      "Mine triplets into preallocated slots (anchor -1 marks an empty slot).");
+      "Mine triplets into preallocated slots (anchor -1 marks an empty slot; returns -1: the "
+      "caller compacts on the device).");
   m.def(
       "triplet_mine_count",
       [](uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref, int64_t nr,

@@ -218,11 +218,12 @@ def triplet_mine(
             "offline": emb.shape[0] * (n_triplets or 1),
         }[strategy]
         out = [torch.empty(slots, dtype=torch.int64, device=device) for _ in range(3)]
-        module.triplet_mine(
+        # The CPU kernel compacts in place and returns the count; CUDA marks empty slots.
+        found = module.triplet_mine(
             STRATEGY_CODES[strategy], *common, FALLBACK_CODES[semihard_fallback], n_pos, n_neg,
             n_triplets or 1, *(t.data_ptr() for t in out), last,
         )  # fmt: skip
-        result = _compact(*out)
+        result = _compact(*out) if found < 0 else tuple(t[:found] for t in out)
     return _wrap(result, kind)
 
 
