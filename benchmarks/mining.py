@@ -140,7 +140,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test in seconds")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--offline-n", type=int, default=100_000)
     parser.add_argument("--offline-repeats", type=int, default=2)
