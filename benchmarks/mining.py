@@ -12,6 +12,7 @@ the process's resident set while one call runs (Linux VmHWM after resetting it t
 from __future__ import annotations
 
 import argparse
+import ctypes
 import platform
 import time
 from collections.abc import Callable
@@ -108,8 +109,13 @@ def _status(field: str) -> int:
 
 
 def peak_mib(fn: Callable[[], object]) -> float | None:
-    """RSS growth while fn runs (Linux); None where the high-water mark cannot be reset."""
+    """RSS growth while fn runs (Linux); None where the high-water mark cannot be reset.
+
+    Freed heap is first returned to the system (glibc malloc_trim), so memory a previous
+    call left in the allocator's free lists does not hide this call's peak.
+    """
     try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         return None
@@ -162,7 +168,7 @@ def main() -> None:
         f"pytorch-metric-learning {pml_version}, {platform.processor() or platform.machine()}, "
         f"{args.threads} threads, D={args.dim}, 4 images/class, min of {repeats} interleaved repeats"
     )
-    print("peak = resident-set growth during one call (VmHWM - VmRSS before), MiB\n")
+    print("peak = resident-set growth during one call (VmHWM - VmRSS before, after malloc_trim), MiB\n")
 
     header = f"{'strategy':<14}{'B':>7}{'ours ms':>10}{'pml ms':>10}{'torch ms':>10}{'pml/ours':>10}{'torch/ours':>11}{'peak ours':>11}{'peak torch':>11}"
     print(header)
