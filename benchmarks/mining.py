@@ -168,7 +168,9 @@ def main() -> None:
         f"pytorch-metric-learning {pml_version}, {platform.processor() or platform.machine()}, "
         f"{args.threads} threads, D={args.dim}, 4 images/class, min of {repeats} interleaved repeats"
     )
-    print("peak = resident-set growth during one call (VmHWM - VmRSS before, after malloc_trim), MiB\n")
+    print(
+        "peak = resident-set growth during one call (VmHWM - VmRSS before, after malloc_trim), MiB\n"
+    )
 
     header = f"{'strategy':<14}{'B':>7}{'ours ms':>10}{'pml ms':>10}{'torch ms':>10}{'pml/ours':>10}{'torch/ours':>11}{'peak ours':>11}{'peak torch':>11}"
     print(header)
