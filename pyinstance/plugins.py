@@ -35,6 +35,8 @@ HOOKS: dict[str, str] = {
 #: Modules of built-in plugins, registered before any entry point.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "pyinstance.builtin.losses",
+    "pyinstance.builtin.backbones",
+    "pyinstance.builtin.heads",
     "pyinstance.builtin.miners",
 )
 

@@ -60,7 +60,11 @@ def check_backbone(backbone: nn.Module, *, image_size: int | None = None, batch:
     )
     channels = _positive_int_attribute(backbone, "out_channels", "backbone")
     stride = _positive_int_attribute(backbone, "out_stride", "backbone")
-    size = image_size or max(32, 2 * stride)
+    # Unpadded ("valid") convolutions lose a border: a backbone may declare
+    # ``min_input_size``, the smallest side giving a 1×1 map; its maps then have at least
+    # (size - min_input_size) / stride cells. Without it, no more than one cell is lost.
+    smallest = getattr(backbone, "min_input_size", stride)
+    size = image_size or max(32, 2 * stride, smallest)
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     backbone.eval()
     with torch.no_grad():
@@ -77,7 +81,7 @@ def check_backbone(backbone: nn.Module, *, image_size: int | None = None, batch:
     expected = size / stride
     for axis, extent in zip("hw", features.shape[2:], strict=True):
         _expect(
-            abs(extent - expected) <= 1,
+            (size - smallest) // stride <= extent <= expected + 1,
             f"backbone out_stride={stride} predicts {axis}≈{expected:g} for {size}px inputs, got {extent}",
         )
     _expect(bool(torch.isfinite(features).all()), "backbone output has NaN or infinite values")

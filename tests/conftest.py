@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _shared_dir() -> Path:
     configured = os.environ.get("PYINSTANCE_SHARED")
-    candidates = [Path(configured)] if configured else [REPO.parent / "shared", Path("/work/shared")]
+    candidates = (
+        [Path(configured)] if configured else [REPO.parent / "shared", Path("/work/shared")]
+    )
     for candidate in candidates:
         if (candidate / "data").is_dir():
             return candidate

@@ -69,6 +69,8 @@ def test_import_works_when_the_cuda_module_cannot_load(tmp_path):
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": ""}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

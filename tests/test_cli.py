@@ -43,11 +43,12 @@ def test_unknown_command_exits_with_usage():
     assert exit_info.value.code == 2
 
 
-def test_console_script_is_installed():
+def test_module_entry_point_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pyinstance.cli", "plugins", "--kind", "loss"],
         capture_output=True,
         text=True,
+        cwd=tmp_path,  # import the installed package, not the source tree
     )
     assert result.returncode == 0, result.stderr
     assert "contrastive" in result.stdout

@@ -50,7 +50,7 @@ def _fake_entry_points(monkeypatch, *fakes):
 
 def _miner_plugin(name: str):
     def pyinstance_register_miners(register):
-        register(name, lambda: (lambda e, l, **kw: None))
+        register(name, lambda: lambda embeddings, labels, **kw: None)
 
     return _plugin(pyinstance_register_miners=pyinstance_register_miners)
 
@@ -64,7 +64,9 @@ def test_builtins_are_registered_through_the_same_hooks():
 
 
 def test_entry_points_are_loaded_lazily_once_with_their_distribution(monkeypatch):
-    calls = _fake_entry_points(monkeypatch, _FakeEntryPoint("third", _miner_plugin("third_miner"), "pyinstance-third"))
+    calls = _fake_entry_points(
+        monkeypatch, _FakeEntryPoint("third", _miner_plugin("third_miner"), "pyinstance-third")
+    )
     registry = PluginRegistry()
     assert calls == []  # nothing loads before the first look-up
     component = registry.component("miner", "third_miner")
@@ -75,7 +77,9 @@ def test_entry_points_are_loaded_lazily_once_with_their_distribution(monkeypatch
 
 
 def test_autoload_can_be_disabled_by_environment(monkeypatch):
-    calls = _fake_entry_points(monkeypatch, _FakeEntryPoint("third", _miner_plugin("third_miner"), "x"))
+    calls = _fake_entry_points(
+        monkeypatch, _FakeEntryPoint("third", _miner_plugin("third_miner"), "x")
+    )
     monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, "1")
     registry = PluginRegistry()
     assert "third_miner" not in {c.name for c in registry.components("miner")}
@@ -88,7 +92,10 @@ def test_duplicate_names_are_an_error_naming_both_plugins(monkeypatch):
         _FakeEntryPoint("first", _miner_plugin("same"), "dist-one"),
         _FakeEntryPoint("second", _miner_plugin("same"), "dist-two"),
     )
-    with pytest.raises(PluginError, match=r"duplicate miner name 'same'.*'first' \(dist-one\).*'second' \(dist-two\)"):
+    with pytest.raises(
+        PluginError,
+        match=r"duplicate miner name 'same'.*'first' \(dist-one\).*'second' \(dist-two\)",
+    ):
         PluginRegistry().components()
 
 
@@ -99,7 +106,9 @@ def test_alias_clashing_with_a_builtin_is_a_duplicate():
         register("my_loss", torch.nn.Module, aliases=("contrastive",))
 
     with pytest.raises(PluginError, match="'pyinstance.builtin.losses'.*'mine'"):
-        registry.register_plugin(_plugin(pyinstance_register_losses=pyinstance_register_losses), "mine")
+        registry.register_plugin(
+            _plugin(pyinstance_register_losses=pyinstance_register_losses), "mine"
+        )
 
 
 def test_a_failing_plugin_is_reported_by_name_and_others_still_load(monkeypatch):
@@ -109,7 +118,9 @@ def test_a_failing_plugin_is_reported_by_name_and_others_still_load(monkeypatch)
 
     _fake_entry_points(
         monkeypatch,
-        _FakeEntryPoint("crashes", _plugin(pyinstance_register_miners=pyinstance_register_miners), "bad"),
+        _FakeEntryPoint(
+            "crashes", _plugin(pyinstance_register_miners=pyinstance_register_miners), "bad"
+        ),
         _FakeEntryPoint("unimportable", None, "worse", broken=True),
         _FakeEntryPoint("fine", _miner_plugin("good_miner"), "good"),
     )
@@ -131,7 +142,12 @@ def test_a_plugin_with_an_unknown_hook_is_reported(monkeypatch):
     def pyinstance_register_widgets(register):
         pass
 
-    _fake_entry_points(monkeypatch, _FakeEntryPoint("odd", _plugin(pyinstance_register_widgets=pyinstance_register_widgets), "odd"))
+    _fake_entry_points(
+        monkeypatch,
+        _FakeEntryPoint(
+            "odd", _plugin(pyinstance_register_widgets=pyinstance_register_widgets), "odd"
+        ),
+    )
     registry = PluginRegistry()
     with pytest.warns(RuntimeWarning, match="'odd' failed during validation"):
         registry.components()
@@ -139,9 +155,14 @@ def test_a_plugin_with_an_unknown_hook_is_reported(monkeypatch):
 
 def test_unknown_name_lists_available_names_and_suggests_a_close_match():
     registry = PluginRegistry(autoload=False)
-    with pytest.raises(UnknownComponentError, match=r"unknown loss 'triplet_margn'\. Did you mean 'triplet_margin'\? Available: contrastive, triplet, triplet_margin"):
+    with pytest.raises(
+        UnknownComponentError,
+        match=r"unknown loss 'triplet_margn'\. Did you mean 'triplet_margin'\? Available: contrastive, triplet, triplet_margin",
+    ):
         registry.create("loss", "triplet_margn")
-    with pytest.raises(ValueError, match="kind must be one of backbone, head, loss, miner, classifier"):
+    with pytest.raises(
+        ValueError, match="kind must be one of backbone, head, loss, miner, classifier"
+    ):
         registry.component("optimizer", "sgd")
     with pytest.raises(TypeError, match="loss name must be a string"):
         registry.component("loss", 3)
@@ -154,7 +175,9 @@ def test_invalid_registrations_are_reported():
         register("", object)
 
     with pytest.warns(RuntimeWarning, match="invalid name"):
-        registry.register_plugin(_plugin(pyinstance_register_heads=pyinstance_register_heads), "empty-name")
+        registry.register_plugin(
+            _plugin(pyinstance_register_heads=pyinstance_register_heads), "empty-name"
+        )
 
     def pyinstance_register_classifiers(register):
         register("not_callable", 42)

@@ -13,22 +13,27 @@ using namespace pyinstance::cpu;
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pyinstance CPU kernels (C++17, OpenMP, run-time SIMD dispatch)";
 
-  m.def("build_info", [] {
-    py::dict info;
-    info["version"] = PYI_VERSION;
-    info["compiler"] = PYI_CXX_COMPILER;
-    info["openmp"] = _OPENMP;
-    info["isa_compiled"] = compiled_isas();
-    info["isa_detected"] = isa_name(detected_isa());
-    info["isa_active"] = isa_name(active_isa());
-    info["cpu_features"] = detected_features();
-    info["omp_max_threads"] = omp_get_max_threads();
-    return info;
-  }, "Compiler, ISA levels (compiled, detected, active) and OpenMP threads of this build.");
+  m.def(
+      "build_info",
+      [] {
+        py::dict info;
+        info["version"] = PYI_VERSION;
+        info["compiler"] = PYI_CXX_COMPILER;
+        info["openmp"] = _OPENMP;
+        info["isa_compiled"] = compiled_isas();
+        info["isa_detected"] = isa_name(detected_isa());
+        info["isa_active"] = isa_name(active_isa());
+        info["cpu_features"] = detected_features();
+        info["omp_max_threads"] = omp_get_max_threads();
+        return info;
+      },
+      "Compiler, ISA levels (compiled, detected, active) and OpenMP threads of this build.");
 
-  m.def("active_isa", [] { return std::string(isa_name(active_isa())); },
-        "ISA variant the kernels use now (PYINSTANCE_ISA caps it).");
+  m.def(
+      "active_isa", [] { return std::string(isa_name(active_isa())); },
+      "ISA variant the kernels use now (PYINSTANCE_ISA caps it).");
 
   // Kernels (declared in register.h):
+  pyinstance::bindings::register_knn_dot(m);
   pyinstance::bindings::register_triplet_mine(m);
 }

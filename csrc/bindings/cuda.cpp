@@ -39,31 +39,36 @@ std::vector<std::string> split_archs(const std::string& joined) {
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "pyinstance CUDA kernels";
 
-  m.def("device_count", &visible_device_count, "Number of CUDA devices visible (0 without a driver).");
+  m.def("device_count", &visible_device_count,
+        "Number of CUDA devices visible (0 without a driver).");
 
-  m.def("build_info", [] {
-    py::dict info;
-    info["compiler"] = PYI_CUDA_COMPILER;
-    info["architectures"] = split_archs(PYI_CUDA_ARCHS);
-    info["runtime_version"] = CUDART_VERSION;
-    int driver = 0;
-    info["driver_version"] = cudaDriverGetVersion(&driver) == cudaSuccess ? driver : 0;
-    py::list devices;
-    int count = visible_device_count();
-    for (int i = 0; i < count; ++i) {
-      cudaDeviceProp prop;
-      if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
-      py::dict device;
-      device["index"] = i;
-      device["name"] = std::string(prop.name);
-      device["capability"] = std::to_string(prop.major) + "." + std::to_string(prop.minor);
-      device["memory_bytes"] = prop.totalGlobalMem;
-      devices.append(device);
-    }
-    info["devices"] = devices;
-    return info;
-  }, "CUDA compiler, architectures compiled, runtime and visible devices.");
+  m.def(
+      "build_info",
+      [] {
+        py::dict info;
+        info["compiler"] = PYI_CUDA_COMPILER;
+        info["architectures"] = split_archs(PYI_CUDA_ARCHS);
+        info["runtime_version"] = CUDART_VERSION;
+        int driver = 0;
+        info["driver_version"] = cudaDriverGetVersion(&driver) == cudaSuccess ? driver : 0;
+        py::list devices;
+        int count = visible_device_count();
+        for (int i = 0; i < count; ++i) {
+          cudaDeviceProp prop;
+          if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
+          py::dict device;
+          device["index"] = i;
+          device["name"] = std::string(prop.name);
+          device["capability"] = std::to_string(prop.major) + "." + std::to_string(prop.minor);
+          device["memory_bytes"] = prop.totalGlobalMem;
+          devices.append(device);
+        }
+        info["devices"] = devices;
+        return info;
+      },
+      "CUDA compiler, architectures compiled, runtime and visible devices.");
 
   // Kernels (declared in register.h):
+  pyinstance::bindings::register_knn_dot_cuda(m);
   pyinstance::bindings::register_triplet_mine_cuda(m);
 }

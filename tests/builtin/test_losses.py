@@ -7,11 +7,16 @@ from pyinstance.builtin.losses import ContrastiveLoss, TripletMarginLoss
 
 
 def test_triplet_margin_matches_the_formula():
-    embeddings = torch.nn.functional.normalize(torch.randn(6, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    embeddings = torch.nn.functional.normalize(
+        torch.randn(6, 8, generator=torch.Generator().manual_seed(0)), dim=1
+    )
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     a, p, n = torch.tensor([0, 2, 4]), torch.tensor([1, 3, 5]), torch.tensor([2, 0, 1])
     expected = torch.stack(
-        [torch.relu(embeddings[i] @ embeddings[k] - embeddings[i] @ embeddings[j] + 0.2) for i, j, k in zip(a, p, n)]
+        [
+            torch.relu(embeddings[i] @ embeddings[k] - embeddings[i] @ embeddings[j] + 0.2)
+            for i, j, k in zip(a, p, n, strict=True)
+        ]
     ).mean()
     got = TripletMarginLoss(margin=0.2)(embeddings, labels, (a, p, n))
     assert torch.allclose(got, expected)
@@ -38,10 +43,14 @@ def test_triplet_margin_rejects_bad_input():
 
 
 def test_contrastive_matches_the_formula():
-    embeddings = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]), dim=1)
+    embeddings = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]), dim=1
+    )
     labels = torch.tensor([0, 0, 1])
     sim = embeddings @ embeddings.T
     positives = [1 - sim[0, 1], 1 - sim[1, 0]]
     negatives = [torch.relu(sim[i, j] - 0.5) for i, j in [(0, 2), (1, 2), (2, 0), (2, 1)]]
     expected = torch.stack(positives + negatives).mean()
-    assert torch.allclose(ContrastiveLoss(pos_margin=1.0, neg_margin=0.5)(embeddings, labels), expected)
+    assert torch.allclose(
+        ContrastiveLoss(pos_margin=1.0, neg_margin=0.5)(embeddings, labels), expected
+    )

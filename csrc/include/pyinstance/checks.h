@@ -16,9 +16,9 @@ template <typename... Parts>
 
 }  // namespace pyinstance
 
-#define PYI_CHECK(condition, ...)        \
-  do {                                   \
-    if (!(condition)) {                  \
-      ::pyinstance::fail(__VA_ARGS__);   \
-    }                                    \
+#define PYI_CHECK(condition, ...)      \
+  do {                                 \
+    if (!(condition)) {                \
+      ::pyinstance::fail(__VA_ARGS__); \
+    }                                  \
   } while (0)

@@ -32,7 +32,9 @@ PYI_HD uint32_t float_to_bits(float value) {
 }
 
 // bfloat16 is the upper half of a float32.
-PYI_HD float bf16_to_float(uint16_t bits) { return bits_to_float(static_cast<uint32_t>(bits) << 16); }
+PYI_HD float bf16_to_float(uint16_t bits) {
+  return bits_to_float(static_cast<uint32_t>(bits) << 16);
+}
 
 // Round to nearest even; NaN stays NaN.
 PYI_HD uint16_t float_to_bf16(float value) {

@@ -1,0 +1,354 @@
+// The knn_dot scan loops, written once over a SIMD traits type S and instantiated per ISA
+// (knn_dot.cpp: generic, knn_dot_avx2.cpp, knn_dot_avx512.cpp). Everything here lives in an
+// anonymous namespace so each ISA file keeps its own copy.
+//
+// S provides: V (vector of W floats), W, MR (references per register tile of scan_many),
+// zero/load/store/set1/fma/add, load_f16/load_bf16 (W halves -> W floats), passes(s, t) (lane
+// bit set where !(s <= t)), any_nan(v), reduce(a) (lane i = sum of the lanes of a[i]).
+#pragma once
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include "knn_dot_kernels.h"
+
+namespace pyinstance::cpu::knn_detail {
+namespace {
+
+inline int64_t round_up(int64_t value, int64_t step) { return (value + step - 1) / step * step; }
+
+// Zero-initialised float scratch owned by one thread.
+class Scratch {
+ public:
+  explicit Scratch(int64_t count) : data_(new float[static_cast<size_t>(count)]()) {}
+  float* get() const { return data_.get(); }
+
+ private:
+  std::unique_ptr<float[]> data_;
+};
+
+inline float nan_value() { return std::nanf(""); }
+
+template <class S>
+struct Scan {
+  using V = typename S::V;
+  static constexpr int W = S::W;
+
+  // Lanes [0, n) set.
+  static uint32_t low_lanes(int64_t n) {
+    return n >= 32 ? 0xffffffffu : (n <= 0 ? 0u : ((1u << n) - 1u));
+  }
+
+  // The last n < W half-precision values, converted through a zero-padded vector (no
+  // scalar helpers: this file is compiled once per ISA).
+  template <bool kHalf>
+  static void tail_halves(const uint16_t* in, int64_t n, float* dst) {
+    uint16_t padded[W] = {};
+    alignas(64) float out[W];
+    for (int64_t i = 0; i < n; ++i) padded[i] = in[i];
+    S::store(out, kHalf ? S::load_f16(padded) : S::load_bf16(padded));
+    for (int64_t i = 0; i < n; ++i) dst[i] = out[i];
+  }
+
+  // count reference values from `src` (of `dtype`) to float32 in `dst`.
+  static void to_float(const void* src, DType dtype, int64_t count, float* dst) {
+    int64_t i = 0;
+    if (dtype == DType::Float32) {
+      std::memcpy(dst, src, count * 4);
+    } else if (dtype == DType::Float16) {
+      const uint16_t* in = static_cast<const uint16_t*>(src);
+      for (; i + W <= count; i += W) S::store(dst + i, S::load_f16(in + i));
+      if (i < count) tail_halves<true>(in + i, count - i, dst + i);
+    } else {
+      const uint16_t* in = static_cast<const uint16_t*>(src);
+      for (; i + W <= count; i += W) S::store(dst + i, S::load_bf16(in + i));
+      if (i < count) tail_halves<false>(in + i, count - i, dst + i);
+    }
+  }
+
+  static bool all_finite(const float* src, int64_t count) {
+    V bad = S::zero();
+    const V zero = S::zero();
+    int64_t i = 0;
+    for (; i + W <= count; i += W) bad = S::fma(S::load(src + i), zero, bad);
+    bool finite = !S::any_nan(bad);
+    for (; i < count; ++i) finite = finite && std::isfinite(src[i]);
+    return finite;
+  }
+
+  // Non-finite inputs are found through the scores: with finite queries, a NaN or infinite
+  // reference value makes every score of its row NaN or infinite, so `bad` (which gathers
+  // score * 0) only turns NaN then or on float32 overflow; check_rows() tells the two apart
+  // (it runs only in that rare case).
+  static bool check_rows(const void* rows, DType dtype, int64_t count) {
+    if (dtype == DType::Float32) return all_finite(static_cast<const float*>(rows), count);
+    Scratch converted(count);
+    to_float(rows, dtype, count, converted.get());
+    return all_finite(converted.get(), count);
+  }
+
+  template <DType K>
+  static V load_ref(const void* base, int64_t i) {
+    if constexpr (K == DType::Float32) {
+      return S::load(static_cast<const float*>(base) + i);
+    } else if constexpr (K == DType::Float16) {
+      return S::load_f16(static_cast<const uint16_t*>(base) + i);
+    } else {
+      return S::load_bf16(static_cast<const uint16_t*>(base) + i);
+    }
+  }
+
+  // ---- Few queries: threads split the references. ---------------------------------------
+  // Register tile: RB references x QB queries, W accumulators vectorised along D, reduced
+  // to one vector whose lane r * QB + j is <query j, reference r>. A single query reads
+  // its rows in place, front to back (f16/bf16 converted in registers); several queries
+  // first copy each block into an L1-sized float32 buffer that all query groups reuse.
+  struct FewState {
+    const Problem& p;
+    const float* queries;  // Qp x Dp, zero padded
+    int64_t Qp, Dp;
+    float* hs;
+    int64_t* hi;
+    int64_t* hn;
+    V bad;
+  };
+
+  template <int QB, DType K>
+  static void few_block(FewState& st, const void* rows, int64_t count, int64_t n0) {
+    constexpr int RB = W / QB;
+    const int64_t Q = st.p.Q, k = st.p.k, Dp = st.Dp;
+    alignas(64) float thr[W];
+    alignas(64) float sc[W];
+    const V zero = S::zero();
+    for (int64_t qg = 0; qg < st.Qp; qg += QB) {
+      uint32_t qlanes = 0;
+      for (int j = 0; j < QB; ++j) {
+        const int64_t q = std::min(qg + j, Q - 1);
+        const float t0 = st.hn[q] < k ? nan_value() : st.hs[q * k];
+        for (int r = 0; r < RB; ++r) {
+          thr[r * QB + j] = t0;
+          if (qg + j < Q) qlanes |= 1u << (r * QB + j);
+        }
+      }
+      const float* qrow = st.queries + qg * Dp;
+      for (int64_t rg = 0; rg < count; rg += RB) {
+        V acc[W];
+        if constexpr (QB == 1) {
+          // One query: walk each row front to back (sequential reads stream best), two
+          // accumulators per row to halve the FMA dependency chain.
+          for (int r = 0; r < RB; ++r) {
+            V a0 = S::zero(), a1 = S::zero();
+            int64_t d = 0;
+            for (; d + 2 * W <= Dp; d += 2 * W) {
+              a0 = S::fma(load_ref<K>(rows, (rg + r) * Dp + d), S::load(qrow + d), a0);
+              a1 = S::fma(load_ref<K>(rows, (rg + r) * Dp + d + W), S::load(qrow + d + W), a1);
+            }
+            if (d < Dp) a0 = S::fma(load_ref<K>(rows, (rg + r) * Dp + d), S::load(qrow + d), a0);
+            acc[r] = S::add(a0, a1);
+          }
+        } else {
+          for (int i = 0; i < W; ++i) acc[i] = S::zero();
+          for (int64_t d = 0; d < Dp; d += W) {
+            V qv[QB];
+            for (int j = 0; j < QB; ++j) qv[j] = S::load(qrow + j * Dp + d);
+            for (int r = 0; r < RB; ++r) {
+              const V rv = load_ref<K>(rows, (rg + r) * Dp + d);
+              for (int j = 0; j < QB; ++j) acc[r * QB + j] = S::fma(rv, qv[j], acc[r * QB + j]);
+            }
+          }
+        }
+        const V s = S::reduce(acc);
+        if (qg == 0) st.bad = S::fma(s, zero, st.bad);
+        uint32_t lanes = S::passes(s, S::load(thr)) & qlanes;
+        if (count - rg < RB) lanes &= low_lanes((count - rg) * QB);
+        if (!lanes) continue;
+        S::store(sc, s);
+        while (lanes) {
+          const int lane = __builtin_ctz(lanes);
+          lanes &= lanes - 1;
+          const int r = lane / QB, j = lane % QB;
+          const int64_t q = qg + j, index = n0 + rg + r;
+          if (st.p.exclude && st.p.exclude[q] == index) continue;
+          // Lanes of one reference come before the next reference's: index order holds.
+          const float t1 = offer(st.hs + q * k, st.hi + q * k, st.hn + q, k, sc[lane], index);
+          for (int rr = 0; rr < RB; ++rr) thr[rr * QB + j] = t1;
+        }
+      }
+    }
+  }
+
+  template <int QB, DType K>
+  static bool few(const Problem& p, const Heaps& h, int threads) {
+    constexpr int RB = W / QB;
+    const int64_t Q = p.Q, N = p.N, D = p.D, k = p.k;
+    const int64_t Dp = round_up(D, W), Qp = round_up(Q, QB);
+    Scratch queries(Qp * Dp);
+    for (int64_t q = 0; q < Q; ++q) std::memcpy(queries.get() + q * Dp, p.q + q * D, D * 4);
+    // References per block: about 16 KiB of float32 (stays in L1 across query groups).
+    const int64_t block = std::max<int64_t>(RB, (16384 / (Dp * 4)) / RB * RB);
+    const int64_t blocks = (N + block - 1) / block;
+    const size_t elem = p.dtype == DType::Float32 ? 4 : 2;
+    std::atomic<bool> finite{true};
+
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      Scratch buffer(block * Dp);
+      FewState st{p,
+                  queries.get(),
+                  Qp,
+                  Dp,
+                  h.scores + t * Q * k,
+                  h.indices + t * Q * k,
+                  h.sizes + t * Q,
+                  S::zero()};
+      const int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
+      for (int64_t b = b0; b < b1 && finite.load(std::memory_order_relaxed); ++b) {
+        const int64_t n0 = b * block, count = std::min(block, N - n0);
+        const char* rows = static_cast<const char*>(p.refs) + n0 * D * elem;
+        if (QB == 1 && D == Dp && count == block) {
+          few_block<QB, K>(st, rows, count, n0);
+        } else {
+          // Several query groups re-read the block: copy (convert) it once, front to back,
+          // into an L1-sized buffer.
+          float* dst = buffer.get();
+          for (int64_t r = 0; r < count; ++r)
+            to_float(rows + r * D * elem, p.dtype, D, dst + r * Dp);
+          std::memset(dst + count * Dp, 0, (block - count) * Dp * 4);
+          few_block<QB, DType::Float32>(st, dst, count, n0);
+        }
+        if (S::any_nan(st.bad)) {
+          if (!check_rows(rows, p.dtype, count * D)) finite.store(false);
+          st.bad = S::zero();
+        }
+      }
+    }
+    return finite.load();
+  }
+
+  // ---- Many queries: threads split the queries. ------------------------------------------
+  // Queries are packed in panels of NQ = 2W ([d][NQ]); a register tile is MR references x
+  // NQ queries, each reference value broadcast from its row (no reference packing).
+  static constexpr int MR = S::MR;
+  static constexpr int NQ = 2 * W;
+
+  static void tile(const float* panel, const float* rows, int64_t D, V (&acc)[MR][2]) {
+    for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = S::zero();
+    for (int64_t d = 0; d < D; ++d) {
+      const V q0 = S::load(panel + d * NQ), q1 = S::load(panel + d * NQ + W);
+      for (int m = 0; m < MR; ++m) {
+        const V b = S::set1(rows[m * D + d]);
+        acc[m][0] = S::fma(b, q0, acc[m][0]);
+        acc[m][1] = S::fma(b, q1, acc[m][1]);
+      }
+    }
+  }
+
+  static bool many(const Problem& p, const Heaps& h, int threads) {
+    const int64_t Q = p.Q, N = p.N, D = p.D, k = p.k;
+    const int64_t panels = (Q + NQ - 1) / NQ;
+    Scratch thresholds(panels * NQ);
+    for (int64_t i = 0; i < panels * NQ; ++i) thresholds.get()[i] = nan_value();
+    // References per tile: about 256 KiB of float32 (stays in L2 across the panels).
+    const int64_t tile_refs = std::max<int64_t>(MR, (262144 / (D * 4)) / MR * MR);
+    // Panels packed at a time per thread: about 4 MiB.
+    const int64_t panel_block = std::max<int64_t>(1, (4 << 20) / (D * NQ * 4));
+    const size_t elem = p.dtype == DType::Float32 ? 4 : 2;
+    const int nthreads = static_cast<int>(std::min<int64_t>(threads, panels));
+    std::atomic<bool> finite{true};
+
+#pragma omp parallel num_threads(nthreads)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t p0 = panels * t / nt, p1 = panels * (t + 1) / nt;
+      const int64_t my_block = std::min(panel_block, std::max<int64_t>(p1 - p0, 1));
+      Scratch packed(my_block * D * NQ);
+      Scratch buffer(tile_refs * D);
+      alignas(64) float sc[NQ];
+      V acc[MR][2];
+      for (int64_t pb = p0; pb < p1 && finite.load(std::memory_order_relaxed); pb += my_block) {
+        const int64_t pe = std::min(pb + my_block, p1);
+        for (int64_t pi = pb; pi < pe; ++pi) {
+          float* panel = packed.get() + (pi - pb) * D * NQ;
+          for (int l = 0; l < NQ; ++l) {
+            const int64_t q = pi * NQ + l;
+            for (int64_t d = 0; d < D; ++d) panel[d * NQ + l] = q < Q ? p.q[q * D + d] : 0.0f;
+          }
+        }
+        for (int64_t n0 = 0; n0 < N; n0 += tile_refs) {
+          const int64_t count = std::min(tile_refs, N - n0);
+          const int64_t padded = round_up(count, MR);
+          const float* rows;
+          if (p.dtype == DType::Float32 && padded == count) {
+            rows = static_cast<const float*>(p.refs) + n0 * D;
+          } else {
+            to_float(static_cast<const char*>(p.refs) + n0 * D * elem, p.dtype, count * D,
+                     buffer.get());
+            std::memset(buffer.get() + count * D, 0, (padded - count) * D * 4);
+            rows = buffer.get();
+          }
+          V bad = S::zero();  // see check_rows()
+          const V zero = S::zero();
+          for (int64_t pi = pb; pi < pe; ++pi) {
+            const float* panel = packed.get() + (pi - pb) * D * NQ;
+            float* thr = thresholds.get() + pi * NQ;
+            const uint32_t valid = low_lanes(Q - pi * NQ);
+            const uint32_t valid0 = valid & low_lanes(W), valid1 = valid >> W;
+            V t0 = S::load(thr), t1 = S::load(thr + W);
+            for (int64_t g = 0; g < padded; g += MR) {
+              tile(panel, rows + g * D, D, acc);
+              const int live = static_cast<int>(std::min<int64_t>(MR, count - g));
+              if (pi == pb) {
+                for (int m = 0; m < live; ++m) bad = S::fma(acc[m][0], zero, bad);
+              }
+              for (int m = 0; m < live; ++m) {
+                uint32_t lanes = (S::passes(acc[m][0], t0) & valid0) |
+                                 ((S::passes(acc[m][1], t1) & valid1) << W);
+                if (!lanes) continue;
+                S::store(sc, acc[m][0]);
+                S::store(sc + W, acc[m][1]);
+                const int64_t index = n0 + g + m;
+                while (lanes) {
+                  const int lane = __builtin_ctz(lanes);
+                  lanes &= lanes - 1;
+                  const int64_t q = pi * NQ + lane;
+                  if (p.exclude && p.exclude[q] == index) continue;
+                  thr[lane] =
+                      offer(h.scores + q * k, h.indices + q * k, h.sizes + q, k, sc[lane], index);
+                }
+                t0 = S::load(thr);
+                t1 = S::load(thr + W);
+              }
+            }
+          }
+          if (S::any_nan(bad) && !all_finite(rows, count * D)) {
+            finite.store(false);
+            break;
+          }
+        }
+      }
+    }
+    return finite.load();
+  }
+
+  template <DType K>
+  static bool few_typed(const Problem& p, const Heaps& h, int threads) {
+    if (p.Q == 1) return few<1, K>(p, h, threads);
+    if (p.Q == 2) return few<2, K>(p, h, threads);
+    return few<4, K>(p, h, threads);
+  }
+
+  static bool few_dispatch(const Problem& p, const Heaps& h, int threads) {
+    if (p.dtype == DType::Float16) return few_typed<DType::Float16>(p, h, threads);
+    if (p.dtype == DType::BFloat16) return few_typed<DType::BFloat16>(p, h, threads);
+    return few_typed<DType::Float32>(p, h, threads);
+  }
+};
+
+}  // namespace
+}  // namespace pyinstance::cpu::knn_detail

@@ -1,0 +1,46 @@
+// Exact dot-product k-nearest-neighbour search: the C++ entry points behind
+// pyinstance.ops.knn_dot, callable from other kernels (e.g. offline triplet mining).
+//
+// For every query row q (float32, D values) find the k reference rows r with the largest
+// <q, r>, accumulated in float32. Results per query are sorted by descending score; equal
+// scores are ordered by the smaller reference index. Memory beyond the inputs and outputs
+// is O(threads * Q * k) for heaps plus bounded per-thread tiles; no Q x N matrix is formed.
+#pragma once
+#include <cstdint>
+
+#include "pyinstance/dtype.h"
+
+#if defined(__CUDACC__)
+#include <cuda_runtime_api.h>
+#endif
+
+namespace pyinstance::cpu {
+
+// q:          Q x D float32, row-major, contiguous.
+// refs:       N x D row-major, contiguous, of type ref_dtype (Float32, Float16 or BFloat16);
+//             read-only and streamed once per query block (it may be a memory-mapped file).
+// k:          1 <= k <= N (k <= N - 1 when any exclude entry is >= 0).
+// exclude:    nullptr, or Q entries: the reference index to skip for that query, -1 for none.
+// out_scores: Q x k float32, written in descending order.
+// out_idx:    Q x k int64, reference indices matching out_scores.
+// threads:    OpenMP threads to use; <= 0 means omp_get_max_threads().
+// Throws std::invalid_argument (PYI_CHECK) on bad sizes or dtypes. Thread-safe: concurrent
+// calls share no state. Dot products that overflow float32 come back as +-inf (NaN as -inf).
+void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64_t N, int64_t D,
+             int64_t k, const int64_t* exclude, float* out_scores, int64_t* out_idx, int threads);
+
+}  // namespace pyinstance::cpu
+
+#if defined(__CUDACC__)
+namespace pyinstance::cuda {
+
+// The same contract on device pointers (exclude entries must already be valid and refs
+// finite: the CUDA kernel does not re-check data values), enqueued on `stream` of the
+// current device. Requires N < 2^32 - 1. Throws std::invalid_argument on bad sizes and
+// std::runtime_error on CUDA errors.
+void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64_t N, int64_t D,
+             int64_t k, const int64_t* exclude, float* out_scores, int64_t* out_idx,
+             cudaStream_t stream);
+
+}  // namespace pyinstance::cuda
+#endif

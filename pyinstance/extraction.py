@@ -1,0 +1,247 @@
+"""Multi-scale descriptor extraction: images of any size -> N×S×D descriptors.
+
+Every image is resized so that its longest side is ``scale × max_side`` for each scale
+(aspect ratio kept), normalised with the backbone's ``input_mean``/``input_std``, and
+passed through backbone and head. Images are never padded or cropped: within a chunk of
+``batch_size × 8`` images, the resized images of identical size are batched together, so
+a descriptor does not depend on the other images of its batch (padding would change what
+the head pools). Collections of one size (e.g. photos of one camera) batch fully; mixed
+aspect ratios fall back to smaller batches, unless ``size_multiple`` rounds both sides to
+a multiple (e.g. the backbone's stride): aspect ratios then change by a few percent and
+far fewer distinct sizes remain, which matters on GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pyinstance.data.images import ImageLike, image_tensor, normalize, resize, scaled_size
+from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+from pyinstance.models.pooling import l2_normalize
+
+_OUTPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+_CHUNK_BATCHES = 8
+
+
+def extract(
+    images: Sequence[ImageLike] | torch.Tensor,
+    backbone: nn.Module | str,
+    head: nn.Module | str,
+    *,
+    scales: Sequence[float] = (1.0,),
+    max_side: int = 448,
+    batch_size: int = 8,
+    size_multiple: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Descriptors N×S×D (on the CPU, ``dtype``) of ``images`` at each of ``scales``.
+
+    Args:
+        images: file paths, PIL images, numpy H×W×3 uint8 arrays or 3×H×W tensors (uint8,
+            or float in [0, 1]; not normalised), or one N×3×H×W tensor.
+        backbone: a backbone module or the name of a registered one.
+        head: a head module or the name of a registered one (built for the backbone's
+            ``out_channels``).
+        scales: factors of ``max_side``; descriptor ``[:, s]`` is from ``scales[s]``.
+        max_side: longest image side (pixels) at scale 1.
+        batch_size: images per forward pass (at most).
+        size_multiple: round both resized sides to the nearest multiple of this (at least
+            one multiple), so that more images share a size and batch together.
+        dtype: output dtype (float32, float16, bfloat16 or float64); the network runs in
+            float32 (or its parameters' dtype) and only the descriptors are cast.
+        device: where the networks run; default: the backbone's parameters' device. The
+            modules are moved there (and stay).
+        progress: show a progress bar (tqdm) over the images.
+
+    Backbone and head run in eval mode under ``torch.inference_mode``; their training
+    modes are restored afterwards. Aggregate the scales with :func:`aggregate_scales`.
+    """
+    from pyinstance.plugins import get_backbone, get_head
+
+    if isinstance(backbone, str):
+        backbone = get_backbone(backbone)
+    if isinstance(head, str):
+        head = get_head(head, in_channels=_attribute(backbone, "out_channels", "backbone"))
+    items = _image_list(images)
+    scales = _check_scales(scales)
+    _check_positive_int(max_side, "max_side")
+    _check_positive_int(batch_size, "batch_size")
+    if size_multiple is not None:
+        _check_positive_int(size_multiple, "size_multiple")
+    if dtype not in _OUTPUT_DTYPES:
+        raise ValueError(f"dtype: expected one of {_OUTPUT_DTYPES}, got {dtype!r}")
+    channels = _attribute(backbone, "out_channels", "backbone")
+    head_channels = getattr(head, "in_channels", channels)
+    if head_channels != channels:
+        raise ValueError(
+            f"head: built for {head_channels} input channels but the backbone gives {channels}"
+        )
+    out_dim = _attribute(head, "out_dim", "head")
+    min_size = getattr(backbone, "min_input_size", 1)
+    for scale in scales:
+        if round(scale * max_side) < min_size:
+            raise ValueError(
+                f"scales: scale {scale} of max_side {max_side} gives {round(scale * max_side)} "
+                f"pixels, below the backbone's minimum input size {min_size}"
+            )
+    device = torch.device(device) if device is not None else _module_device(backbone)
+    backbone.to(device)
+    head.to(device)
+    mean = getattr(backbone, "input_mean", IMAGENET_MEAN)
+    std = getattr(backbone, "input_std", IMAGENET_STD)
+    output = torch.empty(len(items), len(scales), out_dim, dtype=dtype)
+    modes = (backbone.training, head.training)
+    backbone.eval()
+    head.eval()
+    chunk = batch_size * _CHUNK_BATCHES
+    try:
+        with (
+            torch.inference_mode(),
+            tqdm(total=len(items), disable=not progress, desc="extract", unit="img") as bar,
+        ):
+            for start in range(0, len(items), chunk):
+                groups = _resized_groups(
+                    items, start, chunk, scales, max_side, size_multiple, min_size, device
+                )
+                for entries in groups.values():
+                    for first in range(0, len(entries), batch_size):
+                        batch = entries[first : first + batch_size]
+                        pixels = normalize(torch.stack([image for _, _, image in batch]), mean, std)
+                        parameter_dtype = _module_dtype(backbone)
+                        features = backbone(pixels.to(parameter_dtype))
+                        descriptors = head(features).to(device="cpu", dtype=dtype)
+                        for (index, scale_index, _), descriptor in zip(
+                            batch, descriptors, strict=True
+                        ):
+                            output[index, scale_index] = descriptor
+                bar.update(min(chunk, len(items) - start))
+    finally:
+        backbone.train(modes[0])
+        head.train(modes[1])
+    return output
+
+
+def aggregate_scales(
+    descriptors: torch.Tensor, method: str = "mean", p: float = 3.0
+) -> torch.Tensor:
+    """One L2-normalised N×D descriptor per image from N×S×D multi-scale descriptors.
+
+    ``method="mean"``: mean over scales. ``method="gem"``: generalised mean with exponent
+    ``p`` over scales, sign-preserving (``sign(m)·|m|^(1/p)`` with ``m`` the mean of
+    ``sign(x)·|x|^p``), so descriptors with negative entries (after a projection) are
+    fine. Computed in float32 at least, returned in the input's dtype.
+    """
+    if not isinstance(descriptors, torch.Tensor) or descriptors.dim() != 3:
+        raise ValueError(
+            f"descriptors: expected an N×S×D tensor, got "
+            f"{tuple(descriptors.shape) if isinstance(descriptors, torch.Tensor) else type(descriptors).__name__}"
+        )
+    if descriptors.shape[1] == 0:
+        raise ValueError("descriptors: no scales (S = 0)")
+    x = descriptors.to(torch.promote_types(descriptors.dtype, torch.float32))
+    if method == "mean":
+        pooled = x.mean(dim=1)
+    elif method == "gem":
+        if not math.isfinite(p) or p <= 0:
+            raise ValueError(f"p: expected a finite number > 0, got {p!r}")
+        powered = (x.sign() * x.abs().pow(p)).mean(dim=1)
+        pooled = powered.sign() * powered.abs().pow(1.0 / p)
+    else:
+        raise ValueError(f"method: expected 'mean' or 'gem', got {method!r}")
+    return l2_normalize(pooled).to(descriptors.dtype)
+
+
+def _resized_groups(
+    items: Sequence[ImageLike],
+    start: int,
+    count: int,
+    scales: Sequence[float],
+    max_side: int,
+    size_multiple: int | None,
+    min_size: int,
+    device: torch.device,
+) -> dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]]:
+    """Decode and resize ``items[start:start+count]``, grouped by resized size."""
+    groups: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = defaultdict(list)
+    for index in range(start, min(start + count, len(items))):
+        item = items[index]
+        name = f"images[{index}]" + (f" ({item})" if isinstance(item, (str, bytes)) else "")
+        image = image_tensor(item, name).to(device)
+        height, width = image.shape[1:]
+        for scale_index, scale in enumerate(scales):
+            size = scaled_size(height, width, round(scale * max_side))
+            if size_multiple is not None:
+                size = tuple(
+                    max(size_multiple, round(side / size_multiple) * size_multiple) for side in size
+                )
+            if min(size) < min_size:
+                raise ValueError(
+                    f"{name}: {height}×{width} resized to {size[0]}×{size[1]} at scale {scale} "
+                    f"is smaller than the backbone's minimum input size {min_size}; use a larger "
+                    "max_side or scale"
+                )
+            groups[size].append((index, scale_index, resize(image, size)))
+    return groups
+
+
+def _image_list(images: Sequence[ImageLike] | torch.Tensor) -> list[ImageLike]:
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4:
+            raise ValueError(
+                f"images: a tensor must be N×3×H×W, got shape {tuple(images.shape)}; pass a "
+                "list for single images"
+            )
+        items: list[ImageLike] = list(images.unbind(0))
+    elif isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+        raise TypeError(
+            f"images: expected a sequence of images (paths, PIL images, arrays, tensors), got "
+            f"{type(images).__name__}"
+        )
+    else:
+        items = list(images)
+    if not items:
+        raise ValueError("images: empty; nothing to extract")
+    return items
+
+
+def _check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    if isinstance(scales, (int, float)):
+        scales = (scales,)
+    scales = tuple(scales)
+    if not scales or not all(
+        isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in scales
+    ):
+        raise ValueError(
+            f"scales: expected a non-empty sequence of positive numbers, got {scales!r}"
+        )
+    return tuple(float(s) for s in scales)
+
+
+def _check_positive_int(value: object, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+
+
+def _attribute(module: object, name: str, role: str) -> int:
+    value = getattr(module, name, None)
+    if not isinstance(value, int):
+        raise TypeError(f"{role}: {type(module).__name__} has no int attribute {name!r}")
+    return value
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _module_dtype(module: nn.Module) -> torch.dtype:
+    parameter = next(module.parameters(), None)
+    return parameter.dtype if parameter is not None else torch.float32

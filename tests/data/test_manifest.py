@@ -1,0 +1,68 @@
+"""Manifest CSV loading on the real shared sets, and every malformed-manifest error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyinstance.data import Manifest
+
+
+def test_opencv_pairs(shared_data: Path) -> None:
+    manifest = Manifest.read(shared_data / "opencv-pairs" / "manifest.csv")
+    assert len(manifest) == 16
+    references = manifest.filter(split="reference")
+    queries = manifest.filter(split="query")
+    assert len(references) == 9 and len(queries) == 7
+    assert set(queries.instance_ids) < set(references.instance_ids)
+    assert all(path.is_file() for path in manifest.paths)
+    assert manifest[0].path.name == "box.png" and manifest[0].query_set is None
+    assert isinstance(manifest[:3], Manifest) and len(manifest[:3]) == 3
+
+
+def test_museum_query_sets(shared_data: Path) -> None:
+    manifest = Manifest.read(shared_data / "museum" / "manifest.csv")
+    references = manifest.filter(split="reference")
+    queries = manifest.filter(split="query")
+    assert (len(references), len(queries)) == (287, 63)
+    assert all(q is None for q in references.query_sets)
+    assert all(q is not None for q in queries.query_sets)
+    hard = queries.filter(query_set="qsd2_w2")
+    assert 0 < len(hard) < len(queries) and all(e.split == "query" for e in hard)
+    assert len({e.instance_id for e in queries}) == 43
+
+
+def _write(folder: Path, text: str, images: tuple[str, ...] = ("a.jpg", "b.jpg")) -> Path:
+    for name in images:
+        (folder / name).write_bytes(b"")
+    path = folder / "manifest.csv"
+    path.write_text(text)
+    return path
+
+
+def test_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        Manifest.read(tmp_path / "absent.csv")
+    with pytest.raises(ValueError, match=r"missing column\(s\) split; found path, instance_id"):
+        Manifest.read(_write(tmp_path, "path,instance_id\na.jpg,x\n"))
+    with pytest.raises(ValueError, match=r"manifest\.csv:3: split must be one of"):
+        Manifest.read(_write(tmp_path, "path,instance_id,split\na.jpg,x,query\nb.jpg,y,train\n"))
+    with pytest.raises(ValueError, match=r"manifest\.csv:2: empty instance_id"):
+        Manifest.read(_write(tmp_path, "path,instance_id,split\na.jpg,,query\n"))
+    with pytest.raises(ValueError, match="duplicate paths: a.jpg"):
+        Manifest.read(
+            _write(tmp_path, "path,instance_id,split\na.jpg,x,query\na.jpg,x,reference\n")
+        )
+    with pytest.raises(ValueError, match="relative"):
+        Manifest.read(_write(tmp_path, "path,instance_id,split\n../a.jpg,x,query\n"))
+    missing = _write(tmp_path, "path,instance_id,split\na.jpg,x,query\nc.jpg,x,reference\n")
+    with pytest.raises(FileNotFoundError, match=r"1 image file\(s\) not found.*c\.jpg"):
+        Manifest.read(missing)
+    assert len(Manifest.read(missing, check_files=False)) == 2
+    manifest = Manifest.read(
+        _write(tmp_path, "path,instance_id,split,query_set\na.jpg,x,query,-\n")
+    )
+    assert manifest[0].query_set is None
+    with pytest.raises(ValueError, match="split: expected one of"):
+        manifest.filter(split="train")

@@ -1,0 +1,111 @@
+"""EfficientNet-Lite0: really pretrained, TF "same" padding, FCN classifier, weight loading."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyinstance.data import image_tensor, normalize, resize, scaled_size
+from pyinstance.models import EfficientNetLite0, WeightsMismatchError
+from pyinstance.models.efficientnet import SameConv2d, pretrained_weights_path
+
+CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO, CUP = 967, 968
+
+
+@pytest.fixture(scope="module")
+def pretrained() -> EfficientNetLite0:
+    return EfficientNetLite0().eval()
+
+
+def _classify(model: EfficientNetLite0, photo) -> torch.Tensor:  # noqa: ANN001
+    image = image_tensor(photo)
+    image = resize(image, scaled_size(*image.shape[1:], 224))
+    batch = normalize(image[None], model.input_mean, model.input_std)
+    with torch.no_grad():
+        _, class_map = model.forward_with_class_map(batch)
+    return class_map.mean(dim=(2, 3))[0].softmax(0)
+
+
+def test_real_photos_get_their_imagenet_class(pretrained: EfficientNetLite0) -> None:
+    data = pytest.importorskip("skimage.data", reason="scikit-image ships the CC0 sample photos")
+    cat = _classify(pretrained, data.chelsea())  # Chelsea the cat, CC0
+    coffee = _classify(pretrained, data.coffee())  # an espresso cup, CC0
+    assert int(cat.argmax()) in CAT_CLASSES
+    assert float(cat[list(CAT_CLASSES)].sum()) > 0.5
+    assert int(coffee.argmax()) in (ESPRESSO, CUP)
+
+
+def test_random_init_is_not_pretrained(pretrained: EfficientNetLite0) -> None:
+    random = EfficientNetLite0(pretrained=False)
+    assert not torch.equal(random._conv_stem.weight, pretrained._conv_stem.weight)
+
+
+def test_features_and_class_map_shapes_for_any_size(pretrained: EfficientNetLite0) -> None:
+    for height, width in [(32, 32), (65, 97), (130, 100)]:
+        with torch.no_grad():
+            features, class_map = pretrained.forward_with_class_map(
+                torch.randn(1, 3, height, width)
+            )
+        expected = (math.ceil(height / 32), math.ceil(width / 32))
+        assert features.shape == (1, 1280, *expected)
+        assert class_map.shape == (1, 1000, *expected)
+        # the class map is the FC applied at every location: its mean is the classic logits
+        logits = F.linear(
+            features.mean(dim=(2, 3)), pretrained._fc.weight.flatten(1), pretrained._fc.bias
+        )
+        torch.testing.assert_close(class_map.mean(dim=(2, 3)), logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride"), [(7, 3, 2), (8, 3, 2), (9, 5, 2), (10, 5, 1)]
+)
+def test_same_conv_matches_tensorflow_same_padding(size: int, kernel: int, stride: int) -> None:
+    torch.manual_seed(0)
+    conv = SameConv2d(2, 3, kernel, stride=stride)
+    x = torch.randn(1, 2, size, size + 1)
+    out = conv(x)
+    assert out.shape[-2:] == (math.ceil(size / stride), math.ceil((size + 1) / stride))
+    pads = []
+    for n in (size + 1, size):  # TF: total pad split floor before, rest after
+        total = max((math.ceil(n / stride) - 1) * stride + kernel - n, 0)
+        pads += [total // 2, total - total // 2]
+    expected = F.conv2d(F.pad(x, pads), conv.weight, stride=stride)
+    torch.testing.assert_close(out, expected)
+
+
+def test_other_num_classes_keeps_backbone_weights(pretrained: EfficientNetLite0) -> None:
+    model = EfficientNetLite0(num_classes=7)
+    assert model.classifier.weight.shape == (7, 1280, 1, 1)
+    torch.testing.assert_close(model._conv_head.weight, pretrained._conv_head.weight)
+
+
+def test_weights_file_must_match(tmp_path, pretrained: EfficientNetLite0) -> None:  # noqa: ANN001
+    state = torch.load(pretrained_weights_path(), map_location="cpu", weights_only=True)
+    del state["_blocks.3._bn1.running_var"]
+    state["_blocks.99._depthwise_conv.weight"] = torch.zeros(1)
+    state["_conv_stem.weight"] = torch.zeros(16, 3, 3, 3)
+    path = tmp_path / "broken.pth"
+    torch.save(state, path)
+    with pytest.raises(WeightsMismatchError) as info:
+        EfficientNetLite0(weights=path)
+    message = str(info.value)
+    assert "_blocks.3._bn1.running_var" in message
+    assert "_blocks.99._depthwise_conv.weight" in message
+    assert "_conv_stem.weight (file (16, 3, 3, 3), model (32, 3, 3, 3))" in message
+
+
+def test_trainable_from_freezes_lower_stages() -> None:
+    model = EfficientNetLite0(pretrained=False, trainable_from="stage6")
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    stage6_first = sum((1, 2, 2, 3, 3))  # index of the first block of stage 6
+    assert "_conv_stem.weight" in frozen
+    assert f"_blocks.{stage6_first - 1}._project_conv.weight" in frozen
+    assert f"_blocks.{stage6_first}._expand_conv.weight" not in frozen
+    assert "_conv_head.weight" not in frozen and "_fc.weight" not in frozen
+    model.train()
+    assert not model._bn0.training and not model._blocks[0]._bn1.training
+    assert model._blocks[stage6_first]._bn1.training
