@@ -38,6 +38,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pyinstance.builtin.backbones",
     "pyinstance.builtin.heads",
     "pyinstance.builtin.region_head",
+    "pyinstance.builtin.miners",
 )
 
 

@@ -36,4 +36,5 @@ PYBIND11_MODULE(_C, m) {
   // Kernels (declared in register.h):
   pyinstance::bindings::register_knn_dot(m);
   pyinstance::bindings::register_topk_region_pool(m);
+  pyinstance::bindings::register_triplet_mine(m);
 }

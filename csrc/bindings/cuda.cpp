@@ -71,4 +71,5 @@ PYBIND11_MODULE(_C_cuda, m) {
   // Kernels (declared in register.h):
   pyinstance::bindings::register_knn_dot_cuda(m);
   pyinstance::bindings::register_topk_region_pool_cuda(m);
+  pyinstance::bindings::register_triplet_mine_cuda(m);
 }

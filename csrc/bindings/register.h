@@ -10,9 +10,11 @@ namespace pyinstance::bindings {
 // CPU kernels (module _C).
 void register_knn_dot(pybind11::module_& m);
 void register_topk_region_pool(pybind11::module_& m);
+void register_triplet_mine(pybind11::module_& m);
 
 // CUDA kernels (module _C_cuda).
 void register_knn_dot_cuda(pybind11::module_& m);
 void register_topk_region_pool_cuda(pybind11::module_& m);
+void register_triplet_mine_cuda(pybind11::module_& m);
 
 }  // namespace pyinstance::bindings

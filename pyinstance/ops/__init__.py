@@ -2,5 +2,6 @@
 
 from pyinstance.ops.knn_dot import knn_dot
 from pyinstance.ops.topk_region_pool import topk_region_pool
+from pyinstance.ops.triplet_mine import MiningWarning, triplet_mine
 
-__all__ = ["knn_dot", "topk_region_pool"]
+__all__ = ["MiningWarning", "knn_dot", "topk_region_pool", "triplet_mine"]

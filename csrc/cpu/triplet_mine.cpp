@@ -1,0 +1,578 @@
+// CPU triplet mining (pyinstance.ops.triplet_mine): blocked similarity tiles reduced on the
+// fly into per-anchor state; no B x B similarity matrix and never B x B x B masks.
+//
+// The Python wrapper groups the references by label (a stable sort), so the positives of an
+// anchor are order[pos_start[a]:pos_end[a]] (minus the anchor itself when mining within the
+// batch), in increasing index order; positive pair q of anchor a has the global number
+// pair_off[a] + q. Positive similarities come from direct dot products (there are few);
+// negatives stream through tiles of kBlockJ references x kBlockI anchors. Within the batch
+// the similarity matrix is symmetric, so each tile above the diagonal is computed once and
+// feeds both its rows and its columns (half the multiply-adds). Reductions use total orders
+// (ties to the smaller index), so per-thread partial states merge into the same result for
+// every thread count.
+#include <omp.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <unordered_set>
+#include <vector>
+
+#include "pyinstance/checks.h"
+#include "pyinstance/dot_tile.h"
+#include "pyinstance/triplet_mine.h"
+
+namespace py = pybind11;
+
+namespace pyinstance::cpu {
+
+namespace {
+
+using triplet::SemihardFallback;
+using triplet::Strategy;
+
+constexpr int64_t kBlockJ = 128;  // references per packed block
+constexpr int64_t kBlockI = 48;   // anchors per tile (a multiple of every ISA's row count)
+constexpr int64_t kSerialRows = 512;  // per-anchor loops below this size skip OpenMP
+constexpr int64_t kWorkPerThread = int64_t{1} << 24;  // multiply-adds worth a thread
+
+// The batch, its references and the label grouping built by the Python wrapper.
+struct Problem {
+  const float* emb;
+  int64_t na;
+  const int64_t* labels;
+  const float* ref;
+  int64_t nr;
+  const int64_t* ref_labels;
+  int64_t dim;
+  bool same_set;  // references are the batch itself: skip a == p, use symmetry
+  const int64_t* order;
+  const int64_t* pos_start;
+  const int64_t* pos_end;
+  const int64_t* pair_off;  // na + 1 entries
+};
+
+// Eight interleaved partial sums: the compiler vectorises this at the baseline ISA.
+float dot(const float* x, const float* y, int64_t dim) {
+  float acc[8] = {};
+  int64_t k = 0;
+  for (; k + 8 <= dim; k += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += x[k + l] * y[k + l];
+  for (; k < dim; ++k) acc[0] += x[k] * y[k];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+// Calls fn(q, p) for the positives of anchor a in increasing index order (q = pair rank).
+template <class Fn>
+void for_each_positive(const Problem& pb, int64_t a, Fn&& fn) {
+  int64_t q = 0;
+  for (int64_t t = pb.pos_start[a]; t < pb.pos_end[a]; ++t) {
+    const int64_t p = pb.order[t];
+    if (pb.same_set && p == a) continue;
+    fn(q++, p);
+  }
+}
+
+int thread_count(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+
+// Every positive pair, in pair order: its positive and its similarity.
+struct PositivePairs {
+  std::vector<int64_t> index;
+  std::vector<float> sim;
+};
+
+PositivePairs positive_pairs(const Problem& pb, int threads) {
+  const auto npairs = static_cast<size_t>(pb.pair_off[pb.na]);
+  PositivePairs pairs{std::vector<int64_t>(npairs), std::vector<float>(npairs)};
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads) if (pb.na > kSerialRows)
+  for (int64_t a = 0; a < pb.na; ++a) {
+    for_each_positive(pb, a, [&](int64_t q, int64_t p) {
+      pairs.index[pb.pair_off[a] + q] = p;
+      pairs.sim[pb.pair_off[a] + q] = dot(pb.emb + a * pb.dim, pb.ref + p * pb.dim, pb.dim);
+    });
+  }
+  return pairs;
+}
+
+// Streams every (anchor, negative) similarity through per-thread consumers:
+// consumer.row(i, sims, j0, count) offers references j0.. to anchor i, and
+// consumer.col(j, sims, stride, i0, count) offers batch rows i0.. to anchor j (symmetric
+// case). Consumers filter out same-label references themselves.
+template <class Consumer>
+void sweep_negatives(const Problem& pb, std::vector<Consumer>& consumers) {
+  const bool symmetric = pb.same_set;
+  const int64_t nblocks = (pb.nr + kBlockJ - 1) / kBlockJ;
+  const DotRowsFn dot_rows = dot_rows_for(active_isa());
+  const int64_t dim = pb.dim;
+#pragma omp parallel num_threads(static_cast<int>(consumers.size()))
+  {
+    Consumer& consumer = consumers[omp_get_thread_num()];
+    std::vector<float> packed(static_cast<size_t>(kBlockJ * dim));
+    std::vector<float> tile(static_cast<size_t>(kBlockI * kBlockJ));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t step = 0; step < nblocks; ++step) {
+      // Symmetric blocks grow with their index: hand out the big ones first.
+      const int64_t block = symmetric ? nblocks - 1 - step : step;
+      const int64_t j0 = block * kBlockJ;
+      const int64_t nj = std::min(kBlockJ, pb.nr - j0);
+      const int64_t npanels = (nj + kDotPanel - 1) / kDotPanel;
+      const int64_t ld = npanels * kDotPanel;
+      pack_dot_panels(pb.ref, j0, nj, dim, packed.data());
+      const int64_t iend = symmetric ? j0 + nj : pb.na;
+      for (int64_t i0 = 0; i0 < iend; i0 += kBlockI) {
+        const int64_t ni = std::min(kBlockI, iend - i0);
+        dot_rows(pb.emb + i0 * dim, dim, ni, packed.data(), npanels, dim, tile.data(), ld);
+        for (int64_t r = 0; r < ni; ++r) {
+          const int64_t i = i0 + r;
+          const int64_t js = symmetric ? std::max(j0, i + 1) : j0;
+          if (js < j0 + nj) consumer.row(i, tile.data() + r * ld + (js - j0), js, j0 + nj - js);
+        }
+        if (!symmetric) continue;
+        for (int64_t c = 0; c < nj; ++c) {
+          const int64_t j = j0 + c;
+          const int64_t ie = std::min(i0 + ni, j);
+          if (ie > i0) consumer.col(j, tile.data() + c, ld, i0, ie - i0);
+        }
+      }
+    }
+  }
+}
+
+// Per-thread state shapes share this base: the labels of both sides.
+struct LabelView {
+  const int64_t* labels;
+  const int64_t* ref_labels;
+};
+
+// Hardest negative per anchor (batch_hard, hard_negative).
+struct HardestNegative : LabelView {
+  std::vector<float> value;
+  std::vector<int64_t> index;
+  HardestNegative(const Problem& pb)
+      : LabelView{pb.labels, pb.ref_labels}, value(pb.na, 0.0f), index(pb.na, -1) {}
+  void row(int64_t i, const float* s, int64_t j0, int64_t count) {
+    const int64_t li = labels[i];
+    float best = value[i];
+    int64_t best_index = index[i];
+    for (int64_t t = 0; t < count; ++t)
+      if (ref_labels[j0 + t] != li) triplet::offer_hardest(best, best_index, s[t], j0 + t);
+    value[i] = best;
+    index[i] = best_index;
+  }
+  void col(int64_t j, const float* s, int64_t stride, int64_t i0, int64_t count) {
+    const int64_t lj = labels[j];
+    for (int64_t t = 0; t < count; ++t)
+      if (labels[i0 + t] != lj) triplet::offer_hardest(value[j], index[j], s[t * stride], i0 + t);
+  }
+  void merge(const HardestNegative& other, int64_t a) {
+    if (other.index[a] >= 0) triplet::offer_hardest(value[a], index[a], other.value[a], other.index[a]);
+  }
+};
+
+// Semi-hard negative per positive pair, plus the easiest negative per anchor (fallback).
+// A candidate can only change pair q if it lies in [best[q], s_ap[q]); one window
+// [min_q best[q], max_q s_ap[q]) per anchor rejects almost every candidate with two
+// predictable comparisons, and only candidates inside it visit the pairs.
+struct SemiHard : LabelView {
+  const int64_t* pair_off;
+  const float* pos_sim;
+  std::vector<float> value, easy_value, window_hi;
+  std::vector<int64_t> index, easy_index;
+  SemiHard(const Problem& pb, const float* pos_sim)
+      : LabelView{pb.labels, pb.ref_labels},
+        pair_off(pb.pair_off),
+        pos_sim(pos_sim),
+        value(pb.pair_off[pb.na], -std::numeric_limits<float>::infinity()),
+        easy_value(pb.na, std::numeric_limits<float>::infinity()),
+        window_hi(pb.na, -std::numeric_limits<float>::infinity()),
+        index(pb.pair_off[pb.na], -1),
+        easy_index(pb.na, -1) {
+    for (int64_t a = 0; a < pb.na; ++a)
+      for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q)
+        window_hi[a] = std::max(window_hi[a], pos_sim[q]);
+  }
+  float window_lo(int64_t a) const {
+    float lo = std::numeric_limits<float>::infinity();
+    for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q) lo = std::min(lo, value[q]);
+    return lo;
+  }
+  // Offers candidates (s[t * stride], j0 + t) with labels ls[t] to anchor a.
+  void offer(int64_t a, const float* s, int64_t stride, int64_t j0, const int64_t* ls,
+             int64_t count) {
+    const int64_t la = labels[a];
+    const float hi = window_hi[a];
+    float lo = window_lo(a);
+    float easy = easy_value[a];
+    int64_t easy_j = easy_index[a];
+    for (int64_t t = 0; t < count; ++t) {
+      const float v = s[t * stride];
+      if (ls[t] == la) continue;
+      if (v <= easy) triplet::offer_easiest(easy, easy_j, v, j0 + t);
+      if (v >= lo && v < hi) {
+        for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q)
+          triplet::offer_semihard(pos_sim[q], value[q], index[q], v, j0 + t);
+        lo = window_lo(a);
+      }
+    }
+    easy_value[a] = easy;
+    easy_index[a] = easy_j;
+  }
+  void row(int64_t i, const float* s, int64_t j0, int64_t count) {
+    offer(i, s, 1, j0, ref_labels + j0, count);
+  }
+  void col(int64_t j, const float* s, int64_t stride, int64_t i0, int64_t count) {
+    offer(j, s, stride, i0, labels + i0, count);
+  }
+  void merge(const SemiHard& other, int64_t a) {
+    if (other.easy_index[a] >= 0)
+      triplet::offer_easiest(easy_value[a], easy_index[a], other.easy_value[a], other.easy_index[a]);
+    for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q)
+      if (other.index[q] >= 0) triplet::offer_hardest(value[q], index[q], other.value[q], other.index[q]);
+  }
+};
+
+// Number of violating negatives per positive pair (batch_all, first pass).
+struct ViolationCount : LabelView {
+  const int64_t* pair_off;
+  const float* pos_sim;
+  float margin;
+  std::vector<int64_t> count;
+  ViolationCount(const Problem& pb, const float* pos_sim, float margin)
+      : LabelView{pb.labels, pb.ref_labels},
+        pair_off(pb.pair_off),
+        pos_sim(pos_sim),
+        margin(margin),
+        count(pb.pair_off[pb.na], 0) {}
+  void offer(int64_t a, const float* s, int64_t stride, const int64_t* ls, int64_t n) {
+    const int64_t la = labels[a];
+    for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q) {
+      const float s_ap = pos_sim[q];
+      int64_t c = 0;
+      for (int64_t t = 0; t < n; ++t)
+        c += (ls[t] != la && triplet::violates(s_ap, s[t * stride], margin)) ? 1 : 0;
+      count[q] += c;
+    }
+  }
+  void row(int64_t i, const float* s, int64_t j0, int64_t n) { offer(i, s, 1, ref_labels + j0, n); }
+  void col(int64_t j, const float* s, int64_t stride, int64_t i0, int64_t n) {
+    offer(j, s, stride, labels + i0, n);
+  }
+  void merge(const ViolationCount& other, int64_t a) {
+    for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q) count[q] += other.count[q];
+  }
+};
+
+// The m hardest negatives per anchor, best first (offline mining).
+struct TopNegatives : LabelView {
+  int64_t m;
+  std::vector<float> value;
+  std::vector<int64_t> index, size;
+  TopNegatives(const Problem& pb, int64_t m)
+      : LabelView{pb.labels, pb.ref_labels},
+        m(m),
+        value(pb.na * m, 0.0f),
+        index(pb.na * m, -1),
+        size(pb.na, 0) {}
+  void offer(int64_t a, float s, int64_t j) {
+    topk_offer(value.data() + a * m, index.data() + a * m, size[a], m, s, j);
+  }
+  void row(int64_t i, const float* s, int64_t j0, int64_t n) {
+    const int64_t li = labels[i];
+    float* v = value.data() + i * m;
+    int64_t* x = index.data() + i * m;
+    for (int64_t t = 0; t < n; ++t) {
+      if (ref_labels[j0 + t] == li || !topk_admits(v, x, size[i], m, s[t], j0 + t)) continue;
+      topk_offer(v, x, size[i], m, s[t], j0 + t);
+    }
+  }
+  void col(int64_t j, const float* s, int64_t stride, int64_t i0, int64_t n) {
+    const int64_t lj = labels[j];
+    for (int64_t t = 0; t < n; ++t)
+      if (labels[i0 + t] != lj) offer(j, s[t * stride], i0 + t);
+  }
+  void merge(const TopNegatives& other, int64_t a) {
+    for (int64_t t = 0; t < other.size[a]; ++t) offer(a, other.value[a * m + t], other.index[a * m + t]);
+  }
+};
+
+// Runs the sweep with one state per thread and merges them into the first.
+template <class State, class... Args>
+State reduce_negatives(const Problem& pb, int threads, const Args&... args) {
+  std::vector<State> states;
+  // Below ~kWorkPerThread multiply-adds per thread, waking threads costs more than it saves.
+  const int64_t work = pb.na * pb.nr * pb.dim / (pb.same_set ? 2 : 1);
+  const int64_t useful = std::min<int64_t>((pb.nr + kBlockJ - 1) / kBlockJ, 1 + work / kWorkPerThread);
+  const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(thread_count(threads), useful)));
+  states.reserve(n);
+  for (int t = 0; t < n; ++t) states.emplace_back(pb, args...);
+  sweep_negatives(pb, states);
+  State& first = states[0];
+  if (n > 1) {
+#pragma omp parallel for schedule(static) num_threads(n) if (pb.na > kSerialRows)
+    for (int64_t a = 0; a < pb.na; ++a)
+      for (int t = 1; t < n; ++t) first.merge(states[t], a);
+  }
+  return std::move(first);
+}
+
+struct Output {
+  int64_t* anchors;
+  int64_t* positives;
+  int64_t* negatives;
+  void put(int64_t slot, int64_t a, int64_t p, int64_t n) const {
+    anchors[slot] = a;
+    positives[slot] = p;
+    negatives[slot] = n;
+  }
+  // Moves the filled slots (anchor >= 0) to the front, in order; returns how many.
+  int64_t compact(int64_t slots) const {
+    int64_t kept = 0;
+    for (int64_t t = 0; t < slots; ++t)
+      if (anchors[t] >= 0) put(kept++, anchors[t], positives[t], negatives[t]);
+    return kept;
+  }
+};
+
+// batch_hard: slot a holds (a, hardest positive, hardest negative) or anchor -1.
+void mine_batch_hard(const Problem& pb, const Output& out, int threads) {
+  const HardestNegative neg = reduce_negatives<HardestNegative>(pb, threads);
+#pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads)) \
+    if (pb.na > kSerialRows)
+  for (int64_t a = 0; a < pb.na; ++a) {
+    float best = 0.0f;
+    int64_t best_index = -1;
+    for_each_positive(pb, a, [&](int64_t, int64_t p) {
+      triplet::offer_easiest(best, best_index, dot(pb.emb + a * pb.dim, pb.ref + p * pb.dim, pb.dim), p);
+    });
+    if (best_index >= 0 && neg.index[a] >= 0)
+      out.put(a, a, best_index, neg.index[a]);
+    else
+      out.put(a, -1, -1, -1);
+  }
+}
+
+// hard_negative / semihard: slot q (pair number) holds (a, p, n) or anchor -1.
+void mine_pairs(const Problem& pb, Strategy strategy, SemihardFallback fallback,
+                const Output& out, int threads) {
+  if (strategy == Strategy::HardNegative) {
+    const HardestNegative neg = reduce_negatives<HardestNegative>(pb, threads);
+#pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads)) \
+    if (pb.na > kSerialRows)
+    for (int64_t a = 0; a < pb.na; ++a)
+      for_each_positive(pb, a, [&](int64_t q, int64_t p) {
+        const int64_t n = neg.index[a];
+        out.put(pb.pair_off[a] + q, n >= 0 ? a : -1, p, n);
+      });
+    return;
+  }
+  const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
+  const SemiHard semi = reduce_negatives<SemiHard>(pb, threads, pairs.sim.data());
+#pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads)) \
+    if (pb.na > kSerialRows)
+  for (int64_t a = 0; a < pb.na; ++a)
+    for_each_positive(pb, a, [&](int64_t q, int64_t p) {
+      const int64_t slot = pb.pair_off[a] + q;
+      int64_t n = semi.index[slot];
+      if (n < 0 && fallback == SemihardFallback::Easiest) n = semi.easy_index[a];
+      out.put(slot, n >= 0 ? a : -1, p, n);
+    });
+}
+
+// offline: slots a * n_triplets .. hold the anchor's best combinations, the rest anchor -1.
+void mine_offline(const Problem& pb, int64_t n_pos, int64_t n_neg, int64_t n_triplets,
+                  const Output& out, int threads) {
+  const TopNegatives neg = reduce_negatives<TopNegatives>(pb, threads, n_neg);
+#pragma omp parallel num_threads(thread_count(threads))
+  {
+    std::vector<float> pos_value(n_pos), combo_value(n_triplets);
+    std::vector<int64_t> pos_index(n_pos), combo_code(n_triplets);
+#pragma omp for schedule(dynamic, 64)
+    for (int64_t a = 0; a < pb.na; ++a) {
+      int64_t npos = 0;
+      for_each_positive(pb, a, [&](int64_t, int64_t p) {
+        topk_offer(pos_value.data(), pos_index.data(), npos, n_pos,
+                   dot(pb.emb + a * pb.dim, pb.ref + p * pb.dim, pb.dim), p);
+      });
+      // Combination code p_rank * n_neg + n_rank: ties go to the smaller code.
+      int64_t ncombo = 0;
+      const int64_t nneg = neg.size[a];
+      for (int64_t u = 0; u < npos; ++u)
+        for (int64_t v = 0; v < nneg; ++v)
+          topk_offer(combo_value.data(), combo_code.data(), ncombo, n_triplets,
+                     triplet::offline_score(pos_value[u], neg.value[a * n_neg + v]), u * n_neg + v);
+      for (int64_t t = 0; t < n_triplets; ++t) {
+        const int64_t slot = a * n_triplets + t;
+        if (t < ncombo) {
+          const int64_t code = combo_code[t];
+          out.put(slot, a, pos_index[code / n_neg], neg.index[a * n_neg + code % n_neg]);
+        } else {
+          out.put(slot, -1, -1, -1);
+        }
+      }
+    }
+  }
+}
+
+// batch_all, second pass: anchors in increasing order, each streaming its references in
+// increasing order, so triplet (a, p, n) gets number pair_base[pair] + its rank among the
+// violating negatives of that pair (pair_base: npairs + 1 exclusive prefix sums of the first
+// pass's counts). Without a sample the number is the output slot; with one (sorted triplet
+// numbers), only sampled triplets are written, at their position in the sample.
+void fill_batch_all(const Problem& pb, float margin, const int64_t* pair_base,
+                    const int64_t* sample, int64_t n_sample, const Output& out, int threads) {
+  const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
+  const DotRowsFn dot_rows = dot_rows_for(active_isa());
+  const int64_t dim = pb.dim, npairs = pb.pair_off[pb.na];
+  std::vector<int64_t> seen(npairs, 0), cursor(npairs, 0);
+  const int64_t iblock = 2 * kBlockI;
+  const int64_t nblocks = (pb.na + iblock - 1) / iblock;
+#pragma omp parallel num_threads(thread_count(threads))
+  {
+    std::vector<float> packed(static_cast<size_t>(kBlockJ * dim));
+    std::vector<float> tile(static_cast<size_t>(iblock * kBlockJ));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < nblocks; ++b) {
+      const int64_t i0 = b * iblock, ni = std::min(iblock, pb.na - i0);
+      if (sample != nullptr)
+        for (int64_t q = pb.pair_off[i0]; q < pb.pair_off[i0 + ni]; ++q)
+          cursor[q] = std::lower_bound(sample, sample + n_sample, pair_base[q]) - sample;
+      for (int64_t j0 = 0; j0 < pb.nr; j0 += kBlockJ) {
+        const int64_t nj = std::min(kBlockJ, pb.nr - j0);
+        const int64_t npanels = (nj + kDotPanel - 1) / kDotPanel, ld = npanels * kDotPanel;
+        pack_dot_panels(pb.ref, j0, nj, dim, packed.data());
+        dot_rows(pb.emb + i0 * dim, dim, ni, packed.data(), npanels, dim, tile.data(), ld);
+        for (int64_t r = 0; r < ni; ++r) {
+          const int64_t a = i0 + r, la = pb.labels[a];
+          const float* s = tile.data() + r * ld;
+          for (int64_t t = 0; t < nj; ++t) {
+            if (pb.ref_labels[j0 + t] == la) continue;
+            for (int64_t q = pb.pair_off[a]; q < pb.pair_off[a + 1]; ++q) {
+              if (!triplet::violates(pairs.sim[q], s[t], margin)) continue;
+              const int64_t number = pair_base[q] + seen[q]++;
+              if (number >= pair_base[q + 1]) continue;  // cannot happen: both passes agree
+              int64_t slot = number;
+              if (sample != nullptr) {
+                if (cursor[q] >= n_sample || sample[cursor[q]] != number) continue;
+                slot = cursor[q]++;
+              }
+              out.put(slot, a, pairs.index[q], j0 + t);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+Problem make_problem(uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref,
+                     int64_t nr, uintptr_t ref_labels, bool same_set, uintptr_t order,
+                     uintptr_t pos_start, uintptr_t pos_end, uintptr_t pair_off) {
+  PYI_CHECK(na >= 1 && nr >= 1 && dim >= 1, "triplet_mine: empty inputs (", na, " anchors, ", nr,
+            " references, dimension ", dim, ")");
+  PYI_CHECK(!same_set || na == nr, "triplet_mine: same_set needs as many references as anchors");
+  auto f = [](uintptr_t p) { return reinterpret_cast<const float*>(p); };
+  auto i = [](uintptr_t p) { return reinterpret_cast<const int64_t*>(p); };
+  return Problem{f(emb),   na,           i(labels),  f(ref),     nr,         i(ref_labels), dim,
+                 same_set, i(order), i(pos_start), i(pos_end), i(pair_off)};
+}
+
+Output make_output(uintptr_t a, uintptr_t p, uintptr_t n) {
+  return Output{reinterpret_cast<int64_t*>(a), reinterpret_cast<int64_t*>(p),
+                reinterpret_cast<int64_t*>(n)};
+}
+
+}  // namespace
+
+// Floyd's algorithm: k distinct numbers from [0, total), sorted, from splitmix64(seed).
+// Memory O(k); pyinstance.ops._reference.sample_triplet_numbers is the same algorithm.
+void sample_sorted(int64_t total, int64_t k, uint64_t seed, int64_t* out) {
+  PYI_CHECK(k >= 0 && k <= total, "sample: need 0 <= k <= total, got k=", k, ", total=", total);
+  std::unordered_set<int64_t> chosen;
+  chosen.reserve(static_cast<size_t>(k) * 2);
+  uint64_t state = seed;
+  for (int64_t j = total - k; j < total; ++j) {
+    const int64_t t = static_cast<int64_t>(triplet::uniform_below(state, static_cast<uint64_t>(j) + 1));
+    chosen.insert(chosen.count(t) ? j : t);
+  }
+  int64_t w = 0;
+  for (int64_t v : chosen) out[w++] = v;
+  std::sort(out, out + k);
+}
+
+}  // namespace pyinstance::cpu
+
+namespace pyinstance::bindings {
+
+void register_triplet_mine(py::module_& m) {
+  using namespace pyinstance::cpu;
+  m.def(
+      "triplet_mine",
+      [](int strategy, uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref,
+         int64_t nr, uintptr_t ref_labels, bool same_set, uintptr_t order, uintptr_t pos_start,
+         uintptr_t pos_end, uintptr_t pair_off, int fallback, int64_t n_pos, int64_t n_neg,
+         int64_t n_triplets, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n, int threads) {
+        const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
+                                        pos_start, pos_end, pair_off);
+        const Output out = make_output(out_a, out_p, out_n);
+        const auto s = static_cast<triplet::Strategy>(strategy);
+        PYI_CHECK(strategy >= 0 && strategy <= 4 && s != triplet::Strategy::BatchAll,
+                  "triplet_mine: unknown strategy code ", strategy);
+        PYI_CHECK(fallback == 0 || fallback == 1, "triplet_mine: unknown fallback code ", fallback);
+        PYI_CHECK(s != triplet::Strategy::Offline || (n_pos >= 1 && n_neg >= 1 && n_triplets >= 1),
+                  "triplet_mine: offline needs n_pos, n_neg, n_triplets >= 1");
+        py::gil_scoped_release release;
+        int64_t slots;
+        if (s == triplet::Strategy::BatchHard) {
+          mine_batch_hard(pb, out, threads);
+          slots = na;
+        } else if (s == triplet::Strategy::Offline) {
+          mine_offline(pb, n_pos, n_neg, n_triplets, out, threads);
+          slots = na * n_triplets;
+        } else {
+          mine_pairs(pb, s, static_cast<triplet::SemihardFallback>(fallback), out, threads);
+          slots = pb.pair_off[na];
+        }
+        return out.compact(slots);
+      },
+      "Mine triplets into preallocated slots; returns how many were found (they come first). "
+      "See pyinstance.ops.triplet_mine.");
+  m.def(
+      "triplet_mine_count",
+      [](uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref, int64_t nr,
+         uintptr_t ref_labels, bool same_set, uintptr_t order, uintptr_t pos_start,
+         uintptr_t pos_end, uintptr_t pair_off, float margin, uintptr_t counts, int threads) {
+        const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
+                                        pos_start, pos_end, pair_off);
+        py::gil_scoped_release release;
+        const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
+        const ViolationCount c =
+            reduce_negatives<ViolationCount>(pb, threads, pairs.sim.data(), margin);
+        std::copy(c.count.begin(), c.count.end(), reinterpret_cast<int64_t*>(counts));
+      },
+      "batch_all pass 1: number of violating negatives of every positive pair.");
+  m.def(
+      "triplet_mine_fill",
+      [](uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref, int64_t nr,
+         uintptr_t ref_labels, bool same_set, uintptr_t order, uintptr_t pos_start,
+         uintptr_t pos_end, uintptr_t pair_off, float margin, uintptr_t pair_base,
+         uintptr_t sample, int64_t n_sample, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n,
+         int threads) {
+        const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
+                                        pos_start, pos_end, pair_off);
+        py::gil_scoped_release release;
+        fill_batch_all(pb, margin, reinterpret_cast<const int64_t*>(pair_base),
+                       reinterpret_cast<const int64_t*>(sample), n_sample,
+                       make_output(out_a, out_p, out_n), threads);
+      },
+      "batch_all pass 2: write every violating triplet, or only the sampled ones.");
+  m.def(
+      "triplet_sample",
+      [](int64_t total, int64_t k, uint64_t seed, uintptr_t out) {
+        py::gil_scoped_release release;
+        sample_sorted(total, k, seed, reinterpret_cast<int64_t*>(out));
+      },
+      "k distinct sorted numbers from [0, total) (Floyd's algorithm on splitmix64(seed)).");
+}
+
+}  // namespace pyinstance::bindings

@@ -1,0 +1,269 @@
+"""Triplet mining for metric learning: ``triplet_mine`` over a batch or a whole data set.
+
+Similarity is the float32 dot product of the (L2-normalised) embeddings; a triplet
+(a, p, n) has Kohl's hinge ``max(0, s_an - s_ap + margin)``. Every strategy streams
+blocked similarity tiles through per-anchor reductions in C++ (CPU: OpenMP + SIMD;
+CUDA): no B×B×B mask, no B×B matrix. Results are deterministic and ties go to the smaller
+index; pyinstance.ops._reference.triplet_mine_reference is the plain torch oracle.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+
+from pyinstance.ops import _arrays
+
+#: Strategy name -> kernel code (csrc/include/pyinstance/triplet_mine.h, enum Strategy).
+STRATEGY_CODES: dict[str, int] = {
+    "batch_hard": 0,
+    "hard_negative": 1,
+    "semihard": 2,
+    "batch_all": 3,
+    "offline": 4,
+}
+#: semihard_fallback -> kernel code (enum SemihardFallback).
+FALLBACK_CODES: dict[str, int] = {"drop": 0, "easiest": 1}
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+class MiningWarning(UserWarning):
+    """The labels leave nothing to mine (one class only, or no positive pairs)."""
+
+
+def _embeddings(value: Any, name: str) -> tuple[torch.Tensor, _arrays.ArrayKind]:
+    tensor, kind = _arrays.to_tensor(value, name)
+    tensor = _arrays.require(tensor, name, ndim=2, dtypes=_FLOAT_DTYPES, finite=True)
+    if tensor.shape[1] == 0:
+        raise ValueError(
+            f"{name}: expected at least one dimension, got shape {tuple(tensor.shape)}"
+        )
+    return tensor.to(torch.float32).contiguous(), kind
+
+
+def _labels(value: Any, name: str, rows: int, rows_name: str) -> torch.Tensor:
+    tensor, _ = _arrays.to_tensor(value, name)
+    tensor = _arrays.require(tensor, name, ndim=1, dtypes=_INT_DTYPES, nonempty=False)
+    if tensor.shape[0] != rows:
+        raise ValueError(
+            f"{name}: expected {rows} labels (one per row of {rows_name}), got {tensor.shape[0]}"
+        )
+    return tensor.to(torch.int64).contiguous()
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    return value
+
+
+def _group(
+    labels: torch.Tensor, ref_labels: torch.Tensor, same_set: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """References sorted by label (stable) and, per anchor, its range and pair offset."""
+    order = torch.argsort(ref_labels, stable=True)
+    sorted_labels = ref_labels[order]
+    start = torch.searchsorted(sorted_labels, labels)
+    end = torch.searchsorted(sorted_labels, labels, right=True)
+    pair_off = torch.zeros(labels.shape[0] + 1, dtype=torch.int64, device=labels.device)
+    torch.cumsum(end - start - int(same_set), 0, out=pair_off[1:])
+    return order.contiguous(), start.contiguous(), end.contiguous(), pair_off
+
+
+def _empty(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(torch.empty(0, dtype=torch.int64, device=device) for _ in range(3))  # type: ignore[return-value]
+
+
+def _compact(
+    a: torch.Tensor, p: torch.Tensor, n: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    keep = a >= 0
+    return a[keep], p[keep], n[keep]
+
+
+def triplet_mine(
+    embeddings: Any,
+    labels: Any,
+    *,
+    strategy: str,
+    margin: float = 0.1,
+    ref_embeddings: Any = None,
+    ref_labels: Any = None,
+    max_triplets: int | None = None,
+    seed: int | None = None,
+    semihard_fallback: str = "easiest",
+    n_pos: int = 5,
+    n_neg: int = 20,
+    n_triplets: int | None = None,
+    threads: int | None = None,
+) -> tuple[Any, Any, Any]:
+    """Mine (anchors, positives, negatives) index triplets.
+
+    Args:
+        embeddings: B×D float array (numpy, torch or cupy; float32/16, bfloat16, float64 —
+            similarities are computed in float32). Expected L2-normalised.
+        labels: B integer labels.
+        strategy: ``batch_hard`` (per anchor its least similar positive and most similar
+            negative), ``hard_negative`` (every positive pair with the anchor's most similar
+            negative), ``semihard`` (every positive pair with the most similar negative still
+            strictly less similar than the positive), ``batch_all`` (every triplet with a
+            positive hinge) or ``offline`` (per anchor the ``n_pos`` most similar positives ×
+            the ``n_neg`` most similar negatives, keeping the ``n_triplets`` with the largest
+            ``s_an - s_ap``, best first).
+        margin: the hinge margin (``batch_all``).
+        ref_embeddings, ref_labels: mine positives and negatives from this set instead of the
+            batch (then an anchor may be its own positive). Give both or neither.
+        max_triplets: ``batch_all`` only: return a uniform random subset of at most this many
+            triplets, drawn without materialising the full set.
+        seed: seed of that subset (default: drawn from torch's global generator).
+        semihard_fallback: ``"easiest"`` gives a pair without a semi-hard negative the
+            anchor's least similar negative (FaceNet); ``"drop"`` drops the pair.
+        n_pos, n_neg, n_triplets: ``offline`` sizes (``n_triplets`` defaults to n_pos·n_neg).
+        threads: CPU threads (default: OpenMP's).
+
+    Returns:
+        Three int64 index arrays of equal length on the embeddings' device and of their
+        kind (numpy in, numpy out); positives and negatives index ``ref_embeddings`` when
+        given. Triplets come anchor by anchor in increasing order, then by positive and
+        negative index (``offline``: best combination first). Ties go to the smaller index.
+        Labels that leave nothing to mine give empty arrays and a :class:`MiningWarning`.
+    """
+    if strategy not in STRATEGY_CODES:
+        raise ValueError(f"strategy: expected one of {', '.join(STRATEGY_CODES)}, got {strategy!r}")
+    if semihard_fallback not in FALLBACK_CODES:
+        raise ValueError(
+            f"semihard_fallback: expected one of {', '.join(FALLBACK_CODES)}, got {semihard_fallback!r}"
+        )
+    if (
+        isinstance(margin, bool)
+        or not isinstance(margin, (int, float))
+        or not math.isfinite(margin)
+    ):
+        raise ValueError(f"margin: expected a finite number, got {margin!r}")
+    if max_triplets is not None:
+        if strategy != "batch_all":
+            raise ValueError(
+                f"max_triplets: only applies to strategy 'batch_all', not {strategy!r}"
+            )
+        _positive_int(max_triplets, "max_triplets")
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64
+    ):
+        raise ValueError(f"seed: expected an integer in [0, 2**64), got {seed!r}")
+    if strategy == "offline":
+        _positive_int(n_pos, "n_pos")
+        _positive_int(n_neg, "n_neg")
+        n_triplets = (
+            n_pos * n_neg if n_triplets is None else _positive_int(n_triplets, "n_triplets")
+        )
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads: expected an integer >= 1, got {threads!r}")
+    if (ref_embeddings is None) != (ref_labels is None):
+        raise ValueError("ref_embeddings and ref_labels: give both or neither")
+
+    emb, kind = _embeddings(embeddings, "embeddings")
+    lab = _labels(labels, "labels", emb.shape[0], "embeddings")
+    same_set = ref_embeddings is None
+    if same_set:
+        ref, ref_lab = emb, lab
+    else:
+        ref, _ = _embeddings(ref_embeddings, "ref_embeddings")
+        ref_lab = _labels(ref_labels, "ref_labels", ref.shape[0], "ref_embeddings")
+        if ref.shape[1] != emb.shape[1]:
+            raise ValueError(
+                f"ref_embeddings: expected dimension {emb.shape[1]} like embeddings, got {ref.shape[1]}"
+            )
+    device = _arrays.common_device(
+        embeddings=emb, labels=lab, ref_embeddings=ref, ref_labels=ref_lab
+    )
+    module = _arrays.kernel_module(device)
+
+    order, start, end, pair_off = _group(lab, ref_lab, same_set)
+    n_pairs = int(pair_off[-1])
+    if not bool(((end - start) < ref.shape[0]).any()):
+        warnings.warn(
+            "triplet_mine: every label is the same (one class only): no negatives, no triplets",
+            MiningWarning,
+            stacklevel=2,
+        )
+        return _wrap(_empty(device), kind)
+    if n_pairs == 0:
+        warnings.warn(
+            "triplet_mine: no positive pairs (no anchor shares its label with another sample)",
+            MiningWarning,
+            stacklevel=2,
+        )
+        return _wrap(_empty(device), kind)
+
+    last = threads or 0 if device.type == "cpu" else _arrays.stream_handle(device, kind)
+    common = (
+        emb.data_ptr(), emb.shape[0], emb.shape[1], lab.data_ptr(), ref.data_ptr(), ref.shape[0],
+        ref_lab.data_ptr(), same_set, order.data_ptr(), start.data_ptr(), end.data_ptr(),
+        pair_off.data_ptr(),
+    )  # fmt: skip
+    if strategy == "batch_all":
+        result = _batch_all(
+            module, common, float(margin), n_pairs, max_triplets, seed, device, last
+        )
+    else:
+        slots = {
+            "batch_hard": emb.shape[0],
+            "hard_negative": n_pairs,
+            "semihard": n_pairs,
+            "offline": emb.shape[0] * (n_triplets or 1),
+        }[strategy]
+        out = [torch.empty(slots, dtype=torch.int64, device=device) for _ in range(3)]
+        # The CPU kernel compacts in place and returns the count; CUDA marks empty slots.
+        found = module.triplet_mine(
+            STRATEGY_CODES[strategy], *common, FALLBACK_CODES[semihard_fallback], n_pos, n_neg,
+            n_triplets or 1, *(t.data_ptr() for t in out), last,
+        )  # fmt: skip
+        result = _compact(*out) if found < 0 else tuple(t[:found] for t in out)
+    return _wrap(result, kind)
+
+
+def _batch_all(
+    module: Any,
+    common: tuple[Any, ...],
+    margin: float,
+    n_pairs: int,
+    max_triplets: int | None,
+    seed: int | None,
+    device: torch.device,
+    last: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Count violating negatives per pair, then write all triplets or a uniform sample."""
+    counts = torch.empty(n_pairs, dtype=torch.int64, device=device)
+    module.triplet_mine_count(*common, margin, counts.data_ptr(), last)
+    pair_base = torch.zeros(n_pairs + 1, dtype=torch.int64, device=device)
+    torch.cumsum(counts, 0, out=pair_base[1:])
+    total = int(pair_base[-1])
+    sample = None
+    size = total
+    if max_triplets is not None and total > max_triplets:
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        from pyinstance import _backend
+
+        sample = torch.empty(max_triplets, dtype=torch.int64)
+        _backend._C.triplet_sample(total, max_triplets, seed, sample.data_ptr())
+        sample = sample.to(device)
+        size = max_triplets
+    out = [torch.empty(size, dtype=torch.int64, device=device) for _ in range(3)]
+    if size:
+        module.triplet_mine_fill(
+            *common, margin, pair_base.data_ptr(), 0 if sample is None else sample.data_ptr(),
+            size if sample is not None else 0, *(t.data_ptr() for t in out), last,
+        )  # fmt: skip
+    return out[0], out[1], out[2]
+
+
+def _wrap(
+    result: tuple[torch.Tensor, torch.Tensor, torch.Tensor], kind: _arrays.ArrayKind
+) -> tuple[Any, Any, Any]:
+    return tuple(_arrays.from_tensor(t, kind) for t in result)  # type: ignore[return-value]

@@ -1,0 +1,323 @@
+"""pyinstance.ops.triplet_mine against the plain torch reference, pml, and bad inputs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyinstance import _backend
+from pyinstance.ops import MiningWarning, triplet_mine
+from pyinstance.ops._reference import sample_triplet_numbers, triplet_mine_reference
+
+STRATEGIES = ["batch_hard", "hard_negative", "semihard", "batch_all", "offline"]
+ISAS = ["generic", "avx2", "avx512"]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every SIMD variant (capped to what the CPU has; the cap is read at every call)."""
+    monkeypatch.setenv("PYINSTANCE_ISA", request.param)
+    return request.param
+
+
+def integer_batch(generator: torch.Generator, b: int, d: int, classes: int, values: int = 2):
+    """Small-integer embeddings: every dot product is exact in float32 whatever the summation
+    order, so kernel and reference agree bit for bit, and ties and duplicates are frequent."""
+    x = torch.randint(-values, values + 1, (b, d), generator=generator).float()
+    labels = torch.randint(0, classes, (b,), generator=generator)
+    return x, labels
+
+
+def mine_both(x, labels, device, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MiningWarning)
+        expected = triplet_mine_reference(x, labels, **kwargs)
+        ref = kwargs.pop("ref_embeddings", None)
+        ref_labels = kwargs.pop("ref_labels", None)
+        got = triplet_mine(
+            x.to(device), labels.to(device), ref_embeddings=None if ref is None else ref.to(device),
+            ref_labels=None if ref_labels is None else ref_labels.to(device), **kwargs,
+        )  # fmt: skip
+    return expected, got
+
+
+def assert_same(expected, got):
+    for e, g in zip(expected, got, strict=True):
+        assert g.dtype == torch.int64
+        assert torch.equal(e, g.cpu()), (e, g)
+
+
+def strategy_kwargs(strategy: str, variant: int) -> dict:
+    if strategy == "semihard":
+        return {"semihard_fallback": ["easiest", "drop"][variant % 2]}
+    if strategy == "batch_all":
+        return {
+            "margin": [0.5, 0.0, 3.0][variant % 3],
+            "max_triplets": [None, 7][variant % 2],
+            "seed": 11,
+        }
+    if strategy == "offline":
+        return {
+            "n_pos": 1 + variant % 3,
+            "n_neg": 1 + variant % 4,
+            "n_triplets": [None, 2, 50][variant % 3],
+        }
+    return {}
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    b=st.integers(2, 40),
+    d=st.integers(1, 20),
+    classes=st.integers(1, 12),
+    values=st.integers(0, 3),
+    with_ref=st.booleans(),
+    strategy=st.sampled_from(STRATEGIES),
+    variant=st.integers(0, 5),
+    seed=st.integers(0, 2**31),
+)
+def test_matches_reference_on_ties_and_duplicates(
+    device, isa, b, d, classes, values, with_ref, strategy, variant, seed
+):
+    g = torch.Generator().manual_seed(seed)
+    x, labels = integer_batch(g, b, d, classes, values)
+    if variant % 2:  # exact duplicate rows
+        x[b // 2 :] = x[: b - b // 2].clone()
+    kwargs = {"strategy": strategy, **strategy_kwargs(strategy, variant)}
+    if with_ref:
+        r = int(torch.randint(1, 30, (1,), generator=g))
+        kwargs["ref_embeddings"], kwargs["ref_labels"] = integer_batch(g, r, d, classes, values)
+    assert_same(*mine_both(x, labels, device, **kwargs))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_matches_reference_across_many_tiles(device, isa, strategy):
+    # 300 anchors: several symmetric 128-blocks, partial panels, per-thread states merged.
+    g = torch.Generator().manual_seed(5)
+    x, labels = integer_batch(g, 300, 19, 60)
+    kwargs = {"strategy": strategy, **strategy_kwargs(strategy, 1)}
+    assert_same(*mine_both(x, labels, device, **kwargs))
+    refs, ref_labels = integer_batch(g, 170, 19, 60)
+    assert_same(*mine_both(x, labels, device, ref_embeddings=refs, ref_labels=ref_labels, **kwargs))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_result_does_not_depend_on_threads(strategy):
+    g = torch.Generator().manual_seed(6)
+    x = torch.nn.functional.normalize(torch.randn(400, 32, generator=g), dim=1)
+    labels = torch.randint(0, 100, (400,), generator=g)
+    kwargs = {"strategy": strategy, **strategy_kwargs(strategy, 1)}
+    one = triplet_mine(x, labels, threads=1, **kwargs)
+    two = triplet_mine(x, labels, threads=2, **kwargs)
+    three = triplet_mine(x, labels, threads=3, **kwargs)
+    for a, b, c in zip(one, two, three, strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_float_data_picks_optimal_triplets(device, strategy):
+    # Real-valued data: summation order may differ from torch's matmul in the last bits, so
+    # compare the similarity of what was picked, not indices.
+    g = torch.Generator().manual_seed(7)
+    x = torch.nn.functional.normalize(torch.randn(96, 24, generator=g), dim=1)
+    labels = torch.arange(96) // 4
+    kwargs = {"strategy": strategy, **strategy_kwargs(strategy, 0)}
+    expected, got = mine_both(x, labels, device, **kwargs)
+    got = [t.cpu() for t in got]
+    sim = x @ x.T
+    assert got[0].numel() == expected[0].numel()
+    assert torch.equal(got[0], expected[0])
+    assert torch.allclose(sim[got[0], got[1]], sim[expected[0], expected[1]], atol=1e-5)
+    assert torch.allclose(sim[got[0], got[2]], sim[expected[0], expected[2]], atol=1e-5)
+    assert bool((labels[got[0]] == labels[got[1]]).all() & (labels[got[0]] != labels[got[2]]).all())
+
+
+def test_batch_hard_matches_pytorch_metric_learning():
+    pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
+    distances = pytest.importorskip("pytorch_metric_learning.distances")
+    g = torch.Generator().manual_seed(8)
+    for b, classes in [(64, 16), (200, 50), (37, 5)]:
+        x = torch.nn.functional.normalize(torch.randn(b, 32, generator=g), dim=1)
+        labels = torch.randint(0, classes, (b,), generator=g)
+        pml = pml_miners.BatchHardMiner(distance=distances.CosineSimilarity())(x, labels)
+        ours = triplet_mine(x, labels, strategy="batch_hard")
+        for theirs, mine in zip(pml, ours, strict=True):
+            assert torch.equal(theirs, mine)
+        refs = torch.nn.functional.normalize(torch.randn(50, 32, generator=g), dim=1)
+        ref_labels = torch.randint(0, classes, (50,), generator=g)
+        pml = pml_miners.BatchHardMiner(distance=distances.CosineSimilarity())(
+            x, labels, refs, ref_labels
+        )
+        ours = triplet_mine(
+            x, labels, strategy="batch_hard", ref_embeddings=refs, ref_labels=ref_labels
+        )
+        for theirs, mine in zip(pml, ours, strict=True):
+            assert torch.equal(theirs, mine)
+
+
+def test_hand_computed_example():
+    # 1-D embeddings make the answers easy to read off.
+    x = torch.tensor([[1.0], [0.9], [0.2], [0.5], [-1.0], [0.2]])
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    a, p, n = triplet_mine(x, labels, strategy="batch_hard")
+    # anchor 0: positives 1 (0.9), 2 (0.2) -> hardest 2; negatives 3 (0.5), 4 (-1), 5 (0.2) -> 3
+    assert (a[0].item(), p[0].item(), n[0].item()) == (0, 2, 3)
+    a, p, n = triplet_mine(x, labels, strategy="semihard", semihard_fallback="drop")
+    # pair (0, 1): s_ap 0.9, negatives below: 0.5 (3) -> 3.  pair (0, 2): s_ap 0.2, below: -1 (4).
+    triplets = set(zip(a.tolist(), p.tolist(), n.tolist(), strict=True))
+    assert {(0, 1, 3), (0, 2, 4)} <= triplets
+
+
+def test_batch_all_subset_is_uniform_sample_of_the_full_set():
+    g = torch.Generator().manual_seed(9)
+    x, labels = integer_batch(g, 60, 8, 10)
+    full = triplet_mine(x, labels, strategy="batch_all", margin=1.0)
+    total = full[0].numel()
+    assert total > 500
+    sub = triplet_mine(x, labels, strategy="batch_all", margin=1.0, max_triplets=100, seed=3)
+    assert sub[0].numel() == 100
+    full_set = set(zip(*(t.tolist() for t in full), strict=True))
+    sub_list = list(zip(*(t.tolist() for t in sub), strict=True))
+    assert len(set(sub_list)) == 100 and set(sub_list) <= full_set
+    assert sub_list == sorted(sub_list)  # canonical (a, p, n) order kept
+    again = triplet_mine(x, labels, strategy="batch_all", margin=1.0, max_triplets=100, seed=3)
+    other = triplet_mine(x, labels, strategy="batch_all", margin=1.0, max_triplets=100, seed=4)
+    assert all(torch.equal(u, v) for u, v in zip(sub, again, strict=True))
+    assert not torch.equal(sub[2], other[2]) or not torch.equal(sub[0], other[0])
+    # max_triplets >= total returns everything
+    everything = triplet_mine(x, labels, strategy="batch_all", margin=1.0, max_triplets=total)
+    assert all(torch.equal(u, v) for u, v in zip(full, everything, strict=True))
+    # seed=None draws from torch's generator: reproducible under manual_seed
+    torch.manual_seed(0)
+    first = triplet_mine(x, labels, strategy="batch_all", margin=1.0, max_triplets=50)
+    torch.manual_seed(0)
+    second = triplet_mine(x, labels, strategy="batch_all", margin=1.0, max_triplets=50)
+    assert all(torch.equal(u, v) for u, v in zip(first, second, strict=True))
+
+
+@settings(max_examples=30, deadline=None)
+@given(total=st.integers(1, 5000), fraction=st.floats(0, 1), seed=st.integers(0, 2**64 - 1))
+def test_sampler_matches_python_and_is_distinct_sorted(total, fraction, seed):
+    k = int(total * fraction)
+    out = torch.empty(k, dtype=torch.int64)
+    _backend._C.triplet_sample(total, k, seed, out.data_ptr())
+    values = out.tolist()
+    assert values == sample_triplet_numbers(total, k, seed)
+    assert values == sorted(set(values)) and all(0 <= v < total for v in values)
+
+
+def test_sampler_is_uniform():
+    # Each of 20 numbers is drawn with probability 5/20 over 4000 seeds: 1000 ± 5 sigma.
+    hits = np.zeros(20)
+    out = torch.empty(5, dtype=torch.int64)
+    for seed in range(4000):
+        _backend._C.triplet_sample(20, 5, seed, out.data_ptr())
+        hits[out.numpy()] += 1
+    assert np.all(np.abs(hits - 1000) < 5 * np.sqrt(4000 * 0.25 * 0.75))
+
+
+def test_offline_orders_best_first_and_respects_sizes():
+    g = torch.Generator().manual_seed(10)
+    x = torch.nn.functional.normalize(torch.randn(200, 16, generator=g), dim=1)
+    labels = torch.arange(200) // 8
+    a, p, n = triplet_mine(x, labels, strategy="offline", n_pos=3, n_neg=4, n_triplets=5)
+    assert torch.equal(torch.bincount(a, minlength=200), torch.full((200,), 5))
+    score = (x[a] * x[n]).sum(1) - (x[a] * x[p]).sum(1)
+    per_anchor = score.view(200, 5)
+    assert bool((per_anchor[:, :-1] >= per_anchor[:, 1:] - 1e-6).all())
+    a, _, _ = triplet_mine(x, labels, strategy="offline", n_pos=2, n_neg=2)
+    assert a.numel() == 200 * 4
+
+
+def test_array_kinds_dtypes_and_layouts():
+    g = torch.Generator().manual_seed(12)
+    x, labels = integer_batch(g, 30, 6, 6)
+    expected = triplet_mine(x, labels, strategy="semihard")
+    got = triplet_mine(x.numpy(), labels.numpy(), strategy="semihard")
+    assert all(isinstance(t, np.ndarray) and t.dtype == np.int64 for t in got)
+    assert all(np.array_equal(e.numpy(), t) for e, t in zip(expected, got, strict=True))
+    wide = torch.zeros(30, 12)
+    wide[:, ::2] = x  # non-contiguous view
+    for variant in (wide[:, ::2], x.double(), x.half(), x.bfloat16()):
+        got = triplet_mine(variant, labels.int(), strategy="semihard")
+        assert all(torch.equal(e, t) for e, t in zip(expected, got, strict=True))
+
+
+def test_huge_and_tiny_values_keep_the_ranking():
+    x = torch.tensor([[1e18], [2e18], [3e18], [-1e18]])
+    a, p, n = triplet_mine(x, torch.tensor([0, 0, 1, 1]), strategy="batch_hard")
+    assert (a.tolist(), p.tolist(), n.tolist()) == ([0, 1, 2, 3], [1, 0, 3, 2], [2, 2, 1, 0])
+    y = torch.tensor([[1e-20], [2e-20], [3e-20], [-1e-20]])
+    assert triplet_mine(y, torch.tensor([0, 0, 1, 1]), strategy="batch_hard")[0].numel() == 4
+
+
+# --- bad input --------------------------------------------------------------------------
+
+X = torch.nn.functional.normalize(
+    torch.randn(8, 4, generator=torch.Generator().manual_seed(0)), dim=1
+)
+L = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_one_class_gives_empty_result_and_warning(strategy):
+    with pytest.warns(MiningWarning, match="one class"):
+        a, p, n = triplet_mine(X, torch.zeros(8, dtype=torch.int64), strategy=strategy)
+    assert a.numel() == p.numel() == n.numel() == 0 and a.dtype == torch.int64
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_no_positive_pairs_gives_empty_result_and_warning(strategy):
+    with pytest.warns(MiningWarning, match="no positive pairs"):
+        a, _, _ = triplet_mine(X, torch.arange(8), strategy=strategy)
+    assert a.numel() == 0
+    with pytest.warns(MiningWarning, match="no positive pairs"):
+        triplet_mine(X, L, strategy=strategy, ref_embeddings=X, ref_labels=L + 10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"labels": L[:7]}, ValueError, "labels: expected 8 labels"),
+        ({"labels": L.view(4, 2)}, ValueError, "labels: expected a 1-D"),
+        ({"labels": L.float()}, TypeError, "labels: expected dtype"),
+        ({"embeddings": X[0]}, ValueError, "embeddings: expected a 2-D"),
+        ({"embeddings": X[:0], "labels": L[:0]}, ValueError, "embeddings: expected a non-empty"),
+        ({"embeddings": X.masked_fill(X > 0.5, float("nan"))}, ValueError, "NaN"),
+        ({"embeddings": X.masked_fill(X > 0.5, float("inf"))}, ValueError, "NaN or infinite"),
+        ({"embeddings": X.long()}, TypeError, "embeddings: expected dtype"),
+        ({"embeddings": [[1.0]]}, TypeError, "embeddings: expected a numpy array"),
+        ({"strategy": "hardest"}, ValueError, "strategy: expected one of"),
+        ({"semihard_fallback": "random"}, ValueError, "semihard_fallback"),
+        ({"margin": float("nan")}, ValueError, "margin"),
+        ({"margin": "0.1"}, ValueError, "margin"),
+        ({"max_triplets": 10}, ValueError, "max_triplets: only applies"),
+        ({"strategy": "batch_all", "max_triplets": 0}, ValueError, "max_triplets"),
+        ({"strategy": "batch_all", "seed": -1}, ValueError, "seed"),
+        ({"strategy": "offline", "n_pos": 0}, ValueError, "n_pos"),
+        ({"strategy": "offline", "n_neg": 1.5}, ValueError, "n_neg"),
+        ({"strategy": "offline", "n_triplets": 0}, ValueError, "n_triplets"),
+        ({"threads": 0}, ValueError, "threads"),
+        ({"ref_embeddings": X}, ValueError, "give both or neither"),
+        ({"ref_labels": L}, ValueError, "give both or neither"),
+        (
+            {"ref_embeddings": X[:, :3], "ref_labels": L},
+            ValueError,
+            "ref_embeddings: expected dimension 4",
+        ),
+        ({"ref_embeddings": X, "ref_labels": L[:3]}, ValueError, "ref_labels: expected 8 labels"),
+        ({"labels": L.to("meta")}, ValueError, "same device"),
+        ({"ref_embeddings": X, "ref_labels": L.to("meta")}, ValueError, "same device"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_clear_message(kwargs, error, match):
+    args = {"embeddings": X, "labels": L, "strategy": "batch_hard", **kwargs}
+    with pytest.raises(error, match=match):
+        triplet_mine(args.pop("embeddings"), args.pop("labels"), **args)
