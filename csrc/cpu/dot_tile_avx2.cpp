@@ -11,8 +11,8 @@ namespace {
 constexpr int64_t kRows = 6;
 }  // namespace
 
-void dot_rows_avx2(const float* a, int64_t lda, int64_t nrows, const float* packed,
-                   int64_t npanels, int64_t dim, float* out, int64_t ldo) {
+void dot_rows_avx2(const float* a, int64_t lda, int64_t nrows, const float* packed, int64_t npanels,
+                   int64_t dim, float* out, int64_t ldo) {
   for (int64_t r0 = 0; r0 < nrows; r0 += kRows) {
     const float* rows[kRows];
     for (int64_t r = 0; r < kRows; ++r) rows[r] = a + std::min(r0 + r, nrows - 1) * lda;

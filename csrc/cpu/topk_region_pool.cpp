@@ -10,12 +10,11 @@
 #include <limits>
 #include <vector>
 
-
+#include "../bindings/register.h"
 #include "pyinstance/checks.h"
 #include "pyinstance/cpu_features.h"
 #include "pyinstance/dtype.h"
 #include "pyinstance/topk_region_pool.h"
-#include "../bindings/register.h"
 #include "topk_region_pool_simd.h"
 
 namespace py = pybind11;
@@ -23,9 +22,9 @@ namespace py = pybind11;
 namespace pyinstance::cpu {
 namespace {
 
+using trp::acc_t;
 using trp::BFloat16;
 using trp::Half;
-using trp::acc_t;
 
 // Geometry of one call. Features are read through their strides (channels-last works
 // without a copy); scores are C-contiguous B x K x H x W.
@@ -48,8 +47,8 @@ bool parallel_worth_it(int64_t work) { return work >= (int64_t{1} << 16); }
 // `out`, which holds the maximum so far; returns true on NaN. Bandwidth-bound: one
 // sequential pass over the class map.
 template <typename S>
-bool class_max_rows(const S* rows, int64_t num_rows, const Geometry& g, int64_t begin,
-                    int64_t end, Isa isa, acc_t<S>* out) {
+bool class_max_rows(const S* rows, int64_t num_rows, const Geometry& g, int64_t begin, int64_t end,
+                    Isa isa, acc_t<S>* out) {
   using A = acc_t<S>;
   if constexpr (std::is_same_v<S, float>) {
 #if defined(__x86_64__)
@@ -97,10 +96,9 @@ int64_t select_topk(const A* score, const Geometry& g, int64_t valid_h, int64_t 
     if (trp::location_valid(i, g.width, valid_h, valid_w)) candidates.push_back(i);
   valid = static_cast<int64_t>(candidates.size());
   if (valid < k) return valid;
-  std::partial_sort(candidates.begin(), candidates.begin() + k, candidates.end(),
-                    [score](int64_t a, int64_t b) {
-                      return trp::ranks_before(score[a], a, score[b], b);
-                    });
+  std::partial_sort(
+      candidates.begin(), candidates.begin() + k, candidates.end(),
+      [score](int64_t a, int64_t b) { return trp::ranks_before(score[a], a, score[b], b); });
   std::copy(candidates.begin(), candidates.begin() + k, locations);
   return valid;
 }
@@ -121,7 +119,8 @@ bool gather_normalise(const T* features, const Geometry& g, int64_t b, const int
     const T* column = base + c * g.stride_c;
 #if defined(__GNUC__)
     if (c + kAhead < g.channels)
-      for (int64_t l = 0; l < g.k; ++l) __builtin_prefetch(column + kAhead * g.stride_c + offsets[l]);
+      for (int64_t l = 0; l < g.k; ++l)
+        __builtin_prefetch(column + kAhead * g.stride_c + offsets[l]);
 #endif
     for (int64_t l = 0; l < g.k; ++l) buf[l * g.channels + c] = trp::load(column + offsets[l]);
   }
@@ -158,8 +157,8 @@ bool pool_image(const T* features, const Geometry& g, int64_t b, const int64_t* 
 // One parallel pass over the images: class maximum (streamed), top-k, then gather and
 // normalise; no barrier between the stages.
 template <typename S, typename T>
-void forward_images(const S* scores, const T* features, const int64_t* valid_hw,
-                    const Geometry& g, int64_t* locations, T* pooled) {
+void forward_images(const S* scores, const T* features, const int64_t* valid_hw, const Geometry& g,
+                    int64_t* locations, T* pooled) {
   const int64_t area = g.area();
   const Isa isa = active_isa();  // may throw: outside the parallel region
   std::vector<char> nan_in(static_cast<size_t>(g.batch), 0), bad(static_cast<size_t>(g.batch), 0);
@@ -172,8 +171,8 @@ void forward_images(const S* scores, const T* features, const int64_t* valid_hw,
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < g.batch; ++b) {
       std::fill(score.begin(), score.end(), -std::numeric_limits<acc_t<S>>::infinity());
-      nan_in[b] = class_max_rows(scores + b * g.classes * area, g.classes, g, 0, area, isa,
-                                 score.data());
+      nan_in[b] =
+          class_max_rows(scores + b * g.classes * area, g.classes, g, 0, area, isa, score.data());
       if (nan_in[b]) continue;
       const int64_t valid_h = valid_hw ? valid_hw[2 * b] : g.height;
       const int64_t valid_w = valid_hw ? valid_hw[2 * b + 1] : g.width;
@@ -230,8 +229,8 @@ void pool_backward(const T* grad_pooled, const T* features, const int64_t* locat
         const A grad_c = trp::load(grad + c);
         for (int64_t l = 0; l < g.k; ++l)
           trp::store(out + c * g.area() + loc[l],
-                     trp::normalize_grad(grad_c, buf[l * g.channels + c],
-                                         coeffs[l].inv_denominator, u_dot_g[l]));
+                     trp::normalize_grad(grad_c, buf[l * g.channels + c], coeffs[l].inv_denominator,
+                                         u_dot_g[l]));
       }
     }
   }
@@ -263,11 +262,11 @@ Geometry make_geometry(int64_t batch, int64_t channels, int64_t height, int64_t 
   PYI_CHECK(batch > 0 && channels > 0 && height > 0 && width > 0,
             "features: expected a non-empty B x C x H x W array");
   PYI_CHECK(classes > 0, "scores: expected at least one class");
-  PYI_CHECK(k >= 1 && k <= height * width, "k: expected 1 <= k <= H*W = ", height * width,
-            ", got ", k);
+  PYI_CHECK(k >= 1 && k <= height * width, "k: expected 1 <= k <= H*W = ", height * width, ", got ",
+            k);
   PYI_CHECK(strides.size() == 4, "features: expected 4 strides, got ", strides.size());
-  return Geometry{batch, channels, height, width, classes, k,
-                  strides[0], strides[1], strides[2], strides[3]};
+  return Geometry{batch, channels,   height,     width,      classes,
+                  k,     strides[0], strides[1], strides[2], strides[3]};
 }
 
 void forward(uintptr_t features, int features_dtype, int64_t batch, int64_t channels,
@@ -288,15 +287,16 @@ void forward(uintptr_t features, int features_dtype, int64_t batch, int64_t chan
   });
 }
 
-void backward(uintptr_t grad_pooled, uintptr_t features, int dtype, int64_t batch,
-              int64_t channels, int64_t height, int64_t width, const std::vector<int64_t>& strides,
+void backward(uintptr_t grad_pooled, uintptr_t features, int dtype, int64_t batch, int64_t channels,
+              int64_t height, int64_t width, const std::vector<int64_t>& strides,
               uintptr_t locations, int64_t k, uintptr_t grad_features) {
   const Geometry g = make_geometry(batch, channels, height, width, 1, k, strides);
   py::gil_scoped_release release;
   dispatch_float(dtype, "features", [&](auto tag) {
     using T = decltype(tag);
     pool_backward(reinterpret_cast<const T*>(grad_pooled), reinterpret_cast<const T*>(features),
-                  reinterpret_cast<const int64_t*>(locations), g, reinterpret_cast<T*>(grad_features));
+                  reinterpret_cast<const int64_t*>(locations), g,
+                  reinterpret_cast<T*>(grad_features));
   });
 }
 

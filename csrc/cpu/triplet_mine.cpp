@@ -32,8 +32,8 @@ namespace {
 using triplet::SemihardFallback;
 using triplet::Strategy;
 
-constexpr int64_t kBlockJ = 128;  // references per packed block
-constexpr int64_t kBlockI = 48;   // anchors per tile (a multiple of every ISA's row count)
+constexpr int64_t kBlockJ = 128;      // references per packed block
+constexpr int64_t kBlockI = 48;       // anchors per tile (a multiple of every ISA's row count)
 constexpr int64_t kSerialRows = 512;  // per-anchor loops below this size skip OpenMP
 constexpr int64_t kWorkPerThread = int64_t{1} << 24;  // multiply-adds worth a thread
 
@@ -166,7 +166,8 @@ struct HardestNegative : LabelView {
       if (labels[i0 + t] != lj) triplet::offer_hardest(value[j], index[j], s[t * stride], i0 + t);
   }
   void merge(const HardestNegative& other, int64_t a) {
-    if (other.index[a] >= 0) triplet::offer_hardest(value[a], index[a], other.value[a], other.index[a]);
+    if (other.index[a] >= 0)
+      triplet::offer_hardest(value[a], index[a], other.value[a], other.index[a]);
   }
 };
 
@@ -226,9 +227,11 @@ struct SemiHard : LabelView {
   }
   void merge(const SemiHard& other, int64_t a) {
     if (other.easy_index[a] >= 0)
-      triplet::offer_easiest(easy_value[a], easy_index[a], other.easy_value[a], other.easy_index[a]);
+      triplet::offer_easiest(easy_value[a], easy_index[a], other.easy_value[a],
+                             other.easy_index[a]);
     for (int64_t q = pair_off[a]; q < pair_off[a + 1]; ++q)
-      if (other.index[q] >= 0) triplet::offer_hardest(value[q], index[q], other.value[q], other.index[q]);
+      if (other.index[q] >= 0)
+        triplet::offer_hardest(value[q], index[q], other.value[q], other.index[q]);
   }
 };
 
@@ -292,7 +295,8 @@ struct TopNegatives : LabelView {
       if (labels[i0 + t] != lj) offer(j, s[t * stride], i0 + t);
   }
   void merge(const TopNegatives& other, int64_t a) {
-    for (int64_t t = 0; t < other.size[a]; ++t) offer(a, other.value[a * m + t], other.index[a * m + t]);
+    for (int64_t t = 0; t < other.size[a]; ++t)
+      offer(a, other.value[a * m + t], other.index[a * m + t]);
   }
 };
 
@@ -302,8 +306,10 @@ State reduce_negatives(const Problem& pb, int threads, const Args&... args) {
   std::vector<State> states;
   // Below ~kWorkPerThread multiply-adds per thread, waking threads costs more than it saves.
   const int64_t work = pb.na * pb.nr * pb.dim / (pb.same_set ? 2 : 1);
-  const int64_t useful = std::min<int64_t>((pb.nr + kBlockJ - 1) / kBlockJ, 1 + work / kWorkPerThread);
-  const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(thread_count(threads), useful)));
+  const int64_t useful =
+      std::min<int64_t>((pb.nr + kBlockJ - 1) / kBlockJ, 1 + work / kWorkPerThread);
+  const int n =
+      static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(thread_count(threads), useful)));
   states.reserve(n);
   for (int t = 0; t < n; ++t) states.emplace_back(pb, args...);
   sweep_negatives(pb, states);
@@ -337,13 +343,14 @@ struct Output {
 // batch_hard: slot a holds (a, hardest positive, hardest negative) or anchor -1.
 void mine_batch_hard(const Problem& pb, const Output& out, int threads) {
   const HardestNegative neg = reduce_negatives<HardestNegative>(pb, threads);
-#pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads)) \
-    if (pb.na > kSerialRows)
+#pragma omp parallel for schedule(dynamic, 64) \
+    num_threads(thread_count(threads)) if (pb.na > kSerialRows)
   for (int64_t a = 0; a < pb.na; ++a) {
     float best = 0.0f;
     int64_t best_index = -1;
     for_each_positive(pb, a, [&](int64_t, int64_t p) {
-      triplet::offer_easiest(best, best_index, dot(pb.emb + a * pb.dim, pb.ref + p * pb.dim, pb.dim), p);
+      triplet::offer_easiest(best, best_index,
+                             dot(pb.emb + a * pb.dim, pb.ref + p * pb.dim, pb.dim), p);
     });
     if (best_index >= 0 && neg.index[a] >= 0)
       out.put(a, a, best_index, neg.index[a]);
@@ -353,12 +360,12 @@ void mine_batch_hard(const Problem& pb, const Output& out, int threads) {
 }
 
 // hard_negative / semihard: slot q (pair number) holds (a, p, n) or anchor -1.
-void mine_pairs(const Problem& pb, Strategy strategy, SemihardFallback fallback,
-                const Output& out, int threads) {
+void mine_pairs(const Problem& pb, Strategy strategy, SemihardFallback fallback, const Output& out,
+                int threads) {
   if (strategy == Strategy::HardNegative) {
     const HardestNegative neg = reduce_negatives<HardestNegative>(pb, threads);
-#pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads)) \
-    if (pb.na > kSerialRows)
+#pragma omp parallel for schedule(dynamic, 64) \
+    num_threads(thread_count(threads)) if (pb.na > kSerialRows)
     for (int64_t a = 0; a < pb.na; ++a)
       for_each_positive(pb, a, [&](int64_t q, int64_t p) {
         const int64_t n = neg.index[a];
@@ -368,8 +375,8 @@ void mine_pairs(const Problem& pb, Strategy strategy, SemihardFallback fallback,
   }
   const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
   const SemiHard semi = reduce_negatives<SemiHard>(pb, threads, pairs.sim.data());
-#pragma omp parallel for schedule(dynamic, 64) num_threads(thread_count(threads)) \
-    if (pb.na > kSerialRows)
+#pragma omp parallel for schedule(dynamic, 64) \
+    num_threads(thread_count(threads)) if (pb.na > kSerialRows)
   for (int64_t a = 0; a < pb.na; ++a)
     for_each_positive(pb, a, [&](int64_t q, int64_t p) {
       const int64_t slot = pb.pair_off[a] + q;
@@ -473,8 +480,8 @@ Problem make_problem(uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, u
   PYI_CHECK(!same_set || na == nr, "triplet_mine: same_set needs as many references as anchors");
   auto f = [](uintptr_t p) { return reinterpret_cast<const float*>(p); };
   auto i = [](uintptr_t p) { return reinterpret_cast<const int64_t*>(p); };
-  return Problem{f(emb),   na,           i(labels),  f(ref),     nr,         i(ref_labels), dim,
-                 same_set, i(order), i(pos_start), i(pos_end), i(pair_off)};
+  return Problem{f(emb), na,       i(labels), f(ref),       nr,         i(ref_labels),
+                 dim,    same_set, i(order),  i(pos_start), i(pos_end), i(pair_off)};
 }
 
 Output make_output(uintptr_t a, uintptr_t p, uintptr_t n) {
@@ -492,7 +499,8 @@ void sample_sorted(int64_t total, int64_t k, uint64_t seed, int64_t* out) {
   chosen.reserve(static_cast<size_t>(k) * 2);
   uint64_t state = seed;
   for (int64_t j = total - k; j < total; ++j) {
-    const int64_t t = static_cast<int64_t>(triplet::uniform_below(state, static_cast<uint64_t>(j) + 1));
+    const int64_t t =
+        static_cast<int64_t>(triplet::uniform_below(state, static_cast<uint64_t>(j) + 1));
     chosen.insert(chosen.count(t) ? j : t);
   }
   int64_t w = 0;
@@ -555,9 +563,8 @@ void register_triplet_mine(py::module_& m) {
       "triplet_mine_fill",
       [](uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref, int64_t nr,
          uintptr_t ref_labels, bool same_set, uintptr_t order, uintptr_t pos_start,
-         uintptr_t pos_end, uintptr_t pair_off, float margin, uintptr_t pair_base,
-         uintptr_t sample, int64_t n_sample, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n,
-         int threads) {
+         uintptr_t pos_end, uintptr_t pair_off, float margin, uintptr_t pair_base, uintptr_t sample,
+         int64_t n_sample, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n, int threads) {
         const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
                                         pos_start, pos_end, pair_off);
         py::gil_scoped_release release;

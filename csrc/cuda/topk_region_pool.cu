@@ -242,8 +242,8 @@ __global__ void scatter_grad_kernel(const T* __restrict__ grad_pooled,
 void check_launch(const char* what) {
   const cudaError_t error = cudaGetLastError();
   if (error != cudaSuccess)
-    throw std::runtime_error(std::string("topk_region_pool: ") + what + " failed: " +
-                             cudaGetErrorString(error));
+    throw std::runtime_error(std::string("topk_region_pool: ") + what +
+                             " failed: " + cudaGetErrorString(error));
 }
 
 template <typename Fn>
@@ -268,11 +268,11 @@ Geometry make_geometry(int64_t batch, int64_t channels, int64_t height, int64_t 
             "features: expected a non-empty B x C x H x W array");
   PYI_CHECK(batch <= 65535, "features: batch ", batch, " exceeds the CUDA grid limit 65535");
   PYI_CHECK(classes > 0, "scores: expected at least one class");
-  PYI_CHECK(k >= 1 && k <= height * width, "k: expected 1 <= k <= H*W = ", height * width,
-            ", got ", k);
+  PYI_CHECK(k >= 1 && k <= height * width, "k: expected 1 <= k <= H*W = ", height * width, ", got ",
+            k);
   PYI_CHECK(strides.size() == 4, "features: expected 4 strides, got ", strides.size());
-  return Geometry{batch, channels, height, width, classes, k,
-                  strides[0], strides[1], strides[2], strides[3]};
+  return Geometry{batch, channels,   height,     width,      classes,
+                  k,     strides[0], strides[1], strides[2], strides[3]};
 }
 
 unsigned int blocks_for(int64_t work) {
@@ -297,7 +297,7 @@ void forward(uintptr_t features, int features_dtype, int64_t batch, int64_t chan
     auto* location_score = reinterpret_cast<A*>(scratch);
     const dim3 grid(blocks_for(g.area()), static_cast<unsigned int>(g.batch));
     class_max_kernel<S><<<grid, kThreads, 0, stream>>>(reinterpret_cast<const S*>(scores), g,
-                                                        location_score, state);
+                                                       location_score, state);
     check_launch("class_max_kernel");
     select_kernel<A><<<static_cast<unsigned int>(g.batch), kThreads, 0, stream>>>(
         location_score, g, valid, loc, state);
@@ -312,8 +312,8 @@ void forward(uintptr_t features, int features_dtype, int64_t batch, int64_t chan
   });
 }
 
-void backward(uintptr_t grad_pooled, uintptr_t features, int dtype, int64_t batch,
-              int64_t channels, int64_t height, int64_t width, const std::vector<int64_t>& strides,
+void backward(uintptr_t grad_pooled, uintptr_t features, int dtype, int64_t batch, int64_t channels,
+              int64_t height, int64_t width, const std::vector<int64_t>& strides,
               uintptr_t locations, int64_t k, uintptr_t grad_features, uintptr_t scratch,
               uintptr_t status, uintptr_t stream_handle) {
   const Geometry g = make_geometry(batch, channels, height, width, 1, k, strides);

@@ -75,7 +75,8 @@ __global__ void similarity_kernel(Problem pb, int64_t a0, int64_t rows, float* s
     const int64_t k = k0 + threadIdx.x;
     a_tile[threadIdx.y][threadIdx.x] =
         (r < rows && k < pb.dim) ? pb.emb[(a0 + r) * pb.dim + k] : 0.0f;
-    r_tile[threadIdx.y][threadIdx.x] = (j_load < pb.nr && k < pb.dim) ? pb.ref[j_load * pb.dim + k] : 0.0f;
+    r_tile[threadIdx.y][threadIdx.x] =
+        (j_load < pb.nr && k < pb.dim) ? pb.ref[j_load * pb.dim + k] : 0.0f;
     __syncthreads();
 #pragma unroll
     for (int t = 0; t < kTile; ++t) acc = fmaf(a_tile[threadIdx.y][t], r_tile[threadIdx.x][t], acc);
@@ -144,8 +145,8 @@ __device__ int64_t positive_at(const Problem& pb, int64_t a, int64_t self, int64
 }
 
 // One block per anchor row: batch_hard, hard_negative and semihard.
-__global__ void pairs_kernel(Problem pb, int64_t a0, const float* sims, int strategy,
-                             int fallback, Output out) {
+__global__ void pairs_kernel(Problem pb, int64_t a0, const float* sims, int strategy, int fallback,
+                             Output out) {
   const int64_t a = a0 + blockIdx.x;
   const float* row = sims + static_cast<int64_t>(blockIdx.x) * pb.nr;
   const int64_t la = pb.labels[a];
@@ -240,7 +241,8 @@ __global__ void fill_kernel(Problem pb, int64_t a0, const float* sims, float mar
     int64_t number = pair_base[pair];
     for (int64_t j0 = 0; j0 < pb.nr; j0 += 32) {
       const int64_t j = j0 + lane;
-      const bool hit = j < pb.nr && pb.ref_labels[j] != la && triplet::violates(s_ap, row[j], margin);
+      const bool hit =
+          j < pb.nr && pb.ref_labels[j] != la && triplet::violates(s_ap, row[j], margin);
       const unsigned ballot = __ballot_sync(0xffffffffu, hit);
       if (hit) {
         const int64_t mine = number + __popc(ballot & ((1u << lane) - 1u));
@@ -344,8 +346,8 @@ Problem make_problem(uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, u
   PYI_CHECK(!same_set || na == nr, "triplet_mine: same_set needs as many references as anchors");
   auto f = [](uintptr_t p) { return reinterpret_cast<const float*>(p); };
   auto i = [](uintptr_t p) { return reinterpret_cast<const int64_t*>(p); };
-  return Problem{f(emb),   na,       i(labels),    f(ref),     nr,          i(ref_labels), dim,
-                 same_set, i(order), i(pos_start), i(pos_end), i(pair_off)};
+  return Problem{f(emb), na,       i(labels), f(ref),       nr,         i(ref_labels),
+                 dim,    same_set, i(order),  i(pos_start), i(pos_end), i(pair_off)};
 }
 
 Output make_output(uintptr_t a, uintptr_t p, uintptr_t n) {
@@ -366,7 +368,8 @@ void register_triplet_mine_cuda(py::module_& m) {
       [](int strategy, uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref,
          int64_t nr, uintptr_t ref_labels, bool same_set, uintptr_t order, uintptr_t pos_start,
          uintptr_t pos_end, uintptr_t pair_off, int fallback, int64_t n_pos, int64_t n_neg,
-         int64_t n_triplets, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n, uintptr_t stream_handle) {
+         int64_t n_triplets, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n,
+         uintptr_t stream_handle) {
         const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
                                         pos_start, pos_end, pair_off);
         const Output out = make_output(out_a, out_p, out_n);
@@ -391,8 +394,8 @@ void register_triplet_mine_cuda(py::module_& m) {
           });
         } else {
           for_each_chunk(pb, stream, [&](int64_t a0, int64_t rows, const float* sims) {
-            pairs_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(pb, a0, sims,
-                                                                               strategy, fallback, out);
+            pairs_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+                pb, a0, sims, strategy, fallback, out);
           });
         }
         return int64_t{-1};
@@ -419,8 +422,8 @@ void register_triplet_mine_cuda(py::module_& m) {
       "triplet_mine_fill",
       [](uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref, int64_t nr,
          uintptr_t ref_labels, bool same_set, uintptr_t order, uintptr_t pos_start,
-         uintptr_t pos_end, uintptr_t pair_off, float margin, uintptr_t pair_base,
-         uintptr_t sample, int64_t n_sample, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n,
+         uintptr_t pos_end, uintptr_t pair_off, float margin, uintptr_t pair_base, uintptr_t sample,
+         int64_t n_sample, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n,
          uintptr_t stream_handle) {
         const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
                                         pos_start, pos_end, pair_off);

@@ -44,7 +44,9 @@ def topk_region_pool_reference(
     """
     batch, channels, height, width = features.shape
     location_score = (scores if scores.dim() == 3 else scores.amax(dim=1)).flatten(1)
-    location_score = location_score.to(torch.float64 if scores.dtype == torch.float64 else torch.float32)
+    location_score = location_score.to(
+        torch.float64 if scores.dtype == torch.float64 else torch.float32
+    )
     if valid_hw is not None:
         rows = torch.arange(height, device=scores.device).repeat_interleave(width)
         cols = torch.arange(width, device=scores.device).repeat(height)
@@ -57,7 +59,9 @@ def topk_region_pool_reference(
     # Stable descending sort by (valid, score): equal keys keep ascending index order.
     index = torch.arange(height * width, device=scores.device).expand(batch, -1)
     for column in reversed(range(order_key.shape[-1])):
-        order = torch.sort(order_key[..., column].gather(1, index), dim=1, descending=True, stable=True).indices
+        order = torch.sort(
+            order_key[..., column].gather(1, index), dim=1, descending=True, stable=True
+        ).indices
         index = index.gather(1, order)
     locations = index[:, :k]
     gathered = features.flatten(2).gather(2, locations[:, None, :].expand(batch, channels, k))

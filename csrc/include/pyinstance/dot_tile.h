@@ -18,8 +18,8 @@ using DotRowsFn = void (*)(const float* a, int64_t lda, int64_t nrows, const flo
 
 void dot_rows_generic(const float* a, int64_t lda, int64_t nrows, const float* packed,
                       int64_t npanels, int64_t dim, float* out, int64_t ldo);
-void dot_rows_avx2(const float* a, int64_t lda, int64_t nrows, const float* packed,
-                   int64_t npanels, int64_t dim, float* out, int64_t ldo);
+void dot_rows_avx2(const float* a, int64_t lda, int64_t nrows, const float* packed, int64_t npanels,
+                   int64_t dim, float* out, int64_t ldo);
 void dot_rows_avx512(const float* a, int64_t lda, int64_t nrows, const float* packed,
                      int64_t npanels, int64_t dim, float* out, int64_t ldo);
 

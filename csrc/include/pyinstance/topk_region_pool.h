@@ -49,7 +49,7 @@ PYI_HD uint16_t float_to_fp16(float value) {
   uint32_t bits = float_to_bits(value);
   uint32_t sign = (bits >> 16) & 0x8000u;
   uint32_t magnitude = bits & 0x7fffffffu;
-  if (magnitude > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (magnitude > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (magnitude >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520: inf
   if (magnitude < 0x38800000u) {
     // Result is subnormal or zero: value / 2^-24 rounded to nearest even.

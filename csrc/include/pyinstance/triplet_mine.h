@@ -9,7 +9,13 @@
 namespace pyinstance::triplet {
 
 // Strategy codes passed from pyinstance/ops/triplet_mine.py (STRATEGY_CODES there).
-enum class Strategy : int { BatchHard = 0, HardNegative = 1, SemiHard = 2, BatchAll = 3, Offline = 4 };
+enum class Strategy : int {
+  BatchHard = 0,
+  HardNegative = 1,
+  SemiHard = 2,
+  BatchAll = 3,
+  Offline = 4
+};
 
 // What a semi-hard pair without a negative below its positive gets.
 enum class SemihardFallback : int { Drop = 0, Easiest = 1 };
