@@ -92,7 +92,7 @@ PYI_HD bool violates(float s_ap, float s_an, float margin) { return (s_an - s_ap
 
 // Hardest negative: the most similar one (ties to the smaller index). best_index < 0: none yet.
 PYI_HD void offer_hardest(float& best, int64_t& best_index, float s, int64_t j) {
-  if (best_index < 0 || topk_better(s, j, best, best_index)) {
+  if (best_index < 0 || knn_better(s, j, best, best_index)) {
     best = s;
     best_index = j;
   }
