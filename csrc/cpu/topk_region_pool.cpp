@@ -24,18 +24,10 @@ namespace {
 
 using trp::acc_t;
 using trp::BFloat16;
+using trp::dispatch_float;
+using trp::Geometry;
 using trp::Half;
-
-// Geometry of one call. Features are read through their strides (channels-last works
-// without a copy); scores are C-contiguous B x K x H x W.
-struct Geometry {
-  int64_t batch, channels, height, width, classes, k;
-  int64_t stride_b, stride_c, stride_h, stride_w;
-  int64_t area() const { return height * width; }
-  int64_t offset(int64_t location) const {
-    return (location / width) * stride_h + (location % width) * stride_w;
-  }
-};
+using trp::make_geometry;
 
 // Below this many elements of work a parallel region costs more than it saves (and on a
 // busy machine its barrier waits for a descheduled thread).
@@ -240,34 +232,6 @@ void pool_backward(const T* grad_pooled, const T* features, const int64_t* locat
 }
 
 // ---- dispatch and bindings -----------------------------------------------------------
-
-template <typename Fn>
-void dispatch_float(int dtype, const char* name, Fn&& fn) {
-  switch (static_cast<DType>(dtype)) {
-    case DType::Float32:
-      return fn(float{});
-    case DType::Float64:
-      return fn(double{});
-    case DType::Float16:
-      return fn(Half{});
-    case DType::BFloat16:
-      return fn(BFloat16{});
-    default:
-      fail(name, ": expected dtype float32, float64, float16 or bfloat16 (code ", dtype, ")");
-  }
-}
-
-Geometry make_geometry(int64_t batch, int64_t channels, int64_t height, int64_t width,
-                       int64_t classes, int64_t k, const std::vector<int64_t>& strides) {
-  PYI_CHECK(batch > 0 && channels > 0 && height > 0 && width > 0,
-            "features: expected a non-empty B x C x H x W array");
-  PYI_CHECK(classes > 0, "scores: expected at least one class");
-  PYI_CHECK(k >= 1 && k <= height * width, "k: expected 1 <= k <= H*W = ", height * width, ", got ",
-            k);
-  PYI_CHECK(strides.size() == 4, "features: expected 4 strides, got ", strides.size());
-  return Geometry{batch, channels,   height,     width,      classes,
-                  k,     strides[0], strides[1], strides[2], strides[3]};
-}
 
 void forward(uintptr_t features, int features_dtype, int64_t batch, int64_t channels,
              int64_t height, int64_t width, const std::vector<int64_t>& strides, uintptr_t scores,

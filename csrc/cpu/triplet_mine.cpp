@@ -29,6 +29,10 @@ namespace pyinstance::cpu {
 
 namespace {
 
+using triplet::make_output;
+using triplet::make_problem;
+using triplet::Output;
+using triplet::Problem;
 using triplet::SemihardFallback;
 using triplet::Strategy;
 
@@ -36,22 +40,6 @@ constexpr int64_t kBlockJ = 128;      // references per packed block
 constexpr int64_t kBlockI = 48;       // anchors per tile (a multiple of every ISA's row count)
 constexpr int64_t kSerialRows = 512;  // per-anchor loops below this size skip OpenMP
 constexpr int64_t kWorkPerThread = int64_t{1} << 24;  // multiply-adds worth a thread
-
-// The batch, its references and the label grouping built by the Python wrapper.
-struct Problem {
-  const float* emb;
-  int64_t na;
-  const int64_t* labels;
-  const float* ref;
-  int64_t nr;
-  const int64_t* ref_labels;
-  int64_t dim;
-  bool same_set;  // references are the batch itself: skip a == p, use symmetry
-  const int64_t* order;
-  const int64_t* pos_start;
-  const int64_t* pos_end;
-  const int64_t* pair_off;  // na + 1 entries
-};
 
 // Eight interleaved partial sums: the compiler vectorises this at the baseline ISA.
 float dot(const float* x, const float* y, int64_t dim) {
@@ -322,24 +310,6 @@ State reduce_negatives(const Problem& pb, int threads, const Args&... args) {
   return std::move(first);
 }
 
-struct Output {
-  int64_t* anchors;
-  int64_t* positives;
-  int64_t* negatives;
-  void put(int64_t slot, int64_t a, int64_t p, int64_t n) const {
-    anchors[slot] = a;
-    positives[slot] = p;
-    negatives[slot] = n;
-  }
-  // Moves the filled slots (anchor >= 0) to the front, in order; returns how many.
-  int64_t compact(int64_t slots) const {
-    int64_t kept = 0;
-    for (int64_t t = 0; t < slots; ++t)
-      if (anchors[t] >= 0) put(kept++, anchors[t], positives[t], negatives[t]);
-    return kept;
-  }
-};
-
 // batch_hard: slot a holds (a, hardest positive, hardest negative) or anchor -1.
 void mine_batch_hard(const Problem& pb, const Output& out, int threads) {
   const HardestNegative neg = reduce_negatives<HardestNegative>(pb, threads);
@@ -472,23 +442,6 @@ void fill_batch_all(const Problem& pb, float margin, const int64_t* pair_base,
   }
 }
 
-Problem make_problem(uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref,
-                     int64_t nr, uintptr_t ref_labels, bool same_set, uintptr_t order,
-                     uintptr_t pos_start, uintptr_t pos_end, uintptr_t pair_off) {
-  PYI_CHECK(na >= 1 && nr >= 1 && dim >= 1, "triplet_mine: empty inputs (", na, " anchors, ", nr,
-            " references, dimension ", dim, ")");
-  PYI_CHECK(!same_set || na == nr, "triplet_mine: same_set needs as many references as anchors");
-  auto f = [](uintptr_t p) { return reinterpret_cast<const float*>(p); };
-  auto i = [](uintptr_t p) { return reinterpret_cast<const int64_t*>(p); };
-  return Problem{f(emb), na,       i(labels), f(ref),       nr,         i(ref_labels),
-                 dim,    same_set, i(order),  i(pos_start), i(pos_end), i(pair_off)};
-}
-
-Output make_output(uintptr_t a, uintptr_t p, uintptr_t n) {
-  return Output{reinterpret_cast<int64_t*>(a), reinterpret_cast<int64_t*>(p),
-                reinterpret_cast<int64_t*>(n)};
-}
-
 }  // namespace
 
 // Floyd's algorithm: k distinct numbers from [0, total), sorted, from splitmix64(seed).
@@ -523,12 +476,8 @@ void register_triplet_mine(py::module_& m) {
         const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
                                         pos_start, pos_end, pair_off);
         const Output out = make_output(out_a, out_p, out_n);
+        triplet::check_mine_args(strategy, fallback, n_pos, n_neg, n_triplets);
         const auto s = static_cast<triplet::Strategy>(strategy);
-        PYI_CHECK(strategy >= 0 && strategy <= 4 && s != triplet::Strategy::BatchAll,
-                  "triplet_mine: unknown strategy code ", strategy);
-        PYI_CHECK(fallback == 0 || fallback == 1, "triplet_mine: unknown fallback code ", fallback);
-        PYI_CHECK(s != triplet::Strategy::Offline || (n_pos >= 1 && n_neg >= 1 && n_triplets >= 1),
-                  "triplet_mine: offline needs n_pos, n_neg, n_triplets >= 1");
         py::gil_scoped_release release;
         int64_t slots;
         if (s == triplet::Strategy::BatchHard) {

@@ -29,22 +29,16 @@ namespace {
 
 using trp::acc_t;
 using trp::BFloat16;
+using trp::dispatch_float;
+using trp::Geometry;
 using trp::Half;
+using trp::make_geometry;
 
 constexpr int kThreads = 256;
 constexpr int kStatusNan = 1;
 constexpr int kStatusBadFeature = 2;
 constexpr int kStatusTooFewValid = 3;
 constexpr int kStatusBadLocation = 4;
-
-struct Geometry {
-  int64_t batch, channels, height, width, classes, k;
-  int64_t stride_b, stride_c, stride_h, stride_w;
-  __host__ __device__ int64_t area() const { return height * width; }
-  __host__ __device__ int64_t offset(int64_t location) const {
-    return (location / width) * stride_h + (location % width) * stride_w;
-  }
-};
 
 template <typename A>
 __device__ A infinity();
@@ -246,35 +240,6 @@ void check_launch(const char* what) {
                              " failed: " + cudaGetErrorString(error));
 }
 
-template <typename Fn>
-void dispatch_float(int dtype, const char* name, Fn&& fn) {
-  switch (static_cast<DType>(dtype)) {
-    case DType::Float32:
-      return fn(float{});
-    case DType::Float64:
-      return fn(double{});
-    case DType::Float16:
-      return fn(Half{});
-    case DType::BFloat16:
-      return fn(BFloat16{});
-    default:
-      fail(name, ": expected dtype float32, float64, float16 or bfloat16 (code ", dtype, ")");
-  }
-}
-
-Geometry make_geometry(int64_t batch, int64_t channels, int64_t height, int64_t width,
-                       int64_t classes, int64_t k, const std::vector<int64_t>& strides) {
-  PYI_CHECK(batch > 0 && channels > 0 && height > 0 && width > 0,
-            "features: expected a non-empty B x C x H x W array");
-  PYI_CHECK(batch <= 65535, "features: batch ", batch, " exceeds the CUDA grid limit 65535");
-  PYI_CHECK(classes > 0, "scores: expected at least one class");
-  PYI_CHECK(k >= 1 && k <= height * width, "k: expected 1 <= k <= H*W = ", height * width, ", got ",
-            k);
-  PYI_CHECK(strides.size() == 4, "features: expected 4 strides, got ", strides.size());
-  return Geometry{batch, channels,   height,     width,      classes,
-                  k,     strides[0], strides[1], strides[2], strides[3]};
-}
-
 unsigned int blocks_for(int64_t work) {
   const int64_t blocks = (work + kThreads - 1) / kThreads;
   return static_cast<unsigned int>(blocks < 65535 * 16 ? blocks : 65535 * 16);
@@ -285,7 +250,7 @@ void forward(uintptr_t features, int features_dtype, int64_t batch, int64_t chan
              int scores_dtype, int64_t classes, int64_t k, uintptr_t valid_hw, uintptr_t pooled,
              uintptr_t locations, uintptr_t scratch, uintptr_t coeffs, uintptr_t status,
              uintptr_t stream_handle) {
-  const Geometry g = make_geometry(batch, channels, height, width, classes, k, strides);
+  const Geometry g = make_geometry(batch, channels, height, width, classes, k, strides, 65535);
   auto* loc = reinterpret_cast<int64_t*>(locations);
   const auto* valid = reinterpret_cast<const int64_t*>(valid_hw);
   auto* state = reinterpret_cast<int*>(status);
@@ -316,7 +281,7 @@ void backward(uintptr_t grad_pooled, uintptr_t features, int dtype, int64_t batc
               int64_t height, int64_t width, const std::vector<int64_t>& strides,
               uintptr_t locations, int64_t k, uintptr_t grad_features, uintptr_t scratch,
               uintptr_t status, uintptr_t stream_handle) {
-  const Geometry g = make_geometry(batch, channels, height, width, 1, k, strides);
+  const Geometry g = make_geometry(batch, channels, height, width, 1, k, strides, 65535);
   const auto* loc = reinterpret_cast<const int64_t*>(locations);
   auto* state = reinterpret_cast<int*>(status);
   auto stream = reinterpret_cast<cudaStream_t>(stream_handle);

@@ -21,6 +21,10 @@ namespace pyinstance::cuda {
 
 namespace {
 
+using triplet::make_output;
+using triplet::make_problem;
+using triplet::Output;
+using triplet::Problem;
 using triplet::SemihardFallback;
 using triplet::Strategy;
 
@@ -33,34 +37,6 @@ void check_cuda(cudaError_t status, const char* what) {
   if (status != cudaSuccess)
     throw std::runtime_error(std::string("triplet_mine (CUDA): ") + what + ": " +
                              cudaGetErrorString(status));
-}
-
-struct Problem {
-  const float* emb;
-  int64_t na;
-  const int64_t* labels;
-  const float* ref;
-  int64_t nr;
-  const int64_t* ref_labels;
-  int64_t dim;
-  bool same_set;
-  const int64_t* order;
-  const int64_t* pos_start;
-  const int64_t* pos_end;
-  const int64_t* pair_off;
-};
-
-struct Output {
-  int64_t* anchors;
-  int64_t* positives;
-  int64_t* negatives;
-};
-
-__device__ __forceinline__ void put(const Output& out, int64_t slot, int64_t a, int64_t p,
-                                    int64_t n) {
-  out.anchors[slot] = a;
-  out.positives[slot] = p;
-  out.negatives[slot] = n;
 }
 
 // sims[r * nr + j] = <emb[a0 + r], ref[j]> for r < rows: 16 x 16 shared-memory tiles.
@@ -166,7 +142,7 @@ __global__ void pairs_kernel(Problem pb, int64_t a0, const float* sims, int stra
     block_select(hard_pos, hard_pos_j, true);
     if (threadIdx.x == 0) {
       const bool ok = hard_j >= 0 && hard_pos_j >= 0;
-      put(out, a, ok ? a : -1, hard_pos_j, hard_j);
+      out.put(a, ok ? a : -1, hard_pos_j, hard_j);
     }
     return;
   }
@@ -174,7 +150,7 @@ __global__ void pairs_kernel(Problem pb, int64_t a0, const float* sims, int stra
   const int64_t self = self_position(pb, a);
   if (s == Strategy::HardNegative) {
     for (int64_t q = threadIdx.x; q < npairs; q += kThreads)
-      put(out, pb.pair_off[a] + q, hard_j >= 0 ? a : -1, positive_at(pb, a, self, q), hard_j);
+      out.put(pb.pair_off[a] + q, hard_j >= 0 ? a : -1, positive_at(pb, a, self, q), hard_j);
     return;
   }
   block_select(easy, easy_j, true);
@@ -188,7 +164,7 @@ __global__ void pairs_kernel(Problem pb, int64_t a0, const float* sims, int stra
     block_select(best, best_j, false);
     if (threadIdx.x == 0) {
       if (best_j < 0 && fallback == static_cast<int>(SemihardFallback::Easiest)) best_j = easy_j;
-      put(out, pb.pair_off[a] + q, best_j >= 0 ? a : -1, p, best_j);
+      out.put(pb.pair_off[a] + q, best_j >= 0 ? a : -1, p, best_j);
     }
   }
 }
@@ -252,7 +228,7 @@ __global__ void fill_kernel(Problem pb, int64_t a0, const float* sims, float mar
             slot = lower_bound(sample, n_sample, mine);
             if (slot >= n_sample || sample[slot] != mine) slot = -1;
           }
-          if (slot >= 0) put(out, slot, a, p, j);
+          if (slot >= 0) out.put(slot, a, p, j);
         }
       }
       number += __popc(ballot);
@@ -291,9 +267,9 @@ __global__ void offline_kernel(Problem pb, int64_t a0, int64_t rows, const float
   for (int64_t t = 0; t < n_triplets; ++t) {
     const int64_t slot = a * n_triplets + t;
     if (t < ncombo)
-      put(out, slot, a, pos_i[combo_i[t] / n_neg], neg_i[combo_i[t] % n_neg]);
+      out.put(slot, a, pos_i[combo_i[t] / n_neg], neg_i[combo_i[t] % n_neg]);
     else
-      put(out, slot, -1, -1, -1);
+      out.put(slot, -1, -1, -1);
   }
 }
 
@@ -338,23 +314,6 @@ void for_each_chunk(const Problem& pb, cudaStream_t stream, Body&& body) {
   }
 }
 
-Problem make_problem(uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref,
-                     int64_t nr, uintptr_t ref_labels, bool same_set, uintptr_t order,
-                     uintptr_t pos_start, uintptr_t pos_end, uintptr_t pair_off) {
-  PYI_CHECK(na >= 1 && nr >= 1 && dim >= 1, "triplet_mine: empty inputs (", na, " anchors, ", nr,
-            " references, dimension ", dim, ")");
-  PYI_CHECK(!same_set || na == nr, "triplet_mine: same_set needs as many references as anchors");
-  auto f = [](uintptr_t p) { return reinterpret_cast<const float*>(p); };
-  auto i = [](uintptr_t p) { return reinterpret_cast<const int64_t*>(p); };
-  return Problem{f(emb), na,       i(labels), f(ref),       nr,         i(ref_labels),
-                 dim,    same_set, i(order),  i(pos_start), i(pos_end), i(pair_off)};
-}
-
-Output make_output(uintptr_t a, uintptr_t p, uintptr_t n) {
-  return Output{reinterpret_cast<int64_t*>(a), reinterpret_cast<int64_t*>(p),
-                reinterpret_cast<int64_t*>(n)};
-}
-
 }  // namespace
 
 }  // namespace pyinstance::cuda
@@ -373,12 +332,8 @@ void register_triplet_mine_cuda(py::module_& m) {
         const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
                                         pos_start, pos_end, pair_off);
         const Output out = make_output(out_a, out_p, out_n);
+        triplet::check_mine_args(strategy, fallback, n_pos, n_neg, n_triplets);
         const auto s = static_cast<triplet::Strategy>(strategy);
-        PYI_CHECK(strategy >= 0 && strategy <= 4 && s != triplet::Strategy::BatchAll,
-                  "triplet_mine: unknown strategy code ", strategy);
-        PYI_CHECK(fallback == 0 || fallback == 1, "triplet_mine: unknown fallback code ", fallback);
-        PYI_CHECK(s != triplet::Strategy::Offline || (n_pos >= 1 && n_neg >= 1 && n_triplets >= 1),
-                  "triplet_mine: offline needs n_pos, n_neg, n_triplets >= 1");
         auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
         py::gil_scoped_release release;
         if (s == triplet::Strategy::Offline) {

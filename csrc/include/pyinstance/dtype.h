@@ -59,4 +59,28 @@ PYI_HD float fp16_to_float(uint16_t half) {
   return bits_to_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
 }
 
+// float -> IEEE binary16, round to nearest even, overflow to infinity, NaN kept
+// (bit-exact with torch's conversion).
+PYI_HD uint16_t float_to_fp16(float value) {
+  uint32_t bits = float_to_bits(value);
+  uint32_t sign = (bits >> 16) & 0x8000u;
+  uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
+  if (magnitude >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520: inf
+  if (magnitude < 0x38800000u) {
+    // Result is subnormal or zero: value / 2^-24 rounded to nearest even.
+    if (magnitude < 0x33000000u) return static_cast<uint16_t>(sign);  // < 2^-25: rounds to 0
+    uint32_t mantissa = (magnitude & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126u - (magnitude >> 23);  // 14..24
+    uint32_t half = mantissa >> shift;
+    uint32_t rest = mantissa & ((1u << shift) - 1u);
+    uint32_t midpoint = 1u << (shift - 1u);
+    if (rest > midpoint || (rest == midpoint && (half & 1u))) ++half;
+    return static_cast<uint16_t>(sign | half);
+  }
+  // Normal: rebias the exponent and round the 13 dropped mantissa bits to nearest even.
+  uint32_t rounded = magnitude + 0xfffu + ((magnitude >> 13) & 1u);
+  return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
+}
+
 }  // namespace pyinstance

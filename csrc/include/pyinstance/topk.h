@@ -12,6 +12,7 @@
 
 namespace pyinstance {
 
+// The comparator itself; pyinstance/topk_select.h (triplet mining) uses it too.
 PYI_HD bool knn_better(float score_a, int64_t index_a, float score_b, int64_t index_b) {
   return score_a > score_b || (score_a == score_b && index_a < index_b);
 }

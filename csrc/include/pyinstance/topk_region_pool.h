@@ -14,7 +14,10 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <vector>
 
+#include "pyinstance/checks.h"
 #include "pyinstance/dtype.h"
 #include "pyinstance/macros.h"
 
@@ -31,6 +34,51 @@ struct BFloat16 {
   uint16_t bits;
 };
 
+// Geometry of one call. Features are read through their strides (channels-last works
+// without a copy); scores are C-contiguous B x K x H x W.
+struct Geometry {
+  int64_t batch, channels, height, width, classes, k;
+  int64_t stride_b, stride_c, stride_h, stride_w;
+  PYI_HD int64_t area() const { return height * width; }
+  PYI_HD int64_t offset(int64_t location) const {
+    return (location / width) * stride_h + (location % width) * stride_w;
+  }
+};
+
+// Host side of the bindings: checks the shapes and builds the Geometry. The CUDA binding
+// passes its grid limit as max_batch; the CPU has none.
+inline Geometry make_geometry(int64_t batch, int64_t channels, int64_t height, int64_t width,
+                              int64_t classes, int64_t k, const std::vector<int64_t>& strides,
+                              int64_t max_batch = std::numeric_limits<int64_t>::max()) {
+  PYI_CHECK(batch > 0 && channels > 0 && height > 0 && width > 0,
+            "features: expected a non-empty B x C x H x W array");
+  PYI_CHECK(batch <= max_batch, "features: batch ", batch, " exceeds the CUDA grid limit ",
+            max_batch);
+  PYI_CHECK(classes > 0, "scores: expected at least one class");
+  PYI_CHECK(k >= 1 && k <= height * width, "k: expected 1 <= k <= H*W = ", height * width, ", got ",
+            k);
+  PYI_CHECK(strides.size() == 4, "features: expected 4 strides, got ", strides.size());
+  return Geometry{batch, channels,   height,     width,      classes,
+                  k,     strides[0], strides[1], strides[2], strides[3]};
+}
+
+// Host side of the bindings: calls fn with a value of the storage type for a DType code.
+template <typename Fn>
+void dispatch_float(int dtype, const char* name, Fn&& fn) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::Float32:
+      return fn(float{});
+    case DType::Float64:
+      return fn(double{});
+    case DType::Float16:
+      return fn(Half{});
+    case DType::BFloat16:
+      return fn(BFloat16{});
+    default:
+      fail(name, ": expected dtype float32, float64, float16 or bfloat16 (code ", dtype, ")");
+  }
+}
+
 // Arithmetic type for a storage type: double for double, float otherwise.
 template <typename T>
 struct Acc {
@@ -42,30 +90,6 @@ struct Acc<double> {
 };
 template <typename T>
 using acc_t = typename Acc<T>::type;
-
-// float -> IEEE binary16, round to nearest even, overflow to infinity, NaN kept
-// (bit-exact with torch's conversion).
-PYI_HD uint16_t float_to_fp16(float value) {
-  uint32_t bits = float_to_bits(value);
-  uint32_t sign = (bits >> 16) & 0x8000u;
-  uint32_t magnitude = bits & 0x7fffffffu;
-  if (magnitude > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
-  if (magnitude >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520: inf
-  if (magnitude < 0x38800000u) {
-    // Result is subnormal or zero: value / 2^-24 rounded to nearest even.
-    if (magnitude < 0x33000000u) return static_cast<uint16_t>(sign);  // < 2^-25: rounds to 0
-    uint32_t mantissa = (magnitude & 0x7fffffu) | 0x800000u;
-    uint32_t shift = 126u - (magnitude >> 23);  // 14..24
-    uint32_t half = mantissa >> shift;
-    uint32_t rest = mantissa & ((1u << shift) - 1u);
-    uint32_t midpoint = 1u << (shift - 1u);
-    if (rest > midpoint || (rest == midpoint && (half & 1u))) ++half;
-    return static_cast<uint16_t>(sign | half);
-  }
-  // Normal: rebias the exponent and round the 13 dropped mantissa bits to nearest even.
-  uint32_t rounded = magnitude + 0xfffu + ((magnitude >> 13) & 1u);
-  return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
-}
 
 PYI_HD float load(const float* p) { return *p; }
 PYI_HD double load(const double* p) { return *p; }

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "pyinstance/checks.h"
 #include "pyinstance/macros.h"
 #include "pyinstance/topk_select.h"
 
@@ -20,13 +21,78 @@ enum class Strategy : int {
 // What a semi-hard pair without a negative below its positive gets.
 enum class SemihardFallback : int { Drop = 0, Easiest = 1 };
 
+// The batch, its references and the label grouping built by the Python wrapper.
+struct Problem {
+  const float* emb;
+  int64_t na;
+  const int64_t* labels;
+  const float* ref;
+  int64_t nr;
+  const int64_t* ref_labels;
+  int64_t dim;
+  bool same_set;  // references are the batch itself: skip a == p, use symmetry
+  const int64_t* order;
+  const int64_t* pos_start;
+  const int64_t* pos_end;
+  const int64_t* pair_off;  // na + 1 entries
+};
+
+// The three preallocated int64 output columns; slot t holds (anchor, positive, negative).
+struct Output {
+  int64_t* anchors;
+  int64_t* positives;
+  int64_t* negatives;
+  PYI_HD void put(int64_t slot, int64_t a, int64_t p, int64_t n) const {
+    anchors[slot] = a;
+    positives[slot] = p;
+    negatives[slot] = n;
+  }
+  // Host only: moves the filled slots (anchor >= 0) to the front, in order; returns how many.
+  int64_t compact(int64_t slots) const {
+    int64_t kept = 0;
+    for (int64_t t = 0; t < slots; ++t)
+      if (anchors[t] >= 0) put(kept++, anchors[t], positives[t], negatives[t]);
+    return kept;
+  }
+};
+
+// Host side of the bindings (CPU and CUDA take the same arguments): checks the sizes and
+// turns the raw addresses from Python into a Problem.
+inline Problem make_problem(uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref,
+                            int64_t nr, uintptr_t ref_labels, bool same_set, uintptr_t order,
+                            uintptr_t pos_start, uintptr_t pos_end, uintptr_t pair_off) {
+  PYI_CHECK(na >= 1 && nr >= 1 && dim >= 1, "triplet_mine: empty inputs (", na, " anchors, ", nr,
+            " references, dimension ", dim, ")");
+  PYI_CHECK(!same_set || na == nr, "triplet_mine: same_set needs as many references as anchors");
+  auto f = [](uintptr_t p) { return reinterpret_cast<const float*>(p); };
+  auto i = [](uintptr_t p) { return reinterpret_cast<const int64_t*>(p); };
+  return Problem{f(emb), na,       i(labels), f(ref),       nr,         i(ref_labels),
+                 dim,    same_set, i(order),  i(pos_start), i(pos_end), i(pair_off)};
+}
+
+inline Output make_output(uintptr_t a, uintptr_t p, uintptr_t n) {
+  return Output{reinterpret_cast<int64_t*>(a), reinterpret_cast<int64_t*>(p),
+                reinterpret_cast<int64_t*>(n)};
+}
+
+// Host side of the triplet_mine bindings: the strategy, fallback and offline sizes.
+inline void check_mine_args(int strategy, int fallback, int64_t n_pos, int64_t n_neg,
+                            int64_t n_triplets) {
+  const auto s = static_cast<Strategy>(strategy);
+  PYI_CHECK(strategy >= 0 && strategy <= 4 && s != Strategy::BatchAll,
+            "triplet_mine: unknown strategy code ", strategy);
+  PYI_CHECK(fallback == 0 || fallback == 1, "triplet_mine: unknown fallback code ", fallback);
+  PYI_CHECK(s != Strategy::Offline || (n_pos >= 1 && n_neg >= 1 && n_triplets >= 1),
+            "triplet_mine: offline needs n_pos, n_neg, n_triplets >= 1");
+}
+
 // Kohl's hinge is positive: max(0, s_an - s_ap + margin) > 0, evaluated in float32 exactly as
 // the reference does ((s_an - s_ap) + margin).
 PYI_HD bool violates(float s_ap, float s_an, float margin) { return (s_an - s_ap) + margin > 0.0f; }
 
 // Hardest negative: the most similar one (ties to the smaller index). best_index < 0: none yet.
 PYI_HD void offer_hardest(float& best, int64_t& best_index, float s, int64_t j) {
-  if (best_index < 0 || topk_better(s, j, best, best_index)) {
+  if (best_index < 0 || knn_better(s, j, best, best_index)) {
     best = s;
     best_index = j;
   }
