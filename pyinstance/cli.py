@@ -24,6 +24,7 @@ def _info(args: argparse.Namespace, console: Console) -> int:
     table.add_row("C++ compiler", info["compiler"])
     table.add_row("CPU ISA compiled", ", ".join(cpu["isa_compiled"]))
     table.add_row("CPU ISA detected / active", f"{cpu['isa_detected']} / {cpu['isa_active']}")
+    table.add_row("bf16 screening (mining)", "yes" if cpu["bf16_dot"] else "no")
     table.add_row("CPU features", " ".join(cpu["cpu_features"]) or "-")
     table.add_row("OpenMP threads", str(info["openmp_threads"]))
     cuda = info["cuda"]

@@ -36,6 +36,14 @@ def test_isa_cap_never_raises_the_level(monkeypatch, cap):
     assert order.index(active) == min(order.index(cap), order.index(detected))
 
 
+@pytest.mark.parametrize("cap", ["generic", "avx2", "avx512"])
+def test_bf16_screening_only_with_avx512_and_the_cpu_extension(monkeypatch, cap):
+    monkeypatch.setenv("PYINSTANCE_ISA", cap)
+    cpu = pyinstance.build_info()["cpu"]
+    expected = cpu["isa_active"] == "avx512" and "avx512bf16" in cpu["cpu_features"]
+    assert cpu["bf16_dot"] is expected
+
+
 def test_bad_isa_cap_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("PYINSTANCE_ISA", "sse9")
     with pytest.raises(ValueError, match="PYINSTANCE_ISA must be one of"):

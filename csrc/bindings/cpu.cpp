@@ -23,11 +23,12 @@ PYBIND11_MODULE(_C, m) {
         info["isa_compiled"] = compiled_isas();
         info["isa_detected"] = isa_name(detected_isa());
         info["isa_active"] = isa_name(active_isa());
+        info["bf16_dot"] = bf16_dot_active();
         info["cpu_features"] = detected_features();
         info["omp_max_threads"] = omp_get_max_threads();
         return info;
       },
-      "Compiler, ISA levels (compiled, detected, active) and OpenMP threads of this build.");
+      "Compiler, ISA levels (compiled, detected, active), bf16 screening and OpenMP threads.");
 
   m.def(
       "active_isa", [] { return std::string(isa_name(active_isa())); },

@@ -38,6 +38,15 @@ Isa active_isa() {
   return static_cast<int>(requested) < static_cast<int>(best) ? requested : best;
 }
 
+bool bf16_dot_active() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return active_isa() == Isa::Avx512 && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Avx512:

@@ -9,13 +9,17 @@
 // the similarity matrix is symmetric, so each tile above the diagonal is computed once and
 // feeds both its rows and its columns (half the multiply-adds). Reductions use total orders
 // (ties to the smaller index), so per-thread partial states merge into the same result for
-// every thread count.
+// every thread count. The hardest-negative search (batch_hard, hard_negative) filters tiles
+// against per-anchor thresholds and, on CPUs with AVX512_BF16, screens with bf16 tiles at
+// twice the speed, re-scoring in float32 the few candidates the error bound cannot rule out.
 #include <omp.h>
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <unordered_set>
 #include <vector>
 
@@ -83,12 +87,53 @@ PositivePairs positive_pairs(const Problem& pb, int threads) {
   return pairs;
 }
 
-// Streams every (anchor, negative) similarity through per-thread consumers:
-// consumer.row(i, sims, j0, count) offers references j0.. to anchor i, and
-// consumer.col(j, sims, stride, i0, count) offers batch rows i0.. to anchor j (symmetric
-// case). Consumers filter out same-label references themselves.
+// bf16 copies of the anchors and references for screening tiles (see dot_tile.h), with the
+// error slack of every anchor: a screened similarity is within slack[a] of the float32 one.
+struct Screen {
+  int64_t pairs;
+  std::vector<uint32_t> emb, ref;  // ref stays empty within the batch (same rows as emb)
+  std::vector<double> slack;
+  const uint32_t* ref_rows() const { return ref.empty() ? emb.data() : ref.data(); }
+};
+
+// Screening applies when the CPU has AVX512_BF16 dot products.
+std::unique_ptr<Screen> make_screen(const Problem& pb) {
+  if (!bf16_dot_active()) return nullptr;
+  auto screen = std::make_unique<Screen>();
+  const int64_t pairs = bf16_pairs(pb.dim);
+  screen->pairs = pairs;
+  std::vector<double> norm(pb.na), maxabs(pb.na);
+  screen->emb.resize(static_cast<size_t>(pb.na * pairs));
+  to_bf16_rows_avx512(pb.emb, pb.na, pb.dim, screen->emb.data(), norm.data(), maxabs.data());
+  std::vector<double> ref_norm = norm, ref_maxabs = maxabs;
+  if (!pb.same_set) {
+    ref_norm.resize(pb.nr);
+    ref_maxabs.resize(pb.nr);
+    screen->ref.resize(static_cast<size_t>(pb.nr * pairs));
+    to_bf16_rows_avx512(pb.ref, pb.nr, pb.dim, screen->ref.data(), ref_norm.data(),
+                        ref_maxabs.data());
+  }
+  const double r_norm = *std::max_element(ref_norm.begin(), ref_norm.end());
+  const double r_maxabs = *std::max_element(ref_maxabs.begin(), ref_maxabs.end());
+  screen->slack.resize(pb.na);
+  for (int64_t a = 0; a < pb.na; ++a)
+    screen->slack[a] = bf16_dot_error_bound(pb.dim, norm[a], r_norm, maxabs[a], r_maxabs);
+  return screen;
+}
+
+// A block of similarities: anchors i0 + r (r < ni) against references j0 + c (c < nj) at
+// s[r * ld + c]; symmetric tiles (within the batch) only count entries with i0 + r < j0 + c.
+struct Tile {
+  const float* s;
+  int64_t ld, i0, ni, j0, nj;
+  bool symmetric;
+};
+
+// Streams every (anchor, negative) similarity through per-thread consumers, one
+// consumer.consume(tile) per tile. Consumers filter out same-label references themselves.
+// With a screen, tiles hold bf16 screening values instead of float32 similarities.
 template <class Consumer>
-void sweep_negatives(const Problem& pb, std::vector<Consumer>& consumers) {
+void sweep_negatives(const Problem& pb, std::vector<Consumer>& consumers, const Screen* screen) {
   const bool symmetric = pb.same_set;
   const int64_t nblocks = (pb.nr + kBlockJ - 1) / kBlockJ;
   const DotRowsFn dot_rows = dot_rows_for(active_isa());
@@ -96,7 +141,8 @@ void sweep_negatives(const Problem& pb, std::vector<Consumer>& consumers) {
 #pragma omp parallel num_threads(static_cast<int>(consumers.size()))
   {
     Consumer& consumer = consumers[omp_get_thread_num()];
-    std::vector<float> packed(static_cast<size_t>(kBlockJ * dim));
+    std::vector<float> packed(screen ? 0 : static_cast<size_t>(kBlockJ * dim));
+    std::vector<uint32_t> packed_bf16(screen ? static_cast<size_t>(kBlockJ * screen->pairs) : 0);
     std::vector<float> tile(static_cast<size_t>(kBlockI * kBlockJ));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t step = 0; step < nblocks; ++step) {
@@ -106,24 +152,38 @@ void sweep_negatives(const Problem& pb, std::vector<Consumer>& consumers) {
       const int64_t nj = std::min(kBlockJ, pb.nr - j0);
       const int64_t npanels = (nj + kDotPanel - 1) / kDotPanel;
       const int64_t ld = npanels * kDotPanel;
-      pack_dot_panels(pb.ref, j0, nj, dim, packed.data());
+      if (screen)
+        pack_bf16_panels(screen->ref_rows(), j0, nj, screen->pairs, packed_bf16.data());
+      else
+        pack_dot_panels(pb.ref, j0, nj, dim, packed.data());
       const int64_t iend = symmetric ? j0 + nj : pb.na;
       for (int64_t i0 = 0; i0 < iend; i0 += kBlockI) {
         const int64_t ni = std::min(kBlockI, iend - i0);
-        dot_rows(pb.emb + i0 * dim, dim, ni, packed.data(), npanels, dim, tile.data(), ld);
-        for (int64_t r = 0; r < ni; ++r) {
-          const int64_t i = i0 + r;
-          const int64_t js = symmetric ? std::max(j0, i + 1) : j0;
-          if (js < j0 + nj) consumer.row(i, tile.data() + r * ld + (js - j0), js, j0 + nj - js);
-        }
-        if (!symmetric) continue;
-        for (int64_t c = 0; c < nj; ++c) {
-          const int64_t j = j0 + c;
-          const int64_t ie = std::min(i0 + ni, j);
-          if (ie > i0) consumer.col(j, tile.data() + c, ld, i0, ie - i0);
-        }
+        if (screen)
+          dot_rows_bf16_avx512(screen->emb.data() + i0 * screen->pairs, screen->pairs, ni,
+                               packed_bf16.data(), npanels, screen->pairs, tile.data(), ld);
+        else
+          dot_rows(pb.emb + i0 * dim, dim, ni, packed.data(), npanels, dim, tile.data(), ld);
+        consumer.consume(Tile{tile.data(), ld, i0, ni, j0, nj, symmetric});
       }
     }
+  }
+}
+
+// Offers a tile to consumer.row(i, sims, j0, count) (references j0.. for anchor i) and, in
+// symmetric tiles, consumer.col(j, sims, stride, i0, count) (batch rows i0.. for anchor j).
+template <class Consumer>
+void offer_rows_and_cols(Consumer& consumer, const Tile& t) {
+  for (int64_t r = 0; r < t.ni; ++r) {
+    const int64_t i = t.i0 + r;
+    const int64_t js = t.symmetric ? std::max(t.j0, i + 1) : t.j0;
+    if (js < t.j0 + t.nj) consumer.row(i, t.s + r * t.ld + (js - t.j0), js, t.j0 + t.nj - js);
+  }
+  if (!t.symmetric) return;
+  for (int64_t c = 0; c < t.nj; ++c) {
+    const int64_t j = t.j0 + c;
+    const int64_t ie = std::min(t.i0 + t.ni, j);
+    if (ie > t.i0) consumer.col(j, t.s + c, t.ld, t.i0, ie - t.i0);
   }
 }
 
@@ -133,25 +193,95 @@ struct LabelView {
   const int64_t* ref_labels;
 };
 
-// Hardest negative per anchor (batch_hard, hard_negative).
-struct HardestNegative : LabelView {
-  std::vector<float> value;
-  std::vector<int64_t> index;
-  HardestNegative(const Problem& pb)
-      : LabelView{pb.labels, pb.ref_labels}, value(pb.na, 0.0f), index(pb.na, -1) {}
-  void row(int64_t i, const float* s, int64_t j0, int64_t count) {
-    const int64_t li = labels[i];
-    float best = value[i];
-    int64_t best_index = index[i];
-    for (int64_t t = 0; t < count; ++t)
-      if (ref_labels[j0 + t] != li) triplet::offer_hardest(best, best_index, s[t], j0 + t);
-    value[i] = best;
-    index[i] = best_index;
+// The largest float not above best - slack: no similarity below it can beat `best`.
+float lower_threshold(float best, double slack) {
+  const double t = static_cast<double>(best) - slack;
+  const float f = static_cast<float>(t);
+  return static_cast<double>(f) > t ? std::nextafter(f, -std::numeric_limits<float>::infinity())
+                                    : f;
+}
+
+// Labels as int32 groups for the tile filter: a reference's group is the start of its
+// label's run in the sorted order, an anchor's the start of its positives' run (-1 when no
+// reference shares its label).
+struct LabelGroups {
+  std::vector<int32_t> anchor, ref;
+};
+
+LabelGroups label_groups(const Problem& pb) {
+  PYI_CHECK(pb.nr < (int64_t{1} << 31), "triplet_mine: at most 2^31 - 1 references, got ", pb.nr);
+  LabelGroups g{std::vector<int32_t>(pb.na), std::vector<int32_t>(pb.nr)};
+  int32_t run = 0;
+  for (int64_t t = 0; t < pb.nr; ++t) {
+    if (t == 0 || pb.ref_labels[pb.order[t]] != pb.ref_labels[pb.order[t - 1]])
+      run = static_cast<int32_t>(t);
+    g.ref[pb.order[t]] = run;
   }
-  void col(int64_t j, const float* s, int64_t stride, int64_t i0, int64_t count) {
-    const int64_t lj = labels[j];
-    for (int64_t t = 0; t < count; ++t)
-      if (labels[i0 + t] != lj) triplet::offer_hardest(value[j], index[j], s[t * stride], i0 + t);
+  for (int64_t a = 0; a < pb.na; ++a)
+    g.anchor[a] = pb.pos_end[a] > pb.pos_start[a] ? static_cast<int32_t>(pb.pos_start[a]) : -1;
+  return g;
+}
+
+// Hardest negative per anchor (batch_hard, hard_negative). Each anchor keeps a threshold
+// below which no similarity can change its choice (its best so far, less the screening
+// slack). Per tile, a vectorised filter finds the largest negative of every row and column
+// and passes only the entries that could beat both it and the thresholds: about one per
+// row and column. Screened hits are re-scored in float32 before they are offered.
+struct HardestNegative {
+  const Problem& pb;
+  const LabelGroups& groups;
+  const Screen* screen;
+  TileFilterFns filter;
+  std::vector<float> value, threshold;
+  std::vector<int64_t> index;
+  std::vector<float> row_max, col_max, row_thr, col_thr;
+  std::vector<uint32_t> hits;
+  HardestNegative(const Problem& pb, const LabelGroups& groups, const Screen* screen)
+      : pb(pb),
+        groups(groups),
+        screen(screen),
+        filter(tile_filter_for(active_isa())),
+        value(pb.na, 0.0f),
+        threshold(pb.na, -std::numeric_limits<float>::infinity()),
+        index(pb.na, -1),
+        row_max(kBlockI),
+        col_max(kBlockJ),
+        row_thr(kBlockI),
+        col_thr(kBlockJ),
+        hits(static_cast<size_t>(kBlockI * kBlockJ)) {}
+  double slack(int64_t a) const { return screen ? screen->slack[a] : 0.0; }
+  void offer(int64_t a, float s, int64_t j) {
+    triplet::offer_hardest(value[a], index[a], s, j);
+    threshold[a] = lower_threshold(value[a], slack(a));
+  }
+  // The bar for anchor a in this tile: its threshold, and the tile's largest negative m for
+  // it (whose float32 value is at least m - slack, which beats anything below m - 2 slack).
+  float bar(int64_t a, float tile_max) const {
+    return std::max(threshold[a], lower_threshold(tile_max, 2 * slack(a)));
+  }
+  void consume(const Tile& t) {
+    const int64_t diag = t.symmetric ? t.i0 - t.j0 : -t.ni;
+    const int32_t* rg = groups.anchor.data() + t.i0;
+    const int32_t* cg = groups.ref.data() + t.j0;
+    filter.max(t.s, t.ld, t.ni, t.nj, diag, rg, cg, row_max.data(),
+               t.symmetric ? col_max.data() : nullptr);
+    for (int64_t r = 0; r < t.ni; ++r) row_thr[r] = bar(t.i0 + r, row_max[r]);
+    if (t.symmetric)
+      for (int64_t c = 0; c < t.nj; ++c) col_thr[c] = bar(t.j0 + c, col_max[c]);
+    const int64_t n = filter.hits(t.s, t.ld, t.ni, t.nj, diag, rg, cg, row_thr.data(),
+                                  t.symmetric ? col_thr.data() : nullptr, hits.data());
+    for (int64_t h = 0; h < n; ++h) {
+      const int64_t r = hits[h] >> 16, c = hits[h] & 0xffff;
+      const int64_t i = t.i0 + r, j = t.j0 + c;
+      // Thresholds rise while the hits are offered: later hits often no longer pass.
+      const float v = t.s[r * t.ld + c];
+      const bool row_passes = !(v < row_thr[r]) && !(v < threshold[i]);
+      const bool col_passes = t.symmetric && !(v < col_thr[c]) && !(v < threshold[j]);
+      if (!row_passes && !col_passes) continue;
+      const float s = screen ? dot(pb.emb + i * pb.dim, pb.ref + j * pb.dim, pb.dim) : v;
+      if (row_passes) offer(i, s, j);
+      if (col_passes) offer(j, s, i);
+    }
   }
   void merge(const HardestNegative& other, int64_t a) {
     if (other.index[a] >= 0)
@@ -207,6 +337,7 @@ struct SemiHard : LabelView {
     easy_value[a] = easy;
     easy_index[a] = easy_j;
   }
+  void consume(const Tile& t) { offer_rows_and_cols(*this, t); }
   void row(int64_t i, const float* s, int64_t j0, int64_t count) {
     offer(i, s, 1, j0, ref_labels + j0, count);
   }
@@ -245,6 +376,7 @@ struct ViolationCount : LabelView {
       count[q] += c;
     }
   }
+  void consume(const Tile& t) { offer_rows_and_cols(*this, t); }
   void row(int64_t i, const float* s, int64_t j0, int64_t n) { offer(i, s, 1, ref_labels + j0, n); }
   void col(int64_t j, const float* s, int64_t stride, int64_t i0, int64_t n) {
     offer(j, s, stride, labels + i0, n);
@@ -268,6 +400,7 @@ struct TopNegatives : LabelView {
   void offer(int64_t a, float s, int64_t j) {
     topk_offer(value.data() + a * m, index.data() + a * m, size[a], m, s, j);
   }
+  void consume(const Tile& t) { offer_rows_and_cols(*this, t); }
   void row(int64_t i, const float* s, int64_t j0, int64_t n) {
     const int64_t li = labels[i];
     float* v = value.data() + i * m;
@@ -288,9 +421,10 @@ struct TopNegatives : LabelView {
   }
 };
 
-// Runs the sweep with one state per thread and merges them into the first.
+// Runs the sweep (screened when `screen` is given) with one state per thread and merges them
+// into the first.
 template <class State, class... Args>
-State reduce_negatives(const Problem& pb, int threads, const Args&... args) {
+State reduce_negatives(const Problem& pb, int threads, const Screen* screen, const Args&... args) {
   std::vector<State> states;
   // Below ~kWorkPerThread multiply-adds per thread, waking threads costs more than it saves.
   const int64_t work = pb.na * pb.nr * pb.dim / (pb.same_set ? 2 : 1);
@@ -300,7 +434,7 @@ State reduce_negatives(const Problem& pb, int threads, const Args&... args) {
       static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(thread_count(threads), useful)));
   states.reserve(n);
   for (int t = 0; t < n; ++t) states.emplace_back(pb, args...);
-  sweep_negatives(pb, states);
+  sweep_negatives(pb, states, screen);
   State& first = states[0];
   if (n > 1) {
 #pragma omp parallel for schedule(static) num_threads(n) if (pb.na > kSerialRows)
@@ -310,9 +444,16 @@ State reduce_negatives(const Problem& pb, int threads, const Args&... args) {
   return std::move(first);
 }
 
+// Hardest negative of every anchor (-1: none), on screening tiles where the CPU has them.
+std::vector<int64_t> hardest_negatives(const Problem& pb, int threads) {
+  const std::unique_ptr<Screen> screen = make_screen(pb);
+  const LabelGroups groups = label_groups(pb);
+  return reduce_negatives<HardestNegative>(pb, threads, screen.get(), groups, screen.get()).index;
+}
+
 // batch_hard: slot a holds (a, hardest positive, hardest negative) or anchor -1.
 void mine_batch_hard(const Problem& pb, const Output& out, int threads) {
-  const HardestNegative neg = reduce_negatives<HardestNegative>(pb, threads);
+  const std::vector<int64_t> hardest = hardest_negatives(pb, threads);
 #pragma omp parallel for schedule(dynamic, 64) \
     num_threads(thread_count(threads)) if (pb.na > kSerialRows)
   for (int64_t a = 0; a < pb.na; ++a) {
@@ -322,8 +463,8 @@ void mine_batch_hard(const Problem& pb, const Output& out, int threads) {
       triplet::offer_easiest(best, best_index,
                              dot(pb.emb + a * pb.dim, pb.ref + p * pb.dim, pb.dim), p);
     });
-    if (best_index >= 0 && neg.index[a] >= 0)
-      out.put(a, a, best_index, neg.index[a]);
+    if (best_index >= 0 && hardest[a] >= 0)
+      out.put(a, a, best_index, hardest[a]);
     else
       out.put(a, -1, -1, -1);
   }
@@ -333,18 +474,18 @@ void mine_batch_hard(const Problem& pb, const Output& out, int threads) {
 void mine_pairs(const Problem& pb, Strategy strategy, SemihardFallback fallback, const Output& out,
                 int threads) {
   if (strategy == Strategy::HardNegative) {
-    const HardestNegative neg = reduce_negatives<HardestNegative>(pb, threads);
+    const std::vector<int64_t> hardest = hardest_negatives(pb, threads);
 #pragma omp parallel for schedule(dynamic, 64) \
     num_threads(thread_count(threads)) if (pb.na > kSerialRows)
     for (int64_t a = 0; a < pb.na; ++a)
       for_each_positive(pb, a, [&](int64_t q, int64_t p) {
-        const int64_t n = neg.index[a];
+        const int64_t n = hardest[a];
         out.put(pb.pair_off[a] + q, n >= 0 ? a : -1, p, n);
       });
     return;
   }
   const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
-  const SemiHard semi = reduce_negatives<SemiHard>(pb, threads, pairs.sim.data());
+  const SemiHard semi = reduce_negatives<SemiHard>(pb, threads, nullptr, pairs.sim.data());
 #pragma omp parallel for schedule(dynamic, 64) \
     num_threads(thread_count(threads)) if (pb.na > kSerialRows)
   for (int64_t a = 0; a < pb.na; ++a)
@@ -359,7 +500,7 @@ void mine_pairs(const Problem& pb, Strategy strategy, SemihardFallback fallback,
 // offline: slots a * n_triplets .. hold the anchor's best combinations, the rest anchor -1.
 void mine_offline(const Problem& pb, int64_t n_pos, int64_t n_neg, int64_t n_triplets,
                   const Output& out, int threads) {
-  const TopNegatives neg = reduce_negatives<TopNegatives>(pb, threads, n_neg);
+  const TopNegatives neg = reduce_negatives<TopNegatives>(pb, threads, nullptr, n_neg);
 #pragma omp parallel num_threads(thread_count(threads))
   {
     std::vector<float> pos_value(n_pos), combo_value(n_triplets);
@@ -504,7 +645,7 @@ void register_triplet_mine(py::module_& m) {
         py::gil_scoped_release release;
         const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
         const ViolationCount c =
-            reduce_negatives<ViolationCount>(pb, threads, pairs.sim.data(), margin);
+            reduce_negatives<ViolationCount>(pb, threads, nullptr, pairs.sim.data(), margin);
         std::copy(c.count.begin(), c.count.end(), reinterpret_cast<int64_t*>(counts));
       },
       "batch_all pass 1: number of violating negatives of every positive pair.");

@@ -139,6 +139,28 @@ def test_float_data_picks_optimal_triplets(device, strategy):
     assert bool((labels[got[0]] == labels[got[1]]).all() & (labels[got[0]] != labels[got[2]]).all())
 
 
+@pytest.mark.parametrize("strategy", ["batch_hard", "hard_negative"])
+@pytest.mark.parametrize("scale", [1.0, 1e-15, 1e15])
+def test_near_ties_below_bf16_resolution_pick_the_float32_hardest(device, isa, strategy, scale):
+    # 300 negatives whose similarities to the anchors lie about 1e-4 apart near 0.9: bf16
+    # (8 bits, steps of 4e-3 there) cannot tell them apart, so screened tiles (AVX512_BF16
+    # CPUs) must re-score them in float32, which ranks them reliably.
+    g = torch.Generator().manual_seed(8)
+    e0, e1 = torch.linalg.qr(torch.randn(64, 2, generator=g, dtype=torch.float64))[0].T
+    anchors = e0 + 1e-3 * torch.randn(20, 64, generator=g, dtype=torch.float64)
+    c = 0.9 + 1e-4 * torch.randperm(300, generator=g, dtype=torch.float64)[:, None]
+    negatives = c * e0 + (1 - c**2).sqrt() * e1
+    x64 = torch.nn.functional.normalize(torch.cat([anchors, negatives]), dim=1) * scale
+    x = x64.float()
+    labels = torch.cat([torch.arange(20) // 2, 100 + torch.arange(300)])
+    expected, got = mine_both(x, labels, device, strategy=strategy)
+    got = [t.cpu() for t in got]
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    sim = x.double() @ x.double().T
+    picked, best = sim[got[0], got[2]], sim[expected[0], expected[2]]
+    assert torch.allclose(picked, best, rtol=0, atol=1e-6 * scale**2), (picked - best).abs().max()
+
+
 def test_batch_hard_matches_pytorch_metric_learning():
     pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
     distances = pytest.importorskip("pytorch_metric_learning.distances")

@@ -14,6 +14,9 @@ Isa detected_isa();
 // detected_isa() capped by PYINSTANCE_ISA (read at every call: cheap, and testable).
 Isa active_isa();
 const char* isa_name(Isa isa);
+// Whether the AVX-512 kernels may use AVX512_BF16 dot products: the active ISA is AVX-512
+// and the CPU has the extension.
+bool bf16_dot_active();
 // ISA variants compiled into this build.
 std::vector<std::string> compiled_isas();
 // CPU feature flags relevant to the kernels, as detected at run time.
