@@ -159,11 +159,17 @@ void sweep_negatives(const Problem& pb, std::vector<Consumer>& consumers, const 
       const int64_t iend = symmetric ? j0 + nj : pb.na;
       for (int64_t i0 = 0; i0 < iend; i0 += kBlockI) {
         const int64_t ni = std::min(kBlockI, iend - i0);
+        // Symmetric tiles on the diagonal skip the panels left of column i0 - j0 + 1: no
+        // consumer reads them (they hold entries with i >= j).
+        const int64_t q0 = symmetric ? std::max<int64_t>(0, (i0 - j0 + 1) / kDotPanel) : 0;
+        float* out = tile.data() + q0 * kDotPanel;
         if (screen)
           dot_rows_bf16_avx512(screen->emb.data() + i0 * screen->pairs, screen->pairs, ni,
-                               packed_bf16.data(), npanels, screen->pairs, tile.data(), ld);
+                               packed_bf16.data() + q0 * screen->pairs * kDotPanel, npanels - q0,
+                               screen->pairs, out, ld);
         else
-          dot_rows(pb.emb + i0 * dim, dim, ni, packed.data(), npanels, dim, tile.data(), ld);
+          dot_rows(pb.emb + i0 * dim, dim, ni, packed.data() + q0 * dim * kDotPanel, npanels - q0,
+                   dim, out, ld);
         consumer.consume(Tile{tile.data(), ld, i0, ni, j0, nj, symmetric});
       }
     }
