@@ -32,7 +32,9 @@ void dot_rows_avx2(const float* a, int64_t lda, int64_t nrows, const float* pack
           acc[r][1] = _mm256_fmadd_ps(v, b1, acc[r][1]);
         }
       }
-      for (int64_t r = 0; r < live; ++r) {
+      // A constant trip count keeps acc in registers (a loop to `live` spills it every k).
+      for (int64_t r = 0; r < kRows; ++r) {
+        if (r >= live) break;
         float* dst = out + (r0 + r) * ldo + q * kDotPanel;
         _mm256_storeu_ps(dst, acc[r][0]);
         _mm256_storeu_ps(dst + 8, acc[r][1]);
