@@ -105,14 +105,16 @@ std::unique_ptr<Screen> make_screen(const Problem& pb) {
   std::vector<double> norm(pb.na), maxabs(pb.na);
   screen->emb.resize(static_cast<size_t>(pb.na * pairs));
   to_bf16_rows_avx512(pb.emb, pb.na, pb.dim, screen->emb.data(), norm.data(), maxabs.data());
-  std::vector<double> ref_norm = norm, ref_maxabs = maxabs;
+  std::vector<double> other_norm, other_maxabs;  // the references', when not the batch
   if (!pb.same_set) {
-    ref_norm.resize(pb.nr);
-    ref_maxabs.resize(pb.nr);
+    other_norm.resize(pb.nr);
+    other_maxabs.resize(pb.nr);
     screen->ref.resize(static_cast<size_t>(pb.nr * pairs));
-    to_bf16_rows_avx512(pb.ref, pb.nr, pb.dim, screen->ref.data(), ref_norm.data(),
-                        ref_maxabs.data());
+    to_bf16_rows_avx512(pb.ref, pb.nr, pb.dim, screen->ref.data(), other_norm.data(),
+                        other_maxabs.data());
   }
+  const std::vector<double>& ref_norm = pb.same_set ? norm : other_norm;
+  const std::vector<double>& ref_maxabs = pb.same_set ? maxabs : other_maxabs;
   const double r_norm = *std::max_element(ref_norm.begin(), ref_norm.end());
   const double r_maxabs = *std::max_element(ref_maxabs.begin(), ref_maxabs.end());
   screen->slack.resize(pb.na);
