@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from pyinstance import build_info
-from pyinstance.plugins import list_plugins, registry
+from pyinstance import build_info, plugins
 
 
 def _info(args: argparse.Namespace, console: Console) -> int:
@@ -44,7 +43,7 @@ def _info(args: argparse.Namespace, console: Console) -> int:
 
 
 def _plugins(args: argparse.Namespace, console: Console) -> int:
-    components = list_plugins(args.kind)
+    components = plugins.list_plugins(args.kind)
     if args.json:
         rows = [
             {
@@ -64,9 +63,11 @@ def _plugins(args: argparse.Namespace, console: Console) -> int:
         for c in components:
             table.add_row(c.kind, c.name, ", ".join(c.aliases), c.plugin, c.distribution or "-")
         console.print(table)
-    for failure in registry.failures():
-        console.print(
-            f"[red]plugin {failure.plugin!r} failed during {failure.stage}: {failure.error}[/red]"
+    for failure in plugins.registry.failures():
+        print(
+            f"plugin {failure.plugin!r} failed during {failure.stage}: "
+            f"{type(failure.error).__name__}: {failure.error}",
+            file=sys.stderr,
         )
     return 0
 
@@ -80,12 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info.set_defaults(run=_info)
 
-    plugins = commands.add_parser("plugins", help="list every registered component")
-    plugins.add_argument(
-        "--kind", choices=["backbone", "head", "loss", "miner", "classifier"], help="only this kind"
-    )
-    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    plugins.set_defaults(run=_plugins)
+    listing = commands.add_parser("plugins", help="list every registered component")
+    listing.add_argument("--kind", choices=list(plugins.HOOKS), help="only this kind")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(run=_plugins)
     return parser
 
 

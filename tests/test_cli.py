@@ -1,12 +1,14 @@
 """The `pyinstance` command: info and plugins."""
 
+import importlib.metadata
 import json
 import subprocess
 import sys
 
 import pytest
 
-from pyinstance import cli
+import pyinstance
+from pyinstance import cli, plugins
 
 
 def test_info_json_matches_build_info(capsys):
@@ -52,3 +54,38 @@ def test_module_entry_point_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "contrastive" in result.stdout
+
+
+def test_plugins_shows_failed_plugins_on_stderr(monkeypatch, capsys):
+    def pyinstance_register_losses(register):
+        register("contrastive", object)  # taken by a built-in
+
+    class _Clash:
+        pass
+
+    _Clash.pyinstance_register_losses = staticmethod(
+        pyinstance.hookimpl(pyinstance_register_losses)
+    )
+
+    class _EntryPoint:
+        name = "clashing"
+        dist = None
+
+        @staticmethod
+        def load():
+            return _Clash
+
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda group: [_EntryPoint()] if group == plugins.ENTRY_POINT_GROUP else [],
+    )
+    monkeypatch.setattr(plugins, "registry", plugins.PluginRegistry(autoload=True))
+    with pytest.warns(RuntimeWarning):
+        assert cli.main(["plugins", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert {row["name"] for row in json.loads(captured.out)} >= {"contrastive", "batch_hard"}
+    assert (
+        "plugin 'clashing' failed during registering losses: PluginError: duplicate loss name 'contrastive'"
+        in captured.err
+    )

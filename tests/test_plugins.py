@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import types
 
 import pytest
@@ -86,17 +87,92 @@ def test_autoload_can_be_disabled_by_environment(monkeypatch):
     assert calls == []
 
 
-def test_duplicate_names_are_an_error_naming_both_plugins(monkeypatch):
+def _two_kind_plugin(miner: str, loss: str):
+    def pyinstance_register_miners(register):
+        register(miner, lambda: lambda embeddings, labels, **kw: None)
+
+    def pyinstance_register_losses(register):
+        register(loss, torch.nn.Module)
+
+    return _plugin(
+        pyinstance_register_miners=pyinstance_register_miners,
+        pyinstance_register_losses=pyinstance_register_losses,
+    )
+
+
+def test_a_duplicate_name_is_a_failure_of_the_later_plugin_and_the_rest_loads(monkeypatch):
     _fake_entry_points(
         monkeypatch,
         _FakeEntryPoint("first", _miner_plugin("same"), "dist-one"),
-        _FakeEntryPoint("second", _miner_plugin("same"), "dist-two"),
+        _FakeEntryPoint("second", _two_kind_plugin("same", "second_loss"), "dist-two"),
+        _FakeEntryPoint("third", _miner_plugin("third_miner"), "dist-three"),
     )
-    with pytest.raises(
-        PluginError,
-        match=r"duplicate miner name 'same'.*'first' \(dist-one\).*'second' \(dist-two\)",
-    ):
-        PluginRegistry().components()
+    registry = PluginRegistry()
+    with pytest.warns(RuntimeWarning, match="'second' failed during registering miners"):
+        miners = {c.name: c for c in registry.components("miner")}
+    assert miners["same"].plugin == "first"
+    assert miners["third_miner"].plugin == "third"  # plugins after the clash still load
+    assert "batch_hard" in miners
+    # nothing of the failing plugin is kept, not even its losses
+    assert "second_loss" not in {c.name for c in registry.components("loss")}
+    (failure,) = registry.failures()
+    assert (failure.plugin, failure.stage) == ("second", "registering miners")
+    assert re.search(
+        r"duplicate miner name 'same'.*'first' \(dist-one\).*'second' \(dist-two\)",
+        str(failure.error),
+    )
+    # the registry is fully loaded: asking again neither reloads nor raises
+    assert registry.component("miner", "third_miner").plugin == "third"
+    assert len(registry.failures()) == 1
+
+
+def test_two_plugins_with_one_name_and_a_name_taken_twice_by_one_plugin(monkeypatch):
+    def pyinstance_register_heads(register):
+        register("twice", torch.nn.Identity)
+        register("other", torch.nn.Identity, aliases=("twice",))
+
+    _fake_entry_points(
+        monkeypatch,
+        _FakeEntryPoint("dup", _miner_plugin("dup_one"), "a"),
+        _FakeEntryPoint("dup", _miner_plugin("dup_two"), "b"),
+        _FakeEntryPoint(
+            "self-clash", _plugin(pyinstance_register_heads=pyinstance_register_heads), "c"
+        ),
+    )
+    registry = PluginRegistry()
+    with pytest.warns(RuntimeWarning):
+        names = {c.name for c in registry.components()}
+    assert "dup_one" in names and "dup_two" not in names and "twice" not in names
+    stages = {(f.plugin, f.stage) for f in registry.failures()}
+    assert stages == {("dup", "registration"), ("self-clash", "registering heads")}
+
+
+def test_a_hook_looking_up_components_while_loading_is_a_failure(monkeypatch):
+    registry = PluginRegistry()
+
+    def pyinstance_register_miners(register):
+        registry.component("miner", "batch_hard")
+
+    _fake_entry_points(
+        monkeypatch,
+        _FakeEntryPoint(
+            "eager", _plugin(pyinstance_register_miners=pyinstance_register_miners), "e"
+        ),
+        _FakeEntryPoint("fine", _miner_plugin("fine_miner"), "f"),
+    )
+    with pytest.warns(RuntimeWarning, match="while plugins were loading"):
+        assert registry.component("miner", "fine_miner").plugin == "fine"
+    assert [f.plugin for f in registry.failures()] == ["eager"]
+
+
+def test_a_broken_builtin_leaves_the_registry_unloaded():
+    registry = PluginRegistry(
+        builtins=("pyinstance.builtin.losses", "pyinstance.no_such_module"), autoload=False
+    )
+    with pytest.raises(ModuleNotFoundError):
+        registry.components()
+    with pytest.raises(ModuleNotFoundError):  # tried again, not "loaded" with half the built-ins
+        registry.component("loss", "contrastive")
 
 
 def test_alias_clashing_with_a_builtin_is_a_duplicate():
@@ -109,6 +185,10 @@ def test_alias_clashing_with_a_builtin_is_a_duplicate():
         registry.register_plugin(
             _plugin(pyinstance_register_losses=pyinstance_register_losses), "mine"
         )
+    assert "my_loss" not in {c.name for c in registry.components("loss")}
+    # the rejected plugin is gone from pluggy too: its name can be used again
+    registry.register_plugin(_miner_plugin("mine_miner"), "mine")
+    assert registry.component("miner", "mine_miner").plugin == "mine"
 
 
 def test_a_failing_plugin_is_reported_by_name_and_others_still_load(monkeypatch):
@@ -161,31 +241,43 @@ def test_unknown_name_lists_available_names_and_suggests_a_close_match():
     ):
         registry.create("loss", "triplet_margn")
     with pytest.raises(
-        ValueError, match="kind must be one of backbone, head, loss, miner, classifier"
+        ValueError, match="kind: expected one of backbone, head, loss, miner, classifier"
     ):
         registry.component("optimizer", "sgd")
     with pytest.raises(TypeError, match="loss name must be a string"):
         registry.component("loss", 3)
 
 
-def test_invalid_registrations_are_reported():
+@pytest.mark.parametrize(
+    ("register_args", "match"),
+    [
+        (("", object), "invalid name ''"),
+        (("not_callable", 42), "non-callable factory"),
+        (("aliased", object, "abc"), "invalid aliases 'abc'"),
+        (("aliased", object, ("",)), "invalid aliases"),
+    ],
+)
+def test_invalid_registrations_are_refused(register_args, match):
     registry = PluginRegistry(autoload=False)
 
     def pyinstance_register_heads(register):
-        register("", object)
+        name, factory, *aliases = register_args
+        register(name, factory, **({"aliases": aliases[0]} if aliases else {}))
 
-    with pytest.warns(RuntimeWarning, match="invalid name"):
+    with pytest.raises(PluginError, match=f"'bad' failed during registering heads: .*{match}"):
         registry.register_plugin(
-            _plugin(pyinstance_register_heads=pyinstance_register_heads), "empty-name"
+            _plugin(pyinstance_register_heads=pyinstance_register_heads), "bad"
         )
+    assert registry.failures() == []  # a hand registration raises instead of recording
 
-    def pyinstance_register_classifiers(register):
-        register("not_callable", 42)
 
-    with pytest.warns(RuntimeWarning, match="non-callable factory"):
-        registry.register_plugin(
-            _plugin(pyinstance_register_classifiers=pyinstance_register_classifiers), "bad-factory"
-        )
+def test_list_plugins_rejects_an_unknown_kind():
+    with pytest.raises(
+        ValueError,
+        match="kind: expected one of backbone, head, loss, miner, classifier, got 'bogus'",
+    ):
+        pyinstance.list_plugins("bogus")
+    assert {c.kind for c in pyinstance.list_plugins("head")} == {"head"}
 
 
 def test_public_getters_build_components():
