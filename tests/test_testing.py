@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pyinstance import testing
-from pyinstance.builtin.losses import TripletMarginLoss
+from pyinstance.models.losses import TripletMarginLoss
 from pyinstance.testing import ContractError
 
 

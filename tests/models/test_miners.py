@@ -7,7 +7,7 @@ import torch
 
 import pyinstance
 from pyinstance import testing
-from pyinstance.builtin.miners import CurriculumMiner, RandomMiner
+from pyinstance.models.miners import CurriculumMiner, RandomMiner
 from pyinstance.ops import MiningWarning, triplet_mine
 
 NAMES = {

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pyinstance.builtin.losses import ContrastiveLoss, TripletMarginLoss
+from pyinstance.models.losses import ContrastiveLoss, TripletMarginLoss
 
 
 def test_triplet_margin_matches_the_formula():

@@ -1,0 +1,259 @@
+"""Triplet miners: thin wrappers over :func:`pyinstance.ops.triplet_mine`, plus random and curriculum.
+
+A miner is called ``miner(embeddings, labels, ref_embeddings=None, ref_labels=None)`` and
+returns int64 index tensors (anchors, positives, negatives) on the embeddings' device, a
+format pytorch-metric-learning's losses accept as ``indices_tuple`` too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from pyinstance.ops import MiningWarning, triplet_mine
+from pyinstance.ops.triplet_mine import _group
+
+Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class TripletMiner:
+    """Runs one ``triplet_mine`` strategy with fixed options under ``torch.no_grad``."""
+
+    strategy: str = ""
+
+    def __init__(self, **options: Any):
+        self.options = options
+        # Fail at construction, not in the training loop: a tiny two-class batch validates
+        # every option the kernel checks.
+        probe = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MiningWarning)
+            triplet_mine(probe, torch.tensor([0, 0, 1, 1]), strategy=self.strategy, **options)
+
+    def __call__(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        ref_embeddings: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+    ) -> Triplets:
+        with torch.no_grad():
+            return triplet_mine(
+                embeddings.detach(),
+                labels,
+                strategy=self.strategy,
+                ref_embeddings=None if ref_embeddings is None else ref_embeddings.detach(),
+                ref_labels=ref_labels,
+                **self.options,
+            )
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{type(self).__name__}({options})"
+
+
+class BatchHardMiner(TripletMiner):
+    """Per anchor its least similar positive and most similar negative (Hermans et al.)."""
+
+    strategy = "batch_hard"
+
+    def __init__(self, *, threads: int | None = None):
+        super().__init__(threads=threads)
+
+
+class HardNegativeMiner(TripletMiner):
+    """Every positive pair with the anchor's most similar negative."""
+
+    strategy = "hard_negative"
+
+    def __init__(self, *, threads: int | None = None):
+        super().__init__(threads=threads)
+
+
+class SemiHardMiner(TripletMiner):
+    """Every positive pair with the most similar negative still less similar than the positive.
+
+    ``fallback="easiest"`` (FaceNet) gives pairs without one the anchor's least similar
+    negative; ``"drop"`` drops them.
+    """
+
+    strategy = "semihard"
+
+    def __init__(self, *, fallback: str = "easiest", threads: int | None = None):
+        super().__init__(semihard_fallback=fallback, threads=threads)
+
+
+class BatchAllMiner(TripletMiner):
+    """Every triplet with a positive hinge, or a uniform sample of ``max_triplets`` of them."""
+
+    strategy = "batch_all"
+
+    def __init__(
+        self,
+        *,
+        margin: float = 0.1,
+        max_triplets: int | None = None,
+        seed: int | None = None,
+        threads: int | None = None,
+    ):
+        super().__init__(margin=margin, max_triplets=max_triplets, seed=seed, threads=threads)
+
+
+class OfflineMiner(TripletMiner):
+    """Dataset-level mining (Gordo et al.): n easiest positives × m hardest negatives, best o.
+
+    Call it once per epoch on the descriptors of the whole training set (optionally against
+    a separate reference set).
+    """
+
+    strategy = "offline"
+
+    def __init__(
+        self,
+        *,
+        n_pos: int = 5,
+        n_neg: int = 20,
+        n_triplets: int | None = None,
+        threads: int | None = None,
+    ):
+        super().__init__(n_pos=n_pos, n_neg=n_neg, n_triplets=n_triplets, threads=threads)
+
+
+class RandomMiner:
+    """``per_anchor`` uniformly random (positive, negative) pairs for every anchor that has both.
+
+    With ``seed`` the generator restarts at every call (the same batch gives the same
+    triplets); without, it draws from torch's global generator.
+    """
+
+    def __init__(self, *, per_anchor: int = 1, seed: int | None = None):
+        if isinstance(per_anchor, bool) or not isinstance(per_anchor, int) or per_anchor < 1:
+            raise ValueError(f"per_anchor: expected an integer >= 1, got {per_anchor!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed: expected an integer or None, got {seed!r}")
+        self.per_anchor = per_anchor
+        self.seed = seed
+
+    def __call__(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        ref_embeddings: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+    ) -> Triplets:
+        # Validation (shapes, devices, NaN, one class) is triplet_mine's: batch_hard is cheap
+        # and leaves the same anchors.
+        embeddings = embeddings.detach()
+        if ref_embeddings is not None:
+            ref_embeddings = ref_embeddings.detach()
+        valid = triplet_mine(
+            embeddings, labels, strategy="batch_hard",
+            ref_embeddings=ref_embeddings, ref_labels=ref_labels,
+        )[0]  # fmt: skip
+        device = embeddings.device
+        lab = torch.as_tensor(labels, device=device).long()
+        same_set = ref_labels is None
+        ref_lab = lab if same_set else torch.as_tensor(ref_labels, device=device).long()
+        order, start, end, _ = _group(lab, ref_lab, same_set)
+        anchors = valid.repeat_interleave(self.per_anchor)
+        if anchors.numel() == 0:
+            return anchors, anchors.clone(), anchors.clone()
+        generator = torch.Generator(device=device)
+        if self.seed is None:
+            generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        else:
+            generator.manual_seed(self.seed)
+        s, e = start[anchors], end[anchors]
+        n_pos = e - s - int(same_set)
+        n_neg = ref_lab.numel() - (e - s)
+        u = torch.rand(anchors.numel(), 2, generator=generator, device=device, dtype=torch.float64)
+        pos_rank = torch.minimum((u[:, 0] * n_pos).long(), n_pos - 1)
+        neg_rank = torch.minimum((u[:, 1] * n_neg).long(), n_neg - 1)
+        pos_at = s + pos_rank
+        if same_set:  # skip the anchor's own place in its label range
+            place = torch.empty_like(order)
+            place[order] = torch.arange(order.numel(), device=device)
+            pos_at = pos_at + (pos_at >= place[anchors]).long()
+        neg_at = torch.where(neg_rank < s, neg_rank, neg_rank + (e - s))
+        return anchors, order[pos_at], order[neg_at]
+
+    def __repr__(self) -> str:
+        return f"RandomMiner(per_anchor={self.per_anchor}, seed={self.seed})"
+
+
+class CurriculumMiner:
+    """Switches miners by epoch, e.g. semi-hard for 2 epochs then hard negatives.
+
+    ``schedule`` lists ``(until_epoch, miner)`` stages in order: a stage is used while
+    ``epoch < until_epoch`` (epochs count from 0); the last stage has ``until_epoch=None``.
+    ``miner`` is a registered miner name, a ``(name, kwargs)`` pair, or a miner callable.
+    Call :meth:`set_epoch` at the start of every epoch.
+    """
+
+    def __init__(
+        self,
+        schedule: Sequence[tuple[int | None, Any]] = ((2, "semihard"), (None, "hard_negative")),
+    ):
+        from pyinstance.plugins import get_miner
+
+        stages = list(schedule)
+        if not stages:
+            raise ValueError("schedule: expected at least one (until_epoch, miner) stage")
+        self._stages: list[tuple[int | None, Any]] = []
+        previous = 0
+        for position, stage in enumerate(stages):
+            if not isinstance(stage, (tuple, list)) or len(stage) != 2:
+                raise ValueError(
+                    f"schedule[{position}]: expected (until_epoch, miner), got {stage!r}"
+                )
+            until, miner = stage
+            last = position == len(stages) - 1
+            if last != (until is None):
+                raise ValueError(
+                    f"schedule[{position}]: only the last stage has until_epoch=None, got {until!r}"
+                )
+            if until is not None:
+                if isinstance(until, bool) or not isinstance(until, int) or until <= previous:
+                    raise ValueError(
+                        f"schedule[{position}]: until_epoch must be an integer > {previous}, got {until!r}"
+                    )
+                previous = until
+            if isinstance(miner, str):
+                miner = get_miner(miner)
+            elif isinstance(miner, (tuple, list)) and len(miner) == 2 and isinstance(miner[0], str):
+                miner = get_miner(miner[0], **dict(miner[1]))
+            elif not callable(miner):
+                raise ValueError(
+                    f"schedule[{position}]: expected a miner name or callable, got {miner!r}"
+                )
+            self._stages.append((until, miner))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the stage for ``epoch`` (>= 0)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch: expected an integer >= 0, got {epoch!r}")
+        self.epoch = epoch
+
+    @property
+    def current(self) -> Any:
+        """The miner of the current epoch."""
+        for until, miner in self._stages:
+            if until is None or self.epoch < until:
+                return miner
+        raise AssertionError("unreachable: the last stage has no end")
+
+    def __call__(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        ref_embeddings: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+    ) -> Triplets:
+        return self.current(embeddings, labels, ref_embeddings, ref_labels)
+
+    def __repr__(self) -> str:
+        return f"CurriculumMiner(epoch={self.epoch}, stages={self._stages!r})"
