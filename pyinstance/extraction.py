@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from pyinstance.data.images import ImageLike, image_tensor, normalize, resize, scaled_size
 from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+from pyinstance.models.contracts import min_input_size
 from pyinstance.models.pooling import l2_normalize
 
 _OUTPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -85,7 +86,7 @@ def extract(
             f"head: built for {head_channels} input channels but the backbone gives {channels}"
         )
     out_dim = _attribute(head, "out_dim", "head")
-    min_size = getattr(backbone, "min_input_size", 1)
+    min_size = min_input_size(backbone)
     for scale in scales:
         if round(scale * max_side) < min_size:
             raise ValueError(

@@ -5,8 +5,10 @@ through the entry-point group ``pyinstance``. Each hook receives a ``register`` 
 
     register(name: str, factory: Callable[..., Any], *, aliases: Sequence[str] = ())
 
-and calls it once per component. Hooks run once, at set-up, never inside ``forward()``.
-The contracts each component kind must honour are checked by ``pyinstance.testing``.
+and calls it once per component. Hooks run once, at set-up, never inside ``forward()``, and
+only call ``register`` (looking components up while plugins load is an error).
+The contracts each component kind must honour are typed in :mod:`pyinstance.models.contracts`
+and checked by :mod:`pyinstance.testing`.
 """
 
 from __future__ import annotations
@@ -30,17 +32,19 @@ class Register(Protocol):
 
 @hookspec
 def pyinstance_register_backbones(register: Register) -> None:
-    """Register backbones: ``factory(**kw) -> torch.nn.Module``.
+    """Register backbones: ``factory(**kw) -> BackboneContract`` (a ``torch.nn.Module``).
 
     The module maps an image batch B×3×H×W to a feature map B×C×H×W and has an
     ``out_channels`` attribute (C) and an ``out_stride`` attribute (input pixels per
-    feature-map cell). See :func:`pyinstance.testing.check_backbone`.
+    feature-map cell); ``min_input_size`` is optional (default ``out_stride``, see
+    :func:`pyinstance.models.contracts.min_input_size`).
+    See :func:`pyinstance.testing.check_backbone`.
     """
 
 
 @hookspec
 def pyinstance_register_heads(register: Register) -> None:
-    """Register pooling heads: ``factory(in_channels, **kw) -> torch.nn.Module``.
+    """Register pooling heads: ``factory(in_channels, **kw) -> HeadContract`` (a ``torch.nn.Module``).
 
     The module maps a feature map B×C×H×W to L2-normalised descriptors B×D and has an
     ``out_dim`` attribute (D). See :func:`pyinstance.testing.check_head`.
@@ -49,7 +53,7 @@ def pyinstance_register_heads(register: Register) -> None:
 
 @hookspec
 def pyinstance_register_losses(register: Register) -> None:
-    """Register metric-learning losses: ``factory(**kw) -> torch.nn.Module``.
+    """Register metric-learning losses: ``factory(**kw) -> LossContract`` (a ``torch.nn.Module``).
 
     Called as ``loss(embeddings, labels, triplets=None)`` with ``triplets`` an optional
     (anchors, positives, negatives) index tuple from a miner; returns a scalar tensor that
@@ -59,7 +63,7 @@ def pyinstance_register_losses(register: Register) -> None:
 
 @hookspec
 def pyinstance_register_miners(register: Register) -> None:
-    """Register triplet miners: ``factory(**kw) -> callable``.
+    """Register triplet miners: ``factory(**kw) -> MinerContract`` (a callable).
 
     Called as ``miner(embeddings, labels, ref_embeddings=None, ref_labels=None)``; returns
     int64 index tensors (anchors, positives, negatives) of equal length with

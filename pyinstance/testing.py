@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyinstance.models.contracts import min_input_size
+
 __all__ = [
     "ContractError",
     "check_backbone",
@@ -63,7 +65,10 @@ def check_backbone(backbone: nn.Module, *, image_size: int | None = None, batch:
     # Unpadded ("valid") convolutions lose a border: a backbone may declare
     # ``min_input_size``, the smallest side giving a 1×1 map; its maps then have at least
     # (size - min_input_size) / stride cells. Without it, no more than one cell is lost.
-    smallest = getattr(backbone, "min_input_size", stride)
+    try:
+        smallest = min_input_size(backbone)
+    except (TypeError, ValueError) as error:
+        raise ContractError(str(error)) from error
     size = image_size or max(32, 2 * stride, smallest)
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     backbone.eval()
