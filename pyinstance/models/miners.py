@@ -13,10 +13,9 @@ from typing import Any
 
 import torch
 
+from pyinstance._validate import check_int, check_optional_int
+from pyinstance.models.contracts import MinerContract, Triplets
 from pyinstance.ops import MiningWarning, triplet_mine
-from pyinstance.ops.triplet_mine import _group
-
-Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class TripletMiner:
@@ -130,12 +129,8 @@ class RandomMiner:
     """
 
     def __init__(self, *, per_anchor: int = 1, seed: int | None = None):
-        if isinstance(per_anchor, bool) or not isinstance(per_anchor, int) or per_anchor < 1:
-            raise ValueError(f"per_anchor: expected an integer >= 1, got {per_anchor!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed: expected an integer or None, got {seed!r}")
-        self.per_anchor = per_anchor
-        self.seed = seed
+        self.per_anchor = check_int(per_anchor, "per_anchor", minimum=1)
+        self.seed = check_optional_int(seed, "seed", minimum=0, maximum=2**64 - 1)
 
     def __call__(
         self,
@@ -157,7 +152,9 @@ class RandomMiner:
         lab = torch.as_tensor(labels, device=device).long()
         same_set = ref_labels is None
         ref_lab = lab if same_set else torch.as_tensor(ref_labels, device=device).long()
-        order, start, end, _ = _group(lab, ref_lab, same_set)
+        order = torch.argsort(ref_lab, stable=True)  # references grouped by label
+        start = torch.searchsorted(ref_lab[order], lab)  # each anchor's label range
+        end = torch.searchsorted(ref_lab[order], lab, right=True)
         anchors = valid.repeat_interleave(self.per_anchor)
         if anchors.numel() == 0:
             return anchors, anchors.clone(), anchors.clone()
@@ -189,20 +186,15 @@ class CurriculumMiner:
 
     ``schedule`` lists ``(until_epoch, miner)`` stages in order: a stage is used while
     ``epoch < until_epoch`` (epochs count from 0); the last stage has ``until_epoch=None``.
-    ``miner`` is a registered miner name, a ``(name, kwargs)`` pair, or a miner callable.
+    ``miner`` is a miner object (names are resolved by ``get_miner("curriculum", ...)``).
     Call :meth:`set_epoch` at the start of every epoch.
     """
 
-    def __init__(
-        self,
-        schedule: Sequence[tuple[int | None, Any]] = ((2, "semihard"), (None, "hard_negative")),
-    ):
-        from pyinstance.plugins import get_miner
-
+    def __init__(self, schedule: Sequence[tuple[int | None, MinerContract]]):
         stages = list(schedule)
         if not stages:
             raise ValueError("schedule: expected at least one (until_epoch, miner) stage")
-        self._stages: list[tuple[int | None, Any]] = []
+        self._stages: list[tuple[int | None, MinerContract]] = []
         previous = 0
         for position, stage in enumerate(stages):
             if not isinstance(stage, (tuple, list)) or len(stage) != 2:
@@ -216,30 +208,22 @@ class CurriculumMiner:
                     f"schedule[{position}]: only the last stage has until_epoch=None, got {until!r}"
                 )
             if until is not None:
-                if isinstance(until, bool) or not isinstance(until, int) or until <= previous:
-                    raise ValueError(
-                        f"schedule[{position}]: until_epoch must be an integer > {previous}, got {until!r}"
-                    )
+                until = check_int(until, f"schedule[{position}] until_epoch", minimum=previous + 1)
                 previous = until
-            if isinstance(miner, str):
-                miner = get_miner(miner)
-            elif isinstance(miner, (tuple, list)) and len(miner) == 2 and isinstance(miner[0], str):
-                miner = get_miner(miner[0], **dict(miner[1]))
-            elif not callable(miner):
-                raise ValueError(
-                    f"schedule[{position}]: expected a miner name or callable, got {miner!r}"
+            if isinstance(miner, str) or not callable(miner):
+                raise TypeError(
+                    f"schedule[{position}]: expected a miner object (callable), got {miner!r}; "
+                    'resolve names with get_miner("curriculum", schedule=...)'
                 )
             self._stages.append((until, miner))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the stage for ``epoch`` (>= 0)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch: expected an integer >= 0, got {epoch!r}")
-        self.epoch = epoch
+        self.epoch = check_int(epoch, "epoch", minimum=0)
 
     @property
-    def current(self) -> Any:
+    def current(self) -> MinerContract:
         """The miner of the current epoch."""
         for until, miner in self._stages:
             if until is None or self.epoch < until:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import pyinstance
 from pyinstance import testing
-from pyinstance.models.miners import CurriculumMiner, RandomMiner
+from pyinstance.models.miners import (
+    CurriculumMiner,
+    HardNegativeMiner,
+    RandomMiner,
+    SemiHardMiner,
+)
 from pyinstance.ops import MiningWarning, triplet_mine
 
 NAMES = {
@@ -112,31 +118,46 @@ def test_curriculum_switches_by_epoch():
         miner.set_epoch(epoch)
         for g, e in zip(miner(x, labels), expected, strict=True):
             assert torch.equal(g, e), epoch
-    default = CurriculumMiner()
+    default = pyinstance.get_miner("curriculum")
     default.set_epoch(2)
     assert default.current.strategy == "hard_negative"
 
 
+def test_curriculum_takes_miner_objects_and_looks_up_no_names():
+    semihard, hard = SemiHardMiner(), HardNegativeMiner()
+    miner = CurriculumMiner([(np.int64(1), semihard), (None, hard)])
+    assert miner.current is semihard
+    miner.set_epoch(np.int32(1))
+    assert miner.current is hard and miner.epoch == 1
+    with pytest.raises(TypeError, match=r"schedule\[0\]: expected a miner object .*get_miner"):
+        CurriculumMiner([(None, "semihard")])
+
+
 @pytest.mark.parametrize(
-    ("schedule", "match"),
+    ("schedule", "error", "match"),
     [
-        ([], "at least one"),
-        ([(2, "semihard")], "only the last stage"),
-        ([(None, "semihard"), (None, "batch_hard")], "only the last stage"),
-        ([(2, "semihard"), (2, "batch_hard"), (None, "batch_all")], "integer > 2"),
-        ([(0, "semihard"), (None, "batch_hard")], "integer > 0"),
-        ([("2", "semihard"), (None, "batch_hard")], "integer > 0"),
-        ([(None, 3)], "miner name or callable"),
-        ([3], "expected \\(until_epoch, miner\\)"),
+        ([], ValueError, "at least one"),
+        ([(2, "semihard")], ValueError, "only the last stage"),
+        ([(None, "semihard"), (None, "batch_hard")], ValueError, "only the last stage"),
+        (
+            [(2, "semihard"), (2, "batch_hard"), (None, "batch_all")],
+            ValueError,
+            r"schedule\[1\] until_epoch: expected an integer >= 3, got 2",
+        ),
+        ([(0, "semihard"), (None, "batch_hard")], ValueError, "integer >= 1"),
+        ([("2", "semihard"), (None, "batch_hard")], TypeError, "integer >= 1"),
+        ([(True, "semihard"), (None, "batch_hard")], TypeError, "integer >= 1, got True"),
+        ([(None, 3)], TypeError, "expected a miner object"),
+        ([3], ValueError, "expected \\(until_epoch, miner\\)"),
     ],
 )
-def test_curriculum_rejects_bad_schedules(schedule, match):
-    with pytest.raises(ValueError, match=match):
-        CurriculumMiner(schedule)
+def test_curriculum_rejects_bad_schedules(schedule, error, match):
+    with pytest.raises(error, match=match):
+        pyinstance.get_miner("curriculum", schedule=schedule)
 
 
 def test_curriculum_unknown_miner_and_bad_epoch():
     with pytest.raises(ValueError, match="unknown miner"):
-        CurriculumMiner([(None, "hardest")])
-    with pytest.raises(ValueError, match="epoch"):
-        CurriculumMiner().set_epoch(-1)
+        pyinstance.get_miner("curriculum", schedule=[(None, "hardest")])
+    with pytest.raises(ValueError, match="epoch: expected an integer >= 0, got -1"):
+        pyinstance.get_miner("curriculum").set_epoch(-1)
