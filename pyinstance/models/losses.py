@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pyinstance._validate import check_float
+
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -18,13 +20,17 @@ def _check_batch(embeddings: torch.Tensor, labels: torch.Tensor) -> None:
 
 
 class TripletMarginLoss(nn.Module):
-    """Mean of ``max(0, x_a·x_n - x_a·x_p + margin)`` over mined triplets (Kohl's form)."""
+    """Mean of ``max(0, x_a·x_n - x_a·x_p + margin)`` over mined triplets (Kohl's form).
+
+    Args:
+        margin: how much more similar the positive must be than the negative; a finite
+            number >= 0 (the rule for every hinge margin in pyinstance: a negative margin
+            would reward triplets whose negative is the more similar one).
+    """
 
     def __init__(self, margin: float = 0.1):
         super().__init__()
-        if margin < 0:
-            raise ValueError(f"margin: expected >= 0, got {margin}")
-        self.margin = float(margin)
+        self.margin = check_float(margin, "margin", minimum=0)
 
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets | None = None
@@ -44,12 +50,21 @@ class TripletMarginLoss(nn.Module):
 
 
 class ContrastiveLoss(nn.Module):
-    """Siamese loss over all pairs: pull positives above ``pos_margin``, push negatives below ``neg_margin``."""
+    """Siamese loss over all pairs: pull positives above ``pos_margin``, push negatives below ``neg_margin``.
+
+    Args:
+        pos_margin, neg_margin: thresholds on the dot-product similarity of L2-normalised
+            embeddings, finite numbers in [-1, 1] with ``neg_margin <= pos_margin``.
+    """
 
     def __init__(self, pos_margin: float = 1.0, neg_margin: float = 0.5):
         super().__init__()
-        self.pos_margin = float(pos_margin)
-        self.neg_margin = float(neg_margin)
+        self.pos_margin = check_float(pos_margin, "pos_margin", minimum=-1, maximum=1)
+        self.neg_margin = check_float(neg_margin, "neg_margin", minimum=-1, maximum=1)
+        if self.neg_margin > self.pos_margin:
+            raise ValueError(
+                f"neg_margin: expected <= pos_margin ({self.pos_margin}), got {self.neg_margin}"
+            )
 
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets | None = None

@@ -1,8 +1,12 @@
-"""Built-in losses against hand-computed values."""
+"""Losses against hand-computed values; margins validated."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
+import pyinstance
 from pyinstance.models.losses import ContrastiveLoss, TripletMarginLoss
 
 
@@ -32,8 +36,6 @@ def test_triplet_margin_with_no_triplets_is_zero_with_a_gradient():
 
 def test_triplet_margin_rejects_bad_input():
     embeddings = torch.randn(4, 3)
-    with pytest.raises(ValueError, match="margin: expected >= 0"):
-        TripletMarginLoss(margin=-1)
     with pytest.raises(ValueError, match="needs .* from a miner"):
         TripletMarginLoss()(embeddings, torch.zeros(4, dtype=torch.int64))
     with pytest.raises(ValueError, match="labels: expected 4 labels"):
@@ -54,3 +56,55 @@ def test_contrastive_matches_the_formula():
     assert torch.allclose(
         ContrastiveLoss(pos_margin=1.0, neg_margin=0.5)(embeddings, labels), expected
     )
+
+
+@pytest.mark.parametrize(
+    ("margin", "error", "match"),
+    [
+        (-0.1, ValueError, r"margin: expected a finite number >= 0, got -0.1"),
+        (math.nan, ValueError, r"margin: expected a finite number >= 0, got nan"),
+        (math.inf, ValueError, r"margin: expected a finite number >= 0, got inf"),
+        ("0.1", TypeError, r"margin: expected a finite number >= 0, got '0.1' \(str\)"),
+        (True, TypeError, r"margin: expected a finite number >= 0, got True"),
+        (None, TypeError, r"margin: expected a finite number >= 0, got None"),
+    ],
+)
+def test_triplet_margin_rejects_bad_margins(margin, error, match):
+    with pytest.raises(error, match=match):
+        TripletMarginLoss(margin=margin)
+    with pytest.raises(error, match=match):
+        pyinstance.get_loss("triplet_margin", margin=margin)
+
+
+@pytest.mark.parametrize("margin", [0, 0.2, np.float32(0.2), np.float64(0.2), np.int64(0)])
+def test_triplet_margin_accepts_numpy_and_python_numbers(margin):
+    loss = TripletMarginLoss(margin=margin)
+    assert type(loss.margin) is float and loss.margin == float(margin)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (
+            {"pos_margin": math.nan},
+            ValueError,
+            "pos_margin: expected a finite number >= -1 and <= 1",
+        ),
+        ({"neg_margin": "0.5"}, TypeError, "neg_margin: expected a finite number"),
+        ({"neg_margin": 1.5}, ValueError, "neg_margin: expected a finite number >= -1 and <= 1"),
+        (
+            {"pos_margin": 0.2, "neg_margin": 0.5},
+            ValueError,
+            r"neg_margin: expected <= pos_margin \(0.2\)",
+        ),
+        ({"pos_margin": False}, TypeError, "pos_margin"),
+    ],
+)
+def test_contrastive_rejects_bad_margins(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ContrastiveLoss(**kwargs)
+
+
+def test_contrastive_accepts_numpy_margins():
+    loss = ContrastiveLoss(pos_margin=np.float32(0.75), neg_margin=np.float64(-0.25))
+    assert (loss.pos_margin, loss.neg_margin) == (0.75, -0.25)
