@@ -4,10 +4,41 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from types import ModuleType
 from typing import Any
 
 from pyinstance import _C  # the CPU extension is always built
+
+#: Values of the PYINSTANCE_ISA environment variable that cap the CPU kernels' ISA.
+ISA_LEVELS = ("generic", "avx2", "avx512")
+_warned_isa_values: set[str] = set()
+
+
+def isa_cap() -> str | None:
+    """The valid PYINSTANCE_ISA cap, or None; an unknown value warns and caps nothing.
+
+    The kernels read the variable at every call and ignore a value they do not know, so a
+    typo runs the detected ISA instead of failing every op (or ``pyinstance info``).
+    """
+    value = os.environ.get("PYINSTANCE_ISA", "")
+    if not value:
+        return None
+    if value not in ISA_LEVELS:
+        if value in _warned_isa_values:
+            return None
+        _warned_isa_values.add(value)
+        warnings.warn(
+            f"PYINSTANCE_ISA={value!r} is not one of {', '.join(ISA_LEVELS)}: ignored, the "
+            f"kernels use the detected ISA ({_C.build_info()['isa_detected']})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return value
+
+
+isa_cap()  # warn once at import about a bad value
 
 _cuda_import_error: str | None = None
 _C_cuda: ModuleType | None
@@ -58,6 +89,7 @@ def build_info() -> dict[str, Any]:
         info["cuda"] = dict(_C_cuda.build_info())
     elif _cuda_import_error and "No module named" not in _cuda_import_error:
         info["cuda_error"] = _cuda_import_error
-    if os.environ.get("PYINSTANCE_ISA"):
-        info["isa_cap"] = os.environ["PYINSTANCE_ISA"]
+    cap = isa_cap()
+    if cap is not None:
+        info["isa_cap"] = cap
     return info

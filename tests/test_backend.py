@@ -44,10 +44,25 @@ def test_bf16_screening_only_with_avx512_and_the_cpu_extension(monkeypatch, cap)
     assert cpu["bf16_dot"] is expected
 
 
-def test_bad_isa_cap_is_a_clear_error(monkeypatch):
+def test_unknown_isa_cap_warns_and_caps_nothing(monkeypatch):
     monkeypatch.setenv("PYINSTANCE_ISA", "sse9")
-    with pytest.raises(ValueError, match="PYINSTANCE_ISA must be one of"):
-        _backend._C.active_isa()
+    monkeypatch.setattr(_backend, "_warned_isa_values", set())
+    with pytest.warns(RuntimeWarning, match="PYINSTANCE_ISA='sse9' is not one of generic"):
+        info = pyinstance.build_info()
+    assert "isa_cap" not in info
+    assert _backend._C.active_isa() == info["cpu"]["isa_detected"]
+
+
+def test_unknown_isa_cap_gives_a_message_not_a_traceback(tmp_path):
+    code = "import pyinstance; print(pyinstance.build_info()['cpu']['isa_active'])"
+    env = {**os.environ, "PYINSTANCE_ISA": "bogus"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "PYINSTANCE_ISA='bogus' is not one of generic, avx2, avx512" in result.stderr
+    assert result.stdout.strip() == _backend._C.build_info()["isa_detected"]
 
 
 def test_has_cuda_is_false_without_a_device():

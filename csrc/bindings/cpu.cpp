@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include "pyinstance/cpu_features.h"
+#include "pyinstance/threads.h"
 #include "register.h"
 
 namespace py = pybind11;
@@ -29,6 +30,8 @@ PYBIND11_MODULE(_C, m) {
         return info;
       },
       "Compiler, ISA levels (compiled, detected, active), bf16 screening and OpenMP threads.");
+
+  m.attr("MAX_THREADS") = kMaxThreads;
 
   m.def(
       "active_isa", [] { return std::string(isa_name(active_isa())); },

@@ -3,8 +3,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "pyinstance/checks.h"
-
 namespace pyinstance::cpu {
 
 Isa detected_isa() {
@@ -33,7 +31,7 @@ Isa active_isa() {
   } else if (std::strcmp(cap, "avx512") == 0) {
     requested = Isa::Avx512;
   } else {
-    fail("PYINSTANCE_ISA must be one of generic, avx2, avx512; got '", cap, "'");
+    return best;  // an unknown value caps nothing (pyinstance._backend warns about it)
   }
   return static_cast<int>(requested) < static_cast<int>(best) ? requested : best;
 }

@@ -12,6 +12,7 @@
 #include "knn_dot_impl.h"
 #include "pyinstance/checks.h"
 #include "pyinstance/cpu_features.h"
+#include "pyinstance/threads.h"
 #include "pyinstance/topk.h"
 
 namespace pyinstance::cpu {
@@ -85,11 +86,11 @@ float offer(float* scores, int64_t* indices, int64_t* size, int64_t k, float sco
   return knn_heap_threshold(scores, *size, k);
 }
 
-bool scan_few_generic(const Problem& p, const Heaps& h, int threads) {
+ScanStatus scan_few_generic(const Problem& p, const Heaps& h, int threads) {
   return Scan<Generic>::few_dispatch(p, h, threads);
 }
 
-bool scan_many_generic(const Problem& p, const Heaps& h, int threads) {
+ScanStatus scan_many_generic(const Problem& p, const Heaps& h, int threads) {
   return Scan<Generic>::many(p, h, threads);
 }
 
@@ -99,11 +100,12 @@ namespace {
 
 using knn_detail::Heaps;
 using knn_detail::Problem;
+using knn_detail::ScanStatus;
 
 // Below this many queries per thread the threads split the references instead.
 constexpr int64_t kQueriesPerThreadForQuerySplit = 64;
 
-bool scan(const Problem& p, const Heaps& h, int threads, bool few) {
+ScanStatus scan(const Problem& p, const Heaps& h, int threads, bool few) {
   switch (active_isa()) {
     case Isa::Avx512:
       return few ? knn_detail::scan_few_avx512(p, h, threads)
@@ -114,6 +116,34 @@ bool scan(const Problem& p, const Heaps& h, int threads, bool few) {
     default:
       return few ? knn_detail::scan_few_generic(p, h, threads)
                  : knn_detail::scan_many_generic(p, h, threads);
+  }
+}
+
+double ref_value(const void* refs, DType dtype, int64_t i) {
+  if (dtype == DType::Float32) return static_cast<const float*>(refs)[i];
+  const uint16_t bits = static_cast<const uint16_t*>(refs)[i];
+  return dtype == DType::Float16 ? fp16_to_float(bits) : bf16_to_float(bits);
+}
+
+// The slow exact path, taken only when a float32 accumulation overflowed on finite inputs:
+// every score summed in float64 (which cannot overflow on float32 inputs) and rounded to
+// float32, so a true value beyond float32's range becomes +-inf with its sign, and a true
+// value within it (0 from 1e40 - 1e40, say) comes back finite.
+void knn_dot_float64(const Problem& p, float* out_scores, int64_t* out_idx, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t i = 0; i < p.Q; ++i) {
+    float* hs = out_scores + i * p.k;
+    int64_t* hi = out_idx + i * p.k;
+    int64_t size = 0;
+    const float* q = p.q + i * p.D;
+    for (int64_t j = 0; j < p.N; ++j) {
+      if (p.exclude != nullptr && p.exclude[i] == j) continue;
+      double sum = 0.0;
+      for (int64_t d = 0; d < p.D; ++d)
+        sum += static_cast<double>(q[d]) * ref_value(p.refs, p.dtype, j * p.D + d);
+      knn_heap_offer(hs, hi, size, p.k, static_cast<float>(sum), j);
+    }
+    knn_heap_sort(hs, hi, size);
   }
 }
 
@@ -144,17 +174,17 @@ void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64
   for (int64_t i = 0; i < Q * D; ++i) {
     PYI_CHECK(std::isfinite(q[i]), "queries: contains NaN or infinite values");
   }
-  const int T = threads > 0 ? threads : omp_get_max_threads();
+  const int T = resolve_threads(threads);
   const bool few = Q < kQueriesPerThreadForQuerySplit * T;
   const Problem problem{q, refs, ref_dtype, Q, N, D, k, exclude};
-  bool finite;
+  ScanStatus status;
   if (few) {
     // One heap slot per thread, merged below.
     std::vector<float> scores(static_cast<size_t>(T) * Q * k);
     std::vector<int64_t> indices(static_cast<size_t>(T) * Q * k);
     std::vector<int64_t> sizes(static_cast<size_t>(T) * Q, 0);
-    finite = scan(problem, Heaps{scores.data(), indices.data(), sizes.data()}, T, true);
-    if (finite) {
+    status = scan(problem, Heaps{scores.data(), indices.data(), sizes.data()}, T, true);
+    if (status == ScanStatus::Ok) {
       for (int64_t i = 0; i < Q; ++i) {
         float* hs = out_scores + i * k;
         int64_t* hi = out_idx + i * k;
@@ -171,8 +201,8 @@ void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64
   } else {
     // Heaps live directly in the outputs: no memory beyond Q * k.
     std::vector<int64_t> sizes(Q, 0);
-    finite = scan(problem, Heaps{out_scores, out_idx, sizes.data()}, T, false);
-    if (finite) {
+    status = scan(problem, Heaps{out_scores, out_idx, sizes.data()}, T, false);
+    if (status == ScanStatus::Ok) {
 #pragma omp parallel for num_threads(T) schedule(static)
       for (int64_t i = 0; i < Q; ++i) knn_heap_sort(out_scores + i * k, out_idx + i * k, sizes[i]);
       for (int64_t i = 0; i < Q; ++i)
@@ -180,7 +210,8 @@ void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64
                   " neighbours found");
     }
   }
-  PYI_CHECK(finite, "refs: contains NaN or infinite values");
+  PYI_CHECK(status != ScanStatus::NonFinite, "refs: contains NaN or infinite values");
+  if (status == ScanStatus::Overflow) knn_dot_float64(problem, out_scores, out_idx, T);
 }
 
 }  // namespace pyinstance::cpu

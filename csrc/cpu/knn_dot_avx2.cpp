@@ -46,11 +46,11 @@ struct Avx2 {
 
 }  // namespace
 
-bool scan_few_avx2(const Problem& p, const Heaps& h, int threads) {
+ScanStatus scan_few_avx2(const Problem& p, const Heaps& h, int threads) {
   return Scan<Avx2>::few_dispatch(p, h, threads);
 }
 
-bool scan_many_avx2(const Problem& p, const Heaps& h, int threads) {
+ScanStatus scan_many_avx2(const Problem& p, const Heaps& h, int threads) {
   return Scan<Avx2>::many(p, h, threads);
 }
 

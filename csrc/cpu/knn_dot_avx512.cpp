@@ -48,11 +48,11 @@ struct Avx512 {
 
 }  // namespace
 
-bool scan_few_avx512(const Problem& p, const Heaps& h, int threads) {
+ScanStatus scan_few_avx512(const Problem& p, const Heaps& h, int threads) {
   return Scan<Avx512>::few_dispatch(p, h, threads);
 }
 
-bool scan_many_avx512(const Problem& p, const Heaps& h, int threads) {
+ScanStatus scan_many_avx512(const Problem& p, const Heaps& h, int threads) {
   return Scan<Avx512>::many(p, h, threads);
 }
 

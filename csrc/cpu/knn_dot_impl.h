@@ -81,10 +81,10 @@ struct Scan {
     return finite;
   }
 
-  // Non-finite inputs are found through the scores: with finite queries, a NaN or infinite
-  // reference value makes every score of its row NaN or infinite, so `bad` (which gathers
-  // score * 0) only turns NaN then or on float32 overflow; check_rows() tells the two apart
-  // (it runs only in that rare case).
+  // Non-finite inputs and overflow are found through the scores: `bad` gathers score * 0
+  // over every score, so it turns NaN exactly when a score is NaN or infinite. With finite
+  // queries that means a NaN or infinite reference value or a float32 overflow;
+  // check_rows() tells the two apart (it runs only in that rare case).
   static bool check_rows(const void* rows, DType dtype, int64_t count) {
     if (dtype == DType::Float32) return all_finite(static_cast<const float*>(rows), count);
     Scratch converted(count);
@@ -163,7 +163,7 @@ struct Scan {
           }
         }
         const V s = S::reduce(acc);
-        if (qg == 0) st.bad = S::fma(s, zero, st.bad);
+        st.bad = S::fma(s, zero, st.bad);
         uint32_t lanes = S::passes(s, S::load(thr)) & qlanes;
         if (count - rg < RB) lanes &= low_lanes((count - rg) * QB);
         if (!lanes) continue;
@@ -183,7 +183,7 @@ struct Scan {
   }
 
   template <int QB, DType K>
-  static bool few(const Problem& p, const Heaps& h, int threads) {
+  static ScanStatus few(const Problem& p, const Heaps& h, int threads) {
     constexpr int RB = W / QB;
     const int64_t Q = p.Q, N = p.N, D = p.D, k = p.k;
     const int64_t Dp = round_up(D, W), Qp = round_up(Q, QB);
@@ -193,7 +193,7 @@ struct Scan {
     const int64_t block = std::max<int64_t>(RB, (16384 / (Dp * 4)) / RB * RB);
     const int64_t blocks = (N + block - 1) / block;
     const size_t elem = p.dtype == DType::Float32 ? 4 : 2;
-    std::atomic<bool> finite{true};
+    std::atomic<bool> finite{true}, overflow{false};
 
 #pragma omp parallel num_threads(threads)
     {
@@ -223,12 +223,19 @@ struct Scan {
           few_block<QB, DType::Float32>(st, dst, count, n0);
         }
         if (S::any_nan(st.bad)) {
-          if (!check_rows(rows, p.dtype, count * D)) finite.store(false);
+          if (check_rows(rows, p.dtype, count * D))
+            overflow.store(true);
+          else
+            finite.store(false);
           st.bad = S::zero();
         }
       }
     }
-    return finite.load();
+    return status(finite.load(), overflow.load());
+  }
+
+  static ScanStatus status(bool finite, bool overflow) {
+    return !finite ? ScanStatus::NonFinite : (overflow ? ScanStatus::Overflow : ScanStatus::Ok);
   }
 
   // ---- Many queries: threads split the queries. ------------------------------------------
@@ -249,7 +256,7 @@ struct Scan {
     }
   }
 
-  static bool many(const Problem& p, const Heaps& h, int threads) {
+  static ScanStatus many(const Problem& p, const Heaps& h, int threads) {
     const int64_t Q = p.Q, N = p.N, D = p.D, k = p.k;
     const int64_t panels = (Q + NQ - 1) / NQ;
     Scratch thresholds(panels * NQ);
@@ -260,7 +267,7 @@ struct Scan {
     const int64_t panel_block = std::max<int64_t>(1, (4 << 20) / (D * NQ * 4));
     const size_t elem = p.dtype == DType::Float32 ? 4 : 2;
     const int nthreads = static_cast<int>(std::min<int64_t>(threads, panels));
-    std::atomic<bool> finite{true};
+    std::atomic<bool> finite{true}, overflow{false};
 
 #pragma omp parallel num_threads(nthreads)
     {
@@ -303,8 +310,9 @@ struct Scan {
             for (int64_t g = 0; g < padded; g += MR) {
               tile(panel, rows + g * D, D, acc);
               const int live = static_cast<int>(std::min<int64_t>(MR, count - g));
-              if (pi == pb) {
-                for (int m = 0; m < live; ++m) bad = S::fma(acc[m][0], zero, bad);
+              for (int m = 0; m < live; ++m) {
+                bad = S::fma(acc[m][0], zero, bad);
+                bad = S::fma(acc[m][1], zero, bad);
               }
               for (int m = 0; m < live; ++m) {
                 uint32_t lanes = (S::passes(acc[m][0], t0) & valid0) |
@@ -326,24 +334,27 @@ struct Scan {
               }
             }
           }
-          if (S::any_nan(bad) && !all_finite(rows, count * D)) {
-            finite.store(false);
-            break;
+          if (S::any_nan(bad)) {
+            if (!all_finite(rows, count * D)) {
+              finite.store(false);
+              break;
+            }
+            overflow.store(true);
           }
         }
       }
     }
-    return finite.load();
+    return status(finite.load(), overflow.load());
   }
 
   template <DType K>
-  static bool few_typed(const Problem& p, const Heaps& h, int threads) {
+  static ScanStatus few_typed(const Problem& p, const Heaps& h, int threads) {
     if (p.Q == 1) return few<1, K>(p, h, threads);
     if (p.Q == 2) return few<2, K>(p, h, threads);
     return few<4, K>(p, h, threads);
   }
 
-  static bool few_dispatch(const Problem& p, const Heaps& h, int threads) {
+  static ScanStatus few_dispatch(const Problem& p, const Heaps& h, int threads) {
     if (p.dtype == DType::Float16) return few_typed<DType::Float16>(p, h, threads);
     if (p.dtype == DType::BFloat16) return few_typed<DType::BFloat16>(p, h, threads);
     return few_typed<DType::Float32>(p, h, threads);

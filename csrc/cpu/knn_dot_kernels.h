@@ -29,14 +29,18 @@ struct Heaps {
 // heap is not full, see knn_heap_threshold in pyinstance/topk.h).
 float offer(float* scores, int64_t* indices, int64_t* size, int64_t k, float score, int64_t index);
 
+// How a scan ended: every score finite, a reference value NaN or infinite (the heaps are
+// then meaningless), or a float32 accumulation that overflowed on finite inputs (the heaps
+// may hold wrong scores: the caller recomputes them).
+enum class ScanStatus : int { Ok = 0, NonFinite = 1, Overflow = 2 };
+
 // Few queries: the threads split the references; thread t fills heap slot t (one slot per
 // thread, `threads` slots). Many queries: the threads split the queries; one slot.
-// Both return false when a reference value is NaN or infinite.
-bool scan_few_generic(const Problem& p, const Heaps& h, int threads);
-bool scan_many_generic(const Problem& p, const Heaps& h, int threads);
-bool scan_few_avx2(const Problem& p, const Heaps& h, int threads);
-bool scan_many_avx2(const Problem& p, const Heaps& h, int threads);
-bool scan_few_avx512(const Problem& p, const Heaps& h, int threads);
-bool scan_many_avx512(const Problem& p, const Heaps& h, int threads);
+ScanStatus scan_few_generic(const Problem& p, const Heaps& h, int threads);
+ScanStatus scan_many_generic(const Problem& p, const Heaps& h, int threads);
+ScanStatus scan_few_avx2(const Problem& p, const Heaps& h, int threads);
+ScanStatus scan_many_avx2(const Problem& p, const Heaps& h, int threads);
+ScanStatus scan_few_avx512(const Problem& p, const Heaps& h, int threads);
+ScanStatus scan_many_avx512(const Problem& p, const Heaps& h, int threads);
 
 }  // namespace pyinstance::cpu::knn_detail

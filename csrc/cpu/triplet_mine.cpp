@@ -25,6 +25,7 @@
 
 #include "pyinstance/checks.h"
 #include "pyinstance/dot_tile.h"
+#include "pyinstance/threads.h"
 #include "pyinstance/triplet_mine.h"
 
 namespace py = pybind11;
@@ -45,7 +46,8 @@ constexpr int64_t kBlockI = 48;       // anchors per tile (a multiple of every I
 constexpr int64_t kSerialRows = 512;  // per-anchor loops below this size skip OpenMP
 constexpr int64_t kWorkPerThread = int64_t{1} << 24;  // multiply-adds worth a thread
 
-// Eight interleaved partial sums: the compiler vectorises this at the baseline ISA.
+// Eight interleaved partial sums: the compiler vectorises this at the baseline ISA. Used only
+// to re-score screened candidates (bf16 tiles), which are compared with each other only.
 float dot(const float* x, const float* y, int64_t dim) {
   float acc[8] = {};
   int64_t k = 0;
@@ -66,7 +68,8 @@ void for_each_positive(const Problem& pb, int64_t a, Fn&& fn) {
   }
 }
 
-int thread_count(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+// Threads for one call: the bindings have already checked the range (resolve_threads).
+int thread_count(int threads) { return resolve_threads(threads); }
 
 // Every positive pair, in pair order: its positive and its similarity.
 struct PositivePairs {
@@ -74,15 +77,73 @@ struct PositivePairs {
   std::vector<float> sim;
 };
 
+// Copies rows idx[0..count) of x (dim columns) into dst, one after the other.
+void gather_rows(const float* x, const int64_t* idx, int64_t count, int64_t dim, float* dst) {
+  for (int64_t r = 0; r < count; ++r)
+    std::copy(x + idx[r] * dim, x + (idx[r] + 1) * dim, dst + r * dim);
+}
+
+// Positive pairs of every anchor, their similarities computed by the same tile kernel as the
+// negatives' (dot_rows_for(active_isa()), one fixed summation order per entry): a pair's
+// similarity is the same float whichever role it plays, so identical vectors tie exactly.
+// Anchors with the same positive range (the same label) form a group; each group's anchors
+// x positives block is one set of tiles, so the work is proportional to the pair count.
 PositivePairs positive_pairs(const Problem& pb, int threads) {
   const auto npairs = static_cast<size_t>(pb.pair_off[pb.na]);
   PositivePairs pairs{std::vector<int64_t>(npairs), std::vector<float>(npairs)};
-#pragma omp parallel for schedule(dynamic, 64) num_threads(threads) if (pb.na > kSerialRows)
-  for (int64_t a = 0; a < pb.na; ++a) {
-    for_each_positive(pb, a, [&](int64_t q, int64_t p) {
-      pairs.index[pb.pair_off[a] + q] = p;
-      pairs.sim[pb.pair_off[a] + q] = dot(pb.emb + a * pb.dim, pb.ref + p * pb.dim, pb.dim);
-    });
+  std::vector<int64_t> anchors;  // anchors with positives, grouped by positive range
+  anchors.reserve(pb.na);
+  for (int64_t a = 0; a < pb.na; ++a)
+    if (pb.pair_off[a + 1] > pb.pair_off[a]) anchors.push_back(a);
+  std::stable_sort(anchors.begin(), anchors.end(),
+                   [&](int64_t x, int64_t y) { return pb.pos_start[x] < pb.pos_start[y]; });
+  std::vector<int64_t> group_begin;
+  for (size_t g = 0; g < anchors.size(); ++g)
+    if (g == 0 || pb.pos_start[anchors[g]] != pb.pos_start[anchors[g - 1]])
+      group_begin.push_back(static_cast<int64_t>(g));
+  group_begin.push_back(static_cast<int64_t>(anchors.size()));
+  // Within the batch an anchor is one of its group's references: its rank in `order`.
+  std::vector<int64_t> rank(pb.same_set ? pb.na : 0);
+  for (int64_t t = 0; pb.same_set && t < pb.nr; ++t) rank[pb.order[t]] = t;
+  const DotRowsFn dot_rows = dot_rows_for(active_isa());
+  const int64_t dim = pb.dim, ngroups = static_cast<int64_t>(group_begin.size()) - 1;
+#pragma omp parallel num_threads(threads) if (pb.na > kSerialRows)
+  {
+    std::vector<float> rows(static_cast<size_t>(kBlockI * dim));
+    std::vector<float> refs(static_cast<size_t>(kBlockJ * dim));
+    std::vector<float> packed(static_cast<size_t>(kBlockJ * dim));
+    std::vector<float> tile(static_cast<size_t>(kBlockI * kBlockJ));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t g = 0; g < ngroups; ++g) {
+      const int64_t* members = anchors.data() + group_begin[g];
+      const int64_t nmembers = group_begin[g + 1] - group_begin[g];
+      const int64_t start = pb.pos_start[members[0]], end = pb.pos_end[members[0]];
+      for (int64_t j0 = start; j0 < end; j0 += kBlockJ) {
+        const int64_t nj = std::min(kBlockJ, end - j0);
+        const int64_t npanels = (nj + kDotPanel - 1) / kDotPanel, ld = npanels * kDotPanel;
+        gather_rows(pb.ref, pb.order + j0, nj, dim, refs.data());
+        pack_dot_panels(refs.data(), 0, nj, dim, packed.data());
+        for (int64_t i0 = 0; i0 < nmembers; i0 += kBlockI) {
+          const int64_t ni = std::min(kBlockI, nmembers - i0);
+          gather_rows(pb.emb, members + i0, ni, dim, rows.data());
+          dot_rows(rows.data(), dim, ni, packed.data(), npanels, dim, tile.data(), ld);
+          for (int64_t r = 0; r < ni; ++r) {
+            const int64_t a = members[i0 + r];
+            for (int64_t c = 0; c < nj; ++c) {
+              const int64_t t = j0 + c;
+              // Pair rank q: the position among the anchor's positives (itself skipped).
+              int64_t q = t - start;
+              if (pb.same_set) {
+                if (rank[a] == t) continue;
+                if (rank[a] < t) --q;
+              }
+              pairs.index[pb.pair_off[a] + q] = pb.order[t];
+              pairs.sim[pb.pair_off[a] + q] = tile[r * ld + c];
+            }
+          }
+        }
+      }
+    }
   }
   return pairs;
 }
@@ -96,7 +157,13 @@ struct Screen {
   const uint32_t* ref_rows() const { return ref.empty() ? emb.data() : ref.data(); }
 };
 
-// Screening applies when the CPU has AVX512_BF16 dot products.
+// Screened tiles stay finite and the error bound holds while every |screened partial sum|
+// <= (1 + 2^-8)^2 norm_a norm_r stays far below float32's range; beyond this product of the
+// largest norms (or with inputs this large, which bf16 rounding could take to infinity)
+// screening steps aside and the float32 tiles run instead.
+constexpr double kScreenNormProductLimit = 0x1p100;
+
+// Screening applies when the CPU has AVX512_BF16 dot products and the magnitudes are safe.
 std::unique_ptr<Screen> make_screen(const Problem& pb) {
   if (!bf16_dot_active()) return nullptr;
   auto screen = std::make_unique<Screen>();
@@ -117,6 +184,8 @@ std::unique_ptr<Screen> make_screen(const Problem& pb) {
   const std::vector<double>& ref_maxabs = pb.same_set ? maxabs : other_maxabs;
   const double r_norm = *std::max_element(ref_norm.begin(), ref_norm.end());
   const double r_maxabs = *std::max_element(ref_maxabs.begin(), ref_maxabs.end());
+  const double a_norm = *std::max_element(norm.begin(), norm.end());
+  if (!(a_norm * r_norm <= kScreenNormProductLimit)) return nullptr;
   screen->slack.resize(pb.na);
   for (int64_t a = 0; a < pb.na; ++a)
     screen->slack[a] = bf16_dot_error_bound(pb.dim, norm[a], r_norm, maxabs[a], r_maxabs);
@@ -462,15 +531,14 @@ std::vector<int64_t> hardest_negatives(const Problem& pb, int threads) {
 // batch_hard: slot a holds (a, hardest positive, hardest negative) or anchor -1.
 void mine_batch_hard(const Problem& pb, const Output& out, int threads) {
   const std::vector<int64_t> hardest = hardest_negatives(pb, threads);
+  const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
 #pragma omp parallel for schedule(dynamic, 64) \
     num_threads(thread_count(threads)) if (pb.na > kSerialRows)
   for (int64_t a = 0; a < pb.na; ++a) {
     float best = 0.0f;
     int64_t best_index = -1;
-    for_each_positive(pb, a, [&](int64_t, int64_t p) {
-      triplet::offer_easiest(best, best_index,
-                             dot(pb.emb + a * pb.dim, pb.ref + p * pb.dim, pb.dim), p);
-    });
+    for (int64_t q = pb.pair_off[a]; q < pb.pair_off[a + 1]; ++q)
+      triplet::offer_easiest(best, best_index, pairs.sim[q], pairs.index[q]);
     if (best_index >= 0 && hardest[a] >= 0)
       out.put(a, a, best_index, hardest[a]);
     else
@@ -509,6 +577,7 @@ void mine_pairs(const Problem& pb, Strategy strategy, SemihardFallback fallback,
 void mine_offline(const Problem& pb, int64_t n_pos, int64_t n_neg, int64_t n_triplets,
                   const Output& out, int threads) {
   const TopNegatives neg = reduce_negatives<TopNegatives>(pb, threads, nullptr, n_neg);
+  const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
 #pragma omp parallel num_threads(thread_count(threads))
   {
     std::vector<float> pos_value(n_pos), combo_value(n_triplets);
@@ -516,10 +585,8 @@ void mine_offline(const Problem& pb, int64_t n_pos, int64_t n_neg, int64_t n_tri
 #pragma omp for schedule(dynamic, 64)
     for (int64_t a = 0; a < pb.na; ++a) {
       int64_t npos = 0;
-      for_each_positive(pb, a, [&](int64_t, int64_t p) {
-        topk_offer(pos_value.data(), pos_index.data(), npos, n_pos,
-                   dot(pb.emb + a * pb.dim, pb.ref + p * pb.dim, pb.dim), p);
-      });
+      for (int64_t q = pb.pair_off[a]; q < pb.pair_off[a + 1]; ++q)
+        topk_offer(pos_value.data(), pos_index.data(), npos, n_pos, pairs.sim[q], pairs.index[q]);
       // Combination code p_rank * n_neg + n_rank: ties go to the smaller code.
       int64_t ncombo = 0;
       const int64_t nneg = neg.size[a];
@@ -627,6 +694,7 @@ void register_triplet_mine(py::module_& m) {
         const Output out = make_output(out_a, out_p, out_n);
         triplet::check_mine_args(strategy, fallback, n_pos, n_neg, n_triplets);
         const auto s = static_cast<triplet::Strategy>(strategy);
+        threads = resolve_threads(threads);
         py::gil_scoped_release release;
         int64_t slots;
         if (s == triplet::Strategy::BatchHard) {
@@ -650,6 +718,7 @@ void register_triplet_mine(py::module_& m) {
          uintptr_t pos_end, uintptr_t pair_off, float margin, uintptr_t counts, int threads) {
         const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
                                         pos_start, pos_end, pair_off);
+        threads = resolve_threads(threads);
         py::gil_scoped_release release;
         const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
         const ViolationCount c =
@@ -665,6 +734,7 @@ void register_triplet_mine(py::module_& m) {
          int64_t n_sample, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n, int threads) {
         const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
                                         pos_start, pos_end, pair_off);
+        threads = resolve_threads(threads);
         py::gil_scoped_release release;
         fill_batch_all(pb, margin, reinterpret_cast<const int64_t*>(pair_base),
                        reinterpret_cast<const int64_t*>(sample), n_sample,

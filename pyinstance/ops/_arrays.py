@@ -7,9 +7,10 @@ converted back to the kind of the caller's array. The kernels never see torch he
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -41,14 +42,30 @@ def _is_cupy(value: Any) -> bool:
 
 
 def to_tensor(value: Any, name: str) -> tuple[torch.Tensor, ArrayKind]:
-    """View ``value`` as a torch tensor (no copy) and remember its kind."""
+    """View ``value`` as a torch tensor and remember its kind.
+
+    No copy, except for numpy arrays torch cannot view: negative strides (``x[::-1]``) and
+    non-native byte order (``">f4"``) are copied once into a native C-contiguous array, as
+    non-contiguous inputs are anyway. Sparse tensors and devices other than cpu and cuda
+    (``meta``) are refused, naming the argument.
+    """
     if isinstance(value, torch.Tensor):
+        if value.layout != torch.strided:
+            raise TypeError(
+                f"{name}: expected a dense tensor, got layout {value.layout} (call .to_dense())"
+            )
+        if value.device.type not in ("cpu", "cuda"):
+            raise ValueError(
+                f"{name}: unsupported device {value.device}; pyinstance kernels run on cpu and cuda"
+            )
         return value, ArrayKind.TORCH
     if isinstance(value, np.ndarray):
         if value.dtype == object or not (
             np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_
         ):
             raise TypeError(f"{name}: expected a numeric array, got numpy dtype {value.dtype}")
+        if not value.dtype.isnative or any(stride < 0 for stride in value.strides):
+            value = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("="))
         with warnings.catch_warnings():
             # Read-only arrays (np.memmap mode="r") are fine: kernels never write inputs.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -126,16 +143,41 @@ def kernel_module(device: torch.device) -> ModuleType:
     raise ValueError(f"unsupported device {device}: pyinstance kernels run on cpu and cuda")
 
 
-def stream_handle(device: torch.device, kind: ArrayKind) -> int:
-    """The caller's current CUDA stream on ``device``: cupy's for cupy arrays, else torch's."""
+def cuda_launch(device: torch.device, kind: ArrayKind) -> tuple[int, int]:
+    """``(device index, stream handle)`` for a kernel on ``device``: the caller's current
+    stream there, cupy's for cupy arrays and torch's otherwise; ``(-1, 0)`` on the CPU.
+
+    The one device/stream convention of every op: the bindings make ``device`` current
+    while they enqueue on ``stream``.
+    """
     if device.type != "cuda":
-        return 0
+        return -1, 0
+    index = device.index if device.index is not None else torch.cuda.current_device()
     if kind is ArrayKind.CUPY:
         import cupy
 
-        with cupy.cuda.Device(device.index):
-            return int(cupy.cuda.get_current_stream().ptr)
-    return int(torch.cuda.current_stream(device).cuda_stream)
+        with cupy.cuda.Device(index):
+            return index, int(cupy.cuda.get_current_stream().ptr)
+    return index, int(torch.cuda.current_stream(index).cuda_stream)
+
+
+@contextlib.contextmanager
+def on_device(index: int) -> Iterator[None]:
+    """Make CUDA device ``index`` current while a kernel is enqueued (nothing for -1: CPU)."""
+    if index < 0:
+        yield
+        return
+    with torch.cuda.device(index):
+        yield
+
+
+def torch_stream(device: torch.device, kind: ArrayKind) -> contextlib.AbstractContextManager:
+    """Make torch's current stream on ``device`` the caller's (cupy's for cupy arrays), for
+    ops that run through torch (custom ops read torch's current stream via cuda_launch)."""
+    if device.type != "cuda" or kind is not ArrayKind.CUPY:
+        return contextlib.nullcontext()
+    _, stream = cuda_launch(device, kind)
+    return torch.cuda.stream(torch.cuda.ExternalStream(stream, device=device))
 
 
 def dtype_code(tensor: torch.Tensor) -> int:

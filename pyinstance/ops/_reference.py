@@ -114,10 +114,16 @@ def triplet_mine_reference(
     n_neg: int = 20,
     n_triplets: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Plain torch oracle of pyinstance.ops.triplet_mine on CPU tensors (B×R matrices)."""
+    """Plain torch oracle of pyinstance.ops.triplet_mine on CPU tensors (B×R matrices).
+
+    Refuses embeddings whose similarities could overflow float32, as the op does.
+    """
+    from pyinstance.ops.triplet_mine import check_similarity_range
+
     emb = embeddings.float()
     same_set = ref_embeddings is None
     ref = emb if same_set else ref_embeddings.float()
+    check_similarity_range(emb, ref, same_set)
     lab = labels.long()
     ref_lab = lab if same_set else ref_labels.long()
     sim = emb @ ref.T

@@ -2,39 +2,41 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import torch
 
+from pyinstance.ops._args import check_int, check_threads
 from pyinstance.ops._arrays import (
     common_device,
+    cuda_launch,
     dtype_code,
     from_tensor,
     kernel_module,
     require,
-    stream_handle,
     to_tensor,
 )
 
 _REF_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-
-def _check_k(k: Any, n: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k: expected an integer, got {type(k).__name__}")
-    k = int(k)
-    if not 1 <= k <= n:
-        raise ValueError(f"k: expected 1 <= k <= N={n} (the number of references), got {k}")
-    return k
+#: float32's largest finite value: dot products beyond it overflow.
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
-def _check_threads(threads: Any) -> int:
-    if threads is None:
-        return 0
-    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
-        raise ValueError(f"threads: expected None or a positive integer, got {threads!r}")
-    return int(threads)
+def _check_cuda_overflow(queries: torch.Tensor, refs: torch.Tensor) -> None:
+    """The CUDA kernel has no float64 fallback: refuse inputs whose products could overflow.
+
+    Cauchy-Schwarz bounds every partial sum by ``max ||q|| * max ||r||``.
+    """
+    q_norm = torch.linalg.vector_norm(queries, dim=1, dtype=torch.float64).max()
+    r_norm = torch.linalg.vector_norm(refs, dim=1, dtype=torch.float64).max()
+    bound = float(q_norm * r_norm)
+    if bound >= _FLOAT32_MAX / 2:
+        raise ValueError(
+            f"queries, refs: dot products may overflow float32 on CUDA (largest norms "
+            f"{float(q_norm):.3g} and {float(r_norm):.3g}); scale the descriptors down or run "
+            "on the CPU, which recomputes overflowing scores in float64"
+        )
 
 
 def _check_exclude(exclude: Any, queries: torch.Tensor, n: int, k: int) -> torch.Tensor | None:
@@ -79,8 +81,14 @@ def knn_dot(
     Returns:
         ``(scores, indices)``: Q x k float32 scores in descending order and Q x k int64
         reference indices, equal scores ordered by the smaller index, as the same kind of
-        array and on the same device as ``queries``. Dot products that overflow float32
-        come back as +-inf.
+        array and on the same device as ``queries``.
+
+    Overflow: on the CPU, when a float32 accumulation overflows (the kernel detects it), the
+    call recomputes every score in float64 and rounds it to float32, so a true value beyond
+    float32's range comes back as +-inf and ranks by its sign (+inf first), and a true value
+    within it (0 = 1e60 - 1e60, say) stays finite. On CUDA, inputs whose largest row norms
+    could overflow float32 (``max ||q|| * max ||r|| >= 1.7e38``) are refused with a
+    ``ValueError``.
 
     The GIL is released while the kernel runs; memory beyond the inputs is O(Q * k) plus
     bounded per-thread tiles.
@@ -104,8 +112,10 @@ def knn_dot(
     # CPU refs are checked for NaN/inf by the kernel while it streams them (no extra pass).
     r = require(r, "refs", dtypes=_REF_DTYPES, finite=device.type != "cpu")
     n_queries, n_refs = q.shape[0], r.shape[0]
-    k = _check_k(k, n_refs)
-    n_threads = _check_threads(threads)
+    k = check_int(k, "k")
+    if not 1 <= k <= n_refs:
+        raise ValueError(f"k: expected 1 <= k <= N={n_refs} (the number of references), got {k}")
+    n_threads = check_threads(threads)
     excl = _check_exclude(exclude, q, n_refs, k)
 
     scores = torch.empty((n_queries, k), dtype=torch.float32, device=device)
@@ -127,8 +137,9 @@ def knn_dot(
         if device.type == "cpu":
             module.knn_dot(*args, n_threads)
         else:
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            module.knn_dot(*args, stream_handle(device, kind), index)
+            _check_cuda_overflow(q, r)
+            index, stream = cuda_launch(device, kind)
+            module.knn_dot(*args, stream, index)
     return from_tensor(scores, kind), from_tensor(indices, kind)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from pyinstance.ops import _arrays
+from pyinstance.ops._args import check_int
 
 __all__ = ["topk_region_pool"]
 
@@ -57,13 +58,15 @@ def _topk_region_pool_op(
         scratch = torch.empty((batch, height * width), dtype=_acc_dtype(scores), device=device)
         coeffs = torch.empty((batch, k, 2), dtype=_acc_dtype(features), device=device)
         status = torch.zeros((batch,), dtype=torch.int32, device=device)
-        with torch.cuda.device(device):
+        # torch's current stream: the public wrapper makes it cupy's for cupy arrays.
+        index, stream = _arrays.cuda_launch(device, _arrays.ArrayKind.TORCH)
+        with _arrays.on_device(index):
             module.topk_region_pool_forward(
                 **common,
                 scratch=scratch.data_ptr(),
                 coeffs=coeffs.data_ptr(),
                 status=status.data_ptr(),
-                stream=torch.cuda.current_stream(device).cuda_stream,
+                stream=stream,
             )
         _raise_cuda_status(status, k)
     else:
@@ -166,12 +169,13 @@ def _topk_region_pool_backward_op(
             (batch, locations.shape[1], 2), dtype=_acc_dtype(features), device=device
         )
         status = torch.zeros((batch,), dtype=torch.int32, device=device)
-        with torch.cuda.device(device):
+        index, stream = _arrays.cuda_launch(device, _arrays.ArrayKind.TORCH)
+        with _arrays.on_device(index):
             module.topk_region_pool_backward(
                 **common,
                 scratch=scratch.data_ptr(),
                 status=status.data_ptr(),
-                stream=torch.cuda.current_stream(device).cuda_stream,
+                stream=stream,
             )
         _raise_cuda_status(status, locations.shape[1])
     else:
@@ -232,8 +236,7 @@ def _check_inputs(
             f"({batch}, {height}, {width}) to match features {tuple(features.shape)}, "
             f"got {tuple(scores.shape)}"
         )
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k: expected an int, got {type(k).__name__}")
+    k = check_int(k, "k")
     if not 1 <= k <= height * width:
         raise ValueError(f"k: expected 1 <= k <= H*W = {height * width}, got {k}")
     _arrays.common_device(features=features, scores=scores)
@@ -283,7 +286,7 @@ def topk_region_pool(
         scores: B×K×H×W class map (a location's score is its maximum over the K classes)
             or B×H×W saliency map, same spatial size, any of the float dtypes. NaN is an
             error; ±inf is a valid score.
-        k: number of locations per image, ``1 <= k <= H*W``.
+        k: number of locations per image, ``1 <= k <= H*W`` (an int or numpy integer).
         valid_hw: optional B×2 integer (height, width) of each image's valid top-left window
             when images of different sizes are padded into one batch; padded locations are
             never selected, and k larger than an image's valid area is an error.
@@ -302,7 +305,9 @@ def topk_region_pool(
     features_t, kind = _arrays.to_tensor(features, "features")
     scores_t, _ = _arrays.to_tensor(scores, "scores")
     valid_t = _arrays.to_tensor(valid_hw, "valid_hw")[0] if valid_hw is not None else None
+    k = check_int(k, "k")
     # Checked here too: a meta/cpu mix would otherwise dispatch to the fake kernel.
     _check_inputs(features_t, scores_t, k, valid_t)
-    pooled, locations = _topk_region_pool_op(features_t, scores_t, k, valid_t)
+    with _arrays.torch_stream(features_t.device, kind):
+        pooled, locations = _topk_region_pool_op(features_t, scores_t, k, valid_t)
     return _arrays.from_tensor(pooled, kind), _arrays.from_tensor(locations, kind)

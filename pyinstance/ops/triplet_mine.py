@@ -9,13 +9,13 @@ index; pyinstance.ops._reference.triplet_mine_reference is the plain torch oracl
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
 import torch
 
 from pyinstance.ops import _arrays
+from pyinstance.ops._args import check_choice, check_int, check_real, check_threads
 
 #: Strategy name -> kernel code (csrc/include/pyinstance/triplet_mine.h, enum Strategy).
 STRATEGY_CODES: dict[str, int] = {
@@ -56,10 +56,36 @@ def _labels(value: Any, name: str, rows: int, rows_name: str) -> torch.Tensor:
     return tensor.to(torch.int64).contiguous()
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    return value
+#: Similarities whose magnitude could reach this (half float32's largest value) are refused.
+OVERFLOW_LIMIT = float(torch.finfo(torch.float32).max) / 2
+
+
+def check_similarity_range(emb: torch.Tensor, ref: torch.Tensor, same_set: bool) -> None:
+    """Refuse embeddings whose float32 similarities (or their partial sums) could overflow.
+
+    A float32 dot product of ``x`` and ``y`` cannot overflow in any summation order while
+    ``sum_k |x_k y_k| < OVERFLOW_LIMIT``. Rows whose norm times the largest reference norm
+    stays below the limit are safe by Cauchy-Schwarz (the usual case: one float64 norm
+    pass); the few others are checked exactly, against every reference (but themselves
+    when mining within the batch), blockwise in float64.
+    """
+    norms = torch.linalg.vector_norm(emb, dim=1, dtype=torch.float64)
+    ref_norms = norms if same_set else torch.linalg.vector_norm(ref, dim=1, dtype=torch.float64)
+    suspects = torch.nonzero(norms * ref_norms.max() >= OVERFLOW_LIMIT).flatten()
+    if suspects.numel() == 0:
+        return
+    ref_abs = ref.to(torch.float64).abs()
+    for block in suspects.split(1024):
+        bound = emb[block].to(torch.float64).abs() @ ref_abs.T
+        if same_set:
+            bound[torch.arange(block.numel(), device=bound.device), block] = 0.0
+        worst = float(bound.max())
+        if worst >= OVERFLOW_LIMIT:
+            raise ValueError(
+                f"embeddings: similarities may overflow float32 (sum |x_k y_k| reaches "
+                f"{worst:.3g}, the limit is {OVERFLOW_LIMIT:.3g}); triplet_mine expects "
+                "L2-normalised embeddings"
+            )
 
 
 def _group(
@@ -115,7 +141,8 @@ def triplet_mine(
             positive hinge) or ``offline`` (per anchor the ``n_pos`` most similar positives ×
             the ``n_neg`` most similar negatives, keeping the ``n_triplets`` with the largest
             ``s_an - s_ap``, best first).
-        margin: the hinge margin (``batch_all``).
+        margin: the hinge margin (``batch_all``): a finite number >= 0 (int, float or numpy
+            scalar). A negative margin is refused, in every op and loss of pyinstance.
         ref_embeddings, ref_labels: mine positives and negatives from this set instead of the
             batch (then an anchor may be its own positive). Give both or neither.
         max_triplets: ``batch_all`` only: return a uniform random subset of at most this many
@@ -123,8 +150,9 @@ def triplet_mine(
         seed: seed of that subset (default: drawn from torch's global generator).
         semihard_fallback: ``"easiest"`` gives a pair without a semi-hard negative the
             anchor's least similar negative (FaceNet); ``"drop"`` drops the pair.
-        n_pos, n_neg, n_triplets: ``offline`` sizes (``n_triplets`` defaults to n_pos·n_neg).
-        threads: CPU threads (default: OpenMP's).
+        n_pos, n_neg, n_triplets: ``offline`` sizes (``n_triplets`` defaults to n_pos·n_neg);
+            integers >= 1, sizes beyond the number of references act as that number.
+        threads: CPU threads, 1..MAX_THREADS (default: OpenMP's).
 
     Returns:
         Three int64 index arrays of equal length on the embeddings' device and of their
@@ -132,37 +160,30 @@ def triplet_mine(
         given. Triplets come anchor by anchor in increasing order, then by positive and
         negative index (``offline``: best combination first). Ties go to the smaller index.
         Labels that leave nothing to mine give empty arrays and a :class:`MiningWarning`.
+
+    Raises:
+        ValueError: embeddings whose float32 similarities could overflow (see
+            :func:`check_similarity_range`); integers accept numpy integer scalars and refuse
+            booleans; reals accept numpy scalars.
     """
-    if strategy not in STRATEGY_CODES:
-        raise ValueError(f"strategy: expected one of {', '.join(STRATEGY_CODES)}, got {strategy!r}")
-    if semihard_fallback not in FALLBACK_CODES:
-        raise ValueError(
-            f"semihard_fallback: expected one of {', '.join(FALLBACK_CODES)}, got {semihard_fallback!r}"
-        )
-    if (
-        isinstance(margin, bool)
-        or not isinstance(margin, (int, float))
-        or not math.isfinite(margin)
-    ):
-        raise ValueError(f"margin: expected a finite number, got {margin!r}")
+    check_choice(strategy, "strategy", STRATEGY_CODES)
+    check_choice(semihard_fallback, "semihard_fallback", FALLBACK_CODES)
+    margin = check_real(margin, "margin", low=0.0)
     if max_triplets is not None:
         if strategy != "batch_all":
             raise ValueError(
                 f"max_triplets: only applies to strategy 'batch_all', not {strategy!r}"
             )
-        _positive_int(max_triplets, "max_triplets")
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64
-    ):
-        raise ValueError(f"seed: expected an integer in [0, 2**64), got {seed!r}")
+        max_triplets = check_int(max_triplets, "max_triplets", low=1)
+    if seed is not None:
+        seed = check_int(seed, "seed", low=0, high=2**64 - 1)
     if strategy == "offline":
-        _positive_int(n_pos, "n_pos")
-        _positive_int(n_neg, "n_neg")
+        n_pos = check_int(n_pos, "n_pos", low=1)
+        n_neg = check_int(n_neg, "n_neg", low=1)
         n_triplets = (
-            n_pos * n_neg if n_triplets is None else _positive_int(n_triplets, "n_triplets")
+            n_pos * n_neg if n_triplets is None else check_int(n_triplets, "n_triplets", low=1)
         )
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads: expected an integer >= 1, got {threads!r}")
+    n_threads = check_threads(threads)
     if (ref_embeddings is None) != (ref_labels is None):
         raise ValueError("ref_embeddings and ref_labels: give both or neither")
 
@@ -182,6 +203,7 @@ def triplet_mine(
         embeddings=emb, labels=lab, ref_embeddings=ref, ref_labels=ref_lab
     )
     module = _arrays.kernel_module(device)
+    check_similarity_range(emb, ref, same_set)
 
     order, start, end, pair_off = _group(lab, ref_lab, same_set)
     n_pairs = int(pair_off[-1])
@@ -200,16 +222,21 @@ def triplet_mine(
         )
         return _wrap(_empty(device), kind)
 
-    last = threads or 0 if device.type == "cpu" else _arrays.stream_handle(device, kind)
+    if strategy == "offline":
+        # No anchor has more positives or negatives than there are references: sizes beyond
+        # that change nothing and would only allocate empty slots.
+        n_pos, n_neg = min(n_pos, ref.shape[0]), min(n_neg, ref.shape[0])
+        n_triplets = min(n_triplets, n_pos * n_neg)
+    device_index, stream = _arrays.cuda_launch(device, kind)
+    last = n_threads if device.type == "cpu" else stream
     common = (
         emb.data_ptr(), emb.shape[0], emb.shape[1], lab.data_ptr(), ref.data_ptr(), ref.shape[0],
         ref_lab.data_ptr(), same_set, order.data_ptr(), start.data_ptr(), end.data_ptr(),
         pair_off.data_ptr(),
     )  # fmt: skip
     if strategy == "batch_all":
-        result = _batch_all(
-            module, common, float(margin), n_pairs, max_triplets, seed, device, last
-        )
+        with _arrays.on_device(device_index):
+            result = _batch_all(module, common, margin, n_pairs, max_triplets, seed, device, last)
     else:
         slots = {
             "batch_hard": emb.shape[0],
@@ -219,10 +246,11 @@ def triplet_mine(
         }[strategy]
         out = [torch.empty(slots, dtype=torch.int64, device=device) for _ in range(3)]
         # The CPU kernel compacts in place and returns the count; CUDA marks empty slots.
-        found = module.triplet_mine(
-            STRATEGY_CODES[strategy], *common, FALLBACK_CODES[semihard_fallback], n_pos, n_neg,
-            n_triplets or 1, *(t.data_ptr() for t in out), last,
-        )  # fmt: skip
+        with _arrays.on_device(device_index):
+            found = module.triplet_mine(
+                STRATEGY_CODES[strategy], *common, FALLBACK_CODES[semihard_fallback], n_pos,
+                n_neg, n_triplets or 1, *(t.data_ptr() for t in out), last,
+            )  # fmt: skip
         result = _compact(*out) if found < 0 else tuple(t[:found] for t in out)
     return _wrap(result, kind)
 

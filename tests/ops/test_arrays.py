@@ -73,7 +73,9 @@ def test_kernel_module_and_stream_for_cpu():
     from pyinstance import _backend
 
     assert _arrays.kernel_module(torch.device("cpu")) is _backend._C
-    assert _arrays.stream_handle(torch.device("cpu"), ArrayKind.TORCH) == 0
+    assert _arrays.cuda_launch(torch.device("cpu"), ArrayKind.TORCH) == (-1, 0)
+    with _arrays.on_device(-1), _arrays.torch_stream(torch.device("cpu"), ArrayKind.NUMPY):
+        pass
     with pytest.raises(ValueError, match="unsupported device meta"):
         _arrays.kernel_module(torch.device("meta"))
 
@@ -84,3 +86,20 @@ def test_dtype_codes_match_the_cpp_enum():
     assert _arrays.dtype_code(torch.zeros(1, dtype=torch.bfloat16)) == 2
     with pytest.raises(TypeError, match="no kernel code"):
         _arrays.dtype_code(torch.zeros(1, dtype=torch.int8))
+
+
+def test_numpy_arrays_torch_cannot_view_are_copied_once():
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    reversed_rows, kind = _arrays.to_tensor(data[::-1], "x")
+    assert kind is ArrayKind.NUMPY
+    assert torch.equal(reversed_rows, torch.from_numpy(data[::-1].copy()))
+    big_endian, _ = _arrays.to_tensor(data.astype(">f4"), "x")
+    assert big_endian.dtype == torch.float32
+    assert torch.equal(big_endian, torch.from_numpy(data))
+
+
+def test_sparse_and_meta_tensors_are_refused_by_name():
+    with pytest.raises(TypeError, match="x: expected a dense tensor"):
+        _arrays.to_tensor(torch.eye(3).to_sparse(), "x")
+    with pytest.raises(ValueError, match="x: unsupported device meta"):
+        _arrays.to_tensor(torch.zeros(3, device="meta"), "x")

@@ -404,29 +404,97 @@ def test_bad_exclude(device):
 
 
 def test_bad_threads():
-    for threads in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="threads: expected None or a positive integer"):
+    for threads in (0, -1, 2**31, 200_000):
+        with pytest.raises(ValueError, match=r"threads: expected None or an integer in \[1, "):
+            knn_dot(torch.ones(2, 4), torch.ones(5, 4), 1, threads=threads)
+    for threads in (1.5, True):
+        with pytest.raises(TypeError, match="threads: expected None or an integer"):
             knn_dot(torch.ones(2, 4), torch.ones(5, 4), 1, threads=threads)
 
 
+def test_huge_threads_never_reach_openmp(isa):
+    # 200000 threads used to crash the interpreter; the binding itself refuses them too.
+    queries, refs = np.ones((3, 8), np.float32), np.ones((50, 8), np.float32)
+    scores, _ = knn_dot(queries, refs, 5, threads=np.int64(2))
+    assert scores.shape == (3, 5)
+    scores_t, indices_t = torch.empty(3, 5), torch.empty(3, 5, dtype=torch.int64)
+    with pytest.raises(ValueError, match="threads: expected 1 <= threads <= 1024"):
+        pyinstance._backend._C.knn_dot(
+            queries.ctypes.data, refs.ctypes.data, 0, 3, 50, 8, 5, 0,
+            scores_t.data_ptr(), indices_t.data_ptr(), 200_000,
+        )  # fmt: skip
+
+
+def test_overflowing_scores_rank_by_their_true_value(isa):
+    # Row 0's true score is +1e40 (+inf in float32, ranked first); it used to come back as
+    # -inf after inf - inf in the float32 sum.
+    queries = np.array([[1e20] * 3], np.float32)
+    refs = np.array([[1e20, 1e20, -1e20], [0, 0, 1]], np.float32)
+    scores, indices = knn_dot(queries, refs, 2)
+    assert indices.tolist() == [[0, 1]]
+    assert scores[0, 0] == np.inf and scores[0, 1] == np.float32(1e20)
+    # A true 0 (1e60 - 1e60) stays 0, not -inf.
+    scores, _ = knn_dot(
+        np.array([[1e30, 1e30]], np.float32), np.array([[1e30, -1e30]], np.float32), 1
+    )
+    assert scores.tolist() == [[0.0]]
+
+
+@pytest.mark.parametrize("n_queries", [1, 3, 200])
+def test_overflow_recomputes_every_query_exactly(isa, n_queries):
+    # Both scan paths (few and many queries), each dtype; overflow in one query only.
+    generator = torch.Generator().manual_seed(n_queries)
+    queries = torch.randn(n_queries, 8, generator=generator)
+    refs = torch.randn(40, 8, generator=generator)
+    queries[n_queries // 2, :2] = torch.tensor([3e19, 3e19])
+    refs[7, :2] = torch.tensor([1e19, -1e19])
+    refs[9, :2] = torch.tensor([1e19, 1e19])
+    for dtype in (torch.float32, torch.bfloat16):
+        r = refs.to(dtype)
+        scores, indices = knn_dot(queries, r, 5, threads=2)
+        exact = queries.double() @ r.double().T
+        expected = torch.sort(exact.float(), dim=1, descending=True, stable=True)
+        assert torch.equal(indices, expected.indices[:, :5])
+        assert torch.equal(scores, expected.values[:, :5])
+        assert scores[n_queries // 2, 0] == float("inf")
+
+
 def test_mixed_devices():
-    # The meta device stands in for a second device on machines without a GPU.
-    other = "cuda" if _cuda_available() else "meta"
+    if not _cuda_available():
+        # Without a GPU the meta device stands in for a second device: refused by name.
+        with pytest.raises(ValueError, match="refs: unsupported device meta"):
+            knn_dot(torch.ones(2, 4), torch.ones(5, 4, device="meta"), 1)
+        return
     with pytest.raises(ValueError, match="same device"):
-        knn_dot(torch.ones(2, 4), torch.ones(5, 4, device=other), 1)
+        knn_dot(torch.ones(2, 4), torch.ones(5, 4, device="cuda"), 1)
     with pytest.raises(ValueError, match="same device"):
         knn_dot(
             torch.ones(2, 4),
             torch.ones(5, 4),
             1,
-            exclude=torch.zeros(2, dtype=torch.int64, device=other),
+            exclude=torch.zeros(2, dtype=torch.int64, device="cuda"),
         )
 
 
-def test_unknown_isa_is_rejected(monkeypatch):
+def test_unknown_isa_caps_nothing(monkeypatch):
     monkeypatch.setenv("PYINSTANCE_ISA", "sse9")
-    with pytest.raises(ValueError, match="PYINSTANCE_ISA must be one of"):
-        knn_dot(torch.ones(2, 4), torch.ones(5, 4), 1)
+    scores, _ = knn_dot(torch.ones(2, 4), torch.ones(5, 4), 1)
+    assert scores.tolist() == [[4.0], [4.0]]
+
+
+def test_awkward_numpy_layouts_are_accepted():
+    queries = np.arange(8, dtype=np.float32).reshape(2, 4)
+    refs = np.arange(20, dtype=np.float32).reshape(5, 4)
+    expected = knn_dot(queries, refs, 2)
+    for q, r in ((queries[::-1][::-1], refs[::-1].copy()[::-1]), (queries.astype(">f4"), refs)):
+        scores, indices = knn_dot(q, r, 2)
+        np.testing.assert_array_equal(scores, expected[0])
+        np.testing.assert_array_equal(indices, expected[1])
+
+
+def test_sparse_refs_are_refused_by_name():
+    with pytest.raises(TypeError, match="refs: expected a dense tensor"):
+        knn_dot(torch.ones(2, 4), torch.eye(4).to_sparse(), 1)
 
 
 def test_cpp_checks_guard_direct_calls():

@@ -319,14 +319,23 @@ def test_no_positive_pairs_gives_empty_result_and_warning(strategy):
         ({"strategy": "hardest"}, ValueError, "strategy: expected one of"),
         ({"semihard_fallback": "random"}, ValueError, "semihard_fallback"),
         ({"margin": float("nan")}, ValueError, "margin"),
-        ({"margin": "0.1"}, ValueError, "margin"),
+        ({"margin": "0.1"}, TypeError, "margin: expected a real number"),
+        ({"margin": True}, TypeError, "margin: expected a real number"),
+        ({"margin": -0.1}, ValueError, "margin: expected a number >= 0"),
+        ({"strategy": ["batch_hard"]}, ValueError, "strategy: expected one of"),
+        ({"semihard_fallback": None}, ValueError, "semihard_fallback: expected one of"),
         ({"max_triplets": 10}, ValueError, "max_triplets: only applies"),
         ({"strategy": "batch_all", "max_triplets": 0}, ValueError, "max_triplets"),
         ({"strategy": "batch_all", "seed": -1}, ValueError, "seed"),
         ({"strategy": "offline", "n_pos": 0}, ValueError, "n_pos"),
-        ({"strategy": "offline", "n_neg": 1.5}, ValueError, "n_neg"),
+        ({"strategy": "offline", "n_neg": 1.5}, TypeError, "n_neg: expected an integer"),
+        ({"strategy": "offline", "n_pos": True}, TypeError, "n_pos: expected an integer"),
+        ({"strategy": "batch_all", "max_triplets": True}, TypeError, "max_triplets"),
         ({"strategy": "offline", "n_triplets": 0}, ValueError, "n_triplets"),
         ({"threads": 0}, ValueError, "threads"),
+        ({"threads": 10**6}, ValueError, r"threads: expected None or an integer in \[1, 1024\]"),
+        ({"threads": 2**31}, ValueError, "threads"),
+        ({"threads": 2.0}, TypeError, "threads"),
         ({"ref_embeddings": X}, ValueError, "give both or neither"),
         ({"ref_labels": L}, ValueError, "give both or neither"),
         (
@@ -335,11 +344,114 @@ def test_no_positive_pairs_gives_empty_result_and_warning(strategy):
             "ref_embeddings: expected dimension 4",
         ),
         ({"ref_embeddings": X, "ref_labels": L[:3]}, ValueError, "ref_labels: expected 8 labels"),
-        ({"labels": L.to("meta")}, ValueError, "same device"),
-        ({"ref_embeddings": X, "ref_labels": L.to("meta")}, ValueError, "same device"),
+        ({"labels": L.to("meta")}, ValueError, "labels: unsupported device meta"),
+        ({"ref_embeddings": X, "ref_labels": L.to("meta")}, ValueError, "ref_labels: unsupported"),
+        ({"embeddings": X.to_sparse()}, TypeError, "embeddings: expected a dense tensor"),
     ],
 )
 def test_bad_input_is_rejected_with_a_clear_message(kwargs, error, match):
     args = {"embeddings": X, "labels": L, "strategy": "batch_hard", **kwargs}
     with pytest.raises(error, match=match):
         triplet_mine(args.pop("embeddings"), args.pop("labels"), **args)
+
+
+def _ties_batch() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    e = rng.normal(size=(4, 16)).astype(np.float32)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    e[3] = e[1]
+    return e, np.array([0, 0, 1, 1])
+
+
+def _triplets(result) -> set[tuple[int, int, int]]:
+    return set(zip(*(t.tolist() for t in result), strict=True))
+
+
+def test_identical_vectors_tie_exactly_in_batch_all(isa):
+    # s(0, 1) and s(0, 3) are the same similarity (e[3] == e[1]): hinge exactly 0 at margin 0.
+    e, labels = _ties_batch()
+    found = _triplets(triplet_mine(e, labels, strategy="batch_all", margin=0.0))
+    assert (0, 1, 3) not in found
+    expected = triplet_mine_reference(
+        torch.from_numpy(e), torch.from_numpy(labels), strategy="batch_all", margin=0.0
+    )
+    assert found == _triplets(expected)
+
+
+def test_semihard_negatives_are_strictly_easier_than_the_positive(isa):
+    e, labels = _ties_batch()
+    found = triplet_mine(e, labels, strategy="semihard", semihard_fallback="drop")
+    sim = e.astype(np.float64) @ e.astype(np.float64).T
+    for a, p, n in _triplets(found):
+        assert sim[a, n] < sim[a, p] and not np.array_equal(e[n], e[p])
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(20):
+        x = torch.nn.functional.normalize(torch.randn(12, 8, generator=generator), dim=1)
+        x[6:] = x[:6]  # every vector twice
+        lab = torch.randint(0, 3, (12,), generator=generator)
+        for strategy, kwargs in (
+            ("semihard", {"semihard_fallback": "drop"}),
+            ("batch_all", {"margin": 0.0}),
+        ):
+            got = _triplets(triplet_mine(x, lab, strategy=strategy, **kwargs))
+            assert got == _triplets(triplet_mine_reference(x, lab, strategy=strategy, **kwargs))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_identical_embeddings_have_no_semihard_negative(isa, seed):
+    row = np.random.default_rng(seed).normal(size=(1, 8)).astype(np.float32)
+    e = np.repeat(row / np.linalg.norm(row), 6, axis=0)
+    a, _, _ = triplet_mine(
+        e, np.array([0, 0, 1, 1, 2, 2]), strategy="semihard", semihard_fallback="drop"
+    )
+    assert len(a) == 0
+
+
+def test_hardest_negative_is_right_for_any_finite_magnitude(isa):
+    # bf16 screening (AVX-512) used to pick a wrong hardest negative here: 3.4e38 rounds to
+    # an infinite bf16. No similarity that is used overflows (column 0 of the others ~1e-38).
+    rng = np.random.default_rng(0)
+    e = rng.normal(size=(40, 8)).astype(np.float32)
+    e[1:, 0] *= 1e-38
+    e[0, 0] = 3.4e38
+    labels = np.arange(40) % 4
+    got = triplet_mine(e, labels, strategy="batch_hard")
+    sim = e.astype(np.float64) @ e.astype(np.float64).T
+    negatives = labels[:, None] != labels[None, :]
+    hardest = np.where(negatives, sim, -np.inf).argmax(axis=1)
+    assert got[2].tolist() == hardest.tolist()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_similarities_that_overflow_float32_are_refused(isa, strategy):
+    x = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32) * 1e30
+    labels = np.arange(20) % 4
+    with pytest.raises(ValueError, match="embeddings: similarities may overflow float32"):
+        triplet_mine(x, labels, strategy=strategy)
+    with pytest.raises(ValueError, match="embeddings: similarities may overflow float32"):
+        triplet_mine_reference(torch.from_numpy(x), torch.from_numpy(labels), strategy=strategy)
+    small = x[:10] / 1e10  # norms ~3e20 against references ~3e30
+    with pytest.raises(ValueError, match="similarities may overflow"):
+        triplet_mine(small, labels[:10], strategy=strategy, ref_embeddings=x, ref_labels=labels)
+
+
+def test_offline_sizes_beyond_the_references_act_as_all(isa):
+    x, labels = integer_batch(torch.Generator().manual_seed(3), 16, 4, 3)
+    huge = triplet_mine(x, labels, strategy="offline", n_pos=10**9, n_neg=10**9, n_triplets=10**12)
+    whole = triplet_mine(x, labels, strategy="offline", n_pos=16, n_neg=16)
+    assert all(torch.equal(a, b) for a, b in zip(huge, whole, strict=True))
+
+
+def test_numpy_scalars_are_accepted_like_python_numbers(isa):
+    x, labels = integer_batch(torch.Generator().manual_seed(4), 16, 4, 3)
+    plain = triplet_mine(x, labels, strategy="offline", n_pos=2, n_neg=3, n_triplets=4, threads=1)
+    numpy_args = triplet_mine(
+        x, labels, strategy="offline", n_pos=np.int64(2), n_neg=np.int32(3),
+        n_triplets=np.uint8(4), threads=np.int64(1),
+    )  # fmt: skip
+    assert all(torch.equal(a, b) for a, b in zip(plain, numpy_args, strict=True))
+    sampled = triplet_mine(
+        x, labels, strategy="batch_all", margin=np.float32(0.5), max_triplets=np.int64(5),
+        seed=np.uint64(7),
+    )  # fmt: skip
+    assert len(sampled[0]) <= 5

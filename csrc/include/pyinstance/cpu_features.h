@@ -11,7 +11,8 @@ enum class Isa : int { Generic = 0, Avx2 = 1, Avx512 = 2 };
 
 // Best ISA level this CPU supports, ignoring the environment cap.
 Isa detected_isa();
-// detected_isa() capped by PYINSTANCE_ISA (read at every call: cheap, and testable).
+// detected_isa() capped by PYINSTANCE_ISA (read at every call: cheap, and testable); a value
+// other than generic, avx2 or avx512 caps nothing.
 Isa active_isa();
 const char* isa_name(Isa isa);
 // Whether the AVX-512 kernels may use AVX512_BF16 dot products: the active ISA is AVX-512

@@ -23,9 +23,11 @@ namespace pyinstance::cpu {
 // exclude:    nullptr, or Q entries: the reference index to skip for that query, -1 for none.
 // out_scores: Q x k float32, written in descending order.
 // out_idx:    Q x k int64, reference indices matching out_scores.
-// threads:    OpenMP threads to use; <= 0 means omp_get_max_threads().
-// Throws std::invalid_argument (PYI_CHECK) on bad sizes or dtypes. Thread-safe: concurrent
-// calls share no state. Dot products that overflow float32 come back as +-inf (NaN as -inf).
+// threads:    OpenMP threads to use, 1..kMaxThreads (threads.h); 0 means OpenMP's default.
+// Throws std::invalid_argument (PYI_CHECK) on bad sizes, dtypes or thread counts.
+// Thread-safe: concurrent calls share no state. When a float32 accumulation overflows, every
+// score is recomputed in float64 (slow, rare) and rounded to float32: true values beyond
+// float32's range come back as +-inf and rank by their sign; values within it are finite.
 void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64_t N, int64_t D,
              int64_t k, const int64_t* exclude, float* out_scores, int64_t* out_idx, int threads);
 
