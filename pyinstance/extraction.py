@@ -14,9 +14,11 @@ far fewer distinct sizes remain, which matters on GPUs.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import defaultdict
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -137,26 +139,56 @@ def aggregate_scales(
     ``method="mean"``: mean over scales. ``method="gem"``: generalised mean with exponent
     ``p`` over scales, sign-preserving (``sign(m)·|m|^(1/p)`` with ``m`` the mean of
     ``sign(x)·|x|^p``), so descriptors with negative entries (after a projection) are
-    fine. Computed in float32 at least, returned in the input's dtype.
+    fine.
+
+    ``descriptors`` must be floating point (an integer tensor is refused with a
+    ``TypeError``) and finite (NaN or infinity: ``ValueError``). Both methods are
+    positively homogeneous, so the values are scaled by their largest magnitude before
+    pooling (per image for the mean, per image and dimension for GeM) and the result by
+    its own before normalising: any finite input, from subnormal to the dtype's maximum,
+    and any ``p`` pool without overflow or underflow to zero. Computed in float64,
+    returned in the input's dtype. An all-zero image gives an all-zero descriptor.
     """
-    if not isinstance(descriptors, torch.Tensor) or descriptors.dim() != 3:
+    if not isinstance(descriptors, torch.Tensor):
+        raise TypeError(f"descriptors: expected an N×S×D tensor, got {type(descriptors).__name__}")
+    if descriptors.dim() != 3:
         raise ValueError(
-            f"descriptors: expected an N×S×D tensor, got "
-            f"{tuple(descriptors.shape) if isinstance(descriptors, torch.Tensor) else type(descriptors).__name__}"
+            f"descriptors: expected an N×S×D tensor, got shape {tuple(descriptors.shape)}"
         )
+    if not descriptors.is_floating_point():
+        raise TypeError(f"descriptors: expected a floating-point tensor, got {descriptors.dtype}")
     if descriptors.shape[1] == 0:
         raise ValueError("descriptors: no scales (S = 0)")
-    x = descriptors.to(torch.promote_types(descriptors.dtype, torch.float32))
+    if descriptors.shape[2] == 0:
+        raise ValueError("descriptors: no dimensions (D = 0)")
+    if not bool(torch.isfinite(descriptors).all()):
+        raise ValueError("descriptors: contains NaN or infinite values")
+    x = descriptors.to(torch.float64)
     if method == "mean":
-        pooled = x.mean(dim=1)
+        pooled = _scaled_down(x, dim=(1, 2)).mean(dim=1)
     elif method == "gem":
-        if not math.isfinite(p) or p <= 0:
-            raise ValueError(f"p: expected a finite number > 0, got {p!r}")
-        powered = (x.sign() * x.abs().pow(p)).mean(dim=1)
-        pooled = powered.sign() * powered.abs().pow(1.0 / p)
+        p = _check_exponent(p)
+        magnitude = x.abs().amax(dim=1, keepdim=True)  # N×1×D: per image and dimension
+        unit = x / torch.where(magnitude > 0, magnitude, torch.ones_like(magnitude))
+        powered = (unit.sign() * unit.abs().pow(p)).mean(dim=1)
+        pooled = powered.sign() * powered.abs().pow(1.0 / p) * magnitude[:, 0]
     else:
         raise ValueError(f"method: expected 'mean' or 'gem', got {method!r}")
-    return l2_normalize(pooled).to(descriptors.dtype)
+    return l2_normalize(_scaled_down(pooled, dim=1)).to(descriptors.dtype)
+
+
+def _scaled_down(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
+    """``x`` divided by its largest magnitude over ``dim`` (all-zero slices left alone)."""
+    magnitude = x.abs().amax(dim=dim, keepdim=True)
+    return x / torch.where(magnitude > 0, magnitude, torch.ones_like(magnitude))
+
+
+def _check_exponent(p: object) -> float:
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+        raise TypeError(f"p: expected a finite number > 0, got {p!r} ({type(p).__name__})")
+    if not math.isfinite(p) or p <= 0:
+        raise ValueError(f"p: expected a finite number > 0, got {p!r}")
+    return float(p)
 
 
 def _resized_groups(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +145,71 @@ def test_aggregate_scales() -> None:
         pyinstance.aggregate_scales(x[:, :0])
     with pytest.raises(ValueError, match="p: expected"):
         pyinstance.aggregate_scales(x, "gem", p=0.0)
+
+
+def _gem_reference(x: np.ndarray, p: int) -> np.ndarray:
+    """Sign-preserving GeM over scales, exact (fractions) up to the final root; normalised."""
+    rows = []
+    for image in x:
+        pooled = []
+        for column in image.T:
+            powered = sum(
+                (Fraction(abs(float(v))) ** p * (1 if v >= 0 else -1) for v in column),
+                Fraction(0),
+            ) / len(column)
+            # |m|^(1/p) from the logs of the exact numerator and denominator: no overflow
+            log_root = (math.log(abs(powered.numerator)) - math.log(powered.denominator)) / p
+            pooled.append((1.0 if powered > 0 else -1.0) * math.exp(log_root) if powered else 0.0)
+        row = np.array(pooled)
+        rows.append(row / np.linalg.norm(row))
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize(
+    ("magnitude", "p"),
+    [(1e30, 3), (1e-30, 3), (1.0, 1000), (3e38, 3), (1e-40, 3), (3e38, 1000)],
+)
+def test_aggregate_scales_is_stable_at_extreme_magnitudes(magnitude: float, p: int) -> None:
+    rng = np.random.default_rng(3)
+    unit = rng.uniform(-1.0, 1.0, size=(2, 3, 5))
+    unit[:, :, 0] = np.abs(unit[:, :, 0])  # one all-positive dimension per image
+    x = torch.from_numpy(unit * magnitude).float()
+    assert torch.isfinite(x).all() and (x != 0).all()
+    gem = pyinstance.aggregate_scales(x, "gem", p=p)
+    mean = pyinstance.aggregate_scales(x, "mean")
+    assert gem.dtype == torch.float32 and mean.dtype == torch.float32
+    expected_gem = _gem_reference(x.double().numpy(), p)
+    means = x.double().numpy().mean(axis=1)
+    expected_mean = means / np.linalg.norm(means, axis=1, keepdims=True)
+    np.testing.assert_allclose(gem.numpy(), expected_gem, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mean.numpy(), expected_mean, rtol=1e-5, atol=1e-6)
+
+
+def test_aggregate_scales_refuses_integers_and_non_finite_values() -> None:
+    x = torch.ones(2, 3, 4)
+    with pytest.raises(TypeError, match="descriptors: expected a floating-point tensor.*int64"):
+        pyinstance.aggregate_scales(x.long())
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        y = x.clone()
+        y[1, 2, 3] = bad
+        for method in ("mean", "gem"):
+            with pytest.raises(ValueError, match="descriptors: contains NaN or infinite"):
+                pyinstance.aggregate_scales(y, method)
+    with pytest.raises(TypeError, match="p: expected a finite number > 0, got '3'"):
+        pyinstance.aggregate_scales(x, "gem", p="3")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="p: expected"):
+        pyinstance.aggregate_scales(x, "gem", p=True)
+    with pytest.raises(ValueError, match="p: expected"):
+        pyinstance.aggregate_scales(x, "gem", p=float("inf"))
+    torch.testing.assert_close(
+        pyinstance.aggregate_scales(x, "gem", p=np.float32(3.0)), torch.full((2, 4), 0.5)
+    )
+    with pytest.raises(ValueError, match="no dimensions"):
+        pyinstance.aggregate_scales(x[:, :, :0])
+    with pytest.raises(TypeError, match="N×S×D tensor, got list"):
+        pyinstance.aggregate_scales([[[1.0]]])  # type: ignore[arg-type]
+    zeros = pyinstance.aggregate_scales(torch.zeros(1, 2, 3), "gem")
+    assert torch.equal(zeros, torch.zeros(1, 3))
 
 
 def test_bad_files_name_the_file(tmp_path: Path, small) -> None:  # noqa: ANN001
