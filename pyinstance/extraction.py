@@ -14,14 +14,24 @@ far fewer distinct sizes remain, which matters on GPUs.
 from __future__ import annotations
 
 import math
+import numbers
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyinstance.data.images import ImageLike, image_tensor, normalize, resize, scaled_size
+from pyinstance.data.images import (
+    ImageLike,
+    decode_image,
+    image_tensor,
+    normalize,
+    resize,
+    scaled_size,
+)
 from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from pyinstance.models.contracts import min_input_size
 from pyinstance.models.pooling import l2_normalize
@@ -29,11 +39,14 @@ from pyinstance.models.pooling import l2_normalize
 _OUTPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _CHUNK_BATCHES = 8
 
+#: The largest resized side (pixels) that :func:`extract` accepts (scale × max_side).
+MAX_RESIZED_SIDE = 16384
+
 
 def extract(
     images: Sequence[ImageLike] | torch.Tensor,
-    backbone: nn.Module | str,
-    head: nn.Module | str,
+    backbone: nn.Module,
+    head: nn.Module,
     *,
     scales: Sequence[float] = (1.0,),
     max_side: int = 448,
@@ -47,11 +60,13 @@ def extract(
 
     Args:
         images: file paths, PIL images, numpy H×W×3 uint8 arrays or 3×H×W tensors (uint8,
-            or float in [0, 1]; not normalised), or one N×3×H×W tensor.
-        backbone: a backbone module or the name of a registered one.
-        head: a head module or the name of a registered one (built for the backbone's
-            ``out_channels``).
-        scales: factors of ``max_side``; descriptor ``[:, s]`` is from ``scales[s]``.
+            or float in [0, 1]; not normalised), or one N×3×H×W tensor. Files are decoded
+            only as large as the largest scale needs (JPEG draft mode).
+        backbone: a backbone module (build one by name with :func:`pyinstance.get_backbone`).
+        head: a head module built for the backbone's ``out_channels``
+            (:func:`pyinstance.get_head`).
+        scales: factors of ``max_side``; descriptor ``[:, s]`` is from ``scales[s]``. The
+            resized longest side may not exceed :data:`MAX_RESIZED_SIDE` pixels.
         max_side: longest image side (pixels) at scale 1.
         batch_size: images per forward pass (at most).
         size_multiple: round both resized sides to the nearest multiple of this (at least
@@ -59,24 +74,21 @@ def extract(
         dtype: output dtype (float32, float16, bfloat16 or float64); the network runs in
             float32 (or its parameters' dtype) and only the descriptors are cast.
         device: where the networks run; default: the backbone's parameters' device. The
-            modules are moved there (and stay).
+            modules are moved there and stay after success; the device is checked before
+            anything moves, and after an error the modules are back where they were.
         progress: show a progress bar (tqdm) over the images.
 
     Backbone and head run in eval mode under ``torch.inference_mode``; their training
     modes are restored afterwards. Aggregate the scales with :func:`aggregate_scales`.
     """
-    from pyinstance.plugins import get_backbone, get_head
-
-    if isinstance(backbone, str):
-        backbone = get_backbone(backbone)
-    if isinstance(head, str):
-        head = get_head(head, in_channels=_attribute(backbone, "out_channels", "backbone"))
+    _check_module(backbone, "backbone", "get_backbone")
+    _check_module(head, "head", "get_head")
     items = _image_list(images)
-    scales = _check_scales(scales)
-    _check_positive_int(max_side, "max_side")
-    _check_positive_int(batch_size, "batch_size")
+    max_side = _check_int(max_side, "max_side", maximum=MAX_RESIZED_SIDE)
+    scales = _check_scales(scales, max_side)
+    batch_size = _check_int(batch_size, "batch_size")
     if size_multiple is not None:
-        _check_positive_int(size_multiple, "size_multiple")
+        size_multiple = _check_int(size_multiple, "size_multiple", maximum=MAX_RESIZED_SIDE)
     if dtype not in _OUTPUT_DTYPES:
         raise ValueError(f"dtype: expected one of {_OUTPUT_DTYPES}, got {dtype!r}")
     channels = _attribute(backbone, "out_channels", "backbone")
@@ -93,25 +105,25 @@ def extract(
                 f"scales: scale {scale} of max_side {max_side} gives {round(scale * max_side)} "
                 f"pixels, below the backbone's minimum input size {min_size}"
             )
-    device = torch.device(device) if device is not None else _module_device(backbone)
-    backbone.to(device)
-    head.to(device)
+    device = _check_device(device, backbone)
+    sizing = _Sizing(scales, max_side, size_multiple, min_size)
     mean = getattr(backbone, "input_mean", IMAGENET_MEAN)
     std = getattr(backbone, "input_std", IMAGENET_STD)
     output = torch.empty(len(items), len(scales), out_dim, dtype=dtype)
     modes = (backbone.training, head.training)
-    backbone.eval()
-    head.eval()
+    places = (_module_device(backbone), _module_device(head))
     chunk = batch_size * _CHUNK_BATCHES
     try:
+        backbone.to(device)
+        head.to(device)
+        backbone.eval()
+        head.eval()
         with (
             torch.inference_mode(),
             tqdm(total=len(items), disable=not progress, desc="extract", unit="img") as bar,
         ):
             for start in range(0, len(items), chunk):
-                groups = _resized_groups(
-                    items, start, chunk, scales, max_side, size_multiple, min_size, device
-                )
+                groups = _resized_groups(items, start, chunk, sizing, device)
                 for entries in groups.values():
                     for first in range(0, len(entries), batch_size):
                         batch = entries[first : first + batch_size]
@@ -124,6 +136,10 @@ def extract(
                         ):
                             output[index, scale_index] = descriptor
                 bar.update(min(chunk, len(items) - start))
+    except BaseException:
+        backbone.to(places[0])
+        head.to(places[1])
+        raise
     finally:
         backbone.train(modes[0])
         head.train(modes[1])
@@ -138,56 +154,114 @@ def aggregate_scales(
     ``method="mean"``: mean over scales. ``method="gem"``: generalised mean with exponent
     ``p`` over scales, sign-preserving (``sign(m)·|m|^(1/p)`` with ``m`` the mean of
     ``sign(x)·|x|^p``), so descriptors with negative entries (after a projection) are
-    fine. Computed in float32 at least, returned in the input's dtype.
+    fine.
+
+    ``descriptors`` must be floating point (an integer tensor is refused with a
+    ``TypeError``) and finite (NaN or infinity: ``ValueError``). Both methods are
+    positively homogeneous, so the values are scaled by their largest magnitude before
+    pooling (per image for the mean, per image and dimension for GeM) and the result by
+    its own before normalising: any finite input, from subnormal to the dtype's maximum,
+    and any ``p`` pool without overflow or underflow to zero. Computed in float64,
+    returned in the input's dtype. An all-zero image gives an all-zero descriptor.
     """
-    if not isinstance(descriptors, torch.Tensor) or descriptors.dim() != 3:
+    if not isinstance(descriptors, torch.Tensor):
+        raise TypeError(f"descriptors: expected an N×S×D tensor, got {type(descriptors).__name__}")
+    if descriptors.dim() != 3:
         raise ValueError(
-            f"descriptors: expected an N×S×D tensor, got "
-            f"{tuple(descriptors.shape) if isinstance(descriptors, torch.Tensor) else type(descriptors).__name__}"
+            f"descriptors: expected an N×S×D tensor, got shape {tuple(descriptors.shape)}"
         )
+    if not descriptors.is_floating_point():
+        raise TypeError(f"descriptors: expected a floating-point tensor, got {descriptors.dtype}")
     if descriptors.shape[1] == 0:
         raise ValueError("descriptors: no scales (S = 0)")
-    x = descriptors.to(torch.promote_types(descriptors.dtype, torch.float32))
+    if descriptors.shape[2] == 0:
+        raise ValueError("descriptors: no dimensions (D = 0)")
+    if not bool(torch.isfinite(descriptors).all()):
+        raise ValueError("descriptors: contains NaN or infinite values")
+    x = descriptors.to(torch.float64)
     if method == "mean":
-        pooled = x.mean(dim=1)
+        pooled = _scaled_down(x, dim=(1, 2)).mean(dim=1)
     elif method == "gem":
-        if not math.isfinite(p) or p <= 0:
-            raise ValueError(f"p: expected a finite number > 0, got {p!r}")
-        powered = (x.sign() * x.abs().pow(p)).mean(dim=1)
-        pooled = powered.sign() * powered.abs().pow(1.0 / p)
+        p = _check_exponent(p)
+        magnitude = x.abs().amax(dim=1, keepdim=True)  # N×1×D: per image and dimension
+        unit = x / torch.where(magnitude > 0, magnitude, torch.ones_like(magnitude))
+        powered = (unit.sign() * unit.abs().pow(p)).mean(dim=1)
+        pooled = powered.sign() * powered.abs().pow(1.0 / p) * magnitude[:, 0]
     else:
         raise ValueError(f"method: expected 'mean' or 'gem', got {method!r}")
-    return l2_normalize(pooled).to(descriptors.dtype)
+    return l2_normalize(_scaled_down(pooled, dim=1)).to(descriptors.dtype)
+
+
+def _scaled_down(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
+    """``x`` divided by its largest magnitude over ``dim`` (all-zero slices left alone)."""
+    magnitude = x.abs().amax(dim=dim, keepdim=True)
+    return x / torch.where(magnitude > 0, magnitude, torch.ones_like(magnitude))
+
+
+def _check_exponent(p: object) -> float:
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+        raise TypeError(f"p: expected a finite number > 0, got {p!r} ({type(p).__name__})")
+    if not math.isfinite(p) or p <= 0:
+        raise ValueError(f"p: expected a finite number > 0, got {p!r}")
+    return float(p)
+
+
+class _Sizing:
+    """The resized size of an image at each scale (rounding, size multiple, minimum)."""
+
+    def __init__(
+        self,
+        scales: Sequence[float],
+        max_side: int,
+        size_multiple: int | None,
+        min_size: int,
+    ):
+        self.scales = tuple(scales)
+        self.max_side = max_side
+        self.size_multiple = size_multiple
+        self.min_size = min_size
+
+    def size(self, height: int, width: int, scale: float) -> tuple[int, int]:
+        size = scaled_size(height, width, round(scale * self.max_side))
+        multiple = self.size_multiple
+        if multiple is None:
+            return size
+        return max(multiple, round(size[0] / multiple) * multiple), max(
+            multiple, round(size[1] / multiple) * multiple
+        )
+
+    def largest(self, height: int, width: int) -> tuple[int, int]:
+        """The largest size over the scales: what a file must be decoded to at least."""
+        sizes = [self.size(height, width, scale) for scale in self.scales]
+        return max(h for h, _ in sizes), max(w for _, w in sizes)
 
 
 def _resized_groups(
     items: Sequence[ImageLike],
     start: int,
     count: int,
-    scales: Sequence[float],
-    max_side: int,
-    size_multiple: int | None,
-    min_size: int,
+    sizing: _Sizing,
     device: torch.device,
 ) -> dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]]:
     """Decode and resize ``items[start:start+count]``, grouped by resized size."""
     groups: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = defaultdict(list)
     for index in range(start, min(start + count, len(items))):
         item = items[index]
-        name = f"images[{index}]" + (f" ({item})" if isinstance(item, (str, bytes)) else "")
-        image = image_tensor(item, name).to(device)
-        height, width = image.shape[1:]
-        for scale_index, scale in enumerate(scales):
-            size = scaled_size(height, width, round(scale * max_side))
-            if size_multiple is not None:
-                size = tuple(
-                    max(size_multiple, round(side / size_multiple) * size_multiple) for side in size
-                )
-            if min(size) < min_size:
+        name = f"images[{index}]" + (f" ({item})" if isinstance(item, (str, os.PathLike)) else "")
+        if isinstance(item, (str, os.PathLike)):
+            decoded = decode_image(item, sizing.largest)
+            image = image_tensor(decoded.image, name).to(device)
+            height, width = decoded.full_size
+        else:
+            image = image_tensor(item, name).to(device)
+            height, width = image.shape[1:]
+        for scale_index, scale in enumerate(sizing.scales):
+            size = sizing.size(height, width, scale)
+            if min(size) < sizing.min_size:
                 raise ValueError(
                     f"{name}: {height}×{width} resized to {size[0]}×{size[1]} at scale {scale} "
-                    f"is smaller than the backbone's minimum input size {min_size}; use a larger "
-                    "max_side or scale"
+                    f"is smaller than the backbone's minimum input size {sizing.min_size}; use a "
+                    "larger max_side or scale"
                 )
             groups[size].append((index, scale_index, resize(image, size)))
     return groups
@@ -213,22 +287,74 @@ def _image_list(images: Sequence[ImageLike] | torch.Tensor) -> list[ImageLike]:
     return items
 
 
-def _check_scales(scales: Sequence[float]) -> tuple[float, ...]:
-    if isinstance(scales, (int, float)):
+def _check_scales(scales: object, max_side: int) -> tuple[float, ...]:
+    expected = "a non-empty sequence of positive numbers"
+    if _is_number(scales):
         scales = (scales,)
-    scales = tuple(scales)
-    if not scales or not all(
-        isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in scales
-    ):
-        raise ValueError(
-            f"scales: expected a non-empty sequence of positive numbers, got {scales!r}"
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, (Sequence, np.ndarray)):
+        raise TypeError(f"scales: expected {expected}, got {scales!r}")
+    values = tuple(scales)
+    if not values or not all(_is_number(s) and math.isfinite(s) and s > 0 for s in values):
+        raise ValueError(f"scales: expected {expected}, got {values!r}")
+    for scale in values:
+        side = round(float(scale) * max_side)
+        if side > MAX_RESIZED_SIDE:
+            raise ValueError(
+                f"scales: scale {float(scale):g} of max_side {max_side} gives a longest side of "
+                f"{side} pixels, above the limit of {MAX_RESIZED_SIDE}"
+            )
+    return tuple(float(s) for s in values)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_int(value: object, name: str, *, maximum: int | None = None) -> int:
+    """A positive int (numpy integer scalars accepted, booleans refused) up to ``maximum``."""
+    wanted = "a positive integer" + (f" <= {maximum}" if maximum is not None else "")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected {wanted}, got {value!r} ({type(value).__name__})")
+    number = int(value)
+    if number < 1 or (maximum is not None and number > maximum):
+        raise ValueError(f"{name}: expected {wanted}, got {number}")
+    return number
+
+
+def _check_module(module: object, role: str, factory: str) -> None:
+    if isinstance(module, str):
+        raise TypeError(
+            f"{role}: expected an nn.Module, got the name {module!r}; names are resolved at "
+            f"the API edge: build it with pyinstance.{factory}({module!r}"
+            + (", in_channels=backbone.out_channels)" if role == "head" else ")")
         )
-    return tuple(float(s) for s in scales)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{role}: expected an nn.Module, got {type(module).__name__}")
+    if any(tensor.is_meta for tensor in (*module.parameters(), *module.buffers())):
+        raise ValueError(
+            f"{role}: its parameters are on the 'meta' device and hold no values; load or "
+            "initialise its weights first"
+        )
 
 
-def _check_positive_int(value: object, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+def _check_device(device: object, backbone: nn.Module) -> torch.device:
+    """The device to run on, checked usable before any module moves there."""
+    if device is None:
+        return _module_device(backbone)
+    try:
+        target = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device: expected a torch device, got {device!r} ({error})") from error
+    if target.type == "meta":
+        raise ValueError(
+            "device: 'meta' tensors hold no values; extraction needs a real device such as "
+            "'cpu' or 'cuda'"
+        )
+    try:
+        torch.empty(1, device=target)
+    except (RuntimeError, AssertionError) as error:
+        raise ValueError(f"device: {str(target)!r} is not available here ({error})") from error
+    return target
 
 
 def _attribute(module: object, name: str, role: str) -> int:

@@ -2,6 +2,11 @@
 
 ``path`` is relative to the manifest's folder, ``split`` is ``reference`` or ``query`` and
 the optional ``query_set`` names the kind of query (``-`` or empty for none).
+
+The file is UTF-8, with or without the byte-order mark spreadsheets write. A path may not
+lead outside the manifest's folder, through ``..`` or through a symbolic link, and each
+image file is listed once: two spellings of one file (a folder reached through a link)
+are duplicates.
 """
 
 from __future__ import annotations
@@ -46,23 +51,14 @@ class Manifest(Sequence[ManifestEntry]):
         if not path.is_file():
             raise FileNotFoundError(f"manifest: no such file {str(path)!r}")
         root = path.parent
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            absent = [column for column in REQUIRED_COLUMNS if column not in columns]
-            if absent:
-                raise ValueError(
-                    f"manifest {str(path)!r}: missing column(s) {', '.join(absent)}; found "
-                    f"{', '.join(columns) or 'none'} (expected {','.join(REQUIRED_COLUMNS)}"
-                    "[,query_set])"
-                )
-            entries = [
-                _entry(row, root, f"{path}:{line}") for line, row in enumerate(reader, start=2)
-            ]
-        seen: dict[Path, int] = {}
+        entries = _read_entries(path, root)
+        by_file: dict[Path, list[str]] = {}
         for entry in entries:
-            seen[entry.path] = seen.get(entry.path, 0) + 1
-        duplicates = sorted(str(p.relative_to(root)) for p, count in seen.items() if count > 1)
+            relative = str(entry.path.relative_to(root))
+            by_file.setdefault(entry.path.resolve(), []).append(relative)
+        duplicates = sorted(
+            " = ".join(dict.fromkeys(names)) for names in by_file.values() if len(names) > 1
+        )
         if duplicates:
             raise ValueError(f"manifest {str(path)!r}: duplicate paths: {_listing(duplicates)}")
         if check_files:
@@ -117,6 +113,37 @@ class Manifest(Sequence[ManifestEntry]):
         return f"Manifest({len(self)} images under {str(self.root)!r})"
 
 
+def _read_entries(path: Path, root: Path) -> list[ManifestEntry]:
+    """Parse the rows of ``path`` (UTF-8, with or without a byte-order mark)."""
+    line = 1
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            absent = [column for column in REQUIRED_COLUMNS if column not in columns]
+            if absent:
+                raise ValueError(
+                    f"manifest {str(path)!r}: missing column(s) {', '.join(absent)}; found "
+                    f"{', '.join(columns) or 'none'} (expected {','.join(REQUIRED_COLUMNS)}"
+                    "[,query_set])"
+                )
+            entries = []
+            for row in reader:
+                line = reader.line_num
+                entries.append(_entry(row, root, f"{path}:{line}"))
+            return entries
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"manifest {str(path)!r}: not UTF-8 text ({error}); save it as UTF-8 (Latin-1, "
+            "UTF-16 and other encodings are not read)"
+        ) from error
+    except csv.Error as error:
+        hint = " (a NUL byte: is it UTF-16? save it as UTF-8)" if "NUL" in str(error) else ""
+        raise ValueError(
+            f"manifest {str(path)!r}: malformed CSV after line {line}: {error}{hint}"
+        ) from error
+
+
 def _entry(row: dict[str, str | None], root: Path, where: str) -> ManifestEntry:
     values = {key: (row.get(key) or "").strip() for key in (*REQUIRED_COLUMNS, "query_set")}
     for column in ("path", "instance_id"):
@@ -130,6 +157,11 @@ def _entry(row: dict[str, str | None], root: Path, where: str) -> ManifestEntry:
     if relative.is_absolute() or ".." in relative.parts:
         raise ValueError(
             f"manifest {where}: path must be relative to the manifest's folder, got {values['path']!r}"
+        )
+    if not (root / relative).resolve().is_relative_to(root.resolve()):
+        raise ValueError(
+            f"manifest {where}: {values['path']!r} leads outside the manifest's folder through a "
+            "symbolic link"
         )
     query_set = values["query_set"]
     return ManifestEntry(

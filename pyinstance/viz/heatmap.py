@@ -7,22 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
+from pyinstance.data.images import ImageLike, image_tensor
 
-def _as_image(image: Any) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as opened:
-            return opened.convert("RGB")
-    array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ValueError(
-            f"image: expected a PIL image, a path or an H×W×3 uint8 array, got "
-            f"{array.dtype} array of shape {array.shape}"
-        )
-    return Image.fromarray(array, "RGB")
+
+def _as_image(image: ImageLike) -> Image.Image:
+    """``image`` as an upright 8-bit RGB picture, through the loader every other path uses."""
+    pixels = image_tensor(image, "image").cpu()
+    if pixels.is_floating_point():
+        pixels = (pixels * 255.0).round().to(torch.uint8)
+    return Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy(), "RGB")
 
 
 def _colormap(values: np.ndarray) -> np.ndarray:
@@ -33,7 +29,7 @@ def _colormap(values: np.ndarray) -> np.ndarray:
 
 
 def render_region_heatmap(
-    image: Any,
+    image: ImageLike,
     locations: Sequence[int] | Any,
     grid_hw: tuple[int, int],
     *,
@@ -47,7 +43,9 @@ def render_region_heatmap(
     """Draw the selected feature-map cells (and optionally the score map) over an image.
 
     Args:
-        image: the input picture (PIL image, file path, or H×W×3 uint8 array).
+        image: the input picture: whatever the image loader accepts (a file path, a PIL
+            image, an H×W×3 uint8 array, a 3×H×W tensor), made upright from its EXIF
+            orientation like everywhere else.
         locations: flat indices ``y * W + x`` into the H×W feature map (one image's row of
             ``topk_region_pool``'s or the ``topk_region`` head's locations).
         grid_hw: (H, W) of the feature map.

@@ -9,6 +9,7 @@ from PIL import Image
 
 from pyinstance.data import (
     ImageDecodeError,
+    decode_image,
     image_tensor,
     load_image,
     normalize,
@@ -108,6 +109,11 @@ def test_image_tensor_bad_inputs() -> None:
         (100, 100, 64, (64, 64)),
         (10, 20, 80, (40, 80)),  # upscaling too
         (1, 1000, 10, (1, 10)),  # never below one pixel
+        (223, 324, 100, (69, 100)),  # 68.83: to nearest, not down
+        (333, 500, 101, (67, 101)),  # 67.27
+        (7, 3, 5, (5, 2)),  # 2.14
+        (5, 9, 7, (4, 7)),  # 3.89
+        (1110, 1282, 300, (260, 300)),  # 259.75
     ],
 )
 def test_scaled_size(height: int, width: int, longest: int, expected: tuple[int, int]) -> None:
@@ -127,3 +133,120 @@ def test_resize_and_normalize() -> None:
     normed = normalize(batch, (0.5, 0.25, 0.0), (0.5, 0.5, 2.0))
     torch.testing.assert_close(normed[:, 1], (batch[:, 1] - 0.25) / 0.5)
     torch.testing.assert_close(normed[:, 2], batch[:, 2] / 2.0)
+
+
+def test_16_bit_grey_png_is_scaled_not_saturated(tmp_path) -> None:  # noqa: ANN001
+    ramp = np.array([[0, 257, 30000, 65535]], dtype=np.uint16).repeat(3, axis=0)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as opened:
+        assert opened.mode.startswith("I;16")  # the case that used to saturate
+    loaded = image_tensor(path)
+    expected = torch.tensor([0, 1, 117, 255], dtype=torch.uint8)  # round(v / 65535 * 255)
+    assert loaded.dtype == torch.uint8 and loaded.shape == (3, 3, 4)
+    for channel in range(3):
+        assert torch.equal(loaded[channel, 1], expected)
+
+
+def test_float_tiff_in_unit_range_loads_and_outside_is_refused(tmp_path) -> None:  # noqa: ANN001
+    values = np.array([[0.0, 0.25, 0.5, 1.0]], dtype=np.float32).repeat(2, axis=0)
+    path = tmp_path / "unit.tiff"
+    Image.fromarray(values).save(path)
+    loaded = image_tensor(path)
+    # round(v * 255), numpy's round-half-to-even: 63.75 -> 64, 127.5 -> 128
+    assert torch.equal(loaded[1, 0], torch.tensor([0, 64, 128, 255], dtype=torch.uint8))
+    bad = tmp_path / "hundreds.tiff"
+    Image.fromarray(values * 200).save(bad)
+    with pytest.raises(
+        ImageDecodeError, match=r"hundreds\.tiff.*must lie in \[0, 1\], got \[0, 200\]"
+    ):
+        load_image(bad)
+
+
+def test_float_tensors_outside_unit_range_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"images\[2\]: a float image must lie in \[0, 1\]"):
+        image_tensor(torch.full((3, 4, 4), 255.0), name="images[2]")
+    with pytest.raises(ValueError, match=r"got values in \[-0\.5, 0\.5\]"):
+        image_tensor(torch.tensor([-0.5, 0.5]).repeat(3, 2, 1))
+    edges = torch.tensor([0.0, 1.0]).repeat(3, 2, 1)
+    assert image_tensor(edges) is edges
+
+
+def test_decompression_bomb_names_the_file(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    path = tmp_path / "bomb.png"
+    Image.new("L", (100, 100)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 10000 pixels > 2 × 2000
+    with pytest.raises(ImageDecodeError, match=r"bomb\.png.*too large.*decompression bomb"):
+        load_image(path)
+
+
+def test_resize_antialiases_like_pillow() -> None:
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+    out = resize(torch.from_numpy(pixels).permute(2, 0, 1), (11, 16))
+    for channel in range(3):
+        plane = Image.fromarray(pixels[:, :, channel].astype(np.float32) / 255.0, "F")
+        expected = np.asarray(plane.resize((16, 11), Image.BILINEAR))  # Pillow's triangle filter
+        np.testing.assert_allclose(out[channel].numpy(), expected, atol=1e-5)
+    # A one-pixel checkerboard shrunk 4 times is mid-grey, not an aliased pattern.
+    checker = ((np.indices((64, 64)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    board = torch.from_numpy(checker).expand(3, 64, 64)
+    torch.testing.assert_close(
+        resize(board, (16, 16)), torch.full((3, 16, 16), 0.5), atol=0.02, rtol=0
+    )
+
+
+def _jpeg(path, width: int, height: int, orientation: int | None = None) -> None:  # noqa: ANN001
+    """A smooth left-red / right-blue JPEG of stored size ``width``×``height``."""
+    image = _left_red_right_blue(width, height)
+    exif = image.getexif()
+    if orientation is not None:
+        exif[ORIENTATION] = orientation
+    image.save(path, exif=exif, quality=95)
+
+
+def test_draft_decoding_reduces_by_the_largest_power_of_two_that_keeps_the_target(tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "photo.jpg"
+    _jpeg(path, 400, 300)
+    cases = [
+        ((70, 93), (75, 100)),  # 400 // 93 = 4, 300 // 70 = 4: a quarter
+        ((80, 100), (150, 200)),  # 300 // 80 = 3: only a half keeps 80 rows
+        ((30, 40), (38, 50)),  # an eighth: ceil(300 / 8) = 38
+        ((300, 400), (300, 400)),  # full size
+        ((600, 800), (300, 400)),  # never upscaled by the decoder
+    ]
+    for target, expected in cases:
+        decoded = decode_image(path, lambda h, w, t=target: t)
+        assert (decoded.image.height, decoded.image.width) == expected, target
+        assert decoded.full_size == (300, 400) and decoded.image.mode == "RGB"
+    assert load_image(path).size == (400, 300)
+    png = tmp_path / "photo.png"
+    _left_red_right_blue(400, 300).save(png)
+    assert decode_image(png, lambda h, w: (30, 40)).image.size == (400, 300)  # not a JPEG
+
+
+def test_draft_decoding_keeps_the_exif_orientation(tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "sideways.jpg"
+    _jpeg(path, 400, 200, orientation=6)  # stored landscape, displayed portrait 200×400
+    requested = []
+
+    def target(height: int, width: int) -> tuple[int, int]:
+        requested.append((height, width))
+        return 100, 50  # upright: a quarter in both directions
+
+    decoded = decode_image(path, target)
+    assert requested == [(400, 200)] and decoded.full_size == (400, 200)
+    assert (decoded.image.height, decoded.image.width) == (100, 50)  # not 50 rows by 25
+    pixels = np.asarray(decoded.image).astype(int)
+    assert pixels[:40, :, 0].mean() > 200 and pixels[:40, :, 2].mean() < 60  # red on top
+    assert pixels[60:, :, 2].mean() > 200 and pixels[60:, :, 0].mean() < 60
+
+
+def test_truncated_jpeg_in_draft_mode_names_the_file(tmp_path) -> None:  # noqa: ANN001
+    good = tmp_path / "good.jpg"
+    noise = np.random.default_rng(1).integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(good, quality=90)
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(good.read_bytes()[:4000])
+    with pytest.raises(ImageDecodeError, match="cut.jpg"):
+        decode_image(truncated, lambda h, w: (75, 100))

@@ -66,3 +66,59 @@ def test_errors(tmp_path: Path) -> None:
     assert manifest[0].query_set is None
     with pytest.raises(ValueError, match="split: expected one of"):
         manifest.filter(split="train")
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"")
+    path = tmp_path / "excel.csv"
+    path.write_bytes("path,instance_id,split\na.jpg,Mona Lisa é,query\n".encode("utf-8-sig"))
+    manifest = Manifest.read(path)
+    assert manifest[0].instance_id == "Mona Lisa é" and manifest[0].split == "query"
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16", "utf-16-le"])
+def test_other_encodings_name_the_file(tmp_path: Path, encoding: str) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"")
+    path = tmp_path / f"{encoding}.csv"
+    path.write_bytes("path,instance_id,split\na.jpg,café,query\n".encode(encoding))
+    with pytest.raises(ValueError, match=rf"manifest '.*{encoding}\.csv'.*UTF-8"):
+        Manifest.read(path)
+
+
+def test_over_long_field_names_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"")
+    path = tmp_path / "long.csv"
+    path.write_text("path,instance_id,split\na.jpg,x,query\na.jpg," + "y" * 200_000 + ",query\n")
+    with pytest.raises(
+        ValueError, match=r"manifest '.*long\.csv': malformed CSV after line 2.*field"
+    ):
+        Manifest.read(path)
+
+
+def test_symlink_leading_outside_the_folder_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(b"")
+    collection = tmp_path / "collection"
+    collection.mkdir()
+    (collection / "innocent.jpg").symlink_to(outside)
+    (collection / "elsewhere").symlink_to(tmp_path, target_is_directory=True)
+    for name in ("innocent.jpg", "elsewhere/secret.jpg"):
+        path = collection / "manifest.csv"
+        path.write_text(f"path,instance_id,split\n{name},x,query\n")
+        with pytest.raises(ValueError, match=rf"manifest\.csv:2: '{name}' leads outside"):
+            Manifest.read(path)
+    inside = collection / "inside.jpg"
+    inside.write_bytes(b"")
+    (collection / "alias.jpg").symlink_to(inside)  # a link that stays inside is fine
+    path.write_text("path,instance_id,split\nalias.jpg,x,query\n")
+    assert Manifest.read(path)[0].path == collection / "alias.jpg"
+
+
+def test_a_file_reached_through_a_linked_folder_is_a_duplicate(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(b"")
+    (tmp_path / "linked").symlink_to(tmp_path / "images", target_is_directory=True)
+    path = tmp_path / "manifest.csv"
+    path.write_text("path,instance_id,split\nimages/a.jpg,x,reference\nlinked/a.jpg,x,query\n")
+    with pytest.raises(ValueError, match=r"duplicate paths: images/a\.jpg = linked/a\.jpg"):
+        Manifest.read(path)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pyinstance.viz import render_region_heatmap
@@ -92,5 +93,38 @@ def test_bad_input(kwargs, match):
     image = np.zeros((20, 30, 3), np.uint8)
     with pytest.raises(ValueError, match=match):
         render_region_heatmap(image, **kwargs)
-    with pytest.raises(ValueError, match="image: expected a PIL image"):
+    with pytest.raises(ValueError, match="image: expected a numpy H×W×3 uint8 array"):
         render_region_heatmap(np.zeros((20, 30)), [0], (2, 2))
+
+
+def test_low_scores_are_blue_and_high_scores_red() -> None:
+    grey = np.full((40, 100, 3), 128, np.uint8)
+    scores = np.array([[0.0, 0.25, 0.5, 0.75, 1.0]])  # one 20-pixel-wide cell each
+    picture = render_region_heatmap(grey, [0], (1, 5), scores=scores, alpha=1.0, line_width=0)
+    pixels = np.asarray(picture).astype(int)
+    # the jet colour map by hand: channel c = clip(1.5 - |4t - centre_c|, 0, 1), centres
+    # red 3, green 2, blue 1: dark blue, light blue, green, orange, dark red
+    expected = [[0, 0, 127], [0, 127, 255], [127, 255, 127], [255, 127, 0], [127, 0, 0]]
+    for cell, colour in enumerate(expected):
+        centre = pixels[20, 20 * cell + 10]  # bilinear upsampling blends a little
+        assert np.abs(centre - colour).max() <= 10, (cell, centre.tolist(), colour)
+    half = np.asarray(
+        render_region_heatmap(grey, [0], (1, 5), scores=scores, alpha=0.5, line_width=0)
+    ).astype(int)
+    assert np.abs(half[20, 90] - [128, 64, 64]).max() <= 6  # (128 + 127) / 2, 128 / 2
+
+
+def test_files_are_made_upright_like_everywhere_else(tmp_path: Path) -> None:
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20, 0] = 255  # left half red, right half blue, as stored
+    stored[:, 20:, 2] = 255
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6  # displayed rotated 90° clockwise: red on top
+    path = tmp_path / "sideways.jpg"
+    image.save(path, exif=exif, quality=95)
+    picture = render_region_heatmap(path, [0], (2, 1), color=(0, 255, 0), line_width=1)
+    assert picture.size == (20, 40)  # portrait, as the rest of the library loads it
+    pixels = np.asarray(picture).astype(int)
+    assert pixels[10, 10, 0] > 200 and pixels[30, 10, 2] > 200
+    assert render_region_heatmap(torch.rand(3, 8, 12), [0], (1, 1)).size == (12, 8)
