@@ -47,7 +47,7 @@ def float32_rows(array: np.ndarray | torch.Tensor, start: int, stop: int) -> tor
     """Rows ``start:stop`` as a float32 CPU tensor."""
     rows = array[start:stop]
     if isinstance(rows, np.ndarray):
-        rows = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+        rows = torch.from_numpy(np.array(rows, dtype=np.float32))  # a chunk, copied
     return rows.to(torch.float32)
 
 
