@@ -6,11 +6,15 @@ then an optional :class:`Reranker`, then open-set rejection (:func:`reject`) wit
 threshold given or fitted on the collection (:func:`fit_threshold`).
 """
 
+from pyinstance.classify.augment import augment_views
 from pyinstance.classify.base import NeighbourClassifier
 from pyinstance.classify.instance_mean import InstanceMean
 from pyinstance.classify.means import AlphaMeanKnn, MeanKnn
 from pyinstance.classify.nearest import NearestNeighbour
+from pyinstance.classify.openset import ThresholdFit, fit_threshold, reject, threshold_for_far
+from pyinstance.classify.pipeline import classify
 from pyinstance.classify.prediction import UNKNOWN, Prediction
+from pyinstance.classify.rerank import Reranker
 from pyinstance.classify.voting import TRANSFORMS, KnnVote, KnnWeighted
 
 __all__ = [
@@ -24,4 +28,11 @@ __all__ = [
     "NearestNeighbour",
     "NeighbourClassifier",
     "Prediction",
+    "Reranker",
+    "ThresholdFit",
+    "augment_views",
+    "classify",
+    "fit_threshold",
+    "reject",
+    "threshold_for_far",
 ]
