@@ -76,7 +76,14 @@ def pyinstance_register_miners(register: Register) -> None:
 def pyinstance_register_classifiers(register: Register) -> None:
     """Register instance classifiers: ``factory(**kw) -> object``.
 
-    The object has ``fit(descriptors N×D, labels N) -> self`` and
-    ``predict(queries Q×D) -> (labels Q, confidences Q)``; a label of -1 means "unknown"
-    (open-set rejection). See :func:`pyinstance.testing.check_classifier`.
+    The object decides from the k-NN search results of an index. It has ``k`` (an int >= 0:
+    the neighbours per query its ``predict`` reads, the first ``k`` columns of what it is
+    given), ``fit(descriptors N×D, labels N int64 codes) -> self`` (called once with the
+    collection; keeps state such as per-instance means, validates its input even when it
+    keeps nothing; code -1 marks a row to ignore) and
+    ``predict(neighbours: pyinstance.index.Neighbours, queries Q×D or Q×R×D)
+    -> pyinstance.classify.Prediction``: per query the instance code or -1 (unknown), a
+    confidence in [0, 1] that separates known from unknown queries (open-set rejection
+    thresholds it), and the instances ranked best first with their scores.
+    See :func:`pyinstance.testing.check_classifier`.
     """

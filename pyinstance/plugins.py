@@ -44,6 +44,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pyinstance.builtin.heads",
     "pyinstance.builtin.region_head",
     "pyinstance.builtin.miners",
+    "pyinstance.builtin.classifiers",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -250,32 +251,147 @@ def check_miner(miner: Any, *, dim: int = 16, deterministic: bool = True) -> Non
         _expect(lonely[0].numel() == 0, "miner returned triplets for a batch with one class only")
 
 
-def check_classifier(classifier: Any, *, dim: int = 16) -> None:
-    """A classifier fits labelled descriptors and predicts labels with confidences in [0, 1]."""
+def _instance_clusters(
+    centres: torch.Tensor, per_instance: int, spread: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_instance`` unit descriptors around each of ``centres``, with their codes."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(centres.shape[0]).repeat_interleave(per_instance)
+    noise = spread * torch.randn(labels.numel(), centres.shape[1], generator=generator)
+    return torch.nn.functional.normalize(centres[labels] + noise, dim=1), labels
+
+
+def _search(queries: torch.Tensor, refs: torch.Tensor, labels: torch.Tensor, k: int) -> Any:
+    """Exact k-NN as the index returns it: -1/-inf padding past the N references."""
+    from pyinstance.index.neighbours import Neighbours
+
+    scores, rows = (queries @ refs.T).topk(min(k, refs.shape[0]), dim=1)
+    pad = k - scores.shape[1]
+    scores = torch.nn.functional.pad(scores, (0, pad), value=float("-inf"))
+    rows = torch.nn.functional.pad(rows, (0, pad), value=-1)
+    codes = torch.where(rows >= 0, labels[rows.clamp_min(0)], -1)
+    instances = tuple(f"instance-{c}" for c in range(int(labels.max()) + 1))
+    return Neighbours(scores.numpy(), rows.numpy(), codes.numpy(), instances)
+
+
+def _checked_prediction(classifier: Any, neighbours: Any, queries: torch.Tensor) -> Any:
+    from pyinstance.classify import Prediction
+
+    try:
+        prediction = classifier.predict(neighbours, queries)
+    except Exception as error:
+        raise ContractError(
+            f"predict() raised on valid input: {type(error).__name__}: {error}"
+        ) from error
+    _expect(
+        isinstance(prediction, Prediction),
+        f"predict() must return a pyinstance.classify.Prediction, got {type(prediction).__name__}",
+    )
+    q, instances = queries.shape[0], len(neighbours.instances)
+    _expect(
+        len(prediction) == q,
+        f"predict() must answer each of the {q} queries, got {len(prediction)} answers",
+    )
+    ranked, scores = prediction.ranked, prediction.ranked_scores
+    _expect(
+        bool((ranked < instances).all()),
+        f"ranked holds codes >= {instances}, the number of instances",
+    )
+    padded = ranked < 0
+    _expect(
+        bool((padded[:, :-1] <= padded[:, 1:]).all()),
+        "ranked: -1 padding must come after every ranked instance",
+    )
+    _expect(bool(np.isneginf(scores[padded]).all()), "ranked_scores must be -inf where padded")
+    finite = scores[:, 1:][~padded[:, 1:]]
+    _expect(
+        bool((finite <= scores[:, :-1][~padded[:, 1:]]).all()) and bool(np.isfinite(finite).all()),
+        "ranked_scores must be finite and non-increasing along each row",
+    )
+    repeated = (ranked[:, :, None] == ranked[:, None, :]) & ~padded[:, :, None]
+    _expect(int(repeated.sum()) == int((~padded).sum()), "ranked lists an instance more than once")
+    known = prediction.labels >= 0
+    _expect(
+        bool((prediction.labels[known] == ranked[known, 0]).all()),
+        "labels must be -1 (unknown) or the first ranked instance",
+    )
+    return prediction
+
+
+def _rejects_bad_input(call: Any, what: str) -> None:
+    try:
+        call()
+    except (ValueError, TypeError):
+        return
+    raise ContractError(f"{what} without an error")
+
+
+def check_classifier(classifier: Any, *, dim: int = 32) -> None:
+    """A classifier fits a collection and classifies k-NN results of known and unknown queries.
+
+    Checks ``k``, that ``fit`` validates its input and returns the classifier, the
+    :class:`~pyinstance.classify.Prediction` of ``predict`` (shapes, codes, ranking,
+    confidence in [0, 1]), accuracy on separable clusters, that extra neighbour columns
+    change nothing, that padded neighbours (fewer references than ``k``) and Q×R×D
+    queries work, that confidences rank known queries above unknown ones, and that
+    queries of the wrong dimension are refused.
+    """
+    k = getattr(classifier, "k", None)
+    _expect(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 0,
+        f"classifier must have an int attribute k >= 0 (neighbours it reads), got {k!r}",
+    )
     for method in ("fit", "predict"):
         _expect(
             callable(getattr(classifier, method, None)), f"classifier must have a {method}() method"
         )
-    references, labels = _clustered_batch(6, 3, dim, spread=0.2, seed=4)
-    queries, truth = _clustered_batch(6, 2, dim, spread=0.2, seed=4)
+    generator = torch.Generator().manual_seed(4)
+    centres = torch.nn.functional.normalize(torch.randn(6, dim, generator=generator), dim=1)
+    references, labels = _instance_clusters(centres, 3, 0.09, seed=5)
+    queries, truth = _instance_clusters(centres, 2, 0.09, seed=6)
+    poisoned = references.clone()
+    poisoned[1, 0] = float("nan")
+    _rejects_bad_input(lambda: classifier.fit(poisoned, labels), "fit() accepted NaN descriptors")
+    _rejects_bad_input(
+        lambda: classifier.fit(references, labels[:-1]),
+        "fit() accepted fewer labels than descriptors",
+    )
     returned = classifier.fit(references, labels)
     _expect(returned is classifier, "classifier.fit() must return the classifier itself")
-    predicted, confidence = classifier.predict(queries)
-    predicted = torch.as_tensor(predicted)
-    confidence = torch.as_tensor(confidence)
-    _expect(
-        predicted.shape == (queries.shape[0],) and confidence.shape == (queries.shape[0],),
-        f"predict() must return Q labels and Q confidences, got {tuple(predicted.shape)}, {tuple(confidence.shape)}",
-    )
-    _expect(
-        bool(((confidence >= 0) & (confidence <= 1)).all()),
-        f"confidences must lie in [0, 1], got {confidence.tolist()}",
-    )
-    accuracy = float((predicted == truth).float().mean())
+
+    prediction = _checked_prediction(classifier, _search(queries, references, labels, k), queries)
+    accuracy = float((prediction.labels == truth.numpy()).mean())
     _expect(accuracy >= 0.9, f"classifier gets {accuracy:.0%} right on well-separated clusters")
-    try:
-        classifier.predict(torch.randn(2, dim + 1))
-    except (ValueError, TypeError):
-        pass
-    else:
-        raise ContractError("predict() accepted queries of the wrong dimension without an error")
+    wider = _checked_prediction(classifier, _search(queries, references, labels, k + 3), queries)
+    _expect(
+        np.array_equal(wider.labels, prediction.labels)
+        and np.allclose(wider.confidence, prediction.confidence, atol=1e-6),
+        "predict() must read only the first k neighbour columns (more columns changed the answer)",
+    )
+
+    strangers = torch.nn.functional.normalize(torch.randn(12, dim, generator=generator), dim=1)
+    unknown = _checked_prediction(
+        classifier, _search(strangers, references, labels, k), strangers
+    ).confidence
+    separation = float((prediction.confidence[:, None] > unknown[None, :]).mean())
+    _expect(
+        separation >= 0.9,
+        f"confidence ranks known queries above unknown ones in only {separation:.0%} of pairs: "
+        "open-set rejection cannot threshold it",
+    )
+
+    regions = torch.stack([queries, strangers], dim=1)
+    _checked_prediction(classifier, _search(queries, references, labels, k), regions)
+
+    classifier.fit(references[:2], labels[:2])  # one instance, fewer references than k
+    _checked_prediction(
+        classifier, _search(queries, references[:2], labels[:2], max(k, 3)), queries
+    )
+
+    classifier.fit(references, labels)
+    _rejects_bad_input(
+        lambda: classifier.predict(
+            _search(queries, references, labels, k), torch.randn(queries.shape[0], dim + 1)
+        ),
+        "predict() accepted queries of the wrong dimension",
+    )

@@ -48,25 +48,11 @@ def good_miner(embeddings, labels, ref_embeddings=None, ref_labels=None):
     return anchors, positives[valid], negatives[valid]
 
 
-class CentroidClassifier:
-    def fit(self, descriptors, labels):
-        self.classes = labels.unique()
-        self.centres = torch.stack([descriptors[labels == c].mean(0) for c in self.classes])
-        return self
-
-    def predict(self, queries):
-        if queries.shape[1] != self.centres.shape[1]:
-            raise ValueError("queries: wrong dimension")
-        score, best = (queries @ self.centres.T).max(1)
-        return self.classes[best], score.clamp(0, 1)
-
-
 def test_good_components_pass():
     testing.check_backbone(GoodBackbone())
     testing.check_head(GoodHead(8), 8)
     testing.check_loss(TripletMarginLoss(margin=0.5))
     testing.check_miner(good_miner)
-    testing.check_classifier(CentroidClassifier())
 
 
 def test_backbone_without_stride_attribute_fails():
@@ -145,24 +131,3 @@ def test_nondeterministic_miner_fails_unless_declared():
     with pytest.raises(ContractError, match="not deterministic"):
         testing.check_miner(shuffled)
     testing.check_miner(shuffled, deterministic=False)
-
-
-def test_classifier_accepting_wrong_dimension_fails():
-    class Lenient(CentroidClassifier):
-        def predict(self, queries):
-            queries = queries[:, : self.centres.shape[1]]
-            score, best = (queries @ self.centres.T).max(1)
-            return self.classes[best], score.clamp(0, 1)
-
-    with pytest.raises(ContractError, match="wrong dimension"):
-        testing.check_classifier(Lenient())
-
-
-def test_classifier_with_confidence_out_of_range_fails():
-    class Overconfident(CentroidClassifier):
-        def predict(self, queries):
-            labels, _ = super().predict(queries)
-            return labels, torch.full((len(queries),), 2.0)
-
-    with pytest.raises(ContractError, match=r"confidences must lie in \[0, 1\]"):
-        testing.check_classifier(Overconfident())
