@@ -77,8 +77,9 @@ def search(snapshot: Snapshot, queries: Any, k: int) -> Neighbours:
             )
             scores[:, :kk], positions[:, :kk] = best_scores, best_positions
     padded = positions < 0
-    rows = np.where(padded, -1, snapshot.rows[positions])
-    labels = np.where(padded, -1, snapshot.labels[positions])
+    safe = np.where(padded, 0, positions)
+    rows = np.where(padded, -1, snapshot.rows[safe]) if live else np.full_like(positions, -1)
+    labels = np.where(padded, -1, snapshot.labels[safe]) if live else np.full_like(positions, -1)
     return Neighbours(scores=scores, rows=rows, labels=labels, instances=snapshot.instances)
 
 
