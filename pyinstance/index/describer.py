@@ -1,0 +1,198 @@
+"""Descriptors of references and queries, made exactly as a :class:`Recipe` says.
+
+This is where a recipe's backbone and head names become modules (once, through the plugin
+registry); the rest of the index works with numbers only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pyinstance.data.images import (
+    ImageDecodeError,
+    ImageLike,
+    image_tensor,
+    load_image,
+    normalize,
+    resize,
+    scaled_size,
+)
+from pyinstance.extraction import aggregate_scales, extract
+from pyinstance.index.recipe import Recipe
+from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+from pyinstance.models.regions import pool_windows
+
+#: Files decoded (and extracted) together; bounds the memory of decoded images.
+_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class FileError:
+    """A file that was skipped, and why."""
+
+    path: str
+    reason: str
+
+
+def weights_sha256(*modules: torch.nn.Module) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of the modules' state dicts."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def decode_reference(path: str | os.PathLike[str]) -> torch.Tensor:
+    """A reference file as a 3×H×W uint8 tensor; decompression bombs are refused.
+
+    Raises :class:`ImageDecodeError` (corrupt, truncated, empty, not an image, too many
+    pixels) or ``OSError`` (missing, unreadable).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = load_image(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageDecodeError(
+                f"refused {str(path)!r}: decompression bomb ({error})"
+            ) from error
+    return image_tensor(image, str(path))
+
+
+class Describer:
+    """Builds the recipe's backbone and head and describes images with them.
+
+    Args:
+        recipe: the recipe; its names are resolved here (``pyinstance.get_backbone`` and
+            ``get_head``). A pinned ``weights_sha256`` must match the built modules.
+        device: where the networks run (default CPU).
+
+    ``recipe`` (attribute) is the given recipe with ``weights_sha256`` pinned.
+    """
+
+    def __init__(self, recipe: Recipe, *, device: torch.device | str | None = None):
+        from pyinstance.plugins import get_backbone, get_head
+
+        if not isinstance(recipe, Recipe):
+            raise TypeError(f"recipe: expected a Recipe, got {type(recipe).__name__}")
+        if recipe.postprocess:
+            raise ValueError(
+                f"recipe.postprocess: this pyinstance cannot apply post-processing state "
+                f"{sorted(recipe.postprocess)}"
+            )
+        self.backbone = get_backbone(recipe.backbone, **recipe.backbone_params)
+        self.head = get_head(
+            recipe.head, in_channels=self.backbone.out_channels, **recipe.head_params
+        )
+        if self.head.out_dim != recipe.dim:
+            raise ValueError(
+                f"recipe.dim: {recipe.dim}, but {recipe.backbone} + {recipe.head} give "
+                f"{self.head.out_dim}-dimensional descriptors"
+            )
+        sha = weights_sha256(self.backbone, self.head)
+        if recipe.weights_sha256 is not None and recipe.weights_sha256 != sha:
+            raise ValueError(
+                f"recipe.weights_sha256: the index was made with weights {recipe.weights_sha256}, "
+                f"but {recipe.backbone!r} + {recipe.head!r} now load weights {sha}"
+            )
+        self.recipe = recipe.with_(weights_sha256=sha)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.backbone.to(self.device).eval()
+        self.head.to(self.device).eval()
+
+    def references(
+        self, paths: Sequence[str | os.PathLike[str]], *, progress: bool = False
+    ) -> tuple[np.ndarray, list[FileError]]:
+        """Descriptors ``N × D`` float32 of the files that could be described, and the others.
+
+        Row ``i`` belongs to the ``i``-th path that is not in the errors. Undecodable,
+        missing, unreadable, too small files and decompression bombs are skipped, each with
+        its reason; the batch goes on.
+        """
+        rows: list[np.ndarray] = []
+        errors: list[FileError] = []
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(paths), disable=not progress, desc="describe", unit="img") as bar:
+            for start in range(0, len(paths), _CHUNK):
+                chunk = paths[start : start + _CHUNK]
+                images: list[torch.Tensor] = []
+                for path in chunk:
+                    try:
+                        images.append(decode_reference(path))
+                    except (ImageDecodeError, OSError, ValueError) as error:
+                        errors.append(FileError(str(path), str(error)))
+                if images:
+                    try:
+                        rows.append(self._describe(images))
+                    except ValueError:  # one image too small: find it, keep the others
+                        good = [p for p in chunk if str(p) not in {e.path for e in errors}]
+                        for path, image in zip(good, images, strict=True):
+                            try:
+                                rows.append(self._describe([image]))
+                            except ValueError as error:
+                                errors.append(FileError(str(path), str(error)))
+                bar.update(len(chunk))
+        dim = self.recipe.dim
+        return (np.concatenate(rows) if rows else np.empty((0, dim), np.float32)), errors
+
+    def _describe(self, images: list[torch.Tensor]) -> np.ndarray:
+        descriptors = extract(
+            images,
+            self.backbone,
+            self.head,
+            scales=self.recipe.scales,
+            max_side=self.recipe.max_side,
+            device=self.device,
+            progress=False,
+        )
+        return aggregate_scales(descriptors).numpy().astype(np.float32, copy=False)
+
+    def queries(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Descriptors ``Q × R × D`` float32 of query images (``R = 1`` without windows).
+
+        With ``recipe.query_windows`` each image goes once through the backbone at
+        ``max_side`` and its feature map is pooled per window. An image that cannot be
+        decoded is an error naming it.
+        """
+        if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
+            raise TypeError(
+                f"images: expected a sequence of images (paths, PIL images, arrays), got "
+                f"{type(images).__name__}"
+            )
+        if not images:
+            raise ValueError("images: empty; nothing to describe")
+        if self.recipe.query_windows is None:
+            return self._describe(list(images))[:, None, :]
+        mean = getattr(self.backbone, "input_mean", IMAGENET_MEAN)
+        std = getattr(self.backbone, "input_std", IMAGENET_STD)
+        min_size = getattr(self.backbone, "min_input_size", 1)
+        out = []
+        with torch.inference_mode():
+            for index, item in enumerate(images):
+                name = f"images[{index}]" + (
+                    f" ({item})" if isinstance(item, (str, os.PathLike)) else ""
+                )
+                image = image_tensor(item, name).to(self.device)
+                size = scaled_size(*image.shape[1:], self.recipe.max_side)
+                if min(size) < min_size:
+                    raise ValueError(
+                        f"{name}: resized to {size[0]}×{size[1]}, below the backbone's minimum "
+                        f"input size {min_size}"
+                    )
+                pixels = normalize(resize(image, size)[None], mean, std)
+                features = self.backbone(pixels)
+                pooled = pool_windows(features, self.head, self.recipe.query_windows)
+                out.append(pooled.float().cpu().numpy())
+        return np.concatenate(out)

@@ -1,0 +1,399 @@
+"""``InstanceIndex``: a persistent collection of reference images and their descriptors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyinstance.data.images import ImageLike
+from pyinstance.index.describer import Describer, FileError
+from pyinstance.index.neighbours import Neighbours
+from pyinstance.index.recipe import DEFAULT_RECIPE, Recipe
+from pyinstance.index.report import AddReport
+from pyinstance.index.search import search
+from pyinstance.index.sources import Source, SourceImage, collect, file_sha256
+from pyinstance.index.store import ImageRecord, Store, from_storage
+
+#: Compact automatically once this fraction of the descriptor rows are tombstones.
+AUTO_COMPACT_FRACTION = 0.25
+
+
+class InstanceIndex:
+    """Reference images of instances, their descriptors and the recipe that made them.
+
+    Open one with :meth:`open`, make one with :meth:`create` or :meth:`build`. Every
+    mutation is one atomic commit; searches read a consistent snapshot, also while another
+    process writes. Row ids (``Neighbours.rows``) are stable: never renumbered by removal
+    or compaction.
+    """
+
+    def __init__(self, store: Store, *, device: torch.device | str | None = None):
+        if not isinstance(store, Store):
+            raise TypeError("use InstanceIndex.open(path), create(...) or build(...)")
+        self._store = store
+        self._device = device
+        self._describer: Describer | None = None
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        recipe: Recipe = DEFAULT_RECIPE,
+        *,
+        timeout: float = 30.0,
+        device: torch.device | str | None = None,
+    ) -> InstanceIndex:
+        """An empty index at ``path`` (absent or an empty folder) for ``recipe``."""
+        if not isinstance(recipe, Recipe):
+            raise TypeError(f"recipe: expected a Recipe, got {type(recipe).__name__}")
+        return cls(Store.create(path, recipe, timeout=timeout), device=device)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 30.0,
+        device: torch.device | str | None = None,
+    ) -> InstanceIndex:
+        """The index at ``path``; the describer is rebuilt from its recipe when needed.
+
+        ``timeout``: seconds a writer waits for another writer before giving up.
+        """
+        return cls(Store(path, timeout=timeout), device=device)
+
+    @classmethod
+    def build(
+        cls,
+        path: str | os.PathLike[str],
+        source: Source | Sequence[Source],
+        recipe: Recipe = DEFAULT_RECIPE,
+        *,
+        instance: str | None = None,
+        progress: bool = True,
+        device: torch.device | str | None = None,
+    ) -> tuple[InstanceIndex, AddReport]:
+        """Create an index at ``path`` from ``source`` (see :meth:`add`).
+
+        Raises ``ValueError`` and leaves nothing at ``path`` when no image could be added.
+        """
+        describer = Describer(recipe, device=device)  # validates names and pins the weights
+        entries, errors = collect(source, instance)
+        index = cls.create(path, describer.recipe, device=device)
+        index._describer = describer
+        try:
+            report = index._add(entries, errors, replace=False, progress=progress)
+        except BaseException:
+            index.close()
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        if report.added == 0:
+            index.close()
+            shutil.rmtree(path, ignore_errors=True)
+            reasons = "; ".join(f"{e.path}: {e.reason}" for e in report.skipped[:5])
+            raise ValueError(
+                f"source: no image could be added ({len(report.skipped)} skipped"
+                + (f": {reasons}" if reasons else "")
+                + ")"
+            )
+        return index, report
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> InstanceIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        snapshot = self._store.snapshot()
+        return (
+            f"InstanceIndex({str(self.path)!r}, {len(snapshot.slots)} images, "
+            f"{len(snapshot.instances)} instances)"
+        )
+
+    # -- properties -----------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._store.path
+
+    @property
+    def recipe(self) -> Recipe:
+        return self._store.recipe
+
+    @property
+    def describer(self) -> Describer:
+        """The recipe's describer (built on first use: loads the backbone)."""
+        if self._describer is None:
+            self._describer = Describer(self.recipe, device=self._device)
+        return self._describer
+
+    @property
+    def instances(self) -> tuple[str, ...]:
+        """Instance ids, sorted; ``labels()`` are positions in this tuple."""
+        return self._store.snapshot().instances
+
+    def __len__(self) -> int:
+        return int(self._store.snapshot().slots.shape[0])
+
+    # -- adding ---------------------------------------------------------------------------
+
+    def add(
+        self,
+        source: Source | Sequence[Source],
+        instance: str | None = None,
+        *,
+        progress: bool = False,
+    ) -> AddReport:
+        """Add reference images, in one commit.
+
+        ``source``: image files (``instance`` names their instance), folders with one
+        sub-folder per instance (or any files when ``instance`` is given), or manifest CSVs
+        (``reference`` rows). Files already in the index with identical content are no-ops;
+        an image id already present with other content is skipped (use :meth:`update`);
+        undecodable, unreadable or oversized files are skipped and reported.
+        """
+        entries, errors = collect(source, instance)
+        return self._add(entries, errors, replace=False, progress=progress)
+
+    def update(
+        self,
+        source: Source | Sequence[Source],
+        instance: str | None = None,
+        *,
+        progress: bool = False,
+    ) -> AddReport:
+        """Like :meth:`add`, but images whose content changed are re-extracted and replace
+        the old ones (new row ids; the old rows become tombstones); unchanged files are not
+        extracted again."""
+        entries, errors = collect(source, instance)
+        report = self._add(entries, errors, replace=True, progress=progress)
+        self._auto_compact()
+        return report
+
+    def _add(
+        self,
+        entries: list[SourceImage],
+        errors: list[FileError],
+        *,
+        replace: bool,
+        progress: bool,
+    ) -> AddReport:
+        start = time.perf_counter()
+        skipped = list(errors)
+        hashed: list[tuple[SourceImage, str]] = []
+        for entry in entries:
+            try:
+                hashed.append((entry, file_sha256(entry.path)))
+            except OSError as error:
+                skipped.append(FileError(str(entry.path), f"cannot read: {error}"))
+        by_sha = self._store.image_by_sha([sha for _, sha in hashed])
+        sha_of_id = self._store.image_sha([entry.image_id for entry, _ in hashed])
+        todo: list[tuple[SourceImage, str]] = []
+        unchanged = 0
+        batch_shas: dict[str, str] = {}
+        for entry, sha in hashed:
+            if sha in by_sha or sha in batch_shas:
+                unchanged += 1
+            elif entry.image_id in sha_of_id and not replace:
+                skipped.append(
+                    FileError(
+                        str(entry.path),
+                        f"image id {entry.image_id!r} is already in the index with other "
+                        "content (use update)",
+                    )
+                )
+            else:
+                batch_shas[sha] = entry.image_id
+                todo.append((entry, sha))
+        updated = sum(1 for entry, _ in todo if entry.image_id in sha_of_id)
+        added = 0
+        if todo:
+            descriptors, failures = self.describer.references(
+                [entry.path for entry, _ in todo], progress=progress
+            )
+            failed = {failure.path for failure in failures}
+            skipped.extend(failures)
+            kept = [(entry, sha) for entry, sha in todo if str(entry.path) not in failed]
+            records = [
+                ImageRecord(entry.image_id, entry.instance, str(entry.path), sha)
+                for entry, sha in kept
+            ]
+            self._store.add(descriptors, records, replace=replace)
+            updated = sum(1 for entry, _ in kept if entry.image_id in sha_of_id)
+            added = len(kept) - updated
+        return AddReport(
+            added=added,
+            updated=updated,
+            unchanged=unchanged,
+            skipped=tuple(skipped),
+            instances=len(self.instances),
+            seconds=time.perf_counter() - start,
+        )
+
+    def add_descriptors(
+        self,
+        descriptors: Any,
+        instance_ids: Sequence[str],
+        image_ids: Sequence[str],
+        recipe: Recipe,
+    ) -> list[int]:
+        """Add ready-made descriptors (N × D, one per image) in one commit; returns row ids.
+
+        ``recipe`` must be the index's recipe (descriptors of another one are refused).
+        """
+        if not isinstance(recipe, Recipe):
+            raise TypeError(f"recipe: expected a Recipe, got {type(recipe).__name__}")
+        if not recipe.same_descriptors(self.recipe):
+            raise ValueError(
+                f"recipe: descriptors made by {recipe.describe()} cannot join an index made "
+                f"by {self.recipe.describe()}"
+            )
+        if isinstance(descriptors, torch.Tensor):
+            descriptors = descriptors.detach().cpu().float().numpy()
+        descriptors = np.asarray(descriptors)
+        if descriptors.ndim != 2 or not np.issubdtype(descriptors.dtype, np.floating):
+            raise ValueError(
+                f"descriptors: expected an N×D float array, got shape {descriptors.shape} "
+                f"dtype {descriptors.dtype}"
+            )
+        if descriptors.shape[1] != self.recipe.dim:
+            raise ValueError(
+                f"descriptors: size {descriptors.shape[1]} does not match the index's "
+                f"D={self.recipe.dim}"
+            )
+        descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
+        if not np.isfinite(descriptors).all():
+            raise ValueError("descriptors: contains NaN or infinite values")
+        for name, ids in (("instance_ids", instance_ids), ("image_ids", image_ids)):
+            if isinstance(ids, str) or len(ids) != len(descriptors):
+                raise ValueError(
+                    f"{name}: expected {len(descriptors)} ids (one per descriptor), got {ids!r}"[
+                        :200
+                    ]
+                )
+            if not all(isinstance(i, str) and i for i in ids):
+                raise ValueError(f"{name}: expected non-empty str ids")
+        if len(set(image_ids)) != len(image_ids):
+            raise ValueError("image_ids: contains duplicates")
+        records = [
+            ImageRecord(image, instance, None, None)
+            for image, instance in zip(image_ids, instance_ids, strict=True)
+        ]
+        return self._store.add(descriptors, records)
+
+    # -- removing -------------------------------------------------------------------------
+
+    def remove(
+        self,
+        *,
+        instance: str | Sequence[str] | None = None,
+        image: str | Sequence[str] | None = None,
+    ) -> int:
+        """Remove every image of ``instance`` and/or the images ``image`` (ids), in one
+        commit; returns how many were removed. Unknown ids are a ``KeyError``."""
+        instances = [instance] if isinstance(instance, str) else list(instance or ())
+        images = [image] if isinstance(image, str) else list(image or ())
+        if not instances and not images:
+            raise ValueError("remove: give instance=... or image=...")
+        unknown = [i for i in instances if i not in set(self.instances)]
+        present = self._store.image_sha(images)
+        unknown += [i for i in images if i not in present]
+        if unknown:
+            raise KeyError(f"remove: not in the index: {', '.join(map(repr, unknown[:10]))}")
+        removed = self._store.remove(instances=instances, images=images)
+        self._auto_compact()
+        return removed
+
+    def compact(self) -> int:
+        """Reclaim the rows of removed images; returns how many were reclaimed."""
+        return self._store.compact()
+
+    def _auto_compact(self) -> None:
+        snapshot = self._store.snapshot()
+        total = snapshot.descriptors.shape[0]
+        if total and snapshot.dead / total > AUTO_COMPACT_FRACTION:
+            self._store.compact()
+
+    # -- searching ------------------------------------------------------------------------
+
+    def search(self, queries: Any, k: int) -> Neighbours:
+        """The ``k`` nearest live references of each query (Q × D, or Q × R × D: then a
+        reference scores the maximum over the query's R descriptors)."""
+        return search(self._store.snapshot(), queries, k)
+
+    def describe_queries(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Query descriptors ``Q × R × D`` made as the recipe says."""
+        return self.describer.queries(images)
+
+    def search_images(self, images: Sequence[ImageLike], k: int) -> Neighbours:
+        """Describe ``images`` as queries and search them."""
+        return self.search(self.describe_queries(images), k)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def descriptors(self) -> np.ndarray:
+        """The live descriptors ``N × D`` as float32 (a copy), aligned with :meth:`labels`."""
+        snapshot = self._store.snapshot()
+        return from_storage(snapshot.descriptors[snapshot.slots], snapshot.dtype)
+
+    def labels(self) -> np.ndarray:
+        """Instance code (position in :attr:`instances`) of each live row."""
+        return self._store.snapshot().labels.copy()
+
+    def rows(self) -> np.ndarray:
+        """Stable row id of each live row (aligned with :meth:`descriptors`)."""
+        return self._store.snapshot().rows.copy()
+
+    def image_ids(self, rows: Any | None = None) -> list[str | None]:
+        """Image id of each of ``rows`` (row ids; ``None`` for -1 or removed rows), or of
+        every live row."""
+        snapshot = self._store.snapshot()
+        if rows is None:
+            return list(snapshot.image_ids)
+        by_row = dict(zip(snapshot.rows.tolist(), snapshot.image_ids, strict=True))
+        return [by_row.get(int(row)) for row in np.asarray(rows).reshape(-1)]
+
+    def images(self) -> list[dict[str, Any]]:
+        """Every live image: id, instance, source, sha256, added (Unix time), row."""
+        return self._store.images()
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        """A stored setting (e.g. the fitted open-set ``threshold``, the ``classifier``)."""
+        return self._store.get_setting(key, default)
+
+    def set_setting(self, key: str, value: Any) -> None:
+        """Store a JSON-able setting in one commit (``None`` deletes it)."""
+        self._store.set_settings({key: value})
+
+    def info(self) -> dict[str, Any]:
+        """images, instances, version, recipe, size_on_disk and more, JSON-able."""
+        snapshot = self._store.snapshot()
+        meta = self._store.meta()
+        return {
+            "path": str(self.path),
+            "images": int(snapshot.slots.shape[0]),
+            "instances": len(snapshot.instances),
+            "version": self._store.format_version,
+            "pyinstance_version": self.recipe.pyinstance_version,
+            "recipe": self.recipe.to_dict(),
+            "dim": self.recipe.dim,
+            "dtype": self.recipe.dtype,
+            "removed_rows": snapshot.dead,
+            "generation": snapshot.generation,
+            "created": float(meta["created"]),
+            "settings": self._store.settings(),
+            "size_on_disk": self._store.size_on_disk(),
+        }

@@ -1,0 +1,538 @@
+"""The on-disk store of an index: one SQLite database and one append-only descriptor file.
+
+Layout of an index directory::
+
+    index.sqlite            metadata: format, recipe, settings, instances, images
+    descriptors-<G>.bin     the descriptors of generation G, one row per slot, raw
+                            little-endian float32 / float16 / bfloat16 (as uint16)
+
+Atomicity (every mutation is one SQLite transaction, the only commit point):
+
+- A writer first takes SQLite's write lock (``BEGIN IMMEDIATE``; a second writer waits up
+  to ``timeout`` seconds, then fails with :class:`IndexBusyError`). Under the lock it
+  truncates the descriptor file to the committed slot count (dropping rows a crashed
+  writer appended but never committed) and deletes descriptor files of other generations
+  (left by a crash after a compaction).
+- New descriptors are appended beyond the committed slots and fsynced *before* the
+  transaction that records them (images, slot count) commits. A crash before the commit
+  leaves rows that no committed metadata refers to: invisible, and truncated by the next
+  writer. A crash after it leaves both in place.
+- Removal deletes image records only: their slots become tombstones (never renumbered,
+  excluded from search) until compaction.
+- Compaction writes the live rows into a new generation file, fsyncs it and its folder,
+  then switches generation and slots in one transaction; the old file is unlinked after
+  the commit (readers that mapped it keep a valid mapping on POSIX).
+- Readers read metadata in one read transaction (WAL mode: a consistent snapshot while a
+  writer works) and memory-map only the committed rows of that generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyinstance.index.recipe import Recipe
+
+#: Version of the on-disk format this code writes; newer ones are refused.
+FORMAT_VERSION = 1
+FORMAT_NAME = "pyinstance-index"
+DATABASE = "index.sqlite"
+_GENERATION_FILE = re.compile(r"descriptors-(\d+)\.bin")
+_FILE_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2")}
+_COPY_ROWS = 4096
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE instances (id TEXT PRIMARY KEY, added REAL NOT NULL);
+CREATE TABLE images (
+    id TEXT PRIMARY KEY,
+    instance TEXT NOT NULL REFERENCES instances(id),
+    source TEXT,
+    sha256 TEXT,
+    added REAL NOT NULL,
+    row INTEGER NOT NULL UNIQUE,
+    slot INTEGER NOT NULL UNIQUE
+);
+CREATE INDEX images_sha256 ON images(sha256);
+CREATE INDEX images_instance ON images(instance);
+"""
+
+
+class IndexNotFoundError(FileNotFoundError):
+    """The path given as an index does not exist."""
+
+
+class IndexFormatError(ValueError):
+    """The path is not a pyinstance index, is damaged, or was written by a newer version."""
+
+
+class IndexBusyError(RuntimeError):
+    """Another writer holds the index for longer than the timeout."""
+
+
+class IndexWriteError(OSError):
+    """A write failed (e.g. the disk is full); the index is unchanged."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One reference image to insert."""
+
+    id: str
+    instance: str
+    source: str | None
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The committed content of an index at one moment, descriptors memory-mapped.
+
+    ``slots``, ``rows``, ``labels`` and ``image_ids`` are aligned and ordered by slot;
+    ``descriptors`` maps every committed slot (live or tombstoned) of the generation.
+    """
+
+    version: int
+    generation: int
+    descriptors: np.ndarray
+    slots: np.ndarray
+    rows: np.ndarray
+    labels: np.ndarray
+    image_ids: tuple[str, ...]
+    instances: tuple[str, ...]
+    dtype: str
+
+    @property
+    def dead(self) -> int:
+        return int(self.descriptors.shape[0]) - int(self.slots.shape[0])
+
+    def refs(self) -> np.ndarray | torch.Tensor:
+        """The mapped descriptors as ``knn_dot`` takes them (bfloat16 as a torch view)."""
+        if self.dtype == "bfloat16":
+            return _bf16_view(self.descriptors)
+        return self.descriptors
+
+    def position_of_slot(self) -> np.ndarray:
+        """For every slot, its position among the live rows, or -1 for a tombstone."""
+        position = np.full(self.descriptors.shape[0], -1, dtype=np.int64)
+        position[self.slots] = np.arange(self.slots.shape[0])
+        return position
+
+
+def _bf16_view(array: np.ndarray) -> torch.Tensor:
+    import warnings
+
+    with warnings.catch_warnings():  # a read-only mapping: the kernels never write to it
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array).view(torch.bfloat16)
+
+
+def to_storage(descriptors: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 rows as the bytes of the storage dtype (bfloat16 rounded, as uint16)."""
+    if dtype == "bfloat16":
+        return torch.from_numpy(descriptors).to(torch.bfloat16).view(torch.int16).numpy()
+    return descriptors.astype(_FILE_DTYPES[dtype], copy=False)
+
+
+def from_storage(rows: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored rows as float32."""
+    if dtype == "bfloat16":
+        return _bf16_view(np.ascontiguousarray(rows)).float().numpy()
+    return np.asarray(rows, dtype=np.float32)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def _connect(database: Path, timeout: float) -> sqlite3.Connection:
+    connection = sqlite3.connect(
+        f"file:{database}?mode=rw", uri=True, timeout=timeout, isolation_level=None
+    )
+    connection.execute("PRAGMA synchronous=FULL")
+    return connection
+
+
+class Store:
+    """An open index directory. Use :meth:`create` or the constructor (opens)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0):
+        self.path = Path(path)
+        self.timeout = float(timeout)
+        if not self.path.exists():
+            raise IndexNotFoundError(f"index: no such directory {str(self.path)!r}")
+        database = self.path / DATABASE
+        if not self.path.is_dir() or not database.is_file():
+            raise IndexFormatError(
+                f"index: {str(self.path)!r} is not a pyinstance index (no {DATABASE} inside)"
+            )
+        try:
+            self._db = _connect(database, self.timeout)
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as error:
+            raise IndexFormatError(
+                f"index: {str(database)!r} is not a pyinstance index database ({error})"
+            ) from error
+        if meta.get("format") != FORMAT_NAME:
+            raise IndexFormatError(f"index: {str(self.path)!r} is not a pyinstance index")
+        version = int(meta.get("format_version", "0"))
+        if version > FORMAT_VERSION:
+            raise IndexFormatError(
+                f"index: {str(self.path)!r} has format version {version}, newer than the "
+                f"{FORMAT_VERSION} this pyinstance reads; upgrade pyinstance"
+            )
+        self.recipe = Recipe.from_json(meta["recipe"])
+        self.format_version = version
+        self._file_dtype = _FILE_DTYPES[self.recipe.dtype]
+        self._row_bytes = self.recipe.dim * self._file_dtype.itemsize
+        self._snapshot: Snapshot | None = None
+
+    # -- creation -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, path: str | os.PathLike[str], recipe: Recipe, *, timeout: float = 30.0
+    ) -> Store:
+        """Create an empty index at ``path`` (absent or an empty folder), atomically."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise FileExistsError(f"index: {str(path)!r} already exists and is not an empty folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            connection = sqlite3.connect(staging / DATABASE, isolation_level=None)
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.executescript(_SCHEMA)
+                connection.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        ("format", FORMAT_NAME),
+                        ("format_version", str(FORMAT_VERSION)),
+                        ("recipe", recipe.to_json()),
+                        ("generation", "0"),
+                        ("slots", "0"),
+                        ("next_row", "0"),
+                        ("created", repr(time.time())),
+                    ],
+                )
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                connection.close()
+            (staging / "descriptors-0.bin").touch()
+            staging.chmod(0o755)
+            for name in os.listdir(staging):
+                with open(staging / name, "rb") as handle:
+                    os.fsync(handle.fileno())
+            _fsync_dir(staging)
+            if path.exists():
+                path.rmdir()
+            os.rename(staging, path)
+            _fsync_dir(path.parent)
+        except BaseException:
+            for name in os.listdir(staging) if staging.exists() else ():
+                (staging / name).unlink()
+            if staging.exists():
+                staging.rmdir()
+            raise
+        return cls(path, timeout=timeout)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The committed content now (cached until another commit)."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if self._snapshot is not None and self._snapshot.version == version:
+            return self._snapshot
+        for _ in range(100):
+            try:
+                self._snapshot = self._read_snapshot(version)
+                return self._snapshot
+            except FileNotFoundError:  # compacted between our read and the mapping: again
+                time.sleep(0.01)
+                version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        raise IndexFormatError(f"index: {str(self.path)!r}: descriptor file keeps vanishing")
+
+    def _read_snapshot(self, version: int) -> Snapshot:
+        self._db.execute("BEGIN")
+        try:
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            records = self._db.execute(
+                "SELECT slot, row, instance, id FROM images ORDER BY slot"
+            ).fetchall()
+            generation, slots = int(meta["generation"]), int(meta["slots"])
+            descriptors = self._map(generation, slots)
+        finally:
+            self._db.execute("COMMIT")
+        instances = tuple(sorted({record[2] for record in records}))
+        code = {instance: i for i, instance in enumerate(instances)}
+        return Snapshot(
+            version=version,
+            generation=generation,
+            descriptors=descriptors,
+            slots=np.array([r[0] for r in records], dtype=np.int64),
+            rows=np.array([r[1] for r in records], dtype=np.int64),
+            labels=np.array([code[r[2]] for r in records], dtype=np.int64),
+            image_ids=tuple(r[3] for r in records),
+            instances=instances,
+            dtype=self.recipe.dtype,
+        )
+
+    def _file(self, generation: int) -> Path:
+        return self.path / f"descriptors-{generation}.bin"
+
+    def _map(self, generation: int, slots: int) -> np.ndarray:
+        path = self._file(generation)
+        size = path.stat().st_size
+        if size < slots * self._row_bytes:
+            raise IndexFormatError(
+                f"index: {str(path)!r} holds {size // self._row_bytes} rows, but the metadata "
+                f"commits {slots}: the descriptor file was damaged"
+            )
+        if slots == 0:
+            return np.empty((0, self.recipe.dim), dtype=self._file_dtype)
+        return np.memmap(path, dtype=self._file_dtype, mode="r", shape=(slots, self.recipe.dim))
+
+    def images(self) -> list[dict[str, Any]]:
+        """Every live image record (id, instance, source, sha256, added, row)."""
+        cursor = self._db.execute(
+            "SELECT id, instance, source, sha256, added, row FROM images ORDER BY row"
+        )
+        columns = [c[0] for c in cursor.description]
+        return [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
+
+    def image_by_sha(self, sha256s: Sequence[str]) -> dict[str, str]:
+        """Existing image id of each given content hash that is in the index."""
+        found: dict[str, str] = {}
+        for start in range(0, len(sha256s), 500):
+            chunk = list(sha256s[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                self._db.execute(
+                    f"SELECT sha256, id FROM images WHERE sha256 IN ({marks})", chunk
+                ).fetchall()
+            )
+        return found
+
+    def image_sha(self, image_ids: Sequence[str]) -> dict[str, str | None]:
+        """Content hash of each given image id that is in the index."""
+        found: dict[str, str | None] = {}
+        for start in range(0, len(image_ids), 500):
+            chunk = list(image_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                self._db.execute(
+                    f"SELECT id, sha256 FROM images WHERE id IN ({marks})", chunk
+                ).fetchall()
+            )
+        return found
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        found = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return default if found is None else json.loads(found[0])
+
+    def settings(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM settings")}
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def size_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+
+    # -- writing --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[dict[str, str]]:
+        """One write transaction (the writer lock); yields the metadata under the lock."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                raise IndexBusyError(
+                    f"index: {str(self.path)!r} is being written by another process; gave up "
+                    f"after waiting {self.timeout:g} s"
+                ) from error
+            raise
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        committed = int(meta["slots"])
+        try:
+            self._clean(int(meta["generation"]), committed)
+            yield meta
+            self._db.execute("COMMIT")
+        except BaseException as error:
+            self._db.execute("ROLLBACK")
+            with contextlib.suppress(OSError):  # the next writer truncates otherwise
+                os.truncate(self._file(int(meta["generation"])), committed * self._row_bytes)
+            if isinstance(error, OSError) and not isinstance(error, IndexWriteError):
+                raise IndexWriteError(
+                    error.errno,
+                    f"index: writing {str(self.path)!r} failed ({error.strerror or error}); "
+                    "the index is unchanged",
+                ) from error
+            if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
+                raise IndexWriteError(
+                    errno.ENOSPC,
+                    f"index: writing {str(self.path)!r} failed ({error}); the index is unchanged",
+                ) from error
+            raise
+        finally:
+            self._snapshot = None
+
+    def _clean(self, generation: int, committed: int) -> None:
+        """Drop what a crashed writer left: uncommitted tail rows, other generations."""
+        current = self._file(generation)
+        if current.stat().st_size != committed * self._row_bytes:
+            os.truncate(current, committed * self._row_bytes)
+        for entry in os.listdir(self.path):
+            match = _GENERATION_FILE.fullmatch(entry)
+            if match and int(match.group(1)) != generation:
+                (self.path / entry).unlink()
+
+    def add(
+        self, descriptors: np.ndarray, records: Sequence[ImageRecord], *, replace: bool = False
+    ) -> list[int]:
+        """Append float32 ``descriptors`` (N × D) for ``records``; returns their new row ids.
+
+        ``replace=False``: an image id already in the index is a ``ValueError``.
+        ``replace=True``: images with those ids are tombstoned in the same commit.
+        """
+        if descriptors.shape != (len(records), self.recipe.dim):
+            raise ValueError(
+                f"descriptors: expected shape ({len(records)}, {self.recipe.dim}), got "
+                f"{descriptors.shape}"
+            )
+        data = np.ascontiguousarray(to_storage(descriptors, self.recipe.dtype))
+        with self._writing() as meta:
+            if not records:
+                return []
+            if replace:
+                self._db.executemany("DELETE FROM images WHERE id = ?", [(r.id,) for r in records])
+            else:
+                present = self.image_sha([r.id for r in records])
+                if present:
+                    raise ValueError(
+                        f"image ids already in the index: {', '.join(sorted(present)[:10])}"
+                    )
+            generation, slots = int(meta["generation"]), int(meta["slots"])
+            next_row = int(meta["next_row"])
+            fd = os.open(self._file(generation), os.O_WRONLY | os.O_APPEND)
+            try:
+                _write_all(fd, memoryview(data).cast("B"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            now = time.time()
+            self._db.executemany(
+                "INSERT OR IGNORE INTO instances VALUES (?, ?)",
+                [(instance, now) for instance in sorted({r.instance for r in records})],
+            )
+            rows = list(range(next_row, next_row + len(records)))
+            self._db.executemany(
+                "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (r.id, r.instance, r.source, r.sha256, now, row, slots + i)
+                    for i, (r, row) in enumerate(zip(records, rows, strict=True))
+                ],
+            )
+            self._drop_empty_instances()
+            self._set_meta(slots=slots + len(records), next_row=next_row + len(records))
+        return rows
+
+    def remove(self, *, instances: Sequence[str] = (), images: Sequence[str] = ()) -> int:
+        """Tombstone the images of ``instances`` and the ``images``; returns how many."""
+        with self._writing():
+            removed = 0
+            for column, values in (("instance", instances), ("id", images)):
+                for value in values:
+                    removed += self._db.execute(
+                        f"DELETE FROM images WHERE {column} = ?", (value,)
+                    ).rowcount
+            self._drop_empty_instances()
+        return removed
+
+    def _drop_empty_instances(self) -> None:
+        self._db.execute(
+            "DELETE FROM instances WHERE id NOT IN (SELECT DISTINCT instance FROM images)"
+        )
+
+    def compact(self) -> int:
+        """Rewrite the live rows into a new generation; returns the tombstones reclaimed."""
+        with self._writing() as meta:
+            generation, slots = int(meta["generation"]), int(meta["slots"])
+            live = [s for (s,) in self._db.execute("SELECT slot FROM images ORDER BY slot")]
+            reclaimed = slots - len(live)
+            if reclaimed == 0:
+                return 0
+            old = self._map(generation, slots)
+            target = self._file(generation + 1)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                for start in range(0, len(live), _COPY_ROWS):
+                    chunk = np.ascontiguousarray(old[live[start : start + _COPY_ROWS]])
+                    _write_all(fd, memoryview(chunk).cast("B"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(self.path)
+            self._db.executemany(
+                "UPDATE images SET slot = ? WHERE slot = ?",
+                [(new, slot) for new, slot in enumerate(live)],  # ascending: never collides
+            )
+            self._set_meta(generation=generation + 1, slots=len(live))
+        with contextlib.suppress(OSError):  # else the next writer deletes it
+            self._file(generation).unlink()
+        return reclaimed
+
+    def set_settings(self, values: Mapping[str, Any]) -> None:
+        """Store JSON ``values`` by key (``None`` deletes the key), in one commit."""
+        encoded = {}
+        for key, value in values.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"setting key: expected a non-empty str, got {key!r}")
+            try:
+                encoded[key] = None if value is None else json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"setting {key!r}: not JSON-serialisable: {error}") from error
+        with self._writing():
+            for key, text in encoded.items():
+                if text is None:
+                    self._db.execute("DELETE FROM settings WHERE key = ?", (key,))
+                else:
+                    self._db.execute(
+                        "INSERT INTO settings VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (key, text),
+                    )
+
+    def _set_meta(self, **values: int) -> None:
+        self._db.executemany(
+            "UPDATE meta SET value = ? WHERE key = ?", [(str(v), k) for k, v in values.items()]
+        )
