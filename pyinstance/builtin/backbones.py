@@ -1,5 +1,5 @@
-"""Built-in backbones: EfficientNet-Lite0 (pretrained, the default), ResNets, VGG-16, AlexNet,
-and the small triplet network."""
+"""Built-in backbones: EfficientNet-Lite0 (pretrained, the default), -Lite1, -Lite2, ResNets,
+VGG-16, AlexNet, and the small triplet network."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from pyinstance.hookspecs import Register, hookimpl
 from pyinstance.models import VGG16, AlexNet, EfficientNetLite0, ResNet, TripletNetSmall
+from pyinstance.models.efficientnet import EfficientNetLite1, EfficientNetLite2
 
 #: The backbone the library uses when none is named.
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -26,6 +27,8 @@ def _resnet(depth: int):  # noqa: ANN202 - returns a factory
 @hookimpl
 def pyinstance_register_backbones(register: Register) -> None:
     register(DEFAULT_BACKBONE, EfficientNetLite0)
+    register("efficientnet_lite1", EfficientNetLite1)
+    register("efficientnet_lite2", EfficientNetLite2)
     for depth in (18, 34, 50, 101, 152):
         register(f"resnet{depth}", _resnet(depth))
     register("alexnet", AlexNet)

