@@ -85,13 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--kind", choices=list(plugins.HOOKS), help="only this kind")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(run=_plugins)
+
+    from pyinstance.commands import demo, identify
+
+    identify.add_parsers(commands)
+    demo.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pyinstance`` command."""
     args = build_parser().parse_args(argv)
-    return args.run(args, Console())
+    try:
+        return args.run(args, Console())
+    except (ValueError, TypeError, OSError, LookupError, RuntimeError) as error:
+        # Bad input and environment problems: a clear message, no traceback.
+        print(f"pyinstance {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,117 @@
+"""Fit an index's open-set threshold from its own collection, and store it there.
+
+The threshold is fitted for a target false-accept rate (see
+:func:`pyinstance.classify.fit_threshold`): leave-one-out over instances with several
+references, augmented views of the references of instances that have one, and photos of
+things not in the collection (distractors) when given. Stored in the index, it becomes
+the default of :class:`pyinstance.identify.Identifier`, together with the classifier.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pyinstance.classify import ThresholdFit, augment_views, fit_threshold
+from pyinstance.data.images import ImageDecodeError, load_image
+from pyinstance.index import InstanceIndex
+
+#: Augmented views described per reference of an instance with a single reference.
+DEFAULT_VIEWS = 4
+
+
+def calibrate(
+    index: InstanceIndex,
+    *,
+    classifier: str = "nn",
+    classifier_options: dict[str, Any] | None = None,
+    target_far: float = 0.05,
+    views: int = DEFAULT_VIEWS,
+    distractors: Sequence[str | os.PathLike[str]] = (),
+    seed: int = 0,
+    progress: bool = False,
+) -> ThresholdFit:
+    """Fit the threshold of ``classifier`` on ``index`` and store both as its defaults.
+
+    Args:
+        index: an open index (written: settings ``classifier``, ``classifier_options``,
+            ``threshold`` and ``threshold_fit``, in one commit each).
+        classifier: a registered classifier name.
+        target_far: the share of unknown photos to accept, in [0, 1).
+        views: augmented views per reference of single-reference instances (0: none).
+        distractors: image files of things not in the collection.
+        seed: seed of the augmentations.
+        progress: show progress bars.
+    """
+    from pyinstance.plugins import get_classifier
+
+    if not isinstance(index, InstanceIndex):
+        raise TypeError(f"index: expected an InstanceIndex, got {type(index).__name__}")
+    if not isinstance(classifier, str):
+        raise TypeError(f"classifier: expected a registered name, got {type(classifier).__name__}")
+    if isinstance(views, bool) or not isinstance(views, int) or views < 0:
+        raise ValueError(f"views: expected an int >= 0, got {views!r}")
+    model = get_classifier(classifier, **(classifier_options or {}))
+    descriptors = index.descriptors()
+    labels = index.labels()
+    if len(labels) == 0:
+        raise ValueError(f"index: {str(index.path)!r} holds no reference images")
+    view_rows, view_labels = _views(index, views, seed, progress)
+    distractor_rows = _describe(index, list(distractors), "distractors", progress)
+    fit = fit_threshold(
+        model,
+        descriptors,
+        labels,
+        target_far=target_far,
+        views=view_rows if len(view_rows) else None,
+        view_labels=view_labels if len(view_rows) else None,
+        distractors=distractor_rows if len(distractor_rows) else None,
+    )
+    index.set_setting("classifier", classifier)
+    index.set_setting("classifier_options", dict(classifier_options or {}))
+    index.set_setting("threshold_fit", fit.to_dict())
+    index.set_setting("threshold", fit.threshold)
+    return fit
+
+
+def _views(
+    index: InstanceIndex, count: int, seed: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptors and instance codes of views of the single-reference instances."""
+    dim = index.recipe.dim
+    if count == 0:
+        return np.empty((0, dim), np.float32), np.empty(0, np.int64)
+    images = index.images()
+    per_instance = Counter(image["instance"] for image in images)
+    codes = {instance: code for code, instance in enumerate(index.instances)}
+    rows, labels = [], []
+    singles = [image for image in images if per_instance[image["instance"]] == 1]
+    for position, image in enumerate(tqdm(singles, disable=not progress, desc="views")):
+        try:
+            photo = load_image(image["source"])
+        except (ImageDecodeError, OSError):
+            continue  # the reference file moved or changed since it was indexed
+        described = index.describer.queries(
+            augment_views(photo, count=count, seed=seed + position)
+        )
+        rows.append(described[:, 0])  # the whole photo's descriptor, as references have
+        labels.extend([codes[image["instance"]]] * count)
+    if not rows:
+        return np.empty((0, dim), np.float32), np.empty(0, np.int64)
+    return np.concatenate(rows), np.asarray(labels, np.int64)
+
+
+def _describe(
+    index: InstanceIndex, paths: list[str | os.PathLike[str]], name: str, progress: bool
+) -> np.ndarray:
+    """Whole-photo descriptors of image files (each must decode: an error names it)."""
+    rows = [
+        index.describer.queries([load_image(path)])[:, 0]
+        for path in tqdm(paths, disable=not progress, desc=name)
+    ]
+    return np.concatenate(rows) if rows else np.empty((0, index.recipe.dim), np.float32)

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``pyinstance`` command that run the identification pipeline."""

@@ -1,0 +1,213 @@
+"""Identify photos against an instance index: the instance or unknown, with a confidence.
+
+:class:`Identifier` is the main job's API edge: it resolves the classifier's name once,
+fits it on the index's collection, and then, per photo, decodes (JPEG draft mode at the
+size the recipe needs), describes, searches and classifies, timing each stage.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pyinstance.classify import Prediction, classify
+from pyinstance.classify.rerank import Reranker
+from pyinstance.data.images import ImageLike, decode_image, scaled_size
+from pyinstance.index import InstanceIndex, Neighbours
+
+#: Classifier used when neither the caller nor the index names one.
+DEFAULT_CLASSIFIER = "nn"
+#: Neighbours searched per instance shown (several references may share an instance).
+_NEIGHBOURS_PER_RANK = 4
+
+
+@dataclass(frozen=True)
+class Match:
+    """One ranked instance: its best reference among the neighbours and that similarity.
+
+    Instances come in the classifier's ranking first, then by similarity.
+    """
+
+    instance: str
+    score: float
+    image_id: str | None
+    image_path: str | None
+
+
+@dataclass(frozen=True)
+class Identification:
+    """The answer for one photo.
+
+    Attributes:
+        image: the photo's path, or ``images[i]`` for in-memory images.
+        instance: the identified instance id, or None (unknown).
+        confidence: in [0, 1], what the open-set threshold compares against.
+        top_k: the best instances, best first (also when the answer is unknown).
+        ms: milliseconds by stage: ``decode``, ``extract``, ``search``, ``classify``,
+            ``total``.
+    """
+
+    image: str
+    instance: str | None
+    confidence: float
+    top_k: tuple[Match, ...]
+    ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``instance`` null when unknown)."""
+        return asdict(self)
+
+
+class Identifier:
+    """Identifies photos against ``index`` with one classifier and threshold.
+
+    Args:
+        index: an open :class:`~pyinstance.index.InstanceIndex`.
+        classifier: a registered classifier name or a classifier object; default: the
+            index's stored ``classifier`` setting, else :data:`DEFAULT_CLASSIFIER`.
+        classifier_options: keyword arguments for a named classifier.
+        threshold: answers with a lower confidence are unknown; default: the index's
+            stored (fitted) ``threshold``, else no rejection. ``0`` disables rejection.
+        top_k: instances listed per photo.
+        reranker: optional re-ranking step after the classifier.
+    """
+
+    def __init__(
+        self,
+        index: InstanceIndex,
+        *,
+        classifier: str | Any | None = None,
+        classifier_options: dict[str, Any] | None = None,
+        threshold: float | None = None,
+        top_k: int = 5,
+        reranker: Reranker | None = None,
+    ):
+        from pyinstance.plugins import get_classifier
+
+        if not isinstance(index, InstanceIndex):
+            raise TypeError(f"index: expected an InstanceIndex, got {type(index).__name__}")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ValueError(f"top_k: expected an int >= 1, got {top_k!r}")
+        if len(index) == 0:
+            raise ValueError(f"index: {str(index.path)!r} holds no reference images")
+        if classifier is None:
+            classifier = index.get_setting("classifier") or DEFAULT_CLASSIFIER
+        if isinstance(classifier, str):
+            classifier = get_classifier(classifier, **(classifier_options or {}))
+        elif classifier_options:
+            raise ValueError("classifier_options: only for a classifier given by name")
+        if threshold is None:
+            threshold = index.get_setting("threshold")
+        if threshold is not None:
+            threshold = float(threshold)
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"threshold: expected a number in [0, 1], got {threshold!r}")
+        self.index = index
+        self.classifier = classifier.fit(index.descriptors(), index.labels())
+        self.threshold = threshold
+        self.top_k = int(top_k)
+        self.reranker = reranker
+        self._k = min(len(index), max(int(classifier.k), self.top_k * _NEIGHBOURS_PER_RANK))
+        self._references = {image["row"]: image for image in index.images()}
+        recipe = index.recipe
+        self._longest = round(max(recipe.scales) * recipe.max_side)
+
+    def identify(self, images: Sequence[ImageLike]) -> list[Identification]:
+        """Identify each photo (paths, PIL images, arrays or tensors), one at a time.
+
+        A photo that cannot be decoded is an error naming it.
+        """
+        if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
+            raise TypeError(
+                f"images: expected a sequence of images (paths, PIL images, arrays), got "
+                f"{type(images).__name__}"
+            )
+        if not images:
+            raise ValueError("images: empty; nothing to identify")
+        return [self._one(image, i) for i, image in enumerate(images)]
+
+    def _one(self, image: ImageLike, position: int) -> Identification:
+        is_path = isinstance(image, (str, os.PathLike))
+        name = str(image) if is_path else f"images[{position}]"
+        start = time.perf_counter()
+        if is_path:
+            image = decode_image(image, self._target).image
+        decoded = time.perf_counter()
+        queries = self.index.describer.queries([image])
+        described = time.perf_counter()
+        neighbours = self.index.search(queries, self._k)
+        searched = time.perf_counter()
+        prediction = classify(
+            neighbours, queries, self.classifier, self.threshold, reranker=self.reranker
+        )
+        classified = time.perf_counter()
+        ms = {
+            "decode": decoded - start,
+            "extract": described - decoded,
+            "search": searched - described,
+            "classify": classified - searched,
+            "total": classified - start,
+        }
+        return self._answer(name, neighbours, prediction, {k: v * 1e3 for k, v in ms.items()})
+
+    def _target(self, height: int, width: int) -> tuple[int, int]:
+        return scaled_size(height, width, self._longest)
+
+    def _answer(
+        self, name: str, neighbours: Neighbours, prediction: Prediction, ms: dict[str, float]
+    ) -> Identification:
+        instances = neighbours.instances
+        label = int(prediction.labels[0])
+        codes, rows = neighbours.labels[0], neighbours.rows[0]
+        ranked = {
+            int(code): float(score)
+            for code, score in zip(prediction.ranked[0], prediction.ranked_scores[0], strict=True)
+            if code >= 0
+        }
+        order = list(ranked)
+        order += [int(code) for code in dict.fromkeys(codes.tolist()) if code >= 0]
+        matches = []
+        for code in dict.fromkeys(order):
+            if len(matches) == self.top_k:
+                break
+            hits = np.flatnonzero(codes == code)  # neighbours are sorted best first
+            if hits.size == 0:  # ranked by the classifier, not among the neighbours
+                matches.append(Match(instances[code], ranked[code], None, None))
+                continue
+            best = self._references.get(int(rows[hits[0]]))
+            matches.append(
+                Match(
+                    instance=instances[code],
+                    score=float(neighbours.scores[0, hits[0]]),
+                    image_id=best["id"] if best else None,
+                    image_path=best["source"] if best else None,
+                )
+            )
+        return Identification(
+            image=name,
+            instance=instances[label] if label >= 0 else None,
+            confidence=float(prediction.confidence[0]),
+            top_k=tuple(matches),
+            ms=ms,
+        )
+
+
+def identify(
+    index: InstanceIndex | str | os.PathLike[str],
+    images: Sequence[ImageLike],
+    **options: Any,
+) -> list[Identification]:
+    """Identify ``images`` against ``index`` (an open index or its path).
+
+    ``options`` are those of :class:`Identifier` (``classifier``, ``threshold``,
+    ``top_k``, ...). For many calls, build one :class:`Identifier` and reuse it.
+    """
+    if isinstance(index, (str, os.PathLike)):
+        with InstanceIndex.open(index) as opened:
+            return Identifier(opened, **options).identify(images)
+    return Identifier(index, **options).identify(images)
