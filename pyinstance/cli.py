@@ -7,13 +7,15 @@ import json
 import sys
 from collections.abc import Sequence
 
-from rich.console import Console
-from rich.table import Table
-
-from pyinstance import build_info, plugins
+from pyinstance import __version__, plugins
 
 
-def _info(args: argparse.Namespace, console: Console) -> int:
+def _info(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pyinstance._backend import build_info
+
     info = build_info()
     if args.json:
         print(json.dumps(info, indent=2, default=str))
@@ -38,11 +40,21 @@ def _info(args: argparse.Namespace, console: Console) -> int:
             f"{d['index']}: {d['name']} (sm {d['capability']})" for d in cuda["devices"]
         )
         table.add_row("CUDA devices", devices or "none visible")
-    console.print(table)
+    Console().print(table)
     return 0
 
 
-def _plugins(args: argparse.Namespace, console: Console) -> int:
+def _aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns as wide as their widest cell: nothing is cut at any width."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [header, ["-" * width for width in widths], *rows]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _plugins(args: argparse.Namespace) -> int:
     components = plugins.list_plugins(args.kind)
     if args.json:
         rows = [
@@ -57,12 +69,12 @@ def _plugins(args: argparse.Namespace, console: Console) -> int:
         ]
         print(json.dumps(rows, indent=2))
     else:
-        table = Table(title="pyinstance components")
-        for column in ("kind", "name", "aliases", "plugin", "distribution"):
-            table.add_column(column)
-        for c in components:
-            table.add_row(c.kind, c.name, ", ".join(c.aliases), c.plugin, c.distribution or "-")
-        console.print(table)
+        header = ("kind", "name", "aliases", "plugin", "distribution")
+        rows = [
+            (c.kind, c.name, ", ".join(c.aliases) or "-", c.plugin, c.distribution or "-")
+            for c in components
+        ]
+        print(_aligned(header, rows))
     for failure in plugins.registry.failures():
         print(
             f"plugin {failure.plugin!r} failed during {failure.stage}: "
@@ -75,6 +87,7 @@ def _plugins(args: argparse.Namespace, console: Console) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pyinstance`` command."""
     parser = argparse.ArgumentParser(prog="pyinstance", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pyinstance {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     info = commands.add_parser("info", help="show the build: compiler, CPU ISA, OpenMP, CUDA")
@@ -97,11 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pyinstance`` command."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args, Console())
-    except (ValueError, TypeError, OSError, LookupError, RuntimeError) as error:
-        # Bad input and environment problems: a clear message, no traceback.
+        return args.run(args)
+    except (ValueError, OSError, plugins.PluginError) as error:  # the user's to fix: no traceback
         print(f"pyinstance {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return 1
 
 
 if __name__ == "__main__":

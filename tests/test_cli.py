@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 
@@ -89,3 +90,34 @@ def test_plugins_shows_failed_plugins_on_stderr(monkeypatch, capsys):
         "plugin 'clashing' failed during registering losses: PluginError: duplicate loss name 'contrastive'"
         in captured.err
     )
+
+
+@pytest.mark.parametrize("columns", ["80", "20"])
+def test_plugins_table_prints_names_whole_at_any_width(columns, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pyinstance.cli", "plugins"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": columns},
+    )
+    assert result.returncode == 0, result.stderr
+    cells = {cell for line in result.stdout.splitlines()[2:] for cell in line.split()}
+    for component in pyinstance.list_plugins():
+        assert {component.name, component.plugin} <= cells, component
+    assert "…" not in result.stdout
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pyinstance {pyinstance.__version__}"
+
+
+def test_a_bad_environment_is_an_error_message_not_a_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("PYINSTANCE_ISA", "bogus")
+    assert cli.main(["info"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pyinstance info: error: PYINSTANCE_ISA must be one of")
+    assert "Traceback" not in err

@@ -41,7 +41,8 @@ def _fresh_index_folder(folder: Path) -> None:
     shutil.rmtree(folder)
 
 
-def _demo(args: argparse.Namespace, console: Console) -> int:
+def _demo(args: argparse.Namespace) -> int:
+    console = Console()
     from pyinstance.calibration import calibrate
     from pyinstance.demo import COLLECTION_DIR
     from pyinstance.demo.page import QueryResult, write_page

@@ -60,7 +60,8 @@ def image_paths(items: list[str]) -> list[Path]:
     return paths
 
 
-def _identify(args: argparse.Namespace, console: Console) -> int:
+def _identify(args: argparse.Namespace) -> int:
+    console = Console()
     from pyinstance.identify import Identifier
     from pyinstance.index import InstanceIndex
 
@@ -109,7 +110,8 @@ def _result_table(threshold: float | None) -> Table:
     return table
 
 
-def _calibrate(args: argparse.Namespace, console: Console) -> int:
+def _calibrate(args: argparse.Namespace) -> int:
+    console = Console()
     from pyinstance.calibration import calibrate
     from pyinstance.index import InstanceIndex
 

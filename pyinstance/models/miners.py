@@ -13,13 +13,21 @@ from typing import Any
 
 import torch
 
-from pyinstance._validate import check_int, check_optional_int
+from pyinstance._validate import check_choice, check_float, check_int, check_optional_int
 from pyinstance.models.contracts import MinerContract, Triplets
 from pyinstance.ops import MiningWarning, triplet_mine
 
 
+def _threads(threads: Any) -> int | None:
+    return check_optional_int(threads, "threads", minimum=1)
+
+
 class TripletMiner:
-    """Runs one ``triplet_mine`` strategy with fixed options under ``torch.no_grad``."""
+    """Runs one ``triplet_mine`` strategy with fixed options under ``torch.no_grad``.
+
+    Subclasses check their arguments with :mod:`pyinstance._validate` (numpy scalars
+    accepted, booleans refused) and pass plain ints and floats on.
+    """
 
     strategy: str = ""
 
@@ -60,7 +68,7 @@ class BatchHardMiner(TripletMiner):
     strategy = "batch_hard"
 
     def __init__(self, *, threads: int | None = None):
-        super().__init__(threads=threads)
+        super().__init__(threads=_threads(threads))
 
 
 class HardNegativeMiner(TripletMiner):
@@ -69,7 +77,7 @@ class HardNegativeMiner(TripletMiner):
     strategy = "hard_negative"
 
     def __init__(self, *, threads: int | None = None):
-        super().__init__(threads=threads)
+        super().__init__(threads=_threads(threads))
 
 
 class SemiHardMiner(TripletMiner):
@@ -82,11 +90,15 @@ class SemiHardMiner(TripletMiner):
     strategy = "semihard"
 
     def __init__(self, *, fallback: str = "easiest", threads: int | None = None):
-        super().__init__(semihard_fallback=fallback, threads=threads)
+        fallback = check_choice(fallback, "fallback", ("easiest", "drop"))
+        super().__init__(semihard_fallback=fallback, threads=_threads(threads))
 
 
 class BatchAllMiner(TripletMiner):
-    """Every triplet with a positive hinge, or a uniform sample of ``max_triplets`` of them."""
+    """Every triplet with a positive hinge, or a uniform sample of ``max_triplets`` of them.
+
+    ``margin`` is the hinge margin, a finite number >= 0 (as for the triplet loss).
+    """
 
     strategy = "batch_all"
 
@@ -98,7 +110,12 @@ class BatchAllMiner(TripletMiner):
         seed: int | None = None,
         threads: int | None = None,
     ):
-        super().__init__(margin=margin, max_triplets=max_triplets, seed=seed, threads=threads)
+        super().__init__(
+            margin=check_float(margin, "margin", minimum=0),
+            max_triplets=check_optional_int(max_triplets, "max_triplets", minimum=1),
+            seed=check_optional_int(seed, "seed", minimum=0, maximum=2**64 - 1),
+            threads=_threads(threads),
+        )
 
 
 class OfflineMiner(TripletMiner):
@@ -118,7 +135,12 @@ class OfflineMiner(TripletMiner):
         n_triplets: int | None = None,
         threads: int | None = None,
     ):
-        super().__init__(n_pos=n_pos, n_neg=n_neg, n_triplets=n_triplets, threads=threads)
+        super().__init__(
+            n_pos=check_int(n_pos, "n_pos", minimum=1),
+            n_neg=check_int(n_neg, "n_neg", minimum=1),
+            n_triplets=check_optional_int(n_triplets, "n_triplets", minimum=1),
+            threads=_threads(threads),
+        )
 
 
 class RandomMiner:

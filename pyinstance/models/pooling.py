@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyinstance._validate import check_float, check_int, check_optional_int
+
 _EPS = 1e-6
 
 
@@ -31,9 +33,8 @@ class Projection(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
-        if not isinstance(out_dim, int) or out_dim < 1:
-            raise ValueError(f"out_dim: expected a positive int, got {out_dim!r}")
-        self.linear = nn.Linear(in_dim, out_dim)
+        out_dim = check_int(out_dim, "out_dim", minimum=1)
+        self.linear = nn.Linear(check_int(in_dim, "in_dim", minimum=1), out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x)
@@ -69,11 +70,10 @@ class PoolingHead(nn.Module):
 
     def __init__(self, in_channels: int, out_dim: int | None = None):
         super().__init__()
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels: expected a positive int, got {in_channels!r}")
-        self.in_channels = in_channels
-        self.projection = Projection(in_channels, out_dim) if out_dim is not None else None
-        self.out_dim = out_dim if out_dim is not None else in_channels
+        self.in_channels = check_int(in_channels, "in_channels", minimum=1)
+        out_dim = check_optional_int(out_dim, "out_dim", minimum=1)
+        self.projection = Projection(self.in_channels, out_dim) if out_dim is not None else None
+        self.out_dim = out_dim if out_dim is not None else self.in_channels
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """B×C×H×W -> B×C."""
@@ -131,9 +131,9 @@ class GeM(PoolingHead):
         self, in_channels: int, out_dim: int | None = None, *, p: float = 3.0, learn_p: bool = True
     ):
         super().__init__(in_channels, out_dim)
-        if not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
-            raise ValueError(f"p: expected a finite number > 0, got {p!r}")
-        value = torch.tensor([float(p)])
+        value = torch.tensor([check_float(p, "p", minimum=0, exclusive_minimum=True)])
+        if not isinstance(learn_p, bool):
+            raise TypeError(f"learn_p: expected True or False, got {learn_p!r}")
         if learn_p:
             self.p = nn.Parameter(value)
         else:
@@ -193,12 +193,10 @@ class RMAC(PoolingHead):
         self, in_channels: int, out_dim: int | None = None, *, levels: int = 3, overlap: float = 0.4
     ):
         super().__init__(in_channels, out_dim)
-        if not isinstance(levels, int) or levels < 1:
-            raise ValueError(f"levels: expected a positive int, got {levels!r}")
-        if not 0.0 <= overlap < 1.0:
-            raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
-        self.levels = levels
-        self.overlap = overlap
+        self.levels = check_int(levels, "levels", minimum=1)
+        self.overlap = check_float(overlap, "overlap", minimum=0)
+        if self.overlap >= 1:
+            raise ValueError(f"overlap: expected a fraction in [0, 1), got {self.overlap}")
 
     def regions(self, features: torch.Tensor) -> torch.Tensor:
         """The region MACs B×C×R, unnormalised (R regions over all levels)."""

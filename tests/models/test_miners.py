@@ -63,12 +63,41 @@ def test_miner_options_are_passed_and_validated():
     dropped = pyinstance.get_miner("semihard", fallback="drop")(x, labels)[0].numel()
     kept = pyinstance.get_miner("semi_hard")(x, labels)[0].numel()
     assert dropped <= kept == 48 * 3
-    with pytest.raises(ValueError, match="semihard_fallback"):
+    with pytest.raises(ValueError, match="fallback: expected one of 'easiest', 'drop'"):
         pyinstance.get_miner("semihard", fallback="nope")
     with pytest.raises(ValueError, match="max_triplets"):
         pyinstance.get_miner("batch_all", max_triplets=0)
     with pytest.raises(ValueError, match="n_neg"):
         pyinstance.get_miner("offline", n_neg=0)
+
+
+def test_miner_options_accept_numpy_scalars_and_refuse_booleans():
+    x, labels = batch()
+    offline = pyinstance.get_miner("offline", n_pos=np.int64(1), n_neg=np.int32(2))
+    assert offline.options["n_pos"] == 1 and type(offline.options["n_neg"]) is int
+    assert offline(x, labels)[0].numel() == 48 * 2  # n_pos × n_neg per anchor
+    batch_all = pyinstance.get_miner(
+        "batch_all", margin=np.float32(0.5), max_triplets=np.int64(10), seed=np.uint8(2)
+    )
+    assert batch_all(x, labels)[0].numel() == 10 and type(batch_all.options["margin"]) is float
+    assert pyinstance.get_miner("batch_hard", threads=np.int64(2)).options["threads"] == 2
+    assert RandomMiner(per_anchor=np.int64(2), seed=np.int64(1)).per_anchor == 2
+    for name, kwargs, match in [
+        ("offline", {"n_neg": True}, "n_neg: expected an integer >= 1, got True"),
+        ("batch_all", {"max_triplets": False}, "max_triplets"),
+        ("batch_hard", {"threads": True}, "threads"),
+        ("random", {"per_anchor": True}, "per_anchor"),
+        ("random", {"seed": 1.0}, "seed"),
+        ("batch_all", {"margin": "0.1"}, "margin: expected a finite number >= 0"),
+    ]:
+        with pytest.raises(TypeError, match=match):
+            pyinstance.get_miner(name, **kwargs)
+    for kwargs, match in [
+        ({"margin": -0.1}, "margin: expected a finite number >= 0, got -0.1"),
+        ({"margin": float("nan")}, "margin: .* got nan"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            pyinstance.get_miner("batch_all", **kwargs)
 
 
 def test_miner_output_feeds_pytorch_metric_learning_loss():

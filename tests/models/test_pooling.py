@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -208,6 +209,34 @@ def test_bad_head_options() -> None:
         RMAC(4, levels=0)
     with pytest.raises(ValueError, match="overlap"):
         RMAC(4, overlap=1.5)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: GeM(4, p="3"), TypeError, r"p: expected a finite number > 0, got '3' \(str\)"),
+        (lambda: GeM(4, p=True), TypeError, "p: expected a finite number > 0, got True"),
+        (lambda: GeM(4, p=float("nan")), ValueError, "p: expected a finite number > 0, got nan"),
+        (lambda: GeM(4, learn_p=1), TypeError, "learn_p: expected True or False"),
+        (lambda: MAC(True), TypeError, "in_channels: expected an integer >= 1, got True"),
+        (lambda: SPoC(4, out_dim=2.0), TypeError, "out_dim: expected an integer >= 1"),
+        (lambda: RMAC(4, levels=True), TypeError, "levels: expected an integer >= 1"),
+        (lambda: RMAC(4, overlap="0.4"), TypeError, "overlap: expected a finite number"),
+        (lambda: RMAC(4, overlap=float("nan")), ValueError, "overlap: expected a finite number"),
+    ],
+)
+def test_head_options_name_the_argument(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_head_options_accept_numpy_scalars():
+    gem = GeM(np.int64(4), out_dim=np.int32(3), p=np.float32(2.5))
+    assert (gem.in_channels, gem.out_dim, gem.p.item()) == (4, 3, 2.5)
+    assert type(gem.in_channels) is int and type(gem.out_dim) is int
+    rmac = RMAC(np.int16(4), levels=np.int64(2), overlap=np.float64(0.3))
+    assert (rmac.levels, rmac.overlap) == (2, 0.3) and type(rmac.levels) is int
+    assert gem(torch.rand(2, 4, 5, 5)).shape == (2, 3)
 
 
 def test_rmac_gradient_flows_to_region_maxima() -> None:
