@@ -9,6 +9,12 @@ the head pools). Collections of one size (e.g. photos of one camera) batch fully
 aspect ratios fall back to smaller batches, unless ``size_multiple`` rounds both sides to
 a multiple (e.g. the backbone's stride): aspect ratios then change by a few percent and
 far fewer distinct sizes remain, which matters on GPUs.
+
+Image files are decoded only as large as the largest scale needs (JPEG draft mode, see
+:func:`pyinstance.data.decode_image`); the resized sizes are computed from the file's
+full size, so they do not depend on how far the decoder reduced it. Backbone and head are
+modules: names are resolved at the API edge (:func:`pyinstance.get_backbone`,
+:func:`pyinstance.get_head`), never here.
 """
 
 from __future__ import annotations

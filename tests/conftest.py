@@ -24,12 +24,24 @@ def _shared_dir() -> Path:
     return candidates[0]
 
 
+def _in_ci() -> bool:
+    """The ``CI`` variable that CI services set (``true``, ``1``, ...), not empty or false."""
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``shared/data`` beside the repository (set PYINSTANCE_SHARED to move it)."""
+    """``shared/data`` beside the repository (set PYINSTANCE_SHARED to move it).
+
+    Missing data skips the test on a developer's machine and fails it in CI (``CI`` set):
+    a test that silently vanishes there protects nothing.
+    """
     data = _shared_dir() / "data"
     if not data.is_dir():
-        pytest.skip(f"real image data not found at {data} (set PYINSTANCE_SHARED)")
+        message = f"real image data not found at {data} (set PYINSTANCE_SHARED)"
+        if _in_ci():
+            pytest.fail(f"{message}; CI is set, so this is a failure, not a skip")
+        pytest.skip(message)
     return data
 
 

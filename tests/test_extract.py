@@ -165,15 +165,15 @@ def test_resized_sizes_round_to_nearest(
 
 def test_jpeg_files_are_decoded_in_draft_mode_at_the_largest_scale(pairs: Manifest, probe) -> None:  # noqa: ANN001
     backbone, head = probe
-    path = pairs.paths[8]  # aloeL.jpg, 1110×1282: 1/4 reduction still covers 300 px
+    path = pairs.paths[8]  # aloeL.jpg, 1110×1282: a 1/2 draft keeps twice 300 px
     assert path.name == "aloeL.jpg"
     out = pyinstance.extract(
         [path], backbone, head, scales=(1.0, 0.5), max_side=300, progress=False
     )
     with Image.open(path) as opened:
-        opened.draft("RGB", (300, 260))  # 300 · 1110/1282 = 259.75 -> 260
+        opened.draft("RGB", (600, 520))  # twice 300 × 260 (300 · 1110/1282 = 259.75 -> 260)
         reduced = opened.convert("RGB")
-    assert reduced.size == (321, 278)  # ceil(1282/4), ceil(1110/4)
+    assert reduced.size == (641, 555)  # ceil(1282/2), ceil(1110/2)
     torch.testing.assert_close(out[0, 0], _expected(reduced, (260, 300), backbone, head))
     torch.testing.assert_close(out[0, 1], _expected(reduced, (130, 150), backbone, head))
     full = _expected(_open(path), (260, 300), backbone, head)

@@ -4,8 +4,8 @@ Files are decoded with Pillow, rotated upright from their EXIF orientation and c
 to RGB (grey, palette, CMYK, alpha, 16-bit grey and float images alike). When the caller
 knows the size it will resize to, JPEGs are decoded in draft mode: libjpeg's DCT scaling
 builds the image at 1/2, 1/4 or 1/8 of its size, the smallest reduction that is still at
-least that size, so a phone photo is never decoded at full resolution for a 448-pixel
-descriptor. Resizing is bilinear with anti-aliasing (``torch.nn.functional.interpolate``),
+least twice that size, so a phone photo is never decoded at full resolution for a
+448-pixel descriptor. Resizing is bilinear with anti-aliasing (``torch.nn.functional.interpolate``),
 done once at the target size, the same for every input kind. Pillow's decompression-bomb
 limit (``PIL.Image.MAX_IMAGE_PIXELS``) is kept: larger files are refused, naming the file.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from math import ceil
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,9 @@ TargetSize = Callable[[int, int], tuple[int, int]]
 _ORIENTATION = 0x0112
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _UINT16_MAX = 65535
+
+#: Draft decoding keeps at least this factor between the decoded and the resized size.
+DRAFT_REDUCING_GAP = 2.0
 
 
 class ImageDecodeError(ValueError):
@@ -53,15 +57,27 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     return decode_image(path).image
 
 
-def decode_image(path: str | os.PathLike[str], target: TargetSize | None = None) -> DecodedImage:
+def decode_image(
+    path: str | os.PathLike[str],
+    target: TargetSize | None = None,
+    *,
+    reducing_gap: float | None = None,
+) -> DecodedImage:
     """Decode ``path`` into an upright RGB image, reduced in draft mode when ``target`` allows.
 
     ``target`` maps the upright full size (height, width) to the largest size the caller
     will resize to; a JPEG is then decoded at the smallest power-of-two reduction whose
-    sides are still at least that size (other formats decode at full size). Errors name
-    the file: :class:`FileNotFoundError`, or :class:`ImageDecodeError` for a corrupt,
-    truncated or too large (decompression bomb) file.
+    sides are still at least ``reducing_gap`` times that size (other formats decode at
+    full size). The gap (default :data:`DRAFT_REDUCING_GAP`, 2 as in Pillow's
+    ``thumbnail``) leaves the anti-aliased resize at least a factor 2 to filter: with 1,
+    libjpeg's DCT scaling does most of the reduction and descriptors move measurably
+    (``benchmarks/decode.py``). Errors name the file: :class:`FileNotFoundError`, or
+    :class:`ImageDecodeError` for a corrupt, truncated or too large (decompression bomb)
+    file.
     """
+    gap = DRAFT_REDUCING_GAP if reducing_gap is None else float(reducing_gap)
+    if not gap >= 1.0:
+        raise ValueError(f"reducing_gap: expected a number >= 1, got {reducing_gap!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {str(path)!r}")
@@ -72,7 +88,7 @@ def decode_image(path: str | os.PathLike[str], target: TargetSize | None = None)
                 height, width = target(*full_size)
                 if full_size != (opened.height, opened.width):
                     height, width = width, height  # draft works on the stored orientation
-                opened.draft("RGB", (max(1, width), max(1, height)))
+                opened.draft("RGB", (max(1, ceil(width * gap)), max(1, ceil(height * gap))))
             opened.load()
             return DecodedImage(upright_rgb(opened, repr(str(path))), full_size)
     except Image.DecompressionBombError as error:

@@ -216,9 +216,13 @@ def test_draft_decoding_reduces_by_the_largest_power_of_two_that_keeps_the_targe
         ((600, 800), (300, 400)),  # never upscaled by the decoder
     ]
     for target, expected in cases:
-        decoded = decode_image(path, lambda h, w, t=target: t)
+        decoded = decode_image(path, lambda h, w, t=target: t, reducing_gap=1)
         assert (decoded.image.height, decoded.image.width) == expected, target
         assert decoded.full_size == (300, 400) and decoded.image.mode == "RGB"
+    # the default gap 2 keeps twice the target: 400 // 186 = 2, 300 // 140 = 2: a half
+    assert decode_image(path, lambda h, w: (70, 93)).image.size == (200, 150)
+    with pytest.raises(ValueError, match="reducing_gap: expected a number >= 1"):
+        decode_image(path, lambda h, w: (70, 93), reducing_gap=0.5)
     assert load_image(path).size == (400, 300)
     png = tmp_path / "photo.png"
     _left_red_right_blue(400, 300).save(png)
@@ -234,7 +238,7 @@ def test_draft_decoding_keeps_the_exif_orientation(tmp_path) -> None:  # noqa: A
         requested.append((height, width))
         return 100, 50  # upright: a quarter in both directions
 
-    decoded = decode_image(path, target)
+    decoded = decode_image(path, target, reducing_gap=1)
     assert requested == [(400, 200)] and decoded.full_size == (400, 200)
     assert (decoded.image.height, decoded.image.width) == (100, 50)  # not 50 rows by 25
     pixels = np.asarray(decoded.image).astype(int)
@@ -249,4 +253,4 @@ def test_truncated_jpeg_in_draft_mode_names_the_file(tmp_path) -> None:  # noqa:
     truncated = tmp_path / "cut.jpg"
     truncated.write_bytes(good.read_bytes()[:4000])
     with pytest.raises(ImageDecodeError, match="cut.jpg"):
-        decode_image(truncated, lambda h, w: (75, 100))
+        decode_image(truncated, lambda h, w: (75, 100), reducing_gap=1)

@@ -246,3 +246,45 @@ def test_rmac_gradient_flows_to_region_maxima() -> None:
     reference = x.detach().clone().requires_grad_(True)
     _slow_rmac(reference.double()).sum().backward()
     torch.testing.assert_close(x.grad.double(), reference.grad.double(), atol=1e-5, rtol=1e-4)
+
+
+def test_rmac_levels_and_overlap_give_the_hand_computed_regions() -> None:
+    # 6×10 map, overlap 0.4: squares of 6 overlap by 1 - shift/6 for shift (10 - 6)/(k - 1);
+    # k = 2 (shift 4, overlap 1/3) is nearest 0.4, so one extra square along the long side.
+    # Level l: side floor(12 / (l + 1)), l squares along 6 and l + 1 along 10, evenly spread.
+    assert rmac_regions(6, 10, levels=3, overlap=0.4) == (
+        (6, (0,), (0, 4)),
+        (4, (0, 2), (0, 3, 6)),
+        (3, (0, 1, 3), (0, 2, 4, 7)),
+    )
+    # overlap 0.8: shifts 4/3 (overlap 0.78) nearest, three extra squares: 4 along 10
+    assert rmac_regions(6, 10, levels=1, overlap=0.8) == ((6, (0,), (0, 1, 2, 4)),)
+    torch.manual_seed(4)
+    x = torch.randn(2, 5, 6, 10, dtype=torch.float64)
+
+    def by_hand(regions: list[tuple[int, int, int]]) -> torch.Tensor:
+        total = sum(_unit(x[:, :, t : t + s, c : c + s].amax(dim=(2, 3))) for t, c, s in regions)
+        return _unit(total)
+
+    level_1 = [(0, 0, 6), (0, 4, 6)]
+    level_2 = [(t, c, 4) for t in (0, 2) for c in (0, 3, 6)]
+    torch.testing.assert_close(RMAC(5, levels=1).double()(x), by_hand(level_1))
+    torch.testing.assert_close(RMAC(5, levels=2).double()(x), by_hand(level_1 + level_2))
+    torch.testing.assert_close(
+        RMAC(5, levels=1, overlap=0.8).double()(x), by_hand([(0, c, 6) for c in (0, 1, 2, 4)])
+    )
+
+
+def test_init_whitening_keeps_the_largest_components() -> None:
+    generator = torch.Generator().manual_seed(2)
+    spread = torch.tensor([10.0, 0.1, 5.0, 1.0, 0.5, 2.0])  # largest along axes 0 and 2
+    data = torch.randn(4000, 6, generator=generator, dtype=torch.float64) * spread
+    projection = Projection(6, 2).double()
+    projection.init_whitening(data)
+    weight = projection.linear.weight.detach().abs()
+    kept = weight[:, [0, 2]]
+    assert float(weight[:, [1, 3, 4, 5]].max()) < 0.02 * float(kept.max())
+    # row 0 whitens the largest axis (1/10), row 1 the second (1/5)
+    torch.testing.assert_close(
+        kept, torch.tensor([[0.1, 0.0], [0.0, 0.2]], dtype=torch.float64), atol=5e-3, rtol=0.05
+    )

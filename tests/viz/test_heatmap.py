@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,21 +12,9 @@ from PIL import Image
 from pyinstance.viz import render_region_heatmap
 
 
-def _shared() -> Path:
-    if os.environ.get("PYINSTANCE_SHARED"):
-        return Path(os.environ["PYINSTANCE_SHARED"])
-    beside = Path(__file__).resolve().parents[2] / ".." / "shared"
-    return beside if beside.is_dir() else Path("/work/shared")
-
-
-PHOTO = _shared() / "data" / "opencv-pairs" / "reference" / "box.png"
-
-
 @pytest.fixture
-def photo() -> Image.Image:
-    if not PHOTO.is_file():
-        pytest.skip(f"test photo not found at {PHOTO}")
-    with Image.open(PHOTO) as image:
+def photo(shared_data: Path) -> Image.Image:
+    with Image.open(shared_data / "opencv-pairs" / "reference" / "box.png") as image:
         return image.convert("RGB")
 
 
