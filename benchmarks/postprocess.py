@@ -15,7 +15,10 @@ Columns: P@1 on the crops (``qsd1_w1``, ``qsd1_w3``) and on the gallery shots
 (``qsd2_w2``, ``qsd2_w3``, ``qsd1_w4``) of the manifest, mAP over all known queries,
 micro-AP over all queries.
 
-    python -P benchmarks/postprocess.py [--cache PATH]
+With ``--multiscale`` every image is also described at scales 1, 1/√2 and 1/2 (of 448
+px) and the multi-scale rows compare sum aggregation with the similarity-matrix scores.
+
+    python -P benchmarks/postprocess.py [--cache PATH] [--multiscale]
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,12 +36,20 @@ import pyinstance
 from pyinstance.data import Manifest
 from pyinstance.eval import count_relevant, hits_from_labels, identification_metrics
 from pyinstance.ops import knn_dot
-from pyinstance.postprocess import DatabaseAugmentation, PCAWhitening, QueryExpansion
+from pyinstance.postprocess import (
+    REDUCTIONS,
+    DatabaseAugmentation,
+    PCAWhitening,
+    QueryExpansion,
+    ScaleAggregation,
+    multiscale_search,
+)
 
 CROP_SETS = ("qsd1_w1", "qsd1_w3")
 GALLERY_SETS = ("qsd2_w2", "qsd2_w3", "qsd1_w4")
 EXTRA_KINDS = ("not_in_collection", "multiple_paintings")
 DEFAULT_CACHE = Path("/work/cache/museum_lite0_gem448.npz")
+MULTI_SCALES = (1.0, 2**-0.5, 0.5)
 
 
 def museum_dir() -> Path:
@@ -52,11 +63,18 @@ def museum_dir() -> Path:
     raise SystemExit("shared/data/museum not found (set PYINSTANCE_SHARED)")
 
 
-def extract(paths: list[Path]) -> np.ndarray:
+def extract(paths: list[Path], scales: tuple[float, ...] = (1.0,)) -> np.ndarray:
+    """N×D descriptors at scale 1, or N×S×D at several scales."""
     descriptors = pyinstance.extract(
-        [str(path) for path in paths], "efficientnet_lite0", "gem", max_side=448, progress=False
+        [str(path) for path in paths],
+        "efficientnet_lite0",
+        "gem",
+        scales=scales,
+        max_side=448,
+        progress=False,
     )
-    return descriptors[:, 0].numpy().astype(np.float32)
+    descriptors = descriptors.numpy().astype(np.float32)
+    return descriptors[:, 0] if scales == (1.0,) else descriptors
 
 
 def extra_rows(museum: Path) -> tuple[list[Path], list[str], list[str]]:
@@ -70,9 +88,10 @@ def extra_rows(museum: Path) -> tuple[list[Path], list[str], list[str]]:
     )
 
 
-def load(cache: Path, write: bool) -> dict[str, np.ndarray]:
+def load(cache: Path, write: bool, multiscale: bool) -> dict[str, np.ndarray]:
     museum = museum_dir()
     data: dict[str, np.ndarray] = {}
+    changed = not cache.is_file()
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as stored:
             data = {key: stored[key] for key in stored.files}
@@ -89,13 +108,31 @@ def load(cache: Path, write: bool) -> dict[str, np.ndarray]:
         data["query_sets"] = np.array([s or "" for s in queries.query_sets])
     if "extra" not in data or "extra_labels" not in data:
         paths, kinds, labels = extra_rows(museum)
+        changed = True
         print(f"extracting {len(paths)} extra queries ({', '.join(EXTRA_KINDS)})")
         data["extra"], data["extra_kinds"], data["extra_labels"] = (
             extract(paths),
             np.array(kinds),
             np.array(labels),
         )
-    if write and not cache.is_file():
+    if multiscale and "ref_ms" not in data:
+        manifest = Manifest.read(museum / "manifest.csv")
+        references, queries = manifest.filter(split="reference"), manifest.filter(split="query")
+        if (
+            list(data["ref_labels"]) != references.instance_ids
+            or list(data["query_labels"]) != queries.instance_ids
+        ):
+            raise SystemExit(f"{cache}: rows are not in manifest order; cannot add scales to it")
+        paths = {
+            "ref_ms": references.paths,
+            "query_ms": queries.paths,
+            "extra_ms": extra_rows(museum)[0],
+        }
+        changed = True
+        print(f"extracting every image at scales {MULTI_SCALES}")
+        for key, images in paths.items():
+            data[key] = extract(images, MULTI_SCALES)
+    if write and changed:
         cache.parent.mkdir(parents=True, exist_ok=True)
         temporary = cache.with_name(cache.name + ".tmp.npz")
         np.savez(temporary, **data)
@@ -103,20 +140,17 @@ def load(cache: Path, write: bool) -> dict[str, np.ndarray]:
     return data
 
 
-def evaluate(
-    queries: np.ndarray,
-    references: np.ndarray,
-    labels: dict[str, object],
-    expand: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-) -> dict[str, float]:
-    if expand is not None:
-        queries = expand(queries, references)
-    _, order = knn_dot(np.ascontiguousarray(queries), references, references.shape[0])
-    ranked = labels["refs"][order]
-    hits = hits_from_labels(ranked, labels["queries"])
+def dot_search(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every reference ranked for each query by dot product, and the top-1 scores."""
+    scores, order = knn_dot(np.ascontiguousarray(queries), references, references.shape[0])
+    return order, scores[:, 0]
+
+
+def evaluate(order: np.ndarray, confidence: np.ndarray, labels: dict[str, Any]) -> dict[str, float]:
+    """The table's columns for full rankings ``order`` and top-1 ``confidence``."""
+    hits = hits_from_labels(labels["refs"][order], labels["queries"])
     counts = count_relevant(labels["queries"], labels["refs"])
     correct = hits[:, 0]
-    confidence = (queries * references[order[:, 0]]).sum(axis=1)
     metrics = identification_metrics(hits, counts, correct, confidence, np.ones_like(correct))
     group = labels["groups"]
     return {
@@ -127,13 +161,52 @@ def evaluate(
     }
 
 
+def single_scale_rows(
+    queries: np.ndarray, refs: np.ndarray, labels: dict[str, Any], threads: int
+) -> list[tuple[str, dict[str, float]]]:
+    rows = [("baseline", evaluate(*dot_search(queries, refs), labels))]
+    for dim, power, ridge in [(128, 1.0, 0.0), (256, 0.5, 0.0), (256, 1.0, 0.1), (286, 0.5, 0.0)]:
+        whitening = PCAWhitening.fit(refs, dim=dim, power=power, ridge=ridge)
+        search = dot_search(whitening.apply(queries), whitening.apply(refs))
+        rows.append((f"PCA-w refs d={dim} power={power} ridge={ridge}", evaluate(*search, labels)))
+    for k in (1, 2, 3):
+        augmented = DatabaseAugmentation(k=k).apply(refs, threads=threads)
+        rows.append((f"DBA k={k}", evaluate(*dot_search(queries, augmented), labels)))
+    for k, alpha in [(1, 0.0), (2, 0.0), (3, 3.0), (5, 3.0)]:
+        expanded = QueryExpansion(k=k, alpha=alpha).apply(queries, refs, threads=threads)
+        name = f"AQE k={k}" if alpha == 0 else f"alpha-QE k={k} alpha={alpha}"
+        rows.append((name, evaluate(*dot_search(expanded, refs), labels)))
+    augmented = DatabaseAugmentation(k=1).apply(refs, threads=threads)
+    expanded = QueryExpansion(k=3, alpha=3.0).apply(queries, augmented, threads=threads)
+    rows.append(("DBA k=1 + alpha-QE k=3", evaluate(*dot_search(expanded, augmented), labels)))
+    return rows
+
+
+def multi_scale_rows(
+    queries: np.ndarray, refs: np.ndarray, labels: dict[str, Any]
+) -> list[tuple[str, dict[str, float]]]:
+    scales = ", ".join(f"{scale:.2f}" for scale in MULTI_SCALES)
+    rows = []
+    for weights in ([1.0, 1.0, 1.0], [1.0, 1.0, 0.0]):
+        aggregation = ScaleAggregation(weights)
+        search = dot_search(aggregation.apply(queries), aggregation.apply(refs))
+        rows.append((f"scales {scales}: sum, weights {weights}", evaluate(*search, labels)))
+    for reduction in REDUCTIONS:
+        scores, order = multiscale_search(queries, refs, refs.shape[0], reduction)
+        rows.append((f"scales {scales}: matrix {reduction}", evaluate(order, scores[:, 0], labels)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=None, help="descriptor .npz to read/write")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--multiscale", action="store_true", help=f"also rows at scales {MULTI_SCALES}"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = load(args.cache or DEFAULT_CACHE, write=args.cache is not None)
+    data = load(args.cache or DEFAULT_CACHE, args.cache is not None, args.multiscale)
 
     refs = np.ascontiguousarray(data["ref"], dtype=np.float32)
     queries = np.concatenate([data["query"], data["extra"]]).astype(np.float32)
@@ -152,25 +225,10 @@ def main() -> None:
         f"{data['extra'].shape[0]} extra)"
     )
 
-    rows: list[tuple[str, dict[str, float]]] = [("baseline", evaluate(queries, refs, labels))]
-    for dim, power, ridge in [(128, 1.0, 0.0), (256, 0.5, 0.0), (256, 1.0, 0.1), (286, 0.5, 0.0)]:
-        whitening = PCAWhitening.fit(refs, dim=dim, power=power, ridge=ridge)
-        name = f"PCA-w refs d={dim} power={power} ridge={ridge}"
-        rows.append((name, evaluate(whitening.apply(queries), whitening.apply(refs), labels)))
-    for k in (1, 2, 3):
-        augmented = DatabaseAugmentation(k=k).apply(refs, threads=args.threads)
-        rows.append((f"DBA k={k}", evaluate(queries, augmented, labels)))
-    for k, alpha in [(1, 0.0), (2, 0.0), (3, 3.0), (5, 3.0)]:
-        expansion = QueryExpansion(k=k, alpha=alpha)
-        name = f"AQE k={k}" if alpha == 0 else f"alpha-QE k={k} alpha={alpha}"
-        rows.append((name, evaluate(queries, refs, labels, expansion.apply)))
-    augmented = DatabaseAugmentation(k=1).apply(refs)
-    rows.append(
-        (
-            "DBA k=1 + alpha-QE k=3",
-            evaluate(queries, augmented, labels, QueryExpansion(3, 3.0).apply),
-        )
-    )
+    rows = single_scale_rows(queries, refs, labels, args.threads)
+    if args.multiscale:
+        multi = np.concatenate([data["query_ms"], data["extra_ms"]]).astype(np.float32)
+        rows += multi_scale_rows(multi, data["ref_ms"].astype(np.float32), labels)
 
     print("\n| method | P@1 crop | P@1 gallery | mAP | micro-AP |\n|---|---|---|---|---|")
     for name, row in rows:
