@@ -501,7 +501,6 @@ def identification_metrics(
     hits, counts = _hits_and_counts(hits, n_relevant)
     known = counts > 0
     a = _answers(known, correct, accepted, confidence)
-    _same_length("hits", hits.shape[0], known=a["known"])
     out: dict[str, float] = {
         "queries": int(hits.shape[0]),
         "known_queries": int(known.sum()),
@@ -542,6 +541,8 @@ def metrics_by_group(
     """
     if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence | np.ndarray):
         raise TypeError(f"groups: expected a sequence of group names, got {type(groups).__name__}")
+    if "groups" in per_query:
+        raise ValueError("per_query: the name 'groups' is reserved for the result")
     names = list(groups)
     _nonempty(len(names), "groups")
     for i, name in enumerate(names):
@@ -554,8 +555,6 @@ def metrics_by_group(
                 f"{key}: expected {len(names)} rows (one per query, like groups), "
                 f"got shape {value.shape}"
             )
-    if "groups" in per_query:
-        raise ValueError("per_query: the name 'groups' is reserved for the result")
     result = dict(compute(**per_query))
     labels = np.array([name if name is not None else "" for name in names], dtype=object)
     in_group = np.array([name is not None for name in names])

@@ -291,3 +291,23 @@ def test_ranking_metrics_match_pytorch_metric_learning(seed, ref_includes_query)
 def test_bad_input_names_the_argument(call, error, message):
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         call()
+
+
+def test_a_group_of_unknown_queries_gets_nan_ranking_metrics_and_a_far():
+    hits = np.array([[T, F], [F, F], [F, F]])
+    counts = np.array([1, 0, 0])
+    out = metrics_by_group(
+        ["known", "unknown", "unknown"],
+        identification_metrics,
+        hits=hits,
+        n_relevant=counts,
+        correct=np.array([T, F, F]),
+        confidence=np.array([0.9, 0.8, 0.1]),
+        accepted=np.array([T, T, F]),
+        ks=(1,),
+    )
+    unknown = out["groups"]["unknown"]
+    assert math.isnan(unknown["p_at_1"]) and math.isnan(unknown["map"])
+    assert math.isnan(unknown["micro_ap"]) and math.isnan(unknown["frr"])
+    assert unknown["far"] == 0.5
+    assert out["micro_ap"] == 1.0 and out["groups"]["known"]["p_at_1"] == 1.0
