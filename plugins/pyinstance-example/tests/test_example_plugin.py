@@ -1,15 +1,17 @@
 """The example plugin is discovered through its entry point and honours the contracts."""
 
+import pytest
 import torch
 
 import pyinstance
-from pyinstance.testing import check_backbone, check_miner
+from pyinstance.testing import check_backbone, check_classifier, check_miner
 
 
 def test_components_are_discovered_with_their_distribution():
     found = {(c.kind, c.name): c for c in pyinstance.list_plugins()}
     assert found[("backbone", "example_tiny")].distribution == "pyinstance-example"
     assert found[("miner", "example_centroid")].plugin == "example"
+    assert found[("classifier", "example_local_centroid")].plugin == "example"
 
 
 def test_backbone_contract():
@@ -18,6 +20,16 @@ def test_backbone_contract():
 
 def test_miner_contract():
     check_miner(pyinstance.get_miner("example_centroid"))
+
+
+def test_classifier_contract():
+    check_classifier(pyinstance.get_classifier("example_local_centroid"))
+    check_classifier(pyinstance.get_classifier("example_local_centroid", k=1))
+
+
+def test_classifier_rejects_a_bad_k():
+    with pytest.raises(ValueError, match="k: expected an integer >= 1"):
+        pyinstance.get_classifier("example_local_centroid", k=0)
 
 
 def test_backbone_is_usable_with_a_builtin_loss():

@@ -1,11 +1,14 @@
-"""A third-party pyinstance plugin: the ``example_tiny`` backbone and ``example_centroid`` miner."""
+"""A third-party pyinstance plugin: the ``example_tiny`` backbone, ``example_centroid`` miner
+and ``example_local_centroid`` classifier."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 import pyinstance
+from pyinstance.classify import Prediction
 
 
 class TinyBackbone(nn.Module):
@@ -56,6 +59,56 @@ class CentroidMiner:
         return anchors, positives[valid], negatives[valid]
 
 
+class LocalCentroidClassifier:
+    """Among the instances of a query's ``k`` nearest references, the one whose centroid
+    (the normalised mean of its references, from ``fit``) is most similar to the query.
+
+    Confidence: that similarity, clipped to [0, 1].
+    """
+
+    def __init__(self, k: int = 5):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k: expected an integer >= 1, got {k!r}")
+        self.k = k
+        self.centroids: torch.Tensor | None = None
+
+    def fit(self, descriptors, labels) -> LocalCentroidClassifier:
+        descriptors = torch.as_tensor(np.asarray(descriptors), dtype=torch.float32)
+        labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        if descriptors.dim() != 2 or labels.shape != (descriptors.shape[0],):
+            raise ValueError("descriptors and labels: expected N×D and N codes")
+        if not bool(torch.isfinite(descriptors).all()):
+            raise ValueError("descriptors: NaN or infinite values")
+        keep = labels >= 0
+        sums = torch.zeros(int(labels.max()) + 1, descriptors.shape[1])
+        sums.index_add_(0, labels[keep], descriptors[keep])
+        self.centroids = torch.nn.functional.normalize(sums, dim=1)
+        return self
+
+    def predict(self, neighbours, queries) -> Prediction:
+        if self.centroids is None:
+            raise RuntimeError("call fit() first")
+        queries = torch.as_tensor(np.asarray(queries), dtype=torch.float32)
+        if queries.shape[-1] != self.centroids.shape[1] or queries.dim() not in (2, 3):
+            raise ValueError(
+                f"queries: expected Q×{self.centroids.shape[1]} or Q×R×{self.centroids.shape[1]}"
+            )
+        if queries.dim() == 2:
+            queries = queries[:, None, :]
+        candidates = torch.as_tensor(np.asarray(neighbours.labels)[:, : self.k])
+        padded = candidates < 0
+        earlier = torch.ones(self.k, self.k, dtype=torch.bool).tril(-1)
+        repeated = ((candidates[:, :, None] == candidates[:, None, :]) & earlier).any(dim=2)
+        centroids = self.centroids[candidates.clamp_min(0)]  # Q×k×D
+        scores = torch.einsum("qrd,qkd->qrk", queries, centroids).amax(dim=1)
+        scores = scores.masked_fill(padded | repeated, float("-inf"))
+        scores, order = scores.sort(dim=1, descending=True, stable=True)
+        ranked = torch.where(scores > float("-inf"), candidates.gather(1, order), -1)
+        labels = ranked[:, 0]
+        confidence = torch.where(labels >= 0, scores[:, 0].clamp(0, 1), 0.0)
+        return Prediction(labels, confidence, ranked, scores)
+
+
 @pyinstance.hookimpl
 def pyinstance_register_backbones(register) -> None:
     register("example_tiny", TinyBackbone)
@@ -64,3 +117,8 @@ def pyinstance_register_backbones(register) -> None:
 @pyinstance.hookimpl
 def pyinstance_register_miners(register) -> None:
     register("example_centroid", CentroidMiner)
+
+
+@pyinstance.hookimpl
+def pyinstance_register_classifiers(register) -> None:
+    register("example_local_centroid", LocalCentroidClassifier)
