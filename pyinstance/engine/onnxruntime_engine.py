@@ -140,7 +140,16 @@ class OnnxRuntimeEngine(Engine):
         self.session, self.max_difference = cached
 
     def _session(self, source: str | bytes) -> Any:
-        return self._ort.InferenceSession(source, self._options, providers=["CPUExecutionProvider"])
+        session = self._ort.InferenceSession(
+            source, self._options, providers=["CPUExecutionProvider"]
+        )
+        if len(session.get_inputs()) != 1:
+            raise onnx_export.ExportError(
+                f"the exported graph has {len(session.get_inputs())} inputs instead of the image "
+                "batch: forward() leaves torch (numpy, Python numbers), so tracing recorded "
+                "constants instead of operations on the input"
+            )
+        return session
 
     def _run_numpy(self, session: Any) -> Any:
         def run(batch: np.ndarray) -> np.ndarray:
@@ -171,6 +180,8 @@ class OnnxRuntimeEngine(Engine):
         )
         try:
             session = self._session(data)
+        except onnx_export.ExportError:
+            raise
         except Exception as error:
             raise onnx_export.ExportError(
                 f"onnxruntime cannot load the exported graph: {type(error).__name__}: {error}"
