@@ -1,0 +1,261 @@
+"""Export a network to ONNX once, check it against torch, and cache it on disk.
+
+- **Export**: the TorchScript-based exporter of ``torch.onnx`` (it works offline and needs
+  no ``onnxscript``), dynamic batch, height and width, opset :data:`OPSET`. Built-in
+  layers that compute padding in Python get traceable forwards while tracing
+  (:mod:`pyinstance.engine._traceable`).
+- **Check**: the exported graph and the torch modules run the same seeded probe batches at
+  three sizes (the traced one and two others with odd sides, so a shape frozen at trace
+  time shows); the maximum absolute difference must be at most :data:`DESCRIPTOR_TOLERANCE`
+  for L2-normalised descriptors, ``FEATURE_TOLERANCE × max(1, max |torch|)`` for feature
+  maps. A cached file is checked the same way before it is used.
+- **Cache**: ``<cache dir>/<backbone>-<head>-<output>-<key>.onnx`` where the key is the
+  SHA-256 of the recipe (class names and settings of backbone and head, output kind,
+  opset, precision, pyinstance/torch/onnxruntime versions) and of the weights. The key is
+  stored in the file's metadata too: a file that does not load, holds another key or fails
+  the check is rebuilt, never used. Files are written atomically (temporary file +
+  ``os.replace``). Cache dir: ``$PYINSTANCE_CACHE/onnx``, else ``~/.cache/pyinstance/onnx``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pyinstance.engine._traceable import traceable
+
+#: ONNX opset of exported graphs.
+OPSET = 17
+#: Largest allowed max |ONNX − torch| of L2-normalised descriptors at export.
+DESCRIPTOR_TOLERANCE = 1e-4
+#: Largest allowed max |ONNX − torch| of feature maps, relative to max(1, max |torch|).
+FEATURE_TOLERANCE = 1e-4
+#: Bump when the layout of the recipe or of the exported graph changes.
+_FORMAT = 1
+_KEY_FIELD = "pyinstance.cache_key"
+_RECIPE_FIELD = "pyinstance.recipe"
+_INPUT = "images"
+_OUTPUT = "output"
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(RuntimeError):
+    """The network could not be exported to ONNX, or the export does not match torch."""
+
+
+def default_cache_dir() -> Path:
+    """``$PYINSTANCE_CACHE/onnx`` if set, else ``~/.cache/pyinstance/onnx``."""
+    root = os.environ.get("PYINSTANCE_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "pyinstance"
+    return base / "onnx"
+
+
+def _qualified_name(module: nn.Module) -> str:
+    kind = type(module)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _settings(module: nn.Module) -> dict[str, Any]:
+    """Plain public attributes (hyper-parameters) of ``module`` and its architecture."""
+    plain = (bool, int, float, str, type(None))
+    settings: dict[str, Any] = {
+        name: value
+        for name, value in sorted(vars(module).items())
+        if not name.startswith("_") and name != "training" and isinstance(value, plain)
+    }
+    settings["architecture"] = repr(module)
+    return settings
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """SHA-256 of every tensor of ``module``'s state dict (names, dtypes, shapes, bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def recipe(
+    backbone: nn.Module, head: nn.Module | None, output: str, precision: str
+) -> dict[str, Any]:
+    """What an exported file depends on, besides the weights."""
+    import onnxruntime
+
+    import pyinstance
+
+    return {
+        "format": _FORMAT,
+        "backbone": _qualified_name(backbone),
+        "backbone_settings": _settings(backbone),
+        "head": _qualified_name(head) if head is not None else None,
+        "head_settings": _settings(head) if head is not None else None,
+        "output": output,
+        "opset": OPSET,
+        "precision": precision,
+        "versions": {
+            "pyinstance": pyinstance.__version__,
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+    }
+
+
+def cache_key(recipe: dict[str, Any], network: nn.Module) -> str:
+    """SHA-256 of the recipe and of the network's weights."""
+    text = json.dumps(recipe, sort_keys=True) + "|" + weights_sha256(network)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_path(directory: Path, recipe: dict[str, Any], key: str) -> Path:
+    """Where the graph of ``recipe`` with key ``key`` is cached (readable prefix + key)."""
+    head = recipe["head"].rsplit(".", 1)[-1] if recipe["head"] else "none"
+    backbone = recipe["backbone"].rsplit(".", 1)[-1]
+    return directory / f"{backbone}-{head}-{recipe['output']}-{recipe['precision']}-{key}.onnx"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def probe_shapes(min_input_size: int) -> list[tuple[int, int, int, int]]:
+    """Probe batch shapes: the traced one first, then two with odd and uneven sides."""
+    side = max(int(min_input_size), 32)
+    return [
+        (2, 3, 4 * side, 4 * side),
+        (1, 3, 4 * side + 1, 3 * side + 3),
+        (2, 3, 5 * side - 5, 6 * side + 7),
+    ]
+
+
+def probe_batch(shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """A deterministic standard-normal batch (about the statistics of normalised images)."""
+    generator = torch.Generator().manual_seed(sum(shape))
+    return torch.randn(shape, generator=generator)
+
+
+@contextlib.contextmanager
+def _eval_mode(network: nn.Module):
+    modes = [module.training for module in network.modules()]
+    network.eval()
+    try:
+        yield network
+    finally:
+        for module, mode in zip(network.modules(), modes, strict=True):
+            module.training = mode
+
+
+def export_onnx(network: nn.Module, min_input_size: int, metadata: dict[str, str]) -> bytes:
+    """The ONNX graph of ``network`` (dynamic B, H, W) with ``metadata``, serialised.
+
+    Raises :class:`ExportError` with the exporter's reason when tracing or export fails.
+    """
+    import onnx
+
+    sample = probe_batch(probe_shapes(min_input_size)[0])
+    buffer = io.BytesIO()
+    try:
+        with (
+            warnings.catch_warnings(),
+            _eval_mode(network),
+            traceable(network),
+            torch.no_grad(),
+        ):
+            warnings.simplefilter("ignore")  # tracer and deprecation notices; the check decides
+            torch.onnx.export(
+                network,
+                (sample,),
+                buffer,
+                dynamo=False,
+                input_names=[_INPUT],
+                output_names=[_OUTPUT],
+                dynamic_axes={
+                    _INPUT: {0: "batch", 2: "height", 3: "width"},
+                    _OUTPUT: {0: "batch"},
+                },
+                opset_version=OPSET,
+                do_constant_folding=True,
+            )
+    except Exception as error:  # the exporter raises many kinds; all mean "cannot export"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ExportError(f"torch.onnx.export failed: {type(error).__name__}: {reason}") from error
+    model = onnx.load_from_string(buffer.getvalue())
+    for name, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = name, value
+    return model.SerializeToString()
+
+
+def check_against_torch(
+    network: nn.Module,
+    run_onnx: Callable[[np.ndarray], np.ndarray],
+    output: str,
+    min_input_size: int,
+) -> float:
+    """Max |ONNX − torch| over the probe batches; :class:`ExportError` above the tolerance."""
+    worst = 0.0
+    with _eval_mode(network), torch.inference_mode():
+        for shape in probe_shapes(min_input_size):
+            batch = probe_batch(shape)
+            expected = network(batch).float().numpy()
+            try:
+                got = run_onnx(batch.numpy())
+            except Exception as error:
+                raise ExportError(
+                    f"onnxruntime failed on a probe batch of shape {shape}: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
+            if got.shape != expected.shape:
+                raise ExportError(
+                    f"the ONNX graph gives shape {got.shape} for a probe batch of shape {shape}, "
+                    f"torch gives {expected.shape} (a shape frozen at export?)"
+                )
+            difference = float(np.max(np.abs(got - expected))) if got.size else 0.0
+            if output == "descriptors":
+                tolerance = DESCRIPTOR_TOLERANCE
+            else:
+                tolerance = FEATURE_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+            if not difference <= tolerance:
+                raise ExportError(
+                    f"the ONNX graph differs from torch on a probe batch of shape {shape}: "
+                    f"max |difference| {difference:.3g} > tolerance {tolerance:.3g}"
+                )
+            worst = max(worst, difference)
+    return worst
+
+
+def stored_key(metadata: dict[str, str]) -> str | None:
+    """The cache key recorded in an exported file's metadata."""
+    return metadata.get(_KEY_FIELD)
+
+
+def metadata_for(recipe: dict[str, Any], key: str) -> dict[str, str]:
+    """The metadata written into an exported file."""
+    return {_KEY_FIELD: key, _RECIPE_FIELD: json.dumps(recipe, sort_keys=True)}

@@ -1,0 +1,207 @@
+"""The ONNX Runtime engine: the network exported once (cached), run by an inference session.
+
+Session options are chosen to hold up when the machine is busy: a fixed number of
+intra-op threads, one inter-op thread, sequential execution, and worker threads that
+sleep instead of spinning while they wait (``session.intra_op.allow_spinning = 0``), so
+threads that lose their core to another process do not burn the cores that are left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pyinstance.engine import export as onnx_export
+from pyinstance.engine.base import Engine, EngineUnavailableError, Output, inference_network
+
+#: Precisions of the exported graph.
+PRECISIONS: tuple[str, ...] = ("fp32",)
+#: The intra-op threads of a session when none are asked for.
+DEFAULT_THREADS = 2
+
+log = logging.getLogger(__name__)
+
+
+def import_onnxruntime() -> ModuleType:
+    """``onnxruntime`` (and ``onnx``, which export needs), or a clear install hint."""
+    try:
+        import onnx  # noqa: F401 - export writes its graph with it
+        import onnxruntime
+    except ImportError as error:
+        raise EngineUnavailableError(
+            f"engine: 'onnxruntime' needs the packages onnxruntime and onnx ({error}); install "
+            "them with: pip install 'pyinstance[fast]' (or use engine='torch')"
+        ) from error
+    return onnxruntime
+
+
+def default_threads() -> int:
+    """:data:`DEFAULT_THREADS`, at most the CPUs this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(DEFAULT_THREADS, cpus))
+
+
+def session_options(ort: ModuleType, threads: int, spinning: bool) -> Any:
+    """Session options: ``threads`` intra-op threads, one inter-op thread, sequential."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
+    options.log_severity_level = 3  # errors only
+    return options
+
+
+class OnnxRuntimeEngine(Engine):
+    """Runs the ONNX export of ``backbone`` (then ``head``) with ONNX Runtime on the CPU.
+
+    The graph is a snapshot of the weights when the engine is made. Raises
+    :class:`~pyinstance.engine.export.ExportError` when the network cannot be exported or
+    its export does not match torch (:func:`~pyinstance.engine.make_engine` then falls back
+    to torch), :class:`EngineUnavailableError` without onnxruntime.
+
+    Args:
+        backbone, head, output: the network, as for :class:`~pyinstance.engine.TorchEngine`.
+        threads: intra-op threads (default :func:`default_threads`).
+        spinning: let idle worker threads spin (lower latency on an idle machine, much
+            worse when another process competes for the cores).
+        precision: ``"fp32"``.
+        cache_dir: where exported graphs are kept (default
+            :func:`~pyinstance.engine.export.default_cache_dir`).
+
+    Attributes:
+        path: the cached ONNX file.
+        exported: whether this engine exported the graph (False: a cached file was used).
+        max_difference: max |ONNX − torch| on the probe batches.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module | None = None,
+        *,
+        output: Output = "descriptors",
+        threads: int | None = None,
+        spinning: bool = False,
+        precision: str = "fp32",
+        cache_dir: str | os.PathLike[str] | None = None,
+    ):
+        ort = import_onnxruntime()
+        network = inference_network(backbone, head, output)
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
+        devices = {parameter.device.type for parameter in network.parameters()}
+        if devices - {"cpu"}:
+            raise ValueError(
+                f"backbone: the onnxruntime engine runs on the CPU, the modules are on "
+                f"{', '.join(sorted(devices))}; move them to the CPU or use engine='torch'"
+            )
+        super().__init__(
+            backbone,
+            output,
+            threads if threads is not None else default_threads(),
+            torch.device("cpu"),
+        )
+        self.spinning = bool(spinning)
+        self.precision = precision
+        self._options = session_options(ort, self.threads, self.spinning)
+        self._ort = ort
+        recipe = onnx_export.recipe(
+            backbone, head if output == "descriptors" else None, output, precision
+        )
+        key = onnx_export.cache_key(recipe, network)
+        directory = Path(cache_dir) if cache_dir is not None else onnx_export.default_cache_dir()
+        self.path = onnx_export.cache_path(directory, recipe, key)
+        self.exported = False
+        cached = self._cached_session(network, key)
+        if cached is None:
+            cached = self._export(network, recipe, key)
+            self.exported = True
+        self.session, self.max_difference = cached
+
+    def _session(self, source: str | bytes) -> Any:
+        session = self._ort.InferenceSession(
+            source, self._options, providers=["CPUExecutionProvider"]
+        )
+        if len(session.get_inputs()) != 1:
+            raise onnx_export.ExportError(
+                f"the exported graph has {len(session.get_inputs())} inputs instead of the image "
+                "batch: forward() leaves torch (numpy, Python numbers), so tracing recorded "
+                "constants instead of operations on the input"
+            )
+        return session
+
+    def _run_numpy(self, session: Any) -> Any:
+        def run(batch: np.ndarray) -> np.ndarray:
+            return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
+        return run
+
+    def _cached_session(self, network: nn.Module, key: str) -> tuple[Any, float] | None:
+        """The session of a cached file that loads, holds ``key`` and passes the check."""
+        if not self.path.is_file():
+            return None
+        try:
+            session = self._session(str(self.path))
+            found = onnx_export.stored_key(session.get_modelmeta().custom_metadata_map)
+            if found != key:
+                raise onnx_export.ExportError(f"it holds cache key {found!r}, expected {key!r}")
+            difference = onnx_export.check_against_torch(
+                network, self._run_numpy(session), self.output, self.min_input_size
+            )
+        except Exception as error:  # corrupt, truncated, another recipe: rebuild
+            log.warning("rebuilding the cached ONNX graph %s: %s", self.path, error)
+            return None
+        return session, difference
+
+    def _export(self, network: nn.Module, recipe: dict[str, Any], key: str) -> tuple[Any, float]:
+        data = onnx_export.export_onnx(
+            network, self.min_input_size, onnx_export.metadata_for(recipe, key)
+        )
+        try:
+            session = self._session(data)
+        except onnx_export.ExportError:
+            raise
+        except Exception as error:
+            raise onnx_export.ExportError(
+                f"onnxruntime cannot load the exported graph: {type(error).__name__}: {error}"
+            ) from error
+        difference = onnx_export.check_against_torch(
+            network, self._run_numpy(session), self.output, self.min_input_size
+        )
+        try:
+            onnx_export.write_atomic(self.path, data)
+        except OSError as error:  # a read-only cache costs the next export, nothing else
+            log.warning("cannot cache the ONNX graph at %s: %s", self.path, error)
+        return session, difference
+
+    def run(self, images: torch.Tensor) -> torch.Tensor:
+        batch = images.detach().contiguous().numpy()
+        out = self.session.run(None, {self.session.get_inputs()[0].name: batch})[0]
+        return torch.from_numpy(out)
+
+    def __repr__(self) -> str:
+        return (
+            f"OnnxRuntimeEngine(output={self.output!r}, threads={self.threads}, "
+            f"spinning={self.spinning}, precision={self.precision!r}, path={str(self.path)!r})"
+        )

@@ -1,0 +1,154 @@
+"""Both engines compute the same thing; choosing, fall-back and bad input."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import pytest
+import torch
+
+import pyinstance
+from pyinstance.engine import (
+    EngineFallbackWarning,
+    EngineUnavailableError,
+    OnnxRuntimeEngine,
+    TorchEngine,
+    available_engines,
+    engine_info,
+    make_engine,
+)
+from pyinstance.models.pooling import RMAC, GeM
+from pyinstance.models.regions import pool_windows
+
+from .conftest import NumpyBackbone
+
+
+def _batch(*shape: int) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
+
+
+@pytest.fixture(scope="module")
+def lite0(tmp_path_factory) -> tuple[torch.nn.Module, torch.nn.Module, OnnxRuntimeEngine]:  # noqa: ANN001
+    backbone = pyinstance.get_backbone("efficientnet_lite0")
+    head = pyinstance.get_head("gem", in_channels=backbone.out_channels)
+    engine = OnnxRuntimeEngine(backbone, head, cache_dir=tmp_path_factory.mktemp("onnx"))
+    return backbone, head, engine
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 448, 336), (3, 3, 97, 131), (2, 3, 449, 333)])
+def test_lite0_gem_descriptors_match_torch(lite0, shape) -> None:  # noqa: ANN001
+    backbone, head, engine = lite0
+    images = _batch(*shape)
+    expected = TorchEngine(backbone, head)(images)
+    got = engine(images)
+    assert got.shape == expected.shape == (shape[0], 1280)
+    assert float((got - expected).abs().max()) <= 1e-4
+
+
+def test_lite0_feature_map_and_windows_match_torch(lite0, tmp_path) -> None:  # noqa: ANN001
+    backbone, head, _ = lite0
+    engine = OnnxRuntimeEngine(backbone, output="features", cache_dir=tmp_path)
+    images = _batch(2, 3, 225, 161)
+    expected = TorchEngine(backbone, output="features")(images)
+    got = engine(images)
+    assert got.shape == expected.shape == (2, 1280, 8, 6)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            pool_windows(got, head), pool_windows(expected, head), atol=1e-4, rtol=0
+        )
+
+
+def test_torch_engine_channels_last_threads_and_modes_restored(tiny) -> None:  # noqa: ANN001
+    backbone, head = tiny
+    backbone.train()
+    threads = torch.get_num_threads()
+    images = _batch(2, 3, 64, 48)
+    plain = TorchEngine(backbone, head, threads=1)(images)
+    assert backbone.training and torch.get_num_threads() == threads
+    fast = TorchEngine(backbone, head, channels_last=True)(images)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
+
+
+def test_auto_prefers_onnxruntime_and_info_says_so(tiny) -> None:  # noqa: ANN001
+    assert available_engines() == ["torch", "onnxruntime"]
+    assert make_engine(*tiny).name == "onnxruntime"
+    assert make_engine(*tiny, "torch").name == "torch"
+    info = engine_info()
+    assert info["default"] == "onnxruntime" and info["onnxruntime"]
+
+
+def test_without_onnxruntime_torch_runs_and_explicit_request_is_clear(tiny, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
+    assert available_engines() == ["torch"]
+    assert engine_info()["default"] == "torch" and engine_info()["onnxruntime"] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine = make_engine(*tiny)
+    assert isinstance(engine, TorchEngine)
+    with pytest.raises(EngineUnavailableError, match=r"pyinstance\[fast\]"):
+        make_engine(*tiny, "onnxruntime")
+
+
+def test_backbone_that_cannot_export_falls_back_with_one_warning(tmp_path) -> None:  # noqa: ANN001
+    backbone, head = NumpyBackbone(), GeM(16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine = make_engine(backbone, head, "onnxruntime", cache_dir=tmp_path)
+    assert isinstance(engine, TorchEngine)
+    assert [w.category for w in caught] == [EngineFallbackWarning]
+    message = str(caught[0].message)
+    assert "NumpyBackbone" in message and "forward() leaves torch" in message
+    assert not list(tmp_path.iterdir())  # nothing cached
+    images = _batch(1, 3, 32, 40)
+    torch.testing.assert_close(engine(images), head(backbone(images)))
+
+
+def test_head_with_shapes_frozen_at_export_is_caught_by_the_check(tiny, tmp_path) -> None:  # noqa: ANN001
+    # R-MAC computes its region grid in Python from the map size: the traced graph only
+    # fits the probe size it was traced at, the check at other sizes rejects it.
+    with pytest.warns(EngineFallbackWarning, match="RMAC.*probe batch"):
+        engine = make_engine(tiny[0], RMAC(16), "onnxruntime", cache_dir=tmp_path)
+    assert isinstance(engine, TorchEngine)
+
+
+@pytest.mark.parametrize(
+    ("images", "error", "match"),
+    [
+        ([[1.0]], TypeError, "images: expected a torch.Tensor"),
+        (torch.zeros(3, 32, 32), ValueError, r"images: expected a B×3×H×W"),
+        (torch.zeros(1, 1, 32, 32), ValueError, r"images: expected a B×3×H×W"),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.float64), TypeError, "images: expected dtype"),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), TypeError, "images: expected dtype"),
+        (torch.zeros(0, 3, 32, 32), ValueError, "images: empty batch"),
+        (torch.zeros(1, 3, 4, 32), ValueError, "images: 4×32 is smaller"),
+        (torch.full((1, 3, 32, 32), float("nan")), ValueError, "images: contains NaN"),
+    ],
+)
+@pytest.mark.parametrize("name", ["torch", "onnxruntime"])
+def test_bad_input_names_the_argument(tiny, tmp_path, name, images, error, match) -> None:  # noqa: ANN001
+    engine = make_engine(*tiny, name, cache_dir=tmp_path)
+    with pytest.raises(error, match=match):
+        engine(images)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"engine": "tensorrt"}, "engine: expected"),
+        ({"threads": 0}, "threads: expected"),
+        ({"output": "logits"}, "output: expected"),
+        ({"precision": "fp8", "engine": "onnxruntime"}, "precision: expected"),
+    ],
+)
+def test_bad_arguments_are_named(tiny, kwargs, match) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match=match):
+        make_engine(*tiny, **kwargs)
+
+
+def test_descriptors_need_a_head(tiny) -> None:  # noqa: ANN001
+    with pytest.raises(TypeError, match="head: output='descriptors' needs a head"):
+        make_engine(tiny[0], None)
+    with pytest.raises(TypeError, match="backbone: expected a torch.nn.Module"):
+        make_engine("efficientnet_lite0", tiny[1])
