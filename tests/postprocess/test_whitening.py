@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from pyinstance.postprocess import PCAWhitening, from_dict
 
@@ -107,6 +108,13 @@ def test_state_round_trips_through_json(data):
     assert isinstance(restored, PCAWhitening)
     assert (restored.power, restored.ridge, restored.method) == (0.7, 0.01, "pca")
     np.testing.assert_array_equal(restored.apply(data), whitening.apply(data))
+
+
+def test_cpu_tensors_are_accepted_and_other_devices_named(data):
+    whitening = PCAWhitening.fit(torch.from_numpy(data), dim=4)
+    np.testing.assert_array_equal(whitening.apply(torch.from_numpy(data)), whitening.apply(data))
+    with pytest.raises(ValueError, match="descriptors: expected a CPU array"):
+        whitening.apply(torch.empty(3, 12, device="meta"))
 
 
 @pytest.mark.parametrize(
