@@ -59,8 +59,10 @@ class Identification:
     ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``instance`` null when unknown)."""
-        return asdict(self)
+        """A JSON-ready dict (``instance`` null when unknown, ``top_k`` a list of dicts)."""
+        record = asdict(self)
+        record["top_k"] = list(record["top_k"])
+        return record
 
 
 class Identifier:
