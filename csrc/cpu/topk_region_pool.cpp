@@ -231,57 +231,74 @@ void pool_backward(const T* grad_pooled, const T* features, const int64_t* locat
               b, ")");
 }
 
-// ---- dispatch and bindings -----------------------------------------------------------
+}  // namespace
 
-void forward(uintptr_t features, int features_dtype, int64_t batch, int64_t channels,
-             int64_t height, int64_t width, const std::vector<int64_t>& strides, uintptr_t scores,
-             int scores_dtype, int64_t classes, int64_t k, uintptr_t valid_hw, uintptr_t pooled,
-             uintptr_t locations) {
-  const Geometry g = make_geometry(batch, channels, height, width, classes, k, strides);
-  auto* loc = reinterpret_cast<int64_t*>(locations);
-  const auto* valid = reinterpret_cast<const int64_t*>(valid_hw);
-  py::gil_scoped_release release;
+// ---- entry points (pyinstance/topk_region_pool.h) and bindings -----------------------
+
+void topk_region_pool_forward(const void* features, DType features_dtype, const void* scores,
+                              DType scores_dtype, const Geometry& g, const int64_t* valid_hw,
+                              void* pooled, int64_t* locations) {
   dispatch_float(scores_dtype, "scores", [&](auto score_tag) {
     using S = decltype(score_tag);
     dispatch_float(features_dtype, "features", [&](auto feature_tag) {
       using T = decltype(feature_tag);
-      forward_images(reinterpret_cast<const S*>(scores), reinterpret_cast<const T*>(features),
-                     valid, g, loc, reinterpret_cast<T*>(pooled));
+      forward_images(static_cast<const S*>(scores), static_cast<const T*>(features), valid_hw, g,
+                     locations, static_cast<T*>(pooled));
     });
   });
 }
 
-void backward(uintptr_t grad_pooled, uintptr_t features, int dtype, int64_t batch, int64_t channels,
-              int64_t height, int64_t width, const std::vector<int64_t>& strides,
-              uintptr_t locations, int64_t k, uintptr_t grad_features) {
-  const Geometry g = make_geometry(batch, channels, height, width, 1, k, strides);
-  py::gil_scoped_release release;
+void topk_region_pool_backward(const void* grad_pooled, const void* features, DType dtype,
+                               const Geometry& g, const int64_t* locations, void* grad_features) {
   dispatch_float(dtype, "features", [&](auto tag) {
     using T = decltype(tag);
-    pool_backward(reinterpret_cast<const T*>(grad_pooled), reinterpret_cast<const T*>(features),
-                  reinterpret_cast<const int64_t*>(locations), g,
-                  reinterpret_cast<T*>(grad_features));
+    pool_backward(static_cast<const T*>(grad_pooled), static_cast<const T*>(features), locations, g,
+                  static_cast<T*>(grad_features));
   });
 }
 
-}  // namespace
 }  // namespace pyinstance::cpu
 
 namespace pyinstance::bindings {
 
 void register_topk_region_pool(py::module_& m) {
-  m.def("topk_region_pool_forward", &cpu::forward, py::arg("features"), py::arg("features_dtype"),
-        py::arg("batch"), py::arg("channels"), py::arg("height"), py::arg("width"),
-        py::arg("strides"), py::arg("scores"), py::arg("scores_dtype"), py::arg("classes"),
-        py::arg("k"), py::arg("valid_hw"), py::arg("pooled"), py::arg("locations"),
-        "Top-k region pooling forward: writes pooled (B x C, features dtype) and locations "
-        "(B x k int64). scores: C-contiguous B x classes x H x W; valid_hw: B x 2 int64 or 0.");
-  m.def("topk_region_pool_backward", &cpu::backward, py::arg("grad_pooled"), py::arg("features"),
-        py::arg("dtype"), py::arg("batch"), py::arg("channels"), py::arg("height"),
-        py::arg("width"), py::arg("strides"), py::arg("locations"), py::arg("k"),
-        py::arg("grad_features"),
-        "Top-k region pooling backward: writes the gradient at the selected locations into "
-        "grad_features, a C-contiguous B x C x H x W buffer the caller passes zero-filled.");
+  m.def(
+      "topk_region_pool_forward",
+      [](uintptr_t features, int features_dtype, int64_t batch, int64_t channels, int64_t height,
+         int64_t width, const std::vector<int64_t>& strides, uintptr_t scores, int scores_dtype,
+         int64_t classes, int64_t k, uintptr_t valid_hw, uintptr_t pooled, uintptr_t locations) {
+        const trp::Geometry g =
+            trp::make_geometry(batch, channels, height, width, classes, k, strides);
+        py::gil_scoped_release release;
+        cpu::topk_region_pool_forward(
+            reinterpret_cast<const void*>(features), static_cast<DType>(features_dtype),
+            reinterpret_cast<const void*>(scores), static_cast<DType>(scores_dtype), g,
+            reinterpret_cast<const int64_t*>(valid_hw), reinterpret_cast<void*>(pooled),
+            reinterpret_cast<int64_t*>(locations));
+      },
+      py::arg("features"), py::arg("features_dtype"), py::arg("batch"), py::arg("channels"),
+      py::arg("height"), py::arg("width"), py::arg("strides"), py::arg("scores"),
+      py::arg("scores_dtype"), py::arg("classes"), py::arg("k"), py::arg("valid_hw"),
+      py::arg("pooled"), py::arg("locations"),
+      "Top-k region pooling forward: writes pooled (B x C, features dtype) and locations "
+      "(B x k int64). scores: C-contiguous B x classes x H x W; valid_hw: B x 2 int64 or 0.");
+  m.def(
+      "topk_region_pool_backward",
+      [](uintptr_t grad_pooled, uintptr_t features, int dtype, int64_t batch, int64_t channels,
+         int64_t height, int64_t width, const std::vector<int64_t>& strides, uintptr_t locations,
+         int64_t k, uintptr_t grad_features) {
+        const trp::Geometry g = trp::make_geometry(batch, channels, height, width, 1, k, strides);
+        py::gil_scoped_release release;
+        cpu::topk_region_pool_backward(
+            reinterpret_cast<const void*>(grad_pooled), reinterpret_cast<const void*>(features),
+            static_cast<DType>(dtype), g, reinterpret_cast<const int64_t*>(locations),
+            reinterpret_cast<void*>(grad_features));
+      },
+      py::arg("grad_pooled"), py::arg("features"), py::arg("dtype"), py::arg("batch"),
+      py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("strides"),
+      py::arg("locations"), py::arg("k"), py::arg("grad_features"),
+      "Top-k region pooling backward: writes the gradient at the selected locations into "
+      "grad_features, a C-contiguous B x C x H x W buffer the caller passes zero-filled.");
 }
 
 }  // namespace pyinstance::bindings
