@@ -272,7 +272,7 @@ void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64
     for (int64_t first = 0; first < N; first += chunk_max) {
       const int64_t chunk = std::min(chunk_max, N - first);
       const float* qb = q + q0 * D;
-      launch_scores(q + q0 * D, refs, ref_dtype, rows, first, chunk, D, scores.as<float>(), stream);
+      launch_scores(qb, refs, ref_dtype, rows, first, chunk, D, scores.as<float>(), stream);
       knn_select_kernel<<<static_cast<unsigned int>(rows), kSelectThreads, 0, stream>>>(
           scores.as<float>(), chunk, first, q0, k, exclude, run_in, run_out);
       std::swap(run_in, run_out);
