@@ -27,11 +27,11 @@ namespace py = pybind11;
 
 namespace pyinstance::cuda {
 
-using trp::Geometry;
+using region_pool::Geometry;
 
 namespace {
 
-using trp::acc_t;
+using region_pool::acc_t;
 
 constexpr int kThreads = 256;
 constexpr int kStatusNan = 1;
@@ -81,9 +81,9 @@ __global__ void class_max_kernel(const S* __restrict__ scores, Geometry g,
   bool nan_seen = false;
 #pragma unroll 8
   for (int64_t r = 0; r < g.classes; ++r) {
-    const A v = trp::load(column + r * g.area());
-    nan_seen |= trp::is_nan(v);
-    running = trp::score_max(running, v);
+    const A v = region_pool::load(column + r * g.area());
+    nan_seen |= region_pool::is_nan(v);
+    running = region_pool::score_max(running, v);
   }
   location_score[b * g.area() + j] = running;
   if (nan_seen) status[b] = kStatusNan;
@@ -111,7 +111,7 @@ __global__ void select_kernel(const A* __restrict__ location_score, Geometry g,
     int64_t rank = 0;
     for (int64_t y = 0; y < valid_h && rank < g.k; ++y)
       for (int64_t j = y * g.width; j < y * g.width + valid_w; ++j)
-        rank += trp::ranks_before(score[j], j, s, i);
+        rank += region_pool::ranks_before(score[j], j, s, i);
     if (rank < g.k) locations[b * g.k + rank] = i;
   }
 }
@@ -125,8 +125,8 @@ __device__ bool location_norm(const T* __restrict__ image, const Geometry& g, in
   A scale = 0;
   int finite = 1;
   for (int64_t c = threadIdx.x; c < g.channels; c += blockDim.x) {
-    const A x = trp::load(image + c * g.stride_c + offset);
-    finite &= trp::is_finite(x);
+    const A x = region_pool::load(image + c * g.stride_c + offset);
+    finite &= region_pool::is_finite(x);
     const A magnitude = x < 0 ? -x : x;
     scale = magnitude > scale ? magnitude : scale;
   }
@@ -136,11 +136,11 @@ __device__ bool location_norm(const T* __restrict__ image, const Geometry& g, in
   A sumsq = 0;
   if (scale > 0)
     for (int64_t c = threadIdx.x; c < g.channels; c += blockDim.x) {
-      const A x = trp::load(image + c * g.stride_c + offset) / scale;
+      const A x = region_pool::load(image + c * g.stride_c + offset) / scale;
       sumsq += x * x;
     }
   sumsq = block_reduce<A, false>(sumsq, shared);
-  *norm = trp::scaled_norm(scale, sumsq);
+  *norm = region_pool::scaled_norm(scale, sumsq);
   return true;
 }
 
@@ -162,14 +162,14 @@ __global__ void pool_kernel(const T* __restrict__ features, Geometry g,
       if (threadIdx.x == 0) status[b] = kStatusBadFeature;
       return;
     }
-    if (threadIdx.x == 0) coeff[2 * l] = trp::norm_coeffs(norm).inv_denominator;
+    if (threadIdx.x == 0) coeff[2 * l] = region_pool::norm_coeffs(norm).inv_denominator;
   }
   __syncthreads();
   for (int64_t c = threadIdx.x; c < g.channels; c += blockDim.x) {
     A sum = 0;
     for (int64_t l = 0; l < g.k; ++l)
-      sum += trp::load(image + c * g.stride_c + g.offset(loc[l])) * coeff[2 * l];
-    trp::store(pooled + b * g.channels + c, sum);
+      sum += region_pool::load(image + c * g.stride_c + g.offset(loc[l])) * coeff[2 * l];
+    region_pool::store(pooled + b * g.channels + c, sum);
   }
 }
 
@@ -197,10 +197,11 @@ __global__ void grad_coeff_kernel(const T* __restrict__ grad_pooled, const T* __
       if (threadIdx.x == 0) status[b] = kStatusBadFeature;
       return;
     }
-    const trp::NormCoeffs<A> nc = trp::norm_coeffs(norm);
+    const region_pool::NormCoeffs<A> nc = region_pool::norm_coeffs(norm);
     A dot = 0;
     for (int64_t c = threadIdx.x; c < g.channels; c += blockDim.x)
-      dot += trp::load(image + c * g.stride_c + offset) * static_cast<A>(trp::load(grad + c));
+      dot += region_pool::load(image + c * g.stride_c + offset) *
+             static_cast<A>(region_pool::load(grad + c));
     dot = block_reduce<A, false>(dot, shared);
     if (threadIdx.x == 0) {
       coeffs[(b * g.k + l) * 2] = nc.inv_denominator;
@@ -223,10 +224,11 @@ __global__ void scatter_grad_kernel(const T* __restrict__ grad_pooled,
     const int64_t c = t % g.channels, slot = t / g.channels, b = slot / g.k;
     if (status[b] != 0) continue;
     const int64_t location = locations[slot];
-    const A f = trp::load(features + b * g.stride_b + c * g.stride_c + g.offset(location));
-    const A value = trp::normalize_grad(static_cast<A>(trp::load(grad_pooled + b * g.channels + c)),
-                                        f, coeffs[2 * slot], coeffs[2 * slot + 1]);
-    trp::store(grad_features + (b * g.channels + c) * g.area() + location, value);
+    const A f = region_pool::load(features + b * g.stride_b + c * g.stride_c + g.offset(location));
+    const A value = region_pool::normalize_grad(
+        static_cast<A>(region_pool::load(grad_pooled + b * g.channels + c)), f, coeffs[2 * slot],
+        coeffs[2 * slot + 1]);
+    region_pool::store(grad_features + (b * g.channels + c) * g.area() + location, value);
   }
 }
 
@@ -294,8 +296,8 @@ void register_topk_region_pool_cuda(py::module_& m) {
          int64_t width, const std::vector<int64_t>& strides, uintptr_t scores, int scores_dtype,
          int64_t classes, int64_t k, uintptr_t valid_hw, uintptr_t pooled, uintptr_t locations,
          uintptr_t scratch, uintptr_t coeffs, uintptr_t status, uintptr_t stream, int device) {
-        const trp::Geometry g =
-            trp::make_geometry(batch, channels, height, width, classes, k, strides, 65535);
+        const region_pool::Geometry g =
+            region_pool::make_geometry(batch, channels, height, width, classes, k, strides, 65535);
         py::gil_scoped_release release;
         const cuda::DeviceGuard guard(device);
         cuda::topk_region_pool_forward(
@@ -319,8 +321,8 @@ void register_topk_region_pool_cuda(py::module_& m) {
          int64_t height, int64_t width, const std::vector<int64_t>& strides, uintptr_t locations,
          int64_t k, uintptr_t grad_features, uintptr_t scratch, uintptr_t status, uintptr_t stream,
          int device) {
-        const trp::Geometry g =
-            trp::make_geometry(batch, channels, height, width, 1, k, strides, 65535);
+        const region_pool::Geometry g =
+            region_pool::make_geometry(batch, channels, height, width, 1, k, strides, 65535);
         py::gil_scoped_release release;
         const cuda::DeviceGuard guard(device);
         cuda::topk_region_pool_backward(

@@ -21,7 +21,7 @@
 #include "pyinstance/dtype.h"
 #include "pyinstance/macros.h"
 
-namespace pyinstance::trp {
+namespace pyinstance::region_pool {
 
 // Denominator floor of the normalisation, as in torch.nn.functional.normalize.
 constexpr double kNormEps = 1e-12;
@@ -147,7 +147,7 @@ PYI_HD A normalize_grad(A g, A f, A inv_denominator, A u_dot_g) {
   return (g - f * inv_denominator * u_dot_g) * inv_denominator;
 }
 
-}  // namespace pyinstance::trp
+}  // namespace pyinstance::region_pool
 
 // ---- Entry points (csrc/cpu/topk_region_pool.cpp, csrc/cuda/topk_region_pool.cu) ----------
 // Forward: the k best locations of every image by descending score (ties: smaller index)
@@ -164,10 +164,10 @@ PYI_HD A normalize_grad(A g, A f, A inv_denominator, A u_dot_g) {
 namespace pyinstance::cpu {
 
 void topk_region_pool_forward(const void* features, DType features_dtype, const void* scores,
-                              DType scores_dtype, const trp::Geometry& g, const int64_t* valid_hw,
-                              void* pooled, int64_t* locations);
+                              DType scores_dtype, const region_pool::Geometry& g,
+                              const int64_t* valid_hw, void* pooled, int64_t* locations);
 void topk_region_pool_backward(const void* grad_pooled, const void* features, DType dtype,
-                               const trp::Geometry& g, const int64_t* locations,
+                               const region_pool::Geometry& g, const int64_t* locations,
                                void* grad_features);
 
 }  // namespace pyinstance::cpu
@@ -180,11 +180,11 @@ namespace pyinstance::cuda {
 // scratch: B x H*W accumulators of the scores' arithmetic type; coeffs (forward) / scratch
 // (backward): B x k x 2 of the features'; status: B int32, zero-filled.
 void topk_region_pool_forward(const void* features, DType features_dtype, const void* scores,
-                              DType scores_dtype, const trp::Geometry& g, const int64_t* valid_hw,
-                              void* pooled, int64_t* locations, void* scratch, void* coeffs,
-                              int* status, cudaStream_t stream);
+                              DType scores_dtype, const region_pool::Geometry& g,
+                              const int64_t* valid_hw, void* pooled, int64_t* locations,
+                              void* scratch, void* coeffs, int* status, cudaStream_t stream);
 void topk_region_pool_backward(const void* grad_pooled, const void* features, DType dtype,
-                               const trp::Geometry& g, const int64_t* locations,
+                               const region_pool::Geometry& g, const int64_t* locations,
                                void* grad_features, void* scratch, int* status,
                                cudaStream_t stream);
 
