@@ -1,7 +1,14 @@
 // Each kernel defines its binding next to its code (csrc/cpu/<op>.cpp, csrc/cuda/<op>.cu)
 // as register_<op>(module); the module files (cpu.cpp, cuda.cpp) call them.
-// Bindings take plain pointers, shapes, strides, dtype codes and (CUDA) a stream
-// handle: no torch headers, so one build serves every torch version.
+// Bindings take plain pointers, shapes, strides, dtype codes and (CUDA) a stream handle
+// and a device index: no torch headers, so one build serves every torch version.
+//
+// Namespaces, one scheme for every op:
+//   pyinstance::cpu, pyinstance::cuda   typed entry points per backend (pyinstance/<op>.h)
+//   pyinstance::bindings                pybind11 registration (named arguments, GIL released)
+//   pyinstance::triplet, ::region_pool  per-element rules shared by both backends
+//   pyinstance                          shared dtype, checks and top-k helpers
+//   pyinstance::cpu::<op>_detail        one op's ISA-specific internals
 #pragma once
 #include <pybind11/pybind11.h>
 

@@ -4,7 +4,7 @@
 #include "pyinstance/topk_region_pool.h"
 #include "topk_region_pool_simd.h"
 
-namespace pyinstance::cpu::trp_simd {
+namespace pyinstance::cpu::region_pool_detail {
 
 bool class_max_f32_avx2(const float* rows, int64_t num_rows, int64_t row_stride, int64_t n,
                         float* acc) {
@@ -27,12 +27,12 @@ bool class_max_f32_avx2(const float* rows, int64_t num_rows, int64_t row_stride,
     }
     bool nan_tail = false;
     for (; j < n; ++j) {
-      nan_tail |= trp::is_nan(row[j]);
-      acc[j] = trp::score_max(acc[j], row[j]);
+      nan_tail |= region_pool::is_nan(row[j]);
+      acc[j] = region_pool::score_max(acc[j], row[j]);
     }
     if (nan_tail) return true;
   }
   return _mm256_movemask_ps(nan_seen) != 0;
 }
 
-}  // namespace pyinstance::cpu::trp_simd
+}  // namespace pyinstance::cpu::region_pool_detail

@@ -4,7 +4,7 @@
 #include "pyinstance/topk_region_pool.h"
 #include "topk_region_pool_simd.h"
 
-namespace pyinstance::cpu::trp_simd {
+namespace pyinstance::cpu::region_pool_detail {
 
 bool class_max_f32_avx512(const float* rows, int64_t num_rows, int64_t row_stride, int64_t n,
                           float* acc) {
@@ -38,4 +38,4 @@ bool class_max_f32_avx512(const float* rows, int64_t num_rows, int64_t row_strid
   return nan_seen != 0;
 }
 
-}  // namespace pyinstance::cpu::trp_simd
+}  // namespace pyinstance::cpu::region_pool_detail

@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-namespace pyinstance::cpu::trp_simd {
+namespace pyinstance::cpu::region_pool_detail {
 
 // acc[j] = max(acc[j], rows[r * row_stride + j]) for r < num_rows, j < n (acc holds the
 // running maximum on entry). Returns true when any value read is NaN.
@@ -13,4 +13,4 @@ bool class_max_f32_avx2(const float* rows, int64_t num_rows, int64_t row_stride,
 bool class_max_f32_avx512(const float* rows, int64_t num_rows, int64_t row_stride, int64_t n,
                           float* acc);
 
-}  // namespace pyinstance::cpu::trp_simd
+}  // namespace pyinstance::cpu::region_pool_detail

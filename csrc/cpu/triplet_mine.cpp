@@ -32,14 +32,12 @@ namespace py = pybind11;
 
 namespace pyinstance::cpu {
 
-namespace {
-
-using triplet::make_output;
-using triplet::make_problem;
 using triplet::Output;
 using triplet::Problem;
 using triplet::SemihardFallback;
 using triplet::Strategy;
+
+namespace {
 
 constexpr int64_t kBlockJ = 128;      // references per packed block
 constexpr int64_t kBlockI = 48;       // anchors per tile (a multiple of every ISA's row count)
@@ -677,77 +675,120 @@ void sample_sorted(int64_t total, int64_t k, uint64_t seed, int64_t* out) {
   std::sort(out, out + k);
 }
 
+int64_t triplet_mine(const Problem& pb, Strategy strategy, SemihardFallback fallback, int64_t n_pos,
+                     int64_t n_neg, int64_t n_triplets, const Output& out, int threads) {
+  triplet::check_mine_args(static_cast<int>(strategy), static_cast<int>(fallback), n_pos, n_neg,
+                           n_triplets);
+  threads = resolve_threads(threads);
+  if (strategy == Strategy::BatchHard)
+    mine_batch_hard(pb, out, threads);
+  else if (strategy == Strategy::Offline)
+    mine_offline(pb, n_pos, n_neg, n_triplets, out, threads);
+  else
+    mine_pairs(pb, strategy, fallback, out, threads);
+  return out.compact(triplet::output_slots(strategy, pb.na, pb.npairs, n_triplets));
+}
+
+void triplet_mine_count(const Problem& pb, float margin, int64_t* counts, int threads) {
+  threads = resolve_threads(threads);
+  const PositivePairs pairs = positive_pairs(pb, threads);
+  const ViolationCount c =
+      reduce_negatives<ViolationCount>(pb, threads, nullptr, pairs.sim.data(), margin);
+  std::copy(c.count.begin(), c.count.end(), counts);
+}
+
+void triplet_mine_fill(const Problem& pb, float margin, const int64_t* pair_base,
+                       const int64_t* sample, int64_t n_sample, const Output& out, int threads) {
+  fill_batch_all(pb, margin, pair_base, sample, n_sample, out, resolve_threads(threads));
+}
+
 }  // namespace pyinstance::cpu
 
 namespace pyinstance::bindings {
 
+// The argument names every triplet binding shares (CPU and CUDA), in order.
+#define PYI_TRIPLET_PROBLEM_ARGS                                                                \
+  py::arg("embeddings"), py::arg("n_anchors"), py::arg("dim"), py::arg("labels"),               \
+      py::arg("ref_embeddings"), py::arg("n_refs"), py::arg("ref_labels"), py::arg("same_set"), \
+      py::arg("order"), py::arg("pos_start"), py::arg("pos_end"), py::arg("pair_off"),          \
+      py::arg("n_pairs")
+
 void register_triplet_mine(py::module_& m) {
-  using namespace pyinstance::cpu;
   m.def(
       "triplet_mine",
       [](int strategy, uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref,
          int64_t nr, uintptr_t ref_labels, bool same_set, uintptr_t order, uintptr_t pos_start,
-         uintptr_t pos_end, uintptr_t pair_off, int fallback, int64_t n_pos, int64_t n_neg,
-         int64_t n_triplets, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n, int threads) {
-        const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
-                                        pos_start, pos_end, pair_off);
-        const Output out = make_output(out_a, out_p, out_n);
+         uintptr_t pos_end, uintptr_t pair_off, int64_t n_pairs, int fallback, int64_t n_pos,
+         int64_t n_neg, int64_t n_triplets, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n,
+         int threads) {
+        const triplet::Problem pb =
+            triplet::make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
+                                  pos_start, pos_end, pair_off, n_pairs);
         triplet::check_mine_args(strategy, fallback, n_pos, n_neg, n_triplets);
-        const auto s = static_cast<triplet::Strategy>(strategy);
-        threads = resolve_threads(threads);
+        threads = cpu::resolve_threads(threads);
         py::gil_scoped_release release;
-        int64_t slots;
-        if (s == triplet::Strategy::BatchHard) {
-          mine_batch_hard(pb, out, threads);
-          slots = na;
-        } else if (s == triplet::Strategy::Offline) {
-          mine_offline(pb, n_pos, n_neg, n_triplets, out, threads);
-          slots = na * n_triplets;
-        } else {
-          mine_pairs(pb, s, static_cast<triplet::SemihardFallback>(fallback), out, threads);
-          slots = pb.pair_off[na];
-        }
-        return out.compact(slots);
+        return cpu::triplet_mine(pb, static_cast<triplet::Strategy>(strategy),
+                                 static_cast<triplet::SemihardFallback>(fallback), n_pos, n_neg,
+                                 n_triplets, triplet::make_output(out_a, out_p, out_n), threads);
       },
-      "Mine triplets into preallocated slots; returns how many were found (they come first). "
-      "See pyinstance.ops.triplet_mine.");
+      py::arg("strategy"), PYI_TRIPLET_PROBLEM_ARGS, py::arg("fallback"), py::arg("n_pos"),
+      py::arg("n_neg"), py::arg("n_triplets"), py::arg("out_anchors"), py::arg("out_positives"),
+      py::arg("out_negatives"), py::arg("threads"),
+      "Mine triplets into triplet_output_slots(...) preallocated slots; returns how many were "
+      "found (compacted to the front). See pyinstance.ops.triplet_mine.");
   m.def(
       "triplet_mine_count",
       [](uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref, int64_t nr,
          uintptr_t ref_labels, bool same_set, uintptr_t order, uintptr_t pos_start,
-         uintptr_t pos_end, uintptr_t pair_off, float margin, uintptr_t counts, int threads) {
-        const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
-                                        pos_start, pos_end, pair_off);
-        threads = resolve_threads(threads);
+         uintptr_t pos_end, uintptr_t pair_off, int64_t n_pairs, float margin, uintptr_t counts,
+         int threads) {
+        const triplet::Problem pb =
+            triplet::make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
+                                  pos_start, pos_end, pair_off, n_pairs);
+        threads = cpu::resolve_threads(threads);
         py::gil_scoped_release release;
-        const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
-        const ViolationCount c =
-            reduce_negatives<ViolationCount>(pb, threads, nullptr, pairs.sim.data(), margin);
-        std::copy(c.count.begin(), c.count.end(), reinterpret_cast<int64_t*>(counts));
+        cpu::triplet_mine_count(pb, margin, reinterpret_cast<int64_t*>(counts), threads);
       },
+      PYI_TRIPLET_PROBLEM_ARGS, py::arg("margin"), py::arg("counts"), py::arg("threads"),
       "batch_all pass 1: number of violating negatives of every positive pair.");
   m.def(
       "triplet_mine_fill",
       [](uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref, int64_t nr,
          uintptr_t ref_labels, bool same_set, uintptr_t order, uintptr_t pos_start,
-         uintptr_t pos_end, uintptr_t pair_off, float margin, uintptr_t pair_base, uintptr_t sample,
-         int64_t n_sample, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n, int threads) {
-        const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
-                                        pos_start, pos_end, pair_off);
-        threads = resolve_threads(threads);
+         uintptr_t pos_end, uintptr_t pair_off, int64_t n_pairs, float margin, uintptr_t pair_base,
+         uintptr_t sample, int64_t n_sample, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n,
+         int threads) {
+        const triplet::Problem pb =
+            triplet::make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
+                                  pos_start, pos_end, pair_off, n_pairs);
+        threads = cpu::resolve_threads(threads);
         py::gil_scoped_release release;
-        fill_batch_all(pb, margin, reinterpret_cast<const int64_t*>(pair_base),
-                       reinterpret_cast<const int64_t*>(sample), n_sample,
-                       make_output(out_a, out_p, out_n), threads);
+        cpu::triplet_mine_fill(pb, margin, reinterpret_cast<const int64_t*>(pair_base),
+                               reinterpret_cast<const int64_t*>(sample), n_sample,
+                               triplet::make_output(out_a, out_p, out_n), threads);
       },
+      PYI_TRIPLET_PROBLEM_ARGS, py::arg("margin"), py::arg("pair_base"), py::arg("sample"),
+      py::arg("n_sample"), py::arg("out_anchors"), py::arg("out_positives"),
+      py::arg("out_negatives"), py::arg("threads"),
       "batch_all pass 2: write every violating triplet, or only the sampled ones.");
+  m.def(
+      "triplet_output_slots",
+      [](int strategy, int64_t n_anchors, int64_t n_pairs, int64_t n_triplets) {
+        return triplet::output_slots(static_cast<triplet::Strategy>(strategy), n_anchors, n_pairs,
+                                     n_triplets);
+      },
+      py::arg("strategy"), py::arg("n_anchors"), py::arg("n_pairs"), py::arg("n_triplets"),
+      "Output slots triplet_mine fills before compaction (-1 for batch_all).");
   m.def(
       "triplet_sample",
       [](int64_t total, int64_t k, uint64_t seed, uintptr_t out) {
         py::gil_scoped_release release;
-        sample_sorted(total, k, seed, reinterpret_cast<int64_t*>(out));
+        cpu::sample_sorted(total, k, seed, reinterpret_cast<int64_t*>(out));
       },
+      py::arg("total"), py::arg("k"), py::arg("seed"), py::arg("out"),
       "k distinct sorted numbers from [0, total) (Floyd's algorithm on splitmix64(seed)).");
 }
+
+#undef PYI_TRIPLET_PROBLEM_ARGS
 
 }  // namespace pyinstance::bindings

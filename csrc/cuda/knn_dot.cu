@@ -19,6 +19,7 @@
 #include <string>
 
 #include "pyinstance/checks.h"
+#include "pyinstance/cuda_utils.cuh"
 #include "pyinstance/dtype.h"
 #include "pyinstance/knn_dot.h"
 #include "pyinstance/topk.h"
@@ -34,39 +35,9 @@ constexpr int kSmallSort =
 constexpr int64_t kChunk = 8192;                    // references per chunk (at least)
 constexpr int64_t kScoreBudget = int64_t{1} << 26;  // floats in the score tile (256 MiB)
 
-void check_cuda(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) {
-    throw std::runtime_error(std::string("knn_dot (CUDA): ") + what + ": " +
-                             cudaGetErrorString(status));
-  }
-}
-
-template <DType kType>
-struct RefValue;
-template <>
-struct RefValue<DType::Float32> {
-  using Storage = float;
-  static __device__ __forceinline__ float get(const float* p, int64_t i) { return p[i]; }
-};
-template <>
-struct RefValue<DType::Float16> {
-  using Storage = uint16_t;
-  static __device__ __forceinline__ float get(const uint16_t* p, int64_t i) {
-    return fp16_to_float(p[i]);
-  }
-};
-template <>
-struct RefValue<DType::BFloat16> {
-  using Storage = uint16_t;
-  static __device__ __forceinline__ float get(const uint16_t* p, int64_t i) {
-    return bf16_to_float(p[i]);
-  }
-};
-
 // scores[i * chunk + j] = <q[i], refs[j]> for i < rows, j < chunk (pointers at the block).
-template <DType kType>
-__global__ void knn_scores_kernel(const float* __restrict__ q,
-                                  const typename RefValue<kType>::Storage* __restrict__ refs,
+template <typename T>
+__global__ void knn_scores_kernel(const float* __restrict__ q, const T* __restrict__ refs,
                                   int64_t rows, int64_t chunk, int64_t dim,
                                   float* __restrict__ scores) {
   __shared__ float qs[kDepth][kTile + 1];
@@ -81,8 +52,7 @@ __global__ void knn_scores_kernel(const float* __restrict__ q,
       const int64_t d = d0 + c;
       const bool in_d = d < dim;
       qs[c][r] = (in_d && row0 + r < rows) ? q[(row0 + r) * dim + d] : 0.0f;
-      rs[c][r] =
-          (in_d && col0 + r < chunk) ? RefValue<kType>::get(refs, (col0 + r) * dim + d) : 0.0f;
+      rs[c][r] = (in_d && col0 + r < chunk) ? load(refs + (col0 + r) * dim + d) : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -248,36 +218,16 @@ __global__ void knn_unpad_kernel(const unsigned long long* __restrict__ keys, in
   write_result(keys[(i / k) * padded + i % k], out_scores + i, out_idx + i);
 }
 
-unsigned int blocks_for(int64_t items, int threads) {
-  return static_cast<unsigned int>((items + threads - 1) / threads);
+// Scores of a query block against a reference chunk, references of any float32/16 dtype.
+void launch_scores(const float* q, const void* refs, DType ref_dtype, int64_t rows, int64_t first,
+                   int64_t chunk, int64_t dim, float* scores, cudaStream_t stream) {
+  dispatch_float<false>(ref_dtype, "refs", [&](auto tag) {
+    using T = decltype(tag);
+    const dim3 grid(blocks_for(chunk, kTile), blocks_for(rows, kTile));
+    knn_scores_kernel<T><<<grid, dim3(16, 16), 0, stream>>>(
+        q, static_cast<const T*>(refs) + first * dim, rows, chunk, dim, scores);
+  });
 }
-
-template <DType kType>
-void launch_scores(const float* q, const void* refs, int64_t rows, int64_t first, int64_t chunk,
-                   int64_t dim, float* scores, cudaStream_t stream) {
-  using Storage = typename RefValue<kType>::Storage;
-  const dim3 grid(blocks_for(chunk, kTile), blocks_for(rows, kTile));
-  knn_scores_kernel<kType><<<grid, dim3(16, 16), 0, stream>>>(
-      q, static_cast<const Storage*>(refs) + first * dim, rows, chunk, dim, scores);
-}
-
-class DeviceBuffer {
- public:
-  DeviceBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    check_cuda(cudaMallocAsync(&data_, bytes, stream), "allocating a work buffer");
-  }
-  ~DeviceBuffer() { cudaFreeAsync(data_, stream_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(data_);
-  }
-
- private:
-  void* data_ = nullptr;
-  cudaStream_t stream_;
-};
 
 int64_t next_pow2(int64_t value) {
   int64_t p = 1;
@@ -322,19 +272,7 @@ void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64
     for (int64_t first = 0; first < N; first += chunk_max) {
       const int64_t chunk = std::min(chunk_max, N - first);
       const float* qb = q + q0 * D;
-      switch (ref_dtype) {
-        case DType::Float16:
-          launch_scores<DType::Float16>(qb, refs, rows, first, chunk, D, scores.as<float>(),
-                                        stream);
-          break;
-        case DType::BFloat16:
-          launch_scores<DType::BFloat16>(qb, refs, rows, first, chunk, D, scores.as<float>(),
-                                         stream);
-          break;
-        default:
-          launch_scores<DType::Float32>(qb, refs, rows, first, chunk, D, scores.as<float>(),
-                                        stream);
-      }
+      launch_scores(qb, refs, ref_dtype, rows, first, chunk, D, scores.as<float>(), stream);
       knn_select_kernel<<<static_cast<unsigned int>(rows), kSelectThreads, 0, stream>>>(
           scores.as<float>(), chunk, first, q0, k, exclude, run_in, run_out);
       std::swap(run_in, run_out);
@@ -375,20 +313,12 @@ void register_knn_dot_cuda(pybind11::module_& m) {
          uintptr_t exclude, uintptr_t out_scores, uintptr_t out_idx, uintptr_t stream, int device) {
         cuda::check_arguments(static_cast<DType>(ref_dtype), Q, N, D, k);
         pybind11::gil_scoped_release release;
-        int previous = 0;
-        cuda::check_cuda(cudaGetDevice(&previous), "cudaGetDevice");
-        cuda::check_cuda(cudaSetDevice(device), "cudaSetDevice");
-        try {
-          cuda::knn_dot(reinterpret_cast<const float*>(q), reinterpret_cast<const void*>(refs),
-                        static_cast<DType>(ref_dtype), Q, N, D, k,
-                        reinterpret_cast<const int64_t*>(exclude),
-                        reinterpret_cast<float*>(out_scores), reinterpret_cast<int64_t*>(out_idx),
-                        reinterpret_cast<cudaStream_t>(stream));
-        } catch (...) {
-          cudaSetDevice(previous);
-          throw;
-        }
-        cudaSetDevice(previous);
+        const cuda::DeviceGuard guard(device);
+        cuda::knn_dot(reinterpret_cast<const float*>(q), reinterpret_cast<const void*>(refs),
+                      static_cast<DType>(ref_dtype), Q, N, D, k,
+                      reinterpret_cast<const int64_t*>(exclude),
+                      reinterpret_cast<float*>(out_scores), reinterpret_cast<int64_t*>(out_idx),
+                      cuda::as_stream(stream));
       },
       pybind11::arg("queries"), pybind11::arg("refs"), pybind11::arg("ref_dtype"),
       pybind11::arg("Q"), pybind11::arg("N"), pybind11::arg("D"), pybind11::arg("k"),

@@ -19,20 +19,19 @@
 
 #include "../bindings/register.h"
 #include "pyinstance/checks.h"
+#include "pyinstance/cuda_utils.cuh"
 #include "pyinstance/dtype.h"
 #include "pyinstance/topk_region_pool.h"
 
 namespace py = pybind11;
 
 namespace pyinstance::cuda {
+
+using region_pool::Geometry;
+
 namespace {
 
-using trp::acc_t;
-using trp::BFloat16;
-using trp::dispatch_float;
-using trp::Geometry;
-using trp::Half;
-using trp::make_geometry;
+using region_pool::acc_t;
 
 constexpr int kThreads = 256;
 constexpr int kStatusNan = 1;
@@ -82,9 +81,9 @@ __global__ void class_max_kernel(const S* __restrict__ scores, Geometry g,
   bool nan_seen = false;
 #pragma unroll 8
   for (int64_t r = 0; r < g.classes; ++r) {
-    const A v = trp::load(column + r * g.area());
-    nan_seen |= trp::is_nan(v);
-    running = trp::score_max(running, v);
+    const A v = region_pool::load(column + r * g.area());
+    nan_seen |= region_pool::is_nan(v);
+    running = region_pool::score_max(running, v);
   }
   location_score[b * g.area() + j] = running;
   if (nan_seen) status[b] = kStatusNan;
@@ -112,7 +111,7 @@ __global__ void select_kernel(const A* __restrict__ location_score, Geometry g,
     int64_t rank = 0;
     for (int64_t y = 0; y < valid_h && rank < g.k; ++y)
       for (int64_t j = y * g.width; j < y * g.width + valid_w; ++j)
-        rank += trp::ranks_before(score[j], j, s, i);
+        rank += region_pool::ranks_before(score[j], j, s, i);
     if (rank < g.k) locations[b * g.k + rank] = i;
   }
 }
@@ -126,8 +125,8 @@ __device__ bool location_norm(const T* __restrict__ image, const Geometry& g, in
   A scale = 0;
   int finite = 1;
   for (int64_t c = threadIdx.x; c < g.channels; c += blockDim.x) {
-    const A x = trp::load(image + c * g.stride_c + offset);
-    finite &= trp::is_finite(x);
+    const A x = region_pool::load(image + c * g.stride_c + offset);
+    finite &= region_pool::is_finite(x);
     const A magnitude = x < 0 ? -x : x;
     scale = magnitude > scale ? magnitude : scale;
   }
@@ -137,11 +136,11 @@ __device__ bool location_norm(const T* __restrict__ image, const Geometry& g, in
   A sumsq = 0;
   if (scale > 0)
     for (int64_t c = threadIdx.x; c < g.channels; c += blockDim.x) {
-      const A x = trp::load(image + c * g.stride_c + offset) / scale;
+      const A x = region_pool::load(image + c * g.stride_c + offset) / scale;
       sumsq += x * x;
     }
   sumsq = block_reduce<A, false>(sumsq, shared);
-  *norm = trp::scaled_norm(scale, sumsq);
+  *norm = region_pool::scaled_norm(scale, sumsq);
   return true;
 }
 
@@ -163,14 +162,14 @@ __global__ void pool_kernel(const T* __restrict__ features, Geometry g,
       if (threadIdx.x == 0) status[b] = kStatusBadFeature;
       return;
     }
-    if (threadIdx.x == 0) coeff[2 * l] = trp::norm_coeffs(norm).inv_denominator;
+    if (threadIdx.x == 0) coeff[2 * l] = region_pool::norm_coeffs(norm).inv_denominator;
   }
   __syncthreads();
   for (int64_t c = threadIdx.x; c < g.channels; c += blockDim.x) {
     A sum = 0;
     for (int64_t l = 0; l < g.k; ++l)
-      sum += trp::load(image + c * g.stride_c + g.offset(loc[l])) * coeff[2 * l];
-    trp::store(pooled + b * g.channels + c, sum);
+      sum += region_pool::load(image + c * g.stride_c + g.offset(loc[l])) * coeff[2 * l];
+    region_pool::store(pooled + b * g.channels + c, sum);
   }
 }
 
@@ -198,10 +197,11 @@ __global__ void grad_coeff_kernel(const T* __restrict__ grad_pooled, const T* __
       if (threadIdx.x == 0) status[b] = kStatusBadFeature;
       return;
     }
-    const trp::NormCoeffs<A> nc = trp::norm_coeffs(norm);
+    const region_pool::NormCoeffs<A> nc = region_pool::norm_coeffs(norm);
     A dot = 0;
     for (int64_t c = threadIdx.x; c < g.channels; c += blockDim.x)
-      dot += trp::load(image + c * g.stride_c + offset) * static_cast<A>(trp::load(grad + c));
+      dot += region_pool::load(image + c * g.stride_c + offset) *
+             static_cast<A>(region_pool::load(grad + c));
     dot = block_reduce<A, false>(dot, shared);
     if (threadIdx.x == 0) {
       coeffs[(b * g.k + l) * 2] = nc.inv_denominator;
@@ -224,105 +224,119 @@ __global__ void scatter_grad_kernel(const T* __restrict__ grad_pooled,
     const int64_t c = t % g.channels, slot = t / g.channels, b = slot / g.k;
     if (status[b] != 0) continue;
     const int64_t location = locations[slot];
-    const A f = trp::load(features + b * g.stride_b + c * g.stride_c + g.offset(location));
-    const A value = trp::normalize_grad(static_cast<A>(trp::load(grad_pooled + b * g.channels + c)),
-                                        f, coeffs[2 * slot], coeffs[2 * slot + 1]);
-    trp::store(grad_features + (b * g.channels + c) * g.area() + location, value);
+    const A f = region_pool::load(features + b * g.stride_b + c * g.stride_c + g.offset(location));
+    const A value = region_pool::normalize_grad(
+        static_cast<A>(region_pool::load(grad_pooled + b * g.channels + c)), f, coeffs[2 * slot],
+        coeffs[2 * slot + 1]);
+    region_pool::store(grad_features + (b * g.channels + c) * g.area() + location, value);
   }
 }
 
 // ---- launchers and bindings ----------------------------------------------------------
 
-void check_launch(const char* what) {
-  const cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess)
-    throw std::runtime_error(std::string("topk_region_pool: ") + what +
-                             " failed: " + cudaGetErrorString(error));
-}
+void check_launch(const char* what) { check_cuda(cudaGetLastError(), what); }
 
-unsigned int blocks_for(int64_t work) {
-  const int64_t blocks = (work + kThreads - 1) / kThreads;
-  return static_cast<unsigned int>(blocks < 65535 * 16 ? blocks : 65535 * 16);
-}
+// Grid-stride kernels: at most 65535 * 16 blocks.
+unsigned int grid_blocks(int64_t work) { return blocks_for(work, kThreads, 65535 * 16); }
 
-void forward(uintptr_t features, int features_dtype, int64_t batch, int64_t channels,
-             int64_t height, int64_t width, const std::vector<int64_t>& strides, uintptr_t scores,
-             int scores_dtype, int64_t classes, int64_t k, uintptr_t valid_hw, uintptr_t pooled,
-             uintptr_t locations, uintptr_t scratch, uintptr_t coeffs, uintptr_t status,
-             uintptr_t stream_handle) {
-  const Geometry g = make_geometry(batch, channels, height, width, classes, k, strides, 65535);
-  auto* loc = reinterpret_cast<int64_t*>(locations);
-  const auto* valid = reinterpret_cast<const int64_t*>(valid_hw);
-  auto* state = reinterpret_cast<int*>(status);
-  auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
-  py::gil_scoped_release release;
+}  // namespace
+
+void topk_region_pool_forward(const void* features, DType features_dtype, const void* scores,
+                              DType scores_dtype, const Geometry& g, const int64_t* valid_hw,
+                              void* pooled, int64_t* locations, void* scratch, void* coeffs,
+                              int* status, cudaStream_t stream) {
   dispatch_float(scores_dtype, "scores", [&](auto tag) {
     using S = decltype(tag);
     using A = acc_t<S>;
-    auto* location_score = reinterpret_cast<A*>(scratch);
-    const dim3 grid(blocks_for(g.area()), static_cast<unsigned int>(g.batch));
-    class_max_kernel<S><<<grid, kThreads, 0, stream>>>(reinterpret_cast<const S*>(scores), g,
-                                                       location_score, state);
+    auto* location_score = static_cast<A*>(scratch);
+    const dim3 grid(grid_blocks(g.area()), static_cast<unsigned int>(g.batch));
+    class_max_kernel<S>
+        <<<grid, kThreads, 0, stream>>>(static_cast<const S*>(scores), g, location_score, status);
     check_launch("class_max_kernel");
     select_kernel<A><<<static_cast<unsigned int>(g.batch), kThreads, 0, stream>>>(
-        location_score, g, valid, loc, state);
+        location_score, g, valid_hw, locations, status);
     check_launch("select_kernel");
   });
   dispatch_float(features_dtype, "features", [&](auto tag) {
     using T = decltype(tag);
     pool_kernel<T><<<static_cast<unsigned int>(g.batch), kThreads, 0, stream>>>(
-        reinterpret_cast<const T*>(features), g, loc, reinterpret_cast<acc_t<T>*>(coeffs),
-        reinterpret_cast<T*>(pooled), state);
+        static_cast<const T*>(features), g, locations, static_cast<acc_t<T>*>(coeffs),
+        static_cast<T*>(pooled), status);
     check_launch("pool_kernel");
   });
 }
 
-void backward(uintptr_t grad_pooled, uintptr_t features, int dtype, int64_t batch, int64_t channels,
-              int64_t height, int64_t width, const std::vector<int64_t>& strides,
-              uintptr_t locations, int64_t k, uintptr_t grad_features, uintptr_t scratch,
-              uintptr_t status, uintptr_t stream_handle) {
-  const Geometry g = make_geometry(batch, channels, height, width, 1, k, strides, 65535);
-  const auto* loc = reinterpret_cast<const int64_t*>(locations);
-  auto* state = reinterpret_cast<int*>(status);
-  auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
-  py::gil_scoped_release release;
+void topk_region_pool_backward(const void* grad_pooled, const void* features, DType dtype,
+                               const Geometry& g, const int64_t* locations, void* grad_features,
+                               void* scratch, int* status, cudaStream_t stream) {
   dispatch_float(dtype, "features", [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
-    const auto* grad = reinterpret_cast<const T*>(grad_pooled);
-    const auto* feat = reinterpret_cast<const T*>(features);
-    auto* coeff = reinterpret_cast<A*>(scratch);
-    auto* out = reinterpret_cast<T*>(grad_features);
+    const auto* grad = static_cast<const T*>(grad_pooled);
+    const auto* feat = static_cast<const T*>(features);
+    auto* coeff = static_cast<A*>(scratch);
+    auto* out = static_cast<T*>(grad_features);
     grad_coeff_kernel<T><<<static_cast<unsigned int>(g.batch), kThreads, 0, stream>>>(
-        grad, feat, g, loc, coeff, state);
+        grad, feat, g, locations, coeff, status);
     check_launch("grad_coeff_kernel");
-    scatter_grad_kernel<T><<<blocks_for(g.batch * g.k * g.channels), kThreads, 0, stream>>>(
-        grad, feat, g, loc, coeff, state, out);
+    scatter_grad_kernel<T><<<grid_blocks(g.batch * g.k * g.channels), kThreads, 0, stream>>>(
+        grad, feat, g, locations, coeff, status, out);
     check_launch("scatter_grad_kernel");
   });
 }
 
-}  // namespace
 }  // namespace pyinstance::cuda
 
 namespace pyinstance::bindings {
 
 void register_topk_region_pool_cuda(py::module_& m) {
-  m.def("topk_region_pool_forward", &cuda::forward, py::arg("features"), py::arg("features_dtype"),
-        py::arg("batch"), py::arg("channels"), py::arg("height"), py::arg("width"),
-        py::arg("strides"), py::arg("scores"), py::arg("scores_dtype"), py::arg("classes"),
-        py::arg("k"), py::arg("valid_hw"), py::arg("pooled"), py::arg("locations"),
-        py::arg("scratch"), py::arg("coeffs"), py::arg("status"), py::arg("stream"),
-        "Top-k region pooling forward on `stream`. scratch: B x H*W location scores (float64 "
-        "for float64 scores, else float32); coeffs: B x k x 2 (float64 for float64 features, "
-        "else float32); status: B int32 zeros, set per image on error.");
-  m.def("topk_region_pool_backward", &cuda::backward, py::arg("grad_pooled"), py::arg("features"),
-        py::arg("dtype"), py::arg("batch"), py::arg("channels"), py::arg("height"),
-        py::arg("width"), py::arg("strides"), py::arg("locations"), py::arg("k"),
-        py::arg("grad_features"), py::arg("scratch"), py::arg("status"), py::arg("stream"),
-        "Top-k region pooling backward on `stream`: writes the gradient at the selected "
-        "locations into grad_features, C-contiguous and zero-filled by the caller. "
-        "scratch: B x k x 2 coefficients; status: B int32 zeros.");
+  m.def(
+      "topk_region_pool_forward",
+      [](uintptr_t features, int features_dtype, int64_t batch, int64_t channels, int64_t height,
+         int64_t width, const std::vector<int64_t>& strides, uintptr_t scores, int scores_dtype,
+         int64_t classes, int64_t k, uintptr_t valid_hw, uintptr_t pooled, uintptr_t locations,
+         uintptr_t scratch, uintptr_t coeffs, uintptr_t status, uintptr_t stream, int device) {
+        const region_pool::Geometry g =
+            region_pool::make_geometry(batch, channels, height, width, classes, k, strides, 65535);
+        py::gil_scoped_release release;
+        const cuda::DeviceGuard guard(device);
+        cuda::topk_region_pool_forward(
+            reinterpret_cast<const void*>(features), static_cast<DType>(features_dtype),
+            reinterpret_cast<const void*>(scores), static_cast<DType>(scores_dtype), g,
+            reinterpret_cast<const int64_t*>(valid_hw), reinterpret_cast<void*>(pooled),
+            reinterpret_cast<int64_t*>(locations), reinterpret_cast<void*>(scratch),
+            reinterpret_cast<void*>(coeffs), reinterpret_cast<int*>(status),
+            cuda::as_stream(stream));
+      },
+      py::arg("features"), py::arg("features_dtype"), py::arg("batch"), py::arg("channels"),
+      py::arg("height"), py::arg("width"), py::arg("strides"), py::arg("scores"),
+      py::arg("scores_dtype"), py::arg("classes"), py::arg("k"), py::arg("valid_hw"),
+      py::arg("pooled"), py::arg("locations"), py::arg("scratch"), py::arg("coeffs"),
+      py::arg("status"), py::arg("stream"), py::arg("device"),
+      "GPU top-k region pooling forward on `stream` of `device` (same contract as "
+      "_C.topk_region_pool_forward; per-image errors in `status`).");
+  m.def(
+      "topk_region_pool_backward",
+      [](uintptr_t grad_pooled, uintptr_t features, int dtype, int64_t batch, int64_t channels,
+         int64_t height, int64_t width, const std::vector<int64_t>& strides, uintptr_t locations,
+         int64_t k, uintptr_t grad_features, uintptr_t scratch, uintptr_t status, uintptr_t stream,
+         int device) {
+        const region_pool::Geometry g =
+            region_pool::make_geometry(batch, channels, height, width, 1, k, strides, 65535);
+        py::gil_scoped_release release;
+        const cuda::DeviceGuard guard(device);
+        cuda::topk_region_pool_backward(
+            reinterpret_cast<const void*>(grad_pooled), reinterpret_cast<const void*>(features),
+            static_cast<DType>(dtype), g, reinterpret_cast<const int64_t*>(locations),
+            reinterpret_cast<void*>(grad_features), reinterpret_cast<void*>(scratch),
+            reinterpret_cast<int*>(status), cuda::as_stream(stream));
+      },
+      py::arg("grad_pooled"), py::arg("features"), py::arg("dtype"), py::arg("batch"),
+      py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("strides"),
+      py::arg("locations"), py::arg("k"), py::arg("grad_features"), py::arg("scratch"),
+      py::arg("status"), py::arg("stream"), py::arg("device"),
+      "GPU top-k region pooling backward on `stream` of `device` (same contract as "
+      "_C.topk_region_pool_backward; per-image errors in `status`).");
 }
 
 }  // namespace pyinstance::bindings

@@ -2,10 +2,15 @@
 // in chunks: a tiled kernel writes the chunk's similarities to all references into a
 // workspace (at most kWorkspaceBytes), then per-anchor kernels reduce each row with the
 // rules of pyinstance/triplet_mine.h and pyinstance/topk_select.h, the same functions the
-// CPU kernel uses. Arguments mirror the CPU binding (csrc/cpu/triplet_mine.cpp), with the
-// caller's stream in place of the thread count; the Python wrapper allocates the outputs.
+// CPU kernel uses. Entry points and return contract: pyinstance/triplet_mine.h; the bindings
+// mirror the CPU ones with the caller's stream and device in place of the thread count.
 #include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
+#include <thrust/device_ptr.h>
+#include <thrust/execution_policy.h>
+#include <thrust/iterator/zip_iterator.h>
+#include <thrust/remove.h>
+#include <thrust/tuple.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -13,31 +18,24 @@
 #include <string>
 
 #include "pyinstance/checks.h"
+#include "pyinstance/cuda_utils.cuh"
 #include "pyinstance/triplet_mine.h"
 
 namespace py = pybind11;
 
 namespace pyinstance::cuda {
 
-namespace {
-
-using triplet::make_output;
-using triplet::make_problem;
 using triplet::Output;
 using triplet::Problem;
 using triplet::SemihardFallback;
 using triplet::Strategy;
 
+namespace {
+
 constexpr int64_t kWorkspaceBytes = int64_t{256} << 20;
 constexpr int kTile = 16;
 constexpr int64_t kMaxChunk = int64_t{65535} * kTile;  // gridDim.y limit of similarity_kernel
 constexpr int kThreads = 256;
-
-void check_cuda(cudaError_t status, const char* what) {
-  if (status != cudaSuccess)
-    throw std::runtime_error(std::string("triplet_mine (CUDA): ") + what + ": " +
-                             cudaGetErrorString(status));
-}
 
 // sims[r * nr + j] = <emb[a0 + r], ref[j]> for r < rows: 16 x 16 shared-memory tiles.
 __global__ void similarity_kernel(Problem pb, int64_t a0, int64_t rows, float* sims) {
@@ -60,6 +58,13 @@ __global__ void similarity_kernel(Problem pb, int64_t a0, int64_t rows, float* s
   }
   if (r < rows && j < pb.nr) sims[r * pb.nr + j] = acc;
 }
+
+// An output slot no triplet was written to (anchor -1).
+struct EmptySlot {
+  __host__ __device__ bool operator()(const thrust::tuple<int64_t, int64_t, int64_t>& t) const {
+    return thrust::get<0>(t) < 0;
+  }
+};
 
 __device__ __forceinline__ bool is_positive(const Problem& pb, int64_t a, int64_t j) {
   return pb.ref_labels[j] == pb.labels[a] && !(pb.same_set && j == a);
@@ -273,125 +278,151 @@ __global__ void offline_kernel(Problem pb, int64_t a0, int64_t rows, const float
   }
 }
 
-int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
-
 // Anchors per chunk: their similarity rows fit the workspace and the launch grid.
 int64_t chunk_rows(int64_t na, int64_t nr) {
   return std::max<int64_t>(1, std::min({na, kMaxChunk, kWorkspaceBytes / (nr * int64_t{4})}));
 }
 
-// Device scratch released on every exit path.
-class Scratch {
- public:
-  Scratch(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    check_cuda(cudaMallocAsync(&ptr_, std::max<size_t>(bytes, 1), stream), "allocating workspace");
-  }
-  ~Scratch() { cudaFreeAsync(ptr_, stream_); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  template <class T>
-  T* as(size_t offset_bytes = 0) const {
-    return reinterpret_cast<T*>(static_cast<char*>(ptr_) + offset_bytes);
-  }
-
- private:
-  void* ptr_ = nullptr;
-  cudaStream_t stream_;
-};
-
 // Calls body(a0, rows, sims) for chunks of anchors whose similarity rows fit the workspace.
 template <class Body>
 void for_each_chunk(const Problem& pb, cudaStream_t stream, Body&& body) {
   const int64_t chunk = chunk_rows(pb.na, pb.nr);
-  Scratch sims(static_cast<size_t>(chunk * pb.nr) * sizeof(float), stream);
+  DeviceBuffer sims(static_cast<size_t>(chunk * pb.nr) * sizeof(float), stream);
   for (int64_t a0 = 0; a0 < pb.na; a0 += chunk) {
     const int64_t rows = std::min(chunk, pb.na - a0);
-    const dim3 grid(static_cast<unsigned>(ceil_div(pb.nr, kTile)),
-                    static_cast<unsigned>(ceil_div(rows, kTile)));
+    const dim3 grid(blocks_for(pb.nr, kTile), blocks_for(rows, kTile));
     similarity_kernel<<<grid, dim3(kTile, kTile), 0, stream>>>(pb, a0, rows, sims.as<float>());
     body(a0, rows, sims.as<float>());
     check_cuda(cudaGetLastError(), "launching kernels");
   }
 }
 
+// Moves the filled slots (anchor >= 0) to the front in order; returns how many (syncs).
+int64_t compact(const Output& out, int64_t slots, cudaStream_t stream) {
+  auto first = thrust::make_zip_iterator(thrust::make_tuple(
+      thrust::device_pointer_cast(out.anchors), thrust::device_pointer_cast(out.positives),
+      thrust::device_pointer_cast(out.negatives)));
+  const auto last =
+      thrust::remove_if(thrust::cuda::par.on(stream), first, first + slots, EmptySlot());
+  check_cuda(cudaGetLastError(), "compacting the triplets");
+  return static_cast<int64_t>(last - first);
+}
+
 }  // namespace
+
+int64_t triplet_mine(const Problem& pb, Strategy strategy, SemihardFallback fallback, int64_t n_pos,
+                     int64_t n_neg, int64_t n_triplets, const Output& out, cudaStream_t stream) {
+  triplet::check_mine_args(static_cast<int>(strategy), static_cast<int>(fallback), n_pos, n_neg,
+                           n_triplets);
+  if (strategy == Strategy::Offline) {
+    const int64_t chunk = chunk_rows(pb.na, pb.nr);
+    const int64_t width = n_pos + n_neg + n_triplets;
+    // Indices first: the int64 part stays 8-byte aligned.
+    const size_t index_bytes = static_cast<size_t>(chunk * width) * sizeof(int64_t);
+    DeviceBuffer lists(index_bytes + static_cast<size_t>(chunk * width) * sizeof(float), stream);
+    for_each_chunk(pb, stream, [&](int64_t a0, int64_t rows, const float* sims) {
+      offline_kernel<<<blocks_for(rows, 128), 128, 0, stream>>>(
+          pb, a0, rows, sims, n_pos, n_neg, n_triplets, lists.as<float>(index_bytes),
+          lists.as<int64_t>(), out);
+    });
+  } else {
+    for_each_chunk(pb, stream, [&](int64_t a0, int64_t rows, const float* sims) {
+      pairs_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+          pb, a0, sims, static_cast<int>(strategy), static_cast<int>(fallback), out);
+    });
+  }
+  return compact(out, triplet::output_slots(strategy, pb.na, pb.npairs, n_triplets), stream);
+}
+
+void triplet_mine_count(const Problem& pb, float margin, int64_t* counts, cudaStream_t stream) {
+  for_each_chunk(pb, stream, [&](int64_t a0, int64_t rows, const float* sims) {
+    count_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(pb, a0, sims, margin,
+                                                                       counts);
+  });
+}
+
+void triplet_mine_fill(const Problem& pb, float margin, const int64_t* pair_base,
+                       const int64_t* sample, int64_t n_sample, const Output& out,
+                       cudaStream_t stream) {
+  for_each_chunk(pb, stream, [&](int64_t a0, int64_t rows, const float* sims) {
+    fill_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+        pb, a0, sims, margin, pair_base, sample, n_sample, out);
+  });
+}
 
 }  // namespace pyinstance::cuda
 
 namespace pyinstance::bindings {
 
+// The argument names every triplet binding shares (CPU and CUDA), in order.
+#define PYI_TRIPLET_PROBLEM_ARGS                                                                \
+  py::arg("embeddings"), py::arg("n_anchors"), py::arg("dim"), py::arg("labels"),               \
+      py::arg("ref_embeddings"), py::arg("n_refs"), py::arg("ref_labels"), py::arg("same_set"), \
+      py::arg("order"), py::arg("pos_start"), py::arg("pos_end"), py::arg("pair_off"),          \
+      py::arg("n_pairs")
+
 void register_triplet_mine_cuda(py::module_& m) {
-  using namespace pyinstance::cuda;
   m.def(
       "triplet_mine",
       [](int strategy, uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref,
          int64_t nr, uintptr_t ref_labels, bool same_set, uintptr_t order, uintptr_t pos_start,
-         uintptr_t pos_end, uintptr_t pair_off, int fallback, int64_t n_pos, int64_t n_neg,
-         int64_t n_triplets, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n,
-         uintptr_t stream_handle) {
-        const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
-                                        pos_start, pos_end, pair_off);
-        const Output out = make_output(out_a, out_p, out_n);
+         uintptr_t pos_end, uintptr_t pair_off, int64_t n_pairs, int fallback, int64_t n_pos,
+         int64_t n_neg, int64_t n_triplets, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n,
+         uintptr_t stream, int device) {
+        const triplet::Problem pb =
+            triplet::make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
+                                  pos_start, pos_end, pair_off, n_pairs);
         triplet::check_mine_args(strategy, fallback, n_pos, n_neg, n_triplets);
-        const auto s = static_cast<triplet::Strategy>(strategy);
-        auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
         py::gil_scoped_release release;
-        if (s == triplet::Strategy::Offline) {
-          const int64_t chunk = chunk_rows(na, nr);
-          const int64_t width = n_pos + n_neg + n_triplets;
-          // Indices first: the int64 part stays 8-byte aligned.
-          const size_t index_bytes = static_cast<size_t>(chunk * width) * sizeof(int64_t);
-          Scratch lists(index_bytes + static_cast<size_t>(chunk * width) * sizeof(float), stream);
-          for_each_chunk(pb, stream, [&](int64_t a0, int64_t rows, const float* sims) {
-            offline_kernel<<<static_cast<unsigned>(ceil_div(rows, 128)), 128, 0, stream>>>(
-                pb, a0, rows, sims, n_pos, n_neg, n_triplets, lists.as<float>(index_bytes),
-                lists.as<int64_t>(), out);
-          });
-        } else {
-          for_each_chunk(pb, stream, [&](int64_t a0, int64_t rows, const float* sims) {
-            pairs_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-                pb, a0, sims, strategy, fallback, out);
-          });
-        }
-        return int64_t{-1};
+        const cuda::DeviceGuard guard(device);
+        return cuda::triplet_mine(pb, static_cast<triplet::Strategy>(strategy),
+                                  static_cast<triplet::SemihardFallback>(fallback), n_pos, n_neg,
+                                  n_triplets, triplet::make_output(out_a, out_p, out_n),
+                                  cuda::as_stream(stream));
       },
-      "Mine triplets into preallocated slots (anchor -1 marks an empty slot; returns -1: the "
-      "caller compacts on the device).");
+      py::arg("strategy"), PYI_TRIPLET_PROBLEM_ARGS, py::arg("fallback"), py::arg("n_pos"),
+      py::arg("n_neg"), py::arg("n_triplets"), py::arg("out_anchors"), py::arg("out_positives"),
+      py::arg("out_negatives"), py::arg("stream"), py::arg("device"),
+      "Mine triplets into triplet_output_slots(...) preallocated slots on `stream` of `device`; "
+      "returns how many were found (compacted to the front; synchronises the stream).");
   m.def(
       "triplet_mine_count",
       [](uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref, int64_t nr,
          uintptr_t ref_labels, bool same_set, uintptr_t order, uintptr_t pos_start,
-         uintptr_t pos_end, uintptr_t pair_off, float margin, uintptr_t counts,
-         uintptr_t stream_handle) {
-        const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
-                                        pos_start, pos_end, pair_off);
-        auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
+         uintptr_t pos_end, uintptr_t pair_off, int64_t n_pairs, float margin, uintptr_t counts,
+         uintptr_t stream, int device) {
+        const triplet::Problem pb =
+            triplet::make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
+                                  pos_start, pos_end, pair_off, n_pairs);
         py::gil_scoped_release release;
-        for_each_chunk(pb, stream, [&](int64_t a0, int64_t rows, const float* sims) {
-          count_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-              pb, a0, sims, margin, reinterpret_cast<int64_t*>(counts));
-        });
+        const cuda::DeviceGuard guard(device);
+        cuda::triplet_mine_count(pb, margin, reinterpret_cast<int64_t*>(counts),
+                                 cuda::as_stream(stream));
       },
-      "batch_all pass 1: number of violating negatives of every positive pair.");
+      PYI_TRIPLET_PROBLEM_ARGS, py::arg("margin"), py::arg("counts"), py::arg("stream"),
+      py::arg("device"), "batch_all pass 1: number of violating negatives of every positive pair.");
   m.def(
       "triplet_mine_fill",
       [](uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref, int64_t nr,
          uintptr_t ref_labels, bool same_set, uintptr_t order, uintptr_t pos_start,
-         uintptr_t pos_end, uintptr_t pair_off, float margin, uintptr_t pair_base, uintptr_t sample,
-         int64_t n_sample, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n,
-         uintptr_t stream_handle) {
-        const Problem pb = make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
-                                        pos_start, pos_end, pair_off);
-        const Output out = make_output(out_a, out_p, out_n);
-        auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
+         uintptr_t pos_end, uintptr_t pair_off, int64_t n_pairs, float margin, uintptr_t pair_base,
+         uintptr_t sample, int64_t n_sample, uintptr_t out_a, uintptr_t out_p, uintptr_t out_n,
+         uintptr_t stream, int device) {
+        const triplet::Problem pb =
+            triplet::make_problem(emb, na, dim, labels, ref, nr, ref_labels, same_set, order,
+                                  pos_start, pos_end, pair_off, n_pairs);
         py::gil_scoped_release release;
-        for_each_chunk(pb, stream, [&](int64_t a0, int64_t rows, const float* sims) {
-          fill_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-              pb, a0, sims, margin, reinterpret_cast<const int64_t*>(pair_base),
-              reinterpret_cast<const int64_t*>(sample), n_sample, out);
-        });
+        const cuda::DeviceGuard guard(device);
+        cuda::triplet_mine_fill(pb, margin, reinterpret_cast<const int64_t*>(pair_base),
+                                reinterpret_cast<const int64_t*>(sample), n_sample,
+                                triplet::make_output(out_a, out_p, out_n), cuda::as_stream(stream));
       },
+      PYI_TRIPLET_PROBLEM_ARGS, py::arg("margin"), py::arg("pair_base"), py::arg("sample"),
+      py::arg("n_sample"), py::arg("out_anchors"), py::arg("out_positives"),
+      py::arg("out_negatives"), py::arg("stream"), py::arg("device"),
       "batch_all pass 2: write every violating triplet, or only the sampled ones.");
 }
+
+#undef PYI_TRIPLET_PROBLEM_ARGS
 
 }  // namespace pyinstance::bindings

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
@@ -147,8 +147,9 @@ def cuda_launch(device: torch.device, kind: ArrayKind) -> tuple[int, int]:
     """``(device index, stream handle)`` for a kernel on ``device``: the caller's current
     stream there, cupy's for cupy arrays and torch's otherwise; ``(-1, 0)`` on the CPU.
 
-    The one device/stream convention of every op: the bindings make ``device`` current
-    while they enqueue on ``stream``.
+    The one device/stream convention of every op: every CUDA binding takes ``stream`` and
+    ``device`` and makes ``device`` current while it enqueues (csrc/include/pyinstance/
+    cuda_utils.cuh, DeviceGuard).
     """
     if device.type != "cuda":
         return -1, 0
@@ -159,16 +160,6 @@ def cuda_launch(device: torch.device, kind: ArrayKind) -> tuple[int, int]:
         with cupy.cuda.Device(index):
             return index, int(cupy.cuda.get_current_stream().ptr)
     return index, int(torch.cuda.current_stream(index).cuda_stream)
-
-
-@contextlib.contextmanager
-def on_device(index: int) -> Iterator[None]:
-    """Make CUDA device ``index`` current while a kernel is enqueued (nothing for -1: CPU)."""
-    if index < 0:
-        yield
-        return
-    with torch.cuda.device(index):
-        yield
 
 
 def torch_stream(device: torch.device, kind: ArrayKind) -> contextlib.AbstractContextManager:

@@ -60,14 +60,14 @@ def _topk_region_pool_op(
         status = torch.zeros((batch,), dtype=torch.int32, device=device)
         # torch's current stream: the public wrapper makes it cupy's for cupy arrays.
         index, stream = _arrays.cuda_launch(device, _arrays.ArrayKind.TORCH)
-        with _arrays.on_device(index):
-            module.topk_region_pool_forward(
-                **common,
-                scratch=scratch.data_ptr(),
-                coeffs=coeffs.data_ptr(),
-                status=status.data_ptr(),
-                stream=stream,
-            )
+        module.topk_region_pool_forward(
+            **common,
+            scratch=scratch.data_ptr(),
+            coeffs=coeffs.data_ptr(),
+            status=status.data_ptr(),
+            stream=stream,
+            device=index,
+        )
         _raise_cuda_status(status, k)
     else:
         module.topk_region_pool_forward(**common)
@@ -170,13 +170,13 @@ def _topk_region_pool_backward_op(
         )
         status = torch.zeros((batch,), dtype=torch.int32, device=device)
         index, stream = _arrays.cuda_launch(device, _arrays.ArrayKind.TORCH)
-        with _arrays.on_device(index):
-            module.topk_region_pool_backward(
-                **common,
-                scratch=scratch.data_ptr(),
-                status=status.data_ptr(),
-                stream=stream,
-            )
+        module.topk_region_pool_backward(
+            **common,
+            scratch=scratch.data_ptr(),
+            status=status.data_ptr(),
+            stream=stream,
+            device=index,
+        )
         _raise_cuda_status(status, locations.shape[1])
     else:
         module.topk_region_pool_backward(**common)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from pyinstance import _backend
 from pyinstance.ops import _arrays
 from pyinstance.ops._args import check_choice, check_int, check_real, check_threads
 
@@ -103,13 +104,6 @@ def _group(
 
 def _empty(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return tuple(torch.empty(0, dtype=torch.int64, device=device) for _ in range(3))  # type: ignore[return-value]
-
-
-def _compact(
-    a: torch.Tensor, p: torch.Tensor, n: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    keep = a >= 0
-    return a[keep], p[keep], n[keep]
 
 
 def triplet_mine(
@@ -228,46 +222,47 @@ def triplet_mine(
         n_pos, n_neg = min(n_pos, ref.shape[0]), min(n_neg, ref.shape[0])
         n_triplets = min(n_triplets, n_pos * n_neg)
     device_index, stream = _arrays.cuda_launch(device, kind)
-    last = n_threads if device.type == "cpu" else stream
-    common = (
-        emb.data_ptr(), emb.shape[0], emb.shape[1], lab.data_ptr(), ref.data_ptr(), ref.shape[0],
-        ref_lab.data_ptr(), same_set, order.data_ptr(), start.data_ptr(), end.data_ptr(),
-        pair_off.data_ptr(),
+    # The CPU kernels take a thread count, the CUDA ones the caller's stream and device.
+    launch = (
+        {"threads": n_threads}
+        if device.type == "cpu"
+        else {"stream": stream, "device": device_index}
+    )
+    problem = dict(
+        embeddings=emb.data_ptr(), n_anchors=emb.shape[0], dim=emb.shape[1],
+        labels=lab.data_ptr(), ref_embeddings=ref.data_ptr(), n_refs=ref.shape[0],
+        ref_labels=ref_lab.data_ptr(), same_set=same_set, order=order.data_ptr(),
+        pos_start=start.data_ptr(), pos_end=end.data_ptr(), pair_off=pair_off.data_ptr(),
+        n_pairs=n_pairs,
     )  # fmt: skip
     if strategy == "batch_all":
-        with _arrays.on_device(device_index):
-            result = _batch_all(module, common, margin, n_pairs, max_triplets, seed, device, last)
+        result = _batch_all(module, problem, launch, margin, max_triplets, seed, device)
     else:
-        slots = {
-            "batch_hard": emb.shape[0],
-            "hard_negative": n_pairs,
-            "semihard": n_pairs,
-            "offline": emb.shape[0] * (n_triplets or 1),
-        }[strategy]
+        code = STRATEGY_CODES[strategy]
+        slots = _backend._C.triplet_output_slots(code, emb.shape[0], n_pairs, n_triplets or 1)
         out = [torch.empty(slots, dtype=torch.int64, device=device) for _ in range(3)]
-        # The CPU kernel compacts in place and returns the count; CUDA marks empty slots.
-        with _arrays.on_device(device_index):
-            found = module.triplet_mine(
-                STRATEGY_CODES[strategy], *common, FALLBACK_CODES[semihard_fallback], n_pos,
-                n_neg, n_triplets or 1, *(t.data_ptr() for t in out), last,
-            )  # fmt: skip
-        result = _compact(*out) if found < 0 else tuple(t[:found] for t in out)
+        found = module.triplet_mine(
+            strategy=code, **problem, fallback=FALLBACK_CODES[semihard_fallback], n_pos=n_pos,
+            n_neg=n_neg, n_triplets=n_triplets or 1, out_anchors=out[0].data_ptr(),
+            out_positives=out[1].data_ptr(), out_negatives=out[2].data_ptr(), **launch,
+        )  # fmt: skip
+        result = tuple(t[:found] for t in out)
     return _wrap(result, kind)
 
 
 def _batch_all(
     module: Any,
-    common: tuple[Any, ...],
+    problem: dict[str, Any],
+    launch: dict[str, int],
     margin: float,
-    n_pairs: int,
     max_triplets: int | None,
     seed: int | None,
     device: torch.device,
-    last: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Count violating negatives per pair, then write all triplets or a uniform sample."""
+    n_pairs = problem["n_pairs"]
     counts = torch.empty(n_pairs, dtype=torch.int64, device=device)
-    module.triplet_mine_count(*common, margin, counts.data_ptr(), last)
+    module.triplet_mine_count(**problem, margin=margin, counts=counts.data_ptr(), **launch)
     pair_base = torch.zeros(n_pairs + 1, dtype=torch.int64, device=device)
     torch.cumsum(counts, 0, out=pair_base[1:])
     total = int(pair_base[-1])
@@ -276,8 +271,6 @@ def _batch_all(
     if max_triplets is not None and total > max_triplets:
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
-        from pyinstance import _backend
-
         sample = torch.empty(max_triplets, dtype=torch.int64)
         _backend._C.triplet_sample(total, max_triplets, seed, sample.data_ptr())
         sample = sample.to(device)
@@ -285,8 +278,10 @@ def _batch_all(
     out = [torch.empty(size, dtype=torch.int64, device=device) for _ in range(3)]
     if size:
         module.triplet_mine_fill(
-            *common, margin, pair_base.data_ptr(), 0 if sample is None else sample.data_ptr(),
-            size if sample is not None else 0, *(t.data_ptr() for t in out), last,
+            **problem, margin=margin, pair_base=pair_base.data_ptr(),
+            sample=0 if sample is None else sample.data_ptr(),
+            n_sample=size if sample is not None else 0, out_anchors=out[0].data_ptr(),
+            out_positives=out[1].data_ptr(), out_negatives=out[2].data_ptr(), **launch,
         )  # fmt: skip
     return out[0], out[1], out[2]
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "pyinstance/checks.h"
 #include "pyinstance/macros.h"
 
 namespace pyinstance {
@@ -81,6 +82,46 @@ PYI_HD uint16_t float_to_fp16(float value) {
   // Normal: rebias the exponent and round the 13 dropped mantissa bits to nearest even.
   uint32_t rounded = magnitude + 0xfffu + ((magnitude >> 13) & 1u);
   return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
+}
+
+// Storage tags for the 16-bit float formats (both are stored as uint16_t).
+struct Half {
+  uint16_t bits;
+};
+struct BFloat16 {
+  uint16_t bits;
+};
+
+// Element access through the storage type: 16-bit formats are read and written as float.
+PYI_HD float load(const float* p) { return *p; }
+PYI_HD double load(const double* p) { return *p; }
+PYI_HD float load(const Half* p) { return fp16_to_float(p->bits); }
+PYI_HD float load(const BFloat16* p) { return bf16_to_float(p->bits); }
+
+PYI_HD void store(float* p, float v) { *p = v; }
+PYI_HD void store(double* p, double v) { *p = v; }
+PYI_HD void store(Half* p, float v) { p->bits = float_to_fp16(v); }
+PYI_HD void store(BFloat16* p, float v) { p->bits = float_to_bf16(v); }
+
+// The one dtype dispatch of the kernels (host side): calls fn with a value of the storage
+// type of a floating DType (float, double, Half, BFloat16); float64 only when kWithDouble.
+// Any other code throws std::invalid_argument naming the argument `name`.
+template <bool kWithDouble = true, typename Fn>
+void dispatch_float(DType dtype, const char* name, Fn&& fn) {
+  switch (dtype) {
+    case DType::Float32:
+      return fn(float{});
+    case DType::Float16:
+      return fn(Half{});
+    case DType::BFloat16:
+      return fn(BFloat16{});
+    case DType::Float64:
+      if constexpr (kWithDouble) return fn(double{});
+      [[fallthrough]];
+    default:
+      fail(name, ": expected dtype float32, ", kWithDouble ? "float64, " : "",
+           "float16 or bfloat16 (code ", static_cast<int>(dtype), ")");
+  }
 }
 
 }  // namespace pyinstance

@@ -21,18 +21,16 @@
 #include "pyinstance/dtype.h"
 #include "pyinstance/macros.h"
 
-namespace pyinstance::trp {
+namespace pyinstance::region_pool {
 
 // Denominator floor of the normalisation, as in torch.nn.functional.normalize.
 constexpr double kNormEps = 1e-12;
 
-// Storage tags for the 16-bit float formats (both are stored as uint16_t).
-struct Half {
-  uint16_t bits;
-};
-struct BFloat16 {
-  uint16_t bits;
-};
+using pyinstance::BFloat16;
+using pyinstance::dispatch_float;
+using pyinstance::Half;
+using pyinstance::load;
+using pyinstance::store;
 
 // Geometry of one call. Features are read through their strides (channels-last works
 // without a copy); scores are C-contiguous B x K x H x W.
@@ -62,23 +60,6 @@ inline Geometry make_geometry(int64_t batch, int64_t channels, int64_t height, i
                   k,     strides[0], strides[1], strides[2], strides[3]};
 }
 
-// Host side of the bindings: calls fn with a value of the storage type for a DType code.
-template <typename Fn>
-void dispatch_float(int dtype, const char* name, Fn&& fn) {
-  switch (static_cast<DType>(dtype)) {
-    case DType::Float32:
-      return fn(float{});
-    case DType::Float64:
-      return fn(double{});
-    case DType::Float16:
-      return fn(Half{});
-    case DType::BFloat16:
-      return fn(BFloat16{});
-    default:
-      fail(name, ": expected dtype float32, float64, float16 or bfloat16 (code ", dtype, ")");
-  }
-}
-
 // Arithmetic type for a storage type: double for double, float otherwise.
 template <typename T>
 struct Acc {
@@ -90,16 +71,6 @@ struct Acc<double> {
 };
 template <typename T>
 using acc_t = typename Acc<T>::type;
-
-PYI_HD float load(const float* p) { return *p; }
-PYI_HD double load(const double* p) { return *p; }
-PYI_HD float load(const Half* p) { return fp16_to_float(p->bits); }
-PYI_HD float load(const BFloat16* p) { return bf16_to_float(p->bits); }
-
-PYI_HD void store(float* p, float v) { *p = v; }
-PYI_HD void store(double* p, double v) { *p = v; }
-PYI_HD void store(Half* p, float v) { p->bits = float_to_fp16(v); }
-PYI_HD void store(BFloat16* p, float v) { p->bits = float_to_bf16(v); }
 
 template <typename A>
 PYI_HD bool is_nan(A v) {
@@ -176,4 +147,46 @@ PYI_HD A normalize_grad(A g, A f, A inv_denominator, A u_dot_g) {
   return (g - f * inv_denominator * u_dot_g) * inv_denominator;
 }
 
-}  // namespace pyinstance::trp
+}  // namespace pyinstance::region_pool
+
+// ---- Entry points (csrc/cpu/topk_region_pool.cpp, csrc/cuda/topk_region_pool.cu) ----------
+// Forward: the k best locations of every image by descending score (ties: smaller index)
+// into locations (B x k int64) and the sum of their L2-normalised feature vectors into
+// pooled (B x C, the features' dtype). features: any strides (g); scores: C-contiguous
+// B x classes x H x W; valid_hw: nullptr or B x 2 int64 (height, width) of each image's
+// valid top-left window. Backward: the gradient w.r.t. features at those locations into
+// grad_features, a C-contiguous B x C x H x W buffer the caller passes zero-filled.
+// Both return nothing: the CPU throws std::invalid_argument on NaN scores, non-finite
+// selected features, too few valid locations or locations out of range; CUDA reports the
+// same per image in `status` (codes in topk_region_pool.cu), which the caller turns into
+// errors.
+
+namespace pyinstance::cpu {
+
+void topk_region_pool_forward(const void* features, DType features_dtype, const void* scores,
+                              DType scores_dtype, const region_pool::Geometry& g,
+                              const int64_t* valid_hw, void* pooled, int64_t* locations);
+void topk_region_pool_backward(const void* grad_pooled, const void* features, DType dtype,
+                               const region_pool::Geometry& g, const int64_t* locations,
+                               void* grad_features);
+
+}  // namespace pyinstance::cpu
+
+#if defined(__CUDACC__)
+#include <cuda_runtime_api.h>
+
+namespace pyinstance::cuda {
+
+// scratch: B x H*W accumulators of the scores' arithmetic type; coeffs (forward) / scratch
+// (backward): B x k x 2 of the features'; status: B int32, zero-filled.
+void topk_region_pool_forward(const void* features, DType features_dtype, const void* scores,
+                              DType scores_dtype, const region_pool::Geometry& g,
+                              const int64_t* valid_hw, void* pooled, int64_t* locations,
+                              void* scratch, void* coeffs, int* status, cudaStream_t stream);
+void topk_region_pool_backward(const void* grad_pooled, const void* features, DType dtype,
+                               const region_pool::Geometry& g, const int64_t* locations,
+                               void* grad_features, void* scratch, int* status,
+                               cudaStream_t stream);
+
+}  // namespace pyinstance::cuda
+#endif

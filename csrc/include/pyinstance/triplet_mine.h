@@ -35,6 +35,7 @@ struct Problem {
   const int64_t* pos_start;
   const int64_t* pos_end;
   const int64_t* pair_off;  // na + 1 entries
+  int64_t npairs;           // pair_off[na], known on the host (pair_off may be on the device)
 };
 
 // The three preallocated int64 output columns; slot t holds (anchor, positive, negative).
@@ -60,19 +61,38 @@ struct Output {
 // turns the raw addresses from Python into a Problem.
 inline Problem make_problem(uintptr_t emb, int64_t na, int64_t dim, uintptr_t labels, uintptr_t ref,
                             int64_t nr, uintptr_t ref_labels, bool same_set, uintptr_t order,
-                            uintptr_t pos_start, uintptr_t pos_end, uintptr_t pair_off) {
+                            uintptr_t pos_start, uintptr_t pos_end, uintptr_t pair_off,
+                            int64_t npairs) {
   PYI_CHECK(na >= 1 && nr >= 1 && dim >= 1, "triplet_mine: empty inputs (", na, " anchors, ", nr,
             " references, dimension ", dim, ")");
   PYI_CHECK(!same_set || na == nr, "triplet_mine: same_set needs as many references as anchors");
+  PYI_CHECK(npairs >= 0, "triplet_mine: negative pair count ", npairs);
   auto f = [](uintptr_t p) { return reinterpret_cast<const float*>(p); };
   auto i = [](uintptr_t p) { return reinterpret_cast<const int64_t*>(p); };
-  return Problem{f(emb), na,       i(labels), f(ref),       nr,         i(ref_labels),
-                 dim,    same_set, i(order),  i(pos_start), i(pos_end), i(pair_off)};
+  return Problem{f(emb),   na,       i(labels),    f(ref),     nr,          i(ref_labels), dim,
+                 same_set, i(order), i(pos_start), i(pos_end), i(pair_off), npairs};
 }
 
 inline Output make_output(uintptr_t a, uintptr_t p, uintptr_t n) {
   return Output{reinterpret_cast<int64_t*>(a), reinterpret_cast<int64_t*>(p),
                 reinterpret_cast<int64_t*>(n)};
+}
+
+// The number of output slots a strategy fills before compaction (batch_all: -1, it is sized
+// by its counting pass): the one place that sizes the outputs. The Python wrapper reads it
+// through _C.triplet_output_slots.
+inline int64_t output_slots(Strategy strategy, int64_t na, int64_t npairs, int64_t n_triplets) {
+  switch (strategy) {
+    case Strategy::BatchHard:
+      return na;
+    case Strategy::HardNegative:
+    case Strategy::SemiHard:
+      return npairs;
+    case Strategy::Offline:
+      return na * n_triplets;
+    default:
+      return -1;
+  }
 }
 
 // Host side of the triplet_mine bindings: the strategy, fallback and offline sizes.
@@ -135,3 +155,47 @@ PYI_HD uint64_t uniform_below(uint64_t& state, uint64_t bound) {
 }
 
 }  // namespace pyinstance::triplet
+
+// ---- Entry points (csrc/cpu/triplet_mine.cpp, csrc/cuda/triplet_mine.cu) -----------------
+// One contract on both backends:
+// * triplet_mine (batch_hard, hard_negative, semihard, offline) fills the first
+//   output_slots(...) slots of `out` and returns how many triplets it found, compacted to
+//   the front in slot order;
+// * triplet_mine_count (batch_all pass 1) writes the number of violating negatives of every
+//   positive pair to counts[pair_off[na]];
+// * triplet_mine_fill (batch_all pass 2) writes every violating triplet at its number
+//   (pair_base: exclusive prefix sums of the counts), or with a sorted sample of triplet
+//   numbers only those, at their position in the sample.
+// Throw std::invalid_argument on bad arguments and (CUDA) std::runtime_error on CUDA errors.
+
+namespace pyinstance::cpu {
+
+// threads: 1..kMaxThreads (pyinstance/threads.h), 0 for OpenMP's default.
+int64_t triplet_mine(const triplet::Problem& pb, triplet::Strategy strategy,
+                     triplet::SemihardFallback fallback, int64_t n_pos, int64_t n_neg,
+                     int64_t n_triplets, const triplet::Output& out, int threads);
+void triplet_mine_count(const triplet::Problem& pb, float margin, int64_t* counts, int threads);
+void triplet_mine_fill(const triplet::Problem& pb, float margin, const int64_t* pair_base,
+                       const int64_t* sample, int64_t n_sample, const triplet::Output& out,
+                       int threads);
+
+}  // namespace pyinstance::cpu
+
+#if defined(__CUDACC__)
+#include <cuda_runtime_api.h>
+
+namespace pyinstance::cuda {
+
+// Device pointers, enqueued on `stream` of the current device; triplet_mine synchronises
+// the stream to return its count.
+int64_t triplet_mine(const triplet::Problem& pb, triplet::Strategy strategy,
+                     triplet::SemihardFallback fallback, int64_t n_pos, int64_t n_neg,
+                     int64_t n_triplets, const triplet::Output& out, cudaStream_t stream);
+void triplet_mine_count(const triplet::Problem& pb, float margin, int64_t* counts,
+                        cudaStream_t stream);
+void triplet_mine_fill(const triplet::Problem& pb, float margin, const int64_t* pair_base,
+                       const int64_t* sample, int64_t n_sample, const triplet::Output& out,
+                       cudaStream_t stream);
+
+}  // namespace pyinstance::cuda
+#endif
