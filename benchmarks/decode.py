@@ -85,8 +85,12 @@ class Descriptors:
         self.max_side = max_side
 
     def full(self, paths: Sequence[Path], max_side: int | None = None) -> torch.Tensor:
-        pictures = [load_image(path) for path in paths]  # PIL images: never drafted
-        return self._extract(pictures, max_side)
+        """From fully decoded PIL images (never drafted), 8 at a time to bound memory."""
+        chunks = [
+            self._extract([load_image(path) for path in paths[start : start + 8]], max_side)
+            for start in range(0, len(paths), 8)
+        ]
+        return torch.cat(chunks)
 
     def draft(
         self, paths: Sequence[Path], max_side: int | None = None, gap: float = 2.0

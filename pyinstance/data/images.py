@@ -167,6 +167,11 @@ def image_tensor(image: ImageLike, name: str = "image") -> torch.Tensor:
         raise TypeError(
             f"{name}: expected a path, PIL image, numpy array or tensor, got {type(image).__name__}"
         )
+    if image.layout != torch.strided or image.is_meta:
+        raise ValueError(
+            f"{name}: expected a dense tensor with values, got a "
+            f"{'meta' if image.is_meta else str(image.layout)} tensor"
+        )
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"{name}: expected a 3×H×W RGB tensor, got shape {tuple(image.shape)}")
     if image.shape[1] == 0 or image.shape[2] == 0:

@@ -97,6 +97,14 @@ def test_image_tensor_bad_inputs() -> None:
         image_tensor(torch.full((3, 2, 2), float("nan")), name="images[3]")
     with pytest.raises(TypeError, match="uint8 or floating"):
         image_tensor(torch.zeros(3, 2, 2, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"images\[1\]: expected a dense tensor.*meta"):
+        image_tensor(torch.zeros(3, 4, 4, device="meta"), name="images[1]")
+    with pytest.raises(ValueError, match="expected a dense tensor.*sparse_coo"):
+        image_tensor(torch.zeros(3, 4, 4).to_sparse())
+    flipped = np.ascontiguousarray(_left_red_right_blue())[:, ::-1]  # negative stride
+    assert torch.equal(
+        image_tensor(flipped)[:, :, 0], image_tensor(np.asarray(_left_red_right_blue()))[:, :, -1]
+    )
     with pytest.raises(TypeError, match="got int"):
         image_tensor(42)  # type: ignore[arg-type]
 
