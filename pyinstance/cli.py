@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pyinstance import build_info
+from pyinstance.index.cli import add_index_commands
 from pyinstance.plugins import list_plugins, registry
 
 
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.set_defaults(run=_plugins)
+    add_index_commands(commands)
     return parser
 
 
