@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from pyinstance.data.images import (
     ImageDecodeError,
@@ -153,8 +154,6 @@ class Describer:
         """
         rows: list[np.ndarray] = []
         errors: list[FileError] = []
-        from tqdm.auto import tqdm
-
         with tqdm(total=len(paths), disable=not progress, desc="describe", unit="img") as bar:
             for start in range(0, len(paths), _CHUNK):
                 chunk = paths[start : start + _CHUNK]

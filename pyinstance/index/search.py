@@ -90,7 +90,7 @@ def _live_knn(snapshot: Snapshot, queries: np.ndarray, k: int) -> tuple[np.ndarr
     if snapshot.dead == 0:
         scores, slots = knn_dot(queries, refs, k)
         return scores, slots  # slots are positions when nothing is dead
-    position = snapshot.position_of_slot()
+    position = snapshot.position_of_slot
     ask = min(total, k + min(snapshot.dead, 2 * k))
     while True:
         scores, slots = knn_dot(queries, refs, ask)
