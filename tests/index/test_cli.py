@@ -90,6 +90,7 @@ def test_build_add_remove_compact_info(
 
 def test_errors_are_one_line_and_exit_2(tmp_path: Path, collection: Path, capsys) -> None:
     (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "keep.txt").write_text("mine")
     for argv, message in (
         (["index", "info", str(tmp_path / "absent")], "no such directory"),
         (["index", "info", str(tmp_path / "foreign")], "is not a pyinstance index"),
@@ -111,6 +112,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path, collection: Path, capsys
         assert code == 2, argv
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+    assert (tmp_path / "foreign" / "keep.txt").read_text() == "mine"
 
 
 def test_remove_of_an_unknown_instance_is_a_clear_error(

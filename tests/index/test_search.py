@@ -45,6 +45,7 @@ def test_search_matches_oracle_for_each_dtype(tmp_path: Path, dtype: str) -> Non
             found.labels, [[codes[f"i{r % 9}"] for r in q] for q in found.rows]
         )
         np.testing.assert_allclose(index.descriptors(), stored(x, dtype))
+        assert isinstance(index._store.snapshot().descriptors, np.memmap)  # searched in place
 
 
 def test_removed_rows_are_never_found_and_rows_stay_stable(filled) -> None:
