@@ -78,6 +78,10 @@ def test_build_add_remove_compact_info(
     code, out, _ = run(capsys, "index", "add", ix, str(collection), "--json", "--no-progress")
     again = json.loads(out)
     assert (again["added"], again["unchanged"], len(again["skipped"])) == (0, 3, 1)
+    shutil.copy(pairs / "reference" / "building.jpg", collection / "home" / "home.jpg")
+    code, out, _ = run(capsys, "index", "update", ix, str(collection), "--json", "--no-progress")
+    changed = json.loads(out)
+    assert (code, changed["updated"], changed["unchanged"], changed["images"]) == (0, 1, 2, 4)
     code, out, _ = run(capsys, "index", "remove", ix, "--image", "box/box.png", "--json")
     assert json.loads(out) == {"removed": 1, "images": 3, "instances": 3}
     code, out, _ = run(capsys, "index", "compact", ix, "--json")

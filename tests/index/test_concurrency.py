@@ -62,6 +62,7 @@ def test_readers_see_whole_commits_while_another_process_writes(tmp_path: Path) 
     assert len(seen_sizes) > 3  # the reader really read while the writer wrote
     with InstanceIndex.open(path) as final:
         assert len(final.instances) == 40
+        assert final.info()["generation"] > 0  # compactions ran while the reader read
 
 
 def hold_the_write_lock(path: Path, held: multiprocessing.Event, seconds: float) -> None:
