@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pyinstance.data import Manifest
-from pyinstance.index import DEFAULT_RECIPE, InstanceIndex
+from pyinstance.index import DEFAULT_RECIPE, Describer, InstanceIndex
 from pyinstance.ops import knn_dot
 
 
@@ -42,6 +42,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--per-instance", type=int, default=5, help="references per instance")
     parser.add_argument("--batch", type=int, default=1000, help="references per add")
     parser.add_argument("--k", type=int, default=10, help="neighbours per query")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default="float32",
+        help="storage dtype of the index (numpy always multiplies float32 references)",
+    )
     parser.add_argument("--repeats", type=int, default=15, help="interleaved repeats (min kept)")
     parser.add_argument("--images", type=int, default=24, help="museum references to index")
     parser.add_argument("--dir", help="where to build (default: a temporary folder)")
@@ -86,7 +92,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 def build_descriptors(root: Path, args: argparse.Namespace) -> tuple[InstanceIndex, float]:
     rng = np.random.default_rng(args.seed)
-    recipe = DEFAULT_RECIPE.with_(dim=args.dim)
+    recipe = DEFAULT_RECIPE.with_(dim=args.dim, dtype=args.dtype)
     index = InstanceIndex.create(root / "random", recipe)
     seconds = 0.0
     for start in range(0, args.n, args.batch):
@@ -103,22 +109,28 @@ def build_descriptors(root: Path, args: argparse.Namespace) -> tuple[InstanceInd
     return index, seconds
 
 
-def real_images(root: Path, count: int) -> tuple[float, int, int]:
-    """Seconds to build an index of ``count`` museum references (folder per instance)."""
+def real_images(root: Path, count: int) -> tuple[float, float, int, int]:
+    """Seconds to load the default describer, then to build an index of ``count`` museum
+    references (folder per instance); images added; size on disk."""
     museum = shared_dir() / "data" / "museum"
     if not (museum / "manifest.csv").is_file():
-        return float("nan"), 0, 0
+        return float("nan"), float("nan"), 0, 0
     entries = list(Manifest.read(museum / "manifest.csv").filter(split="reference"))[:count]
     source = root / "museum"
     for entry in entries:
         (source / entry.instance_id).mkdir(parents=True, exist_ok=True)
         (source / entry.instance_id / entry.path.name).symlink_to(entry.path)
     start = time.perf_counter()
-    index, report = InstanceIndex.build(root / "museum-index", source, progress=False)
+    describer = Describer(DEFAULT_RECIPE)
+    load = time.perf_counter() - start
+    start = time.perf_counter()
+    index, report = InstanceIndex.build(
+        root / "museum-index", source, describer.recipe, describer=describer, progress=False
+    )
     seconds = time.perf_counter() - start
     size = index.info()["size_on_disk"]
     index.close()
-    return seconds, report.added, size
+    return load, seconds, report.added, size
 
 
 def main() -> None:
@@ -129,14 +141,15 @@ def main() -> None:
         index, build_seconds = build_descriptors(root, args)
         info = index.info()
         snapshot = index._store.snapshot()
-        refs = snapshot.descriptors  # the memory-mapped array that search reads
+        refs = snapshot.refs()  # the memory-mapped array that search reads
+        refs32 = index.descriptors()  # what numpy multiplies (float32)
         instance_of = [snapshot.instances[c] for c in snapshot.labels]
         query = unit_rows(np.random.default_rng(args.seed + 1), 1, args.dim)
 
         # equal results before timing
         found = index.search(query, args.k)
         bare_scores, bare_idx = knn_dot(query, refs, args.k)
-        np_scores, np_idx, np_best = numpy_search(refs, instance_of, query, args.k)
+        np_scores, np_idx, np_best = numpy_search(refs32, instance_of, query, args.k)
         np.testing.assert_array_equal(found.rows[0], snapshot.rows[bare_idx[0]])
         np.testing.assert_array_equal(bare_idx[0], np_idx)
         np.testing.assert_allclose(found.scores[0], np_scores, rtol=1e-5, atol=1e-6)
@@ -149,7 +162,7 @@ def main() -> None:
                 index.search(query, args.k), args.k
             ),
             "numpy matmul + argpartition + dict": lambda: numpy_search(
-                refs, instance_of, query, args.k
+                refs32, instance_of, query, args.k
             ),
         }
         best = dict.fromkeys(runs, float("inf"))
@@ -162,10 +175,12 @@ def main() -> None:
         dead = index.info()["removed_rows"]
         with_dead = min(timed(lambda: index.search(query, args.k)) for _ in range(args.repeats))
         index.close()
-        image_seconds, image_count, image_size = real_images(root, args.images)
+        load_seconds, image_seconds, image_count, image_size = real_images(root, args.images)
 
     anchor = best["knn_dot (bare)"]
-    table = Table(title=f"InstanceIndex search: N={args.n:,}, D={args.dim}, Q=1, k={args.k}")
+    table = Table(
+        title=f"InstanceIndex search: N={args.n:,}, D={args.dim} {args.dtype}, Q=1, k={args.k}"
+    )
     for column in ("what", "ms", "× knn_dot", "numpy ÷ this"):
         table.add_column(column, justify="right" if column != "what" else "left")
     numpy_ms = best["numpy matmul + argpartition + dict"]
@@ -183,7 +198,8 @@ def main() -> None:
     console.print(
         f"build by add_descriptors of {args.batch}: {build_seconds:.2f} s "
         f"({args.n / build_seconds:,.0f} references/s); size on disk "
-        f"{info['size_on_disk'] / args.n:.0f} B per reference (raw float32 row: {4 * args.dim} B)"
+        f"{info['size_on_disk'] / args.n:.0f} B per reference (raw row: "
+        f"{refs32.shape[1] * (4 if args.dtype == 'float32' else 2)} B)"
     )
     search_ratio = best["index.search"] / anchor
     console.print(
@@ -192,9 +208,10 @@ def main() -> None:
     )
     if image_count:
         console.print(
-            f"real images ({DEFAULT_RECIPE.describe()}): {image_count} museum references in "
-            f"{image_seconds:.1f} s = {image_count / image_seconds:.2f} images/s (incl. model "
-            f"load); {image_size / image_count / 1024:.1f} KiB on disk per reference"
+            f"real images ({DEFAULT_RECIPE.describe()}): model load {load_seconds:.1f} s, then "
+            f"{image_count} museum references in {image_seconds:.1f} s = "
+            f"{image_count / image_seconds:.2f} images/s (decode, hash, extract, commit); "
+            f"{image_size / image_count / 1024:.1f} KiB on disk per reference"
         )
     else:
         console.print("real images: museum data not found (set PYINSTANCE_SHARED)")
