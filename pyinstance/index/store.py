@@ -210,20 +210,33 @@ class Store:
             )
         try:
             self._db = _connect(database, self.timeout)
-            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as error:
             raise IndexFormatError(
                 f"index: {str(database)!r} is not a pyinstance index database ({error})"
             ) from error
-        if meta.get("format") != FORMAT_NAME:
-            raise IndexFormatError(f"index: {str(self.path)!r} is not a pyinstance index")
-        version = int(meta.get("format_version", "0"))
-        if version > FORMAT_VERSION:
+        try:
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("format") != FORMAT_NAME:
+                raise IndexFormatError(f"index: {str(self.path)!r} is not a pyinstance index")
+            version = int(meta.get("format_version", "0"))
+            if version > FORMAT_VERSION:
+                raise IndexFormatError(
+                    f"index: {str(self.path)!r} has format version {version}, newer than the "
+                    f"{FORMAT_VERSION} this pyinstance reads; upgrade pyinstance"
+                )
+            self.recipe = Recipe.from_json(meta.get("recipe", "null"))
+        except sqlite3.DatabaseError as error:
+            self._db.close()
             raise IndexFormatError(
-                f"index: {str(self.path)!r} has format version {version}, newer than the "
-                f"{FORMAT_VERSION} this pyinstance reads; upgrade pyinstance"
-            )
-        self.recipe = Recipe.from_json(meta["recipe"])
+                f"index: {str(database)!r} is not a pyinstance index database ({error})"
+            ) from error
+        except ValueError as error:
+            self._db.close()
+            if isinstance(error, IndexFormatError):
+                raise
+            raise IndexFormatError(
+                f"index: {str(self.path)!r} has a damaged recipe: {error}"
+            ) from error
         self.format_version = version
         self._file_dtype = _FILE_DTYPES[self.recipe.dtype]
         self._row_bytes = self.recipe.dim * self._file_dtype.itemsize
