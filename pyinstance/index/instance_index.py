@@ -338,10 +338,14 @@ class InstanceIndex:
 
     # -- searching ------------------------------------------------------------------------
 
-    def search(self, queries: Any, k: int) -> Neighbours:
+    def search(self, queries: Any, k: int, *, exclude: Any = None) -> Neighbours:
         """The ``k`` nearest live references of each query (Q × D, or Q × R × D: then a
-        reference scores the maximum over the query's R descriptors)."""
-        return search(self._store.snapshot(), queries, k)
+        reference scores the maximum over the query's R descriptors).
+
+        ``exclude``: optional ``Q`` row ids to leave out, one per query (-1: none), e.g.
+        each reference's own row when the references are the queries (leave-one-out).
+        """
+        return search(self._store.snapshot(), queries, k, exclude)
 
     def describe_queries(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Query descriptors ``Q × R × D`` made as the recipe says."""
