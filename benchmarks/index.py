@@ -113,7 +113,7 @@ def real_images(root: Path, count: int) -> tuple[float, float, int, int]:
     """Seconds to load the default describer, then to build an index of ``count`` museum
     references (folder per instance); images added; size on disk."""
     museum = shared_dir() / "data" / "museum"
-    if not (museum / "manifest.csv").is_file():
+    if count < 1 or not (museum / "manifest.csv").is_file():
         return float("nan"), float("nan"), 0, 0
     entries = list(Manifest.read(museum / "manifest.csv").filter(split="reference"))[:count]
     source = root / "museum"
@@ -214,7 +214,7 @@ def main() -> None:
             f"{image_size / image_count / 1024:.1f} KiB on disk per reference"
         )
     else:
-        console.print("real images: museum data not found (set PYINSTANCE_SHARED)")
+        console.print("real images: skipped (--images 0, or museum data not found)")
 
 
 if __name__ == "__main__":
