@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_plugins)
 
     from pyinstance.commands import demo, identify
+    from pyinstance.index.cli import add_index_commands
 
+    add_index_commands(commands)
     identify.add_parsers(commands)
     demo.add_parser(commands)
     return parser

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from pyinstance.data.images import (
     ImageDecodeError,
@@ -70,6 +71,15 @@ def decode_reference(path: str | os.PathLike[str]) -> torch.Tensor:
     return image_tensor(image, str(path))
 
 
+def _modules(recipe: Recipe) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The recipe's backbone and head, resolved by name through the plugin registry."""
+    from pyinstance.plugins import get_backbone, get_head
+
+    backbone = get_backbone(recipe.backbone, **recipe.backbone_params)
+    head = get_head(recipe.head, in_channels=backbone.out_channels, **recipe.head_params)
+    return backbone, head
+
+
 class Describer:
     """Builds the recipe's backbone and head and describes images with them.
 
@@ -82,30 +92,52 @@ class Describer:
     """
 
     def __init__(self, recipe: Recipe, *, device: torch.device | str | None = None):
-        from pyinstance.plugins import get_backbone, get_head
-
         if not isinstance(recipe, Recipe):
             raise TypeError(f"recipe: expected a Recipe, got {type(recipe).__name__}")
+        backbone, head = _modules(recipe)
+        self._setup(recipe, backbone, head, device)
+
+    @classmethod
+    def for_components(
+        cls,
+        backbone: str,
+        head: str,
+        *,
+        device: torch.device | str | None = None,
+        **fields: object,
+    ) -> Describer:
+        """A describer for ``backbone`` + ``head`` whose recipe takes ``dim`` from the head
+        (``fields``: the other :class:`Recipe` fields, e.g. ``scales``, ``dtype``)."""
+        probe = Recipe(backbone=backbone, head=head, dim=1, **fields)  # type: ignore[arg-type]
+        modules = _modules(probe)
+        describer = cls.__new__(cls)
+        describer._setup(probe.with_(dim=modules[1].out_dim), *modules, device)
+        return describer
+
+    def _setup(
+        self,
+        recipe: Recipe,
+        backbone: torch.nn.Module,
+        head: torch.nn.Module,
+        device: torch.device | str | None,
+    ) -> None:
         if recipe.postprocess:
             raise ValueError(
                 f"recipe.postprocess: this pyinstance cannot apply post-processing state "
                 f"{sorted(recipe.postprocess)}"
             )
-        self.backbone = get_backbone(recipe.backbone, **recipe.backbone_params)
-        self.head = get_head(
-            recipe.head, in_channels=self.backbone.out_channels, **recipe.head_params
-        )
-        if self.head.out_dim != recipe.dim:
+        if head.out_dim != recipe.dim:
             raise ValueError(
                 f"recipe.dim: {recipe.dim}, but {recipe.backbone} + {recipe.head} give "
-                f"{self.head.out_dim}-dimensional descriptors"
+                f"{head.out_dim}-dimensional descriptors"
             )
-        sha = weights_sha256(self.backbone, self.head)
+        sha = weights_sha256(backbone, head)
         if recipe.weights_sha256 is not None and recipe.weights_sha256 != sha:
             raise ValueError(
                 f"recipe.weights_sha256: the index was made with weights {recipe.weights_sha256}, "
                 f"but {recipe.backbone!r} + {recipe.head!r} now load weights {sha}"
             )
+        self.backbone, self.head = backbone, head
         self.recipe = recipe.with_(weights_sha256=sha)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.backbone.to(self.device).eval()
@@ -122,8 +154,6 @@ class Describer:
         """
         rows: list[np.ndarray] = []
         errors: list[FileError] = []
-        from tqdm.auto import tqdm
-
         with tqdm(total=len(paths), disable=not progress, desc="describe", unit="img") as bar:
             for start in range(0, len(paths), _CHUNK):
                 chunk = paths[start : start + _CHUNK]

@@ -81,12 +81,21 @@ class InstanceIndex:
         instance: str | None = None,
         progress: bool = True,
         device: torch.device | str | None = None,
+        describer: Describer | None = None,
     ) -> tuple[InstanceIndex, AddReport]:
         """Create an index at ``path`` from ``source`` (see :meth:`add`).
 
+        ``describer``: an already built describer of ``recipe`` (else one is built).
         Raises ``ValueError`` and leaves nothing at ``path`` when no image could be added.
         """
-        describer = Describer(recipe, device=device)  # validates names and pins the weights
+        if describer is None:
+            describer = Describer(recipe, device=device)  # resolves names, pins the weights
+        elif not recipe.with_(weights_sha256=describer.recipe.weights_sha256).same_descriptors(
+            describer.recipe
+        ):
+            raise ValueError(
+                f"describer: made for {describer.recipe.describe()}, not {recipe.describe()}"
+            )
         entries, errors = collect(source, instance)
         index = cls.create(path, describer.recipe, device=device)
         index._describer = describer
@@ -329,10 +338,14 @@ class InstanceIndex:
 
     # -- searching ------------------------------------------------------------------------
 
-    def search(self, queries: Any, k: int) -> Neighbours:
+    def search(self, queries: Any, k: int, *, exclude: Any = None) -> Neighbours:
         """The ``k`` nearest live references of each query (Q × D, or Q × R × D: then a
-        reference scores the maximum over the query's R descriptors)."""
-        return search(self._store.snapshot(), queries, k)
+        reference scores the maximum over the query's R descriptors).
+
+        ``exclude``: optional ``Q`` row ids to leave out, one per query (-1: none), e.g.
+        each reference's own row when the references are the queries (leave-one-out).
+        """
+        return search(self._store.snapshot(), queries, k, exclude)
 
     def describe_queries(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Query descriptors ``Q × R × D`` made as the recipe says."""

@@ -15,7 +15,8 @@ class Neighbours:
         scores: ``(Q, k)`` float32 similarities (dot products of L2-normalised
             descriptors), non-increasing along each row; ``-inf`` where the collection
             holds fewer than ``k`` references.
-        rows: ``(Q, k)`` int64 stable reference row ids (never renumbered); ``-1`` where
+        rows: ``(Q, k)`` int64 stable reference row ids (never renumbered, not even by
+            compaction; ``InstanceIndex.image_ids(rows)`` names their images); ``-1`` where
             padded.
         labels: ``(Q, k)`` int64 instance codes of those rows (positions in
             ``instances``); ``-1`` where padded.

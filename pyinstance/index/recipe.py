@@ -162,7 +162,7 @@ class Recipe:
         sha = (self.weights_sha256 or "unpinned")[:12]
         params = f"({json.dumps(dict(self.head_params))})" if self.head_params else ""
         return (
-            f"{self.backbone}[{sha}] + {self.head}{params}, scales {list(self.scales)}, "
+            f"{self.backbone} (weights {sha}) + {self.head}{params}, scales {list(self.scales)}, "
             f"max_side {self.max_side}{windows}, D={self.dim} {self.dtype}"
             + (f", postprocess {sorted(self.postprocess)}" if self.postprocess else "")
         )

@@ -58,17 +58,23 @@ def check_k(k: Any) -> int:
     return int(k)
 
 
-def search(snapshot: Snapshot, queries: Any, k: int) -> Neighbours:
-    """The ``k`` best live references of each query of ``queries``."""
+def search(snapshot: Snapshot, queries: Any, k: int, exclude: Any = None) -> Neighbours:
+    """The ``k`` best live references of each query of ``queries``.
+
+    ``exclude``: optional ``Q`` row ids to leave out, one per query (-1: none), e.g. the
+    query's own reference in leave-one-out; at most ``N - 1`` neighbours are then found.
+    """
     k = check_k(k)
     batch = check_queries(queries, snapshot.descriptors.shape[1])
     n_queries, n_windows, dim = batch.shape
     live = snapshot.slots.shape[0]
+    excluded = _excluded_slots(snapshot, exclude, n_queries)
     scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
     positions = np.full((n_queries, k), -1, dtype=np.int64)
-    kk = min(k, live)
-    if kk and n_queries:
-        flat_scores, flat_positions = _live_knn(snapshot, batch.reshape(-1, dim), kk)
+    kk = min(k, live - (excluded is not None))
+    if kk > 0 and n_queries:
+        flat_excluded = None if excluded is None else np.repeat(excluded, n_windows)
+        flat_scores, flat_positions = _live_knn(snapshot, batch.reshape(-1, dim), kk, flat_excluded)
         if n_windows == 1:
             scores[:, :kk], positions[:, :kk] = flat_scores, flat_positions
         else:
@@ -83,22 +89,50 @@ def search(snapshot: Snapshot, queries: Any, k: int) -> Neighbours:
     return Neighbours(scores=scores, rows=rows, labels=labels, instances=snapshot.instances)
 
 
-def _live_knn(snapshot: Snapshot, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _excluded_slots(snapshot: Snapshot, exclude: Any, n_queries: int) -> np.ndarray | None:
+    """The slot of each query's excluded row (-1: none), or ``None`` when nothing is excluded."""
+    if exclude is None:
+        return None
+    rows = np.asarray(exclude)
+    if rows.shape != (n_queries,) or not np.issubdtype(rows.dtype, np.integer):
+        raise ValueError(
+            f"exclude: expected {n_queries} int row ids (one per query, -1: none), got "
+            f"shape {rows.shape} dtype {rows.dtype}"
+        )
+    rows = rows.astype(np.int64)
+    if not (rows >= 0).any():
+        return None
+    wanted = rows >= 0
+    live_rows = snapshot.rows  # ascending: rows and slots are both handed out in order
+    if len(live_rows) == 0:
+        raise ValueError(f"exclude: row id(s) {rows[wanted][:5].tolist()} are not in the index")
+    found = np.searchsorted(live_rows, rows).clip(0, len(live_rows) - 1)
+    hit = wanted & (live_rows[found] == rows)
+    if (wanted & ~hit).any():
+        missing = rows[wanted & ~hit][:5].tolist()
+        raise ValueError(f"exclude: row id(s) {missing} are not live rows of the index")
+    return np.where(hit, snapshot.slots[found], -1)
+
+
+def _live_knn(
+    snapshot: Snapshot, queries: np.ndarray, k: int, exclude: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k live positions per query: ask ``knn_dot`` for more until ``k`` live ones remain."""
     total = snapshot.descriptors.shape[0]
+    limit = total - (exclude is not None)  # knn_dot finds at most N - 1 when excluding
     refs = snapshot.refs()
     if snapshot.dead == 0:
-        scores, slots = knn_dot(queries, refs, k)
+        scores, slots = knn_dot(queries, refs, k, exclude=exclude)
         return scores, slots  # slots are positions when nothing is dead
-    position = snapshot.position_of_slot()
-    ask = min(total, k + min(snapshot.dead, 2 * k))
+    position = snapshot.position_of_slot
+    ask = min(limit, k + min(snapshot.dead, 2 * k))
     while True:
-        scores, slots = knn_dot(queries, refs, ask)
+        scores, slots = knn_dot(queries, refs, ask, exclude=exclude)
         found = position[slots]
         alive = found >= 0
-        if ask == total or bool((alive.sum(axis=1) >= k).all()):
+        if ask == limit or bool((alive.sum(axis=1) >= k).all()):
             break
-        ask = min(total, 4 * ask)
+        ask = min(limit, 4 * ask)
     # live results first, in their ranked order (stable), then cut to k
     order = np.argsort(~alive, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(scores, order, 1), np.take_along_axis(found, order, 1)

@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import re
 import sqlite3
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,7 @@ class Snapshot:
             return _bf16_view(self.descriptors)
         return self.descriptors
 
+    @functools.cached_property
     def position_of_slot(self) -> np.ndarray:
         """For every slot, its position among the live rows, or -1 for a tombstone."""
         position = np.full(self.descriptors.shape[0], -1, dtype=np.int64)
@@ -169,9 +172,24 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[written:]
 
 
+def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Serialise a Store method on the store's lock (one connection, many threads)."""
+
+    @functools.wraps(method)
+    def run(self: Store, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 def _connect(database: Path, timeout: float) -> sqlite3.Connection:
     connection = sqlite3.connect(
-        f"file:{database}?mode=rw", uri=True, timeout=timeout, isolation_level=None
+        f"file:{database}?mode=rw",
+        uri=True,
+        timeout=timeout,
+        isolation_level=None,
+        check_same_thread=False,  # shared by threads, serialised by Store's lock
     )
     connection.execute("PRAGMA synchronous=FULL")
     return connection
@@ -192,24 +210,38 @@ class Store:
             )
         try:
             self._db = _connect(database, self.timeout)
-            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as error:
             raise IndexFormatError(
                 f"index: {str(database)!r} is not a pyinstance index database ({error})"
             ) from error
-        if meta.get("format") != FORMAT_NAME:
-            raise IndexFormatError(f"index: {str(self.path)!r} is not a pyinstance index")
-        version = int(meta.get("format_version", "0"))
-        if version > FORMAT_VERSION:
+        try:
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("format") != FORMAT_NAME:
+                raise IndexFormatError(f"index: {str(self.path)!r} is not a pyinstance index")
+            version = int(meta.get("format_version", "0"))
+            if version > FORMAT_VERSION:
+                raise IndexFormatError(
+                    f"index: {str(self.path)!r} has format version {version}, newer than the "
+                    f"{FORMAT_VERSION} this pyinstance reads; upgrade pyinstance"
+                )
+            self.recipe = Recipe.from_json(meta.get("recipe", "null"))
+        except sqlite3.DatabaseError as error:
+            self._db.close()
             raise IndexFormatError(
-                f"index: {str(self.path)!r} has format version {version}, newer than the "
-                f"{FORMAT_VERSION} this pyinstance reads; upgrade pyinstance"
-            )
-        self.recipe = Recipe.from_json(meta["recipe"])
+                f"index: {str(database)!r} is not a pyinstance index database ({error})"
+            ) from error
+        except ValueError as error:
+            self._db.close()
+            if isinstance(error, IndexFormatError):
+                raise
+            raise IndexFormatError(
+                f"index: {str(self.path)!r} has a damaged recipe: {error}"
+            ) from error
         self.format_version = version
         self._file_dtype = _FILE_DTYPES[self.recipe.dtype]
         self._row_bytes = self.recipe.dim * self._file_dtype.itemsize
         self._snapshot: Snapshot | None = None
+        self._lock = threading.RLock()
 
     # -- creation -------------------------------------------------------------------------
 
@@ -261,11 +293,13 @@ class Store:
             raise
         return cls(path, timeout=timeout)
 
+    @_locked
     def close(self) -> None:
         self._db.close()
 
     # -- reading --------------------------------------------------------------------------
 
+    @_locked
     def snapshot(self) -> Snapshot:
         """The committed content now (cached until another commit)."""
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
@@ -320,6 +354,7 @@ class Store:
             return np.empty((0, self.recipe.dim), dtype=self._file_dtype)
         return np.memmap(path, dtype=self._file_dtype, mode="r", shape=(slots, self.recipe.dim))
 
+    @_locked
     def images(self) -> list[dict[str, Any]]:
         """Every live image record (id, instance, source, sha256, added, row)."""
         cursor = self._db.execute(
@@ -328,6 +363,7 @@ class Store:
         columns = [c[0] for c in cursor.description]
         return [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
 
+    @_locked
     def image_by_sha(self, sha256s: Sequence[str]) -> dict[str, str]:
         """Existing image id of each given content hash that is in the index."""
         found: dict[str, str] = {}
@@ -341,6 +377,7 @@ class Store:
             )
         return found
 
+    @_locked
     def image_sha(self, image_ids: Sequence[str]) -> dict[str, str | None]:
         """Content hash of each given image id that is in the index."""
         found: dict[str, str | None] = {}
@@ -354,13 +391,16 @@ class Store:
             )
         return found
 
+    @_locked
     def get_setting(self, key: str, default: Any = None) -> Any:
         found = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return default if found is None else json.loads(found[0])
 
+    @_locked
     def settings(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM settings")}
 
+    @_locked
     def meta(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
@@ -416,6 +456,7 @@ class Store:
             if match and int(match.group(1)) != generation:
                 (self.path / entry).unlink()
 
+    @_locked
     def add(
         self, descriptors: np.ndarray, records: Sequence[ImageRecord], *, replace: bool = False
     ) -> list[int]:
@@ -466,6 +507,7 @@ class Store:
             self._set_meta(slots=slots + len(records), next_row=next_row + len(records))
         return rows
 
+    @_locked
     def remove(self, *, instances: Sequence[str] = (), images: Sequence[str] = ()) -> int:
         """Tombstone the images of ``instances`` and the ``images``; returns how many."""
         with self._writing():
@@ -483,6 +525,7 @@ class Store:
             "DELETE FROM instances WHERE id NOT IN (SELECT DISTINCT instance FROM images)"
         )
 
+    @_locked
     def compact(self) -> int:
         """Rewrite the live rows into a new generation; returns the tombstones reclaimed."""
         with self._writing() as meta:
@@ -511,6 +554,7 @@ class Store:
             self._file(generation).unlink()
         return reclaimed
 
+    @_locked
     def set_settings(self, values: Mapping[str, Any]) -> None:
         """Store JSON ``values`` by key (``None`` deletes the key), in one commit."""
         encoded = {}

@@ -62,6 +62,7 @@ def test_readers_see_whole_commits_while_another_process_writes(tmp_path: Path) 
     assert len(seen_sizes) > 3  # the reader really read while the writer wrote
     with InstanceIndex.open(path) as final:
         assert len(final.instances) == 40
+        assert final.info()["generation"] > 0  # compactions ran while the reader read
 
 
 def hold_the_write_lock(path: Path, held: multiprocessing.Event, seconds: float) -> None:
@@ -107,3 +108,19 @@ def test_two_writing_processes_at_once_lose_nothing(tmp_path: Path) -> None:
         for code, instance in enumerate(snap.instances):
             rows = snap.descriptors[snap.slots[snap.labels == code]]
             np.testing.assert_array_equal(rows, batch_rows(int(instance[1:])))
+
+
+def test_threads_share_one_index(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = InstanceIndex.create(tmp_path / "ix", tiny_recipe())
+    with index, ThreadPoolExecutor(4) as pool:
+        searches = [pool.submit(index.search, unit_rows(2, seed=s), 3) for s in range(40)]
+        for n in range(10):
+            index.add_descriptors(
+                batch_rows(n), [f"b{n}"] * BATCH, [f"b{n}/{i}" for i in range(BATCH)], tiny_recipe()
+            )
+        for future in searches:
+            found = future.result()
+            assert (found.rows == -1).all() or (found.rows >= 0).all()
+        assert len(index) == 10 * BATCH

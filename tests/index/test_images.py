@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import pyinstance
 from pyinstance.index import DEFAULT_RECIPE, Describer, InstanceIndex
@@ -145,6 +146,7 @@ def test_bad_files_are_skipped_and_reported_one_by_one(
     corrupt[100:400] = b"\xff" * 300
     (bad / "corrupt.png").write_bytes(bytes(corrupt))
     (bad / "bomb.png").write_bytes(png_header(40000, 40000))
+    Image.new("RGB", (600, 2)).save(bad / "sliver.png")  # 2 px high: too small for the CNN
     (collection / "loose.jpg").write_bytes(b"")
     index, report = build(tmp_path / "ix", collection, describer)
     with index:
@@ -154,9 +156,11 @@ def test_bad_files_are_skipped_and_reported_one_by_one(
             "corrupt.png",
             "loose.jpg",
             "notes.txt",
+            "sliver.png",
             "truncated.jpg",
             "zero.jpg",
         ]
+        assert "minimum input size" in reasons["sliver.png"]
         assert "decompression bomb" in reasons["bomb.png"]
         assert "not inside an instance sub-folder" in reasons["loose.jpg"]
         assert all(

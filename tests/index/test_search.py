@@ -45,6 +45,7 @@ def test_search_matches_oracle_for_each_dtype(tmp_path: Path, dtype: str) -> Non
             found.labels, [[codes[f"i{r % 9}"] for r in q] for q in found.rows]
         )
         np.testing.assert_allclose(index.descriptors(), stored(x, dtype))
+        assert isinstance(index._store.snapshot().descriptors, np.memmap)  # searched in place
 
 
 def test_removed_rows_are_never_found_and_rows_stay_stable(filled) -> None:
@@ -155,3 +156,26 @@ def test_search_of_an_empty_index_is_all_padding(tmp_path: Path) -> None:
     with InstanceIndex.create(tmp_path / "ix", tiny_recipe()) as index:
         found = index.search(unit_rows(2), 3)
         assert (found.rows == -1).all() and found.instances == ()
+
+
+def test_exclude_leaves_each_querys_own_row_out(filled, monkeypatch) -> None:
+    import pyinstance.index.instance_index as module
+
+    monkeypatch.setattr(module, "AUTO_COMPACT_FRACTION", 0.9)
+    index, x = filled
+    index.remove(instance="i5")  # tombstones too
+    live = index.rows()
+    queries = x[live[:6]]
+    found = index.search(queries, 4, exclude=live[:6])
+    for q, row in enumerate(live[:6]):
+        others = live[live != row]
+        _, expected = oracle(x[others], others, queries[q : q + 1], 4)
+        np.testing.assert_array_equal(found.rows[q], expected[0])
+    mixed = index.search(queries[:2], 3, exclude=np.array([live[0], -1]))
+    assert mixed.rows[0, 0] != live[0] and mixed.rows[1, 0] == live[1]
+    windows = index.search(np.stack([queries[:2], queries[:2]], 1), 3, exclude=live[:2])
+    assert live[0] not in windows.rows[0] and live[1] not in windows.rows[1]
+    with pytest.raises(ValueError, match=r"row id\(s\) \[5\] are not live"):
+        index.search(queries[:1], 3, exclude=np.array([5]))  # i5's row: removed
+    with pytest.raises(ValueError, match="expected 2 int row ids"):
+        index.search(queries[:2], 3, exclude=np.array([1]))

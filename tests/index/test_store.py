@@ -202,3 +202,12 @@ def test_bfloat16_rows_round_trip_through_the_file(tmp_path: Path) -> None:
         index.add_descriptors(x, ["a"] * 10, [str(i) for i in range(10)], recipe)
         assert (index.path / "descriptors-0.bin").stat().st_size == 10 * DIM * 2
         np.testing.assert_allclose(index.descriptors(), x, atol=1e-2)
+
+
+def test_a_damaged_recipe_is_a_clear_error(filled) -> None:
+    index, _ = filled
+    index.close()
+    with sqlite3.connect(index.path / "index.sqlite") as db:
+        db.execute("UPDATE meta SET value = '{\"backbone\": 1}' WHERE key = 'recipe'")
+    with pytest.raises(IndexFormatError, match="damaged recipe"):
+        InstanceIndex.open(index.path)
