@@ -76,25 +76,27 @@ def check_collection(descriptors: Any, labels: Any) -> tuple[np.ndarray | torch.
     return array, codes
 
 
-def check_queries(queries: Any, count: int, dim: int | None) -> torch.Tensor:
-    """Q×D or Q×R×D finite float queries as a float32 CPU tensor."""
+def check_queries(queries: Any, count: int, dim: int | None) -> np.ndarray | torch.Tensor:
+    """Validate Q×D or Q×R×D finite float queries (numpy or a CPU tensor, not copied)."""
     array = as_float_array(queries, "queries")
-    tensor = torch.as_tensor(array).to(torch.float32)
-    if tensor.dim() not in (2, 3) or tensor.shape[-1] == 0:
+    if array.ndim not in (2, 3) or array.shape[-1] == 0:
         raise ValueError(
-            f"queries: expected a (Q, D) or (Q, R, D) array, got shape {tuple(tensor.shape)}"
+            f"queries: expected a (Q, D) or (Q, R, D) array, got shape {tuple(array.shape)}"
         )
-    if tensor.shape[0] != count:
+    if array.shape[0] != count:
         raise ValueError(
-            f"queries: expected {count} rows, one per neighbours row, got {tensor.shape[0]}"
+            f"queries: expected {count} rows, one per neighbours row, got {array.shape[0]}"
         )
-    if dim is not None and tensor.shape[-1] != dim:
+    if dim is not None and array.shape[-1] != dim:
         raise ValueError(
-            f"queries: expected dimension D={dim} (the fitted descriptors'), got {tensor.shape[-1]}"
+            f"queries: expected dimension D={dim} (the fitted descriptors'), got {array.shape[-1]}"
         )
-    if not bool(torch.isfinite(tensor).all()):
+    finite = (
+        torch.isfinite(array).all() if isinstance(array, torch.Tensor) else np.isfinite(array).all()
+    )
+    if not bool(finite):
         raise ValueError("queries: NaN or infinite values")
-    return tensor
+    return array
 
 
 def check_neighbours(neighbours: Any, k: int) -> tuple[np.ndarray, np.ndarray]:

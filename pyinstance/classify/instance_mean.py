@@ -60,7 +60,8 @@ class InstanceMean:
             raise TypeError(
                 f"neighbours: expected a pyinstance.index.Neighbours, got {type(neighbours).__name__}"
             )
-        tensor = check_queries(queries, len(neighbours), self.means.shape[1])
+        tensor = torch.as_tensor(check_queries(queries, len(neighbours), self.means.shape[1]))
+        tensor = tensor.to(torch.float32)
         similarity = torch.nan_to_num(tensor @ self.means.T, nan=-torch.inf)
         if similarity.dim() == 3:  # Q×R×I: the best region per instance
             similarity = similarity.amax(dim=1)
