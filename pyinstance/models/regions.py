@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pyinstance.models.pooling import _EPS, GeM, SPoC, l2_normalize
+
 #: The default window layout: the whole map, then 3×3 windows at 0.7 and at 0.5 of each side.
 DEFAULT_WINDOWS: tuple[tuple[float, int], ...] = ((1.0, 1), (0.7, 3), (0.5, 3))
 
@@ -71,7 +73,9 @@ def pool_windows(
 ) -> torch.Tensor:
     """Descriptors ``B × R × D`` of the ``R`` windows of a ``B × C × H × W`` feature map.
 
-    Windows of one size are pooled by ``head`` in one call (stacked along the batch).
+    Windows of one size are pooled by ``head`` in one call (stacked along the batch). A
+    GeM or SPoC head (a power mean) takes a faster path with the same result: the map is
+    raised to the power once and every window's mean is read from its summed-area table.
     """
     if not isinstance(features, torch.Tensor) or features.dim() != 4:
         raise ValueError(
@@ -79,6 +83,8 @@ def pool_windows(
         )
     batch, _, height, width = features.shape
     boxes = window_boxes(height, width, windows)
+    if type(head).pool in (GeM.pool, SPoC.pool):
+        return _power_mean_windows(features, head, boxes)
     by_size: dict[tuple[int, int], list[int]] = {}
     for r, (top, left, bottom, right) in enumerate(boxes):
         by_size.setdefault((bottom - top, right - left), []).append(r)
@@ -97,3 +103,35 @@ def pool_windows(
         out[:, members] = pooled.transpose(0, 1)
     assert out is not None
     return out
+
+
+def _power_mean_windows(
+    features: torch.Tensor, head: GeM | SPoC, boxes: list[tuple[int, int, int, int]]
+) -> torch.Tensor:
+    """GeM (``(mean x^p)^(1/p)``) or SPoC (``p = 1``) of every window via a summed-area table."""
+    head.check_features(features)
+    p = head.p.to(features.dtype) if isinstance(head, GeM) else None
+    powered = features.clamp(min=_EPS).pow(p) if p is not None else features
+    table = torch.zeros(
+        *features.shape[:2],
+        features.shape[2] + 1,
+        features.shape[3] + 1,
+        dtype=torch.float64,
+        device=features.device,
+    )
+    table[:, :, 1:, 1:] = powered.to(torch.float64).cumsum(2).cumsum(3)
+    top, left, bottom, right = (
+        torch.tensor(column, device=features.device) for column in zip(*boxes, strict=True)
+    )
+    sums = (
+        table[:, :, bottom, right]
+        - table[:, :, top, right]
+        - table[:, :, bottom, left]
+        + table[:, :, top, left]
+    )  # B × C × R
+    means = (sums / ((bottom - top) * (right - left))).to(features.dtype).transpose(1, 2)
+    pooled = means.clamp(min=0).pow(1.0 / p) if p is not None else means  # clamp: rounding
+    descriptors = l2_normalize(pooled)
+    if head.projection is not None:
+        descriptors = l2_normalize(head.projection(descriptors))
+    return descriptors

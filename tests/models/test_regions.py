@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyinstance.models import MAC, GeM
+from pyinstance.models import MAC, RMAC, GeM, SPoC
 from pyinstance.models.regions import DEFAULT_WINDOWS, check_windows, pool_windows, window_boxes
 
 
@@ -39,19 +39,39 @@ def test_a_single_window_is_centred_and_never_empty() -> None:
         assert 0 <= top < bottom <= 3 and 0 <= left < right <= 17
 
 
-@pytest.mark.parametrize("head_type", [GeM, MAC])
-def test_each_window_equals_the_head_on_the_cropped_map(head_type: type) -> None:
+@pytest.mark.parametrize(
+    "make_head",
+    [
+        lambda: GeM(16),  # summed-area-table path
+        lambda: GeM(16, p=4.5, learn_p=False),
+        lambda: GeM(16, out_dim=5),  # with a projection
+        lambda: SPoC(16),
+        lambda: MAC(16),  # generic path: the head on stacked crops
+        lambda: RMAC(16, levels=2),
+    ],
+)
+def test_each_window_equals_the_head_on_the_cropped_map(make_head) -> None:  # noqa: ANN001
     torch.manual_seed(0)
-    head = head_type(16)
-    features = torch.rand(3, 16, 7, 9)
-    layout = ((1.0, 1), (0.6, 2), (0.4, 3))
+    head = make_head()
+    features = torch.rand(3, 16, 7, 9) * 6  # ReLU6-like activations
+    features[0, :, :2, :3] = 0.0  # a dead corner: GeM's clamp matters there
+    layout = ((1.0, 1), (0.6, 2), (0.4, 3), (0.2, 2))
     pooled = pool_windows(features, head, layout)
     boxes = window_boxes(7, 9, layout)
-    assert pooled.shape == (3, len(boxes), 16)
+    assert pooled.shape == (3, len(boxes), head.out_dim)
     for r, (top, left, bottom, right) in enumerate(boxes):
         expected = head(features[:, :, top:bottom, left:right])
-        torch.testing.assert_close(pooled[:, r], expected)
-    torch.testing.assert_close(pooled[:, 0], head(features))  # the whole map comes first
+        torch.testing.assert_close(pooled[:, r], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pooled[:, 0], head(features), rtol=1e-5, atol=1e-6)
+
+
+def test_power_mean_path_checks_the_features_like_the_head() -> None:
+    features = torch.rand(1, 16, 5, 5)
+    features[0, 3, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        pool_windows(features, GeM(16))
+    with pytest.raises(ValueError, match="expected 16 channels, got 8"):
+        pool_windows(torch.rand(1, 8, 5, 5), GeM(16))
 
 
 def test_windows_of_each_image_stay_with_their_image() -> None:
