@@ -144,16 +144,18 @@ def test_bad_input_names_the_argument(tiny, tmp_path, name, images, error, match
         ({"engine": "tensorrt"}, "engine: expected"),
         ({"threads": 0}, "threads: expected"),
         ({"output": "logits"}, "output: expected"),
-        pytest.param(
-            {"precision": "fp8", "engine": "onnxruntime"},
-            "precision: expected",
-            marks=requires_onnxruntime,
-        ),
+        ({"precision": "fp8"}, "precision: expected"),
+        ({"precision": "fp16", "engine": "torch"}, "precision: expected"),
     ],
 )
 def test_bad_arguments_are_named(tiny, kwargs, match) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match=match):
         make_engine(*tiny, **kwargs)
+
+
+def test_engines_reject_bad_threads(tiny) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match="threads: expected a positive int"):
+        TorchEngine(*tiny, threads=-1)
 
 
 def test_descriptors_need_a_head(tiny) -> None:  # noqa: ANN001
