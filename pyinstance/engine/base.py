@@ -42,7 +42,7 @@ class Engine(ABC):
         self, backbone: nn.Module, output: Output, threads: int | None, device: torch.device
     ):
         self.output = output
-        self.threads = threads
+        self.threads = check_threads(threads)
         self.device = device
         self.min_input_size = int(getattr(backbone, "min_input_size", 1))
 
@@ -84,6 +84,15 @@ class Engine(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(output={self.output!r}, threads={self.threads})"
+
+
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` if it is a positive int or None; else a ValueError naming it."""
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
+    return threads
 
 
 def inference_network(backbone: nn.Module, head: nn.Module | None, output: Output) -> nn.Module:

@@ -19,7 +19,13 @@ import torch
 from torch import nn
 
 from pyinstance.engine import export as onnx_export
-from pyinstance.engine.base import Engine, EngineUnavailableError, Output, inference_network
+from pyinstance.engine.base import (
+    Engine,
+    EngineUnavailableError,
+    Output,
+    check_threads,
+    inference_network,
+)
 
 #: Precisions of the exported graph.
 PRECISIONS: tuple[str, ...] = ("fp32",)
@@ -102,10 +108,7 @@ class OnnxRuntimeEngine(Engine):
     ):
         ort = import_onnxruntime()
         network = inference_network(backbone, head, output)
-        if threads is not None and (
-            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-        ):
-            raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
+        check_threads(threads)
         if precision not in PRECISIONS:
             raise ValueError(
                 f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}"

@@ -8,9 +8,16 @@ from typing import Any
 
 from torch import nn
 
-from pyinstance.engine.base import Engine, EngineUnavailableError, Output, inference_network
+from pyinstance.engine.base import (
+    Engine,
+    EngineUnavailableError,
+    Output,
+    check_threads,
+    inference_network,
+)
 from pyinstance.engine.export import ExportError, default_cache_dir
 from pyinstance.engine.onnxruntime_engine import (
+    PRECISIONS,
     OnnxRuntimeEngine,
     default_threads,
     import_onnxruntime,
@@ -81,14 +88,15 @@ def make_engine(
     if engine not in ("auto", *ENGINES):
         raise ValueError(f"engine: expected 'auto', 'torch' or 'onnxruntime', got {engine!r}")
     network = inference_network(backbone, head, output)
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
+    check_threads(threads)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     on_cpu = all(parameter.device.type == "cpu" for parameter in network.parameters())
     if engine == "auto":
         engine = "onnxruntime" if on_cpu and "onnxruntime" in available_engines() else "torch"
     if engine == "torch":
+        if precision != "fp32":
+            raise ValueError(f"precision: {precision!r} needs engine='onnxruntime'")
         return TorchEngine(backbone, head, output=output, threads=threads)
     import_onnxruntime()  # an explicit request without the package is an error, not a fallback
     try:

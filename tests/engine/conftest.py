@@ -7,10 +7,14 @@ import pytest
 import torch
 from torch import nn
 
+from pyinstance.engine import available_engines
 from pyinstance.models.pooling import GeM
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+#: Tests that need the ``fast`` extra (onnxruntime + onnx).
+requires_onnxruntime = pytest.mark.skipif(
+    "onnxruntime" not in available_engines(),
+    reason="needs pip install 'pyinstance[fast]' (onnxruntime, onnx)",
+)
 
 
 class TinyBackbone(nn.Module):

@@ -11,7 +11,9 @@ from pyinstance.engine import DESCRIPTOR_TOLERANCE, OnnxRuntimeEngine, TorchEngi
 from pyinstance.engine.export import cache_key, default_cache_dir, recipe, write_atomic
 from pyinstance.models.pooling import MAC, RMAC, GeM
 
-from .conftest import TinyBackbone
+from .conftest import TinyBackbone, requires_onnxruntime
+
+pytestmark = requires_onnxruntime
 
 
 def _batch(*shape: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from pyinstance.engine import (
 from pyinstance.models.pooling import RMAC, GeM
 from pyinstance.models.regions import pool_windows
 
-from .conftest import NumpyBackbone
+from .conftest import NumpyBackbone, requires_onnxruntime
 
 
 def _batch(*shape: int) -> torch.Tensor:
@@ -36,6 +36,7 @@ def lite0(tmp_path_factory) -> tuple[torch.nn.Module, torch.nn.Module, OnnxRunti
     return backbone, head, engine
 
 
+@requires_onnxruntime
 @pytest.mark.parametrize("shape", [(1, 3, 448, 336), (3, 3, 97, 131), (2, 3, 449, 333)])
 def test_lite0_gem_descriptors_match_torch(lite0, shape) -> None:  # noqa: ANN001
     backbone, head, engine = lite0
@@ -46,6 +47,7 @@ def test_lite0_gem_descriptors_match_torch(lite0, shape) -> None:  # noqa: ANN00
     assert float((got - expected).abs().max()) <= 1e-4
 
 
+@requires_onnxruntime
 def test_lite0_feature_map_and_windows_match_torch(lite0, tmp_path) -> None:  # noqa: ANN001
     backbone, head, _ = lite0
     engine = OnnxRuntimeEngine(backbone, output="features", cache_dir=tmp_path)
@@ -71,6 +73,7 @@ def test_torch_engine_channels_last_threads_and_modes_restored(tiny) -> None:  #
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
 
 
+@requires_onnxruntime
 def test_auto_prefers_onnxruntime_and_info_says_so(tiny) -> None:  # noqa: ANN001
     assert available_engines() == ["torch", "onnxruntime"]
     assert make_engine(*tiny).name == "onnxruntime"
@@ -91,6 +94,7 @@ def test_without_onnxruntime_torch_runs_and_explicit_request_is_clear(tiny, monk
         make_engine(*tiny, "onnxruntime")
 
 
+@requires_onnxruntime
 def test_backbone_that_cannot_export_falls_back_with_one_warning(tmp_path) -> None:  # noqa: ANN001
     backbone, head = NumpyBackbone(), GeM(16)
     with warnings.catch_warnings(record=True) as caught:
@@ -105,6 +109,7 @@ def test_backbone_that_cannot_export_falls_back_with_one_warning(tmp_path) -> No
     torch.testing.assert_close(engine(images), head(backbone(images)))
 
 
+@requires_onnxruntime
 def test_head_with_shapes_frozen_at_export_is_caught_by_the_check(tiny, tmp_path) -> None:  # noqa: ANN001
     # R-MAC computes its region grid in Python from the map size: the traced graph only
     # fits the probe size it was traced at, the check at other sizes rejects it.
@@ -126,7 +131,7 @@ def test_head_with_shapes_frozen_at_export_is_caught_by_the_check(tiny, tmp_path
         (torch.full((1, 3, 32, 32), float("nan")), ValueError, "images: contains NaN"),
     ],
 )
-@pytest.mark.parametrize("name", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("name", ["torch", pytest.param("onnxruntime", marks=requires_onnxruntime)])
 def test_bad_input_names_the_argument(tiny, tmp_path, name, images, error, match) -> None:  # noqa: ANN001
     engine = make_engine(*tiny, name, cache_dir=tmp_path)
     with pytest.raises(error, match=match):
@@ -139,12 +144,18 @@ def test_bad_input_names_the_argument(tiny, tmp_path, name, images, error, match
         ({"engine": "tensorrt"}, "engine: expected"),
         ({"threads": 0}, "threads: expected"),
         ({"output": "logits"}, "output: expected"),
-        ({"precision": "fp8", "engine": "onnxruntime"}, "precision: expected"),
+        ({"precision": "fp8"}, "precision: expected"),
+        ({"precision": "fp16", "engine": "torch"}, "precision: expected"),
     ],
 )
 def test_bad_arguments_are_named(tiny, kwargs, match) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match=match):
         make_engine(*tiny, **kwargs)
+
+
+def test_engines_reject_bad_threads(tiny) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match="threads: expected a positive int"):
+        TorchEngine(*tiny, threads=-1)
 
 
 def test_descriptors_need_a_head(tiny) -> None:  # noqa: ANN001

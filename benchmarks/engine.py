@@ -1,0 +1,412 @@
+"""Inference engines side by side: CNN + pooling time per image, EfficientNet-Lite0 + GeM.
+
+Real photos (museum references, resized once to the longest side, normalised), batch 1:
+
+- ``torch eager``         the anchor: the modules under ``torch.inference_mode``
+- ``torch channels_last`` the same modules in channels-last memory format
+- ``onnxruntime fp32``    ``pyinstance.engine.OnnxRuntimeEngine`` (exported once, cached)
+
+at 448 and 640 px and at 1 and 2 intra-op threads. The descriptors of every engine are
+checked against the anchor (max |difference| <= 1e-4) BEFORE anything is timed. Repeats
+are interleaved and the minimum per configuration is kept (the CPU is shared: minima are
+the least noisy statistic); the ratio is anchor time / engine time at the same threads.
+
+``--load`` adds a stream test: one process identifies a stream of images (engine + 1-NN
+against 287 references) while another process burns a CPU (a busy loop), for each engine
+at 1 and 2 threads, ONNX Runtime with idle threads spinning or sleeping, eager torch with
+OpenMP's default and passive wait policies; each configuration runs in its own process
+(the wait policy is read when OpenMP starts), idle and busy, interleaved.
+
+``--int8`` adds ONNX Runtime int8 graphs (dynamic quantisation; static QDQ calibrated on
+32 museum references): time per image and P@1 on the museum dev set (references vs
+queries, 1-NN by dot product, crops ``qsd1_*`` and gallery shots reported apart), next to
+fp32 torch and fp32 ONNX Runtime.
+
+    python benchmarks/engine.py                 # latency table
+    python benchmarks/engine.py --load --int8   # everything (minutes)
+    python benchmarks/engine.py --quick         # a smoke run in seconds (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import pyinstance
+from pyinstance.data import Manifest, image_tensor, normalize, resize, scaled_size
+from pyinstance.engine import Engine, OnnxRuntimeEngine, TorchEngine
+
+TOLERANCE = 1e-4
+
+
+def shared_data() -> Path:
+    candidates = (
+        [Path(os.environ["PYINSTANCE_SHARED"])] if "PYINSTANCE_SHARED" in os.environ else []
+    )
+    candidates += [Path(__file__).resolve().parents[1] / ".." / "shared", Path("/work/shared")]
+    for candidate in candidates:
+        if (candidate / "data" / "museum").is_dir():
+            return candidate / "data"
+    raise SystemExit("shared/data/museum not found (set PYINSTANCE_SHARED)")
+
+
+def network() -> tuple[torch.nn.Module, torch.nn.Module]:
+    backbone = pyinstance.get_backbone("efficientnet_lite0").eval()
+    head = pyinstance.get_head("gem", in_channels=backbone.out_channels).eval()
+    return backbone, head
+
+
+def prepared(paths: list[Path], side: int, backbone: torch.nn.Module) -> list[torch.Tensor]:
+    """Decoded, resized (longest side ``side``), normalised 1×3×H×W batches."""
+    batches = []
+    for path in paths:
+        image = image_tensor(path)
+        image = resize(image, scaled_size(*image.shape[1:], side))
+        batches.append(normalize(image[None], backbone.input_mean, backbone.input_std))
+    return batches
+
+
+def best_times(
+    engines: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    images: list[torch.Tensor],
+    repeats: int,
+) -> dict[str, float]:
+    """Minimum over interleaved repeats of the seconds per image of each engine."""
+    best = dict.fromkeys(engines, float("inf"))
+    for _ in range(repeats):
+        for name, engine in engines.items():
+            for image in images:
+                start = time.perf_counter()
+                engine(image)
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def check_agreement(
+    engines: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    images: list[torch.Tensor],
+    tolerances: dict[str, float],
+) -> dict[str, float]:
+    """Max |descriptor − anchor's| of each engine; SystemExit above its tolerance."""
+    anchor = next(iter(engines.values()))
+    worst = dict.fromkeys(engines, 0.0)
+    for image in images:
+        expected = anchor(image)
+        for name, engine in engines.items():
+            worst[name] = max(worst[name], float((engine(image) - expected).abs().max()))
+    for name, difference in worst.items():
+        if difference > tolerances.get(name, TOLERANCE):
+            raise SystemExit(
+                f"{name}: descriptors differ from the anchor by {difference:.3g} "
+                f"> {tolerances.get(name, TOLERANCE)}"
+            )
+    return worst
+
+
+def latency_table(args: argparse.Namespace, paths: list[Path], cache: Path) -> None:
+    backbone, head = network()
+    print(
+        f"\nCNN + pooling per image, EfficientNet-Lite0 + GeM, batch 1, {len(paths)} museum "
+        f"photos, min of {args.repeats} interleaved repeats (shared CPU: minima; ratios = "
+        f"eager / engine at the same threads)"
+    )
+    print(f"{'size':>5} {'threads':>7} {'engine':<22} {'ms/image':>9} {'ratio':>6} {'max |Δ|':>9}")
+    for side in args.sizes:
+        images = prepared(paths, side, backbone)
+        for threads in args.threads:
+            engines: dict[str, Engine] = {
+                "torch eager": TorchEngine(backbone, head, threads=threads),
+                "torch channels_last": TorchEngine(
+                    backbone, head, threads=threads, channels_last=True
+                ),
+                "onnxruntime fp32": OnnxRuntimeEngine(
+                    backbone, head, threads=threads, cache_dir=cache
+                ),
+            }
+            worst = check_agreement(engines, images, {})
+            best = best_times(engines, images, args.repeats)
+            anchor = best["torch eager"]
+            for name, seconds in best.items():
+                print(
+                    f"{side:>5} {threads:>7} {name:<22} {1000 * seconds:>9.1f} "
+                    f"{anchor / seconds:>6.2f} {worst[name]:>9.2g}"
+                )
+
+
+# -- stream under load ------------------------------------------------------------------
+def worker(config: dict) -> None:
+    """Identify a stream of images with one engine; print the seconds of each on stdout."""
+    backbone, head = network()
+    if config["engine"] == "torch":
+        engine: Engine = TorchEngine(backbone, head, threads=config["threads"])
+    else:
+        engine = OnnxRuntimeEngine(
+            backbone,
+            head,
+            threads=config["threads"],
+            spinning=config["spinning"],
+            cache_dir=config["cache"],
+        )
+    images = prepared([Path(p) for p in config["paths"]], config["side"], backbone)
+    references = torch.nn.functional.normalize(
+        torch.randn(287, 1280, generator=torch.Generator().manual_seed(0)), dim=1
+    )
+    for image in images[:2]:  # warm-up
+        engine(image)
+    seconds = []
+    for index in range(config["count"]):
+        start = time.perf_counter()
+        descriptor = engine(images[index % len(images)])
+        int((references @ descriptor[0]).argmax())
+        seconds.append(time.perf_counter() - start)
+    print(json.dumps(seconds))
+
+
+def stream_configs(threads: list[int]) -> list[dict]:
+    configs = []
+    for count in threads:
+        configs += [
+            {"label": "torch eager", "engine": "torch", "threads": count, "omp": None},
+            {"label": "torch eager OMP passive", "engine": "torch", "threads": count,
+             "omp": "PASSIVE"},
+            {"label": "onnxruntime no spin", "engine": "onnxruntime", "threads": count,
+             "spinning": False},
+            {"label": "onnxruntime spinning", "engine": "onnxruntime", "threads": count,
+             "spinning": True},
+        ]  # fmt: skip
+    return configs
+
+
+def run_worker(config: dict) -> list[float]:
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)
+    env["OMP_NUM_THREADS"] = str(config["threads"])
+    if config.get("omp"):
+        env["OMP_WAIT_POLICY"] = config["omp"]
+    done = subprocess.run(
+        [sys.executable, "-P", __file__, "--worker", json.dumps(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"worker {config['label']} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def load_table(args: argparse.Namespace, paths: list[Path], cache: Path) -> None:
+    backbone, head = network()
+    OnnxRuntimeEngine(backbone, head, cache_dir=cache)  # export once, before the workers
+    configs = stream_configs(args.threads)
+    shared = {"paths": [str(p) for p in paths], "side": args.sizes[0], "count": args.stream,
+              "cache": str(cache)}  # fmt: skip
+    times: dict[tuple[str, int, bool], list[float]] = {}
+    busy_script = "while True: pass"
+    for _ in range(args.load_repeats):
+        for busy in (False, True):
+            competitor = subprocess.Popen([sys.executable, "-c", busy_script]) if busy else None
+            try:
+                for config in configs:
+                    key = (config["label"], config["threads"], busy)
+                    times.setdefault(key, []).extend(run_worker({**config, **shared}))
+            finally:
+                if competitor is not None:
+                    competitor.kill()
+                    competitor.wait()
+    print(
+        f"\nStream of {args.stream} images at {args.sizes[0]} px (engine + 1-NN of 287), per "
+        f"configuration {args.load_repeats}× interleaved, idle vs one busy-loop process "
+        f"(os.cpu_count() = {os.cpu_count()}); ms per image: median / 90th percentile"
+    )
+    print(f"{'engine':<26} {'threads':>7} {'idle':>15} {'busy':>15}")
+    for config in configs:
+        cells = []
+        for busy in (False, True):
+            values = sorted(times[(config["label"], config["threads"], busy)])
+            p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
+            cells.append(f"{1000 * statistics.median(values):>6.1f} / {1000 * p90:>6.1f}")
+        print(f"{config['label']:<26} {config['threads']:>7} {cells[0]:>15} {cells[1]:>15}")
+
+
+# -- int8 -------------------------------------------------------------------------------
+def int8_graphs(fp32: Path, calibration: list[np.ndarray], folder: Path) -> dict[str, Path]:
+    """Dynamic and static (QDQ, per-channel, convolutions only) int8 versions of ``fp32``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared_graph = folder / "pre.onnx"
+    quant_pre_process(str(fp32), str(prepared_graph), skip_symbolic_shape=True)
+    dynamic, static = folder / "dynamic.onnx", folder / "static.onnx"
+    quantize_dynamic(str(prepared_graph), str(dynamic), weight_type=QuantType.QUInt8)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": batch}
+
+    quantize_static(
+        str(prepared_graph),
+        str(static),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["Conv"],
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return {"onnxruntime int8 dynamic": dynamic, "onnxruntime int8 static": static}
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Send file descriptor 1 to /dev/null (prints from C++ and Python alike)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def ort_runner(path: Path, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    import onnxruntime
+
+    from pyinstance.engine.onnxruntime_engine import session_options
+
+    session = onnxruntime.InferenceSession(
+        str(path), session_options(onnxruntime, threads, False), providers=["CPUExecutionProvider"]
+    )
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+
+    return run
+
+
+def precision_at_1(
+    run: Callable[[torch.Tensor], torch.Tensor],
+    references: list[torch.Tensor],
+    queries: list[torch.Tensor],
+    reference_ids: list[str],
+    query_ids: list[str],
+) -> np.ndarray:
+    """Per query: 1 if its nearest reference (dot product) has its instance id, else 0."""
+    gallery = torch.cat([run(image) for image in references])
+    hits = []
+    for image, instance in zip(queries, query_ids, strict=True):
+        nearest = int((gallery @ run(image)[0]).argmax())
+        hits.append(reference_ids[nearest] == instance)
+    return np.asarray(hits, dtype=float)
+
+
+def int8_table(args: argparse.Namespace, manifest: Manifest, cache: Path) -> None:
+    backbone, head = network()
+    side = args.sizes[0]
+    references = manifest.filter(split="reference")
+    queries = manifest.filter(split="query")
+    if args.quick:  # a few queries and their references, plus distractors
+        queries = queries[:4]
+        wanted = set(queries.instance_ids)
+        kept = [i for i, e in enumerate(references) if e.instance_id in wanted or i < 8]
+        references = Manifest([references[i] for i in kept], references.root)
+    reference_images = prepared(references.paths, side, backbone)
+    query_images = prepared(queries.paths, side, backbone)
+    fp32 = OnnxRuntimeEngine(backbone, head, threads=1, cache_dir=cache)
+    calibration = [image.numpy() for image in reference_images[:: max(1, len(references) // 32)]]
+    with tempfile.TemporaryDirectory() as folder:
+        runners: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+            "torch eager": TorchEngine(backbone, head, threads=1),
+            "onnxruntime fp32": fp32,
+        }
+        with quiet_stdout():  # the quantiser prints tensor shapes
+            graphs = int8_graphs(fp32.path, calibration, Path(folder))
+        for name, path in graphs.items():
+            runners[name] = ort_runner(path, 1)
+        timing_images = reference_images[:4]
+        best = best_times(runners, timing_images, args.repeats)
+        crops = np.asarray([(s or "").startswith("qsd1") for s in queries.query_sets])
+        print(
+            f"\nint8 vs fp32 at {side} px, 1 thread, batch 1 (min of {args.repeats} repeats); "
+            f"P@1 on museum: {len(references)} references, {int(crops.sum())} crops (qsd1_*), "
+            f"{int((~crops).sum())} gallery shots; cosine = min over queries vs torch"
+        )
+        print(
+            f"{'engine':<26} {'ms/image':>9} {'ratio':>6} {'P@1 crops':>10} "
+            f"{'P@1 gallery':>12} {'P@1 all':>8} {'min cos':>8}"
+        )
+        anchor = runners["torch eager"]
+        for name, run in runners.items():
+            hits = precision_at_1(
+                run, reference_images, query_images, references.instance_ids, queries.instance_ids
+            )
+            cosine = min(float((run(q) * anchor(q)).sum()) for q in query_images)
+            print(
+                f"{name:<26} {1000 * best[name]:>9.1f} {best['torch eager'] / best[name]:>6.2f} "
+                f"{hits[crops].mean():>10.3f} {hits[~crops].mean():>12.3f} {hits.mean():>8.3f} "
+                f"{cosine:>8.4f}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4, help="museum photos timed")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[448, 640])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--load", action="store_true", help="stream test under a busy process")
+    parser.add_argument("--stream", type=int, default=20, help="images per stream worker")
+    parser.add_argument("--load-repeats", type=int, default=2)
+    parser.add_argument("--int8", action="store_true", help="int8 speed and museum P@1")
+    parser.add_argument("--quick", action="store_true", help="1 image, 224 px, 1 repeat")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
+    if args.quick:
+        args.images, args.sizes, args.repeats, args.stream, args.load_repeats = 1, [224], 1, 3, 1
+    manifest = Manifest.read(shared_data() / "museum" / "manifest.csv")
+    paths = manifest.filter(split="reference").paths[: args.images]
+    warnings.simplefilter("ignore")  # quantiser and exporter notices
+    print(
+        f"torch {torch.__version__}, pyinstance {pyinstance.__version__}, "
+        f"os.cpu_count() {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}"
+    )
+    with tempfile.TemporaryDirectory() as cache_folder:
+        cache = Path(cache_folder)
+        latency_table(args, paths, cache)
+        if args.load:
+            load_table(args, paths, cache)
+        if args.int8:
+            int8_table(args, manifest, cache)
+
+
+if __name__ == "__main__":
+    main()
