@@ -28,6 +28,13 @@ _EXPORTS: dict[str, str] = {
     "get_loss": "pyinstance.plugins",
     "get_miner": "pyinstance.plugins",
     "list_plugins": "pyinstance.plugins",
+    "InstanceIndex": "pyinstance.index",
+    "Recipe": "pyinstance.index",
+    "DEFAULT_RECIPE": "pyinstance.index",
+    "Identifier": "pyinstance.identification",
+    "Identification": "pyinstance.identification",
+    "identify": "pyinstance.identification",
+    "calibrate": "pyinstance.calibration",
 }
 
 __all__ = sorted(["__version__", "hookimpl", *_EXPORTS])

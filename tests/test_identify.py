@@ -13,7 +13,7 @@ from PIL import Image
 from pyinstance.cli import main
 from pyinstance.data import Manifest
 from pyinstance.data.images import ImageDecodeError
-from pyinstance.identify import Identification, Identifier, identify
+from pyinstance.identification import Identification, Identifier, identify
 from pyinstance.index import InstanceIndex
 
 

@@ -47,7 +47,7 @@ def _demo(args: argparse.Namespace) -> int:
     from pyinstance.demo import COLLECTION_DIR
     from pyinstance.demo.page import QueryResult, write_page
     from pyinstance.demo.queries import make_queries
-    from pyinstance.identify import Identifier
+    from pyinstance.identification import Identifier
     from pyinstance.index import InstanceIndex
 
     out = Path(args.out)

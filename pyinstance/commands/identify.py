@@ -62,7 +62,7 @@ def image_paths(items: list[str]) -> list[Path]:
 
 def _identify(args: argparse.Namespace) -> int:
     console = Console()
-    from pyinstance.identify import Identifier
+    from pyinstance.identification import Identifier
     from pyinstance.index import InstanceIndex
 
     paths = image_paths(args.images)
