@@ -4,7 +4,7 @@ The threshold is fitted for a target false-accept rate (see
 :func:`pyinstance.classify.fit_threshold`): leave-one-out over instances with several
 references, augmented views of the references of instances that have one, and photos of
 things not in the collection (distractors) when given. Stored in the index, it becomes
-the default of :class:`pyinstance.identify.Identifier`, together with the classifier.
+the default of :class:`pyinstance.identification.Identifier`, together with the classifier.
 """
 
 from __future__ import annotations
