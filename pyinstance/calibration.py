@@ -96,9 +96,7 @@ def _views(
             photo = load_image(image["source"])
         except (ImageDecodeError, OSError):
             continue  # the reference file moved or changed since it was indexed
-        described = index.describer.queries(
-            augment_views(photo, count=count, seed=seed + position)
-        )
+        described = index.describer.queries(augment_views(photo, count=count, seed=seed + position))
         rows.append(described[:, 0])  # the whole photo's descriptor, as references have
         labels.extend([codes[image["instance"]]] * count)
     if not rows:

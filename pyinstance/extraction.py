@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyinstance.data.images import (
+    DecodedImage,
     ImageLike,
     decode_image,
     image_tensor,
@@ -254,8 +255,8 @@ def _resized_groups(
     for index in range(start, min(start + count, len(items))):
         item = items[index]
         name = f"images[{index}]" + (f" ({item})" if isinstance(item, (str, os.PathLike)) else "")
-        if isinstance(item, (str, os.PathLike)):
-            decoded = decode_image(item, sizing.largest)
+        if isinstance(item, (str, os.PathLike, DecodedImage)):
+            decoded = item if isinstance(item, DecodedImage) else decode_image(item, sizing.largest)
             image = image_tensor(decoded.image, name).to(device)
             height, width = decoded.full_size
         else:

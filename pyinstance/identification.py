@@ -138,7 +138,7 @@ class Identifier:
         name = str(image) if is_path else f"images[{position}]"
         start = time.perf_counter()
         if is_path:
-            image = decode_image(image, self._target).image
+            image = decode_image(image, self._target)
         decoded = time.perf_counter()
         queries = self.index.describer.queries([image])
         described = time.perf_counter()

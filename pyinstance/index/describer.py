@@ -18,10 +18,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pyinstance.data.images import (
+    DecodedImage,
     ImageDecodeError,
     ImageLike,
+    decode_image,
     image_tensor,
-    load_image,
     normalize,
     resize,
     scaled_size,
@@ -54,21 +55,20 @@ def weights_sha256(*modules: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def decode_reference(path: str | os.PathLike[str]) -> torch.Tensor:
-    """A reference file as a 3×H×W uint8 tensor; decompression bombs are refused.
+def decode_reference(path: str | os.PathLike[str], longest: int) -> DecodedImage:
+    """A reference file decoded as queries are (JPEG draft mode for a ``longest`` side).
 
     Raises :class:`ImageDecodeError` (corrupt, truncated, empty, not an image, too many
-    pixels) or ``OSError`` (missing, unreadable).
+    pixels: decompression bombs are refused) or ``OSError`` (missing, unreadable).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = load_image(path)
+            return decode_image(path, lambda height, width: scaled_size(height, width, longest))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageDecodeError(
                 f"refused {str(path)!r}: decompression bomb ({error})"
             ) from error
-    return image_tensor(image, str(path))
 
 
 def _modules(recipe: Recipe) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -139,6 +139,7 @@ class Describer:
             )
         self.backbone, self.head = backbone, head
         self.recipe = recipe.with_(weights_sha256=sha)
+        self._longest = round(max(self.recipe.scales) * self.recipe.max_side)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.backbone.to(self.device).eval()
         self.head.to(self.device).eval()
@@ -157,10 +158,10 @@ class Describer:
         with tqdm(total=len(paths), disable=not progress, desc="describe", unit="img") as bar:
             for start in range(0, len(paths), _CHUNK):
                 chunk = paths[start : start + _CHUNK]
-                images: list[torch.Tensor] = []
+                images: list[DecodedImage] = []
                 for path in chunk:
                     try:
-                        images.append(decode_reference(path))
+                        images.append(decode_reference(path, self._longest))
                     except (ImageDecodeError, OSError, ValueError) as error:
                         errors.append(FileError(str(path), str(error)))
                 if images:
@@ -177,7 +178,7 @@ class Describer:
         dim = self.recipe.dim
         return (np.concatenate(rows) if rows else np.empty((0, dim), np.float32)), errors
 
-    def _describe(self, images: list[torch.Tensor]) -> np.ndarray:
+    def _describe(self, images: list[ImageLike | DecodedImage]) -> np.ndarray:
         descriptors = extract(
             images,
             self.backbone,
@@ -214,8 +215,12 @@ class Describer:
                 name = f"images[{index}]" + (
                     f" ({item})" if isinstance(item, (str, os.PathLike)) else ""
                 )
-                image = image_tensor(item, name).to(self.device)
-                size = scaled_size(*image.shape[1:], self.recipe.max_side)
+                if isinstance(item, DecodedImage):  # sized from the file's full size
+                    image = image_tensor(item.image, name).to(self.device)
+                    size = scaled_size(*item.full_size, self.recipe.max_side)
+                else:
+                    image = image_tensor(item, name).to(self.device)
+                    size = scaled_size(*image.shape[1:], self.recipe.max_side)
                 if min(size) < min_size:
                     raise ValueError(
                         f"{name}: resized to {size[0]}×{size[1]}, below the backbone's minimum "
