@@ -117,7 +117,10 @@ class Identifier:
         self._k = min(len(index), max(int(classifier.k), self.top_k * _NEIGHBOURS_PER_RANK))
         self._references = {image["row"]: image for image in index.images()}
         recipe = index.recipe
-        self._longest = round(max(recipe.scales) * recipe.max_side)
+        single_scale = recipe.query_max_side is not None or recipe.query_windows is not None
+        self._longest = (
+            recipe.query_side if single_scale else round(max(recipe.scales) * recipe.max_side)
+        )
 
     def identify(self, images: Sequence[ImageLike]) -> list[Identification]:
         """Identify each photo (paths, PIL images, arrays or tensors), one at a time.

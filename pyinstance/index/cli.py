@@ -63,6 +63,12 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
         "--max-side", type=int, default=DEFAULT_RECIPE.max_side, help="longest side in pixels"
     )
     build.add_argument(
+        "--query-max-side",
+        type=int,
+        default=DEFAULT_RECIPE.query_max_side,
+        help="longest side of query photos, when it differs from --max-side",
+    )
+    build.add_argument(
         "--windows",
         type=_windows,
         default=DEFAULT_RECIPE.query_windows,
@@ -173,6 +179,7 @@ def _build(args: argparse.Namespace, console: Console) -> int:
         head_params=_params(args.head_param),
         scales=args.scales,
         max_side=args.max_side,
+        query_max_side=args.query_max_side,
         query_windows=args.windows,
         dtype=args.dtype,
     )

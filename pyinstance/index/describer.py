@@ -178,13 +178,18 @@ class Describer:
         dim = self.recipe.dim
         return (np.concatenate(rows) if rows else np.empty((0, dim), np.float32)), errors
 
-    def _describe(self, images: list[ImageLike | DecodedImage]) -> np.ndarray:
+    def _describe(
+        self,
+        images: list[ImageLike | DecodedImage],
+        scales: tuple[float, ...] | None = None,
+        max_side: int | None = None,
+    ) -> np.ndarray:
         descriptors = extract(
             images,
             self.backbone,
             self.head,
-            scales=self.recipe.scales,
-            max_side=self.recipe.max_side,
+            scales=scales or self.recipe.scales,
+            max_side=max_side or self.recipe.max_side,
             device=self.device,
             progress=False,
         )
@@ -194,8 +199,9 @@ class Describer:
         """Descriptors ``Q × R × D`` float32 of query images (``R = 1`` without windows).
 
         With ``recipe.query_windows`` each image goes once through the backbone at
-        ``max_side`` and its feature map is pooled per window. An image that cannot be
-        decoded is an error naming it.
+        the recipe's query side and its feature map is pooled per window. Without windows a
+        query is described as references are, or at ``query_max_side`` when the recipe sets
+        one. An image that cannot be decoded is an error naming it.
         """
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
             raise TypeError(
@@ -205,7 +211,9 @@ class Describer:
         if not images:
             raise ValueError("images: empty; nothing to describe")
         if self.recipe.query_windows is None:
-            return self._describe(list(images))[:, None, :]
+            if self.recipe.query_max_side is None:
+                return self._describe(list(images))[:, None, :]
+            return self._describe(list(images), (1.0,), self.recipe.query_max_side)[:, None, :]
         mean = getattr(self.backbone, "input_mean", IMAGENET_MEAN)
         std = getattr(self.backbone, "input_std", IMAGENET_STD)
         min_size = getattr(self.backbone, "min_input_size", 1)
@@ -217,10 +225,10 @@ class Describer:
                 )
                 if isinstance(item, DecodedImage):  # sized from the file's full size
                     image = image_tensor(item.image, name).to(self.device)
-                    size = scaled_size(*item.full_size, self.recipe.max_side)
+                    size = scaled_size(*item.full_size, self.recipe.query_side)
                 else:
                     image = image_tensor(item, name).to(self.device)
-                    size = scaled_size(*image.shape[1:], self.recipe.max_side)
+                    size = scaled_size(*image.shape[1:], self.recipe.query_side)
                 if min(size) < min_size:
                     raise ValueError(
                         f"{name}: resized to {size[0]}×{size[1]}, below the backbone's minimum "

@@ -41,9 +41,12 @@ class Recipe:
         backbone_params: keyword arguments of the backbone (JSON values).
         scales: factors of ``max_side`` for references (aggregated by mean when several).
         max_side: longest image side in pixels at scale 1.
+        query_max_side: longest side of query photos (one scale), when it differs from
+            ``max_side``: a query photo often shows the object smaller than a reference
+            does, so describing it larger compensates. ``None``: ``max_side``.
         query_windows: ``None``, or a window layout (``(fraction, count)`` pairs, see
             :mod:`pyinstance.models.regions`): each query then gets one descriptor per
-            window from one backbone pass at ``max_side``.
+            window from one backbone pass at the query side.
         postprocess: post-processing state (JSON), applied to references and queries.
         dim: descriptor dimension D.
         dtype: storage dtype, one of ``float32``, ``float16``, ``bfloat16``.
@@ -58,6 +61,7 @@ class Recipe:
     backbone_params: Mapping[str, Any] = field(default_factory=dict)
     scales: tuple[float, ...] = (1.0,)
     max_side: int = 448
+    query_max_side: int | None = None
     query_windows: tuple[tuple[float, int], ...] | None = None
     postprocess: Mapping[str, Any] = field(default_factory=dict)
     dtype: str = "float32"
@@ -95,8 +99,10 @@ class Recipe:
                 f"recipe.scales: expected a non-empty sequence of positive numbers, got {scales!r}"
             )
         object.__setattr__(self, "scales", tuple(float(s) for s in scales))
-        for name in ("max_side", "dim"):
+        for name in ("max_side", "dim", "query_max_side"):
             value = getattr(self, name)
+            if name == "query_max_side" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"recipe.{name}: expected a positive int, got {value!r}")
         if self.query_windows is not None:
@@ -163,9 +169,16 @@ class Recipe:
         params = f"({json.dumps(dict(self.head_params))})" if self.head_params else ""
         return (
             f"{self.backbone} (weights {sha}) + {self.head}{params}, scales {list(self.scales)}, "
-            f"max_side {self.max_side}{windows}, D={self.dim} {self.dtype}"
+            f"max_side {self.max_side}"
+            + (f", queries at {self.query_max_side}" if self.query_max_side else "")
+            + f"{windows}, D={self.dim} {self.dtype}"
             + (f", postprocess {sorted(self.postprocess)}" if self.postprocess else "")
         )
+
+    @property
+    def query_side(self) -> int:
+        """The longest side query photos are described at."""
+        return self.query_max_side or self.max_side
 
     def with_(self, **changes: Any) -> Recipe:
         """A copy with ``changes`` (validated)."""

@@ -235,3 +235,24 @@ def test_a_describer_refuses_other_weights_and_wrong_dims() -> None:
         Describer(RECIPE.with_(weights_sha256="0" * 64))
     with pytest.raises(ValueError, match="unknown|no backbone|not registered|efficientnet_lite9"):
         Describer(RECIPE.with_(backbone="efficientnet_lite9"))
+
+
+def test_queries_are_described_at_the_query_side_references_at_max_side(pairs: Path) -> None:
+    recipe = RECIPE.with_(query_max_side=320)
+    describer = Describer(recipe)
+    image = pairs / "query" / "aloeR.jpg"
+    expected = pyinstance.extract(
+        [image], describer.backbone, describer.head, max_side=320, progress=False
+    )[:, 0]
+    np.testing.assert_allclose(describer.queries([image])[:, 0], expected.numpy(), atol=1e-5)
+    reference = pyinstance.extract(
+        [image], describer.backbone, describer.head, max_side=224, progress=False
+    )[:, 0]
+    described, errors = describer.references([image])
+    assert errors == []
+    np.testing.assert_allclose(described, reference.numpy(), atol=1e-5)
+    assert float((reference * expected).sum()) < 0.9999  # the two sizes really differ
+    assert recipe.query_side == 320 and RECIPE.query_side == 224
+    assert "queries at 320" in recipe.describe()
+    with pytest.raises(ValueError, match="recipe.query_max_side"):
+        RECIPE.with_(query_max_side=0)
