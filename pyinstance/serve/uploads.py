@@ -40,7 +40,11 @@ def open_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Im
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as error:
         raise ApiError(415, "not_an_image", f"{name}: not a JPEG, PNG or WebP image") from error
-    except (Image.DecompressionBombError, OSError, ValueError) as error:
+    except Image.DecompressionBombError as error:
+        raise ApiError(
+            413, "too_many_pixels", f"{name}: too many pixels, a decompression bomb ({error})"
+        ) from error
+    except (OSError, ValueError) as error:
         raise ApiError(
             422, "corrupt_image", f"{name}: unreadable image header ({error})"
         ) from error
