@@ -28,6 +28,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--cors-origin", action="append", default=[], help="allow this origin (repeatable)"
     )
+    serve.add_argument(
+        "--review-days", type=float,
+        help="keep visitor photos answered unknown or with a low confidence for this many "
+        "days in INDEX/review, for curators (default: keep none)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--review-below", type=float, default=0.5,
+        help="confidence below which a visitor photo goes to the review queue",
+    )  # fmt: skip
     serve.set_defaults(run=run)
 
 
@@ -50,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=int(args.max_megapixels * 1_000_000),
         workers=args.workers,
         cors_origins=tuple(args.cors_origin),
+        review_days=args.review_days,
+        review_below=args.review_below,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

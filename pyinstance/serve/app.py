@@ -32,6 +32,7 @@ from pyinstance.plugins import PluginError
 from pyinstance.serve.collection import Collection, Version
 from pyinstance.serve.errors import ApiError, install_error_handlers
 from pyinstance.serve.metrics import Metrics
+from pyinstance.serve.review import ReviewQueue
 from pyinstance.serve.uploads import FORMATS, IMAGE_TYPES, decode_image, open_image, read_body
 
 #: Defaults of the upload limits.
@@ -128,6 +129,9 @@ def create_app(
     workers: int = 2,
     cors_origins: Sequence[str] = (),
     refresh_seconds: float = 2.0,
+    max_queue: int = 64,
+    review_days: float | None = None,
+    review_below: float = 0.5,
 ) -> FastAPI:
     """The service over the index at ``index_path``.
 
@@ -140,11 +144,17 @@ def create_app(
         workers: identifications running at once, in threads outside the event loop.
         cors_origins: origins allowed by CORS; none: CORS off.
         refresh_seconds: how often to look for commits made by other processes.
+        max_queue: identifications waiting for a worker beyond which requests answer 503.
+        review_days: opt-in review queue: keep visitor photos answered unknown or below
+            ``review_below`` confidence for this many days, for curators (in
+            ``INDEX/review/``); None: no photo is kept.
+        review_below: confidence below which a photo goes to the review queue.
     """
     for name, value in (
         ("max_upload_bytes", max_upload_bytes),
         ("max_pixels", max_pixels),
         ("workers", workers),
+        ("max_queue", max_queue),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
@@ -156,6 +166,11 @@ def create_app(
         raise ValueError("token: expected a non-empty str")
     collection = Collection(index_path)
     collection.open()  # fails here, before serving, when the index cannot be opened
+    review = (
+        ReviewQueue(collection.path / "review", days=review_days, below=review_below)
+        if review_days is not None
+        else None
+    )
     metrics = Metrics()
     limiter = anyio.CapacityLimiter(workers)
     thumbnails: OrderedDict[tuple[str, str | None], bytes] = OrderedDict()
@@ -272,6 +287,11 @@ def create_app(
         ),
     ) -> dict[str, Any]:
         ((name, data),) = await uploaded(request, many=False)
+        if limiter.statistics().tasks_waiting >= max_queue:
+            raise ApiError(
+                503, "busy", f"{max_queue} identifications are already waiting; retry shortly",
+                {"Retry-After": "1"},
+            )  # fmt: skip
         pinned = version()
 
         def run() -> dict[str, Any]:
@@ -296,7 +316,7 @@ def create_app(
             ms["decode"] = (decoded - decoding) * 1e3
             ms["prepare"] = (decoding - start) * 1e3
             ms["total"] = (time.perf_counter() - start) * 1e3
-            return {
+            answer = {
                 "instance": result.instance,
                 "confidence": result.confidence,
                 "threshold": identifier.threshold,
@@ -313,6 +333,10 @@ def create_app(
                 "ms": ms,
                 "version": pinned.number,
             }
+            if review is not None and review.wants(result.instance, result.confidence):
+                fmt = open_image(data, max_pixels=max_pixels, name=name).format
+                review.keep(hashlib.sha256(data).hexdigest(), data, FORMATS[fmt], answer)
+            return answer
 
         answer = await anyio.to_thread.run_sync(run, limiter=limiter)
         metrics.answer(answer["instance"] is not None)
@@ -490,6 +514,76 @@ def create_app(
             raise ApiError(
                 404, "source_unreadable", f"image {image_id!r}: its file cannot be read"
             ) from error
+
+    # -- review queue -----------------------------------------------------------------------
+
+    def queue() -> ReviewQueue:
+        if review is None:
+            raise ApiError(
+                404, "review_disabled", "the review queue is off (start the service with "
+                "--review-days N to keep low-confidence visitor photos)"
+            )  # fmt: skip
+        return review
+
+    def review_item(item_id: str) -> tuple[dict[str, Any], Path]:
+        found = queue().get(item_id)
+        if found is None:
+            raise ApiError(404, "unknown_review_item", f"no review item {item_id[:80]!r}")
+        return found
+
+    @app.get(
+        "/v1/review",
+        summary="Visitor photos answered unknown or with a low confidence (newest first)",
+        dependencies=[Depends(writer)],
+    )
+    async def review_list() -> dict[str, Any]:
+        kept = queue()
+        items = await anyio.to_thread.run_sync(kept.items)
+        return {
+            "days": kept.days,
+            "below": kept.below,
+            "items": [{**i, "photo_url": f"/v1/review/{i['id']}/photo"} for i in items],
+        }
+
+    @app.get(
+        "/v1/review/{item_id}/photo",
+        summary="A review item's photo",
+        dependencies=[Depends(writer)],
+        response_class=Response,
+    )
+    async def review_photo(item_id: str) -> Response:
+        record, photo = review_item(item_id)
+        data = await anyio.to_thread.run_sync(photo.read_bytes)
+        kind = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}[record["ext"]]
+        return Response(data, media_type=kind, headers={"Cache-Control": "no-store"})
+
+    @app.post(
+        "/v1/review/{item_id}/add",
+        summary="Add a review item's photo to an instance (one commit) and take it off the queue",
+        dependencies=[Depends(writer)],
+        status_code=201,
+    )
+    async def review_add(
+        item_id: str, instance: str = Query(..., min_length=1, max_length=128)
+    ) -> dict[str, Any]:
+        check_instance_id(instance)
+        record, photo = review_item(item_id)
+        data = await anyio.to_thread.run_sync(photo.read_bytes)
+        paths = await anyio.to_thread.run_sync(store_uploads, [(photo.name, data)])
+        report = await collection.add(instance, paths)
+        if report.added + report.unchanged == 0:
+            reasons = "; ".join(s.reason for s in report.skipped)
+            raise ApiError(422, "nothing_added", f"the photo could not be added ({reasons})")
+        queue().discard(item_id)
+        return {"instance": instance, "added": report.added, "version": version().number}
+
+    @app.delete(
+        "/v1/review/{item_id}", summary="Discard a review item", dependencies=[Depends(writer)]
+    )
+    async def review_discard(item_id: str) -> dict[str, Any]:
+        review_item(item_id)
+        queue().discard(item_id)
+        return {"discarded": item_id}
 
     # -- service --------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ _CODES = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    503: "busy",
 }
 
 
