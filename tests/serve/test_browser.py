@@ -99,3 +99,34 @@ def test_curator_page_adds_tests_and_removes_an_instance(
     assert len(browser.find_elements(By.CSS_SELECTOR, ".tile")) == 9
     assert "Removed whale-two" in browser.find_element(By.ID, "log").text
     browser.save_screenshot(str(artifacts / "curator-removed.png"))
+
+
+def test_review_queue_photo_added_in_one_click(
+    index_copy: Path, tmp_path: Path, browser, pairs: Path, artifacts: Path
+) -> None:
+    wait = WebDriverWait(browser, 60)
+    options = ("--review-days", "1", "--review-below", "0.95")
+    with running_server(index_copy, tmp_path, *options) as (url, _):
+        browser.get(url + "/")
+        browser.find_element(By.ID, "photo").send_keys(str(pairs / "query" / "aero3.jpg"))
+        wait.until(expected_conditions.visibility_of_element_located((By.ID, "answer")))
+        browser.get(url + "/curator")
+        browser.find_element(By.ID, "token").send_keys(TOKEN)
+        browser.find_element(By.ID, "loadreview").click()
+        row = (By.CSS_SELECTOR, ".review")
+        wait.until(expected_conditions.presence_of_element_located(row))
+        assert (
+            browser.find_element(By.CSS_SELECTOR, ".review .target").get_attribute("value")
+            == "aero"
+        )
+        wait.until(
+            lambda b: (
+                b.execute_script("return document.querySelector('.review img').naturalWidth") > 0
+            )
+        )
+        browser.save_screenshot(str(artifacts / "curator-review.png"))
+        browser.find_element(By.CSS_SELECTOR, ".review button.add").click()
+        wait.until(expected_conditions.invisibility_of_element_located(row))
+        assert "Added to aero" in browser.find_element(By.ID, "reviewlog").text
+        aero = (By.CSS_SELECTOR, '.tile[data-instance="aero"]')
+        wait.until(lambda b: "(2)" in b.find_element(*aero).text)
