@@ -173,6 +173,7 @@ def create_app(
     )
     metrics = Metrics()
     limiter = anyio.CapacityLimiter(workers)
+    in_flight = [0]  # identifications running or waiting for a worker
     thumbnails: OrderedDict[tuple[str, str | None], bytes] = OrderedDict()
 
     @contextlib.asynccontextmanager
@@ -287,7 +288,7 @@ def create_app(
         ),
     ) -> dict[str, Any]:
         ((name, data),) = await uploaded(request, many=False)
-        if limiter.statistics().tasks_waiting >= max_queue:
+        if in_flight[0] >= workers + max_queue:
             raise ApiError(
                 503, "busy", f"{max_queue} identifications are already waiting; retry shortly",
                 {"Retry-After": "1"},
@@ -338,7 +339,11 @@ def create_app(
                 review.keep(hashlib.sha256(data).hexdigest(), data, FORMATS[fmt], answer)
             return answer
 
-        answer = await anyio.to_thread.run_sync(run, limiter=limiter)
+        in_flight[0] += 1  # the event loop's thread only: no lock needed
+        try:
+            answer = await anyio.to_thread.run_sync(run, limiter=limiter)
+        finally:
+            in_flight[0] -= 1
         metrics.answer(answer["instance"] is not None)
         return answer
 

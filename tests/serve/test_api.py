@@ -301,3 +301,29 @@ def test_bad_arguments_of_create_app(built_index: Path, tmp_path: Path) -> None:
         create_app(built_index, max_pixels=-1)
     with pytest.raises(FileNotFoundError):
         create_app(tmp_path / "absent")
+
+
+def test_identifications_beyond_the_queue_answer_503(built_index: Path, photo: bytes) -> None:
+    import asyncio
+
+    import httpx
+
+    app = create_app(built_index, workers=1, max_queue=1)
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/identify", content=photo, headers={"Content-Type": "image/jpeg"}
+                    )
+                    for _ in range(6)
+                )
+            )
+
+    statuses = sorted(r.status_code for r in asyncio.run(burst()))
+    assert statuses[0] == 200 and statuses[-1] == 503 and set(statuses) == {200, 503}
+    busy = next(r for r in asyncio.run(burst()) if r.status_code == 503)
+    assert_error(busy, 503, "busy")
+    assert busy.headers["retry-after"] == "1"
