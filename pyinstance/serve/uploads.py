@@ -8,6 +8,7 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 from starlette.requests import Request
 
+from pyinstance.data.images import upright_rgb
 from pyinstance.serve.errors import ApiError
 
 #: Content types accepted as a raw image body, and the Pillow formats accepted at all.
@@ -63,7 +64,7 @@ def open_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Im
 
 
 def decode_image(data: bytes, *, max_pixels: int, longest: int, name: str = "image") -> Image.Image:
-    """Decode ``data`` to RGB (JPEG decoded at reduced size when ``longest`` allows)."""
+    """Decode ``data`` to upright RGB (a JPEG at reduced size when ``longest`` allows)."""
     image = open_image(data, max_pixels=max_pixels, name=name)
     try:
         if image.format == "JPEG":
@@ -71,7 +72,7 @@ def decode_image(data: bytes, *, max_pixels: int, longest: int, name: str = "ima
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image.load()
-        return image.convert("RGB")
+        return upright_rgb(image, name)  # EXIF orientation of phone photos applied
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ApiError(
             422, "corrupt_image", f"{name}: cannot be decoded (truncated or corrupt: {error})"

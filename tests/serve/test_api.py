@@ -327,3 +327,21 @@ def test_identifications_beyond_the_queue_answer_503(built_index: Path, photo: b
     busy = next(r for r in asyncio.run(burst()) if r.status_code == 503)
     assert_error(busy, 503, "busy")
     assert busy.headers["retry-after"] == "1"
+
+
+def test_exif_orientation_of_phone_photos_is_applied(client: TestClient, photo: bytes) -> None:
+    from pyinstance.serve.uploads import decode_image
+
+    upright = Image.open(io.BytesIO(photo))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # as a sideways-held phone stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    out = io.BytesIO()
+    stored.save(out, "JPEG", quality=95, exif=exif)
+    decoded = decode_image(out.getvalue(), max_pixels=10**8, longest=4096)
+    assert decoded.size == upright.size != stored.size
+    response = client.post(
+        "/v1/identify", content=out.getvalue(), headers={"Content-Type": "image/jpeg"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["instance"] == "aero"
