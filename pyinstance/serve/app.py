@@ -438,11 +438,18 @@ def create_app(
             reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in report.skipped)
             raise ApiError(422, "nothing_added", f"no photo could be added ({reasons})")
         pinned = version()
+        holders = {image["sha256"]: image for image in pinned.images.values()}
+        elsewhere = [
+            {"file": name, "instance": holders[path.stem]["instance"]}
+            for (name, _), path in zip(photos, paths, strict=True)
+            if path.stem in holders and holders[path.stem]["instance"] != instance_id
+        ]
         return JSONResponse(
             {
                 "instance": instance_id,
                 "added": report.added,
                 "unchanged": report.unchanged,
+                "already_in_other_instances": elsewhere,
                 "skipped": [
                     {"file": Path(s.path).name, "reason": s.reason} for s in report.skipped
                 ],

@@ -155,6 +155,14 @@ def test_adding_to_an_existing_instance(writer: TestClient, pairs: Path) -> None
     )
     assert response.status_code == 201, response.text
     assert writer.get("/v1/instances/box").json()["images"] == 2
+    elsewhere = writer.post(
+        "/v1/instances/other/images",
+        content=photo.read_bytes(),
+        headers={**AUTH, "Content-Type": "image/png"},
+    )
+    assert elsewhere.status_code == 200 and elsewhere.json()["unchanged"] == 1
+    assert elsewhere.json()["already_in_other_instances"] == [{"file": "body", "instance": "box"}]
+    assert_error(writer.get("/v1/instances/other"), 404, "unknown_instance")
 
 
 @pytest.fixture(scope="module")
