@@ -353,3 +353,17 @@ def test_exif_orientation_of_phone_photos_is_applied(client: TestClient, photo: 
     )
     assert response.status_code == 200, response.text
     assert response.json()["instance"] == "aero"
+
+
+def test_an_emptied_index_answers_409_then_serves_again(
+    writer: TestClient, photo: bytes, pairs: Path
+) -> None:
+    for name in [i["id"] for i in writer.get("/v1/instances").json()["instances"]]:
+        assert writer.delete(f"/v1/instances/{name}", headers=AUTH).status_code == 200
+    jpeg = {"Content-Type": "image/jpeg"}
+    assert_error(writer.post("/v1/identify", content=photo, headers=jpeg), 409, "empty_index")
+    assert writer.get("/v1/info").json()["images"] == 0
+    reference = (pairs / "reference" / "aero1.jpg").read_bytes()
+    added = writer.post("/v1/instances/aero/images", content=reference, headers={**AUTH, **jpeg})
+    assert added.status_code == 201, added.text
+    assert writer.post("/v1/identify", content=photo, headers=jpeg).json()["instance"] == "aero"
