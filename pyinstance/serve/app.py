@@ -31,6 +31,7 @@ from starlette.datastructures import UploadFile
 from pyinstance.plugins import PluginError
 from pyinstance.serve.collection import Collection, Version
 from pyinstance.serve.errors import ApiError, install_error_handlers
+from pyinstance.serve.heatmap import similarity_heatmap
 from pyinstance.serve.metrics import Metrics
 from pyinstance.serve.review import ReviewQueue
 from pyinstance.serve.uploads import FORMATS, IMAGE_TYPES, decode_image, open_image, read_body
@@ -346,6 +347,34 @@ def create_app(
             in_flight[0] -= 1
         metrics.answer(answer["instance"] is not None)
         return answer
+
+    @app.post(
+        "/v1/heatmap",
+        summary="Where a photo matches a reference image: similarity heat map (JPEG)",
+        openapi_extra=_IDENTIFY_BODY,
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    async def heatmap(
+        request: Request,
+        image_id: str = Query(..., max_length=1024, description="the reference image"),
+    ) -> Response:
+        check_image_id(image_id)
+        ((name, data),) = await uploaded(request, many=False)
+        pinned = version()
+        if image_id not in pinned.images:
+            raise ApiError(404, "unknown_image", f"no image {image_id!r} in the index")
+
+        def run() -> bytes:
+            longest = round(max(pinned.view.recipe.scales) * pinned.view.recipe.max_side)
+            image = decode_image(data, max_pixels=max_pixels, longest=longest, name=name)
+            try:
+                return similarity_heatmap(pinned.view, image, image_id)
+            except ValueError as error:
+                raise ApiError(422, "heatmap_unavailable", str(error)) from error
+
+        picture = await anyio.to_thread.run_sync(run, limiter=limiter)
+        return Response(picture, media_type="image/jpeg")
 
     # -- reading the collection -----------------------------------------------------------
 

@@ -367,3 +367,23 @@ def test_an_emptied_index_answers_409_then_serves_again(
     added = writer.post("/v1/instances/aero/images", content=reference, headers={**AUTH, **jpeg})
     assert added.status_code == 201, added.text
     assert writer.post("/v1/identify", content=photo, headers=jpeg).json()["instance"] == "aero"
+
+
+def test_heatmap_of_a_photo_against_a_reference(client: TestClient, pairs: Path) -> None:
+    photo = (pairs / "query" / "graf3.png").read_bytes()
+    png = {"Content-Type": "image/png"}
+    response = client.post(
+        "/v1/heatmap", params={"image_id": "reference/graf1.png"}, content=photo, headers=png
+    )
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    picture = Image.open(io.BytesIO(response.content))
+    original = Image.open(io.BytesIO(photo))
+    assert max(picture.size) <= 640
+    assert abs(picture.width / picture.height - original.width / original.height) < 0.02
+    unknown = client.post(
+        "/v1/heatmap", params={"image_id": "reference/nope.png"}, content=photo, headers=png
+    )
+    assert_error(unknown, 404, "unknown_image")
+    bad = client.post("/v1/heatmap", params={"image_id": "../x"}, content=photo, headers=png)
+    assert_error(bad, 400, "invalid_id")
+    assert_error(client.post("/v1/heatmap", content=photo, headers=png), 422, "invalid_request")

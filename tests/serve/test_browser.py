@@ -91,6 +91,9 @@ def test_curator_page_adds_tests_and_removes_an_instance(
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#matches li")) == 5)
     matches = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#matches li")]
     assert {m.split(" — ")[0] for m in matches[:2]} == {"rubberwhale", "whale-two"}
+    wait.until(
+        lambda b: b.execute_script("return document.getElementById('heatmap').naturalWidth") > 0
+    )
     browser.save_screenshot(str(artifacts / "curator-added.png"))
 
     browser.find_element(*tile).find_element(By.CSS_SELECTOR, "button.remove").click()
