@@ -95,6 +95,8 @@ def test_curator_page_adds_tests_and_removes_an_instance(
         lambda b: b.execute_script("return document.getElementById('heatmap').naturalWidth") > 0
     )
     browser.save_screenshot(str(artifacts / "curator-added.png"))
+    browser.execute_script("document.getElementById('heatbox').scrollIntoView()")
+    browser.save_screenshot(str(artifacts / "curator-heatmap.png"))
 
     browser.find_element(*tile).find_element(By.CSS_SELECTOR, "button.remove").click()
     wait.until(expected_conditions.alert_is_present()).accept()
