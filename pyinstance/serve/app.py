@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import io
 import os
-import re
 import tempfile
 import time
 from collections import OrderedDict
@@ -46,8 +45,6 @@ TOKEN_ENV = "PYINSTANCE_API_TOKEN"
 THUMBNAIL_SIDE = 320
 _THUMBNAILS_KEPT = 512
 _MULTIPART_SLACK = 64 * 1024
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,127}")
-_IMAGE_SEGMENT = re.compile(r"[A-Za-z0-9._ -]{1,255}")
 _PAGE_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self' 'unsafe-inline'; connect-src 'self'; form-action 'self'"
@@ -86,26 +83,36 @@ _ADD_BODY = {
 }
 
 
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one path segment of an id (None when it can)."""
+    if not name or name != name.strip():
+        return "empty, or leading/trailing white space"
+    if name in (".", ".."):
+        return "'.' and '..' are not names"
+    if "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "contains a backslash or a control character"
+    return None
+
+
 def check_instance_id(value: str) -> str:
-    """An instance id: letters, digits, ``._ -``, 1–128 characters, no path separators."""
-    if not _INSTANCE_ID.fullmatch(value):
-        raise ApiError(
-            400, "invalid_id", f"instance id {value[:80]!r}: expected 1-128 characters of "
-            "letters, digits, '.', '_', '-' or space, starting with a letter or digit"
-        )  # fmt: skip
+    """An instance id: one name of at most 128 characters (no '/', '\\', control
+    characters, '.' or '..'); any other character, Unicode included, is fine."""
+    problem = "contains '/'" if "/" in value else _name_problem(value)
+    if problem is None and len(value) > 128:
+        problem = "longer than 128 characters"
+    if problem is not None:
+        raise ApiError(400, "invalid_id", f"instance id {value[:80]!r}: {problem}")
     return value
 
 
 def check_image_id(value: str) -> str:
-    """An image id: '/'-separated segments of letters, digits and ``._ -``; no '..'."""
-    segments = value.split("/")
-    if len(value) > 1024 or not all(
-        _IMAGE_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments
-    ):
-        raise ApiError(
-            400, "invalid_id", f"image id {value[:80]!r}: expected '/'-separated names of "
-            "letters, digits, '.', '_', '-' or space, without '.' or '..' segments"
-        )  # fmt: skip
+    """An image id: '/'-separated names (as :func:`check_instance_id`), 1024 characters
+    at most, not starting with '/'."""
+    problem = next(filter(None, map(_name_problem, value.split("/"))), None)
+    if problem is None and len(value) > 1024:
+        problem = "longer than 1024 characters"
+    if problem is not None:
+        raise ApiError(400, "invalid_id", f"image id {value[:80]!r}: {problem}")
     return value
 
 

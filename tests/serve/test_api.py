@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -387,3 +388,25 @@ def test_heatmap_of_a_photo_against_a_reference(client: TestClient, pairs: Path)
     bad = client.post("/v1/heatmap", params={"image_id": "../x"}, content=photo, headers=png)
     assert_error(bad, 400, "invalid_id")
     assert_error(client.post("/v1/heatmap", content=photo, headers=png), 422, "invalid_request")
+
+
+def test_ids_with_spaces_brackets_and_unicode(writer: TestClient, pairs: Path) -> None:
+    name = "Mona Lisa (1503) – Léonard"
+    url = f"/v1/instances/{quote(name)}"
+    photo = (pairs / "reference" / "home.jpg").read_bytes()
+    response = writer.post(
+        url + "/images", content=photo, headers={**AUTH, "Content-Type": "image/jpeg"}
+    )
+    assert response.status_code == 200 and response.json()["unchanged"] == 1  # home has it
+    other = (pairs / "query" / "leuvenB.jpg").read_bytes()
+    response = writer.post(
+        url + "/images", content=other, headers={**AUTH, "Content-Type": "image/jpeg"}
+    )
+    assert response.status_code == 201, response.text
+    (image,) = response.json()["images"]
+    assert image["id"].startswith(name + "/")
+    assert writer.get(image["thumbnail_url"]).status_code == 200
+    assert writer.get(url).json()["id"] == name
+    assert writer.delete(url, headers=AUTH).status_code == 200
+    for bad in (" padded", "a\\b", "tab\there", "x" * 129):
+        assert_error(writer.get(f"/v1/instances/{quote(bad)}"), 400, "invalid_id")
