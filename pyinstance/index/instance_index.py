@@ -119,6 +119,27 @@ class InstanceIndex:
     def close(self) -> None:
         self._store.close()
 
+    def pinned(self) -> InstanceIndex:
+        """A read-only view of the index as committed now, sharing this index's describer
+        when it is built.
+
+        Its searches, descriptors, labels, images and settings all come from that one
+        commit, whatever commits later; it runs no SQL, so any thread may use it.
+        Writing through it raises ``PermissionError``.
+        """
+        view = InstanceIndex(self._store.pinned(), device=self._device)
+        view._describer = self._describer
+        return view
+
+    def version(self) -> int:
+        """How many image changes were ever committed (images added + images removed).
+
+        Grows with every add, update and remove commit; compaction and settings leave
+        it unchanged. Two views with the same version hold the same images.
+        """
+        added = int(self._store.meta()["next_row"])
+        return 2 * added - len(self)
+
     def __enter__(self) -> InstanceIndex:
         return self
 

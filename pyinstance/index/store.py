@@ -297,6 +297,10 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    def pinned(self) -> PinnedStore:
+        """A read-only view of what is committed now (see :class:`PinnedStore`)."""
+        return PinnedStore(self)
+
     # -- reading --------------------------------------------------------------------------
 
     @_locked
@@ -580,3 +584,63 @@ class Store:
         self._db.executemany(
             "UPDATE meta SET value = ? WHERE key = ?", [(str(v), k) for k, v in values.items()]
         )
+
+
+class PinnedStore(Store):
+    """A read-only view of a store as committed at one moment.
+
+    Everything is read once at creation (a snapshot, its image records, settings and
+    metadata); afterwards no SQL runs, so the view can be used from any thread, and it
+    never changes, whatever commits later. Writes raise ``PermissionError``.
+    """
+
+    def __init__(self, store: Store):  # deliberately not Store.__init__: nothing to open
+        self.path = store.path
+        self.timeout = store.timeout
+        self.recipe = store.recipe
+        self.format_version = store.format_version
+        self._file_dtype = store._file_dtype
+        self._row_bytes = store._row_bytes
+        self._snapshot = store.snapshot()
+        live = set(self._snapshot.rows.tolist())
+        self._images = [image for image in store.images() if image["row"] in live]
+        self._settings = store.settings()
+        self._meta = store.meta()
+        self._size = store.size_on_disk()
+
+    def close(self) -> None:
+        pass
+
+    def pinned(self) -> PinnedStore:
+        return self
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def images(self) -> list[dict[str, Any]]:
+        return [dict(image) for image in self._images]
+
+    def image_by_sha(self, sha256s: Sequence[str]) -> dict[str, str]:
+        wanted = set(sha256s)
+        return {i["sha256"]: i["id"] for i in self._images if i["sha256"] in wanted}
+
+    def image_sha(self, image_ids: Sequence[str]) -> dict[str, str | None]:
+        wanted = set(image_ids)
+        return {i["id"]: i["sha256"] for i in self._images if i["id"] in wanted}
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        return self._settings.get(key, default)
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self._settings)
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._meta)
+
+    def size_on_disk(self) -> int:
+        return self._size
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[dict[str, str]]:
+        raise PermissionError(f"index: a pinned view of {str(self.path)!r} is read-only")
+        yield {}  # pragma: no cover - makes this a generator

@@ -1,0 +1,678 @@
+"""The identification service: a FastAPI application over one instance index.
+
+Create it with :func:`create_app` and serve it with uvicorn (``pyinstance serve``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import io
+import os
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from PIL import Image
+from starlette.datastructures import UploadFile
+
+from pyinstance.plugins import PluginError
+from pyinstance.serve.collection import Collection, Version
+from pyinstance.serve.errors import ApiError, install_error_handlers
+from pyinstance.serve.heatmap import similarity_heatmap
+from pyinstance.serve.metrics import Metrics
+from pyinstance.serve.review import ReviewQueue
+from pyinstance.serve.uploads import FORMATS, IMAGE_TYPES, decode_image, open_image, read_body
+
+#: Defaults of the upload limits.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+#: Photos one add request may carry.
+MAX_FILES = 20
+#: Environment variable holding the write token.
+TOKEN_ENV = "PYINSTANCE_API_TOKEN"
+THUMBNAIL_SIDE = 320
+_THUMBNAILS_KEPT = 512
+_MULTIPART_SLACK = 64 * 1024
+_PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; connect-src 'self'; form-action 'self'"
+)
+_IDENTIFY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in IMAGE_TYPES},
+        },
+    }
+}
+_ADD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["files"],
+                }
+            },
+            **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in IMAGE_TYPES},
+        },
+    }
+}
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one path segment of an id (None when it can)."""
+    if not name or name != name.strip():
+        return "empty, or leading/trailing white space"
+    if name in (".", ".."):
+        return "'.' and '..' are not names"
+    if "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "contains a backslash or a control character"
+    return None
+
+
+def check_instance_id(value: str) -> str:
+    """An instance id: one name of at most 128 characters (no '/', '\\', control
+    characters, '.' or '..'); any other character, Unicode included, is fine."""
+    problem = "contains '/'" if "/" in value else _name_problem(value)
+    if problem is None and len(value) > 128:
+        problem = "longer than 128 characters"
+    if problem is not None:
+        raise ApiError(400, "invalid_id", f"instance id {value[:80]!r}: {problem}")
+    return value
+
+
+def check_image_id(value: str) -> str:
+    """An image id: '/'-separated names (as :func:`check_instance_id`), 1024 characters
+    at most, not starting with '/'."""
+    problem = next(filter(None, map(_name_problem, value.split("/"))), None)
+    if problem is None and len(value) > 1024:
+        problem = "longer than 1024 characters"
+    if problem is not None:
+        raise ApiError(400, "invalid_id", f"image id {value[:80]!r}: {problem}")
+    return value
+
+
+def thumbnail_url(image_id: str | None) -> str | None:
+    return None if image_id is None else f"/v1/images/{quote(image_id, safe='/')}/thumbnail"
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The token in ``path`` (surrounding whitespace dropped); empty is an error."""
+    token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError(f"token file {str(path)!r} is empty")
+    return token
+
+
+def create_app(
+    index_path: str | os.PathLike[str],
+    *,
+    token: str | None = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    workers: int = 2,
+    cors_origins: Sequence[str] = (),
+    refresh_seconds: float = 2.0,
+    max_queue: int = 64,
+    review_days: float | None = None,
+    review_below: float = 0.5,
+) -> FastAPI:
+    """The service over the index at ``index_path``.
+
+    Args:
+        token: bearer token of the write endpoints; default: ``$PYINSTANCE_API_TOKEN``;
+            none at all: the service is read-only (writes answer 403).
+        max_upload_bytes: largest accepted photo, in bytes (413 beyond).
+        max_pixels: largest accepted photo, in pixels, read from its header before any
+            decoding (413 beyond: decompression bombs never get decoded).
+        workers: identifications running at once, in threads outside the event loop.
+        cors_origins: origins allowed by CORS; none: CORS off.
+        refresh_seconds: how often to look for commits made by other processes.
+        max_queue: identifications waiting for a worker beyond which requests answer 503.
+        review_days: opt-in review queue: keep visitor photos answered unknown or below
+            ``review_below`` confidence for this many days, for curators (in
+            ``INDEX/review/``); None: no photo is kept.
+        review_below: confidence below which a photo goes to the review queue.
+    """
+    for name, value in (
+        ("max_upload_bytes", max_upload_bytes),
+        ("max_pixels", max_pixels),
+        ("workers", workers),
+        ("max_queue", max_queue),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    if isinstance(cors_origins, str):
+        raise TypeError("cors_origins: expected a sequence of origins, got a str")
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
+    if token is not None and (not isinstance(token, str) or not token.strip()):
+        raise ValueError("token: expected a non-empty str")
+    collection = Collection(index_path)
+    collection.open()  # fails here, before serving, when the index cannot be opened
+    review = (
+        ReviewQueue(collection.path / "review", days=review_days, below=review_below)
+        if review_days is not None
+        else None
+    )
+    metrics = Metrics()
+    limiter = anyio.CapacityLimiter(workers)
+    in_flight = [0]  # identifications running or waiting for a worker
+    thumbnails: OrderedDict[tuple[str, str | None], bytes] = OrderedDict()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(refresh_seconds)
+                with contextlib.suppress(Exception):  # a busy or vanished index: next time
+                    await collection.refresh()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            collection.close()
+
+    app = FastAPI(
+        title="pyinstance identification service",
+        version=collection.current.info["pyinstance_version"],
+        description="Identify photos against an instance index; curate the collection.",
+        lifespan=lifespan,
+    )
+    app.state.collection = collection
+    app.state.metrics = metrics
+    install_error_handlers(app, metrics)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        metrics.request(request.method, endpoint, response.status_code, time.perf_counter() - start)
+        return response
+
+    def version() -> Version:
+        assert collection.current is not None
+        return collection.current
+
+    def writer(request: Request) -> None:
+        if token is None:
+            raise ApiError(
+                403, "read_only", "this service is read-only: start it with a token "
+                f"(${TOKEN_ENV} or --token-file) to allow changes"
+            )  # fmt: skip
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise ApiError(
+                401, "unauthorized", "missing 'Authorization: Bearer <token>' header",
+                {"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise ApiError(401, "unauthorized", "wrong token", {"WWW-Authenticate": "Bearer"})
+
+    async def uploaded(request: Request, *, many: bool) -> list[tuple[str, bytes]]:
+        """The photos of a multipart body (field ``file``/``files``) or a raw image body."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind in IMAGE_TYPES:
+            return [("body", await read_body(request, max_upload_bytes))]
+        if kind != "multipart/form-data":
+            raise ApiError(
+                415, "unsupported_media_type", f"content type {kind or 'none'!r}: send "
+                f"multipart/form-data or a raw image body ({', '.join(IMAGE_TYPES)})"
+            )  # fmt: skip
+        files = MAX_FILES if many else 1
+        request._body = await read_body(request, files * max_upload_bytes + _MULTIPART_SLACK)
+        form = await request.form(max_files=files, max_fields=8)
+        parts = [
+            part
+            for key in ("file", "files", "image")
+            for part in form.getlist(key)
+            if isinstance(part, UploadFile)
+        ]
+        if not parts:
+            raise ApiError(422, "missing_file", "no image in the form (field 'file' or 'files')")
+        if not many and len(parts) > 1:
+            raise ApiError(422, "too_many_files", "send one photo to identify")
+        out = []
+        for part in parts:
+            data = await part.read()
+            if len(data) > max_upload_bytes:
+                raise ApiError(
+                    413, "too_large", f"{part.filename}: exceeds {max_upload_bytes} bytes"
+                )
+            out.append((part.filename or "file", data))
+        return out
+
+    # -- identification -------------------------------------------------------------------
+
+    @app.post(
+        "/v1/identify",
+        summary="Identify a photo: the instance or unknown, with a confidence",
+        openapi_extra=_IDENTIFY_BODY,
+    )
+    async def identify(
+        request: Request,
+        top_k: int = Query(5, ge=1, le=50, description="instances listed"),
+        threshold: float | None = Query(
+            None, ge=0.0, le=1.0, description="confidence below which the answer is unknown"
+        ),
+        classifier: str | None = Query(
+            None, max_length=64, description="a registered classifier (default: the index's)"
+        ),
+    ) -> dict[str, Any]:
+        ((name, data),) = await uploaded(request, many=False)
+        if in_flight[0] >= workers + max_queue:
+            raise ApiError(
+                503, "busy", f"{max_queue} identifications are already waiting; retry shortly",
+                {"Retry-After": "1"},
+            )  # fmt: skip
+        pinned = version()
+
+        def run() -> dict[str, Any]:
+            start = time.perf_counter()
+            try:
+                identifier = pinned.identifier(classifier, threshold, top_k)
+            except (PluginError, KeyError) as error:
+                raise ApiError(400, "unknown_classifier", str(error).strip("'\"")) from error
+            except ValueError as error:
+                if len(pinned.view) == 0:
+                    raise ApiError(409, "empty_index", "the index holds no references") from error
+                raise ApiError(400, "invalid_classifier", str(error)) from error
+            longest = round(max(pinned.view.recipe.scales) * pinned.view.recipe.max_side)
+            decoding = time.perf_counter()
+            image = decode_image(data, max_pixels=max_pixels, longest=longest, name=name)
+            decoded = time.perf_counter()
+            try:
+                (result,) = identifier.identify([image])
+            except ValueError as error:  # e.g. smaller than the backbone accepts
+                raise ApiError(422, "unusable_image", str(error)) from error
+            ms = dict(result.ms)
+            ms["decode"] = (decoded - decoding) * 1e3
+            ms["prepare"] = (decoding - start) * 1e3
+            ms["total"] = (time.perf_counter() - start) * 1e3
+            answer = {
+                "instance": result.instance,
+                "confidence": result.confidence,
+                "threshold": identifier.threshold,
+                "classifier": classifier or pinned.default_classifier,
+                "top_k": [
+                    {
+                        "instance": m.instance,
+                        "score": m.score,
+                        "image_id": m.image_id,
+                        "thumbnail_url": thumbnail_url(m.image_id),
+                    }
+                    for m in result.top_k
+                ],
+                "ms": ms,
+                "version": pinned.number,
+            }
+            if review is not None and review.wants(result.instance, result.confidence):
+                fmt = open_image(data, max_pixels=max_pixels, name=name).format
+                review.keep(hashlib.sha256(data).hexdigest(), data, FORMATS[fmt], answer)
+            return answer
+
+        in_flight[0] += 1  # the event loop's thread only: no lock needed
+        try:
+            answer = await anyio.to_thread.run_sync(run, limiter=limiter)
+        finally:
+            in_flight[0] -= 1
+        metrics.answer(answer["instance"] is not None)
+        return answer
+
+    @app.post(
+        "/v1/heatmap",
+        summary="Where a photo matches a reference image: similarity heat map (JPEG)",
+        openapi_extra=_IDENTIFY_BODY,
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    async def heatmap(
+        request: Request,
+        image_id: str = Query(..., max_length=1024, description="the reference image"),
+    ) -> Response:
+        check_image_id(image_id)
+        ((name, data),) = await uploaded(request, many=False)
+        pinned = version()
+        if image_id not in pinned.images:
+            raise ApiError(404, "unknown_image", f"no image {image_id!r} in the index")
+
+        def run() -> bytes:
+            longest = round(max(pinned.view.recipe.scales) * pinned.view.recipe.max_side)
+            image = decode_image(data, max_pixels=max_pixels, longest=longest, name=name)
+            try:
+                return similarity_heatmap(pinned.view, image, image_id)
+            except ValueError as error:
+                raise ApiError(422, "heatmap_unavailable", str(error)) from error
+
+        picture = await anyio.to_thread.run_sync(run, limiter=limiter)
+        return Response(picture, media_type="image/jpeg")
+
+    # -- reading the collection -----------------------------------------------------------
+
+    def instance_summary(name: str, images: list[dict[str, Any]]) -> dict[str, Any]:
+        first = images[0]["id"] if images else None
+        return {
+            "id": name,
+            "images": len(images),
+            "added": min((i["added"] for i in images), default=None),
+            "thumbnail_url": thumbnail_url(first),
+        }
+
+    def image_summary(image: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": image["id"],
+            "instance": image["instance"],
+            "added": image["added"],
+            "sha256": image["sha256"],
+            "thumbnail_url": thumbnail_url(image["id"]),
+        }
+
+    @app.get("/v1/instances", summary="Instances, optionally filtered by a substring of the id")
+    async def list_instances(
+        q: str | None = Query(None, max_length=128, description="substring of the id"),
+        offset: int = Query(0, ge=0),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        pinned = version()
+        names = [n for n in pinned.instances if q is None or q.lower() in n.lower()]
+        return {
+            "version": pinned.number,
+            "total": len(names),
+            "instances": [
+                instance_summary(n, pinned.instances[n]) for n in names[offset : offset + limit]
+            ],
+        }
+
+    @app.get("/v1/instances/{instance_id}", summary="One instance and its reference images")
+    async def get_instance(instance_id: str) -> dict[str, Any]:
+        check_instance_id(instance_id)
+        pinned = version()
+        if instance_id not in pinned.instances:
+            raise ApiError(404, "unknown_instance", f"no instance {instance_id!r} in the index")
+        images = pinned.instances[instance_id]
+        return {
+            **instance_summary(instance_id, images),
+            "version": pinned.number,
+            "reference_images": [image_summary(i) for i in images],
+        }
+
+    @app.get(
+        "/v1/images/{image_id:path}/thumbnail",
+        summary="A reference image as a JPEG thumbnail",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    async def thumbnail(image_id: str) -> Response:
+        check_image_id(image_id)
+        image = version().images.get(image_id)
+        if image is None:
+            raise ApiError(404, "unknown_image", f"no image {image_id!r} in the index")
+        if image["source"] is None:
+            raise ApiError(404, "no_source", f"image {image_id!r} was added without a file")
+        key = (image_id, image["sha256"])
+        data = thumbnails.get(key)
+        if data is None:
+            data = await anyio.to_thread.run_sync(make_thumbnail, image["source"], image_id)
+            thumbnails[key] = data
+            while len(thumbnails) > _THUMBNAILS_KEPT:
+                thumbnails.popitem(last=False)
+        return Response(
+            data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+        )
+
+    # -- changing the collection ----------------------------------------------------------
+
+    @app.post(
+        "/v1/instances/{instance_id}/images",
+        summary="Add photos to an instance (created if new), in one commit",
+        dependencies=[Depends(writer)],
+        status_code=201,
+        openapi_extra=_ADD_BODY,
+    )
+    async def add_images(instance_id: str, request: Request) -> JSONResponse:
+        check_instance_id(instance_id)
+        photos = await uploaded(request, many=True)
+        paths = await anyio.to_thread.run_sync(store_uploads, photos)
+        report = await collection.add(instance_id, paths)
+        if report.added + report.updated + report.unchanged == 0:
+            reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in report.skipped)
+            raise ApiError(422, "nothing_added", f"no photo could be added ({reasons})")
+        pinned = version()
+        holders = {image["sha256"]: image for image in pinned.images.values()}
+        elsewhere = [
+            {"file": name, "instance": holders[path.stem]["instance"]}
+            for (name, _), path in zip(photos, paths, strict=True)
+            if path.stem in holders and holders[path.stem]["instance"] != instance_id
+        ]
+        return JSONResponse(
+            {
+                "instance": instance_id,
+                "added": report.added,
+                "unchanged": report.unchanged,
+                "already_in_other_instances": elsewhere,
+                "skipped": [
+                    {"file": Path(s.path).name, "reason": s.reason} for s in report.skipped
+                ],
+                "version": pinned.number,
+                "images": [image_summary(i) for i in pinned.instances.get(instance_id, [])],
+            },
+            status_code=201 if report.added else 200,
+        )
+
+    @app.delete(
+        "/v1/instances/{instance_id}",
+        summary="Remove an instance and all its images, in one commit",
+        dependencies=[Depends(writer)],
+    )
+    async def delete_instance(instance_id: str) -> dict[str, Any]:
+        check_instance_id(instance_id)
+        if instance_id not in version().instances:
+            raise ApiError(404, "unknown_instance", f"no instance {instance_id!r} in the index")
+        try:
+            removed = await collection.remove(instance=instance_id)
+        except KeyError as error:  # removed meanwhile by another request
+            raise ApiError(404, "unknown_instance", str(error).strip("\"'")) from error
+        return {"removed_images": removed, "version": version().number}
+
+    @app.delete(
+        "/v1/images/{image_id:path}",
+        summary="Remove one reference image, in one commit",
+        dependencies=[Depends(writer)],
+    )
+    async def delete_image(image_id: str) -> dict[str, Any]:
+        check_image_id(image_id)
+        if image_id not in version().images:
+            raise ApiError(404, "unknown_image", f"no image {image_id!r} in the index")
+        try:
+            removed = await collection.remove(image=image_id)
+        except KeyError as error:
+            raise ApiError(404, "unknown_image", str(error).strip("\"'")) from error
+        return {"removed_images": removed, "version": version().number}
+
+    def store_uploads(photos: list[tuple[str, bytes]]) -> list[Path]:
+        """Check each photo decodes, then keep it as ``uploads/<sha256>.<ext>`` (atomic)."""
+        collection.uploads.mkdir(exist_ok=True)
+        paths = []
+        for name, data in photos:
+            image = decode_image(data, max_pixels=max_pixels, longest=THUMBNAIL_SIDE, name=name)
+            fmt = open_image(data, max_pixels=max_pixels, name=name).format
+            del image
+            path = collection.uploads / f"{hashlib.sha256(data).hexdigest()}.{FORMATS[fmt]}"
+            if not path.exists():
+                fd, temporary = tempfile.mkstemp(dir=collection.uploads, prefix=".upload-")
+                try:
+                    with os.fdopen(fd, "wb") as handle:
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(temporary, path)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temporary)
+                    raise
+            paths.append(path)
+        return paths
+
+    def make_thumbnail(source: str, image_id: str) -> bytes:
+        try:
+            with Image.open(source) as image:
+                image.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+                image = image.convert("RGB")
+                image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+                out = io.BytesIO()
+                image.save(out, "JPEG", quality=85)
+                return out.getvalue()
+        except (OSError, ValueError) as error:
+            raise ApiError(
+                404, "source_unreadable", f"image {image_id!r}: its file cannot be read"
+            ) from error
+
+    # -- review queue -----------------------------------------------------------------------
+
+    def queue() -> ReviewQueue:
+        if review is None:
+            raise ApiError(
+                404, "review_disabled", "the review queue is off (start the service with "
+                "--review-days N to keep low-confidence visitor photos)"
+            )  # fmt: skip
+        return review
+
+    def review_item(item_id: str) -> tuple[dict[str, Any], Path]:
+        found = queue().get(item_id)
+        if found is None:
+            raise ApiError(404, "unknown_review_item", f"no review item {item_id[:80]!r}")
+        return found
+
+    @app.get(
+        "/v1/review",
+        summary="Visitor photos answered unknown or with a low confidence (newest first)",
+        dependencies=[Depends(writer)],
+    )
+    async def review_list() -> dict[str, Any]:
+        kept = queue()
+        items = await anyio.to_thread.run_sync(kept.items)
+        return {
+            "days": kept.days,
+            "below": kept.below,
+            "items": [{**i, "photo_url": f"/v1/review/{i['id']}/photo"} for i in items],
+        }
+
+    @app.get(
+        "/v1/review/{item_id}/photo",
+        summary="A review item's photo",
+        dependencies=[Depends(writer)],
+        response_class=Response,
+    )
+    async def review_photo(item_id: str) -> Response:
+        record, photo = review_item(item_id)
+        data = await anyio.to_thread.run_sync(photo.read_bytes)
+        kind = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}[record["ext"]]
+        return Response(data, media_type=kind, headers={"Cache-Control": "no-store"})
+
+    @app.post(
+        "/v1/review/{item_id}/add",
+        summary="Add a review item's photo to an instance (one commit) and take it off the queue",
+        dependencies=[Depends(writer)],
+        status_code=201,
+    )
+    async def review_add(
+        item_id: str, instance: str = Query(..., min_length=1, max_length=128)
+    ) -> dict[str, Any]:
+        check_instance_id(instance)
+        record, photo = review_item(item_id)
+        data = await anyio.to_thread.run_sync(photo.read_bytes)
+        paths = await anyio.to_thread.run_sync(store_uploads, [(photo.name, data)])
+        report = await collection.add(instance, paths)
+        if report.added + report.unchanged == 0:
+            reasons = "; ".join(s.reason for s in report.skipped)
+            raise ApiError(422, "nothing_added", f"the photo could not be added ({reasons})")
+        queue().discard(item_id)
+        return {"instance": instance, "added": report.added, "version": version().number}
+
+    @app.delete(
+        "/v1/review/{item_id}", summary="Discard a review item", dependencies=[Depends(writer)]
+    )
+    async def review_discard(item_id: str) -> dict[str, Any]:
+        review_item(item_id)
+        queue().discard(item_id)
+        return {"discarded": item_id}
+
+    # -- service --------------------------------------------------------------------------
+
+    @app.get("/healthz", summary="Liveness: the index is open")
+    async def healthz() -> dict[str, Any]:
+        pinned = version()
+        return {"status": "ok", "version": pinned.number, "images": len(pinned.images)}
+
+    @app.get("/v1/info", summary="The index: recipe, counts, version, limits")
+    async def info() -> dict[str, Any]:
+        pinned = version()
+        details = dict(pinned.info)
+        return {
+            "version": pinned.number,
+            "format_version": details["version"],
+            "images": details["images"],
+            "instances": details["instances"],
+            "recipe": details["recipe"],
+            "settings": details["settings"],
+            "classifier": pinned.default_classifier,
+            "pyinstance_version": details["pyinstance_version"],
+            "read_only": token is None,
+            "limits": {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels},
+        }
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    # -- pages ----------------------------------------------------------------------------
+
+    def page(name: str) -> HTMLResponse:
+        html = resources.files("pyinstance.serve").joinpath("static", name).read_text("utf-8")
+        return HTMLResponse(html, headers={"Content-Security-Policy": _PAGE_CSP})
+
+    @app.get("/", include_in_schema=False)
+    async def visitor_page() -> HTMLResponse:
+        return page("visitor.html")
+
+    @app.get("/curator", include_in_schema=False)
+    async def curator_page() -> HTMLResponse:
+        return page("curator.html")
+
+    return app

@@ -1,0 +1,126 @@
+"""The served index: one writer thread owns it; readers use immutable pinned versions.
+
+Every write (add, remove) runs on the single index thread, which owns the index's SQLite
+connection, so writes are serialised. After each commit the thread pins the new commit
+(:meth:`InstanceIndex.pinned`) into a :class:`Version` and swaps it in with one
+assignment: a search holds the version it started with until it ends, so it never sees a
+half-applied change, and the next search sees the new one without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pyinstance.identification import DEFAULT_CLASSIFIER, Identifier
+from pyinstance.index import AddReport, InstanceIndex
+
+T = TypeVar("T")
+#: Identifiers (classifier, threshold, top_k) kept fitted per version.
+_IDENTIFIERS_KEPT = 16
+
+
+@dataclass
+class Version:
+    """One committed state of the index, pinned: never changes, usable from any thread."""
+
+    number: int
+    view: InstanceIndex
+    images: dict[str, dict[str, Any]]
+    instances: dict[str, list[dict[str, Any]]]
+    info: dict[str, Any]
+    _identifiers: OrderedDict[tuple[Any, ...], Identifier] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def pin(cls, index: InstanceIndex) -> Version:
+        view = index.pinned()
+        images = {image["id"]: image for image in view.images()}
+        instances: dict[str, list[dict[str, Any]]] = {name: [] for name in view.instances}
+        for image in images.values():
+            instances[image["instance"]].append(image)
+        return cls(view.version(), view, images, instances, view.info())
+
+    @property
+    def default_classifier(self) -> str:
+        return self.view.get_setting("classifier") or DEFAULT_CLASSIFIER
+
+    def identifier(self, classifier: str | None, threshold: float | None, top_k: int) -> Identifier:
+        """A fitted :class:`Identifier` on this version (cached; fitting runs once)."""
+        key = (classifier or self.default_classifier, threshold, top_k)
+        with self._lock:
+            found = self._identifiers.get(key)
+            if found is not None:
+                self._identifiers.move_to_end(key)
+                return found
+            made = Identifier(self.view, classifier=key[0], threshold=threshold, top_k=top_k)
+            self._identifiers[key] = made
+            if len(self._identifiers) > _IDENTIFIERS_KEPT:
+                self._identifiers.popitem(last=False)
+            return made
+
+
+class Collection:
+    """The index at ``path`` as served: :attr:`current` version, writes on one thread."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.uploads = self.path / "uploads"
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyinstance-index")
+        self._index: InstanceIndex | None = None
+        self.current: Version | None = None
+
+    def open(self) -> None:
+        """Open the index (on the index thread), build its describer, pin the first version."""
+        self._thread.submit(self._open).result()
+
+    def _open(self) -> None:
+        self._index = InstanceIndex.open(self.path)
+        for stale in self.uploads.glob(".upload-*"):  # a write cut short by a crash
+            stale.unlink(missing_ok=True)
+        self._index.describer  # noqa: B018 - load the network once, shared by every version
+        self.current = Version.pin(self._index)
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._thread.submit(self._index.close).result()
+        self._thread.shutdown(wait=True)
+
+    async def write(self, job: Callable[[InstanceIndex], T]) -> T:
+        """Run ``job(index)`` on the index thread, then pin and publish the new version."""
+
+        def run() -> T:
+            assert self._index is not None
+            try:
+                return job(self._index)
+            finally:
+                self.current = Version.pin(self._index)
+
+        return await asyncio.wrap_future(self._thread.submit(run))
+
+    async def refresh(self) -> bool:
+        """Pin the index again if another process committed; whether it changed."""
+
+        def run() -> bool:
+            assert self._index is not None and self.current is not None
+            if self._index.version() == self.current.number and (
+                self._index.info()["settings"] == self.current.info["settings"]
+            ):
+                return False
+            self.current = Version.pin(self._index)
+            return True
+
+        return await asyncio.wrap_future(self._thread.submit(run))
+
+    async def add(self, instance: str, files: Sequence[Path]) -> AddReport:
+        return await self.write(lambda index: index.add(list(files), instance=instance))
+
+    async def remove(self, *, instance: str | None = None, image: str | None = None) -> int:
+        return await self.write(lambda index: index.remove(instance=instance, image=image))

@@ -1,0 +1,59 @@
+"""``kill -9`` of the service during an add leaves the index at the old or the new version."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pyinstance.index import InstanceIndex
+
+from .conftest import TOKEN, running_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.4, 1.2])
+def test_kill_during_add(index_copy: Path, tmp_path: Path, pairs: Path, delay: float) -> None:
+    photos = sorted((pairs / "query").iterdir())
+    with InstanceIndex.open(index_copy) as index:
+        old = (index.version(), len(index), index.instances)
+    with running_server(index_copy, tmp_path) as (url, process):
+
+        def add() -> None:
+            files = [("files", (p.name, p.read_bytes(), "image/png")) for p in photos]
+            with contextlib.suppress(httpx.HTTPError):  # the server dies under it
+                httpx.post(
+                    f"{url}/v1/instances/new-one/images",
+                    files=files,
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                    timeout=120,
+                )
+
+        request = threading.Thread(target=add)
+        request.start()
+        uploads = index_copy / "uploads"
+        deadline = time.monotonic() + 60
+        while not (uploads.is_dir() and any(uploads.iterdir())):  # the add is under way
+            assert time.monotonic() < deadline, "the add never started"
+            time.sleep(0.01)
+        time.sleep(delay)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        request.join()
+    with InstanceIndex.open(index_copy) as index:
+        now = (index.version(), len(index), index.instances)
+        new = (old[0] + len(photos), old[1] + len(photos), tuple(sorted((*old[2], "new-one"))))
+        assert now in (old, new)
+        assert index.search(index.descriptors()[:1], 1).labels.shape == (1, 1)
+        kept = sorted(p for p in uploads.iterdir() if not p.name.startswith("."))
+        report = index.add(kept[:1], instance="after-crash")
+        assert report.added + report.unchanged == 1
+    with running_server(index_copy, tmp_path):  # a restart drops half-written uploads
+        assert not list(uploads.glob(".upload-*"))
