@@ -84,8 +84,10 @@ void gather_rows(const float* x, const int64_t* idx, int64_t count, int64_t dim,
 // Positive pairs of every anchor, their similarities computed by the same tile kernel as the
 // negatives' (dot_rows_for(active_isa()), one fixed summation order per entry): a pair's
 // similarity is the same float whichever role it plays, so identical vectors tie exactly.
-// Anchors with the same positive range (the same label) form a group; each group's anchors
-// x positives block is one set of tiles, so the work is proportional to the pair count.
+// Anchors with the same positive range (the same label) form a group; consecutive small
+// groups share one tile (at most kDotPanel anchors and kDotPanel references), so the work
+// stays proportional to the pair count and a batch of 4-image classes packs one panel per
+// four classes.
 PositivePairs positive_pairs(const Problem& pb, int threads) {
   const auto npairs = static_cast<size_t>(pb.pair_off[pb.na]);
   PositivePairs pairs{std::vector<int64_t>(npairs), std::vector<float>(npairs)};
@@ -95,40 +97,64 @@ PositivePairs positive_pairs(const Problem& pb, int threads) {
     if (pb.pair_off[a + 1] > pb.pair_off[a]) anchors.push_back(a);
   std::stable_sort(anchors.begin(), anchors.end(),
                    [&](int64_t x, int64_t y) { return pb.pos_start[x] < pb.pos_start[y]; });
-  std::vector<int64_t> group_begin;
-  for (size_t g = 0; g < anchors.size(); ++g)
-    if (g == 0 || pb.pos_start[anchors[g]] != pb.pos_start[anchors[g - 1]])
-      group_begin.push_back(static_cast<int64_t>(g));
-  group_begin.push_back(static_cast<int64_t>(anchors.size()));
+  // Tile batches: [batch[b], batch[b + 1]) indexes `anchors`; each batch is one group, or
+  // consecutive groups with at most kDotPanel anchors and kDotPanel references in all.
+  std::vector<int64_t> batch;
+  int64_t batch_rows = 0, batch_cols = 0;
+  for (size_t g = 0; g < anchors.size(); ++g) {
+    const int64_t a = anchors[g];
+    const bool new_group = g == 0 || pb.pos_start[a] != pb.pos_start[anchors[g - 1]];
+    const int64_t cols = new_group ? pb.pos_end[a] - pb.pos_start[a] : 0;
+    if (g == 0 || (new_group && (batch_rows + 1 > kDotPanel || batch_cols + cols > kDotPanel))) {
+      batch.push_back(static_cast<int64_t>(g));
+      batch_rows = batch_cols = 0;
+    }
+    batch_rows += 1;
+    batch_cols += cols;
+  }
+  batch.push_back(static_cast<int64_t>(anchors.size()));
   // Within the batch an anchor is one of its group's references: its rank in `order`.
   std::vector<int64_t> rank(pb.same_set ? pb.na : 0);
   for (int64_t t = 0; pb.same_set && t < pb.nr; ++t) rank[pb.order[t]] = t;
   const DotRowsFn dot_rows = dot_rows_for(active_isa());
-  const int64_t dim = pb.dim, ngroups = static_cast<int64_t>(group_begin.size()) - 1;
+  const int64_t dim = pb.dim, nbatches = static_cast<int64_t>(batch.size()) - 1;
 #pragma omp parallel num_threads(threads) if (pb.na > kSerialRows)
   {
-    std::vector<float> rows(static_cast<size_t>(kBlockI * dim));
-    std::vector<float> refs(static_cast<size_t>(kBlockJ * dim));
-    std::vector<float> packed(static_cast<size_t>(kBlockJ * dim));
-    std::vector<float> tile(static_cast<size_t>(kBlockI * kBlockJ));
+    std::vector<int64_t> cols;  // the batch's references, as positions in `order`
+    std::vector<int64_t> col_index;
+    std::vector<float> rows, refs, packed, tile;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t g = 0; g < ngroups; ++g) {
-      const int64_t* members = anchors.data() + group_begin[g];
-      const int64_t nmembers = group_begin[g + 1] - group_begin[g];
-      const int64_t start = pb.pos_start[members[0]], end = pb.pos_end[members[0]];
-      for (int64_t j0 = start; j0 < end; j0 += kBlockJ) {
-        const int64_t nj = std::min(kBlockJ, end - j0);
+    for (int64_t b = 0; b < nbatches; ++b) {
+      const int64_t* members = anchors.data() + batch[b];
+      const int64_t nmembers = batch[b + 1] - batch[b];
+      cols.clear();
+      for (int64_t m = 0; m < nmembers; ++m)
+        if (m == 0 || pb.pos_start[members[m]] != pb.pos_start[members[m - 1]])
+          for (int64_t t = pb.pos_start[members[m]]; t < pb.pos_end[members[m]]; ++t)
+            cols.push_back(t);
+      const int64_t ncols = static_cast<int64_t>(cols.size());
+      const int64_t nj_max = std::min(kBlockJ, (ncols + kDotPanel - 1) / kDotPanel * kDotPanel);
+      const int64_t ni_max = std::min(kBlockI, nmembers);
+      rows.resize(static_cast<size_t>(ni_max * dim));
+      refs.resize(static_cast<size_t>(nj_max * dim));
+      packed.resize(static_cast<size_t>(nj_max * dim));
+      tile.resize(static_cast<size_t>(ni_max * nj_max));
+      for (int64_t j0 = 0; j0 < ncols; j0 += kBlockJ) {
+        const int64_t nj = std::min(kBlockJ, ncols - j0);
         const int64_t npanels = (nj + kDotPanel - 1) / kDotPanel, ld = npanels * kDotPanel;
-        gather_rows(pb.ref, pb.order + j0, nj, dim, refs.data());
+        col_index.resize(static_cast<size_t>(nj));
+        for (int64_t c = 0; c < nj; ++c) col_index[c] = pb.order[cols[j0 + c]];
+        gather_rows(pb.ref, col_index.data(), nj, dim, refs.data());
         pack_dot_panels(refs.data(), 0, nj, dim, packed.data());
         for (int64_t i0 = 0; i0 < nmembers; i0 += kBlockI) {
           const int64_t ni = std::min(kBlockI, nmembers - i0);
           gather_rows(pb.emb, members + i0, ni, dim, rows.data());
           dot_rows(rows.data(), dim, ni, packed.data(), npanels, dim, tile.data(), ld);
           for (int64_t r = 0; r < ni; ++r) {
-            const int64_t a = members[i0 + r];
+            const int64_t a = members[i0 + r], start = pb.pos_start[a], end = pb.pos_end[a];
             for (int64_t c = 0; c < nj; ++c) {
-              const int64_t t = j0 + c;
+              const int64_t t = cols[j0 + c];
+              if (t < start || t >= end) continue;  // another group's reference
               // Pair rank q: the position among the anchor's positives (itself skipped).
               int64_t q = t - start;
               if (pb.same_set) {

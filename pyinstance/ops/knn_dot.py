@@ -76,7 +76,7 @@ def knn_dot(
         k: neighbours per query, 1 <= k <= N (N - 1 when ``exclude`` removes a reference).
         exclude: optional Q int64 reference indices to skip, one per query (-1: none), e.g.
             the query itself when the queries are the references.
-        threads: CPU threads (default: all cores); ignored on CUDA.
+        threads: CPU threads, an integer in 1..1024 (default: OpenMP's); ignored on CUDA.
 
     Returns:
         ``(scores, indices)``: Q x k float32 scores in descending order and Q x k int64

@@ -146,7 +146,7 @@ def triplet_mine(
             anchor's least similar negative (FaceNet); ``"drop"`` drops the pair.
         n_pos, n_neg, n_triplets: ``offline`` sizes (``n_triplets`` defaults to n_pos·n_neg);
             integers >= 1, sizes beyond the number of references act as that number.
-        threads: CPU threads, 1..MAX_THREADS (default: OpenMP's).
+        threads: CPU threads, an integer in 1..1024 (default: OpenMP's).
 
     Returns:
         Three int64 index arrays of equal length on the embeddings' device and of their

@@ -455,3 +455,22 @@ def test_numpy_scalars_are_accepted_like_python_numbers(isa):
         seed=np.uint64(7),
     )  # fmt: skip
     assert len(sampled[0]) <= 5
+
+
+@pytest.mark.parametrize("same_set", [True, False])
+def test_positive_pairs_of_mixed_class_sizes_match_the_reference(isa, same_set):
+    # Classes of 1 to 60 images: small ones share a positive-pair tile, big ones span
+    # several tiles; every strategy sees the same positive similarities as the reference.
+    generator = torch.Generator().manual_seed(11)
+    sizes = [1, 2, 3, 5, 4, 4, 17, 60, 2, 9]
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    labels = labels[torch.randperm(labels.numel(), generator=generator)]
+    x = torch.randint(-2, 3, (labels.numel(), 6), generator=generator).float()
+    extra = {}
+    if not same_set:
+        extra = {"ref_embeddings": x.flip(0), "ref_labels": labels.flip(0)}
+    for strategy in STRATEGIES:
+        kwargs = {"strategy": strategy, "margin": 0.5, **extra}
+        got = triplet_mine(x, labels, **kwargs)
+        expected = triplet_mine_reference(x, labels, **kwargs)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True)), strategy
