@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from pyinstance.models.regions import check_windows
+from pyinstance.models.regions import DEFAULT_WINDOWS, check_windows
 
 #: Storage dtypes of descriptors.
 DTYPES = ("float32", "float16", "bfloat16")
@@ -186,4 +186,14 @@ class Recipe:
 
 
 #: The recipe used when none is given (the lead updates it from measurements).
-DEFAULT_RECIPE = Recipe(backbone="efficientnet_lite0", head="gem", dim=1280, max_side=448)
+#: The default, measured on the museum dev set (``benchmarks/results/recipes.md``): Lite0 +
+#: GeM; references at 448 px; queries at 560 px, scored by their best of 19 windows of one
+#: feature map (a visitor's photo shows the object smaller than a reference does).
+DEFAULT_RECIPE = Recipe(
+    backbone="efficientnet_lite0",
+    head="gem",
+    dim=1280,
+    max_side=448,
+    query_max_side=560,
+    query_windows=DEFAULT_WINDOWS,
+)

@@ -196,7 +196,7 @@ def test_sigkill_of_a_real_image_writer(tmp_path: Path, pairs: Path) -> None:
     for instance, name in (("graf", "graf1.png"), ("box", "box.png"), ("aero", "aero1.jpg")):
         (collection / instance).mkdir(parents=True)
         shutil.copy(pairs / "reference" / name, collection / instance / name)
-    recipe = DEFAULT_RECIPE.with_(max_side=160)
+    recipe = DEFAULT_RECIPE.with_(max_side=160, query_max_side=None, query_windows=None)
     path = tmp_path / "ix"
     index, _ = InstanceIndex.build(
         path, [pairs / "reference" / "home.jpg"], recipe, instance="home", progress=False

@@ -19,7 +19,7 @@ from pyinstance.index import DEFAULT_RECIPE, InstanceIndex
 from pyinstance.serve import create_app
 
 #: Small images keep the tests quick; the service does not depend on the size.
-RECIPE = DEFAULT_RECIPE.with_(max_side=224)
+RECIPE = DEFAULT_RECIPE.with_(max_side=224, query_max_side=None, query_windows=None)
 TOKEN = "test-token-0123456789"
 
 
