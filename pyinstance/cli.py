@@ -99,10 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(run=_plugins)
 
-    from pyinstance.commands import demo, identify
+    from pyinstance.commands import demo, evaluate, identify
 
     identify.add_parsers(commands)
     demo.add_parser(commands)
+    evaluate.add_parser(commands)
     return parser
 
 
