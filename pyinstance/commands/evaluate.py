@@ -80,11 +80,25 @@ def summary_table(metrics: dict[str, Any], classifier: str, threshold: float | N
     table = Table(title=f"evaluation (classifier {classifier}, threshold {shown})")
     table.add_column("group")
     for key in SUMMARY_KEYS:
-        table.add_column(key, justify="right")
+        table.add_column(_HEADERS[key], justify="right")
     rows = [("all", metrics), *sorted(metrics["groups"].items())]
     for name, values in rows:
         table.add_row(name, *(_cell(values[key]) for key in SUMMARY_KEYS))
     return table
+
+
+_HEADERS = {
+    "queries": "queries",
+    "p_at_1": "P@1",
+    "map": "mAP",
+    "map_at_r": "mAP@R",
+    "micro_ap": "µAP",
+    "recall_at_5": "R@5",
+    "auroc_unknown": "AUROC",
+    "far": "FAR",
+    "frr": "FRR",
+    "ms_per_query": "ms",
+}
 
 
 def _cell(value: Any) -> str:

@@ -50,6 +50,7 @@ figure img { display: block; margin: 0 auto; max-width: 160px; max-height: 160px
 .right .verdict { color: #2e8b57; } .wrong .verdict { color: #c0392b; }
 .rejected .verdict { color: #d68910; } figure.true { outline: 3px solid #2e8b57; }
 .matches { display: flex; gap: 0.4em; flex-wrap: wrap; }
+.matches figure { width: 124px; } .matches figure img { max-width: 120px; max-height: 120px; }
 """
 
 
@@ -89,6 +90,7 @@ def write_report(
             handle.write(page)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
