@@ -49,7 +49,7 @@ from pyinstance.eval.metrics import (
     identification_metrics,
     metrics_by_group,
 )
-from pyinstance.identify import Identifier, Match
+from pyinstance.identify import DEFAULT_CLASSIFIER, Identifier, Match
 from pyinstance.index import Describer, InstanceIndex
 
 MANIFEST_COLUMNS = ("path", "instance_id", "split")
@@ -365,16 +365,16 @@ def evaluate(
     if not outcomes:
         raise ValueError(f"manifest: none of the {len(specs)} queries could be evaluated")
     metrics = _metrics(outcomes, np.stack(ranked), index.labels(), code_of, n_refs)
-    recipe = index.recipe.to_dict()
-    name = classifier if isinstance(classifier, str) else None
+    if classifier is None:
+        classifier = index.get_setting("classifier") or DEFAULT_CLASSIFIER
     return EvaluationResult(
         metrics=metrics,
         outcomes=outcomes,
         problems=problems,
         failed_queries=failed,
         index=str(index.path),
-        recipe=recipe,
-        classifier=name or type(identifier.classifier).__name__,
+        recipe=index.recipe.to_dict(),
+        classifier=classifier if isinstance(classifier, str) else type(classifier).__name__,
         threshold=identifier.threshold,
     )
 

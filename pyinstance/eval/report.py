@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 
 from pyinstance.data.images import image_tensor, normalize, resize, scaled_size
@@ -211,32 +212,20 @@ def attention_map(describer: Describer, image: str | os.PathLike[str]) -> Image.
     return render_region_heatmap(pixels, locations, activation.shape, scores=activation)
 
 
-def _plot_uri(figure) -> str:  # noqa: ANN001 - a matplotlib figure
-    import matplotlib.pyplot as plt
-
+def _plot_uri(figure: Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    plt.close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _pr_curve(outcomes: list[QueryOutcome]) -> str:
     """Precision and recall of the accepted answers taken by decreasing confidence (the
     curve whose area is the micro-AP)."""
-    plt = _pyplot()
     accepted = sorted((o for o in outcomes if o.answer is not None), key=lambda o: -o.confidence)
     right = np.array([o.correct for o in accepted], dtype=float)
     n_known = sum(o.known for o in outcomes)
-    figure, axes = plt.subplots(figsize=(5, 3.6))
+    figure = Figure(figsize=(5, 3.6))
+    axes = figure.subplots()
     if right.size and n_known:
         hits = np.cumsum(right)
         axes.step(hits / n_known, hits / np.arange(1, right.size + 1), where="post")
@@ -248,8 +237,8 @@ def _pr_curve(outcomes: list[QueryOutcome]) -> str:
 
 def _histogram(outcomes: list[QueryOutcome], threshold: float | None) -> str:
     """Confidences of known and unknown queries, with the threshold drawn."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(5, 3.6))
+    figure = Figure(figsize=(5, 3.6))
+    axes = figure.subplots()
     bins = np.linspace(0.0, 1.0, 21)
     for known, label, colour in ((True, "known", "#2e8b57"), (False, "unknown", "#c0392b")):
         values = [o.confidence for o in outcomes if o.known is known]
