@@ -14,7 +14,7 @@ from PIL import Image
 
 from pyinstance.eval.evaluate import EvaluationResult
 from pyinstance.eval.report import REPORT_FILE, attention_map, render_html, write_report
-from pyinstance.index import InstanceIndex
+from pyinstance.index import Describer, InstanceIndex, Recipe
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 _IN_CI = os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
@@ -119,3 +119,21 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape == (2000, 1200)
     assert pixels.std() > 20  # text, thumbnails and plots, not a blank page
+
+
+def test_attention_map_outlines_the_regions_of_a_top_k_region_head(
+    pairs_index: InstanceIndex,
+) -> None:
+    source = pairs_index.images()[0]["source"]
+    recipe = Recipe(
+        backbone="efficientnet_lite0",
+        head="topk_region",
+        dim=1280,
+        max_side=160,
+        head_params={"k": 3, "num_classes": 5},
+    )
+    red = (255, 0, 0)
+    regions = np.asarray(attention_map(Describer(recipe), source))
+    global_map = np.asarray(attention_map(pairs_index.describer, source))
+    assert (regions == red).all(axis=-1).sum() > 3 * 4  # three outlined cells
+    assert (global_map == red).all(axis=-1).sum() < (regions == red).all(axis=-1).sum()
