@@ -45,13 +45,13 @@ table.metrics td, table.metrics th { padding: 0.2em 0.6em; border-bottom: 1px so
   margin-bottom: 0.6em; background: #fff; border-left: 6px solid #bbb; }
 .result.right { border-left-color: #2e8b57; } .result.wrong { border-left-color: #c0392b; }
 .result.rejected { border-left-color: #d68910; }
-figure { margin: 0; font-size: 0.8em; text-align: center; width: 164px; word-break: break-all; }
-figure img { display: block; margin: 0 auto; max-width: 160px; max-height: 160px; }
-.answer { width: 13em; font-size: 0.9em; } .verdict { font-weight: 600; text-transform: uppercase; }
+figure { margin: 0; font-size: 0.8em; text-align: center; width: 150px; word-break: break-all; }
+figure img { display: block; margin: 0 auto; max-width: 146px; max-height: 146px; }
+.answer { width: 11em; font-size: 0.9em; word-break: break-all; } .verdict { font-weight: 600; text-transform: uppercase; }
 .right .verdict { color: #2e8b57; } .wrong .verdict { color: #c0392b; }
 .rejected .verdict { color: #d68910; } figure.true { outline: 3px solid #2e8b57; }
 .matches { display: flex; gap: 0.4em; flex-wrap: wrap; }
-.matches figure { width: 124px; } .matches figure img { max-width: 120px; max-height: 120px; }
+.matches figure { width: 112px; } .matches figure img { max-width: 108px; max-height: 108px; }
 """
 
 
