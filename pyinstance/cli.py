@@ -99,13 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(run=_plugins)
 
-    from pyinstance.commands import demo, identify, serve
+    from pyinstance.commands import demo, evaluate, identify, serve
     from pyinstance.index.cli import add_index_commands
 
     add_index_commands(commands)
     identify.add_parsers(commands)
     demo.add_parser(commands)
     serve.add_parser(commands)
+    evaluate.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,123 @@
+"""``pyinstance evaluate``: measure identification on labelled queries; table, JSON, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add ``evaluate`` to the ``pyinstance`` command."""
+    parser = commands.add_parser(
+        "evaluate", help="measure identification on a manifest's queries: metrics, report"
+    )
+    parser.add_argument("index", help="the index folder")
+    parser.add_argument(
+        "--manifest", required=True,
+        help="manifest CSV (path,instance_id,split[,query_set]); its split=query rows are the "
+        "queries, an empty instance_id marks an unknown object",
+    )  # fmt: skip
+    parser.add_argument(
+        "--extra", help="more queries: CSV path,instance_ids,kind[,query_set] (ids split by ';')"
+    )
+    parser.add_argument("--json", metavar="OUT", help="write the metrics and answers as JSON")
+    parser.add_argument("--report", metavar="DIR", help="write an HTML report into DIR")
+    parser.add_argument("--force", action="store_true", help="overwrite a report in DIR")
+    parser.add_argument("--classifier", help="a registered classifier (default: the index's)")
+    parser.add_argument(
+        "--threshold", type=float,
+        help="confidence below which the answer is unknown (default: the index's; 0: none)",
+    )  # fmt: skip
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pyinstance.eval.evaluate import evaluate
+    from pyinstance.eval.report import write_report
+    from pyinstance.index import InstanceIndex
+
+    report = Path(args.report) if args.report else None
+    if report is not None and report.is_dir() and any(report.iterdir()) and not args.force:
+        raise FileExistsError(
+            f"--report: folder {str(report)!r} exists and is not empty; pass --force"
+        )
+    console = Console()
+    with InstanceIndex.open(args.index) as index:
+        result = evaluate(
+            index,
+            args.manifest,
+            args.extra,
+            classifier=args.classifier,
+            threshold=args.threshold,
+            progress=True,
+        )
+        for problem in result.problems:
+            print(f"pyinstance evaluate: {problem}", file=sys.stderr)
+        console.print(summary_table(result.metrics, result.classifier, result.threshold))
+        if args.json:
+            _write_json(Path(args.json), result.to_dict())
+            console.print(f"metrics written to {args.json}")
+        if report is not None:
+            page = write_report(result, report, describer=index.describer, force=args.force)
+            console.print(f"report written to {page}")
+    return 0
+
+
+def summary_table(metrics: dict[str, Any], classifier: str, threshold: float | None) -> Table:
+    """The metrics overall and per group, one row each."""
+    from pyinstance.eval.evaluate import SUMMARY_KEYS
+
+    shown = "none" if threshold is None else f"{threshold:.3f}"
+    table = Table(title=f"evaluation (classifier {classifier}, threshold {shown})")
+    table.add_column("group")
+    for key in SUMMARY_KEYS:
+        table.add_column(_HEADERS[key], justify="right")
+    rows = [("all", metrics), *sorted(metrics["groups"].items())]
+    for name, values in rows:
+        table.add_row(name, *(_cell(values[key]) for key in SUMMARY_KEYS))
+    return table
+
+
+_HEADERS = {
+    "queries": "queries",
+    "p_at_1": "P@1",
+    "map": "mAP",
+    "map_at_r": "mAP@R",
+    "micro_ap": "µAP",
+    "recall_at_5": "R@5",
+    "auroc_unknown": "AUROC",
+    "far": "FAR",
+    "frr": "FRR",
+    "ms_per_query": "ms",
+}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` atomically (a temporary file renamed over ``path``)."""
+    text = json.dumps(data, indent=2, allow_nan=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,184 @@
+"""``evaluate``: metrics of labelled queries against a real index, and its bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyinstance.cli import main
+from pyinstance.eval.evaluate import SUMMARY_KEYS, EvaluationResult, evaluate, read_queries
+from pyinstance.index import InstanceIndex
+
+KNOWN_RIGHT = ("box.png", "graf1.png", "rubberwhale1.png", "basketball1.png", "graf_copy.png")
+
+
+def _outcome(result: EvaluationResult, name: str):
+    (outcome,) = [o for o in result.outcomes if o.spec.path.name == name]
+    return outcome
+
+
+def _rank_of(index: InstanceIndex, query: Path, instance: str) -> int:
+    """1-based rank of ``instance``'s only reference for ``query``, by plain numpy."""
+    descriptor = index.describe_queries([query])[0, 0]
+    scores = index.descriptors() @ descriptor
+    target = index.instances.index(instance)
+    (row,) = np.flatnonzero(index.labels() == target)
+    return int((scores > scores[row]).sum()) + 1
+
+
+def test_answers_of_each_kind_of_query(evaluation: EvaluationResult) -> None:
+    for name in KNOWN_RIGHT:
+        assert _outcome(evaluation, name).verdict == "right", name
+    wrong = _outcome(evaluation, "box_copy.png")
+    assert (wrong.truth, wrong.answer, wrong.verdict) == (("graf",), "box", "wrong")
+    unknown = _outcome(evaluation, "rubber_copy.png")
+    assert (unknown.known, unknown.answer, unknown.verdict) == (False, "rubberwhale", "wrong")
+    no_such = _outcome(evaluation, "basket_copy.png")
+    assert (no_such.truth, no_such.known) == ((), False)
+    multiple = _outcome(evaluation, "graf_copy.png")
+    assert multiple.truth == ("box", "graf") and multiple.spec.kind == "multiple_paintings"
+    absent = _outcome(evaluation, "leuvenB.jpg")
+    assert (absent.truth, absent.spec.kind) == ((), "not_in_collection")
+
+
+def test_metrics_match_hand_computed_values(
+    evaluation: EvaluationResult, pairs_index: InstanceIndex, labelled: dict[str, Path]
+) -> None:
+    m = evaluation.metrics
+    # 9 queries evaluated: 6 known (5 right, box_copy wrong), 3 unknown.
+    assert (m["queries"], m["known_queries"], m["unknown_queries"]) == (9, 6, 3)
+    assert m["p_at_1"] == pytest.approx(5 / 6)
+    rank = _rank_of(pairs_index, labelled["folder"] / "box_copy.png", "graf")
+    assert rank > 1
+    # single-reference instances: AP = 1 / rank; graf_copy's two relevant references
+    # (box and graf) are at ranks 1 and 2 only if box is graf's nearest other reference.
+    graf_copy_box = _rank_of(pairs_index, labelled["folder"] / "graf_copy.png", "box")
+    ap_multiple = (1 + 2 / graf_copy_box) / 2
+    assert m["map"] == pytest.approx((4 + 1 / rank + ap_multiple) / 6)
+    assert m["recall_at_5"] == pytest.approx((5 + (rank <= 5)) / 6)
+    assert m["frr"] == 0.0
+    leuven_accepted = _outcome(evaluation, "leuvenB.jpg").answer is not None
+    assert m["far"] == pytest.approx((2 + leuven_accepted) / 3)
+    assert m["misidentification"] == pytest.approx(1 / 6)
+
+
+def test_micro_ap_and_auroc_from_the_recorded_confidences(evaluation: EvaluationResult) -> None:
+    outcomes = evaluation.outcomes
+    # GAP by its definition: accepted answers by confidence (wrong first among ties).
+    accepted = sorted(
+        (o for o in outcomes if o.answer is not None), key=lambda o: (-o.confidence, o.correct)
+    )
+    right = 0
+    total = 0.0
+    for i, outcome in enumerate(accepted, start=1):
+        if outcome.known and outcome.correct:
+            right += 1
+            total += right / i
+    assert evaluation.metrics["micro_ap"] == pytest.approx(total / 6)
+    known = [o.confidence for o in outcomes if o.known]
+    unknown = [o.confidence for o in outcomes if not o.known]
+    pairs = [(k > u) + 0.5 * (k == u) for k in known for u in unknown]
+    assert evaluation.metrics["auroc_unknown"] == pytest.approx(sum(pairs) / len(pairs))
+
+
+def test_groups_hold_the_same_keys(evaluation: EvaluationResult) -> None:
+    groups = evaluation.metrics["groups"]
+    assert sorted(groups) == ["a", "b"]  # basket_copy has no query set: only overall
+    for values in (evaluation.metrics, *groups.values()):
+        assert set(SUMMARY_KEYS) <= set(values)
+    # a: box, graf1, rubber_copy (unknown), graf_copy; b: rubberwhale1, basketball1,
+    # box_copy (wrong), leuvenB (unknown)
+    assert (groups["a"]["queries"], groups["a"]["p_at_1"]) == (4, 1.0)
+    assert (groups["b"]["queries"], groups["b"]["p_at_1"]) == (4, pytest.approx(2 / 3))
+    assert groups["a"]["far"] == 1.0
+
+
+def test_bad_rows_are_reported_and_the_rest_evaluated(evaluation: EvaluationResult) -> None:
+    messages = [str(p) for p in evaluation.problems]
+    assert evaluation.failed_queries == 1
+    assert len(messages) == 4
+    assert any(":10: duplicate query" in m for m in messages)
+    assert any(
+        ":9: instance id(s) nosuch not in the index; counted as unknown" in m for m in messages
+    )
+    assert any(":11: not evaluated: cannot decode" in m and "broken.jpg" in m for m in messages)
+    assert any(":12: split must be reference or query, got 'train'" in m for m in messages)
+
+
+def test_json_is_strict_and_undefined_metrics_are_null(evaluation: EvaluationResult) -> None:
+    data = evaluation.to_dict()
+    text = json.dumps(data, allow_nan=False)
+    assert json.loads(text)["queries"] == 9
+    assert data["threshold"] == 0.5 and data["recipe"]["max_side"] == 160
+    assert data["classifier"] == "nn"
+    assert len(data["per_query"]) == 9
+    assert evaluation.metrics["groups"]["a"]["frr"] == 0.0
+
+
+def test_undefined_metrics_become_null(pairs_index: InstanceIndex, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    reference = Path(pairs_index.images()[0]["source"])
+    manifest.write_text(f"path,instance_id,split\n{reference},,query\n")
+    result = evaluate(pairs_index, manifest, threshold=0.5)
+    data = result.to_dict()
+    assert data["queries"] == 1 and data["p_at_1"] is None and data["frr"] is None
+    assert math.isnan(result.metrics["map"])
+
+
+def test_missing_columns_and_no_queries(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,split\na.jpg,query\n")
+    with pytest.raises(ValueError, match="missing column.*instance_id"):
+        read_queries(manifest)
+    manifest.write_text("path,instance_id,split\na.jpg,a,reference\n")
+    with pytest.raises(ValueError, match="no query rows"):
+        read_queries(manifest)
+    extra = tmp_path / "e.csv"
+    extra.write_text("path,instance_id\nb.jpg,b\n")
+    manifest.write_text("path,instance_id,split\na.jpg,a,query\n")
+    with pytest.raises(ValueError, match="missing column.*instance_ids, kind"):
+        read_queries(manifest, extra)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_queries(tmp_path / "absent.csv")
+
+
+def test_every_query_failing_is_an_error(pairs_index: InstanceIndex, tmp_path: Path) -> None:
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,instance_id,split\nbad.png,box,query\n")
+    with pytest.raises(ValueError, match="none of the 1 queries could be evaluated"):
+        evaluate(pairs_index, manifest)
+    with pytest.raises(TypeError, match="index: expected an InstanceIndex"):
+        evaluate(str(pairs_index.path), manifest)
+
+
+def test_command_prints_table_writes_json_and_report(
+    pairs_index: InstanceIndex,
+    labelled: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    out, report = tmp_path / "eval.json", tmp_path / "report"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,instance_id,split,query_set\n"
+        + f"{labelled['folder']}/box_copy.png,box,query,a\n"
+        + f"{labelled['folder']}/broken.jpg,box,query,a\n"
+    )
+    args = ["evaluate", str(pairs_index.path), "--manifest", str(manifest), "--threshold", "0.5"]
+    assert main([*args, "--json", str(out), "--report", str(report)]) == 0
+    captured = capsys.readouterr()
+    assert "P@1" in captured.out and "µAP" in captured.out and "broken.jpg" in captured.err
+    data = json.loads(out.read_text())
+    assert (data["queries"], data["p_at_1"], data["failed_queries"]) == (1, 1.0, 1)
+    assert set(data["groups"]) == {"a"}
+    assert (report / "index.html").is_file()
+    # an existing report is not overwritten without --force, before any work is done
+    assert main([*args, "--report", str(report)]) == 1
+    assert "--force" in capsys.readouterr().err
