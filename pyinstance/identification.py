@@ -127,6 +127,13 @@ class Identifier:
 
         A photo that cannot be decoded is an error naming it.
         """
+        return [answer for answer, _ in self.identify_described(images)]
+
+    def identify_described(
+        self, images: Sequence[ImageLike]
+    ) -> list[tuple[Identification, np.ndarray]]:
+        """Like :meth:`identify`, each answer with the photo's ``R × D`` query descriptors
+        (for evaluation, which ranks the whole collection with them)."""
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
             raise TypeError(
                 f"images: expected a sequence of images (paths, PIL images, arrays), got "
@@ -136,7 +143,7 @@ class Identifier:
             raise ValueError("images: empty; nothing to identify")
         return [self._one(image, i) for i, image in enumerate(images)]
 
-    def _one(self, image: ImageLike, position: int) -> Identification:
+    def _one(self, image: ImageLike, position: int) -> tuple[Identification, np.ndarray]:
         is_path = isinstance(image, (str, os.PathLike))
         name = str(image) if is_path else f"images[{position}]"
         start = time.perf_counter()
@@ -158,7 +165,8 @@ class Identifier:
             "classify": classified - searched,
             "total": classified - start,
         }
-        return self._answer(name, neighbours, prediction, {k: v * 1e3 for k, v in ms.items()})
+        answer = self._answer(name, neighbours, prediction, {k: v * 1e3 for k, v in ms.items()})
+        return answer, queries[0]
 
     def _target(self, height: int, width: int) -> tuple[int, int]:
         return scaled_size(height, width, self._longest)

@@ -30,11 +30,10 @@ Definitions chosen:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +48,8 @@ from pyinstance.eval.metrics import (
     identification_metrics,
     metrics_by_group,
 )
-from pyinstance.identify import DEFAULT_CLASSIFIER, Identifier, Match
-from pyinstance.index import Describer, InstanceIndex
+from pyinstance.identification import DEFAULT_CLASSIFIER, Identifier, Match
+from pyinstance.index import InstanceIndex
 
 MANIFEST_COLUMNS = ("path", "instance_id", "split")
 EXTRA_COLUMNS = ("path", "instance_ids", "kind")
@@ -348,9 +347,8 @@ def evaluate(
                 )
             )
         try:
-            with _recording(index.describer) as described:
-                (answer,) = identifier.identify([spec.path])
-            neighbours = index.search(described[-1], n_refs)
+            ((answer, described),) = identifier.identify_described([spec.path])
+            neighbours = index.search(described[None], n_refs)
         except (ImageDecodeError, OSError, ValueError) as error:
             failed += 1
             problems.append(Problem(spec.row, f"not evaluated: {error}"))
@@ -377,25 +375,6 @@ def evaluate(
         classifier=classifier if isinstance(classifier, str) else type(classifier).__name__,
         threshold=identifier.threshold,
     )
-
-
-@contextlib.contextmanager
-def _recording(describer: Describer) -> Iterator[list[np.ndarray]]:
-    """Keep the query descriptors ``describer.queries`` makes while the Identifier runs, so
-    that the full ranking reuses them instead of describing each query twice."""
-    described: list[np.ndarray] = []
-    original = describer.queries
-
-    def queries(images: Sequence[Any]) -> np.ndarray:
-        out = original(images)
-        described.append(out)
-        return out
-
-    describer.queries = queries  # type: ignore[method-assign]
-    try:
-        yield described
-    finally:
-        del describer.queries
 
 
 def _metrics(
