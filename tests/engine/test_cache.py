@@ -96,3 +96,40 @@ def test_write_atomic_replaces_whole_file(tmp_path) -> None:  # noqa: ANN001
     write_atomic(target, b"second")
     assert target.read_bytes() == b"second"
     assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
+
+
+def _calibration(count: int = 6, seed: int = 3) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, 3, 40 + 8 * i, 48, generator=generator) for i in range(count)]
+
+
+def test_int8_graph_is_built_checked_and_cached(tiny, tmp_path) -> None:  # noqa: ANN001
+    calibration = _calibration()
+    engine = OnnxRuntimeEngine(*tiny, precision="int8", calibration=calibration, cache_dir=tmp_path)
+    assert engine.exported and "-int8-" in engine.path.name
+    fp32 = OnnxRuntimeEngine(*tiny, cache_dir=tmp_path)
+    assert not fp32.exported and fp32.path != engine.path  # the fp32 graph was cached on the way
+    again = OnnxRuntimeEngine(*tiny, precision="int8", calibration=calibration, cache_dir=tmp_path)
+    assert not again.exported and again.path == engine.path
+    images = calibration[2]
+    cosine = (again(images) * TorchEngine(*tiny)(images)).sum(dim=1)
+    assert float(cosine.min()) >= 0.7 and again.max_difference >= 0.7
+    other = OnnxRuntimeEngine(
+        *tiny, precision="int8", calibration=_calibration(seed=4), cache_dir=tmp_path
+    )
+    assert other.exported and other.path != engine.path  # calibration is part of the key
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"precision": "int8"}, "calibration: precision='int8' needs"),
+        ({"precision": "int8", "calibration": []}, "calibration: empty"),
+        ({"precision": "int8", "calibration": [torch.zeros(1, 1, 8, 8)]}, r"calibration\[0\]"),
+        ({"precision": "int8", "calibration": _calibration(), "output": "features"}, "precision"),
+        ({"calibration": _calibration()}, "calibration: only used with precision='int8'"),
+    ],
+)
+def test_int8_arguments_are_checked(tiny, tmp_path, kwargs, match) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match=match):
+        OnnxRuntimeEngine(*tiny, cache_dir=tmp_path, **kwargs)
