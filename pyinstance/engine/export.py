@@ -27,7 +27,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +162,7 @@ def probe_batch(shape: tuple[int, int, int, int]) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def eval_mode(network: nn.Module) -> Iterator[nn.Module]:
-    """``network`` in eval mode for the block; each module's mode restored after."""
+def _eval_mode(network: nn.Module):
     modes = [module.training for module in network.modules()]
     network.eval()
     try:
@@ -178,12 +177,14 @@ def export_onnx(network: nn.Module, min_input_size: int, metadata: dict[str, str
 
     Raises :class:`ExportError` with the exporter's reason when tracing or export fails.
     """
+    import onnx
+
     sample = probe_batch(probe_shapes(min_input_size)[0])
     buffer = io.BytesIO()
     try:
         with (
             warnings.catch_warnings(),
-            eval_mode(network),
+            _eval_mode(network),
             traceable(network),
             torch.no_grad(),
         ):
@@ -205,17 +206,7 @@ def export_onnx(network: nn.Module, min_input_size: int, metadata: dict[str, str
     except Exception as error:  # the exporter raises many kinds; all mean "cannot export"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ExportError(f"torch.onnx.export failed: {type(error).__name__}: {reason}") from error
-    return with_metadata(buffer.getvalue(), metadata)
-
-
-def with_metadata(graph: bytes, metadata: dict[str, str]) -> bytes:
-    """The serialised ONNX ``graph`` with ``metadata`` set in its metadata properties."""
-    import onnx
-
-    model = onnx.load_from_string(graph)
-    kept = [entry for entry in model.metadata_props if entry.key not in metadata]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
+    model = onnx.load_from_string(buffer.getvalue())
     for name, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = name, value
@@ -227,15 +218,10 @@ def check_against_torch(
     run_onnx: Callable[[np.ndarray], np.ndarray],
     output: str,
     min_input_size: int,
-    *,
-    compare_values: bool = True,
 ) -> float:
-    """Max |ONNX − torch| over the probe batches; :class:`ExportError` above the tolerance.
-
-    ``compare_values=False`` checks the output shapes only (for quantised graphs).
-    """
+    """Max |ONNX − torch| over the probe batches; :class:`ExportError` above the tolerance."""
     worst = 0.0
-    with eval_mode(network), torch.inference_mode():
+    with _eval_mode(network), torch.inference_mode():
         for shape in probe_shapes(min_input_size):
             batch = probe_batch(shape)
             expected = network(batch).float().numpy()
@@ -256,7 +242,7 @@ def check_against_torch(
                 tolerance = DESCRIPTOR_TOLERANCE
             else:
                 tolerance = FEATURE_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
-            if compare_values and not difference <= tolerance:
+            if not difference <= tolerance:
                 raise ExportError(
                     f"the ONNX graph differs from torch on a probe batch of shape {shape}: "
                     f"max |difference| {difference:.3g} > tolerance {tolerance:.3g}"

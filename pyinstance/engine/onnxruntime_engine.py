@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,7 +20,6 @@ import torch
 from torch import nn
 
 from pyinstance.engine import export as onnx_export
-from pyinstance.engine import quantize
 from pyinstance.engine.base import (
     Engine,
     EngineUnavailableError,
@@ -31,7 +29,7 @@ from pyinstance.engine.base import (
 )
 
 #: Precisions of the exported graph.
-PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+PRECISIONS: tuple[str, ...] = ("fp32",)
 #: The intra-op threads of a session when none are asked for: one thread per request.
 #: Measured (benchmarks/engine.py --load, a 2-core machine shared with other work): a
 #: second thread gained nothing and lost most when another process was busy, while
@@ -64,36 +62,6 @@ def default_threads() -> int:
     return max(1, min(DEFAULT_THREADS, cpus))
 
 
-def check_calibration(
-    calibration: Sequence[torch.Tensor] | None, output: str, engine: str
-) -> list[torch.Tensor]:
-    """The calibration batches of an int8 graph, checked like engine inputs."""
-    if output != "descriptors":
-        raise ValueError(f"precision: 'int8' is for output='descriptors', got output={output!r}")
-    if isinstance(calibration, torch.Tensor) or not isinstance(calibration, Sequence):
-        raise ValueError(
-            "calibration: precision='int8' needs a sequence of normalised float32 B×3×H×W "
-            f"batches (a few dozen typical images), got {type(calibration).__name__}"
-        )
-    if not calibration:
-        raise ValueError("calibration: empty; pass a few dozen normalised image batches")
-    for index, batch in enumerate(calibration):
-        if (
-            not isinstance(batch, torch.Tensor)
-            or batch.dim() != 4
-            or batch.shape[1] != 3
-            or batch.dtype != torch.float32
-            or batch.device.type != "cpu"
-            or batch.shape[0] == 0
-            or not bool(torch.isfinite(batch).all())
-        ):
-            raise ValueError(
-                f"calibration[{index}]: expected a finite float32 B×3×H×W CPU batch, got "
-                f"{getattr(batch, 'shape', type(batch).__name__)}"
-            )
-    return list(calibration)
-
-
 def session_options(ort: ModuleType, threads: int, spinning: bool) -> Any:
     """Session options: ``threads`` intra-op threads, one inter-op thread, sequential."""
     options = ort.SessionOptions()
@@ -120,18 +88,14 @@ class OnnxRuntimeEngine(Engine):
         threads: intra-op threads (default :func:`default_threads`).
         spinning: let idle worker threads spin (lower latency on an idle machine, much
             worse when another process competes for the cores).
-        precision: ``"fp32"``, or ``"int8"`` (static quantisation, see
-            :mod:`pyinstance.engine.quantize`; descriptors only, needs ``calibration``).
+        precision: ``"fp32"``.
         cache_dir: where exported graphs are kept (default
             :func:`~pyinstance.engine.export.default_cache_dir`).
-        calibration: for int8, normalised float32 batches B×3×H×W of typical images
-            (a few dozen of the collection's references); part of the cache key.
 
     Attributes:
         path: the cached ONNX file.
         exported: whether this engine exported the graph (False: a cached file was used).
-        max_difference: fp32: max |ONNX − torch| on the probe batches; int8: the min
-            cosine of int8 to torch descriptors of the calibration images.
+        max_difference: max |ONNX − torch| on the probe batches.
     """
 
     name = "onnxruntime"
@@ -146,7 +110,6 @@ class OnnxRuntimeEngine(Engine):
         spinning: bool = False,
         precision: str = "fp32",
         cache_dir: str | os.PathLike[str] | None = None,
-        calibration: Sequence[torch.Tensor] | None = None,
     ):
         ort = import_onnxruntime()
         network = inference_network(backbone, head, output)
@@ -155,10 +118,6 @@ class OnnxRuntimeEngine(Engine):
             raise ValueError(
                 f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}"
             )
-        if precision == "int8":
-            calibration = check_calibration(calibration, output, self.name)
-        elif calibration is not None:
-            raise ValueError("calibration: only used with precision='int8'")
         devices = {parameter.device.type for parameter in network.parameters()}
         if devices - {"cpu"}:
             raise ValueError(
@@ -175,58 +134,18 @@ class OnnxRuntimeEngine(Engine):
         self.precision = precision
         self._options = session_options(ort, self.threads, self.spinning)
         self._ort = ort
-        self._network = network
+        recipe = onnx_export.recipe(
+            backbone, head if output == "descriptors" else None, output, precision
+        )
+        key = onnx_export.cache_key(recipe, network)
         directory = Path(cache_dir) if cache_dir is not None else onnx_export.default_cache_dir()
-        head = head if output == "descriptors" else None
-        fp32 = self._graph(backbone, head, "fp32", directory, None)
-        if precision == "int8":
-            fp32 = self._graph(backbone, head, "int8", directory, (calibration, fp32[2]))
-        self.session, self.max_difference, _, self.path, self.exported = fp32
-
-    def _graph(
-        self,
-        backbone: nn.Module,
-        head: nn.Module | None,
-        precision: str,
-        directory: Path,
-        int8: tuple[Sequence[torch.Tensor], bytes] | None,
-    ) -> tuple[Any, float, bytes, Path, bool]:
-        """``(session, check result, graph, path, exported)``: cached if valid, else built."""
-        recipe = onnx_export.recipe(backbone, head, self.output, precision)
-        if int8 is not None:
-            recipe["calibration"] = quantize.calibration_sha256(int8[0])
-        key = onnx_export.cache_key(recipe, self._network)
-        path = onnx_export.cache_path(directory, recipe, key)
-        check = self._check(int8[0] if int8 is not None else None)
-        cached = self._cached_session(path, key, check)
-        if cached is not None:
-            return (*cached, path, False)
-        metadata = onnx_export.metadata_for(recipe, key)
-        if int8 is None:
-            data = onnx_export.export_onnx(self._network, self.min_input_size, metadata)
-        else:
-            data = onnx_export.with_metadata(quantize.quantize_int8(int8[1], int8[0]), metadata)
-        try:
-            session = self._session(data)
-        except onnx_export.ExportError:
-            raise
-        except Exception as error:
-            raise onnx_export.ExportError(
-                f"onnxruntime cannot load the exported graph: {type(error).__name__}: {error}"
-            ) from error
-        result = check(self._run_numpy(session))
-        try:
-            onnx_export.write_atomic(path, data)
-        except OSError as error:  # a read-only cache costs the next export, nothing else
-            log.warning("cannot cache the ONNX graph at %s: %s", path, error)
-        return session, result, data, path, True
-
-    def _check(self, calibration: Sequence[torch.Tensor] | None) -> Callable[[Any], float]:
-        if calibration is None:
-            return lambda run: onnx_export.check_against_torch(
-                self._network, run, self.output, self.min_input_size
-            )
-        return lambda run: quantize.check_int8(self._network, run, self.min_input_size, calibration)
+        self.path = onnx_export.cache_path(directory, recipe, key)
+        self.exported = False
+        cached = self._cached_session(network, key)
+        if cached is None:
+            cached = self._export(network, recipe, key)
+            self.exported = True
+        self.session, self.max_difference = cached
 
     def _session(self, source: str | bytes) -> Any:
         session = self._ort.InferenceSession(
@@ -240,29 +159,49 @@ class OnnxRuntimeEngine(Engine):
             )
         return session
 
-    def _run_numpy(self, session: Any) -> Callable[[np.ndarray], np.ndarray]:
+    def _run_numpy(self, session: Any) -> Any:
         def run(batch: np.ndarray) -> np.ndarray:
             return session.run(None, {session.get_inputs()[0].name: batch})[0]
 
         return run
 
-    def _cached_session(
-        self, path: Path, key: str, check: Callable[[Any], float]
-    ) -> tuple[Any, float, bytes] | None:
-        """The session of a cached file that loads, holds ``key`` and passes ``check``."""
-        if not path.is_file():
+    def _cached_session(self, network: nn.Module, key: str) -> tuple[Any, float] | None:
+        """The session of a cached file that loads, holds ``key`` and passes the check."""
+        if not self.path.is_file():
             return None
         try:
-            data = path.read_bytes()
-            session = self._session(data)
+            session = self._session(str(self.path))
             found = onnx_export.stored_key(session.get_modelmeta().custom_metadata_map)
             if found != key:
                 raise onnx_export.ExportError(f"it holds cache key {found!r}, expected {key!r}")
-            result = check(self._run_numpy(session))
+            difference = onnx_export.check_against_torch(
+                network, self._run_numpy(session), self.output, self.min_input_size
+            )
         except Exception as error:  # corrupt, truncated, another recipe: rebuild
-            log.warning("rebuilding the cached ONNX graph %s: %s", path, error)
+            log.warning("rebuilding the cached ONNX graph %s: %s", self.path, error)
             return None
-        return session, result, data
+        return session, difference
+
+    def _export(self, network: nn.Module, recipe: dict[str, Any], key: str) -> tuple[Any, float]:
+        data = onnx_export.export_onnx(
+            network, self.min_input_size, onnx_export.metadata_for(recipe, key)
+        )
+        try:
+            session = self._session(data)
+        except onnx_export.ExportError:
+            raise
+        except Exception as error:
+            raise onnx_export.ExportError(
+                f"onnxruntime cannot load the exported graph: {type(error).__name__}: {error}"
+            ) from error
+        difference = onnx_export.check_against_torch(
+            network, self._run_numpy(session), self.output, self.min_input_size
+        )
+        try:
+            onnx_export.write_atomic(self.path, data)
+        except OSError as error:  # a read-only cache costs the next export, nothing else
+            log.warning("cannot cache the ONNX graph at %s: %s", self.path, error)
+        return session, difference
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         batch = images.detach().contiguous().numpy()

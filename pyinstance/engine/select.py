@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from pyinstance.engine.base import (
@@ -72,7 +70,6 @@ def make_engine(
     threads: int | None = None,
     precision: str = "fp32",
     cache_dir: str | os.PathLike[str] | None = None,
-    calibration: Sequence[torch.Tensor] | None = None,
 ) -> Engine:
     """An engine that runs ``backbone`` (then ``head``) for inference.
 
@@ -82,10 +79,8 @@ def make_engine(
             else torch), ``"torch"`` or ``"onnxruntime"`` (an error when not installed).
         output: ``"descriptors"`` (B×D) or ``"features"`` (the backbone's B×C×h×w).
         threads: intra-op threads (None: torch's setting; onnxruntime's default).
-        precision: ``"fp32"``, or ``"int8"`` (onnxruntime only; opt-in, see
-            :mod:`pyinstance.engine.quantize`).
+        precision: ``"fp32"``.
         cache_dir: where ONNX exports are cached.
-        calibration: for int8, a few dozen normalised float32 batches of typical images.
 
     A network whose export fails or does not match torch runs on the torch engine, with
     one :class:`EngineFallbackWarning` saying why.
@@ -99,8 +94,6 @@ def make_engine(
     on_cpu = all(parameter.device.type == "cpu" for parameter in network.parameters())
     if engine == "auto":
         engine = "onnxruntime" if on_cpu and "onnxruntime" in available_engines() else "torch"
-        if precision != "fp32" and engine == "torch":
-            import_onnxruntime()  # int8 needs onnxruntime: say how to install it
     if engine == "torch":
         if precision != "fp32":
             raise ValueError(f"precision: {precision!r} needs engine='onnxruntime'")
@@ -114,7 +107,6 @@ def make_engine(
             threads=threads,
             precision=precision,
             cache_dir=cache_dir,
-            calibration=calibration,
         )
     except ExportError as error:
         reason = str(error)

@@ -92,8 +92,6 @@ def test_without_onnxruntime_torch_runs_and_explicit_request_is_clear(tiny, monk
     assert isinstance(engine, TorchEngine)
     with pytest.raises(EngineUnavailableError, match=r"pyinstance\[fast\]"):
         make_engine(*tiny, "onnxruntime")
-    with pytest.raises(EngineUnavailableError, match=r"pyinstance\[fast\]"):
-        make_engine(*tiny, precision="int8", calibration=[torch.zeros(1, 3, 8, 8)])
 
 
 @requires_onnxruntime
