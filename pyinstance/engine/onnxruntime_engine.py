@@ -28,7 +28,10 @@ from pyinstance.engine.base import (
     inference_network,
 )
 
-#: Precisions of the exported graph.
+#: Precisions of the exported graph. int8 (static and dynamic quantisation of the graph)
+#: was measured with ``benchmarks/engine.py --int8`` and not kept: dynamic int8 is slower
+#: than fp32; static int8 was at most 1.1-1.4× faster at one thread (not at two) and its
+#: museum P@1 moved by up to 0.016 depending on the calibration images (limit: 0.01).
 PRECISIONS: tuple[str, ...] = ("fp32",)
 #: The intra-op threads of a session when none are asked for: one thread per request.
 #: Measured (benchmarks/engine.py --load, a 2-core machine shared with other work): a
