@@ -1,9 +1,10 @@
 """The ONNX Runtime engine: the network exported once (cached), run by an inference session.
 
 Session options are chosen to hold up when the machine is busy: a fixed number of
-intra-op threads, one inter-op thread, sequential execution, and worker threads that
-sleep instead of spinning while they wait (``session.intra_op.allow_spinning = 0``), so
-threads that lose their core to another process do not burn the cores that are left.
+intra-op threads (default one per request), one inter-op thread, sequential execution,
+and worker threads that sleep instead of spinning while they wait
+(``session.intra_op.allow_spinning = 0``), so threads that lose their core to another
+process do not burn the cores that are left.
 """
 
 from __future__ import annotations
@@ -27,10 +28,17 @@ from pyinstance.engine.base import (
     inference_network,
 )
 
-#: Precisions of the exported graph.
+#: Precisions of the exported graph. int8 (static and dynamic quantisation of the graph)
+#: was measured with ``benchmarks/engine.py --int8`` and not kept: dynamic int8 is slower
+#: than fp32; static int8 was at most 1.1-1.4× faster at one thread (not at two) and its
+#: museum P@1 moved by up to 0.016 depending on the calibration images (limit: 0.01).
 PRECISIONS: tuple[str, ...] = ("fp32",)
-#: The intra-op threads of a session when none are asked for.
-DEFAULT_THREADS = 2
+#: The intra-op threads of a session when none are asked for: one thread per request.
+#: Measured (benchmarks/engine.py --load, a 2-core machine shared with other work): a
+#: second thread gained nothing and lost most when another process was busy, while
+#: concurrent requests (``session.run`` is thread-safe and releases the GIL) use the other
+#: cores without oversubscribing them. Ask for more with ``threads=``.
+DEFAULT_THREADS = 1
 
 log = logging.getLogger(__name__)
 
