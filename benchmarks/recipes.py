@@ -507,7 +507,9 @@ def recipes() -> list[Recipe]:
 
 
 # -- latency ---------------------------------------------------------------------------------
-def latency(museum: Museum, cache: Path, repeats: int, threads: int) -> dict[str, dict[str, float]]:
+def latency(
+    museum: Museum, cache: Path, repeats: int, threads: int, sides: Sequence[int]
+) -> dict[str, dict[str, float]]:
     """Median ms per query by stage (decode, CNN, pooling, search), Lite0 + GeM, 287 references.
 
     CPU time of the calling thread (``time.thread_time``, one torch thread), which a loaded
@@ -527,7 +529,7 @@ def latency(museum: Museum, cache: Path, repeats: int, threads: int) -> dict[str
     refs = museum.split(np.load(cache_path(cache, "efficientnet_lite0", 448))["gem"])[0]
     refs = np.ascontiguousarray(refs, dtype=np.float32)
     out: dict[str, dict[str, float]] = {}
-    for side in (448, 640):
+    for side in sides:
         for windows in (None, "w19", "w30"):
             stages: dict[str, list[float]] = {
                 s: [] for s in ("decode", "cnn", "pool", "search", "wall")
@@ -624,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=12)
+    parser.add_argument("--sides", type=int, nargs="+", default=[448, 560, 640])
     parser.add_argument(
         "--runs", nargs="*", help="extract only these runs, as backbone:max_side:images"
     )
@@ -670,9 +673,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_markdown(results, latency_ms, RESULTS / "recipes.md")
         print((RESULTS / "recipes.md").read_text())
     else:
-        timings = latency(museum, args.cache, args.repeats, args.threads)
+        path = RESULTS / "recipes_latency.json"
+        timings = json.loads(path.read_text()) if path.is_file() else {}
+        timings.update(latency(museum, args.cache, args.repeats, args.threads, args.sides))
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "recipes_latency.json").write_text(json.dumps(timings, indent=1) + "\n")
+        path.write_text(json.dumps(timings, indent=1) + "\n")
 
 
 if __name__ == "__main__":
