@@ -58,6 +58,7 @@ FEATURE_RUNS: tuple[tuple[str, int, str], ...] = (
     ("efficientnet_lite2", 448, "all"),
     ("efficientnet_lite0", 560, "queries"),
     ("efficientnet_lite0", 314, "all"),
+    ("efficientnet_lite1", 640, "queries"),
     ("efficientnet_lite1", 640, "all"),
     ("efficientnet_lite2", 640, "all"),
 )
@@ -483,6 +484,15 @@ def recipes() -> list[Recipe]:
                         group="cross-scale",
                     )
                 )
+    out.append(
+        Recipe(
+            "lite1 gem ref 448 / query 640",
+            "efficientnet_lite1",
+            ref_sides=(448,),
+            query_sides=(640,),
+            group="cross-scale",
+        )
+    )
     out.append(
         Recipe(
             "lite0 gem ref 448 / query 640+448",
