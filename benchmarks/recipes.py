@@ -52,18 +52,20 @@ LAYOUTS: dict[str, tuple[tuple[float, int], ...]] = {
 #: window descriptors. ``queries``: the queries only (their references come from another size).
 FEATURE_RUNS: tuple[tuple[str, int, str], ...] = (
     ("efficientnet_lite0", 448, "all"),
+    ("efficientnet_lite0", 640, "queries"),
     ("efficientnet_lite0", 640, "all"),
     ("efficientnet_lite1", 448, "all"),
     ("efficientnet_lite2", 448, "all"),
     ("efficientnet_lite0", 560, "queries"),
     ("efficientnet_lite0", 314, "all"),
+    ("efficientnet_lite1", 640, "queries"),
     ("efficientnet_lite1", 640, "all"),
     ("efficientnet_lite2", 640, "all"),
 )
 #: (first stage, second stage, margins below which the second stage answers).
 CASCADES: tuple[tuple[str, str, tuple[float, ...]], ...] = (
     ("lite0 gem 448", "lite0 gem ref 448 / query w19 640", (0.02, 0.05, 0.1)),
-    ("lite0 gem 448", "lite0 gem ref 448 / query w19 448", (0.02, 0.05, 0.1)),
+    ("lite0 gem 448", "lite0 gem ref 448 / query 640", (0.02, 0.05, 0.1)),
 )
 GALLERY_SETS = ("qsd2_w2", "qsd2_w3", "qsd1_w4")  # wall, frame, neighbours: the hard kind
 FALSE_ACCEPT = 0.05
@@ -177,9 +179,15 @@ def extract_run(museum: Museum, backbone_name: str, side: int, images: str, cach
     query_paths = museum.query_paths + museum.extra_paths
     started = time.perf_counter()
     query_heads = ManyHeads(backbone.out_channels, heads, layouts)
-    arrays = query_heads.split(
-        pyinstance.extract(query_paths, backbone, query_heads, max_side=side, progress=False)[:, 0]
-    )
+    queries_only = cache_path(cache, backbone_name, side, "queries")
+    if queries_only.is_file():  # a queries-only run already made them: add the references
+        arrays = {k: v for k, v in np.load(queries_only).items() if k != "seconds"}
+    else:
+        arrays = query_heads.split(
+            pyinstance.extract(query_paths, backbone, query_heads, max_side=side, progress=False)[
+                :, 0
+            ]
+        )
     if images == "all":
         ref_heads = ManyHeads(backbone.out_channels, heads, {})
         refs = ref_heads.split(
@@ -465,6 +473,34 @@ def recipes() -> list[Recipe]:
             )
         )
     out.append(Recipe("lite0 gem 560", ref_sides=(560,), query_sides=(560,), group="global"))
+    for ref_side in (314, 448):  # queries larger than references: the object is small in them
+        for query_side in (448, 560, 640):
+            if query_side > ref_side:
+                out.append(
+                    Recipe(
+                        f"lite0 gem ref {ref_side} / query {query_side}",
+                        ref_sides=(ref_side,),
+                        query_sides=(query_side,),
+                        group="cross-scale",
+                    )
+                )
+    out.append(
+        Recipe(
+            "lite1 gem ref 448 / query 640",
+            "efficientnet_lite1",
+            ref_sides=(448,),
+            query_sides=(640,),
+            group="cross-scale",
+        )
+    )
+    out.append(
+        Recipe(
+            "lite0 gem ref 448 / query 640+448",
+            ref_sides=(448,),
+            query_sides=(640, 448),
+            group="cross-scale",
+        )
+    )
     for layout in LAYOUTS:
         for query_side in (448, 560, 640):
             for ref_side in sorted({448, query_side}):
@@ -481,8 +517,13 @@ def recipes() -> list[Recipe]:
 
 
 # -- latency ---------------------------------------------------------------------------------
-def latency(museum: Museum, cache: Path, repeats: int, threads: int) -> dict[str, dict[str, float]]:
+def latency(
+    museum: Museum, cache: Path, repeats: int, threads: int, sides: Sequence[int]
+) -> dict[str, dict[str, float]]:
     """Median ms per query by stage (decode, CNN, pooling, search), Lite0 + GeM, 287 references.
+
+    CPU time of the calling thread (``time.thread_time``, one torch thread), which a loaded
+    machine inflates far less than wall time; ``wall`` is the wall-clock total.
 
     Search is ``knn_dot`` (k = 5 per query row) and, with windows, the merge of the windows'
     lists into one score per reference (its best window): exact, as a reference's best
@@ -498,45 +539,67 @@ def latency(museum: Museum, cache: Path, repeats: int, threads: int) -> dict[str
     refs = museum.split(np.load(cache_path(cache, "efficientnet_lite0", 448))["gem"])[0]
     refs = np.ascontiguousarray(refs, dtype=np.float32)
     out: dict[str, dict[str, float]] = {}
-    for side in (448, 640):
+    for side in sides:
         for windows in (None, "w19", "w30"):
-            stages: dict[str, list[float]] = {s: [] for s in ("decode", "cnn", "pool", "search")}
+            stages: dict[str, list[float]] = {
+                s: [] for s in ("decode", "cnn", "pool", "search", "wall")
+            }
             for path in sample:
                 with torch.inference_mode():
-                    t0 = time.perf_counter()
+                    wall = time.perf_counter()
+                    t0 = time.thread_time()
                     image = image_tensor(load_image(path))
                     image = resize(image, scaled_size(*image.shape[1:], side))
                     pixels = normalize(image[None], backbone.input_mean, backbone.input_std)
-                    t1 = time.perf_counter()
+                    t1 = time.thread_time()
                     features = backbone(pixels)
-                    t2 = time.perf_counter()
+                    t2 = time.thread_time()
                     if windows is None:
                         described = head(features)
                     else:
                         described = pool_windows(features, head, LAYOUTS[windows])[0]
-                    t3 = time.perf_counter()
+                    t3 = time.thread_time()
                     scores, indices = knn_dot(described.numpy(), refs, 5, threads=threads)
                     best = np.full(len(refs), -np.inf, dtype=np.float32)
                     np.maximum.at(best, indices.ravel(), scores.ravel())
                     _ = np.argsort(-best)[:5]
-                    t4 = time.perf_counter()
+                    t4 = time.thread_time()
+                wall = time.perf_counter() - wall
                 for stage, seconds in zip(
-                    stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True
+                    stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, wall), strict=True
                 ):
                     stages[stage].append(seconds * 1000)
             name = f"lite0 gem {side}" + (f" {windows}" if windows else "")
             out[name] = {stage: statistics.median(values) for stage, values in stages.items()}
-            out[name]["total"] = sum(out[name][s] for s in stages)
+            out[name]["total"] = sum(out[name][s] for s in ("decode", "cnn", "pool", "search"))
             print(name, {k: round(v, 1) for k, v in out[name].items()}, flush=True)
     return out
 
 
 # -- report ---------------------------------------------------------------------------------
-def write_markdown(results: list[dict[str, object]], path: Path) -> None:
+NOTES_MARKER = "<!-- notes: kept when the tables are regenerated -->"
+
+
+def write_markdown(results: list[dict[str, object]], latency_ms: dict | None, path: Path) -> None:
+    """The results tables; hand-written notes below :data:`NOTES_MARKER` are kept."""
+    notes = ""
+    if path.is_file() and NOTES_MARKER in path.read_text():
+        notes = path.read_text().split(NOTES_MARKER, 1)[1]
     lines = [
+        "# Recipes on the museum set (off the shelf, no training)",
+        "",
+        "Generated by `python benchmarks/recipes.py evaluate` (P@1 per kind of query: crops =",
+        "qsd1_w1 + qsd1_w3 (27), gallery shots = qsd2_w2 + qsd2_w3 + qsd1_w4 (36), overall = the",
+        "63 dev queries; multiple = 5 photos with two paintings (right if either); synthetic = 30",
+        "hue-shifted / noisy copies; micro-AP over the 63 dev queries + 4 not-in-collection",
+        "photos, one prediction each, by the named confidence; '@5% FA': the share of the 63",
+        "dev queries answered right *and* accepted at the threshold that accepts 5 % of the",
+        "unknowns (the 4 real ones + the 63 dev queries with their own painting removed); last",
+        "column: how many of the 4 real unknowns that threshold accepts).",
+        "",
         "| recipe | crops | gallery | overall | multiple | synthetic | micro-AP top1 | micro-AP margin "
-        "| right & accepted @5% FA (top1 / margin) | real unknowns accepted (top1 / margin) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| right & accepted @5% FA (top1 / margin) | real unknowns accepted (top1 / margin) | escalated |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
@@ -544,9 +607,26 @@ def write_markdown(results: list[dict[str, object]], path: Path) -> None:
             f"{r['p1_multiple']:.3f} | {r['p1_synthetic']:.3f} | {r['micro_ap_top1']:.3f} | "
             f"{r['micro_ap_margin']:.3f} | {r['accepted_right_top1_fa5']:.3f} / "
             f"{r['accepted_right_margin_fa5']:.3f} | {r['unknowns_accepted_top1']} / "
-            f"{r['unknowns_accepted_margin']} |"
+            f"{r['unknowns_accepted_margin']} | {r['escalated']:.2f} |"
         )
-    path.write_text("\n".join(lines) + "\n")
+    if latency_ms:
+        lines += [
+            "",
+            "## Latency per query (ms, median CPU time of one thread, 287 references)",
+            "",
+            "Measured with `python benchmarks/recipes.py latency --threads 1` on a shared 2-core",
+            "machine under a load of about 20: CPU times are inflated by contention (shared caches)",
+            "and wall times far more; compare rows with each other, not with other machines.",
+            "",
+            "| recipe | decode+resize | CNN | pooling | search | total CPU | wall |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, t in latency_ms.items():
+            lines.append(
+                f"| {name} | {t['decode']:.0f} | {t['cnn']:.0f} | {t['pool']:.0f} | "
+                f"{t['search']:.1f} | {t['total']:.0f} | {t['wall']:.0f} |"
+            )
+    path.write_text("\n".join(lines) + "\n\n" + NOTES_MARKER + (notes or "\n"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -556,11 +636,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=12)
+    parser.add_argument("--sides", type=int, nargs="+", default=[448, 560, 640])
+    parser.add_argument(
+        "--runs", nargs="*", help="extract only these runs, as backbone:max_side:images"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     museum = Museum.read(args.data)
     if args.command == "extract":
-        for backbone, side, images in FEATURE_RUNS:
+        runs = FEATURE_RUNS
+        if args.runs:
+            runs = tuple(r for r in FEATURE_RUNS if f"{r[0]}:{r[1]}:{r[2]}" in args.runs)
+        for backbone, side, images in runs:
             extract_run(museum, backbone, side, images, args.cache)
             if (backbone, side) == ("efficientnet_lite0", 448):
                 print("baseline descriptors ->", save_baseline(museum, args.cache))
@@ -591,12 +678,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                     )
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "recipes.json").write_text(json.dumps(results, indent=1) + "\n")
-        write_markdown(results, RESULTS / "recipes.md")
+        timings = RESULTS / "recipes_latency.json"
+        latency_ms = json.loads(timings.read_text()) if timings.is_file() else None
+        write_markdown(results, latency_ms, RESULTS / "recipes.md")
         print((RESULTS / "recipes.md").read_text())
     else:
-        timings = latency(museum, args.cache, args.repeats, args.threads)
+        path = RESULTS / "recipes_latency.json"
+        timings = json.loads(path.read_text()) if path.is_file() else {}
+        timings.update(latency(museum, args.cache, args.repeats, args.threads, args.sides))
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "recipes_latency.json").write_text(json.dumps(timings, indent=1) + "\n")
+        path.write_text(json.dumps(timings, indent=1) + "\n")
 
 
 if __name__ == "__main__":
