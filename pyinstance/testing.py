@@ -320,9 +320,10 @@ def _checked_prediction(classifier: Any, neighbours: Any, queries: torch.Tensor)
         "ranked: -1 padding must come after every ranked instance",
     )
     _expect(bool(np.isneginf(scores[padded]).all()), "ranked_scores must be -inf where padded")
-    finite = scores[:, 1:][~padded[:, 1:]]
+    later = scores[:, 1:][~padded[:, 1:]]
     _expect(
-        bool((finite <= scores[:, :-1][~padded[:, 1:]]).all()) and bool(np.isfinite(finite).all()),
+        bool((later <= scores[:, :-1][~padded[:, 1:]]).all())
+        and bool(np.isfinite(scores[~padded]).all()),
         "ranked_scores must be finite and non-increasing along each row",
     )
     repeated = (ranked[:, :, None] == ranked[:, None, :]) & ~padded[:, :, None]
