@@ -1,4 +1,5 @@
-"""Developer sessions: ``nox`` runs the tests; ``nox -s lint build cuda plugins bench`` the rest."""
+"""Developer sessions: ``nox`` runs the tests; ``nox -s lint build cuda plugins bench mutation``
+the rest (``mutation`` is slow: run it by hand, it is not part of CI)."""
 
 from __future__ import annotations
 
@@ -124,3 +125,30 @@ def bench(session: nox.Session) -> None:
         if quick and Path(script).name in QUALITY_MEASUREMENTS:
             continue  # minutes of CNN extraction on the museum set: not a smoke run
         session.run("python", script, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing with mutmut over the Python modules named in ``[tool.mutmut]``.
+
+    ``nox -s mutation`` mutates every module in ``only_mutate`` (pyproject.toml: data,
+    extraction, models, builtin, testing, viz, index, classify, eval, postprocess,
+    identify) and runs, per mutant, the tests that execute the mutated function: hours on a
+    laptop. Pass mutant name globs to run a part, e.g.
+    ``nox -s mutation -- "pyinstance.classify.voting*" "pyinstance.eval.metrics*"``.
+    Survivors are listed at the end; ``mutmut show <name>`` prints one's diff. Each
+    survivor deserves a test that kills it, or a note on why it is equivalent.
+    """
+    _install_pyinstance(session, "test,mutation", PYINSTANCE_CUDA="OFF")
+    # mutmut imports pyinstance from its mutated copy (mutants/pyinstance): give that copy
+    # the compiled module of the installed build (*.so is git-ignored; removed afterwards).
+    compiled = session.run(
+        "python", "-c", "import pyinstance._C as c; print(c.__file__)", silent=True
+    ).strip()
+    copied = ROOT / "pyinstance" / Path(compiled).name
+    shutil.copy2(compiled, copied)
+    try:
+        session.run("mutmut", "run", *session.posargs)
+    finally:
+        copied.unlink(missing_ok=True)
+    session.run("mutmut", "results")

@@ -5,6 +5,16 @@ config. D = 256, 4 images per class (clustered, L2-normalised). Peak memory is t
 the process's resident set while one call runs (Linux VmHWM after resetting it through
 /proc/self/clear_refs, minus VmRSS before the call), in MiB.
 
+Every contender's triplets are checked before timing: the same (anchor, positive) pairs and,
+per pair, negatives of the same similarity (|difference| <= 1e-5; an index swapped inside a
+near-tie passes, a different choice stops the run). pytorch-metric-learning is compared
+where it does the same work: BatchHardMiner against batch_hard, and on the "semihard/drop"
+rows TripletMarginMiner (semihard, margin 2: every negative below its positive, on
+similarities in [-1, 1]) reduced to the hardest of them per (anchor, positive) pair, which
+is what triplet_mine(strategy="semihard", semihard_fallback="drop") returns. The plain
+"semihard" rows (pairs without such a negative fall back to the easiest negative) have no
+pml counterpart.
+
     python benchmarks/mining.py            # the full issue-4 table (several minutes)
     python benchmarks/mining.py --quick    # seconds: small sizes, smoke test
 """
@@ -18,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import pyinstance
@@ -64,14 +75,52 @@ def torch_hard_negative(x: torch.Tensor, labels: torch.Tensor):
     return pa, pp, hardest_neg[pa]
 
 
-def torch_semihard(x: torch.Tensor, labels: torch.Tensor):
+def torch_semihard(x: torch.Tensor, labels: torch.Tensor, drop: bool = False):
     sim, same, pos, _ = torch_hardest(x, labels)
     pa, pp = torch.nonzero(pos, as_tuple=True)
     rows = sim[pa]
     below = ~same[pa] & (rows < sim[pa, pp][:, None])
     chosen = rows.masked_fill(~below, -INF).argmax(dim=1)
+    found = below.any(dim=1)
+    if drop:
+        return pa[found], pp[found], chosen[found]
     easiest = sim.masked_fill(same, INF).argmin(dim=1)
-    return pa, pp, torch.where(below.any(dim=1), chosen, easiest[pa])
+    return pa, pp, torch.where(found, chosen, easiest[pa])
+
+
+def hardest_per_pair(x: torch.Tensor, triplets) -> tuple[torch.Tensor, ...]:
+    """Of every (a, p, n), keep per (a, p) pair the negative most similar to the anchor."""
+    a, p, n = triplets
+    sim_an = (x @ x.T)[a, n]
+    order = sim_an.argsort(descending=True, stable=True)
+    order = order[(a[order] * x.shape[0] + p[order]).argsort(stable=True)]
+    key = a[order] * x.shape[0] + p[order]
+    first = torch.ones_like(key, dtype=torch.bool)
+    first[1:] = key[1:] != key[:-1]
+    chosen = order[first]
+    return a[chosen], p[chosen], n[chosen]
+
+
+def check_same(name: str, found, expected, x: torch.Tensor) -> None:
+    """Stop unless ``found`` has ``expected``'s (a, p) pairs and, per pair, equally similar
+    positives and negatives (sorted by anchor, positive, negative similarity)."""
+    x64 = x.double()
+
+    def table(triplets) -> np.ndarray:
+        a, p, n = (t.long() for t in triplets)
+        sim_ap = (x64[a] * x64[p]).sum(dim=1)
+        sim_an = (x64[a] * x64[n]).sum(dim=1)
+        rows = np.stack([a.numpy(), p.numpy(), sim_ap.numpy(), sim_an.numpy()], axis=1)
+        return rows[np.lexsort((rows[:, 3], rows[:, 1], rows[:, 0]))]
+
+    got, want = table(found), table(expected)
+    if got.shape != want.shape or not (
+        np.array_equal(got[:, 0], want[:, 0])
+        and np.allclose(got[:, 2:], want[:, 2:], rtol=0, atol=1e-5)
+    ):
+        raise SystemExit(
+            f"{name}: triplets differ from ours ({len(got)} vs {len(want)}); not timing"
+        )
 
 
 def torch_offline(
@@ -176,29 +225,36 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     pml_hard = BatchHardMiner(distance=CosineSimilarity())
-    pml_semi = TripletMarginMiner(
-        margin=0.1, type_of_triplets="semihard", distance=CosineSimilarity()
+    # margin 2 on similarities in [-1, 1]: every negative less similar than the positive
+    pml_below = TripletMarginMiner(
+        margin=2.0, type_of_triplets="semihard", distance=CosineSimilarity()
     )
     plain = {
         "batch_hard": torch_batch_hard,
         "semihard": torch_semihard,
+        "semihard/drop": lambda x, labels: torch_semihard(x, labels, drop=True),
         "hard_negative": torch_hard_negative,
     }
-    for strategy in ("batch_hard", "semihard", "hard_negative"):
+    ours_options = {"semihard/drop": {"strategy": "semihard", "semihard_fallback": "drop"}}
+    for strategy in ("batch_hard", "semihard", "semihard/drop", "hard_negative"):
         for b in sizes:
             x, labels = clustered(b, args.dim)
+            options = ours_options.get(strategy, {"strategy": strategy})
             contenders: dict[str, Callable[[], object]] = {
-                "ours": lambda x=x, labels=labels, s=strategy: triplet_mine(
-                    x, labels, strategy=s, **ours_kw
+                "ours": lambda x=x, labels=labels, o=options: triplet_mine(
+                    x, labels, **o, **ours_kw
                 ),
                 "torch": lambda x=x, labels=labels, s=strategy: plain[s](x, labels),
             }
             if strategy == "batch_hard":
                 contenders["pml"] = lambda x=x, labels=labels: pml_hard(x, labels)
-            elif strategy == "semihard" and b <= pml_semihard_max:
-                contenders["pml"] = lambda x=x, labels=labels: pml_semi(x, labels)
-            for fn in contenders.values():
-                fn()  # warm-up
+            elif strategy == "semihard/drop" and b <= pml_semihard_max:
+                contenders["pml"] = lambda x=x, labels=labels: hardest_per_pair(
+                    x, pml_below(x, labels)
+                )
+            ours = contenders["ours"]()  # equal results first (also the warm-up)
+            for name, fn in contenders.items():
+                check_same(f"{strategy} B={b} {name}", fn(), ours, x)
             ms = time_interleaved(contenders, repeats)
             ours_peak = peak_mib(contenders["ours"])
             torch_peak = peak_mib(contenders["torch"])
@@ -242,6 +298,7 @@ def main() -> None:
         ),
         "torch": lambda: torch_offline(x, labels, n_pos, n_neg, n_triplets),
     }
+    check_same(f"offline N={n} torch", contenders["torch"](), contenders["ours"](), x)
     ms = time_interleaved(contenders, 1 if args.quick else args.offline_repeats)
     ours_peak = peak_mib(contenders["ours"])
     torch_peak = peak_mib(contenders["torch"])

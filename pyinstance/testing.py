@@ -98,7 +98,9 @@ def check_backbone(backbone: nn.Module, *, image_size: int | None = None, batch:
     trainable = [p for p in backbone.parameters() if p.requires_grad]
     if trainable:
         backbone.train()
-        backbone(images).float().square().mean().backward()
+        energy = backbone(images).float().square().mean()
+        if energy.requires_grad:  # a detached output reaches no parameter
+            energy.backward()
         _expect(
             any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in trainable),
             "no trainable backbone parameter received a gradient",
@@ -137,7 +139,9 @@ def check_head(head: nn.Module, in_channels: int, *, batch: int = 3) -> None:
         )
     features = torch.rand(batch, in_channels, 7, 7, generator=generator, requires_grad=True)
     head.train()
-    (head(features) * torch.randn(batch, dim, generator=generator)).sum().backward()
+    projected = (head(features) * torch.randn(batch, dim, generator=generator)).sum()
+    if projected.requires_grad:  # a detached output reaches no input
+        projected.backward()
     _expect(
         features.grad is not None and bool(features.grad.abs().sum() > 0),
         "head output is not differentiable w.r.t. its input features",
@@ -174,8 +178,16 @@ def check_loss(loss: nn.Module, *, dim: int = 16) -> None:
     empty = torch.empty(0, dtype=torch.int64)
     fresh = embeddings.detach().clone().requires_grad_(True)
     zero = loss(fresh, labels, (empty, empty, empty))
-    zero.backward()
+    _expect(
+        isinstance(zero, torch.Tensor) and zero.dim() == 0,
+        f"loss with no triplets must return a scalar tensor, got {getattr(zero, 'shape', type(zero).__name__)}",
+    )
     _expect(bool(torch.isfinite(zero)), "loss with no triplets must stay finite")
+    _expect(
+        zero.requires_grad,
+        "loss with no triplets must stay differentiable (a zero gradient, not a constant)",
+    )
+    zero.backward()
 
 
 def _check_triplets(
@@ -184,6 +196,7 @@ def _check_triplets(
     ref_labels: torch.Tensor,
     *,
     same_set: bool,
+    one_class: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _expect(
         isinstance(result, tuple) and len(result) == 3,
@@ -195,11 +208,12 @@ def _check_triplets(
             isinstance(index, torch.Tensor) and index.dtype == torch.int64 and index.dim() == 1,
             f"miner {name} must be a 1-D int64 tensor, got {getattr(index, 'dtype', type(index).__name__)}",
         )
-        _expect(not index.requires_grad, f"miner {name} must not require grad")
     _expect(
         anchors.shape == positives.shape == negatives.shape,
         f"miner index tensors differ in length: {anchors.numel()}, {positives.numel()}, {negatives.numel()}",
     )
+    if one_class:
+        _expect(anchors.numel() == 0, "miner returned triplets for a batch with one class only")
     if anchors.numel():
         _expect(
             int(anchors.min()) >= 0 and int(anchors.max()) < labels.numel(),
@@ -245,10 +259,13 @@ def check_miner(miner: Any, *, dim: int = 16, deterministic: bool = True) -> Non
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a one-class batch may warn; it must not fail
-            lonely = _check_triplets(
-                miner(embeddings[:4], labels[:4]), labels[:4], labels[:4], same_set=True
-            )
-        _expect(lonely[0].numel() == 0, "miner returned triplets for a batch with one class only")
+            try:
+                lonely = miner(embeddings[:4], labels[:4])
+            except Exception as error:
+                raise ContractError(
+                    f"miner raised on a batch with one class only: {type(error).__name__}: {error}"
+                ) from error
+        _check_triplets(lonely, labels[:4], labels[:4], same_set=True, one_class=True)
 
 
 def _instance_clusters(
@@ -303,9 +320,10 @@ def _checked_prediction(classifier: Any, neighbours: Any, queries: torch.Tensor)
         "ranked: -1 padding must come after every ranked instance",
     )
     _expect(bool(np.isneginf(scores[padded]).all()), "ranked_scores must be -inf where padded")
-    finite = scores[:, 1:][~padded[:, 1:]]
+    later = scores[:, 1:][~padded[:, 1:]]
     _expect(
-        bool((finite <= scores[:, :-1][~padded[:, 1:]]).all()) and bool(np.isfinite(finite).all()),
+        bool((later <= scores[:, :-1][~padded[:, 1:]]).all())
+        and bool(np.isfinite(scores[~padded]).all()),
         "ranked_scores must be finite and non-increasing along each row",
     )
     repeated = (ranked[:, :, None] == ranked[:, None, :]) & ~padded[:, :, None]

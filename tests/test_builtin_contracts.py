@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 import pyinstance
 from pyinstance import testing
-from pyinstance.plugins import PluginRegistry
+from pyinstance.plugins import BUILTIN_PLUGINS, HOOKS, PluginRegistry
 
 _BUILTINS = PluginRegistry(autoload=False).components()
 # Keyword arguments a built-in needs to be built small enough for a quick check.
@@ -37,6 +39,10 @@ def test_builtin_component_honours_its_contract(component):
 
 
 def test_every_kind_has_builtins_registered_through_hooks():
-    kinds = {c.kind for c in _BUILTINS}
-    assert "loss" in kinds
-    assert all(c.distribution == "pyinstance" for c in _BUILTINS)
+    assert {c.kind for c in _BUILTINS} == set(HOOKS)
+    for component in _BUILTINS:
+        assert component.distribution == "pyinstance", component
+        assert component.plugin in BUILTIN_PLUGINS, component
+        # registered by the plugin module's hook for that kind, not added by hand
+        hook = getattr(importlib.import_module(component.plugin), HOOKS[component.kind], None)
+        assert callable(hook), component

@@ -132,3 +132,28 @@ def test_a_bad_environment_is_a_warning_not_a_traceback():
     assert result.returncode == 0, result.stderr
     assert "PYINSTANCE_ISA='bogus' is not one of generic, avx2, avx512" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_plugins_table_names_a_plugin_that_fails_to_import_on_stderr(monkeypatch, capsys):
+    class _Broken:
+        name = "broken"
+        dist = None
+
+        @staticmethod
+        def load():
+            raise ImportError("No module named 'torchvision_extra'")
+
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda group: [_Broken()] if group == plugins.ENTRY_POINT_GROUP else [],
+    )
+    monkeypatch.setattr(plugins, "registry", plugins.PluginRegistry(autoload=True))
+    with pytest.warns(RuntimeWarning, match="broken"):
+        assert cli.main(["plugins", "--kind", "loss"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "plugin 'broken' failed during import: ImportError: No module named 'torchvision_extra'"
+    ]
+    assert "broken" not in captured.out  # the table lists only working components
+    assert "triplet_margin" in captured.out

@@ -131,3 +131,360 @@ def test_nondeterministic_miner_fails_unless_declared():
     with pytest.raises(ContractError, match="not deterministic"):
         testing.check_miner(shuffled)
     testing.check_miner(shuffled, deterministic=False)
+
+
+# --- every failure branch, each with a component broken on purpose -----------------------
+
+
+def test_backbone_that_is_not_a_module_fails():
+    with pytest.raises(ContractError, match="backbone must be a torch.nn.Module, got function"):
+        testing.check_backbone(lambda images: images)
+
+
+@pytest.mark.parametrize("channels", [True, 0, 8.0])
+def test_backbone_without_a_positive_int_out_channels_fails(channels):
+    class Odd(GoodBackbone):
+        out_channels = channels
+
+    with pytest.raises(ContractError, match=f"'out_channels', got {channels!r}"):
+        testing.check_backbone(Odd())
+
+
+def test_backbone_with_an_invalid_min_input_size_fails():
+    class NoSize(GoodBackbone):
+        min_input_size = 0
+
+    with pytest.raises(ContractError, match="backbone.min_input_size: expected an integer >= 1"):
+        testing.check_backbone(NoSize())
+
+
+def test_backbone_returning_a_tuple_fails():
+    class Pair(GoodBackbone):
+        def forward(self, x):
+            out = self.conv(x)
+            return out, out
+
+    with pytest.raises(ContractError, match="backbone must return a tensor, got tuple"):
+        testing.check_backbone(Pair())
+
+
+def test_backbone_with_fewer_channels_than_declared_fails():
+    class Narrow(GoodBackbone):
+        def forward(self, x):
+            return self.conv(x)[:, :4]
+
+    with pytest.raises(
+        ContractError,
+        match=r"backbone output must be 2×8×h×w for 32×32 inputs, got \(2, 4, 8, 8\)",
+    ):
+        testing.check_backbone(Narrow())
+
+
+def test_backbone_with_a_larger_map_than_its_stride_predicts_fails():
+    class Understated(GoodBackbone):
+        out_stride = 8  # the map is 8×8 for 32 px, not ≈ 4×4
+
+    with pytest.raises(ContractError, match="out_stride=8 predicts h≈4 for 32px inputs, got 8"):
+        testing.check_backbone(Understated())
+
+
+def test_backbone_with_non_finite_output_fails():
+    class Overflowing(GoodBackbone):
+        def forward(self, x):
+            return self.conv(x) / 0.0  # ±inf, and NaN where the convolution gives 0
+
+    with pytest.raises(ContractError, match="backbone output has NaN or infinite values"):
+        testing.check_backbone(Overflowing())
+
+
+def test_backbone_whose_parameters_receive_no_gradient_fails():
+    class Ignored(GoodBackbone):
+        def forward(self, x):
+            return self.conv(x) * 0  # the parameters are trainable but never matter
+
+    with pytest.raises(ContractError, match="no trainable backbone parameter received a gradient"):
+        testing.check_backbone(Ignored())
+
+
+def test_backbone_detaching_its_output_fails():
+    class Detached(GoodBackbone):
+        def forward(self, x):
+            return self.conv(x).detach()
+
+    with pytest.raises(ContractError, match="no trainable backbone parameter received a gradient"):
+        testing.check_backbone(Detached())
+
+
+def test_frozen_backbone_passes():
+    backbone = GoodBackbone().requires_grad_(False)
+    testing.check_backbone(backbone)
+
+
+def test_head_that_is_not_a_module_fails():
+    with pytest.raises(ContractError, match="head must be a torch.nn.Module, got function"):
+        testing.check_head(lambda x: x, 8)
+
+
+def test_head_with_zero_out_dim_fails():
+    head = GoodHead(8)
+    head.out_dim = 0
+    with pytest.raises(ContractError, match="positive int attribute 'out_dim', got 0"):
+        testing.check_head(head, 8)
+
+
+def test_head_returning_a_list_fails():
+    class Listed(GoodHead):
+        def forward(self, x):
+            return list(super().forward(x))
+
+    with pytest.raises(ContractError, match=r"head output must be 3×8 for 7×7 maps, got \(\)"):
+        testing.check_head(Listed(8), 8)
+
+
+def test_head_failing_on_a_non_square_map_fails():
+    class SquareOnly(GoodHead):
+        def forward(self, x):
+            return super().forward(x[:, :, : x.shape[2], : x.shape[2]]).repeat(1, x.shape[2] // 7)
+
+    with pytest.raises(ContractError, match="head output must be 3×8 for 5×9 maps, got"):
+        testing.check_head(SquareOnly(8), 8)
+
+
+def test_head_with_non_finite_output_fails():
+    class NaNHead(GoodHead):
+        def forward(self, x):
+            return super().forward(x) / (x.mean(dim=(2, 3)) - x.mean(dim=(2, 3)))
+
+    with pytest.raises(ContractError, match="head output has NaN or infinite values"):
+        testing.check_head(NaNHead(8), 8)
+
+
+def test_head_mixing_the_batch_fails():
+    class BatchCentred(GoodHead):
+        def forward(self, x):
+            pooled = x.mean(dim=(2, 3))
+            return nn.functional.normalize(pooled - pooled.mean(dim=0, keepdim=True), dim=1)
+
+    with pytest.raises(ContractError, match="head output for one image depends on the rest"):
+        testing.check_head(BatchCentred(8), 8)
+
+
+def test_head_with_parameters_but_blind_to_its_input_gradient_fails():
+    class Detaching(GoodHead):
+        def __init__(self, in_channels):
+            super().__init__(in_channels)
+            self.scale = nn.Parameter(torch.ones(in_channels))
+
+        def forward(self, x):
+            return nn.functional.normalize(x.detach().mean(dim=(2, 3)) * self.scale, dim=1)
+
+    with pytest.raises(ContractError, match="head output is not differentiable w.r.t. its input"):
+        testing.check_head(Detaching(8), 8)
+
+
+def test_head_computing_without_autograd_fails():
+    class NumPyHead(GoodHead):
+        def forward(self, x):
+            pooled = torch.from_numpy(x.detach().numpy().mean(axis=(2, 3)))
+            return nn.functional.normalize(pooled, dim=1)
+
+    with pytest.raises(ContractError, match="head output is not differentiable w.r.t. its input"):
+        testing.check_head(NumPyHead(8), 8)
+
+
+def test_loss_that_is_not_callable_fails():
+    with pytest.raises(ContractError, match="loss must be callable, got int"):
+        testing.check_loss(3)
+
+
+def test_loss_per_triplet_instead_of_a_scalar_fails():
+    class Unreduced(TripletMarginLoss):
+        def forward(self, embeddings, labels, triplets=None):
+            a, p, n = triplets
+            return (embeddings[a] * (embeddings[n] - embeddings[p])).sum(dim=1)
+
+    with pytest.raises(
+        ContractError, match=r"loss must return a scalar tensor, got torch.Size\(\[576\]\)"
+    ):
+        testing.check_loss(Unreduced(margin=0.5))
+
+
+def test_loss_returning_a_python_float_fails():
+    with pytest.raises(ContractError, match="loss must return a scalar tensor, got float"):
+        testing.check_loss(lambda embeddings, labels, triplets=None: 0.5)
+
+
+def test_loss_returning_nan_fails():
+    def log_of_negative(embeddings, labels, triplets=None):
+        return torch.log(embeddings.sum() * 0 - 1)
+
+    with pytest.raises(ContractError, match="loss returned nan"):
+        testing.check_loss(log_of_negative)
+
+
+def test_loss_with_a_non_finite_gradient_fails():
+    def sqrt_at_zero(embeddings, labels, triplets=None):
+        return (embeddings - embeddings).square().sum().sqrt()  # value 0, gradient 0·inf
+
+    with pytest.raises(
+        ContractError, match="loss gradient w.r.t. embeddings is missing or not finite"
+    ):
+        testing.check_loss(sqrt_at_zero)
+
+
+def test_loss_with_a_zero_gradient_fails():
+    def constant(embeddings, labels, triplets=None):
+        return embeddings.sum() * 0 + 1
+
+    with pytest.raises(ContractError, match="loss gives a zero gradient on a hard random batch"):
+        testing.check_loss(constant)
+
+
+def test_loss_averaging_an_empty_set_of_triplets_fails():
+    def mean_over_triplets(embeddings, labels, triplets=None):
+        a, p, n = triplets
+        return (embeddings[a] * (embeddings[n] - embeddings[p])).sum(dim=1).relu().mean()
+
+    with pytest.raises(ContractError, match="loss with no triplets must stay finite"):
+        testing.check_loss(mean_over_triplets)
+
+
+def test_loss_returning_nothing_for_no_triplets_fails():
+    def none_when_empty(embeddings, labels, triplets=None):
+        a, p, n = triplets
+        if a.numel():
+            return (embeddings[a] * (embeddings[n] - embeddings[p])).sum(dim=1).relu().mean()
+        return None
+
+    with pytest.raises(
+        ContractError, match="loss with no triplets must return a scalar tensor, got NoneType"
+    ):
+        testing.check_loss(none_when_empty)
+
+
+def test_loss_with_no_triplets_must_stay_differentiable():
+    def constant_when_empty(embeddings, labels, triplets=None):
+        a, p, n = triplets
+        if a.numel() == 0:
+            return torch.tensor(0.0)  # breaks loss.backward() in a training step
+        return (embeddings[a] * (embeddings[n] - embeddings[p])).sum(dim=1).relu().mean()
+
+    with pytest.raises(ContractError, match="loss with no triplets must stay differentiable"):
+        testing.check_loss(constant_when_empty)
+
+
+def _altered_miner(change):
+    def miner(embeddings, labels, ref_embeddings=None, ref_labels=None):
+        return change(*good_miner(embeddings, labels, ref_embeddings, ref_labels))
+
+    return miner
+
+
+def test_miner_that_is_not_callable_fails():
+    with pytest.raises(ContractError, match="miner must be callable, got list"):
+        testing.check_miner([])
+
+
+def test_miner_returning_a_list_fails():
+    with pytest.raises(
+        ContractError, match="must return a tuple .anchors, positives, negatives., got list"
+    ):
+        testing.check_miner(_altered_miner(lambda a, p, n: [a, p, n]))
+
+
+def test_miner_returning_a_2d_index_fails():
+    with pytest.raises(ContractError, match="miner positives must be a 1-D int64 tensor"):
+        testing.check_miner(_altered_miner(lambda a, p, n: (a, p[:, None], n)))
+
+
+def test_miner_with_index_tensors_of_different_lengths_fails():
+    with pytest.raises(ContractError, match="miner index tensors differ in length: 20, 20, 19"):
+        testing.check_miner(_altered_miner(lambda a, p, n: (a, p, n[:-1])))
+
+
+def test_miner_with_an_anchor_outside_the_batch_fails():
+    with pytest.raises(ContractError, match="miner anchors index outside the batch"):
+        testing.check_miner(_altered_miner(lambda a, p, n: (a + 1, p, n)))
+
+
+def test_miner_indexing_the_batch_instead_of_the_references_fails():
+    def batch_indices(embeddings, labels, ref_embeddings=None, ref_labels=None):
+        if ref_embeddings is None:
+            return good_miner(embeddings, labels)
+        a, p, n = good_miner(embeddings, labels, ref_embeddings, ref_labels)
+        return a, p, n + ref_labels.numel()  # off the end of the references
+
+    with pytest.raises(ContractError, match="miner negatives index outside the reference set"):
+        testing.check_miner(batch_indices)
+
+
+def test_miner_with_a_negative_index_fails():
+    with pytest.raises(ContractError, match="miner positives index outside the reference set"):
+        testing.check_miner(_altered_miner(lambda a, p, n: (a, p - p.max() - 1, n)))
+
+
+def test_miner_with_a_positive_of_the_wrong_label_fails():
+    with pytest.raises(ContractError, match="a positive has another label than its anchor"):
+        testing.check_miner(_altered_miner(lambda a, p, n: (a, n, p)))
+
+
+def test_miner_pairing_an_anchor_with_itself_fails():
+    with pytest.raises(ContractError, match="an anchor is its own positive"):
+        testing.check_miner(_altered_miner(lambda a, p, n: (a, a.clone(), n)))
+
+
+def test_anchor_equal_to_positive_index_is_fine_against_references():
+    def same_index(embeddings, labels, ref_embeddings=None, ref_labels=None):
+        if ref_embeddings is None:
+            return good_miner(embeddings, labels)
+        # batch row i and reference row i are different images: pairing them is allowed
+        keep = labels == ref_labels[: labels.numel()]
+        anchors = torch.arange(labels.numel())[keep]
+        negatives = (ref_labels[None, :] != labels[anchors, None]).int().argmax(dim=1)
+        return anchors, anchors.clone(), negatives
+
+    testing.check_miner(same_index)
+
+
+def test_miner_finding_nothing_fails():
+    empty = torch.empty(0, dtype=torch.int64)
+    with pytest.raises(ContractError, match="miner found no triplet in a batch of 5 classes"):
+        testing.check_miner(lambda *args, **kwargs: (empty, empty, empty))
+
+
+def test_miner_returning_triplets_for_one_class_fails():
+    def pads_lonely_batches(embeddings, labels, ref_embeddings=None, ref_labels=None):
+        a, p, n = good_miner(embeddings, labels, ref_embeddings, ref_labels)
+        if a.numel() == 0:  # "no negative": falls back to the hardest other image
+            a, p = torch.arange(2), torch.tensor([1, 0])
+            return a, p, torch.tensor([2, 3])
+        return a, p, n
+
+    with pytest.raises(
+        ContractError, match="miner returned triplets for a batch with one class only"
+    ):
+        testing.check_miner(pads_lonely_batches)
+
+
+def test_miner_raising_on_one_class_fails():
+    def strict(embeddings, labels, ref_embeddings=None, ref_labels=None):
+        if labels.unique().numel() < 2:
+            raise ValueError("labels: expected at least two classes")
+        return good_miner(embeddings, labels, ref_embeddings, ref_labels)
+
+    with pytest.raises(
+        ContractError,
+        match="miner raised on a batch with one class only: ValueError: labels: expected",
+    ):
+        testing.check_miner(strict)
+
+
+def test_miner_warning_on_one_class_passes():
+    def warns(embeddings, labels, ref_embeddings=None, ref_labels=None):
+        if labels.unique().numel() < 2:
+            import warnings
+
+            warnings.warn("one class", RuntimeWarning, stacklevel=2)
+        return good_miner(embeddings, labels, ref_embeddings, ref_labels)
+
+    testing.check_miner(warns)

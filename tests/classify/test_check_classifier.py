@@ -286,3 +286,38 @@ def test_accepting_the_wrong_dimension_fails():
 
     with pytest.raises(ContractError, match="wrong dimension"):
         testing.check_classifier(Lenient())
+
+
+@pytest.mark.parametrize("column", [0, -1])
+def test_infinite_score_of_a_ranked_instance_fails(column):
+    def infinite(p, n, q):
+        scores = np.array(p.ranked_scores)
+        scores[:, column] = np.inf if column == 0 else -np.inf
+        return Prediction(p.labels, p.confidence, p.ranked, scores)
+
+    with pytest.raises(ContractError, match="ranked_scores must be finite and non-increasing"):
+        testing.check_classifier(_altered(Centroids, infinite))
+
+
+def test_nan_score_of_a_ranked_instance_fails():
+    def nan(p, n, q):
+        scores = np.array(p.ranked_scores)
+        scores[:, 2] = np.nan
+        return _unchecked(p, ranked_scores=scores)
+
+    with pytest.raises(ContractError, match="ranked_scores must be finite and non-increasing"):
+        testing.check_classifier(_altered(Centroids, nan))
+
+
+def test_predict_raising_on_padded_neighbours_fails():
+    class Unpadded(FirstNeighbour):
+        def predict(self, neighbours, queries):
+            if (neighbours.labels < 0).any():
+                raise IndexError("instance code -1")
+            return super().predict(neighbours, queries)
+
+    class ReadsThree(Unpadded):
+        k = 3
+
+    with pytest.raises(ContractError, match="raised on valid input: IndexError: instance code -1"):
+        testing.check_classifier(ReadsThree())

@@ -69,11 +69,22 @@ def test_own_classifier_drives_selection_and_region_logits():
     assert descriptor.shape == (3, 16)
 
 
-def test_external_classifier_module():
-    fcn = nn.Conv2d(16, 3, 1)
+def test_external_classifier_module_drives_selection_and_logits():
+    torch.manual_seed(0)
+    fcn = nn.Conv2d(16, 3, 3, padding=1)  # a 3×3 class map: unlike any default classifier
     head = TopKRegionHead(16, classifier=fcn, k=2)
     assert head.classifier is fcn
-    assert head.forward_regions(_features()).region_logits.shape == (3, 2, 3)
+    features = _features()
+    regions = head.forward_regions(features)
+    class_map = fcn(features)
+    # The regions are the top-2 locations of the external class map, not of a default 1×1
+    # classifier, and their logits are that map's columns at the chosen locations.
+    torch.testing.assert_close(regions.locations, topk_region_pool(features, class_map, 2)[1])
+    expected = torch.stack([class_map[b].flatten(1)[:, regions.locations[b]].T for b in range(3)])
+    assert regions.region_logits.shape == (3, 2, 3)
+    torch.testing.assert_close(regions.region_logits, expected)
+    regions.region_loss(torch.tensor([0, 2, 1])).backward()
+    assert fcn.weight.grad is not None and fcn.weight.grad.abs().sum() > 0
 
 
 def test_gradients():
