@@ -36,7 +36,7 @@ def _install_pyinstance(session: nox.Session, extras: str = "", **env: str) -> N
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Build pyinstance as users get it (CUDA when a compiler is found) and run pytest."""
-    _install_pyinstance(session, "test")
+    _install_pyinstance(session, "test,fast")
     session.run("pytest", *session.posargs)
 
 
@@ -119,7 +119,7 @@ def plugins(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Side-by-side benchmarks against faiss, pytorch-metric-learning and plain torch."""
-    _install_pyinstance(session, "bench", PYINSTANCE_CUDA="OFF")
+    _install_pyinstance(session, "bench,fast", PYINSTANCE_CUDA="OFF")
     quick = "--quick" in session.posargs
     for script in sorted(glob.glob("benchmarks/*.py")):
         if quick and Path(script).name in QUALITY_MEASUREMENTS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,12 @@ def _info(args: argparse.Namespace) -> int:
     table.add_row("bf16 screening (mining)", "yes" if cpu["bf16_dot"] else "no")
     table.add_row("CPU features", " ".join(cpu["cpu_features"]) or "-")
     table.add_row("OpenMP threads", str(info["openmp_threads"]))
+    from pyinstance.engine import engine_info
+
+    engines = engine_info()
+    table.add_row(
+        "inference engines", f"{', '.join(engines['engines'])} (default: {engines['default']})"
+    )
     cuda = info["cuda"]
     if cuda is None:
         table.add_row(
@@ -112,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pyinstance`` command."""
+    # Idle OpenMP threads must not spin: a server identifying photos beside another busy
+    # process collapses otherwise (measured in benchmarks/engine.py). Before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

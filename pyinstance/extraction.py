@@ -23,7 +23,7 @@ import math
 import numbers
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -62,6 +62,7 @@ def extract(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     progress: bool = True,
+    engine: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Descriptors N×S×D (on the CPU, ``dtype``) of ``images`` at each of ``scales``.
 
@@ -84,6 +85,10 @@ def extract(
             modules are moved there and stay after success; the device is checked before
             anything moves, and after an error the modules are back where they were.
         progress: show a progress bar (tqdm) over the images.
+        engine: what maps a normalised float32 batch to descriptors instead of
+            ``head(backbone(batch))`` (a :class:`pyinstance.engine.Engine` made from the
+            same backbone and head, e.g. ONNX Runtime); ``backbone`` and ``head`` still
+            define the sizes and normalisation.
 
     Backbone and head run in eval mode under ``torch.inference_mode``; their training
     modes are restored afterwards. Aggregate the scales with :func:`aggregate_scales`.
@@ -136,8 +141,11 @@ def extract(
                         batch = entries[first : first + batch_size]
                         pixels = normalize(torch.stack([image for _, _, image in batch]), mean, std)
                         parameter_dtype = _module_dtype(backbone)
-                        features = backbone(pixels.to(parameter_dtype))
-                        descriptors = head(features).to(device="cpu", dtype=dtype)
+                        if engine is not None:
+                            descriptors = engine(pixels.float()).to(device="cpu", dtype=dtype)
+                        else:
+                            features = backbone(pixels.to(parameter_dtype))
+                            descriptors = head(features).to(device="cpu", dtype=dtype)
                         for (index, scale_index, _), descriptor in zip(
                             batch, descriptors, strict=True
                         ):

@@ -211,3 +211,17 @@ def test_identification_is_a_plain_record() -> None:
         "top_k": [],
         "ms": {"total": 1.0},
     }
+
+
+def test_the_onnxruntime_engine_gives_the_answers_of_torch(built: Path, pairs: Manifest) -> None:
+    pytest.importorskip("onnxruntime")
+    paths = [entry.path for entry in queries(pairs)[:3]]
+    expected = identify(built, paths, threshold=0)
+    with InstanceIndex.open(built, engine="onnxruntime") as index:
+        assert index.describer.engine == "onnxruntime"
+        answers = Identifier(index, threshold=0).identify(paths)
+    assert [a.instance for a in answers] == [e.instance for e in expected]
+    for answer, reference in zip(answers, expected, strict=True):
+        assert answer.confidence == pytest.approx(reference.confidence, abs=1e-4)
+    with InstanceIndex.open(built, engine="torch") as index:
+        assert index.describer.engine == "torch"

@@ -10,6 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pyinstance.commands import add_engine_option
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``demo`` to the ``pyinstance`` command."""
@@ -22,6 +24,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--out", default="pyinstance-demo", help="folder for the index, queries and page"
     )
     demo.add_argument("--far", type=float, default=0.05, help="target false-accept rate")
+    add_engine_option(demo)
     demo.set_defaults(run=_demo)
 
 
@@ -54,7 +57,9 @@ def _demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     _fresh_index_folder(out / "index")
     console.print(f"indexing the sample collection {COLLECTION_DIR} ...")
-    index, report = InstanceIndex.build(out / "index", COLLECTION_DIR, progress=True)
+    index, report = InstanceIndex.build(
+        out / "index", COLLECTION_DIR, progress=True, engine=args.engine
+    )
     with index:
         fit = calibrate(index, target_far=args.far, progress=True)
         console.print(

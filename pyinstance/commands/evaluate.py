@@ -14,6 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pyinstance.commands import add_engine_option
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``evaluate`` to the ``pyinstance`` command."""
@@ -37,6 +39,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--threshold", type=float,
         help="confidence below which the answer is unknown (default: the index's; 0: none)",
     )  # fmt: skip
+    add_engine_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             f"--report: folder {str(report)!r} exists and is not empty; pass --force"
         )
     console = Console()
-    with InstanceIndex.open(args.index) as index:
+    with InstanceIndex.open(args.index, engine=args.engine) as index:
         result = evaluate(
             index,
             args.manifest,

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
+from pyinstance.commands import add_engine_option
 from pyinstance.data.images import ImageDecodeError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -29,6 +30,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     identify.add_argument("--classifier", help="a registered classifier (default: the index's)")
     identify.add_argument("--json", action="store_true", help="one JSON object per photo")
+    add_engine_option(identify)
     identify.set_defaults(run=_identify)
 
     calibrate = commands.add_parser(
@@ -45,6 +47,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "--distractors", nargs="*", default=[], help="photos (or folders) of things not in it"
     )
     calibrate.add_argument("--json", action="store_true", help="print the fit as JSON")
+    add_engine_option(calibrate)
     calibrate.set_defaults(run=_calibrate)
 
 
@@ -69,7 +72,7 @@ def _identify(args: argparse.Namespace) -> int:
     if not paths:
         raise ValueError(f"images: no image file in {args.images}")
     failed = 0
-    with InstanceIndex.open(args.index) as index:
+    with InstanceIndex.open(args.index, engine=args.engine) as index:
         identifier = Identifier(
             index, classifier=args.classifier, threshold=args.threshold, top_k=args.top_k
         )
@@ -115,7 +118,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from pyinstance.calibration import calibrate
     from pyinstance.index import InstanceIndex
 
-    with InstanceIndex.open(args.index) as index:
+    with InstanceIndex.open(args.index, engine=args.engine) as index:
         fit = calibrate(
             index,
             classifier=args.classifier,

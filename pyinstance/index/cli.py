@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pyinstance.commands import add_engine_option
 from pyinstance.index.describer import Describer
 from pyinstance.index.instance_index import InstanceIndex
 from pyinstance.index.recipe import DEFAULT_RECIPE, DTYPES
@@ -78,6 +79,7 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
         "--dtype", choices=DTYPES, default=DEFAULT_RECIPE.dtype, help="descriptor storage dtype"
     )
     build.add_argument("--instance", help="instance id of image files given as SOURCE")
+    add_engine_option(build)
     _common(build)
     build.set_defaults(run=_guarded(_build))
 
@@ -183,6 +185,7 @@ def _build(args: argparse.Namespace, console: Console) -> int:
         query_windows=args.windows,
         dtype=args.dtype,
     )
+    describer.set_engine(args.engine)
     index, report = InstanceIndex.build(
         args.output,
         args.source,

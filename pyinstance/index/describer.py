@@ -27,6 +27,7 @@ from pyinstance.data.images import (
     resize,
     scaled_size,
 )
+from pyinstance.engine import Engine
 from pyinstance.extraction import aggregate_scales, extract
 from pyinstance.index.recipe import Recipe
 from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
@@ -143,6 +144,34 @@ class Describer:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.backbone.to(self.device).eval()
         self.head.to(self.device).eval()
+        self.engine = "torch"
+        self._descriptor_engine: Engine | None = None
+        self._feature_engine: Engine | None = None
+
+    def set_engine(self, engine: str = "auto", *, threads: int | None = None) -> str:
+        """Run the networks with ``engine`` (``torch``, ``onnxruntime``, or ``auto``: the
+        fastest installed) and return the engine's name (``torch`` after a fallback).
+
+        ONNX Runtime runs the backbone + head exported once (cached on disk, checked
+        against torch); see :func:`pyinstance.engine.make_engine`.
+        """
+        from pyinstance.engine import make_engine
+
+        self._descriptor_engine = self._feature_engine = None
+        self.engine = "torch"
+        if engine == "torch":
+            return self.engine
+        descriptors = make_engine(self.backbone, self.head, engine, threads=threads)
+        if descriptors.name == "torch":
+            return self.engine
+        if self.recipe.query_windows is not None:
+            features = make_engine(self.backbone, None, engine, output="features", threads=threads)
+            if features.name == "torch":
+                return self.engine
+            self._feature_engine = features
+        self._descriptor_engine = descriptors
+        self.engine = descriptors.name
+        return self.engine
 
     def references(
         self, paths: Sequence[str | os.PathLike[str]], *, progress: bool = False
@@ -192,6 +221,7 @@ class Describer:
             max_side=max_side or self.recipe.max_side,
             device=self.device,
             progress=False,
+            engine=self._descriptor_engine,
         )
         return aggregate_scales(descriptors).numpy().astype(np.float32, copy=False)
 
@@ -235,7 +265,7 @@ class Describer:
                         f"input size {min_size}"
                     )
                 pixels = normalize(resize(image, size)[None], mean, std)
-                features = self.backbone(pixels)
+                features = (self._feature_engine or self.backbone)(pixels)
                 pooled = pool_windows(features, self.head, self.recipe.query_windows)
                 out.append(pooled.float().cpu().numpy())
         return np.concatenate(out)

@@ -34,11 +34,14 @@ class InstanceIndex:
     or compaction.
     """
 
-    def __init__(self, store: Store, *, device: torch.device | str | None = None):
+    def __init__(
+        self, store: Store, *, device: torch.device | str | None = None, engine: str = "torch"
+    ):
         if not isinstance(store, Store):
             raise TypeError("use InstanceIndex.open(path), create(...) or build(...)")
         self._store = store
         self._device = device
+        self._engine = engine
         self._describer: Describer | None = None
 
     # -- life cycle -----------------------------------------------------------------------
@@ -64,12 +67,15 @@ class InstanceIndex:
         *,
         timeout: float = 30.0,
         device: torch.device | str | None = None,
+        engine: str = "torch",
     ) -> InstanceIndex:
         """The index at ``path``; the describer is rebuilt from its recipe when needed.
 
         ``timeout``: seconds a writer waits for another writer before giving up.
+        ``engine``: what runs the networks (``torch``, ``onnxruntime`` or ``auto``, see
+        :meth:`Describer.set_engine`).
         """
-        return cls(Store(path, timeout=timeout), device=device)
+        return cls(Store(path, timeout=timeout), device=device, engine=engine)
 
     @classmethod
     def build(
@@ -82,14 +88,17 @@ class InstanceIndex:
         progress: bool = True,
         device: torch.device | str | None = None,
         describer: Describer | None = None,
+        engine: str = "torch",
     ) -> tuple[InstanceIndex, AddReport]:
         """Create an index at ``path`` from ``source`` (see :meth:`add`).
 
-        ``describer``: an already built describer of ``recipe`` (else one is built).
+        ``describer``: an already built describer of ``recipe`` (else one is built and set
+        to run on ``engine``).
         Raises ``ValueError`` and leaves nothing at ``path`` when no image could be added.
         """
         if describer is None:
             describer = Describer(recipe, device=device)  # resolves names, pins the weights
+            describer.set_engine(engine)
         elif not recipe.with_(weights_sha256=describer.recipe.weights_sha256).same_descriptors(
             describer.recipe
         ):
@@ -97,7 +106,7 @@ class InstanceIndex:
                 f"describer: made for {describer.recipe.describe()}, not {recipe.describe()}"
             )
         entries, errors = collect(source, instance)
-        index = cls.create(path, describer.recipe, device=device)
+        index = cls(Store.create(path, describer.recipe), device=device, engine=describer.engine)
         index._describer = describer
         try:
             report = index._add(entries, errors, replace=False, progress=progress)
@@ -167,7 +176,9 @@ class InstanceIndex:
     def describer(self) -> Describer:
         """The recipe's describer (built on first use: loads the backbone)."""
         if self._describer is None:
-            self._describer = Describer(self.recipe, device=self._device)
+            describer = Describer(self.recipe, device=self._device)
+            describer.set_engine(self._engine)
+            self._describer = describer
         return self._describer
 
     @property
