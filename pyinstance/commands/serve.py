@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pyinstance.commands import add_engine_option
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``serve`` to the ``pyinstance`` command."""
@@ -37,6 +39,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--review-below", type=float, default=0.5,
         help="confidence below which a visitor photo goes to the review queue",
     )  # fmt: skip
+    add_engine_option(serve)
     serve.set_defaults(run=run)
 
 
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin),
         review_days=args.review_days,
         review_below=args.review_below,
+        engine=args.engine,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

@@ -140,10 +140,12 @@ def create_app(
     max_queue: int = 64,
     review_days: float | None = None,
     review_below: float = 0.5,
+    engine: str = "torch",
 ) -> FastAPI:
     """The service over the index at ``index_path``.
 
     Args:
+        engine: what runs the networks (``torch``, ``onnxruntime`` or ``auto``).
         token: bearer token of the write endpoints; default: ``$PYINSTANCE_API_TOKEN``;
             none at all: the service is read-only (writes answer 403).
         max_upload_bytes: largest accepted photo, in bytes (413 beyond).
@@ -172,7 +174,7 @@ def create_app(
         token = os.environ.get(TOKEN_ENV) or None
     if token is not None and (not isinstance(token, str) or not token.strip()):
         raise ValueError("token: expected a non-empty str")
-    collection = Collection(index_path)
+    collection = Collection(index_path, engine=engine)
     collection.open()  # fails here, before serving, when the index cannot be opened
     review = (
         ReviewQueue(collection.path / "review", days=review_days, below=review_below)

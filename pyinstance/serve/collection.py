@@ -70,8 +70,9 @@ class Version:
 class Collection:
     """The index at ``path`` as served: :attr:`current` version, writes on one thread."""
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], *, engine: str = "torch"):
         self.path = Path(path)
+        self.engine = engine
         self.uploads = self.path / "uploads"
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyinstance-index")
         self._index: InstanceIndex | None = None
@@ -82,7 +83,7 @@ class Collection:
         self._thread.submit(self._open).result()
 
     def _open(self) -> None:
-        self._index = InstanceIndex.open(self.path)
+        self._index = InstanceIndex.open(self.path, engine=self.engine)
         for stale in self.uploads.glob(".upload-*"):  # a write cut short by a crash
             stale.unlink(missing_ok=True)
         self._index.describer  # noqa: B018 - load the network once, shared by every version
