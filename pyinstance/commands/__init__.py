@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rich.console import Console
+
 ENGINES = ("auto", "torch", "onnxruntime")
 
 
@@ -16,3 +18,10 @@ def add_engine_option(parser: argparse.ArgumentParser) -> None:
         help="inference engine: onnxruntime (pip install 'pyinstance[fast]'), torch, or auto "
         "(the fastest installed; default)",
     )
+
+
+def make_console() -> Console:
+    """A rich console; when the output is not a terminal (a pipe, a log), wide enough that
+    result tables are never cut."""
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 160))

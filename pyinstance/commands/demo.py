@@ -7,10 +7,9 @@ import shutil
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
-from pyinstance.commands import add_engine_option
+from pyinstance.commands import add_engine_option, make_console
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -45,7 +44,7 @@ def _fresh_index_folder(folder: Path) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    console = Console()
+    console = make_console()
     from pyinstance.calibration import calibrate
     from pyinstance.demo import COLLECTION_DIR
     from pyinstance.demo.page import QueryResult, write_page

@@ -11,10 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from pyinstance.commands import add_engine_option
+from pyinstance.commands import add_engine_option, make_console
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(
             f"--report: folder {str(report)!r} exists and is not empty; pass --force"
         )
-    console = Console()
+    console = make_console()
     with InstanceIndex.open(args.index, engine=args.engine) as index:
         result = evaluate(
             index,

@@ -6,11 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
-from pyinstance.commands import add_engine_option
+from pyinstance.commands import add_engine_option, make_console
 from pyinstance.data.images import ImageDecodeError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -64,7 +63,7 @@ def image_paths(items: list[str]) -> list[Path]:
 
 
 def _identify(args: argparse.Namespace) -> int:
-    console = Console()
+    console = make_console()
     from pyinstance.identification import Identifier
     from pyinstance.index import InstanceIndex
 
@@ -114,7 +113,7 @@ def _result_table(threshold: float | None) -> Table:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    console = Console()
+    console = make_console()
     from pyinstance.calibration import calibrate
     from pyinstance.index import InstanceIndex
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pyinstance.commands import add_engine_option
+from pyinstance.commands import add_engine_option, make_console
 from pyinstance.index.describer import Describer
 from pyinstance.index.instance_index import InstanceIndex
 from pyinstance.index.recipe import DEFAULT_RECIPE, DTYPES
@@ -164,7 +164,7 @@ def _guarded(
 
     def run(args: argparse.Namespace) -> int:
         try:
-            return command(args, Console())
+            return command(args, make_console())
         except (ValueError, TypeError, KeyError, OSError, IndexBusyError, sqlite3.Error) as error:
             message = error.args[0] if isinstance(error, KeyError) and error.args else error
             print(f"pyinstance index {args.index_command}: error: {message}", file=sys.stderr)
