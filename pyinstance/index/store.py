@@ -607,6 +607,7 @@ class PinnedStore(Store):
         self._settings = store.settings()
         self._meta = store.meta()
         self._size = store.size_on_disk()
+        self._lock = threading.RLock()  # Store's methods serialise on it; writes then refuse
 
     def close(self) -> None:
         pass
