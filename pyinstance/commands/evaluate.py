@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
+from pyinstance._files import write_atomic
 from pyinstance.commands import add_engine_option, make_console
 
 
@@ -111,15 +110,4 @@ def _cell(value: Any) -> str:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` atomically (a temporary file renamed over ``path``)."""
-    text = json.dumps(data, indent=2, allow_nan=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())

@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -127,22 +126,6 @@ def cache_path(directory: Path, recipe: dict[str, Any], key: str) -> Path:
     head = recipe["head"].rsplit(".", 1)[-1] if recipe["head"] else "none"
     backbone = recipe["backbone"].rsplit(".", 1)[-1]
     return directory / f"{backbone}-{head}-{recipe['output']}-{recipe['precision']}-{key}.onnx"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def probe_shapes(min_input_size: int) -> list[tuple[int, int, int, int]]:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pyinstance._files import write_atomic
 from pyinstance.engine import export as onnx_export
 from pyinstance.engine.base import (
     Engine,
@@ -201,7 +202,7 @@ class OnnxRuntimeEngine(Engine):
             network, self._run_numpy(session), self.output, self.min_input_size
         )
         try:
-            onnx_export.write_atomic(self.path, data)
+            write_atomic(self.path, data)
         except OSError as error:  # a read-only cache costs the next export, nothing else
             log.warning("cannot cache the ONNX graph at %s: %s", self.path, error)
         return session, difference

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import io
 import os
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
@@ -27,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from PIL import Image
 from starlette.datastructures import UploadFile
 
+from pyinstance._files import write_atomic
 from pyinstance.plugins import PluginError
 from pyinstance.serve.collection import Collection, Version
 from pyinstance.serve.errors import ApiError, install_error_handlers
@@ -537,17 +537,7 @@ def create_app(
             del image
             path = collection.uploads / f"{hashlib.sha256(data).hexdigest()}.{FORMATS[fmt]}"
             if not path.exists():
-                fd, temporary = tempfile.mkstemp(dir=collection.uploads, prefix=".upload-")
-                try:
-                    with os.fdopen(fd, "wb") as handle:
-                        handle.write(data)
-                        handle.flush()
-                        os.fsync(handle.fileno())
-                    os.replace(temporary, path)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.unlink(temporary)
-                    raise
+                write_atomic(path, data)
             paths.append(path)
         return paths
 

@@ -5,29 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from pyinstance._files import write_atomic
+
 _ITEM_ID = re.compile(r"[0-9a-f]{64}")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 class ReviewQueue:
@@ -64,8 +50,8 @@ class ReviewQueue:
             "top_k": [{"instance": m["instance"], "score": m["score"]} for m in answer["top_k"]],
         }
         with self._lock:
-            _write_atomic(self.folder / f"{item_id}.{ext}", data)
-            _write_atomic(self.folder / f"{item_id}.json", json.dumps(record).encode())
+            write_atomic(self.folder / f"{item_id}.{ext}", data)
+            write_atomic(self.folder / f"{item_id}.json", json.dumps(record).encode())
 
     def items(self) -> list[dict[str, Any]]:
         """The kept items, newest first (expired ones deleted first)."""

@@ -7,8 +7,9 @@ import shutil
 import pytest
 import torch
 
+from pyinstance._files import write_atomic
 from pyinstance.engine import DESCRIPTOR_TOLERANCE, OnnxRuntimeEngine, TorchEngine, make_engine
-from pyinstance.engine.export import cache_key, default_cache_dir, recipe, write_atomic
+from pyinstance.engine.export import cache_key, default_cache_dir, recipe
 from pyinstance.models.pooling import MAC, RMAC, GeM
 
 from .conftest import TinyBackbone, requires_onnxruntime
