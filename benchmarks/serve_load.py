@@ -16,6 +16,7 @@ Bounded: at most 600 requests and ``--max-seconds`` (120 s) of load, 127.0.0.1 o
 
     python benchmarks/serve_load.py                    # 500 requests, 8 in flight
     python benchmarks/serve_load.py --requests 100     # quicker
+    python benchmarks/serve_load.py --quick            # smoke run (CI)
 """
 
 from __future__ import annotations
@@ -188,7 +189,12 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=120.0, help="at most 120")
     parser.add_argument("--pause", type=float, default=0.5, help="curator's pause (s)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 40 requests, 4 in flight, 60 s at most"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.concurrency, args.max_seconds = 40, 4, 60.0
     if not 1 <= args.requests <= MAX_REQUESTS:
         parser.error(f"--requests: expected 1..{MAX_REQUESTS}")
     if not 0 < args.max_seconds <= 120:
