@@ -44,9 +44,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    try:
+        import uvicorn
 
-    from pyinstance.serve.app import create_app, read_token_file
+        from pyinstance.serve.app import create_app, read_token_file
+    except ImportError as error:
+        raise OSError(
+            f"pyinstance serve needs the serve extra: pip install 'pyinstance[serve]' ({error})"
+        ) from error
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port: expected 1-65535, got {args.port}")
