@@ -12,6 +12,10 @@ import pyinstance
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Subprocesses that tests start (``python -c``, ``python -m pyinstance.cli``) must import the
+# installed build, never the uncompiled source tree of the current directory.
+os.environ.setdefault("PYTHONSAFEPATH", "1")
+
 
 def _shared_dir() -> Path:
     configured = os.environ.get("PYINSTANCE_SHARED")
