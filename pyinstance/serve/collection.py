@@ -84,7 +84,7 @@ class Collection:
 
     def _open(self) -> None:
         self._index = InstanceIndex.open(self.path, engine=self.engine)
-        for stale in self.uploads.glob(".upload-*"):  # a write cut short by a crash
+        for stale in self.uploads.glob(".*.tmp"):  # a write_atomic cut short by a crash
             stale.unlink(missing_ok=True)
         self._index.describer  # noqa: B018 - load the network once, shared by every version
         self.current = Version.pin(self._index)

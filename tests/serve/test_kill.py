@@ -53,7 +53,8 @@ def test_kill_during_add(index_copy: Path, tmp_path: Path, pairs: Path, delay: f
         assert now in (old, new)
         assert index.search(index.descriptors()[:1], 1).labels.shape == (1, 1)
         kept = sorted(p for p in uploads.iterdir() if not p.name.startswith("."))
-        report = index.add(kept[:1], instance="after-crash")
-        assert report.added + report.unchanged == 1
+        if kept:  # the kill may land before any upload was complete
+            report = index.add(kept[:1], instance="after-crash")
+            assert report.added + report.unchanged == 1
     with running_server(index_copy, tmp_path):  # a restart drops half-written uploads
-        assert not list(uploads.glob(".upload-*"))
+        assert not list(uploads.glob(".*.tmp"))
