@@ -224,7 +224,7 @@ def main() -> int:
         port = free_port()
         log = open(Path(folder) / "server.log", "wb")  # noqa: SIM115 - closed below
         server = subprocess.Popen(
-            [sys.executable, "-m", "pyinstance.cli", "serve", str(index), "--port", str(port)]
+            [sys.executable, "-P", "-m", "pyinstance.cli", "serve", str(index), "--port", str(port)]
             + ["--token-file", str(token), "--workers", str(args.workers)],
             stdout=log,
             stderr=subprocess.STDOUT,
