@@ -1,0 +1,1 @@
+"""Training: fine-tuning descriptors on a collection (trainer, data, augmentation, processes)."""
