@@ -281,7 +281,8 @@ def check_loss(loss: Any, *, dim: int = 16) -> None:
     finite scalar whose gradient is finite and reaches the embeddings (a loss without
     logits) or every logits tensor (a loss with logits); that missing triplets (when
     needed), missing or ill-shaped logits are refused with an error naming the argument,
-    and that a loss not needing triplets ignores them; that an empty triplet set keeps
+    that a loss not needing triplets ignores them and a map loss takes one map as one
+    scale; that an empty triplet set keeps
     the graph; and that reordering the batch or renaming the classes keeps the value.
     """
     _expect(callable(loss), f"loss must be callable, got {type(loss).__name__}")
@@ -336,6 +337,17 @@ def check_loss(loss: Any, *, dim: int = 16) -> None:
         _expect(
             torch.allclose(without, value.detach(), rtol=1e-5, atol=1e-6),
             "loss declares needs_triplets=False but its value depends on the triplets",
+        )
+    if kind == "map":
+        one_scale = _call_loss(
+            loss, "with logits='map' as one tensor", detached, labels, triplets, logits=plain[0]
+        )
+        listed = _call_loss(
+            loss, "with logits='map' as a list", detached, labels, triplets, logits=plain[:1]
+        )
+        _expect(
+            torch.allclose(one_scale, listed, rtol=1e-5, atol=1e-6),
+            "loss with logits='map' must read one B×K×H×W tensor as a single scale",
         )
     if kind is not None:
         _loss_refuses(

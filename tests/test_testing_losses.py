@@ -247,3 +247,13 @@ def test_map_loss_reading_one_scale_only_fails():
 
     with pytest.raises(ContractError, match=r"gradient does not reach logits='map' \(tensor 1\)"):
         testing.check_loss(_loss(first_scale, needs_triplets=False, logits="map"))
+
+
+def test_map_loss_refusing_a_single_tensor_fails():
+    def lists_only(embeddings, labels, triplets=None, *, logits=None):
+        if not isinstance(logits, list) or any(m.shape[0] != labels.numel() for m in logits):
+            raise ValueError("logits: expected a list of B×K×H×W maps")
+        return sum(F.cross_entropy(m.mean(dim=(2, 3)), labels) for m in logits)
+
+    with pytest.raises(ContractError, match="loss raised with logits='map' as one tensor"):
+        testing.check_loss(_loss(lists_only, needs_triplets=False, logits="map"))
