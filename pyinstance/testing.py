@@ -273,34 +273,10 @@ def _permuted_value(
     return reordered, renamed
 
 
-def check_loss(loss: Any, *, dim: int = 16) -> None:
-    """A loss honours :class:`~pyinstance.models.contracts.LossContract`.
-
-    Checks the ``needs_triplets`` and ``logits`` attributes; that on a random batch (4
-    instances × 4 images, logits of the declared kind for K = 5 classes) it returns a
-    finite scalar whose gradient is finite and reaches the embeddings (a loss without
-    logits) or every logits tensor (a loss with logits); that missing triplets (when
-    needed), missing or ill-shaped logits are refused with an error naming the argument,
-    that a loss not needing triplets ignores them and a map loss takes one map as one
-    scale; that an empty triplet set keeps
-    the graph; and that reordering the batch or renaming the classes keeps the value.
-    """
-    _expect(callable(loss), f"loss must be callable, got {type(loss).__name__}")
-    needs_triplets, kind = _loss_attributes(loss)
-    embeddings, labels = _clustered_batch(4, 4, dim, spread=1.0, seed=1)
-    embeddings.requires_grad_(True)
-    triplets = _all_triplets(labels)
-    logits = _loss_logits(kind, labels.numel(), seed=7)
-    value = _call_loss(
-        loss,
-        "on a valid batch",
-        embeddings,
-        labels,
-        triplets,
-        logits=_logits_argument(kind, logits),
-    )
-    _expect(value.requires_grad, "loss is not differentiable (its value has no graph)")
-    value.backward()
+def _check_loss_gradients(
+    embeddings: torch.Tensor, kind: str | None, logits: list[torch.Tensor]
+) -> None:
+    """After backward: finite gradients reaching the embeddings (no logits) or every logits tensor."""
     _expect(
         embeddings.grad is None or bool(torch.isfinite(embeddings.grad).all()),
         "loss gradient w.r.t. embeddings is not finite",
@@ -318,66 +294,89 @@ def check_loss(loss: Any, *, dim: int = 16) -> None:
             f"loss gradient does not reach logits={kind!r} (tensor {scale}), or is not finite",
         )
 
-    detached = embeddings.detach()
-    plain = [tensor.detach() for tensor in logits]
+
+def _check_loss_arguments(
+    loss: Any,
+    value: torch.Tensor,
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    triplets: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    needs_triplets: bool,
+    kind: str | None,
+    logits: list[torch.Tensor],
+) -> None:
+    """Triplets and logits as declared: refused when missing or ill-shaped, ignored when not needed."""
     if needs_triplets:
         _loss_refuses(
             loss,
             "triplets",
             "triplets=None (it needs_triplets)",
-            detached,
+            embeddings,
             labels,
             None,
-            logits=_logits_argument(kind, plain),
+            logits=_logits_argument(kind, logits),
         )
     else:
         without = _call_loss(
-            loss, "with triplets=None", detached, labels, None, logits=_logits_argument(kind, plain)
+            loss,
+            "with triplets=None",
+            embeddings,
+            labels,
+            None,
+            logits=_logits_argument(kind, logits),
         )
         _expect(
-            torch.allclose(without, value.detach(), rtol=1e-5, atol=1e-6),
+            torch.allclose(without, value, rtol=1e-5, atol=1e-6),
             "loss declares needs_triplets=False but its value depends on the triplets",
         )
+    if kind is None:
+        return
     if kind == "map":
         one_scale = _call_loss(
-            loss, "with logits='map' as one tensor", detached, labels, triplets, logits=plain[0]
+            loss, "with logits='map' as one tensor", embeddings, labels, triplets, logits=logits[0]
         )
         listed = _call_loss(
-            loss, "with logits='map' as a list", detached, labels, triplets, logits=plain[:1]
+            loss, "with logits='map' as a list", embeddings, labels, triplets, logits=logits[:1]
         )
         _expect(
             torch.allclose(one_scale, listed, rtol=1e-5, atol=1e-6),
             "loss with logits='map' must read one B×K×H×W tensor as a single scale",
         )
-    if kind is not None:
-        _loss_refuses(
-            loss,
-            "logits",
-            f"logits=None (its logits attribute is {kind!r})",
-            detached,
-            labels,
-            triplets,
-        )
-        _loss_refuses(
-            loss,
-            "logits",
-            f"logits={kind!r} for one image fewer than the batch",
-            detached,
-            labels,
-            triplets,
-            logits=_ill_shaped_logits(kind, logits),
-        )
+    _loss_refuses(
+        loss,
+        "logits",
+        f"logits=None (its logits attribute is {kind!r})",
+        embeddings,
+        labels,
+        triplets,
+    )
+    _loss_refuses(
+        loss,
+        "logits",
+        f"logits={kind!r} for one image fewer than the batch",
+        embeddings,
+        labels,
+        triplets,
+        logits=_ill_shaped_logits(kind, logits),
+    )
 
+
+def _check_loss_without_triplets(
+    loss: Any,
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    kind: str | None,
+    logits: list[torch.Tensor],
+) -> None:
+    """An empty triplet set gives a finite scalar that stays in the graph."""
     empty = torch.empty(0, dtype=torch.int64)
-    fresh = detached.clone().requires_grad_(True)
-    fresh_logits = [tensor.clone().requires_grad_(True) for tensor in plain]
     zero = _call_loss(
         loss,
         "with no triplets",
-        fresh,
+        embeddings.clone().requires_grad_(True),
         labels,
         (empty, empty, empty),
-        logits=_logits_argument(kind, fresh_logits),
+        logits=_logits_argument(kind, [tensor.clone().requires_grad_(True) for tensor in logits]),
     )
     _expect(
         zero.requires_grad,
@@ -385,14 +384,51 @@ def check_loss(loss: Any, *, dim: int = 16) -> None:
     )
     zero.backward()
 
+
+def check_loss(loss: Any, *, dim: int = 16) -> None:
+    """A loss honours :class:`~pyinstance.models.contracts.LossContract`.
+
+    Checks the ``needs_triplets`` and ``logits`` attributes; that on a random batch (4
+    instances × 4 images, logits of the declared kind for K = 5 classes) it returns a
+    finite scalar whose gradient is finite and reaches the embeddings (a loss without
+    logits) or every logits tensor (a loss with logits); that missing triplets (when
+    needed), missing or ill-shaped logits are refused with an error naming the argument;
+    that a loss not needing triplets ignores them and a map loss takes one map as one
+    scale; that an empty triplet set keeps the graph; and that reordering the batch or
+    renaming the classes keeps the value.
+    """
+    _expect(callable(loss), f"loss must be callable, got {type(loss).__name__}")
+    needs_triplets, kind = _loss_attributes(loss)
+    embeddings, labels = _clustered_batch(4, 4, dim, spread=1.0, seed=1)
+    embeddings.requires_grad_(True)
+    triplets = _all_triplets(labels)
+    logits = _loss_logits(kind, labels.numel(), seed=7)
+    value = _call_loss(
+        loss,
+        "on a valid batch",
+        embeddings,
+        labels,
+        triplets,
+        logits=_logits_argument(kind, logits),
+    )
+    _expect(value.requires_grad, "loss is not differentiable (its value has no graph)")
+    value.backward()
+    _check_loss_gradients(embeddings, kind, logits)
+
+    value, embeddings = value.detach(), embeddings.detach()
+    logits = [tensor.detach() for tensor in logits]
+    _check_loss_arguments(loss, value, embeddings, labels, triplets, needs_triplets, kind, logits)
+    _check_loss_without_triplets(loss, embeddings, labels, kind, logits)
     with torch.no_grad():
-        reordered, renamed = _permuted_value(loss, detached, labels, triplets, kind, plain, seed=8)
+        reordered, renamed = _permuted_value(
+            loss, embeddings, labels, triplets, kind, logits, seed=8
+        )
     _expect(
-        torch.allclose(reordered, value.detach(), rtol=1e-5, atol=1e-6),
+        torch.allclose(reordered, value, rtol=1e-5, atol=1e-6),
         f"loss changes when the batch is reordered: {value.item()} -> {reordered.item()}",
     )
     _expect(
-        torch.allclose(renamed, value.detach(), rtol=1e-5, atol=1e-6),
+        torch.allclose(renamed, value, rtol=1e-5, atol=1e-6),
         f"loss changes when the classes are renamed: {value.item()} -> {renamed.item()}",
     )
 
