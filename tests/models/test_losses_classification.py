@@ -96,7 +96,7 @@ def test_triplet_region_ce_is_triplet_plus_alpha_times_region_cross_entropy():
 
 def test_triplet_region_ce_defaults_follow_kohl():
     loss = pyinstance.get_loss("triplet_region_ce")
-    assert (loss.triplet.margin, loss.alpha) == (0.1, 1.0)
+    assert (loss.margin, loss.alpha) == (0.1, 1.0)
     assert (loss.needs_triplets, loss.logits) == (True, "regions")
 
 
@@ -260,7 +260,7 @@ def test_bad_batches_are_refused_naming_the_argument():
 
 
 def test_triplet_region_ce_needs_triplets():
-    with pytest.raises(ValueError, match="triplets: TripletMarginLoss needs"):
+    with pytest.raises(ValueError, match="triplets: TripletRegionCrossEntropyLoss needs"):
         TripletRegionCrossEntropyLoss()(_unit(6, 3), LABELS, None, logits=_random(6, 4, 5))
 
 

@@ -15,7 +15,7 @@ from pyinstance.models._losses.triplet import TripletMarginLoss
 from pyinstance.models.region_head import region_cross_entropy
 
 
-class TripletRegionCrossEntropyLoss(nn.Module):
+class TripletRegionCrossEntropyLoss(TripletMarginLoss):
     """Kohl's full loss (eq. 3.6): triplet loss + α·cross-entropy over the k selected regions.
 
     The triplet term is :class:`TripletMarginLoss` (dot form) on the descriptors; the
@@ -29,12 +29,10 @@ class TripletRegionCrossEntropyLoss(nn.Module):
         alpha: the weight α of the region cross-entropy, a finite number >= 0.
     """
 
-    needs_triplets: ClassVar[bool] = True
     logits: ClassVar[str | None] = "regions"
 
     def __init__(self, margin: float = 0.1, alpha: float = 1.0):
-        super().__init__()
-        self.triplet = TripletMarginLoss(margin)
+        super().__init__(margin)
         self.alpha = check_float(alpha, "alpha", minimum=0)
 
     def forward(
@@ -45,7 +43,7 @@ class TripletRegionCrossEntropyLoss(nn.Module):
         *,
         logits: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        triplet = self.triplet(embeddings, labels, triplets)
+        triplet = super().forward(embeddings, labels, triplets)
         regions = check_region_logits(logits, labels)
         return triplet + self.alpha * region_cross_entropy(regions, labels)
 
