@@ -7,7 +7,7 @@ plaster texture, sometimes a floor band), the reference warped by a random persp
 (``PIL.Image.transform`` with ``PERSPECTIVE``) at a random scale, optionally in a frame
 (wood, black, gold, white or silver, sometimes with a white mat) with a soft drop shadow,
 other references hung beside it (never overlapping it), sometimes a wall label, then
-uneven lighting, a little sensor noise and sometimes a slight blur over the whole scene.
+uneven lighting, a colour cast, a little sensor noise and sometimes a slight blur over the whole scene.
 The reference's corners and bounding box in the scene are returned with the image.
 
 Everything random comes from the ``numpy.random.Generator`` passed in, so a seed gives the
@@ -371,21 +371,22 @@ def _polygon_mask(polygon: np.ndarray, width: int, height: int) -> Image.Image:
 def _wall(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
     """A wall-like background (H×W×3 float32, 0..255): a light neutral or muted colour, a linear
     gradient, low-frequency mottling, fine grain and sometimes a floor band."""
-    if rng.random() < 0.75:
-        hsv = (rng.random(), rng.uniform(0.0, 0.12), rng.uniform(0.72, 0.97))
+    if rng.random() < 0.8:  # off-white or light grey, slightly warm or cool
+        hue = rng.uniform(0.06, 0.16) if rng.random() < 0.6 else rng.uniform(0.5, 0.66)
+        hsv = (hue, rng.uniform(0.0, 0.07), rng.uniform(0.7, 0.96))
     else:
-        hsv = (rng.random(), rng.uniform(0.1, 0.4), rng.uniform(0.25, 0.85))
+        hsv = (rng.random(), rng.uniform(0.08, 0.35), rng.uniform(0.25, 0.85))
     base = np.array(colorsys.hsv_to_rgb(*hsv), dtype=np.float32) * 255.0
     xs, ys = _coarse_grid(width, height)
     direction = rng.uniform(0.0, 2.0 * math.pi)
     along = xs * math.cos(direction) + ys * math.sin(direction)
     gradient = float(rng.uniform(0.0, 0.2)) * (along - along.mean())
     cells = rng.standard_normal((int(rng.integers(3, 9)), int(rng.integers(3, 9))))
-    mottle = float(rng.uniform(0.0, 0.04)) * _upsample(cells, *xs.shape[::-1], smooth=True)
+    mottle = float(rng.uniform(0.0, 0.025)) * _upsample(cells, *xs.shape[::-1], smooth=True)
     light = _upsample(1.0 + gradient + mottle, width, height)
     light = light + float(rng.uniform(0.0, 0.06)) * _grain(width, height, rng)
     wall = base * light[..., None]
-    if rng.random() < 0.25:
+    if rng.random() < 0.15:
         top = int(height * (1.0 - rng.uniform(0.05, 0.2)))
         floor = _FRAME_COLOURS[int(rng.integers(len(_FRAME_COLOURS)))] * rng.uniform(0.5, 1.0)
         wall[top:] = floor.astype(np.float32) * light[top:, :, None]
@@ -473,8 +474,8 @@ def _draw_label(canvas: Image.Image, box: np.ndarray, rng: np.random.Generator) 
 
 
 def _camera(canvas: Image.Image, quad: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """Uneven lighting (a spot above the main picture falling off with distance), sensor
-    noise and, sometimes, a slight blur over the whole scene."""
+    """Uneven lighting (a spot above the main picture falling off with distance), a colour
+    cast, sensor noise and, sometimes, a slight blur over the whole scene."""
     width, height = canvas.size
     longest = max(width, height)
     xs, ys = _coarse_grid(width, height)
@@ -483,7 +484,8 @@ def _camera(canvas: Image.Image, quad: np.ndarray, rng: np.random.Generator) -> 
     squared = np.minimum((xs - spot_x) ** 2 + (ys - spot_y) ** 2, 1.5)
     light = _upsample(1.05 - float(rng.uniform(0.0, 0.25)) * squared, width, height)
     noise = float(rng.uniform(0.0, 10.0)) * _grain(width, height, rng)
-    pixels = np.asarray(canvas, dtype=np.float32) * light[..., None] + noise[..., None]
+    cast = 1.0 + rng.uniform(-0.05, 0.05, size=3).astype(np.float32)  # white balance
+    pixels = np.asarray(canvas, dtype=np.float32) * (light[..., None] * cast) + noise[..., None]
     image = Image.fromarray(_to_uint8(pixels), "RGB")
     radius = float(rng.uniform(0.3, 0.8))
     if rng.random() < 0.3:

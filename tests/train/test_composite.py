@@ -72,9 +72,9 @@ def test_box_and_corners_are_where_the_reference_landed(width, height, frame, se
     assert all(abs(a - b) <= 2 for a, b in zip(found, scene.box, strict=True)), (found, scene.box)
     assert scene.corners.shape == (4, 2)
     ys, xs = np.nonzero(mask)
-    for corner in scene.corners:
+    for corner in scene.corners:  # an acute corner's tip pixels are only partly covered
         nearest = np.hypot(xs + 0.5 - corner[0], ys + 0.5 - corner[1]).min()
-        assert nearest <= 2.0, (corner, nearest)
+        assert nearest <= 3.0, (corner, nearest)
     # Pixels inside the corners' polygon are green, those outside are not, but for a band
     # of about one pixel along the edges (anti-aliasing, blur).
     expected = polygon_mask(scene.corners, *scene.image.size)
