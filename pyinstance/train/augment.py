@@ -1,11 +1,12 @@
 """Random views of one image for training: flip, independent axis scales, rotation by any
 angle, colour jitter and a multi-scale output size with a capped aspect ratio.
 
-The geometry is resampled once: the image is resized (anti-aliased) straight to the output
-scale with each axis's factor, then one bicubic affine transform rotates it about its centre
-into an output whose smaller side is exactly the drawn size; when the rotated image is
-longer than ``max_aspect`` times that side, a window at a random offset along the long
-axis is kept. Angles are counter-clockwise on screen, as in ``PIL.Image.rotate``.
+The geometry is resampled at most twice: an axis that shrinks is resized (anti-aliased)
+straight to its output scale, then one bilinear affine transform enlarges, rotates the
+image about its centre and writes an output whose smaller side is exactly the drawn size;
+when the rotated image is longer than ``max_aspect`` times that side, a window at a random
+offset along the long axis is kept. Angles are counter-clockwise on screen, as in
+``PIL.Image.rotate``. The colour jitter is one colour-matrix pass (:func:`jitter_colour`).
 
 The corners that a rotation uncovers are filled with the image's mean colour: black (or
 any fixed colour) would give every rotated view a hard-edged shape the network can learn
@@ -30,7 +31,7 @@ from PIL import Image, ImageStat
 from pyinstance._validate import check_float, check_int
 
 #: ITU-R 601 luma weights, as Pillow's ``convert("L")`` and torchvision use.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def check_rgb_image(image: Any, name: str = "image") -> Image.Image:
@@ -214,37 +215,46 @@ def _layout(width: int, height: int, params: ViewParams, max_aspect: float) -> _
 
 
 def _rotate_scaled(image: Image.Image, params: ViewParams, max_aspect: float) -> Image.Image:
-    """Scale each axis, rotate about the centre (mean-colour corners), size and crop: one
-    anti-aliased resize plus one bicubic affine transform."""
+    """Scale each axis, rotate about the centre (mean-colour corners), size and crop.
+
+    An axis that shrinks is first resized (anti-aliased) to its final scale; what is left
+    (rotation, enlargement, the crop) is one bilinear affine transform at no reduction, so
+    no step aliases and the picture is resampled at most twice.
+    """
     layout = _layout(image.width, image.height, params, max_aspect)
-    scaled = (
-        max(1, round(image.width * params.scale_x * layout.factor)),
-        max(1, round(image.height * params.scale_y * layout.factor)),
-    )
     fill = tuple(round(value) for value in ImageStat.Stat(image).mean)
-    if scaled != image.size:
-        image = image.resize(scaled, Image.Resampling.BICUBIC)
+    scale_x, scale_y = params.scale_x * layout.factor, params.scale_y * layout.factor
+    reduced = (
+        max(1, round(image.width * min(scale_x, 1.0))),
+        max(1, round(image.height * min(scale_y, 1.0))),
+    )
+    # What the affine transform still enlarges, per axis, after the reduction.
+    rest_x, rest_y = scale_x * image.width / reduced[0], scale_y * image.height / reduced[1]
+    if reduced != image.size:
+        image = image.resize(reduced, Image.Resampling.BICUBIC)
     # Offset of the kept window inside the full rotated extent (only one axis is cropped).
     offset_x = params.crop * max(0.0, layout.full_width - layout.width)
     offset_y = params.crop * max(0.0, layout.full_height - layout.height)
-    if (layout.width, layout.height) == image.size and params.angle == 0.0:
+    unchanged = (layout.width, layout.height) == image.size and rest_x == rest_y == 1.0
+    if unchanged and params.angle == 0.0:
         return image
     cos, sin = _cos_sin(params.angle)
     shift_x, shift_y = offset_x - layout.full_width / 2, offset_y - layout.full_height / 2
-    # Output (u, v) -> input: the inverse of a counter-clockwise rotation about the centres.
+    # Output (u, v) -> input: the inverse of a counter-clockwise rotation about the centres,
+    # then of the enlargement.
     data = (
-        cos,
-        -sin,
-        image.width / 2 + cos * shift_x - sin * shift_y,
-        sin,
-        cos,
-        image.height / 2 + sin * shift_x + cos * shift_y,
+        cos / rest_x,
+        -sin / rest_x,
+        image.width / 2 + (cos * shift_x - sin * shift_y) / rest_x,
+        sin / rest_y,
+        cos / rest_y,
+        image.height / 2 + (sin * shift_x + cos * shift_y) / rest_y,
     )
     return image.transform(
         (layout.width, layout.height),
         Image.Transform.AFFINE,
         data,
-        Image.Resampling.BICUBIC,
+        Image.Resampling.BILINEAR,
         fillcolor=fill,
     )
 
@@ -256,11 +266,15 @@ def jitter_colour(
     saturation: float = 1.0,
     hue: float = 0.0,
 ) -> Image.Image:
-    """``image`` with its colours changed, in this order, each clipped to 0..255:
+    """``image`` with its colours changed, in this order:
 
     brightness (pixels × factor), contrast (blend with the mean grey level), saturation
-    (blend with each pixel's grey level), hue (shift in turns, applied in Pillow's 8-bit HSV,
-    so in steps of 1/256 turn). Factors of 1 and a hue of 0 leave the image unchanged.
+    (blend with each pixel's grey level), hue (rotation by ``hue`` turns about the grey
+    axis, keeping each pixel's Rec. 709 luma: the hue-rotate matrix of CSS and SVG filters;
+    positive turns go from red towards yellow and green, as an HSV hue increase does).
+    All four are linear, so they are composed into one colour matrix that Pillow applies
+    in a single pass, clipping to 0..255 once at the end. Factors of 1 and a hue of 0 leave
+    the image unchanged.
     """
     image = check_rgb_image(image)
     for name, value in (
@@ -272,19 +286,38 @@ def jitter_colour(
     hue = check_float(hue, "hue", minimum=-0.5, maximum=0.5)
     if brightness == contrast == saturation == 1.0 and hue == 0.0:
         return image.copy()
-    pixels = np.asarray(image, dtype=np.float32)
-    if brightness != 1.0:
-        pixels = np.clip(pixels * brightness, 0.0, 255.0)
-    if contrast != 1.0:
-        mean = float((pixels @ _LUMA).mean())
-        pixels = np.clip((pixels - mean) * contrast + mean, 0.0, 255.0)
-    if saturation != 1.0:
-        grey = (pixels @ _LUMA)[..., None]
-        pixels = np.clip((pixels - grey) * saturation + grey, 0.0, 255.0)
-    image = Image.fromarray(np.rint(pixels).astype(np.uint8), "RGB")
-    steps = round(hue * 256) % 256
-    if steps:
-        hsv = np.array(image.convert("HSV"))
-        hsv[..., 0] += np.uint8(steps)  # wraps around the hue circle
-        image = Image.fromarray(hsv, "HSV").convert("RGB")
-    return image
+    grey = np.outer(np.ones(3), _LUMA.astype(np.float64))  # each row: the grey level
+    matrix = brightness * np.eye(3)
+    mean_grey = brightness * float(_LUMA @ np.array(ImageStat.Stat(image).mean))
+    matrix = contrast * matrix
+    offset = np.full(3, (1.0 - contrast) * mean_grey)
+    saturate = saturation * np.eye(3) + (1.0 - saturation) * grey
+    matrix, offset = saturate @ matrix, saturate @ offset
+    rotate = _hue_rotation(hue)
+    matrix, offset = rotate @ matrix, rotate @ offset
+    coefficients = np.c_[matrix, offset].ravel()  # Pillow rounds to the nearest level
+    return image.convert("RGB", tuple(float(value) for value in coefficients))
+
+
+def _hue_rotation(turns: float) -> np.ndarray:
+    """The 3×3 matrix rotating colours by ``turns`` about the grey axis (luma kept)."""
+    cos, sin = math.cos(2.0 * math.pi * turns), math.sin(2.0 * math.pi * turns)
+    return np.array(
+        [
+            [
+                0.213 + 0.787 * cos - 0.213 * sin,
+                0.715 - 0.715 * cos - 0.715 * sin,
+                0.072 - 0.072 * cos + 0.928 * sin,
+            ],
+            [
+                0.213 - 0.213 * cos + 0.143 * sin,
+                0.715 + 0.285 * cos + 0.140 * sin,
+                0.072 - 0.072 * cos - 0.283 * sin,
+            ],
+            [
+                0.213 - 0.213 * cos - 0.787 * sin,
+                0.715 - 0.715 * cos + 0.715 * sin,
+                0.072 + 0.928 * cos + 0.072 * sin,
+            ],
+        ]
+    )

@@ -99,7 +99,7 @@ class SceneComposer:
         quad = self._quad(reference.size, rng)
         width, height = self._scene_size(quad, rng)
         quad = _place(quad, width, height, rng)
-        main = _Hanging(reference, quad, _draw_frame(rng, self.frame))
+        main = _Hanging(reference, quad, _random_frame(rng, self.frame))
         footprints = [main.footprint()]
         hung = []
         count = int(rng.integers(0, min(self.others, len(pool)) + 1))
@@ -159,7 +159,7 @@ class SceneComposer:
         main_extent = np.ptp(main.quad, axis=0)
         quad = quad - quad.min(axis=0)
         quad *= main_extent.max() * float(rng.uniform(0.6, 1.2)) / np.ptp(quad, axis=0).max()
-        frame = _draw_frame(rng, self.frame)
+        frame = _random_frame(rng, self.frame)
         other = _Hanging(image, quad, frame)
         mine = other.footprint()
         x0, y0, x1, y1 = main.footprint()
@@ -199,7 +199,7 @@ class _Frame:
     colour: tuple[int, int, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Hanging:
     """A picture on the wall: its image, the scene position of its corners, its frame."""
 
@@ -232,11 +232,11 @@ class _Hanging:
 
     def draw(self, canvas: Image.Image) -> None:
         if self.frame is not None:
-            _draw_framing(canvas, self)
+            _paint_frame(canvas, self)
         _paste_warped(canvas, self.image, self.quad)
 
 
-def _draw_frame(rng: np.random.Generator, probability: float) -> _Frame | None:
+def _random_frame(rng: np.random.Generator, probability: float) -> _Frame | None:
     """A random frame with the given probability (random values are drawn either way)."""
     framed = rng.random() < probability
     border = float(rng.uniform(0.015, 0.07))
@@ -246,7 +246,7 @@ def _draw_frame(rng: np.random.Generator, probability: float) -> _Frame | None:
     return _Frame(border, mat, rgb) if framed else None
 
 
-def _draw_framing(canvas: Image.Image, item: _Hanging) -> None:
+def _paint_frame(canvas: Image.Image, item: _Hanging) -> None:
     """The frame as nested polygons (dark outer rim, body, light inner lip) and the mat."""
     frame = item.frame
     draw = ImageDraw.Draw(canvas)
