@@ -241,7 +241,9 @@ def _random_frame(rng: np.random.Generator, probability: float) -> _Frame | None
     framed = rng.random() < probability
     border = float(rng.uniform(0.015, 0.07))
     mat = float(rng.uniform(0.03, 0.12)) if rng.random() < 0.3 else 0.0
-    colour = _FRAME_COLOURS[int(rng.integers(len(_FRAME_COLOURS)))] + rng.uniform(-18, 18, 3)
+    # A shade of one of the frame colours, its hue barely moved (a white frame stays white).
+    shade = float(rng.uniform(-20.0, 20.0)) + rng.uniform(-6.0, 6.0, 3)
+    colour = _FRAME_COLOURS[int(rng.integers(len(_FRAME_COLOURS)))] + shade
     rgb = tuple(int(value) for value in np.clip(np.rint(colour), 0, 255))
     return _Frame(border, mat, rgb) if framed else None
 
