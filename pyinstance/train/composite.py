@@ -176,7 +176,8 @@ class SceneComposer:
         }[side]
         other = _Hanging(image, quad + np.array(shift), frame)
         box = other.footprint()
-        visible = box[0] < width - 4 and box[2] > 4 and box[1] < height - 4 and box[3] > 4
+        seen = _bounds(other.quad, width, height)  # of the picture, not just its frame
+        visible = seen[2] - seen[0] >= 4 and seen[3] - seen[1] >= 4
         if not visible or any(_intersect(box, taken) for taken in footprints):
             return None
         return other
