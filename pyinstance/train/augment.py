@@ -103,6 +103,24 @@ class ViewParams:
     saturation: float = 1.0
     hue: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.flip, (bool, np.bool_)):
+            raise TypeError(f"flip: expected a bool, got {self.flip!r}")
+        checked = {
+            "flip": bool(self.flip),
+            "angle": check_float(self.angle, "angle"),
+            "scale_x": check_float(self.scale_x, "scale_x", minimum=0.0, exclusive_minimum=True),
+            "scale_y": check_float(self.scale_y, "scale_y", minimum=0.0, exclusive_minimum=True),
+            "size": check_int(self.size, "size", minimum=1),
+            "crop": check_float(self.crop, "crop", minimum=0.0, maximum=1.0),
+            "brightness": check_float(self.brightness, "brightness", minimum=0.0),
+            "contrast": check_float(self.contrast, "contrast", minimum=0.0),
+            "saturation": check_float(self.saturation, "saturation", minimum=0.0),
+            "hue": check_float(self.hue, "hue", minimum=-0.5, maximum=0.5),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
 
 @dataclass(frozen=True)
 class Augmentation:
@@ -166,6 +184,8 @@ class Augmentation:
     def apply(self, image: Image.Image, params: ViewParams) -> Image.Image:
         """``image`` transformed by ``params``: geometry first, then colour."""
         image = check_rgb_image(image)
+        if not isinstance(params, ViewParams):
+            raise TypeError(f"params: expected a ViewParams, got {type(params).__name__}")
         if params.flip:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         image = _rotate_scaled(image, params, self.max_aspect)

@@ -285,6 +285,30 @@ def test_images_that_are_not_rgb_are_refused(mode):
         Augmentation()(Image.new(mode, (10, 10)), np.random.default_rng(0))
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("flip", 1, TypeError),
+        ("angle", float("nan"), ValueError),
+        ("scale_x", 0.0, ValueError),
+        ("scale_y", -1.0, ValueError),
+        ("size", 0, ValueError),
+        ("size", 2.5, TypeError),
+        ("crop", 1.5, ValueError),
+        ("brightness", -0.5, ValueError),
+        ("hue", 0.75, ValueError),
+    ],
+)
+def test_bad_view_params_are_refused_by_name(field, value, error):
+    with pytest.raises(error, match=field):
+        params(**{field: value})
+
+
+def test_apply_refuses_what_is_not_view_params():
+    with pytest.raises(TypeError, match="params: expected a ViewParams"):
+        Augmentation().apply(pattern(), {"angle": 0.0})
+
+
 def test_bad_images_and_generators_are_refused():
     with pytest.raises(TypeError, match="image: expected a PIL image"):
         Augmentation()(np.zeros((10, 10, 3), np.uint8), np.random.default_rng(0))
