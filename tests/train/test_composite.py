@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from pyinstance.train.composite import Scene, SceneComposer
+from pyinstance.train.composite import Scene, SceneComposer, _perspective_quad
 
 GREEN = (0, 255, 0)
 BLUE = (0, 0, 255)
@@ -108,6 +108,27 @@ def test_no_perspective_keeps_a_rectangle_of_the_reference_aspect():
     )
     width, height = bottom_right - top_left
     assert width / height == pytest.approx(1.5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    width=st.integers(1, 500),
+    height=st.integers(1, 500),
+    amount=st.floats(0.0, 0.4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_perspective_moves_no_corner_more_than_its_bound(width, height, amount, seed):
+    quad = _perspective_quad(width, height, amount, np.random.default_rng(seed))
+    rectangle = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=float)
+    moves = np.abs(quad - rectangle) / np.array([width, height])
+    assert (moves <= amount + 1e-9).all()
+    # Still a convex quadrilateral with its corners in order (clockwise on screen).
+    edges = np.roll(quad, -1, axis=0) - quad
+    turns = (
+        edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1]
+        - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+    )
+    assert (turns > 0).all()
 
 
 def test_perspective_moves_corners_off_a_rectangle():
