@@ -224,8 +224,7 @@ class Trainer:
         per_epoch = self.steps_per_epoch or math.ceil(
             self.data.num_classes / train.instances_per_batch
         )
-        total = per_epoch * train.epochs
-        return max(1, min(total, train.max_steps or total))
+        return max(1, per_epoch * train.epochs)  # max_steps stops early; the schedule stays
 
     # -- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
