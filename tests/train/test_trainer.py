@@ -213,3 +213,27 @@ def test_the_two_stage_region_recipe_runs_and_hands_its_classifier_on(tiny_confi
     assert all(torch.equal(started[k], trained[f"classifier.{k}"]) for k in started)
     result = trainer.fit()
     assert result.epochs[0]["triplets"] > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "train"),
+    [
+        ({}, {"mining": "offline", "miner_params": {"n_pos": 1, "n_neg": 2}}),
+        ({"backbone_params": {"dropout": 0.0, "num_classes": 4}}, {"loss": "cross_entropy"}),
+        ({}, {"loss": "contrastive"}),
+    ],
+    ids=["offline-triplets", "image-logits", "pairs"],
+)
+def test_other_minings_and_losses_take_a_step(tiny_config, model, train):
+    config = load_config(tiny_config(model=model, train={"max_steps": 1, **train}))
+    trainer = Trainer(config)
+    before = _params(trainer.head)
+    result = trainer.fit()
+    assert result.steps == 1
+    if train.get("mining") == "offline":
+        batch = trainer.epoch_batches[0]
+        labels = [trainer.data.labels[i] for i in batch]
+        for start in range(0, len(batch), 3):
+            anchor, positive, negative = labels[start : start + 3]
+            assert anchor == positive != negative
+    assert any(not torch.equal(before[k], v) for k, v in trainer.head.state_dict().items())
