@@ -1,4 +1,4 @@
-"""``python -m pyinstance``: the ``pyinstance`` command (what ``torchrun -m pyinstance`` runs)."""
+"""``python -m pyinstance``: the ``pyinstance`` command."""
 
 import sys
 

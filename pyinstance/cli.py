@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(run=_plugins)
 
-    from pyinstance.commands import demo, evaluate, identify, serve
+    from pyinstance.commands import demo, evaluate, identify, serve, train
     from pyinstance.index.cli import add_index_commands
 
     add_index_commands(commands)
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(commands)
     serve.add_parser(commands)
     evaluate.add_parser(commands)
+    train.add_parser(commands)
     return parser
 
 

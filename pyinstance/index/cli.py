@@ -79,6 +79,11 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
         "--dtype", choices=DTYPES, default=DEFAULT_RECIPE.dtype, help="descriptor storage dtype"
     )
     build.add_argument("--instance", help="instance id of image files given as SOURCE")
+    build.add_argument(
+        "--model",
+        help="a trained model file (pyinstance train): its backbone, head and weights replace "
+        "--backbone, --head and --head-param",
+    )
     add_engine_option(build)
     _common(build)
     build.set_defaults(run=_guarded(_build))
@@ -175,16 +180,20 @@ def _guarded(
 
 def _build(args: argparse.Namespace, console: Console) -> int:
     start = time.perf_counter()
-    describer = Describer.for_components(
-        args.backbone,
-        args.head,
-        head_params=_params(args.head_param),
-        scales=args.scales,
-        max_side=args.max_side,
-        query_max_side=args.query_max_side,
-        query_windows=args.windows,
-        dtype=args.dtype,
-    )
+    fields = {
+        "scales": args.scales,
+        "max_side": args.max_side,
+        "query_max_side": args.query_max_side,
+        "query_windows": args.windows,
+        "dtype": args.dtype,
+    }
+    if args.model is not None:
+        _refuse_components_with_model(args)
+        describer = Describer.for_model(args.model, **fields)
+    else:
+        describer = Describer.for_components(
+            args.backbone, args.head, head_params=_params(args.head_param), **fields
+        )
     describer.set_engine(args.engine)
     index, report = InstanceIndex.build(
         args.output,
@@ -196,6 +205,21 @@ def _build(args: argparse.Namespace, console: Console) -> int:
     )
     with index:
         return _summary(args, console, index, report, time.perf_counter() - start)
+
+
+def _refuse_components_with_model(args: argparse.Namespace) -> None:
+    """A model file fixes the network: naming another one beside it is a mistake."""
+    given = [
+        option
+        for option, value, default in (
+            ("--backbone", args.backbone, DEFAULT_RECIPE.backbone),
+            ("--head", args.head, DEFAULT_RECIPE.head),
+            ("--head-param", args.head_param, []),
+        )
+        if value != default
+    ]
+    if given:
+        raise ValueError(f"--model: the model file fixes the network; drop {', '.join(given)}")
 
 
 def _add(args: argparse.Namespace, console: Console) -> int:

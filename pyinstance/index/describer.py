@@ -32,6 +32,7 @@ from pyinstance.extraction import aggregate_scales, extract
 from pyinstance.index.recipe import Recipe
 from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from pyinstance.models.regions import pool_windows
+from pyinstance.models.trained import read_model
 
 #: Files decoded (and extracted) together; bounds the memory of decoded images.
 _CHUNK = 32
@@ -73,11 +74,28 @@ def decode_reference(path: str | os.PathLike[str], longest: int) -> DecodedImage
 
 
 def _modules(recipe: Recipe) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The recipe's backbone and head, resolved by name through the plugin registry."""
+    """The recipe's backbone and head, resolved by name through the plugin registry, with
+    the trained weights of ``recipe.model`` when it names a model file."""
     from pyinstance.plugins import get_backbone, get_head
 
     backbone = get_backbone(recipe.backbone, **recipe.backbone_params)
     head = get_head(recipe.head, in_channels=backbone.out_channels, **recipe.head_params)
+    if recipe.model is not None:
+        model = read_model(recipe.model)
+        made = (model.backbone, model.backbone_params, model.head, model.head_params)
+        wanted = (
+            recipe.backbone,
+            dict(recipe.backbone_params),
+            recipe.head,
+            dict(recipe.head_params),
+        )
+        if made != wanted:
+            raise ValueError(
+                f"recipe.model: {recipe.model!r} holds {model.backbone}{model.backbone_params} + "
+                f"{model.head}{model.head_params}, not {recipe.backbone}"
+                f"{dict(recipe.backbone_params)} + {recipe.head}{dict(recipe.head_params)}"
+            )
+        model.load_into(backbone, head)
     return backbone, head
 
 
@@ -114,6 +132,29 @@ class Describer:
         describer = cls.__new__(cls)
         describer._setup(probe.with_(dim=modules[1].out_dim), *modules, device)
         return describer
+
+    @classmethod
+    def for_model(
+        cls,
+        model: str | os.PathLike[str],
+        *,
+        device: torch.device | str | None = None,
+        **fields: object,
+    ) -> Describer:
+        """A describer of the trained model file ``model`` (made by ``pyinstance train``):
+        its backbone, head and their parameters come from the file (``fields``: the other
+        :class:`Recipe` fields, e.g. ``max_side``, ``query_windows``)."""
+        path = os.path.abspath(os.fspath(model))
+        saved = read_model(path)
+        return cls.for_components(
+            saved.backbone,
+            saved.head,
+            device=device,
+            backbone_params=saved.backbone_params,
+            head_params=saved.head_params,
+            model=path,
+            **fields,
+        )
 
     def _setup(
         self,

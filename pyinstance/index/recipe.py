@@ -50,6 +50,8 @@ class Recipe:
         postprocess: post-processing state (JSON), applied to references and queries.
         dim: descriptor dimension D.
         dtype: storage dtype, one of ``float32``, ``float16``, ``bfloat16``.
+        model: absolute path of a trained model file (``pyinstance train``) whose weights
+            replace the backbone's and head's after they are built; ``None``: as built.
         pyinstance_version: the version that wrote the recipe (informative; not compared).
     """
 
@@ -65,6 +67,7 @@ class Recipe:
     query_windows: tuple[tuple[float, int], ...] | None = None
     postprocess: Mapping[str, Any] = field(default_factory=dict)
     dtype: str = "float32"
+    model: str | None = None
     pyinstance_version: str = field(default_factory=_version)
 
     def __post_init__(self) -> None:
@@ -114,6 +117,10 @@ class Recipe:
         if self.dtype not in DTYPES:
             raise ValueError(
                 f"recipe.dtype: expected one of {', '.join(DTYPES)}, got {self.dtype!r}"
+            )
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise ValueError(
+                f"recipe.model: expected None or a model file path, got {self.model!r}"
             )
         if not isinstance(self.pyinstance_version, str):
             raise ValueError(
@@ -173,6 +180,7 @@ class Recipe:
             + (f", queries at {self.query_max_side}" if self.query_max_side else "")
             + f"{windows}, D={self.dim} {self.dtype}"
             + (f", postprocess {sorted(self.postprocess)}" if self.postprocess else "")
+            + (f", trained model {self.model}" if self.model else "")
         )
 
     @property

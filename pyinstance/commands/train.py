@@ -1,0 +1,85 @@
+"""``pyinstance train CONFIG``: fine-tune a descriptor on a collection; writes a model file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.table import Table
+
+from pyinstance.commands import make_console
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add ``train`` to the ``pyinstance`` command."""
+    parser = commands.add_parser(
+        "train", help="fine-tune a descriptor (TOML config); writes a model for index build --model"
+    )
+    parser.add_argument("config", help="the training configuration (TOML, see configs/)")
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps (override)")
+    parser.add_argument("--output", help="override the output folder")
+    parser.add_argument(
+        "--restart", action="store_true", help="ignore a checkpoint in the output folder"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pyinstance.train import Trainer, TrainingDiverged, load_config
+
+    overrides: dict[str, object] = {}
+    if args.epochs is not None:
+        overrides["train.epochs"] = args.epochs
+    if args.max_steps is not None:
+        overrides["train.max_steps"] = args.max_steps
+    if args.output is not None:
+        overrides["output"] = args.output
+    if args.no_progress:
+        overrides["train.progress"] = False
+    config = load_config(args.config, **overrides)
+    console = make_console()
+    trainer = Trainer(config)
+    for skip in trainer.data.skipped:
+        print(f"pyinstance train: skipped {skip.path}: {skip.reason}", file=sys.stderr)
+    if not args.restart and trainer.resume():
+        console.print(f"resumed at step {trainer.step} (epoch {trainer.epoch + 1})")
+    try:
+        result = trainer.fit()
+    except TrainingDiverged as error:
+        print(f"pyinstance train: error: {error}", file=sys.stderr)
+        return 1
+    summary = {
+        "model": str(result.model_path),
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "images": len(trainer.data),
+        "instances": trainer.data.num_classes,
+        "skipped": result.skipped,
+        "epochs": result.epochs,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    table = Table(title=f"training {config.output}")
+    keys = ["epoch", "loss", "active_triplets", "p_at_1", "seconds"]
+    for key in keys:
+        table.add_column(key, justify="right")
+    for row in result.epochs:
+        table.add_row(*(_cell(row.get(key)) for key in keys))
+    console.print(table)
+    console.print(
+        f"{len(trainer.data)} images of {trainer.data.num_classes} instances, "
+        f"{result.skipped} skipped; {result.steps} steps in {result.seconds:.0f} s; "
+        f"model written to {result.model_path}"
+    )
+    return 0
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
