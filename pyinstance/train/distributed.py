@@ -3,27 +3,33 @@
 The trainer is written against :class:`ProcessContext` only, so that the same loop runs in
 one process and under ``torchrun`` (data-parallel ranks that mine on the global batch).
 
-Gradient scaling under :class:`DistributedContext`: every rank computes the *same* global
-loss from the gathered descriptors. :meth:`DistributedContext.gather`'s backward sums the
-gradient of this rank's rows over the ranks (``world_size`` times the one-process
-gradient), and DistributedDataParallel averages the parameter gradients over the ranks
-(divides by ``world_size``): the update equals the one-process update on the same global
-batch, also when the ranks hold different numbers of rows.
+Gradient scaling. Each rank back-propagates only its own rows of the global batch, so its
+parameter gradients hold that share of the global loss's gradient, and
+:meth:`DistributedContext.sum_gradients` adds the shares of every rank: the update equals
+the one-process update on the same global batch, also when the ranks hold different
+numbers of rows. A loss back-propagated through :meth:`DistributedContext.gather` instead
+(every rank computing the same global loss) gets ``world_size`` times its rows' gradient
+from the gather's backward (a sum over the ranks); averaging the parameter gradients over
+the ranks then gives the one-process update (DistributedDataParallel's convention).
+
+Why not DistributedDataParallel: the trainer's exact micro-batch accumulation describes
+every micro-batch twice (without, then with gradients) and reaches the head and the FCN
+classifier outside one ``forward``; DDP's reducer sees only what passes through its
+``forward`` and would silently skip the rest. One all-reduce of the accumulated gradients
+per optimiser step is what DDP with ``no_sync`` on all but the last micro-batch amounts to.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 T = TypeVar("T")
 
@@ -54,16 +60,20 @@ class ProcessContext(Protocol):
         """Wait until every rank gets here."""
         ...
 
-    def all_mean(self, values: torch.Tensor) -> torch.Tensor:
-        """The element-wise mean of ``values`` over the ranks (for logged metrics)."""
+    def all_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of ``values`` over the ranks (a new tensor, no gradient)."""
         ...
 
     def broadcast(self, value: T) -> T:
         """Rank 0's ``value`` on every rank (a picklable object, e.g. the resume state)."""
         ...
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """``model`` ready for data-parallel training (unchanged in one process)."""
+    def sum_gradients(self, parameters: Iterable[nn.Parameter]) -> None:
+        """Replace each parameter's gradient by its sum over the ranks (before the step)."""
+        ...
+
+    def broadcast_buffers(self, *modules: nn.Module) -> None:
+        """Rank 0's buffers (e.g. BatchNorm running statistics) on every rank."""
         ...
 
 
@@ -97,14 +107,17 @@ class LocalContext:
     def barrier(self) -> None:
         return None
 
-    def all_mean(self, values: torch.Tensor) -> torch.Tensor:
-        return values
+    def all_sum(self, values: torch.Tensor) -> torch.Tensor:
+        return values.detach().clone()
 
     def broadcast(self, value: T) -> T:
         return value
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        return model
+    def sum_gradients(self, parameters: Iterable[nn.Parameter]) -> None:
+        return None
+
+    def broadcast_buffers(self, *modules: nn.Module) -> None:
+        return None
 
     def close(self) -> None:
         return None
@@ -214,13 +227,13 @@ class DistributedContext:
     def barrier(self) -> None:
         dist.barrier()
 
-    def all_mean(self, values: torch.Tensor) -> torch.Tensor:
-        """The element-wise mean of ``values`` over the ranks (a new tensor, no gradient)."""
-        if not isinstance(values, torch.Tensor) or not values.is_floating_point():
-            raise ValueError(f"values: expected a floating-point tensor, got {values!r}")
+    def all_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of ``values`` over the ranks (a new tensor, no gradient)."""
+        if not isinstance(values, torch.Tensor):
+            raise ValueError(f"values: expected a tensor, got {type(values).__name__}")
         total = values.detach().to(self.device, copy=True)
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return (total / self.world_size).to(values.device)
+        return total.to(values.device)
 
     def broadcast(self, value: T) -> T:
         """Rank 0's ``value`` (any picklable object) on every rank."""
@@ -228,24 +241,37 @@ class DistributedContext:
         dist.broadcast_object_list(holder, src=0, device=self.device)
         return holder[0]
 
-    def wrap(self, model: nn.Module, *, find_unused_parameters: bool = True) -> nn.Module:
-        """``model`` in DistributedDataParallel, its parameters and buffers copied from rank 0.
+    def sum_gradients(self, parameters: Iterable[nn.Parameter]) -> None:
+        """Each gradient summed over the ranks, in one all-reduce per dtype.
 
-        Buffers are not broadcast at each forward (``forward_sync_buffers=False``): the ranks
-        run different numbers of micro-batches, and the trainer freezes BatchNorm when
-        micro-batches are tiny, so there are no running statistics to keep in step.
-        ``find_unused_parameters`` lets a step leave some trainable parameters without
-        gradient (a classifier layer the current loss does not use).
+        A parameter without a gradient on this rank counts as zero (a rank may leave one
+        unused), so every rank takes part in the same collectives and ends with the same
+        gradients; parameters that no rank touched keep ``grad=None``.
         """
-        if not any(p.requires_grad for p in model.parameters()):
-            raise ValueError("model: has no trainable parameter to train data-parallel")
-        device_ids = [self.device] if self.device.type == "cuda" else None
-        return DistributedDataParallel(
-            model,
-            device_ids=device_ids,
-            forward_sync_buffers=False,
-            find_unused_parameters=find_unused_parameters,
+        parameters = [p for p in parameters if p.requires_grad]
+        used = torch.tensor(
+            [int(p.grad is not None) for p in parameters], dtype=torch.int64, device=self.device
         )
+        dist.all_reduce(used, op=dist.ReduceOp.MAX)
+        for parameter, anywhere in zip(parameters, used.tolist(), strict=True):
+            if anywhere and parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for parameter in parameters:
+            if parameter.grad is not None:
+                by_dtype.setdefault(parameter.grad.dtype, []).append(parameter.grad)
+        for dtype in sorted(by_dtype, key=str):
+            grads = by_dtype[dtype]
+            flat = torch.cat([grad.reshape(-1) for grad in grads])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            for grad, summed in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+                grad.copy_(summed.view_as(grad))
+
+    def broadcast_buffers(self, *modules: nn.Module) -> None:
+        """Rank 0's buffers on every rank (DistributedDataParallel's ``broadcast_buffers``)."""
+        for module in modules:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
 
     def close(self) -> None:
         """Leave the process group (nothing waits for the other ranks: a failing rank exits)."""
@@ -279,18 +305,21 @@ def launched_by_torchrun(environ: dict[str, str] | None = None) -> bool:
 
 
 def process_context(
-    device: str | torch.device = "cpu", *, timeout: datetime.timedelta | None = None
+    device: str | torch.device = "auto", *, timeout: datetime.timedelta | None = None
 ) -> LocalContext | DistributedContext:
     """The context of this process: a rank of torchrun's group, or :class:`LocalContext`.
 
     Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set, more than
-    one process) the process group is started here: NCCL when ``device`` is CUDA (each rank
-    then uses GPU ``LOCAL_RANK``, which plain ``"cuda"`` also means from here on), gloo
-    otherwise. ``timeout`` bounds how long a collective waits for a missing rank.
+    one process) the process group is started here: NCCL when ``device`` is CUDA (``"auto"``
+    means CUDA when torch sees a GPU; each rank then uses GPU ``LOCAL_RANK``, which plain
+    ``"cuda"`` also means from here on), gloo otherwise. ``timeout`` bounds how long a
+    collective waits for a missing rank.
     """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if device.type not in {"cpu", "cuda"}:
-        raise ValueError(f"device: expected 'cpu' or 'cuda', got {str(device)!r}")
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {str(device)!r}")
     if not launched_by_torchrun():
         return LocalContext()
     if device.type == "cuda":
@@ -312,41 +341,6 @@ def process_context(
         options["device_id"] = device
     dist.init_process_group(**options)
     return DistributedContext(device)
-
-
-@contextlib.contextmanager
-def gradient_sync(model: nn.Module, synchronise: bool) -> Iterator[None]:
-    """Micro-batch accumulation under DDP: ``synchronise=False`` defers the gradient all-reduce.
-
-    Run the forward *and* backward of every micro-batch but the last of a step inside
-    ``gradient_sync(model, False)`` and the last inside ``gradient_sync(model, True)``; for a
-    model that is not DistributedDataParallel this does nothing.
-    """
-    if synchronise or not isinstance(model, DistributedDataParallel):
-        yield
-    else:
-        with model.no_sync():
-            yield
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel (for checkpoints, extraction, evaluation)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def freeze_batchnorm(model: nn.Module) -> int:
-    """Put every BatchNorm layer in eval mode (running statistics fixed); returns how many.
-
-    Tiny micro-batches (one image) give meaningless batch statistics, so the pretrained
-    running statistics are used and kept; the affine weights still train. ``model.train()``
-    undoes this: call it after every ``train()``.
-    """
-    frozen = 0
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
-            frozen += 1
-    return frozen
 
 
 def parallel_map(

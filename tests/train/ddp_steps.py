@@ -17,11 +17,9 @@ from pyinstance.models.losses import TripletMarginLoss
 from pyinstance.models.miners import SemiHardMiner
 from pyinstance.train.distributed import (
     ProcessContext,
-    freeze_batchnorm,
-    gradient_sync,
     parallel_map,
     process_context,
-    unwrap,
+    shard_bounds,
 )
 
 #: Eight images of four instances and the global batches of two steps (an order that
@@ -64,41 +62,44 @@ def new_optimizer(model: nn.Module) -> torch.optim.Optimizer:
 def train_step(
     context: ProcessContext, model: nn.Module, optimizer: torch.optim.Optimizer, batch: list[int]
 ) -> dict[str, torch.Tensor]:
-    """One step on the global ``batch``: single-image micro-batches on this rank's shard,
-    mining and loss on the gathered global batch, one optimiser step."""
+    """One step on the global ``batch`` the trainer's way: single-image micro-batches of this
+    rank's shard described without gradients, mining and loss on the gathered global batch,
+    each micro-batch again with its rows of the descriptor gradient, gradients summed."""
     data = images()
     model.train()
-    freeze_batchnorm(model)
+    model.features[1].eval()  # frozen BatchNorm: micro-batches of one image
     local = context.shard(batch)
     optimizer.zero_grad()
-    embeddings = []
-    for position, index in enumerate(local):
-        with gradient_sync(model, synchronise=position == len(local) - 1):
-            embeddings.append(model(data[index : index + 1]))
-    gathered = context.gather(torch.cat(embeddings))
+    with torch.no_grad():
+        described = torch.cat([model(data[i : i + 1]) for i in local])
+    gathered = context.gather(described).detach().requires_grad_(True)
     labels = context.gather(LABELS[local])
     triplets = SemiHardMiner()(gathered, labels)
     loss = TripletMarginLoss(margin=0.3)(gathered, labels, triplets)
-    loss.backward()
+    (gradient,) = torch.autograd.grad(loss, [gathered])
+    offset = shard_bounds(len(batch), context.rank, context.world_size)[0]
+    for row, index in enumerate(local):
+        model(data[index : index + 1]).backward(gradient[offset + row : offset + row + 1])
+    context.sum_gradients(model.parameters())
     optimizer.step()
     return {
         "triplets": torch.stack(triplets),
-        "loss": context.all_mean(loss.detach()),
+        "loss": loss.detach(),
         "labels": labels,
-        "parameters": torch.cat([p.detach().flatten() for p in unwrap(model).parameters()]),
+        "parameters": torch.cat([p.detach().flatten() for p in model.parameters()]),
     }
 
 
 def extract_all(context: ProcessContext, model: nn.Module) -> torch.Tensor:
     """Descriptors of the whole data set (offline mining), computed in parts across ranks."""
     data = images()
-    network = unwrap(model).eval()
+    model.eval()
     with torch.no_grad():
-        return parallel_map(context, len(data), lambda indices: network(data[indices]))
+        return parallel_map(context, len(data), lambda indices: model(data[indices]))
 
 
 def checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    return {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict()}
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
 
 
 def _gather_scenario(context: ProcessContext) -> dict[str, torch.Tensor]:
@@ -112,31 +113,52 @@ def _gather_scenario(context: ProcessContext) -> dict[str, torch.Tensor]:
     return {"gathered": gathered.detach(), "grad": local.grad, "weights": weights}
 
 
+def _gradient_sum_scenario(context: ProcessContext) -> list[torch.Tensor | None]:
+    """A layer every rank uses, a parameter only rank 1 uses, one no rank uses."""
+    layer, only_rank_1, unused = (
+        nn.Linear(2, 1),
+        nn.Parameter(torch.zeros(1)),
+        nn.Parameter(torch.zeros(1)),
+    )
+    output = layer(torch.full((1, 2), context.rank + 1.0)).sum()
+    if context.rank == 1:
+        output = output + 3 * only_rank_1.sum()
+    output.backward()
+    context.sum_gradients([*layer.parameters(), only_rank_1, unused])
+    return [layer.weight.grad, layer.bias.grad, only_rank_1.grad, unused.grad]
+
+
 def main(out: Path, scenarios: list[str]) -> None:
     with process_context("cpu") as context:
         results: dict[str, object] = {"world_size": context.world_size}
-        wrapped = context.wrap(new_model())
-        optimizer = new_optimizer(wrapped)
+        model = new_model()
+        optimizer = new_optimizer(model)
         for scenario in scenarios:
             if scenario == "gather":
                 results["gather"] = _gather_scenario(context)
             elif scenario == "shard":
                 results["shard"] = [context.shard(range(n)) for n in (2, 5, 8)]
-            elif scenario == "broadcast":
+            elif scenario == "collectives":
                 results["broadcast"] = context.broadcast({"rank": context.rank})
+                results["sum"] = context.all_sum(torch.tensor([context.rank + 1.0, 2.0]))
+                results["gradients"] = _gradient_sum_scenario(context)
+                buffers = nn.BatchNorm1d(2)
+                buffers.running_mean.fill_(context.rank + 1.0)
+                context.broadcast_buffers(buffers)
+                results["buffers"] = buffers.running_mean
             elif scenario == "step":
-                results["step"] = train_step(context, wrapped, optimizer, BATCHES[0])
+                results["step"] = train_step(context, model, optimizer, BATCHES[0])
             elif scenario == "extract":
-                results["extract"] = extract_all(context, wrapped)
+                results["extract"] = extract_all(context, model)
             elif scenario == "save":
                 if context.is_main:
-                    torch.save(checkpoint(wrapped, optimizer), out / "checkpoint.pt")
+                    torch.save(checkpoint(model, optimizer), out / "checkpoint.pt")
                 context.barrier()
             elif scenario == "resume":
                 state = torch.load(out / "checkpoint.pt", weights_only=True)
-                unwrap(wrapped).load_state_dict(state["model"])
+                model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
-                results["resume"] = train_step(context, wrapped, optimizer, BATCHES[1])
+                results["resume"] = train_step(context, model, optimizer, BATCHES[1])
             else:
                 raise ValueError(f"scenario: unknown {scenario!r}")
         torch.save(results, out / f"rank{context.rank}.pt")

@@ -32,7 +32,7 @@ def _results(folder: Path, world_size: int) -> list[dict]:
 def two_ranks(torchrun, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     """One 2-rank job: gather, shard, broadcast, a training step, extraction, a checkpoint."""
     folder = tmp_path_factory.mktemp("two_ranks")
-    scenarios = ["gather", "shard", "broadcast", "step", "extract", "save"]
+    scenarios = ["gather", "shard", "collectives", "step", "extract", "save"]
     torchrun(2, [str(STEPS_SCRIPT), str(folder), *scenarios], cwd=folder)
     return folder, _results(folder, 2)
 
@@ -63,9 +63,24 @@ def test_shards_are_contiguous_uneven_and_cover_the_batch(two_ranks) -> None:
     assert ranks[1]["shard"] == [[1], [3, 4], [4, 5, 6, 7]]
 
 
-def test_broadcast_gives_every_rank_rank_zeros_value(two_ranks) -> None:
+def test_broadcasts_give_every_rank_rank_zeros_values_and_sums_add_every_rank(
+    two_ranks,
+) -> None:
     _, ranks = two_ranks
-    assert [result["broadcast"] for result in ranks] == [{"rank": 0}, {"rank": 0}]
+    for result in ranks:
+        assert result["broadcast"] == {"rank": 0}
+        assert torch.equal(result["buffers"], torch.ones(2))
+        assert torch.equal(result["sum"], torch.tensor([3.0, 4.0]))
+
+
+def test_sum_gradients_adds_every_ranks_share_and_counts_a_missing_one_as_zero(two_ranks) -> None:
+    _, ranks = two_ranks
+    for result in ranks:
+        weight, bias, only_rank_1, unused = result["gradients"]
+        assert torch.equal(weight, torch.tensor([[3.0, 3.0]]))  # inputs 1 and 2
+        assert torch.equal(bias, torch.tensor([2.0]))
+        assert torch.equal(only_rank_1, torch.tensor([3.0]))
+        assert unused is None
 
 
 def test_one_step_on_two_ranks_equals_one_process_on_the_global_batch(two_ranks) -> None:
