@@ -55,9 +55,13 @@ def pyinstance_register_heads(register: Register) -> None:
 def pyinstance_register_losses(register: Register) -> None:
     """Register metric-learning losses: ``factory(**kw) -> LossContract`` (a ``torch.nn.Module``).
 
-    Called as ``loss(embeddings, labels, triplets=None)`` with ``triplets`` an optional
-    (anchors, positives, negatives) index tuple from a miner; returns a scalar tensor that
-    is differentiable w.r.t. ``embeddings``. See :func:`pyinstance.testing.check_loss`.
+    Called as ``loss(embeddings, labels, triplets=None, *, logits=None)`` with
+    ``triplets`` an optional (anchors, positives, negatives) index tuple from a miner and
+    ``logits`` class scores; returns a finite scalar tensor differentiable w.r.t. what it
+    uses. The class declares ``needs_triplets`` (bool: it uses a miner's triplets) and
+    ``logits`` (None, ``"image"`` B×K, ``"map"`` B×K×H×W per scale or ``"regions"`` B×k×K),
+    which the trainer reads to feed it. See :class:`~pyinstance.models.contracts.LossContract`
+    and :func:`pyinstance.testing.check_loss`.
     """
 
 

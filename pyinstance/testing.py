@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyinstance.models.contracts import min_input_size
+from pyinstance.models.contracts import LOSS_LOGITS_KINDS, min_input_size
 
 __all__ = [
     "ContractError",
@@ -156,38 +156,233 @@ def _all_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     return tuple(index for index in valid.nonzero().unbind(dim=1))  # type: ignore[return-value]
 
 
-def check_loss(loss: nn.Module, *, dim: int = 16) -> None:
-    """A loss gives a finite scalar, differentiable w.r.t. the embeddings, with or without triplets."""
-    _expect(callable(loss), f"loss must be callable, got {type(loss).__name__}")
-    embeddings, labels = _clustered_batch(4, 4, dim, spread=1.0, seed=1)
-    embeddings.requires_grad_(True)
-    value = loss(embeddings, labels, _all_triplets(labels))
+_LOSS_CLASSES = 5  # logits' classes K: one more than the batch's 4 instances
+_LOSS_REGIONS = 4  # regions per image for logits="regions" (the topk_region head's k)
+_LOSS_MAP_SIZES = ((5, 5), (3, 4))  # two scales of FCN class maps for logits="map"
+
+
+def _loss_attributes(loss: Any) -> tuple[bool, str | None]:
+    needs_triplets = getattr(loss, "needs_triplets", None)
+    _expect(
+        isinstance(needs_triplets, bool),
+        "loss must have a bool attribute needs_triplets (whether it uses a miner's triplets), "
+        f"got {needs_triplets!r}",
+    )
+    kind = getattr(loss, "logits", "<missing>")
+    _expect(
+        kind in LOSS_LOGITS_KINDS,
+        f"loss attribute logits must be one of {LOSS_LOGITS_KINDS} (what it needs in logits=), "
+        f"got {kind!r}",
+    )
+    return needs_triplets, kind
+
+
+def _loss_logits(kind: str | None, batch: int, seed: int) -> list[torch.Tensor]:
+    """Random leaf tensors of the shapes ``kind`` names (none for None)."""
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "image":
+        shapes = [(batch, _LOSS_CLASSES)]
+    elif kind == "regions":
+        shapes = [(batch, _LOSS_REGIONS, _LOSS_CLASSES)]
+    elif kind == "map":
+        shapes = [(batch, _LOSS_CLASSES, h, w) for h, w in _LOSS_MAP_SIZES]
+    else:
+        shapes = []
+    return [torch.randn(shape, generator=generator).requires_grad_(True) for shape in shapes]
+
+
+def _logits_argument(kind: str | None, tensors: list[torch.Tensor]) -> Any:
+    """What the trainer passes as ``logits=``: a list of maps, one tensor, or None."""
+    if kind == "map":
+        return list(tensors)
+    return tensors[0] if tensors else None
+
+
+def _call_loss(loss: Any, what: str, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """The loss's value, checked to be a finite scalar tensor."""
+    try:
+        value = loss(*args, **kwargs)
+    except Exception as error:
+        raise ContractError(f"loss raised {what}: {type(error).__name__}: {error}") from error
     _expect(
         isinstance(value, torch.Tensor) and value.dim() == 0,
-        f"loss must return a scalar tensor, got {getattr(value, 'shape', type(value).__name__)}",
+        f"loss {what} must return a scalar tensor, got {getattr(value, 'shape', type(value).__name__)}",
     )
-    _expect(bool(torch.isfinite(value)), f"loss returned {value.item()}")
+    _expect(bool(torch.isfinite(value)), f"loss {what} returned {value.item()}")
+    return value
+
+
+def _loss_refuses(loss: Any, argument: str, what: str, *args: Any, **kwargs: Any) -> None:
+    """The call raises a ValueError/TypeError whose message names ``argument``."""
+    try:
+        loss(*args, **kwargs)
+    except (ValueError, TypeError) as error:
+        _expect(
+            argument in str(error),
+            f"loss error for {what} must name {argument!r}, got: {error}",
+        )
+        return
+    raise ContractError(f"loss accepted {what} without an error naming {argument!r}")
+
+
+def _ill_shaped_logits(kind: str, tensors: list[torch.Tensor]) -> Any:
+    """Logits of the right kind for one image fewer than the batch."""
+    return _logits_argument(kind, [tensor.detach()[1:] for tensor in tensors])
+
+
+def _permuted_value(
+    loss: Any,
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    triplets: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    kind: str | None,
+    logits: list[torch.Tensor],
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss on the batch in another order, and with the classes renamed.
+
+    Rows move with their triplet indices and logits; renaming class ``c`` to ``rename[c]``
+    moves logits' column ``c`` to ``rename[c]``. Neither may change the value.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(labels.numel(), generator=generator)
+    position = torch.empty_like(order)
+    position[order] = torch.arange(order.numel())
+    reordered = _call_loss(
+        loss,
+        "on a reordered batch",
+        embeddings[order],
+        labels[order],
+        tuple(position[index] for index in triplets),
+        logits=_logits_argument(kind, [tensor[order] for tensor in logits]),
+    )
+    rename = torch.randperm(_LOSS_CLASSES, generator=generator)
+    columns = torch.argsort(rename)  # new column j holds old column columns[j]
+    class_dim = {"image": 1, "map": 1, "regions": 2}
+    renamed = _call_loss(
+        loss,
+        "with the classes renamed",
+        embeddings,
+        rename[labels],
+        triplets,
+        logits=_logits_argument(
+            kind,
+            [tensor.index_select(class_dim[kind], columns) for tensor in logits] if kind else [],
+        ),
+    )
+    return reordered, renamed
+
+
+def check_loss(loss: Any, *, dim: int = 16) -> None:
+    """A loss honours :class:`~pyinstance.models.contracts.LossContract`.
+
+    Checks the ``needs_triplets`` and ``logits`` attributes; that on a random batch (4
+    instances × 4 images, logits of the declared kind for K = 5 classes) it returns a
+    finite scalar whose gradient is finite and reaches the embeddings (a loss without
+    logits) or every logits tensor (a loss with logits); that missing triplets (when
+    needed), missing or ill-shaped logits are refused with an error naming the argument,
+    and that a loss not needing triplets ignores them; that an empty triplet set keeps
+    the graph; and that reordering the batch or renaming the classes keeps the value.
+    """
+    _expect(callable(loss), f"loss must be callable, got {type(loss).__name__}")
+    needs_triplets, kind = _loss_attributes(loss)
+    embeddings, labels = _clustered_batch(4, 4, dim, spread=1.0, seed=1)
+    embeddings.requires_grad_(True)
+    triplets = _all_triplets(labels)
+    logits = _loss_logits(kind, labels.numel(), seed=7)
+    value = _call_loss(
+        loss,
+        "on a valid batch",
+        embeddings,
+        labels,
+        triplets,
+        logits=_logits_argument(kind, logits),
+    )
+    _expect(value.requires_grad, "loss is not differentiable (its value has no graph)")
     value.backward()
     _expect(
-        embeddings.grad is not None and bool(torch.isfinite(embeddings.grad).all()),
-        "loss gradient w.r.t. embeddings is missing or not finite",
+        embeddings.grad is None or bool(torch.isfinite(embeddings.grad).all()),
+        "loss gradient w.r.t. embeddings is not finite",
     )
-    _expect(
-        bool(embeddings.grad.abs().sum() > 0), "loss gives a zero gradient on a hard random batch"
-    )
+    if kind is None:
+        _expect(
+            embeddings.grad is not None and bool(embeddings.grad.abs().sum() > 0),
+            "loss gives no gradient to the embeddings on a hard random batch",
+        )
+    for scale, tensor in enumerate(logits):
+        _expect(
+            tensor.grad is not None
+            and bool(torch.isfinite(tensor.grad).all())
+            and bool(tensor.grad.abs().sum() > 0),
+            f"loss gradient does not reach logits={kind!r} (tensor {scale}), or is not finite",
+        )
+
+    detached = embeddings.detach()
+    plain = [tensor.detach() for tensor in logits]
+    if needs_triplets:
+        _loss_refuses(
+            loss,
+            "triplets",
+            "triplets=None (it needs_triplets)",
+            detached,
+            labels,
+            None,
+            logits=_logits_argument(kind, plain),
+        )
+    else:
+        without = _call_loss(
+            loss, "with triplets=None", detached, labels, None, logits=_logits_argument(kind, plain)
+        )
+        _expect(
+            torch.allclose(without, value.detach(), rtol=1e-5, atol=1e-6),
+            "loss declares needs_triplets=False but its value depends on the triplets",
+        )
+    if kind is not None:
+        _loss_refuses(
+            loss,
+            "logits",
+            f"logits=None (its logits attribute is {kind!r})",
+            detached,
+            labels,
+            triplets,
+        )
+        _loss_refuses(
+            loss,
+            "logits",
+            f"logits={kind!r} for one image fewer than the batch",
+            detached,
+            labels,
+            triplets,
+            logits=_ill_shaped_logits(kind, logits),
+        )
+
     empty = torch.empty(0, dtype=torch.int64)
-    fresh = embeddings.detach().clone().requires_grad_(True)
-    zero = loss(fresh, labels, (empty, empty, empty))
-    _expect(
-        isinstance(zero, torch.Tensor) and zero.dim() == 0,
-        f"loss with no triplets must return a scalar tensor, got {getattr(zero, 'shape', type(zero).__name__)}",
+    fresh = detached.clone().requires_grad_(True)
+    fresh_logits = [tensor.clone().requires_grad_(True) for tensor in plain]
+    zero = _call_loss(
+        loss,
+        "with no triplets",
+        fresh,
+        labels,
+        (empty, empty, empty),
+        logits=_logits_argument(kind, fresh_logits),
     )
-    _expect(bool(torch.isfinite(zero)), "loss with no triplets must stay finite")
     _expect(
         zero.requires_grad,
         "loss with no triplets must stay differentiable (a zero gradient, not a constant)",
     )
     zero.backward()
+
+    with torch.no_grad():
+        reordered, renamed = _permuted_value(loss, detached, labels, triplets, kind, plain, seed=8)
+    _expect(
+        torch.allclose(reordered, value.detach(), rtol=1e-5, atol=1e-6),
+        f"loss changes when the batch is reordered: {value.item()} -> {reordered.item()}",
+    )
+    _expect(
+        torch.allclose(renamed, value.detach(), rtol=1e-5, atol=1e-6),
+        f"loss changes when the classes are renamed: {value.item()} -> {renamed.item()}",
+    )
 
 
 def _check_triplets(

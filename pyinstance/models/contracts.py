@@ -7,6 +7,7 @@ a component needs the attributes and call signature, not a pyinstance base class
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pyinstance._validate import check_int
@@ -49,12 +50,40 @@ class HeadContract(Protocol):
     def __call__(self, features: torch.Tensor) -> torch.Tensor: ...
 
 
+#: What a loss's ``logits`` attribute may name (see :class:`LossContract`).
+LOSS_LOGITS_KINDS = (None, "image", "map", "regions")
+
+
 @runtime_checkable
 class LossContract(Protocol):
-    """A scalar loss, differentiable w.r.t. ``embeddings``; ``triplets`` from a miner."""
+    """A scalar loss, called as ``loss(embeddings, labels, triplets=None, *, logits=None)``.
+
+    ``embeddings``: B×D descriptors; ``labels``: B int64 instance codes (class indices
+    ``0..K-1`` for losses with logits); ``triplets``: a miner's (anchors, positives,
+    negatives) into the batch, or None. Returns a finite scalar tensor that stays in the
+    graph (a zero gradient, not a constant, when nothing contributes, e.g. no triplets).
+
+    Attributes (read by the trainer, class attributes):
+        needs_triplets: whether the loss uses a miner's triplets; such a loss raises an
+            error naming ``triplets`` when they are None.
+        logits: what it needs in ``logits`` (an error naming ``logits`` and the expected
+            shape when it is missing or ill-shaped), one of :data:`LOSS_LOGITS_KINDS`:
+            None (nothing); ``"image"``: B×K class scores; ``"map"``: FCN class maps, one
+            B×K×H×W tensor or a sequence of them, one per scale of the same B images (sizes
+            may differ); ``"regions"``: B×k×K class scores of k regions per image
+            (:attr:`pyinstance.models.region_head.RegionPooling.region_logits`).
+    """
+
+    needs_triplets: bool
+    logits: str | None
 
     def __call__(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets | None = None
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        triplets: Triplets | None = None,
+        *,
+        logits: torch.Tensor | Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor: ...
 
 

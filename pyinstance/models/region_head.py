@@ -40,27 +40,34 @@ class RegionPooling:
         """Mean cross-entropy of the k regions' class scores against the image labels.
 
         The regulariser that trains the classifier choosing the regions (no gradient flows
-        through the selection itself).
+        through the selection itself); see :func:`region_cross_entropy`.
         """
-        logits = self.region_logits
-        if logits is None:
+        if self.region_logits is None:
             raise RuntimeError(
                 "region_loss needs regions chosen by a class map (B×K×H×W), not a saliency map"
             )
-        batch, k, classes = logits.shape
-        if not isinstance(labels, torch.Tensor):
-            raise TypeError(f"labels: expected a torch.Tensor, got {type(labels).__name__}")
-        if labels.shape != (batch,):
-            raise ValueError(f"labels: expected shape ({batch},), got {tuple(labels.shape)}")
-        if labels.dtype != torch.int64:
-            raise TypeError(f"labels: expected int64 class indices, got {labels.dtype}")
-        if bool(((labels < 0) | (labels >= classes)).any()):
-            raise ValueError(
-                f"labels: expected class indices in [0, {classes}), got {labels.tolist()}"
-            )
-        return F.cross_entropy(
-            logits.reshape(batch * k, classes).float(), labels.repeat_interleave(k)
-        )
+        return region_cross_entropy(self.region_logits, labels)
+
+
+def region_cross_entropy(region_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of B×k×K region class scores, each region scored against its image's label.
+
+    Averaged over the k regions and the B images (Kohl's region regulariser). Half-precision
+    scores are computed in float32; float32 and float64 stay as they are.
+    """
+    batch, k, classes = region_logits.shape
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels: expected a torch.Tensor, got {type(labels).__name__}")
+    if labels.shape != (batch,):
+        raise ValueError(f"labels: expected shape ({batch},), got {tuple(labels.shape)}")
+    if labels.dtype != torch.int64:
+        raise TypeError(f"labels: expected int64 class indices, got {labels.dtype}")
+    if bool(((labels < 0) | (labels >= classes)).any()):
+        raise ValueError(f"labels: expected class indices in [0, {classes}), got {labels.tolist()}")
+    scores = region_logits.reshape(batch * k, classes)
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        scores = scores.float()
+    return F.cross_entropy(scores, labels.repeat_interleave(k))
 
 
 class TopKRegionHead(nn.Module):

@@ -3,7 +3,7 @@
 from pyinstance.train.checkpoint import CheckpointMismatchError
 from pyinstance.train.config import Config, ConfigError, load_config
 from pyinstance.train.data import TrainingSet, load_training_set
-from pyinstance.train.trainer import TrainingDiverged, Trainer, TrainResult
+from pyinstance.train.trainer import Trainer, TrainingDiverged, TrainResult
 
 __all__ = [
     "CheckpointMismatchError",

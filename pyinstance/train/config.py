@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 #: How the training views are mined: per batch, or per epoch over the whole set.
 MINING = ("online", "offline")
@@ -101,6 +102,10 @@ class TrainConfig:
     views_per_instance: int = 2
     #: Images per forward pass; 1 allows any aspect ratio.
     micro_batch: int = 1
+    #: Hold no activations across micro-batches: describe every view without gradients,
+    #: then run each micro-batch again with them (memory of one micro-batch, one forward
+    #: more); false keeps every micro-batch's graph until the loss (faster).
+    recompute: bool = True
     #: Keep BatchNorm statistics (running mean/var) fixed: "auto" when micro-batches < 8.
     freeze_batchnorm: bool | None = None
     lr_backbone: float = 1e-4

@@ -224,8 +224,7 @@ class Trainer:
         per_epoch = self.steps_per_epoch or math.ceil(
             self.data.num_classes / train.instances_per_batch
         )
-        total = per_epoch * train.epochs
-        return max(1, min(total, train.max_steps or total))
+        return max(1, per_epoch * train.epochs)  # max_steps stops early; the schedule stays
 
     # -- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -469,20 +468,24 @@ class Trainer:
         self, views: list[torch.Tensor], labels: torch.Tensor, batch_size: int
     ) -> dict[str, float]:
         spans = self._micro_batches(views)
+        recompute = self.config.train.recompute
         rng_states = []
         outputs: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-        with torch.no_grad():
+        with torch.set_grad_enabled(not recompute):
             for start, end in spans:
                 rng_states.append(torch.get_rng_state())
                 outputs.append(self._forward(torch.cat(views[start:end]).to(self.device)))
         after = torch.get_rng_state()
         local = torch.cat([o[0] for o in outputs])
-        embeddings = self.context.gather(local).detach().requires_grad_(True)
+        embeddings = self.context.gather(local)
         all_labels = self.context.gather(labels)
         logits = None
         if self.loss_logits is not None:
             logits = self.context.gather(torch.cat([o[1] for o in outputs]))
-            logits = logits.detach().requires_grad_(True)
+        if recompute:  # the loss's gradient is taken at the descriptors, then re-forwarded
+            embeddings = embeddings.detach().requires_grad_(True)
+            if logits is not None:
+                logits = logits.detach().requires_grad_(True)
         triplets = self._triplets(embeddings, all_labels, batch_size)
         kwargs = {"logits": logits} if self.loss_logits is not None else {}
         loss = self.loss(embeddings, all_labels, triplets, **kwargs)
@@ -490,6 +493,9 @@ class Trainer:
         if triplets is not None:
             stats.update(self._triplet_stats(embeddings.detach(), triplets))
         if not math.isfinite(stats["loss"]):
+            return stats
+        if not recompute:
+            loss.backward()
             return stats
         inputs = [embeddings] + ([logits] if logits is not None else [])
         gradients = torch.autograd.grad(loss, inputs, allow_unused=True)

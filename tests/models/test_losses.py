@@ -40,7 +40,7 @@ def test_triplet_margin_rejects_bad_input():
         TripletMarginLoss()(embeddings, torch.zeros(4, dtype=torch.int64))
     with pytest.raises(ValueError, match="labels: expected 4 labels"):
         TripletMarginLoss()(embeddings, torch.zeros(3, dtype=torch.int64), None)
-    with pytest.raises(ValueError, match="embeddings: expected B×D"):
+    with pytest.raises(ValueError, match="embeddings: expected a B×D tensor"):
         TripletMarginLoss()(torch.randn(4), torch.zeros(4, dtype=torch.int64), None)
 
 
@@ -108,3 +108,54 @@ def test_contrastive_rejects_bad_margins(kwargs, error, match):
 def test_contrastive_accepts_numpy_margins():
     loss = ContrastiveLoss(pos_margin=np.float32(0.75), neg_margin=np.float64(-0.25))
     assert (loss.pos_margin, loss.neg_margin) == (0.75, -0.25)
+
+
+@pytest.mark.parametrize(
+    ("name", "needs_triplets", "logits"),
+    [
+        ("triplet_margin", True, None),
+        ("triplet_squared", True, None),
+        ("softmax_ratio", True, None),
+        ("contrastive", False, None),
+        ("generalized_logistic", False, None),
+        ("cross_entropy", False, "image"),
+        ("fcn_multiscale_ce", False, "map"),
+        ("triplet_region_ce", True, "regions"),
+        ("joint_identification_verification", False, "image"),
+    ],
+)
+def test_losses_declare_what_the_trainer_feeds_them(name, needs_triplets, logits):
+    loss_class = type(pyinstance.get_loss(name))
+    assert (loss_class.needs_triplets, loss_class.logits) == (needs_triplets, logits)
+
+
+@pytest.mark.parametrize(
+    ("triplets", "error", "match"),
+    [
+        ((torch.tensor([0]), torch.tensor([1])), TypeError, "triplets: expected a tuple"),
+        (
+            (torch.tensor([0]), torch.tensor([1]), torch.tensor([2.0])),
+            TypeError,
+            "triplets: expected negatives as a 1-D int64 tensor",
+        ),
+        (
+            (torch.tensor([0, 1]), torch.tensor([1]), torch.tensor([2])),
+            ValueError,
+            "triplets: anchors, positives and negatives differ in length: 2, 1, 1",
+        ),
+        (
+            (torch.tensor([0]), torch.tensor([1]), torch.tensor([4])),
+            ValueError,
+            r"triplets: expected indices in \[0, 4\)",
+        ),
+        (
+            (torch.tensor([-1]), torch.tensor([1]), torch.tensor([2])),
+            ValueError,
+            r"triplets: expected indices in \[0, 4\)",
+        ),
+    ],
+)
+def test_triplet_losses_reject_bad_triplets(triplets, error, match):
+    embeddings = torch.nn.functional.normalize(torch.randn(4, 3), dim=1)
+    with pytest.raises(error, match=match):
+        TripletMarginLoss()(embeddings, torch.tensor([0, 0, 1, 1]), triplets)
