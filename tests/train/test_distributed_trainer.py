@@ -20,11 +20,14 @@ WRITES_SCRIPT = Path(__file__).with_name("ddp_train_writes.py")
 
 @pytest.fixture
 def make_config(tiny_config: Callable[..., Path]) -> Callable[..., Path]:
-    """``make(mining="online")``: the config of these tests."""
+    """``make(mining="online", objective="metric")``: the config of these tests."""
 
-    def make(mining: str = "online") -> Path:
+    def make(mining: str = "online", objective: str = "metric") -> Path:
         train = {
-            "loss_params": {"margin": 0.3},
+            "objective": objective,
+            "loss": "triplet_margin" if objective == "metric" else "fcn_multiscale_ce",
+            "loss_params": {"margin": 0.3} if objective == "metric" else {},
+            "scales": [1.0, 0.75],
             "mining": mining,
             "miner_params": {"n_pos": 1, "n_neg": 2} if mining == "offline" else {},
             "epochs": 1,
@@ -127,4 +130,16 @@ def test_offline_mining_on_two_ranks_equals_one_process(
     torchrun(2, [*command, "--max-steps", "1"], cwd=tmp_path)
     assert reference["epoch_batches"]  # the offline-mined triplet batches of the epoch
     assert _state(output)["epoch_batches"] == reference["epoch_batches"]
+    _assert_same_run(_state(output), reference, start)
+
+
+def test_the_classifier_objective_on_two_ranks_equals_one_process(
+    torchrun, make_config, tmp_path: Path
+) -> None:
+    config = make_config(objective="classifier")
+    start, reference = _reference(config, tmp_path, 1)
+    output = tmp_path / "run"
+    command = ["-m", "pyinstance", "train", str(config), "--output", str(output)]
+    torchrun(2, [*command, "--max-steps", "1"], cwd=tmp_path)
+    # The loss logged is the global batch's: the ranks' shares summed.
     _assert_same_run(_state(output), reference, start)
