@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -32,6 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 T = TypeVar("T")
+C = TypeVar("C", bound="_Closing")
 
 #: The torchrun variables that mark a process as one rank of a group.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -88,7 +90,26 @@ def shard_bounds(count: int, rank: int, world_size: int) -> tuple[int, int]:
     return start, start + base + (1 if rank < extra else 0)
 
 
-class LocalContext:
+class _Closing(ABC):
+    """``with context:`` closes the context on the way out, after success or an error."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the context holds."""
+
+    def __enter__(self: C) -> C:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LocalContext(_Closing):
     """A single process: the whole batch is local and nothing is exchanged."""
 
     rank = 0
@@ -122,17 +143,6 @@ class LocalContext:
     def close(self) -> None:
         return None
 
-    def __enter__(self) -> LocalContext:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def _gather_rows(local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """All ranks' rows (``sizes[r]`` from rank ``r``) concatenated in rank order."""
@@ -163,7 +173,7 @@ class _GatherRows(torch.autograd.Function):
         return total[start : start + ctx.sizes[ctx.rank]], None, None
 
 
-class DistributedContext:
+class DistributedContext(_Closing):
     """One rank of a torch.distributed process group (gloo on CPU, NCCL on CUDA).
 
     Build it with :func:`process_context`, which reads torchrun's environment; use it as a
@@ -277,17 +287,6 @@ class DistributedContext:
         """Leave the process group (nothing waits for the other ranks: a failing rank exits)."""
         if dist.is_initialized():
             dist.destroy_process_group()
-
-    def __enter__(self) -> DistributedContext:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def launched_by_torchrun(environ: dict[str, str] | None = None) -> bool:

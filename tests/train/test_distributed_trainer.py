@@ -75,6 +75,12 @@ def _assert_same_run(state: dict, reference: dict, start: dict) -> None:
     assert moved > 1e-3  # the steps changed the weights: the comparison means something
 
 
+def _train_on_two_ranks(torchrun, config: Path, output: Path, max_steps: int) -> str:
+    """``torchrun --nproc_per_node=2 -m pyinstance train CONFIG``; its standard output."""
+    command = ["-m", "pyinstance", "train", str(config), "--output", str(output)]
+    return torchrun(2, [*command, "--max-steps", str(max_steps)], cwd=output.parent).stdout
+
+
 def _reference(config: Path, folder: Path, steps: int) -> tuple[dict, dict]:
     """The initial weights and the checkpoint after ``steps`` steps in one process."""
     start = Trainer(load_config(config, output=str(folder / "unused"))).state_dict()
@@ -102,8 +108,7 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(torchrun, make_config, tmp
     config = make_config()
     start, two_steps = _reference(config, tmp_path, 2)
     output = tmp_path / "run"
-    command = ["-m", "pyinstance", "train", str(config), "--output", str(output)]
-    torchrun(2, [*command, "--max-steps", "1"], cwd=tmp_path)
+    _train_on_two_ranks(torchrun, config, output, 1)
     trainer = _train_here(config, output, 2, resume=True)
     assert trainer.step == 2
     _assert_same_run(_state(output), two_steps, start)
@@ -114,32 +119,24 @@ def test_a_one_process_checkpoint_resumes_on_two_ranks(torchrun, make_config, tm
     start, two_steps = _reference(config, tmp_path, 2)
     output = tmp_path / "run"
     _train_here(config, output, 1)
-    command = ["-m", "pyinstance", "train", str(config), "--output", str(output)]
-    done = torchrun(2, [*command, "--max-steps", "2"], cwd=tmp_path)
-    assert "resumed at step 1" in done.stdout
+    assert "resumed at step 1" in _train_on_two_ranks(torchrun, config, output, 2)
     _assert_same_run(_state(output), two_steps, start)
 
 
-def test_offline_mining_on_two_ranks_equals_one_process(
-    torchrun, make_config, tmp_path: Path
+@pytest.mark.parametrize(
+    "options",
+    [{"mining": "offline"}, {"objective": "classifier"}],
+    ids=["offline-mining", "classifier-objective"],
+)
+def test_offline_mining_and_the_classifier_objective_on_two_ranks_equal_one_process(
+    torchrun, make_config, tmp_path: Path, options: dict[str, str]
 ) -> None:
-    config = make_config(mining="offline")
+    config = make_config(**options)
     start, reference = _reference(config, tmp_path, 1)
     output = tmp_path / "run"
-    command = ["-m", "pyinstance", "train", str(config), "--output", str(output)]
-    torchrun(2, [*command, "--max-steps", "1"], cwd=tmp_path)
-    assert reference["epoch_batches"]  # the offline-mined triplet batches of the epoch
+    _train_on_two_ranks(torchrun, config, output, 1)
+    # Offline: the triplet batches mined on descriptors extracted in parts by the ranks.
+    assert reference["epoch_batches"]
     assert _state(output)["epoch_batches"] == reference["epoch_batches"]
-    _assert_same_run(_state(output), reference, start)
-
-
-def test_the_classifier_objective_on_two_ranks_equals_one_process(
-    torchrun, make_config, tmp_path: Path
-) -> None:
-    config = make_config(objective="classifier")
-    start, reference = _reference(config, tmp_path, 1)
-    output = tmp_path / "run"
-    command = ["-m", "pyinstance", "train", str(config), "--output", str(output)]
-    torchrun(2, [*command, "--max-steps", "1"], cwd=tmp_path)
-    # The loss logged is the global batch's: the ranks' shares summed.
+    # Classifier: the loss logged is the global batch's, the ranks' shares summed.
     _assert_same_run(_state(output), reference, start)
