@@ -217,22 +217,21 @@ class DistributedContext(_Closing):
         return [int(part.item()) for part in parts]
 
     def gather(self, local: torch.Tensor) -> torch.Tensor:
-        """Every rank's rows in rank order; backward sums over ranks into this rank's rows."""
+        """Every rank's rows in rank order, on ``local``'s device; backward sums the gradient
+        over the ranks into this rank's rows."""
         if not isinstance(local, torch.Tensor) or local.dim() == 0:
             raise ValueError(
                 f"local: expected a tensor with a leading row dimension, got {type(local).__name__}"
                 + (" of 0 dimensions" if isinstance(local, torch.Tensor) else "")
             )
-        if local.device != self.device:
-            raise ValueError(
-                f"local: expected a tensor on {self.device} (this rank's device), "
-                f"got one on {local.device}"
-            )
         sizes = self._sizes(local.shape[0])
+        # The exchange runs on this rank's device (NCCL: its GPU); the rows come back on the
+        # caller's device (descriptors extracted to the CPU, say), differentiably.
+        exchanged = local.to(self.device)
         if torch.is_grad_enabled() and local.requires_grad:
-            return _GatherRows.apply(local, sizes, self.rank)
+            return _GatherRows.apply(exchanged, sizes, self.rank).to(local.device)
         with torch.no_grad():
-            return _gather_rows(local, sizes)
+            return _gather_rows(exchanged, sizes).to(local.device)
 
     def barrier(self) -> None:
         dist.barrier()

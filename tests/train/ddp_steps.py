@@ -113,6 +113,22 @@ def _gather_scenario(context: ProcessContext) -> dict[str, torch.Tensor]:
     return {"gathered": gathered.detach(), "grad": local.grad, "weights": weights}
 
 
+def _refusals(context: ProcessContext) -> list[str]:
+    """The messages of the calls every rank refuses before exchanging anything."""
+    calls = [
+        lambda: context.shard([7]),
+        lambda: context.gather(torch.tensor(1.0)),
+        lambda: parallel_map(context, 1, lambda indices: torch.zeros(len(indices), 2)),
+    ]
+    messages = []
+    for call in calls:
+        try:
+            call()
+        except ValueError as error:
+            messages.append(str(error))
+    return messages
+
+
 def _gradient_sum_scenario(context: ProcessContext) -> list[torch.Tensor | None]:
     """A layer every rank uses, a parameter only rank 1 uses, one no rank uses."""
     layer, only_rank_1, unused = (
@@ -138,6 +154,7 @@ def main(out: Path, scenarios: list[str]) -> None:
                 results["gather"] = _gather_scenario(context)
             elif scenario == "shard":
                 results["shard"] = [context.shard(range(n)) for n in (2, 5, 8)]
+                results["refused"] = _refusals(context)
             elif scenario == "collectives":
                 results["broadcast"] = context.broadcast({"rank": context.rank})
                 results["sum"] = context.all_sum(torch.tensor([context.rank + 1.0, 2.0]))

@@ -63,6 +63,15 @@ def test_shards_are_contiguous_uneven_and_cover_the_batch(two_ranks) -> None:
     assert ranks[1]["shard"] == [[1], [3, 4], [4, 5, 6, 7]]
 
 
+def test_batches_smaller_than_the_group_and_scalars_are_refused_on_every_rank(two_ranks) -> None:
+    _, ranks = two_ranks
+    for result in ranks:
+        shard, gather, extraction = result["refused"]
+        assert shard.startswith("items: a global batch of 1 cannot be split over 2 ranks")
+        assert gather.startswith("local: expected a tensor with a leading row dimension")
+        assert extraction.startswith("count: expected at least one item per rank (2), got 1")
+
+
 def test_broadcasts_give_every_rank_rank_zeros_values_and_sums_add_every_rank(
     two_ranks,
 ) -> None:
