@@ -56,11 +56,7 @@ def test_micro_batches_give_the_gradient_of_one_big_batch(tiny_config, recompute
             group["lr"] = 0.0  # keep the weights: compare the gradients
         trainer.train_step(batch)
         gradients.append(
-            {
-                n: p.grad.clone()
-                for n, p in trainer.backbone.named_parameters()
-                if p.grad is not None
-            }
+            {n: p.grad.clone() for n, p in trainer.backbone.named_parameters() if p.grad is not None}
         )
         after = _params(trainer.backbone)
         bn = [k for k in before if "running_mean" in k]
@@ -92,7 +88,9 @@ def test_resuming_gives_the_same_result_as_running_straight(tiny_config, tmp_pat
     total = straight.step
     assert total >= 3
     first = Trainer(
-        load_config(tiny_config(train={"epochs": 3, "max_steps": 2}), output=str(tmp_path / "b"))
+        load_config(
+            tiny_config(train={"epochs": 3, "max_steps": 2}), output=str(tmp_path / "b")
+        )
     )
     first.fit()
     resumed = Trainer(load_config(tiny_config(train={"epochs": 3}), output=str(tmp_path / "b")))
