@@ -152,3 +152,32 @@ def mutation(session: nox.Session) -> None:
     finally:
         copied.unlink(missing_ok=True)
     session.run("mutmut", "results")
+
+
+@nox.session(name="train-museum", python=PYTHON)
+def train_museum(session: nox.Session) -> None:
+    """Fine-tune on the museum set (configs/museum-siamese.toml), then evaluate the model.
+
+    Writes runs/museum-siamese/model.pt (kept out of git), an index built with it and the
+    evaluation of the museum queries (runs/museum-siamese/evaluation.json). Pass another
+    config as ``nox -s train-museum -- configs/museum-topk-fcn.toml configs/museum-topk.toml``
+    (several run in order: the two stages of the top-k region recipe); the last one's model
+    is evaluated.
+    """
+    _install_pyinstance(session, PYINSTANCE_CUDA="OFF")
+    configs = session.posargs or ["configs/museum-siamese.toml"]
+    for config in configs:
+        session.run("pyinstance", "train", config)
+    last = Path(configs[-1])
+    folder = ROOT / "runs" / last.stem
+    data = Path(os.environ.get("PYINSTANCE_SHARED", "/work/shared")) / "data" / "museum"
+    shutil.rmtree(folder / "index", ignore_errors=True)
+    session.run(
+        "pyinstance", "index", "build", str(data / "manifest.csv"), "-o", str(folder / "index"),
+        "--model", str(folder / "model.pt"), "--query-max-side", "448", "--windows", "none",
+        "--engine", "torch", "--no-progress",
+    )  # fmt: skip
+    session.run(
+        "pyinstance", "evaluate", str(folder / "index"), "--manifest", str(data / "manifest.csv"),
+        "--json", str(folder / "evaluation.json"), "--engine", "torch",
+    )  # fmt: skip

@@ -58,7 +58,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """``[augment]``: how one photo becomes many training views."""
+    """``[augment]``: how one photo becomes many training views.
+
+    The first keys are :class:`pyinstance.train.augment.Augmentation`'s; ``scene_*`` are
+    :class:`pyinstance.train.composite.SceneComposer`'s (size, scale, perspective, others,
+    frame).
+    """
 
     rotation: float = 10.0
     axis_scale: tuple[float, float] = (0.75, 1.25)
@@ -67,19 +72,21 @@ class AugmentConfig:
     contrast: float = 0.2
     saturation: float = 0.2
     hue: float = 0.02
-    #: Longest sides a view is drawn at.
-    sizes: tuple[int, ...] = (448,)
+    #: Smaller sides a view is drawn at (one per view).
+    sizes: tuple[int, ...] = (224, 448)
     max_aspect: float = 2.0
-    #: Probability that a view is the photo composited into a scene (a gallery shot).
+    #: Probability that a view is the augmented photo composited into a gallery scene.
     composite: float = 0.0
     #: Longest side of composited scenes.
     scene_size: int = 448
     #: Range of the photo's share of the scene's longest side.
-    scene_scale: tuple[float, float] = (0.35, 0.9)
+    scene_scale: tuple[float, float] = (0.3, 0.8)
     #: Strength of the perspective distortion of the pasted photo (0: none).
     scene_perspective: float = 0.15
-    #: Other references pasted beside it.
+    #: Other training photos hung beside it (at most).
     scene_others: int = 2
+    #: Probability of a frame around the photo.
+    scene_frame: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -334,7 +341,8 @@ def _check_ranges(config: Config) -> None:
     low, high = augment.scene_scale
     if not 0 < low <= high <= 1:
         raise ConfigError(f"augment.scene_scale: expected 0 < low <= high <= 1, got {[low, high]}")
-    within("augment.scene_perspective", augment.scene_perspective, 0, 0.5)
+    within("augment.scene_perspective", augment.scene_perspective, 0, 0.4)
+    within("augment.scene_frame", augment.scene_frame, 0, 1)
     at_least("augment.scene_others", augment.scene_others, 0)
     choice("train.objective", train.objective, OBJECTIVES)
     choice("train.mining", train.mining, MINING)

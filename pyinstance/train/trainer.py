@@ -114,6 +114,7 @@ class Trainer:
         self.views = ViewMaker(
             config.augment,
             self.data.images,
+            self.data.labels,
             mean=getattr(self.backbone, "input_mean", IMAGENET_MEAN),
             std=getattr(self.backbone, "input_std", IMAGENET_STD),
         )

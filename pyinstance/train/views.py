@@ -1,8 +1,11 @@
-"""Training views: one photo, a seeded random generator -> a normalised 1×3×H×W tensor.
+"""Training views: one photo and a seeded generator -> a normalised 1×3×H×W tensor.
 
-A view is the photo augmented (scale of the longest side drawn from ``augment.sizes``,
-horizontal flip), deterministic in its generator, so that every process and every resumed
-run makes the same view for the same (seed, epoch, batch, position).
+A view is the photo augmented (:class:`~pyinstance.train.augment.Augmentation`: flip, axis
+scales, rotation, colour jitter, multi-scale) and, with probability ``augment.composite``,
+composited into a gallery scene beside other training photos
+(:class:`~pyinstance.train.composite.SceneComposer`): what teaches one reference photo how
+a visitor's shot of it looks. Views are deterministic in their generator, so every process
+and every resumed run makes the same view for the same (seed, epoch, step, position).
 """
 
 from __future__ import annotations
@@ -13,39 +16,62 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pyinstance.data.images import image_tensor, normalize, scaled_size
+from pyinstance.data.images import image_tensor, normalize
+from pyinstance.train.augment import Augmentation
+from pyinstance.train.composite import SceneComposer
 from pyinstance.train.config import AugmentConfig
 
 
-def view_generator(seed: int, epoch: int, batch: int, position: int) -> np.random.Generator:
+def view_generator(seed: int, epoch: int, step: int, position: int) -> np.random.Generator:
     """The generator of one view of one batch (independent of processes and resumes)."""
-    return np.random.default_rng([seed, epoch, batch, position])
+    return np.random.default_rng([seed, epoch, step, position])
 
 
 class ViewMaker:
-    """Makes the training views of ``images`` for a backbone's input normalisation."""
+    """Makes the training views of ``images`` (labelled ``labels``) for a backbone's input
+    normalisation ``mean``/``std``."""
 
     def __init__(
         self,
         augment: AugmentConfig,
         images: Sequence[Image.Image],
+        labels: Sequence[int],
         *,
         mean: Sequence[float],
         std: Sequence[float],
     ):
-        self.augment = augment
+        self.augment = Augmentation(
+            rotation=augment.rotation,
+            axis_scale=augment.axis_scale,
+            flip=augment.flip,
+            brightness=augment.brightness,
+            contrast=augment.contrast,
+            saturation=augment.saturation,
+            hue=augment.hue,
+            sizes=augment.sizes,
+            max_aspect=augment.max_aspect,
+        )
+        self.composite = augment.composite
+        self.composer = SceneComposer(
+            size=augment.scene_size,
+            scale=augment.scene_scale,
+            perspective=augment.scene_perspective,
+            others=augment.scene_others,
+            frame=augment.scene_frame,
+        )
         self.images = images
+        self.labels = np.asarray(labels)
         self.mean, self.std = tuple(mean), tuple(std)
 
     def image(self, index: int, rng: np.random.Generator) -> Image.Image:
-        """The augmented photo ``index`` as a PIL image."""
-        photo = self.images[index]
-        side = int(rng.choice(self.augment.sizes))
-        height, width = scaled_size(photo.height, photo.width, side)
-        view = photo.resize((width, height), Image.Resampling.BILINEAR)
-        if rng.random() < self.augment.flip:
-            view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return view
+        """The view of photo ``index`` as a PIL image."""
+        view = self.augment(self.images[index], rng)
+        if rng.random() >= self.composite:
+            return view
+        strangers = np.flatnonzero(self.labels != self.labels[index])
+        count = min(self.composer.others, strangers.size)
+        others = [self.images[i] for i in rng.choice(strangers, size=count, replace=False)]
+        return self.composer(view, rng, others=others).image
 
     def __call__(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         """The normalised view 1×3×H×W of photo ``index``."""

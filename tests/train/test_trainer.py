@@ -6,6 +6,17 @@ import torch
 from pyinstance.train import CheckpointMismatchError, Trainer, TrainingDiverged, load_config
 from pyinstance.train.checkpoint import load_checkpoint
 
+#: Views without random changes but the flip: the loss then follows the weights alone.
+STILL = {
+    "rotation": 0.0,
+    "axis_scale": [1.0, 1.0],
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "saturation": 0.0,
+    "hue": 0.0,
+    "sizes": [48],
+}
+
 
 def _params(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -56,7 +67,11 @@ def test_micro_batches_give_the_gradient_of_one_big_batch(tiny_config, recompute
             group["lr"] = 0.0  # keep the weights: compare the gradients
         trainer.train_step(batch)
         gradients.append(
-            {n: p.grad.clone() for n, p in trainer.backbone.named_parameters() if p.grad is not None}
+            {
+                n: p.grad.clone()
+                for n, p in trainer.backbone.named_parameters()
+                if p.grad is not None
+            }
         )
         after = _params(trainer.backbone)
         bn = [k for k in before if "running_mean" in k]
@@ -88,9 +103,7 @@ def test_resuming_gives_the_same_result_as_running_straight(tiny_config, tmp_pat
     total = straight.step
     assert total >= 3
     first = Trainer(
-        load_config(
-            tiny_config(train={"epochs": 3, "max_steps": 2}), output=str(tmp_path / "b")
-        )
+        load_config(tiny_config(train={"epochs": 3, "max_steps": 2}), output=str(tmp_path / "b"))
     )
     first.fit()
     resumed = Trainer(load_config(tiny_config(train={"epochs": 3}), output=str(tmp_path / "b")))
@@ -164,3 +177,63 @@ def test_unknown_names_and_mismatched_classes_are_clear_errors(tiny_config):
         Trainer(load_config(tiny_config(train={"objective": "classifier"})))
     with pytest.raises(ValueError, match="trainable_from"):
         Trainer(load_config(tiny_config(model={"trainable_from": "stage9"})))
+
+
+def test_the_two_stage_region_recipe_runs_and_hands_its_classifier_on(tiny_config, tmp_path):
+    head = {"head": "topk_region", "head_params": {"num_classes": 4, "k": 2}}
+    stage1 = load_config(
+        tiny_config(
+            model=head,
+            augment=STILL,
+            train={
+                "objective": "classifier",
+                "loss": "fcn_multiscale_ce",
+                "scales": [1.0, 0.8],
+                "views_per_instance": 1,
+                "instances_per_batch": 2,
+                "epochs": 6,
+                "scheduler": "constant",
+            },
+        ),
+        output=str(tmp_path / "stage1"),
+    )
+    first = Trainer(stage1).fit()
+    losses = [row["loss"] for row in first.epochs]
+    assert losses[-1] < 0.8 * max(losses[:2])
+    stage2 = load_config(
+        tiny_config(
+            model={**head, "init": str(first.model_path)},
+            train={"loss": "triplet_region_ce", "epochs": 1},
+        ),
+        output=str(tmp_path / "stage2"),
+    )
+    trainer = Trainer(stage2)
+    started = {k: v.clone() for k, v in trainer.head.classifier.state_dict().items()}
+    trained = torch.load(first.model_path, weights_only=True)["head_state"]
+    assert all(torch.equal(started[k], trained[f"classifier.{k}"]) for k in started)
+    result = trainer.fit()
+    assert result.epochs[0]["triplets"] > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "train"),
+    [
+        ({}, {"mining": "offline", "miner_params": {"n_pos": 1, "n_neg": 2}}),
+        ({"backbone_params": {"dropout": 0.0, "num_classes": 4}}, {"loss": "cross_entropy"}),
+        ({}, {"loss": "contrastive"}),
+    ],
+    ids=["offline-triplets", "image-logits", "pairs"],
+)
+def test_other_minings_and_losses_take_a_step(tiny_config, model, train):
+    config = load_config(tiny_config(model=model, train={"max_steps": 1, **train}))
+    trainer = Trainer(config)
+    before = _params(trainer.head)
+    result = trainer.fit()
+    assert result.steps == 1
+    if train.get("mining") == "offline":
+        batch = trainer.epoch_batches[0]
+        labels = [trainer.data.labels[i] for i in batch]
+        for start in range(0, len(batch), 3):
+            anchor, positive, negative = labels[start : start + 3]
+            assert anchor == positive != negative
+    assert any(not torch.equal(before[k], v) for k, v in trainer.head.state_dict().items())
