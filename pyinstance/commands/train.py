@@ -30,6 +30,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pyinstance.train import Trainer, TrainingDiverged, load_config
+    from pyinstance.train.distributed import process_context
 
     overrides: dict[str, object] = {}
     if args.epochs is not None:
@@ -42,16 +43,21 @@ def run(args: argparse.Namespace) -> int:
         overrides["train.progress"] = False
     config = load_config(args.config, **overrides)
     console = make_console()
-    trainer = Trainer(config)
-    for skip in trainer.data.skipped:
-        print(f"pyinstance train: skipped {skip.path}: {skip.reason}", file=sys.stderr)
-    if not args.restart and trainer.resume():
-        console.print(f"resumed at step {trainer.step} (epoch {trainer.epoch + 1})")
-    try:
-        result = trainer.fit()
-    except TrainingDiverged as error:
-        print(f"pyinstance train: error: {error}", file=sys.stderr)
-        return 1
+    # Under torchrun every process runs this; only the main one (rank 0) reports.
+    with process_context(config.train.device) as context:
+        trainer = Trainer(config, context=context)
+        main = context.is_main
+        for skip in trainer.data.skipped if main else ():
+            print(f"pyinstance train: skipped {skip.path}: {skip.reason}", file=sys.stderr)
+        if not args.restart and trainer.resume() and main:
+            console.print(f"resumed at step {trainer.step} (epoch {trainer.epoch + 1})")
+        try:
+            result = trainer.fit()
+        except TrainingDiverged as error:
+            print(f"pyinstance train: error: {error}", file=sys.stderr)
+            return 1
+    if not main:
+        return 0
     summary = {
         "model": str(result.model_path),
         "steps": result.steps,

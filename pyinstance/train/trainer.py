@@ -38,7 +38,7 @@ from pyinstance.models.trained import TrainedModel, read_model
 from pyinstance.train.checkpoint import load_checkpoint, save_checkpoint
 from pyinstance.train.config import Config
 from pyinstance.train.data import TrainingSet, load_training_set
-from pyinstance.train.distributed import LocalContext, ProcessContext
+from pyinstance.train.distributed import LocalContext, ProcessContext, parallel_map
 from pyinstance.train.metrics import write_metrics
 from pyinstance.train.sampler import PKSampler, triplet_batches
 from pyinstance.train.validation import ValidationSet, precision_at_1
@@ -270,9 +270,19 @@ class Trainer:
     def resume(self, path: str | Path | None = None) -> bool:
         """Load ``path`` (default the output folder's checkpoint); False when there is none."""
         path = Path(path) if path is not None else self.output / CHECKPOINT
-        if path is None or not path.is_file():
+        # The main process reads it and hands it (or its error) to the others.
+        loaded: dict[str, Any] | Exception | None = None
+        if self.context.is_main and path.is_file():
+            try:
+                loaded = load_checkpoint(path, self.config.recipe_dict())
+            except (ValueError, OSError) as error:
+                loaded = error
+        loaded = self.context.broadcast(loaded)
+        if isinstance(loaded, Exception):
+            raise loaded
+        if loaded is None:
             return False
-        self.load_state_dict(load_checkpoint(path, self.config.recipe_dict()))
+        self.load_state_dict(loaded)
         return True
 
     # -- the loop -------------------------------------------------------------------------
@@ -316,14 +326,19 @@ class Trainer:
     def _batches(self, epoch: int) -> list[list[int]]:
         if self.config.train.mining == "online":
             return self.sampler.epoch(epoch)
-        descriptors = extract(
-            list(self.data.images),
-            self.backbone,
-            self.head,
-            max_side=self.config.model.max_side,
-            device=self.device,
-            progress=False,
-        )[:, 0]
+        images = list(self.data.images)
+        descriptors = parallel_map(
+            self.context,
+            len(images),
+            lambda indices: extract(
+                [images[i] for i in indices],
+                self.backbone,
+                self.head,
+                max_side=self.config.model.max_side,
+                device=self.device,
+                progress=False,
+            )[:, 0],
+        )
         labels = torch.tensor(self.data.labels)
         triplets = self.miner(descriptors, labels, descriptors, labels)
         return triplet_batches(
@@ -402,6 +417,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.config.train.objective == "classifier":
             stats = self._classifier_step(views, labels, len(batch))
+            # Each process holds its share of the loss; every one must see the same total
+            # (a NaN on one process stops them all, before the gradient all-reduce).
+            stats["loss"] = float(self.context.all_sum(torch.tensor(stats["loss"])))
         else:
             stats = self._metric_step(views, labels, len(batch))
         if not math.isfinite(stats["loss"]):
@@ -411,7 +429,10 @@ class Trainer:
                 f"train.lr_backbone / train.lr_head or check the images; the last good "
                 f"checkpoint {str(self.output / CHECKPOINT)!r} is kept"
             )
+        self.context.sum_gradients(p for g in self.optimizer.param_groups for p in g["params"])
         self.optimizer.step()
+        if not self.freeze_batchnorm:
+            self.context.broadcast_buffers(self.backbone, self.head)
         self.scheduler.step()
         return stats
 
