@@ -14,16 +14,24 @@ from pyinstance.postprocess.multiscale import (
     multiscale_scores,
     multiscale_search,
 )
+from pyinstance.postprocess.pipeline import (
+    FittedPostProcessing,
+    PostProcessConfig,
+    WhiteningConfig,
+)
 from pyinstance.postprocess.state import PostProcessing, from_dict
 from pyinstance.postprocess.whitening import PCAWhitening
 
 __all__ = [
     "REDUCTIONS",
     "DatabaseAugmentation",
+    "FittedPostProcessing",
     "PCAWhitening",
+    "PostProcessConfig",
     "PostProcessing",
     "QueryExpansion",
     "ScaleAggregation",
+    "WhiteningConfig",
     "from_dict",
     "multiscale_scores",
     "multiscale_search",
