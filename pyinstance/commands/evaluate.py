@@ -103,19 +103,14 @@ def run(args: argparse.Namespace) -> int:
 
 def summary_table(metrics: dict[str, Any], classifier: str, threshold: float | None) -> Table:
     """The metrics overall and per group, one row each."""
-    from pyinstance.eval.evaluate import SUMMARY_KEYS
+    from pyinstance.eval.evaluate import SUMMARY_KEYS, summary_rows
 
     shown = "none" if threshold is None else f"{threshold:.3f}"
     table = Table(title=f"evaluation (classifier {classifier}, threshold {shown})")
     table.add_column("group")
     for key in SUMMARY_KEYS:
         table.add_column(_HEADERS[key], justify="right")
-    rows = [
-        ("all", metrics),
-        *sorted(metrics["groups"].items()),
-        *metrics.get("named_groups", {}).items(),
-        *((f"kind {kind}", values) for kind, values in sorted(metrics.get("kinds", {}).items())),
-    ]
+    rows = summary_rows(metrics)
     for name, values in rows:
         table.add_row(name, *(_cell(values[key]) for key in SUMMARY_KEYS))
     return table

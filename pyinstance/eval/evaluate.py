@@ -372,6 +372,16 @@ def evaluate(
     )
 
 
+def summary_rows(metrics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The rows of a summary table: overall, each query set, each named group, each kind."""
+    return [
+        ("all", metrics),
+        *sorted(metrics.get("groups", {}).items()),
+        *metrics.get("named_groups", {}).items(),
+        *((f"kind {kind}", values) for kind, values in sorted(metrics.get("kinds", {}).items())),
+    ]
+
+
 def _check_groups(groups: Mapping[str, Sequence[str]] | None) -> dict[str, frozenset[str]]:
     if groups is None:
         return {}

@@ -91,7 +91,9 @@ def processed_view(recipe: Recipe, snapshot: Snapshot, path: str) -> ProcessedVi
     references = sets if fitted is None or n == 0 else fitted.references(sets)
     derived = dataclasses.replace(
         snapshot,
-        descriptors=np.ascontiguousarray(references.reshape(n, references.shape[1] * references.shape[2])),
+        descriptors=np.ascontiguousarray(
+            references.reshape(n, references.shape[1] * references.shape[2])
+        ),
         slots=np.arange(n, dtype=np.int64),
         dtype="float32",
     )

@@ -138,7 +138,9 @@ class PostProcessConfig:
         data = _keys(data, "postprocess", _STEPS)
         whiten = dba = qe = reduction = None
         if data.get("whiten") is not None:
-            values = _keys(data["whiten"], "postprocess.whiten", ("dim", "power", "ridge", "method"))
+            values = _keys(
+                data["whiten"], "postprocess.whiten", ("dim", "power", "ridge", "method")
+            )
             whiten = _checked("postprocess.whiten", lambda: WhiteningConfig(**values))
         if data.get("dba") is not None:
             values = _keys(data["dba"], "postprocess.dba", ("k", "alpha"))

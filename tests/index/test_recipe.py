@@ -76,5 +76,7 @@ def test_postprocess_is_normalised_and_compared() -> None:
     }
     assert recipe.postprocessing.learnt and recipe.descriptors_per_image == 1
     assert not recipe.same_descriptors(DEFAULT_RECIPE)
-    multi = DEFAULT_RECIPE.with_(scales=(1.0, 0.5), postprocess={"multiscale": {"reduction": "max"}})
+    multi = DEFAULT_RECIPE.with_(
+        scales=(1.0, 0.5), postprocess={"multiscale": {"reduction": "max"}}
+    )
     assert multi.descriptors_per_image == 2 and not multi.postprocessing.learnt
