@@ -47,8 +47,9 @@ class ManifestEntry:
 
 
 @dataclass(frozen=True)
-class SkippedRow:
-    """A manifest row set aside by ``Manifest.read(..., skip_bad_rows=True)``, and why."""
+class RowProblem:
+    """A CSV row set aside (e.g. by ``Manifest.read(..., skip_bad_rows=True)``) or only
+    partly used, and why."""
 
     row: str
     reason: str
@@ -61,7 +62,7 @@ class Manifest(Sequence[ManifestEntry]):
     """The images of a collection, read and validated from a manifest CSV."""
 
     def __init__(
-        self, entries: Sequence[ManifestEntry], root: Path, skipped: Sequence[SkippedRow] = ()
+        self, entries: Sequence[ManifestEntry], root: Path, skipped: Sequence[RowProblem] = ()
     ):
         self._entries = tuple(entries)
         self.root = Path(root)
@@ -95,7 +96,10 @@ class Manifest(Sequence[ManifestEntry]):
         if skip_bad_rows:
             repeats = {id(e) for same in by_file.values() for e in same[1:]}
             skipped += [
-                SkippedRow(e.row or str(path), f"duplicate of {same[0].row}: {str(e.path)!r}")
+                RowProblem(
+                    e.row or str(path),
+                    f"duplicate: {e.path.relative_to(root)} is listed first at {same[0].row}",
+                )
                 for same in by_file.values()
                 for e in same[1:]
             ]
@@ -161,7 +165,7 @@ class Manifest(Sequence[ManifestEntry]):
 
 def _read_entries(
     path: Path, root: Path, unknown_queries: bool, skip_bad_rows: bool
-) -> tuple[list[ManifestEntry], list[SkippedRow]]:
+) -> tuple[list[ManifestEntry], list[RowProblem]]:
     """Parse the rows of ``path`` (UTF-8, with or without a byte-order mark)."""
     line = 1
     try:
@@ -184,7 +188,7 @@ def _read_entries(
                 except ValueError as error:
                     if not skip_bad_rows:
                         raise
-                    skipped.append(SkippedRow(where, str(error).split(": ", 1)[1]))
+                    skipped.append(RowProblem(where, str(error).split(": ", 1)[1]))
             return entries, skipped
     except UnicodeDecodeError as error:
         raise ValueError(

@@ -47,7 +47,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pyinstance.data.images import ImageDecodeError
-from pyinstance.data.manifest import Manifest
+from pyinstance.data.manifest import Manifest, RowProblem
 from pyinstance.eval.metrics import (
     count_relevant,
     hits_from_labels,
@@ -97,15 +97,8 @@ class QuerySpec:
     row: str
 
 
-@dataclass(frozen=True)
-class Problem:
-    """A row that was skipped or only partly used, and why."""
-
-    row: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.row}: {self.message}"
+#: A row that was skipped or only partly used, and why.
+Problem = RowProblem
 
 
 @dataclass(frozen=True)
@@ -250,7 +243,7 @@ def read_queries(
 
     manifest = Path(manifest)
     rows = Manifest.read(manifest, check_files=False, unknown_queries=True, skip_bad_rows=True)
-    problems.extend(Problem(skipped.row, skipped.reason) for skipped in rows.skipped)
+    problems.extend(rows.skipped)
     for entry in rows.filter(split="query"):
         ids = () if entry.instance_id is None else (entry.instance_id,)
         add(QuerySpec(entry.path, ids, entry.query_set, None, entry.row or str(manifest)))

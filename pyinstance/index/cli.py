@@ -142,37 +142,19 @@ def _postprocess_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--whiten-dim", type=int, metavar="D", help="whitened dimensions (default: all)"
     )
-    group.add_argument(
-        "--shrinkage",
-        type=float,
-        default=1.0,
-        metavar="S",
-        help="whitening power in [0, 1]: 1 whitens fully, 0 only rotates (default: 1)",
+    numbers = (
+        ("--shrinkage", 1.0, "S", "whitening power in [0, 1]: 1 whitens fully, 0 only rotates"),
+        ("--whiten-ridge", 0.0, "R", "eigenvalue regularisation, R × the largest eigenvalue"),
+        ("--dba-alpha", None, "A", "DBA similarity weights s^A (default: rank weights)"),
+        ("--alpha-qe", 0.0, "A", "query expansion weights s^A (0: average QE; 3: α-QE)"),
     )
-    group.add_argument(
-        "--whiten-ridge",
-        type=float,
-        default=0.0,
-        metavar="R",
-        help="eigenvalue regularisation, R × the largest eigenvalue (default: 0)",
-    )
+    for flag, default, metavar, text in numbers:
+        shown = "" if default is None else " (default: %(default)s)"
+        group.add_argument(flag, type=float, default=default, metavar=metavar, help=text + shown)
     group.add_argument(
         "--dba", type=int, metavar="K", help="database-side augmentation with K neighbours"
     )
-    group.add_argument(
-        "--dba-alpha",
-        type=float,
-        metavar="A",
-        help="DBA similarity weights s^A (default: rank weights)",
-    )
     group.add_argument("--qe", type=int, metavar="K", help="query expansion with K references")
-    group.add_argument(
-        "--alpha-qe",
-        type=float,
-        default=0.0,
-        metavar="A",
-        help="query expansion weights s^A (0: average QE, default; 3: α-QE)",
-    )
     group.add_argument(
         "--matrix-scoring",
         choices=REDUCTIONS,
