@@ -194,3 +194,23 @@ def test_postprocessing_options_are_checked(tmp_path: Path, collection: Path, ca
     assert run(capsys, "index", "build", str(collection), "-o", ix, "--max-side", "160")[0] == 0
     code, out, _ = run(capsys, "index", "refit", ix)
     assert code == 0 and "nothing to refit" in out
+
+
+def test_build_with_similarity_matrix_scoring_and_identify(
+    tmp_path: Path, collection: Path, pairs: Path, capsys
+) -> None:
+    from pyinstance import Identifier
+
+    ix = str(tmp_path / "ix")
+    argv = ["index", "build", str(collection), "-o", ix, "--max-side", "160", "--no-progress"]
+    options = ["--scales", "1,0.5", "--windows", "none", "--matrix-scoring", "row_max_sum"]
+    assert run(capsys, *argv, *options)[0] == 0
+    with InstanceIndex.open(ix) as index:
+        assert index.raw_descriptors().shape == (3, 2, 1280)
+        queries = index.describe_queries([pairs / "reference" / "home.jpg"])
+        assert queries.shape == (1, 2, 1280)  # the query at both scales
+        found = index.search(queries, 3)
+        assert index.instances[found.labels[0, 0]] == "home"
+        assert found.scores[0, 0] == pytest.approx(2.0, abs=1e-3)  # two scales, each 1
+        (answer,) = Identifier(index, threshold=0).identify([pairs / "reference" / "graf1.png"])
+        assert answer.instance == "graf"
