@@ -203,7 +203,8 @@ def test_build_with_similarity_matrix_scoring_and_identify(
 
     ix = str(tmp_path / "ix")
     argv = ["index", "build", str(collection), "-o", ix, "--max-side", "160", "--no-progress"]
-    options = ["--scales", "1,0.5", "--windows", "none", "--matrix-scoring", "row_max_sum"]
+    options = ["--scales", "1,0.5", "--windows", "none", "--query-max-side", "160"]
+    options += ["--matrix-scoring", "row_max_sum"]
     assert run(capsys, *argv, *options)[0] == 0
     with InstanceIndex.open(ix) as index:
         assert index.raw_descriptors().shape == (3, 2, 1280)
@@ -211,6 +212,6 @@ def test_build_with_similarity_matrix_scoring_and_identify(
         assert queries.shape == (1, 2, 1280)  # the query at both scales
         found = index.search(queries, 3)
         assert index.instances[found.labels[0, 0]] == "home"
-        assert found.scores[0, 0] == pytest.approx(2.0, abs=1e-3)  # two scales, each 1
+        assert found.scores[0, 0] == pytest.approx(2.0, abs=0.05)  # two scales, each ~1
         (answer,) = Identifier(index, threshold=0).identify([pairs / "reference" / "graf1.png"])
         assert answer.instance == "graf"
