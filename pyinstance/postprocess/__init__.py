@@ -3,6 +3,9 @@
 Each step is a small frozen object: built by ``fit``/``fit_pairs`` (whitening, scale
 weights) or from its parameters (DBA, query expansion), applied with ``apply`` to numpy
 descriptors, stored with ``to_dict()`` (JSON-able) and rebuilt with :func:`from_dict`.
+:class:`PostProcessConfig` chains them as an index applies them (its recipe's
+``postprocess``): fitted on the references (:class:`FittedPostProcessing`), applied to
+references and queries. Nothing here knows about the index.
 """
 
 from __future__ import annotations
