@@ -185,3 +185,16 @@ def test_whitened_multiscale_sets(tmp_path: Path) -> None:
     assert index.search(white, 1).rows[:, 0].tolist() == index.rows()[best].tolist()
     assert index.descriptors().shape == (12, 6)
     index.close()
+
+
+def test_an_index_of_the_first_format_is_read_as_before(tmp_path: Path) -> None:
+    recipe = tiny_recipe()
+    index = InstanceIndex.create(tmp_path / "old", recipe)
+    index.close()
+    with sqlite3.connect(tmp_path / "old" / "index.sqlite") as db:
+        db.execute("DROP TABLE fitted")  # as version 1 wrote it
+    with InstanceIndex.open(tmp_path / "old") as old:
+        old.add_descriptors(unit_rows(3), ["a", "b", "c"], ["x", "y", "z"], recipe)
+        assert old.info()["fitted"] == {} and old.info()["version"] == 1
+        np.testing.assert_array_equal(old.descriptors(), unit_rows(3))
+        assert old.search(unit_rows(3), 1).rows[:, 0].tolist() == [0, 1, 2]
