@@ -108,8 +108,10 @@ def search_sets(
 
     The scores come from one matrix product per block of queries against all ``N·P``
     reference rows, reduced over the set axes
-    (:func:`pyinstance.postprocess.multiscale_scores`). ``exclude``: as
-    :meth:`InstanceIndex.search`.
+    (:func:`pyinstance.postprocess.multiscale_scores`); a sum of row (column) maxima is
+    divided by the number of rows (columns), so that scores stay in [-1, 1] like cosine
+    similarities, which classifiers' confidences and the open-set threshold expect (the
+    ranking is the sum's). ``exclude``: as :meth:`InstanceIndex.search`.
     """
     k = check_k(k)
     snapshot = view.snapshot
@@ -118,6 +120,7 @@ def search_sets(
     positions = np.full((n_queries, k), -1, dtype=np.int64)
     if n_refs and n_queries:
         all_scores = multiscale_scores(queries, view.references, reduction)
+        all_scores /= _summed(reduction, queries.shape[1], view.references.shape[1])
         if exclude is not None:
             all_scores[_excluded_positions(snapshot.rows, exclude, n_queries)] = -np.inf
         kk = min(k, n_refs)
@@ -130,6 +133,15 @@ def search_sets(
     rows = np.where(padded, -1, snapshot.rows[safe]) if n_refs else positions.copy()
     labels = np.where(padded, -1, snapshot.labels[safe]) if n_refs else positions.copy()
     return Neighbours(scores=scores, rows=rows, labels=labels, instances=snapshot.instances)
+
+
+def _summed(reduction: str, rows: int, columns: int) -> int:
+    """How many maxima ``reduction`` sums: 1 for ``max``, else the rows or the columns."""
+    if reduction.startswith("row"):
+        return rows
+    if reduction.startswith("col"):
+        return columns
+    return 1
 
 
 def _excluded_positions(
