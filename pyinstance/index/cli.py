@@ -139,22 +139,18 @@ def _postprocess_options(parser: argparse.ArgumentParser) -> None:
         default="pca",
         help="pca, or pairs: learnt from pairs of references of one instance",
     )
-    group.add_argument(
-        "--whiten-dim", type=int, metavar="D", help="whitened dimensions (default: all)"
+    options = (
+        ("--whiten-dim", int, None, "D", "whitened dimensions (default: all)"),
+        ("--shrinkage", float, 1.0, "S", "whitening power in [0, 1]: 1 whitens fully, 0 rotates"),
+        ("--whiten-ridge", float, 0.0, "R", "eigenvalue regularisation, R × the largest one"),
+        ("--dba", int, None, "K", "database-side augmentation with K neighbours"),
+        ("--dba-alpha", float, None, "A", "DBA similarity weights s^A (default: rank weights)"),
+        ("--qe", int, None, "K", "query expansion with K references"),
+        ("--alpha-qe", float, 0.0, "A", "query expansion weights s^A (0: average QE; 3: α-QE)"),
     )
-    numbers = (
-        ("--shrinkage", 1.0, "S", "whitening power in [0, 1]: 1 whitens fully, 0 only rotates"),
-        ("--whiten-ridge", 0.0, "R", "eigenvalue regularisation, R × the largest eigenvalue"),
-        ("--dba-alpha", None, "A", "DBA similarity weights s^A (default: rank weights)"),
-        ("--alpha-qe", 0.0, "A", "query expansion weights s^A (0: average QE; 3: α-QE)"),
-    )
-    for flag, default, metavar, text in numbers:
+    for flag, kind, default, metavar, text in options:
         shown = "" if default is None else " (default: %(default)s)"
-        group.add_argument(flag, type=float, default=default, metavar=metavar, help=text + shown)
-    group.add_argument(
-        "--dba", type=int, metavar="K", help="database-side augmentation with K neighbours"
-    )
-    group.add_argument("--qe", type=int, metavar="K", help="query expansion with K references")
+        group.add_argument(flag, type=kind, default=default, metavar=metavar, help=text + shown)
     group.add_argument(
         "--matrix-scoring",
         choices=REDUCTIONS,
