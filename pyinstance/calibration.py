@@ -96,7 +96,7 @@ def _views(
             photo = load_image(image["source"])
         except (ImageDecodeError, OSError):
             continue  # the reference file moved or changed since it was indexed
-        described = index.describer.queries(augment_views(photo, count=count, seed=seed + position))
+        described = index.describe_queries(augment_views(photo, count=count, seed=seed + position))
         rows.append(described[:, 0])  # the whole photo's descriptor, as references have
         labels.extend([codes[image["instance"]]] * count)
     if not rows:
@@ -109,7 +109,7 @@ def _describe(
 ) -> np.ndarray:
     """Whole-photo descriptors of image files (each must decode: an error names it)."""
     rows = [
-        index.describer.queries([load_image(path)])[:, 0]
+        index.describe_queries([load_image(path)])[:, 0]
         for path in tqdm(paths, disable=not progress, desc=name)
     ]
     return np.concatenate(rows) if rows else np.empty((0, index.recipe.dim), np.float32)

@@ -117,9 +117,11 @@ class Identifier:
         self._k = min(len(index), max(int(classifier.k), self.top_k * _NEIGHBOURS_PER_RANK))
         self._references = {image["row"]: image for image in index.images()}
         recipe = index.recipe
-        single_scale = recipe.query_max_side is not None or recipe.query_windows is not None
+        single_scale = recipe.query_windows is not None or (
+            recipe.query_max_side is not None and recipe.descriptors_per_image == 1
+        )
         self._longest = (
-            recipe.query_side if single_scale else round(max(recipe.scales) * recipe.max_side)
+            recipe.query_side if single_scale else round(max(recipe.scales) * recipe.query_side)
         )
 
     def identify(self, images: Sequence[ImageLike]) -> list[Identification]:
@@ -150,7 +152,7 @@ class Identifier:
         if is_path:
             image = decode_image(image, self._target)
         decoded = time.perf_counter()
-        queries = self.index.describer.queries([image])
+        queries = self.index.describe_queries([image])
         described = time.perf_counter()
         neighbours = self.index.search(queries, self._k)
         searched = time.perf_counter()

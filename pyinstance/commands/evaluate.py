@@ -37,8 +37,34 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--threshold", type=float,
         help="confidence below which the answer is unknown (default: the index's; 0: none)",
     )  # fmt: skip
+    parser.add_argument(
+        "--top-k", type=_positive, default=5, metavar="K",
+        help="instances listed per query (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--group", action="append", default=[], type=_group, metavar="NAME=SET[,SET...]",
+        help="also measure a named group of query sets, e.g. crop=qsd1_w1,qsd1_w3 (repeatable)",
+    )  # fmt: skip
     add_engine_option(parser)
     parser.set_defaults(run=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _group(text: str) -> tuple[str, tuple[str, ...]]:
+    name, sep, sets = text.partition("=")
+    members = tuple(part.strip() for part in sets.split(",") if part.strip())
+    if not sep or not name.strip() or not members:
+        raise argparse.ArgumentTypeError(f"expected NAME=SET[,SET...], got {text!r}")
+    return name.strip(), members
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
             args.extra,
             classifier=args.classifier,
             threshold=args.threshold,
+            top_k=args.top_k,
+            groups=dict(args.group),
             progress=True,
         )
         for problem in result.problems:
@@ -75,14 +103,14 @@ def run(args: argparse.Namespace) -> int:
 
 def summary_table(metrics: dict[str, Any], classifier: str, threshold: float | None) -> Table:
     """The metrics overall and per group, one row each."""
-    from pyinstance.eval.evaluate import SUMMARY_KEYS
+    from pyinstance.eval.evaluate import SUMMARY_KEYS, summary_rows
 
     shown = "none" if threshold is None else f"{threshold:.3f}"
     table = Table(title=f"evaluation (classifier {classifier}, threshold {shown})")
     table.add_column("group")
     for key in SUMMARY_KEYS:
         table.add_column(_HEADERS[key], justify="right")
-    rows = [("all", metrics), *sorted(metrics["groups"].items())]
+    rows = summary_rows(metrics)
     for name, values in rows:
         table.add_row(name, *(_cell(values[key]) for key in SUMMARY_KEYS))
     return table

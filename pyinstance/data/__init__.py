@@ -12,7 +12,7 @@ from pyinstance.data.images import (
     scaled_size,
     upright_rgb,
 )
-from pyinstance.data.manifest import Manifest, ManifestEntry
+from pyinstance.data.manifest import Manifest, ManifestEntry, RowProblem
 
 __all__ = [
     "DecodedImage",
@@ -20,6 +20,7 @@ __all__ = [
     "ImageLike",
     "Manifest",
     "ManifestEntry",
+    "RowProblem",
     "decode_image",
     "image_tensor",
     "load_image",

@@ -7,6 +7,13 @@ The file is UTF-8, with or without the byte-order mark spreadsheets write. A pat
 lead outside the manifest's folder, through ``..`` or through a symbolic link, and each
 image file is listed once: two spellings of one file (a folder reached through a link)
 are duplicates.
+
+A query photo of an object that is not in the collection (what open-set evaluation needs)
+has an empty ``instance_id``; :meth:`Manifest.read` accepts such rows only when asked
+(``unknown_queries=True``), as entries whose ``instance_id`` is None. With
+``skip_bad_rows=True`` a bad row (empty path, bad split, a path leading outside, a
+repeated file) is set aside in :attr:`Manifest.skipped` with its reason, and the others
+are read.
 """
 
 from __future__ import annotations
@@ -26,40 +33,83 @@ _LISTED = 10
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    """One image of a collection."""
+    """One image of a collection.
+
+    ``instance_id`` is None only for a query of an unknown object (read with
+    ``unknown_queries=True``). ``row`` is ``file:line`` where it was read.
+    """
 
     path: Path
-    instance_id: str
+    instance_id: str | None
     split: str
     query_set: str | None = None
+    row: str | None = None
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A CSV row set aside (e.g. by ``Manifest.read(..., skip_bad_rows=True)``) or only
+    partly used, and why."""
+
+    row: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.row}: {self.reason}"
 
 
 class Manifest(Sequence[ManifestEntry]):
     """The images of a collection, read and validated from a manifest CSV."""
 
-    def __init__(self, entries: Sequence[ManifestEntry], root: Path):
+    def __init__(
+        self, entries: Sequence[ManifestEntry], root: Path, skipped: Sequence[RowProblem] = ()
+    ):
         self._entries = tuple(entries)
         self.root = Path(root)
+        self.skipped = tuple(skipped)
 
     @classmethod
-    def read(cls, path: str | os.PathLike[str], *, check_files: bool = True) -> Manifest:
+    def read(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        check_files: bool = True,
+        unknown_queries: bool = False,
+        skip_bad_rows: bool = False,
+    ) -> Manifest:
         """Read ``path``; errors name the file, the line and the problem.
 
         ``check_files`` verifies that every image file exists (the error lists the missing).
+        ``unknown_queries``: a query row with an empty ``instance_id`` is a photo of an
+        object not in the collection (entry ``instance_id`` None) instead of an error.
+        ``skip_bad_rows``: bad rows and repeats of a file go to :attr:`skipped` (each with
+        its line and reason) instead of raising; a missing column still raises.
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"manifest: no such file {str(path)!r}")
         root = path.parent
-        entries = _read_entries(path, root)
-        by_file: dict[Path, list[str]] = {}
+        entries, skipped = _read_entries(path, root, unknown_queries, skip_bad_rows)
+        by_file: dict[Path, list[ManifestEntry]] = {}
         for entry in entries:
-            relative = str(entry.path.relative_to(root))
-            by_file.setdefault(entry.path.resolve(), []).append(relative)
+            by_file.setdefault(entry.path.resolve(), []).append(entry)
+        if skip_bad_rows:
+            repeats = {id(e) for same in by_file.values() for e in same[1:]}
+            skipped += [
+                RowProblem(
+                    e.row or str(path),
+                    f"duplicate: {e.path.relative_to(root)} is listed first at {same[0].row}",
+                )
+                for same in by_file.values()
+                for e in same[1:]
+            ]
+            entries = [e for e in entries if id(e) not in repeats]
         duplicates = sorted(
-            " = ".join(dict.fromkeys(names)) for names in by_file.values() if len(names) > 1
+            " = ".join(dict.fromkeys(str(e.path.relative_to(root)) for e in same))
+            for same in by_file.values()
+            if len(same) > 1
         )
-        if duplicates:
+        if duplicates and not skip_bad_rows:
             raise ValueError(f"manifest {str(path)!r}: duplicate paths: {_listing(duplicates)}")
         if check_files:
             missing = [str(e.path.relative_to(root)) for e in entries if not e.path.is_file()]
@@ -68,7 +118,7 @@ class Manifest(Sequence[ManifestEntry]):
                     f"manifest {str(path)!r}: {len(missing)} image file(s) not found under "
                     f"{str(root)!r}: {_listing(missing)}"
                 )
-        return cls(entries, root)
+        return cls(entries, root, skipped)
 
     def filter(self, *, split: str | None = None, query_set: str | None = None) -> Manifest:
         """The entries of one ``split`` and/or one ``query_set``."""
@@ -80,14 +130,14 @@ class Manifest(Sequence[ManifestEntry]):
             if (split is None or entry.split == split)
             and (query_set is None or entry.query_set == query_set)
         ]
-        return Manifest(kept, self.root)
+        return Manifest(kept, self.root, self.skipped)
 
     @property
     def paths(self) -> list[Path]:
         return [entry.path for entry in self._entries]
 
     @property
-    def instance_ids(self) -> list[str]:
+    def instance_ids(self) -> list[str | None]:
         return [entry.instance_id for entry in self._entries]
 
     @property
@@ -103,7 +153,7 @@ class Manifest(Sequence[ManifestEntry]):
     def __getitem__(self, index: slice) -> Manifest: ...
     def __getitem__(self, index: int | slice) -> ManifestEntry | Manifest:
         if isinstance(index, slice):
-            return Manifest(self._entries[index], self.root)
+            return Manifest(self._entries[index], self.root, self.skipped)
         return self._entries[index]
 
     def __iter__(self) -> Iterator[ManifestEntry]:
@@ -113,7 +163,9 @@ class Manifest(Sequence[ManifestEntry]):
         return f"Manifest({len(self)} images under {str(self.root)!r})"
 
 
-def _read_entries(path: Path, root: Path) -> list[ManifestEntry]:
+def _read_entries(
+    path: Path, root: Path, unknown_queries: bool, skip_bad_rows: bool
+) -> tuple[list[ManifestEntry], list[RowProblem]]:
     """Parse the rows of ``path`` (UTF-8, with or without a byte-order mark)."""
     line = 1
     try:
@@ -127,11 +179,17 @@ def _read_entries(path: Path, root: Path) -> list[ManifestEntry]:
                     f"{', '.join(columns) or 'none'} (expected {','.join(REQUIRED_COLUMNS)}"
                     "[,query_set])"
                 )
-            entries = []
+            entries, skipped = [], []
             for row in reader:
                 line = reader.line_num
-                entries.append(_entry(row, root, f"{path}:{line}"))
-            return entries
+                where = f"{path}:{line}"
+                try:
+                    entries.append(_entry(row, root, where, unknown_queries))
+                except ValueError as error:
+                    if not skip_bad_rows:
+                        raise
+                    skipped.append(RowProblem(where, str(error).split(": ", 1)[1]))
+            return entries, skipped
     except UnicodeDecodeError as error:
         raise ValueError(
             f"manifest {str(path)!r}: not UTF-8 text ({error}); save it as UTF-8 (Latin-1, "
@@ -144,10 +202,13 @@ def _read_entries(path: Path, root: Path) -> list[ManifestEntry]:
         ) from error
 
 
-def _entry(row: dict[str, str | None], root: Path, where: str) -> ManifestEntry:
+def _entry(
+    row: dict[str, str | None], root: Path, where: str, unknown_queries: bool
+) -> ManifestEntry:
     values = {key: (row.get(key) or "").strip() for key in (*REQUIRED_COLUMNS, "query_set")}
+    unknown = unknown_queries and values["split"] == "query"
     for column in ("path", "instance_id"):
-        if not values[column]:
+        if not values[column] and not (column == "instance_id" and unknown):
             raise ValueError(f"manifest {where}: empty {column}")
     if values["split"] not in SPLITS:
         raise ValueError(
@@ -166,9 +227,10 @@ def _entry(row: dict[str, str | None], root: Path, where: str) -> ManifestEntry:
     query_set = values["query_set"]
     return ManifestEntry(
         path=root / relative,
-        instance_id=values["instance_id"],
+        instance_id=values["instance_id"] or None,
         split=values["split"],
         query_set=None if query_set in _NO_QUERY_SET else query_set,
+        row=where,
     )
 
 

@@ -16,10 +16,15 @@ Definitions chosen:
   index lacks is reported (one problem per row) and dropped from the set; a query left
   with none counts as **unknown** (its right answer is "unknown"), as the metrics define
   it (``n_relevant == 0``).
-- A query row listed twice (the same file, also across the two CSVs) is evaluated once;
-  each repeat is a problem. A row without a path, or with a ``split`` other than
-  ``reference``/``query``, is a problem and skipped. A missing column is an error (nothing
-  can be evaluated).
+- The manifest is read by :class:`~pyinstance.data.Manifest` (unknown queries allowed,
+  bad rows set aside). A file listed twice (also across the two CSVs) is evaluated once;
+  each repeat is a problem. A row without a path, with a ``split`` other than
+  ``reference``/``query`` or a path leading outside its folder is a problem and skipped.
+  A missing column is an error (nothing can be evaluated).
+- Besides ``groups`` (per ``query_set``), ``kinds`` holds the metrics per kind of query
+  (``query`` for the manifest's rows, the extra CSV's ``kind`` for the others) and
+  ``named_groups`` per named group of query sets (``groups=`` of :func:`evaluate`, e.g.
+  the museum set's crops and gallery shots).
 - A query that cannot be decoded (missing, corrupt, too small) is a problem, counted in
   ``failed_queries`` and left out of the metrics; the others are evaluated.
 - ``recall_at_5`` is recall at ``min(5, references)``.
@@ -33,7 +38,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pyinstance.data.images import ImageDecodeError
+from pyinstance.data.manifest import Manifest, RowProblem
 from pyinstance.eval.metrics import (
     count_relevant,
     hits_from_labels,
@@ -51,10 +57,11 @@ from pyinstance.eval.metrics import (
 from pyinstance.identification import DEFAULT_CLASSIFIER, Identifier, Match
 from pyinstance.index import InstanceIndex
 
-MANIFEST_COLUMNS = ("path", "instance_id", "split")
 EXTRA_COLUMNS = ("path", "instance_ids", "kind")
 #: ``kind`` of an extra row whose object is not in the collection.
 UNKNOWN_KIND = "not_in_collection"
+#: ``kind`` of the manifest's query rows in the ``kinds`` breakdown.
+MANIFEST_KIND = "query"
 #: The metrics of every group, in table order (the JSON holds more).
 SUMMARY_KEYS = (
     "queries",
@@ -90,15 +97,8 @@ class QuerySpec:
     row: str
 
 
-@dataclass(frozen=True)
-class Problem:
-    """A row that was skipped or only partly used, and why."""
-
-    row: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.row}: {self.message}"
+#: A row that was skipped or only partly used, and why.
+Problem = RowProblem
 
 
 @dataclass(frozen=True)
@@ -242,27 +242,11 @@ def read_queries(
         specs.append(spec)
 
     manifest = Path(manifest)
-    for line, row in _rows(manifest, MANIFEST_COLUMNS):
-        where = f"{manifest}:{line}"
-        split = row.get("split", "")
-        if split not in ("reference", "query"):
-            problems.append(Problem(where, f"split must be reference or query, got {split!r}"))
-            continue
-        if split == "reference":
-            continue
-        if not row.get("path"):
-            problems.append(Problem(where, "empty path"))
-            continue
-        ids = (row["instance_id"],) if row.get("instance_id") else ()
-        add(
-            QuerySpec(
-                manifest.parent / row["path"],
-                ids,
-                _query_set(row.get("query_set", "")),
-                None,
-                where,
-            )
-        )
+    rows = Manifest.read(manifest, check_files=False, unknown_queries=True, skip_bad_rows=True)
+    problems.extend(rows.skipped)
+    for entry in rows.filter(split="query"):
+        ids = () if entry.instance_id is None else (entry.instance_id,)
+        add(QuerySpec(entry.path, ids, entry.query_set, None, entry.row or str(manifest)))
     if extra is not None:
         extra = Path(extra)
         for line, row in _rows(extra, EXTRA_COLUMNS):
@@ -303,6 +287,7 @@ def evaluate(
     classifier_options: dict[str, Any] | None = None,
     threshold: float | None = None,
     top_k: int = 5,
+    groups: Mapping[str, Sequence[str]] | None = None,
     progress: bool = False,
 ) -> EvaluationResult:
     """Identify every labelled query of ``manifest`` (and ``extra``) and measure the answers.
@@ -313,6 +298,8 @@ def evaluate(
         extra: an optional CSV of more queries (``path,instance_ids,kind[,query_set]``).
         classifier, classifier_options, threshold, top_k: as for
             :class:`~pyinstance.identify.Identifier`.
+        groups: named groups of query sets, each measured apart (``named_groups``), e.g.
+            ``{"crop": ["qsd1_w1", "qsd1_w3"], "gallery": ["qsd2_w2", "qsd2_w3", "qsd1_w4"]}``.
         progress: show a progress bar over the queries.
 
     Returns:
@@ -322,6 +309,7 @@ def evaluate(
     """
     if not isinstance(index, InstanceIndex):
         raise TypeError(f"index: expected an InstanceIndex, got {type(index).__name__}")
+    named = _check_groups(groups)
     specs, problems = read_queries(manifest, extra)
     identifier = Identifier(
         index,
@@ -362,7 +350,7 @@ def evaluate(
         ranked.append(neighbours.labels[0])
     if not outcomes:
         raise ValueError(f"manifest: none of the {len(specs)} queries could be evaluated")
-    metrics = _metrics(outcomes, np.stack(ranked), index.labels(), code_of, n_refs)
+    metrics = _metrics(outcomes, np.stack(ranked), index.labels(), code_of, n_refs, named)
     if classifier is None:
         classifier = index.get_setting("classifier") or DEFAULT_CLASSIFIER
     return EvaluationResult(
@@ -377,12 +365,38 @@ def evaluate(
     )
 
 
+def summary_rows(metrics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The rows of a summary table: overall, each query set, each named group, each kind."""
+    return [
+        ("all", metrics),
+        *sorted(metrics.get("groups", {}).items()),
+        *metrics.get("named_groups", {}).items(),
+        *((f"kind {kind}", values) for kind, values in sorted(metrics.get("kinds", {}).items())),
+    ]
+
+
+def _check_groups(groups: Mapping[str, Sequence[str]] | None) -> dict[str, frozenset[str]]:
+    if groups is None:
+        return {}
+    if not isinstance(groups, Mapping):
+        raise TypeError(f"groups: expected a dict name -> query sets, got {type(groups).__name__}")
+    named = {}
+    for name, sets in groups.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"groups: expected non-empty str names, got {name!r}")
+        if isinstance(sets, str) or not all(isinstance(q, str) and q for q in sets) or not sets:
+            raise ValueError(f"groups[{name!r}]: expected a list of query set names, got {sets!r}")
+        named[name] = frozenset(sets)
+    return named
+
+
 def _metrics(
     outcomes: list[QueryOutcome],
     ranked_labels: np.ndarray,
     reference_labels: np.ndarray,
     code_of: dict[str, int],
     n_refs: int,
+    named: dict[str, frozenset[str]],
 ) -> dict[str, Any]:
     truth = [frozenset(code_of[i] for i in o.truth) for o in outcomes]
     hits = hits_from_labels(ranked_labels, truth)
@@ -398,13 +412,22 @@ def _metrics(
         out["ms_per_query"] = float(ms.mean())
         return out
 
-    return metrics_by_group(
-        [o.spec.query_set for o in outcomes],
-        compute,
-        ms=np.array([o.ms for o in outcomes]),
-        hits=hits,
-        n_relevant=n_relevant,
-        correct=np.array([o.known and o.correct for o in outcomes]),
-        confidence=np.array([o.confidence for o in outcomes]),
-        accepted=np.array([o.answer is not None for o in outcomes]),
-    )
+    per_query = {
+        "ms": np.array([o.ms for o in outcomes]),
+        "hits": hits,
+        "n_relevant": n_relevant,
+        "correct": np.array([o.known and o.correct for o in outcomes]),
+        "confidence": np.array([o.confidence for o in outcomes]),
+        "accepted": np.array([o.answer is not None for o in outcomes]),
+    }
+    metrics = metrics_by_group([o.spec.query_set for o in outcomes], compute, **per_query)
+    kinds = [o.spec.kind or MANIFEST_KIND for o in outcomes]
+    metrics["kinds"] = metrics_by_group(kinds, compute, **per_query)["groups"]
+    metrics["named_groups"] = {}
+    for name, sets in named.items():
+        members = [name if o.spec.query_set in sets else None for o in outcomes]
+        if any(members):
+            metrics["named_groups"][name] = metrics_by_group(members, compute, **per_query)[
+                "groups"
+            ][name]
+    return metrics

@@ -24,7 +24,7 @@ from PIL import Image
 
 from pyinstance.data.images import image_tensor, normalize, resize, scaled_size
 from pyinstance.demo.page import _thumbnail_uri
-from pyinstance.eval.evaluate import SUMMARY_KEYS, EvaluationResult, QueryOutcome
+from pyinstance.eval.evaluate import SUMMARY_KEYS, EvaluationResult, QueryOutcome, summary_rows
 from pyinstance.index import Describer
 from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from pyinstance.models.region_head import TopKRegionHead
@@ -135,7 +135,7 @@ def _number(value: object) -> str:
 
 def _metrics_table(metrics: dict) -> str:
     header = "".join(f"<th>{k}</th>" for k in SUMMARY_KEYS)
-    rows = [("all", metrics), *sorted(metrics.get("groups", {}).items())]
+    rows = summary_rows(metrics)
     body = "".join(
         f"<tr><td>{html.escape(name)}</td>"
         + "".join(f"<td>{_number(values.get(k, float('nan')))}</td>" for k in SUMMARY_KEYS)

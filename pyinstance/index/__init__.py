@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyinstance.index.describer import Describer, FileError
 from pyinstance.index.instance_index import AUTO_COMPACT_FRACTION, InstanceIndex
 from pyinstance.index.neighbours import Neighbours
+from pyinstance.index.processed import StalePostProcessingError
 from pyinstance.index.recipe import DEFAULT_RECIPE, DTYPES, Recipe
 from pyinstance.index.report import AddReport
 from pyinstance.index.store import (
@@ -30,4 +31,5 @@ __all__ = [
     "InstanceIndex",
     "Neighbours",
     "Recipe",
+    "StalePostProcessingError",
 ]

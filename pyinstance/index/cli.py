@@ -1,4 +1,4 @@
-"""The ``pyinstance index`` command group: build, add, remove, update, compact, info."""
+"""The ``pyinstance index`` command group: build, add, remove, update, refit, compact, info."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from pyinstance.index.recipe import DEFAULT_RECIPE, DTYPES
 from pyinstance.index.report import AddReport
 from pyinstance.index.store import IndexBusyError
 from pyinstance.models.regions import DEFAULT_WINDOWS
+from pyinstance.postprocess import REDUCTIONS
+from pyinstance.postprocess.pipeline import WHITENING_METHODS
 
 #: Exit status of a command that failed with a clear message.
 EXIT_ERROR = 2
@@ -84,6 +86,7 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
         help="a trained model file (pyinstance train): its backbone, head and weights replace "
         "--backbone, --head and --head-param",
     )
+    _postprocess_options(build)
     add_engine_option(build)
     _common(build)
     build.set_defaults(run=_guarded(_build))
@@ -115,10 +118,83 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
     compact.add_argument("--json", action="store_true", help="print JSON")
     compact.set_defaults(run=_guarded(_compact))
 
+    refit = sub.add_parser(
+        "refit", help="fit the post-processing state (whitening) on the collection again"
+    )
+    refit.add_argument("index", metavar="INDEX")
+    refit.add_argument("--json", action="store_true", help="print JSON")
+    refit.set_defaults(run=_guarded(_refit))
+
     info = sub.add_parser("info", help="images, instances, recipe, size of an index")
     info.add_argument("index", metavar="INDEX")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_guarded(_info))
+
+
+def _postprocess_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "post-processing (stored in the index, refitted in every commit that changes it)"
+    )
+    group.add_argument(
+        "--whiten", action="store_true", help="PCA-whitening learnt from the references"
+    )
+    group.add_argument(
+        "--whiten-method",
+        choices=WHITENING_METHODS,
+        default="pca",
+        help="pca, or pairs: learnt from pairs of references of one instance",
+    )
+    options = (
+        ("--whiten-dim", int, None, "D", "whitened dimensions (default: all)"),
+        ("--shrinkage", float, 1.0, "S", "whitening power in [0, 1]: 1 whitens fully, 0 rotates"),
+        ("--whiten-ridge", float, 0.0, "R", "eigenvalue regularisation, R × the largest one"),
+        ("--dba", int, None, "K", "database-side augmentation with K neighbours"),
+        ("--dba-alpha", float, None, "A", "DBA similarity weights s^A (default: rank weights)"),
+        ("--qe", int, None, "K", "query expansion with K references"),
+        ("--alpha-qe", float, 0.0, "A", "query expansion weights s^A (0: average QE; 3: α-QE)"),
+    )
+    for flag, kind, default, metavar, text in options:
+        shown = "" if default is None else " (default: %(default)s)"
+        group.add_argument(flag, type=kind, default=default, metavar=metavar, help=text + shown)
+    group.add_argument(
+        "--matrix-scoring",
+        choices=REDUCTIONS,
+        metavar="REDUCTION",
+        help="keep one descriptor per scale (--scales) and score the query's and the "
+        f"reference's sets by their similarity matrix: {', '.join(REDUCTIONS)}",
+    )
+
+
+def _postprocess(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe's ``postprocess`` from the build options."""
+    whiten_only = {
+        "--whiten-dim": args.whiten_dim is not None,
+        "--shrinkage": args.shrinkage != 1.0,
+        "--whiten-ridge": args.whiten_ridge != 0.0,
+        "--whiten-method": args.whiten_method != "pca",
+    }
+    stray = [name for name, given in whiten_only.items() if given and not args.whiten]
+    if stray:
+        raise ValueError(f"{', '.join(stray)}: only with --whiten")
+    if args.dba_alpha is not None and args.dba is None:
+        raise ValueError("--dba-alpha: only with --dba K")
+    if args.alpha_qe != 0.0 and args.qe is None:
+        raise ValueError("--alpha-qe: only with --qe K")
+    config: dict[str, Any] = {}
+    if args.whiten:
+        config["whiten"] = {
+            "dim": args.whiten_dim,
+            "power": args.shrinkage,
+            "ridge": args.whiten_ridge,
+            "method": args.whiten_method,
+        }
+    if args.dba is not None:
+        config["dba"] = {"k": args.dba, "alpha": args.dba_alpha}
+    if args.qe is not None:
+        config["qe"] = {"k": args.qe, "alpha": args.alpha_qe}
+    if args.matrix_scoring is not None:
+        config["multiscale"] = {"reduction": args.matrix_scoring}
+    return config
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -186,6 +262,7 @@ def _build(args: argparse.Namespace, console: Console) -> int:
         "query_max_side": args.query_max_side,
         "query_windows": args.windows,
         "dtype": args.dtype,
+        "postprocess": _postprocess(args),
     }
     if args.model is not None:
         _refuse_components_with_model(args)
@@ -288,6 +365,22 @@ def _remove(args: argparse.Namespace, console: Console) -> int:
         console.print(
             f"removed {removed} image(s); {info['images']} image(s) of {info['instances']} instance(s) remain"
         )
+    return 0
+
+
+def _refit(args: argparse.Namespace, console: Console) -> int:
+    with InstanceIndex.open(args.index) as index:
+        refitted = index.refit()
+        info = index.info()
+    if args.json:
+        print(json.dumps({"refitted": refitted, "fitted": info["fitted"]}))
+    elif refitted:
+        console.print(
+            f"refitted the post-processing state on {info['images']} image(s) "
+            f"(collection version {info['collection']})"
+        )
+    else:
+        console.print("nothing to refit: the recipe's post-processing learns nothing")
     return 0
 
 

@@ -163,11 +163,6 @@ class Describer:
         head: torch.nn.Module,
         device: torch.device | str | None,
     ) -> None:
-        if recipe.postprocess:
-            raise ValueError(
-                f"recipe.postprocess: this pyinstance cannot apply post-processing state "
-                f"{sorted(recipe.postprocess)}"
-            )
         if head.out_dim != recipe.dim:
             raise ValueError(
                 f"recipe.dim: {recipe.dim}, but {recipe.backbone} + {recipe.head} give "
@@ -217,9 +212,11 @@ class Describer:
     def references(
         self, paths: Sequence[str | os.PathLike[str]], *, progress: bool = False
     ) -> tuple[np.ndarray, list[FileError]]:
-        """Descriptors ``N × D`` float32 of the files that could be described, and the others.
+        """Raw descriptors of the files that could be described, and the others.
 
-        Row ``i`` belongs to the ``i``-th path that is not in the errors. Undecodable,
+        ``N × D`` float32 (the scales' mean), or ``N × S × D`` (one per scale) when the
+        recipe keeps scales for similarity-matrix scoring. Post-processing is the index's
+        job. Row ``i`` belongs to the ``i``-th path that is not in the errors. Undecodable,
         missing, unreadable, too small files and decompression bombs are skipped, each with
         its reason; the batch goes on.
         """
@@ -245,8 +242,13 @@ class Describer:
                             except ValueError as error:
                                 errors.append(FileError(str(path), str(error)))
                 bar.update(len(chunk))
-        dim = self.recipe.dim
-        return (np.concatenate(rows) if rows else np.empty((0, dim), np.float32)), errors
+        empty = np.empty((0, *self._reference_shape), np.float32)
+        return (np.concatenate(rows) if rows else empty), errors
+
+    @property
+    def _reference_shape(self) -> tuple[int, ...]:
+        per_image = self.recipe.descriptors_per_image
+        return (self.recipe.dim,) if per_image == 1 else (per_image, self.recipe.dim)
 
     def _describe(
         self,
@@ -254,6 +256,7 @@ class Describer:
         scales: tuple[float, ...] | None = None,
         max_side: int | None = None,
     ) -> np.ndarray:
+        """``N × D`` (scales averaged) or ``N × S × D`` (recipe keeps scales)."""
         descriptors = extract(
             images,
             self.backbone,
@@ -264,15 +267,19 @@ class Describer:
             progress=False,
             engine=self._descriptor_engine,
         )
+        if self.recipe.descriptors_per_image > 1:
+            return descriptors.numpy().astype(np.float32, copy=False)
         return aggregate_scales(descriptors).numpy().astype(np.float32, copy=False)
 
     def queries(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """Descriptors ``Q × R × D`` float32 of query images (``R = 1`` without windows).
+        """Raw descriptors ``Q × R × D`` float32 of query images (``R = 1`` without windows).
 
         With ``recipe.query_windows`` each image goes once through the backbone at
         the recipe's query side and its feature map is pooled per window. Without windows a
         query is described as references are, or at ``query_max_side`` when the recipe sets
-        one. An image that cannot be decoded is an error naming it.
+        one; when the recipe keeps scales (similarity-matrix scoring) ``R`` is the number of
+        scales (of the query side). An image that cannot be decoded is an error naming it.
+        Post-processing is the index's job (:meth:`InstanceIndex.describe_queries`).
         """
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
             raise TypeError(
@@ -281,6 +288,8 @@ class Describer:
             )
         if not images:
             raise ValueError("images: empty; nothing to describe")
+        if self.recipe.query_windows is None and self.recipe.descriptors_per_image > 1:
+            return self._describe(list(images), self.recipe.scales, self.recipe.query_side)
         if self.recipe.query_windows is None:
             if self.recipe.query_max_side is None:
                 return self._describe(list(images))[:, None, :]

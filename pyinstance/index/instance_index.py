@@ -15,11 +15,12 @@ import torch
 from pyinstance.data.images import ImageLike
 from pyinstance.index.describer import Describer, FileError
 from pyinstance.index.neighbours import Neighbours
+from pyinstance.index.processed import ProcessedView, processed_view, refit_function, search_sets
 from pyinstance.index.recipe import DEFAULT_RECIPE, Recipe
 from pyinstance.index.report import AddReport
-from pyinstance.index.search import search
+from pyinstance.index.search import check_queries, search
 from pyinstance.index.sources import Source, SourceImage, collect, file_sha256
-from pyinstance.index.store import ImageRecord, Store, from_storage
+from pyinstance.index.store import ImageRecord, Snapshot, Store, from_storage
 
 #: Compact automatically once this fraction of the descriptor rows are tombstones.
 AUTO_COMPACT_FRACTION = 0.25
@@ -32,6 +33,14 @@ class InstanceIndex:
     mutation is one atomic commit; searches read a consistent snapshot, also while another
     process writes. Row ids (``Neighbours.rows``) are stable: never renumbered by removal
     or compaction.
+
+    Post-processing (the recipe's ``postprocess``: whitening, DBA, query expansion,
+    similarity-matrix scoring) is applied on every path: the stored descriptors stay raw,
+    the whitening is refitted on the collection in the same commit as every ``add``,
+    ``update``, ``remove`` and ``add_descriptors`` (and by :meth:`refit`), and
+    :meth:`search`, :meth:`descriptors` and :meth:`describe_queries` work in the
+    post-processed space. A state that does not match the collection (written by a writer
+    that did not refit) is an error, never used.
     """
 
     def __init__(
@@ -43,6 +52,8 @@ class InstanceIndex:
         self._device = device
         self._engine = engine
         self._describer: Describer | None = None
+        self._view: tuple[Snapshot, ProcessedView] | None = None
+        self._refit = refit_function(store.recipe)
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -138,6 +149,7 @@ class InstanceIndex:
         """
         view = InstanceIndex(self._store.pinned(), device=self._device)
         view._describer = self._describer
+        view._view = self._view
         return view
 
     def version(self) -> int:
@@ -272,7 +284,12 @@ class InstanceIndex:
                 ImageRecord(entry.image_id, entry.instance, str(entry.path), sha)
                 for entry, sha in kept
             ]
-            self._store.add(descriptors, records, replace=replace)
+            self._store.add(
+                descriptors.reshape(len(records), self._store.row_width),
+                records,
+                replace=replace,
+                refit=self._refit,
+            )
             updated = sum(1 for entry, _ in kept if entry.image_id in sha_of_id)
             added = len(kept) - updated
         return AddReport(
@@ -291,7 +308,9 @@ class InstanceIndex:
         image_ids: Sequence[str],
         recipe: Recipe,
     ) -> list[int]:
-        """Add ready-made descriptors (N × D, one per image) in one commit; returns row ids.
+        """Add ready-made raw descriptors (N × D, one per image; N × S × D, one per scale,
+        when the recipe keeps scales for similarity-matrix scoring) in one commit; returns
+        row ids.
 
         ``recipe`` must be the index's recipe (descriptors of another one are refused).
         """
@@ -305,16 +324,26 @@ class InstanceIndex:
         if isinstance(descriptors, torch.Tensor):
             descriptors = descriptors.detach().cpu().float().numpy()
         descriptors = np.asarray(descriptors)
-        if descriptors.ndim != 2 or not np.issubdtype(descriptors.dtype, np.floating):
+        per_image = self.recipe.descriptors_per_image
+        layout = "N×D" if per_image == 1 else f"N×{per_image}×D"
+        if descriptors.ndim != (2 if per_image == 1 else 3) or not np.issubdtype(
+            descriptors.dtype, np.floating
+        ):
             raise ValueError(
-                f"descriptors: expected an N×D float array, got shape {descriptors.shape} "
+                f"descriptors: expected an {layout} float array, got shape {descriptors.shape} "
                 f"dtype {descriptors.dtype}"
             )
-        if descriptors.shape[1] != self.recipe.dim:
+        if per_image > 1 and descriptors.shape[1] != per_image:
             raise ValueError(
-                f"descriptors: size {descriptors.shape[1]} does not match the index's "
+                f"descriptors: expected {per_image} descriptors per image (one per scale of "
+                f"the recipe), got {descriptors.shape[1]}"
+            )
+        if descriptors.shape[-1] != self.recipe.dim:
+            raise ValueError(
+                f"descriptors: size {descriptors.shape[-1]} does not match the index's "
                 f"D={self.recipe.dim}"
             )
+        descriptors = descriptors.reshape(len(descriptors), -1)
         descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
         if not np.isfinite(descriptors).all():
             raise ValueError("descriptors: contains NaN or infinite values")
@@ -333,7 +362,7 @@ class InstanceIndex:
             ImageRecord(image, instance, None, None)
             for image, instance in zip(image_ids, instance_ids, strict=True)
         ]
-        return self._store.add(descriptors, records)
+        return self._store.add(descriptors, records, refit=self._refit)
 
     # -- removing -------------------------------------------------------------------------
 
@@ -354,9 +383,21 @@ class InstanceIndex:
         unknown += [i for i in images if i not in present]
         if unknown:
             raise KeyError(f"remove: not in the index: {', '.join(map(repr, unknown[:10]))}")
-        removed = self._store.remove(instances=instances, images=images)
+        removed = self._store.remove(instances=instances, images=images, refit=self._refit)
         self._auto_compact()
         return removed
+
+    def refit(self) -> bool:
+        """Fit the post-processing state on the collection again, in one commit; returns
+        False (and writes nothing) when the recipe's post-processing learns nothing.
+
+        Every change made through this class refits already; this repairs an index changed
+        by a writer that did not (its searches refuse the stale state until then).
+        """
+        if self._refit is None:
+            return False
+        self._store.refit(self._refit)
+        return True
 
     def compact(self) -> int:
         """Reclaim the rows of removed images; returns how many were reclaimed."""
@@ -372,16 +413,48 @@ class InstanceIndex:
 
     def search(self, queries: Any, k: int, *, exclude: Any = None) -> Neighbours:
         """The ``k`` nearest live references of each query (Q × D, or Q × R × D: then a
-        reference scores the maximum over the query's R descriptors).
+        reference scores the maximum over the query's R descriptors; with
+        similarity-matrix scoring, the recipe's reduction of the R × S matrix).
 
-        ``exclude``: optional ``Q`` row ids to leave out, one per query (-1: none), e.g.
-        each reference's own row when the references are the queries (leave-one-out).
+        ``queries`` are post-processed ones (:meth:`describe_queries`,
+        :meth:`postprocess_queries`). ``exclude``: optional ``Q`` row ids to leave out, one
+        per query (-1: none), e.g. each reference's own row when the references are the
+        queries (leave-one-out).
         """
-        return search(self._store.snapshot(), queries, k, exclude)
+        if not self.recipe.postprocess:
+            return search(self._store.snapshot(), queries, k, exclude)
+        view = self._processed()
+        reduction = self.recipe.postprocessing.reduction
+        if reduction is None:
+            return search(view.snapshot, queries, k, exclude)
+        batch = check_queries(queries, view.references.shape[2])
+        return search_sets(view, batch, k, exclude, reduction)
+
+    def _processed(self) -> ProcessedView:
+        """The post-processed view of the committed snapshot (cached until a commit)."""
+        snapshot = self._store.snapshot()
+        cached = self._view
+        if cached is None or cached[0] is not snapshot:
+            cached = (snapshot, processed_view(self.recipe, snapshot, str(self.path)))
+            self._view = cached
+        return cached[1]
+
+    def postprocess_queries(self, queries: Any) -> np.ndarray:
+        """Raw query descriptors (Q × D or Q × R × D, as the describer makes them) ->
+        post-processed ``Q × R × D_out`` (whitened, expanded), ready for :meth:`search`."""
+        batch = check_queries(queries, self.recipe.dim)
+        if not self.recipe.postprocess:
+            return batch
+        view = self._processed()
+        if view.fitted is None:
+            raise ValueError(
+                f"index {str(self.path)!r}: holds no references to fit the post-processing on"
+            )
+        return view.fitted.queries(batch, view.references)
 
     def describe_queries(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """Query descriptors ``Q × R × D`` made as the recipe says."""
-        return self.describer.queries(images)
+        """Query descriptors ``Q × R × D`` made and post-processed as the recipe says."""
+        return self.postprocess_queries(self.describer.queries(images))
 
     def search_images(self, images: Sequence[ImageLike], k: int) -> Neighbours:
         """Describe ``images`` as queries and search them."""
@@ -390,9 +463,24 @@ class InstanceIndex:
     # -- reading --------------------------------------------------------------------------
 
     def descriptors(self) -> np.ndarray:
-        """The live descriptors ``N × D`` as float32 (a copy), aligned with :meth:`labels`."""
+        """The live references ``N × D_out`` as queries are compared with them: float32 (a
+        copy), post-processed, aligned with :meth:`labels`. With similarity-matrix scoring,
+        each image's scales averaged and re-normalised."""
+        if not self.recipe.postprocess:
+            return self.raw_descriptors()
+        references = self._processed().references
+        if references.shape[1] == 1:
+            return references[:, 0].copy()
+        mean = references.mean(axis=1)
+        return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+
+    def raw_descriptors(self) -> np.ndarray:
+        """The live descriptors as stored (made by the recipe's network, before
+        post-processing): float32 ``N × D``, or ``N × S × D`` when the recipe keeps scales."""
         snapshot = self._store.snapshot()
-        return from_storage(snapshot.descriptors[snapshot.slots], snapshot.dtype)
+        rows = from_storage(snapshot.descriptors[snapshot.slots], snapshot.dtype)
+        per_image = self.recipe.descriptors_per_image
+        return rows if per_image == 1 else rows.reshape(len(rows), per_image, self.recipe.dim)
 
     def labels(self) -> np.ndarray:
         """Instance code (position in :attr:`instances`) of each live row."""
@@ -440,5 +528,8 @@ class InstanceIndex:
             "generation": snapshot.generation,
             "created": float(meta["created"]),
             "settings": self._store.settings(),
+            "postprocess": self.recipe.postprocess,
+            "fitted": {key: stamp for key, (stamp, _) in snapshot.fitted.items()},
+            "collection": snapshot.collection,
             "size_on_disk": self._store.size_on_disk(),
         }

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from pyinstance.models.regions import DEFAULT_WINDOWS, check_windows
+from pyinstance.postprocess import PostProcessConfig
 
 #: Storage dtypes of descriptors.
 DTYPES = ("float32", "float16", "bfloat16")
@@ -47,7 +48,10 @@ class Recipe:
         query_windows: ``None``, or a window layout (``(fraction, count)`` pairs, see
             :mod:`pyinstance.models.regions`): each query then gets one descriptor per
             window from one backbone pass at the query side.
-        postprocess: post-processing state (JSON), applied to references and queries.
+        postprocess: which post-processing the index applies to references and queries
+            (a :class:`~pyinstance.postprocess.PostProcessConfig` as JSON: ``whiten``,
+            ``dba``, ``qe``, ``multiscale``); the fitted state lives in the index, refitted
+            in the commit of every change of the collection. Stored descriptors stay raw.
         dim: descriptor dimension D.
         dtype: storage dtype, one of ``float32``, ``float16``, ``bfloat16``.
         model: absolute path of a trained model file (``pyinstance train``) whose weights
@@ -91,6 +95,11 @@ class Recipe:
             except (TypeError, ValueError) as error:
                 raise ValueError(f"recipe.{name}: not JSON-serialisable: {error}") from error
             object.__setattr__(self, name, dict(value))
+        try:
+            config = PostProcessConfig.from_dict(self.postprocess)
+        except ValueError as error:
+            raise ValueError(f"recipe.{error}") from error
+        object.__setattr__(self, "postprocess", config.to_dict())
         if isinstance(self.scales, (int, float)) or not isinstance(self.scales, Sequence):
             raise ValueError(f"recipe.scales: expected a sequence of numbers, got {self.scales!r}")
         scales = tuple(self.scales)
@@ -179,9 +188,20 @@ class Recipe:
             f"max_side {self.max_side}"
             + (f", queries at {self.query_max_side}" if self.query_max_side else "")
             + f"{windows}, D={self.dim} {self.dtype}"
-            + (f", postprocess {sorted(self.postprocess)}" if self.postprocess else "")
+            + (f", postprocess {json.dumps(self.postprocess)}" if self.postprocess else "")
             + (f", trained model {self.model}" if self.model else "")
         )
+
+    @property
+    def postprocessing(self) -> PostProcessConfig:
+        """The post-processing configuration (``postprocess`` parsed)."""
+        return PostProcessConfig.from_dict(self.postprocess)
+
+    @property
+    def descriptors_per_image(self) -> int:
+        """Descriptors stored per reference image: one per scale with similarity-matrix
+        scoring (``postprocess["multiscale"]``), else 1 (the scales' mean)."""
+        return len(self.scales) if "multiscale" in self.postprocess else 1
 
     @property
     def query_side(self) -> int:

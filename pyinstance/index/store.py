@@ -2,7 +2,8 @@
 
 Layout of an index directory::
 
-    index.sqlite            metadata: format, recipe, settings, instances, images
+    index.sqlite            metadata: format, recipe, settings, instances, images, and
+                            the fitted post-processing state (table ``fitted``)
     descriptors-<G>.bin     the descriptors of generation G, one row per slot, raw
                             little-endian float32 / float16 / bfloat16 (as uint16)
 
@@ -22,6 +23,11 @@ Atomicity (every mutation is one SQLite transaction, the only commit point):
 - Compaction writes the live rows into a new generation file, fsyncs it and its folder,
   then switches generation and slots in one transaction; the old file is unlinked after
   the commit (readers that mapped it keep a valid mapping on POSIX).
+- Post-processing state fitted on the collection (e.g. a whitening) is written by the
+  ``refit`` callback of :meth:`Store.add` / :meth:`Store.remove` / :meth:`Store.refit`
+  inside the transaction that changes the collection, stamped with the collection version
+  it was fitted on: a reader gets descriptors and state of the same commit, and can tell
+  a stale state (written by a writer that did not refit) by its stamp.
 - Readers read metadata in one read transaction (WAL mode: a consistent snapshot while a
   writer works) and memory-map only the committed rows of that generation.
 """
@@ -29,6 +35,7 @@ Atomicity (every mutation is one SQLite transaction, the only commit point):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import json
@@ -48,8 +55,12 @@ import torch
 
 from pyinstance.index.recipe import Recipe
 
-#: Version of the on-disk format this code writes; newer ones are refused.
-FORMAT_VERSION = 1
+#: Version of the on-disk format this code reads; newer ones are refused. Version 2 adds
+#: the post-processing state (table ``fitted``) and rows of several descriptors per image;
+#: it is written only for recipes with post-processing, so other indexes stay version 1
+#: (readable by older pyinstance).
+FORMAT_VERSION = 2
+_FITTED_FORMAT_VERSION = 2
 FORMAT_NAME = "pyinstance-index"
 DATABASE = "index.sqlite"
 _GENERATION_FILE = re.compile(r"descriptors-(\d+)\.bin")
@@ -72,6 +83,17 @@ CREATE TABLE images (
 CREATE INDEX images_sha256 ON images(sha256);
 CREATE INDEX images_instance ON images(instance);
 """
+_FITTED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fitted (
+    key TEXT PRIMARY KEY,
+    collection INTEGER NOT NULL,
+    value BLOB NOT NULL
+);
+"""
+
+#: ``refit(descriptors, instances)``: the live rows (float32, ``N × row width``, by slot)
+#: and their instance ids -> the state to store by key (``None``: no state for that key).
+Refit = Callable[[np.ndarray, list[str]], Mapping[str, bytes | None]]
 
 
 class IndexNotFoundError(FileNotFoundError):
@@ -106,6 +128,9 @@ class Snapshot:
 
     ``slots``, ``rows``, ``labels`` and ``image_ids`` are aligned and ordered by slot;
     ``descriptors`` maps every committed slot (live or tombstoned) of the generation.
+    ``collection`` is the collection version (images ever added + images ever removed);
+    ``fitted`` the stored post-processing state by key, with the collection version it was
+    fitted on.
     """
 
     version: int
@@ -117,6 +142,8 @@ class Snapshot:
     image_ids: tuple[str, ...]
     instances: tuple[str, ...]
     dtype: str
+    collection: int = 0
+    fitted: Mapping[str, tuple[int, bytes]] = dataclasses.field(default_factory=dict)
 
     @property
     def dead(self) -> int:
@@ -239,7 +266,8 @@ class Store:
             ) from error
         self.format_version = version
         self._file_dtype = _FILE_DTYPES[self.recipe.dtype]
-        self._row_bytes = self.recipe.dim * self._file_dtype.itemsize
+        self._width = self.recipe.dim * self.recipe.descriptors_per_image
+        self._row_bytes = self._width * self._file_dtype.itemsize
         self._snapshot: Snapshot | None = None
         self._lock = threading.RLock()
 
@@ -259,12 +287,13 @@ class Store:
             connection = sqlite3.connect(staging / DATABASE, isolation_level=None)
             try:
                 connection.execute("PRAGMA journal_mode=WAL")
-                connection.executescript(_SCHEMA)
+                connection.executescript(_SCHEMA + _FITTED_SCHEMA)
+                version = _FITTED_FORMAT_VERSION if recipe.postprocess else 1
                 connection.executemany(
                     "INSERT INTO meta VALUES (?, ?)",
                     [
                         ("format", FORMAT_NAME),
-                        ("format_version", str(FORMAT_VERSION)),
+                        ("format_version", str(version)),
                         ("recipe", recipe.to_json()),
                         ("generation", "0"),
                         ("slots", "0"),
@@ -297,6 +326,11 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def row_width(self) -> int:
+        """Values per stored row: D times the recipe's descriptors per image."""
+        return self._width
+
     def pinned(self) -> PinnedStore:
         """A read-only view of what is committed now (see :class:`PinnedStore`)."""
         return PinnedStore(self)
@@ -327,6 +361,7 @@ class Store:
             ).fetchall()
             generation, slots = int(meta["generation"]), int(meta["slots"])
             descriptors = self._map(generation, slots)
+            fitted = self._read_fitted()
         finally:
             self._db.execute("COMMIT")
         instances = tuple(sorted({record[2] for record in records}))
@@ -341,7 +376,19 @@ class Store:
             image_ids=tuple(r[3] for r in records),
             instances=instances,
             dtype=self.recipe.dtype,
+            collection=2 * int(meta["next_row"]) - len(records),
+            fitted=fitted,
         )
+
+    def _read_fitted(self) -> dict[str, tuple[int, bytes]]:
+        """The stored post-processing state (none in an index of format version 1)."""
+        has_table = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'fitted'"
+        ).fetchone()
+        if not has_table:
+            return {}
+        rows = self._db.execute("SELECT key, collection, value FROM fitted").fetchall()
+        return {key: (int(collection), bytes(value)) for key, collection, value in rows}
 
     def _file(self, generation: int) -> Path:
         return self.path / f"descriptors-{generation}.bin"
@@ -355,8 +402,8 @@ class Store:
                 f"commits {slots}: the descriptor file was damaged"
             )
         if slots == 0:
-            return np.empty((0, self.recipe.dim), dtype=self._file_dtype)
-        return np.memmap(path, dtype=self._file_dtype, mode="r", shape=(slots, self.recipe.dim))
+            return np.empty((0, self._width), dtype=self._file_dtype)
+        return np.memmap(path, dtype=self._file_dtype, mode="r", shape=(slots, self._width))
 
     @_locked
     def images(self) -> list[dict[str, Any]]:
@@ -462,16 +509,23 @@ class Store:
 
     @_locked
     def add(
-        self, descriptors: np.ndarray, records: Sequence[ImageRecord], *, replace: bool = False
+        self,
+        descriptors: np.ndarray,
+        records: Sequence[ImageRecord],
+        *,
+        replace: bool = False,
+        refit: Refit | None = None,
     ) -> list[int]:
-        """Append float32 ``descriptors`` (N × D) for ``records``; returns their new row ids.
+        """Append float32 ``descriptors`` (N × row width: D times the recipe's descriptors
+        per image) for ``records``; returns their new row ids.
 
         ``replace=False``: an image id already in the index is a ``ValueError``.
         ``replace=True``: images with those ids are tombstoned in the same commit.
+        ``refit``: called in the commit on the resulting collection; its state is stored.
         """
-        if descriptors.shape != (len(records), self.recipe.dim):
+        if descriptors.shape != (len(records), self._width):
             raise ValueError(
-                f"descriptors: expected shape ({len(records)}, {self.recipe.dim}), got "
+                f"descriptors: expected shape ({len(records)}, {self._width}), got "
                 f"{descriptors.shape}"
             )
         data = np.ascontiguousarray(to_storage(descriptors, self.recipe.dtype))
@@ -509,11 +563,20 @@ class Store:
             )
             self._drop_empty_instances()
             self._set_meta(slots=slots + len(records), next_row=next_row + len(records))
+            self._refit(refit)
         return rows
 
     @_locked
-    def remove(self, *, instances: Sequence[str] = (), images: Sequence[str] = ()) -> int:
-        """Tombstone the images of ``instances`` and the ``images``; returns how many."""
+    def remove(
+        self,
+        *,
+        instances: Sequence[str] = (),
+        images: Sequence[str] = (),
+        refit: Refit | None = None,
+    ) -> int:
+        """Tombstone the images of ``instances`` and the ``images``; returns how many.
+
+        ``refit``: as for :meth:`add`."""
         with self._writing():
             removed = 0
             for column, values in (("instance", instances), ("id", images)):
@@ -522,7 +585,33 @@ class Store:
                         f"DELETE FROM images WHERE {column} = ?", (value,)
                     ).rowcount
             self._drop_empty_instances()
+            self._refit(refit)
         return removed
+
+    @_locked
+    def refit(self, refit: Refit) -> None:
+        """Fit the post-processing state on the live collection again, in one commit."""
+        with self._writing():
+            self._refit(refit)
+
+    def _refit(self, refit: Refit | None) -> None:
+        """Inside a write transaction: store ``refit``'s state of the collection as it now is."""
+        if refit is None:
+            return
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        records = self._db.execute("SELECT slot, instance FROM images ORDER BY slot").fetchall()
+        mapped = self._map(int(meta["generation"]), int(meta["slots"]))
+        live = from_storage(mapped[[slot for slot, _ in records]], self.recipe.dtype)
+        state = refit(live, [instance for _, instance in records])
+        collection = 2 * int(meta["next_row"]) - len(records)
+        self._db.execute(_FITTED_SCHEMA)  # one statement: stays inside the transaction
+        self._db.execute("DELETE FROM fitted")
+        self._db.executemany(
+            "INSERT INTO fitted VALUES (?, ?, ?)",
+            [(key, collection, value) for key, value in state.items() if value is not None],
+        )
+        if int(meta.get("format_version", "1")) < _FITTED_FORMAT_VERSION:
+            self._set_meta(format_version=_FITTED_FORMAT_VERSION)
 
     def _drop_empty_instances(self) -> None:
         self._db.execute(
@@ -600,6 +689,7 @@ class PinnedStore(Store):
         self.recipe = store.recipe
         self.format_version = store.format_version
         self._file_dtype = store._file_dtype
+        self._width = store._width
         self._row_bytes = store._row_bytes
         self._snapshot = store.snapshot()
         live = set(self._snapshot.rows.tolist())

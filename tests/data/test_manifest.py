@@ -122,3 +122,39 @@ def test_a_file_reached_through_a_linked_folder_is_a_duplicate(tmp_path: Path) -
     path.write_text("path,instance_id,split\nimages/a.jpg,x,reference\nlinked/a.jpg,x,query\n")
     with pytest.raises(ValueError, match=r"duplicate paths: images/a\.jpg = linked/a\.jpg"):
         Manifest.read(path)
+
+
+def test_unknown_queries_only_when_asked(tmp_path: Path) -> None:
+    path = _write(tmp_path, "path,instance_id,split\na.jpg,,query\nb.jpg,x,reference\n")
+    with pytest.raises(ValueError, match=r"manifest\.csv:2: empty instance_id"):
+        Manifest.read(path)
+    manifest = Manifest.read(path, unknown_queries=True)
+    assert manifest.instance_ids == [None, "x"] and manifest[0].row.endswith("manifest.csv:2")
+    reference = _write(tmp_path, "path,instance_id,split\na.jpg,,reference\n")
+    with pytest.raises(ValueError, match="empty instance_id"):  # references always need one
+        Manifest.read(reference, unknown_queries=True)
+
+
+def test_bad_rows_skipped_when_asked(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "path,instance_id,split\n"
+        "a.jpg,x,query\n"
+        ",x,query\n"
+        "b.jpg,y,train\n"
+        "../c.jpg,x,query\n"
+        "./a.jpg,x,reference\n"
+        "b.jpg,y,reference\n",
+    )
+    manifest = Manifest.read(path, skip_bad_rows=True)
+    assert [e.path.name for e in manifest] == ["a.jpg", "b.jpg"]
+    reasons = [str(s) for s in manifest.skipped]
+    assert len(reasons) == 4
+    assert reasons[0].endswith("manifest.csv:3: empty path")
+    assert "manifest.csv:4: split must be one of" in reasons[1]
+    assert "manifest.csv:5: path must be relative" in reasons[2]
+    assert "manifest.csv:6: duplicate: a.jpg is listed first at " in reasons[3]
+    assert reasons[3].endswith("manifest.csv:2")
+    assert manifest.filter(split="query").skipped == manifest.skipped
+    with pytest.raises(ValueError, match="missing column"):
+        Manifest.read(_write(tmp_path, "path,split\na.jpg,query\n"), skip_bad_rows=True)

@@ -35,7 +35,8 @@ def labelled(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     """A manifest and an extra CSV with every kind of query and bad row.
 
     manifest (line: query -> expectation):
-      2 reference box.png (not a query)
+      (query photos are copies under the manifest's folder, named as the references)
+      2 reference ref_box.png (not a query)
       3 box.png, box, set a                   -> right
       4 graf1.png, graf, set a                -> right
       5 rubberwhale1.png, rubberwhale, set b  -> right
@@ -52,26 +53,32 @@ def labelled(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     """
     data = shared_data / "opencv-pairs" / "reference"
     folder = tmp_path_factory.mktemp("queries")
+    (folder / "q").mkdir()
     for name, copy in (
         ("box.png", "box_copy.png"),
         ("rubberwhale1.png", "rubber_copy.png"),
         ("basketball1.png", "basket_copy.png"),
         ("graf1.png", "graf_copy.png"),
+        ("box.png", "ref_box.png"),
+        ("box.png", "q/box.png"),
+        ("graf1.png", "q/graf1.png"),
+        ("rubberwhale1.png", "q/rubberwhale1.png"),
+        ("basketball1.png", "q/basketball1.png"),
     ):
         shutil.copyfile(data / name, folder / copy)
     (folder / "broken.jpg").write_bytes(b"not a JPEG at all")
     manifest = folder / "manifest.csv"
     manifest.write_text(
         "path,instance_id,split,query_set\n"
-        f"{data}/box.png,box,reference,-\n"
-        f"{data}/box.png,box,query,a\n"
-        f"{data}/graf1.png,graf,query,a\n"
-        f"{data}/rubberwhale1.png,rubberwhale,query,b\n"
-        f"{data}/basketball1.png,basketball,query,b\n"
+        "ref_box.png,box,reference,-\n"
+        "q/box.png,box,query,a\n"
+        "q/graf1.png,graf,query,a\n"
+        "q/rubberwhale1.png,rubberwhale,query,b\n"
+        "q/basketball1.png,basketball,query,b\n"
         "box_copy.png,graf,query,b\n"
         "rubber_copy.png,,query,a\n"
         "basket_copy.png,nosuch,query,-\n"
-        f"{data}/box.png,box,query,a\n"
+        "q/box.png,box,query,a\n"
         "broken.jpg,box,query,a\n"
         "box_copy.png,box,train,a\n"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -101,12 +102,12 @@ def test_bad_rows_are_reported_and_the_rest_evaluated(evaluation: EvaluationResu
     messages = [str(p) for p in evaluation.problems]
     assert evaluation.failed_queries == 1
     assert len(messages) == 4
-    assert any(":10: duplicate query" in m for m in messages)
+    assert any(":10: duplicate: q/box.png is listed first at " in m for m in messages)
     assert any(
         ":9: instance id(s) nosuch not in the index; counted as unknown" in m for m in messages
     )
     assert any(":11: not evaluated: cannot decode" in m and "broken.jpg" in m for m in messages)
-    assert any(":12: split must be reference or query, got 'train'" in m for m in messages)
+    assert any(":12: split must be one of reference, query, got 'train'" in m for m in messages)
 
 
 def test_json_is_strict_and_undefined_metrics_are_null(evaluation: EvaluationResult) -> None:
@@ -121,8 +122,8 @@ def test_json_is_strict_and_undefined_metrics_are_null(evaluation: EvaluationRes
 
 def test_undefined_metrics_become_null(pairs_index: InstanceIndex, tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
-    reference = Path(pairs_index.images()[0]["source"])
-    manifest.write_text(f"path,instance_id,split\n{reference},,query\n")
+    shutil.copyfile(pairs_index.images()[0]["source"], tmp_path / "photo.png")
+    manifest.write_text("path,instance_id,split\nphoto.png,,query\n")
     result = evaluate(pairs_index, manifest, threshold=0.5)
     data = result.to_dict()
     assert data["queries"] == 1 and data["p_at_1"] is None and data["frr"] is None
@@ -165,20 +166,64 @@ def test_command_prints_table_writes_json_and_report(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     out, report = tmp_path / "eval.json", tmp_path / "report"
-    manifest = tmp_path / "m.csv"
+    manifest = labelled["folder"] / "command.csv"
     manifest.write_text(
         "path,instance_id,split,query_set\n"
-        + f"{labelled['folder']}/box_copy.png,box,query,a\n"
-        + f"{labelled['folder']}/broken.jpg,box,query,a\n"
+        "box_copy.png,box,query,a\n"
+        "broken.jpg,box,query,a\n"
+        "q/graf1.png,graf,query,c\n"
     )
     args = ["evaluate", str(pairs_index.path), "--manifest", str(manifest), "--threshold", "0.5"]
-    assert main([*args, "--json", str(out), "--report", str(report)]) == 0
+    options = ["--top-k", "2", "--group", "ac=a,c", "--group", "only_c=c"]
+    assert main([*args, *options, "--json", str(out), "--report", str(report)]) == 0
     captured = capsys.readouterr()
     assert "P@1" in captured.out and "µAP" in captured.out and "broken.jpg" in captured.err
+    assert "only_c" in captured.out and "kind query" in captured.out
     data = json.loads(out.read_text())
-    assert (data["queries"], data["p_at_1"], data["failed_queries"]) == (1, 1.0, 1)
-    assert set(data["groups"]) == {"a"}
+    assert (data["queries"], data["p_at_1"], data["failed_queries"]) == (2, 1.0, 1)
+    assert set(data["groups"]) == {"a", "c"}
+    assert data["named_groups"]["ac"]["queries"] == 2
+    assert data["named_groups"]["only_c"]["queries"] == 1
+    assert all(len(query["top_k"]) == 2 for query in data["per_query"])
     assert (report / "index.html").is_file()
     # an existing report is not overwritten without --force, before any work is done
     assert main([*args, "--report", str(report)]) == 1
     assert "--force" in capsys.readouterr().err
+
+
+def test_kinds_and_named_groups(
+    pairs_index: InstanceIndex, labelled: dict[str, Path], evaluation: EvaluationResult
+) -> None:
+    kinds = evaluation.metrics["kinds"]
+    assert sorted(kinds) == ["multiple_paintings", "not_in_collection", "query"]
+    assert (kinds["query"]["queries"], kinds["not_in_collection"]["queries"]) == (7, 1)
+    assert kinds["multiple_paintings"]["p_at_1"] == 1.0
+    assert evaluation.metrics["named_groups"] == {}
+    named = evaluate(
+        pairs_index,
+        labelled["manifest"],
+        labelled["extra"],
+        classifier="nn",
+        threshold=0.5,
+        groups={"both": ["a", "b"], "only_b": ["b"], "none": ["z"]},
+    ).metrics["named_groups"]
+    assert sorted(named) == ["both", "only_b"]  # a group with no query is left out
+    b = evaluation.metrics["groups"]["b"]
+    assert named["both"]["queries"] == 8
+    assert [named["only_b"][key] for key in ("queries", "p_at_1", "map")] == [
+        b[key] for key in ("queries", "p_at_1", "map")
+    ]
+    for groups, message in (
+        ({"x": "a"}, "list of query set names"),
+        ({"": ["a"]}, "non-empty str names"),
+        (["a"], "expected a dict"),
+    ):
+        with pytest.raises((TypeError, ValueError), match=message):
+            evaluate(pairs_index, labelled["manifest"], groups=groups)
+
+
+@pytest.mark.parametrize("value", ["0", "x"])
+def test_top_k_option_rejects_bad_values(value: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["evaluate", "ix", "--manifest", "m.csv", "--top-k", value])
+    assert "expected an integer >= 1" in capsys.readouterr().err

@@ -144,3 +144,74 @@ def test_remove_of_an_unknown_instance_is_a_clear_error(
     assert exited.value.code == 2
     with pytest.raises(SystemExit):
         main(["index", "build", str(collection), "-o", ix, "--windows", "big"])
+
+
+def test_build_with_postprocessing_refit_and_identify(
+    tmp_path: Path, collection: Path, pairs: Path, capsys
+) -> None:
+    from pyinstance import Identifier
+
+    ix = str(tmp_path / "ix")
+    argv = ["index", "build", str(collection), "-o", ix, "--max-side", "160", "--no-progress"]
+    options = ["--windows", "none", "--whiten", "--shrinkage", "0.5", "--dba", "1", "--qe", "1"]
+    assert run(capsys, *argv, *options)[0] == 0
+    code, out, _ = run(capsys, "index", "info", ix, "--json")
+    info = json.loads(out)
+    assert (code, info["version"], info["fitted"]) == (0, 2, {"whitening": 3})
+    assert info["recipe"]["postprocess"] == {
+        "whiten": {"dim": None, "power": 0.5, "ridge": 0.0, "method": "pca"},
+        "dba": {"k": 1, "alpha": None},
+        "qe": {"k": 1, "alpha": 0.0},
+    }
+    aero = pairs / "reference" / "aero1.jpg"
+    code, out, _ = run(capsys, "index", "add", ix, str(aero), "--instance", "aero", "--json")
+    assert code == 0 and json.loads(run(capsys, "index", "info", ix, "--json")[1])["fitted"] == {
+        "whitening": 4
+    }
+    code, out, _ = run(capsys, "index", "refit", ix, "--json")
+    assert (code, json.loads(out)) == (0, {"refitted": True, "fitted": {"whitening": 4}})
+    with InstanceIndex.open(ix) as index:
+        assert index.descriptors().shape == (4, 3)  # whitened to N - 1 dimensions
+        (answer,) = Identifier(index, threshold=0).identify([aero])
+        assert answer.instance == "aero"
+
+
+def test_postprocessing_options_are_checked(tmp_path: Path, collection: Path, capsys) -> None:
+    base = ["index", "build", str(collection), "-o", str(tmp_path / "o"), "--no-progress"]
+    for options, message in (
+        (["--shrinkage", "0.5"], "--shrinkage: only with --whiten"),
+        (["--alpha-qe", "3"], "--alpha-qe: only with --qe K"),
+        (["--whiten", "--shrinkage", "2"], "recipe.postprocess.whiten.power"),
+        (["--dba", "0"], "recipe.postprocess.dba.k"),
+        (["--qe", "1", "--matrix-scoring", "max"], "cannot be combined with dba or qe"),
+    ):
+        code, _, err = run(capsys, *base, *options)
+        assert code == 2 and message in err, (options, err)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit):
+        main([*base, "--matrix-scoring", "mean"])
+    ix = str(tmp_path / "plain")
+    assert run(capsys, "index", "build", str(collection), "-o", ix, "--max-side", "160")[0] == 0
+    code, out, _ = run(capsys, "index", "refit", ix)
+    assert code == 0 and "nothing to refit" in out
+
+
+def test_build_with_similarity_matrix_scoring_and_identify(
+    tmp_path: Path, collection: Path, pairs: Path, capsys
+) -> None:
+    from pyinstance import Identifier
+
+    ix = str(tmp_path / "ix")
+    argv = ["index", "build", str(collection), "-o", ix, "--max-side", "160", "--no-progress"]
+    options = ["--scales", "1,0.5", "--windows", "none", "--query-max-side", "160"]
+    options += ["--matrix-scoring", "row_max_sum"]
+    assert run(capsys, *argv, *options)[0] == 0
+    with InstanceIndex.open(ix) as index:
+        assert index.raw_descriptors().shape == (3, 2, 1280)
+        queries = index.describe_queries([pairs / "reference" / "home.jpg"])
+        assert queries.shape == (1, 2, 1280)  # the query at both scales
+        found = index.search(queries, 3)
+        assert index.instances[found.labels[0, 0]] == "home"
+        assert found.scores[0, 0] == pytest.approx(1.0, abs=0.02)  # the mean of row maxima
+        (answer,) = Identifier(index, threshold=0).identify([pairs / "reference" / "graf1.png"])
+        assert answer.instance == "graf"

@@ -1,0 +1,265 @@
+"""Post-processing as an index applies it: a configuration, its fitted state, and both sides.
+
+A :class:`PostProcessConfig` (JSON, stored in an index's recipe) chooses the steps, each
+optional, applied in this order:
+
+1. ``whiten``: PCA-whitening (or the learnt whitening from matching pairs) fitted on the
+   collection's descriptors; the only learnt state (:class:`FittedPostProcessing`).
+2. ``dba``: database-side augmentation of the references.
+3. ``qe``: query expansion against the (augmented) references.
+4. ``multiscale``: similarity-matrix scoring; each image keeps its ``S`` per-scale
+   descriptors and a query's set is scored against a reference's set with ``reduction``.
+
+Descriptors go in as ``(N, P, D)`` sets (``P`` descriptors per image: 1, or the ``S``
+scales with ``multiscale``) and come out as ``(N, P, D_out)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pyinstance.postprocess._arrays import as_float_array, check_float, check_int
+from pyinstance.postprocess.expansion import DatabaseAugmentation, QueryExpansion
+from pyinstance.postprocess.multiscale import REDUCTIONS
+from pyinstance.postprocess.whitening import PCAWhitening
+
+#: Whitening methods: unsupervised PCA, or learnt from pairs of references of one instance.
+WHITENING_METHODS = ("pca", "pairs")
+_STEPS = ("whiten", "dba", "qe", "multiscale")
+
+
+def _keys(data: Any, name: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{name}: expected a dict, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown key(s) {', '.join(map(str, unknown))}; expected {', '.join(allowed)}"
+        )
+    return dict(data)
+
+
+def _checked(name: str, check: Any, *args: Any) -> Any:
+    """``check(*args)`` with its error prefixed by ``name`` (the config path)."""
+    try:
+        return check(*args)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}.{error}") from None
+
+
+@dataclass(frozen=True)
+class WhiteningConfig:
+    """How to fit the whitening: see :meth:`PCAWhitening.fit` / :meth:`PCAWhitening.fit_pairs`.
+
+    Attributes:
+        dim: output dimensions (None: as many as the collection allows, ``min(D, N - 1)``;
+            a larger ``dim`` is cut to that when the collection is small).
+        power: shrinkage in [0, 1] (1: full whitening, 0: rotation only); ``pca`` only.
+        ridge: eigenvalue regularisation (``ridge × λ_max`` added); ``pca`` only.
+        method: ``pca`` or ``pairs`` (pairs of references of the same instance).
+    """
+
+    dim: int | None = None
+    power: float = 1.0
+    ridge: float = 0.0
+    method: str = "pca"
+
+    def __post_init__(self) -> None:
+        if self.dim is not None:
+            check_int(self.dim, "dim", 1)
+        check_float(self.power, "power", 0.0, 1.0)
+        check_float(self.ridge, "ridge", 0.0)
+        if self.method not in WHITENING_METHODS:
+            raise ValueError(f"method: expected one of {WHITENING_METHODS}, got {self.method!r}")
+        if self.method == "pairs" and (self.power != 1.0 or self.ridge != 0.0):
+            raise ValueError("method: 'pairs' whitening takes no power or ridge")
+
+    def fit(self, rows: np.ndarray, instances: Sequence[str]) -> PCAWhitening:
+        """The whitening of ``rows`` (``(M, D)``), ``instances[i]`` the instance of row ``i``."""
+        n, d = rows.shape
+        if n < 2:
+            raise ValueError(
+                f"whitening: needs at least 2 reference descriptors to fit, the index would hold {n}"
+            )
+        if self.method == "pca":
+            dim = None if self.dim is None else min(self.dim, d, n - 1)
+            return PCAWhitening.fit(rows, dim=dim, power=self.power, ridge=self.ridge)
+        query_idx, positive_idx = _same_instance_pairs(instances)
+        if query_idx.size == 0:
+            raise ValueError(
+                "whitening: method 'pairs' needs an instance with at least 2 reference "
+                "descriptors; every instance has one"
+            )
+        return PCAWhitening.fit_pairs(
+            rows, query_idx, positive_idx, dim=None if self.dim is None else min(self.dim, d)
+        )
+
+
+def _same_instance_pairs(instances: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair ``(i, j)``, ``i != j``, of rows of the same instance."""
+    by_instance: dict[str, list[int]] = {}
+    for row, instance in enumerate(instances):
+        by_instance.setdefault(instance, []).append(row)
+    pairs = [(i, j) for rows in by_instance.values() for i in rows for j in rows if i != j]
+    array = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    return array[:, 0], array[:, 1]
+
+
+@dataclass(frozen=True)
+class PostProcessConfig:
+    """Which post-processing an index applies (each step optional; see the module)."""
+
+    whiten: WhiteningConfig | None = None
+    dba: DatabaseAugmentation | None = None
+    qe: QueryExpansion | None = None
+    reduction: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.reduction is not None:
+            if self.reduction not in REDUCTIONS:
+                raise ValueError(
+                    f"multiscale.reduction: expected one of {REDUCTIONS}, got {self.reduction!r}"
+                )
+            if self.dba is not None or self.qe is not None:
+                raise ValueError(
+                    "multiscale: similarity-matrix scoring keeps several descriptors per image; "
+                    "it cannot be combined with dba or qe"
+                )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PostProcessConfig:
+        """Parse a recipe's ``postprocess`` dict; errors name the key at fault."""
+        data = _keys(data, "postprocess", _STEPS)
+        whiten = dba = qe = reduction = None
+        if data.get("whiten") is not None:
+            values = _keys(
+                data["whiten"], "postprocess.whiten", ("dim", "power", "ridge", "method")
+            )
+            whiten = _checked("postprocess.whiten", lambda: WhiteningConfig(**values))
+        if data.get("dba") is not None:
+            values = _keys(data["dba"], "postprocess.dba", ("k", "alpha"))
+            dba = _checked("postprocess.dba", lambda: DatabaseAugmentation(**values))
+        if data.get("qe") is not None:
+            values = _keys(data["qe"], "postprocess.qe", ("k", "alpha"))
+            qe = _checked("postprocess.qe", lambda: QueryExpansion(**values))
+        if data.get("multiscale") is not None:
+            values = _keys(data["multiscale"], "postprocess.multiscale", ("reduction",))
+            if "reduction" not in values:
+                raise ValueError("postprocess.multiscale: missing key reduction")
+            reduction = values["reduction"]
+        return cls(whiten, dba, qe, reduction)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (steps that are off are left out)."""
+        out: dict[str, Any] = {}
+        if self.whiten is not None:
+            w = self.whiten
+            out["whiten"] = {"dim": w.dim, "power": w.power, "ridge": w.ridge, "method": w.method}
+        if self.dba is not None:
+            out["dba"] = {"k": self.dba.k, "alpha": self.dba.alpha}
+        if self.qe is not None:
+            out["qe"] = {"k": self.qe.k, "alpha": self.qe.alpha}
+        if self.reduction is not None:
+            out["multiscale"] = {"reduction": self.reduction}
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.to_dict())
+
+    @property
+    def learnt(self) -> bool:
+        """Whether a step has state fitted on the collection (refitted when it changes)."""
+        return self.whiten is not None
+
+    def fit(self, references: Any, instances: Sequence[str]) -> FittedPostProcessing:
+        """The state of this configuration fitted on ``references`` (``(N, P, D)``) whose
+        ``instances[i]`` is the instance of image ``i``."""
+        sets = as_float_array(references, "references", 3, "(N, P, D)")
+        if len(instances) != sets.shape[0]:
+            raise ValueError(
+                f"instances: expected {sets.shape[0]} ids (one per image), got {len(instances)}"
+            )
+        whitening = None
+        if self.whiten is not None:
+            per_row = [instance for instance in instances for _ in range(sets.shape[1])]
+            whitening = self.whiten.fit(sets.reshape(-1, sets.shape[2]), per_row)
+        return FittedPostProcessing(self, whitening)
+
+
+@dataclass(frozen=True, eq=False)
+class FittedPostProcessing:
+    """A configuration with its fitted state, applied to references and to queries."""
+
+    config: PostProcessConfig
+    whitening: PCAWhitening | None = None
+
+    def __post_init__(self) -> None:
+        if (self.whitening is None) != (self.config.whiten is None):
+            raise ValueError("whitening: expected a fitted whitening exactly when configured")
+
+    def _whiten(self, sets: np.ndarray) -> np.ndarray:
+        if self.whitening is None:
+            return sets
+        n, p, d = sets.shape
+        return self.whitening.apply(sets.reshape(n * p, d)).reshape(n, p, -1)
+
+    def references(self, references: Any, *, threads: int | None = None) -> np.ndarray:
+        """``(N, P, D)`` reference sets -> ``(N, P, D_out)``: whitened, then augmented (DBA
+        with ``k`` cut to ``N - 1`` in a small collection)."""
+        sets = self._whiten(as_float_array(references, "references", 3, "(N, P, D)"))
+        dba = self.config.dba
+        if dba is None or sets.shape[0] < 2:
+            return sets
+        step = DatabaseAugmentation(min(dba.k, sets.shape[0] - 1), dba.alpha)
+        return step.apply(sets[:, 0], threads=threads)[:, None, :]
+
+    def queries(
+        self, queries: Any, references: np.ndarray, *, threads: int | None = None
+    ) -> np.ndarray:
+        """``(Q, R, D)`` query sets -> ``(Q, R, D_out)``: whitened, then each of the ``R``
+        descriptors expanded with its top references (``references``: the output of
+        :meth:`references`, ``(N, 1, D_out)``; ``k`` cut to ``N``)."""
+        sets = self._whiten(as_float_array(queries, "queries", 3, "(Q, R, D)"))
+        qe = self.config.qe
+        if qe is None or references.shape[0] == 0:
+            return sets
+        n, r, d = sets.shape
+        step = QueryExpansion(min(qe.k, references.shape[0]), qe.alpha)
+        return step.apply(sets.reshape(n * r, d), references[:, 0], threads=threads).reshape(
+            n, r, d
+        )
+
+    def state_bytes(self) -> bytes | None:
+        """The learnt state as bytes to store (None when nothing is learnt)."""
+        if self.whitening is None:
+            return None
+        w = self.whitening
+        header = json.dumps({"method": w.method, "power": w.power, "ridge": w.ridge})
+        buffer = io.BytesIO()
+        np.savez(buffer, header=np.array(header), mean=w.mean, projection=w.projection)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_state(cls, config: PostProcessConfig, state: bytes | None) -> FittedPostProcessing:
+        """Rebuild from :meth:`state_bytes` (a damaged state is a ``ValueError``)."""
+        if state is None:
+            return cls(config)
+        try:
+            with np.load(io.BytesIO(state), allow_pickle=False) as stored:
+                header = json.loads(str(stored["header"]))
+                whitening = PCAWhitening(
+                    stored["mean"],
+                    stored["projection"],
+                    header["method"],
+                    header["power"],
+                    header["ridge"],
+                )
+        except (OSError, KeyError, ValueError, TypeError) as error:
+            raise ValueError(f"post-processing state: damaged ({error})") from error
+        return cls(config, whitening)

@@ -1,0 +1,201 @@
+"""Post-processing inside the index: stored, refitted in each commit, applied on every path."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyinstance.index import InstanceIndex, Recipe
+from pyinstance.index.processed import StalePostProcessingError
+from pyinstance.index.store import ImageRecord
+from pyinstance.ops import knn_dot
+from pyinstance.postprocess import (
+    DatabaseAugmentation,
+    PCAWhitening,
+    QueryExpansion,
+    multiscale_scores,
+)
+from tests.index.conftest import DIM, tiny_recipe, unit_rows
+
+WHITEN_DBA_QE = {"whiten": {"dim": 8, "power": 0.5}, "dba": {"k": 2}, "qe": {"k": 3, "alpha": 3.0}}
+
+
+def make(tmp_path: Path, postprocess: dict, n: int = 40, **fields) -> tuple[InstanceIndex, Recipe]:
+    recipe = tiny_recipe().with_(postprocess=postprocess, **fields)
+    index = InstanceIndex.create(tmp_path / "index", recipe)
+    per_image = recipe.descriptors_per_image
+    x = unit_rows(n * per_image).reshape(n, per_image, DIM)
+    index.add_descriptors(
+        x if per_image > 1 else x[:, 0],
+        [f"i{i % 8}" for i in range(n)],
+        [f"im{i}" for i in range(n)],
+        recipe,
+    )
+    return index, recipe
+
+
+def oracle(raw: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """WHITEN_DBA_QE applied step by step with the post-processing functions."""
+    whitening = PCAWhitening.fit(raw, dim=8, power=0.5)
+    references = DatabaseAugmentation(k=2).apply(whitening.apply(raw))
+    expanded = QueryExpansion(k=3, alpha=3.0).apply(whitening.apply(queries), references)
+    return references, expanded
+
+
+def test_search_applies_whitening_dba_and_qe_as_the_functions_do(tmp_path: Path) -> None:
+    index, _ = make(tmp_path, WHITEN_DBA_QE)
+    raw = index.raw_descriptors()
+    queries = unit_rows(5, seed=7)
+    references, expanded = oracle(raw, queries)
+    np.testing.assert_allclose(index.descriptors(), references, atol=1e-5)
+    processed = index.postprocess_queries(queries)
+    assert processed.shape == (5, 1, 8)
+    np.testing.assert_allclose(processed[:, 0], expanded, atol=1e-5)
+    scores, positions = knn_dot(expanded, references, 4)
+    found = index.search(processed, 4)
+    np.testing.assert_array_equal(found.rows, index.rows()[positions])
+    np.testing.assert_allclose(found.scores, scores, atol=1e-5)
+    index.close()
+
+
+def test_every_change_refits_in_its_commit(tmp_path: Path) -> None:
+    index, recipe = make(tmp_path, WHITEN_DBA_QE)
+    assert index.info()["fitted"] == {"whitening": index.info()["collection"]}
+    before = index.descriptors()
+    index.add_descriptors(unit_rows(6, seed=3), ["new"] * 6, [f"n{i}" for i in range(6)], recipe)
+    index.remove(image=["im0", "im1"])
+    info = index.info()
+    assert info["fitted"] == {"whitening": info["collection"]} and info["images"] == 44
+    references, _ = oracle(index.raw_descriptors(), unit_rows(1))
+    np.testing.assert_allclose(index.descriptors(), references, atol=1e-5)
+    assert index.descriptors().shape == before.shape[:0] + (44, 8)
+    reopened = InstanceIndex.open(index.path)
+    np.testing.assert_allclose(reopened.descriptors(), references, atol=1e-5)
+    reopened.close()
+    index.close()
+
+
+def test_a_change_without_refit_is_refused_until_refit(tmp_path: Path) -> None:
+    index, _ = make(tmp_path, WHITEN_DBA_QE)
+    other = InstanceIndex.open(index.path)
+    other._store.add(unit_rows(1, seed=9), [ImageRecord("raw", "i0", None, None)])  # no refit
+    other.close()
+    with pytest.raises(StalePostProcessingError, match="fitted on collection version 40.*41"):
+        index.search(unit_rows(1)[:, None, :], 3)
+    with pytest.raises(StalePostProcessingError, match="index refit"):
+        index.descriptors()
+    assert index.refit() is True
+    assert index.info()["fitted"] == {"whitening": 41}
+    assert index.search(index.postprocess_queries(unit_rows(1)), 3).rows.shape == (1, 3)
+    index.close()
+
+
+def test_missing_state_is_refused(tmp_path: Path) -> None:
+    index, _ = make(tmp_path, WHITEN_DBA_QE)
+    with sqlite3.connect(index.path / "index.sqlite") as db:
+        db.execute("DELETE FROM fitted")
+    with pytest.raises(StalePostProcessingError, match="no whitening is stored"):
+        InstanceIndex.open(index.path).descriptors()
+    index.close()
+
+
+def test_a_commit_whose_refit_fails_changes_nothing(tmp_path: Path) -> None:
+    index, _ = make(tmp_path, {"whiten": {}}, n=2)
+    with pytest.raises(ValueError, match="whitening: needs at least 2"):
+        index.remove(image="im0")
+    assert len(index) == 2 and index.info()["fitted"] == {"whitening": 2}
+    assert index.remove(image=["im0", "im1"]) == 2  # an empty collection needs no state
+    assert index.info()["fitted"] == {} and index.search(unit_rows(1), 2).rows.tolist() == [
+        [-1, -1]
+    ]
+    with pytest.raises(ValueError, match="no references to fit"):
+        index.postprocess_queries(unit_rows(1))
+    index.close()
+
+
+def test_format_version_two_only_with_postprocessing(tmp_path: Path) -> None:
+    plain = InstanceIndex.create(tmp_path / "plain", tiny_recipe())
+    processed, _ = make(tmp_path, {"dba": {"k": 1}})
+    assert (plain.info()["version"], processed.info()["version"]) == (1, 2)
+    assert processed.refit() is False  # DBA learns nothing: nothing stored
+    assert processed.info()["fitted"] == {}
+    plain.close()
+    processed.close()
+
+
+def test_pinned_view_and_pairs_whitening(tmp_path: Path) -> None:
+    index, _ = make(tmp_path, {"whiten": {"method": "pairs"}})
+    raw = index.raw_descriptors()
+    labels = index.labels()
+    pairs = np.array(
+        [(i, j) for i in range(40) for j in range(40) if i != j and labels[i] == labels[j]]
+    )
+    expected = PCAWhitening.fit_pairs(raw, pairs[:, 0], pairs[:, 1]).apply(raw)
+    got = index.descriptors()  # equal up to the sign of each principal direction:
+    np.testing.assert_allclose(got @ got.T, expected @ expected.T, atol=1e-4)
+    view = index.pinned()
+    index.remove(instance="i0")
+    assert len(view.descriptors()) == 40 and len(index.descriptors()) == 35
+    view.close()
+    index.close()
+
+
+@pytest.mark.parametrize("reduction", ["max", "row_max_sum", "col_max_squared_sum"])
+def test_similarity_matrix_scoring_over_stored_scales(tmp_path: Path, reduction: str) -> None:
+    index, recipe = make(
+        tmp_path, {"multiscale": {"reduction": reduction}}, n=12, scales=(1.0, 0.7, 0.5)
+    )
+    assert index.raw_descriptors().shape == (12, 3, DIM)
+    queries = unit_rows(8, seed=4).reshape(4, 2, DIM)
+    expected = multiscale_scores(queries, index.raw_descriptors(), reduction)
+    expected /= {"row": 2, "col": 3}.get(reduction[:3], 1)  # sums become means
+    found = index.search(index.postprocess_queries(queries), 20, exclude=[-1, 0, 5, -1])
+    for q in range(4):
+        scores = expected[q].copy()
+        if q in (1, 2):
+            scores[[0, 5][q - 1]] = -np.inf
+        order = np.argsort(-scores, kind="stable")
+        kept = order[np.isfinite(scores[order])]
+        np.testing.assert_array_equal(found.rows[q, : kept.size], index.rows()[kept])
+        np.testing.assert_allclose(found.scores[q, : kept.size], scores[kept], rtol=1e-5)
+        assert (found.rows[q, kept.size :] == -1).all()
+    with pytest.raises(ValueError, match="expected 3 descriptors per image"):
+        index.add_descriptors(unit_rows(4).reshape(2, 2, DIM), ["a", "b"], ["x", "y"], recipe)
+    with pytest.raises(ValueError, match="exclude: row id"):
+        index.search(queries, 2, exclude=[99, -1, -1, -1])
+    index.close()
+
+
+def test_whitened_multiscale_sets(tmp_path: Path) -> None:
+    index, _ = make(
+        tmp_path,
+        {"whiten": {"dim": 6}, "multiscale": {"reduction": "row_max_sum"}},
+        n=12,
+        scales=(1.0, 0.5),
+    )
+    raw = index.raw_descriptors()
+    whitening = PCAWhitening.fit(raw.reshape(-1, DIM), dim=6)
+    queries = unit_rows(6, seed=2).reshape(3, 2, DIM)
+    white = whitening.apply(queries.reshape(-1, DIM)).reshape(3, 2, 6)
+    np.testing.assert_allclose(index.postprocess_queries(queries), white, atol=1e-5)
+    refs = whitening.apply(raw.reshape(-1, DIM)).reshape(12, 2, 6)
+    best = multiscale_scores(white, refs, "row_max_sum").argmax(axis=1)
+    assert index.search(white, 1).rows[:, 0].tolist() == index.rows()[best].tolist()
+    assert index.descriptors().shape == (12, 6)
+    index.close()
+
+
+def test_an_index_of_the_first_format_is_read_as_before(tmp_path: Path) -> None:
+    recipe = tiny_recipe()
+    index = InstanceIndex.create(tmp_path / "old", recipe)
+    index.close()
+    with sqlite3.connect(tmp_path / "old" / "index.sqlite") as db:
+        db.execute("DROP TABLE fitted")  # as version 1 wrote it
+    with InstanceIndex.open(tmp_path / "old") as old:
+        old.add_descriptors(unit_rows(3), ["a", "b", "c"], ["x", "y", "z"], recipe)
+        assert old.info()["fitted"] == {} and old.info()["version"] == 1
+        np.testing.assert_array_equal(old.descriptors(), unit_rows(3))
+        assert old.search(unit_rows(3), 1).rows[:, 0].tolist() == [0, 1, 2]

@@ -1,0 +1,100 @@
+"""PostProcessConfig / FittedPostProcessing: parsing, fitting, both sides, stored state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyinstance.postprocess import (
+    DatabaseAugmentation,
+    FittedPostProcessing,
+    PCAWhitening,
+    PostProcessConfig,
+    QueryExpansion,
+)
+
+
+def _sets(n: int, p: int = 1, d: int = 12, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, p, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=2, keepdims=True)
+
+
+def test_round_trip_and_defaults() -> None:
+    data = {"whiten": {"dim": 4}, "qe": {"k": 2, "alpha": 3.0}}
+    config = PostProcessConfig.from_dict(data)
+    assert config.to_dict() == {
+        "whiten": {"dim": 4, "power": 1.0, "ridge": 0.0, "method": "pca"},
+        "qe": {"k": 2, "alpha": 3.0},
+    }
+    assert PostProcessConfig.from_dict(config.to_dict()) == config
+    assert config.learnt and bool(config)
+    empty = PostProcessConfig.from_dict({})
+    assert not empty and not empty.learnt and empty.to_dict() == {}
+
+
+def test_whiten_dba_qe_match_the_steps() -> None:
+    config = PostProcessConfig.from_dict(
+        {"whiten": {"dim": 6, "ridge": 0.1}, "dba": {"k": 2, "alpha": 1.0}, "qe": {"k": 3}}
+    )
+    refs, queries = _sets(30), _sets(4, 2, seed=1)
+    fitted = config.fit(refs, [f"i{i}" for i in range(30)])
+    whitening = PCAWhitening.fit(refs[:, 0], dim=6, ridge=0.1)
+    expected_refs = DatabaseAugmentation(2, 1.0).apply(whitening.apply(refs[:, 0]))
+    got_refs = fitted.references(refs)
+    np.testing.assert_allclose(got_refs[:, 0], expected_refs, atol=1e-5)
+    flat = whitening.apply(queries.reshape(8, 12))
+    expected = QueryExpansion(3).apply(flat, expected_refs).reshape(4, 2, 6)
+    np.testing.assert_allclose(fitted.queries(queries, got_refs), expected, atol=1e-5)
+
+
+def test_small_collections_cut_dim_and_k() -> None:
+    config = PostProcessConfig.from_dict({"whiten": {"dim": 50}, "dba": {"k": 5}, "qe": {"k": 9}})
+    refs = _sets(4)
+    fitted = config.fit(refs, ["a", "b", "c", "d"])
+    assert fitted.whitening.out_dim == 3  # N - 1
+    out = fitted.references(refs)
+    expected = DatabaseAugmentation(3).apply(fitted.whitening.apply(refs[:, 0]))
+    np.testing.assert_allclose(out[:, 0], expected, atol=1e-5)
+    assert fitted.queries(_sets(2), out).shape == (2, 1, 3)
+    with pytest.raises(ValueError, match="at least 2 reference descriptors"):
+        config.fit(_sets(1), ["a"])
+
+
+def test_pairs_whitening_needs_an_instance_with_two_descriptors() -> None:
+    config = PostProcessConfig.from_dict({"whiten": {"method": "pairs"}})
+    with pytest.raises(ValueError, match="method 'pairs' needs an instance"):
+        config.fit(_sets(5), list("abcde"))
+    fitted = config.fit(_sets(6), list("aabbcc"))
+    assert fitted.whitening.method == "pairs" and fitted.whitening.out_dim == 12
+    with pytest.raises(ValueError, match="takes no power or ridge"):
+        PostProcessConfig.from_dict({"whiten": {"method": "pairs", "power": 0.5}})
+
+
+def test_multiscale_sets_are_whitened_row_by_row() -> None:
+    config = PostProcessConfig.from_dict({"whiten": {}, "multiscale": {"reduction": "max"}})
+    refs = _sets(8, 3)
+    fitted = config.fit(refs, list("abcdefgh"))
+    whitening = PCAWhitening.fit(refs.reshape(24, 12))
+    got = fitted.references(refs)
+    np.testing.assert_allclose(
+        got, whitening.apply(refs.reshape(24, 12)).reshape(8, 3, 12), atol=1e-5
+    )
+
+
+def test_state_round_trip_and_damage() -> None:
+    config = PostProcessConfig.from_dict({"whiten": {"dim": 5, "power": 0.5}})
+    fitted = config.fit(_sets(20), ["x"] * 20)
+    state = fitted.state_bytes()
+    again = FittedPostProcessing.from_state(config, state)
+    np.testing.assert_array_equal(again.whitening.projection, fitted.whitening.projection)
+    assert (again.whitening.power, again.whitening.method) == (0.5, "pca")
+    assert (
+        PostProcessConfig.from_dict({"dba": {"k": 1}}).fit(_sets(3), list("abc")).state_bytes()
+        is None
+    )
+    with pytest.raises(ValueError, match="post-processing state: damaged"):
+        FittedPostProcessing.from_state(config, b"not an npz")
+    with pytest.raises(ValueError, match="exactly when configured"):
+        FittedPostProcessing(config)  # whitening configured but not given
+    with pytest.raises(ValueError, match="instances: expected 20 ids"):
+        config.fit(_sets(20), ["x"])
