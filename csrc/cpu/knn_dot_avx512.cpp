@@ -24,6 +24,15 @@ struct Avx512 {
         _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
   }
+  using H = __m512i;
+  using I = __m512i;
+  static H widen_i8(const int8_t* p) {
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static H load_i16(const int16_t* p) { return _mm512_loadu_si512(p); }
+  static I izero() { return _mm512_setzero_si512(); }
+  static I madd(I acc, H a, H b) { return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b)); }
+  static V to_float(I a) { return _mm512_cvtepi32_ps(a); }
   static uint32_t passes(V s, V t) { return _mm512_cmp_ps_mask(s, t, _CMP_NLE_UQ); }
   static bool any_nan(V v) { return _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) != 0; }
   // Transposing reduction: lane i of the result is the sum of the lanes of a[i].
@@ -48,12 +57,6 @@ struct Avx512 {
 
 }  // namespace
 
-ScanStatus scan_few_avx512(const Problem& p, const Heaps& h, int threads) {
-  return Scan<Avx512>::few_dispatch(p, h, threads);
-}
-
-ScanStatus scan_many_avx512(const Problem& p, const Heaps& h, int threads) {
-  return Scan<Avx512>::many(p, h, threads);
-}
+PYI_KNN_ISA_DEFINE(avx512, Avx512)
 
 }  // namespace pyinstance::cpu::knn_detail
