@@ -29,6 +29,7 @@ struct Generic {
     float v[8];
   };
   static constexpr int W = 8;
+  static constexpr bool kByteQuery = false;
   static constexpr int MR = 4;
   static V zero() { return V{}; }
   static V load(const float* p) {
@@ -208,35 +209,63 @@ void check_problem(const Problem& p, const float* out_scores, const int64_t* out
   }
 }
 
-// The queries quantised to int16 for the screening pass, with the coefficients of its
-// error bound (knn_detail::QueryCodes), all rounded up.
+// Whether the screening pass may use AVX512_VNNI byte products.
+bool vnni_screen(int64_t stride) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return active_isa() == Isa::Avx512 && __builtin_cpu_supports("avx512vnni") && stride <= 32768;
+#else
+  return false;
+#endif
+}
+
+// The queries quantised for the screening pass (knn_detail::QueryCodes): int16 codes, or,
+// with `bytes`, two signed-byte parts, with the coefficients of the error bound, all
+// rounded up.
 class QueryScreen {
  public:
-  QueryScreen(const Problem& p, int64_t stride) : codes_(round_up4(p.Q) * stride, 0) {
+  QueryScreen(const Problem& p, int64_t stride, bool bytes)
+      : codes_(bytes ? 0 : round_up4(p.Q) * stride, 0), bytes_(bytes ? 2 * p.Q * stride : 0, 128) {
     constexpr double u = 1.0 / (1 << 24);
     const double terms = static_cast<double>(p.D + 4), gamma = terms * u / (1 - terms * u);
-    // |code| <= limit keeps every int32 partial sum of 127 * limit * stride exact.
-    const double limit = std::min(32767.0, std::floor(2147483647.0 / (127.0 * stride)));
+    // int16: |code| <= limit keeps every int32 partial sum of 127 * limit * stride exact.
+    const double limit =
+        bytes ? 127.0 : std::min(32767.0, std::floor(2147483647.0 / (127.0 * stride)));
+    std::vector<double> rest(p.D), approx(p.D);
     for (int64_t i = 0; i < p.Q; ++i) {
       const float* q = p.q + i * p.D;
-      double top = 0.0, norm = 0.0;
+      double norm = 0.0;
       for (int64_t d = 0; d < p.D; ++d) {
-        top = std::max(top, std::fabs(static_cast<double>(q[d])));
-        norm += static_cast<double>(q[d]) * q[d];
+        rest[d] = q[d];
+        approx[d] = 0.0;
+        norm += rest[d] * rest[d];
       }
-      const float scale = static_cast<float>(top / limit);
-      double code_norm = 0.0, error = 0.0;
+      double part_norms = 0.0;
+      for (int part = 0; part < (bytes ? 2 : 1); ++part) {
+        double top = 0.0;
+        for (int64_t d = 0; d < p.D; ++d) top = std::max(top, std::fabs(rest[d]));
+        const float scale = static_cast<float>(top / limit);
+        double code_norm = 0.0;
+        for (int64_t d = 0; d < p.D; ++d) {
+          const double code =
+              scale > 0 ? std::clamp(std::nearbyint(rest[d] / scale), -limit, limit) : 0.0;
+          if (bytes)
+            bytes_[(2 * i + part) * stride + d] = static_cast<uint8_t>(128 + code);
+          else
+            codes_[i * stride + d] = static_cast<int16_t>(code);
+          code_norm += code * code;
+          rest[d] -= code * scale;
+          approx[d] += code * scale;
+        }
+        part_norms += scale * std::sqrt(code_norm);
+        (part == 0 ? scales_ : scales2_).push_back(scale);
+      }
+      double error = 0.0, approx_norm = 0.0;
       for (int64_t d = 0; d < p.D; ++d) {
-        const double code =
-            scale > 0 ? std::clamp(std::nearbyint(q[d] / static_cast<double>(scale)), -limit, limit)
-                      : 0.0;
-        codes_[i * stride + d] = static_cast<int16_t>(code);
-        code_norm += code * code;
-        const double rest = q[d] - code * scale;
-        error += rest * rest;
+        error += rest[d] * rest[d];
+        approx_norm += approx[d] * approx[d];
       }
-      scales_.push_back(scale);
-      code_norms_.push_back(up(scale * std::sqrt(code_norm)));
+      code_norms_.push_back(up(std::max(std::sqrt(approx_norm), part_norms / 2)));
       errors_.push_back(up(std::sqrt(error) + gamma * std::sqrt(norm)));
     }
   }
@@ -244,7 +273,8 @@ class QueryScreen {
   knn_detail::QueryCodes view(int64_t D) const {
     // Subnormal products may be flushed: at most 2^-126 each, D + 4 of them, twice over.
     const float tiny = static_cast<float>(D + 4) * 2 * std::numeric_limits<float>::min();
-    return {codes_.data(), scales_.data(), code_norms_.data(), errors_.data(), tiny};
+    return {codes_.data(), scales_.data(), code_norms_.data(), errors_.data(),
+            tiny,          bytes_.data(),  scales2_.data()};
   }
 
  private:
@@ -253,11 +283,13 @@ class QueryScreen {
     return std::nextafter(static_cast<float>(value * (1.0 + 1e-6)), INFINITY);
   }
   std::vector<int16_t> codes_;
-  std::vector<float> scales_, code_norms_, errors_;
+  std::vector<uint8_t> bytes_;
+  std::vector<float> scales_, scales2_, code_norms_, errors_;
 };
 
 void screen(const Problem& p, const knn_detail::Screen& s, const knn_detail::QueryCodes& qc,
-            const Heaps& h, knn_detail::Candidates* lists, int threads) {
+            const Heaps& h, knn_detail::Candidates* lists, int threads, bool vnni) {
+  if (vnni) return knn_detail::screen_vnni(p, s, qc, h, lists, threads);
   switch (active_isa()) {
     case Isa::Avx512:
       return knn_detail::screen_avx512(p, s, qc, h, lists, threads);
@@ -338,13 +370,15 @@ void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64
 void knn_dot_screened(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64_t N,
                       int64_t D, int64_t k, const int64_t* exclude, const int8_t* codes,
                       int64_t code_stride, const float* scales, const float* slacks,
-                      const float* norms, float* out_scores, int64_t* out_idx, int threads) {
+                      const float* norms, const int32_t* sums, float* out_scores, int64_t* out_idx,
+                      int threads) {
   const Problem problem{q, refs, ref_dtype, Q, N, D, k, exclude};
   check_problem(problem, out_scores, out_idx);
   PYI_CHECK(code_stride >= D && code_stride % 64 == 0,
             "codes: expected a row stride that is a multiple of 64 and >= D=", D, ", got ",
             code_stride);
-  PYI_CHECK(codes != nullptr && scales != nullptr && slacks != nullptr && norms != nullptr,
+  PYI_CHECK(codes != nullptr && scales != nullptr && slacks != nullptr && norms != nullptr &&
+                sums != nullptr,
             "knn_dot_screened: null screen pointer");
   const int T = resolve_threads(threads);
   if (Q == 0) return;
@@ -353,13 +387,15 @@ void knn_dot_screened(const float* q, const void* refs, DType ref_dtype, int64_t
     knn_dot(q, refs, ref_dtype, Q, N, D, k, exclude, out_scores, out_idx, threads);
     return;
   }
-  const QueryScreen queries(problem, code_stride);
+  const bool vnni = vnni_screen(code_stride);
+  const QueryScreen queries(problem, code_stride, vnni);
   std::vector<float> lower(static_cast<size_t>(T) * Q * k);
   std::vector<int64_t> lower_rows(static_cast<size_t>(T) * Q * k);
   std::vector<int64_t> sizes(static_cast<size_t>(T) * Q, 0);
   std::vector<knn_detail::Candidates> lists(static_cast<size_t>(T) * Q);
-  screen(problem, knn_detail::Screen{codes, code_stride, scales, slacks, norms}, queries.view(D),
-         Heaps{lower.data(), lower_rows.data(), sizes.data()}, lists.data(), T);
+  screen(problem, knn_detail::Screen{codes, code_stride, scales, slacks, norms, sums},
+         queries.view(D), Heaps{lower.data(), lower_rows.data(), sizes.data()}, lists.data(), T,
+         vnni);
   const RescoreFn rescore = rescore_fn(ref_dtype);
   std::atomic<bool> exact{true};
 #pragma omp parallel for num_threads(T) schedule(dynamic, 1)
@@ -422,21 +458,23 @@ void register_knn_dot(pybind11::module_& m) {
       "knn_dot_screened",
       [](uintptr_t q, uintptr_t refs, int ref_dtype, int64_t Q, int64_t N, int64_t D, int64_t k,
          uintptr_t exclude, uintptr_t codes, int64_t code_stride, uintptr_t scales,
-         uintptr_t slacks, uintptr_t norms, uintptr_t out_scores, uintptr_t out_idx, int threads) {
+         uintptr_t slacks, uintptr_t norms, uintptr_t sums, uintptr_t out_scores, uintptr_t out_idx,
+         int threads) {
         pybind11::gil_scoped_release release;
         cpu::knn_dot_screened(
             reinterpret_cast<const float*>(q), reinterpret_cast<const void*>(refs),
             static_cast<DType>(ref_dtype), Q, N, D, k, reinterpret_cast<const int64_t*>(exclude),
             reinterpret_cast<const int8_t*>(codes), code_stride,
             reinterpret_cast<const float*>(scales), reinterpret_cast<const float*>(slacks),
-            reinterpret_cast<const float*>(norms), reinterpret_cast<float*>(out_scores),
-            reinterpret_cast<int64_t*>(out_idx), threads);
+            reinterpret_cast<const float*>(norms), reinterpret_cast<const int32_t*>(sums),
+            reinterpret_cast<float*>(out_scores), reinterpret_cast<int64_t*>(out_idx), threads);
       },
       pybind11::arg("queries"), pybind11::arg("refs"), pybind11::arg("ref_dtype"),
       pybind11::arg("Q"), pybind11::arg("N"), pybind11::arg("D"), pybind11::arg("k"),
       pybind11::arg("exclude"), pybind11::arg("codes"), pybind11::arg("code_stride"),
       pybind11::arg("scales"), pybind11::arg("slacks"), pybind11::arg("norms"),
-      pybind11::arg("out_scores"), pybind11::arg("out_indices"), pybind11::arg("threads"),
+      pybind11::arg("sums"), pybind11::arg("out_scores"), pybind11::arg("out_indices"),
+      pybind11::arg("threads"),
       "knn_dot through an int8 screening copy of refs (codes, code_stride, scales, slacks, norms "
       "as "
       "pyinstance.ops.knn_screen builds them): the same results as knn_dot. Releases the GIL.");

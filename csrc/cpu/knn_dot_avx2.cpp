@@ -9,6 +9,7 @@ namespace {
 struct Avx2 {
   using V = __m256;
   static constexpr int W = 8;
+  static constexpr bool kByteQuery = false;
   static constexpr int MR = 6;  // 12 accumulators + 2 query vectors + 1 broadcast of 16
   static V zero() { return _mm256_setzero_ps(); }
   static V load(const float* p) { return _mm256_loadu_ps(p); }

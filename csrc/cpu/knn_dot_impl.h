@@ -6,7 +6,8 @@
 // zero/load/store/set1/fma/add, load_f16/load_bf16 (W halves -> W floats), passes(s, t) (lane
 // bit set where !(s <= t)), any_nan(v), reduce(a) (lane i = sum of the lanes of a[i]); for
 // the screening pass H (2W int16) and I (W int32): widen_i8 (2W int8 -> H), load_i16,
-// izero, madd(acc, a, b) (acc lane i += a[2i] b[2i] + a[2i+1] b[2i+1]), to_float(I).
+// izero, madd(acc, a, b) (acc lane i += a[2i] b[2i] + a[2i+1] b[2i+1]), to_float(I), and
+// kByteQuery (true: byte queries through dpbusd, iload, unbias, ireduce instead).
 #pragma once
 #include <omp.h>
 
@@ -366,39 +367,6 @@ struct Scan {
 
   // ---- Screened search (knn_dot_screened): an integer pass bounds every score, then the
   // few rows whose bounds reach the k-th best lower bound are scored exactly. ------------
-  // Lane r * QB + j of the result: <query codes j, codes of row rg + r> (exact int32 sums,
-  // converted to float and summed across lanes).
-  template <int QB>
-  static V screen_tile(const Screen& sc, const int16_t* qrow, int64_t rg) {
-    constexpr int RB = W / QB;
-    const int64_t Sp = sc.stride;
-    V acc[W];
-    if constexpr (QB == 1) {
-      for (int r = 0; r < RB; ++r) {
-        const int8_t* row = sc.codes + (rg + r) * Sp;
-        typename S::I a0 = S::izero(), a1 = S::izero();
-        for (int64_t d = 0; d < Sp; d += 4 * W) {
-          a0 = S::madd(a0, S::widen_i8(row + d), S::load_i16(qrow + d));
-          a1 = S::madd(a1, S::widen_i8(row + d + 2 * W), S::load_i16(qrow + d + 2 * W));
-        }
-        acc[r] = S::add(S::to_float(a0), S::to_float(a1));
-      }
-    } else {
-      typename S::I ia[W];
-      for (int i = 0; i < W; ++i) ia[i] = S::izero();
-      for (int64_t d = 0; d < Sp; d += 2 * W) {
-        typename S::H qv[QB];
-        for (int j = 0; j < QB; ++j) qv[j] = S::load_i16(qrow + j * Sp + d);
-        for (int r = 0; r < RB; ++r) {
-          const auto rv = S::widen_i8(sc.codes + (rg + r) * Sp + d);
-          for (int j = 0; j < QB; ++j) ia[r * QB + j] = S::madd(ia[r * QB + j], rv, qv[j]);
-        }
-      }
-      for (int i = 0; i < W; ++i) acc[i] = S::to_float(ia[i]);
-    }
-    return S::reduce(acc);
-  }
-
   // Per row lane values of a W-lane tile: lane r * QB + j holds values[rg + r].
   template <int QB>
   static V row_lanes(const float* values, int64_t rg) {
@@ -409,6 +377,65 @@ struct Scan {
       for (int r = 0; r < W / QB; ++r)
         for (int j = 0; j < QB; ++j) lanes[r * QB + j] = values[rg + r];
       return S::load(lanes);
+    }
+  }
+
+  // Lane r * QB + j of the result: the screened score of row rg + r for query qg + j,
+  // (<query codes, row codes> summed exactly in int32) * query scale * row scale.
+  template <int QB>
+  static V screen_score(const Screen& sc, const QueryCodes& qc, int64_t qg, V qscale, int64_t rg) {
+    constexpr int RB = W / QB;
+    const int64_t Sp = sc.stride;
+    const V zero = S::zero();
+    if constexpr (S::kByteQuery) {
+      // Two byte parts per query, biased by +128: subtract 128 * (sum of the row's codes).
+      static_assert(QB == 1, "byte queries are screened one at a time");
+      const uint8_t* q1 = qc.bytes + 2 * qg * Sp;
+      const uint8_t* q2 = q1 + Sp;
+      typename S::I acc1[W], acc2[W];
+      for (int r = 0; r < RB; ++r) {
+        const int8_t* row = sc.codes + (rg + r) * Sp;
+        typename S::I a1 = S::izero(), a2 = S::izero();
+        for (int64_t d = 0; d < Sp; d += 64) {
+          a1 = S::dpbusd(a1, q1 + d, row + d);
+          a2 = S::dpbusd(a2, q2 + d, row + d);
+        }
+        acc1[r] = a1;
+        acc2[r] = a2;
+      }
+      const auto sums = S::iload(sc.sums + rg);
+      const V s1 = S::to_float(S::unbias(S::ireduce(acc1), sums));
+      const V s2 = S::to_float(S::unbias(S::ireduce(acc2), sums));
+      const V scale = row_lanes<QB>(sc.scales, rg);
+      const V part2 = S::fma(s2, S::fma(S::set1(qc.scales2[qg]), scale, zero), zero);
+      return S::fma(s1, S::fma(qscale, scale, zero), part2);
+    } else {
+      V acc[W];
+      const int16_t* qrow = qc.codes + qg * Sp;
+      if constexpr (QB == 1) {
+        for (int r = 0; r < RB; ++r) {
+          const int8_t* row = sc.codes + (rg + r) * Sp;
+          typename S::I a0 = S::izero(), a1 = S::izero();
+          for (int64_t d = 0; d < Sp; d += 4 * W) {
+            a0 = S::madd(a0, S::widen_i8(row + d), S::load_i16(qrow + d));
+            a1 = S::madd(a1, S::widen_i8(row + d + 2 * W), S::load_i16(qrow + d + 2 * W));
+          }
+          acc[r] = S::add(S::to_float(a0), S::to_float(a1));
+        }
+      } else {
+        typename S::I ia[W];
+        for (int i = 0; i < W; ++i) ia[i] = S::izero();
+        for (int64_t d = 0; d < Sp; d += 2 * W) {
+          typename S::H qv[QB];
+          for (int j = 0; j < QB; ++j) qv[j] = S::load_i16(qrow + j * Sp + d);
+          for (int r = 0; r < RB; ++r) {
+            const auto rv = S::widen_i8(sc.codes + (rg + r) * Sp + d);
+            for (int j = 0; j < QB; ++j) ia[r * QB + j] = S::madd(ia[r * QB + j], rv, qv[j]);
+          }
+        }
+        for (int i = 0; i < W; ++i) acc[i] = S::to_float(ia[i]);
+      }
+      return S::fma(S::reduce(acc), S::fma(qscale, row_lanes<QB>(sc.scales, rg), zero), zero);
     }
   }
 
@@ -437,10 +464,8 @@ struct Scan {
         }
       }
       const V qs = S::load(scale), ca = S::load(coef_a), ce = S::load(coef_e);
-      const int16_t* qrow = qc.codes + qg * sc.stride;
       for (int64_t rg = n0; rg < n1; rg += RB) {
-        const V sum = screen_tile<QB>(sc, qrow, rg);
-        const V a = S::fma(sum, S::fma(qs, row_lanes<QB>(sc.scales, rg), zero), zero);
+        const V a = screen_score<QB>(sc, qc, qg, qs, rg);
         const V b =
             S::fma(ca, row_lanes<QB>(sc.slacks, rg), S::fma(ce, row_lanes<QB>(sc.norms, rg), tiny));
         const V upper = S::add(a, b);
@@ -489,9 +514,15 @@ struct Scan {
 
   static void screen(const Problem& p, const Screen& sc, const QueryCodes& qc, const Heaps& h,
                      Candidates* lists, int threads) {
-    if (p.Q == 1) return screen_qb<1>(p, sc, qc, h, lists, threads);
-    if (p.Q == 2) return screen_qb<2>(p, sc, qc, h, lists, threads);
-    return screen_qb<4>(p, sc, qc, h, lists, threads);
+    if constexpr (S::kByteQuery) {
+      screen_qb<1>(p, sc, qc, h, lists, threads);
+    } else if (p.Q == 1) {
+      screen_qb<1>(p, sc, qc, h, lists, threads);
+    } else if (p.Q == 2) {
+      screen_qb<2>(p, sc, qc, h, lists, threads);
+    } else {
+      screen_qb<4>(p, sc, qc, h, lists, threads);
+    }
   }
 
   // Query q's exact scores against `count` rows, through few_block with the query group

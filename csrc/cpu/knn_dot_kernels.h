@@ -38,13 +38,15 @@ enum class ScanStatus : int { Ok = 0, NonFinite = 1, Overflow = 2 };
 // An int8 screening copy of the references (see pyinstance::cpu::knn_dot_screened and
 // pyinstance/ops/knn_screen.py): row i is scales[i] * codes[i * stride, + D); codes are zero
 // from D to stride (a multiple of 64) and every array is readable up to row round_up(N, 64).
-// norms[i] >= ||r_i||; slacks[i] >= ||r_i - scales[i] * codes_i|| + 16 u scales[i] ||codes_i||.
+// norms[i] >= ||r_i||; slacks[i] >= ||r_i - scales[i] * codes_i|| + 16 u scales[i] ||codes_i||;
+// sums[i] = the sum of codes_i.
 struct Screen {
   const int8_t* codes;
   int64_t stride;
   const float* scales;
   const float* slacks;
   const float* norms;
+  const int32_t* sums;
 };
 
 // The queries quantised for the screening pass: row q is scales[q] * codes[q * stride, +
@@ -53,13 +55,18 @@ struct Screen {
 //   norms[i] + tiny
 // where code_norms[q] >= scales[q] ||codes_q||, errors[q] >= ||q - scales[q] codes_q|| +
 // gamma_{D+4} ||q|| (the float32 sum's rounding) and tiny covers flushed subnormals.
-// Rows are padded with zeros up to a multiple of 4.
+// Rows are padded with zeros up to a multiple of 4. For screen_vnni, the queries are
+// instead two byte parts each: bytes[(2q + part) * stride + d] = 128 + code, query q =
+// scales[q] * codes of part 0 + scales2[q] * codes of part 1 + error; code_norms[q] then
+// bounds ||scales[q] b0 + scales2[q] b1|| and half of scales[q] ||b0|| + scales2[q] ||b1||.
 struct QueryCodes {
   const int16_t* codes;
   const float* scales;
   const float* code_norms;
   const float* errors;
   float tiny;
+  const uint8_t* bytes;
+  const float* scales2;
 };
 
 // Rows that may belong to one query's top-k, with the upper bound of their score.
@@ -102,6 +109,11 @@ void keep(Candidates& list, int64_t row, float upper);
 PYI_KNN_ISA_ENTRIES(generic)
 PYI_KNN_ISA_ENTRIES(avx2)
 PYI_KNN_ISA_ENTRIES(avx512)
+
+// The screening pass through AVX512_VNNI byte products (byte queries, see QueryCodes); the
+// CPU must have AVX512_VNNI, and stride <= 32768 keeps its int32 sums exact.
+void screen_vnni(const Problem& p, const Screen& s, const QueryCodes& qc, const Heaps& h,
+                 Candidates* lists, int threads);
 
 // Defines and instantiates the entry points of one ISA from its traits type.
 #define PYI_KNN_ISA_DEFINE(isa, Traits)                                                      \

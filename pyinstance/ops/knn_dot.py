@@ -160,7 +160,7 @@ def knn_dot(
             indices.data_ptr(),
         )
         if device.type == "cpu" and _screen_applies(screen, q, r):
-            codes, scales, slacks, norms = screen.arrays()
+            codes, scales, slacks, norms, sums = screen.arrays()
             module.knn_dot_screened(
                 *args[:8],
                 codes.ctypes.data,
@@ -168,6 +168,7 @@ def knn_dot(
                 scales.ctypes.data,
                 slacks.ctypes.data,
                 norms.ctypes.data,
+                sums.ctypes.data,
                 *args[8:],
                 n_threads,
             )

@@ -58,6 +58,7 @@ class KnnScreen:
         self._scales = np.zeros(0, dtype=np.float32)
         self._slacks = np.zeros(0, dtype=np.float32)
         self._norms = np.zeros(0, dtype=np.float32)
+        self._sums = np.zeros(0, dtype=np.int32)
 
     @classmethod
     def of(cls, refs: Any) -> KnnScreen:
@@ -74,7 +75,7 @@ class KnnScreen:
         grown = KnnScreen(self.dim)
         grown.rows, grown.max_norm = self.rows, self.max_norm
         grown._codes, grown._scales = self._codes, self._scales
-        grown._slacks, grown._norms = self._slacks, self._norms
+        grown._slacks, grown._norms, grown._sums = self._slacks, self._norms, self._sums
         grown._append(rows)
         return grown
 
@@ -93,9 +94,10 @@ class KnnScreen:
             self._quantise(rows[start:stop], start)
         self.rows = total
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(codes, scales, slacks, norms) as the kernel reads them (padded past ``rows``)."""
-        return self._codes, self._scales, self._slacks, self._norms
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """(codes, scales, slacks, norms, code sums) as the kernel reads them (padded past
+        ``rows``)."""
+        return self._codes, self._scales, self._slacks, self._norms, self._sums
 
     def matches(self, refs: torch.Tensor) -> bool:
         """Whether ``refs`` (a float tensor) has this screen's shape and, spot-checked on its
@@ -118,11 +120,14 @@ class KnnScreen:
         scales = np.zeros(capacity, dtype=np.float32)
         slacks = np.zeros(capacity, dtype=np.float32)
         norms = np.zeros(capacity, dtype=np.float32)
+        sums = np.zeros(capacity, dtype=np.int32)
+        sums[: self.rows] = self._sums[: self.rows]
         codes[: self.rows] = self._codes[: self.rows]
         scales[: self.rows] = self._scales[: self.rows]
         slacks[: self.rows] = self._slacks[: self.rows]
         norms[: self.rows] = self._norms[: self.rows]
         self._codes, self._scales, self._slacks, self._norms = codes, scales, slacks, norms
+        self._sums = sums
 
     def _quantise(self, rows: np.ndarray, start: int) -> None:
         codes, scales, slacks, norms = _quantised(rows)
@@ -131,6 +136,7 @@ class KnnScreen:
         self._scales[start:stop] = scales
         self._slacks[start:stop] = slacks
         self._norms[start:stop] = norms
+        self._sums[start:stop] = codes.sum(axis=1, dtype=np.int32)
         self.max_norm = max(self.max_norm, float(norms.max(initial=0.0)))
 
 
