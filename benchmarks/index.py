@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pyinstance.data import Manifest
+from pyinstance.engine import available_engines
 from pyinstance.index import DEFAULT_RECIPE, Describer, InstanceIndex
 from pyinstance.ops import knn_dot
 
@@ -119,9 +120,10 @@ def build_descriptors(root: Path, args: argparse.Namespace) -> tuple[InstanceInd
     return index, seconds
 
 
-def real_images(root: Path, count: int) -> tuple[float, float, int, int]:
-    """Seconds to load the default describer, then to build an index of ``count`` museum
-    references (folder per instance); images added; size on disk."""
+def real_images(root: Path, count: int, engine: str) -> tuple[float, float, int, int]:
+    """Seconds to load the default describer on ``engine`` (ONNX export or cache included),
+    then to build an index of ``count`` museum references (folder per instance); images
+    added; size on disk."""
     museum = shared_dir() / "data" / "museum"
     if count < 1 or not (museum / "manifest.csv").is_file():
         return float("nan"), float("nan"), 0, 0
@@ -129,13 +131,20 @@ def real_images(root: Path, count: int) -> tuple[float, float, int, int]:
     source = root / "museum"
     for entry in entries:
         (source / entry.instance_id).mkdir(parents=True, exist_ok=True)
-        (source / entry.instance_id / entry.path.name).symlink_to(entry.path)
+        link = source / entry.instance_id / entry.path.name
+        if not link.exists():
+            link.symlink_to(entry.path)
     start = time.perf_counter()
     describer = Describer(DEFAULT_RECIPE)
+    describer.set_engine(engine)
     load = time.perf_counter() - start
     start = time.perf_counter()
     index, report = InstanceIndex.build(
-        root / "museum-index", source, describer.recipe, describer=describer, progress=False
+        root / f"museum-index-{engine}",
+        source,
+        describer.recipe,
+        describer=describer,
+        progress=False,
     )
     seconds = time.perf_counter() - start
     size = index.info()["size_on_disk"]
@@ -199,7 +208,8 @@ def main() -> None:
             for name, fn in window_runs.items()
         }
         index.close()
-        load_seconds, image_seconds, image_count, image_size = real_images(root, args.images)
+        engines = ["torch"] + (["onnxruntime"] if "onnxruntime" in available_engines() else [])
+        builds = {engine: real_images(root, args.images, engine) for engine in engines}
 
     anchor = best["knn_dot (bare)"]
     table = Table(
@@ -244,15 +254,16 @@ def main() -> None:
         f"numpy ÷ index.search = {numpy_ms / best['index.search']:.2f} wall, "
         f"{cpu_ratio:.2f} CPU (target >= 3)"
     )
-    if image_count:
+    for engine, (load_seconds, image_seconds, image_count, image_size) in builds.items():
+        if not image_count:
+            console.print("real images: skipped (--images 0, or museum data not found)")
+            break
         console.print(
-            f"real images ({DEFAULT_RECIPE.describe()}): model load {load_seconds:.1f} s, then "
-            f"{image_count} museum references in {image_seconds:.1f} s = "
-            f"{image_count / image_seconds:.2f} images/s (decode, hash, extract, commit); "
-            f"{image_size / image_count / 1024:.1f} KiB on disk per reference"
+            f"real images ({DEFAULT_RECIPE.describe()}), {engine} engine: model load "
+            f"{load_seconds:.1f} s, then {image_count} museum references in "
+            f"{image_seconds:.1f} s = {image_count / image_seconds:.2f} images/s (decode, hash, "
+            f"extract, commit); {image_size / image_count / 1024:.1f} KiB on disk per reference"
         )
-    else:
-        console.print("real images: skipped (--images 0, or museum data not found)")
 
 
 if __name__ == "__main__":

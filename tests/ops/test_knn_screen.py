@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyinstance.ops import KnnScreen, knn_dot
 
@@ -110,3 +112,35 @@ def test_bad_references_are_refused() -> None:
         KnnScreen(0)
     with pytest.raises(ValueError, match="fewer than the 10 already screened"):
         KnnScreen.of(np.ones((10, 8), np.float32)).extended(np.ones((4, 8), np.float32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 150),
+    dim=st.integers(1, 70),
+    q=st.integers(1, 6),
+    exponent=st.integers(-20, 20),
+    integers=st.booleans(),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_screened_equals_plain_on_random_problems(
+    n, dim, q, exponent, integers, dtype, seed, data
+) -> None:
+    rng = np.random.default_rng(seed)
+    if dtype == torch.float16:
+        exponent = min(exponent, 10)  # float16 tops out at 65504
+    if integers:  # exact products, many ties
+        refs = rng.integers(-3, 4, (n, dim)).astype(np.float32)
+        queries = rng.integers(-3, 4, (q, dim)).astype(np.float32)
+    else:
+        refs = rng.standard_normal((n, dim)).astype(np.float32)
+        queries = rng.standard_normal((q, dim)).astype(np.float32)
+    refs = torch.from_numpy(refs * np.float32(2.0**exponent)).to(dtype)
+    k = data.draw(st.integers(1, n))
+    screen = KnnScreen.of(refs)
+    for isa in ISAS:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("PYINSTANCE_ISA", isa)
+            assert_same(queries, refs, k, screen)
