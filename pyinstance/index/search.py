@@ -172,17 +172,24 @@ class _ScreenCache:
         if filename is None or descriptors.nbytes < SCREEN_MIN_BYTES:
             return None
         key = (str(filename), snapshot.generation, descriptors.shape[1], snapshot.dtype)
+        rows = descriptors.shape[0]
         with self._lock:
             screen = self._screens.get(key)
             if screen is None and key not in self._seen:
                 self._remember(self._seen, key, None)  # first search: no build cost
                 return None
-            if screen is None or screen.rows > descriptors.shape[0]:
-                screen = KnnScreen.of(snapshot.refs())
-            elif screen.rows < descriptors.shape[0]:
-                screen = screen.extended(snapshot.refs())
-            self._remember(self._screens, key, screen)
-            return screen
+        if screen is not None and screen.rows >= rows:  # an older snapshot: a prefix
+            return screen if screen.rows == rows else screen.prefix(rows)
+        # built outside the lock: searches of other snapshots go on meanwhile
+        if screen is None:
+            screen = KnnScreen.of(snapshot.refs())
+        else:
+            screen = screen.extended(snapshot.refs())
+        with self._lock:
+            cached = self._screens.get(key)
+            if cached is None or cached.rows <= screen.rows:
+                self._remember(self._screens, key, screen)
+        return screen
 
     def _remember(self, cache: OrderedDict, key: tuple, value: Any) -> None:
         cache[key] = value

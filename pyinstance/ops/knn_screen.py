@@ -68,14 +68,29 @@ class KnnScreen:
         screen._append(rows)
         return screen
 
+    def prefix(self, rows: int) -> KnnScreen:
+        """The screen of the first ``rows`` rows (sharing this one's arrays)."""
+        if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)):
+            raise TypeError(f"rows: expected an int, got {type(rows).__name__}")
+        if not 0 <= rows <= self.rows:
+            raise ValueError(f"rows: expected 0 <= rows <= {self.rows}, got {rows}")
+        head = self._sharing()
+        head.rows = int(rows)
+        return head
+
+    def _sharing(self) -> KnnScreen:
+        """A new screen object over this one's arrays and rows."""
+        other = KnnScreen(self.dim)
+        other.rows, other.max_norm = self.rows, self.max_norm
+        other._codes, other._scales = self._codes, self._scales
+        other._slacks, other._norms, other._sums = self._slacks, self._norms, self._sums
+        return other
+
     def extended(self, refs: Any) -> KnnScreen:
         """The screen of ``refs``: the array this screen was built from, grown by appends
         (only the new rows are quantised; the arrays are shared while they have room)."""
         rows = _float_rows(refs)
-        grown = KnnScreen(self.dim)
-        grown.rows, grown.max_norm = self.rows, self.max_norm
-        grown._codes, grown._scales = self._codes, self._scales
-        grown._slacks, grown._norms, grown._sums = self._slacks, self._norms, self._sums
+        grown = self._sharing()
         grown._append(rows)
         return grown
 

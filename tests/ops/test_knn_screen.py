@@ -83,6 +83,9 @@ def test_extended_follows_appends_and_old_screen_stays_valid() -> None:
     queries = unit_rows(rng, 2, 64)
     assert_same(queries, full[:300], 5, first)
     assert_same(queries, full, 5, grown)
+    assert_same(queries, full[:500], 5, grown.prefix(500))
+    with pytest.raises(ValueError, match="rows: expected 0 <= rows <= 1000"):
+        grown.prefix(1001)
 
 
 def test_wrong_screen_is_refused() -> None:
