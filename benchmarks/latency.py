@@ -5,10 +5,15 @@ Ours (``pyinstance.Identifier``: JPEG draft-mode decode, the fastest installed e
 decode, antialiased resize, eager torch backbone + windows, numpy matmul + max + argmax),
 both on an index of the museum references plus random references up to ``--references``,
 at each thread count, interleaved; plus throughput with 4 queries in flight. The answers of
-both are checked equal before anything is timed.
+both are checked equal before anything is timed. ``--busy`` adds a run at the largest thread
+count beside a competing busy process (one spinning core). Wall and CPU time (this process,
+all its threads) are reported, with the machine's load average: on a shared machine
+absolute milliseconds are inflated, the ratio measured in the same run is what counts.
 
-    python benchmarks/latency.py                 # 10,000 references, 1 and 2 threads
-    python benchmarks/latency.py --quick         # smoke run (CI)
+    python benchmarks/latency.py                        # default recipe, 10,000 references
+    python benchmarks/latency.py --recipe lite0-448     # Lite0 + GeM, 448 px, one descriptor
+    python benchmarks/latency.py --busy                 # + 2 threads beside a busy process
+    python benchmarks/latency.py --quick                # smoke run (CI)
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +35,15 @@ from PIL import Image
 from pyinstance.data import Manifest
 from pyinstance.data.images import image_tensor, normalize, resize, scaled_size
 from pyinstance.identification import Identifier
-from pyinstance.index import DEFAULT_RECIPE, InstanceIndex
+from pyinstance.index import DEFAULT_RECIPE, InstanceIndex, Recipe
 from pyinstance.models.regions import pool_windows
+
+#: The recipes measured: the default (references 448 px, queries 560 px, 19 windows of one
+#: feature map) and the issue's reference point, Lite0 + GeM at 448 px, one descriptor.
+RECIPES = {
+    "default": DEFAULT_RECIPE,
+    "lite0-448": DEFAULT_RECIPE.with_(query_max_side=None, query_windows=None),
+}
 
 
 def museum() -> Path:
@@ -57,9 +71,17 @@ def phone_jpegs(entries: list, folder: Path) -> list[Path]:
     return paths
 
 
-def build_index(folder: Path, manifest: Manifest, references: int) -> InstanceIndex:
+def build_index(folder: Path, manifest: Manifest, references: int, recipe: Recipe) -> InstanceIndex:
     """The museum references, then random unit descriptors up to ``references`` rows."""
-    index, _ = InstanceIndex.build(folder / "index", manifest.root / "manifest.csv", progress=True)
+    start = time.perf_counter()
+    index, report = InstanceIndex.build(
+        folder / "index", manifest.root / "manifest.csv", recipe, progress=True, engine="auto"
+    )
+    seconds = time.perf_counter() - start
+    print(
+        f"index build ({index.describer.engine} engine, model load included): {report.added} "
+        f"museum references in {seconds:.1f} s = {report.added / seconds:.2f} images/s"
+    )
     extra = references - len(index)
     rng = np.random.default_rng(0)
     for start in range(0, max(extra, 0), 1000):
@@ -89,7 +111,11 @@ class Plain:
         )
         decoded = time.perf_counter()
         with torch.inference_mode():
-            windows = pool_windows(self.backbone(batch), self.head, self.recipe.query_windows)
+            features = self.backbone(batch)
+            if self.recipe.query_windows is None:
+                windows = self.head(features)
+            else:
+                windows = pool_windows(features, self.head, self.recipe.query_windows)
         described = time.perf_counter()
         scores = (self.references @ windows[0].numpy().T).max(axis=1)
         best = int(np.argmax(scores))
@@ -103,58 +129,99 @@ class Plain:
         return self.instances[self.labels[best]], {k: v * 1e3 for k, v in ms.items()}
 
 
+def with_cpu(run, *args) -> tuple[str | None, dict[str, float]]:
+    """``run(*args)`` with the CPU milliseconds of this process (all threads) added."""
+    start = time.process_time()
+    answer, ms = run(*args)
+    return answer, ms | {"cpu": (time.process_time() - start) * 1e3}
+
+
 def ours(identifier: Identifier, path: Path) -> tuple[str | None, dict[str, float]]:
     (answer,) = identifier.identify([path])
     return answer.instance, answer.ms
 
 
+def busy_process() -> subprocess.Popen:
+    """A competing process keeping one core busy (ended by the caller)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def measure(index, plain, photos, threads: int, repeats: int):
+    """Per-query stage times of ours and plain at ``threads``, and ours' throughput."""
+    torch.set_num_threads(threads)
+    index.describer.set_engine("auto", threads=threads)
+    identifier = Identifier(index, threshold=0)
+    for photo in photos:  # equal answers before timing (and a warm-up)
+        assert ours(identifier, photo)[0] == plain(photo)[0], photo
+    times: dict[str, list[dict[str, float]]] = {"ours": [], "plain": []}
+    for _ in range(repeats):
+        for photo in photos:
+            times["ours"].append(with_cpu(ours, identifier, photo)[1])
+            times["plain"].append(with_cpu(plain, photo)[1])
+    with ThreadPoolExecutor(4) as pool:
+        start = time.perf_counter()
+        list(pool.map(identifier.identify, [[p] for p in photos * 2]))
+        throughput = 2 * len(photos) / (time.perf_counter() - start)
+    return times, throughput
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--references", type=int, default=10_000)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="default")
     parser.add_argument("--queries", type=int, default=6, help="12 MP photos timed")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (min kept)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--busy", action="store_true", help="also the most threads beside a busy process"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 queries, 1 repeat")
     args = parser.parse_args()
     if args.quick:
-        args.queries, args.repeats, args.threads = 2, 1, [1]
+        args.queries, args.repeats, args.threads, args.busy = 2, 1, [1], False
+    recipe = RECIPES[args.recipe]
     manifest = Manifest.read(museum() / "manifest.csv")
     entries = [e for e in manifest if e.split == "query"][: args.queries]
-    assert DEFAULT_RECIPE.query_windows is not None, "the plain pipeline mirrors a windowed recipe"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         photos = phone_jpegs(entries, folder)
-        index = build_index(folder, manifest, args.references)
+        index = build_index(folder, manifest, args.references, recipe)
         plain = Plain(index)
         print(f"{len(index)} references; engine {index.describer.set_engine('auto')}")
         rows = []
         for threads in args.threads:
-            torch.set_num_threads(threads)
-            index.describer.set_engine("auto", threads=threads)
-            identifier = Identifier(index, threshold=0)
-            for photo in photos:  # equal answers before timing (and a warm-up)
-                assert ours(identifier, photo)[0] == plain(photo)[0], photo
-            times: dict[str, list[dict[str, float]]] = {"ours": [], "plain": []}
-            for _ in range(args.repeats):
-                for photo in photos:
-                    times["ours"].append(ours(identifier, photo)[1])
-                    times["plain"].append(plain(photo)[1])
-            with ThreadPoolExecutor(4) as pool:
-                start = time.perf_counter()
-                list(pool.map(identifier.identify, [[p] for p in photos * 2]))
-                throughput = 2 * len(photos) / (time.perf_counter() - start)
-            rows.append((threads, times, throughput))
+            load = os.getloadavg()[0]
+            rows.append((f"{threads}", load, *measure(index, plain, photos, threads, args.repeats)))
+        if args.busy:
+            threads = max(args.threads)
+            spinner = busy_process()
+            try:
+                load = os.getloadavg()[0]
+                rows.append(
+                    (
+                        f"{threads} + busy",
+                        load,
+                        *measure(index, plain, photos, threads, args.repeats),
+                    )
+                )
+            finally:
+                spinner.kill()
+                spinner.wait()
         index.close()
-    print(f"\nEnd to end from a {PHONE[0]}×{PHONE[1]} JPEG, median ms per query by stage:")
     print(
-        "| threads | pipeline | decode | extract | search | total | plain ÷ ours | q/s, 4 in flight |"
+        f"\nEnd to end from a {PHONE[0]}×{PHONE[1]} JPEG, recipe {args.recipe} "
+        f"({recipe.describe()}), median ms per query by stage (CPU: this process, all threads):"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for threads, times, throughput in rows:
+    print(
+        "| threads | load | pipeline | decode | extract | search | total | CPU | plain ÷ ours "
+        "| q/s, 4 in flight |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for threads, load, times, throughput in rows:
         median = {
             who: {
                 k: statistics.median(t[k] for t in runs)
-                for k in ("decode", "extract", "search", "total")
+                for k in ("decode", "extract", "search", "total", "cpu")
             }
             for who, runs in times.items()
         }
@@ -163,8 +230,8 @@ def main() -> None:
             m = median[who]
             extra = f"{ratio:.2f}× | {throughput:.2f}" if who == "ours" else " | "
             print(
-                f"| {threads} | {who} | {m['decode']:.1f} | {m['extract']:.1f} | "
-                f"{m['search']:.1f} | {m['total']:.1f} | {extra} |"
+                f"| {threads} | {load:.1f} | {who} | {m['decode']:.1f} | {m['extract']:.1f} | "
+                f"{m['search']:.1f} | {m['total']:.1f} | {m['cpu']:.1f} | {extra} |"
             )
 
 

@@ -9,6 +9,7 @@ namespace {
 struct Avx2 {
   using V = __m256;
   static constexpr int W = 8;
+  static constexpr bool kByteQuery = false;
   static constexpr int MR = 6;  // 12 accumulators + 2 query vectors + 1 broadcast of 16
   static V zero() { return _mm256_setzero_ps(); }
   static V load(const float* p) { return _mm256_loadu_ps(p); }
@@ -24,6 +25,17 @@ struct Avx2 {
         _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
   }
+  using H = __m256i;
+  using I = __m256i;
+  static H widen_i8(const int8_t* p) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static H load_i16(const int16_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+  static I izero() { return _mm256_setzero_si256(); }
+  static I madd(I acc, H a, H b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+  static V to_float(I a) { return _mm256_cvtepi32_ps(a); }
   static uint32_t passes(V s, V t) {
     return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(s, t, _CMP_NLE_UQ)));
   }
@@ -46,12 +58,6 @@ struct Avx2 {
 
 }  // namespace
 
-ScanStatus scan_few_avx2(const Problem& p, const Heaps& h, int threads) {
-  return Scan<Avx2>::few_dispatch(p, h, threads);
-}
-
-ScanStatus scan_many_avx2(const Problem& p, const Heaps& h, int threads) {
-  return Scan<Avx2>::many(p, h, threads);
-}
+PYI_KNN_ISA_DEFINE(avx2, Avx2)
 
 }  // namespace pyinstance::cpu::knn_detail

@@ -4,7 +4,10 @@
 //
 // S provides: V (vector of W floats), W, MR (references per register tile of scan_many),
 // zero/load/store/set1/fma/add, load_f16/load_bf16 (W halves -> W floats), passes(s, t) (lane
-// bit set where !(s <= t)), any_nan(v), reduce(a) (lane i = sum of the lanes of a[i]).
+// bit set where !(s <= t)), any_nan(v), reduce(a) (lane i = sum of the lanes of a[i]); for
+// the screening pass H (2W int16) and I (W int32): widen_i8 (2W int8 -> H), load_i16,
+// izero, madd(acc, a, b) (acc lane i += a[2i] b[2i] + a[2i+1] b[2i+1]), to_float(I), and
+// kByteQuery (true: byte queries through dpbusd, iload, unbias, ireduce instead).
 #pragma once
 #include <omp.h>
 
@@ -13,7 +16,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
+#include <type_traits>
 
 #include "knn_dot_kernels.h"
 
@@ -55,19 +60,31 @@ struct Scan {
     for (int64_t i = 0; i < n; ++i) dst[i] = out[i];
   }
 
-  // count reference values from `src` (of `dtype`) to float32 in `dst`.
-  static void to_float(const void* src, DType dtype, int64_t count, float* dst) {
-    int64_t i = 0;
-    if (dtype == DType::Float32) {
-      std::memcpy(dst, src, count * 4);
-    } else if (dtype == DType::Float16) {
-      const uint16_t* in = static_cast<const uint16_t*>(src);
-      for (; i + W <= count; i += W) S::store(dst + i, S::load_f16(in + i));
-      if (i < count) tail_halves<true>(in + i, count - i, dst + i);
+  // W reference values of storage type T (float, Half or BFloat16, see dispatch_float in
+  // pyinstance/dtype.h) from `base` + i, as floats.
+  template <class T>
+  static V load_ref(const void* base, int64_t i) {
+    if constexpr (std::is_same_v<T, float>) {
+      return S::load(static_cast<const float*>(base) + i);
+    } else if constexpr (std::is_same_v<T, Half>) {
+      return S::load_f16(static_cast<const uint16_t*>(base) + i);
     } else {
-      const uint16_t* in = static_cast<const uint16_t*>(src);
-      for (; i + W <= count; i += W) S::store(dst + i, S::load_bf16(in + i));
-      if (i < count) tail_halves<false>(in + i, count - i, dst + i);
+      static_assert(std::is_same_v<T, BFloat16>, "storage type: float, Half or BFloat16");
+      return S::load_bf16(static_cast<const uint16_t*>(base) + i);
+    }
+  }
+
+  // count reference values of storage type T from `src` to float32 in `dst`.
+  template <class T>
+  static void to_float(const void* src, int64_t count, float* dst) {
+    if constexpr (std::is_same_v<T, float>) {
+      std::memcpy(dst, src, count * 4);
+    } else {
+      int64_t i = 0;
+      for (; i + W <= count; i += W) S::store(dst + i, load_ref<T>(src, i));
+      if (i < count)
+        tail_halves<std::is_same_v<T, Half>>(static_cast<const uint16_t*>(src) + i, count - i,
+                                             dst + i);
     }
   }
 
@@ -85,21 +102,14 @@ struct Scan {
   // over every score, so it turns NaN exactly when a score is NaN or infinite. With finite
   // queries that means a NaN or infinite reference value or a float32 overflow;
   // check_rows() tells the two apart (it runs only in that rare case).
-  static bool check_rows(const void* rows, DType dtype, int64_t count) {
-    if (dtype == DType::Float32) return all_finite(static_cast<const float*>(rows), count);
-    Scratch converted(count);
-    to_float(rows, dtype, count, converted.get());
-    return all_finite(converted.get(), count);
-  }
-
-  template <DType K>
-  static V load_ref(const void* base, int64_t i) {
-    if constexpr (K == DType::Float32) {
-      return S::load(static_cast<const float*>(base) + i);
-    } else if constexpr (K == DType::Float16) {
-      return S::load_f16(static_cast<const uint16_t*>(base) + i);
+  template <class T>
+  static bool check_rows(const void* rows, int64_t count) {
+    if constexpr (std::is_same_v<T, float>) {
+      return all_finite(static_cast<const float*>(rows), count);
     } else {
-      return S::load_bf16(static_cast<const uint16_t*>(base) + i);
+      Scratch converted(count);
+      to_float<T>(rows, count, converted.get());
+      return all_finite(converted.get(), count);
     }
   }
 
@@ -116,9 +126,10 @@ struct Scan {
     int64_t* hi;
     int64_t* hn;
     V bad;
+    const int64_t* ids;  // index of each row of the scanned block, or nullptr: n0 + position
   };
 
-  template <int QB, DType K>
+  template <int QB, class T>
   static void few_block(FewState& st, const void* rows, int64_t count, int64_t n0) {
     constexpr int RB = W / QB;
     const int64_t Q = st.p.Q, k = st.p.k, Dp = st.Dp;
@@ -145,10 +156,10 @@ struct Scan {
             V a0 = S::zero(), a1 = S::zero();
             int64_t d = 0;
             for (; d + 2 * W <= Dp; d += 2 * W) {
-              a0 = S::fma(load_ref<K>(rows, (rg + r) * Dp + d), S::load(qrow + d), a0);
-              a1 = S::fma(load_ref<K>(rows, (rg + r) * Dp + d + W), S::load(qrow + d + W), a1);
+              a0 = S::fma(load_ref<T>(rows, (rg + r) * Dp + d), S::load(qrow + d), a0);
+              a1 = S::fma(load_ref<T>(rows, (rg + r) * Dp + d + W), S::load(qrow + d + W), a1);
             }
-            if (d < Dp) a0 = S::fma(load_ref<K>(rows, (rg + r) * Dp + d), S::load(qrow + d), a0);
+            if (d < Dp) a0 = S::fma(load_ref<T>(rows, (rg + r) * Dp + d), S::load(qrow + d), a0);
             acc[r] = S::add(a0, a1);
           }
         } else {
@@ -157,7 +168,7 @@ struct Scan {
             V qv[QB];
             for (int j = 0; j < QB; ++j) qv[j] = S::load(qrow + j * Dp + d);
             for (int r = 0; r < RB; ++r) {
-              const V rv = load_ref<K>(rows, (rg + r) * Dp + d);
+              const V rv = load_ref<T>(rows, (rg + r) * Dp + d);
               for (int j = 0; j < QB; ++j) acc[r * QB + j] = S::fma(rv, qv[j], acc[r * QB + j]);
             }
           }
@@ -172,7 +183,7 @@ struct Scan {
           const int lane = __builtin_ctz(lanes);
           lanes &= lanes - 1;
           const int r = lane / QB, j = lane % QB;
-          const int64_t q = qg + j, index = n0 + rg + r;
+          const int64_t q = qg + j, index = st.ids ? st.ids[rg + r] : n0 + rg + r;
           if (st.p.exclude && st.p.exclude[q] == index) continue;
           // Lanes of one reference come before the next reference's: index order holds.
           const float t1 = offer(st.hs + q * k, st.hi + q * k, st.hn + q, k, sc[lane], index);
@@ -182,7 +193,7 @@ struct Scan {
     }
   }
 
-  template <int QB, DType K>
+  template <int QB, class T>
   static ScanStatus few(const Problem& p, const Heaps& h, int threads) {
     constexpr int RB = W / QB;
     const int64_t Q = p.Q, N = p.N, D = p.D, k = p.k;
@@ -192,7 +203,7 @@ struct Scan {
     // References per block: about 16 KiB of float32 (stays in L1 across query groups).
     const int64_t block = std::max<int64_t>(RB, (16384 / (Dp * 4)) / RB * RB);
     const int64_t blocks = (N + block - 1) / block;
-    const size_t elem = p.dtype == DType::Float32 ? 4 : 2;
+    const size_t elem = sizeof(T);
     std::atomic<bool> finite{true}, overflow{false};
 
 #pragma omp parallel num_threads(threads)
@@ -206,24 +217,24 @@ struct Scan {
                   h.scores + t * Q * k,
                   h.indices + t * Q * k,
                   h.sizes + t * Q,
-                  S::zero()};
+                  S::zero(),
+                  nullptr};
       const int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
       for (int64_t b = b0; b < b1 && finite.load(std::memory_order_relaxed); ++b) {
         const int64_t n0 = b * block, count = std::min(block, N - n0);
         const char* rows = static_cast<const char*>(p.refs) + n0 * D * elem;
         if (QB == 1 && D == Dp && count == block) {
-          few_block<QB, K>(st, rows, count, n0);
+          few_block<QB, T>(st, rows, count, n0);
         } else {
           // Several query groups re-read the block: copy (convert) it once, front to back,
           // into an L1-sized buffer.
           float* dst = buffer.get();
-          for (int64_t r = 0; r < count; ++r)
-            to_float(rows + r * D * elem, p.dtype, D, dst + r * Dp);
+          for (int64_t r = 0; r < count; ++r) to_float<T>(rows + r * D * elem, D, dst + r * Dp);
           std::memset(dst + count * Dp, 0, (block - count) * Dp * 4);
-          few_block<QB, DType::Float32>(st, dst, count, n0);
+          few_block<QB, float>(st, dst, count, n0);
         }
         if (S::any_nan(st.bad)) {
-          if (check_rows(rows, p.dtype, count * D))
+          if (check_rows<T>(rows, count * D))
             overflow.store(true);
           else
             finite.store(false);
@@ -256,6 +267,7 @@ struct Scan {
     }
   }
 
+  template <class T>
   static ScanStatus many(const Problem& p, const Heaps& h, int threads) {
     const int64_t Q = p.Q, N = p.N, D = p.D, k = p.k;
     const int64_t panels = (Q + NQ - 1) / NQ;
@@ -265,7 +277,7 @@ struct Scan {
     const int64_t tile_refs = std::max<int64_t>(MR, (262144 / (D * 4)) / MR * MR);
     // Panels packed at a time per thread: about 4 MiB.
     const int64_t panel_block = std::max<int64_t>(1, (4 << 20) / (D * NQ * 4));
-    const size_t elem = p.dtype == DType::Float32 ? 4 : 2;
+    const size_t elem = sizeof(T);
     const int nthreads = static_cast<int>(std::min<int64_t>(threads, panels));
     std::atomic<bool> finite{true}, overflow{false};
 
@@ -291,11 +303,10 @@ struct Scan {
           const int64_t count = std::min(tile_refs, N - n0);
           const int64_t padded = round_up(count, MR);
           const float* rows;
-          if (p.dtype == DType::Float32 && padded == count) {
+          if (std::is_same_v<T, float> && padded == count) {
             rows = static_cast<const float*>(p.refs) + n0 * D;
           } else {
-            to_float(static_cast<const char*>(p.refs) + n0 * D * elem, p.dtype, count * D,
-                     buffer.get());
+            to_float<T>(static_cast<const char*>(p.refs) + n0 * D * elem, count * D, buffer.get());
             std::memset(buffer.get() + count * D, 0, (padded - count) * D * 4);
             rows = buffer.get();
           }
@@ -347,17 +358,200 @@ struct Scan {
     return status(finite.load(), overflow.load());
   }
 
-  template <DType K>
+  template <class T>
   static ScanStatus few_typed(const Problem& p, const Heaps& h, int threads) {
-    if (p.Q == 1) return few<1, K>(p, h, threads);
-    if (p.Q == 2) return few<2, K>(p, h, threads);
-    return few<4, K>(p, h, threads);
+    if (p.Q == 1) return few<1, T>(p, h, threads);
+    if (p.Q == 2) return few<2, T>(p, h, threads);
+    return few<4, T>(p, h, threads);
   }
 
-  static ScanStatus few_dispatch(const Problem& p, const Heaps& h, int threads) {
-    if (p.dtype == DType::Float16) return few_typed<DType::Float16>(p, h, threads);
-    if (p.dtype == DType::BFloat16) return few_typed<DType::BFloat16>(p, h, threads);
-    return few_typed<DType::Float32>(p, h, threads);
+  // ---- Screened search (knn_dot_screened): an integer pass bounds every score, then the
+  // few rows whose bounds reach the k-th best lower bound are scored exactly. ------------
+  // Per row lane values of a W-lane tile: lane r * QB + j holds values[rg + r].
+  template <int QB>
+  static V row_lanes(const float* values, int64_t rg) {
+    if constexpr (QB == 1) {
+      return S::load(values + rg);
+    } else {
+      alignas(64) float lanes[W];
+      for (int r = 0; r < W / QB; ++r)
+        for (int j = 0; j < QB; ++j) lanes[r * QB + j] = values[rg + r];
+      return S::load(lanes);
+    }
+  }
+
+  // Lane r * QB + j of the result: the screened score of row rg + r for query qg + j,
+  // (<query codes, row codes> summed exactly in int32) * query scale * row scale.
+  template <int QB>
+  static V screen_score(const Screen& sc, const QueryCodes& qc, int64_t qg, V qscale, int64_t rg) {
+    constexpr int RB = W / QB;
+    const int64_t Sp = sc.stride;
+    const V zero = S::zero();
+    if constexpr (S::kByteQuery) {
+      // Two byte parts per query, biased by +128: subtract 128 * (sum of the row's codes).
+      static_assert(QB == 1, "byte queries are screened one at a time");
+      const uint8_t* q1 = qc.bytes + 2 * qg * Sp;
+      const uint8_t* q2 = q1 + Sp;
+      typename S::I acc1[W], acc2[W];
+      for (int r = 0; r < RB; ++r) {
+        const int8_t* row = sc.codes + (rg + r) * Sp;
+        typename S::I a1 = S::izero(), a2 = S::izero();
+        for (int64_t d = 0; d < Sp; d += 64) {
+          a1 = S::dpbusd(a1, q1 + d, row + d);
+          a2 = S::dpbusd(a2, q2 + d, row + d);
+        }
+        acc1[r] = a1;
+        acc2[r] = a2;
+      }
+      const auto sums = S::iload(sc.sums + rg);
+      const V s1 = S::to_float(S::unbias(S::ireduce(acc1), sums));
+      const V s2 = S::to_float(S::unbias(S::ireduce(acc2), sums));
+      const V scale = row_lanes<QB>(sc.scales, rg);
+      const V part2 = S::fma(s2, S::fma(S::set1(qc.scales2[qg]), scale, zero), zero);
+      return S::fma(s1, S::fma(qscale, scale, zero), part2);
+    } else {
+      V acc[W];
+      const int16_t* qrow = qc.codes + qg * Sp;
+      if constexpr (QB == 1) {
+        for (int r = 0; r < RB; ++r) {
+          const int8_t* row = sc.codes + (rg + r) * Sp;
+          typename S::I a0 = S::izero(), a1 = S::izero();
+          for (int64_t d = 0; d < Sp; d += 4 * W) {
+            a0 = S::madd(a0, S::widen_i8(row + d), S::load_i16(qrow + d));
+            a1 = S::madd(a1, S::widen_i8(row + d + 2 * W), S::load_i16(qrow + d + 2 * W));
+          }
+          acc[r] = S::add(S::to_float(a0), S::to_float(a1));
+        }
+      } else {
+        typename S::I ia[W];
+        for (int i = 0; i < W; ++i) ia[i] = S::izero();
+        for (int64_t d = 0; d < Sp; d += 2 * W) {
+          typename S::H qv[QB];
+          for (int j = 0; j < QB; ++j) qv[j] = S::load_i16(qrow + j * Sp + d);
+          for (int r = 0; r < RB; ++r) {
+            const auto rv = S::widen_i8(sc.codes + (rg + r) * Sp + d);
+            for (int j = 0; j < QB; ++j) ia[r * QB + j] = S::madd(ia[r * QB + j], rv, qv[j]);
+          }
+        }
+        for (int i = 0; i < W; ++i) acc[i] = S::to_float(ia[i]);
+      }
+      return S::fma(S::reduce(acc), S::fma(qscale, row_lanes<QB>(sc.scales, rg), zero), zero);
+    }
+  }
+
+  template <int QB>
+  static void screen_block(const Problem& p, const Screen& sc, const QueryCodes& qc, const Heaps& h,
+                           Candidates* lists, int64_t n0, int64_t n1) {
+    constexpr int RB = W / QB;
+    const int64_t Q = p.Q, k = p.k;
+    const float inf = std::numeric_limits<float>::infinity();
+    alignas(64) float heap_thr[W];  // the heap's threshold: NaN while not full
+    alignas(64) float keep_thr[W];  // the same, -inf while not full
+    alignas(64) float scale[W], coef_a[W], coef_e[W], lo[W], hi[W];
+    const V zero = S::zero(), minus = S::set1(-1.0f), tiny = S::set1(qc.tiny);
+    for (int64_t qg = 0; qg < round_up(Q, QB); qg += QB) {
+      uint32_t qlanes = 0;
+      for (int j = 0; j < QB; ++j) {
+        const int64_t q = std::min(qg + j, Q - 1);
+        const float t0 = h.sizes[q] < k ? nan_value() : h.scores[q * k];
+        for (int r = 0; r < RB; ++r) {
+          heap_thr[r * QB + j] = t0;
+          keep_thr[r * QB + j] = t0 == t0 ? t0 : -inf;
+          scale[r * QB + j] = qc.scales[q];
+          coef_a[r * QB + j] = qc.code_norms[q];
+          coef_e[r * QB + j] = qc.errors[q];
+          if (qg + j < Q) qlanes |= 1u << (r * QB + j);
+        }
+      }
+      const V qs = S::load(scale), ca = S::load(coef_a), ce = S::load(coef_e);
+      for (int64_t rg = n0; rg < n1; rg += RB) {
+        const V a = screen_score<QB>(sc, qc, qg, qs, rg);
+        const V b =
+            S::fma(ca, row_lanes<QB>(sc.slacks, rg), S::fma(ce, row_lanes<QB>(sc.norms, rg), tiny));
+        const V upper = S::add(a, b);
+        // upper >= keep_thr: not (keep_thr > upper)
+        uint32_t lanes = ~S::passes(S::load(keep_thr), upper) & qlanes;
+        if (n1 - rg < RB) lanes &= low_lanes((n1 - rg) * QB);
+        if (!lanes) continue;
+        S::store(hi, upper);
+        S::store(lo, S::fma(b, minus, a));
+        while (lanes) {
+          const int lane = __builtin_ctz(lanes);
+          lanes &= lanes - 1;
+          const int r = lane / QB, j = lane % QB;
+          const int64_t q = qg + j, index = rg + r;
+          if (p.exclude && p.exclude[q] == index) continue;
+          keep(lists[q], index, hi[lane]);
+          if (!(lo[lane] <= heap_thr[lane])) {
+            const float t1 =
+                offer(h.scores + q * k, h.indices + q * k, h.sizes + q, k, lo[lane], index);
+            for (int rr = 0; rr < RB; ++rr) {
+              heap_thr[rr * QB + j] = t1;
+              keep_thr[rr * QB + j] = t1 == t1 ? t1 : -inf;
+            }
+          }
+        }
+      }
+    }
+  }
+
+  template <int QB>
+  static void screen_qb(const Problem& p, const Screen& sc, const QueryCodes& qc, const Heaps& h,
+                        Candidates* lists, int threads) {
+    const int64_t Q = p.Q, N = p.N;
+    // Rows per block: about 16 KiB of codes (L1) for the query groups to share.
+    const int64_t block = std::max<int64_t>(64, round_up(16384 / sc.stride, 64));
+    const int64_t blocks = (N + block - 1) / block;
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const Heaps mine{h.scores + t * Q * p.k, h.indices + t * Q * p.k, h.sizes + t * Q};
+      const int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
+      for (int64_t b = b0; b < b1; ++b)
+        screen_block<QB>(p, sc, qc, mine, lists + t * Q, b * block, std::min(N, (b + 1) * block));
+    }
+  }
+
+  static void screen(const Problem& p, const Screen& sc, const QueryCodes& qc, const Heaps& h,
+                     Candidates* lists, int threads) {
+    if constexpr (S::kByteQuery) {
+      screen_qb<1>(p, sc, qc, h, lists, threads);
+    } else if (p.Q == 1) {
+      screen_qb<1>(p, sc, qc, h, lists, threads);
+    } else if (p.Q == 2) {
+      screen_qb<2>(p, sc, qc, h, lists, threads);
+    } else {
+      screen_qb<4>(p, sc, qc, h, lists, threads);
+    }
+  }
+
+  // Query q's exact scores against `count` rows, through few_block with the query group
+  // width few_typed() picks for p.Q, so each score is the one the plain scan computes.
+  template <int QB, class T>
+  static ScanStatus rescore_qb(const Problem& p, int64_t q, const int64_t* rows, int64_t count,
+                               float* scores, int64_t* indices, int64_t* size) {
+    constexpr int RB = W / QB;
+    const int64_t D = p.D, Dp = round_up(D, W), padded = round_up(count, RB);
+    Scratch query(QB * Dp);
+    std::memcpy(query.get(), p.q + q * D, D * 4);
+    Scratch buffer(padded * Dp);
+    for (int64_t i = 0; i < count; ++i)
+      to_float<T>(static_cast<const char*>(p.refs) + rows[i] * D * sizeof(T), D,
+                  buffer.get() + i * Dp);
+    const Problem one{p.q + q * D, nullptr, p.dtype, 1,
+                      count,       D,       p.k,     p.exclude ? p.exclude + q : nullptr};
+    FewState st{one, query.get(), QB, Dp, scores, indices, size, S::zero(), rows};
+    few_block<QB, float>(st, buffer.get(), count, 0);
+    if (!S::any_nan(st.bad)) return ScanStatus::Ok;
+    return all_finite(buffer.get(), padded * Dp) ? ScanStatus::Overflow : ScanStatus::NonFinite;
+  }
+
+  template <class T>
+  static ScanStatus rescore(const Problem& p, int64_t q, const int64_t* rows, int64_t count,
+                            float* scores, int64_t* indices, int64_t* size) {
+    if (p.Q == 1) return rescore_qb<1, T>(p, q, rows, count, scores, indices, size);
+    if (p.Q == 2) return rescore_qb<2, T>(p, q, rows, count, scores, indices, size);
+    return rescore_qb<4, T>(p, q, rows, count, scores, indices, size);
   }
 };
 

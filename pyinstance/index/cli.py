@@ -95,6 +95,7 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
     add.add_argument("index", metavar="INDEX")
     add.add_argument("source", nargs="+")
     add.add_argument("--instance", help="instance id of image files given as SOURCE")
+    add_engine_option(add)
     _common(add)
     add.set_defaults(run=_guarded(_add))
 
@@ -102,6 +103,7 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
     update.add_argument("index", metavar="INDEX")
     update.add_argument("source", nargs="+")
     update.add_argument("--instance", help="instance id of image files given as SOURCE")
+    add_engine_option(update)
     _common(update)
     update.set_defaults(run=_guarded(_update))
 
@@ -281,7 +283,7 @@ def _build(args: argparse.Namespace, console: Console) -> int:
         describer=describer,
     )
     with index:
-        return _summary(args, console, index, report, time.perf_counter() - start)
+        return _summary(args, console, index, report, time.perf_counter() - start, describer.engine)
 
 
 def _refuse_components_with_model(args: argparse.Namespace) -> None:
@@ -300,15 +302,20 @@ def _refuse_components_with_model(args: argparse.Namespace) -> None:
 
 
 def _add(args: argparse.Namespace, console: Console) -> int:
-    with InstanceIndex.open(args.index) as index:
+    with InstanceIndex.open(args.index, engine=args.engine) as index:
         report = index.add(args.source, args.instance, progress=not args.no_progress)
-        return _summary(args, console, index, report, report.seconds)
+        return _summary(args, console, index, report, report.seconds, _engine_used(index, report))
 
 
 def _update(args: argparse.Namespace, console: Console) -> int:
-    with InstanceIndex.open(args.index) as index:
+    with InstanceIndex.open(args.index, engine=args.engine) as index:
         report = index.update(args.source, args.instance, progress=not args.no_progress)
-        return _summary(args, console, index, report, report.seconds)
+        return _summary(args, console, index, report, report.seconds, _engine_used(index, report))
+
+
+def _engine_used(index: InstanceIndex, report: AddReport) -> str | None:
+    """The engine that described the new images (``None`` when nothing was extracted)."""
+    return index.describer.engine if report.added or report.updated else None
 
 
 def _summary(
@@ -317,10 +324,15 @@ def _summary(
     index: InstanceIndex,
     report: AddReport,
     seconds: float,
+    engine: str | None,
 ) -> int:
     info = index.info()
+    described = report.added + report.updated
+    rate = described / seconds if described and seconds > 0 else None
     summary = report.to_dict() | {
         "seconds": round(seconds, 3),
+        "engine": engine,
+        "images_per_second": None if rate is None else round(rate, 2),
         "index": str(index.path),
         "images": info["images"],
         "size_on_disk": info["size_on_disk"],
@@ -337,6 +349,8 @@ def _summary(
     table.add_row("images in the index", str(info["images"]))
     table.add_row("instances", str(info["instances"]))
     table.add_row("time", f"{seconds:.1f} s")
+    if rate is not None:
+        table.add_row("throughput", f"{rate:.2f} images/s ({engine} engine)")
     table.add_row("size on disk", _size(info["size_on_disk"]))
     console.print(table)
     for skip in report.skipped[:_SHOWN_SKIPS]:

@@ -16,6 +16,7 @@ from pyinstance.ops._arrays import (
     require,
     to_tensor,
 )
+from pyinstance.ops.knn_screen import KnnScreen
 
 _REF_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -57,6 +58,25 @@ def _check_exclude(exclude: Any, queries: torch.Tensor, n: int, k: int) -> torch
     return t
 
 
+def _screen_applies(screen: KnnScreen | None, queries: torch.Tensor, refs: torch.Tensor) -> bool:
+    """Whether ``screen`` is usable for this call; raises when it is not ``refs``' screen.
+
+    Scores near float32's range go the plain way (the bounds would overflow)."""
+    if screen is None:
+        return False
+    if not isinstance(screen, KnnScreen):
+        raise TypeError(f"screen: expected a KnnScreen or None, got {type(screen).__name__}")
+    if refs.device.type != "cpu":
+        raise ValueError(f"screen: a CPU screen cannot serve refs on {refs.device}")
+    if not screen.matches(refs):
+        raise ValueError(
+            f"screen: built for {screen.rows} x {screen.dim} references, not these "
+            f"{tuple(refs.shape)} (build it with KnnScreen.of(refs) or extend it)"
+        )
+    q_norm = float(torch.linalg.vector_norm(queries, dim=1, dtype=torch.float64).max())
+    return q_norm * screen.max_norm < _FLOAT32_MAX * 1e-8
+
+
 def knn_dot(
     queries: Any,
     refs: Any,
@@ -64,6 +84,7 @@ def knn_dot(
     *,
     exclude: Any = None,
     threads: int | None = None,
+    screen: KnnScreen | None = None,
 ) -> tuple[Any, Any]:
     """The ``k`` references with the largest dot product with each query, exactly.
 
@@ -77,6 +98,10 @@ def knn_dot(
         exclude: optional Q int64 reference indices to skip, one per query (-1: none), e.g.
             the query itself when the queries are the references.
         threads: CPU threads, an integer in 1..1024 (default: OpenMP's); ignored on CUDA.
+        screen: optional :class:`~pyinstance.ops.knn_screen.KnnScreen` of exactly ``refs``
+            (CPU): few queries then read its int8 codes, a quarter of float32's bytes, and
+            score exactly only the rows that bounds cannot rule out. The results are the
+            same, bit for bit.
 
     Returns:
         ``(scores, indices)``: Q x k float32 scores in descending order and Q x k int64
@@ -134,7 +159,20 @@ def knn_dot(
             scores.data_ptr(),
             indices.data_ptr(),
         )
-        if device.type == "cpu":
+        if device.type == "cpu" and _screen_applies(screen, q, r):
+            codes, scales, slacks, norms, sums = screen.arrays()
+            module.knn_dot_screened(
+                *args[:8],
+                codes.ctypes.data,
+                screen.stride,
+                scales.ctypes.data,
+                slacks.ctypes.data,
+                norms.ctypes.data,
+                sums.ctypes.data,
+                *args[8:],
+                n_threads,
+            )
+        elif device.type == "cpu":
             module.knn_dot(*args, n_threads)
         else:
             _check_cuda_overflow(q, r)

@@ -31,6 +31,23 @@ namespace pyinstance::cpu {
 void knn_dot(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64_t N, int64_t D,
              int64_t k, const int64_t* exclude, float* out_scores, int64_t* out_idx, int threads);
 
+// knn_dot through an int8 screening copy of refs: the same results, bit for bit, reading a
+// quarter of the bytes of float32 references when Q is small (memory-bound). Row i of the
+// copy is scales[i] * codes[i * code_stride, + D) (code_stride a multiple of 64, codes zero
+// from D to code_stride, every array readable up to row round_up(N, 64)); norms[i] >=
+// ||r_i||, slacks[i] >= ||r_i - scales[i] codes_i|| + 16 u scales[i] ||codes_i|| (u =
+// 2^-24) and sums[i] is the sum of codes_i: pyinstance/ops/knn_screen.py builds them.
+// Queries are quantised to int16 (or two byte parts with AVX512_VNNI); exact integer sums
+// against the codes bound every row's float32 score (any summation order) from above and
+// below. The rows whose upper bound reaches the k-th largest lower bound are scored
+// exactly with knn_dot's arithmetic. NaN or infinite references and overflows end in knn_dot's
+// behaviour. From 64 * threads queries on it is knn_dot itself.
+void knn_dot_screened(const float* q, const void* refs, DType ref_dtype, int64_t Q, int64_t N,
+                      int64_t D, int64_t k, const int64_t* exclude, const int8_t* codes,
+                      int64_t code_stride, const float* scales, const float* slacks,
+                      const float* norms, const int32_t* sums, float* out_scores, int64_t* out_idx,
+                      int threads);
+
 }  // namespace pyinstance::cpu
 
 #if defined(__CUDACC__)
