@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyinstance.index.metadata import check_fields
 from pyinstance.index.recipe import Recipe
 
 #: Version of the on-disk format this code writes; newer ones are refused.
@@ -71,6 +72,15 @@ CREATE TABLE images (
 );
 CREATE INDEX images_sha256 ON images(sha256);
 CREATE INDEX images_instance ON images(instance);
+"""
+#: Version of the instance metadata table (created at the first metadata write, so indexes
+#: made before it open unchanged; a newer version is refused when read).
+METADATA_SCHEMA = 1
+_METADATA_TABLE = """
+CREATE TABLE IF NOT EXISTS instance_metadata (
+    instance TEXT PRIMARY KEY REFERENCES instances(id),
+    fields TEXT NOT NULL
+)
 """
 
 
@@ -462,12 +472,19 @@ class Store:
 
     @_locked
     def add(
-        self, descriptors: np.ndarray, records: Sequence[ImageRecord], *, replace: bool = False
+        self,
+        descriptors: np.ndarray,
+        records: Sequence[ImageRecord],
+        *,
+        replace: bool = False,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[int]:
         """Append float32 ``descriptors`` (N × D) for ``records``; returns their new row ids.
 
         ``replace=False``: an image id already in the index is a ``ValueError``.
         ``replace=True``: images with those ids are tombstoned in the same commit.
+        ``metadata``: instance metadata merged in the same commit (see
+        :meth:`set_instance_metadata`).
         """
         if descriptors.shape != (len(records), self.recipe.dim):
             raise ValueError(
@@ -507,6 +524,8 @@ class Store:
                     for i, (r, row) in enumerate(zip(records, rows, strict=True))
                 ],
             )
+            if metadata:
+                self._write_metadata(metadata, replace=False)
             self._drop_empty_instances()
             self._set_meta(slots=slots + len(records), next_row=next_row + len(records))
         return rows
@@ -528,6 +547,10 @@ class Store:
         self._db.execute(
             "DELETE FROM instances WHERE id NOT IN (SELECT DISTINCT instance FROM images)"
         )
+        if self._has_metadata():
+            self._db.execute(
+                "DELETE FROM instance_metadata WHERE instance NOT IN (SELECT id FROM instances)"
+            )
 
     @_locked
     def compact(self) -> int:
@@ -585,6 +608,90 @@ class Store:
             "UPDATE meta SET value = ? WHERE key = ?", [(str(v), k) for k, v in values.items()]
         )
 
+    # -- instance metadata ------------------------------------------------------------------
+
+    def _has_metadata(self) -> bool:
+        return (
+            self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'instance_metadata'"
+            ).fetchone()
+            is not None
+        )
+
+    @_locked
+    def instance_metadata(self) -> dict[str, dict[str, Any]]:
+        """The metadata fields of every instance that has some (none in an index made
+        before metadata existed)."""
+        self._db.execute("BEGIN")
+        try:
+            if not self._has_metadata():
+                return {}
+            found = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'metadata_schema'"
+            ).fetchone()
+            schema = int(found[0]) if found else METADATA_SCHEMA
+            if schema > METADATA_SCHEMA:
+                raise IndexFormatError(
+                    f"index: {str(self.path)!r} has instance metadata of version {schema}, newer "
+                    f"than the {METADATA_SCHEMA} this pyinstance reads; upgrade pyinstance"
+                )
+            rows = self._db.execute("SELECT instance, fields FROM instance_metadata").fetchall()
+        finally:
+            self._db.execute("COMMIT")
+        return {instance: json.loads(fields) for instance, fields in rows}
+
+    def metadata_changes(self) -> int:
+        """How many metadata commits were ever made (tells a reader to read it again)."""
+        return int(self.meta().get("metadata_changes", "0"))
+
+    @_locked
+    def set_instance_metadata(
+        self, updates: Mapping[str, Mapping[str, Any]], *, replace: bool = False
+    ) -> list[str]:
+        """Merge ``updates`` (``{instance: {field: value}}``, ``None`` deletes a field) into
+        the instances' metadata, or replace it (``replace=True``), in one commit. Returns the
+        instances left out because they are not in the index."""
+        with self._writing():
+            return self._write_metadata(updates, replace=replace)
+
+    def _write_metadata(
+        self, updates: Mapping[str, Mapping[str, Any]], *, replace: bool
+    ) -> list[str]:
+        self._db.execute(_METADATA_TABLE)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('metadata_schema', ?)", (str(METADATA_SCHEMA),)
+        )
+        present = {instance for (instance,) in self._db.execute("SELECT id FROM instances")}
+        missing = []
+        for instance, fields in updates.items():
+            if instance not in present:
+                missing.append(instance)
+                continue
+            found = self._db.execute(
+                "SELECT fields FROM instance_metadata WHERE instance = ?", (instance,)
+            ).fetchone()
+            merged = {} if replace or found is None else json.loads(found[0])
+            merged.update(fields)
+            kept = check_fields(
+                instance, {k: v for k, v in merged.items() if v is not None}, allow_none=False
+            )
+            if kept:
+                self._db.execute(
+                    "INSERT INTO instance_metadata VALUES (?, ?) "
+                    "ON CONFLICT(instance) DO UPDATE SET fields = excluded.fields",
+                    (instance, json.dumps(kept, ensure_ascii=False, allow_nan=False)),
+                )
+            else:
+                self._db.execute("DELETE FROM instance_metadata WHERE instance = ?", (instance,))
+        changes = self._db.execute(
+            "SELECT value FROM meta WHERE key = 'metadata_changes'"
+        ).fetchone()
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('metadata_changes', ?)",
+            (str(int(changes[0]) + 1 if changes else 1),),
+        )
+        return missing
+
 
 class PinnedStore(Store):
     """A read-only view of a store as committed at one moment.
@@ -605,6 +712,7 @@ class PinnedStore(Store):
         live = set(self._snapshot.rows.tolist())
         self._images = [image for image in store.images() if image["row"] in live]
         self._settings = store.settings()
+        self._metadata = store.instance_metadata()
         self._meta = store.meta()
         self._size = store.size_on_disk()
         self._lock = threading.RLock()  # Store's methods serialise on it; writes then refuse
@@ -637,6 +745,9 @@ class PinnedStore(Store):
 
     def meta(self) -> dict[str, str]:
         return dict(self._meta)
+
+    def instance_metadata(self) -> dict[str, dict[str, Any]]:
+        return {instance: dict(fields) for instance, fields in self._metadata.items()}
 
     def size_on_disk(self) -> int:
         return self._size
