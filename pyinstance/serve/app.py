@@ -651,10 +651,21 @@ def create_app(
     async def review_list() -> dict[str, Any]:
         kept = queue()
         items = await anyio.to_thread.run_sync(kept.items)
+        metadata = version().metadata  # today's titles, not those of the day of the photo
         return {
             "days": kept.days,
             "below": kept.below,
-            "items": [{**i, "photo_url": f"/v1/review/{i['id']}/photo"} for i in items],
+            "items": [
+                {
+                    **i,
+                    "metadata": metadata.get(i["instance"] or "", {}),
+                    "top_k": [
+                        {**m, "metadata": metadata.get(m["instance"], {})} for m in i["top_k"]
+                    ],
+                    "photo_url": f"/v1/review/{i['id']}/photo",
+                }
+                for i in items
+            ],
         }
 
     @app.get(
