@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pyinstance.index import InstanceIndex
+
 from .conftest import TOKEN, running_server
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -135,3 +137,50 @@ def test_review_queue_photo_added_in_one_click(
         assert "Added to aero" in browser.find_element(By.ID, "reviewlog").text
         aero = (By.CSS_SELECTOR, '.tile[data-instance="aero"]')
         wait.until(lambda b: "(2)" in b.find_element(*aero).text)
+
+
+def test_curator_page_shows_another_process_changes_without_reload(
+    server: str, browser, index_copy: Path, artifacts: Path
+) -> None:
+    wait = WebDriverWait(browser, 60)
+    browser.get(server + "/curator")
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".tile")) == 9)
+    browser.execute_script("window.notReloaded = true")
+    with InstanceIndex.open(index_copy) as other:  # this test's process, not the server's
+        other.remove(instance="box")
+        other.set_metadata({"graf": {"title": "Graffiti", "author": "Anonymous"}})
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".tile")) == 8)
+    graf = (By.CSS_SELECTOR, '.tile[data-instance="graf"] .meta')
+    wait.until(lambda b: [e.text for e in b.find_elements(*graf)] == ["Graffiti · Anonymous"])
+    assert browser.execute_script("return window.notReloaded") is True
+    browser.save_screenshot(str(artifacts / "curator-refreshed.png"))
+
+
+def test_metadata_set_on_the_curator_page_shows_to_visitors(
+    server: str, browser, pairs: Path, artifacts: Path
+) -> None:
+    wait = WebDriverWait(browser, 60)
+    browser.get(server + "/curator")
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".tile")) == 9)
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "instance").send_keys("whale-two")
+    browser.find_element(By.ID, "title").send_keys("Rubber whale")
+    browser.find_element(By.ID, "author").send_keys("A toy maker")
+    browser.find_element(By.ID, "addfiles").send_keys(str(pairs / "query" / "rubberwhale2.png"))
+    browser.find_element(By.ID, "add").click()
+    meta = (By.CSS_SELECTOR, '.tile[data-instance="whale-two"] .meta')
+    wait.until(lambda b: b.find_element(*meta).text == "Rubber whale · A toy maker")
+
+    tile = browser.find_element(By.CSS_SELECTOR, '.tile[data-instance="graf"]')
+    tile.find_element(By.CSS_SELECTOR, "button.edit").click()
+    tile.find_element(By.CSS_SELECTOR, ".edit-title").send_keys("Graffiti")
+    tile.find_element(By.CSS_SELECTOR, "button.save").click()
+    graf = (By.CSS_SELECTOR, '.tile[data-instance="graf"] .meta')
+    wait.until(lambda b: b.find_element(*graf).text == "Graffiti")
+    browser.save_screenshot(str(artifacts / "curator-metadata.png"))
+
+    browser.get(server + "/")
+    browser.find_element(By.ID, "photo").send_keys(str(pairs / "query" / "graf3.png"))
+    wait.until(expected_conditions.visibility_of_element_located((By.ID, "answer")))
+    assert browser.find_element(By.ID, "title").text == "Graffiti"
+    browser.save_screenshot(str(artifacts / "visitor-metadata.png"))
