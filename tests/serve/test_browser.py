@@ -17,6 +17,7 @@ from pyinstance.index import InstanceIndex
 from .conftest import TOKEN, running_server
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -142,7 +143,7 @@ def test_review_queue_photo_added_in_one_click(
 def test_curator_page_shows_another_process_changes_without_reload(
     server: str, browser, index_copy: Path, artifacts: Path
 ) -> None:
-    wait = WebDriverWait(browser, 60)
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(server + "/curator")
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".tile")) == 9)
     browser.execute_script("window.notReloaded = true")
