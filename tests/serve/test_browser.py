@@ -5,11 +5,13 @@ Screenshots go to ``$PYINSTANCE_ARTIFACTS/serve`` (else the test's tmp folder).
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pyinstance.index import InstanceIndex
@@ -101,6 +103,7 @@ def test_curator_page_adds_tests_and_removes_an_instance(
     browser.execute_script("document.getElementById('heatbox').scrollIntoView()")
     browser.save_screenshot(str(artifacts / "curator-heatmap.png"))
 
+    settled(browser, server, wait)
     browser.find_element(*tile).find_element(By.CSS_SELECTOR, "button.remove").click()
     wait.until(expected_conditions.alert_is_present()).accept()
     wait.until(expected_conditions.invisibility_of_element_located(tile))
@@ -157,6 +160,34 @@ def test_curator_page_shows_another_process_changes_without_reload(
     browser.save_screenshot(str(artifacts / "curator-refreshed.png"))
 
 
+def settled(browser, server: str, wait: WebDriverWait) -> None:
+    """Wait until the curator page's grid shows the service's latest revision (its 2 s
+    poll would otherwise re-draw the tiles under the test's clicks)."""
+    revision = str(httpx.get(server + "/healthz").json()["revision"])
+    wait.until(
+        lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-revision") == revision
+    )
+
+
+def drop_file(browser, zone: str, path: Path) -> None:
+    """Drag-and-drop ``path`` onto the element ``zone`` as the browser does it."""
+    browser.execute_script(
+        """
+        const [zone, name, encoded] = arguments;
+        const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+        const files = new DataTransfer();
+        files.items.add(new File([bytes], name, { type: "image/png" }));
+        const target = document.getElementById(zone);
+        for (const kind of ["dragover", "drop"]) {
+          target.dispatchEvent(new DragEvent(kind, { dataTransfer: files, bubbles: true }));
+        }
+        """,
+        zone,
+        path.name,
+        base64.b64encode(path.read_bytes()).decode(),
+    )
+
+
 def test_metadata_set_on_the_curator_page_shows_to_visitors(
     server: str, browser, pairs: Path, artifacts: Path
 ) -> None:
@@ -167,10 +198,12 @@ def test_metadata_set_on_the_curator_page_shows_to_visitors(
     browser.find_element(By.ID, "instance").send_keys("whale-two")
     browser.find_element(By.ID, "title").send_keys("Rubber whale")
     browser.find_element(By.ID, "author").send_keys("A toy maker")
-    browser.find_element(By.ID, "addfiles").send_keys(str(pairs / "query" / "rubberwhale2.png"))
+    drop_file(browser, "adddrop", pairs / "query" / "rubberwhale2.png")
+    assert browser.find_element(By.ID, "log").text == "1 photo(s) ready"
     browser.find_element(By.ID, "add").click()
     meta = (By.CSS_SELECTOR, '.tile[data-instance="whale-two"] .meta')
     wait.until(lambda b: b.find_element(*meta).text == "Rubber whale · A toy maker")
+    settled(browser, server, wait)
 
     tile = browser.find_element(By.CSS_SELECTOR, '.tile[data-instance="graf"]')
     tile.find_element(By.CSS_SELECTOR, "button.edit").click()
