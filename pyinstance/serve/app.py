@@ -732,6 +732,7 @@ def create_app(
             "recipe": details["recipe"],
             "settings": details["settings"],
             "classifier": pinned.default_classifier,
+            "engine": pinned.view.describer.engine,
             "pyinstance_version": details["pyinstance_version"],
             "read_only": token is None,
             "limits": {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels},
