@@ -99,28 +99,22 @@ def _starts(size: int, box: int) -> list[int]:
 
 
 def region_matches(
-    index: InstanceIndex, image: Any, name: str = "image"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Box], tuple[int, int], tuple[int, int]]:
-    """Each candidate box's nearest reference: instance codes, similarities and row ids
-    (``R`` each), the boxes (cells), the feature map's size and the photo's full size."""
-    describer = index.describer
+    index: InstanceIndex, features: torch.Tensor, full: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each candidate box of a photo's ``1 × C × H × W`` feature map: its nearest
+    reference's instance code, similarity and row id, and the boxes as ``R × 4`` pixels
+    (left, top, right, bottom) of the ``full`` (height, width) photo."""
     with torch.inference_mode():
-        features, full = describer.query_features(image, name)
         boxes = candidate_boxes(*features.shape[2:])
-        descriptors = pool_boxes(features, describer.head, boxes)[0].float().cpu().numpy()
+        descriptors = pool_boxes(features, index.describer.head, boxes)[0].float().cpu().numpy()
     neighbours = index.search(descriptors[:, None, :], 1)
-    return (
-        neighbours.labels[:, 0],
-        neighbours.scores[:, 0],
-        neighbours.rows[:, 0],
-        boxes,
-        (int(features.shape[2]), int(features.shape[3])),
-        full,
-    )
+    cells = (int(features.shape[2]), int(features.shape[3]))
+    pixels = np.array([to_pixels(box, cells, full) for box in boxes], dtype=np.int64)
+    return neighbours.labels[:, 0], neighbours.scores[:, 0], neighbours.rows[:, 0], pixels
 
 
 def select_objects(
-    codes: np.ndarray, scores: np.ndarray, boxes: Sequence[Box], threshold: float
+    codes: np.ndarray, scores: np.ndarray, boxes: np.ndarray, threshold: float
 ) -> list[int]:
     """Positions of the boxes kept, best first: similarity ``>= threshold``, an instance
     not yet kept, not mostly overlapping a kept box (see :data:`OVERLAP`)."""
@@ -139,14 +133,14 @@ def select_objects(
     return kept
 
 
-def _overlap(a: Box, b: Box) -> float:
-    """Intersection over the smaller box's area."""
-    height = min(a[2], b[2]) - max(a[0], b[0])
-    width = min(a[3], b[3]) - max(a[1], b[1])
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over the smaller box's area (boxes: left, top, right, bottom)."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
     if height <= 0 or width <= 0:
         return 0.0
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return height * width / smaller
+    return float(height * width / max(smaller, 1))
 
 
 def to_pixels(box: Box, cells: tuple[int, int], full: tuple[int, int]) -> tuple[int, ...]:
@@ -199,17 +193,25 @@ class ObjectFinder:
 
     def scores(self, image: Any, name: str = "image") -> tuple[np.ndarray, ...]:
         """Every candidate box of one photo: instance codes, scores, reference rows, and
-        the boxes in pixels (``R × 4``: left, top, right, bottom)."""
-        codes, similarities, rows, boxes, cells, full = region_matches(self.index, image, name)
+        the boxes as ``R × 4`` pixels (left, top, right, bottom)."""
+        features, full = self.index.describer.query_features(image, name)
+        return self.scores_of(features, full)
+
+    def scores_of(self, features: torch.Tensor, full: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        """:meth:`scores` from a photo's feature map and full (height, width)."""
+        codes, similarities, rows, pixels = region_matches(self.index, features, full)
         scores = similarities - self._hub_values[np.searchsorted(self._hub_rows, rows)]
-        pixels = np.array([to_pixels(box, cells, full) for box in boxes], dtype=np.int64)
         return codes, scores, rows, pixels
 
     def find(self, image: Any, name: str = "image") -> list[DetectedObject]:
         """The objects in one photo (path, PIL image, array or decoded image), best first;
         empty when nothing is recognised."""
-        codes, scores, rows, pixels = self.scores(image, name)
-        boxes = [tuple(int(v) for v in box) for box in pixels[:, [1, 0, 3, 2]]]
+        features, full = self.index.describer.query_features(image, name)
+        return self.find_in(features, full)
+
+    def find_in(self, features: torch.Tensor, full: tuple[int, int]) -> list[DetectedObject]:
+        """:meth:`find` from a photo's feature map and full (height, width)."""
+        codes, scores, rows, pixels = self.scores_of(features, full)
         instances = self.index.instances
         return [
             DetectedObject(
@@ -218,7 +220,7 @@ class ObjectFinder:
                 box=tuple(int(v) for v in pixels[k]),  # type: ignore[arg-type]
                 image_id=self._image_ids.get(int(rows[k])),
             )
-            for k in select_objects(codes, scores, boxes, self.threshold)  # type: ignore[arg-type]
+            for k in select_objects(codes, scores, pixels, self.threshold)
         ]
 
 

@@ -37,6 +37,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--threshold", type=float,
         help="confidence below which the answer is unknown (default: the index's; 0: none)",
     )  # fmt: skip
+    parser.add_argument(
+        "--multi", action="store_true",
+        help="also find every object in each photo: object recall and precision, boxes in "
+        "the report",
+    )  # fmt: skip
     add_engine_option(parser)
     parser.set_defaults(run=run)
 
@@ -60,10 +65,13 @@ def run(args: argparse.Namespace) -> int:
             classifier=args.classifier,
             threshold=args.threshold,
             progress=True,
+            multi=args.multi,
         )
         for problem in result.problems:
             print(f"pyinstance evaluate: {problem}", file=sys.stderr)
         console.print(summary_table(result.metrics, result.classifier, result.threshold))
+        if "objects" in result.metrics:
+            console.print(objects_table(result.metrics["objects"]))
         if args.json:
             _write_json(Path(args.json), result.to_dict())
             console.print(f"metrics written to {args.json}")
@@ -85,6 +93,18 @@ def summary_table(metrics: dict[str, Any], classifier: str, threshold: float | N
     rows = [("all", metrics), *sorted(metrics["groups"].items())]
     for name, values in rows:
         table.add_row(name, *(_cell(values[key]) for key in SUMMARY_KEYS))
+    return table
+
+
+def objects_table(metrics: dict[str, dict[str, Any]]) -> Table:
+    """Object recall and precision per group (``evaluate --multi``)."""
+    table = Table(title="every object in the photo")
+    table.add_column("group")
+    keys = ("queries", "objects", "named", "found", "recall", "precision", "inventing")
+    for key in (*keys, "ms_per_query"):
+        table.add_column(_HEADERS.get(key, key), justify="right")
+    for name, values in metrics.items():
+        table.add_row(name, *(_cell(values[key]) for key in (*keys, "ms_per_query")))
     return table
 
 

@@ -48,8 +48,10 @@ from pyinstance.eval.metrics import (
     identification_metrics,
     metrics_by_group,
 )
+from pyinstance.eval.objects import object_metrics
 from pyinstance.identification import DEFAULT_CLASSIFIER, Identifier, Match
 from pyinstance.index import InstanceIndex
+from pyinstance.objects import DetectedObject
 
 MANIFEST_COLUMNS = ("path", "instance_id", "split")
 EXTRA_COLUMNS = ("path", "instance_ids", "kind")
@@ -116,6 +118,7 @@ class QueryOutcome:
     confidence: float
     top_k: tuple[Match, ...]
     ms: float
+    objects: tuple[DetectedObject, ...] | None = None
 
     @property
     def known(self) -> bool:
@@ -148,6 +151,7 @@ class QueryOutcome:
                 for m in self.top_k
             ],
             "ms": self.ms,
+            **({} if self.objects is None else {"objects": [f.to_dict() for f in self.objects]}),
         }
 
 
@@ -304,6 +308,7 @@ def evaluate(
     threshold: float | None = None,
     top_k: int = 5,
     progress: bool = False,
+    multi: bool = False,
 ) -> EvaluationResult:
     """Identify every labelled query of ``manifest`` (and ``extra``) and measure the answers.
 
@@ -314,6 +319,8 @@ def evaluate(
         classifier, classifier_options, threshold, top_k: as for
             :class:`~pyinstance.identify.Identifier`.
         progress: show a progress bar over the queries.
+        multi: also find every object in each photo and measure those answers
+            (``metrics["objects"]``, see :mod:`pyinstance.eval.objects`).
 
     Returns:
         the metrics (:data:`SUMMARY_KEYS` and more, overall and per ``query_set`` in
@@ -329,6 +336,7 @@ def evaluate(
         classifier_options=classifier_options,
         threshold=threshold,
         top_k=top_k,
+        multi=multi,
     )
     held = set(index.instances)
     code_of = {name: code for code, name in enumerate(index.instances)}
@@ -356,13 +364,21 @@ def evaluate(
         truth = tuple(i for i in spec.instance_ids if i in held)
         outcomes.append(
             QueryOutcome(
-                spec, truth, answer.instance, answer.confidence, answer.top_k, answer.ms["total"]
+                spec,
+                truth,
+                answer.instance,
+                answer.confidence,
+                answer.top_k,
+                answer.ms["total"],
+                answer.objects,
             )
         )
         ranked.append(neighbours.labels[0])
     if not outcomes:
         raise ValueError(f"manifest: none of the {len(specs)} queries could be evaluated")
     metrics = _metrics(outcomes, np.stack(ranked), index.labels(), code_of, n_refs)
+    if multi:
+        metrics["objects"] = object_metrics(outcomes)
     if classifier is None:
         classifier = index.get_setting("classifier") or DEFAULT_CLASSIFIER
     return EvaluationResult(

@@ -28,6 +28,7 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 
 from pyinstance.index.metadata import check_fields
+from pyinstance.objects import THRESHOLD_SETTING as OBJECTS_THRESHOLD
 from pyinstance.plugins import PluginError
 from pyinstance.serve.collection import Collection, Version
 from pyinstance.serve.errors import ApiError, install_error_handlers
@@ -302,6 +303,9 @@ def create_app(
         classifier: str | None = Query(
             None, max_length=64, description="a registered classifier (default: the index's)"
         ),
+        multi: bool = Query(
+            False, description="also list every collection object in the photo, with its box"
+        ),
     ) -> dict[str, Any]:
         ((name, data),), _ = await uploaded(request, many=False)
         if in_flight[0] >= workers + max_queue:
@@ -313,8 +317,13 @@ def create_app(
 
         def run() -> dict[str, Any]:
             start = time.perf_counter()
+            if multi and pinned.view.get_setting(OBJECTS_THRESHOLD) is None:
+                raise ApiError(
+                    409, "objects_uncalibrated", "multi: the index has no objects threshold; "
+                    "run 'pyinstance calibrate INDEX --objects' first"
+                )  # fmt: skip
             try:
-                identifier = pinned.identifier(classifier, threshold, top_k)
+                identifier = pinned.identifier(classifier, threshold, top_k, multi)
             except (PluginError, KeyError) as error:
                 raise ApiError(400, "unknown_classifier", str(error).strip("'\"")) from error
             except ValueError as error:
@@ -352,6 +361,15 @@ def create_app(
                 "ms": ms,
                 "version": pinned.number,
             }
+            if result.objects is not None:
+                answer["objects"] = [
+                    {
+                        **found.to_dict(),
+                        "metadata": pinned.metadata.get(found.instance, {}),
+                        "thumbnail_url": thumbnail_url(found.image_id),
+                    }
+                    for found in result.objects
+                ]
             if review is not None and review.wants(result.instance, result.confidence):
                 fmt = open_image(data, max_pixels=max_pixels, name=name).format
                 review.keep(hashlib.sha256(data).hexdigest(), data, FORMATS[fmt], answer)

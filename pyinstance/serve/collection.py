@@ -56,15 +56,19 @@ class Version:
     def default_classifier(self) -> str:
         return self.view.get_setting("classifier") or DEFAULT_CLASSIFIER
 
-    def identifier(self, classifier: str | None, threshold: float | None, top_k: int) -> Identifier:
+    def identifier(
+        self, classifier: str | None, threshold: float | None, top_k: int, multi: bool = False
+    ) -> Identifier:
         """A fitted :class:`Identifier` on this version (cached; fitting runs once)."""
-        key = (classifier or self.default_classifier, threshold, top_k)
+        key = (classifier or self.default_classifier, threshold, top_k, multi)
         with self._lock:
             found = self._identifiers.get(key)
             if found is not None:
                 self._identifiers.move_to_end(key)
                 return found
-            made = Identifier(self.view, classifier=key[0], threshold=threshold, top_k=top_k)
+            made = Identifier(
+                self.view, classifier=key[0], threshold=threshold, top_k=top_k, multi=multi
+            )
             self._identifiers[key] = made
             if len(self._identifiers) > _IDENTIFIERS_KEPT:
                 self._identifiers.popitem(last=False)
