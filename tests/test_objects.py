@@ -139,6 +139,10 @@ def test_calibration_stores_a_threshold(index: InstanceIndex, pairs: Path, tmp_p
                 calibrate_objects(other, target_far=bad)
         with pytest.raises(ValueError, match="max_references"):
             calibrate_objects(other, max_references=0)
+    code = main(["calibrate", str(copy), "--objects", "--max-references", "3", "--json"])
+    assert code == 0
+    with InstanceIndex.open(copy) as other:
+        assert other.get_setting(THRESHOLD_SETTING + "_fit")["photos"] == 3
 
 
 def test_identify_multi_answers_objects_too(index: InstanceIndex, pairs: Path) -> None:
