@@ -161,15 +161,23 @@ def _calibrate(args: argparse.Namespace) -> int:
             distractors=image_paths(args.distractors),
             progress=not args.json,
         )
+    return _show_fit(
+        args,
+        console,
+        fit,
+        f"threshold {fit.threshold:.4f} stored in {args.index} (classifier {args.classifier}):"
+        f" FAR {fit.far:.3f} (target {fit.target_far}), FRR "
+        + (f"{fit.frr:.3f}" if fit.frr is not None else "n/a")
+        + f"; known queries {fit.known}, unknown queries {fit.unknown}",
+    )
+
+
+def _show_fit(args: argparse.Namespace, console: Any, fit: Any, line: str) -> int:
+    """The fit as JSON (``--json``) or ``line``."""
     if args.json:
         print(json.dumps(fit.to_dict()))
     else:
-        console.print(
-            f"threshold {fit.threshold:.4f} stored in {args.index} (classifier {args.classifier}):"
-            f" FAR {fit.far:.3f} (target {fit.target_far}), FRR "
-            + (f"{fit.frr:.3f}" if fit.frr is not None else "n/a")
-            + f"; known queries {fit.known}, unknown queries {fit.unknown}"
-        )
+        console.print(line)
     return 0
 
 
@@ -185,11 +193,10 @@ def _calibrate_objects(args: argparse.Namespace, console: Any) -> int:
             max_references=args.max_references,
             progress=not args.json,
         )
-    if args.json:
-        print(json.dumps(fit.to_dict()))
-    else:
-        console.print(
-            f"objects threshold {fit.threshold:.4f} stored in {args.index}: photos inventing "
-            f"an object {fit.far:.3f} (target {fit.target_far}) of {fit.photos}"
-        )
-    return 0
+    return _show_fit(
+        args,
+        console,
+        fit,
+        f"objects threshold {fit.threshold:.4f} stored in {args.index}: photos inventing "
+        f"an object {fit.far:.3f} (target {fit.target_far}) of {fit.photos}",
+    )

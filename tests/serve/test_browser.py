@@ -81,10 +81,7 @@ def test_visitor_page_identifies_an_uploaded_photo(
 def test_curator_page_adds_tests_and_removes_an_instance(
     server: str, browser, pairs: Path, artifacts: Path
 ) -> None:
-    wait = WebDriverWait(browser, 60)
-    browser.get(server + "/curator")
-    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".tile")) == 9)
-    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    wait = curator(browser, server)
     browser.find_element(By.ID, "instance").send_keys("whale-two")
     browser.find_element(By.ID, "addfiles").send_keys(str(pairs / "query" / "rubberwhale2.png"))
     browser.find_element(By.ID, "add").click()
@@ -160,6 +157,15 @@ def test_curator_page_shows_another_process_changes_without_reload(
     browser.save_screenshot(str(artifacts / "curator-refreshed.png"))
 
 
+def curator(browser, server: str) -> WebDriverWait:
+    """The curator page, its 9 instances shown and the token entered."""
+    wait = WebDriverWait(browser, 60)
+    browser.get(server + "/curator")
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".tile")) == 9)
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    return wait
+
+
 def settled(browser, server: str, wait: WebDriverWait) -> None:
     """Wait until the curator page's grid shows the service's latest revision (its 2 s
     poll would otherwise re-draw the tiles under the test's clicks)."""
@@ -191,10 +197,7 @@ def drop_file(browser, zone: str, path: Path) -> None:
 def test_metadata_set_on_the_curator_page_shows_to_visitors(
     server: str, browser, pairs: Path, artifacts: Path
 ) -> None:
-    wait = WebDriverWait(browser, 60)
-    browser.get(server + "/curator")
-    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".tile")) == 9)
-    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    wait = curator(browser, server)
     browser.find_element(By.ID, "instance").send_keys("whale-two")
     browser.find_element(By.ID, "title").send_keys("Rubber whale")
     browser.find_element(By.ID, "author").send_keys("A toy maker")
