@@ -7,6 +7,7 @@ size the recipe needs), describes, searches and classifies, timing each stage.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -14,11 +15,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from pyinstance.classify import Prediction, classify
 from pyinstance.classify.rerank import Reranker
 from pyinstance.data.images import ImageLike, decode_image, scaled_size
 from pyinstance.index import InstanceIndex, Neighbours
+from pyinstance.models.regions import pool_windows
+from pyinstance.objects import DetectedObject, ObjectFinder
 
 #: Classifier used when neither the caller nor the index names one.
 DEFAULT_CLASSIFIER = "nn"
@@ -49,7 +53,9 @@ class Identification:
         confidence: in [0, 1], what the open-set threshold compares against.
         top_k: the best instances, best first (also when the answer is unknown).
         ms: milliseconds by stage: ``decode``, ``extract``, ``search``, ``classify``,
-            ``total``.
+            (``objects`` with ``multi``), ``total``.
+        objects: with ``multi=True``, every collection object found in the photo, best
+            first (empty when none is recognised); None otherwise.
     """
 
     image: str
@@ -57,11 +63,17 @@ class Identification:
     confidence: float
     top_k: tuple[Match, ...]
     ms: dict[str, float] = field(default_factory=dict)
+    objects: tuple[DetectedObject, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``instance`` null when unknown, ``top_k`` a list of dicts)."""
+        """A JSON-ready dict (``instance`` null when unknown, ``top_k`` and ``objects``
+        lists of dicts; ``objects`` only with ``multi``)."""
         record = asdict(self)
         record["top_k"] = list(record["top_k"])
+        if self.objects is None:
+            del record["objects"]
+        else:
+            record["objects"] = [found.to_dict() for found in self.objects]
         return record
 
 
@@ -77,6 +89,11 @@ class Identifier:
             stored (fitted) ``threshold``, else no rejection. ``0`` disables rejection.
         top_k: instances listed per photo.
         reranker: optional re-ranking step after the classifier.
+        multi: also find every collection object in the photo (``objects`` of each
+            answer, see :class:`~pyinstance.objects.ObjectFinder`); the photo goes through
+            the backbone once for both answers when the recipe pools query windows.
+        objects_threshold: the score an object needs; default: the index's fitted
+            ``objects_threshold`` (``pyinstance calibrate --objects``).
     """
 
     def __init__(
@@ -88,6 +105,8 @@ class Identifier:
         threshold: float | None = None,
         top_k: int = 5,
         reranker: Reranker | None = None,
+        multi: bool = False,
+        objects_threshold: float | None = None,
     ):
         from pyinstance.plugins import get_classifier
 
@@ -114,6 +133,11 @@ class Identifier:
         self.threshold = threshold
         self.top_k = int(top_k)
         self.reranker = reranker
+        if not isinstance(multi, bool):
+            raise TypeError(f"multi: expected a bool, got {multi!r}")
+        if objects_threshold is not None and not multi:
+            raise ValueError("objects_threshold: only with multi=True")
+        self.finder = ObjectFinder(index, threshold=objects_threshold) if multi else None
         self._k = min(len(index), max(int(classifier.k), self.top_k * _NEIGHBOURS_PER_RANK))
         self._references = {image["row"]: image for image in index.images()}
         recipe = index.recipe
@@ -152,7 +176,11 @@ class Identifier:
         if is_path:
             image = decode_image(image, self._target)
         decoded = time.perf_counter()
-        queries = self.index.describe_queries([image])
+        objects, objects_seconds = None, 0.0
+        if self.finder is not None:
+            queries, objects, objects_seconds = self._regions(image, name)
+        else:
+            queries = self.index.describe_queries([image])
         described = time.perf_counter()
         neighbours = self.index.search(queries, self._k)
         searched = time.perf_counter()
@@ -162,13 +190,33 @@ class Identifier:
         classified = time.perf_counter()
         ms = {
             "decode": decoded - start,
-            "extract": described - decoded,
+            "extract": described - decoded - objects_seconds,
+            **({"objects": objects_seconds} if objects is not None else {}),
             "search": searched - described,
             "classify": classified - searched,
             "total": classified - start,
         }
         answer = self._answer(name, neighbours, prediction, {k: v * 1e3 for k, v in ms.items()})
+        if objects is not None:
+            answer = dataclasses.replace(answer, objects=tuple(objects))
         return answer, queries[0]
+
+    def _regions(self, image: Any, name: str) -> tuple[np.ndarray, list[DetectedObject], float]:
+        """Query descriptors and objects of one photo (and the seconds finding them took),
+        from one feature map when the recipe pools windows (else the query is described
+        as usual)."""
+        assert self.finder is not None
+        describer = self.index.describer
+        with torch.inference_mode():
+            features, full = describer.query_features(image, name)
+            start = time.perf_counter()
+            objects = self.finder.find_in(features, full)
+            seconds = time.perf_counter() - start
+            windows = describer.recipe.query_windows
+            if windows is None:
+                return describer.queries([image]), objects, seconds
+            pooled = pool_windows(features, describer.head, windows)
+        return pooled.float().cpu().numpy(), objects, seconds
 
     def _target(self, height: int, width: int) -> tuple[int, int]:
         return scaled_size(height, width, self._longest)

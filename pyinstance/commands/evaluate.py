@@ -45,6 +45,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--group", action="append", default=[], type=_group, metavar="NAME=SET[,SET...]",
         help="also measure a named group of query sets, e.g. crop=qsd1_w1,qsd1_w3 (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--multi", action="store_true",
+        help="also find every object in each photo: object recall and precision, boxes in "
+        "the report",
+    )  # fmt: skip
     add_engine_option(parser)
     parser.set_defaults(run=run)
 
@@ -88,10 +93,13 @@ def run(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             groups=dict(args.group),
             progress=True,
+            multi=args.multi,
         )
         for problem in result.problems:
             print(f"pyinstance evaluate: {problem}", file=sys.stderr)
         console.print(summary_table(result.metrics, result.classifier, result.threshold))
+        if "objects" in result.metrics:
+            console.print(objects_table(result.metrics["objects"]))
         if args.json:
             _write_json(Path(args.json), result.to_dict())
             console.print(f"metrics written to {args.json}")
@@ -113,6 +121,18 @@ def summary_table(metrics: dict[str, Any], classifier: str, threshold: float | N
     rows = summary_rows(metrics)
     for name, values in rows:
         table.add_row(name, *(_cell(values[key]) for key in SUMMARY_KEYS))
+    return table
+
+
+def objects_table(metrics: dict[str, dict[str, Any]]) -> Table:
+    """Object recall and precision per group (``evaluate --multi``)."""
+    table = Table(title="every object in the photo")
+    table.add_column("group")
+    keys = ("queries", "objects", "named", "found", "recall", "precision", "inventing")
+    for key in (*keys, "ms_per_query"):
+        table.add_column(_HEADERS.get(key, key), justify="right")
+    for name, values in metrics.items():
+        table.add_row(name, *(_cell(values[key]) for key in (*keys, "ms_per_query")))
     return table
 
 

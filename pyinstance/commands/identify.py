@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 from tqdm.auto import tqdm
@@ -29,6 +30,15 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     identify.add_argument("--classifier", help="a registered classifier (default: the index's)")
     identify.add_argument("--json", action="store_true", help="one JSON object per photo")
+    identify.add_argument(
+        "--multi", action="store_true",
+        help="also name every collection object in the photo, with its box (JSON: objects)",
+    )  # fmt: skip
+    identify.add_argument(
+        "--objects-threshold", type=float,
+        help="with --multi: the score an object needs (default: the index's, fitted by "
+        "'pyinstance calibrate --objects')",
+    )  # fmt: skip
     add_engine_option(identify)
     identify.set_defaults(run=_identify)
 
@@ -45,6 +55,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument(
         "--distractors", nargs="*", default=[], help="photos (or folders) of things not in it"
     )
+    calibrate.add_argument(
+        "--objects", action="store_true",
+        help="fit the threshold of identify --multi instead (objects in a photo)",
+    )  # fmt: skip
+    calibrate.add_argument(
+        "--max-references", type=int,
+        help="with --objects: search at most this many reference photos (an even sample)",
+    )  # fmt: skip
     calibrate.add_argument("--json", action="store_true", help="print the fit as JSON")
     add_engine_option(calibrate)
     calibrate.set_defaults(run=_calibrate)
@@ -73,9 +91,14 @@ def _identify(args: argparse.Namespace) -> int:
     failed = 0
     with InstanceIndex.open(args.index, engine=args.engine) as index:
         identifier = Identifier(
-            index, classifier=args.classifier, threshold=args.threshold, top_k=args.top_k
+            index,
+            classifier=args.classifier,
+            threshold=args.threshold,
+            top_k=args.top_k,
+            multi=args.multi,
+            objects_threshold=args.objects_threshold,
         )
-        table = _result_table(identifier.threshold)
+        table = _result_table(identifier.threshold, args.multi)
         for path in tqdm(paths, desc="identify", unit="img", disable=args.json or len(paths) < 2):
             try:
                 (result,) = identifier.identify([path])
@@ -97,6 +120,7 @@ def _identify(args: argparse.Namespace) -> int:
                         f"{m.instance} {m.score:.3f} ({Path(m.image_path).name if m.image_path else '-'})"
                         for m in result.top_k
                     ),
+                    *([_objects_cell(result.objects)] if result.objects is not None else []),
                     f"{result.ms['total']:.0f}",
                 )
     if not args.json:
@@ -104,12 +128,21 @@ def _identify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _result_table(threshold: float | None) -> Table:
+def _result_table(threshold: float | None, multi: bool) -> Table:
     title = "threshold " + (f"{threshold:.3f}" if threshold is not None else "none (no rejection)")
     table = Table(title=f"identification ({title})")
-    for column in ("image", "answer", "confidence", "top matches (score, reference)", "ms"):
+    columns = ["image", "answer", "confidence", "top matches (score, reference)"]
+    for column in [*columns, *(["objects (confidence, box)"] if multi else []), "ms"]:
         table.add_column(column, overflow="fold")
     return table
+
+
+def _objects_cell(objects: tuple) -> str:
+    if not objects:
+        return "[yellow]none[/yellow]"
+    return "\n".join(
+        f"{found.instance} {found.confidence:.3f} {list(found.box)}" for found in objects
+    )
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -117,6 +150,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     from pyinstance.calibration import calibrate
     from pyinstance.index import InstanceIndex
 
+    if args.objects:
+        return _calibrate_objects(args, console)
     with InstanceIndex.open(args.index, engine=args.engine) as index:
         fit = calibrate(
             index,
@@ -126,13 +161,42 @@ def _calibrate(args: argparse.Namespace) -> int:
             distractors=image_paths(args.distractors),
             progress=not args.json,
         )
+    return _show_fit(
+        args,
+        console,
+        fit,
+        f"threshold {fit.threshold:.4f} stored in {args.index} (classifier {args.classifier}):"
+        f" FAR {fit.far:.3f} (target {fit.target_far}), FRR "
+        + (f"{fit.frr:.3f}" if fit.frr is not None else "n/a")
+        + f"; known queries {fit.known}, unknown queries {fit.unknown}",
+    )
+
+
+def _show_fit(args: argparse.Namespace, console: Any, fit: Any, line: str) -> int:
+    """The fit as JSON (``--json``) or ``line``."""
     if args.json:
         print(json.dumps(fit.to_dict()))
     else:
-        console.print(
-            f"threshold {fit.threshold:.4f} stored in {args.index} (classifier {args.classifier}):"
-            f" FAR {fit.far:.3f} (target {fit.target_far}), FRR "
-            + (f"{fit.frr:.3f}" if fit.frr is not None else "n/a")
-            + f"; known queries {fit.known}, unknown queries {fit.unknown}"
-        )
+        console.print(line)
     return 0
+
+
+def _calibrate_objects(args: argparse.Namespace, console: Any) -> int:
+    from pyinstance.index import InstanceIndex
+    from pyinstance.objects import calibrate_objects
+
+    with InstanceIndex.open(args.index, engine=args.engine) as index:
+        fit = calibrate_objects(
+            index,
+            target_far=args.far,
+            distractors=image_paths(args.distractors),
+            max_references=args.max_references,
+            progress=not args.json,
+        )
+    return _show_fit(
+        args,
+        console,
+        fit,
+        f"objects threshold {fit.threshold:.4f} stored in {args.index}: photos inventing "
+        f"an object {fit.far:.3f} (target {fit.target_far}) of {fit.photos}",
+    )

@@ -54,8 +54,10 @@ from pyinstance.eval.metrics import (
     identification_metrics,
     metrics_by_group,
 )
+from pyinstance.eval.objects import object_metrics
 from pyinstance.identification import DEFAULT_CLASSIFIER, Identifier, Match
 from pyinstance.index import InstanceIndex
+from pyinstance.objects import DetectedObject
 
 EXTRA_COLUMNS = ("path", "instance_ids", "kind")
 #: ``kind`` of an extra row whose object is not in the collection.
@@ -116,6 +118,7 @@ class QueryOutcome:
     confidence: float
     top_k: tuple[Match, ...]
     ms: float
+    objects: tuple[DetectedObject, ...] | None = None
 
     @property
     def known(self) -> bool:
@@ -148,6 +151,7 @@ class QueryOutcome:
                 for m in self.top_k
             ],
             "ms": self.ms,
+            **({} if self.objects is None else {"objects": [f.to_dict() for f in self.objects]}),
         }
 
 
@@ -289,6 +293,7 @@ def evaluate(
     top_k: int = 5,
     groups: Mapping[str, Sequence[str]] | None = None,
     progress: bool = False,
+    multi: bool = False,
 ) -> EvaluationResult:
     """Identify every labelled query of ``manifest`` (and ``extra``) and measure the answers.
 
@@ -301,6 +306,8 @@ def evaluate(
         groups: named groups of query sets, each measured apart (``named_groups``), e.g.
             ``{"crop": ["qsd1_w1", "qsd1_w3"], "gallery": ["qsd2_w2", "qsd2_w3", "qsd1_w4"]}``.
         progress: show a progress bar over the queries.
+        multi: also find every object in each photo and measure those answers
+            (``metrics["objects"]``, see :mod:`pyinstance.eval.objects`).
 
     Returns:
         the metrics (:data:`SUMMARY_KEYS` and more, overall and per ``query_set`` in
@@ -317,6 +324,7 @@ def evaluate(
         classifier_options=classifier_options,
         threshold=threshold,
         top_k=top_k,
+        multi=multi,
     )
     held = set(index.instances)
     code_of = {name: code for code, name in enumerate(index.instances)}
@@ -344,13 +352,21 @@ def evaluate(
         truth = tuple(i for i in spec.instance_ids if i in held)
         outcomes.append(
             QueryOutcome(
-                spec, truth, answer.instance, answer.confidence, answer.top_k, answer.ms["total"]
+                spec,
+                truth,
+                answer.instance,
+                answer.confidence,
+                answer.top_k,
+                answer.ms["total"],
+                answer.objects,
             )
         )
         ranked.append(neighbours.labels[0])
     if not outcomes:
         raise ValueError(f"manifest: none of the {len(specs)} queries could be evaluated")
     metrics = _metrics(outcomes, np.stack(ranked), index.labels(), code_of, n_refs, named)
+    if multi:
+        metrics["objects"] = object_metrics(outcomes)
     if classifier is None:
         classifier = index.get_setting("classifier") or DEFAULT_CLASSIFIER
     return EvaluationResult(

@@ -25,6 +25,7 @@ from PIL import Image
 from pyinstance.data.images import image_tensor, normalize, resize, scaled_size
 from pyinstance.demo.page import _thumbnail_uri
 from pyinstance.eval.evaluate import SUMMARY_KEYS, EvaluationResult, QueryOutcome, summary_rows
+from pyinstance.eval.objects import boxed_figure, metrics_table
 from pyinstance.index import Describer
 from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from pyinstance.models.region_head import TopKRegionHead
@@ -51,6 +52,8 @@ figure img { display: block; margin: 0 auto; max-width: 146px; max-height: 146px
 .right .verdict { color: #2e8b57; } .wrong .verdict { color: #c0392b; }
 .rejected .verdict { color: #d68910; } figure.true { outline: 3px solid #2e8b57; }
 .matches { display: flex; gap: 0.4em; flex-wrap: wrap; }
+figure.objects { width: auto; } figure.objects img { max-width: 480px; max-height: 480px; }
+.missed { color: #c0392b; font-weight: 600; }
 .matches figure { width: 112px; } .matches figure img { max-width: 108px; max-height: 108px; }
 """
 
@@ -118,6 +121,7 @@ def render_html(result: EvaluationResult, *, describer: Describer | None = None)
 {len(outcomes)} queries evaluated: {counts["right"]} right, {counts["wrong"]} wrong,
 {counts["rejected"]} rejected; {result.failed_queries} failed to decode</p>
 {_metrics_table(result.metrics)}
+{metrics_table(result.metrics["objects"]) if "objects" in result.metrics else ""}
 <div class="plots"><img alt="precision-recall curve" src="{_pr_curve(outcomes)}">
 <img alt="confidence histogram" src="{_histogram(outcomes, result.threshold)}"></div>
 {f'<h2>Problems</h2><ul class="problems">{problems}</ul>' if problems else ""}
@@ -148,6 +152,8 @@ def _metrics_table(metrics: dict) -> str:
 def _card(outcome: QueryOutcome, thumbnails: dict[str, str], describer: Describer | None) -> str:
     path = outcome.spec.path
     query = _figure(_uri(path, thumbnails), "query: " + path.name)
+    if outcome.objects is not None:
+        query = boxed_figure(outcome)
     heat = ""
     if describer is not None and outcome.verdict != "right":
         heat = _figure(_picture_uri(attention_map(describer, path)), "where it looks")

@@ -17,6 +17,7 @@ from rich.table import Table
 from pyinstance.commands import add_engine_option, make_console
 from pyinstance.index.describer import Describer
 from pyinstance.index.instance_index import InstanceIndex
+from pyinstance.index.metadata import read_metadata_file
 from pyinstance.index.recipe import DEFAULT_RECIPE, DTYPES
 from pyinstance.index.report import AddReport
 from pyinstance.index.store import IndexBusyError
@@ -89,6 +90,7 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
     _postprocess_options(build)
     add_engine_option(build)
     _common(build)
+    _metadata_option(build)
     build.set_defaults(run=_guarded(_build))
 
     add = sub.add_parser("add", help="add reference images (identical files are no-ops)")
@@ -97,6 +99,7 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
     add.add_argument("--instance", help="instance id of image files given as SOURCE")
     add_engine_option(add)
     _common(add)
+    _metadata_option(add)
     add.set_defaults(run=_guarded(_add))
 
     update = sub.add_parser("update", help="re-extract changed files, add new ones")
@@ -204,6 +207,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _metadata_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metadata",
+        metavar="FILE",
+        help="instance metadata (title, author, ...): a CSV with an instance_id column and "
+        "one column per field, or JSON {id: {field: value}}; instances not in the index are "
+        "left out",
+    )
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(","))
@@ -258,6 +271,7 @@ def _guarded(
 
 def _build(args: argparse.Namespace, console: Console) -> int:
     start = time.perf_counter()
+    metadata = read_metadata_file(args.metadata) if args.metadata else None
     fields = {
         "scales": args.scales,
         "max_side": args.max_side,
@@ -283,6 +297,8 @@ def _build(args: argparse.Namespace, console: Console) -> int:
         describer=describer,
     )
     with index:
+        if metadata:
+            index.set_metadata(metadata, unknown="skip")
         return _summary(args, console, index, report, time.perf_counter() - start, describer.engine)
 
 
@@ -302,8 +318,11 @@ def _refuse_components_with_model(args: argparse.Namespace) -> None:
 
 
 def _add(args: argparse.Namespace, console: Console) -> int:
+    metadata = read_metadata_file(args.metadata) if args.metadata else None
     with InstanceIndex.open(args.index, engine=args.engine) as index:
-        report = index.add(args.source, args.instance, progress=not args.no_progress)
+        report = index.add(
+            args.source, args.instance, progress=not args.no_progress, metadata=metadata
+        )
         return _summary(args, console, index, report, report.seconds, _engine_used(index, report))
 
 
@@ -336,6 +355,7 @@ def _summary(
         "index": str(index.path),
         "images": info["images"],
         "size_on_disk": info["size_on_disk"],
+        "instances_with_metadata": len(index.metadata()),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -348,6 +368,7 @@ def _summary(
     table.add_row("skipped", str(len(report.skipped)))
     table.add_row("images in the index", str(info["images"]))
     table.add_row("instances", str(info["instances"]))
+    table.add_row("instances with metadata", str(summary["instances_with_metadata"]))
     table.add_row("time", f"{seconds:.1f} s")
     if rate is not None:
         table.add_row("throughput", f"{rate:.2f} images/s ({engine} engine)")

@@ -294,28 +294,38 @@ class Describer:
             if self.recipe.query_max_side is None:
                 return self._describe(list(images))[:, None, :]
             return self._describe(list(images), (1.0,), self.recipe.query_max_side)[:, None, :]
-        mean = getattr(self.backbone, "input_mean", IMAGENET_MEAN)
-        std = getattr(self.backbone, "input_std", IMAGENET_STD)
-        min_size = getattr(self.backbone, "min_input_size", 1)
         out = []
         with torch.inference_mode():
             for index, item in enumerate(images):
-                name = f"images[{index}]" + (
-                    f" ({item})" if isinstance(item, (str, os.PathLike)) else ""
-                )
-                if isinstance(item, DecodedImage):  # sized from the file's full size
-                    image = image_tensor(item.image, name).to(self.device)
-                    size = scaled_size(*item.full_size, self.recipe.query_side)
-                else:
-                    image = image_tensor(item, name).to(self.device)
-                    size = scaled_size(*image.shape[1:], self.recipe.query_side)
-                if min(size) < min_size:
-                    raise ValueError(
-                        f"{name}: resized to {size[0]}×{size[1]}, below the backbone's minimum "
-                        f"input size {min_size}"
-                    )
-                pixels = normalize(resize(image, size)[None], mean, std)
-                features = (self._feature_engine or self.backbone)(pixels)
+                features, _ = self.query_features(item, f"images[{index}]")
                 pooled = pool_windows(features, self.head, self.recipe.query_windows)
                 out.append(pooled.float().cpu().numpy())
         return np.concatenate(out)
+
+    def query_features(
+        self, item: ImageLike | DecodedImage, name: str = "image"
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The backbone's feature map ``1 × C × H × W`` of one query photo at the recipe's
+        query side, and the photo's full ``(height, width)`` in pixels (of the file, for a
+        photo decoded at reduced size)."""
+        mean = getattr(self.backbone, "input_mean", IMAGENET_MEAN)
+        std = getattr(self.backbone, "input_std", IMAGENET_STD)
+        min_size = getattr(self.backbone, "min_input_size", 1)
+        if isinstance(item, (str, os.PathLike)):
+            name += f" ({item})"
+        with torch.inference_mode():
+            if isinstance(item, DecodedImage):  # sized from the file's full size
+                image = image_tensor(item.image, name).to(self.device)
+                full = tuple(item.full_size)
+            else:
+                image = image_tensor(item, name).to(self.device)
+                full = tuple(image.shape[1:])
+            size = scaled_size(*full, self.recipe.query_side)
+            if min(size) < min_size:
+                raise ValueError(
+                    f"{name}: resized to {size[0]}×{size[1]}, below the backbone's minimum "
+                    f"input size {min_size}"
+                )
+            pixels = normalize(resize(image, size)[None], mean, std)
+            features = (self._feature_engine or self.backbone)(pixels)
+        return features, (int(full[0]), int(full[1]))

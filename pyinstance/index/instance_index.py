@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import torch
 
 from pyinstance.data.images import ImageLike
 from pyinstance.index.describer import Describer, FileError
+from pyinstance.index.metadata import check_fields
 from pyinstance.index.neighbours import Neighbours
 from pyinstance.index.processed import ProcessedView, processed_view, refit_function, search_sets
 from pyinstance.index.recipe import DEFAULT_RECIPE, Recipe
@@ -209,6 +210,7 @@ class InstanceIndex:
         instance: str | None = None,
         *,
         progress: bool = False,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> AddReport:
         """Add reference images, in one commit.
 
@@ -217,9 +219,12 @@ class InstanceIndex:
         (``reference`` rows). Files already in the index with identical content are no-ops;
         an image id already present with other content is skipped (use :meth:`update`);
         undecodable, unreadable or oversized files are skipped and reported.
+        ``metadata``: ``{instance: {field: value}}`` merged in the same commit (see
+        :meth:`set_metadata`; instances that end up without images are left out).
         """
+        updates = _checked_updates(metadata) if metadata is not None else None
         entries, errors = collect(source, instance)
-        return self._add(entries, errors, replace=False, progress=progress)
+        return self._add(entries, errors, replace=False, progress=progress, metadata=updates)
 
     def update(
         self,
@@ -243,6 +248,7 @@ class InstanceIndex:
         *,
         replace: bool,
         progress: bool,
+        metadata: dict[str, dict[str, Any]] | None = None,
     ) -> AddReport:
         start = time.perf_counter()
         skipped = list(errors)
@@ -289,9 +295,12 @@ class InstanceIndex:
                 records,
                 replace=replace,
                 refit=self._refit,
+                metadata=metadata,
             )
             updated = sum(1 for entry, _ in kept if entry.image_id in sha_of_id)
             added = len(kept) - updated
+        elif metadata:
+            self._store.set_instance_metadata(metadata)
         return AddReport(
             added=added,
             updated=updated,
@@ -503,6 +512,34 @@ class InstanceIndex:
         """Every live image: id, instance, source, sha256, added (Unix time), row."""
         return self._store.images()
 
+    def metadata(self) -> dict[str, dict[str, Any]]:
+        """Metadata fields (title, author, ...) of each instance that has some."""
+        present = set(self.instances)
+        return {i: f for i, f in self._store.instance_metadata().items() if i in present}
+
+    def set_metadata(
+        self,
+        updates: Mapping[str, Mapping[str, Any]],
+        *,
+        replace: bool = False,
+        unknown: str = "error",
+    ) -> list[str]:
+        """Set instance metadata in one commit: ``{instance: {field: value}}``; a field
+        set to ``None`` is deleted; ``replace=True`` drops the fields not given.
+
+        Values are str, finite numbers or bools. ``unknown``: ``"error"`` (an instance not
+        in the index is a ``KeyError``, nothing is written) or ``"skip"`` (left out).
+        Returns the instances left out.
+        """
+        if unknown not in ("error", "skip"):
+            raise ValueError(f"unknown: expected 'error' or 'skip', got {unknown!r}")
+        checked = _checked_updates(updates)
+        if unknown == "error":
+            missing = sorted(set(checked) - set(self.instances))
+            if missing:
+                raise KeyError(f"metadata: not in the index: {', '.join(map(repr, missing[:10]))}")
+        return self._store.set_instance_metadata(checked, replace=replace)
+
     def get_setting(self, key: str, default: Any = None) -> Any:
         """A stored setting (e.g. the fitted open-set ``threshold``, the ``classifier``)."""
         return self._store.get_setting(key, default)
@@ -531,5 +568,21 @@ class InstanceIndex:
             "postprocess": self.recipe.postprocess,
             "fitted": {key: stamp for key, (stamp, _) in snapshot.fitted.items()},
             "collection": snapshot.collection,
+            "metadata_changes": self._store.metadata_changes(),
             "size_on_disk": self._store.size_on_disk(),
         }
+
+
+def _checked_updates(updates: Any) -> dict[str, dict[str, Any]]:
+    """``{instance: {field: value or None}}`` checked (see :func:`check_fields`)."""
+    if not isinstance(updates, Mapping):
+        raise TypeError(
+            f"metadata: expected a mapping {{instance: {{field: value}}}}, got "
+            f"{type(updates).__name__}"
+        )
+    checked = {}
+    for instance, fields in updates.items():
+        if not isinstance(instance, str) or not instance:
+            raise ValueError(f"metadata: instance ids must be non-empty str, got {instance!r}")
+        checked[instance] = check_fields(instance, fields, allow_none=True)
+    return checked

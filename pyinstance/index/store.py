@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyinstance.index.metadata import check_fields
 from pyinstance.index.recipe import Recipe
 
 #: Version of the on-disk format this code reads; newer ones are refused. Version 2 adds
@@ -94,6 +95,16 @@ CREATE TABLE IF NOT EXISTS fitted (
 #: ``refit(descriptors, instances)``: the live rows (float32, ``N × row width``, by slot)
 #: and their instance ids -> the state to store by key (``None``: no state for that key).
 Refit = Callable[[np.ndarray, list[str]], Mapping[str, bytes | None]]
+
+#: Version of the instance metadata table (created at the first metadata write, so indexes
+#: made before it open unchanged; a newer version is refused when read).
+METADATA_SCHEMA = 1
+_METADATA_TABLE = """
+CREATE TABLE IF NOT EXISTS instance_metadata (
+    instance TEXT PRIMARY KEY REFERENCES instances(id),
+    fields TEXT NOT NULL
+)
+"""
 
 
 class IndexNotFoundError(FileNotFoundError):
@@ -515,6 +526,7 @@ class Store:
         *,
         replace: bool = False,
         refit: Refit | None = None,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[int]:
         """Append float32 ``descriptors`` (N × row width: D times the recipe's descriptors
         per image) for ``records``; returns their new row ids.
@@ -522,6 +534,8 @@ class Store:
         ``replace=False``: an image id already in the index is a ``ValueError``.
         ``replace=True``: images with those ids are tombstoned in the same commit.
         ``refit``: called in the commit on the resulting collection; its state is stored.
+        ``metadata``: instance metadata merged in the same commit (see
+        :meth:`set_instance_metadata`).
         """
         if descriptors.shape != (len(records), self._width):
             raise ValueError(
@@ -561,6 +575,8 @@ class Store:
                     for i, (r, row) in enumerate(zip(records, rows, strict=True))
                 ],
             )
+            if metadata:
+                self._write_metadata(metadata, replace=False)
             self._drop_empty_instances()
             self._set_meta(slots=slots + len(records), next_row=next_row + len(records))
             self._refit(refit)
@@ -617,6 +633,10 @@ class Store:
         self._db.execute(
             "DELETE FROM instances WHERE id NOT IN (SELECT DISTINCT instance FROM images)"
         )
+        if self._has_metadata():
+            self._db.execute(
+                "DELETE FROM instance_metadata WHERE instance NOT IN (SELECT id FROM instances)"
+            )
 
     @_locked
     def compact(self) -> int:
@@ -674,6 +694,90 @@ class Store:
             "UPDATE meta SET value = ? WHERE key = ?", [(str(v), k) for k, v in values.items()]
         )
 
+    # -- instance metadata ------------------------------------------------------------------
+
+    def _has_metadata(self) -> bool:
+        return (
+            self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'instance_metadata'"
+            ).fetchone()
+            is not None
+        )
+
+    @_locked
+    def instance_metadata(self) -> dict[str, dict[str, Any]]:
+        """The metadata fields of every instance that has some (none in an index made
+        before metadata existed)."""
+        self._db.execute("BEGIN")
+        try:
+            if not self._has_metadata():
+                return {}
+            found = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'metadata_schema'"
+            ).fetchone()
+            schema = int(found[0]) if found else METADATA_SCHEMA
+            if schema > METADATA_SCHEMA:
+                raise IndexFormatError(
+                    f"index: {str(self.path)!r} has instance metadata of version {schema}, newer "
+                    f"than the {METADATA_SCHEMA} this pyinstance reads; upgrade pyinstance"
+                )
+            rows = self._db.execute("SELECT instance, fields FROM instance_metadata").fetchall()
+        finally:
+            self._db.execute("COMMIT")
+        return {instance: json.loads(fields) for instance, fields in rows}
+
+    def metadata_changes(self) -> int:
+        """How many metadata commits were ever made (tells a reader to read it again)."""
+        return int(self.meta().get("metadata_changes", "0"))
+
+    @_locked
+    def set_instance_metadata(
+        self, updates: Mapping[str, Mapping[str, Any]], *, replace: bool = False
+    ) -> list[str]:
+        """Merge ``updates`` (``{instance: {field: value}}``, ``None`` deletes a field) into
+        the instances' metadata, or replace it (``replace=True``), in one commit. Returns the
+        instances left out because they are not in the index."""
+        with self._writing():
+            return self._write_metadata(updates, replace=replace)
+
+    def _write_metadata(
+        self, updates: Mapping[str, Mapping[str, Any]], *, replace: bool
+    ) -> list[str]:
+        self._db.execute(_METADATA_TABLE)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('metadata_schema', ?)", (str(METADATA_SCHEMA),)
+        )
+        present = {instance for (instance,) in self._db.execute("SELECT id FROM instances")}
+        missing = []
+        for instance, fields in updates.items():
+            if instance not in present:
+                missing.append(instance)
+                continue
+            found = self._db.execute(
+                "SELECT fields FROM instance_metadata WHERE instance = ?", (instance,)
+            ).fetchone()
+            merged = {} if replace or found is None else json.loads(found[0])
+            merged.update(fields)
+            kept = check_fields(
+                instance, {k: v for k, v in merged.items() if v is not None}, allow_none=False
+            )
+            if kept:
+                self._db.execute(
+                    "INSERT INTO instance_metadata VALUES (?, ?) "
+                    "ON CONFLICT(instance) DO UPDATE SET fields = excluded.fields",
+                    (instance, json.dumps(kept, ensure_ascii=False, allow_nan=False)),
+                )
+            else:
+                self._db.execute("DELETE FROM instance_metadata WHERE instance = ?", (instance,))
+        changes = self._db.execute(
+            "SELECT value FROM meta WHERE key = 'metadata_changes'"
+        ).fetchone()
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('metadata_changes', ?)",
+            (str(int(changes[0]) + 1 if changes else 1),),
+        )
+        return missing
+
 
 class PinnedStore(Store):
     """A read-only view of a store as committed at one moment.
@@ -695,6 +799,7 @@ class PinnedStore(Store):
         live = set(self._snapshot.rows.tolist())
         self._images = [image for image in store.images() if image["row"] in live]
         self._settings = store.settings()
+        self._metadata = store.instance_metadata()
         self._meta = store.meta()
         self._size = store.size_on_disk()
         self._lock = threading.RLock()  # Store's methods serialise on it; writes then refuse
@@ -727,6 +832,9 @@ class PinnedStore(Store):
 
     def meta(self) -> dict[str, str]:
         return dict(self._meta)
+
+    def instance_metadata(self) -> dict[str, dict[str, Any]]:
+        return {instance: dict(fields) for instance, fields in self._metadata.items()}
 
     def size_on_disk(self) -> int:
         return self._size

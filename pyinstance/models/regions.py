@@ -77,12 +77,26 @@ def pool_windows(
     GeM or SPoC head (a power mean) takes a faster path with the same result: the map is
     raised to the power once and every window's mean is read from its summed-area table.
     """
-    if not isinstance(features, torch.Tensor) or features.dim() != 4:
-        raise ValueError(
-            f"features: expected a B×C×H×W tensor, got {getattr(features, 'shape', type(features))}"
-        )
+    _check_features(features)
+    return pool_boxes(features, head, window_boxes(*features.shape[2:], windows))
+
+
+def pool_boxes(
+    features: torch.Tensor, head: nn.Module, boxes: Sequence[tuple[int, int, int, int]]
+) -> torch.Tensor:
+    """Descriptors ``B × R × D`` of ``R`` boxes ``(top, left, bottom, right)`` (cells, each
+    at least one cell, inside the map) of a ``B × C × H × W`` feature map."""
+    _check_features(features)
     batch, _, height, width = features.shape
-    boxes = window_boxes(height, width, windows)
+    boxes = [tuple(int(v) for v in box) for box in boxes]
+    if not boxes or any(
+        not (0 <= top < bottom <= height and 0 <= left < right <= width)
+        for top, left, bottom, right in boxes
+    ):
+        raise ValueError(
+            f"boxes: expected (top, left, bottom, right) boxes inside the {height}×{width} map, "
+            f"at least one cell each, got {boxes[:3]}{'...' if len(boxes) > 3 else ''}"
+        )
     if type(head).pool in (GeM.pool, SPoC.pool):
         return _power_mean_windows(features, head, boxes)
     by_size: dict[tuple[int, int], list[int]] = {}
@@ -103,6 +117,13 @@ def pool_windows(
         out[:, members] = pooled.transpose(0, 1)
     assert out is not None
     return out
+
+
+def _check_features(features: torch.Tensor) -> None:
+    if not isinstance(features, torch.Tensor) or features.dim() != 4:
+        raise ValueError(
+            f"features: expected a B×C×H×W tensor, got {getattr(features, 'shape', type(features))}"
+        )
 
 
 def _power_mean_windows(

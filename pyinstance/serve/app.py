@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import hmac
 import io
+import json
 import os
 import time
 from collections import OrderedDict
@@ -26,7 +27,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from PIL import Image
 from starlette.datastructures import UploadFile
 
-from pyinstance._files import write_atomic
+from pyinstance.index.metadata import check_fields
+from pyinstance.objects import THRESHOLD_SETTING as OBJECTS_THRESHOLD
 from pyinstance.plugins import PluginError
 from pyinstance.serve.collection import Collection, Version
 from pyinstance.serve.errors import ApiError, install_error_handlers
@@ -45,6 +47,7 @@ TOKEN_ENV = "PYINSTANCE_API_TOKEN"
 THUMBNAIL_SIDE = 320
 _THUMBNAILS_KEPT = 512
 _MULTIPART_SLACK = 64 * 1024
+_METADATA_BYTES = 64 * 1024
 _PAGE_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self' 'unsafe-inline'; connect-src 'self'; form-action 'self'"
@@ -214,7 +217,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(cors_origins),
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
 
@@ -247,11 +250,14 @@ def create_app(
         if not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise ApiError(401, "unauthorized", "wrong token", {"WWW-Authenticate": "Bearer"})
 
-    async def uploaded(request: Request, *, many: bool) -> list[tuple[str, bytes]]:
-        """The photos of a multipart body (field ``file``/``files``) or a raw image body."""
+    async def uploaded(
+        request: Request, *, many: bool
+    ) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
+        """The photos of a multipart body (field ``file``/``files``) or a raw image body,
+        and the form's text fields."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind in IMAGE_TYPES:
-            return [("body", await read_body(request, max_upload_bytes))]
+            return [("body", await read_body(request, max_upload_bytes))], {}
         if kind != "multipart/form-data":
             raise ApiError(
                 415, "unsupported_media_type", f"content type {kind or 'none'!r}: send "
@@ -278,7 +284,8 @@ def create_app(
                     413, "too_large", f"{part.filename}: exceeds {max_upload_bytes} bytes"
                 )
             out.append((part.filename or "file", data))
-        return out
+        fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
+        return out, fields
 
     # -- identification -------------------------------------------------------------------
 
@@ -296,8 +303,11 @@ def create_app(
         classifier: str | None = Query(
             None, max_length=64, description="a registered classifier (default: the index's)"
         ),
+        multi: bool = Query(
+            False, description="also list every collection object in the photo, with its box"
+        ),
     ) -> dict[str, Any]:
-        ((name, data),) = await uploaded(request, many=False)
+        ((name, data),), _ = await uploaded(request, many=False)
         if in_flight[0] >= workers + max_queue:
             raise ApiError(
                 503, "busy", f"{max_queue} identifications are already waiting; retry shortly",
@@ -307,8 +317,13 @@ def create_app(
 
         def run() -> dict[str, Any]:
             start = time.perf_counter()
+            if multi and pinned.view.get_setting(OBJECTS_THRESHOLD) is None:
+                raise ApiError(
+                    409, "objects_uncalibrated", "multi: the index has no objects threshold; "
+                    "run 'pyinstance calibrate INDEX --objects' first"
+                )  # fmt: skip
             try:
-                identifier = pinned.identifier(classifier, threshold, top_k)
+                identifier = pinned.identifier(classifier, threshold, top_k, multi)
             except (PluginError, KeyError) as error:
                 raise ApiError(400, "unknown_classifier", str(error).strip("'\"")) from error
             except ValueError as error:
@@ -329,12 +344,14 @@ def create_app(
             ms["total"] = (time.perf_counter() - start) * 1e3
             answer = {
                 "instance": result.instance,
+                "metadata": pinned.metadata.get(result.instance or "", {}),
                 "confidence": result.confidence,
                 "threshold": identifier.threshold,
                 "classifier": classifier or pinned.default_classifier,
                 "top_k": [
                     {
                         "instance": m.instance,
+                        "metadata": pinned.metadata.get(m.instance, {}),
                         "score": m.score,
                         "image_id": m.image_id,
                         "thumbnail_url": thumbnail_url(m.image_id),
@@ -344,6 +361,15 @@ def create_app(
                 "ms": ms,
                 "version": pinned.number,
             }
+            if result.objects is not None:
+                answer["objects"] = [
+                    {
+                        **found.to_dict(),
+                        "metadata": pinned.metadata.get(found.instance, {}),
+                        "thumbnail_url": thumbnail_url(found.image_id),
+                    }
+                    for found in result.objects
+                ]
             if review is not None and review.wants(result.instance, result.confidence):
                 fmt = open_image(data, max_pixels=max_pixels, name=name).format
                 review.keep(hashlib.sha256(data).hexdigest(), data, FORMATS[fmt], answer)
@@ -369,7 +395,7 @@ def create_app(
         image_id: str = Query(..., max_length=1024, description="the reference image"),
     ) -> Response:
         check_image_id(image_id)
-        ((name, data),) = await uploaded(request, many=False)
+        ((name, data),), _ = await uploaded(request, many=False)
         pinned = version()
         if image_id not in pinned.images:
             raise ApiError(404, "unknown_image", f"no image {image_id!r} in the index")
@@ -387,10 +413,12 @@ def create_app(
 
     # -- reading the collection -----------------------------------------------------------
 
-    def instance_summary(name: str, images: list[dict[str, Any]]) -> dict[str, Any]:
+    def instance_summary(pinned: Version, name: str) -> dict[str, Any]:
+        images = pinned.instances.get(name, [])
         first = images[0]["id"] if images else None
         return {
             "id": name,
+            "metadata": pinned.metadata.get(name, {}),
             "images": len(images),
             "added": min((i["added"] for i in images), default=None),
             "thumbnail_url": thumbnail_url(first),
@@ -405,20 +433,27 @@ def create_app(
             "thumbnail_url": thumbnail_url(image["id"]),
         }
 
-    @app.get("/v1/instances", summary="Instances, optionally filtered by a substring of the id")
+    def matches(pinned: Version, name: str, q: str) -> bool:
+        texts = [name, *(str(v) for v in pinned.metadata.get(name, {}).values())]
+        return any(q.lower() in text.lower() for text in texts)
+
+    @app.get(
+        "/v1/instances",
+        summary="Instances, optionally filtered by a substring of the id or of a metadata field",
+    )
     async def list_instances(
-        q: str | None = Query(None, max_length=128, description="substring of the id"),
+        q: str | None = Query(
+            None, max_length=128, description="substring of the id or a metadata value"
+        ),
         offset: int = Query(0, ge=0),
         limit: int = Query(100, ge=1, le=1000),
     ) -> dict[str, Any]:
         pinned = version()
-        names = [n for n in pinned.instances if q is None or q.lower() in n.lower()]
+        names = [n for n in pinned.instances if q is None or matches(pinned, n, q)]
         return {
             "version": pinned.number,
             "total": len(names),
-            "instances": [
-                instance_summary(n, pinned.instances[n]) for n in names[offset : offset + limit]
-            ],
+            "instances": [instance_summary(pinned, n) for n in names[offset : offset + limit]],
         }
 
     @app.get("/v1/instances/{instance_id}", summary="One instance and its reference images")
@@ -427,11 +462,13 @@ def create_app(
         pinned = version()
         if instance_id not in pinned.instances:
             raise ApiError(404, "unknown_instance", f"no instance {instance_id!r} in the index")
-        images = pinned.instances[instance_id]
+        return instance_detail(pinned, instance_id)
+
+    def instance_detail(pinned: Version, instance_id: str) -> dict[str, Any]:
         return {
-            **instance_summary(instance_id, images),
+            **instance_summary(pinned, instance_id),
             "version": pinned.number,
-            "reference_images": [image_summary(i) for i in images],
+            "reference_images": [image_summary(i) for i in pinned.instances[instance_id]],
         }
 
     @app.get(
@@ -469,9 +506,10 @@ def create_app(
     )
     async def add_images(instance_id: str, request: Request) -> JSONResponse:
         check_instance_id(instance_id)
-        photos = await uploaded(request, many=True)
-        paths = await anyio.to_thread.run_sync(store_uploads, photos)
-        report = await collection.add(instance_id, paths)
+        photos, fields = await uploaded(request, many=True)
+        metadata = parse_fields(instance_id, fields.get("metadata", "{}"), allow_none=False)
+        checked = await anyio.to_thread.run_sync(checked_uploads, photos)
+        report, paths = await collection.add(instance_id, checked, metadata)
         if report.added + report.updated + report.unchanged == 0:
             reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in report.skipped)
             raise ApiError(422, "nothing_added", f"no photo could be added ({reasons})")
@@ -485,6 +523,7 @@ def create_app(
         return JSONResponse(
             {
                 "instance": instance_id,
+                "metadata": pinned.metadata.get(instance_id, {}),
                 "added": report.added,
                 "unchanged": report.unchanged,
                 "already_in_other_instances": elsewhere,
@@ -496,6 +535,61 @@ def create_app(
             },
             status_code=201 if report.added else 200,
         )
+
+    @app.patch(
+        "/v1/instances/{instance_id}",
+        summary="Set an instance's metadata fields (null deletes one), in one commit",
+        dependencies=[Depends(writer)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": ["string", "number", "boolean", "null"]
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def set_metadata(
+        instance_id: str,
+        request: Request,
+        replace: bool = Query(False, description="drop the fields not given"),
+    ) -> dict[str, Any]:
+        check_instance_id(instance_id)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise ApiError(
+                415, "unsupported_media_type", f"content type {kind or 'none'!r}: send "
+                "application/json, an object of metadata fields"
+            )  # fmt: skip
+        body = await read_body(request, _METADATA_BYTES)
+        fields = parse_fields(instance_id, body.decode("utf-8", "replace"), allow_none=True)
+        if instance_id not in version().instances:
+            raise ApiError(404, "unknown_instance", f"no instance {instance_id!r} in the index")
+        try:
+            await collection.set_metadata(instance_id, fields, replace=replace)
+        except KeyError as error:  # removed meanwhile by another request
+            raise ApiError(404, "unknown_instance", str(error).strip("\"'")) from error
+        except ValueError as error:  # e.g. too many fields once merged
+            raise ApiError(422, "invalid_metadata", str(error)) from error
+        pinned = version()
+        if instance_id not in pinned.instances:
+            raise ApiError(404, "unknown_instance", f"no instance {instance_id!r} in the index")
+        return instance_detail(pinned, instance_id)
+
+    def parse_fields(instance_id: str, text: str, *, allow_none: bool) -> dict[str, Any]:
+        """A JSON object of metadata fields, checked (422 with the reason otherwise)."""
+        try:
+            fields = json.loads(text)
+            return check_fields(instance_id, fields, allow_none=allow_none)
+        except ValueError as error:  # JSONDecodeError included
+            raise ApiError(422, "invalid_metadata", f"metadata: {error}") from error
 
     @app.delete(
         "/v1/instances/{instance_id}",
@@ -527,19 +621,15 @@ def create_app(
             raise ApiError(404, "unknown_image", str(error).strip("\"'")) from error
         return {"removed_images": removed, "version": version().number}
 
-    def store_uploads(photos: list[tuple[str, bytes]]) -> list[Path]:
-        """Check each photo decodes, then keep it as ``uploads/<sha256>.<ext>`` (atomic)."""
-        collection.uploads.mkdir(exist_ok=True)
-        paths = []
+    def checked_uploads(photos: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """Check each photo decodes; name it ``<sha256>.<ext>`` as the uploads folder keeps it."""
+        named = []
         for name, data in photos:
             image = decode_image(data, max_pixels=max_pixels, longest=THUMBNAIL_SIDE, name=name)
             fmt = open_image(data, max_pixels=max_pixels, name=name).format
             del image
-            path = collection.uploads / f"{hashlib.sha256(data).hexdigest()}.{FORMATS[fmt]}"
-            if not path.exists():
-                write_atomic(path, data)
-            paths.append(path)
-        return paths
+            named.append((f"{hashlib.sha256(data).hexdigest()}.{FORMATS[fmt]}", data))
+        return named
 
     def make_thumbnail(source: str, image_id: str) -> bytes:
         try:
@@ -579,10 +669,21 @@ def create_app(
     async def review_list() -> dict[str, Any]:
         kept = queue()
         items = await anyio.to_thread.run_sync(kept.items)
+        metadata = version().metadata  # today's titles, not those of the day of the photo
         return {
             "days": kept.days,
             "below": kept.below,
-            "items": [{**i, "photo_url": f"/v1/review/{i['id']}/photo"} for i in items],
+            "items": [
+                {
+                    **i,
+                    "metadata": metadata.get(i["instance"] or "", {}),
+                    "top_k": [
+                        {**m, "metadata": metadata.get(m["instance"], {})} for m in i["top_k"]
+                    ],
+                    "photo_url": f"/v1/review/{i['id']}/photo",
+                }
+                for i in items
+            ],
         }
 
     @app.get(
@@ -609,8 +710,8 @@ def create_app(
         check_instance_id(instance)
         record, photo = review_item(item_id)
         data = await anyio.to_thread.run_sync(photo.read_bytes)
-        paths = await anyio.to_thread.run_sync(store_uploads, [(photo.name, data)])
-        report = await collection.add(instance, paths)
+        checked = await anyio.to_thread.run_sync(checked_uploads, [(photo.name, data)])
+        report, _ = await collection.add(instance, checked)
         if report.added + report.unchanged == 0:
             reasons = "; ".join(s.reason for s in report.skipped)
             raise ApiError(422, "nothing_added", f"the photo could not be added ({reasons})")
@@ -630,7 +731,12 @@ def create_app(
     @app.get("/healthz", summary="Liveness: the index is open")
     async def healthz() -> dict[str, Any]:
         pinned = version()
-        return {"status": "ok", "version": pinned.number, "images": len(pinned.images)}
+        return {
+            "status": "ok",
+            "version": pinned.number,
+            "revision": collection.revision,
+            "images": len(pinned.images),
+        }
 
     @app.get("/v1/info", summary="The index: recipe, counts, version, limits")
     async def info() -> dict[str, Any]:
@@ -644,6 +750,7 @@ def create_app(
             "recipe": details["recipe"],
             "settings": details["settings"],
             "classifier": pinned.default_classifier,
+            "engine": pinned.view.describer.engine,
             "pyinstance_version": details["pyinstance_version"],
             "read_only": token is None,
             "limits": {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels},

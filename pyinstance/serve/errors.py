@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pyinstance.index import IndexBusyError, IndexWriteError
 from pyinstance.serve.metrics import Metrics
 
 _CODES = {
@@ -20,6 +21,7 @@ _CODES = {
     415: "unsupported_media_type",
     422: "invalid_request",
     503: "busy",
+    507: "write_failed",
 }
 
 
@@ -65,6 +67,16 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         )
         metrics.rejected("invalid_request")
         return error_response(422, "invalid_request", problems or "invalid request")
+
+    @app.exception_handler(IndexWriteError)
+    async def _write_failed(request: Request, error: IndexWriteError) -> JSONResponse:
+        metrics.rejected("write_failed")
+        return error_response(507, "write_failed", str(error))
+
+    @app.exception_handler(IndexBusyError)
+    async def _busy(request: Request, error: IndexBusyError) -> JSONResponse:
+        metrics.rejected("index_busy")
+        return error_response(503, "index_busy", str(error), {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -215,3 +215,32 @@ def test_build_with_similarity_matrix_scoring_and_identify(
         assert found.scores[0, 0] == pytest.approx(1.0, abs=0.02)  # the mean of row maxima
         (answer,) = Identifier(index, threshold=0).identify([pairs / "reference" / "graf1.png"])
         assert answer.instance == "graf"
+
+
+def test_metadata_files_on_build_and_add(
+    tmp_path: Path, collection: Path, pairs: Path, capsys
+) -> None:
+    ix = str(tmp_path / "ix")
+    titles = tmp_path / "titles.csv"
+    titles.write_text("instance_id,title,author\nbox,A box,\ngraf,Graffiti,Anon\nabsent,X,Y\n")
+    code, out, _ = run(
+        capsys, "index", "build", str(collection), "-o", ix, "--max-side", "224",
+        "--windows", "none", "--metadata", str(titles), "--json", "--no-progress",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["instances_with_metadata"] == 2
+    with InstanceIndex.open(ix) as index:
+        assert index.metadata() == {
+            "box": {"title": "A box"},
+            "graf": {"title": "Graffiti", "author": "Anon"},
+        }
+    more = tmp_path / "more.json"
+    more.write_text(json.dumps({"aero": {"title": "Plane"}}))
+    code, out, _ = run(
+        capsys, "index", "add", ix, str(pairs / "reference" / "aero1.jpg"), "--instance",
+        "aero", "--metadata", str(more), "--json", "--no-progress",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["instances_with_metadata"] == 3
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"aero": {"title": [1]}}')
+    code, _, err = run(capsys, "index", "add", ix, str(collection), "--metadata", str(bad))
+    assert code == 2 and "'title' must be a str" in err

@@ -410,3 +410,16 @@ def test_ids_with_spaces_brackets_and_unicode(writer: TestClient, pairs: Path) -
     assert writer.delete(url, headers=AUTH).status_code == 200
     for bad in (" padded", "a\\b", "tab\there", "x" * 129):
         assert_error(writer.get(f"/v1/instances/{quote(bad)}"), 400, "invalid_id")
+
+
+def test_onnxruntime_engine_gives_the_same_answers(
+    built_index: Path, client: TestClient, queries: dict[Path, str]
+) -> None:
+    pytest.importorskip("onnxruntime")
+    assert client.get("/v1/info").json()["engine"] == "torch"
+    with TestClient(create_app(built_index, engine="onnxruntime")) as fast:
+        assert fast.get("/v1/info").json()["engine"] == "onnxruntime"
+        for path in list(queries)[:3]:
+            mine, theirs = identify(fast, path), identify(client, path)
+            assert mine["instance"] == theirs["instance"]
+            assert mine["confidence"] == pytest.approx(theirs["confidence"], abs=1e-3)
