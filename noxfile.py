@@ -128,11 +128,18 @@ def bench(session: nox.Session) -> None:
         session.run("python", script, *session.posargs)
 
 
-#: Tests that exercise a top-level module; a package's module is tested under tests/<package>/.
+#: Tests that exercise a module, where not every test under tests/<package>/ (the default).
 MUTATION_TESTS = {
     "pyinstance/extraction.py": ["tests/test_extract.py"],
     "pyinstance/identification.py": ["tests/test_identify.py"],
     "pyinstance/calibration.py": ["tests/test_identify.py"],
+    # Not tests/eval/test_report.py: it reaches the metrics only through rendering a report
+    # (headless Chromium, seconds per mutant); every metric has its own tests here.
+    "pyinstance/eval/metrics.py": [
+        "tests/eval/test_metrics.py",
+        "tests/eval/test_metrics_mutants.py",
+        "tests/eval/test_evaluate.py",
+    ],
     "pyinstance/testing.py": [
         "tests/test_testing.py",
         "tests/test_builtin_contracts.py",
