@@ -4,6 +4,7 @@ the rest (``mutation`` is slow: run it by hand, it is not part of CI)."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import sys
@@ -127,31 +128,110 @@ def bench(session: nox.Session) -> None:
         session.run("python", script, *session.posargs)
 
 
+#: Tests that exercise a module, where not every test under tests/<package>/ (the default).
+MUTATION_TESTS = {
+    "pyinstance/extraction.py": ["tests/test_extract.py"],
+    "pyinstance/identification.py": ["tests/test_identify.py"],
+    "pyinstance/calibration.py": ["tests/test_identify.py"],
+    # Not tests/eval/test_report.py: it reaches the metrics only through rendering a report
+    # (headless Chromium, seconds per mutant); every metric has its own tests here.
+    "pyinstance/eval/metrics.py": [
+        "tests/eval/test_metrics.py",
+        "tests/eval/test_metrics_mutants.py",
+        "tests/eval/test_evaluate.py",
+    ],
+    "pyinstance/testing.py": [
+        "tests/test_testing.py",
+        "tests/test_builtin_contracts.py",
+        "tests/classify/test_check_classifier.py",
+    ],
+}
+
+
+def _mutation_tests(session: nox.Session, module: str) -> list[str]:
+    """The test files or folders that exercise ``module`` (a path under pyinstance/)."""
+    if module in MUTATION_TESTS:
+        return MUTATION_TESTS[module]
+    package = Path(module).parent
+    tests = Path("tests", *package.parts[1:])
+    if package == Path("pyinstance") or not (ROOT / tests).is_dir():
+        session.error(f"{module}: no tests/ folder mirrors it; add it to MUTATION_TESTS")
+    return [str(tests)]
+
+
+def _mutation_workdir(module: str, compiled: Path) -> Path:
+    """A copy of the package and tests in which mutmut mutates ``module`` only.
+
+    mutmut reads its settings from pyproject.toml in the working directory, so each module
+    gets a folder (build/mutation/<module>) whose pyproject.toml narrows ``only_mutate`` and
+    the tests; the folder is kept between runs, so mutmut's results cache stays valid.
+    """
+    work = ROOT / "build" / "mutation" / module.removesuffix(".py").replace("/", ".")
+    work.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.so")
+    shutil.copytree(ROOT / "pyinstance", work / "pyinstance", ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore, dirs_exist_ok=True)
+    # mutmut imports pyinstance from its mutated copy: give that copy the compiled module.
+    shutil.copy2(compiled, work / "pyinstance" / compiled.name)
+    return work
+
+
+def _narrowed_pyproject(module: str, tests: list[str]) -> str:
+    """pyproject.toml with [tool.mutmut]'s only_mutate and test selection set to one module."""
+    text = (ROOT / "pyproject.toml").read_text()
+    for key, values in (("only_mutate", [module]), ("pytest_add_cli_args_test_selection", tests)):
+        start = text.index(f"\n{key} = [") + 1
+        end = text.index("]", start) + 1
+        text = text[:start] + f"{key} = {json.dumps(values)}" + text[end:]
+    return text
+
+
 @nox.session(python=PYTHON)
 def mutation(session: nox.Session) -> None:
     """Mutation testing with mutmut over the Python modules named in ``[tool.mutmut]``.
 
-    ``nox -s mutation`` mutates every module in ``only_mutate`` (pyproject.toml: data,
-    extraction, models, builtin, testing, viz, index, classify, eval, postprocess,
-    identify) and runs, per mutant, the tests that execute the mutated function: hours on a
-    laptop. Pass mutant name globs to run a part, e.g.
-    ``nox -s mutation -- "pyinstance.classify.voting*" "pyinstance.eval.metrics*"``.
-    Survivors are listed at the end; ``mutmut show <name>`` prints one's diff. Each
-    survivor deserves a test that kills it, or a note on why it is equivalent.
+    ``nox -s mutation -- pyinstance/eval/metrics.py [more modules]`` mutates those modules,
+    one at a time, each against the tests that mirror it (tests/<package>/ or
+    MUTATION_TESTS), in build/mutation/<module>/. Without modules it mutates every module in
+    ``only_mutate`` against all tests: hours. Other arguments go to ``mutmut run`` (mutant
+    name globs). One mutant at a time (mutmut's --max-children 1, MUTMUT_CHILDREN to change);
+    survivors are listed at the end, ``mutmut show <name>`` (in the module's folder) prints
+    one's diff. Each survivor deserves a test that kills it, or a note on why it is
+    equivalent (docs/mutation.md).
     """
+    modules = [arg for arg in session.posargs if arg.endswith(".py")]
+    names = [arg for arg in session.posargs if not arg.endswith(".py")]
+    for module in modules:
+        if not (ROOT / module).is_file() or not module.startswith("pyinstance/"):
+            session.error(f"{module}: expected a module path under pyinstance/")
     _install_pyinstance(session, "test,mutation", PYINSTANCE_CUDA="OFF")
-    # mutmut imports pyinstance from its mutated copy (mutants/pyinstance): give that copy
-    # the compiled module of the installed build (*.so is git-ignored; removed afterwards).
-    compiled = session.run(
-        "python", "-c", "import pyinstance._C as c; print(c.__file__)", silent=True
-    ).strip()
-    copied = ROOT / "pyinstance" / Path(compiled).name
-    shutil.copy2(compiled, copied)
-    try:
-        session.run("mutmut", "run", *session.posargs)
-    finally:
-        copied.unlink(missing_ok=True)
-    session.run("mutmut", "results")
+    compiled = Path(
+        session.run(
+            "python", "-P", "-c", "import pyinstance._C as c; print(c.__file__)", silent=True
+        ).strip()
+    )
+    children = os.environ.get("MUTMUT_CHILDREN", "1")
+    shared = ROOT.parent / "shared"
+    env = {"PYINSTANCE_SHARED": str(shared)} if shared.is_dir() else {}
+    run = ["mutmut", "run", "--max-children", children, *names]
+    if not modules:
+        # mutmut copies pyinstance/ (with the compiled module) into mutants/ at the root.
+        copied = ROOT / "pyinstance" / compiled.name
+        shutil.copy2(compiled, copied)
+        try:
+            session.run(*run, env=env)
+        finally:
+            copied.unlink(missing_ok=True)
+        session.run("mutmut", "results")
+        return
+    for module in modules:
+        work = _mutation_workdir(module, compiled)
+        (work / "pyproject.toml").write_text(
+            _narrowed_pyproject(module, _mutation_tests(session, module))
+        )
+        with session.chdir(work):
+            session.run(*run, env=env)
+            session.run("mutmut", "results")
 
 
 @nox.session(name="train-museum", python=PYTHON)

@@ -4,11 +4,12 @@
 // The Python wrapper groups the references by label (a stable sort), so the positives of an
 // anchor are order[pos_start[a]:pos_end[a]] (minus the anchor itself when mining within the
 // batch), in increasing index order; positive pair q of anchor a has the global number
-// pair_off[a] + q. Positive similarities come from direct dot products (there are few);
-// negatives stream through tiles of kBlockJ references x kBlockI anchors. Within the batch
-// the similarity matrix is symmetric, so each tile above the diagonal is computed once and
-// feeds both its rows and its columns (half the multiply-adds). Reductions use total orders
-// (ties to the smaller index), so per-thread partial states merge into the same result for
+// pair_off[a] + q. Positive similarities that are compared with negatives come from the same
+// tile kernel as the negatives' (positive_pairs); batch_hard's, compared only with each other,
+// from direct dot products. Negatives stream through tiles of kBlockJ references x kBlockI anchors.
+// Within the batch the similarity matrix is symmetric, so each tile above the diagonal is computed
+// once and feeds both its rows and its columns (half the multiply-adds). Reductions use total
+// orders (ties to the smaller index), so per-thread partial states merge into the same result for
 // every thread count. The hardest-negative search (batch_hard, hard_negative) filters tiles
 // against per-anchor thresholds and, on CPUs with AVX512_BF16, screens with bf16 tiles at
 // twice the speed, re-scoring in float32 the few candidates the error bound cannot rule out.
@@ -45,7 +46,8 @@ constexpr int64_t kSerialRows = 512;  // per-anchor loops below this size skip O
 constexpr int64_t kWorkPerThread = int64_t{1} << 24;  // multiply-adds worth a thread
 
 // Eight interleaved partial sums: the compiler vectorises this at the baseline ISA. Used only
-// to re-score screened candidates (bf16 tiles), which are compared with each other only.
+// where the values are compared with each other, never with tile similarities: re-scored
+// screened candidates (bf16 tiles) and batch_hard's positives.
 float dot(const float* x, const float* y, int64_t dim) {
   float acc[8] = {};
   int64_t k = 0;
@@ -552,17 +554,22 @@ std::vector<int64_t> hardest_negatives(const Problem& pb, int threads) {
   return reduce_negatives<HardestNegative>(pb, threads, screen.get(), groups, screen.get()).index;
 }
 
-// batch_hard: slot a holds (a, hardest positive, hardest negative) or anchor -1.
+// batch_hard: slot a holds (a, hardest positive, hardest negative) or anchor -1. The hardest
+// positive is compared only with the anchor's other positives, never with a negative, so its
+// similarities need not come from the negatives' tile kernel (positive_pairs): dot() has one
+// fixed summation order and is symmetric in its arguments, so identical positives still tie
+// exactly, without the grouping, gathering and packing of positive tiles.
 void mine_batch_hard(const Problem& pb, const Output& out, int threads) {
   const std::vector<int64_t> hardest = hardest_negatives(pb, threads);
-  const PositivePairs pairs = positive_pairs(pb, thread_count(threads));
 #pragma omp parallel for schedule(dynamic, 64) \
     num_threads(thread_count(threads)) if (pb.na > kSerialRows)
   for (int64_t a = 0; a < pb.na; ++a) {
     float best = 0.0f;
     int64_t best_index = -1;
-    for (int64_t q = pb.pair_off[a]; q < pb.pair_off[a + 1]; ++q)
-      triplet::offer_easiest(best, best_index, pairs.sim[q], pairs.index[q]);
+    for_each_positive(pb, a, [&](int64_t, int64_t p) {
+      triplet::offer_easiest(best, best_index,
+                             dot(pb.emb + a * pb.dim, pb.ref + p * pb.dim, pb.dim), p);
+    });
     if (best_index >= 0 && hardest[a] >= 0)
       out.put(a, a, best_index, hardest[a]);
     else

@@ -65,11 +65,17 @@ def check_similarity_range(emb: torch.Tensor, ref: torch.Tensor, same_set: bool)
     """Refuse embeddings whose float32 similarities (or their partial sums) could overflow.
 
     A float32 dot product of ``x`` and ``y`` cannot overflow in any summation order while
-    ``sum_k |x_k y_k| < OVERFLOW_LIMIT``. Rows whose norm times the largest reference norm
-    stays below the limit are safe by Cauchy-Schwarz (the usual case: one float64 norm
-    pass); the few others are checked exactly, against every reference (but themselves
-    when mining within the batch), blockwise in float64.
+    ``sum_k |x_k y_k| < OVERFLOW_LIMIT``. When the largest float32 row norms multiply to
+    less than half the limit (the half covers their float32 rounding), every pair is safe by
+    Cauchy-Schwarz: the usual case, one float32 norm pass per side. Otherwise rows whose
+    float64 norm times the largest reference norm stays below the limit are safe; the few
+    others are checked exactly, against every reference (but themselves when mining within
+    the batch), blockwise in float64.
     """
+    emb_max = float(torch.linalg.vector_norm(emb, dim=1).max())
+    ref_max = emb_max if same_set else float(torch.linalg.vector_norm(ref, dim=1).max())
+    if emb_max * ref_max < OVERFLOW_LIMIT / 2:
+        return
     norms = torch.linalg.vector_norm(emb, dim=1, dtype=torch.float64)
     ref_norms = norms if same_set else torch.linalg.vector_norm(ref, dim=1, dtype=torch.float64)
     suspects = torch.nonzero(norms * ref_norms.max() >= OVERFLOW_LIMIT).flatten()

@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 
 from pyinstance.eval.metrics import (
+    average_precision,
+    count_relevant,
+    hits_from_labels,
+    identification_metrics,
     mean_precision_at_1,
+    metrics_by_group,
     open_set_auroc,
     open_set_rates,
+    precision_at_k,
+    rates_at_threshold,
     recall_at_k,
     triplet_accuracy,
 )
 
 
 def test_triplet_accuracy_uses_the_anchor_positive_difference():
-    # d(a, p) = 0 < d(a, n) = 1 for the first triplet; the sum a + p would be the larger.
-    anchor = np.array([[1.0, 0.0], [0.0, 1.0]])
-    positive = np.array([[1.0, 0.0], [0.0, -1.0]])
-    negative = np.array([[1.0, 1.0], [0.0, 1.5]])
-    assert triplet_accuracy(anchor, positive, negative) == 0.5
+    # d(a, p) = 0 < d(a, n) = 1: right. With the sum a + p, |a + p|^2 = 4 > 1 would be wrong
+    # (an earlier version of this test had a second triplet that flipped the other way and
+    # kept the mean at 0.5 under the mutant too).
+    anchor = np.array([[1.0, 0.0]])
+    positive = np.array([[1.0, 0.0]])
+    negative = np.array([[1.0, 1.0]])
+    assert triplet_accuracy(anchor, positive, negative) == 1.0
+    assert triplet_accuracy(anchor, negative, positive) == 0.0
+
+
+def test_metrics_by_group_refuses_a_per_query_argument_named_groups():
+    with pytest.raises(ValueError, match="^per_query: the name 'groups' is reserved"):
+        metrics_by_group(["a"], identification_metrics, groups=np.array([1]))
 
 
 def test_triplet_accuracy_refuses_infinite_descriptors():
@@ -53,3 +69,69 @@ def test_recall_at_k_accepts_every_ranked_column():
     hits = np.array([[False, False, True]])
     assert recall_at_k(hits, 3).tolist() == [1.0]
     assert recall_at_k(hits[:, :1], 1).tolist() == [0.0]
+
+
+_HITS = np.array([[True, False], [False, True]])
+_COUNTS = np.array([1, 1])
+_FLAGS = np.array([True, True])
+_SCORES = np.array([0.9, 0.8])
+_WRONG = np.zeros((2, 1, 1), dtype=bool)  # 3-D: wrong for every argument
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: precision_at_k(_WRONG, 1), "hits: expected a 2-D (Q, K) boolean array"),
+        (lambda: average_precision(_HITS, _WRONG), "n_relevant: expected a 1-D (Q,) integer"),
+        (lambda: open_set_rates(_WRONG, _FLAGS), "known: expected a 1-D (Q,) boolean array"),
+        (lambda: open_set_rates(_FLAGS, _WRONG), "accepted: expected a 1-D (Q,) boolean array"),
+        (
+            lambda: open_set_rates(_FLAGS, _FLAGS, _WRONG),
+            "correct: expected a 1-D (Q,) boolean array",
+        ),
+        (lambda: open_set_auroc(_WRONG, _FLAGS), "confidence: expected a 1-D (Q,) real array"),
+        (
+            lambda: rates_at_threshold(_WRONG, _FLAGS, 0.5),
+            "confidence: expected a 1-D (Q,) real array",
+        ),
+        (
+            lambda: triplet_accuracy(_WRONG, _WRONG, _WRONG),
+            "anchor: expected a 2-D (T, D) real array",
+        ),
+        (
+            lambda: hits_from_labels(np.zeros(2), np.zeros(2)),
+            "ranked_labels: expected a 2-D (Q, K) label array",
+        ),
+        (
+            lambda: count_relevant([1], np.zeros((1, 1))),
+            "reference_labels: expected a 1-D (N,) label array",
+        ),
+        (
+            lambda: hits_from_labels(np.zeros((2, 1)), np.zeros((2, 1))),
+            "query_labels: expected a 1-D (Q,) array",
+        ),
+        (lambda: precision_at_k(_HITS[:0], 1), "hits: expected at least one query, got none"),
+        (
+            lambda: hits_from_labels(np.zeros((0, 1)), np.zeros(0)),
+            "ranked_labels: expected at least one query, got none",
+        ),
+        (lambda: open_set_rates([], []), "known: expected at least one query, got none"),
+        (
+            lambda: metrics_by_group([], identification_metrics),
+            "groups: expected at least one query, got none",
+        ),
+        (
+            lambda: average_precision(_HITS, [1, 1, 1]),
+            "n_relevant: expected 2 entries (one per query, like hits), got 3",
+        ),
+        (
+            lambda: open_set_rates(_FLAGS, [True]),
+            "accepted: expected 2 entries (one per query, like known), got 1",
+        ),
+    ],
+)
+def test_every_argument_error_gives_its_name_and_expected_shape(call, message):
+    # The whole message up to the shape found: the argument's name and what was expected,
+    # as every function of pyinstance words it.
+    with pytest.raises((TypeError, ValueError), match="^" + re.escape(message)):
+        call()

@@ -398,6 +398,30 @@ def test_semihard_negatives_are_strictly_easier_than_the_positive(isa):
             assert got == _triplets(triplet_mine_reference(x, lab, strategy=strategy, **kwargs))
 
 
+@pytest.mark.parametrize("same_set", [True, False])
+def test_batch_hard_identical_positives_tie_to_the_smaller_index(isa, same_set):
+    # batch_hard scores positives by direct dot products, not the tile kernel: identical
+    # positives must still tie exactly, in either argument order, at every size and ISA.
+    generator = torch.Generator().manual_seed(3)
+    for dim in (3, 8, 17, 256):
+        x = torch.nn.functional.normalize(torch.randn(40, dim, generator=generator), dim=1)
+        labels = torch.arange(40) % 5
+        x[35:] = x[30:35]  # the same vector at index i and i + 5 (same label)
+        refs = {} if same_set else {"ref_embeddings": x.flip(0).contiguous()}
+        if not same_set:
+            refs["ref_labels"] = labels.flip(0).contiguous()
+        ref, ref_labels = (x, labels) if same_set else (refs["ref_embeddings"], refs["ref_labels"])
+        x64, ref64 = x.double(), ref.double()
+        expected = []
+        for i in range(40):  # least similar positive, ties to the smaller index
+            positives = [
+                j for j in range(40) if ref_labels[j] == labels[i] and (j != i or not same_set)
+            ]
+            expected.append(min(positives, key=lambda j: (float((x64[i] * ref64[j]).sum()), j)))
+        a, p, _ = triplet_mine(x, labels, strategy="batch_hard", **refs)
+        assert a.tolist() == list(range(40)) and p.tolist() == expected
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_identical_embeddings_have_no_semihard_negative(isa, seed):
     row = np.random.default_rng(seed).normal(size=(1, 8)).astype(np.float32)
