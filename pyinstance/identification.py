@@ -214,9 +214,9 @@ class Identifier:
             seconds = time.perf_counter() - start
             windows = describer.recipe.query_windows
             if windows is None:
-                return describer.queries([image]), objects, seconds
+                return self.index.describe_queries([image]), objects, seconds
             pooled = pool_windows(features, describer.head, windows)
-        return pooled.float().cpu().numpy(), objects, seconds
+        return self.index.postprocess_queries(pooled.float().cpu().numpy()), objects, seconds
 
     def _target(self, height: int, width: int) -> tuple[int, int]:
         return scaled_size(height, width, self._longest)

@@ -107,7 +107,7 @@ def region_matches(
     with torch.inference_mode():
         boxes = candidate_boxes(*features.shape[2:])
         descriptors = pool_boxes(features, index.describer.head, boxes)[0].float().cpu().numpy()
-    neighbours = index.search(descriptors[:, None, :], 1)
+    neighbours = index.search(index.postprocess_queries(descriptors[:, None, :]), 1)
     cells = (int(features.shape[2]), int(features.shape[3]))
     pixels = np.array([to_pixels(box, cells, full) for box in boxes], dtype=np.int64)
     return neighbours.labels[:, 0], neighbours.scores[:, 0], neighbours.rows[:, 0], pixels

@@ -207,3 +207,19 @@ def test_evaluate_multi_reports_object_recall_and_precision(
     page = render_html(plain)
     assert "objects" not in plain.metrics and '<figure class="objects">' not in page
     assert "Every object in the photo" not in page
+
+
+def test_objects_in_a_post_processed_index(pairs: Path, tmp_path: Path) -> None:
+    """Regions are searched in the index's post-processed space, as whole queries are."""
+    recipe = RECIPE.with_(postprocess={"whiten": {"power": 0.5}})
+    whitened, _ = InstanceIndex.build(
+        tmp_path / "w", pairs / "manifest.csv", recipe, progress=False
+    )
+    with whitened:
+        whitened.set_setting(THRESHOLD_SETTING, THRESHOLD)
+        (single,) = identify(whitened, [pairs / "query" / "graf3.png"])
+        (multi,) = identify(whitened, [scene(pairs, ["graf1.png", "home.jpg"])], multi=True)
+        (same,) = identify(whitened, [pairs / "query" / "graf3.png"], multi=True)
+    assert "graf" in {f.instance for f in multi.objects}
+    assert same.instance == single.instance == "graf"
+    assert same.confidence == pytest.approx(single.confidence, abs=1e-5)
