@@ -37,7 +37,11 @@ def similarity_heatmap(view: InstanceIndex, image: Image.Image, image_id: str) -
             f"heat maps need descriptors in the feature space ({channels} channels); this "
             f"recipe's are {view.recipe.dim}-dimensional"
         )
-    reference = torch.from_numpy(view.descriptors()[ids.index(image_id)])
+    # the stored (raw) descriptor lives in the feature map's space; post-processed ones do not
+    raw = view.raw_descriptors()[ids.index(image_id)]
+    if raw.ndim == 2:  # one descriptor per scale: their normalised mean
+        raw = raw.mean(axis=0) / max(float(np.linalg.norm(raw.mean(axis=0))), 1e-12)
+    reference = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
     mean = getattr(describer.backbone, "input_mean", IMAGENET_MEAN)
     std = getattr(describer.backbone, "input_std", IMAGENET_STD)
     with torch.inference_mode():
