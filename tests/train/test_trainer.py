@@ -6,6 +6,11 @@ import torch
 from pyinstance.train import CheckpointMismatchError, Trainer, TrainingDiverged, load_config
 from pyinstance.train.checkpoint import load_checkpoint
 
+
+def _params(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 #: Views without random changes but the flip: the loss then follows the weights alone.
 STILL = {
     "rotation": 0.0,
@@ -18,21 +23,22 @@ STILL = {
 }
 
 
-def _params(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
 def test_the_loss_goes_down_on_a_tiny_set(tiny_config):
     config = load_config(
         tiny_config(
             instances=6,
-            augment={"sizes": [40, 48, 56], "flip": 0.5},
-            train={"epochs": 12, "instances_per_batch": 6, "hard_from_epoch": 6},
+            augment=STILL,
+            train={
+                "epochs": 6,
+                "instances_per_batch": 3,
+                "loss": "contrastive",
+                "scheduler": "constant",
+            },
         )
     )
     result = Trainer(config).fit()
     losses = [row["loss"] for row in result.epochs]
-    assert sum(losses[-3:]) < sum(losses[:3])
+    assert sum(losses[-2:]) < 0.9 * sum(losses[:2])
     assert result.model_path is not None and result.model_path.is_file()
     assert (config.output / "metrics.jsonl").is_file()
     assert (config.output / "metrics.png").read_bytes()[:4] == b"\x89PNG"
