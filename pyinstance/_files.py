@@ -24,3 +24,17 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def read_torch(path: str | os.PathLike[str], what: str) -> object:
+    """``torch.load`` of ``path`` on the CPU with ``weights_only=True``; a missing or
+    unreadable file is an error starting with ``what`` (``model``, ``checkpoint``)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no such file {str(path)!r}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # zip, pickle and torch errors alike
+        raise ValueError(f"{what}: cannot read {str(path)!r}: {error}") from error

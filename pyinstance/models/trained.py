@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyinstance._files import write_atomic
+from pyinstance._files import read_torch, write_atomic
 
 #: The ``format`` entry of every model file.
 FORMAT = "pyinstance-model"
@@ -84,12 +84,7 @@ class TrainedModel:
 def read_model(path: str | os.PathLike[str]) -> TrainedModel:
     """The model file at ``path``; a missing, corrupt or foreign file is a clear error."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model: no such file {str(path)!r}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # zip, pickle and torch errors alike
-        raise ValueError(f"model: cannot read {str(path)!r}: {error}") from error
+    payload = read_torch(path, "model")
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         raise ValueError(
             f"model: {str(path)!r} is not a pyinstance model file (made by `pyinstance train`)"

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pyinstance._files import write_atomic
+from pyinstance._files import read_torch, write_atomic
 
 FORMAT = "pyinstance-checkpoint"
 VERSION = 1
@@ -42,12 +42,7 @@ def save_checkpoint(
 def load_checkpoint(path: str | os.PathLike[str], recipe: dict[str, Any]) -> dict[str, Any]:
     """The state saved at ``path``; refused unless it was made with ``recipe``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint: no such file {str(path)!r}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # zip, pickle and torch errors alike
-        raise ValueError(f"checkpoint: cannot read {str(path)!r}: {error}") from error
+    payload = read_torch(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"checkpoint: {str(path)!r} is not a pyinstance training checkpoint")
     if payload.get("version") != VERSION:

@@ -10,6 +10,7 @@ and every resumed run makes the same view for the same (seed, epoch, step, posit
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,17 +41,8 @@ class ViewMaker:
         mean: Sequence[float],
         std: Sequence[float],
     ):
-        self.augment = Augmentation(
-            rotation=augment.rotation,
-            axis_scale=augment.axis_scale,
-            flip=augment.flip,
-            brightness=augment.brightness,
-            contrast=augment.contrast,
-            saturation=augment.saturation,
-            hue=augment.hue,
-            sizes=augment.sizes,
-            max_aspect=augment.max_aspect,
-        )
+        names = [field.name for field in dataclasses.fields(Augmentation)]
+        self.augment = Augmentation(**{name: getattr(augment, name) for name in names})
         self.composite = augment.composite
         self.composer = SceneComposer(
             size=augment.scene_size,
