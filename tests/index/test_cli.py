@@ -149,7 +149,7 @@ def test_remove_of_an_unknown_instance_is_a_clear_error(
 def test_build_with_postprocessing_refit_and_identify(
     tmp_path: Path, collection: Path, pairs: Path, capsys
 ) -> None:
-    from pyinstance import Identifier
+    from pyinstance import Identifier, calibrate
 
     ix = str(tmp_path / "ix")
     argv = ["index", "build", str(collection), "-o", ix, "--max-side", "160", "--no-progress"]
@@ -174,6 +174,9 @@ def test_build_with_postprocessing_refit_and_identify(
         assert index.descriptors().shape == (4, 3)  # whitened to N - 1 dimensions
         (answer,) = Identifier(index, threshold=0).identify([aero])
         assert answer.instance == "aero"
+        # calibration describes its views and distractors in the whitened space too
+        fit = calibrate(index, views=1, distractors=[pairs / "reference" / "leuvenA.jpg"])
+        assert 0.0 <= fit.threshold <= 1.0 and index.get_setting("threshold") == fit.threshold
 
 
 def test_postprocessing_options_are_checked(tmp_path: Path, collection: Path, capsys) -> None:
