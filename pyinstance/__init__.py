@@ -35,6 +35,9 @@ _EXPORTS: dict[str, str] = {
     "Identification": "pyinstance.identification",
     "identify": "pyinstance.identification",
     "calibrate": "pyinstance.calibration",
+    "ObjectFinder": "pyinstance.objects",
+    "DetectedObject": "pyinstance.objects",
+    "calibrate_objects": "pyinstance.objects",
 }
 
 __all__ = sorted(["__version__", "hookimpl", *_EXPORTS])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from pyinstance.index import InstanceIndex
 from pyinstance.serve import create_app
 
 from .conftest import TOKEN
@@ -25,6 +26,13 @@ def test_review_queue_keeps_adds_and_discards(index_copy: Path, pairs: Path) -> 
         items = client.get("/v1/review", headers=AUTH).json()["items"]
         assert {i["top_k"][0]["instance"] for i in items} == {"aero", "box"}
         aero = next(i for i in items if i["top_k"][0]["instance"] == "aero")
+        assert aero["top_k"][0]["metadata"] == {}
+        with InstanceIndex.open(index_copy) as other:  # titles set after the photo came
+            other.set_metadata({"aero": {"title": "Plane"}})
+        client.portal.call(app.state.collection.refresh)
+        items = client.get("/v1/review", headers=AUTH).json()["items"]
+        aero = next(i for i in items if i["top_k"][0]["instance"] == "aero")
+        assert aero["top_k"][0]["metadata"] == {"title": "Plane"}
         photo = client.get(aero["photo_url"], headers=AUTH)
         assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
         assert photo.content == (pairs / "query" / "aero3.jpg").read_bytes()
