@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -53,6 +54,30 @@ def test_misidentification_counts_accepted_known_queries_answered_wrong():
     rates = open_set_rates(known, accepted, correct)
     assert rates["misidentification"] == pytest.approx(1 / 3)
     assert rates["frr"] == pytest.approx(1 / 3) and rates["far"] == 1.0
+    # Two of three known queries accepted with the wrong instance: 2/3 (counting the right
+    # ones instead would give 1/3, which the case above cannot tell apart).
+    rates = open_set_rates(known, [True, True, True, True], correct)
+    assert rates["misidentification"] == pytest.approx(2 / 3) and rates["frr"] == 0.0
+
+
+def test_rates_without_unknown_or_known_queries_are_nan_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0/0 would warn "invalid value encountered"
+        only_known = open_set_rates([True, True], [True, False], [True, False])
+        only_unknown = open_set_rates([False], [True], [False])
+    assert math.isnan(only_known["far"]) and only_known["frr"] == 0.5
+    assert math.isnan(only_unknown["frr"]) and math.isnan(only_unknown["misidentification"])
+    assert only_unknown["far"] == 1.0
+
+
+def test_micro_ap_of_identification_metrics_leaves_rejected_queries_out():
+    # The rejected unknown query (confidence 0.9) makes no prediction: micro-AP 1.0. Counted
+    # as a prediction it would rank first, wrong, and halve the precision of the right one.
+    out = identification_metrics(
+        np.array([[True], [False]]), np.array([1, 0]), np.array([True, False]),
+        np.array([0.5, 0.9]), np.array([True, False]), ks=(1,),
+    )  # fmt: skip
+    assert out["micro_ap"] == 1.0
 
 
 def test_precision_at_1_counts_queries_with_a_single_relevant_reference():
@@ -135,3 +160,9 @@ def test_every_argument_error_gives_its_name_and_expected_shape(call, message):
     # as every function of pyinstance words it.
     with pytest.raises((TypeError, ValueError), match="^" + re.escape(message)):
         call()
+
+
+@pytest.mark.parametrize("threshold", [True, "0.5", None])
+def test_threshold_must_be_a_real_number_not_a_bool(threshold):
+    with pytest.raises(TypeError, match="^threshold: expected a real number"):
+        rates_at_threshold(_SCORES, _FLAGS, threshold)
