@@ -135,6 +135,10 @@ _WRONG = np.zeros((2, 1, 1), dtype=bool)  # 3-D: wrong for every argument
             lambda: hits_from_labels(np.zeros((2, 1)), np.zeros((2, 1))),
             "query_labels: expected a 1-D (Q,) array",
         ),
+        (
+            lambda: count_relevant([1], None),
+            "reference_labels: expected an array, got NoneType",
+        ),
         (lambda: precision_at_k(_HITS[:0], 1), "hits: expected at least one query, got none"),
         (
             lambda: hits_from_labels(np.zeros((0, 1)), np.zeros(0)),
@@ -166,3 +170,16 @@ def test_every_argument_error_gives_its_name_and_expected_shape(call, message):
 def test_threshold_must_be_a_real_number_not_a_bool(threshold):
     with pytest.raises(TypeError, match="^threshold: expected a real number"):
         rates_at_threshold(_SCORES, _FLAGS, threshold)
+
+
+def test_none_labels_never_match_even_each_other():
+    # An unknown query (label None) against a padded ranking (None): None == None is True
+    # in numpy, so both sides must be masked.
+    ranked = np.array([[None, "a"]], dtype=object)
+    assert hits_from_labels(ranked, np.array([None], dtype=object)).tolist() == [[False, False]]
+    assert hits_from_labels(ranked, np.array(["a"], dtype=object)).tolist() == [[False, True]]
+
+
+def test_an_empty_ranking_of_object_labels_gives_empty_boolean_hits():
+    hits = hits_from_labels(np.empty((1, 0), dtype=object), ["a"])
+    assert hits.shape == (1, 0) and hits.dtype == np.bool_
