@@ -135,6 +135,7 @@ _WRONG = np.zeros((2, 1, 1), dtype=bool)  # 3-D: wrong for every argument
             lambda: hits_from_labels(np.zeros((2, 1)), np.zeros((2, 1))),
             "query_labels: expected a 1-D (Q,) array",
         ),
+        (lambda: hits_from_labels(None, [1]), "ranked_labels: expected an array, got NoneType"),
         (
             lambda: count_relevant([1], None),
             "reference_labels: expected an array, got NoneType",
@@ -178,6 +179,16 @@ def test_none_labels_never_match_even_each_other():
     ranked = np.array([[None, "a"]], dtype=object)
     assert hits_from_labels(ranked, np.array([None], dtype=object)).tolist() == [[False, False]]
     assert hits_from_labels(ranked, np.array(["a"], dtype=object)).tolist() == [[False, True]]
+    two = np.array([[None, "a"], ["a", None]], dtype=object)  # the mask keeps the (Q, K) shape
+    assert hits_from_labels(two, [None, "a"]).tolist() == [[False, False], [True, False]]
+
+
+@pytest.mark.parametrize(("labels", "kind"), [("ab", "str"), (b"ab", "bytes"), (5, "int")])
+def test_query_labels_must_be_a_sequence_not_a_string(labels, kind):
+    with pytest.raises(
+        TypeError, match=f"^query_labels: expected a sequence of labels, got {kind}"
+    ):
+        hits_from_labels(np.array([["a"], ["b"]]), labels)
 
 
 def test_an_empty_ranking_of_object_labels_gives_empty_boolean_hits():
