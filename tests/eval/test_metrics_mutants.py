@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -53,6 +54,30 @@ def test_misidentification_counts_accepted_known_queries_answered_wrong():
     rates = open_set_rates(known, accepted, correct)
     assert rates["misidentification"] == pytest.approx(1 / 3)
     assert rates["frr"] == pytest.approx(1 / 3) and rates["far"] == 1.0
+    # Two of three known queries accepted with the wrong instance: 2/3 (counting the right
+    # ones instead would give 1/3, which the case above cannot tell apart).
+    rates = open_set_rates(known, [True, True, True, True], correct)
+    assert rates["misidentification"] == pytest.approx(2 / 3) and rates["frr"] == 0.0
+
+
+def test_rates_without_unknown_or_known_queries_are_nan_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0/0 would warn "invalid value encountered"
+        only_known = open_set_rates([True, True], [True, False], [True, False])
+        only_unknown = open_set_rates([False], [True], [False])
+    assert math.isnan(only_known["far"]) and only_known["frr"] == 0.5
+    assert math.isnan(only_unknown["frr"]) and math.isnan(only_unknown["misidentification"])
+    assert only_unknown["far"] == 1.0
+
+
+def test_micro_ap_of_identification_metrics_leaves_rejected_queries_out():
+    # The rejected unknown query (confidence 0.9) makes no prediction: micro-AP 1.0. Counted
+    # as a prediction it would rank first, wrong, and halve the precision of the right one.
+    out = identification_metrics(
+        np.array([[True], [False]]), np.array([1, 0]), np.array([True, False]),
+        np.array([0.5, 0.9]), np.array([True, False]), ks=(1,),
+    )  # fmt: skip
+    assert out["micro_ap"] == 1.0
 
 
 def test_precision_at_1_counts_queries_with_a_single_relevant_reference():
@@ -110,6 +135,11 @@ _WRONG = np.zeros((2, 1, 1), dtype=bool)  # 3-D: wrong for every argument
             lambda: hits_from_labels(np.zeros((2, 1)), np.zeros((2, 1))),
             "query_labels: expected a 1-D (Q,) array",
         ),
+        (lambda: hits_from_labels(None, [1]), "ranked_labels: expected an array, got NoneType"),
+        (
+            lambda: count_relevant([1], None),
+            "reference_labels: expected an array, got NoneType",
+        ),
         (lambda: precision_at_k(_HITS[:0], 1), "hits: expected at least one query, got none"),
         (
             lambda: hits_from_labels(np.zeros((0, 1)), np.zeros(0)),
@@ -135,3 +165,32 @@ def test_every_argument_error_gives_its_name_and_expected_shape(call, message):
     # as every function of pyinstance words it.
     with pytest.raises((TypeError, ValueError), match="^" + re.escape(message)):
         call()
+
+
+@pytest.mark.parametrize("threshold", [True, "0.5", None])
+def test_threshold_must_be_a_real_number_not_a_bool(threshold):
+    with pytest.raises(TypeError, match="^threshold: expected a real number"):
+        rates_at_threshold(_SCORES, _FLAGS, threshold)
+
+
+def test_none_labels_never_match_even_each_other():
+    # An unknown query (label None) against a padded ranking (None): None == None is True
+    # in numpy, so both sides must be masked.
+    ranked = np.array([[None, "a"]], dtype=object)
+    assert hits_from_labels(ranked, np.array([None], dtype=object)).tolist() == [[False, False]]
+    assert hits_from_labels(ranked, np.array(["a"], dtype=object)).tolist() == [[False, True]]
+    two = np.array([[None, "a"], ["a", None]], dtype=object)  # the mask keeps the (Q, K) shape
+    assert hits_from_labels(two, [None, "a"]).tolist() == [[False, False], [True, False]]
+
+
+@pytest.mark.parametrize(("labels", "kind"), [("ab", "str"), (b"ab", "bytes"), (5, "int")])
+def test_query_labels_must_be_a_sequence_not_a_string(labels, kind):
+    with pytest.raises(
+        TypeError, match=f"^query_labels: expected a sequence of labels, got {kind}"
+    ):
+        hits_from_labels(np.array([["a"], ["b"]]), labels)
+
+
+def test_an_empty_ranking_of_object_labels_gives_empty_boolean_hits():
+    hits = hits_from_labels(np.empty((1, 0), dtype=object), ["a"])
+    assert hits.shape == (1, 0) and hits.dtype == np.bool_
