@@ -113,7 +113,7 @@ class Plain:
         with torch.inference_mode():
             features = self.backbone(batch)
             if self.recipe.query_windows is None:
-                windows = self.head(features)
+                windows = self.head(features)[:, None]  # one "window": the whole image
             else:
                 windows = pool_windows(features, self.head, self.recipe.query_windows)
         described = time.perf_counter()
