@@ -4,7 +4,10 @@ Session options are chosen to hold up when the machine is busy: a fixed number o
 intra-op threads (default one per request), one inter-op thread, sequential execution,
 and worker threads that sleep instead of spinning while they wait
 (``session.intra_op.allow_spinning = 0``), so threads that lose their core to another
-process do not burn the cores that are left.
+process do not burn the cores that are left. An engine asked for several threads runs a
+request on one thread while other processes keep the cores it would need busy
+(:func:`thread_budget`): intra-op threads that wait for each other at every operator fall
+far behind a single thread when one of them loses its core.
 """
 
 from __future__ import annotations
@@ -64,6 +67,20 @@ def default_threads() -> int:
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
     return max(1, min(DEFAULT_THREADS, cpus))
+
+
+def thread_budget(threads: int) -> int:
+    """``threads``, or 1 while other processes keep the cores busy: the 1-minute load
+    average beyond this engine's own ``threads`` leaves fewer than ``threads`` CPUs idle
+    (half a CPU of background tolerated)."""
+    if threads <= 1 or not hasattr(os, "getloadavg"):
+        return threads
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    others = max(0.0, os.getloadavg()[0] - threads)
+    return threads if cpus - others >= threads - 0.5 else 1
 
 
 def session_options(ort: ModuleType, threads: int, spinning: bool) -> Any:
@@ -150,6 +167,7 @@ class OnnxRuntimeEngine(Engine):
             cached = self._export(network, recipe, key)
             self.exported = True
         self.session, self.max_difference = cached
+        self._single: Any = None  # the one-thread session of a busy machine, made on demand
 
     def _session(self, source: str | bytes) -> Any:
         session = self._ort.InferenceSession(
@@ -161,6 +179,7 @@ class OnnxRuntimeEngine(Engine):
                 "batch: forward() leaves torch (numpy, Python numbers), so tracing recorded "
                 "constants instead of operations on the input"
             )
+        self._source = source  # the graph of the last session made (for _narrow)
         return session
 
     def _run_numpy(self, session: Any) -> Any:
@@ -209,8 +228,18 @@ class OnnxRuntimeEngine(Engine):
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         batch = images.detach().contiguous().numpy()
-        out = self.session.run(None, {self.session.get_inputs()[0].name: batch})[0]
+        session = self.session if thread_budget(self.threads) == self.threads else self._narrow()
+        out = session.run(None, {session.get_inputs()[0].name: batch})[0]
         return torch.from_numpy(out)
+
+    def _narrow(self) -> Any:
+        """A one-thread session over the same graph (made on first use)."""
+        if self._single is None:
+            options = session_options(self._ort, 1, self.spinning)
+            self._single = self._ort.InferenceSession(
+                self._source, options, providers=["CPUExecutionProvider"]
+            )
+        return self._single
 
     def __repr__(self) -> str:
         return (
