@@ -21,7 +21,12 @@ PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 # The CPU build of torch (available offline); the package itself declares a normal range.
 TORCH = "torch==2.13.0"
 #: Benchmarks that measure identification quality on the museum set (no --quick mode).
-QUALITY_MEASUREMENTS = {"recipes.py", "postprocess.py", "classify_museum.py"}
+QUALITY_MEASUREMENTS = {
+    "recipes.py",
+    "postprocess.py",
+    "postprocess_index.py",
+    "classify_museum.py",
+}
 BUILD_TOOLS = ["scikit-build-core>=0.10", "pybind11>=2.12", "cmake>=3.24", "ninja"]
 
 

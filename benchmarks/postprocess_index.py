@@ -8,7 +8,7 @@ table: P@1 on the crops (``qsd1_w1``, ``qsd1_w3``) and gallery shots (``qsd2_w2`
 manifest's 63 photos alone; mAP and micro-AP over all queries (nearest neighbour, no
 threshold).
 
-    python -P benchmarks/postprocess_index.py --work /tmp/pp [--only default,white] [--museum DIR]
+    python -P benchmarks/postprocess_index.py [--work DIR] [--only default,white | --quick] [--museum DIR]
 
 Indexes and JSON already in ``--work`` are reused (delete them to measure again).
 """
@@ -70,12 +70,20 @@ def row(name: str, data: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True, help="folder for indexes and JSON")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "build" / "postprocess_index",
+        help="folder for indexes and JSON (default: %(default)s)",
+    )
     parser.add_argument("--only", help="comma-separated variants (default: all)")
+    parser.add_argument("--quick", action="store_true", help="only the default recipe and --whiten")
     shared = Path(os.environ.get("PYINSTANCE_SHARED", "/work/shared"))
     parser.add_argument("--museum", type=Path, default=shared / "data" / "museum")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(VARIANTS)
+    if args.quick and not args.only:
+        names = ["default", "white"]
     unknown = [name for name in names if name not in VARIANTS]
     if unknown:
         raise SystemExit(f"--only: unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
