@@ -149,6 +149,14 @@ def _postprocess_options(parser: argparse.ArgumentParser) -> None:
         default="pca",
         help="pca, or pairs: learnt from pairs of references of one instance",
     )
+    group.add_argument(
+        "--whiten-from",
+        action="append",
+        metavar="SOURCE",
+        help="fit the PCA-whitening once on this separate set (a folder, manifest or image "
+        "files, described with the index's recipe) instead of the references; kept when the "
+        "collection changes (repeatable)",
+    )
     options = (
         ("--whiten-dim", int, None, "D", "whitened dimensions (default: all)"),
         ("--shrinkage", float, 1.0, "S", "whitening power in [0, 1]: 1 whitens fully, 0 rotates"),
@@ -177,10 +185,13 @@ def _postprocess(args: argparse.Namespace) -> dict[str, Any]:
         "--shrinkage": args.shrinkage != 1.0,
         "--whiten-ridge": args.whiten_ridge != 0.0,
         "--whiten-method": args.whiten_method != "pca",
+        "--whiten-from": args.whiten_from is not None,
     }
     stray = [name for name, given in whiten_only.items() if given and not args.whiten]
     if stray:
         raise ValueError(f"{', '.join(stray)}: only with --whiten")
+    if args.whiten_from is not None and args.whiten_method != "pca":
+        raise ValueError("--whiten-from: only with --whiten-method pca")
     if args.dba_alpha is not None and args.dba is None:
         raise ValueError("--dba-alpha: only with --dba K")
     if args.alpha_qe != 0.0 and args.qe is None:
@@ -193,6 +204,8 @@ def _postprocess(args: argparse.Namespace) -> dict[str, Any]:
             "ridge": args.whiten_ridge,
             "method": args.whiten_method,
         }
+        if args.whiten_from is not None:
+            config["whiten"]["fit_on"] = "separate"
     if args.dba is not None:
         config["dba"] = {"k": args.dba, "alpha": args.dba_alpha}
     if args.qe is not None:
@@ -295,6 +308,7 @@ def _build(args: argparse.Namespace, console: Console) -> int:
         instance=args.instance,
         progress=not args.no_progress,
         describer=describer,
+        whiten_from=args.whiten_from,
     )
     with index:
         if metadata:
@@ -415,7 +429,9 @@ def _refit(args: argparse.Namespace, console: Console) -> int:
             f"(collection version {info['collection']})"
         )
     else:
-        console.print("nothing to refit: the recipe's post-processing learns nothing")
+        console.print(
+            "nothing to refit: the recipe's post-processing learns nothing from the collection"
+        )
     return 0
 
 
@@ -442,6 +458,8 @@ def _info(args: argparse.Namespace, console: Console) -> int:
         table.add_row(key.replace("_", " "), str(info[key]))
     table.add_row("recipe", recipe.describe())
     table.add_row("size on disk", _size(info["size_on_disk"]))
+    if info["whitening_set"] is not None:
+        table.add_row("whitening fitted on", json.dumps(info["whitening_set"]))
     for key, value in sorted(info["settings"].items()):
         table.add_row(f"setting {key}", json.dumps(value))
     console.print(table)

@@ -16,12 +16,20 @@ from pyinstance.data.images import ImageLike
 from pyinstance.index.describer import Describer, FileError
 from pyinstance.index.metadata import check_fields
 from pyinstance.index.neighbours import Neighbours
-from pyinstance.index.processed import ProcessedView, processed_view, refit_function, search_sets
+from pyinstance.index.processed import (
+    WHITENING_SET_KEY,
+    ProcessedView,
+    processed_view,
+    refit_function,
+    search_sets,
+    whitening_set_state,
+)
 from pyinstance.index.recipe import DEFAULT_RECIPE, Recipe
 from pyinstance.index.report import AddReport
 from pyinstance.index.search import check_queries, search
 from pyinstance.index.sources import Source, SourceImage, collect, file_sha256
 from pyinstance.index.store import ImageRecord, Snapshot, Store, from_storage
+from pyinstance.postprocess.pipeline import state_fitted_on
 
 #: Compact automatically once this fraction of the descriptor rows are tombstones.
 AUTO_COMPACT_FRACTION = 0.25
@@ -66,11 +74,52 @@ class InstanceIndex:
         *,
         timeout: float = 30.0,
         device: torch.device | str | None = None,
+        whitening_set: Any = None,
     ) -> InstanceIndex:
-        """An empty index at ``path`` (absent or an empty folder) for ``recipe``."""
+        """An empty index at ``path`` (absent or an empty folder) for ``recipe``.
+
+        ``whitening_set``: raw descriptors (``(M, D)``, or ``(M, S, D)`` per scale) of a
+        separate set to fit the recipe's whitening on, when it has ``fit_on: separate``
+        (required then, refused otherwise); fitted once, stored with the index, never
+        refitted.
+        """
         if not isinstance(recipe, Recipe):
             raise TypeError(f"recipe: expected a Recipe, got {type(recipe).__name__}")
-        return cls(Store.create(path, recipe, timeout=timeout), device=device)
+        return cls._create(path, recipe, timeout, device, whitening_set, "whitening_set")
+
+    @classmethod
+    def _create(
+        cls,
+        path: str | os.PathLike[str],
+        recipe: Recipe,
+        timeout: float,
+        device: torch.device | str | None,
+        whitening_set: Any,
+        name: str,
+        fitted_on: dict[str, Any] | None = None,
+    ) -> InstanceIndex:
+        separate = recipe.postprocessing.separate_whitening
+        if separate != (whitening_set is not None):
+            raise ValueError(
+                f"{name}: expected a whitening set exactly when the recipe's whitening has "
+                f"fit_on 'separate' (it has {'' if separate else 'no '}such whitening)"
+            )
+        state = None
+        if separate:
+            rows = np.asarray(whitening_set, dtype=np.float32)
+            if rows.ndim < 2:
+                raise ValueError(f"{name}: expected (M, D) descriptors, got shape {rows.shape}")
+            if rows.shape[-1] != recipe.dim:
+                raise ValueError(
+                    f"{name}: descriptors of size {rows.shape[-1]}, the recipe's are {recipe.dim}"
+                )
+            rows = rows.reshape(-1, rows.shape[-1])
+            fitted_on = fitted_on or {"source": "descriptors", "images": len(whitening_set)}
+            state = whitening_set_state(recipe, rows, fitted_on, name)
+        store = Store.create(path, recipe, timeout=timeout)
+        if state is not None:
+            store.put_fitted(state)
+        return cls(store, device=device)
 
     @classmethod
     def open(
@@ -101,11 +150,14 @@ class InstanceIndex:
         device: torch.device | str | None = None,
         describer: Describer | None = None,
         engine: str = "torch",
+        whiten_from: Source | Sequence[Source] | None = None,
     ) -> tuple[InstanceIndex, AddReport]:
         """Create an index at ``path`` from ``source`` (see :meth:`add`).
 
         ``describer``: an already built describer of ``recipe`` (else one is built and set
         to run on ``engine``).
+        ``whiten_from``: images (a folder, manifest or image files) of a separate set to fit
+        the recipe's whitening on (``fit_on: separate``), described here once.
         Raises ``ValueError`` and leaves nothing at ``path`` when no image could be added.
         """
         if describer is None:
@@ -118,7 +170,11 @@ class InstanceIndex:
                 f"describer: made for {describer.recipe.describe()}, not {recipe.describe()}"
             )
         entries, errors = collect(source, instance)
-        index = cls(Store.create(path, describer.recipe), device=device, engine=describer.engine)
+        rows, fitted_on = None, None
+        if whiten_from is not None:
+            rows, fitted_on = _describe_whitening_set(describer, whiten_from, progress)
+        index = cls._create(path, describer.recipe, 30.0, device, rows, "whiten_from", fitted_on)
+        index._engine = describer.engine
         index._describer = describer
         try:
             report = index._add(entries, errors, replace=False, progress=progress)
@@ -398,7 +454,8 @@ class InstanceIndex:
 
     def refit(self) -> bool:
         """Fit the post-processing state on the collection again, in one commit; returns
-        False (and writes nothing) when the recipe's post-processing learns nothing.
+        False (and writes nothing) when the recipe's post-processing learns nothing from
+        the collection (a whitening fitted on a separate set is kept as stored).
 
         Every change made through this class refits already; this repairs an index changed
         by a writer that did not (its searches refuse the stale state until then).
@@ -567,10 +624,46 @@ class InstanceIndex:
             "settings": self._store.settings(),
             "postprocess": self.recipe.postprocess,
             "fitted": {key: stamp for key, (stamp, _) in snapshot.fitted.items()},
+            "whitening_set": (
+                state_fitted_on(snapshot.fitted[WHITENING_SET_KEY][1])
+                if WHITENING_SET_KEY in snapshot.fitted
+                else None
+            ),
             "collection": snapshot.collection,
             "metadata_changes": self._store.metadata_changes(),
             "size_on_disk": self._store.size_on_disk(),
         }
+
+
+def _describe_whitening_set(
+    describer: Describer, source: Source | Sequence[Source], progress: bool
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Raw descriptors of the images of ``source`` and a description of the set."""
+    sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    entries: list[SourceImage] = []
+    errors: list[FileError] = []
+    for one in sources:
+        manifest = str(one).lower().endswith(".csv")
+        try:
+            found, refused = collect(one, None if manifest else "whitening-set")
+        except (ValueError, FileNotFoundError) as error:
+            raise ValueError(f"whiten_from: {error}") from None
+        entries.extend(found)
+        errors.extend(refused)
+    rows, failures = describer.references([entry.path for entry in entries], progress=progress)
+    skipped = errors + failures
+    if rows.shape[0] < 2:
+        reasons = "; ".join(f"{e.path}: {e.reason}" for e in skipped[:5])
+        raise ValueError(
+            f"whiten_from: the whitening set needs at least 2 images, {rows.shape[0]} could be "
+            f"described" + (f" ({len(skipped)} skipped: {reasons})" if skipped else "")
+        )
+    described = {
+        "source": ", ".join(str(s) for s in sources),
+        "images": int(rows.shape[0]),
+        "skipped": len(skipped),
+    }
+    return rows, described
 
 
 def _checked_updates(updates: Any) -> dict[str, dict[str, Any]]:

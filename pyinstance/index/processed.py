@@ -21,6 +21,8 @@ from pyinstance.postprocess import FittedPostProcessing, multiscale_scores
 
 #: Key of the fitted whitening in the index's ``fitted`` table.
 WHITENING_KEY = "whitening"
+#: Key of a whitening fitted once on a separate set (written at build, never refitted).
+WHITENING_SET_KEY = "whitening_set"
 
 
 class StalePostProcessingError(ValueError):
@@ -53,16 +55,30 @@ def refit_function(recipe: Recipe) -> Refit | None:
 
     def refit(rows: np.ndarray, instances: list[str]) -> dict[str, bytes | None]:
         if rows.shape[0] == 0:
-            return {}
+            return {WHITENING_KEY: None}
         fitted = config.fit(rows.reshape(-1, per_image, dim), instances)
         return {WHITENING_KEY: fitted.state_bytes()}
 
     return refit
 
 
+def whitening_set_state(
+    recipe: Recipe, rows: np.ndarray, fitted_on: dict[str, Any], name: str = "whiten_from"
+) -> dict[str, bytes | None]:
+    """The ``fitted`` entry of the recipe's whitening fitted on a separate set: its raw
+    descriptors ``rows`` (``(M, D)``), described by ``fitted_on`` (errors name ``name``)."""
+    config = recipe.postprocessing
+    if not config.separate_whitening or config.whiten is None:
+        raise ValueError(f"{name}: the recipe does not whiten with a separate set (fit_on)")
+    whitening = config.whiten.fit_separate(rows, name)
+    return {WHITENING_SET_KEY: FittedPostProcessing(config, whitening).state_bytes(fitted_on)}
+
+
 def _fitted(recipe: Recipe, snapshot: Snapshot, path: str) -> FittedPostProcessing | None:
     """The snapshot's post-processing; a missing or stale learnt state is an error."""
     config = recipe.postprocessing
+    if config.separate_whitening:
+        return _separate(config, snapshot, path)
     if not config.learnt:
         return FittedPostProcessing(config)
     if snapshot.slots.size == 0:
@@ -77,6 +93,17 @@ def _fitted(recipe: Recipe, snapshot: Snapshot, path: str) -> FittedPostProcessi
         raise StalePostProcessingError(
             f"index {path!r}: the whitening was fitted on collection version {stored[0]}, the "
             f"collection is at version {snapshot.collection} (changed without refitting); {fix}"
+        )
+    return FittedPostProcessing.from_state(config, stored[1])
+
+
+def _separate(config: Any, snapshot: Snapshot, path: str) -> FittedPostProcessing:
+    """The whitening fitted on a separate set: stored once, valid for every collection."""
+    stored = snapshot.fitted.get(WHITENING_SET_KEY)
+    if stored is None:
+        raise StalePostProcessingError(
+            f"index {path!r}: its recipe whitens with a separate set but none is stored; "
+            "build the index again with the whitening set (--whiten-from)"
         )
     return FittedPostProcessing.from_state(config, stored[1])
 

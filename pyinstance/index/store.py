@@ -93,7 +93,8 @@ CREATE TABLE IF NOT EXISTS fitted (
 """
 
 #: ``refit(descriptors, instances)``: the live rows (float32, ``N × row width``, by slot)
-#: and their instance ids -> the state to store by key (``None``: no state for that key).
+#: and their instance ids -> the state to store by key (``None``: no state for that key;
+#: keys it does not name, e.g. a state fitted once at build, are kept).
 Refit = Callable[[np.ndarray, list[str]], Mapping[str, bytes | None]]
 
 #: Version of the instance metadata table (created at the first metadata write, so indexes
@@ -610,6 +611,16 @@ class Store:
         with self._writing():
             self._refit(refit)
 
+    @_locked
+    def put_fitted(self, state: Mapping[str, bytes]) -> None:
+        """Store post-processing state that does not depend on the collection (e.g. a
+        whitening fitted on a separate set), in one commit; :meth:`refit` keeps it."""
+        with self._writing() as meta:
+            collection = 2 * int(meta["next_row"]) - int(
+                self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            )
+            self._store_fitted(state, collection, meta)
+
     def _refit(self, refit: Refit | None) -> None:
         """Inside a write transaction: store ``refit``'s state of the collection as it now is."""
         if refit is None:
@@ -619,9 +630,14 @@ class Store:
         mapped = self._map(int(meta["generation"]), int(meta["slots"]))
         live = from_storage(mapped[[slot for slot, _ in records]], self.recipe.dtype)
         state = refit(live, [instance for _, instance in records])
-        collection = 2 * int(meta["next_row"]) - len(records)
+        self._store_fitted(state, 2 * int(meta["next_row"]) - len(records), meta)
+
+    def _store_fitted(
+        self, state: Mapping[str, bytes | None], collection: int, meta: Mapping[str, str]
+    ) -> None:
+        """Inside a write transaction: replace the keys of ``state``, stamped ``collection``."""
         self._db.execute(_FITTED_SCHEMA)  # one statement: stays inside the transaction
-        self._db.execute("DELETE FROM fitted")
+        self._db.executemany("DELETE FROM fitted WHERE key = ?", [(key,) for key in state])
         self._db.executemany(
             "INSERT INTO fitted VALUES (?, ?, ?)",
             [(key, collection, value) for key, value in state.items() if value is not None],

@@ -31,6 +31,9 @@ from pyinstance.postprocess.whitening import PCAWhitening
 
 #: Whitening methods: unsupervised PCA, or learnt from pairs of references of one instance.
 WHITENING_METHODS = ("pca", "pairs")
+#: What a whitening is fitted on: the collection's references (refitted with it), or a
+#: separate set of images described at build (fitted once, kept).
+WHITENING_SETS = ("references", "separate")
 _STEPS = ("whiten", "dba", "qe", "multiscale")
 
 
@@ -63,12 +66,15 @@ class WhiteningConfig:
         power: shrinkage in [0, 1] (1: full whitening, 0: rotation only); ``pca`` only.
         ridge: eigenvalue regularisation (``ridge × λ_max`` added); ``pca`` only.
         method: ``pca`` or ``pairs`` (pairs of references of the same instance).
+        fit_on: ``references`` (refitted with the collection) or ``separate`` (``pca``
+            fitted once on a separate set, see :meth:`fit_separate`; not refitted).
     """
 
     dim: int | None = None
     power: float = 1.0
     ridge: float = 0.0
     method: str = "pca"
+    fit_on: str = "references"
 
     def __post_init__(self) -> None:
         if self.dim is not None:
@@ -79,6 +85,21 @@ class WhiteningConfig:
             raise ValueError(f"method: expected one of {WHITENING_METHODS}, got {self.method!r}")
         if self.method == "pairs" and (self.power != 1.0 or self.ridge != 0.0):
             raise ValueError("method: 'pairs' whitening takes no power or ridge")
+        if self.fit_on not in WHITENING_SETS:
+            raise ValueError(f"fit_on: expected one of {WHITENING_SETS}, got {self.fit_on!r}")
+        if self.fit_on == "separate" and self.method != "pca":
+            raise ValueError("fit_on: a whitening fitted on a separate set takes method 'pca'")
+
+    def fit_separate(self, rows: Any, name: str = "whiten_from") -> PCAWhitening:
+        """The ``pca`` whitening of a separate set's raw descriptors ``rows`` (``(M, D)``);
+        ``dim`` is never cut: a set too small for it is an error naming ``name``."""
+        rows = as_float_array(rows, name, 2, "(M, D)")
+        n, d = rows.shape
+        dim = min(d, n - 1) if self.dim is None else self.dim
+        if n < 2 or n - 1 < dim:
+            wanted = "at least 2 images" if n < 2 else f"at least {dim + 1} images for dim {dim}"
+            raise ValueError(f"{name}: the whitening set needs {wanted}, got {n} described")
+        return PCAWhitening.fit(rows, dim=dim, power=self.power, ridge=self.ridge)
 
     def fit(self, rows: np.ndarray, instances: Sequence[str]) -> PCAWhitening:
         """The whitening of ``rows`` (``(M, D)``), ``instances[i]`` the instance of row ``i``."""
@@ -139,7 +160,9 @@ class PostProcessConfig:
         whiten = dba = qe = reduction = None
         if data.get("whiten") is not None:
             values = _keys(
-                data["whiten"], "postprocess.whiten", ("dim", "power", "ridge", "method")
+                data["whiten"],
+                "postprocess.whiten",
+                ("dim", "power", "ridge", "method", "fit_on"),
             )
             whiten = _checked("postprocess.whiten", lambda: WhiteningConfig(**values))
         if data.get("dba") is not None:
@@ -161,6 +184,8 @@ class PostProcessConfig:
         if self.whiten is not None:
             w = self.whiten
             out["whiten"] = {"dim": w.dim, "power": w.power, "ridge": w.ridge, "method": w.method}
+            if w.fit_on != "references":
+                out["whiten"]["fit_on"] = w.fit_on
         if self.dba is not None:
             out["dba"] = {"k": self.dba.k, "alpha": self.dba.alpha}
         if self.qe is not None:
@@ -175,7 +200,12 @@ class PostProcessConfig:
     @property
     def learnt(self) -> bool:
         """Whether a step has state fitted on the collection (refitted when it changes)."""
-        return self.whiten is not None
+        return self.whiten is not None and self.whiten.fit_on == "references"
+
+    @property
+    def separate_whitening(self) -> bool:
+        """Whether the whitening was fitted once on a separate set (stored, not refitted)."""
+        return self.whiten is not None and self.whiten.fit_on == "separate"
 
     def fit(self, references: Any, instances: Sequence[str]) -> FittedPostProcessing:
         """The state of this configuration fitted on ``references`` (``(N, P, D)``) whose
@@ -185,6 +215,8 @@ class PostProcessConfig:
             raise ValueError(
                 f"instances: expected {sets.shape[0]} ids (one per image), got {len(instances)}"
             )
+        if self.separate_whitening:
+            raise ValueError("whiten: a whitening fitted on a separate set is not refitted")
         whitening = None
         if self.whiten is not None:
             per_row = [instance for instance in instances for _ in range(sets.shape[1])]
@@ -235,12 +267,15 @@ class FittedPostProcessing:
             n, r, d
         )
 
-    def state_bytes(self) -> bytes | None:
-        """The learnt state as bytes to store (None when nothing is learnt)."""
+    def state_bytes(self, fitted_on: Mapping[str, Any] | None = None) -> bytes | None:
+        """The learnt state as bytes to store (None when nothing is learnt); ``fitted_on``:
+        a JSON-able description of the set it was fitted on (see :func:`state_fitted_on`)."""
         if self.whitening is None:
             return None
         w = self.whitening
-        header = json.dumps({"method": w.method, "power": w.power, "ridge": w.ridge})
+        header = json.dumps(
+            {"method": w.method, "power": w.power, "ridge": w.ridge, "fitted_on": fitted_on}
+        )
         buffer = io.BytesIO()
         np.savez(buffer, header=np.array(header), mean=w.mean, projection=w.projection)
         return buffer.getvalue()
@@ -262,4 +297,29 @@ class FittedPostProcessing:
                 )
         except (OSError, KeyError, ValueError, TypeError) as error:
             raise ValueError(f"post-processing state: damaged ({error})") from error
+        _check_matches(config, whitening)
         return cls(config, whitening)
+
+
+def _check_matches(config: PostProcessConfig, whitening: PCAWhitening) -> None:
+    """A stored whitening made for another configuration is a ``ValueError``."""
+    w = config.whiten
+    if w is None:
+        raise ValueError("post-processing state: a whitening is stored, the recipe has none")
+    stored = (whitening.method, whitening.power, whitening.ridge)
+    wanted = (w.method, w.power, w.ridge)
+    exact_dim = w.dim is not None and w.fit_on == "separate"
+    if stored != wanted or (exact_dim and whitening.projection.shape[1] != w.dim):
+        raise ValueError(
+            f"post-processing state: the stored whitening (method, power, ridge {stored}, "
+            f"{whitening.projection.shape[1]} dims) is not the recipe's {w}"
+        )
+
+
+def state_fitted_on(state: bytes) -> Any:
+    """The ``fitted_on`` description stored with a state (None when none was given)."""
+    try:
+        with np.load(io.BytesIO(state), allow_pickle=False) as stored:
+            return json.loads(str(stored["header"])).get("fitted_on")
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"post-processing state: damaged ({error})") from error

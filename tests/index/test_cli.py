@@ -247,3 +247,46 @@ def test_metadata_files_on_build_and_add(
     bad.write_text('{"aero": {"title": [1]}}')
     code, _, err = run(capsys, "index", "add", ix, str(collection), "--metadata", str(bad))
     assert code == 2 and "'title' must be a str" in err
+
+
+def test_build_with_a_whitening_set(tmp_path: Path, collection: Path, pairs: Path, capsys) -> None:
+    whitening_set = tmp_path / "set"
+    whitening_set.mkdir()
+    for name in ("aero1.jpg", "aloeL.jpg", "building.jpg", "leuvenA.jpg", "rubberwhale1.png"):
+        shutil.copy(pairs / "reference" / name, whitening_set / name)
+    (whitening_set / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    ix = str(tmp_path / "ix")
+    argv = ["index", "build", str(collection), "-o", ix, "--max-side", "160", "--no-progress"]
+    options = ["--windows", "none", "--whiten", "--whiten-dim", "4"]
+    assert run(capsys, *argv, *options, "--whiten-from", str(whitening_set))[0] == 0
+    info = json.loads(run(capsys, "index", "info", ix, "--json")[1])
+    assert info["recipe"]["postprocess"]["whiten"]["fit_on"] == "separate"
+    assert info["whitening_set"] == {"source": str(whitening_set), "images": 5, "skipped": 1}
+    stamp = info["fitted"]
+    assert run(capsys, "index", "info", ix)[1].count("whitening fitted on") == 1
+    code, _, _ = run(
+        capsys, "index", "add", ix, str(pairs / "reference" / "aero1.jpg"), "--instance", "aero"
+    )
+    assert (
+        code == 0 and json.loads(run(capsys, "index", "info", ix, "--json")[1])["fitted"] == stamp
+    )
+    code, out, _ = run(capsys, "index", "refit", ix)
+    assert code == 0 and "nothing to refit" in out
+    with InstanceIndex.open(ix) as index:
+        assert index.descriptors().shape == (4, 4)  # 4 dims although 4 references allow 3
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "broken.jpg").write_bytes(b"not an image")
+    base = [*argv[:3], "-o", str(tmp_path / "o"), "--max-side", "160", "--no-progress", "--whiten"]
+    for options, message in (
+        (["--whiten-from", str(empty)], "whiten_from: the whitening set needs at least 2 images"),
+        (["--whiten-from", str(whitening_set), "--whiten-dim", "5"], "at least 6 images for dim 5"),
+        (["--whiten-from", str(tmp_path / "nope")], "whiten_from: source: no such file"),
+        (["--whiten-from", str(empty), "--whiten-method", "pairs"], "--whiten-from: only with"),
+    ):
+        code, _, err = run(capsys, *base, *options)
+        assert code == 2 and message in err, (options, err)
+    assert not (tmp_path / "o").exists()
+    code, _, err = run(capsys, *argv[:3], "-o", str(tmp_path / "o"), "--whiten-from", str(empty))
+    assert code == 2 and "--whiten-from: only with --whiten" in err

@@ -199,3 +199,79 @@ def test_an_index_of_the_first_format_is_read_as_before(tmp_path: Path) -> None:
         assert old.info()["fitted"] == {} and old.info()["version"] == 1
         np.testing.assert_array_equal(old.descriptors(), unit_rows(3))
         assert old.search(unit_rows(3), 1).rows[:, 0].tolist() == [0, 1, 2]
+
+
+SEPARATE = {"whiten": {"dim": 6, "power": 0.5, "fit_on": "separate"}}
+
+
+def test_whitening_from_a_separate_set_is_fitted_once_and_kept(tmp_path: Path) -> None:
+    recipe = tiny_recipe().with_(postprocess=SEPARATE)
+    whitening_set = unit_rows(30, seed=3)
+    index = InstanceIndex.create(tmp_path / "index", recipe, whitening_set=whitening_set)
+    expected = PCAWhitening.fit(whitening_set, dim=6, power=0.5)
+    index.add_descriptors(
+        unit_rows(12), [f"i{i % 4}" for i in range(12)], [f"im{i}" for i in range(12)], recipe
+    )
+    stored = index.info()["fitted"]["whitening_set"]
+    index.add_descriptors(unit_rows(3, seed=5), ["i9"] * 3, ["a", "b", "c"], recipe)
+    index.remove(instance="i0")
+    assert index.refit() is False  # nothing learnt from the collection: the set's state stays
+    info = index.info()
+    assert info["fitted"] == {"whitening_set": stored}
+    assert info["whitening_set"] == {"source": "descriptors", "images": 30}
+    np.testing.assert_allclose(
+        index.descriptors(), expected.apply(index.raw_descriptors()), atol=1e-5
+    )
+    queries = unit_rows(2, seed=8)
+    np.testing.assert_allclose(
+        index.postprocess_queries(queries)[:, 0], expected.apply(queries), atol=1e-5
+    )
+    index.close()
+    with InstanceIndex.open(tmp_path / "index") as reopened:
+        np.testing.assert_allclose(
+            reopened.descriptors(), expected.apply(reopened.raw_descriptors()), atol=1e-5
+        )
+
+
+def test_whitening_set_is_checked(tmp_path: Path) -> None:
+    separate = tiny_recipe().with_(postprocess=SEPARATE)
+    for recipe, rows, message in (
+        (separate, None, "whitening_set: expected a whitening set exactly when"),
+        (tiny_recipe().with_(postprocess={"whiten": {}}), unit_rows(9), "exactly when"),
+        (separate, unit_rows(6), "whitening_set: the whitening set needs at least 7 images"),
+        (separate, unit_rows(1), "whitening_set: the whitening set needs at least 2 images"),
+        (separate, np.ones((9, DIM + 1), np.float32), "descriptors of size"),
+        (separate, np.full((9, DIM), np.nan, np.float32), "whitening_set: contains NaN"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            InstanceIndex.create(tmp_path / "bad", recipe, whitening_set=rows)
+        assert not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="fit_on: a whitening fitted on a separate set takes"):
+        Recipe.from_dict(
+            {
+                **tiny_recipe().to_dict(),
+                "postprocess": {"whiten": {"method": "pairs", "fit_on": "separate"}},
+            }
+        )
+
+
+def test_a_separate_whitening_state_that_does_not_match_is_refused(tmp_path: Path) -> None:
+    recipe = tiny_recipe().with_(postprocess=SEPARATE)
+    index = InstanceIndex.create(tmp_path / "index", recipe, whitening_set=unit_rows(20))
+    index.add_descriptors(unit_rows(4), ["a", "a", "b", "b"], ["1", "2", "3", "4"], recipe)
+    other = tiny_recipe().with_(
+        postprocess={"whiten": {"dim": 6, "power": 1.0, "fit_on": "separate"}}
+    )
+    wrong = InstanceIndex.create(tmp_path / "other", other, whitening_set=unit_rows(20))
+    with sqlite3.connect(wrong.path / "index.sqlite") as db:
+        (state,) = db.execute("SELECT value FROM fitted").fetchone()
+    wrong.close()
+    with sqlite3.connect(index.path / "index.sqlite") as db:
+        db.execute("UPDATE fitted SET value = ?", (state,))
+    with pytest.raises(ValueError, match="is not the recipe's"):
+        InstanceIndex.open(index.path).descriptors()
+    with sqlite3.connect(index.path / "index.sqlite") as db:
+        db.execute("DELETE FROM fitted")
+    with pytest.raises(StalePostProcessingError, match="none is stored"):
+        InstanceIndex.open(index.path).search(unit_rows(1), 2)
+    index.close()
