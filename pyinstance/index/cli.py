@@ -170,6 +170,13 @@ def _postprocess_options(parser: argparse.ArgumentParser) -> None:
         shown = "" if default is None else " (default: %(default)s)"
         group.add_argument(flag, type=kind, default=default, metavar=metavar, help=text + shown)
     group.add_argument(
+        "--scale-weights",
+        metavar="W1,W2,...|learnt",
+        help="keep one descriptor per scale (--scales) and sum them with these weights, or "
+        "with weights learnt from the instances with several references (refitted with the "
+        "collection)",
+    )
+    group.add_argument(
         "--matrix-scoring",
         choices=REDUCTIONS,
         metavar="REDUCTION",
@@ -212,7 +219,22 @@ def _postprocess(args: argparse.Namespace) -> dict[str, Any]:
         config["qe"] = {"k": args.qe, "alpha": args.alpha_qe}
     if args.matrix_scoring is not None:
         config["multiscale"] = {"reduction": args.matrix_scoring}
+    if args.scale_weights is not None:
+        config["scale_weights"] = _scale_weights(args.scale_weights)
     return config
+
+
+def _scale_weights(text: str) -> str | list[float]:
+    """``--scale-weights``: ``learnt`` or comma-separated numbers."""
+    if text == "learnt":
+        return text
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--scale-weights: expected comma-separated numbers (one per scale) or 'learnt', "
+            f"got {text!r}"
+        ) from None
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

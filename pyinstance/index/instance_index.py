@@ -516,7 +516,9 @@ class InstanceIndex:
             raise ValueError(
                 f"index {str(self.path)!r}: holds no references to fit the post-processing on"
             )
-        return view.fitted.queries(batch, view.references)
+        return view.fitted.queries(
+            batch, view.references, scale_sets=self.recipe.query_windows is None
+        )
 
     def describe_queries(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Query descriptors ``Q × R × D`` made and post-processed as the recipe says."""

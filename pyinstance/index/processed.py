@@ -18,11 +18,14 @@ from pyinstance.index.recipe import Recipe
 from pyinstance.index.search import check_k
 from pyinstance.index.store import Refit, Snapshot, from_storage
 from pyinstance.postprocess import FittedPostProcessing, multiscale_scores
+from pyinstance.postprocess.pipeline import scale_weights_state
 
 #: Key of the fitted whitening in the index's ``fitted`` table.
 WHITENING_KEY = "whitening"
 #: Key of a whitening fitted once on a separate set (written at build, never refitted).
 WHITENING_SET_KEY = "whitening_set"
+#: Key of the scale weights learnt from the collection.
+SCALE_WEIGHTS_KEY = "scale_weights"
 
 
 class StalePostProcessingError(ValueError):
@@ -55,9 +58,15 @@ def refit_function(recipe: Recipe) -> Refit | None:
 
     def refit(rows: np.ndarray, instances: list[str]) -> dict[str, bytes | None]:
         if rows.shape[0] == 0:
-            return {WHITENING_KEY: None}
-        fitted = config.fit(rows.reshape(-1, per_image, dim), instances)
-        return {WHITENING_KEY: fitted.state_bytes()}
+            return {WHITENING_KEY: None, SCALE_WEIGHTS_KEY: None}
+        sets = rows.reshape(-1, per_image, dim)
+        aggregation = config.fit_aggregation(sets, instances)
+        state: dict[str, bytes | None] = {}
+        if config.learnt_whitening:
+            state[WHITENING_KEY] = config.fit(sets, instances, aggregation).state_bytes()
+        if aggregation is not None and config.scale_weights == "learnt":
+            state[SCALE_WEIGHTS_KEY] = scale_weights_state(aggregation)
+        return state
 
     return refit
 
@@ -77,27 +86,35 @@ def whitening_set_state(
 def _fitted(recipe: Recipe, snapshot: Snapshot, path: str) -> FittedPostProcessing | None:
     """The snapshot's post-processing; a missing or stale learnt state is an error."""
     config = recipe.postprocessing
-    if config.separate_whitening:
-        return _separate(config, snapshot, path)
-    if not config.learnt:
-        return FittedPostProcessing(config)
-    if snapshot.slots.size == 0:
+    if config.learnt and snapshot.slots.size == 0:
         return None  # nothing to fit on, nothing to search
-    stored = snapshot.fitted.get(WHITENING_KEY)
+    whitening = _separate(snapshot, path) if config.separate_whitening else None
+    if config.learnt_whitening:
+        whitening = _current(snapshot, WHITENING_KEY, "whitens descriptors", path)
+    weights = None
+    if config.scale_weights == "learnt":
+        weights = _current(snapshot, SCALE_WEIGHTS_KEY, "learns scale weights", path)
+    return FittedPostProcessing.from_state(config, whitening, weights)
+
+
+def _current(snapshot: Snapshot, key: str, what: str, path: str) -> bytes:
+    """The stored state ``key``, fitted on the snapshot's collection (else an error)."""
+    stored = snapshot.fitted.get(key)
     fix = f"run `pyinstance index refit {path}` (or InstanceIndex.refit())"
+    noun = key.replace("_", " ")
     if stored is None:
         raise StalePostProcessingError(
-            f"index {path!r}: its recipe whitens descriptors but no whitening is stored; {fix}"
+            f"index {path!r}: its recipe {what} but no {noun} is stored; {fix}"
         )
     if stored[0] != snapshot.collection:
         raise StalePostProcessingError(
-            f"index {path!r}: the whitening was fitted on collection version {stored[0]}, the "
+            f"index {path!r}: the {noun} was fitted on collection version {stored[0]}, the "
             f"collection is at version {snapshot.collection} (changed without refitting); {fix}"
         )
-    return FittedPostProcessing.from_state(config, stored[1])
+    return stored[1]
 
 
-def _separate(config: Any, snapshot: Snapshot, path: str) -> FittedPostProcessing:
+def _separate(snapshot: Snapshot, path: str) -> bytes:
     """The whitening fitted on a separate set: stored once, valid for every collection."""
     stored = snapshot.fitted.get(WHITENING_SET_KEY)
     if stored is None:
@@ -105,7 +122,7 @@ def _separate(config: Any, snapshot: Snapshot, path: str) -> FittedPostProcessin
             f"index {path!r}: its recipe whitens with a separate set but none is stored; "
             "build the index again with the whitening set (--whiten-from)"
         )
-    return FittedPostProcessing.from_state(config, stored[1])
+    return stored[1]
 
 
 def processed_view(recipe: Recipe, snapshot: Snapshot, path: str) -> ProcessedView:

@@ -50,7 +50,7 @@ class Recipe:
             window from one backbone pass at the query side.
         postprocess: which post-processing the index applies to references and queries
             (a :class:`~pyinstance.postprocess.PostProcessConfig` as JSON: ``whiten``,
-            ``dba``, ``qe``, ``multiscale``); the fitted state lives in the index, refitted
+            ``dba``, ``qe``, ``multiscale``, ``scale_weights``); the fitted state lives in the index, refitted
             in the commit of every change of the collection. Stored descriptors stay raw.
         dim: descriptor dimension D.
         dtype: storage dtype, one of ``float32``, ``float16``, ``bfloat16``.
@@ -111,6 +111,14 @@ class Recipe:
                 f"recipe.scales: expected a non-empty sequence of positive numbers, got {scales!r}"
             )
         object.__setattr__(self, "scales", tuple(float(s) for s in scales))
+        weights = config.scale_weights
+        if weights is not None and (
+            len(scales) < 2 or (weights != "learnt" and len(weights) != len(scales))
+        ):
+            raise ValueError(
+                f"recipe.postprocess.scale_weights: expected one weight per scale of at least "
+                f"2 scales, got {weights!r} for scales {self.scales!r}"
+            )
         for name in ("max_side", "dim", "query_max_side"):
             value = getattr(self, name)
             if name == "query_max_side" and value is None:
@@ -200,8 +208,10 @@ class Recipe:
     @property
     def descriptors_per_image(self) -> int:
         """Descriptors stored per reference image: one per scale with similarity-matrix
-        scoring (``postprocess["multiscale"]``), else 1 (the scales' mean)."""
-        return len(self.scales) if "multiscale" in self.postprocess else 1
+        scoring (``postprocess["multiscale"]``) or weighted scales
+        (``postprocess["scale_weights"]``), else 1 (the scales' mean)."""
+        kept = "multiscale" in self.postprocess or "scale_weights" in self.postprocess
+        return len(self.scales) if kept else 1
 
     @property
     def query_side(self) -> int:

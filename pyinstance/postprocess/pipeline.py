@@ -10,6 +10,11 @@ optional, applied in this order:
 4. ``multiscale``: similarity-matrix scoring; each image keeps its ``S`` per-scale
    descriptors and a query's set is scored against a reference's set with ``reduction``.
 
+``scale_weights`` (fixed weights, one per scale, or ``"learnt"`` from pairs of references
+of one instance, refitted with the collection) comes first: each image keeps its ``S``
+per-scale descriptors and they are summed with the weights into one
+(:class:`~pyinstance.postprocess.ScaleAggregation`) before the steps above.
+
 Descriptors go in as ``(N, P, D)`` sets (``P`` descriptors per image: 1, or the ``S``
 scales with ``multiscale``) and come out as ``(N, P, D_out)``.
 """
@@ -26,7 +31,7 @@ import numpy as np
 
 from pyinstance.postprocess._arrays import as_float_array, check_float, check_int
 from pyinstance.postprocess.expansion import DatabaseAugmentation, QueryExpansion
-from pyinstance.postprocess.multiscale import REDUCTIONS
+from pyinstance.postprocess.multiscale import REDUCTIONS, ScaleAggregation
 from pyinstance.postprocess.whitening import PCAWhitening
 
 #: Whitening methods: unsupervised PCA, or learnt from pairs of references of one instance.
@@ -34,7 +39,9 @@ WHITENING_METHODS = ("pca", "pairs")
 #: What a whitening is fitted on: the collection's references (refitted with it), or a
 #: separate set of images described at build (fitted once, kept).
 WHITENING_SETS = ("references", "separate")
-_STEPS = ("whiten", "dba", "qe", "multiscale")
+_STEPS = ("whiten", "dba", "qe", "multiscale", "scale_weights")
+#: ``scale_weights`` value for weights learnt from the collection.
+LEARNT = "learnt"
 
 
 def _keys(data: Any, name: str, allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -140,8 +147,30 @@ class PostProcessConfig:
     dba: DatabaseAugmentation | None = None
     qe: QueryExpansion | None = None
     reduction: str | None = None
+    scale_weights: tuple[float, ...] | str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.scale_weights, str) and self.scale_weights != LEARNT:
+            raise ValueError(
+                f"scale_weights: expected a list of weights (one per scale) or {LEARNT!r}, "
+                f"got {self.scale_weights!r}"
+            )
+        if self.scale_weights is not None and not isinstance(self.scale_weights, str):
+            weights = self.scale_weights
+            if isinstance(weights, Mapping) or not isinstance(weights, Sequence):
+                raise ValueError(
+                    f"scale_weights: expected a list of weights (one per scale) or {LEARNT!r}, "
+                    f"got {weights!r}"
+                )
+            if not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights):
+                raise ValueError(f"scale_weights: expected numbers, got {list(weights)!r}")
+            _checked("scale_weights", ScaleAggregation, np.asarray(weights, dtype=np.float64))
+            object.__setattr__(self, "scale_weights", tuple(float(w) for w in weights))
+        if self.reduction is not None and self.scale_weights is not None:
+            raise ValueError(
+                "scale_weights: sums the scales into one descriptor; it cannot be combined "
+                "with multiscale similarity-matrix scoring"
+            )
         if self.reduction is not None:
             if self.reduction not in REDUCTIONS:
                 raise ValueError(
@@ -158,6 +187,7 @@ class PostProcessConfig:
         """Parse a recipe's ``postprocess`` dict; errors name the key at fault."""
         data = _keys(data, "postprocess", _STEPS)
         whiten = dba = qe = reduction = None
+        weights = data.get("scale_weights")
         if data.get("whiten") is not None:
             values = _keys(
                 data["whiten"],
@@ -176,7 +206,7 @@ class PostProcessConfig:
             if "reduction" not in values:
                 raise ValueError("postprocess.multiscale: missing key reduction")
             reduction = values["reduction"]
-        return cls(whiten, dba, qe, reduction)
+        return _checked("postprocess", lambda: cls(whiten, dba, qe, reduction, weights))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (steps that are off are left out)."""
@@ -192,6 +222,9 @@ class PostProcessConfig:
             out["qe"] = {"k": self.qe.k, "alpha": self.qe.alpha}
         if self.reduction is not None:
             out["multiscale"] = {"reduction": self.reduction}
+        if self.scale_weights is not None:
+            w = self.scale_weights
+            out["scale_weights"] = w if isinstance(w, str) else list(w)
         return out
 
     def __bool__(self) -> bool:
@@ -200,6 +233,11 @@ class PostProcessConfig:
     @property
     def learnt(self) -> bool:
         """Whether a step has state fitted on the collection (refitted when it changes)."""
+        return self.learnt_whitening or self.scale_weights == LEARNT
+
+    @property
+    def learnt_whitening(self) -> bool:
+        """Whether the whitening is fitted on the collection's references."""
         return self.whiten is not None and self.whiten.fit_on == "references"
 
     @property
@@ -207,21 +245,52 @@ class PostProcessConfig:
         """Whether the whitening was fitted once on a separate set (stored, not refitted)."""
         return self.whiten is not None and self.whiten.fit_on == "separate"
 
-    def fit(self, references: Any, instances: Sequence[str]) -> FittedPostProcessing:
-        """The state of this configuration fitted on ``references`` (``(N, P, D)``) whose
-        ``instances[i]`` is the instance of image ``i``."""
-        sets = as_float_array(references, "references", 3, "(N, P, D)")
-        if len(instances) != sets.shape[0]:
+    def fit_aggregation(self, references: Any, instances: Sequence[str]) -> ScaleAggregation | None:
+        """The scale weights (fixed, or learnt from the pairs of ``references`` of one
+        instance) of ``(N, S, D)`` references; None without ``scale_weights``."""
+        if self.scale_weights is None:
+            return None
+        if self.scale_weights != LEARNT:
+            return ScaleAggregation(np.asarray(self.scale_weights))
+        sets = _sets(references, instances)
+        query_idx, positive_idx = _same_instance_pairs(instances)
+        if query_idx.size == 0:
             raise ValueError(
-                f"instances: expected {sets.shape[0]} ids (one per image), got {len(instances)}"
+                f"scale_weights: {LEARNT!r} needs an instance with at least 2 references; "
+                "every instance has one"
             )
+        return ScaleAggregation.fit_pairs(sets, query_idx, positive_idx)
+
+    def fit(
+        self,
+        references: Any,
+        instances: Sequence[str],
+        aggregation: ScaleAggregation | None = None,
+    ) -> FittedPostProcessing:
+        """The state of this configuration fitted on ``references`` (``(N, P, D)``) whose
+        ``instances[i]`` is the instance of image ``i`` (``aggregation``: the scale weights
+        already fitted by :meth:`fit_aggregation`, else fitted here)."""
+        sets = _sets(references, instances)
         if self.separate_whitening:
             raise ValueError("whiten: a whitening fitted on a separate set is not refitted")
+        if aggregation is None:
+            aggregation = self.fit_aggregation(sets, instances)
+        if aggregation is not None:
+            sets = aggregation.apply(sets)[:, None, :]
         whitening = None
         if self.whiten is not None:
             per_row = [instance for instance in instances for _ in range(sets.shape[1])]
             whitening = self.whiten.fit(sets.reshape(-1, sets.shape[2]), per_row)
-        return FittedPostProcessing(self, whitening)
+        return FittedPostProcessing(self, whitening, aggregation)
+
+
+def _sets(references: Any, instances: Sequence[str]) -> np.ndarray:
+    sets = as_float_array(references, "references", 3, "(N, P, D)")
+    if len(instances) != sets.shape[0]:
+        raise ValueError(
+            f"instances: expected {sets.shape[0]} ids (one per image), got {len(instances)}"
+        )
+    return sets
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,10 +299,21 @@ class FittedPostProcessing:
 
     config: PostProcessConfig
     whitening: PCAWhitening | None = None
+    aggregation: ScaleAggregation | None = None
 
     def __post_init__(self) -> None:
         if (self.whitening is None) != (self.config.whiten is None):
             raise ValueError("whitening: expected a fitted whitening exactly when configured")
+        weights = self.config.scale_weights
+        if self.aggregation is None and weights is not None and weights != LEARNT:
+            object.__setattr__(self, "aggregation", ScaleAggregation(np.asarray(weights)))
+        if (self.aggregation is None) != (weights is None):
+            raise ValueError("aggregation: expected scale weights exactly when configured")
+
+    def _aggregate(self, sets: np.ndarray) -> np.ndarray:
+        if self.aggregation is None:
+            return sets
+        return self.aggregation.apply(sets)[:, None, :]
 
     def _whiten(self, sets: np.ndarray) -> np.ndarray:
         if self.whitening is None:
@@ -242,9 +322,11 @@ class FittedPostProcessing:
         return self.whitening.apply(sets.reshape(n * p, d)).reshape(n, p, -1)
 
     def references(self, references: Any, *, threads: int | None = None) -> np.ndarray:
-        """``(N, P, D)`` reference sets -> ``(N, P, D_out)``: whitened, then augmented (DBA
-        with ``k`` cut to ``N - 1`` in a small collection)."""
-        sets = self._whiten(as_float_array(references, "references", 3, "(N, P, D)"))
+        """``(N, P, D)`` reference sets -> ``(N, P, D_out)``: summed over scales with the
+        scale weights (``P`` -> 1), whitened, then augmented (DBA with ``k`` cut to ``N - 1``
+        in a small collection)."""
+        sets = as_float_array(references, "references", 3, "(N, P, D)")
+        sets = self._whiten(self._aggregate(sets))
         dba = self.config.dba
         if dba is None or sets.shape[0] < 2:
             return sets
@@ -252,12 +334,22 @@ class FittedPostProcessing:
         return step.apply(sets[:, 0], threads=threads)[:, None, :]
 
     def queries(
-        self, queries: Any, references: np.ndarray, *, threads: int | None = None
+        self,
+        queries: Any,
+        references: np.ndarray,
+        *,
+        threads: int | None = None,
+        scale_sets: bool = False,
     ) -> np.ndarray:
         """``(Q, R, D)`` query sets -> ``(Q, R, D_out)``: whitened, then each of the ``R``
         descriptors expanded with its top references (``references``: the output of
-        :meth:`references`, ``(N, 1, D_out)``; ``k`` cut to ``N``)."""
-        sets = self._whiten(as_float_array(queries, "queries", 3, "(Q, R, D)"))
+        :meth:`references`, ``(N, 1, D_out)``; ``k`` cut to ``N``). ``scale_sets``: the
+        ``R`` descriptors are the scales, summed with the scale weights first (``R`` -> 1);
+        else (e.g. window descriptors) they are left as they are."""
+        sets = as_float_array(queries, "queries", 3, "(Q, R, D)")
+        if scale_sets:
+            sets = self._aggregate(sets)
+        sets = self._whiten(sets)
         qe = self.config.qe
         if qe is None or references.shape[0] == 0:
             return sets
@@ -281,10 +373,23 @@ class FittedPostProcessing:
         return buffer.getvalue()
 
     @classmethod
-    def from_state(cls, config: PostProcessConfig, state: bytes | None) -> FittedPostProcessing:
-        """Rebuild from :meth:`state_bytes` (a damaged state is a ``ValueError``)."""
+    def from_state(
+        cls, config: PostProcessConfig, state: bytes | None, weights: bytes | None = None
+    ) -> FittedPostProcessing:
+        """Rebuild from :meth:`state_bytes` and :func:`scale_weights_state` (a damaged or
+        missing state is a ``ValueError``)."""
+        aggregation = None
+        if config.scale_weights == LEARNT:
+            if weights is None:
+                raise ValueError("post-processing state: no learnt scale weights are stored")
+            try:
+                aggregation = ScaleAggregation.from_dict(json.loads(weights))
+            except (KeyError, ValueError, TypeError) as error:
+                raise ValueError(
+                    f"post-processing state: damaged scale weights ({error})"
+                ) from None
         if state is None:
-            return cls(config)
+            return cls(config, None, aggregation)
         try:
             with np.load(io.BytesIO(state), allow_pickle=False) as stored:
                 header = json.loads(str(stored["header"]))
@@ -298,7 +403,7 @@ class FittedPostProcessing:
         except (OSError, KeyError, ValueError, TypeError) as error:
             raise ValueError(f"post-processing state: damaged ({error})") from error
         _check_matches(config, whitening)
-        return cls(config, whitening)
+        return cls(config, whitening, aggregation)
 
 
 def _check_matches(config: PostProcessConfig, whitening: PCAWhitening) -> None:
@@ -314,6 +419,11 @@ def _check_matches(config: PostProcessConfig, whitening: PCAWhitening) -> None:
             f"post-processing state: the stored whitening (method, power, ridge {stored}, "
             f"{whitening.projection.shape[1]} dims) is not the recipe's {w}"
         )
+
+
+def scale_weights_state(aggregation: ScaleAggregation) -> bytes:
+    """Learnt scale weights as bytes to store (read back by :meth:`FittedPostProcessing.from_state`)."""
+    return json.dumps(aggregation.to_dict()).encode()
 
 
 def state_fitted_on(state: bytes) -> Any:

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pyinstance.cli import main
@@ -290,3 +291,31 @@ def test_build_with_a_whitening_set(tmp_path: Path, collection: Path, pairs: Pat
     assert not (tmp_path / "o").exists()
     code, _, err = run(capsys, *argv[:3], "-o", str(tmp_path / "o"), "--whiten-from", str(empty))
     assert code == 2 and "--whiten-from: only with --whiten" in err
+
+
+def test_build_with_scale_weights(tmp_path: Path, collection: Path, capsys) -> None:
+    ix = str(tmp_path / "ix")
+    argv = ["index", "build", str(collection), "-o", ix, "--max-side", "160", "--no-progress"]
+    options = ["--scales", "1,0.7071", "--windows", "none", "--scale-weights", "0.7,0.3"]
+    assert run(capsys, *argv, *options)[0] == 0
+    info = json.loads(run(capsys, "index", "info", ix, "--json")[1])
+    assert info["recipe"]["postprocess"] == {"scale_weights": [0.7, 0.3]}
+    with InstanceIndex.open(ix) as index:
+        raw = index.raw_descriptors()
+        assert raw.shape == (3, 2, index.recipe.dim)
+        summed = 0.7 * raw[:, 0] + 0.3 * raw[:, 1]
+        expected = summed / np.linalg.norm(summed, axis=1, keepdims=True)
+        np.testing.assert_allclose(index.descriptors(), expected, atol=1e-5)
+        assert index.describe_queries([collection / "box" / "box.png"]).shape == (1, 1, 1280)
+    base = [*argv[:3], "-o", str(tmp_path / "o"), "--max-side", "160", "--no-progress"]
+    for options, message in (
+        (["--scales", "1,0.5", "--scale-weights", "1,x"], "--scale-weights: expected comma"),
+        (["--scales", "1,0.5", "--scale-weights", "1,1,1"], "one weight per scale"),
+        (
+            ["--scales", "1,0.5", "--windows", "none", "--scale-weights", "learnt"],
+            "scale_weights: 'learnt' needs an instance with at least 2 references",
+        ),
+    ):
+        code, _, err = run(capsys, *base, *options)
+        assert code == 2 and message in err, (options, err)
+    assert not (tmp_path / "o").exists()

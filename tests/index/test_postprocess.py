@@ -16,6 +16,7 @@ from pyinstance.postprocess import (
     DatabaseAugmentation,
     PCAWhitening,
     QueryExpansion,
+    ScaleAggregation,
     multiscale_scores,
 )
 from tests.index.conftest import DIM, tiny_recipe, unit_rows
@@ -275,3 +276,79 @@ def test_a_separate_whitening_state_that_does_not_match_is_refused(tmp_path: Pat
     with pytest.raises(StalePostProcessingError, match="none is stored"):
         InstanceIndex.open(index.path).search(unit_rows(1), 2)
     index.close()
+
+
+SCALES = (1.0, 0.7, 0.5)
+
+
+def test_fixed_scale_weights_sum_the_stored_scales(tmp_path: Path) -> None:
+    index, _ = make(tmp_path, {"scale_weights": [0.5, 0.3, 0.2]}, n=12, scales=SCALES)
+    raw = index.raw_descriptors()
+    assert raw.shape == (12, 3, DIM) and index.info()["fitted"] == {}
+    weighted = ScaleAggregation(np.array([0.5, 0.3, 0.2]))
+    np.testing.assert_allclose(index.descriptors(), weighted.apply(raw), atol=1e-5)
+    queries = unit_rows(6, seed=4).reshape(2, 3, DIM)
+    processed = index.postprocess_queries(queries)
+    np.testing.assert_allclose(processed[:, 0], weighted.apply(queries), atol=1e-5)
+    assert not np.allclose(processed[:, 0], ScaleAggregation(np.ones(3)).apply(queries))
+    assert index.refit() is False
+    index.close()
+
+
+def test_learnt_scale_weights_are_refitted_with_the_collection(tmp_path: Path) -> None:
+    postprocess = {"scale_weights": "learnt", "whiten": {"dim": 8}}
+    index, _ = make(tmp_path, postprocess, n=16, scales=SCALES)
+    assert index.info()["fitted"] == {"scale_weights": 16, "whitening": 16}
+
+    def expected() -> np.ndarray:
+        raw = index.raw_descriptors()
+        instances = [index.instances[label] for label in index.labels()]
+        query_idx, positive_idx = zip(
+            *[
+                (i, j)
+                for i in range(len(raw))
+                for j in range(len(raw))
+                if i != j and instances[i] == instances[j]
+            ],
+            strict=True,
+        )
+        weights = ScaleAggregation.fit_pairs(raw, np.array(query_idx), np.array(positive_idx))
+        assert not np.allclose(weights.weights, 1 / 3)  # learnt, not the scales' mean
+        summed = weights.apply(raw)
+        return PCAWhitening.fit(summed, dim=8).apply(summed)
+
+    np.testing.assert_allclose(index.descriptors(), expected(), atol=1e-5)
+    index.remove(image=["im0", "im1", "im2"])
+    assert index.info()["fitted"] == {"scale_weights": 19, "whitening": 19}
+    np.testing.assert_allclose(index.descriptors(), expected(), atol=1e-5)
+    other = InstanceIndex.open(index.path)
+    other._store.add(
+        unit_rows(3, seed=9).reshape(1, 3 * DIM), [ImageRecord("raw", "i0", None, None)]
+    )
+    other.close()
+    with pytest.raises(StalePostProcessingError, match="fitted on collection version 19"):
+        index.descriptors()
+    assert index.refit() is True
+    np.testing.assert_allclose(index.descriptors(), expected(), atol=1e-5)
+    with pytest.raises(
+        ValueError, match="scale_weights: 'learnt' needs an instance with at least 2"
+    ):
+        index.remove(image=[f"im{i}" for i in range(3, 16) if i not in (3, 4, 5, 6)])
+    index.close()
+
+
+def test_scale_weights_are_checked() -> None:
+    for postprocess, scales, message in (
+        ({"scale_weights": [1.0, 2.0]}, SCALES, "one weight per scale"),
+        ({"scale_weights": "learnt"}, (1.0,), "at least 2 scales"),
+        ({"scale_weights": "best"}, SCALES, "scale_weights: expected a list of weights"),
+        ({"scale_weights": [1.0, -1.0, 0.0]}, SCALES, "non-negative"),
+        ({"scale_weights": [1, "a", 2]}, SCALES, "scale_weights: expected numbers"),
+        (
+            {"scale_weights": [1, 1, 1], "multiscale": {"reduction": "max"}},
+            SCALES,
+            "cannot be combined with multiscale",
+        ),
+    ):
+        with pytest.raises(ValueError, match=message):
+            tiny_recipe().with_(postprocess=postprocess, scales=scales)
