@@ -34,6 +34,10 @@ VARIANTS = {
     "ms_mean": MULTI,
     "ms_rowmax": [*MULTI, "--matrix-scoring", "row_max_sum"],
     "ms_max": [*MULTI, "--matrix-scoring", "max"],
+    "ms_w532": [*MULTI, "--scale-weights", "0.5,0.3,0.2"],
+    "ms_w721": [*MULTI, "--scale-weights", "0.7,0.2,0.1"],
+    # the whitening-set path fed the references themselves: must equal the `white` row
+    "white_from_refs": ["--whiten", "--whiten-from", "{museum}/reference"],
 }
 GROUPS = ["--group", "crop=qsd1_w1,qsd1_w3", "--group", "gallery=qsd2_w2,qsd2_w3,qsd1_w4"]
 
@@ -47,7 +51,8 @@ def measure(name: str, work: Path, museum: Path) -> dict:
     index, out = work / f"{name}.idx", work / f"{name}.json"
     if not index.exists():
         manifest = str(museum / "manifest.csv")
-        pyinstance("index", "build", manifest, "-o", str(index), "--no-progress", *VARIANTS[name])
+        options = [option.format(museum=museum) for option in VARIANTS[name]]
+        pyinstance("index", "build", manifest, "-o", str(index), "--no-progress", *options)
     if not out.exists():
         extra = str(museum / "extra_queries.csv")
         evaluate = ["evaluate", str(index), "--manifest", str(museum / "manifest.csv")]

@@ -160,6 +160,11 @@ class InstanceIndex:
         the recipe's whitening on (``fit_on: separate``), described here once.
         Raises ``ValueError`` and leaves nothing at ``path`` when no image could be added.
         """
+        if whiten_from is not None and not recipe.postprocessing.separate_whitening:
+            raise ValueError(
+                "whiten_from: the recipe's post-processing has no whitening with fit_on "
+                "'separate' to fit on it"
+            )
         if describer is None:
             describer = Describer(recipe, device=device)  # resolves names, pins the weights
             describer.set_engine(engine)

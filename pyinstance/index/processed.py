@@ -18,7 +18,7 @@ from pyinstance.index.recipe import Recipe
 from pyinstance.index.search import check_k
 from pyinstance.index.store import Refit, Snapshot, from_storage
 from pyinstance.postprocess import FittedPostProcessing, multiscale_scores
-from pyinstance.postprocess.pipeline import scale_weights_state
+from pyinstance.postprocess.pipeline import scale_weights_state, whitening_state
 
 #: Key of the fitted whitening in the index's ``fitted`` table.
 WHITENING_KEY = "whitening"
@@ -80,7 +80,7 @@ def whitening_set_state(
     if not config.separate_whitening or config.whiten is None:
         raise ValueError(f"{name}: the recipe does not whiten with a separate set (fit_on)")
     whitening = config.whiten.fit_separate(rows, name)
-    return {WHITENING_SET_KEY: FittedPostProcessing(config, whitening).state_bytes(fitted_on)}
+    return {WHITENING_SET_KEY: whitening_state(whitening, fitted_on)}
 
 
 def _fitted(recipe: Recipe, snapshot: Snapshot, path: str) -> FittedPostProcessing | None:

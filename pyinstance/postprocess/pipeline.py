@@ -359,18 +359,9 @@ class FittedPostProcessing:
             n, r, d
         )
 
-    def state_bytes(self, fitted_on: Mapping[str, Any] | None = None) -> bytes | None:
-        """The learnt state as bytes to store (None when nothing is learnt); ``fitted_on``:
-        a JSON-able description of the set it was fitted on (see :func:`state_fitted_on`)."""
-        if self.whitening is None:
-            return None
-        w = self.whitening
-        header = json.dumps(
-            {"method": w.method, "power": w.power, "ridge": w.ridge, "fitted_on": fitted_on}
-        )
-        buffer = io.BytesIO()
-        np.savez(buffer, header=np.array(header), mean=w.mean, projection=w.projection)
-        return buffer.getvalue()
+    def state_bytes(self) -> bytes | None:
+        """The learnt whitening as bytes to store (None when nothing is learnt)."""
+        return None if self.whitening is None else whitening_state(self.whitening)
 
     @classmethod
     def from_state(
@@ -419,6 +410,19 @@ def _check_matches(config: PostProcessConfig, whitening: PCAWhitening) -> None:
             f"post-processing state: the stored whitening (method, power, ridge {stored}, "
             f"{whitening.projection.shape[1]} dims) is not the recipe's {w}"
         )
+
+
+def whitening_state(whitening: PCAWhitening, fitted_on: Mapping[str, Any] | None = None) -> bytes:
+    """A whitening as bytes to store (read back by :meth:`FittedPostProcessing.from_state`);
+    ``fitted_on``: a JSON-able description of the set it was fitted on (see
+    :func:`state_fitted_on`)."""
+    w = whitening
+    header = json.dumps(
+        {"method": w.method, "power": w.power, "ridge": w.ridge, "fitted_on": fitted_on}
+    )
+    buffer = io.BytesIO()
+    np.savez(buffer, header=np.array(header), mean=w.mean, projection=w.projection)
+    return buffer.getvalue()
 
 
 def scale_weights_state(aggregation: ScaleAggregation) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -352,3 +353,26 @@ def test_scale_weights_are_checked() -> None:
     ):
         with pytest.raises(ValueError, match=message):
             tiny_recipe().with_(postprocess=postprocess, scales=scales)
+
+
+def test_a_whitening_set_with_learnt_scale_weights(tmp_path: Path) -> None:
+    postprocess = {**SEPARATE, "scale_weights": "learnt"}
+    recipe = tiny_recipe().with_(postprocess=postprocess, scales=SCALES)
+    whitening_set = unit_rows(30, seed=3).reshape(10, 3, DIM)
+    index = InstanceIndex.create(tmp_path / "index", recipe, whitening_set=whitening_set)
+    rows = unit_rows(36, seed=1).reshape(12, 3, DIM)
+    index.add_descriptors(
+        rows, [f"i{i % 4}" for i in range(12)], [f"im{i}" for i in range(12)], recipe
+    )
+    assert index.info()["fitted"] == {"whitening_set": 0, "scale_weights": 12}
+    assert index.info()["whitening_set"] == {"source": "descriptors", "images": 10}
+    index.remove(image="im0")
+    assert index.info()["fitted"] == {"whitening_set": 0, "scale_weights": 13}
+    expected = PCAWhitening.fit(whitening_set.reshape(30, DIM), dim=6, power=0.5)
+    with sqlite3.connect(index.path / "index.sqlite") as db:
+        (weights,) = db.execute("SELECT value FROM fitted WHERE key = 'scale_weights'").fetchone()
+    summed = ScaleAggregation.from_dict(json.loads(weights)).apply(index.raw_descriptors())
+    np.testing.assert_allclose(index.descriptors(), expected.apply(summed), atol=1e-5)
+    index.close()
+    with pytest.raises(ValueError, match="whiten_from: the recipe's post-processing has no"):
+        InstanceIndex.build(tmp_path / "x", tmp_path, tiny_recipe(), whiten_from=tmp_path)
