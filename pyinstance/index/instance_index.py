@@ -81,7 +81,8 @@ class InstanceIndex:
         ``whitening_set``: raw descriptors (``(M, D)``, or ``(M, S, D)`` per scale) of a
         separate set to fit the recipe's whitening on, when it has ``fit_on: separate``
         (required then, refused otherwise); fitted once, stored with the index, never
-        refitted.
+        refitted. With ``(M, S, D)`` each scale's descriptor is one row of the fit (so that
+        learnt scale weights, unknown at build, need no refit of the whitening).
         """
         if not isinstance(recipe, Recipe):
             raise TypeError(f"recipe: expected a Recipe, got {type(recipe).__name__}")

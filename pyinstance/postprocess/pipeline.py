@@ -4,7 +4,7 @@ A :class:`PostProcessConfig` (JSON, stored in an index's recipe) chooses the ste
 optional, applied in this order:
 
 1. ``whiten``: PCA-whitening (or the learnt whitening from matching pairs) fitted on the
-   collection's descriptors; the only learnt state (:class:`FittedPostProcessing`).
+   collection's descriptors, or (``fit_on: separate``) fitted once on a separate set.
 2. ``dba``: database-side augmentation of the references.
 3. ``qe``: query expansion against the (augmented) references.
 4. ``multiscale``: similarity-matrix scoring; each image keeps its ``S`` per-scale

@@ -12,6 +12,7 @@ from pyinstance.postprocess import (
     PostProcessConfig,
     QueryExpansion,
 )
+from pyinstance.postprocess.pipeline import scale_weights_state
 
 
 def _sets(n: int, p: int = 1, d: int = 12, seed: int = 0) -> np.ndarray:
@@ -98,3 +99,46 @@ def test_state_round_trip_and_damage() -> None:
         FittedPostProcessing(config)  # whitening configured but not given
     with pytest.raises(ValueError, match="instances: expected 20 ids"):
         config.fit(_sets(20), ["x"])
+
+
+def test_scale_weights_and_separate_whitening_parse_and_round_trip() -> None:
+    data = {"whiten": {"dim": 3, "fit_on": "separate"}, "scale_weights": [2, 1, 1]}
+    config = PostProcessConfig.from_dict(data)
+    assert config.to_dict()["scale_weights"] == [2.0, 1.0, 1.0]
+    assert config.to_dict()["whiten"]["fit_on"] == "separate"
+    assert PostProcessConfig.from_dict(config.to_dict()) == config
+    assert not config.learnt and config.separate_whitening
+    learnt = PostProcessConfig.from_dict({"scale_weights": "learnt"})
+    assert learnt.learnt and not learnt.learnt_whitening
+    with pytest.raises(ValueError, match="postprocess.whiten.fit_on: expected one of"):
+        PostProcessConfig.from_dict({"whiten": {"fit_on": "queries"}})
+    with pytest.raises(ValueError, match="not refitted"):
+        config.fit(_sets(4, 3), list("abcd"))
+
+
+def test_fixed_and_learnt_scale_weights_both_sides() -> None:
+    config = PostProcessConfig.from_dict({"scale_weights": [3, 1]})
+    refs = _sets(6, 2)
+    fitted = FittedPostProcessing(config)
+    summed = 0.75 * refs[:, 0] + 0.25 * refs[:, 1]
+    expected = summed / np.linalg.norm(summed, axis=1, keepdims=True)
+    np.testing.assert_allclose(fitted.references(refs)[:, 0], expected, atol=1e-6)
+    assert fitted.queries(refs, refs, scale_sets=False).shape == (6, 2, 12)  # windows: kept
+    np.testing.assert_allclose(
+        fitted.queries(refs, refs, scale_sets=True)[:, 0], expected, atol=1e-6
+    )
+    learnt = PostProcessConfig.from_dict({"scale_weights": "learnt"})
+    with pytest.raises(ValueError, match="no learnt scale weights are stored"):
+        FittedPostProcessing.from_state(learnt, None)
+    with pytest.raises(ValueError, match="'learnt' needs an instance with at least 2"):
+        learnt.fit(refs, list("abcdef"))
+    weights = learnt.fit_aggregation(refs, list("aabbcc"))
+    again = FittedPostProcessing.from_state(learnt, None, scale_weights_state(weights))
+    np.testing.assert_array_equal(again.aggregation.weights, weights.weights)
+
+
+def test_a_stored_whitening_of_another_configuration_is_refused() -> None:
+    fitted = PostProcessConfig.from_dict({"whiten": {"power": 0.5}}).fit(_sets(9), ["x"] * 9)
+    other = PostProcessConfig.from_dict({"whiten": {"power": 1.0}})
+    with pytest.raises(ValueError, match="is not the recipe's"):
+        FittedPostProcessing.from_state(other, fitted.state_bytes())
