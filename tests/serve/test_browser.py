@@ -68,7 +68,7 @@ def test_visitor_page_identifies_an_uploaded_photo(
 ) -> None:
     browser.get(server + "/")
     browser.find_element(By.ID, "photo").send_keys(str(pairs / "query" / "graf3.png"))
-    wait = WebDriverWait(browser, 60)
+    wait = patient(browser)
     wait.until(expected_conditions.visibility_of_element_located((By.ID, "answer")))
     assert browser.find_element(By.ID, "title").text == "graf"
     assert browser.find_element(By.ID, "confidence").text.endswith("%")
@@ -112,7 +112,7 @@ def test_curator_page_adds_tests_and_removes_an_instance(
 def test_review_queue_photo_added_in_one_click(
     index_copy: Path, tmp_path: Path, browser, pairs: Path, artifacts: Path
 ) -> None:
-    wait = WebDriverWait(browser, 60)
+    wait = patient(browser)
     options = ("--review-days", "1", "--review-below", "0.95")
     with running_server(index_copy, tmp_path, *options) as (url, _):
         browser.get(url + "/")
@@ -143,7 +143,7 @@ def test_review_queue_photo_added_in_one_click(
 def test_curator_page_shows_another_process_changes_without_reload(
     server: str, browser, index_copy: Path, artifacts: Path
 ) -> None:
-    wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
+    wait = patient(browser)
     browser.get(server + "/curator")
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".tile")) == 9)
     browser.execute_script("window.notReloaded = true")
@@ -157,9 +157,15 @@ def test_curator_page_shows_another_process_changes_without_reload(
     browser.save_screenshot(str(artifacts / "curator-refreshed.png"))
 
 
+def patient(browser) -> WebDriverWait:
+    """A wait that retries when the page re-drew an element under it (the curator page
+    re-renders its grid on each new revision, every 2 s poll)."""
+    return WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
+
+
 def curator(browser, server: str) -> WebDriverWait:
     """The curator page, its 9 instances shown and the token entered."""
-    wait = WebDriverWait(browser, 60)
+    wait = patient(browser)
     browser.get(server + "/curator")
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".tile")) == 9)
     browser.find_element(By.ID, "token").send_keys(TOKEN)
