@@ -41,8 +41,9 @@ def resolve_reranker(spec: Any, recipe: Recipe, **options: Any) -> Any:
     """The pair scorer ``spec`` names, refused unless it fits ``recipe``.
 
     ``spec``: a verifier file (a path, or a string naming an existing file: the
-    ``verification`` re-ranker with ``model=spec``), a registered re-ranker name (built
-    with ``options``), or a pair scorer object (used as it is).
+    ``verification`` re-ranker with ``model=spec``; a string that looks like a path but
+    names no file is a ``FileNotFoundError``), a registered re-ranker name (built with
+    ``options``), or a pair scorer object (used as it is).
     """
     from pyinstance.plugins import get_reranker
 
@@ -51,6 +52,8 @@ def resolve_reranker(spec: Any, recipe: Recipe, **options: Any) -> Any:
     elif isinstance(spec, str):
         if not spec:
             raise ValueError("reranker: expected a verifier file or a re-ranker name, got ''")
+        if _looks_like_a_path(spec):
+            raise FileNotFoundError(f"reranker: no such file {spec!r}")
         scorer = get_reranker(spec, **options)
     else:
         if options:
@@ -70,3 +73,8 @@ def describe_reranker(spec: Any) -> str | None:
     if isinstance(spec, str):
         return spec
     return str(getattr(spec, "path", None) or type(spec).__name__)
+
+
+def _looks_like_a_path(text: str) -> bool:
+    """Re-ranker names are plain words; a separator or a file suffix means a path."""
+    return os.sep in text or "/" in text or Path(text).suffix in (".pt", ".pth")
