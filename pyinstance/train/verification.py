@@ -252,13 +252,13 @@ class VerificationTrainer:
                 )
                 if not torch.isfinite(loss):
                     raise ValueError(
-                        f"verification: the loss became {float(loss)} at epoch {epoch + 1}; "
+                        f"verification: the loss became {float(loss.detach())} at epoch {epoch + 1}; "
                         "lower train.lr_head"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss)
+                total += float(loss.detach())
                 batches += 1
             row: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(batches, 1)}
             row.update(validate(net, training, "train"))
