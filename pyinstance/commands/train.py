@@ -112,7 +112,7 @@ def _verification(config: Any, args: argparse.Namespace, console: Any) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     table = Table(title=f"verification training {config.output}")
-    keys = ["epoch", "loss", "train_top1", "train_auroc", "val_top1", "val_auroc"]
+    keys = ["epoch", "loss", "train_top1", "val_top1", "val_raw_top1", "val_auroc", "val_raw_auroc"]
     for key in keys:
         table.add_column(key, justify="right")
     for row in result.epochs:

@@ -288,13 +288,23 @@ class VerificationTrainer:
 def validate(net: VerificationNet, pairs: Pairs, prefix: str) -> dict[str, float]:
     """On ``pairs``: ``{prefix}_top1``, the share of queries with their object among the
     candidates whose best-scored candidate is it; ``{prefix}_auroc``, how often a query with
-    its object among the candidates has a higher best probability than one without."""
+    its object among the candidates has a higher best probability than one without; and
+    the same two for the raw similarity (``{prefix}_raw_*``, the best window's), the
+    baseline the re-ranker must beat."""
     net.eval()
     with torch.no_grad():
         probabilities = torch.sigmoid(net(pairs.queries, pairs.candidates))
-    known = pairs.labels.sum(dim=1) > 0
-    best = probabilities.max(dim=1)
-    top1 = pairs.labels[torch.arange(len(pairs)), best.indices][known]
+    raw = torch.einsum("qrd,qkd->qkr", pairs.queries, pairs.candidates).amax(dim=2)
+    return {
+        **_separation(probabilities, pairs.labels, prefix),
+        **_separation(raw, pairs.labels, f"{prefix}_raw"),
+    }
+
+
+def _separation(scores: torch.Tensor, labels: torch.Tensor, prefix: str) -> dict[str, float]:
+    known = labels.sum(dim=1) > 0
+    best = scores.max(dim=1)
+    top1 = labels[torch.arange(labels.shape[0]), best.indices][known]
     out = {f"{prefix}_top1": float(top1.mean()) if top1.numel() else float("nan")}
     inside, outside = best.values[known], best.values[~known]
     if inside.numel() and outside.numel():
