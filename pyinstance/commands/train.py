@@ -73,13 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    table = Table(title=f"training {config.output}")
     keys = ["epoch", "loss", "active_triplets", "p_at_1", "seconds"]
-    for key in keys:
-        table.add_column(key, justify="right")
-    for row in result.epochs:
-        table.add_row(*(_cell(row.get(key)) for key in keys))
-    console.print(table)
+    console.print(_epochs_table(f"training {config.output}", keys, result.epochs))
     console.print(
         f"{len(trainer.data)} images of {trainer.data.num_classes} instances, "
         f"{result.skipped} skipped; {result.steps} steps in {result.seconds:.0f} s; "
@@ -111,19 +106,24 @@ def _verification(config: Any, args: argparse.Namespace, console: Any) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    table = Table(title=f"verification training {config.output}")
     keys = ["epoch", "loss", "train_top1", "val_top1", "val_raw_top1", "val_auroc", "val_raw_auroc"]
-    for key in keys:
-        table.add_column(key, justify="right")
-    for row in result.epochs:
-        table.add_row(*(_cell(row.get(key)) for key in keys))
-    console.print(table)
+    console.print(_epochs_table(f"verification training {config.output}", keys, result.epochs))
     console.print(
         f"{result.pairs} pairs from {len(trainer.data)} photos; {result.seconds:.0f} s "
         f"({result.describe_seconds:.0f} s describing views); re-ranker written to "
         f"{result.model_path} (use: --rerank {result.model_path})"
     )
     return 0
+
+
+def _epochs_table(title: str, keys: list[str], epochs: list[dict[str, Any]]) -> Table:
+    """One row per epoch, one column per key."""
+    table = Table(title=title)
+    for key in keys:
+        table.add_column(key, justify="right")
+    for row in epochs:
+        table.add_row(*(_cell(row.get(key)) for key in keys))
+    return table
 
 
 def _cell(value: object) -> str:
