@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         review_days=args.review_days,
         review_below=args.review_below,
         engine=args.engine,
-        reranker=args.rerank or None,
+        reranker=args.rerank,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

@@ -146,7 +146,7 @@ def create_app(
     review_days: float | None = None,
     review_below: float = 0.5,
     engine: str = "torch",
-    reranker: str | os.PathLike[str] | None = None,
+    reranker: str | os.PathLike[str] | bool | None = None,
 ) -> FastAPI:
     """The service over the index at ``index_path``.
 
@@ -168,7 +168,8 @@ def create_app(
         reranker: a verification re-ranker (verifier file or registered name) used by
             ``/v1/identify`` unless a request says ``rerank=false``; resolved and checked
             against the index's recipe here, before serving. None: the index's stored one
-            (``pyinstance calibrate --rerank``), if any.
+            (``pyinstance calibrate --rerank``), if any; False: none unless a request says
+            ``rerank=true``.
     """
     for name, value in (
         ("max_upload_bytes", max_upload_bytes),
@@ -188,7 +189,9 @@ def create_app(
     collection.open()  # fails here, before serving, when the index cannot be opened
     assert collection.current is not None
     scorer = (
-        None if reranker is None else resolve_reranker(reranker, collection.current.view.recipe)
+        reranker
+        if reranker is None or reranker is False
+        else resolve_reranker(reranker, collection.current.view.recipe)
     )
     review = (
         ReviewQueue(collection.path / "review", days=review_days, below=review_below)
@@ -338,17 +341,16 @@ def create_app(
                     409, "objects_uncalibrated", "multi: the index has no objects threshold; "
                     "run 'pyinstance calibrate INDEX --objects' first"
                 )  # fmt: skip
+            chosen: Any = scorer  # None: the index's stored re-ranker, if any
             if rerank is False:
-                chosen: Any = False
-            elif scorer is not None:
-                chosen = scorer
-            elif rerank and pinned.view.get_setting("reranker") is None:
-                raise ApiError(
-                    409, "no_reranker", "rerank: the service was started without a re-ranker "
-                    "and the index stores none (pyinstance serve --rerank MODEL)"
-                )  # fmt: skip
-            else:
-                chosen = None  # the index's stored re-ranker, if any
+                chosen = False
+            elif rerank and (chosen is None or chosen is False):
+                if pinned.view.get_setting("reranker") is None:
+                    raise ApiError(
+                        409, "no_reranker", "rerank: the service was started without a "
+                        "re-ranker and the index stores none (pyinstance serve --rerank MODEL)"
+                    )  # fmt: skip
+                chosen = None
             try:
                 identifier = pinned.identifier(classifier, threshold, top_k, multi, chosen)
             except ThresholdMismatchError as error:

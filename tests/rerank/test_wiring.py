@@ -166,9 +166,12 @@ def test_the_service_reranks_and_refuses_bad_values(built_index, verifier, query
         assert answer["reranker"] == str(verifier.resolve())
         assert _identify(client, photo, threshold=0, rerank="false").json()["reranker"] is None
         assert _identify(client, photo, threshold=0, rerank="maybe").status_code == 422
-    with TestClient(create_app(built_index)) as client:
-        refused = _identify(client, photo, threshold=0, rerank="true")
-        assert refused.status_code == 409 and refused.json()["error"]["code"] == "no_reranker"
+    for default in (None, False):
+        with TestClient(create_app(built_index, reranker=default)) as client:
+            refused = _identify(client, photo, threshold=0, rerank="true")
+            assert refused.status_code == 409
+            assert refused.json()["error"]["code"] == "no_reranker"
+            assert _identify(client, photo, threshold=0).json()["reranker"] is None
     foreign = write_verifier(tmp_path / "foreign.pt", RECIPE.with_(max_side=224))
     with pytest.raises(RecipeMismatchError, match="this index's recipe is"):
         create_app(built_index, reranker=foreign)
