@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyinstance._files import read_torch, write_atomic
+from pyinstance._files import read_versioned, write_atomic
 from pyinstance.classify._checks import check_count
 from pyinstance.index.recipe import Recipe
 from pyinstance.rerank.model import VerificationNet
@@ -81,17 +80,8 @@ class VerifierFile:
 def read_verifier(path: str | os.PathLike[str]) -> VerifierFile:
     """The verifier file at ``path``; a missing, corrupt or foreign file is a clear error."""
     path = Path(path)
-    payload = read_torch(path, "verifier")
-    if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
-        raise ValueError(
-            f"verifier: {str(path)!r} is not a pyinstance verifier file (made by `pyinstance "
-            "train` with objective = 'verification')"
-        )
-    if payload.get("version") != VERSION:
-        raise ValueError(
-            f"verifier: {str(path)!r} has layout version {payload.get('version')!r}; this "
-            f"pyinstance reads version {VERSION}"
-        )
+    made_by = "`pyinstance train` with objective = 'verification'"
+    payload = read_versioned(path, "verifier", FORMAT, VERSION, made_by)
     try:
         recipe = json.loads(payload["recipe"])
         Recipe.from_dict(recipe)
