@@ -105,7 +105,7 @@ def _identify(args: argparse.Namespace) -> int:
             objects_threshold=args.objects_threshold,
             reranker=args.rerank,
         )
-        table = _result_table(identifier.threshold, args.multi)
+        table = _result_table(identifier.threshold, args.multi, identifier.reranker_name)
         for path in tqdm(paths, desc="identify", unit="img", disable=args.json or len(paths) < 2):
             try:
                 (result,) = identifier.identify([path])
@@ -135,8 +135,10 @@ def _identify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _result_table(threshold: float | None, multi: bool) -> Table:
+def _result_table(threshold: float | None, multi: bool, reranker: str | None = None) -> Table:
     title = "threshold " + (f"{threshold:.3f}" if threshold is not None else "none (no rejection)")
+    if reranker is not None:
+        title += f", re-ranker {reranker}"
     table = Table(title=f"identification ({title})")
     columns = ["image", "answer", "confidence", "top matches (score, reference)"]
     for column in [*columns, *(["objects (confidence, box)"] if multi else []), "ms"]:

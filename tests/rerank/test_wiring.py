@@ -151,6 +151,9 @@ def test_command_line_rerank_none_disables_the_stored_one(
     assert main(["identify", str(index_copy), photo, "--json", "--rerank", "none"]) == 1
     assert "fitted with re-ranker" in capsys.readouterr().err
     assert main(["identify", str(index_copy), photo, "--json"]) == 0
+    capsys.readouterr()
+    assert main(["identify", str(index_copy), photo]) == 0
+    assert f"re-ranker {verifier.resolve()}" in capsys.readouterr().out.replace("\n", "")
 
 
 def _identify(client: TestClient, photo: Path, **params: object):
