@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "get_head": "pyinstance.plugins",
     "get_loss": "pyinstance.plugins",
     "get_miner": "pyinstance.plugins",
+    "get_reranker": "pyinstance.plugins",
     "list_plugins": "pyinstance.plugins",
     "InstanceIndex": "pyinstance.index",
     "Recipe": "pyinstance.index",

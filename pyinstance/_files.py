@@ -7,6 +7,7 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -74,3 +75,19 @@ def read_torch(path: str | os.PathLike[str], what: str) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip, pickle and torch errors alike
         raise ValueError(f"{what}: cannot read {str(path)!r}: {error}") from error
+
+
+def read_versioned(path: Path, what: str, fmt: str, version: int, made_by: str) -> Mapping:
+    """The torch file at ``path`` (see :func:`read_torch`), refused unless it is a mapping
+    whose ``format`` is ``fmt`` (a file ``made_by`` something) and ``version`` is ``version``."""
+    payload = read_torch(path, what)
+    if not isinstance(payload, Mapping) or payload.get("format") != fmt:
+        raise ValueError(
+            f"{what}: {str(path)!r} is not a pyinstance {what} file (made by {made_by})"
+        )
+    if payload.get("version") != version:
+        raise ValueError(
+            f"{what}: {str(path)!r} has layout version {payload.get('version')!r}; this "
+            f"pyinstance reads version {version}"
+        )
+    return payload

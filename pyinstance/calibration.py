@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from pyinstance.classify import ThresholdFit, augment_views, fit_threshold
 from pyinstance.data.images import ImageDecodeError, load_image
 from pyinstance.index import InstanceIndex
+from pyinstance.rerank import describe_reranker, resolve_reranker
 
 #: Augmented views described per reference of an instance with a single reference.
 DEFAULT_VIEWS = 4
@@ -35,6 +36,8 @@ def calibrate(
     distractors: Sequence[str | os.PathLike[str]] = (),
     seed: int = 0,
     progress: bool = False,
+    reranker: Any = None,
+    reranker_options: dict[str, Any] | None = None,
 ) -> ThresholdFit:
     """Fit the threshold of ``classifier`` on ``index`` and store both as its defaults.
 
@@ -47,6 +50,11 @@ def calibrate(
         distractors: image files of things not in the collection.
         seed: seed of the augmentations.
         progress: show progress bars.
+        reranker: a verification re-ranker (a verifier file, a registered re-ranker name or
+            a pair scorer, see :class:`~pyinstance.identification.Identifier`): the threshold
+            is fitted on its confidence and the re-ranker stored as the index's default
+            (setting ``reranker``); None: without one.
+        reranker_options: keyword arguments for a re-ranker given by name or file.
     """
     from pyinstance.plugins import get_classifier
 
@@ -57,6 +65,11 @@ def calibrate(
     if isinstance(views, bool) or not isinstance(views, int) or views < 0:
         raise ValueError(f"views: expected an int >= 0, got {views!r}")
     model = get_classifier(classifier, **(classifier_options or {}))
+    scorer = (
+        None
+        if reranker is None
+        else resolve_reranker(reranker, index.recipe, **(reranker_options or {}))
+    )
     descriptors = index.descriptors()
     labels = index.labels()
     if len(labels) == 0:
@@ -71,9 +84,11 @@ def calibrate(
         views=view_rows if len(view_rows) else None,
         view_labels=view_labels if len(view_rows) else None,
         distractors=distractor_rows if len(distractor_rows) else None,
+        reranker=scorer,
     )
     index.set_setting("classifier", classifier)
     index.set_setting("classifier_options", dict(classifier_options or {}))
+    index.set_setting("reranker", describe_reranker(reranker))
     index.set_setting("threshold_fit", fit.to_dict())
     index.set_setting("threshold", fit.threshold)
     return fit

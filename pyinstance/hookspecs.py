@@ -91,3 +91,18 @@ def pyinstance_register_classifiers(register: Register) -> None:
     thresholds it), and the instances ranked best first with their scores.
     See :func:`pyinstance.testing.check_classifier`.
     """
+
+
+@hookspec
+def pyinstance_register_rerankers(register: Register) -> None:
+    """Register re-rankers: ``factory(**kw) -> object`` (a pair scorer).
+
+    The object re-scores the first candidates of a classifier's k-NN results. It has
+    ``k`` (an int >= 1: candidates it scores per query), ``recipe`` (the index recipe as a
+    dict, :meth:`pyinstance.index.Recipe.to_dict`, whose descriptors it was trained on, or
+    None when any recipe will do; an index of another recipe is refused) and
+    ``score(queries Q×R×D, candidates Q×k×D) -> Q×k`` float probabilities in [0, 1] that
+    each query (its R window descriptors) and each candidate reference show the same
+    object. See :class:`pyinstance.classify.PairScorer` and
+    :func:`pyinstance.testing.check_reranker`.
+    """

@@ -17,17 +17,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyinstance.classify import Prediction, classify
-from pyinstance.classify.rerank import Reranker
+from pyinstance.classify import Prediction, Reranking, classify
 from pyinstance.data.images import ImageLike, decode_image, scaled_size
 from pyinstance.index import InstanceIndex, Neighbours
 from pyinstance.models.regions import pool_windows
 from pyinstance.objects import DetectedObject, ObjectFinder
+from pyinstance.rerank import describe_reranker, resolve_reranker
 
 #: Classifier used when neither the caller nor the index names one.
 DEFAULT_CLASSIFIER = "nn"
 #: Neighbours searched per instance shown (several references may share an instance).
 _NEIGHBOURS_PER_RANK = 4
+
+
+class ThresholdMismatchError(ValueError):
+    """The index's stored threshold was fitted with another re-ranker (or none)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,14 @@ class Identifier:
         threshold: answers with a lower confidence are unknown; default: the index's
             stored (fitted) ``threshold``, else no rejection. ``0`` disables rejection.
         top_k: instances listed per photo.
-        reranker: optional re-ranking step after the classifier.
+        reranker: a verification re-ranker after the classifier: a verifier file (``pyinstance
+            train`` with ``objective = "verification"``), a registered re-ranker name or a
+            pair scorer object. It re-scores the first ``k`` candidates and gives the
+            confidence the threshold compares against. Default: the index's stored
+            ``reranker`` setting (the one its threshold was fitted with, ``pyinstance
+            calibrate --rerank``), else none; ``False``: none. A re-ranker trained for
+            another recipe is refused.
+        reranker_options: keyword arguments for a re-ranker given by name or file.
         multi: also find every collection object in the photo (``objects`` of each
             answer, see :class:`~pyinstance.objects.ObjectFinder`); the photo goes through
             the backbone once for both answers when the recipe pools query windows.
@@ -104,7 +115,8 @@ class Identifier:
         classifier_options: dict[str, Any] | None = None,
         threshold: float | None = None,
         top_k: int = 5,
-        reranker: Reranker | None = None,
+        reranker: Any = None,
+        reranker_options: dict[str, Any] | None = None,
         multi: bool = False,
         objects_threshold: float | None = None,
     ):
@@ -122,23 +134,50 @@ class Identifier:
             classifier = get_classifier(classifier, **(classifier_options or {}))
         elif classifier_options:
             raise ValueError("classifier_options: only for a classifier given by name")
+        stored_reranker = index.get_setting("reranker")
+        if reranker is None:
+            reranker = stored_reranker
+        if reranker is False:
+            reranker = None
         if threshold is None:
             threshold = index.get_setting("threshold")
+            if threshold is not None and describe_reranker(reranker) != stored_reranker:
+                raise ThresholdMismatchError(
+                    f"threshold: the index's threshold was fitted "
+                    f"{_with(stored_reranker)}, not {_with(describe_reranker(reranker))}: "
+                    "its confidences differ; pass a threshold (0: none) or run pyinstance "
+                    "calibrate with this re-ranker"
+                )
         if threshold is not None:
             threshold = float(threshold)
             if not 0.0 <= threshold <= 1.0:
                 raise ValueError(f"threshold: expected a number in [0, 1], got {threshold!r}")
         self.index = index
-        self.classifier = classifier.fit(index.descriptors(), index.labels())
+        references = index.descriptors()
+        self.classifier = classifier.fit(references, index.labels())
         self.threshold = threshold
         self.top_k = int(top_k)
-        self.reranker = reranker
+        self.reranker_name = describe_reranker(reranker)
+        self.reranking = (
+            None
+            if reranker is None
+            else Reranking(
+                resolve_reranker(reranker, index.recipe, **(reranker_options or {})),
+                references,
+                index.rows(),
+            )
+        )
+        if reranker is None and reranker_options:
+            raise ValueError("reranker_options: given without a reranker")
         if not isinstance(multi, bool):
             raise TypeError(f"multi: expected a bool, got {multi!r}")
         if objects_threshold is not None and not multi:
             raise ValueError("objects_threshold: only with multi=True")
         self.finder = ObjectFinder(index, threshold=objects_threshold) if multi else None
-        self._k = min(len(index), max(int(classifier.k), self.top_k * _NEIGHBOURS_PER_RANK))
+        rerank_k = self.reranking.k if self.reranking is not None else 0
+        self._k = min(
+            len(index), max(int(classifier.k), self.top_k * _NEIGHBOURS_PER_RANK, rerank_k)
+        )
         self._references = {image["row"]: image for image in index.images()}
         recipe = index.recipe
         single_scale = recipe.query_windows is not None or (
@@ -185,7 +224,7 @@ class Identifier:
         neighbours = self.index.search(queries, self._k)
         searched = time.perf_counter()
         prediction = classify(
-            neighbours, queries, self.classifier, self.threshold, reranker=self.reranker
+            neighbours, queries, self.classifier, self.threshold, reranker=self.reranking
         )
         classified = time.perf_counter()
         ms = {
@@ -258,6 +297,10 @@ class Identifier:
             top_k=tuple(matches),
             ms=ms,
         )
+
+
+def _with(reranker: str | None) -> str:
+    return "without a re-ranker" if reranker is None else f"with re-ranker {reranker!r}"
 
 
 def identify(

@@ -35,6 +35,7 @@ HOOKS: dict[str, str] = {
     "loss": "pyinstance_register_losses",
     "miner": "pyinstance_register_miners",
     "classifier": "pyinstance_register_classifiers",
+    "reranker": "pyinstance_register_rerankers",
 }
 
 #: Modules of built-in plugins, registered before any entry point.
@@ -45,6 +46,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pyinstance.builtin.region_head",
     "pyinstance.builtin.miners",
     "pyinstance.builtin.classifiers",
+    "pyinstance.builtin.rerankers",
 )
 
 
@@ -61,7 +63,7 @@ class UnknownComponentError(ValueError, KeyError):
 
 @dataclass(frozen=True)
 class Component:
-    """One registered backbone, head, loss, miner or classifier."""
+    """One registered backbone, head, loss, miner, classifier or re-ranker."""
 
     kind: str
     name: str
@@ -330,6 +332,11 @@ def get_miner(name: str, **kwargs: Any) -> Any:
 def get_classifier(name: str, **kwargs: Any) -> Any:
     """Build the instance classifier ``name``."""
     return registry.create("classifier", name, **kwargs)
+
+
+def get_reranker(name: str, **kwargs: Any) -> Any:
+    """Build the re-ranker ``name`` (a pair scorer, see :class:`pyinstance.classify.PairScorer`)."""
+    return registry.create("reranker", name, **kwargs)
 
 
 def list_plugins(kind: str | None = None) -> list[Component]:

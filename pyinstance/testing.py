@@ -23,6 +23,7 @@ __all__ = [
     "check_head",
     "check_loss",
     "check_miner",
+    "check_reranker",
 ]
 
 
@@ -656,3 +657,81 @@ def check_classifier(classifier: Any, *, dim: int = 32) -> None:
         ),
         "predict() accepted queries of the wrong dimension",
     )
+
+
+def check_reranker(reranker: Any, *, dim: int = 32) -> None:
+    """A re-ranker scores (query, candidate) pairs with probabilities, pair by pair.
+
+    Checks ``k`` (an int >= 1), ``recipe`` (None or a valid recipe dict, whose ``dim`` then
+    replaces ``dim``), that ``score`` returns ``(Q, k)`` probabilities in [0, 1] for R = 1
+    and R = 4 windows and for 1 or ``k`` candidates, takes Q×D queries as R = 1, gives
+    the same answer twice, for a query alone as in a batch, and for candidates permuted
+    (permuted alike), and refuses NaN queries or candidates, and (with a recipe)
+    descriptors of another size.
+    """
+    from pyinstance.index.recipe import Recipe
+
+    k = _positive_int_attribute(reranker, "k", "reranker")
+    _expect(hasattr(reranker, "recipe"), "reranker must have a recipe attribute (None: any)")
+    if reranker.recipe is not None:
+        try:
+            recipe = Recipe.from_dict(reranker.recipe)
+        except (ValueError, TypeError) as error:
+            raise ContractError(f"reranker.recipe: not a valid recipe dict: {error}") from error
+        dim = recipe.dim
+    _expect(callable(getattr(reranker, "score", None)), "reranker must have a score() method")
+    generator = torch.Generator().manual_seed(7)
+
+    def unit(*shape: int) -> np.ndarray:
+        rows = torch.nn.functional.normalize(torch.randn(*shape, dim, generator=generator), dim=-1)
+        return rows.numpy()
+
+    def scored(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        out = np.asarray(reranker.score(queries, candidates))
+        shape = candidates.shape[:2]
+        _expect(
+            out.shape == shape and out.dtype.kind == "f",
+            f"score() must return {shape} float probabilities, got {out.dtype} {out.shape}",
+        )
+        _expect(
+            bool(((out >= 0) & (out <= 1)).all()),
+            "score() must return probabilities in [0, 1] (got NaN or values beyond)",
+        )
+        return out
+
+    candidates = unit(3, k)
+    for windows in (1, 4):
+        queries = unit(3, windows)
+        first = scored(queries, candidates)
+        _expect(
+            np.allclose(scored(queries, candidates), first, atol=1e-6),
+            "score() must be deterministic (the same pairs gave other probabilities)",
+        )
+        _expect(
+            np.allclose(scored(queries[1:2], candidates[1:2]), first[1:2], atol=1e-5),
+            "score() must score each query on its own (a query alone differs from in a batch)",
+        )
+        permutation = np.random.default_rng(0).permutation(k)
+        _expect(
+            np.allclose(
+                scored(queries, candidates[:, permutation]), first[:, permutation], atol=1e-5
+            ),
+            "score() must not depend on the candidates' order (permuted candidates changed it)",
+        )
+        scored(queries, candidates[:, :1])
+    flat = unit(3, 1)
+    _expect(
+        np.allclose(scored(flat[:, 0], candidates), scored(flat, candidates), atol=1e-6),
+        "score() must take Q×D queries as Q×1×D",
+    )
+    poisoned = flat.copy()
+    poisoned[0, 0, 0] = np.nan
+    _rejects_bad_input(lambda: reranker.score(poisoned, candidates), "score() accepted NaN queries")
+    bad = candidates.copy()
+    bad[1, 0, 0] = np.nan
+    _rejects_bad_input(lambda: reranker.score(flat, bad), "score() accepted NaN candidates")
+    if reranker.recipe is not None:  # trained for the recipe's size
+        _rejects_bad_input(
+            lambda: reranker.score(unit(3, 1)[..., :-1], candidates[..., :-1]),
+            f"score() accepted descriptors of size {dim - 1} (its recipe's is {dim})",
+        )

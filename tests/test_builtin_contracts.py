@@ -18,13 +18,24 @@ _BUILD_ARGS: dict[tuple[str, str], dict] = {
 _HEAD_CHANNELS = 16
 
 
+def _verifier_file(path):
+    from pyinstance.index import DEFAULT_RECIPE
+    from pyinstance.rerank import VerificationNet, VerifierFile
+
+    net = VerificationNet(24, projection=4, hidden=4)
+    recipe = DEFAULT_RECIPE.with_(dim=24).to_dict()
+    return VerifierFile(net.options(), net.state_dict(), 5, recipe).save(path)
+
+
 def _ids(component) -> str:
     return f"{component.kind}:{component.name}"
 
 
 @pytest.mark.parametrize("component", _BUILTINS, ids=_ids)
-def test_builtin_component_honours_its_contract(component):
+def test_builtin_component_honours_its_contract(component, tmp_path):
     kwargs = _BUILD_ARGS.get((component.kind, component.name), {})
+    if component.kind == "reranker":  # built from a verifier file: an untrained one
+        kwargs = {"model": _verifier_file(tmp_path / "verifier.pt"), **kwargs}
     if component.kind == "backbone":
         testing.check_backbone(pyinstance.get_backbone(component.name, **kwargs))
     elif component.kind == "head":
@@ -34,6 +45,8 @@ def test_builtin_component_honours_its_contract(component):
         testing.check_loss(pyinstance.get_loss(component.name, **kwargs))
     elif component.kind == "miner":
         testing.check_miner(pyinstance.get_miner(component.name, **kwargs))
+    elif component.kind == "reranker":
+        testing.check_reranker(pyinstance.get_reranker(component.name, **kwargs))
     else:
         testing.check_classifier(pyinstance.get_classifier(component.name, **kwargs))
 

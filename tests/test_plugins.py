@@ -246,7 +246,7 @@ def test_unknown_name_lists_available_names_and_suggests_a_close_match():
     ):
         registry.create("loss", "triplet_margn")
     with pytest.raises(
-        ValueError, match="kind: expected one of backbone, head, loss, miner, classifier"
+        ValueError, match="kind: expected one of backbone, head, loss, miner, classifier, reranker"
     ):
         registry.component("optimizer", "sgd")
     with pytest.raises(TypeError, match="loss name must be a string"):
@@ -279,7 +279,7 @@ def test_invalid_registrations_are_refused(register_args, match):
 def test_list_plugins_rejects_an_unknown_kind():
     with pytest.raises(
         ValueError,
-        match="kind: expected one of backbone, head, loss, miner, classifier, got 'bogus'",
+        match="kind: expected one of backbone, head, loss, miner, classifier, reranker, got 'bogus'",
     ):
         pyinstance.list_plugins("bogus")
     assert {c.kind for c in pyinstance.list_plugins("head")} == {"head"}
@@ -301,6 +301,7 @@ def test_public_getters_build_components():
         (pyinstance.get_loss, "loss"),
         (pyinstance.get_miner, "miner"),
         (pyinstance.get_classifier, "classifier"),
+        (pyinstance.get_reranker, "reranker"),
     ],
 )
 def test_every_getter_rejects_unknown_names(getter, kind):

@@ -14,7 +14,7 @@ from pyinstance.classify.nearest import NearestNeighbour
 from pyinstance.classify.openset import ThresholdFit, fit_threshold, reject, threshold_for_far
 from pyinstance.classify.pipeline import classify
 from pyinstance.classify.prediction import UNKNOWN, Prediction
-from pyinstance.classify.rerank import Reranker
+from pyinstance.classify.rerank import PairScorer, Reranker, Reranking
 from pyinstance.classify.voting import TRANSFORMS, KnnVote, KnnWeighted
 
 __all__ = [
@@ -28,7 +28,9 @@ __all__ = [
     "NearestNeighbour",
     "NeighbourClassifier",
     "Prediction",
+    "PairScorer",
     "Reranker",
+    "Reranking",
     "ThresholdFit",
     "augment_views",
     "classify",

@@ -26,6 +26,7 @@ import numpy as np
 
 from pyinstance.classify._checks import check_collection, check_count, check_real
 from pyinstance.classify.prediction import UNKNOWN, Prediction
+from pyinstance.classify.rerank import Reranking
 from pyinstance.index.neighbours import Neighbours
 from pyinstance.ops import knn_dot
 
@@ -105,11 +106,18 @@ class _Collection:
         self.instances = tuple(str(code) for code in range(int(self.codes.max()) + 1))
         self.threads = threads
 
-    def classify(self, classifier: Any, subset: np.ndarray, queries: np.ndarray) -> Prediction:
-        """Fit ``classifier`` on the references in ``subset`` (a mask) and classify ``queries``."""
+    def classify(
+        self,
+        classifier: Any,
+        subset: np.ndarray,
+        queries: np.ndarray,
+        reranking: Reranking | None = None,
+    ) -> Prediction:
+        """Fit ``classifier`` on the references in ``subset`` (a mask) and classify ``queries``
+        (then re-rank them, with ``reranking`` over the whole collection)."""
         refs, codes, rows = self.descriptors[subset], self.codes[subset], self.rows[subset]
         classifier.fit(refs, codes)
-        k = max(int(classifier.k), 1)
+        k = max(int(classifier.k), 1, reranking.k if reranking is not None else 0)
         found = min(k, refs.shape[0])
         scores, index = knn_dot(queries, refs, found, threads=self.threads)
         pad = ((0, 0), (0, k - found))
@@ -119,7 +127,10 @@ class _Collection:
             np.pad(codes[index], pad, constant_values=-1),
             self.instances,
         )
-        return classifier.predict(neighbours, queries)
+        prediction = classifier.predict(neighbours, queries)
+        if reranking is not None:
+            prediction = reranking.rerank(queries, neighbours, prediction)
+        return prediction
 
 
 def _within_instance_rank(codes: np.ndarray) -> np.ndarray:
@@ -143,6 +154,7 @@ def fit_threshold(
     instance_folds: int | None = 20,
     max_held_out: int = 5,
     threads: int | None = None,
+    reranker: Any = None,
 ) -> ThresholdFit:
     """Fit a rejection threshold for ``classifier`` on the collection (see the module doc).
 
@@ -159,6 +171,8 @@ def fit_threshold(
             None: one group per instance (exact, one search per instance).
         max_held_out: references held out per instance for the known queries, at most.
         threads: CPU threads for the searches (default: all cores).
+        reranker: a pair scorer (a re-ranker plugin's object) re-ranking every answer: the
+            threshold is then fitted on its confidence, as identification with it uses.
     """
     target_far = check_real(target_far, "target_far", low=0.0, high=1.0)
     if target_far >= 1.0:
@@ -167,6 +181,9 @@ def fit_threshold(
         instance_folds = check_count(instance_folds, "instance_folds", minimum=2)
     max_held_out = check_count(max_held_out, "max_held_out", minimum=1)
     collection = _Collection(descriptors, labels, threads)
+    reranking = (
+        None if reranker is None else Reranking(reranker, collection.descriptors, collection.rows)
+    )
     codes, dim = collection.codes, collection.descriptors.shape[1]
     counts = np.bincount(codes)
     if (views is None) != (view_labels is None):
@@ -204,7 +221,7 @@ def fit_threshold(
         held = several & (rank == fold)
         if not held.any():
             break
-        prediction = collection.classify(classifier, ~held, collection.descriptors[held])
+        prediction = collection.classify(classifier, ~held, collection.descriptors[held], reranking)
         known_confidence.append(prediction.confidence)
         known_right.append(prediction.labels == codes[held])
         known["leave_one_out"] += int(held.sum())
@@ -220,19 +237,19 @@ def fit_threshold(
             queries = np.concatenate(
                 [collection.descriptors[removed], view_rows[group[view_codes] == fold]]
             )
-            prediction = collection.classify(classifier, ~removed, queries)
+            prediction = collection.classify(classifier, ~removed, queries, reranking)
             unknown_confidence.append(prediction.confidence)
             unknown["leave_instance_out"] += queries.shape[0]
 
     # Against the whole collection: views are known, distractors unknown.
     everything = np.ones(codes.size, dtype=bool)
     if view_rows.shape[0]:
-        prediction = collection.classify(classifier, everything, view_rows)
+        prediction = collection.classify(classifier, everything, view_rows, reranking)
         known_confidence.append(prediction.confidence)
         known_right.append(prediction.labels == view_codes)
         known["views"] = view_rows.shape[0]
     if distractor_rows.shape[0]:
-        prediction = collection.classify(classifier, everything, distractor_rows)
+        prediction = collection.classify(classifier, everything, distractor_rows, reranking)
         unknown_confidence.append(prediction.confidence)
         unknown["distractors"] = distractor_rows.shape[0]
     classifier.fit(collection.descriptors, codes)

@@ -12,7 +12,7 @@ from typing import Any
 from rich.table import Table
 
 from pyinstance._files import write_atomic
-from pyinstance.commands import add_engine_option, make_console
+from pyinstance.commands import add_engine_option, add_rerank_option, make_console
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -50,6 +50,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="also find every object in each photo: object recall and precision, boxes in "
         "the report",
     )  # fmt: skip
+    add_rerank_option(parser)
     add_engine_option(parser)
     parser.set_defaults(run=run)
 
@@ -94,10 +95,13 @@ def run(args: argparse.Namespace) -> int:
             groups=dict(args.group),
             progress=True,
             multi=args.multi,
+            reranker=args.rerank,
         )
         for problem in result.problems:
             print(f"pyinstance evaluate: {problem}", file=sys.stderr)
-        console.print(summary_table(result.metrics, result.classifier, result.threshold))
+        console.print(
+            summary_table(result.metrics, result.classifier, result.threshold, result.reranker)
+        )
         if "objects" in result.metrics:
             console.print(objects_table(result.metrics["objects"]))
         if args.json:
@@ -109,12 +113,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary_table(metrics: dict[str, Any], classifier: str, threshold: float | None) -> Table:
+def summary_table(
+    metrics: dict[str, Any],
+    classifier: str,
+    threshold: float | None,
+    reranker: str | None = None,
+) -> Table:
     """The metrics overall and per group, one row each."""
     from pyinstance.eval.evaluate import SUMMARY_KEYS, summary_rows
 
     shown = "none" if threshold is None else f"{threshold:.3f}"
-    table = Table(title=f"evaluation (classifier {classifier}, threshold {shown})")
+    reranked = f", re-ranker {reranker}" if reranker else ""
+    table = Table(title=f"evaluation (classifier {classifier}{reranked}, threshold {shown})")
     table.add_column("group")
     for key in SUMMARY_KEYS:
         table.add_column(_HEADERS[key], justify="right")

@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 from tqdm.auto import tqdm
 
-from pyinstance.commands import add_engine_option, make_console
+from pyinstance.commands import add_engine_option, add_rerank_option, make_console
 from pyinstance.data.images import ImageDecodeError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -39,6 +39,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="with --multi: the score an object needs (default: the index's, fitted by "
         "'pyinstance calibrate --objects')",
     )  # fmt: skip
+    add_rerank_option(identify)
     add_engine_option(identify)
     identify.set_defaults(run=_identify)
 
@@ -64,6 +65,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="with --objects: search at most this many reference photos (an even sample)",
     )  # fmt: skip
     calibrate.add_argument("--json", action="store_true", help="print the fit as JSON")
+    calibrate.add_argument(
+        "--rerank", metavar="MODEL",
+        help="fit the threshold of this verification re-ranker's confidence (a verifier file "
+        "or a registered re-ranker); stored as the index's default re-ranker",
+    )  # fmt: skip
     add_engine_option(calibrate)
     calibrate.set_defaults(run=_calibrate)
 
@@ -97,8 +103,9 @@ def _identify(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             multi=args.multi,
             objects_threshold=args.objects_threshold,
+            reranker=args.rerank,
         )
-        table = _result_table(identifier.threshold, args.multi)
+        table = _result_table(identifier.threshold, args.multi, identifier.reranker_name)
         for path in tqdm(paths, desc="identify", unit="img", disable=args.json or len(paths) < 2):
             try:
                 (result,) = identifier.identify([path])
@@ -128,8 +135,10 @@ def _identify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _result_table(threshold: float | None, multi: bool) -> Table:
+def _result_table(threshold: float | None, multi: bool, reranker: str | None = None) -> Table:
     title = "threshold " + (f"{threshold:.3f}" if threshold is not None else "none (no rejection)")
+    if reranker is not None:
+        title += f", re-ranker {reranker}"
     table = Table(title=f"identification ({title})")
     columns = ["image", "answer", "confidence", "top matches (score, reference)"]
     for column in [*columns, *(["objects (confidence, box)"] if multi else []), "ms"]:
@@ -151,6 +160,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     from pyinstance.index import InstanceIndex
 
     if args.objects:
+        if args.rerank is not None:
+            raise ValueError("--rerank: not with --objects (objects are not re-ranked)")
         return _calibrate_objects(args, console)
     with InstanceIndex.open(args.index, engine=args.engine) as index:
         fit = calibrate(
@@ -160,12 +171,15 @@ def _calibrate(args: argparse.Namespace) -> int:
             views=args.views,
             distractors=image_paths(args.distractors),
             progress=not args.json,
+            reranker=args.rerank,
         )
+    reranked = f", re-ranker {args.rerank}" if args.rerank else ""
     return _show_fit(
         args,
         console,
         fit,
-        f"threshold {fit.threshold:.4f} stored in {args.index} (classifier {args.classifier}):"
+        f"threshold {fit.threshold:.4f} stored in {args.index} (classifier {args.classifier}"
+        f"{reranked}):"
         f" FAR {fit.far:.3f} (target {fit.target_far}), FRR "
         + (f"{fit.frr:.3f}" if fit.frr is not None else "n/a")
         + f"; known queries {fit.known}, unknown queries {fit.unknown}",

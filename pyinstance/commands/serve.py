@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pyinstance.commands import add_engine_option
+from pyinstance.commands import add_engine_option, add_rerank_option
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -39,6 +39,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--review-below", type=float, default=0.5,
         help="confidence below which a visitor photo goes to the review queue",
     )  # fmt: skip
+    add_rerank_option(serve)
     add_engine_option(serve)
     serve.set_defaults(run=run)
 
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         review_days=args.review_days,
         review_below=args.review_below,
         engine=args.engine,
+        reranker=args.rerank,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

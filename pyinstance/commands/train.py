@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from rich.table import Table
 
@@ -43,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["train.progress"] = False
     config = load_config(args.config, **overrides)
     console = make_console()
+    if config.train.objective == "verification":
+        return _verification(config, args, console)
     # Under torchrun every process runs this; only the main one (rank 0) reports.
     with process_context(config.train.device) as context:
         trainer = Trainer(config, context=context)
@@ -70,19 +73,57 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    table = Table(title=f"training {config.output}")
     keys = ["epoch", "loss", "active_triplets", "p_at_1", "seconds"]
-    for key in keys:
-        table.add_column(key, justify="right")
-    for row in result.epochs:
-        table.add_row(*(_cell(row.get(key)) for key in keys))
-    console.print(table)
+    console.print(_epochs_table(f"training {config.output}", keys, result.epochs))
     console.print(
         f"{len(trainer.data)} images of {trainer.data.num_classes} instances, "
         f"{result.skipped} skipped; {result.steps} steps in {result.seconds:.0f} s; "
         f"model written to {result.model_path}"
     )
     return 0
+
+
+def _verification(config: Any, args: argparse.Namespace, console: Any) -> int:
+    """``objective = "verification"``: the re-ranker of an index (one process)."""
+    from pyinstance.train.verification import VerificationTrainer
+
+    if args.max_steps is not None:
+        raise ValueError("--max-steps: not for objective 'verification' (use --epochs)")
+    trainer = VerificationTrainer(config)
+    try:
+        result = trainer.fit()
+    finally:
+        trainer.index.close()
+    summary = {
+        "model": str(result.model_path),
+        "pairs": result.pairs,
+        "seconds": round(result.seconds, 1),
+        "describe_seconds": round(result.describe_seconds, 1),
+        "images": len(trainer.data),
+        "instances": trainer.data.num_classes,
+        "epochs": result.epochs,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    keys = ["epoch", "loss", "train_top1", "val_top1", "val_raw_top1", "val_auroc", "val_raw_auroc"]
+    console.print(_epochs_table(f"verification training {config.output}", keys, result.epochs))
+    console.print(
+        f"{result.pairs} pairs from {len(trainer.data)} photos; {result.seconds:.0f} s "
+        f"({result.describe_seconds:.0f} s describing views); re-ranker written to "
+        f"{result.model_path} (use: --rerank {result.model_path})"
+    )
+    return 0
+
+
+def _epochs_table(title: str, keys: list[str], epochs: list[dict[str, Any]]) -> Table:
+    """One row per epoch, one column per key."""
+    table = Table(title=title)
+    for key in keys:
+        table.add_column(key, justify="right")
+    for row in epochs:
+        table.add_row(*(_cell(row.get(key)) for key in keys))
+    return table
 
 
 def _cell(value: object) -> str:

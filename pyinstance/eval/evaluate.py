@@ -168,6 +168,7 @@ class EvaluationResult:
     recipe: dict[str, Any]
     classifier: str
     threshold: float | None
+    reranker: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,6 +181,7 @@ class EvaluationResult:
                 "recipe": self.recipe,
                 "classifier": self.classifier,
                 "threshold": self.threshold,
+                "reranker": self.reranker,
                 "problems": [str(p) for p in self.problems],
                 "per_query": [o.to_dict() for o in self.outcomes],
             }
@@ -294,6 +296,7 @@ def evaluate(
     groups: Mapping[str, Sequence[str]] | None = None,
     progress: bool = False,
     multi: bool = False,
+    reranker: Any = None,
 ) -> EvaluationResult:
     """Identify every labelled query of ``manifest`` (and ``extra``) and measure the answers.
 
@@ -308,6 +311,9 @@ def evaluate(
         progress: show a progress bar over the queries.
         multi: also find every object in each photo and measure those answers
             (``metrics["objects"]``, see :mod:`pyinstance.eval.objects`).
+        reranker: a verification re-ranker, as for the Identifier (default: the index's
+            stored one; ``False``: none). Its order of the first ``k`` references also
+            ranks them for the ranking metrics (P@k, AP).
 
     Returns:
         the metrics (:data:`SUMMARY_KEYS` and more, overall and per ``query_set`` in
@@ -325,6 +331,7 @@ def evaluate(
         threshold=threshold,
         top_k=top_k,
         multi=multi,
+        reranker=reranker,
     )
     held = set(index.instances)
     code_of = {name: code for code, name in enumerate(index.instances)}
@@ -345,6 +352,8 @@ def evaluate(
         try:
             ((answer, described),) = identifier.identify_described([spec.path])
             neighbours = index.search(described[None], n_refs)
+            if identifier.reranking is not None:
+                neighbours = identifier.reranking.reorder(described[None], neighbours)
         except (ImageDecodeError, OSError, ValueError) as error:
             failed += 1
             problems.append(Problem(spec.row, f"not evaluated: {error}"))
@@ -378,6 +387,7 @@ def evaluate(
         recipe=index.recipe.to_dict(),
         classifier=classifier if isinstance(classifier, str) else type(classifier).__name__,
         threshold=identifier.threshold,
+        reranker=identifier.reranker_name,
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyinstance._files import read_torch, write_atomic
+from pyinstance._files import read_versioned, write_atomic
 
 #: The ``format`` entry of every model file.
 FORMAT = "pyinstance-model"
@@ -84,16 +83,7 @@ class TrainedModel:
 def read_model(path: str | os.PathLike[str]) -> TrainedModel:
     """The model file at ``path``; a missing, corrupt or foreign file is a clear error."""
     path = Path(path)
-    payload = read_torch(path, "model")
-    if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
-        raise ValueError(
-            f"model: {str(path)!r} is not a pyinstance model file (made by `pyinstance train`)"
-        )
-    if payload.get("version") != VERSION:
-        raise ValueError(
-            f"model: {str(path)!r} has layout version {payload.get('version')!r}; this "
-            f"pyinstance reads version {VERSION}"
-        )
+    payload = read_versioned(path, "model", FORMAT, VERSION, "`pyinstance train`")
     try:
         return TrainedModel(
             backbone=str(payload["backbone"]),

@@ -27,9 +27,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from PIL import Image
 from starlette.datastructures import UploadFile
 
+from pyinstance.identification import ThresholdMismatchError
 from pyinstance.index.metadata import check_fields
 from pyinstance.objects import THRESHOLD_SETTING as OBJECTS_THRESHOLD
 from pyinstance.plugins import PluginError
+from pyinstance.rerank import resolve_reranker
 from pyinstance.serve.collection import Collection, Version
 from pyinstance.serve.errors import ApiError, install_error_handlers
 from pyinstance.serve.heatmap import similarity_heatmap
@@ -144,6 +146,7 @@ def create_app(
     review_days: float | None = None,
     review_below: float = 0.5,
     engine: str = "torch",
+    reranker: str | os.PathLike[str] | bool | None = None,
 ) -> FastAPI:
     """The service over the index at ``index_path``.
 
@@ -162,6 +165,11 @@ def create_app(
             ``review_below`` confidence for this many days, for curators (in
             ``INDEX/review/``); None: no photo is kept.
         review_below: confidence below which a photo goes to the review queue.
+        reranker: a verification re-ranker (verifier file or registered name) used by
+            ``/v1/identify`` unless a request says ``rerank=false``; resolved and checked
+            against the index's recipe here, before serving. None: the index's stored one
+            (``pyinstance calibrate --rerank``), if any; False: none unless a request says
+            ``rerank=true``.
     """
     for name, value in (
         ("max_upload_bytes", max_upload_bytes),
@@ -179,6 +187,12 @@ def create_app(
         raise ValueError("token: expected a non-empty str")
     collection = Collection(index_path, engine=engine)
     collection.open()  # fails here, before serving, when the index cannot be opened
+    assert collection.current is not None
+    scorer = (
+        reranker
+        if reranker is None or reranker is False
+        else resolve_reranker(reranker, collection.current.view.recipe)
+    )
     review = (
         ReviewQueue(collection.path / "review", days=review_days, below=review_below)
         if review_days is not None
@@ -306,6 +320,11 @@ def create_app(
         multi: bool = Query(
             False, description="also list every collection object in the photo, with its box"
         ),
+        rerank: bool | None = Query(
+            None,
+            description="re-rank the top candidates with the verification re-ranker (default: "
+            "the service's or the index's, when there is one)",
+        ),
     ) -> dict[str, Any]:
         ((name, data),), _ = await uploaded(request, many=False)
         if in_flight[0] >= workers + max_queue:
@@ -322,8 +341,20 @@ def create_app(
                     409, "objects_uncalibrated", "multi: the index has no objects threshold; "
                     "run 'pyinstance calibrate INDEX --objects' first"
                 )  # fmt: skip
+            chosen: Any = scorer  # None: the index's stored re-ranker, if any
+            if rerank is False:
+                chosen = False
+            elif rerank and (chosen is None or chosen is False):
+                if pinned.view.get_setting("reranker") is None:
+                    raise ApiError(
+                        409, "no_reranker", "rerank: the service was started without a "
+                        "re-ranker and the index stores none (pyinstance serve --rerank MODEL)"
+                    )  # fmt: skip
+                chosen = None
             try:
-                identifier = pinned.identifier(classifier, threshold, top_k, multi)
+                identifier = pinned.identifier(classifier, threshold, top_k, multi, chosen)
+            except ThresholdMismatchError as error:
+                raise ApiError(409, "threshold_mismatch", str(error)) from error
             except (PluginError, KeyError) as error:
                 raise ApiError(400, "unknown_classifier", str(error).strip("'\"")) from error
             except ValueError as error:
@@ -348,6 +379,7 @@ def create_app(
                 "confidence": result.confidence,
                 "threshold": identifier.threshold,
                 "classifier": classifier or pinned.default_classifier,
+                "reranker": identifier.reranker_name,
                 "top_k": [
                     {
                         "instance": m.instance,

@@ -57,17 +57,30 @@ class Version:
         return self.view.get_setting("classifier") or DEFAULT_CLASSIFIER
 
     def identifier(
-        self, classifier: str | None, threshold: float | None, top_k: int, multi: bool = False
+        self,
+        classifier: str | None,
+        threshold: float | None,
+        top_k: int,
+        multi: bool = False,
+        reranker: Any = None,
     ) -> Identifier:
-        """A fitted :class:`Identifier` on this version (cached; fitting runs once)."""
-        key = (classifier or self.default_classifier, threshold, top_k, multi)
+        """A fitted :class:`Identifier` on this version (cached; fitting runs once).
+
+        ``reranker``: a resolved pair scorer, None (the index's stored one) or False (none).
+        """
+        key = (classifier or self.default_classifier, threshold, top_k, multi, id(reranker))
         with self._lock:
             found = self._identifiers.get(key)
             if found is not None:
                 self._identifiers.move_to_end(key)
                 return found
             made = Identifier(
-                self.view, classifier=key[0], threshold=threshold, top_k=top_k, multi=multi
+                self.view,
+                classifier=key[0],
+                threshold=threshold,
+                top_k=top_k,
+                multi=multi,
+                reranker=reranker,
             )
             self._identifiers[key] = made
             if len(self._identifiers) > _IDENTIFIERS_KEPT:

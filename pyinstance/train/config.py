@@ -18,8 +18,9 @@ import tomllib
 
 #: How the training views are mined: per batch, or per epoch over the whole set.
 MINING = ("online", "offline")
-#: What a stage trains: a descriptor with a metric loss, or the FCN classifier's class map.
-OBJECTIVES = ("metric", "classifier")
+#: What a stage trains: a descriptor with a metric loss, the FCN classifier's class map, or
+#: the verification re-ranker of an index (``[verification]``).
+OBJECTIVES = ("metric", "classifier", "verification")
 SCHEDULERS = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -130,6 +131,33 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class VerificationConfig:
+    """``[verification]``: the re-ranker of ``train.objective = "verification"``.
+
+    It learns on the descriptors of ``index`` (whose recipe it is saved with): views of the
+    training photos (``[augment]``) described as queries, each scored against its ``k``
+    nearest references (its own instance's among them: positives) and again with its
+    instance left out (the hardest other references only: what an absent object meets).
+    ``train.epochs``, ``train.lr_head`` and ``train.weight_decay`` drive the optimiser.
+    """
+
+    #: The index the re-ranker serves (built from ``data.source``'s instances).
+    index: Path | None = None
+    #: Candidates scored per query (the re-ranker's ``k``).
+    candidates: int = 10
+    #: Views described per training photo.
+    views: int = 4
+    #: Size of the learnt projection of the descriptors.
+    projection: int = 32
+    #: Width of the perceptron's hidden layer.
+    hidden: int = 32
+    #: Queries per optimiser step.
+    batch: int = 64
+    #: Share of the instances whose views are held out to validate after every epoch.
+    validation_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole training run."""
 
@@ -138,6 +166,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
     seed: int = 0
     #: Where ``path`` was read from (informative).
     path: Path | None = None
@@ -172,6 +201,7 @@ _SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "augment": AugmentConfig,
     "train": TrainConfig,
+    "verification": VerificationConfig,
 }
 
 
@@ -361,6 +391,15 @@ def _check_ranges(config: Config) -> None:
     at_least("train.checkpoint_steps", train.checkpoint_steps, 0)
     for scale in train.scales:
         within("train.scales", scale, 0.1, 4)
+    verification = config.verification
+    if train.objective == "verification" and verification.index is None:
+        raise ConfigError(
+            "verification.index: required by train.objective = 'verification' (the index "
+            "whose descriptors the re-ranker learns and serves)"
+        )
+    for name in ("candidates", "views", "projection", "hidden", "batch"):
+        at_least(f"verification.{name}", getattr(verification, name), 1)
+    within("verification.validation_fraction", verification.validation_fraction, 0, 0.5)
     if train.objective == "metric" and train.mining == "online" and train.views_per_instance < 2:
         raise ConfigError(
             "train.views_per_instance: online mining needs at least 2 views per instance "

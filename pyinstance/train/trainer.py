@@ -151,6 +151,11 @@ class Trainer:
 
     def _check_objective(self) -> None:
         train = self.config.train
+        if train.objective == "verification":
+            raise ValueError(
+                "train.objective: 'verification' trains an index's re-ranker, not this "
+                "network: use pyinstance.train.VerificationTrainer (pyinstance train does)"
+            )
         if train.objective == "classifier" and self.loss_logits != "map":
             raise ValueError(
                 f"train.loss: the classifier objective needs a loss on FCN class maps "

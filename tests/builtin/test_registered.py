@@ -46,11 +46,12 @@ def test_builtin_name_builds_its_model(kind, name):
 
 def test_builtin_modules_only_register():
     """The plugin modules hold hooks only: every class they register lives in models/ (or,
-    for classifiers, in classify/)."""
+    for classifiers, in classify/; for re-rankers, in rerank/)."""
     for component in PluginRegistry(autoload=False).components():
         if component.plugin.startswith("pyinstance.builtin."):
             factory_module = getattr(component.factory, "__module__", "")
-            assert factory_module.startswith(("pyinstance.models.", "pyinstance.classify.")) or (
+            implementations = ("pyinstance.models.", "pyinstance.classify.", "pyinstance.rerank.")
+            assert factory_module.startswith(implementations) or (
                 factory_module == component.plugin  # small factories (resnet depth, names)
                 and not isinstance(component.factory, type)
             ), (component.name, factory_module)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pyinstance
-from pyinstance.testing import check_backbone, check_classifier, check_miner
+from pyinstance.testing import check_backbone, check_classifier, check_miner, check_reranker
 
 
 def test_components_are_discovered_with_their_distribution():
@@ -12,6 +12,7 @@ def test_components_are_discovered_with_their_distribution():
     assert found[("backbone", "example_tiny")].distribution == "pyinstance-example"
     assert found[("miner", "example_centroid")].plugin == "example"
     assert found[("classifier", "example_local_centroid")].plugin == "example"
+    assert found[("reranker", "example_cosine")].plugin == "example"
 
 
 def test_backbone_contract():
@@ -41,3 +42,10 @@ def test_backbone_is_usable_with_a_builtin_loss():
     loss = pyinstance.get_loss("triplet_margin", margin=0.2)(embeddings, labels, triplets)
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_reranker_contract():
+    check_reranker(pyinstance.get_reranker("example_cosine"))
+    check_reranker(pyinstance.get_reranker("example_cosine", k=1), dim=7)
+    with pytest.raises(ValueError, match="k: expected an integer >= 1"):
+        pyinstance.get_reranker("example_cosine", k=0)

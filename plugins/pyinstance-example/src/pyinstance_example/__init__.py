@@ -1,5 +1,5 @@
-"""A third-party pyinstance plugin: the ``example_tiny`` backbone, ``example_centroid`` miner
-and ``example_local_centroid`` classifier."""
+"""A third-party pyinstance plugin: the ``example_tiny`` backbone, ``example_centroid`` miner,
+``example_local_centroid`` classifier and ``example_cosine`` re-ranker."""
 
 from __future__ import annotations
 
@@ -109,6 +109,34 @@ class LocalCentroidClassifier:
         return Prediction(labels, confidence, ranked, scores)
 
 
+class CosineReranker:
+    """Scores each of the first ``k`` candidates by its best window's cosine similarity,
+    mapped from [-1, 1] to [0, 1]; any recipe will do (``recipe`` None)."""
+
+    recipe = None
+
+    def __init__(self, k: int = 5):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k: expected an integer >= 1, got {k!r}")
+        self.k = k
+
+    def score(self, queries, candidates) -> np.ndarray:
+        queries = np.asarray(queries, dtype=np.float32)
+        candidates = np.asarray(candidates, dtype=np.float32)
+        if queries.ndim == 2:
+            queries = queries[:, None, :]
+        if queries.ndim != 3 or candidates.ndim != 3 or queries.shape[2] != candidates.shape[2]:
+            raise ValueError("queries, candidates: expected Q×R×D and Q×k×D of one size D")
+        if not (np.isfinite(queries).all() and np.isfinite(candidates).all()):
+            raise ValueError("queries, candidates: NaN or infinite values")
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=2, keepdims=True), 1e-12)
+        candidates = candidates / np.maximum(
+            np.linalg.norm(candidates, axis=2, keepdims=True), 1e-12
+        )
+        best = np.einsum("qrd,qkd->qkr", queries, candidates).max(axis=2)
+        return np.clip((best + 1) / 2, 0.0, 1.0)
+
+
 @pyinstance.hookimpl
 def pyinstance_register_backbones(register) -> None:
     register("example_tiny", TinyBackbone)
@@ -122,3 +150,8 @@ def pyinstance_register_miners(register) -> None:
 @pyinstance.hookimpl
 def pyinstance_register_classifiers(register) -> None:
     register("example_local_centroid", LocalCentroidClassifier)
+
+
+@pyinstance.hookimpl
+def pyinstance_register_rerankers(register) -> None:
+    register("example_cosine", CosineReranker)

@@ -1,0 +1,107 @@
+"""check_reranker accepts re-rankers honouring the contract and names each broken part."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyinstance import testing
+from pyinstance.index import DEFAULT_RECIPE
+from pyinstance.testing import ContractError
+
+
+class Cosine:
+    """A recipe-free re-ranker: the best window's similarity mapped to [0, 1]."""
+
+    k = 3
+    recipe = None
+
+    def score(self, queries, candidates):
+        queries = np.asarray(queries, dtype=np.float32)
+        candidates = np.asarray(candidates, dtype=np.float32)
+        if queries.ndim == 2:
+            queries = queries[:, None]
+        if not (np.isfinite(queries).all() and np.isfinite(candidates).all()):
+            raise ValueError("NaN")
+        if queries.shape[-1] != candidates.shape[-1]:
+            raise ValueError("sizes differ")
+        return (np.einsum("qrd,qkd->qkr", queries, candidates).max(axis=2) + 1) / 2
+
+
+def test_a_good_reranker_passes():
+    testing.check_reranker(Cosine())
+
+
+def broken(**overrides):
+    reranker = Cosine()
+    for name, value in overrides.items():
+        setattr(reranker, name, value)
+    return reranker
+
+
+@pytest.mark.parametrize(
+    ("reranker", "message"),
+    [
+        (broken(k=0), "positive int attribute 'k'"),
+        (broken(k=True), "positive int attribute 'k'"),
+        (broken(recipe={"backbone": "x"}), "reranker.recipe: not a valid recipe dict"),
+        (broken(score=None), "must have a score\\(\\) method"),
+        (broken(score=lambda q, c: np.zeros((1, 1))), "must return \\(3, 3\\) float"),
+        (broken(score=lambda q, c: np.ones(np.shape(c)[:2]) * 2), "probabilities in \\[0, 1\\]"),
+        (
+            broken(score=lambda q, c: np.random.default_rng().random(np.shape(c)[:2])),
+            "must be deterministic",
+        ),
+        (
+            broken(score=lambda q, c: np.full(np.shape(c)[:2], 1 / len(c))),
+            "score each query on its own",
+        ),
+        (
+            broken(score=lambda q, c: np.tile(np.linspace(0, 1, np.shape(c)[1]), (len(c), 1))),
+            "must not depend on the candidates' order",
+        ),
+        (
+            broken(
+                score=lambda q, c: (
+                    np.zeros(np.shape(c)[:2]) if np.ndim(q) == 3 else np.ones(np.shape(c)[:2])
+                )
+            ),
+            "must take Q×D queries as Q×1×D",
+        ),
+        (
+            broken(score=lambda q, c: np.zeros(np.shape(c)[:2])),
+            "accepted NaN queries",
+        ),
+    ],
+)
+def test_each_broken_part_is_named(reranker, message):
+    with pytest.raises(ContractError, match=message):
+        testing.check_reranker(reranker)
+
+
+def test_nan_candidates_and_the_recipe_size_are_checked():
+    def lenient_on_candidates(queries, candidates):
+        if not np.isfinite(queries).all():
+            raise ValueError("NaN")
+        return np.full(np.shape(candidates)[:2], 0.5)
+
+    with pytest.raises(ContractError, match="accepted NaN candidates"):
+        testing.check_reranker(broken(score=lenient_on_candidates))
+
+    recipe = DEFAULT_RECIPE.with_(dim=12).to_dict()
+    with pytest.raises(
+        ContractError, match="accepted descriptors of size 11 \\(its recipe's is 12\\)"
+    ):
+        testing.check_reranker(broken(recipe=recipe))  # Cosine takes any size
+    testing.check_reranker(broken(recipe=None), dim=12)  # recipe-free: any size is fine
+
+
+def test_a_reranker_without_a_recipe_attribute_is_refused():
+    class NoRecipe:
+        k = 2
+
+        def score(self, queries, candidates):
+            return np.zeros(np.shape(candidates)[:2])
+
+    with pytest.raises(ContractError, match="must have a recipe attribute"):
+        testing.check_reranker(NoRecipe())
