@@ -210,7 +210,7 @@ class Identifier:
         with torch.inference_mode():
             features, full = describer.query_features(image, name)
             start = time.perf_counter()
-            objects = self.finder.find_in(features, full)
+            objects = self.finder.find_in(features, full, image, name)
             seconds = time.perf_counter() - start
             windows = describer.recipe.query_windows
             if windows is None:
