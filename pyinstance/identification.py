@@ -90,8 +90,9 @@ class Identifier:
         top_k: instances listed per photo.
         reranker: optional re-ranking step after the classifier.
         multi: also find every collection object in the photo (``objects`` of each
-            answer, see :class:`~pyinstance.objects.ObjectFinder`); the photo goes through
-            the backbone once for both answers when the recipe pools query windows.
+            answer, see :class:`~pyinstance.objects.ObjectFinder`); the whole photo's
+            feature map serves both answers when the recipe pools query windows, and
+            each zoomed crop takes one more backbone pass.
         objects_threshold: the score an object needs; default: the index's fitted
             ``objects_threshold`` (``pyinstance calibrate --objects``).
     """

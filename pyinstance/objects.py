@@ -162,9 +162,7 @@ class ObjectFinder:
     def find(self, image: Any, name: str = "image") -> list[DetectedObject]:
         """The objects in one photo (path, PIL image, array or decoded image), best first;
         empty when nothing is recognised."""
-        image = self._decoded(image)
-        features, full = self.index.describer.query_features(image, name)
-        return self.find_in(features, full, image, name)
+        return self._objects(self.candidates(image, name))
 
     def find_in(
         self,
@@ -175,6 +173,9 @@ class ObjectFinder:
     ) -> list[DetectedObject]:
         """:meth:`find` from a photo's feature map and full (height, width); its crops are
         searched too when ``image`` (the photo itself) is given and :attr:`zoom` is on."""
+        return self._objects(self.candidates_in(features, full, image, name))
+
+    def _objects(self, candidates: list[Candidate]) -> list[DetectedObject]:
         instances = self.index.instances
         return [
             DetectedObject(
@@ -183,9 +184,7 @@ class ObjectFinder:
                 box=candidate.box,
                 image_id=self._image_ids.get(candidate.row),
             )
-            for candidate in select_objects(
-                self.candidates_in(features, full, image, name), self.threshold
-            )
+            for candidate in select_objects(candidates, self.threshold)
         ]
 
     def candidates(self, image: Any, name: str = "image") -> list[Candidate]:
