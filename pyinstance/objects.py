@@ -4,7 +4,9 @@ A cascade of views: the whole photo at the recipe's query side, then each half o
 along its longer side (:data:`ZOOM_CROPS`), cut from the decoded photo and described again
 at the query side, so that a painting that fills a quarter of a gallery shot fills half of
 a view. Each view is pooled into the recipe's query windows and searched; its candidate
-is the instance of its best window, with that window as the box.
+is the instance of its best window, with that window as the box. A whole photo of two
+paintings often matches a third that resembles their blend: its candidate is dropped
+when no crop confirms it and a crop finds something else more surely.
 
 A candidate's score is the lead of its similarity over the two things that make a match
 untrustworthy: its reference's *hubness* (plain, grey or busy paintings resemble
@@ -88,6 +90,18 @@ def select_objects(candidates: Sequence[Candidate], threshold: float) -> list[Ca
         if candidate.code >= 0 and all(candidate.code != k.code for k in kept):
             kept.append(candidate)
     return kept
+
+
+def without_blend(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """The candidates of a photo's views (the whole photo first, then its zoomed crops)
+    without the whole photo's when it is a blend of the objects in it: no crop names its
+    instance and a crop names another one with a higher score."""
+    if len(candidates) < 2:
+        return list(candidates)
+    whole, crops = candidates[0], candidates[1:]
+    if all(c.code != whole.code for c in crops) and any(c.score > whole.score for c in crops):
+        return list(crops)
+    return list(candidates)
 
 
 def zoom_crops(height: int, width: int) -> list[Box]:
@@ -216,7 +230,7 @@ class ObjectFinder:
                     round(bottom * scale_y),
                 )
                 found.append(self._view(crop_features, box))
-        return [candidate for candidate in found if candidate is not None]
+        return without_blend([candidate for candidate in found if candidate is not None])
 
     def _decoded(self, image: Any) -> Any:
         if isinstance(image, (str, os.PathLike)):

@@ -22,6 +22,7 @@ from pyinstance.objects import (
     calibrate_objects,
     select_objects,
     to_pixels,
+    without_blend,
     zoom_crops,
 )
 
@@ -75,6 +76,21 @@ def test_selection_names_each_instance_once_best_first() -> None:
     assert [c.code for c in select_objects(candidates, 0.4)] == [2]
     assert select_objects(candidates, 0.6) == []
     assert select_objects([], 0.0) == []
+
+
+def test_a_whole_photo_blending_its_objects_is_dropped() -> None:
+    box = (0, 0, 10, 10)
+    whole, left, right = (
+        Candidate(7, 0.03, 1, box),
+        Candidate(1, 0.06, 2, box),
+        Candidate(2, 0.0, 3, box),
+    )
+    assert without_blend([whole, left, right]) == [left, right]
+    confirmed = Candidate(7, 0.02, 4, box)
+    assert without_blend([whole, left, confirmed]) == [whole, left, confirmed]
+    weaker = Candidate(1, 0.01, 2, box)
+    assert without_blend([whole, weaker]) == [whole, weaker]
+    assert without_blend([whole]) == [whole] and without_blend([]) == []
 
 
 def test_cells_to_pixels() -> None:
