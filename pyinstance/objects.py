@@ -215,7 +215,8 @@ class ObjectFinder:
         name: str = "image",
     ) -> list[Candidate]:
         """:meth:`candidates` from the whole photo's feature map (see :meth:`find_in`)."""
-        found = [self._view(features, (0, 0, full[1], full[0]))]
+        whole = self._view(features, (0, 0, full[1], full[0]))
+        crops: list[Candidate | None] = []
         if image is not None and self.zoom:
             pixels = image_tensor(image.image if isinstance(image, DecodedImage) else image, name)
             height, width = pixels.shape[1:]
@@ -229,8 +230,9 @@ class ObjectFinder:
                     round(right * scale_x),
                     round(bottom * scale_y),
                 )
-                found.append(self._view(crop_features, box))
-        return without_blend([candidate for candidate in found if candidate is not None])
+                crops.append(self._view(crop_features, box))
+        found = [candidate for candidate in crops if candidate is not None]
+        return found if whole is None else without_blend([whole, *found])
 
     def _decoded(self, image: Any) -> Any:
         if isinstance(image, (str, os.PathLike)):
