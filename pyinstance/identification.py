@@ -101,8 +101,9 @@ class Identifier:
             another recipe is refused.
         reranker_options: keyword arguments for a re-ranker given by name or file.
         multi: also find every collection object in the photo (``objects`` of each
-            answer, see :class:`~pyinstance.objects.ObjectFinder`); the photo goes through
-            the backbone once for both answers when the recipe pools query windows.
+            answer, see :class:`~pyinstance.objects.ObjectFinder`); the whole photo's
+            feature map serves both answers when the recipe pools query windows, and
+            each zoomed crop takes one more backbone pass.
         objects_threshold: the score an object needs; default: the index's fitted
             ``objects_threshold`` (``pyinstance calibrate --objects``).
     """
@@ -249,7 +250,7 @@ class Identifier:
         with torch.inference_mode():
             features, full = describer.query_features(image, name)
             start = time.perf_counter()
-            objects = self.finder.find_in(features, full)
+            objects = self.finder.find_in(features, full, image, name)
             seconds = time.perf_counter() - start
             windows = describer.recipe.query_windows
             if windows is None:

@@ -7,7 +7,6 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -18,11 +17,13 @@ from pyinstance.identification import Identifier, identify
 from pyinstance.index import DEFAULT_RECIPE, InstanceIndex
 from pyinstance.objects import (
     THRESHOLD_SETTING,
+    Candidate,
     ObjectFinder,
     calibrate_objects,
-    candidate_boxes,
     select_objects,
     to_pixels,
+    without_blend,
+    zoom_crops,
 )
 
 RECIPE = DEFAULT_RECIPE.with_(max_side=320, query_max_side=448)
@@ -55,26 +56,41 @@ def scene(pairs: Path, names: list[str]) -> Image.Image:
     return wall
 
 
-def test_candidate_boxes_cover_the_map_inside_its_bounds() -> None:
-    boxes = candidate_boxes(10, 16)
-    assert (0, 0, 10, 16) in boxes
-    assert all(0 <= t < b <= 10 and 0 <= le < r <= 16 for t, le, b, r in boxes)
-    assert min(b - t for t, _, b, _ in boxes) == 3 and len(set(boxes)) == len(boxes)
-    assert candidate_boxes(1, 1) == [(0, 0, 1, 1)]
+def test_zoom_crops_halve_the_longer_side() -> None:
+    assert zoom_crops(300, 640) == [(0, 0, 320, 300), (320, 0, 640, 300)]
+    assert zoom_crops(640, 300) == [(0, 0, 300, 320), (0, 320, 300, 640)]
+    assert zoom_crops(1, 1) == [(0, 0, 1, 1), (0, 0, 1, 1)]
     with pytest.raises(ValueError, match="at least 1×1"):
-        candidate_boxes(0, 4)
+        zoom_crops(0, 4)
 
 
-def test_selection_names_each_instance_once_and_suppresses_overlaps() -> None:
-    boxes = np.array([[0, 0, 50, 50], [5, 5, 45, 45], [60, 0, 100, 50], [0, 0, 100, 50]])
-    codes = np.array([1, 2, 1, 3])
-    scores = np.array([0.9, 0.5, 0.8, 0.7])
-    # box 1 lies inside box 0; box 2 is instance 1 again; box 3 covers box 0
-    assert select_objects(codes, scores, boxes, 0.1) == [0]
-    codes = np.array([1, 2, 4, 3])
-    assert select_objects(codes, scores, boxes, 0.1) == [0, 2]
-    assert select_objects(codes, scores, boxes, 0.85) == [0]
-    assert select_objects(codes, scores, boxes, 0.95) == []
+def test_selection_names_each_instance_once_best_first() -> None:
+    box = (0, 0, 10, 10)
+    candidates = [
+        Candidate(1, 0.2, 10, box),
+        Candidate(2, 0.5, 11, box),
+        Candidate(1, 0.3, 12, box),
+        Candidate(-1, 0.9, -1, box),
+    ]
+    assert [(c.code, c.row) for c in select_objects(candidates, 0.1)] == [(2, 11), (1, 12)]
+    assert [c.code for c in select_objects(candidates, 0.4)] == [2]
+    assert select_objects(candidates, 0.6) == []
+    assert select_objects([], 0.0) == []
+
+
+def test_a_whole_photo_blending_its_objects_is_dropped() -> None:
+    box = (0, 0, 10, 10)
+    whole, left, right = (
+        Candidate(7, 0.03, 1, box),
+        Candidate(1, 0.06, 2, box),
+        Candidate(2, 0.0, 3, box),
+    )
+    assert without_blend([whole, left, right]) == [left, right]
+    confirmed = Candidate(7, 0.02, 4, box)
+    assert without_blend([whole, left, confirmed]) == [whole, left, confirmed]
+    weaker = Candidate(1, 0.01, 2, box)
+    assert without_blend([whole, weaker]) == [whole, weaker]
+    assert without_blend([whole]) == [whole] and without_blend([]) == []
 
 
 def test_cells_to_pixels() -> None:
@@ -92,6 +108,15 @@ def test_two_pictures_on_a_wall_both_named_with_their_boxes(
     for f in found:
         assert 0 <= f.box[0] < f.box[2] <= 1200 and 0 <= f.box[1] < f.box[3] <= 600
         assert THRESHOLD <= f.confidence <= 1 and f.image_id
+
+
+def test_the_second_picture_is_found_by_zooming_in(index: InstanceIndex, pairs: Path) -> None:
+    """The whole wall names one picture; only its halves, described again, name both."""
+    wall = scene(pairs, ["graf1.png", "home.jpg"])
+    assert len(ObjectFinder(index, zoom=False).find(wall)) < 2
+    assert {f.instance for f in ObjectFinder(index).find(wall)} == {"graf", "home"}
+    with pytest.raises(TypeError, match="zoom"):
+        ObjectFinder(index, zoom="yes")  # type: ignore[arg-type]
 
 
 def test_one_picture_is_named_once_and_a_bare_wall_gives_nothing(
@@ -129,18 +154,26 @@ def test_calibration_stores_a_threshold(index: InstanceIndex, pairs: Path, tmp_p
         with pytest.raises(ValueError, match="calibrate INDEX --objects"):
             ObjectFinder(other)
         fit = calibrate_objects(
-            other, target_far=0.0, distractors=[pairs / "query" / "box_in_scene.png"]
+            other,
+            target_far=0.0,
+            scenes=3,
+            references=3,
+            distractors=[pairs / "query" / "box_in_scene.png"],
         )
-        assert fit.photos == 10 and fit.far == 0.0
+        assert fit.photos == 7 and fit.far == 0.0 and 0.0 <= fit.recall <= 1.0
         assert other.get_setting(THRESHOLD_SETTING) == fit.threshold
-        assert other.get_setting(THRESHOLD_SETTING + "_fit")["photos"] == 10
+        assert other.get_setting(THRESHOLD_SETTING + "_fit")["photos"] == 7
         for bad in (1.0, -0.1):
             with pytest.raises(ValueError, match="target_far"):
                 calibrate_objects(other, target_far=bad)
-        with pytest.raises(ValueError, match="max_references"):
-            calibrate_objects(other, max_references=0)
-    code = main(["calibrate", str(copy), "--objects", "--max-references", "3", "--json"])
-    assert code == 0
+        with pytest.raises(ValueError, match="scenes"):
+            calibrate_objects(other, scenes=-1)
+        with pytest.raises(ValueError, match="references"):
+            calibrate_objects(other, references=1.5)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="no photo to fit on"):
+            calibrate_objects(other, scenes=0, references=0)
+    argv = ["calibrate", str(copy), "--objects", "--scenes", "2", "--references", "1", "--json"]
+    assert main(argv) == 0
     with InstanceIndex.open(copy) as other:
         assert other.get_setting(THRESHOLD_SETTING + "_fit")["photos"] == 3
 

@@ -61,8 +61,12 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="fit the threshold of identify --multi instead (objects in a photo)",
     )  # fmt: skip
     calibrate.add_argument(
-        "--max-references", type=int,
-        help="with --objects: search at most this many reference photos (an even sample)",
+        "--scenes", type=int, default=60,
+        help="with --objects: gallery scenes composited from the references to fit on",
+    )  # fmt: skip
+    calibrate.add_argument(
+        "--references", type=int, default=60,
+        help="with --objects: reference photos (an even sample) searched as visitor photos",
     )  # fmt: skip
     calibrate.add_argument("--json", action="store_true", help="print the fit as JSON")
     calibrate.add_argument(
@@ -204,7 +208,8 @@ def _calibrate_objects(args: argparse.Namespace, console: Any) -> int:
             index,
             target_far=args.far,
             distractors=image_paths(args.distractors),
-            max_references=args.max_references,
+            scenes=args.scenes,
+            references=args.references,
             progress=not args.json,
         )
     return _show_fit(
@@ -212,5 +217,6 @@ def _calibrate_objects(args: argparse.Namespace, console: Any) -> int:
         console,
         fit,
         f"objects threshold {fit.threshold:.4f} stored in {args.index}: photos inventing "
-        f"an object {fit.far:.3f} (target {fit.target_far}) of {fit.photos}",
+        f"an object {fit.far:.3f} (target {fit.target_far}) of {fit.photos}, references "
+        f"named {fit.recall:.3f}",
     )
