@@ -50,6 +50,7 @@ from pyinstance.eval import hits_from_labels, identification_metrics, open_set_r
 from pyinstance.eval.evaluate import QuerySpec, read_queries
 from pyinstance.index import Describer, InstanceIndex
 from pyinstance.models.regions import DEFAULT_WINDOWS
+from pyinstance.postprocess import REDUCTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -174,14 +175,7 @@ def build_rows(models: Mapping[str, Path]) -> list[Row]:
             {"scale_weights": [0.5, 0.3, 0.2]},
         )
     )
-    for reduction in (
-        "max",
-        "row_max_sum",
-        "col_max_sum",
-        "max_squared",
-        "row_max_squared_sum",
-        "col_max_squared_sum",
-    ):
+    for reduction in REDUCTIONS:
         rows.append(
             Row(
                 f"lite0 gem 3 scales, matrix scoring {reduction}",
@@ -802,7 +796,9 @@ def _json_safe(value: Any) -> Any:
 def run(
     rows: Sequence[Row], descriptors: Descriptors, work: Path, far: float
 ) -> list[dict[str, Any]]:
-    """Measure each row; a trained row whose model file is missing is skipped, not failed."""
+    """Measure each row; a trained row whose model file is missing, or a row the library
+    refuses (a ``ValueError``, e.g. a classifier needing more neighbours than the collection
+    holds), is recorded as skipped with the reason, not failed."""
     results = []
     for row in rows:
         record: dict[str, Any] = {
@@ -821,7 +817,13 @@ def run(
             results.append(record)
             continue
         start = time.perf_counter()
-        record |= measure_row(row, descriptors, work, far)
+        try:
+            record |= measure_row(row, descriptors, work, far)
+        except (ValueError, RuntimeError) as error:  # e.g. too few references for k
+            record["skipped"] = f"failed: {error}"
+            print(f"skipped {row.name}: {record['skipped']}", flush=True)
+            results.append(record)
+            continue
         if row.trained is not None:
             record["training_s"] = training_seconds(Path(row.spec.model or ""), row.trained)
         values = table_values(record)

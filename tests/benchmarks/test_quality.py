@@ -233,3 +233,17 @@ def test_quick_run_writes_the_table_and_agrees_with_evaluate(tiny_manifest, tmp_
          "--runs", str(tmp_path / "runs")]
     )  # fmt: skip
     assert json.loads((out / "quality.json").read_text())["meta"]["extraction_seconds"] == {}
+
+
+class _Refusing:
+    """Descriptors whose describer the library refuses to build."""
+
+    def describer(self, spec):
+        raise ValueError("recipe.model: holds another head")
+
+
+def test_a_row_the_library_refuses_is_recorded_with_the_reason(tmp_path, capsys):
+    row = quality.Row("refused", "g", quality.Spec())
+    (record,) = quality.run([row], descriptors=_Refusing(), work=tmp_path, far=0.05)
+    assert record["skipped"] == "failed: recipe.model: holds another head"
+    assert "skipped refused: failed: recipe.model" in capsys.readouterr().out
