@@ -238,6 +238,8 @@ def test_quick_run_writes_the_table_and_agrees_with_evaluate(tiny_manifest, tmp_
 class _Refusing:
     """Descriptors whose describer the library refuses to build."""
 
+    data = None
+
     def describer(self, spec):
         raise ValueError("recipe.model: holds another head")
 
