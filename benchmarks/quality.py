@@ -63,11 +63,16 @@ ONE_SCALE = (1.0,)
 MULTI_SCALE = (1.0, 2**-0.5, 0.5)
 #: Named groups of query sets (the museum set's kinds of photo); missing sets are ignored.
 GROUPS = {"crop": ("qsd1_w1", "qsd1_w3"), "gallery": ("qsd2_w2", "qsd2_w3", "qsd1_w4")}
-#: Trained models: name -> (file under --runs, training runs whose time adds up).
-MODELS = {
-    "siamese": ("museum-siamese/model.pt", ("museum-siamese",)),
-    "fcn": ("museum-topk-fcn/model.pt", ("museum-topk-fcn",)),
-    "topk": ("museum-topk/model.pt", ("museum-topk-fcn", "museum-topk")),
+#: Trained models: name -> (file under --runs, training logs: per stage, the first of these
+#: files, relative to the model's folder, that exists). The two-stage top-k model's first
+#: stage is the FCN classifier: its log is kept beside the model, or is the FCN run's.
+MODELS: dict[str, tuple[str, tuple[tuple[str, ...], ...]]] = {
+    "siamese": ("museum-siamese/model.pt", (("metrics.jsonl",),)),
+    "fcn": ("museum-topk-fcn/model.pt", (("metrics.jsonl",),)),
+    "topk": (
+        "museum-topk/model.pt",
+        (("metrics.jsonl",), ("stage1-metrics.jsonl", "../museum-topk-fcn/metrics.jsonl")),
+    ),
 }
 TARGET_FAR = 0.05
 TOP_K = 5  # instances listed per query, as `pyinstance evaluate`
@@ -271,18 +276,15 @@ def model_files(runs: Path, overrides: Mapping[str, Path | None]) -> dict[str, P
 
 
 def training_seconds(model: Path, name: str) -> float | None:
-    """Wall seconds of the training run(s) behind a model (``metrics.jsonl``'s last
-    ``seconds`` of each stage, summed), or None when a log is missing."""
+    """Wall seconds of the training behind a model: each stage's log (``metrics.jsonl``
+    lines), its largest ``seconds``, summed; None when a stage has no log."""
     total = 0.0
-    for run in MODELS[name][1]:
-        log = model.parent.parent / run / "metrics.jsonl"
-        if not log.is_file():
+    for alternatives in MODELS[name][1]:
+        logs = [model.parent / log for log in alternatives if (model.parent / log).is_file()]
+        if not logs:
             return None
-        seconds = [
-            json.loads(line).get("seconds", 0.0)
-            for line in log.read_text().splitlines()
-            if line.strip()
-        ]
+        lines = logs[0].read_text().splitlines()
+        seconds = [json.loads(line).get("seconds", 0.0) for line in lines if line.strip()]
         if not seconds:
             return None
         total += max(seconds)

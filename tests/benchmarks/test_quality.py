@@ -84,13 +84,20 @@ def test_model_overrides_and_training_time(tmp_path):
     assert files["siamese"] == given
     assert files["fcn"] == tmp_path / "runs" / "museum-topk-fcn" / "model.pt"
     runs = tmp_path / "runs"
-    for run, seconds in (("museum-topk-fcn", [10.0, 30.0]), ("museum-topk", [5.0, 70.0])):
-        (runs / run).mkdir(parents=True)
+    for log, seconds in (
+        ("museum-topk-fcn/metrics.jsonl", [10.0, 30.0]),
+        ("museum-topk/metrics.jsonl", [5.0, 70.0]),
+    ):
+        (runs / log).parent.mkdir(parents=True)
         lines = [json.dumps({"epoch": i, "seconds": s}) for i, s in enumerate(seconds)]
-        (runs / run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    assert quality.training_seconds(runs / "museum-topk" / "model.pt", "topk") == 100.0
+        (runs / log).write_text("\n".join(lines) + "\n")
+    topk = runs / "museum-topk" / "model.pt"
+    assert quality.training_seconds(topk, "topk") == 100.0  # both stages
     assert quality.training_seconds(runs / "museum-topk-fcn" / "model.pt", "fcn") == 30.0
     assert quality.training_seconds(runs / "museum-siamese" / "model.pt", "siamese") is None
+    # the first stage's log kept beside the two-stage model comes first
+    (runs / "museum-topk" / "stage1-metrics.jsonl").write_text('{"seconds": 1.0}\n')
+    assert quality.training_seconds(topk, "topk") == 71.0
 
 
 def test_cache_key_changes_with_what_made_the_descriptors(tmp_path):
