@@ -254,5 +254,5 @@ class _Refusing:
 def test_a_row_the_library_refuses_is_recorded_with_the_reason(tmp_path, capsys):
     row = quality.Row("refused", "g", quality.Spec())
     (record,) = quality.run([row], descriptors=_Refusing(), work=tmp_path, far=0.05)
-    assert record["skipped"] == "failed: recipe.model: holds another head"
-    assert "skipped refused: failed: recipe.model" in capsys.readouterr().out
+    assert record["skipped"] == "failed: ValueError: recipe.model: holds another head"
+    assert "skipped refused: failed: ValueError: recipe.model" in capsys.readouterr().out
