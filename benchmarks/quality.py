@@ -151,6 +151,7 @@ def _short(backbone: str) -> str:
     return backbone.replace("efficientnet_", "")
 
 
+GRID_GROUP = "backbone × head × scales, without and with PCA-whitening"
 DEFAULT = Spec(query_side=560, windows=True)  # pyinstance.DEFAULT_RECIPE
 WHITEN = {"whiten": {}}
 WHITEN_256 = {"whiten": {"dim": 256, "power": 0.5}}
@@ -165,12 +166,8 @@ def build_rows(models: Mapping[str, Path]) -> list[Row]:
                 spec = Spec(backbone, head, scales)
                 name = f"{_short(backbone)} {head} {label}"
                 quick = backbone == BACKBONES[0] and head == "gem"
-                rows.append(Row(name, "backbone × head × scales", spec, quick=quick))
-                rows.append(
-                    Row(
-                        f"{name} + whiten", "backbone × head × scales + PCA-whitening", spec, WHITEN
-                    )
-                )
+                rows.append(Row(name, GRID_GROUP, spec, quick=quick))
+                rows.append(Row(f"{name} + whiten", GRID_GROUP, spec, WHITEN))
     multi = Spec(scales=MULTI_SCALE)
     rows.append(
         Row(

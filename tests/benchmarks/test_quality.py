@@ -38,7 +38,7 @@ def test_rows_cover_every_method_of_the_issue(tmp_path):
     rows = quality.build_rows(_models(tmp_path))
     names = [r.name for r in rows]
     assert len(names) == len(set(names)), "row names must be unique"
-    grid = [r for r in rows if r.group == "backbone × head × scales"]
+    grid = [r for r in rows if r.group == quality.GRID_GROUP]
     assert {(r.spec.backbone, r.spec.head, r.spec.scales) for r in grid} == {
         (b, h, s)
         for b in quality.BACKBONES
