@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox`` runs the tests; ``nox -s lint build cuda plugins bench mutation``
+"""Developer sessions: ``nox`` runs the tests; ``nox -s lint build cuda plugins bench quality mutation``
 the rest (``mutation`` is slow: run it by hand, it is not part of CI)."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ QUALITY_MEASUREMENTS = {
     "postprocess.py",
     "postprocess_index.py",
     "classify_museum.py",
+    "quality.py",
 }
 BUILD_TOOLS = ["scikit-build-core>=0.10", "pybind11>=2.12", "cmake>=3.24", "ninja"]
 
@@ -131,6 +132,15 @@ def bench(session: nox.Session) -> None:
         if quick and Path(script).name in QUALITY_MEASUREMENTS:
             continue  # minutes of CNN extraction on the museum set: not a smoke run
         session.run("python", script, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def quality(session: nox.Session) -> None:
+    """The comparison table on the museum set (benchmarks/quality.py; about 50 min on 2 cores,
+    ``-- --quick`` a subset): writes benchmarks/results/quality.{md,json,png}. Arguments go to
+    the script (``--data DIR``, ``--runs DIR`` for the trained models, ``--only GROUP``)."""
+    _install_pyinstance(session, "bench,fast", PYINSTANCE_CUDA="OFF")
+    session.run("python", "benchmarks/quality.py", *session.posargs)
 
 
 #: Tests that exercise a module, where not every test under tests/<package>/ (the default).
