@@ -380,6 +380,11 @@ struct Scan {
     }
   }
 
+  // How far ahead of the codes being read the screening pass prefetches (bytes): the
+  // hardware prefetchers stop at 4 KiB page boundaries and fall behind a pass that spends
+  // so few cycles per byte (prefetches never fault, also past the end of the codes).
+  static constexpr int64_t kCodeAhead = 4096;
+
   // Lane r * QB + j of the result: the screened score of row rg + r for query qg + j,
   // (<query codes, row codes> summed exactly in int32) * query scale * row scale.
   template <int QB>
@@ -397,6 +402,7 @@ struct Scan {
         const int8_t* row = sc.codes + (rg + r) * Sp;
         typename S::I a1 = S::izero(), a2 = S::izero();
         for (int64_t d = 0; d < Sp; d += 64) {
+          __builtin_prefetch(row + d + kCodeAhead);
           a1 = S::dpbusd(a1, q1 + d, row + d);
           a2 = S::dpbusd(a2, q2 + d, row + d);
         }
@@ -417,6 +423,7 @@ struct Scan {
           const int8_t* row = sc.codes + (rg + r) * Sp;
           typename S::I a0 = S::izero(), a1 = S::izero();
           for (int64_t d = 0; d < Sp; d += 4 * W) {
+            __builtin_prefetch(row + d + kCodeAhead);
             a0 = S::madd(a0, S::widen_i8(row + d), S::load_i16(qrow + d));
             a1 = S::madd(a1, S::widen_i8(row + d + 2 * W), S::load_i16(qrow + d + 2 * W));
           }
@@ -429,6 +436,7 @@ struct Scan {
           typename S::H qv[QB];
           for (int j = 0; j < QB; ++j) qv[j] = S::load_i16(qrow + j * Sp + d);
           for (int r = 0; r < RB; ++r) {
+            __builtin_prefetch(sc.codes + (rg + r) * Sp + d + kCodeAhead);
             const auto rv = S::widen_i8(sc.codes + (rg + r) * Sp + d);
             for (int j = 0; j < QB; ++j) ia[r * QB + j] = S::madd(ia[r * QB + j], rv, qv[j]);
           }
