@@ -32,11 +32,13 @@ import torch
 
 from pyinstance.ops._arrays import to_tensor
 
-#: Queries per call up to which ``knn_dot`` reads the screen; more are compute-bound and
-#: scan the references plainly. Measured (``python benchmarks/index.py``, 100,000 x 1280
-#: float32, one thread, AVX512_VNNI): the screen is 3.1x faster than the plain scan at 2
-#: queries, 1.4x at 12, 1.1x at 16 and no faster at 19.
-MAX_SCREENED_QUERIES = 12
+#: Queries per call up to which ``knn_dot`` reads the screen; more scan the references
+#: plainly. Measured (``python benchmarks/index.py``: 100,000 x 1280 float32, one thread,
+#: AVX512_VNNI, CPU time): the screen is 3.5-4x faster than the plain scan at 1 query,
+#: 2.5x at 12, 2.1x at 19, 1.9x at 32, 1.6x at 48, 1.5x at 63; from 64 queries per thread
+#: the plain scan's many-query kernel takes over and is as fast (135 ms at 64 against the
+#: screen's 146 ms at 63).
+MAX_SCREENED_QUERIES = 48
 #: Row stride of the codes (bytes): the kernel reads whole 64-byte vectors.
 _STRIDE = 64
 #: Rows quantised at a time (bounds the float64 temporaries).
