@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import pyinstance.index.screen_cache as cache_module
-from pyinstance import _backend
 from pyinstance.index import InstanceIndex
 from pyinstance.ops import KnnScreen
 
@@ -176,15 +175,9 @@ def test_unwritable_screen_folder_leaves_search_working(
         np.testing.assert_array_equal(found.rows, want[1])
 
 
-def test_many_window_queries_scan_plainly(tmp_path: Path, screened, monkeypatch) -> None:
-    calls: list[int] = []
-    original = _backend._C.knn_dot_screened
-
-    def spy(*args):
-        calls.append(args[3])  # Q
-        return original(*args)
-
-    monkeypatch.setattr(_backend._C, "knn_dot_screened", spy)
+def test_many_window_queries_scan_plainly(
+    tmp_path: Path, screened, monkeypatch, screened_calls: list[int]
+) -> None:
     limit = KnnScreen(1).max_queries
     with _filled(tmp_path / "ix") as index:
         for _ in range(2):
@@ -196,4 +189,4 @@ def test_many_window_queries_scan_plainly(tmp_path: Path, screened, monkeypatch)
             want = plain(index, windows, 4, monkeypatch)
             np.testing.assert_array_equal(found.rows, want[1])
             np.testing.assert_array_equal(found.scores, want[0])
-    assert calls == [1, limit]
+    assert screened_calls == [1, limit]

@@ -8,7 +8,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyinstance import _backend
 from pyinstance.ops import KnnScreen, knn_dot
 from pyinstance.ops.knn_screen import ScreenFileError
 
@@ -152,22 +151,14 @@ def test_screened_equals_plain_on_random_problems(
             assert_same(queries, refs, k, screen)
 
 
-def test_more_queries_than_max_queries_scan_plainly(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    original = _backend._C.knn_dot_screened
-
-    def spy(*args):
-        calls.append(args[3])  # Q
-        return original(*args)
-
-    monkeypatch.setattr(_backend._C, "knn_dot_screened", spy)
+def test_more_queries_than_max_queries_scan_plainly(screened_calls: list[int]) -> None:
     rng = np.random.default_rng(4)
     refs = unit_rows(rng, 300, 40)
     screen = KnnScreen.of(refs)
     limit = screen.max_queries
     for q in (1, limit, limit + 1):
         assert_same(unit_rows(rng, q, 40), refs, 5, screen)
-    assert calls == [1, limit]
+    assert screened_calls == [1, limit]
     with pytest.raises(ValueError, match="max_queries: expected an int >= 0"):
         KnnScreen(4, max_queries=-1)
     with pytest.raises(TypeError, match="max_queries: expected an int"):
