@@ -559,10 +559,14 @@ struct Scan {
     const int64_t D = p.D, Dp = round_up(D, W), padded = round_up(count, RB);
     Scratch query(QB * Dp);
     std::memcpy(query.get(), p.q + q * D, D * 4);
-    Scratch buffer(padded * Dp);
-    for (int64_t i = 0; i < count; ++i)
-      to_float<T>(static_cast<const char*>(p.refs) + rows[i] * D * sizeof(T), D,
-                  buffer.get() + i * Dp);
+    // Every value is written once (the rows, then their zero padding): no zero-fill first.
+    std::unique_ptr<float[]> buffer(new float[static_cast<size_t>(padded * Dp)]);
+    for (int64_t i = 0; i < count; ++i) {
+      float* dst = buffer.get() + i * Dp;
+      to_float<T>(static_cast<const char*>(p.refs) + rows[i] * D * sizeof(T), D, dst);
+      std::memset(dst + D, 0, (Dp - D) * 4);
+    }
+    std::memset(buffer.get() + count * Dp, 0, (padded - count) * Dp * 4);
     const Problem one{p.q + q * D, nullptr, p.dtype, 1,
                       count,       D,       p.k,     p.exclude ? p.exclude + q : nullptr};
     FewState st{one, query.get(), QB, Dp, scores, indices, size, S::zero(), rows};

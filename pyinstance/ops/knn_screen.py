@@ -244,7 +244,7 @@ class KnnScreen:
         if tuple(refs.shape) != (self.rows, self.dim):
             return False
         probe = [0, self.rows - 1]
-        codes, scales, _, _ = _quantised(refs[probe].float().numpy())
+        codes, scales = _codes_and_scales(refs[probe].float().numpy())
         return bool(
             np.array_equal(codes, self._codes[probe, : self.dim])
             and np.array_equal(scales, self._scales[probe])
@@ -299,15 +299,21 @@ def _float_rows(refs: Any) -> np.ndarray:
     return tensor.float().numpy()
 
 
-def _quantised(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """int8 codes, float32 scales, slacks and norms (both rounded up) of float32 ``rows``."""
-    rows = np.asarray(rows, dtype=np.float32)
+def _codes_and_scales(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 codes and float32 scales of float32 ``rows``."""
     if not np.isfinite(rows).all():
         raise ValueError("refs: contains NaN or infinite values")
     scales = (np.abs(rows).max(axis=1) / np.float32(127)).astype(np.float32)
     inverse = np.divide(1, scales, out=np.zeros_like(scales), where=scales > 0)[:, None]
     with np.errstate(over="ignore", invalid="ignore"):
         codes = np.clip(np.rint(rows * inverse), -127, 127).astype(np.int8)
+    return codes, scales
+
+
+def _quantised(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """int8 codes, float32 scales, slacks and norms (both rounded up) of float32 ``rows``."""
+    rows = np.asarray(rows, dtype=np.float32)
+    codes, scales = _codes_and_scales(rows)
     code_squares = np.einsum("ij,ij->i", codes, codes, dtype=np.int64).astype(np.float64)
     residual = codes.astype(np.float64)
     residual *= -scales.astype(np.float64)[:, None]
