@@ -108,25 +108,29 @@ class ScreenCache:
 
 
 def _save(screen: KnnScreen, path: Path, generation: int) -> None:
-    """Save ``screen`` at ``path`` and delete the screens of older generations and stale
+    """Save ``screen`` at ``path`` (unless a newer generation has a screen: the index was
+    compacted since this snapshot) and delete the screens of older generations and stale
     temporary files; a read-only or full disk only leaves the screen unsaved."""
     with contextlib.suppress(OSError):
         path.parent.mkdir(exist_ok=True)
+        entries = {entry: _generation(entry.name) for entry in path.parent.iterdir()}
+        if any(other is not None and other > generation for other in entries.values()):
+            return
         screen.save(path)
         now = time.time()
-        for entry in path.parent.iterdir():
+        for entry, other in entries.items():
             with contextlib.suppress(OSError):
-                if _older_generation(entry.name, generation) or (
+                if (other is not None and other < generation) or (
                     entry.name.endswith(".tmp")
                     and now - entry.stat().st_mtime > STALE_TEMPORARY_SECONDS
                 ):
                     entry.unlink()
 
 
-def _older_generation(name: str, generation: int) -> bool:
-    """Whether ``name`` is the screen file of a generation before ``generation``."""
+def _generation(name: str) -> int | None:
+    """The generation whose screen file is named ``name``, or ``None``."""
     stem = name.removeprefix("screen-").removesuffix(".bin")
-    return name != stem and stem.isdigit() and int(stem) < generation
+    return int(stem) if name != stem and stem.isdigit() else None
 
 
 screens = ScreenCache(SCREEN_CACHE_SIZE)

@@ -159,7 +159,11 @@ def test_compaction_drops_older_generation_screens(tmp_path: Path, screened, mon
         index.compact()
         for _ in range(2):
             index.search(unit_rows(1), 3)
-        assert [p.name for p in (index.path / "screens").iterdir()] == ["screen-1.bin"]
+        folder = index.path / "screens"
+        assert [p.name for p in folder.iterdir()] == ["screen-1.bin"]
+        # a reader still on generation 0 does not save its screen again
+        cache_module._save(KnnScreen.of(unit_rows(10)), folder / "screen-0.bin", 0)
+        assert [p.name for p in folder.iterdir()] == ["screen-1.bin"]
 
 
 def test_unwritable_screen_folder_leaves_search_working(
@@ -190,3 +194,17 @@ def test_many_window_queries_scan_plainly(
             np.testing.assert_array_equal(found.rows, want[1])
             np.testing.assert_array_equal(found.scores, want[0])
     assert screened_calls == [1, limit]
+
+
+def test_save_deletes_temporaries_a_crashed_save_left(tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / "screens"
+    folder.mkdir()
+    old, fresh = folder / ".screen-0.bin.1.aa.tmp", folder / ".screen-0.bin.2.bb.tmp"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")  # another process may be writing it now
+    past = old.stat().st_mtime - cache_module.STALE_TEMPORARY_SECONDS - 1
+    os.utime(old, (past, past))
+    cache_module._save(KnnScreen.of(unit_rows(10)), folder / "screen-0.bin", 0)
+    assert sorted(p.name for p in folder.iterdir()) == [fresh.name, "screen-0.bin"]
