@@ -102,9 +102,9 @@ def knn_dot(
             the query itself when the queries are the references.
         threads: CPU threads, an integer in 1..1024 (default: OpenMP's); ignored on CUDA.
         screen: optional :class:`~pyinstance.ops.knn_screen.KnnScreen` of exactly ``refs``
-            (CPU): few queries then read its int8 codes, a quarter of float32's bytes, and
-            score exactly only the rows that bounds cannot rule out. The results are the
-            same, bit for bit.
+            (CPU): up to ``screen.max_queries`` queries then read its int8 codes, a quarter
+            of float32's bytes, and score exactly only the rows that bounds cannot rule
+            out. The results are the same, bit for bit.
 
     Returns:
         ``(scores, indices)``: Q x k float32 scores in descending order and Q x k int64

@@ -3,8 +3,9 @@ the references and scores exactly only the rows that can still be among the k be
 
 Row ``r`` is stored as ``s c`` (int8 codes ``c`` in [-127, 127], ``s = max|r| / 127``) with
 ``n >= ||r||`` and a slack ``e >= ||r - s c|| + 16 u s ||c||`` (``u = 2^-24``), computed in
-float64 and rounded up. The kernel quantises each query the same way to int16, ``q = t b +
-f``, sums ``<b, c>`` exactly in int32 and takes ``a = fl(fl(<b, c>) fl(t s))``. With
+float64 and rounded up. The kernel quantises each query the same way, to int16 codes (signed
+bytes where the CPU has AVX512_VNNI), ``q = t b + f``, sums ``<b, c>`` exactly in int32 and
+takes ``a = fl(fl(<b, c>) fl(t s))``. With
 ``g = (D + 4) u / (1 - (D + 4) u)``, which bounds the rounding of any float32 dot product of
 ``D`` terms whatever the summation order,
 
