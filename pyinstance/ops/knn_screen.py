@@ -304,11 +304,14 @@ def _codes_and_scales(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """int8 codes and float32 scales of float32 ``rows``."""
     if not np.isfinite(rows).all():
         raise ValueError("refs: contains NaN or infinite values")
-    scales = (np.abs(rows).max(axis=1) / np.float32(127)).astype(np.float32)
+    largest = np.maximum(rows.max(axis=1), -rows.min(axis=1))  # max |r|, no temporary
+    scales = (largest / np.float32(127)).astype(np.float32)
     inverse = np.divide(1, scales, out=np.zeros_like(scales), where=scales > 0)[:, None]
     with np.errstate(over="ignore", invalid="ignore"):
-        codes = np.clip(np.rint(rows * inverse), -127, 127).astype(np.int8)
-    return codes, scales
+        scaled = rows * inverse
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, -127, 127, out=scaled)
+    return scaled.astype(np.int8), scales
 
 
 def _quantised(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
