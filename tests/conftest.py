@@ -60,3 +60,20 @@ def device(request: pytest.FixtureRequest) -> torch.device:
     if request.param == "cuda" and not cuda_available():
         pytest.skip("no CUDA device (or pyinstance built without CUDA)")
     return torch.device(request.param)
+
+
+@pytest.fixture
+def screened_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The query count of every call of the CPU kernel ``knn_dot_screened`` (which still
+    runs), in order."""
+    from pyinstance import _backend
+
+    calls: list[int] = []
+    original = _backend._C.knn_dot_screened
+
+    def spy(*args):
+        calls.append(args[3])  # Q
+        return original(*args)
+
+    monkeypatch.setattr(_backend._C, "knn_dot_screened", spy)
+    return calls

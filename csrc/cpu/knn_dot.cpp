@@ -220,52 +220,41 @@ bool vnni_screen(int64_t stride) {
 }
 
 // The queries quantised for the screening pass (knn_detail::QueryCodes): int16 codes, or,
-// with `bytes`, two signed-byte parts, with the coefficients of the error bound, all
-// rounded up.
+// with `bytes`, signed-byte codes stored biased as unsigned bytes, with the coefficients of
+// the error bound, all rounded up.
 class QueryScreen {
  public:
   QueryScreen(const Problem& p, int64_t stride, bool bytes)
-      : codes_(bytes ? 0 : round_up4(p.Q) * stride, 0), bytes_(bytes ? 2 * p.Q * stride : 0, 128) {
+      : codes_(bytes ? 0 : round_up4(p.Q) * stride, 0),
+        bytes_(bytes ? round_up4(p.Q) * stride : 0, 128) {
     constexpr double u = 1.0 / (1 << 24);
     const double terms = static_cast<double>(p.D + 4), gamma = terms * u / (1 - terms * u);
     // int16: |code| <= limit keeps every int32 partial sum of 127 * limit * stride exact.
     const double limit =
         bytes ? 127.0 : std::min(32767.0, std::floor(2147483647.0 / (127.0 * stride)));
-    std::vector<double> rest(p.D), approx(p.D);
     for (int64_t i = 0; i < p.Q; ++i) {
       const float* q = p.q + i * p.D;
-      double norm = 0.0;
+      double norm = 0.0, top = 0.0;
       for (int64_t d = 0; d < p.D; ++d) {
-        rest[d] = q[d];
-        approx[d] = 0.0;
-        norm += rest[d] * rest[d];
+        norm += static_cast<double>(q[d]) * q[d];
+        top = std::max(top, std::fabs(static_cast<double>(q[d])));
       }
-      double part_norms = 0.0;
-      for (int part = 0; part < (bytes ? 2 : 1); ++part) {
-        double top = 0.0;
-        for (int64_t d = 0; d < p.D; ++d) top = std::max(top, std::fabs(rest[d]));
-        const float scale = static_cast<float>(top / limit);
-        double code_norm = 0.0;
-        for (int64_t d = 0; d < p.D; ++d) {
-          const double code =
-              scale > 0 ? std::clamp(std::nearbyint(rest[d] / scale), -limit, limit) : 0.0;
-          if (bytes)
-            bytes_[(2 * i + part) * stride + d] = static_cast<uint8_t>(128 + code);
-          else
-            codes_[i * stride + d] = static_cast<int16_t>(code);
-          code_norm += code * code;
-          rest[d] -= code * scale;
-          approx[d] += code * scale;
-        }
-        part_norms += scale * std::sqrt(code_norm);
-        (part == 0 ? scales_ : scales2_).push_back(scale);
-      }
+      const float scale = static_cast<float>(top / limit);
       double error = 0.0, approx_norm = 0.0;
       for (int64_t d = 0; d < p.D; ++d) {
-        error += rest[d] * rest[d];
-        approx_norm += approx[d] * approx[d];
+        const double code =
+            scale > 0 ? std::clamp(std::nearbyint(q[d] / static_cast<double>(scale)), -limit, limit)
+                      : 0.0;
+        if (bytes)
+          bytes_[i * stride + d] = static_cast<uint8_t>(128 + code);
+        else
+          codes_[i * stride + d] = static_cast<int16_t>(code);
+        const double approx = code * scale, rest = q[d] - approx;
+        error += rest * rest;
+        approx_norm += approx * approx;
       }
-      code_norms_.push_back(up(std::max(std::sqrt(approx_norm), part_norms / 2)));
+      scales_.push_back(scale);
+      code_norms_.push_back(up(std::sqrt(approx_norm)));
       errors_.push_back(up(std::sqrt(error) + gamma * std::sqrt(norm)));
     }
   }
@@ -273,8 +262,7 @@ class QueryScreen {
   knn_detail::QueryCodes view(int64_t D) const {
     // Subnormal products may be flushed: at most 2^-126 each, D + 4 of them, twice over.
     const float tiny = static_cast<float>(D + 4) * 2 * std::numeric_limits<float>::min();
-    return {codes_.data(), scales_.data(), code_norms_.data(), errors_.data(),
-            tiny,          bytes_.data(),  scales2_.data()};
+    return {codes_.data(), scales_.data(), code_norms_.data(), errors_.data(), tiny, bytes_.data()};
   }
 
  private:
@@ -284,7 +272,7 @@ class QueryScreen {
   }
   std::vector<int16_t> codes_;
   std::vector<uint8_t> bytes_;
-  std::vector<float> scales_, scales2_, code_norms_, errors_;
+  std::vector<float> scales_, code_norms_, errors_;
 };
 
 void screen(const Problem& p, const knn_detail::Screen& s, const knn_detail::QueryCodes& qc,

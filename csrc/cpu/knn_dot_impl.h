@@ -7,7 +7,7 @@
 // bit set where !(s <= t)), any_nan(v), reduce(a) (lane i = sum of the lanes of a[i]); for
 // the screening pass H (2W int16) and I (W int32): widen_i8 (2W int8 -> H), load_i16,
 // izero, madd(acc, a, b) (acc lane i += a[2i] b[2i] + a[2i+1] b[2i+1]), to_float(I), and
-// kByteQuery (true: byte queries through dpbusd, iload, unbias, ireduce instead).
+// kByteQuery (true: byte queries through dpbusd, iadd, iload, unbias, ireduce instead).
 #pragma once
 #include <omp.h>
 
@@ -380,6 +380,11 @@ struct Scan {
     }
   }
 
+  // How far ahead of the codes being read the screening pass prefetches (bytes): the
+  // hardware prefetchers stop at 4 KiB page boundaries and fall behind a pass that spends
+  // so few cycles per byte (prefetches never fault, also past the end of the codes).
+  static constexpr int64_t kCodeAhead = 4096;
+
   // Lane r * QB + j of the result: the screened score of row rg + r for query qg + j,
   // (<query codes, row codes> summed exactly in int32) * query scale * row scale.
   template <int QB>
@@ -388,27 +393,46 @@ struct Scan {
     const int64_t Sp = sc.stride;
     const V zero = S::zero();
     if constexpr (S::kByteQuery) {
-      // Two byte parts per query, biased by +128: subtract 128 * (sum of the row's codes).
-      static_assert(QB == 1, "byte queries are screened one at a time");
-      const uint8_t* q1 = qc.bytes + 2 * qg * Sp;
-      const uint8_t* q2 = q1 + Sp;
-      typename S::I acc1[W], acc2[W];
-      for (int r = 0; r < RB; ++r) {
-        const int8_t* row = sc.codes + (rg + r) * Sp;
-        typename S::I a1 = S::izero(), a2 = S::izero();
-        for (int64_t d = 0; d < Sp; d += 64) {
-          a1 = S::dpbusd(a1, q1 + d, row + d);
-          a2 = S::dpbusd(a2, q2 + d, row + d);
+      // Byte codes biased by +128: subtract 128 * (sum of the row's codes). Integer sums
+      // are exact in any order.
+      const uint8_t* qrow = qc.bytes + qg * Sp;
+      typename S::I acc[W];
+      alignas(64) int32_t sums[W];
+      if constexpr (QB == 1) {
+        // Two accumulators per row halve the dependency chain.
+        for (int r = 0; r < RB; ++r) {
+          const int8_t* row = sc.codes + (rg + r) * Sp;
+          typename S::I a0 = S::izero(), a1 = S::izero();
+          int64_t d = 0;
+          for (; d + 128 <= Sp; d += 128) {
+            __builtin_prefetch(row + d + kCodeAhead);
+            __builtin_prefetch(row + d + 64 + kCodeAhead);
+            a0 = S::dpbusd(a0, qrow + d, row + d);
+            a1 = S::dpbusd(a1, qrow + d + 64, row + d + 64);
+          }
+          if (d < Sp) {
+            __builtin_prefetch(row + d + kCodeAhead);
+            a0 = S::dpbusd(a0, qrow + d, row + d);
+          }
+          acc[r] = S::iadd(a0, a1);
+          sums[r] = sc.sums[rg + r];
         }
-        acc1[r] = a1;
-        acc2[r] = a2;
+      } else {
+        // Each 64 codes of a row, read once, meet the QB queries.
+        for (int i = 0; i < W; ++i) acc[i] = S::izero();
+        for (int64_t d = 0; d < Sp; d += 64) {
+          for (int r = 0; r < RB; ++r) {
+            const int8_t* row = sc.codes + (rg + r) * Sp + d;
+            __builtin_prefetch(row + kCodeAhead);
+            for (int j = 0; j < QB; ++j)
+              acc[r * QB + j] = S::dpbusd(acc[r * QB + j], qrow + j * Sp + d, row);
+          }
+        }
+        for (int r = 0; r < RB; ++r)
+          for (int j = 0; j < QB; ++j) sums[r * QB + j] = sc.sums[rg + r];
       }
-      const auto sums = S::iload(sc.sums + rg);
-      const V s1 = S::to_float(S::unbias(S::ireduce(acc1), sums));
-      const V s2 = S::to_float(S::unbias(S::ireduce(acc2), sums));
-      const V scale = row_lanes<QB>(sc.scales, rg);
-      const V part2 = S::fma(s2, S::fma(S::set1(qc.scales2[qg]), scale, zero), zero);
-      return S::fma(s1, S::fma(qscale, scale, zero), part2);
+      const V total = S::to_float(S::unbias(S::ireduce(acc), S::iload(sums)));
+      return S::fma(total, S::fma(qscale, row_lanes<QB>(sc.scales, rg), zero), zero);
     } else {
       V acc[W];
       const int16_t* qrow = qc.codes + qg * Sp;
@@ -417,6 +441,7 @@ struct Scan {
           const int8_t* row = sc.codes + (rg + r) * Sp;
           typename S::I a0 = S::izero(), a1 = S::izero();
           for (int64_t d = 0; d < Sp; d += 4 * W) {
+            __builtin_prefetch(row + d + kCodeAhead);
             a0 = S::madd(a0, S::widen_i8(row + d), S::load_i16(qrow + d));
             a1 = S::madd(a1, S::widen_i8(row + d + 2 * W), S::load_i16(qrow + d + 2 * W));
           }
@@ -429,6 +454,7 @@ struct Scan {
           typename S::H qv[QB];
           for (int j = 0; j < QB; ++j) qv[j] = S::load_i16(qrow + j * Sp + d);
           for (int r = 0; r < RB; ++r) {
+            __builtin_prefetch(sc.codes + (rg + r) * Sp + d + kCodeAhead);
             const auto rv = S::widen_i8(sc.codes + (rg + r) * Sp + d);
             for (int j = 0; j < QB; ++j) ia[r * QB + j] = S::madd(ia[r * QB + j], rv, qv[j]);
           }
@@ -499,8 +525,9 @@ struct Scan {
   static void screen_qb(const Problem& p, const Screen& sc, const QueryCodes& qc, const Heaps& h,
                         Candidates* lists, int threads) {
     const int64_t Q = p.Q, N = p.N;
-    // Rows per block: about 16 KiB of codes (L1) for the query groups to share.
-    const int64_t block = std::max<int64_t>(64, round_up(16384 / sc.stride, 64));
+    // Rows per block: about 16 KiB of codes, whole tiles (L1) for the query groups to share.
+    constexpr int64_t RB = W / QB;
+    const int64_t block = round_up(std::max<int64_t>(1, 16384 / sc.stride), RB);
     const int64_t blocks = (N + block - 1) / block;
 #pragma omp parallel num_threads(threads)
     {
@@ -514,9 +541,7 @@ struct Scan {
 
   static void screen(const Problem& p, const Screen& sc, const QueryCodes& qc, const Heaps& h,
                      Candidates* lists, int threads) {
-    if constexpr (S::kByteQuery) {
-      screen_qb<1>(p, sc, qc, h, lists, threads);
-    } else if (p.Q == 1) {
+    if (p.Q == 1) {
       screen_qb<1>(p, sc, qc, h, lists, threads);
     } else if (p.Q == 2) {
       screen_qb<2>(p, sc, qc, h, lists, threads);
@@ -534,10 +559,14 @@ struct Scan {
     const int64_t D = p.D, Dp = round_up(D, W), padded = round_up(count, RB);
     Scratch query(QB * Dp);
     std::memcpy(query.get(), p.q + q * D, D * 4);
-    Scratch buffer(padded * Dp);
-    for (int64_t i = 0; i < count; ++i)
-      to_float<T>(static_cast<const char*>(p.refs) + rows[i] * D * sizeof(T), D,
-                  buffer.get() + i * Dp);
+    // Every value is written once (the rows, then their zero padding): no zero-fill first.
+    std::unique_ptr<float[]> buffer(new float[static_cast<size_t>(padded * Dp)]);
+    for (int64_t i = 0; i < count; ++i) {
+      float* dst = buffer.get() + i * Dp;
+      to_float<T>(static_cast<const char*>(p.refs) + rows[i] * D * sizeof(T), D, dst);
+      std::memset(dst + D, 0, (Dp - D) * 4);
+    }
+    std::memset(buffer.get() + count * Dp, 0, (padded - count) * Dp * 4);
     const Problem one{p.q + q * D, nullptr, p.dtype, 1,
                       count,       D,       p.k,     p.exclude ? p.exclude + q : nullptr};
     FewState st{one, query.get(), QB, Dp, scores, indices, size, S::zero(), rows};

@@ -55,10 +55,8 @@ struct Screen {
 //   norms[i] + tiny
 // where code_norms[q] >= scales[q] ||codes_q||, errors[q] >= ||q - scales[q] codes_q|| +
 // gamma_{D+4} ||q|| (the float32 sum's rounding) and tiny covers flushed subnormals.
-// Rows are padded with zeros up to a multiple of 4. For screen_vnni, the queries are
-// instead two byte parts each: bytes[(2q + part) * stride + d] = 128 + code, query q =
-// scales[q] * codes of part 0 + scales2[q] * codes of part 1 + error; code_norms[q] then
-// bounds ||scales[q] b0 + scales2[q] b1|| and half of scales[q] ||b0|| + scales2[q] ||b1||.
+// Rows are padded with zero codes up to a multiple of 4. For screen_vnni, the codes are
+// instead signed bytes (|code| <= 127) stored biased: bytes[q * stride + d] = 128 + code.
 struct QueryCodes {
   const int16_t* codes;
   const float* scales;
@@ -66,7 +64,6 @@ struct QueryCodes {
   const float* errors;
   float tiny;
   const uint8_t* bytes;
-  const float* scales2;
 };
 
 // Rows that may belong to one query's top-k, with the upper bound of their score.

@@ -1,6 +1,7 @@
 // The knn_dot screening pass with AVX512_VNNI byte dot products (vpdpbusd: 64 products of
-// an unsigned and a signed byte per instruction): queries in two signed-byte parts, codes
-// read as they are. Called only when the CPU has AVX512_VNNI (knn_dot.cpp checks).
+// an unsigned and a signed byte per instruction): queries as signed bytes biased to
+// unsigned ones, codes read as they are. Called only when the CPU has AVX512_VNNI (knn_dot.cpp
+// checks).
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512vnni"))), apply_to = function)
 #elif defined(__GNUC__)
@@ -18,6 +19,7 @@ struct Avx512Vnni : Avx512 {
     return _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(q), _mm512_loadu_si512(c));
   }
   static I iload(const int32_t* p) { return _mm512_loadu_si512(p); }
+  static I iadd(I a, I b) { return _mm512_add_epi32(a, b); }
   // acc - 128 * sums
   static I unbias(I acc, I sums) { return _mm512_sub_epi32(acc, _mm512_slli_epi32(sums, 7)); }
   // Avx512::reduce with integer additions: lane i of the result is the sum of a[i].

@@ -15,28 +15,21 @@ The union of the ``R`` lists, deduplicated by maximum, then cut to ``k``, is exa
 
 Large snapshots are searched through an int8 screen of their descriptors
 (:class:`~pyinstance.ops.KnnScreen`: a quarter of float32's bytes to stream per query, the
-same results bit for bit). A screen is built in memory on the second search of a
-descriptor file's generation (so a one-off search does not pay for it), extended as rows
-are appended, and rebuilt after compaction; the last few stay cached.
+same results bit for bit), which :mod:`pyinstance.index.screen_cache` loads, builds,
+extends and saves; many-window queries scan plainly (``KnnScreen.max_queries``).
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import torch
 
+from pyinstance.index import screen_cache
 from pyinstance.index.neighbours import Neighbours
 from pyinstance.index.store import Snapshot
-from pyinstance.ops import KnnScreen, knn_dot
-
-#: Descriptor arrays smaller than this (bytes) are scanned as they are.
-SCREEN_MIN_BYTES = 8 << 20
-#: Screens kept in memory (the most recently used).
-SCREEN_CACHE_SIZE = 4
+from pyinstance.ops import knn_dot
 
 
 def check_queries(queries: Any, dim: int) -> np.ndarray:
@@ -134,7 +127,7 @@ def _live_knn(
     total = snapshot.descriptors.shape[0]
     limit = total - (exclude is not None)  # knn_dot finds at most N - 1 when excluding
     refs = snapshot.refs()
-    screen = _screens.get(snapshot)
+    screen = screen_cache.screens.get(snapshot)
     if snapshot.dead == 0:
         scores, slots = knn_dot(queries, refs, k, exclude=exclude, screen=screen)
         return scores, slots  # slots are positions when nothing is dead
@@ -150,55 +143,6 @@ def _live_knn(
     # live results first, in their ranked order (stable), then cut to k
     order = np.argsort(~alive, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(scores, order, 1), np.take_along_axis(found, order, 1)
-
-
-class _ScreenCache:
-    """The int8 screens of recently searched descriptor files, keyed by file and generation.
-
-    Rows of a generation are only ever appended (compaction starts a new generation), so a
-    cached screen is extended, never invalidated, within one.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._screens: OrderedDict[tuple, KnnScreen] = OrderedDict()
-        self._seen: OrderedDict[tuple, None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, snapshot: Snapshot) -> KnnScreen | None:
-        """The screen of ``snapshot``'s descriptors, or ``None`` where a plain scan is due."""
-        descriptors = snapshot.descriptors
-        filename = getattr(descriptors, "filename", None)
-        if filename is None or descriptors.nbytes < SCREEN_MIN_BYTES:
-            return None
-        key = (str(filename), snapshot.generation, descriptors.shape[1], snapshot.dtype)
-        rows = descriptors.shape[0]
-        with self._lock:
-            screen = self._screens.get(key)
-            if screen is None and key not in self._seen:
-                self._remember(self._seen, key, None)  # first search: no build cost
-                return None
-        if screen is not None and screen.rows >= rows:  # an older snapshot: a prefix
-            return screen if screen.rows == rows else screen.prefix(rows)
-        # built outside the lock: searches of other snapshots go on meanwhile
-        if screen is None:
-            screen = KnnScreen.of(snapshot.refs())
-        else:
-            screen = screen.extended(snapshot.refs())
-        with self._lock:
-            cached = self._screens.get(key)
-            if cached is None or cached.rows <= screen.rows:
-                self._remember(self._screens, key, screen)
-        return screen
-
-    def _remember(self, cache: OrderedDict, key: tuple, value: Any) -> None:
-        cache[key] = value
-        cache.move_to_end(key)
-        while len(cache) > self._size:
-            cache.popitem(last=False)
-
-
-_screens = _ScreenCache(SCREEN_CACHE_SIZE)
 
 
 def _max_over_windows(

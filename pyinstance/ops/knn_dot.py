@@ -61,7 +61,8 @@ def _check_exclude(exclude: Any, queries: torch.Tensor, n: int, k: int) -> torch
 def _screen_applies(screen: KnnScreen | None, queries: torch.Tensor, refs: torch.Tensor) -> bool:
     """Whether ``screen`` is usable for this call; raises when it is not ``refs``' screen.
 
-    Scores near float32's range go the plain way (the bounds would overflow)."""
+    More queries than ``screen.max_queries`` (compute-bound) and scores near float32's range
+    (the bounds would overflow) go the plain way."""
     if screen is None:
         return False
     if not isinstance(screen, KnnScreen):
@@ -73,6 +74,8 @@ def _screen_applies(screen: KnnScreen | None, queries: torch.Tensor, refs: torch
             f"screen: built for {screen.rows} x {screen.dim} references, not these "
             f"{tuple(refs.shape)} (build it with KnnScreen.of(refs) or extend it)"
         )
+    if queries.shape[0] > screen.max_queries:
+        return False
     q_norm = float(torch.linalg.vector_norm(queries, dim=1, dtype=torch.float64).max())
     return q_norm * screen.max_norm < _FLOAT32_MAX * 1e-8
 
@@ -99,9 +102,9 @@ def knn_dot(
             the query itself when the queries are the references.
         threads: CPU threads, an integer in 1..1024 (default: OpenMP's); ignored on CUDA.
         screen: optional :class:`~pyinstance.ops.knn_screen.KnnScreen` of exactly ``refs``
-            (CPU): few queries then read its int8 codes, a quarter of float32's bytes, and
-            score exactly only the rows that bounds cannot rule out. The results are the
-            same, bit for bit.
+            (CPU): up to ``screen.max_queries`` queries then read its int8 codes, a quarter
+            of float32's bytes, and score exactly only the rows that bounds cannot rule
+            out. The results are the same, bit for bit.
 
     Returns:
         ``(scores, indices)``: Q x k float32 scores in descending order and Q x k int64

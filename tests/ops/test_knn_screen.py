@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyinstance.ops import KnnScreen, knn_dot
+from pyinstance.ops.knn_screen import ScreenFileError
 
 ISAS = ["generic", "avx2", "avx512"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -44,6 +45,7 @@ def test_screened_equals_plain(isa, dtype, n, dim, q, k) -> None:
     queries = torch.from_numpy(rng.standard_normal((q, dim)).astype(np.float32))
     queries[0] = refs[7].float()  # the tie is the best match
     screen = KnnScreen.of(refs)
+    screen.max_queries = q  # screened however many queries
     for threads in (1, 3):
         assert_same(queries, refs, k, screen, threads=threads)
     exclude = torch.from_numpy(rng.integers(-1, n, q))
@@ -147,3 +149,84 @@ def test_screened_equals_plain_on_random_problems(
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("PYINSTANCE_ISA", isa)
             assert_same(queries, refs, k, screen)
+
+
+def test_more_queries_than_max_queries_scan_plainly(screened_calls: list[int]) -> None:
+    rng = np.random.default_rng(4)
+    refs = unit_rows(rng, 300, 40)
+    screen = KnnScreen.of(refs)
+    limit = screen.max_queries
+    for q in (1, limit, limit + 1):
+        assert_same(unit_rows(rng, q, 40), refs, 5, screen)
+    assert screened_calls == [1, limit]
+    with pytest.raises(ValueError, match="max_queries: expected an int >= 0"):
+        KnnScreen(4, max_queries=-1)
+    with pytest.raises(TypeError, match="max_queries: expected an int"):
+        KnnScreen(4, max_queries=2.0)
+
+
+def test_saved_screen_loads_equal_and_extends(tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    full = unit_rows(rng, 700, 70)
+    screen = KnnScreen.of(full[:500])
+    screen.save(tmp_path / "s.bin")
+    assert [p.name for p in tmp_path.iterdir()] == ["s.bin"]  # no temporary left
+    loaded = KnnScreen.load(tmp_path / "s.bin", full[:500])
+    for mine, theirs in zip(loaded.arrays(), screen.arrays(), strict=True):
+        np.testing.assert_array_equal(mine[:500], theirs[:500])
+    assert (loaded.rows, loaded.max_norm) == (screen.rows, screen.max_norm)
+    queries = unit_rows(rng, 3, 70)
+    assert_same(queries, full[:500], 6, loaded)
+    grown = KnnScreen.load(tmp_path / "s.bin", full)  # the refs grew by appends
+    assert grown.rows == 500
+    assert_same(queries, full, 6, grown.extended(full))
+    half = torch.from_numpy(full[:500]).to(torch.float16)
+    KnnScreen.of(half).save(tmp_path / "h.bin")
+    assert_same(queries, half, 6, KnnScreen.load(tmp_path / "h.bin", half))
+
+
+def _flip(offset_from_end: int):
+    def damage(data: bytearray) -> bytearray:
+        data[len(data) - offset_from_end] ^= 0x01
+        return data
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: d[:20], "truncated header"),
+        (lambda d: b"NOTSCRN1" + d[8:], "not a screen file"),
+        (lambda d: d[:-1], "wrong size"),
+        (lambda d: d + b"x", "wrong size"),
+        (_flip(9000), "checksum"),  # codes
+        (_flip(3 * 4 * 200 + 8), "checksum"),  # scales
+        (_flip(2 * 4 * 200 + 8), "checksum"),  # slacks
+        (_flip(4 * 200 + 8), "checksum"),  # norms
+        (_flip(8), "checksum"),  # code sums
+    ],
+)
+def test_damaged_screen_file_is_refused(tmp_path, damage, message) -> None:
+    refs = unit_rows(np.random.default_rng(6), 200, 64)
+    KnnScreen.of(refs).save(tmp_path / "s.bin")
+    path = tmp_path / "s.bin"
+    path.write_bytes(bytes(damage(bytearray(path.read_bytes()))))
+    with pytest.raises(ScreenFileError, match=message):
+        KnnScreen.load(path, refs)
+
+
+def test_screen_file_of_other_references_is_refused(tmp_path) -> None:
+    rng = np.random.default_rng(7)
+    refs = unit_rows(rng, 200, 64)
+    KnnScreen.of(refs).save(tmp_path / "s.bin")
+    other = refs.copy()
+    other[-1] = unit_rows(rng, 1, 64)[0]  # the last row (always probed) differs
+    with pytest.raises(ScreenFileError, match="made from other references"):
+        KnnScreen.load(tmp_path / "s.bin", other)
+    with pytest.raises(ScreenFileError, match="made for D=64"):
+        KnnScreen.load(tmp_path / "s.bin", unit_rows(rng, 200, 65))
+    with pytest.raises(ScreenFileError, match="covers 200 rows, refs hold 150"):
+        KnnScreen.load(tmp_path / "s.bin", refs[:150])
+    with pytest.raises(FileNotFoundError):
+        KnnScreen.load(tmp_path / "absent.bin", refs)
