@@ -33,6 +33,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -42,6 +43,7 @@ from PIL import Image  # noqa: E402
 
 from pyinstance.data import Manifest  # noqa: E402
 from pyinstance.data.images import image_tensor, normalize, resize, scaled_size  # noqa: E402
+from pyinstance.engine import OnnxRuntimeEngine  # noqa: E402
 from pyinstance.identification import Identifier  # noqa: E402
 from pyinstance.index import DEFAULT_RECIPE, InstanceIndex, Recipe  # noqa: E402
 from pyinstance.models.regions import pool_windows  # noqa: E402
@@ -170,6 +172,11 @@ class Config:
             assert ours(self.identifier, photo)[0] == plain(photo)[0], photo
             ours(self.identifier, photo)  # a recurring shape gets its fixed-shape session
 
+    def runs(self) -> Counter[int]:
+        """Batches the ONNX Runtime engine ran so far, per intra-op thread count it chose."""
+        engine = self.index.describer._descriptor_engine  # the describer's engine, if any
+        return Counter(engine.sessions.runs) if isinstance(engine, OnnxRuntimeEngine) else Counter()
+
     def throughput(self, photos: list[Path]) -> float:
         """Queries per second with 4 in flight."""
         torch.set_num_threads(self.threads)
@@ -184,6 +191,7 @@ def measure(configs, plain, photos, busy: list[bool], repeats: int):
     within each repeat, and the 1-minute load average seen by each pair."""
     times = {(c.threads, b): {"ours": [], "plain": []} for c in configs for b in busy}
     loads: dict[tuple[int, bool], list[float]] = {key: [] for key in times}
+    runs: dict[tuple[int, bool], Counter[int]] = {key: Counter() for key in times}
     for _ in range(repeats):
         for config in configs:
             for is_busy in busy:
@@ -192,14 +200,16 @@ def measure(configs, plain, photos, busy: list[bool], repeats: int):
                 try:
                     torch.set_num_threads(config.threads)
                     loads[key].append(os.getloadavg()[0])
+                    before = config.runs()
                     for photo in photos:
                         times[key]["ours"].append(with_cpu(ours, config.identifier, photo)[1])
                         times[key]["plain"].append(with_cpu(plain, photo)[1])
+                    runs[key] += config.runs() - before
                 finally:
                     if spinner is not None:
                         spinner.kill()
                         spinner.wait()
-    return times, loads
+    return times, loads, runs
 
 
 def main() -> None:
@@ -228,7 +238,7 @@ def main() -> None:
         configs = [Config(folder / "index", plain, photos, threads) for threads in args.threads]
         print(f"{len(configs[0].index)} references; engine {configs[0].engine}")
         busy = [False, True] if args.busy else [False]
-        times, loads = measure(configs, plain, photos, busy, args.repeats)
+        times, loads, runs = measure(configs, plain, photos, busy, args.repeats)
         throughput = {config.threads: config.throughput(photos) for config in configs}
         for config in configs:
             config.index.close()
@@ -236,13 +246,13 @@ def main() -> None:
         f"\nEnd to end from a {PHONE[0]}×{PHONE[1]} JPEG, recipe {args.recipe} "
         f"({recipe.describe()}), {args.repeats} interleaved repeats of {len(photos)} queries, "
         "median ms per query by stage (CPU: this process, all threads; load: 1-minute "
-        "average):"
+        "average; used: queries the engine ran at 1 / 2 ... threads, its per-request budget):"
     )
     print(
         "| threads | load | pipeline | decode | extract | search | total | CPU | plain ÷ ours "
-        "| q/s, 4 in flight |"
+        "| q/s, 4 in flight | used |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (threads, is_busy), runs in times.items():
         median = {
             who: {
@@ -257,9 +267,11 @@ def main() -> None:
         for who in ("ours", "plain"):
             m = median[who]
             if who == "plain":
-                extra = " | "
+                extra = " | | "
             else:
-                extra = f"{ratio:.2f}× | " + ("" if is_busy else f"{throughput[threads]:.2f}")
+                used = " / ".join(f"{runs[(threads, is_busy)][n]}" for n in range(1, threads + 1))
+                speed = "" if is_busy else f"{throughput[threads]:.2f}"
+                extra = f"{ratio:.2f}× | {speed} | {used}"
             print(
                 f"| {label} | {load:.1f} | {who} | {m['decode']:.1f} | {m['extract']:.1f} | "
                 f"{m['search']:.1f} | {m['total']:.1f} | {m['cpu']:.1f} | {extra} |"

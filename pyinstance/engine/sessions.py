@@ -64,6 +64,8 @@ class SessionPool:
         self._building: set[tuple[int, Shape]] = set()
         self._refused: set[Shape] = set()
         self._lock = threading.Lock()
+        #: Batches run, per intra-op thread count.
+        self.runs: Counter[int] = Counter()
 
     def dynamic(self, threads: int) -> Any:
         """The dynamic-shape session with ``threads`` intra-op threads."""
@@ -85,6 +87,7 @@ class SessionPool:
         """The graph's output on ``batch`` with ``threads`` intra-op threads."""
         key = (threads, tuple(batch.shape))
         with self._lock:
+            self.runs[threads] += 1
             session = self._fixed.get(key)
             if session is not None:
                 self._fixed.move_to_end(key)

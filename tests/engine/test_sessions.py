@@ -58,8 +58,10 @@ def test_thread_counts_have_their_own_sessions() -> None:
     pool, _, made = pool_with(FakeSession())
     batch = np.ones((1, 3, 4, 4), np.float32)
     pool.run(batch, 2)
+    pool.run(batch, 1)
     assert made == [(2, None)]
     assert pool.dynamic(2) is pool.dynamic(2)
+    assert pool.runs == {1: 1, 2: 1}
 
 
 @pytest.mark.parametrize("fixed", [FakeSession(offset=0.5), FakeSession(fail=True)])
