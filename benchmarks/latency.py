@@ -253,13 +253,13 @@ def main() -> None:
         "| q/s, 4 in flight | used |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (threads, is_busy), runs in times.items():
+    for (threads, is_busy), both in times.items():
         median = {
             who: {
                 k: statistics.median(t[k] for t in measured)
                 for k in ("decode", "extract", "search", "total", "cpu")
             }
-            for who, measured in runs.items()
+            for who, measured in both.items()
         }
         ratio = median["plain"]["total"] / median["ours"]["total"]
         load = statistics.mean(loads[(threads, is_busy)])
