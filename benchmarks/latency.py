@@ -174,8 +174,12 @@ class Config:
 
     def runs(self) -> Counter[int]:
         """Batches the ONNX Runtime engine ran so far, per intra-op thread count it chose."""
-        engine = self.index.describer._descriptor_engine  # the describer's engine, if any
-        return Counter(engine.sessions.runs) if isinstance(engine, OnnxRuntimeEngine) else Counter()
+        describer = self.index.describer  # its engines, if any: descriptors and feature maps
+        runs: Counter[int] = Counter()
+        for engine in (describer._descriptor_engine, describer._feature_engine):
+            if isinstance(engine, OnnxRuntimeEngine):
+                runs += engine.sessions.runs
+        return runs
 
     def throughput(self, photos: list[Path]) -> float:
         """Queries per second with 4 in flight."""
