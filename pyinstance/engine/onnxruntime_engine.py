@@ -37,9 +37,10 @@ from pyinstance.engine.cpu_load import CpuMeter, thread_budget
 from pyinstance.engine.sessions import SessionPool, Shape, run_session
 
 #: Precisions of the exported graph. int8 (static and dynamic quantisation of the graph)
-#: was measured with ``benchmarks/engine.py --int8`` and not kept: dynamic int8 is slower
-#: than fp32; static int8 was at most 1.1-1.4× faster at one thread (not at two) and its
-#: museum P@1 moved by up to 0.016 depending on the calibration images (limit: 0.01).
+#: was measured with ``benchmarks/engine.py --int8`` and not kept: on fixed-shape sessions
+#: at 448 px, one thread, static per-channel int8 ran slower than fp32 (156 vs 116 ms;
+#: 1×1 convolutions only: 130 ms) at an unchanged museum P@1 (0.937); dynamic int8 was 4×
+#: slower (482 ms; P@1 0.952, descriptors down to cosine 0.79 of torch's).
 PRECISIONS: tuple[str, ...] = ("fp32",)
 #: The intra-op threads of a session when none are asked for: one thread per request.
 #: Measured (benchmarks/engine.py --load, a 2-core machine shared with other work): a
