@@ -17,11 +17,12 @@ at 1 and 2 threads, ONNX Runtime with idle threads spinning or sleeping, eager t
 OpenMP's default and passive wait policies; each configuration runs in its own process
 (the wait policy is read when OpenMP starts), idle and busy, interleaved.
 
-``--int8`` adds ONNX Runtime int8 graphs (dynamic quantisation; static QDQ calibrated on
-32 museum references): time per image and P@1 on the museum dev set (references vs
-queries, 1-NN by dot product, crops ``qsd1_*`` and gallery shots reported apart), next to
-fp32 torch and fp32 ONNX Runtime. (int8 is not in the library: it was kept only if faster
-and within 0.01 of fp32's P@1, and it was not, reliably.)
+``--int8`` adds ONNX Runtime int8 graphs (dynamic quantisation; static per-channel QDQ
+calibrated on 32 museum references, all convolutions or the 1×1 ones only): time per image
+(on fixed-shape sessions, as the engine runs a recurring shape) and P@1 on the museum dev
+set (references vs queries, 1-NN by dot product, crops ``qsd1_*`` and gallery shots
+reported apart), next to fp32 torch and fp32 ONNX Runtime. (int8 is not in the library: it
+was kept only if faster and within 0.01 of fp32's P@1, and it was slower.)
 
     python benchmarks/engine.py                 # latency table
     python benchmarks/engine.py --load --int8   # everything (minutes)
