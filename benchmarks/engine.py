@@ -17,11 +17,12 @@ at 1 and 2 threads, ONNX Runtime with idle threads spinning or sleeping, eager t
 OpenMP's default and passive wait policies; each configuration runs in its own process
 (the wait policy is read when OpenMP starts), idle and busy, interleaved.
 
-``--int8`` adds ONNX Runtime int8 graphs (dynamic quantisation; static QDQ calibrated on
-32 museum references): time per image and P@1 on the museum dev set (references vs
-queries, 1-NN by dot product, crops ``qsd1_*`` and gallery shots reported apart), next to
-fp32 torch and fp32 ONNX Runtime. (int8 is not in the library: it was kept only if faster
-and within 0.01 of fp32's P@1, and it was not, reliably.)
+``--int8`` adds ONNX Runtime int8 graphs (dynamic quantisation; static per-channel QDQ
+calibrated on 32 museum references, all convolutions or the 1×1 ones only): time per image
+(on fixed-shape sessions, as the engine runs a recurring shape) and P@1 on the museum dev
+set (references vs queries, 1-NN by dot product, crops ``qsd1_*`` and gallery shots
+reported apart), next to fp32 torch and fp32 ONNX Runtime. (int8 is not in the library: it
+was kept only if faster and within 0.01 of fp32's P@1, and it was slower.)
 
     python benchmarks/engine.py                 # latency table
     python benchmarks/engine.py --load --int8   # everything (minutes)
@@ -43,6 +44,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -269,17 +271,37 @@ def int8_graphs(fp32: Path, calibration: list[np.ndarray], folder: Path) -> dict
             batch = next(self.batches, None)
             return None if batch is None else {"images": batch}
 
-    quantize_static(
-        str(prepared_graph),
-        str(static),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["Conv"],
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    return {"onnxruntime int8 dynamic": dynamic, "onnxruntime int8 static": static}
+    pointwise = folder / "pointwise.onnx"
+    for path, exclude in ((static, []), (pointwise, not_pointwise(prepared_graph))):
+        quantize_static(
+            str(prepared_graph),
+            str(path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],
+            nodes_to_exclude=exclude,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    return {
+        "onnxruntime int8 dynamic": dynamic,
+        "onnxruntime int8 static": static,
+        "int8 static 1×1 convs": pointwise,
+    }
+
+
+def not_pointwise(graph: Path) -> list[str]:
+    """Names of the convolutions of ``graph`` that are not 1×1 (stem and depthwise): left in
+    float32 by the pointwise-only int8 variant."""
+    import onnx
+
+    names = []
+    for node in onnx.load(str(graph)).graph.node:
+        kernel = [list(a.ints) for a in node.attribute if a.name == "kernel_shape"]
+        if node.op_type == "Conv" and kernel and kernel[0] != [1, 1]:
+            names.append(node.name)
+    return names
 
 
 @contextlib.contextmanager
@@ -297,17 +319,23 @@ def quiet_stdout() -> Iterator[None]:
             os.close(saved)
 
 
-def ort_runner(path: Path, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def ort_runner(path: Path, threads: int, fixed: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Runs the graph at ``path``; ``fixed``: as the engine runs a recurring shape, a session
+    per input shape with that shape fixed (the padding then fuses into the convolutions)."""
     import onnxruntime
 
     from pyinstance.engine.onnxruntime_engine import session_options
 
-    session = onnxruntime.InferenceSession(
-        str(path), session_options(onnxruntime, threads, False), providers=["CPUExecutionProvider"]
-    )
+    sessions: dict[tuple[int, ...] | None, Any] = {}
 
     def run(images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+        shape = tuple(images.shape) if fixed else None
+        if shape not in sessions:
+            options = session_options(onnxruntime, threads, False, shape)
+            sessions[shape] = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        return torch.from_numpy(sessions[shape].run(None, {"images": images.numpy()})[0])
 
     return run
 
@@ -351,10 +379,12 @@ def int8_table(args: argparse.Namespace, manifest: Manifest, cache: Path) -> Non
         with quiet_stdout():  # and prints tensor shapes
             graphs = int8_graphs(fp32.path, calibration, Path(folder))
         logging.disable(logging.NOTSET)
+        timed = dict(runners)
         for name, path in graphs.items():
-            runners[name] = ort_runner(path, 1)
+            runners[name] = ort_runner(path, 1, fixed=False)  # museum shapes: one session
+            timed[name] = ort_runner(path, 1, fixed=True)
         timing_images = reference_images[:4]
-        best = best_times(runners, timing_images, args.repeats)
+        best = best_times(timed, timing_images, args.repeats)
         crops = np.asarray([(s or "").startswith("qsd1") for s in queries.query_sets])
         print(
             f"\nint8 vs fp32 at {side} px, 1 thread, batch 1 (min of {args.repeats} repeats); "

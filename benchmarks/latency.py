@@ -2,17 +2,20 @@
 
 Ours (``pyinstance.Identifier``: JPEG draft-mode decode, the fastest installed engine,
 ``knn_dot`` search, classifier) against the plain pipeline of the same recipe (Pillow full
-decode, antialiased resize, eager torch backbone + windows, numpy matmul + max + argmax),
-both on an index of the museum references plus random references up to ``--references``,
-at each thread count, interleaved; plus throughput with 4 queries in flight. The answers of
-both are checked equal before anything is timed. ``--busy`` adds a run at the largest thread
-count beside a competing busy process (one spinning core). Wall and CPU time (this process,
-all its threads) are reported, with the machine's load average: on a shared machine
-absolute milliseconds are inflated, the ratio measured in the same run is what counts.
+decode, antialiased float resize, eager torch backbone + windows, numpy matmul + max +
+argmax), both on an index of the museum references plus random references up to
+``--references``, at each thread count, interleaved query by query; plus throughput with 4
+queries in flight. The answers of both are checked equal before anything is timed.
+``--busy`` adds each thread count beside a competing busy process (one spinning core,
+started before the timed queries of that configuration and stopped after them); the
+configurations take turns within every repeat, so quiet and busy runs see the same
+background. Wall and CPU time (this process, all its threads) are reported, with the
+machine's 1-minute load average: on a shared machine absolute milliseconds are inflated,
+the ratio measured in the same run is what counts.
 
     python benchmarks/latency.py                        # default recipe, 10,000 references
     python benchmarks/latency.py --recipe lite0-448     # Lite0 + GeM, 448 px, one descriptor
-    python benchmarks/latency.py --busy                 # + 2 threads beside a busy process
+    python benchmarks/latency.py --busy                 # + each thread count beside a busy process
     python benchmarks/latency.py --quick                # smoke run (CI)
 """
 
@@ -30,6 +33,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -39,6 +43,7 @@ from PIL import Image  # noqa: E402
 
 from pyinstance.data import Manifest  # noqa: E402
 from pyinstance.data.images import image_tensor, normalize, resize, scaled_size  # noqa: E402
+from pyinstance.engine import OnnxRuntimeEngine  # noqa: E402
 from pyinstance.identification import Identifier  # noqa: E402
 from pyinstance.index import DEFAULT_RECIPE, InstanceIndex, Recipe  # noqa: E402
 from pyinstance.models.regions import pool_windows  # noqa: E402
@@ -109,7 +114,7 @@ class Plain:
 
     def __call__(self, path: Path) -> tuple[str, dict[str, float]]:
         start = time.perf_counter()
-        pixels = image_tensor(Image.open(path).convert("RGB"))
+        pixels = image_tensor(Image.open(path).convert("RGB")).float() / 255.0
         size = scaled_size(*pixels.shape[1:], self.recipe.query_side)
         batch = normalize(
             resize(pixels, size)[None], self.backbone.input_mean, self.backbone.input_std
@@ -147,27 +152,68 @@ def ours(identifier: Identifier, path: Path) -> tuple[str | None, dict[str, floa
 
 
 def busy_process() -> subprocess.Popen:
-    """A competing process keeping one core busy (ended by the caller)."""
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    """A competing process keeping one core busy (ended by the caller), given a moment to
+    get going."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(0.5)
+    return spinner
 
 
-def measure(index, plain, photos, threads: int, repeats: int):
-    """Per-query stage times of ours and plain at ``threads``, and ours' throughput."""
-    torch.set_num_threads(threads)
-    index.describer.set_engine("auto", threads=threads)
-    identifier = Identifier(index, threshold=0)
-    for photo in photos:  # equal answers before timing (and a warm-up)
-        assert ours(identifier, photo)[0] == plain(photo)[0], photo
-    times: dict[str, list[dict[str, float]]] = {"ours": [], "plain": []}
+class Config:
+    """One measured configuration: a thread count, with or without a busy process."""
+
+    def __init__(self, index_path: Path, plain: Plain, photos: list[Path], threads: int):
+        self.threads = threads
+        self.index = InstanceIndex.open(index_path)
+        self.engine = self.index.describer.set_engine("auto", threads=threads)
+        self.identifier = Identifier(self.index, threshold=0)
+        torch.set_num_threads(threads)
+        for photo in photos:  # equal answers before timing (and a warm-up)
+            assert ours(self.identifier, photo)[0] == plain(photo)[0], photo
+            ours(self.identifier, photo)  # a recurring shape gets its fixed-shape session
+
+    def runs(self) -> Counter[int]:
+        """Batches the ONNX Runtime engine ran so far, per intra-op thread count it chose."""
+        describer = self.index.describer  # its engines, if any: descriptors and feature maps
+        runs: Counter[int] = Counter()
+        for engine in (describer._descriptor_engine, describer._feature_engine):
+            if isinstance(engine, OnnxRuntimeEngine):
+                runs += engine.sessions.runs
+        return runs
+
+    def throughput(self, photos: list[Path]) -> float:
+        """Queries per second with 4 in flight."""
+        torch.set_num_threads(self.threads)
+        with ThreadPoolExecutor(4) as pool:
+            start = time.perf_counter()
+            list(pool.map(self.identifier.identify, [[p] for p in photos * 2]))
+            return 2 * len(photos) / (time.perf_counter() - start)
+
+
+def measure(configs, plain, photos, busy: list[bool], repeats: int):
+    """Per-query stage times of ours and plain in every (config, busy) pair, taking turns
+    within each repeat, and the 1-minute load average seen by each pair."""
+    times = {(c.threads, b): {"ours": [], "plain": []} for c in configs for b in busy}
+    loads: dict[tuple[int, bool], list[float]] = {key: [] for key in times}
+    runs: dict[tuple[int, bool], Counter[int]] = {key: Counter() for key in times}
     for _ in range(repeats):
-        for photo in photos:
-            times["ours"].append(with_cpu(ours, identifier, photo)[1])
-            times["plain"].append(with_cpu(plain, photo)[1])
-    with ThreadPoolExecutor(4) as pool:
-        start = time.perf_counter()
-        list(pool.map(identifier.identify, [[p] for p in photos * 2]))
-        throughput = 2 * len(photos) / (time.perf_counter() - start)
-    return times, throughput
+        for config in configs:
+            for is_busy in busy:
+                key = (config.threads, is_busy)
+                spinner = busy_process() if is_busy else None
+                try:
+                    torch.set_num_threads(config.threads)
+                    loads[key].append(os.getloadavg()[0])
+                    before = config.runs()
+                    for photo in photos:
+                        times[key]["ours"].append(with_cpu(ours, config.identifier, photo)[1])
+                        times[key]["plain"].append(with_cpu(plain, photo)[1])
+                    runs[key] += config.runs() - before
+                finally:
+                    if spinner is not None:
+                        spinner.kill()
+                        spinner.wait()
+    return times, loads, runs
 
 
 def main() -> None:
@@ -175,10 +221,10 @@ def main() -> None:
     parser.add_argument("--references", type=int, default=10_000)
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="default")
     parser.add_argument("--queries", type=int, default=6, help="12 MP photos timed")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (min kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
-        "--busy", action="store_true", help="also the most threads beside a busy process"
+        "--busy", action="store_true", help="also each thread count beside a busy process"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 queries, 1 repeat")
     args = parser.parse_args()
@@ -192,50 +238,46 @@ def main() -> None:
         photos = phone_jpegs(entries, folder)
         index = build_index(folder, manifest, args.references, recipe)
         plain = Plain(index)
-        print(f"{len(index)} references; engine {index.describer.set_engine('auto')}")
-        rows = []
-        for threads in args.threads:
-            load = os.getloadavg()[0]
-            rows.append((f"{threads}", load, *measure(index, plain, photos, threads, args.repeats)))
-        if args.busy:
-            threads = max(args.threads)
-            spinner = busy_process()
-            try:
-                load = os.getloadavg()[0]
-                rows.append(
-                    (
-                        f"{threads} + busy",
-                        load,
-                        *measure(index, plain, photos, threads, args.repeats),
-                    )
-                )
-            finally:
-                spinner.kill()
-                spinner.wait()
         index.close()
+        configs = [Config(folder / "index", plain, photos, threads) for threads in args.threads]
+        print(f"{len(configs[0].index)} references; engine {configs[0].engine}")
+        busy = [False, True] if args.busy else [False]
+        times, loads, runs = measure(configs, plain, photos, busy, args.repeats)
+        throughput = {config.threads: config.throughput(photos) for config in configs}
+        for config in configs:
+            config.index.close()
     print(
         f"\nEnd to end from a {PHONE[0]}×{PHONE[1]} JPEG, recipe {args.recipe} "
-        f"({recipe.describe()}), median ms per query by stage (CPU: this process, all threads):"
+        f"({recipe.describe()}), {args.repeats} interleaved repeats of {len(photos)} queries, "
+        "median ms per query by stage (CPU: this process, all threads; load: 1-minute "
+        "average; used: queries the engine ran at 1 / 2 ... threads, its per-request budget):"
     )
     print(
         "| threads | load | pipeline | decode | extract | search | total | CPU | plain ÷ ours "
-        "| q/s, 4 in flight |"
+        "| q/s, 4 in flight | used |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for threads, load, times, throughput in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (threads, is_busy), both in times.items():
         median = {
             who: {
-                k: statistics.median(t[k] for t in runs)
+                k: statistics.median(t[k] for t in measured)
                 for k in ("decode", "extract", "search", "total", "cpu")
             }
-            for who, runs in times.items()
+            for who, measured in both.items()
         }
         ratio = median["plain"]["total"] / median["ours"]["total"]
+        load = statistics.mean(loads[(threads, is_busy)])
+        label = f"{threads}{' + busy' if is_busy else ''}"
         for who in ("ours", "plain"):
             m = median[who]
-            extra = f"{ratio:.2f}× | {throughput:.2f}" if who == "ours" else " | "
+            if who == "plain":
+                extra = " | | "
+            else:
+                used = " / ".join(f"{runs[(threads, is_busy)][n]}" for n in range(1, threads + 1))
+                speed = "" if is_busy else f"{throughput[threads]:.2f}"
+                extra = f"{ratio:.2f}× | {speed} | {used}"
             print(
-                f"| {threads} | {load:.1f} | {who} | {m['decode']:.1f} | {m['extract']:.1f} | "
+                f"| {label} | {load:.1f} | {who} | {m['decode']:.1f} | {m['extract']:.1f} | "
                 f"{m['search']:.1f} | {m['total']:.1f} | {m['cpu']:.1f} | {extra} |"
             )
 

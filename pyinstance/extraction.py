@@ -88,7 +88,9 @@ def extract(
         engine: what maps a normalised float32 batch to descriptors instead of
             ``head(backbone(batch))`` (a :class:`pyinstance.engine.Engine` made from the
             same backbone and head, e.g. ONNX Runtime); ``backbone`` and ``head`` still
-            define the sizes and normalisation.
+            define the sizes and normalisation, and are neither moved nor switched to
+            eval mode (the engine runs its own copy; per query that walk of the modules
+            costs milliseconds).
 
     Backbone and head run in eval mode under ``torch.inference_mode``; their training
     modes are restored afterwards. Aggregate the scales with :func:`aggregate_scales`.
@@ -125,11 +127,13 @@ def extract(
     modes = (backbone.training, head.training)
     places = (_module_device(backbone), _module_device(head))
     chunk = batch_size * _CHUNK_BATCHES
+    runs_modules = engine is None  # an engine runs its own copy: the modules stay as they are
     try:
-        backbone.to(device)
-        head.to(device)
-        backbone.eval()
-        head.eval()
+        if runs_modules:
+            backbone.to(device)
+            head.to(device)
+            backbone.eval()
+            head.eval()
         with (
             torch.inference_mode(),
             tqdm(total=len(items), disable=not progress, desc="extract", unit="img") as bar,
@@ -152,12 +156,14 @@ def extract(
                             output[index, scale_index] = descriptor
                 bar.update(min(chunk, len(items) - start))
     except BaseException:
-        backbone.to(places[0])
-        head.to(places[1])
+        if runs_modules:
+            backbone.to(places[0])
+            head.to(places[1])
         raise
     finally:
-        backbone.train(modes[0])
-        head.train(modes[1])
+        if runs_modules:
+            backbone.train(modes[0])
+            head.train(modes[1])
     return output
 
 

@@ -63,12 +63,6 @@ def pairs(shared_data: Path) -> Manifest:
     return Manifest.read(shared_data / "opencv-pairs" / "manifest.csv")
 
 
-def _pixels(picture: Image.Image) -> torch.Tensor:
-    """1×3×H×W float32 in [0, 1] straight from Pillow's RGB bytes."""
-    array = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1)[None]
-
-
 def _expected(
     picture: Image.Image,
     size: tuple[int, int],
@@ -76,13 +70,16 @@ def _expected(
     head: nn.Module,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """The descriptor of ``picture`` resized to ``size`` (anti-aliased bilinear).
+    """The descriptor of ``picture`` resized to ``size`` (anti-aliased bilinear, in 8 bits
+    like Pillow: 8-bit images are resized without leaving uint8).
 
     Normalised with the backbone's own constants (ImageNet's for the probe).
     """
-    pixels = F.interpolate(
-        _pixels(picture), size=size, mode="bilinear", antialias=True, align_corners=False
-    ).clamp(0.0, 1.0)
+    eight_bit = torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1)[None]
+    pixels = (
+        F.interpolate(eight_bit, size=size, mode="bilinear", antialias=True, align_corners=False)
+        / 255.0
+    )
     mean = torch.tensor(backbone.input_mean).view(1, 3, 1, 1)
     std = torch.tensor(backbone.input_std).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -195,15 +192,17 @@ def test_every_input_kind_gives_the_same_descriptor(pairs: Manifest, probe) -> N
     pil = _open(path)
     array = np.asarray(pil)
     as_uint8 = torch.from_numpy(array.copy()).permute(2, 0, 1)
-    kinds = [path, str(path), pil, array, as_uint8, as_uint8.float() / 255]
+    kinds = [path, str(path), pil, array, as_uint8]
     out = pyinstance.extract(kinds, backbone, head, max_side=64, progress=False)
     want = _expected(pil, (51, 64), backbone, head)  # 64 · 640/800 = 51.2 -> 51
     for index in range(len(kinds)):
         torch.testing.assert_close(out[index, 0], want, rtol=1e-5, atol=1e-6)
-    batch = torch.stack([as_uint8.float() / 255] * 2)
-    torch.testing.assert_close(
-        pyinstance.extract(batch, backbone, head, max_side=64, progress=False)[1, 0], want
-    )
+    # Float images are resized in float: within the 8-bit rounding (1/255 a pixel) of it.
+    floats = [[as_uint8.float() / 255], torch.stack([as_uint8.float() / 255] * 2)]
+    for images in floats:
+        got = pyinstance.extract(images, backbone, head, max_side=64, progress=False)[-1, 0]
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-3)
+        assert not torch.equal(got, want)  # the float path, not the 8-bit one
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -9,6 +9,10 @@
   time shows); the maximum absolute difference must be at most :data:`DESCRIPTOR_TOLERANCE`
   for L2-normalised descriptors, ``FEATURE_TOLERANCE × max(1, max |torch|)`` for feature
   maps. A cached file is checked the same way before it is used.
+- **Clean-up**: optional inputs the exporter leaves empty (``Pad(x, pads, "")``) are
+  dropped: ONNX Runtime fuses a ``Pad`` with constant pads into the next ``Conv`` only
+  without them, and that fusion keeps the whole network in its blocked (NCHWc) layout
+  once the input size is fixed (:mod:`pyinstance.engine.sessions`).
 - **Cache**: ``<cache dir>/<backbone>-<head>-<output>-<key>.onnx`` where the key is the
   SHA-256 of the recipe (class names and settings of backbone and head, output kind,
   opset, precision, pyinstance/torch/onnxruntime versions) and of the weights. The key is
@@ -43,11 +47,13 @@ DESCRIPTOR_TOLERANCE = 1e-4
 #: Largest allowed max |ONNX − torch| of feature maps, relative to max(1, max |torch|).
 FEATURE_TOLERANCE = 1e-4
 #: Bump when the layout of the recipe or of the exported graph changes.
-_FORMAT = 1
+_FORMAT = 2
 _KEY_FIELD = "pyinstance.cache_key"
 _RECIPE_FIELD = "pyinstance.recipe"
 _INPUT = "images"
 _OUTPUT = "output"
+#: Names of the input's dynamic axes (batch, height, width) in exported graphs.
+DYNAMIC_AXES: tuple[str, str, str] = ("batch", "height", "width")
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +186,8 @@ def export_onnx(network: nn.Module, min_input_size: int, metadata: dict[str, str
                 input_names=[_INPUT],
                 output_names=[_OUTPUT],
                 dynamic_axes={
-                    _INPUT: {0: "batch", 2: "height", 3: "width"},
-                    _OUTPUT: {0: "batch"},
+                    _INPUT: dict(zip((0, 2, 3), DYNAMIC_AXES, strict=True)),
+                    _OUTPUT: {0: DYNAMIC_AXES[0]},
                 },
                 opset_version=OPSET,
                 do_constant_folding=True,
@@ -190,10 +196,22 @@ def export_onnx(network: nn.Module, min_input_size: int, metadata: dict[str, str
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ExportError(f"torch.onnx.export failed: {type(error).__name__}: {reason}") from error
     model = onnx.load_from_string(buffer.getvalue())
+    drop_empty_optional_inputs(model.graph)
     for name, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = name, value
     return model.SerializeToString()
+
+
+def drop_empty_optional_inputs(graph: Any) -> None:
+    """Remove the trailing empty-named (omitted) optional inputs of every node of ``graph``.
+
+    An empty name means "not given" in ONNX, so the graph computes the same; ONNX Runtime's
+    Pad-into-Conv fusion refuses a ``Pad`` that lists an omitted ``constant_value``.
+    """
+    for node in graph.node:
+        while node.input and node.input[-1] == "":
+            node.input.pop()
 
 
 def check_against_torch(
@@ -221,10 +239,7 @@ def check_against_torch(
                     f"torch gives {expected.shape} (a shape frozen at export?)"
                 )
             difference = float(np.max(np.abs(got - expected))) if got.size else 0.0
-            if output == "descriptors":
-                tolerance = DESCRIPTOR_TOLERANCE
-            else:
-                tolerance = FEATURE_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+            tolerance = output_tolerance(output, expected)
             if not difference <= tolerance:
                 raise ExportError(
                     f"the ONNX graph differs from torch on a probe batch of shape {shape}: "
@@ -232,6 +247,14 @@ def check_against_torch(
                 )
             worst = max(worst, difference)
     return worst
+
+
+def output_tolerance(output: str, expected: np.ndarray) -> float:
+    """Largest allowed max |difference| from ``expected``, an output of kind ``output``."""
+    if output == "descriptors":
+        return DESCRIPTOR_TOLERANCE
+    largest = float(np.max(np.abs(expected))) if expected.size else 0.0
+    return FEATURE_TOLERANCE * max(1.0, largest)
 
 
 def stored_key(metadata: dict[str, str]) -> str | None:

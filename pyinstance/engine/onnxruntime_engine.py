@@ -1,13 +1,15 @@
-"""The ONNX Runtime engine: the network exported once (cached), run by an inference session.
+"""The ONNX Runtime engine: the network exported once (cached), run by inference sessions.
 
 Session options are chosen to hold up when the machine is busy: a fixed number of
 intra-op threads (default one per request), one inter-op thread, sequential execution,
 and worker threads that sleep instead of spinning while they wait
 (``session.intra_op.allow_spinning = 0``), so threads that lose their core to another
 process do not burn the cores that are left. An engine asked for several threads runs a
-request on one thread while other processes keep the cores it would need busy
-(:func:`thread_budget`): intra-op threads that wait for each other at every operator fall
-far behind a single thread when one of them loses its core.
+request on one thread while other processes keep the cores it would need busy, judged at
+each request from current readings (:mod:`pyinstance.engine.cpu_load`): intra-op threads
+that wait for each other at every operator fall far behind a single thread when one of
+them loses its core. A recurring input shape runs on a session with that shape fixed
+(:mod:`pyinstance.engine.sessions`).
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from pyinstance.engine.base import (
     check_threads,
     inference_network,
 )
+from pyinstance.engine.cpu_load import CpuMeter, thread_budget
+from pyinstance.engine.sessions import SessionPool, Shape, run_session
 
 #: Precisions of the exported graph. int8 (static and dynamic quantisation of the graph)
-#: was measured with ``benchmarks/engine.py --int8`` and not kept: dynamic int8 is slower
-#: than fp32; static int8 was at most 1.1-1.4× faster at one thread (not at two) and its
-#: museum P@1 moved by up to 0.016 depending on the calibration images (limit: 0.01).
+#: was measured with ``benchmarks/engine.py --int8`` and not kept: on fixed-shape sessions
+#: at 448 px, one thread, static per-channel int8 ran slower than fp32 (156 vs 116 ms;
+#: 1×1 convolutions only: 130 ms) at an unchanged museum P@1 (0.937); dynamic int8 was 4×
+#: slower (482 ms; P@1 0.952, descriptors down to cosine 0.79 of torch's).
 PRECISIONS: tuple[str, ...] = ("fp32",)
 #: The intra-op threads of a session when none are asked for: one thread per request.
 #: Measured (benchmarks/engine.py --load, a 2-core machine shared with other work): a
@@ -62,29 +67,22 @@ def import_onnxruntime() -> ModuleType:
 
 def default_threads() -> int:
     """:data:`DEFAULT_THREADS`, at most the CPUs this process may run on."""
+    return max(1, min(DEFAULT_THREADS, available_cpus()))
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(DEFAULT_THREADS, cpus))
+        return os.cpu_count() or 1
 
 
-def thread_budget(threads: int) -> int:
-    """``threads``, or 1 while other processes keep the cores busy: the 1-minute load
-    average beyond this engine's own ``threads`` leaves fewer than ``threads`` CPUs idle
-    (half a CPU of background tolerated)."""
-    if threads <= 1 or not hasattr(os, "getloadavg"):
-        return threads
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    others = max(0.0, os.getloadavg()[0] - threads)
-    return threads if cpus - others >= threads - 0.5 else 1
-
-
-def session_options(ort: ModuleType, threads: int, spinning: bool) -> Any:
-    """Session options: ``threads`` intra-op threads, one inter-op thread, sequential."""
+def session_options(
+    ort: ModuleType, threads: int, spinning: bool, shape: Shape | None = None
+) -> Any:
+    """Session options: ``threads`` intra-op threads, one inter-op thread, sequential;
+    the input's batch, height and width fixed to ``shape`` (B×3×H×W) when given."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -92,6 +90,9 @@ def session_options(ort: ModuleType, threads: int, spinning: bool) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
+    if shape is not None:
+        for name, size in zip(onnx_export.DYNAMIC_AXES, (shape[0], *shape[2:]), strict=True):
+            options.add_free_dimension_override_by_name(name, int(size))
     options.log_severity_level = 3  # errors only
     return options
 
@@ -117,6 +118,7 @@ class OnnxRuntimeEngine(Engine):
         path: the cached ONNX file.
         exported: whether this engine exported the graph (False: a cached file was used).
         max_difference: max |ONNX − torch| on the probe batches.
+        sessions: the inference sessions over the graph (per thread count and fixed shape).
     """
 
     name = "onnxruntime"
@@ -166,8 +168,10 @@ class OnnxRuntimeEngine(Engine):
         if cached is None:
             cached = self._export(network, recipe, key)
             self.exported = True
-        self.session, self.max_difference = cached
-        self._single: Any = None  # the one-thread session of a busy machine, made on demand
+        session, self.max_difference = cached
+        self.sessions = SessionPool(self._new_session, self._tolerance, (session, self.threads))
+        self._meter = CpuMeter()
+        self._cpus = available_cpus()
 
     def _session(self, source: str | bytes) -> Any:
         session = self._ort.InferenceSession(
@@ -179,14 +183,19 @@ class OnnxRuntimeEngine(Engine):
                 "batch: forward() leaves torch (numpy, Python numbers), so tracing recorded "
                 "constants instead of operations on the input"
             )
-        self._source = source  # the graph of the last session made (for _narrow)
+        self._source = source  # the graph of the last session made (for the pool's others)
         return session
 
-    def _run_numpy(self, session: Any) -> Any:
-        def run(batch: np.ndarray) -> np.ndarray:
-            return session.run(None, {session.get_inputs()[0].name: batch})[0]
+    def _new_session(self, threads: int, shape: Shape | None) -> Any:
+        """Another session over the graph checked at construction."""
+        options = session_options(self._ort, threads, self.spinning, shape)
+        return self._ort.InferenceSession(self._source, options, providers=["CPUExecutionProvider"])
 
-        return run
+    def _tolerance(self, expected: np.ndarray) -> float:
+        return onnx_export.output_tolerance(self.output, expected)
+
+    def _run_numpy(self, session: Any) -> Any:
+        return lambda batch: run_session(session, batch)
 
     def _cached_session(self, network: nn.Module, key: str) -> tuple[Any, float] | None:
         """The session of a cached file that loads, holds ``key`` and passes the check."""
@@ -228,18 +237,10 @@ class OnnxRuntimeEngine(Engine):
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         batch = images.detach().contiguous().numpy()
-        session = self.session if thread_budget(self.threads) == self.threads else self._narrow()
-        out = session.run(None, {session.get_inputs()[0].name: batch})[0]
-        return torch.from_numpy(out)
-
-    def _narrow(self) -> Any:
-        """A one-thread session over the same graph (made on first use)."""
-        if self._single is None:
-            options = session_options(self._ort, 1, self.spinning)
-            self._single = self._ort.InferenceSession(
-                self._source, options, providers=["CPUExecutionProvider"]
-            )
-        return self._single
+        threads = self.threads
+        if threads > 1:
+            threads = thread_budget(threads, self._cpus, self._meter.busy_elsewhere())
+        return torch.from_numpy(self.sessions.run(batch, threads))
 
     def __repr__(self) -> str:
         return (

@@ -191,11 +191,17 @@ def test_decompression_bomb_names_the_file(tmp_path, monkeypatch) -> None:  # no
 def test_resize_antialiases_like_pillow() -> None:
     rng = np.random.default_rng(7)
     pixels = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
-    out = resize(torch.from_numpy(pixels).permute(2, 0, 1), (11, 16))
+    floats = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
+    out = resize(floats, (11, 16))
     for channel in range(3):
         plane = Image.fromarray(pixels[:, :, channel].astype(np.float32) / 255.0, "F")
         expected = np.asarray(plane.resize((16, 11), Image.BILINEAR))  # Pillow's triangle filter
         np.testing.assert_allclose(out[channel].numpy(), expected, atol=1e-5)
+    # uint8 is resized in uint8: Pillow's 8-bit result, within one level of the float one.
+    eight_bit = resize(torch.from_numpy(pixels).permute(2, 0, 1), (11, 16))
+    pillow = np.asarray(Image.fromarray(pixels).resize((16, 11), Image.BILINEAR))
+    np.testing.assert_allclose(eight_bit.permute(1, 2, 0).numpy() * 255, pillow, atol=1.0 + 1e-4)
+    assert float((eight_bit - out).abs().max()) <= 1 / 255 + 1e-6
     # A one-pixel checkerboard shrunk 4 times is mid-grey, not an aliased pattern.
     checker = ((np.indices((64, 64)).sum(axis=0) % 2) * 255).astype(np.uint8)
     board = torch.from_numpy(checker).expand(3, 64, 64)

@@ -163,3 +163,15 @@ def test_descriptors_need_a_head(tiny) -> None:  # noqa: ANN001
         make_engine(tiny[0], None)
     with pytest.raises(TypeError, match="backbone: expected a torch.nn.Module"):
         make_engine("efficientnet_lite0", tiny[1])
+
+
+@requires_onnxruntime
+def test_extract_with_an_engine_matches_torch_and_leaves_the_modules_alone(tiny) -> None:  # noqa: ANN001
+    backbone, head = tiny
+    engine = make_engine(backbone, head, "onnxruntime")
+    images = [torch.rand(3, 40, 56), torch.rand(3, 33, 29)]
+    expected = pyinstance.extract(images, backbone, head, max_side=48, progress=False)
+    backbone.train()
+    got = pyinstance.extract(images, backbone, head, max_side=48, progress=False, engine=engine)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert backbone.training  # not switched to eval: the engine runs its own copy

@@ -1,0 +1,144 @@
+"""The ONNX Runtime sessions of one exported graph: per thread count, and per input shape.
+
+A session over the graph as exported (dynamic batch, height and width) runs any shape. A
+shape that recurs (a stream of phone photos resized to 448×336) gets its own session with
+the dimensions fixed (ONNX Runtime's free-dimension overrides): the "same" padding of the
+strided convolutions then folds into constants, ONNX Runtime fuses each ``Pad`` into its
+``Conv`` and runs the whole network in its blocked NCHWc layout, without converting the
+activations back and forth around every padding (about a quarter of the time of
+EfficientNet-Lite0 at 448 px, ``benchmarks/engine.py``). A fixed-shape session is checked
+against the dynamic one on the first batch it runs; a shape that does not match is never
+fixed again, with one warning. The fixed-shape sessions of the most recent shapes are kept
+(:data:`MAX_FIXED_SESSIONS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+#: Runs of one shape before it gets its own session (building one takes a few tenths of
+#: a second: a shape seen once, as in an index build of mixed sizes, is not worth it).
+FIX_AFTER = 2
+#: Fixed-shape sessions kept (least recently used dropped first).
+MAX_FIXED_SESSIONS = 4
+#: Distinct shapes counted before the counts start again (bounds the memory of a build).
+_MAX_COUNTED = 256
+
+Shape = tuple[int, ...]
+#: Makes an inference session for ``(threads, shape)``; shape None: dynamic dimensions.
+SessionFactory = Callable[[int, "Shape | None"], Any]
+#: Largest allowed max |fixed − dynamic| given the dynamic session's output.
+Tolerance = Callable[[np.ndarray], float]
+
+log = logging.getLogger(__name__)
+
+
+def run_session(session: Any, batch: np.ndarray) -> np.ndarray:
+    """The first output of ``session`` on ``batch`` (its one input)."""
+    return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
+
+class SessionPool:
+    """Sessions of one graph, made on demand; :meth:`run` picks the right one.
+
+    Args:
+        make: builds a session for ``(threads, shape)``.
+        tolerance: the largest difference a fixed-shape session may show against the
+            dynamic one on its first batch.
+        first: an existing dynamic session and its thread count (the one checked at export).
+    """
+
+    def __init__(self, make: SessionFactory, tolerance: Tolerance, first: tuple[Any, int]):
+        self._make = make
+        self._tolerance = tolerance
+        session, threads = first
+        self._dynamic: dict[int, Any] = {threads: session}
+        self._fixed: OrderedDict[tuple[int, Shape], Any] = OrderedDict()
+        self._counts: Counter[tuple[int, Shape]] = Counter()
+        self._building: set[tuple[int, Shape]] = set()
+        self._refused: set[Shape] = set()
+        self._lock = threading.Lock()
+        #: Batches run, per intra-op thread count.
+        self.runs: Counter[int] = Counter()
+
+    def dynamic(self, threads: int) -> Any:
+        """The dynamic-shape session with ``threads`` intra-op threads."""
+        with self._lock:
+            session = self._dynamic.get(threads)
+        if session is None:
+            session = self._make(threads, None)
+            with self._lock:
+                session = self._dynamic.setdefault(threads, session)
+        return session
+
+    @property
+    def fixed_shapes(self) -> list[tuple[int, Shape]]:
+        """``(threads, shape)`` of the fixed-shape sessions held, oldest use first."""
+        with self._lock:
+            return list(self._fixed)
+
+    def run(self, batch: np.ndarray, threads: int) -> np.ndarray:
+        """The graph's output on ``batch`` with ``threads`` intra-op threads."""
+        key = (threads, tuple(batch.shape))
+        with self._lock:
+            self.runs[threads] += 1
+            session = self._fixed.get(key)
+            if session is not None:
+                self._fixed.move_to_end(key)
+            else:
+                build = self._should_fix(key)
+        if session is not None:
+            return run_session(session, batch)
+        if not build:
+            return run_session(self.dynamic(threads), batch)
+        return self._fix(key, batch)
+
+    def _should_fix(self, key: tuple[int, Shape]) -> bool:
+        """Count a run of ``key`` (lock held); True when its session should be built now."""
+        if key[1] in self._refused or key in self._building:
+            return False
+        if len(self._counts) >= _MAX_COUNTED and key not in self._counts:
+            self._counts.clear()
+        self._counts[key] += 1
+        if self._counts[key] < FIX_AFTER:
+            return False
+        self._building.add(key)
+        return True
+
+    def _fix(self, key: tuple[int, Shape], batch: np.ndarray) -> np.ndarray:
+        """Build, check and keep the fixed-shape session of ``key``; the output on ``batch``."""
+        expected = run_session(self.dynamic(key[0]), batch)
+        session = None
+        try:
+            candidate = self._make(*key)
+            got = run_session(candidate, batch)
+            difference = float(np.max(np.abs(got - expected))) if got.size else 0.0
+            if got.shape == expected.shape and difference <= self._tolerance(expected):
+                session = candidate
+            else:
+                log.warning(
+                    "not fixing input shape %s: its session differs from the dynamic one by "
+                    "%.3g (shape %s vs %s)",
+                    key[1],
+                    difference,
+                    got.shape,
+                    expected.shape,
+                )
+        except Exception as error:  # onnxruntime raises its own kinds; the dynamic one works
+            log.warning("not fixing input shape %s: %s: %s", key[1], type(error).__name__, error)
+        with self._lock:
+            self._building.discard(key)
+            self._counts.pop(key, None)
+            if session is None:
+                self._refused.add(key[1])
+            else:
+                self._fixed[key] = session
+                while len(self._fixed) > MAX_FIXED_SESSIONS:
+                    self._fixed.popitem(last=False)
+        return expected

@@ -1,0 +1,107 @@
+"""Sessions of one graph: a recurring input shape gets a checked fixed-shape session."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from pyinstance.engine import onnxruntime_engine, sessions
+from pyinstance.engine.sessions import SessionPool
+
+from .conftest import requires_onnxruntime
+
+
+class FakeSession:
+    """Adds ``offset`` to its input; records its runs."""
+
+    def __init__(self, offset: float = 0.0, fail: bool = False):
+        self.offset, self.fail, self.runs = offset, fail, 0
+
+    def get_inputs(self) -> list[SimpleNamespace]:
+        return [SimpleNamespace(name="images")]
+
+    def run(self, outputs: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.fail:
+            raise RuntimeError("cannot fix this shape")
+        self.runs += 1
+        return [feeds["images"] + self.offset]
+
+
+def pool_with(fixed: FakeSession) -> tuple[SessionPool, FakeSession, list]:
+    dynamic = FakeSession()
+    made: list = []
+
+    def make(threads: int, shape: tuple[int, ...] | None) -> FakeSession:
+        made.append((threads, shape))
+        return dynamic if shape is None else fixed
+
+    return SessionPool(make, lambda expected: 1e-4, (dynamic, 1)), dynamic, made
+
+
+def test_a_recurring_shape_gets_its_own_session() -> None:
+    fixed = FakeSession()
+    pool, dynamic, made = pool_with(fixed)
+    batch = np.ones((1, 3, 8, 6), np.float32)
+    for _ in range(sessions.FIX_AFTER + 2):
+        np.testing.assert_array_equal(pool.run(batch, 1), batch)
+    assert made == [(1, (1, 3, 8, 6))]
+    assert pool.fixed_shapes == [(1, (1, 3, 8, 6))]
+    # Built and checked against the dynamic session on the FIX_AFTER-th run, used after.
+    assert dynamic.runs == sessions.FIX_AFTER and fixed.runs == 3
+
+
+def test_thread_counts_have_their_own_sessions() -> None:
+    pool, _, made = pool_with(FakeSession())
+    batch = np.ones((1, 3, 4, 4), np.float32)
+    pool.run(batch, 2)
+    pool.run(batch, 1)
+    assert made == [(2, None)]
+    assert pool.dynamic(2) is pool.dynamic(2)
+    assert pool.runs == {1: 1, 2: 1}
+
+
+@pytest.mark.parametrize("fixed", [FakeSession(offset=0.5), FakeSession(fail=True)])
+def test_a_fixed_session_that_differs_or_fails_is_never_used(fixed, caplog) -> None:  # noqa: ANN001
+    pool, _, made = pool_with(fixed)
+    batch = np.zeros((2, 3, 5, 5), np.float32)
+    with caplog.at_level(logging.WARNING, logger=sessions.__name__):
+        outputs = [pool.run(batch, 1) for _ in range(sessions.FIX_AFTER + 3)]
+    for output in outputs:
+        np.testing.assert_array_equal(output, batch)
+    assert pool.fixed_shapes == [] and len(made) == 1
+    assert len(caplog.records) == 1 and "not fixing input shape (2, 3, 5, 5)" in caplog.text
+
+
+def test_only_the_most_recent_fixed_shapes_are_kept() -> None:
+    pool, _, _ = pool_with(FakeSession())
+    shapes = [(1, 3, 4, 4 + i) for i in range(sessions.MAX_FIXED_SESSIONS + 2)]
+    for shape in shapes:
+        for _ in range(sessions.FIX_AFTER):
+            pool.run(np.zeros(shape, np.float32), 1)
+    assert pool.fixed_shapes == [(1, s) for s in shapes[-sessions.MAX_FIXED_SESSIONS :]]
+
+
+@requires_onnxruntime
+def test_fixed_shape_session_of_a_real_graph_matches_and_fuses_the_padding(tmp_path) -> None:  # noqa: ANN001
+    from pyinstance.models.efficientnet import SameConv2d
+    from pyinstance.models.pooling import GeM
+
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(SameConv2d(3, 8, 3, stride=2), torch.nn.ReLU6())
+    backbone.out_channels, backbone.min_input_size = 8, 8
+    engine = onnxruntime_engine.OnnxRuntimeEngine(backbone, GeM(8), cache_dir=tmp_path)
+    import onnx
+
+    pads = [node for node in onnx.load(engine.path).graph.node if node.op_type == "Pad"]
+    assert pads and all("" not in node.input for node in pads)  # fusable into the Conv
+    images = torch.rand(1, 3, 45, 38)
+    outputs = [engine(images) for _ in range(sessions.FIX_AFTER + 1)]
+    assert engine.sessions.fixed_shapes == [(1, (1, 3, 45, 38))]
+    with torch.inference_mode():
+        expected = GeM(8)(backbone.eval()(images))
+    for output in outputs:
+        torch.testing.assert_close(output, expected, atol=1e-5, rtol=0)
