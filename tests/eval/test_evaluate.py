@@ -208,7 +208,7 @@ def test_command_prints_table_writes_json_and_report(
     assert all(len(query["top_k"]) == 2 for query in data["per_query"])
     assert (report / "index.html").is_file()
     # an existing report is not overwritten without --force, before any work is done
-    assert main([*args, "--report", str(report)]) == 1
+    assert main([*args, "--report", str(report)]) == 2
     assert "--force" in capsys.readouterr().err
 
 
