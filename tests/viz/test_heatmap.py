@@ -195,3 +195,22 @@ def test_float_pictures_and_a_png_whatever_the_file_name(tmp_path: Path) -> None
     assert np.asarray(picture)[3, 1].tolist() == [51, 153, 255]
     with Image.open(path) as saved:
         assert saved.format == "PNG"
+
+
+def test_cells_narrower_than_a_pixel_are_one_pixel_wide() -> None:
+    """12 columns over 5 pixels (and 8 rows over 4): each selected cell is still a line
+    one pixel wide, where the rounding puts it."""
+    black = np.zeros((40, 5, 3), np.uint8)
+    cells = [(3, 3), (1, 9), (2, 11)]
+    picture = render_region_heatmap(
+        black, [r * 12 + c for r, c in cells], (4, 12), line_width=1, color=(255, 255, 255)
+    )
+    drawn = np.asarray(picture).max(axis=2) > 0
+    np.testing.assert_array_equal(drawn, _outlines((5, 40), (4, 12), cells, 1))
+    # 8 rows over 4 pixels: row 1 covers half of pixel row 0 and is drawn there (Pillow
+    # draws a one-pixel-high outline's ends two pixels high), never lower
+    flat = np.zeros((4, 40, 3), np.uint8)
+    picture = render_region_heatmap(flat, [4, 6], (8, 4), line_width=1, color=(255, 255, 255))
+    drawn = np.asarray(picture).max(axis=2) > 0
+    assert drawn[0, :10].all() and drawn[0, 20:30].all() and not drawn[0, 10:20].any()
+    assert not drawn[2:].any()
