@@ -18,6 +18,7 @@ from pyinstance.data import (
     normalize,
     resize,
     scaled_size,
+    upright_rgb,
 )
 
 ORIENTATION = 0x0112
@@ -344,7 +345,11 @@ def test_image_tensor_edges() -> None:
     frozen.flags.writeable = False
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert image_tensor(frozen).shape == (3, 2, 3)
+        tensor = image_tensor(frozen)
+    tensor += 1  # a tensor of its own: the read-only array stays as it was
+    assert tensor.shape == (3, 2, 3) and not frozen.any()
+    with pytest.raises(ImageDecodeError, match=r"^image: 16-bit grey pixel values"):
+        upright_rgb(Image.fromarray(np.array([[-5, 10]], np.int32), "I"))
 
 
 def test_scaled_size_keeps_one_pixel_sides() -> None:
