@@ -371,3 +371,10 @@ def test_normalize_in_float64_uses_float64_constants() -> None:
     batch = torch.rand(2, 3, 4, 5, dtype=torch.float64)
     expected = (batch.numpy() - 0.1) / 0.3
     np.testing.assert_array_equal(normalize(batch, (0.1,) * 3, (0.3,) * 3).numpy(), expected)
+
+
+def test_normalize_builds_its_constants_on_the_batch_device() -> None:
+    """The meta device stands in for an accelerator: a constant left on the CPU would not
+    combine with the batch."""
+    batch = torch.empty(2, 3, 4, 5, device="meta")
+    assert normalize(batch, (0.1,) * 3, (0.3,) * 3).device.type == "meta"
