@@ -22,7 +22,7 @@ from torch import nn
 import pyinstance
 from pyinstance.data import ImageDecodeError, Manifest
 from pyinstance.extraction import MAX_RESIZED_SIDE
-from pyinstance.models.pooling import GeM
+from pyinstance.models.pooling import MAC, GeM
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -462,3 +462,40 @@ def test_bad_arguments(probe) -> None:  # noqa: ANN001
         call([torch.full((3, 40, 40), float("nan"))], backbone, head, max_side=40, progress=False)
     with pytest.raises(ValueError, match=r"images\[0\]: a float image must lie in \[0, 1\]"):
         call([torch.full((3, 40, 40), 200.0)], backbone, head, max_side=40, progress=False)
+
+
+def test_aggregate_scales_scales_each_image_on_its_own() -> None:
+    """Images of magnitudes 1e300 and 1e-300 in one float64 batch: each keeps its own
+    direction (a batch-wide scaling would flush the small one to zero), for both methods;
+    GeM's default exponent is 3."""
+    big = torch.tensor([[3.0, 4.0], [3.0, 4.0]], dtype=torch.float64) * 1e300
+    small = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64) * 1e-300
+    x = torch.stack([big, small])
+    expected = torch.tensor([[0.6, 0.8], [0.5**0.5, 0.5**0.5]], dtype=torch.float64)
+    for method in ("mean", "gem"):
+        torch.testing.assert_close(pyinstance.aggregate_scales(x, method), expected)
+    y = torch.tensor(
+        [[[1.0, 0.0], [0.0, 2.0]]], dtype=torch.float64
+    )  # GeM p=3: (1/2)^(1/3), (8/2)^(1/3)
+    cubes = torch.tensor([[0.5 ** (1 / 3), 4 ** (1 / 3)]], dtype=torch.float64)
+    torch.testing.assert_close(pyinstance.aggregate_scales(y, "gem"), cubes / cubes.norm())
+
+
+class _Pixels(nn.Module):
+    """A backbone without parameters: the normalised pixels are the feature map."""
+
+    out_channels = 3
+    out_stride = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_networks_without_parameters_run_in_float32() -> None:
+    """Pure red through the identity and MAC: the channels' ImageNet-normalised values."""
+    red = np.zeros((10, 10, 3), np.uint8)
+    red[..., 0] = 255
+    out = pyinstance.extract([red], _Pixels(), MAC(3), max_side=10, progress=False)
+    values = torch.tensor([(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225])
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out[0, 0], values / values.norm())
