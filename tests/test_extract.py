@@ -499,3 +499,38 @@ def test_networks_without_parameters_run_in_float32() -> None:
     values = torch.tensor([(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225])
     assert out.dtype == torch.float32
     torch.testing.assert_close(out[0, 0], values / values.norm())
+
+
+def test_decoded_images_are_taken_as_they_are(probe, tmp_path: Path) -> None:  # noqa: ANN001
+    """A :class:`DecodedImage` (what the index's reader hands over) is not decoded again and
+    describes like its file."""
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (30, 40, 3), np.uint8)).save(path)
+    decoded = pyinstance.data.decode_image(path)
+    from_file = pyinstance.extract([path], *probe, max_side=32, progress=False)
+    from_decoded = pyinstance.extract([decoded], *probe, max_side=32, progress=False)
+    torch.testing.assert_close(from_decoded, from_file, rtol=0, atol=0)
+
+
+def test_limits_are_inclusive(probe) -> None:  # noqa: ANN001
+    """A short side of exactly the backbone's minimum, a longest side of exactly
+    MAX_RESIZED_SIDE (a 1×128 strip) and a single number as ``scales`` are accepted."""
+    strip = torch.full((3, 1, 128), 128, dtype=torch.uint8)
+    out = pyinstance.extract([strip], *probe, max_side=MAX_RESIZED_SIDE, scales=1.0, progress=False)
+    assert out.shape == (1, 1, 32) and torch.isfinite(out).all()
+    out = pyinstance.extract(
+        [strip], *probe, max_side=32, scales=(MAX_RESIZED_SIDE / 32,), progress=False
+    )
+    assert out.shape == (1, 1, 32)
+    small = torch.full((3, 8, 16), 200, dtype=torch.uint8)  # resized to 8×16 at max_side 16
+    assert pyinstance.extract([small], *probe, max_side=16, progress=False).shape == (1, 1, 32)
+
+
+def test_integer_arguments_say_what_they_expect(probe) -> None:  # noqa: ANN001
+    image = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"^batch_size: expected a positive integer, got 0$"):
+        pyinstance.extract([image], *probe, batch_size=0, progress=False)
+    with pytest.raises(
+        ValueError, match=rf"^max_side: expected a positive integer <= {MAX_RESIZED_SIDE}, got"
+    ):
+        pyinstance.extract([image], *probe, max_side=MAX_RESIZED_SIDE + 1, progress=False)
