@@ -534,3 +534,19 @@ def test_integer_arguments_say_what_they_expect(probe) -> None:  # noqa: ANN001
         ValueError, match=rf"^max_side: expected a positive integer <= {MAX_RESIZED_SIDE}, got"
     ):
         pyinstance.extract([image], *probe, max_side=MAX_RESIZED_SIDE + 1, progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_absent_device_is_refused_before_anything_moves(probe) -> None:  # noqa: ANN001
+    image = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"^device: 'cuda' is not available here"):
+        pyinstance.extract([image], *probe, device="cuda", progress=False)
+    assert all(p.device.type == "cpu" for p in probe[0].parameters())
+
+
+def test_a_backbone_without_out_channels_is_named(probe) -> None:  # noqa: ANN001
+    image = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    with pytest.raises(
+        TypeError, match=r"^backbone: Sequential has no int attribute 'out_channels'"
+    ):
+        pyinstance.extract([image], nn.Sequential(nn.Identity()), probe[1], progress=False)
