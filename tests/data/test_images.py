@@ -348,6 +348,9 @@ def test_image_tensor_edges() -> None:
         tensor = image_tensor(frozen)
     tensor += 1  # a tensor of its own: the read-only array stays as it was
     assert tensor.shape == (3, 2, 3) and not frozen.any()
+
+
+def test_upright_rgb_names_the_image_by_default() -> None:
     with pytest.raises(ImageDecodeError, match=r"^image: 16-bit grey pixel values"):
         upright_rgb(Image.fromarray(np.array([[-5, 10]], np.int32), "I"))
 
