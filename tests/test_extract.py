@@ -550,3 +550,46 @@ def test_a_backbone_without_out_channels_is_named(probe) -> None:  # noqa: ANN00
         TypeError, match=r"^backbone: Sequential has no int attribute 'out_channels'"
     ):
         pyinstance.extract([image], nn.Sequential(nn.Identity()), probe[1], progress=False)
+
+
+def test_defaults_show_progress_over_every_image_at_448(probe, capsys) -> None:  # noqa: ANN001
+    """By default: a progress bar counting images (3/3) and a longest side of 448."""
+    images = [torch.rand(3, 30, 40)] * 3
+    out = pyinstance.extract(images, *probe)
+    assert "extract" in capsys.readouterr().err.split("3/3")[-2]
+    explicit = pyinstance.extract(images, *probe, max_side=448, progress=False)
+    torch.testing.assert_close(out, explicit, rtol=0, atol=0)
+
+
+class _Flatten(nn.Module):
+    """A head with only ``out_dim``: the channel means, normalised."""
+
+    out_dim = 32
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(features.mean(dim=(2, 3)), dim=1)
+
+
+def test_heads_need_out_dim_but_not_in_channels(probe) -> None:  # noqa: ANN001
+    image = torch.rand(3, 16, 16)
+    backbone = probe[0]
+    out = pyinstance.extract([image], backbone, _Flatten(), max_side=16, progress=False)
+    expected = F.normalize(backbone(_normalized(image)).mean(dim=(2, 3)), dim=1)
+    torch.testing.assert_close(out[0], expected)
+    with pytest.raises(TypeError, match=r"^head: Identity has no int attribute 'out_dim'"):
+        pyinstance.extract([image], backbone, nn.Identity(), progress=False)
+
+
+def _normalized(image: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    return ((image - mean) / std)[None]
+
+
+def test_size_multiple_and_the_smallest_scale_are_bounded(probe) -> None:  # noqa: ANN001
+    image = torch.rand(3, 8, 8)
+    assert pyinstance.extract([image], *probe, max_side=8, progress=False).shape == (1, 1, 32)
+    with pytest.raises(
+        ValueError, match=rf"^size_multiple: expected a positive integer <= {MAX_RESIZED_SIDE}"
+    ):
+        pyinstance.extract([image], *probe, size_multiple=MAX_RESIZED_SIDE + 1, progress=False)
