@@ -593,3 +593,34 @@ def test_size_multiple_and_the_smallest_scale_are_bounded(probe) -> None:  # noq
         ValueError, match=rf"^size_multiple: expected a positive integer <= {MAX_RESIZED_SIDE}"
     ):
         pyinstance.extract([image], *probe, size_multiple=MAX_RESIZED_SIDE + 1, progress=False)
+
+
+class _Counting(nn.Module):
+    """The probe, counting the images it describes."""
+
+    out_channels = 32
+    min_input_size = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.probe = Probe()
+        self.images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += x.shape[0]
+        return self.probe(x)
+
+
+def test_each_image_is_described_once_across_chunks(probe) -> None:  # noqa: ANN001
+    """Nine images with batch_size=1 make two chunks of eight: nine forward images."""
+    backbone = _Counting()
+    images = [torch.rand(3, 8, 8) for _ in range(9)]
+    pyinstance.extract(images, backbone, probe[1], max_side=8, batch_size=1, progress=False)
+    assert backbone.images == 9
+
+
+def test_too_small_files_are_named_with_their_path(probe, tmp_path: Path) -> None:  # noqa: ANN001
+    path = tmp_path / "tiny.png"
+    Image.new("RGB", (64, 4)).save(path)
+    with pytest.raises(ValueError, match=r"^images\[0\] \(.*tiny\.png\): 4×64 resized to 1×16"):
+        pyinstance.extract([path], *probe, max_side=16, progress=False)
