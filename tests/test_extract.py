@@ -474,10 +474,9 @@ def test_aggregate_scales_scales_each_image_on_its_own() -> None:
     expected = torch.tensor([[0.6, 0.8], [0.5**0.5, 0.5**0.5]], dtype=torch.float64)
     for method in ("mean", "gem"):
         torch.testing.assert_close(pyinstance.aggregate_scales(x, method), expected)
-    y = torch.tensor(
-        [[[1.0, 0.0], [0.0, 2.0]]], dtype=torch.float64
-    )  # GeM p=3: (1/2)^(1/3), (8/2)^(1/3)
-    cubes = torch.tensor([[0.5 ** (1 / 3), 4 ** (1 / 3)]], dtype=torch.float64)
+    # three scales; GeM p=3 per dimension: (mean of cubes)^(1/3) = (1/3)^(1/3), (2/3)^(1/3)
+    y = torch.tensor([[[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]], dtype=torch.float64)
+    cubes = torch.tensor([[(1 / 3) ** (1 / 3), (2 / 3) ** (1 / 3)]], dtype=torch.float64)
     torch.testing.assert_close(pyinstance.aggregate_scales(y, "gem"), cubes / cubes.norm())
 
 
