@@ -155,6 +155,13 @@ MUTATION_TESTS = {
         "tests/eval/test_metrics_mutants.py",
         "tests/eval/test_evaluate.py",
     ],
+    # The folder's backbone tests (pretrained EfficientNet, FCN) reach these modules only
+    # through whole networks (seconds per mutant); these files test them directly.
+    "pyinstance/models/pooling.py": [
+        "tests/models/test_pooling.py",
+        "tests/models/test_regions.py",
+    ],
+    "pyinstance/models/weights.py": ["tests/models/test_weights.py"],
     "pyinstance/testing.py": [
         "tests/test_testing.py",
         "tests/test_builtin_contracts.py",

@@ -127,8 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, OSError, plugins.PluginError) as error:  # the user's to fix: no traceback
+        from pyinstance.commands import EXIT_ERROR
+
         print(f"pyinstance {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

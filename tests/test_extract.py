@@ -22,7 +22,7 @@ from torch import nn
 import pyinstance
 from pyinstance.data import ImageDecodeError, Manifest
 from pyinstance.extraction import MAX_RESIZED_SIDE
-from pyinstance.models.pooling import GeM
+from pyinstance.models.pooling import MAC, GeM
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -461,3 +461,164 @@ def test_bad_arguments(probe) -> None:  # noqa: ANN001
         call([torch.full((3, 40, 40), float("nan"))], backbone, head, max_side=40, progress=False)
     with pytest.raises(ValueError, match=r"images\[0\]: a float image must lie in \[0, 1\]"):
         call([torch.full((3, 40, 40), 200.0)], backbone, head, max_side=40, progress=False)
+
+
+def test_aggregate_scales_scales_each_image_on_its_own() -> None:
+    """Images of magnitudes 1e300 and 1e-300 in one float64 batch: each keeps its own
+    direction (a batch-wide scaling would flush the small one to zero), for both methods;
+    GeM's default exponent is 3."""
+    big = torch.tensor([[3.0, 4.0], [3.0, 4.0]], dtype=torch.float64) * 1e300
+    small = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64) * 1e-300
+    x = torch.stack([big, small])
+    expected = torch.tensor([[0.6, 0.8], [0.5**0.5, 0.5**0.5]], dtype=torch.float64)
+    for method in ("mean", "gem"):
+        torch.testing.assert_close(pyinstance.aggregate_scales(x, method), expected)
+    # three scales; GeM p=3 per dimension: (mean of cubes)^(1/3) = (1/3)^(1/3), (2/3)^(1/3)
+    y = torch.tensor([[[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]], dtype=torch.float64)
+    cubes = torch.tensor([[(1 / 3) ** (1 / 3), (2 / 3) ** (1 / 3)]], dtype=torch.float64)
+    torch.testing.assert_close(pyinstance.aggregate_scales(y, "gem"), cubes / cubes.norm())
+
+
+class _Pixels(nn.Module):
+    """A backbone without parameters: the normalised pixels are the feature map."""
+
+    out_channels = 3
+    out_stride = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_networks_without_parameters_run_in_float32() -> None:
+    """Pure red through the identity and MAC: the channels' ImageNet-normalised values."""
+    red = np.zeros((10, 10, 3), np.uint8)
+    red[..., 0] = 255
+    out = pyinstance.extract([red], _Pixels(), MAC(3), max_side=10, progress=False)
+    values = torch.tensor([(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225])
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out[0, 0], values / values.norm())
+
+
+def test_decoded_images_are_taken_as_they_are(probe, tmp_path: Path) -> None:  # noqa: ANN001
+    """A :class:`DecodedImage` (what the index's reader hands over) is not decoded again and
+    describes like its file."""
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (30, 40, 3), np.uint8)).save(path)
+    decoded = pyinstance.data.decode_image(path)
+    from_file = pyinstance.extract([path], *probe, max_side=32, progress=False)
+    from_decoded = pyinstance.extract([decoded], *probe, max_side=32, progress=False)
+    torch.testing.assert_close(from_decoded, from_file, rtol=0, atol=0)
+
+
+def test_limits_are_inclusive(probe) -> None:  # noqa: ANN001
+    """A short side of exactly the backbone's minimum, a longest side of exactly
+    MAX_RESIZED_SIDE (a 1×128 strip) and a single number as ``scales`` are accepted."""
+    strip = torch.full((3, 1, 128), 128, dtype=torch.uint8)
+    out = pyinstance.extract([strip], *probe, max_side=MAX_RESIZED_SIDE, scales=1.0, progress=False)
+    assert out.shape == (1, 1, 32) and torch.isfinite(out).all()
+    out = pyinstance.extract(
+        [strip], *probe, max_side=32, scales=(MAX_RESIZED_SIDE / 32,), progress=False
+    )
+    assert out.shape == (1, 1, 32)
+    small = torch.full((3, 8, 16), 200, dtype=torch.uint8)  # resized to 8×16 at max_side 16
+    assert pyinstance.extract([small], *probe, max_side=16, progress=False).shape == (1, 1, 32)
+
+
+def test_integer_arguments_say_what_they_expect(probe) -> None:  # noqa: ANN001
+    image = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"^batch_size: expected a positive integer, got 0$"):
+        pyinstance.extract([image], *probe, batch_size=0, progress=False)
+    with pytest.raises(
+        ValueError, match=rf"^max_side: expected a positive integer <= {MAX_RESIZED_SIDE}, got"
+    ):
+        pyinstance.extract([image], *probe, max_side=MAX_RESIZED_SIDE + 1, progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_absent_device_is_refused_before_anything_moves(probe) -> None:  # noqa: ANN001
+    image = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"^device: 'cuda' is not available here"):
+        pyinstance.extract([image], *probe, device="cuda", progress=False)
+    assert all(p.device.type == "cpu" for p in probe[0].parameters())
+
+
+def test_a_backbone_without_out_channels_is_named(probe) -> None:  # noqa: ANN001
+    image = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    with pytest.raises(
+        TypeError, match=r"^backbone: Sequential has no int attribute 'out_channels'"
+    ):
+        pyinstance.extract([image], nn.Sequential(nn.Identity()), probe[1], progress=False)
+
+
+def test_defaults_show_progress_over_every_image_at_448(probe, capsys) -> None:  # noqa: ANN001
+    """By default: a progress bar counting images (3/3) and a longest side of 448."""
+    images = [torch.rand(3, 30, 40)] * 3
+    out = pyinstance.extract(images, *probe)
+    assert "extract" in capsys.readouterr().err.split("3/3")[-2]
+    explicit = pyinstance.extract(images, *probe, max_side=448, progress=False)
+    torch.testing.assert_close(out, explicit, rtol=0, atol=0)
+
+
+class _Flatten(nn.Module):
+    """A head with only ``out_dim``: the channel means, normalised."""
+
+    out_dim = 32
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(features.mean(dim=(2, 3)), dim=1)
+
+
+def test_heads_need_out_dim_but_not_in_channels(probe) -> None:  # noqa: ANN001
+    image = torch.rand(3, 16, 16)
+    backbone = probe[0]
+    out = pyinstance.extract([image], backbone, _Flatten(), max_side=16, progress=False)
+    expected = F.normalize(backbone(_normalized(image)).mean(dim=(2, 3)), dim=1)
+    torch.testing.assert_close(out[0], expected)
+    with pytest.raises(TypeError, match=r"^head: Identity has no int attribute 'out_dim'"):
+        pyinstance.extract([image], backbone, nn.Identity(), progress=False)
+
+
+def _normalized(image: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    return ((image - mean) / std)[None]
+
+
+def test_size_multiple_and_the_smallest_scale_are_bounded(probe) -> None:  # noqa: ANN001
+    image = torch.rand(3, 8, 8)
+    assert pyinstance.extract([image], *probe, max_side=8, progress=False).shape == (1, 1, 32)
+    with pytest.raises(
+        ValueError, match=rf"^size_multiple: expected a positive integer <= {MAX_RESIZED_SIDE}"
+    ):
+        pyinstance.extract([image], *probe, size_multiple=MAX_RESIZED_SIDE + 1, progress=False)
+
+
+class _Counting(nn.Module):
+    """The probe, counting the images it describes."""
+
+    out_channels = 32
+    min_input_size = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.probe = Probe()
+        self.images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += x.shape[0]
+        return self.probe(x)
+
+
+def test_each_image_is_described_once_across_chunks(probe) -> None:  # noqa: ANN001
+    """Nine images with batch_size=1 make two chunks of eight: nine forward images."""
+    backbone = _Counting()
+    images = [torch.rand(3, 8, 8) for _ in range(9)]
+    pyinstance.extract(images, backbone, probe[1], max_side=8, batch_size=1, progress=False)
+    assert backbone.images == 9
+
+
+def test_too_small_files_are_named_with_their_path(probe, tmp_path: Path) -> None:  # noqa: ANN001
+    path = tmp_path / "tiny.png"
+    Image.new("RGB", (64, 4)).save(path)
+    with pytest.raises(ValueError, match=r"^images\[0\] \(.*tiny\.png\): 4×64 resized to 1×16"):
+        pyinstance.extract([path], *probe, max_side=16, progress=False)

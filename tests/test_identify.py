@@ -187,9 +187,9 @@ def test_identify_command_table_and_clear_errors(
     code, out, _ = run_cli(capsys, "identify", built, entry.path)
     assert code == 0 and entry.instance_id in out and "confidence" in out
     code, _, err = run_cli(capsys, "identify", tmp_path / "nowhere", entry.path)
-    assert code != 0 and "nowhere" in err and "Traceback" not in err
+    assert code == 2 and "nowhere" in err and "Traceback" not in err
     code, _, err = run_cli(capsys, "identify", built, entry.path, "--threshold", 3)
-    assert code != 0 and "threshold" in err
+    assert code == 2 and "threshold" in err
 
 
 def test_calibrate_command_stores_the_threshold(

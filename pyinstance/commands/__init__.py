@@ -7,6 +7,8 @@ import argparse
 from rich.console import Console
 
 ENGINES = ("auto", "torch", "onnxruntime")
+#: Exit status of a command refused with a clear message (bad input), as argparse's own.
+EXIT_ERROR = 2
 
 
 def add_engine_option(parser: argparse.ArgumentParser) -> None:

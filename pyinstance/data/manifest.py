@@ -86,8 +86,6 @@ class Manifest(Sequence[ManifestEntry]):
         its line and reason) instead of raising; a missing column still raises.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"manifest: no such file {str(path)!r}")
         root = path.parent
         entries, skipped = _read_entries(path, root, unknown_queries, skip_bad_rows)
         by_file: dict[Path, list[ManifestEntry]] = {}
@@ -163,49 +161,64 @@ class Manifest(Sequence[ManifestEntry]):
         return f"Manifest({len(self)} images under {str(self.root)!r})"
 
 
-def _read_entries(
-    path: Path, root: Path, unknown_queries: bool, skip_bad_rows: bool
-) -> tuple[list[ManifestEntry], list[RowProblem]]:
-    """Parse the rows of ``path`` (UTF-8, with or without a byte-order mark)."""
+def read_csv_rows(
+    path: Path, what: str, required: Sequence[str], optional: Sequence[str] = ()
+) -> list[tuple[int, dict[str, str]]]:
+    """The rows of the CSV file ``path`` as ``(line, {column: stripped value})``.
+
+    The file is UTF-8, with or without a byte-order mark. Errors start with ``what`` (the
+    argument that named the file) and the file: a missing file, a missing column of
+    ``required`` (``optional`` columns are named in the expected header), text that is not
+    UTF-8, malformed CSV (with the last line read).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no such file {str(path)!r}")
+    label = f"{what} {str(path)!r}"
     line = 1
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = reader.fieldnames or []
-            absent = [column for column in REQUIRED_COLUMNS if column not in columns]
+            absent = [column for column in required if column not in columns]
             if absent:
+                header = ",".join(required) + "".join(f"[,{column}]" for column in optional)
                 raise ValueError(
-                    f"manifest {str(path)!r}: missing column(s) {', '.join(absent)}; found "
-                    f"{', '.join(columns) or 'none'} (expected {','.join(REQUIRED_COLUMNS)}"
-                    "[,query_set])"
+                    f"{label}: missing column(s) {', '.join(absent)}; found "
+                    f"{', '.join(columns) or 'none'} (expected {header})"
                 )
-            entries, skipped = [], []
+            rows = []
             for row in reader:
                 line = reader.line_num
-                where = f"{path}:{line}"
-                try:
-                    entries.append(_entry(row, root, where, unknown_queries))
-                except ValueError as error:
-                    if not skip_bad_rows:
-                        raise
-                    skipped.append(RowProblem(where, str(error).split(": ", 1)[1]))
-            return entries, skipped
+                rows.append((line, {k: (v or "").strip() for k, v in row.items() if k}))
+            return rows
     except UnicodeDecodeError as error:
         raise ValueError(
-            f"manifest {str(path)!r}: not UTF-8 text ({error}); save it as UTF-8 (Latin-1, "
-            "UTF-16 and other encodings are not read)"
+            f"{label}: not UTF-8 text ({error}); save it as UTF-8 (Latin-1, UTF-16 and other "
+            "encodings are not read)"
         ) from error
     except csv.Error as error:
         hint = " (a NUL byte: is it UTF-16? save it as UTF-8)" if "NUL" in str(error) else ""
-        raise ValueError(
-            f"manifest {str(path)!r}: malformed CSV after line {line}: {error}{hint}"
-        ) from error
+        raise ValueError(f"{label}: malformed CSV after line {line}: {error}{hint}") from error
 
 
-def _entry(
-    row: dict[str, str | None], root: Path, where: str, unknown_queries: bool
-) -> ManifestEntry:
-    values = {key: (row.get(key) or "").strip() for key in (*REQUIRED_COLUMNS, "query_set")}
+def _read_entries(
+    path: Path, root: Path, unknown_queries: bool, skip_bad_rows: bool
+) -> tuple[list[ManifestEntry], list[RowProblem]]:
+    """Parse the rows of ``path``; a bad row raises or, with ``skip_bad_rows``, is set aside."""
+    entries, skipped = [], []
+    for line, row in read_csv_rows(path, "manifest", REQUIRED_COLUMNS, ("query_set",)):
+        where = f"{path}:{line}"
+        try:
+            entries.append(_entry(row, root, where, unknown_queries))
+        except ValueError as error:
+            if not skip_bad_rows:
+                raise
+            skipped.append(RowProblem(where, str(error).split(": ", 1)[1]))
+    return entries, skipped
+
+
+def _entry(row: dict[str, str], root: Path, where: str, unknown_queries: bool) -> ManifestEntry:
+    values = {key: row.get(key, "") for key in (*REQUIRED_COLUMNS, "query_set")}
     unknown = unknown_queries and values["split"] == "query"
     for column in ("path", "instance_id"):
         if not values[column] and not (column == "instance_id" and unknown):

@@ -35,7 +35,6 @@ Definitions chosen:
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -47,7 +46,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pyinstance.data.images import ImageDecodeError
-from pyinstance.data.manifest import Manifest, RowProblem
+from pyinstance.data.manifest import Manifest, RowProblem, read_csv_rows
 from pyinstance.eval.metrics import (
     count_relevant,
     hits_from_labels,
@@ -201,29 +200,6 @@ def _nan_to_none(value: Any) -> Any:
 # --------------------------------------------------------------------------- reading
 
 
-def _rows(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file {str(path)!r}")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            absent = [c for c in required if c not in columns]
-            if absent:
-                raise ValueError(
-                    f"{str(path)!r}: missing column(s) {', '.join(absent)}; found "
-                    f"{', '.join(columns) or 'none'} (expected {','.join(required)}[,query_set])"
-                )
-            return [
-                (reader.line_num, {k: (v or "").strip() for k, v in row.items() if k})
-                for row in reader
-            ]
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{str(path)!r}: not UTF-8 text ({error})") from error
-    except csv.Error as error:
-        raise ValueError(f"{str(path)!r}: malformed CSV: {error}") from error
-
-
 def _query_set(value: str) -> str | None:
     return None if value in ("", "-") else value
 
@@ -255,7 +231,7 @@ def read_queries(
         add(QuerySpec(entry.path, ids, entry.query_set, None, entry.row or str(manifest)))
     if extra is not None:
         extra = Path(extra)
-        for line, row in _rows(extra, EXTRA_COLUMNS):
+        for line, row in read_csv_rows(extra, "extra", EXTRA_COLUMNS, ("query_set",)):
             where = f"{extra}:{line}"
             if not row.get("path"):
                 problems.append(Problem(where, "empty path"))

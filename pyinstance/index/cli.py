@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pyinstance.commands import add_engine_option, make_console
+from pyinstance.commands import EXIT_ERROR, add_engine_option, make_console
 from pyinstance.index.describer import Describer
 from pyinstance.index.instance_index import InstanceIndex
 from pyinstance.index.metadata import read_metadata_file
@@ -25,8 +25,6 @@ from pyinstance.models.regions import DEFAULT_WINDOWS
 from pyinstance.postprocess import REDUCTIONS
 from pyinstance.postprocess.pipeline import WHITENING_METHODS
 
-#: Exit status of a command that failed with a clear message.
-EXIT_ERROR = 2
 _SHOWN_SKIPS = 20
 
 

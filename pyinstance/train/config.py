@@ -16,6 +16,9 @@ from typing import Any
 
 import tomllib
 
+from pyinstance.train.augment import Augmentation
+from pyinstance.train.composite import SceneComposer
+
 #: How the training views are mined: per batch, or per epoch over the whole set.
 MINING = ("online", "offline")
 #: What a stage trains: a descriptor with a metric loss, the FCN classifier's class map, or
@@ -57,37 +60,50 @@ class ModelConfig:
     max_side: int = 448
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """``[augment]``: how one photo becomes many training views.
+def _fields(cls: type, prefix: str = "", **defaults: Any) -> list[tuple[str, str, Any]]:
+    """The fields of the dataclass ``cls`` as ``make_dataclass`` entries named ``prefix +
+    name``, with its defaults but those given."""
+    return [
+        (prefix + f.name, f.type, field(default=defaults.get(f.name, f.default)))
+        for f in dataclasses.fields(cls)
+    ]
 
-    The first keys are :class:`pyinstance.train.augment.Augmentation`'s; ``scene_*`` are
-    :class:`pyinstance.train.composite.SceneComposer`'s (size, scale, perspective, others,
-    frame).
-    """
 
-    rotation: float = 10.0
-    axis_scale: tuple[float, float] = (0.75, 1.25)
-    flip: float = 0.5
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-    hue: float = 0.02
-    #: Smaller sides a view is drawn at (one per view).
-    sizes: tuple[int, ...] = (224, 448)
-    max_aspect: float = 2.0
-    #: Probability that a view is the augmented photo composited into a gallery scene.
-    composite: float = 0.0
-    #: Longest side of composited scenes.
-    scene_size: int = 448
-    #: Range of the photo's share of the scene's longest side.
-    scene_scale: tuple[float, float] = (0.3, 0.8)
-    #: Strength of the perspective distortion of the pasted photo (0: none).
-    scene_perspective: float = 0.15
-    #: Other training photos hung beside it (at most).
-    scene_others: int = 2
-    #: Probability of a frame around the photo.
-    scene_frame: float = 0.5
+def _augmentation(self: Any) -> Augmentation:
+    """The :class:`~pyinstance.train.augment.Augmentation` these keys describe."""
+    names = [f.name for f in dataclasses.fields(Augmentation)]
+    return Augmentation(**{name: getattr(self, name) for name in names})
+
+
+def _scene_composer(self: Any) -> SceneComposer:
+    """The :class:`~pyinstance.train.composite.SceneComposer` of the ``scene_*`` keys."""
+    names = [f.name for f in dataclasses.fields(SceneComposer)]
+    return SceneComposer(**{name: getattr(self, f"scene_{name}") for name in names})
+
+
+_AUGMENT_DOC = """``[augment]``: how one photo becomes many training views.
+
+The keys are those of :class:`~pyinstance.train.augment.Augmentation` (with a training
+default of 10 degrees of rotation), ``composite`` (the probability that a view is the
+augmented photo composited into a gallery scene) and ``scene_`` + those of
+:class:`~pyinstance.train.composite.SceneComposer`; those classes check the values.
+"""
+
+AugmentConfig = dataclasses.make_dataclass(
+    "AugmentConfig",
+    [
+        *_fields(Augmentation, rotation=10.0),
+        ("composite", "float", field(default=0.0)),
+        *_fields(SceneComposer, "scene_"),
+    ],
+    namespace={
+        "__module__": __name__,  # pickled with the config (make_dataclass's module= is 3.12+)
+        "__doc__": _AUGMENT_DOC,
+        "augmentation": _augmentation,
+        "scene_composer": _scene_composer,
+    },
+    frozen=True,
+)
 
 
 @dataclass(frozen=True)
@@ -355,25 +371,14 @@ def _check_ranges(config: Config) -> None:
     data, model, augment, train = config.data, config.model, config.augment, config.train
     at_least("data.decode_side", data.decode_side, 32)
     at_least("model.max_side", model.max_side, 32)
-    within("augment.rotation", augment.rotation, 0, 180)
-    for name in ("flip", "composite"):
-        within(f"augment.{name}", getattr(augment, name), 0, 1)
-    for name in ("brightness", "contrast", "saturation"):
-        within(f"augment.{name}", getattr(augment, name), 0, 1)
-    within("augment.hue", augment.hue, 0, 0.5)
-    low, high = augment.axis_scale
-    if not 0 < low <= high:
-        raise ConfigError(f"augment.axis_scale: expected 0 < low <= high, got {[low, high]}")
+    within("augment.composite", augment.composite, 0, 1)
     for size in augment.sizes:
         at_least("augment.sizes", size, 32)
-    at_least("augment.max_aspect", augment.max_aspect, 1)
-    at_least("augment.scene_size", augment.scene_size, 32)
-    low, high = augment.scene_scale
-    if not 0 < low <= high <= 1:
-        raise ConfigError(f"augment.scene_scale: expected 0 < low <= high <= 1, got {[low, high]}")
-    within("augment.scene_perspective", augment.scene_perspective, 0, 0.4)
-    within("augment.scene_frame", augment.scene_frame, 0, 1)
-    at_least("augment.scene_others", augment.scene_others, 0)
+    for build, prefix in ((augment.augmentation, ""), (augment.scene_composer, "scene_")):
+        try:
+            build()
+        except (TypeError, ValueError) as error:  # the message starts with the argument
+            raise ConfigError(f"augment.{prefix}{error}") from error
     choice("train.objective", train.objective, OBJECTIVES)
     choice("train.mining", train.mining, MINING)
     choice("train.scheduler", train.scheduler, SCHEDULERS)

@@ -10,7 +10,6 @@ and every resumed run makes the same view for the same (seed, epoch, step, posit
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,8 +17,6 @@ import torch
 from PIL import Image
 
 from pyinstance.data.images import image_tensor, normalize
-from pyinstance.train.augment import Augmentation
-from pyinstance.train.composite import SceneComposer
 from pyinstance.train.config import AugmentConfig
 
 
@@ -41,16 +38,9 @@ class ViewMaker:
         mean: Sequence[float],
         std: Sequence[float],
     ):
-        names = [field.name for field in dataclasses.fields(Augmentation)]
-        self.augment = Augmentation(**{name: getattr(augment, name) for name in names})
+        self.augment = augment.augmentation()
         self.composite = augment.composite
-        self.composer = SceneComposer(
-            size=augment.scene_size,
-            scale=augment.scene_scale,
-            perspective=augment.scene_perspective,
-            others=augment.scene_others,
-            frame=augment.scene_frame,
-        )
+        self.composer = augment.scene_composer()
         self.images = images
         self.labels = np.asarray(labels)
         self.mean, self.std = tuple(mean), tuple(std)

@@ -301,3 +301,15 @@ def test_every_builtin_is_registered():
         "alpha_mean_knn",
         "instance_mean",
     } <= names
+
+
+def test_mean_classifiers_defaults_and_the_alpha_squared_radius():
+    """Defaults k=5 (mean_knn), k=10 and alpha=1.25 (alpha_mean_knn); the neighbourhood is
+    s >= 1 - alpha² (1 - s1): 0.84375 for s1 = 0.9, so 0.82 stays out (alpha³ would take
+    it: 0.8047)."""
+    assert MeanKnn().options() == {"k": 5}
+    assert AlphaMeanKnn().options() == {"k": 10, "alpha": 1.25}
+    p = _predict(AlphaMeanKnn(k=3), [0.9, 0.88, 0.82], [1, 0, 0])
+    assert p.ranked_scores[0, :2].tolist() == pytest.approx([0.9, 0.88])
+    with pytest.raises(ValueError, match=r"^alpha: expected"):
+        AlphaMeanKnn(alpha=0.5)

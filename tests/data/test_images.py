@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from math import ceil
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +18,7 @@ from pyinstance.data import (
     normalize,
     resize,
     scaled_size,
+    upright_rgb,
 )
 
 ORIENTATION = 0x0112
@@ -268,3 +272,118 @@ def test_truncated_jpeg_in_draft_mode_names_the_file(tmp_path) -> None:  # noqa:
     truncated.write_bytes(good.read_bytes()[:4000])
     with pytest.raises(ImageDecodeError, match="cut.jpg"):
         decode_image(truncated, lambda h, w: (75, 100), reducing_gap=1)
+
+
+def test_draft_decoding_keeps_the_gap_on_each_side(tmp_path) -> None:  # noqa: ANN001
+    """The side that limits the reduction decides it: a 640×480 JPEG for 10×80 (gap 2:
+    20×160) or 60×10 (120×20) is decoded at a quarter (480 // 120 = 640 // 160 = 4), and
+    a one-pixel target (gap 1) on a 12-pixel side at an eighth (ceil(12 / 8) = 2)."""
+    path = tmp_path / "photo.jpg"
+    _jpeg(path, 640, 480)
+    for target in ((10, 80), (60, 10)):
+        assert decode_image(path, lambda h, w, t=target: t).image.size == (160, 120), target
+    for width, height in ((12, 64), (64, 12)):
+        thin = tmp_path / f"{width}x{height}.jpg"
+        _jpeg(thin, width, height)
+        decoded = decode_image(thin, lambda h, w: (1, 1), reducing_gap=1)
+        assert decoded.image.size == (ceil(width / 8), ceil(height / 8))
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_every_exif_orientation_is_undone(tmp_path, orientation: int) -> None:  # noqa: ANN001
+    """The stored pixels of an asymmetric 3×2 picture come back as EXIF tag 274 says they
+    are displayed (mirror, rotations, transpositions written out with numpy)."""
+    stored = np.arange(18, dtype=np.uint8).reshape(3, 2, 3) * 14
+    shown = {
+        2: stored[:, ::-1],
+        3: stored[::-1, ::-1],
+        4: stored[::-1],
+        5: np.rot90(stored[:, ::-1], 1),  # mirrored, then a quarter turn anticlockwise
+        6: np.rot90(stored, -1),  # a quarter turn clockwise
+        7: np.rot90(stored[:, ::-1], -1),  # mirrored, then a quarter turn clockwise
+        8: np.rot90(stored, 1),
+    }[orientation]
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[ORIENTATION] = orientation
+    path = tmp_path / "o.png"
+    image.save(path, exif=exif)
+    np.testing.assert_array_equal(np.asarray(load_image(path)), shown)
+
+
+def test_32_bit_grey_is_read_as_16_bit_and_errors_name_the_image(tmp_path) -> None:  # noqa: ANN001
+    """Mode ``I`` (what Pillow gives for many 16-bit files) holds 0..65535: scaled to
+    0..255, not clipped; out-of-range 16-bit and float grey name the source and the kind."""
+    grey = Image.fromarray(np.array([[0, 257, 32768, 65535]], np.int32), "I")
+    assert np.asarray(load_image(_saved(tmp_path / "i.tiff", grey)))[0, :, 0].tolist() == [
+        0,
+        1,
+        128,
+        255,
+    ]
+    negative = Image.fromarray(np.array([[-5, 10]], np.int32), "I")
+    with pytest.raises(ImageDecodeError, match=r"^query: 16-bit grey pixel values must lie in"):
+        image_tensor(negative, "query")
+    with pytest.raises(ImageDecodeError, match=r"^image: 16-bit grey pixel values must lie in"):
+        image_tensor(negative)
+    bright = Image.fromarray(np.array([[0.5, 1.5]], np.float32), "F")
+    with pytest.raises(ImageDecodeError, match=r"^query: float pixel values must lie in \[0, 1\]"):
+        image_tensor(bright, "query")
+    nan = Image.fromarray(np.array([[np.nan]], np.float32), "F")
+    with pytest.raises(ImageDecodeError, match=r"^image: float pixels contain NaN"):
+        image_tensor(nan)
+
+
+def _saved(path, image: Image.Image):  # noqa: ANN001, ANN202
+    image.save(path)
+    return path
+
+
+def test_image_tensor_edges() -> None:
+    """One-pixel-wide pictures are images; a float above 1 is refused; a read-only array
+    (what ``np.asarray`` of a PIL image gives) is taken without a warning."""
+    assert image_tensor(torch.zeros(3, 5, 1)).shape == (3, 5, 1)
+    with pytest.raises(ValueError, match=r"^image: a float image must lie in \[0, 1\]"):
+        image_tensor(torch.full((3, 2, 2), 1.5))
+    with pytest.raises(ValueError, match=r"^photo: empty image"):
+        image_tensor(torch.zeros(3, 0, 4), "photo")
+    frozen = np.zeros((2, 3, 3), np.uint8)
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensor = image_tensor(frozen)
+    tensor += 1  # a tensor of its own: the read-only array stays as it was
+    assert tensor.shape == (3, 2, 3) and not frozen.any()
+
+
+def test_upright_rgb_names_the_image_by_default() -> None:
+    with pytest.raises(ImageDecodeError, match=r"^image: 16-bit grey pixel values"):
+        upright_rgb(Image.fromarray(np.array([[-5, 10]], np.int32), "I"))
+
+
+def test_scaled_size_keeps_one_pixel_sides() -> None:
+    assert scaled_size(1000, 1, 100) == (100, 1)
+    assert scaled_size(1, 1000, 100) == (1, 100)
+
+
+def test_resized_white_stays_in_the_unit_range() -> None:
+    """Anti-aliasing weights sum to 1 only up to rounding: a white picture must still give
+    values <= 1 (what image_tensor accepts as a float image)."""
+    for height, width in ((5, 5), (11, 9), (23, 37), (38, 17)):
+        for size in ((3, 7), (11, 13), (17, 5), (29, 31)):
+            out = resize(torch.full((3, height, width), 255, dtype=torch.uint8), size)
+            assert out.max() <= 1.0 and out.min() >= 1.0 - 1e-6, (height, width, size)
+
+
+def test_normalize_in_float64_uses_float64_constants() -> None:
+    """mean/std are taken in the batch's precision: 0.1 and 0.3 are not float32 numbers."""
+    batch = torch.rand(2, 3, 4, 5, dtype=torch.float64)
+    expected = (batch.numpy() - 0.1) / 0.3
+    np.testing.assert_array_equal(normalize(batch, (0.1,) * 3, (0.3,) * 3).numpy(), expected)
+
+
+def test_normalize_builds_its_constants_on_the_batch_device() -> None:
+    """The meta device stands in for an accelerator: a constant left on the CPU would not
+    combine with the batch."""
+    batch = torch.empty(2, 3, 4, 5, device="meta")
+    assert normalize(batch, (0.1,) * 3, (0.3,) * 3).device.type == "meta"

@@ -143,8 +143,29 @@ def test_missing_columns_and_no_queries(tmp_path: Path) -> None:
     manifest.write_text("path,instance_id,split\na.jpg,a,query\n")
     with pytest.raises(ValueError, match="missing column.*instance_ids, kind"):
         read_queries(manifest, extra)
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(FileNotFoundError, match="^manifest: no such file"):
         read_queries(tmp_path / "absent.csv")
+    with pytest.raises(FileNotFoundError, match="^extra: no such file"):
+        read_queries(manifest, tmp_path / "absent.csv")
+
+
+def test_extra_is_read_like_a_manifest(tmp_path: Path) -> None:
+    """One CSV reader: the extra file's errors name it, its line, and the encoding problem."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,instance_id,split\na.jpg,a,query\n")
+    extra = tmp_path / "e.csv"
+    extra.write_bytes("path,instance_ids,kind\nb.jpg,café,\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"^extra '.*e\.csv': not UTF-8 text"):
+        read_queries(manifest, extra)
+    extra.write_text("path,instance_ids,kind\nb.jpg,b,\nc.jpg," + "y" * 200_000 + ",\n")
+    with pytest.raises(ValueError, match=r"^extra '.*e\.csv': malformed CSV after line 2"):
+        read_queries(manifest, extra)
+    extra.write_bytes("\ufeffpath,instance_ids,kind\n b.jpg , b ; c ,\n".encode())
+    specs, problems = read_queries(manifest, extra)
+    assert problems == [] and [(s.path.name, s.instance_ids) for s in specs] == [
+        ("a.jpg", ("a",)),
+        ("b.jpg", ("b", "c")),
+    ]
 
 
 def test_every_query_failing_is_an_error(pairs_index: InstanceIndex, tmp_path: Path) -> None:
@@ -187,7 +208,7 @@ def test_command_prints_table_writes_json_and_report(
     assert all(len(query["top_k"]) == 2 for query in data["per_query"])
     assert (report / "index.html").is_file()
     # an existing report is not overwritten without --force, before any work is done
-    assert main([*args, "--report", str(report)]) == 1
+    assert main([*args, "--report", str(report)]) == 2
     assert "--force" in capsys.readouterr().err
 
 

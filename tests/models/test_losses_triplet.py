@@ -143,9 +143,10 @@ def test_no_triplets_is_zero_with_a_gradient_and_none_is_refused(loss):
         ("0.1", TypeError, r"margin: expected a finite number >= 0, got '0.1' \(str\)"),
     ],
 )
-def test_triplet_squared_rejects_bad_margins(margin, error, match):
+@pytest.mark.parametrize("name", ["triplet_margin", "triplet_squared"])
+def test_triplet_hinges_reject_bad_margins(name, margin, error, match):
     with pytest.raises(error, match=match):
-        pyinstance.get_loss("triplet_squared", margin=margin)
+        pyinstance.get_loss(name, margin=margin)
 
 
 def test_softmax_ratio_has_no_options():

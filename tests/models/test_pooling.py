@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyinstance.models.pooling import MAC, RMAC, GeM, Projection, SPoC, rmac_regions
+from pyinstance.models.pooling import MAC, RMAC, GeM, Projection, SPoC, l2_normalize, rmac_regions
 
 HEADS = [MAC, SPoC, GeM, RMAC]
 
@@ -288,3 +288,45 @@ def test_init_whitening_keeps_the_largest_components() -> None:
     torch.testing.assert_close(
         kept, torch.tensor([[0.1, 0.0], [0.0, 0.2]], dtype=torch.float64), atol=5e-3, rtol=0.05
     )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rmac_grid():
+    """Every test lays out its R-MAC grid afresh instead of taking one that an earlier test
+    left in the cache (mutation testing needs each test to run the layout code)."""
+    rmac_regions.cache_clear()
+    yield
+    rmac_regions.cache_clear()
+
+
+def test_projection_arguments_name_themselves() -> None:
+    assert Projection(1, 1).linear.weight.shape == (1, 1)
+    with pytest.raises(ValueError, match=r"^in_dim: expected an integer >= 1, got 0"):
+        Projection(0, 4)
+    with pytest.raises(ValueError, match=r"^out_dim: expected an integer >= 1, got 0"):
+        Projection(4, 0)
+
+
+def test_overlap_is_a_fraction_in_zero_one() -> None:
+    for overlap in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"^overlap: expected"):
+            RMAC(4, overlap=overlap)
+    assert RMAC(4, overlap=0.0).overlap == 0.0
+
+
+@pytest.mark.parametrize("head_type", HEADS)
+def test_an_empty_batch_is_refused(head_type) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match=r"^features: empty tensor of shape \(0, 4, 2, 2\)"):
+        head_type(4)(torch.rand(0, 4, 2, 2))
+
+
+def test_gem_keeps_a_low_precision_dtype() -> None:
+    features = torch.rand(2, 4, 3, 3, dtype=torch.bfloat16) + 0.1
+    assert GeM(4)(features).dtype == torch.bfloat16
+
+
+def test_l2_normalize_divides_tiny_vectors_by_eps() -> None:
+    """``x / max(||x||, 1e-6)``: a vector of norm 1e-8 shrinks instead of being blown up."""
+    x = torch.tensor([[1e-8, 0.0], [3.0, 4.0]], dtype=torch.float64)
+    expected = torch.tensor([[1e-2, 0.0], [0.6, 0.8]], dtype=torch.float64)
+    torch.testing.assert_close(l2_normalize(x), expected, rtol=1e-12, atol=0)

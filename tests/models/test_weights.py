@@ -87,3 +87,76 @@ def test_skip_prefixes_and_linear_to_conv(tmp_path: Path) -> None:
     assert torch.equal(module.state_dict()["2.bias"], before)
     converted = linear_to_conv({"fc.weight": torch.arange(36.0).reshape(2, 18)}, ["fc"], {"fc": 3})
     assert converted["fc.weight"].shape == (2, 2, 3, 3)
+
+
+def test_each_kind_of_mismatch_alone_is_refused(tmp_path: Path) -> None:
+    """A file with only missing, only unexpected or only mis-shaped keys is refused before
+    torch sees it, naming the module's class."""
+    only_missing = _trained()
+    only_missing.pop("0.bias")
+    only_unexpected = {**_trained(), "head.weight": torch.zeros(3)}
+    only_misshaped = {**_trained(), "2.bias": torch.zeros(5)}
+    for name, state, part in [
+        ("missing", only_missing, "missing keys (1): 0.bias"),
+        ("unexpected", only_unexpected, "unexpected keys (1): head.weight"),
+        ("misshaped", only_misshaped, "shape mismatches (1): 2.bias (file (5,), model (2,))"),
+    ]:
+        path = tmp_path / f"{name}.pt"
+        torch.save(state, path)
+        with pytest.raises(WeightsMismatchError) as caught:
+            load_weights(_net(), path)
+        assert str(caught.value) == f"weights: {str(path)!r} does not match Sequential; {part}"
+
+
+def test_long_key_lists_are_cut_after_twelve(tmp_path: Path) -> None:
+    names = [f"extra{i:02d}" for i in range(13)]
+    for count, tail in ((12, ""), (13, ", ... and 1 more")):
+        path = tmp_path / f"{count}.pt"
+        torch.save({**_trained(), **{n: torch.zeros(1) for n in names[:count]}}, path)
+        with pytest.raises(WeightsMismatchError) as caught:
+            load_weights(_net(), path)
+        listed = ", ".join(names[:12])
+        assert str(caught.value).endswith(f"unexpected keys ({count}): {listed}{tail}")
+
+
+def test_a_checkpoint_written_on_a_gpu_loads_on_the_cpu(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Storages tagged ``cuda:0`` (what a GPU machine writes) are mapped to the CPU."""
+    state = _trained()
+    path = tmp_path / "gpu.pt"
+    with monkeypatch.context() as patched:
+        patched.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(state, path)
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA: there cuda:0 storages load as they are")
+    read = read_state_dict(path)
+    assert all(read[k].device.type == "cpu" and torch.equal(read[k], state[k]) for k in state)
+
+
+class _Payload:
+    """Unpickling this runs ``Path.touch``: what a malicious weights file would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.touch, (self.marker,))
+
+
+def test_a_weights_file_never_runs_code(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "hook": _Payload(marker)}, path)
+    with pytest.raises(ValueError, match="cannot read"):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_linear_to_conv_passes_over_absent_shaped_and_indivisible_layers() -> None:
+    conv = torch.zeros(2, 4, 1, 1)
+    indivisible = torch.arange(20.0).reshape(2, 10)  # 10 inputs are not 3·3·c
+    fc = torch.arange(8.0).reshape(2, 4)
+    state = {"conv.weight": conv, "odd.weight": indivisible, "fc.weight": fc}
+    converted = linear_to_conv(state, ["absent", "conv", "odd", "fc"], {"odd": 3})
+    assert converted["conv.weight"] is conv and converted["odd.weight"] is indivisible
+    assert torch.equal(converted["fc.weight"], fc.reshape(2, 4, 1, 1))
+    assert state["fc.weight"] is fc  # the input dict is not changed

@@ -23,14 +23,14 @@ def test_serve_is_a_command_with_its_options() -> None:
     ],
 )
 def test_bad_options(tmp_path: Path, capsys, arguments: list[str], message: str) -> None:
-    assert main(["serve", str(tmp_path), *arguments]) == 1
+    assert main(["serve", str(tmp_path), *arguments]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_absent_index_and_empty_token_file(tmp_path: Path, built_index: Path, capsys) -> None:
-    assert main(["serve", str(tmp_path / "absent")]) == 1
+    assert main(["serve", str(tmp_path / "absent")]) == 2
     assert "no such directory" in capsys.readouterr().err
     empty = tmp_path / "token"
     empty.write_text("\n")
-    assert main(["serve", str(built_index), "--token-file", str(empty)]) == 1
+    assert main(["serve", str(built_index), "--token-file", str(empty)]) == 2
     assert "is empty" in capsys.readouterr().err

@@ -68,7 +68,7 @@ def test_index_build_refuses_a_network_beside_the_model(tiny_config, tmp_path, c
 
 def test_the_command_reports_bad_configs_and_undecodable_images(tiny_config, tmp_path, capsys):
     config = tiny_config(train={"epochz": 1})
-    assert main(["train", str(config)]) == 1
+    assert main(["train", str(config)]) == 2
     assert "train.epochz" in capsys.readouterr().err
     config = tiny_config(train={"max_steps": 1})
     (tmp_path / "images" / "item0" / "broken.jpg").write_bytes(b"\xff\xd8 broken")

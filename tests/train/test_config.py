@@ -1,8 +1,13 @@
+import dataclasses
+import pickle
 from pathlib import Path
 
 import pytest
 
 from pyinstance.train import ConfigError, load_config
+from pyinstance.train.augment import Augmentation
+from pyinstance.train.composite import SceneComposer
+from pyinstance.train.config import AugmentConfig
 
 
 def test_a_valid_config_is_read_with_paths_under_its_folder(tiny_config):
@@ -35,6 +40,12 @@ def test_a_valid_config_is_read_with_paths_under_its_folder(tiny_config):
         ({"model": {"backbone": ""}}, "model.backbone"),
         ({"train": {"views_per_instance": 1}}, "train.views_per_instance"),
         ({"augment": "none"}, "augment: expected a table"),
+        ({"augment": {"scene_perspective": 0.5}}, "augment.scene_perspective: expected"),
+        ({"augment": {"scene_aspect": 0.5}}, "augment.scene_aspect: expected"),
+        ({"augment": {"scene_scale": [0.5, 1.5]}}, "augment.scene_scale[1]: expected"),
+        ({"augment": {"hue": 0.6}}, "augment.hue: expected"),
+        ({"augment": {"sizes": [16]}}, "augment.sizes: expected >= 32"),
+        ({"augment": {"composite": -0.1}}, "augment.composite: expected"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(tiny_config, sections, message):
@@ -68,3 +79,16 @@ def test_overrides_replace_file_values_and_are_validated(tiny_config):
 def test_an_empty_string_means_none_for_optional_keys(tiny_config):
     config = load_config(tiny_config(model={"trainable_from": ""}))
     assert config.model.trainable_from is None
+
+
+def test_augment_keys_are_the_augmentation_and_scene_arguments(tiny_config):
+    """[augment] offers every argument of the two classes it builds, with their defaults
+    (but the gentler training rotation), and builds them with the values read."""
+    augmentation = {f.name: f.default for f in dataclasses.fields(Augmentation)}
+    scenes = {f"scene_{f.name}": f.default for f in dataclasses.fields(SceneComposer)}
+    defaults = {f.name: f.default for f in dataclasses.fields(AugmentConfig)}
+    assert defaults == {**augmentation, "rotation": 10.0, "composite": 0.0, **scenes}
+    config = load_config(tiny_config(augment={"scene_aspect": 2.0, "hue": 0.1}))
+    assert config.augment.scene_composer() == SceneComposer(aspect=2.0)
+    assert config.augment.augmentation() == Augmentation(rotation=10.0, hue=0.1, sizes=(40, 48))
+    assert pickle.loads(pickle.dumps(config)) == config

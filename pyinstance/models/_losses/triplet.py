@@ -49,18 +49,23 @@ class _TripletLoss(nn.Module, ABC):
         """The loss of each triplet (T×D rows in, T values out)."""
 
 
-class TripletMarginLoss(_TripletLoss):
-    """Mean of ``max(0, x_a·x_n - x_a·x_p + margin)`` over mined triplets (Kohl's form).
-
-    Args:
-        margin: how much more similar the positive must be than the negative; a finite
-            number >= 0 (the rule for every hinge margin in pyinstance: a negative margin
-            would reward triplets whose negative is the more similar one).
-    """
+class _MarginTripletLoss(_TripletLoss):
+    """A triplet hinge with a ``margin``: a finite number >= 0 (the rule for every hinge
+    margin in pyinstance: a negative margin would reward triplets whose negative is the more
+    similar one)."""
 
     def __init__(self, margin: float = 0.1):
         super().__init__()
         self.margin = check_float(margin, "margin", minimum=0)
+
+
+class TripletMarginLoss(_MarginTripletLoss):
+    """Mean of ``max(0, x_a·x_n - x_a·x_p + margin)`` over mined triplets (Kohl's form).
+
+    Args:
+        margin: how much more similar the positive must be than the negative; a finite
+            number >= 0.
+    """
 
     def per_triplet(
         self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
@@ -70,7 +75,7 @@ class TripletMarginLoss(_TripletLoss):
         return torch.relu(negative_sim - positive_sim + self.margin)
 
 
-class TripletSquaredLoss(_TripletLoss):
+class TripletSquaredLoss(_MarginTripletLoss):
     """Mean of ``½·max(0, ‖a−p‖² − ‖a−n‖² + 2·margin)`` over mined triplets.
 
     The squared-distance form; for L2-normalised descriptors it equals
@@ -79,10 +84,6 @@ class TripletSquaredLoss(_TripletLoss):
     Args:
         margin: a finite number >= 0.
     """
-
-    def __init__(self, margin: float = 0.1):
-        super().__init__()
-        self.margin = check_float(margin, "margin", minimum=0)
 
     def per_triplet(
         self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
