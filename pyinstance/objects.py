@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyinstance.classify.openset import threshold_for_far
+from pyinstance.data.composite import SceneComposer
 from pyinstance.data.images import DecodedImage, decode_image, image_tensor, scaled_size
 from pyinstance.index import InstanceIndex
 from pyinstance.models.regions import pool_boxes, window_boxes
@@ -317,7 +318,7 @@ def calibrate_objects(
     Three kinds of photo, whose objects are known, are searched:
 
     - ``scenes`` gallery scenes composited from the collection's reference photos
-      (:class:`~pyinstance.train.composite.SceneComposer`): a reference on a wall, often
+      (:class:`~pyinstance.data.composite.SceneComposer`): a reference on a wall, often
       another one beside it;
     - ``references`` of the reference photos themselves (an even sample), each showing
       only its own instance;
@@ -378,7 +379,6 @@ def _scenes(
 ) -> list[tuple[Any, set[int]]]:
     """``count`` composited gallery scenes (longest side ``side``) and the instance codes
     hung in each: a reference drawn at random, and often another one beside it."""
-    from pyinstance.train.composite import SceneComposer  # the only use of training code
 
     rng = np.random.default_rng(seed)
     composer = SceneComposer(size=side, scale=SCENE_SCALE, others=1)

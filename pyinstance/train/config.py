@@ -16,8 +16,8 @@ from typing import Any
 
 import tomllib
 
-from pyinstance.train.augment import Augmentation
-from pyinstance.train.composite import SceneComposer
+from pyinstance.data.augment import Augmentation
+from pyinstance.data.composite import SceneComposer
 
 #: How the training views are mined: per batch, or per epoch over the whole set.
 MINING = ("online", "offline")
@@ -70,23 +70,23 @@ def _fields(cls: type, prefix: str = "", **defaults: Any) -> list[tuple[str, str
 
 
 def _augmentation(self: Any) -> Augmentation:
-    """The :class:`~pyinstance.train.augment.Augmentation` these keys describe."""
+    """The :class:`~pyinstance.data.augment.Augmentation` these keys describe."""
     names = [f.name for f in dataclasses.fields(Augmentation)]
     return Augmentation(**{name: getattr(self, name) for name in names})
 
 
 def _scene_composer(self: Any) -> SceneComposer:
-    """The :class:`~pyinstance.train.composite.SceneComposer` of the ``scene_*`` keys."""
+    """The :class:`~pyinstance.data.composite.SceneComposer` of the ``scene_*`` keys."""
     names = [f.name for f in dataclasses.fields(SceneComposer)]
     return SceneComposer(**{name: getattr(self, f"scene_{name}") for name in names})
 
 
 _AUGMENT_DOC = """``[augment]``: how one photo becomes many training views.
 
-The keys are those of :class:`~pyinstance.train.augment.Augmentation` (with a training
+The keys are those of :class:`~pyinstance.data.augment.Augmentation` (with a training
 default of 10 degrees of rotation), ``composite`` (the probability that a view is the
 augmented photo composited into a gallery scene) and ``scene_`` + those of
-:class:`~pyinstance.train.composite.SceneComposer`; those classes check the values.
+:class:`~pyinstance.data.composite.SceneComposer`; those classes check the values.
 """
 
 AugmentConfig = dataclasses.make_dataclass(

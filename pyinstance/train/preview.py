@@ -22,9 +22,9 @@ from PIL import Image, ImageDraw
 
 from pyinstance._files import write_atomic
 from pyinstance._validate import check_int
+from pyinstance.data.augment import Augmentation, check_rgb_image
+from pyinstance.data.composite import SceneComposer
 from pyinstance.data.images import ImageDecodeError, load_image
-from pyinstance.train.augment import Augmentation, check_rgb_image
-from pyinstance.train.composite import SceneComposer
 
 #: File name endings read as images from a reference folder.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})

@@ -1,9 +1,9 @@
 """Training views: one photo and a seeded generator -> a normalised 1×3×H×W tensor.
 
-A view is the photo augmented (:class:`~pyinstance.train.augment.Augmentation`: flip, axis
+A view is the photo augmented (:class:`~pyinstance.data.augment.Augmentation`: flip, axis
 scales, rotation, colour jitter, multi-scale) and, with probability ``augment.composite``,
 composited into a gallery scene beside other training photos
-(:class:`~pyinstance.train.composite.SceneComposer`): what teaches one reference photo how
+(:class:`~pyinstance.data.composite.SceneComposer`): what teaches one reference photo how
 a visitor's shot of it looks. Views are deterministic in their generator, so every process
 and every resumed run makes the same view for the same (seed, epoch, step, position).
 """

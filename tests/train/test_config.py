@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from pyinstance.data.augment import Augmentation
+from pyinstance.data.composite import SceneComposer
 from pyinstance.train import ConfigError, load_config
-from pyinstance.train.augment import Augmentation
-from pyinstance.train.composite import SceneComposer
 from pyinstance.train.config import AugmentConfig
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from pyinstance._validate import check_float, check_int
-from pyinstance.train.augment import check_range, check_rgb_image, check_rng
+from pyinstance.data.augment import check_range, check_rgb_image, check_rng
 
 Box = tuple[int, int, int, int]
 

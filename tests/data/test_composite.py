@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from pyinstance.train.composite import Scene, SceneComposer, _perspective_quad
+from pyinstance.data.composite import Scene, SceneComposer, _perspective_quad
 
 GREEN = (0, 255, 0)
 BLUE = (0, 0, 255)

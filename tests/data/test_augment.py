@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pyinstance.train.augment import Augmentation, ViewParams, jitter_colour
+from pyinstance.data.augment import Augmentation, ViewParams, jitter_colour
 
 #: No randomness but the one a test turns on.
 STILL = {
