@@ -138,7 +138,7 @@ def test_command_line_identify_and_evaluate(
 def test_command_line_refuses_bad_rerankers(built_index, query_photos, value, message, capsys):
     photo = sorted(query_photos)[0]
     code = main(["identify", str(built_index), str(photo), "--rerank", value, "--threshold", "0"])
-    assert code == 1
+    assert code == 2  # bad input: EXIT_ERROR
     assert message in capsys.readouterr().err
 
 
@@ -148,7 +148,7 @@ def test_command_line_rerank_none_disables_the_stored_one(
     main(["calibrate", str(index_copy), "--rerank", str(verifier), "--views", "0", "--json"])
     assert json.loads(capsys.readouterr().out)["threshold"] > 0
     photo = str(sorted(query_photos)[0])
-    assert main(["identify", str(index_copy), photo, "--json", "--rerank", "none"]) == 1
+    assert main(["identify", str(index_copy), photo, "--json", "--rerank", "none"]) == 2
     assert "fitted with re-ranker" in capsys.readouterr().err
     assert main(["identify", str(index_copy), photo, "--json"]) == 0
     capsys.readouterr()
