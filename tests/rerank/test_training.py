@@ -169,5 +169,5 @@ def test_the_train_command_runs_the_verification_objective(collection, tmp_path,
     summary = json.loads(capsys.readouterr().out)
     assert summary["model"] == str(tmp_path / "run" / VERIFIER)
     assert summary["pairs"] == INSTANCES * 2 * 2 and len(summary["epochs"]) == 1
-    assert main(["train", str(path), "--max-steps", "2"]) == 2  # bad input: EXIT_ERROR, like every command
+    assert main(["train", str(path), "--max-steps", "2"]) == 2  # bad input: EXIT_ERROR
     assert "--max-steps: not for objective 'verification'" in capsys.readouterr().err
