@@ -5,19 +5,25 @@ The threshold is fitted for a target false-accept rate (see
 references, augmented views of the references of instances that have one, and photos of
 things not in the collection (distractors) when given. Stored in the index, it becomes
 the default of :class:`pyinstance.identification.Identifier`, together with the classifier.
+
+When the recipe learns its post-processing from the references (a whitening fitted on the
+collection), the fit gets the raw descriptors and refits it in every search on the
+references searched, so that held-out references and views are as foreign to it as real
+queries are (see :mod:`pyinstance.classify.openset`).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from pyinstance.classify import ThresholdFit, augment_views, fit_threshold
+from pyinstance.classify.openset import PostProcessingFit
 from pyinstance.data.images import ImageDecodeError, load_image
 from pyinstance.index import InstanceIndex
 from pyinstance.rerank import describe_reranker, resolve_reranker
@@ -70,12 +76,14 @@ def calibrate(
         if reranker is None
         else resolve_reranker(reranker, index.recipe, **(reranker_options or {}))
     )
-    descriptors = index.descriptors()
     labels = index.labels()
     if len(labels) == 0:
         raise ValueError(f"index: {str(index.path)!r} holds no reference images")
-    view_rows, view_labels = _views(index, views, seed, progress)
-    distractor_rows = _describe(index, list(distractors), "distractors", progress)
+    refit = _refit(index, labels)
+    descriptors = index.descriptors() if refit is None else _raw_rows(index.raw_descriptors())
+    describe = _processed_queries(index) if refit is None else _raw_queries(index)
+    view_rows, view_labels = _views(index, describe, views, seed, progress)
+    distractor_rows = _describe(index, describe, list(distractors), "distractors", progress)
     fit = fit_threshold(
         model,
         descriptors,
@@ -85,6 +93,7 @@ def calibrate(
         view_labels=view_labels if len(view_rows) else None,
         distractors=distractor_rows if len(distractor_rows) else None,
         reranker=scorer,
+        refit=refit,
     )
     index.set_setting("classifier", classifier)
     index.set_setting("classifier_options", dict(classifier_options or {}))
@@ -94,13 +103,70 @@ def calibrate(
     return fit
 
 
+#: Images -> whole-photo query descriptors as a fit compares them (``Q × R × D``).
+Describe = Callable[[Sequence[Any]], np.ndarray]
+
+
+def _raw_rows(raw: np.ndarray) -> np.ndarray:
+    """Raw reference descriptors (``N × D`` or ``N × P × D``) as rows ``N × P·D``."""
+    return np.ascontiguousarray(raw.reshape(raw.shape[0], -1), dtype=np.float32)
+
+
+def _processed_queries(index: InstanceIndex) -> Describe:
+    """Post-processed whole-photo query descriptors (the first of the ``R``)."""
+    return lambda images: index.describe_queries(images)[:, :1]
+
+
+def _raw_queries(index: InstanceIndex) -> Describe:
+    """Raw whole-photo query descriptors (the first window with windows, else every scale)."""
+
+    def describe(images: Sequence[Any]) -> np.ndarray:
+        raw = index.describer.queries(images)
+        return raw[:, :1] if index.recipe.query_windows is not None else raw
+
+    return describe
+
+
+def _refit(index: InstanceIndex, labels: np.ndarray) -> PostProcessingFit | None:
+    """The index's learnt post-processing refitted on a subset of its references (None when
+    the recipe learns nothing from them)."""
+    recipe = index.recipe
+    config = recipe.postprocessing
+    if not recipe.postprocess or not config.learnt:
+        return None
+    sets = np.asarray(index.raw_descriptors(), dtype=np.float32).reshape(
+        len(labels), recipe.descriptors_per_image, recipe.dim
+    )
+    instances = np.asarray(index.instances, dtype=object)[labels]
+    scale_sets = recipe.query_windows is None
+
+    def refit(keep: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        fitted = config.fit(sets[keep], list(instances[keep]))
+        references = fitted.references(sets[keep])
+
+        def postprocess(rows: np.ndarray) -> np.ndarray:
+            queries = rows.reshape(rows.shape[0], -1, recipe.dim)
+            return fitted.queries(queries, references, scale_sets=scale_sets)[:, 0]
+
+        return _whole(references), postprocess
+
+    return refit
+
+
+def _whole(sets: np.ndarray) -> np.ndarray:
+    """``N × P × D`` post-processed sets -> one row each, as :meth:`InstanceIndex.descriptors`."""
+    if sets.shape[1] == 1:
+        return sets[:, 0]
+    mean = sets.mean(axis=1)
+    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+
+
 def _views(
-    index: InstanceIndex, count: int, seed: int, progress: bool
+    index: InstanceIndex, describe: Describe, count: int, seed: int, progress: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Descriptors and instance codes of views of the single-reference instances."""
-    dim = index.recipe.dim
     if count == 0:
-        return np.empty((0, dim), np.float32), np.empty(0, np.int64)
+        return np.empty((0, 0), np.float32), np.empty(0, np.int64)
     images = index.images()
     per_instance = Counter(image["instance"] for image in images)
     codes = {instance: code for code, instance in enumerate(index.instances)}
@@ -111,20 +177,29 @@ def _views(
             photo = load_image(image["source"])
         except (ImageDecodeError, OSError):
             continue  # the reference file moved or changed since it was indexed
-        described = index.describe_queries(augment_views(photo, count=count, seed=seed + position))
-        rows.append(described[:, 0])  # the whole photo's descriptor, as references have
+        described = describe(augment_views(photo, count=count, seed=seed + position))
+        rows.append(_first(described))  # the whole photo's descriptor, as references have
         labels.extend([codes[image["instance"]]] * count)
     if not rows:
-        return np.empty((0, dim), np.float32), np.empty(0, np.int64)
+        return np.empty((0, 0), np.float32), np.empty(0, np.int64)
     return np.concatenate(rows), np.asarray(labels, np.int64)
 
 
+def _first(described: np.ndarray) -> np.ndarray:
+    """``Q × R × D`` descriptors of a describer -> one row each (``Q × R·D``)."""
+    return described.reshape(described.shape[0], -1)
+
+
 def _describe(
-    index: InstanceIndex, paths: list[str | os.PathLike[str]], name: str, progress: bool
+    index: InstanceIndex,
+    describe: Describe,
+    paths: list[str | os.PathLike[str]],
+    name: str,
+    progress: bool,
 ) -> np.ndarray:
     """Whole-photo descriptors of image files (each must decode: an error names it)."""
     rows = [
-        index.describe_queries([load_image(path)])[:, 0]
+        _first(describe([load_image(path)]))
         for path in tqdm(paths, disable=not progress, desc=name)
     ]
-    return np.concatenate(rows) if rows else np.empty((0, index.recipe.dim), np.float32)
+    return np.concatenate(rows) if rows else np.empty((0, 0), np.float32)

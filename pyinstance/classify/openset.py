@@ -14,11 +14,19 @@ target fraction of unknown queries (the false-accept rate, FAR):
 
 The threshold is the smallest that accepts at most ``target_far`` of the unknown queries;
 the report gives the FAR and false-reject rate (FRR) it reaches on these queries.
+
+A post-processing learnt from the references (a PCA-whitening fitted on the collection) is
+refitted in every search on the references searched (``refit``): a held-out reference or
+view must be as foreign to the state as a real query is. Fitted with them, a whitening of
+N references in N - 1 directions maps them onto a regular simplex (cosine -1/(N-1) between
+any two), so every held-out instance would look unlike the rest and the threshold would
+land far below where real unknown photos score.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,6 +37,11 @@ from pyinstance.classify.prediction import UNKNOWN, Prediction
 from pyinstance.classify.rerank import Reranking
 from pyinstance.index.neighbours import Neighbours
 from pyinstance.ops import knn_dot
+
+#: ``refit(keep)``: the learnt post-processing fitted on the references in the boolean mask
+#: ``keep`` (over the rows given to :func:`fit_threshold`) only; returns those references
+#: post-processed (K×D_out) and the function post-processing raw query rows with that state.
+PostProcessingFit = Callable[[np.ndarray], tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]]
 
 
 def reject(prediction: Prediction, threshold: float) -> Prediction:
@@ -82,11 +95,12 @@ def threshold_for_far(unknown_confidence: np.ndarray, target_far: float) -> floa
     return float(min(above, np.float32(1.0)))
 
 
-def _float_rows(value: Any, name: str, dim: int) -> np.ndarray:
+def _float_rows(value: Any, name: str, dim: int | None) -> np.ndarray:
+    """Finite float32 rows, ``dim`` columns (None: any number)."""
     array = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
     if array.dtype.kind != "f":
         raise ValueError(f"{name}: expected floating-point values, got dtype {array.dtype}")
-    if array.ndim != 2 or array.shape[1] != dim:
+    if array.ndim != 2 or (dim is not None and array.shape[1] != dim):
         raise ValueError(f"{name}: expected an (M, {dim}) array, got shape {array.shape}")
     array = np.ascontiguousarray(array, dtype=np.float32)
     if not np.isfinite(array).all():
@@ -95,16 +109,34 @@ def _float_rows(value: Any, name: str, dim: int) -> np.ndarray:
 
 
 class _Collection:
-    """The references (float32, ignored rows dropped) and the searches over subsets of them."""
+    """The references (float32, ignored rows dropped) and the searches over subsets of them
+    (with ``refit``, the references are raw and post-processed per subset)."""
 
-    def __init__(self, descriptors: Any, labels: Any, threads: int | None):
+    def __init__(
+        self, descriptors: Any, labels: Any, threads: int | None, refit: PostProcessingFit | None
+    ):
         array, codes = check_collection(descriptors, labels)
         keep = codes >= 0
+        self.size = codes.size
         self.rows = np.flatnonzero(keep)
         self.descriptors = np.ascontiguousarray(np.asarray(array)[keep], dtype=np.float32)
         self.codes = codes[keep]
         self.instances = tuple(str(code) for code in range(int(self.codes.max()) + 1))
         self.threads = threads
+        self.refit = refit
+
+    def searched(self, subset: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """The references in ``subset`` (a mask) in the space searched, and the function
+        taking queries there."""
+        if self.refit is None:
+            return self.descriptors[subset], lambda queries: queries
+        keep = np.zeros(self.size, dtype=bool)
+        keep[self.rows[subset]] = True
+        references, postprocess = self.refit(keep)
+        references = _float_rows(references, "refit references", None)
+        return references, lambda queries: _float_rows(
+            postprocess(queries), "refit queries", references.shape[1]
+        )
 
     def classify(
         self,
@@ -115,7 +147,9 @@ class _Collection:
     ) -> Prediction:
         """Fit ``classifier`` on the references in ``subset`` (a mask) and classify ``queries``
         (then re-rank them, with ``reranking`` over the whole collection)."""
-        refs, codes, rows = self.descriptors[subset], self.codes[subset], self.rows[subset]
+        refs, postprocess = self.searched(subset)
+        queries = postprocess(queries)
+        codes, rows = self.codes[subset], self.rows[subset]
         classifier.fit(refs, codes)
         k = max(int(classifier.k), 1, reranking.k if reranking is not None else 0)
         found = min(k, refs.shape[0])
@@ -155,6 +189,7 @@ def fit_threshold(
     max_held_out: int = 5,
     threads: int | None = None,
     reranker: Any = None,
+    refit: PostProcessingFit | None = None,
 ) -> ThresholdFit:
     """Fit a rejection threshold for ``classifier`` on the collection (see the module doc).
 
@@ -173,6 +208,10 @@ def fit_threshold(
         threads: CPU threads for the searches (default: all cores).
         reranker: a pair scorer (a re-ranker plugin's object) re-ranking every answer: the
             threshold is then fitted on its confidence, as identification with it uses.
+        refit: the post-processing learnt from the references (see
+            :data:`PostProcessingFit`); ``descriptors``, ``views`` and ``distractors`` are
+            then raw and each search refits it on the references it searches. None: they
+            are already post-processed (nothing is learnt from the references).
     """
     target_far = check_real(target_far, "target_far", low=0.0, high=1.0)
     if target_far >= 1.0:
@@ -180,16 +219,22 @@ def fit_threshold(
     if instance_folds is not None:
         instance_folds = check_count(instance_folds, "instance_folds", minimum=2)
     max_held_out = check_count(max_held_out, "max_held_out", minimum=1)
-    collection = _Collection(descriptors, labels, threads)
+    if refit is not None and not callable(refit):
+        raise TypeError(f"refit: expected a callable or None, got {type(refit).__name__}")
+    collection = _Collection(descriptors, labels, threads, refit)
+    everything = np.ones(collection.codes.size, dtype=bool)
     reranking = (
-        None if reranker is None else Reranking(reranker, collection.descriptors, collection.rows)
+        None
+        if reranker is None
+        else Reranking(reranker, collection.searched(everything)[0], collection.rows)
     )
-    codes, dim = collection.codes, collection.descriptors.shape[1]
+    codes = collection.codes
+    dim = None if refit is not None else collection.descriptors.shape[1]
     counts = np.bincount(codes)
     if (views is None) != (view_labels is None):
         raise ValueError("views and view_labels: give both or neither")
     view_rows = (
-        np.zeros((0, dim), np.float32) if views is None else _float_rows(views, "views", dim)
+        np.zeros((0, dim or 0), np.float32) if views is None else _float_rows(views, "views", dim)
     )
     view_codes = np.zeros(0, np.int64)
     if view_labels is not None:
@@ -204,7 +249,7 @@ def fit_threshold(
         ):
             raise ValueError("view_labels: every view must belong to an instance of the collection")
     distractor_rows = (
-        np.zeros((0, dim), np.float32)
+        np.zeros((0, dim or 0), np.float32)
         if distractors is None
         else _float_rows(distractors, "distractors", dim)
     )
@@ -234,15 +279,15 @@ def fit_threshold(
         group[np.random.default_rng(0).permutation(present)] = np.arange(present.size) % folds
         for fold in range(folds):
             removed = group[codes] == fold
-            queries = np.concatenate(
-                [collection.descriptors[removed], view_rows[group[view_codes] == fold]]
-            )
+            queries = collection.descriptors[removed]
+            fold_views = view_rows[group[view_codes] == fold]
+            if fold_views.shape[0]:
+                queries = np.concatenate([queries, fold_views])
             prediction = collection.classify(classifier, ~removed, queries, reranking)
             unknown_confidence.append(prediction.confidence)
             unknown["leave_instance_out"] += queries.shape[0]
 
     # Against the whole collection: views are known, distractors unknown.
-    everything = np.ones(codes.size, dtype=bool)
     if view_rows.shape[0]:
         prediction = collection.classify(classifier, everything, view_rows, reranking)
         known_confidence.append(prediction.confidence)
@@ -252,7 +297,7 @@ def fit_threshold(
         prediction = collection.classify(classifier, everything, distractor_rows, reranking)
         unknown_confidence.append(prediction.confidence)
         unknown["distractors"] = distractor_rows.shape[0]
-    classifier.fit(collection.descriptors, codes)
+    classifier.fit(collection.searched(everything)[0], codes)
 
     if not unknown_confidence:
         raise ValueError(
