@@ -118,11 +118,16 @@ def _processed_queries(index: InstanceIndex) -> Describe:
 
 
 def _raw_queries(index: InstanceIndex) -> Describe:
-    """Raw whole-photo query descriptors (the first window with windows, else every scale)."""
+    """Raw whole-photo query descriptors: every scale, or with windows the first window
+    (repeated to the references' ``P`` descriptors, so held-out references and views stack;
+    only the first is used)."""
+    per_image = index.recipe.descriptors_per_image
 
     def describe(images: Sequence[Any]) -> np.ndarray:
         raw = index.describer.queries(images)
-        return raw[:, :1] if index.recipe.query_windows is not None else raw
+        if index.recipe.query_windows is None:
+            return raw
+        return np.repeat(raw[:, :1], per_image, axis=1)
 
     return describe
 
