@@ -166,6 +166,7 @@ MUTATION_TESTS = {
         "tests/test_testing.py",
         "tests/test_builtin_contracts.py",
         "tests/classify/test_check_classifier.py",
+        "tests/rerank/test_check_reranker.py",
     ],
 }
 
