@@ -111,3 +111,46 @@ def test_a_head_with_norms_of_1_01_fails():
 
     with pytest.raises(ContractError, match="rows must be L2-normalised, got norms"):
         testing.check_head(Long(), 8)
+
+
+def _hinge(embeddings, labels, triplets=None, *, logits=None):
+    """A triplet hinge scaled down to about 1e-3: the tolerances are what matters."""
+    if triplets is None:
+        raise ValueError("triplets: needed")
+    a, p, n = triplets
+    terms = ((embeddings[a] * (embeddings[n] - embeddings[p])).sum(dim=1) + 0.5).relu()
+    return 1e-3 * (terms.mean() if terms.numel() else embeddings.sum() * 0)
+
+
+def _as_loss(function, needs_triplets=True):
+    function.needs_triplets = needs_triplets
+    function.logits = None
+    return function
+
+
+def test_a_loss_far_larger_without_triplets_fails():
+    def larger_without(embeddings, labels, triplets=None, *, logits=None):
+        if triplets is None:
+            return 10.0 + embeddings.sum() * 0
+        return _hinge(embeddings, labels, triplets)
+
+    with pytest.raises(ContractError, match="needs_triplets=False but its value depends"):
+        testing.check_loss(_as_loss(larger_without, needs_triplets=False))
+
+
+def test_a_loss_far_larger_on_a_reordered_batch_fails():
+    def order_aware(embeddings, labels, triplets=None, *, logits=None):
+        unsorted = bool((labels[1:] < labels[:-1]).any())  # the check's batch comes sorted
+        return _hinge(embeddings, labels, triplets) + 10.0 * unsorted
+
+    with pytest.raises(ContractError, match="loss changes when the batch is reordered"):
+        testing.check_loss(_as_loss(order_aware))
+
+
+def test_a_loss_far_larger_with_the_classes_renamed_fails():
+    def name_aware(embeddings, labels, triplets=None, *, logits=None):
+        renamed = int(labels.sum()) != 4 * (0 + 1 + 2 + 3)  # 4 classes × 4 images: 0..3
+        return _hinge(embeddings, labels, triplets) + 10.0 * renamed
+
+    with pytest.raises(ContractError, match="loss changes when the classes are renamed"):
+        testing.check_loss(_as_loss(name_aware))
