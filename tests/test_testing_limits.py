@@ -1,4 +1,4 @@
-"""The contract checks' limits: sizes they probe with, bounds that are inclusive, tolerances."""
+"""The contract checks' limits: the sizes they probe with, inclusive bounds, tight tolerances."""
 
 from __future__ import annotations
 
@@ -71,86 +71,20 @@ def test_check_backbone_probes_the_documented_size_and_batch(
         testing.check_backbone(backbone, **kwargs)
 
 
-def test_a_backbone_answering_alone_far_from_in_a_batch_fails():
-    class LoudAlone(ConvBackbone):
-        def forward(self, x):
-            # tiny values in a batch, 10 for an image alone: off by far more than the value
-            return self.conv(x) * 1e-3 + 10.0 * (x.shape[0] == 1)
-
-    with pytest.raises(ContractError, match="depends on the rest of the batch"):
-        testing.check_backbone(LoudAlone())
-
-
-class OneHotHead(nn.Module):
-    """Unit rows along the first axis, signed by the pooled input (differentiable)."""
+class MeanHead(nn.Module):
+    """The mean of each channel, scaled to length ``norm``."""
 
     out_dim = 8
 
-    def __init__(self, sign_alone: float = 1.0):
+    def __init__(self, norm: float):
         super().__init__()
-        self.sign_alone = sign_alone
+        self.norm = norm
 
     def forward(self, x):
-        pooled = x.mean(dim=(2, 3))
-        rows = nn.functional.normalize(pooled[:, :1], dim=1)  # +1, with a gradient path
-        sign = self.sign_alone if x.shape[0] == 1 else 1.0
-        return nn.functional.pad(rows * sign, (0, self.out_dim - 1)) + 0 * pooled.sum()
-
-
-def test_a_head_answering_alone_the_opposite_fails():
-    testing.check_head(OneHotHead(), 8)
-    # alone: -e1, in a batch: +e1, every entry within 2 of the other
-    with pytest.raises(ContractError, match="head output for one image depends on the rest"):
-        testing.check_head(OneHotHead(sign_alone=-1.0), 8)
+        return nn.functional.normalize(x.mean(dim=(2, 3)), dim=1) * self.norm
 
 
 def test_a_head_with_norms_of_1_01_fails():
-    class Long(OneHotHead):
-        def forward(self, x):
-            return super().forward(x) * 1.01
-
+    testing.check_head(MeanHead(1.0), 8)
     with pytest.raises(ContractError, match="rows must be L2-normalised, got norms"):
-        testing.check_head(Long(), 8)
-
-
-def _hinge(embeddings, labels, triplets=None, *, logits=None):
-    """A triplet hinge scaled down to about 1e-3: the tolerances are what matters."""
-    if triplets is None:
-        raise ValueError("triplets: needed")
-    a, p, n = triplets
-    terms = ((embeddings[a] * (embeddings[n] - embeddings[p])).sum(dim=1) + 0.5).relu()
-    return 1e-3 * (terms.mean() if terms.numel() else embeddings.sum() * 0)
-
-
-def _as_loss(function, needs_triplets=True):
-    function.needs_triplets = needs_triplets
-    function.logits = None
-    return function
-
-
-def test_a_loss_far_larger_without_triplets_fails():
-    def larger_without(embeddings, labels, triplets=None, *, logits=None):
-        if triplets is None:
-            return 10.0 + embeddings.sum() * 0
-        return _hinge(embeddings, labels, triplets)
-
-    with pytest.raises(ContractError, match="needs_triplets=False but its value depends"):
-        testing.check_loss(_as_loss(larger_without, needs_triplets=False))
-
-
-def test_a_loss_far_larger_on_a_reordered_batch_fails():
-    def order_aware(embeddings, labels, triplets=None, *, logits=None):
-        unsorted = bool((labels[1:] < labels[:-1]).any())  # the check's batch comes sorted
-        return _hinge(embeddings, labels, triplets) + 10.0 * unsorted
-
-    with pytest.raises(ContractError, match="loss changes when the batch is reordered"):
-        testing.check_loss(_as_loss(order_aware))
-
-
-def test_a_loss_far_larger_with_the_classes_renamed_fails():
-    def name_aware(embeddings, labels, triplets=None, *, logits=None):
-        renamed = int(labels.sum()) != 4 * (0 + 1 + 2 + 3)  # 4 classes × 4 images: 0..3
-        return _hinge(embeddings, labels, triplets) + 10.0 * renamed
-
-    with pytest.raises(ContractError, match="loss changes when the classes are renamed"):
-        testing.check_loss(_as_loss(name_aware))
+        testing.check_head(MeanHead(1.01), 8)
