@@ -42,12 +42,15 @@ def broken(**overrides):
 @pytest.mark.parametrize(
     ("reranker", "message"),
     [
-        (broken(k=0), "positive int attribute 'k'"),
-        (broken(k=True), "positive int attribute 'k'"),
+        (broken(k=0), "^reranker must have a positive int attribute 'k', got 0"),
+        (broken(k=True), "^reranker must have a positive int attribute 'k', got True"),
         (broken(recipe={"backbone": "x"}), "reranker.recipe: not a valid recipe dict"),
-        (broken(score=None), "must have a score\\(\\) method"),
+        (broken(score=None), "^reranker must have a score\\(\\) method$"),
         (broken(score=lambda q, c: np.zeros((1, 1))), "must return \\(3, 3\\) float"),
-        (broken(score=lambda q, c: np.ones(np.shape(c)[:2]) * 2), "probabilities in \\[0, 1\\]"),
+        (
+            broken(score=lambda q, c: np.ones(np.shape(c)[:2]) * 2),
+            "^score\\(\\) must return probabilities in \\[0, 1\\] \\(got NaN or values beyond\\)$",
+        ),
         (
             broken(score=lambda q, c: np.random.default_rng().random(np.shape(c)[:2])),
             "must be deterministic",
@@ -103,5 +106,44 @@ def test_a_reranker_without_a_recipe_attribute_is_refused():
         def score(self, queries, candidates):
             return np.zeros(np.shape(candidates)[:2])
 
-    with pytest.raises(ContractError, match="must have a recipe attribute"):
+    with pytest.raises(
+        ContractError, match=r"^reranker must have a recipe attribute \(None: any\)$"
+    ):
         testing.check_reranker(NoRecipe())
+
+
+def test_a_reranker_without_a_score_attribute_is_refused():
+    class NoScore:
+        k = 2
+        recipe = None
+
+    with pytest.raises(ContractError, match=r"^reranker must have a score\(\) method$"):
+        testing.check_reranker(NoScore())
+
+
+class Recording(Cosine):
+    """Cosine, noting the shape and row norms of every query and candidate array it scores."""
+
+    def __init__(self):
+        self.shapes = set()
+        self.norms = []
+
+    def score(self, queries, candidates):
+        for array in (queries, candidates):
+            array = np.asarray(array)
+            self.shapes.add(array.shape)
+            if np.isfinite(array).all():
+                self.norms.append(np.linalg.norm(array, axis=-1))
+        return super().score(queries, candidates)
+
+
+def test_check_reranker_probes_what_its_docstring_promises():
+    reranker = Recording()
+    testing.check_reranker(reranker)
+    # 3 queries of R = 1 or 4 windows or Q×D, k = 3 or 1 candidates, D = 32 by default
+    queries = {(3, 1, 32), (3, 4, 32), (3, 32), (1, 1, 32), (1, 4, 32)}
+    candidates = {(3, 3, 32), (3, 1, 32), (1, 3, 32)}
+    assert queries <= reranker.shapes and candidates <= reranker.shapes
+    assert {shape[-1] for shape in reranker.shapes} == {32}
+    # unit descriptors, as an index returns them
+    assert np.allclose(np.concatenate([n.ravel() for n in reranker.norms]), 1.0, atol=1e-5)
