@@ -164,8 +164,11 @@ MUTATION_TESTS = {
     "pyinstance/models/weights.py": ["tests/models/test_weights.py"],
     "pyinstance/testing.py": [
         "tests/test_testing.py",
+        "tests/test_testing_losses.py",
+        "tests/test_testing_limits.py",
         "tests/test_builtin_contracts.py",
         "tests/classify/test_check_classifier.py",
+        "tests/rerank/test_check_reranker.py",
     ],
 }
 

@@ -102,7 +102,7 @@ def test_miner_with_invalid_negative_fails():
         a, p, n = good_miner(embeddings, labels, ref_embeddings, ref_labels)
         return a, p, p
 
-    with pytest.raises(ContractError, match="a negative has the label of its anchor"):
+    with pytest.raises(ContractError, match="^a negative has the label of its anchor"):
         testing.check_miner(swaps)
 
 
@@ -314,7 +314,7 @@ def test_miner_with_index_tensors_of_different_lengths_fails():
 
 
 def test_miner_with_an_anchor_outside_the_batch_fails():
-    with pytest.raises(ContractError, match="miner anchors index outside the batch"):
+    with pytest.raises(ContractError, match="^miner anchors index outside the batch"):
         testing.check_miner(_altered_miner(lambda a, p, n: (a + 1, p, n)))
 
 
@@ -335,12 +335,12 @@ def test_miner_with_a_negative_index_fails():
 
 
 def test_miner_with_a_positive_of_the_wrong_label_fails():
-    with pytest.raises(ContractError, match="a positive has another label than its anchor"):
+    with pytest.raises(ContractError, match="^a positive has another label than its anchor"):
         testing.check_miner(_altered_miner(lambda a, p, n: (a, n, p)))
 
 
 def test_miner_pairing_an_anchor_with_itself_fails():
-    with pytest.raises(ContractError, match="an anchor is its own positive"):
+    with pytest.raises(ContractError, match="^an anchor is its own positive"):
         testing.check_miner(_altered_miner(lambda a, p, n: (a, a.clone(), n)))
 
 
@@ -359,7 +359,7 @@ def test_anchor_equal_to_positive_index_is_fine_against_references():
 
 def test_miner_finding_nothing_fails():
     empty = torch.empty(0, dtype=torch.int64)
-    with pytest.raises(ContractError, match="miner found no triplet in a batch of 5 classes"):
+    with pytest.raises(ContractError, match="^miner found no triplet in a batch of 5 classes"):
         testing.check_miner(lambda *args, **kwargs: (empty, empty, empty))
 
 
@@ -372,7 +372,7 @@ def test_miner_returning_triplets_for_one_class_fails():
         return a, p, n
 
     with pytest.raises(
-        ContractError, match="miner returned triplets for a batch with one class only"
+        ContractError, match="^miner returned triplets for a batch with one class only"
     ):
         testing.check_miner(pads_lonely_batches)
 
@@ -399,3 +399,19 @@ def test_miner_warning_on_one_class_passes():
         return good_miner(embeddings, labels, ref_embeddings, ref_labels)
 
     testing.check_miner(warns)
+
+
+def test_miner_indexing_one_past_the_references_fails():
+    def one_past(embeddings, labels, ref_embeddings=None, ref_labels=None):
+        a, p, n = good_miner(embeddings, labels, ref_embeddings, ref_labels)
+        if ref_embeddings is not None:
+            n = n.clone()
+            n[0] = ref_labels.numel()  # the first row after the last reference
+        return a, p, n
+
+    with pytest.raises(ContractError, match="^miner negatives index outside the reference set"):
+        testing.check_miner(one_past)
+
+
+def test_miner_finding_a_single_triplet_passes():
+    testing.check_miner(_altered_miner(lambda a, p, n: (a[:1], p[:1], n[:1])))
