@@ -1,4 +1,5 @@
-"""Argument checks shared by every public entry: one convention for ints, floats and choices.
+"""Argument checks shared by every public entry: one convention for ints, floats, choices
+and float arrays.
 
 - Integers: Python ``int`` and numpy integer scalars (anything ``numbers.Integral``) are
   accepted and returned as ``int``; booleans (``True``, ``numpy.bool_``) are refused.
@@ -7,6 +8,10 @@
   and infinities unless ``finite=False``.
 - A value of the wrong type raises ``TypeError``; a value of the right type outside its
   range raises ``ValueError``. Every message starts with the argument's name.
+- Float arrays (:func:`check_float_array`): numpy arrays, nested sequences and tensors
+  (detached, moved to the CPU) of a floating-point dtype, returned as C-contiguous float32
+  numpy arrays; a wrong dtype, shape or a NaN/infinite value raises ``ValueError`` (arrays
+  are data, and the command line and the service report ``ValueError`` to the user).
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ import math
 import numbers
 from collections.abc import Collection
 from typing import Any, TypeVar
+
+import numpy as np
+import torch
 
 T = TypeVar("T")
 
@@ -98,3 +106,36 @@ def check_choice(value: Any, name: str, choices: Collection[T]) -> T:
     if not known:
         raise ValueError(f"{name}: expected one of {listed}, got {_describe(value)}")
     return value
+
+
+def check_float_array(
+    value: Any, name: str, layout: str, *, ndim: int | tuple[int, ...], dim: int | None = None
+) -> np.ndarray:
+    """``value`` as a finite, C-contiguous float32 numpy array (not copied when it is one).
+
+    Args:
+        value: a numpy array, a nested sequence or a torch tensor (any device) of floats.
+        name: the argument's name, first in every message.
+        layout: the expected shape in words, last axis ``D``: ``"(N, D)"``,
+            ``"(Q, D) or (Q, R, D)"``.
+        ndim: the accepted number(s) of dimensions.
+        dim: the size ``D`` of the last axis must have (None: any).
+    """
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise ValueError(f"{name}: expected floating-point values, got dtype {value.dtype}")
+        value = value.detach().to("cpu", torch.float32).numpy()
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:  # ragged nested sequences
+        raise ValueError(f"{name}: expected a {layout} array ({error})") from None
+    if array.dtype.kind != "f":
+        raise ValueError(f"{name}: expected floating-point values, got dtype {array.dtype}")
+    ranks = (ndim,) if isinstance(ndim, int) else ndim
+    if array.ndim not in ranks or (dim is not None and array.shape[-1] != dim):
+        wanted = f"{layout} array" + ("" if dim is None else f" with D={dim}")
+        raise ValueError(f"{name}: expected a {wanted}, got shape {array.shape}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: NaN or infinite values")
+    return array

@@ -6,8 +6,15 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from pyinstance._validate import check_choice, check_float, check_int, check_optional_int
+from pyinstance._validate import (
+    check_choice,
+    check_float,
+    check_float_array,
+    check_int,
+    check_optional_int,
+)
 
 
 @pytest.mark.parametrize("value", [3, np.int64(3), np.int32(3), np.uint8(3)])
@@ -64,3 +71,55 @@ def test_choice():
         check_choice(["a"], "strategy", {"a": 0, "b": 1})
     with pytest.raises(ValueError, match="strategy: expected one of"):
         check_choice("c", "strategy", ("a", "b"))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.arange(6, dtype=np.float64).reshape(2, 3),
+        np.arange(6, dtype=np.float16).reshape(2, 3),
+        np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)),
+        [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]],
+        torch.arange(6, dtype=torch.bfloat16).reshape(2, 3).requires_grad_(),
+    ],
+)
+def test_float_array_is_contiguous_float32(value):
+    array = check_float_array(value, "rows", "(N, D)", ndim=2, dim=3)
+    assert array.dtype == np.float32 and array.flags.c_contiguous
+    np.testing.assert_array_equal(array, np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+def test_float_array_is_not_copied_when_it_is_one_already():
+    rows = np.ones((4, 2), np.float32)
+    assert check_float_array(rows, "rows", "(N, D)", ndim=2) is rows
+
+
+def test_float_array_takes_every_listed_rank():
+    assert check_float_array(np.ones((2, 3, 4)), "q", "(Q, D) or (Q, R, D)", ndim=(2, 3)).ndim == 3
+    assert check_float_array(np.ones((2, 4)), "q", "(Q, D) or (Q, R, D)", ndim=(2, 3)).ndim == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.ones((2, 3), np.int64), r"^rows: expected floating-point values, got dtype int64$"),
+        (torch.ones(2, 3, dtype=torch.int32), r"^rows: expected floating-point values, got dtype "),
+        (np.ones((2, 3), bool), r"^rows: expected floating-point values, got dtype bool$"),
+        ([["a", "b"]], r"^rows: expected floating-point values, got dtype <U1$"),
+        ([[1.0], [1.0, 2.0]], r"^rows: expected a \(N, D\) array \("),
+        (np.ones(3), r"^rows: expected a \(N, D\) array with D=3, got shape \(3,\)$"),
+        (np.ones((2, 4)), r"^rows: expected a \(N, D\) array with D=3, got shape \(2, 4\)$"),
+        (np.array([[0.0, np.nan, 1.0]]), r"^rows: NaN or infinite values$"),
+        (np.array([[0.0, -np.inf, 1.0]]), r"^rows: NaN or infinite values$"),
+    ],
+)
+def test_float_array_refuses_naming_the_argument(value, message):
+    with pytest.raises(ValueError, match=message):
+        check_float_array(value, "rows", "(N, D)", ndim=2, dim=3)
+
+
+def test_float_array_without_dim_names_only_the_layout():
+    with pytest.raises(
+        ValueError, match=r"^views: expected a \(M, D\) array, got shape \(2, 3, 4\)$"
+    ):
+        check_float_array(np.ones((2, 3, 4)), "views", "(M, D)", ndim=2)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from pyinstance._validate import check_float_array
 from pyinstance.classify._checks import check_collection, check_count, check_real
 from pyinstance.classify.prediction import UNKNOWN, Prediction
 from pyinstance.classify.rerank import Reranking
@@ -95,19 +96,6 @@ def threshold_for_far(unknown_confidence: np.ndarray, target_far: float) -> floa
     return float(min(above, np.float32(1.0)))
 
 
-def _float_rows(value: Any, name: str, dim: int | None) -> np.ndarray:
-    """Finite float32 rows, ``dim`` columns (None: any number)."""
-    array = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
-    if array.dtype.kind != "f":
-        raise ValueError(f"{name}: expected floating-point values, got dtype {array.dtype}")
-    if array.ndim != 2 or (dim is not None and array.shape[1] != dim):
-        raise ValueError(f"{name}: expected an (M, {dim}) array, got shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name}: NaN or infinite values")
-    return array
-
-
 class _Collection:
     """The references (float32, ignored rows dropped) and the searches over subsets of them
     (with ``refit``, the references are raw and post-processed per subset)."""
@@ -133,9 +121,9 @@ class _Collection:
         keep = np.zeros(self.size, dtype=bool)
         keep[self.rows[subset]] = True
         references, postprocess = self.refit(keep)
-        references = _float_rows(references, "refit references", None)
-        return references, lambda queries: _float_rows(
-            postprocess(queries), "refit queries", references.shape[1]
+        references = check_float_array(references, "refit references", "(M, D)", ndim=2)
+        return references, lambda queries: check_float_array(
+            postprocess(queries), "refit queries", "(M, D)", ndim=2, dim=references.shape[1]
         )
 
     def classify(
@@ -234,7 +222,9 @@ def fit_threshold(
     if (views is None) != (view_labels is None):
         raise ValueError("views and view_labels: give both or neither")
     view_rows = (
-        np.zeros((0, dim or 0), np.float32) if views is None else _float_rows(views, "views", dim)
+        np.zeros((0, dim or 0), np.float32)
+        if views is None
+        else check_float_array(views, "views", "(M, D)", ndim=2, dim=dim)
     )
     view_codes = np.zeros(0, np.int64)
     if view_labels is not None:
@@ -251,7 +241,7 @@ def fit_threshold(
     distractor_rows = (
         np.zeros((0, dim or 0), np.float32)
         if distractors is None
-        else _float_rows(distractors, "distractors", dim)
+        else check_float_array(distractors, "distractors", "(M, D)", ndim=2, dim=dim)
     )
 
     known_confidence, known_right = [], []

@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from pyinstance._validate import check_float_array
 from pyinstance.classify._checks import check_count
 from pyinstance.classify.prediction import UNKNOWN, Prediction
 from pyinstance.index.neighbours import Neighbours
@@ -58,19 +59,6 @@ class PairScorer(Protocol):
         ...
 
 
-def _float_array(value: Any, name: str, ndim: tuple[int, ...]) -> np.ndarray:
-    array = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
-    if array.dtype.kind != "f":
-        raise ValueError(f"{name}: expected floating-point values, got dtype {array.dtype}")
-    if array.ndim not in ndim:
-        shapes = " or ".join(f"{n}-D" for n in ndim)
-        raise ValueError(f"{name}: expected a {shapes} array, got shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name}: NaN or infinite values")
-    return array
-
-
 class Reranking:
     """The :class:`Reranker` stage of a :class:`PairScorer` over a collection.
 
@@ -95,7 +83,7 @@ class Reranking:
             )
         self.k = check_count(scorer.k, "reranker.k", minimum=1)
         self.scorer = scorer
-        self.references = _float_array(references, "references", (2,))
+        self.references = check_float_array(references, "references", "(N, D)", ndim=2)
         if self.references.shape[0] == 0:
             raise ValueError("references: empty collection; nothing to re-rank against")
         if rows is None:
@@ -121,18 +109,19 @@ class Reranking:
             raise TypeError(
                 f"neighbours: expected a pyinstance.index.Neighbours, got {type(neighbours).__name__}"
             )
-        windows = _float_array(queries, "queries", (2, 3))
+        windows = check_float_array(
+            queries,
+            "queries",
+            "(Q, D) or (Q, R, D)",
+            ndim=(2, 3),
+            dim=self.references.shape[1],
+        )
         if windows.ndim == 2:
             windows = windows[:, None, :]
         if windows.shape[0] != len(neighbours):
             raise ValueError(
                 f"queries: expected {len(neighbours)} rows, one per neighbours row, got "
                 f"{windows.shape[0]}"
-            )
-        if windows.shape[2] != self.references.shape[1]:
-            raise ValueError(
-                f"queries: descriptor size {windows.shape[2]}, the references' is "
-                f"{self.references.shape[1]}"
             )
         m = min(self.k, neighbours.k)
         rows = np.asarray(neighbours.rows)[:, :m].astype(np.int64)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from pyinstance._files import read_versioned, write_atomic
+from pyinstance._validate import check_float_array
 from pyinstance.classify._checks import check_count
 from pyinstance.index.recipe import Recipe
 from pyinstance.rerank.model import VerificationNet
@@ -137,11 +138,15 @@ class VerificationReranker:
     def score(self, queries: Any, candidates: Any) -> np.ndarray:
         """``(Q, k)`` probabilities that each query and candidate show the same object."""
         dim = self.net.dim
-        windows = _tensor(queries, "queries", dim)
+        windows = torch.from_numpy(
+            check_float_array(queries, "queries", "(Q, D) or (Q, R, D)", ndim=(2, 3), dim=dim)
+        )
         if windows.ndim == 2:
             windows = windows[:, None, :]
-        refs = _tensor(candidates, "candidates", dim)
-        if windows.ndim != 3 or refs.ndim != 3 or refs.shape[0] != windows.shape[0]:
+        refs = torch.from_numpy(
+            check_float_array(candidates, "candidates", "(Q, k, D)", ndim=3, dim=dim)
+        )
+        if refs.shape[0] != windows.shape[0]:
             raise ValueError(
                 f"queries, candidates: expected (Q, R, {dim}) and (Q, k, {dim}) arrays, got "
                 f"{tuple(windows.shape)} and {tuple(refs.shape)}"
@@ -156,22 +161,3 @@ class VerificationReranker:
                 return torch.sigmoid(self.net(windows, refs)).numpy()
         finally:
             torch.set_num_threads(previous)
-
-
-def _tensor(value: Any, name: str, dim: int) -> torch.Tensor:
-    array = value.detach().cpu() if isinstance(value, torch.Tensor) else np.asarray(value)
-    if not (
-        array.dtype.is_floating_point
-        if isinstance(array, torch.Tensor)
-        else array.dtype.kind == "f"
-    ):
-        raise ValueError(f"{name}: expected floating-point values, got dtype {array.dtype}")
-    tensor = torch.as_tensor(array).to(torch.float32)
-    if tensor.ndim not in (2, 3) or tensor.shape[-1] != dim:
-        raise ValueError(
-            f"{name}: expected descriptors of size D={dim} (the verifier's), got shape "
-            f"{tuple(tensor.shape)}"
-        )
-    if not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"{name}: NaN or infinite values")
-    return tensor

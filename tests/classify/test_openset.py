@@ -192,7 +192,9 @@ def test_bad_input_is_refused():
         fit_threshold(nn, x, labels, max_held_out=0)
     with pytest.raises(ValueError, match="views and view_labels: give both"):
         fit_threshold(nn, x, labels, views=x)
-    with pytest.raises(ValueError, match="views: expected an \\(M, 8\\)"):
+    with pytest.raises(
+        ValueError, match="views: expected a \\(M, D\\) array with D=8, got shape \\(6, 4\\)"
+    ):
         fit_threshold(nn, x, labels, views=x[:, :4], view_labels=labels)
     with pytest.raises(ValueError, match="view_labels: expected 6 int64"):
         fit_threshold(nn, x, labels, views=x, view_labels=labels[:3])

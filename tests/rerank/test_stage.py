@@ -210,7 +210,10 @@ def test_bad_inputs_are_refused(collection):
         stage.rerank(poisoned, neighbours, prediction)
     with pytest.raises(ValueError, match="queries: expected 4 rows"):
         stage.rerank(queries[:2], neighbours, prediction)
-    with pytest.raises(ValueError, match="descriptor size 7"):
+    with pytest.raises(
+        ValueError,
+        match=r"queries: expected a \(Q, D\) or \(Q, R, D\) array with D=8, got shape \(4, 3, 7\)",
+    ):
         stage.rerank(queries[..., :7], neighbours, prediction)
     with pytest.raises(ValueError, match="prediction: expected a Prediction for the 4"):
         stage.rerank(queries, neighbours, "nope")

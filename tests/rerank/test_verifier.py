@@ -136,7 +136,9 @@ def test_scoring_refuses_bad_input(tmp_path):
         reranker.score(bad, good)
     with pytest.raises(ValueError, match="candidates: NaN"):
         reranker.score(good, bad)
-    with pytest.raises(ValueError, match="size D=16"):
+    with pytest.raises(
+        ValueError, match=r"queries: expected a \(Q, D\) or \(Q, R, D\) array with D=16"
+    ):
         reranker.score(good[..., :8], good[..., :8])
     with pytest.raises(ValueError, match="floating-point"):
         reranker.score(good.astype(np.int64), good)
