@@ -1,14 +1,19 @@
-"""Shared fixtures: the real image data beside the repo and the devices to test on."""
+"""Shared fixtures: the real image data beside the repo (and indexes of its opencv-pairs
+set) and the devices to test on."""
 
 from __future__ import annotations
 
+import csv
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 import pyinstance
+from pyinstance.index import InstanceIndex, Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +52,46 @@ def shared_data() -> Path:
             pytest.fail(f"{message}; CI is set, so this is a failure, not a skip")
         pytest.skip(message)
     return data
+
+
+@pytest.fixture(scope="session")
+def pairs(shared_data: Path) -> Path:
+    """The opencv-pairs set (manifest.csv, reference/, query/)."""
+    return shared_data / "opencv-pairs"
+
+
+@pytest.fixture(scope="session")
+def query_photos(pairs: Path) -> dict[Path, str]:
+    """Each opencv-pairs query photo and its instance."""
+    with open(pairs / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {pairs / r["path"]: r["instance_id"] for r in rows if r["split"] == "query"}
+
+
+@pytest.fixture(scope="session")
+def build_pairs_index(
+    pairs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[Recipe, str], Path]:
+    """``build(recipe, name)``: the opencv-pairs references indexed with ``recipe`` in a
+    new session folder ``name`` (the index closed; its path returned).
+
+    A test folder's session fixture ``built_index`` calls it with the folder's recipe;
+    :func:`index_copy` copies that index.
+    """
+
+    def build(recipe: Recipe, name: str) -> Path:
+        path = tmp_path_factory.mktemp(name) / "index"
+        index, _ = InstanceIndex.build(path, pairs / "manifest.csv", recipe, progress=False)
+        index.close()
+        return path
+
+    return build
+
+
+@pytest.fixture
+def index_copy(built_index: Path, tmp_path: Path) -> Path:
+    """A private copy of the test folder's ``built_index``, for tests that change it."""
+    return Path(shutil.copytree(built_index, tmp_path / "index"))
 
 
 def cuda_available() -> bool:

@@ -34,9 +34,3 @@ def filled(tmp_path: Path) -> tuple[InstanceIndex, np.ndarray]:
     )
     yield index, x
     index.close()
-
-
-@pytest.fixture(scope="session")
-def pairs(shared_data: Path) -> Path:
-    """The opencv-pairs set (manifest.csv, reference/, query/)."""
-    return shared_data / "opencv-pairs"

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from pyinstance.index import DEFAULT_RECIPE, InstanceIndex
+from pyinstance.index import DEFAULT_RECIPE, Recipe
 from pyinstance.serve import create_app
 
 #: Small images keep the tests quick; the service does not depend on the size.
@@ -24,33 +22,9 @@ TOKEN = "test-token-0123456789"
 
 
 @pytest.fixture(scope="session")
-def pairs(shared_data: Path) -> Path:
-    return shared_data / "opencv-pairs"
-
-
-@pytest.fixture(scope="session")
-def queries(pairs: Path) -> dict[Path, str]:
-    """Each query photo and its instance."""
-    with open(pairs / "manifest.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {pairs / r["path"]: r["instance_id"] for r in rows if r["split"] == "query"}
-
-
-@pytest.fixture(scope="session")
-def built_index(pairs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The references of opencv-pairs, indexed once per session."""
-    path = tmp_path_factory.mktemp("serve") / "index"
-    index, _ = InstanceIndex.build(path, pairs / "manifest.csv", RECIPE, progress=False)
-    index.close()
-    return path
-
-
-@pytest.fixture
-def index_copy(built_index: Path, tmp_path: Path) -> Path:
-    """A private copy of the session's index, for tests that change it."""
-    target = tmp_path / "index"
-    shutil.copytree(built_index, target)
-    return target
+def built_index(build_pairs_index: Callable[[Recipe, str], Path]) -> Path:
+    """The references of opencv-pairs, indexed with :data:`RECIPE` once per session."""
+    return build_pairs_index(RECIPE, "serve")
 
 
 @pytest.fixture(scope="module")

@@ -59,8 +59,8 @@ def png_header_bomb(width: int, height: int) -> bytes:
     )
 
 
-def test_identifies_every_query(client: TestClient, queries: dict[Path, str]) -> None:
-    for path, instance in queries.items():
+def test_identifies_every_query(client: TestClient, query_photos: dict[Path, str]) -> None:
+    for path, instance in query_photos.items():
         answer = identify(client, path, top_k=3)
         assert answer["instance"] == instance, path.name
         assert 0.0 <= answer["confidence"] <= 1.0
@@ -71,9 +71,9 @@ def test_identifies_every_query(client: TestClient, queries: dict[Path, str]) ->
 
 
 def test_raw_body_and_thumbnail_of_the_best_reference(
-    client: TestClient, queries: dict[Path, str]
+    client: TestClient, query_photos: dict[Path, str]
 ) -> None:
-    path = next(p for p, instance in queries.items() if instance == "graf")
+    path = next(p for p, instance in query_photos.items() if instance == "graf")
     response = client.post(
         "/v1/identify", content=path.read_bytes(), headers={"Content-Type": content_type(path)}
     )
@@ -85,10 +85,12 @@ def test_raw_body_and_thumbnail_of_the_best_reference(
     assert max(Image.open(io.BytesIO(thumbnail.content)).size) <= 320
 
 
-def test_threshold_turns_an_answer_unknown(client: TestClient, queries: dict[Path, str]) -> None:
-    path = next(iter(queries))
+def test_threshold_turns_an_answer_unknown(
+    client: TestClient, query_photos: dict[Path, str]
+) -> None:
+    path = next(iter(query_photos))
     answer = identify(client, path, threshold=1.0)
-    assert answer["instance"] is None and answer["top_k"][0]["instance"] == queries[path]
+    assert answer["instance"] is None and answer["top_k"][0]["instance"] == query_photos[path]
     assert 'pyinstance_identifications_total{result="unknown"}' in client.get("/metrics").text
 
 
@@ -108,9 +110,9 @@ def test_instances_and_info(client: TestClient) -> None:
 
 
 def test_remove_and_add_are_seen_without_restart(
-    writer: TestClient, queries: dict[Path, str], pairs: Path
+    writer: TestClient, query_photos: dict[Path, str], pairs: Path
 ) -> None:
-    aero = next(p for p, instance in queries.items() if instance == "aero")
+    aero = next(p for p, instance in query_photos.items() if instance == "aero")
     before = identify(writer, aero)
     assert before["instance"] == "aero"
 
@@ -258,7 +260,7 @@ def gif() -> bytes:
 
 
 def test_bad_requests_are_clear_4xx_and_the_service_keeps_serving(
-    client: TestClient, photo: bytes, queries: dict[Path, str]
+    client: TestClient, photo: bytes, query_photos: dict[Path, str]
 ) -> None:
     for method, url, kwargs, status, code in bad_requests(photo):
         response = client.request(method, url, **kwargs)
@@ -267,8 +269,8 @@ def test_bad_requests_are_clear_4xx_and_the_service_keeps_serving(
     metrics = client.get("/metrics").text
     assert 'pyinstance_rejected_requests_total{code="too_many_pixels"} 1' in metrics
     assert 'endpoint="/v1/identify",status="413"' in metrics
-    path = next(iter(queries))
-    assert identify(client, path)["instance"] == queries[path]
+    path = next(iter(query_photos))
+    assert identify(client, path)["instance"] == query_photos[path]
     assert client.get("/v1/info").json()["images"] == 9
 
 
@@ -413,13 +415,13 @@ def test_ids_with_spaces_brackets_and_unicode(writer: TestClient, pairs: Path) -
 
 
 def test_onnxruntime_engine_gives_the_same_answers(
-    built_index: Path, client: TestClient, queries: dict[Path, str]
+    built_index: Path, client: TestClient, query_photos: dict[Path, str]
 ) -> None:
     pytest.importorskip("onnxruntime")
     assert client.get("/v1/info").json()["engine"] == "torch"
     with TestClient(create_app(built_index, engine="onnxruntime")) as fast:
         assert fast.get("/v1/info").json()["engine"] == "onnxruntime"
-        for path in list(queries)[:3]:
+        for path in list(query_photos)[:3]:
             mine, theirs = identify(fast, path), identify(client, path)
             assert mine["instance"] == theirs["instance"]
             assert mine["confidence"] == pytest.approx(theirs["confidence"], abs=1e-3)

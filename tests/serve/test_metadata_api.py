@@ -26,7 +26,7 @@ def patch(client: TestClient, instance: str, body: object, **params: object):
 
 
 def test_curator_sets_metadata_and_every_answer_shows_it(
-    writer: TestClient, queries: dict[Path, str]
+    writer: TestClient, query_photos: dict[Path, str]
 ) -> None:
     response = patch(writer, "graf", {"title": "Graffiti", "author": "Unknown", "year": 2004})
     assert response.status_code == 200, response.text
@@ -37,7 +37,7 @@ def test_curator_sets_metadata_and_every_answer_shows_it(
     assert writer.get("/v1/instances", params={"q": "graffiti"}).json()["total"] == 1
     assert writer.get("/v1/instances/graf").json()["metadata"]["year"] == 2004
 
-    graf = next(p for p, instance in queries.items() if instance == "graf")
+    graf = next(p for p, instance in query_photos.items() if instance == "graf")
     answer = identify(writer, graf)
     assert answer["instance"] == "graf" and answer["metadata"]["title"] == "Graffiti"
     assert answer["top_k"][0]["metadata"]["author"] == "Unknown"
