@@ -37,10 +37,11 @@ from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from pyinstance.models.trained import TrainedModel, read_model
 from pyinstance.train.checkpoint import load_checkpoint, save_checkpoint
 from pyinstance.train.config import Config
-from pyinstance.train.data import TrainingSet, load_training_set
+from pyinstance.train.data import TrainingSet
 from pyinstance.train.distributed import LocalContext, ProcessContext, parallel_map
 from pyinstance.train.metrics import write_metrics
 from pyinstance.train.sampler import PKSampler, triplet_batches
+from pyinstance.train.setup import set_up_run
 from pyinstance.train.validation import ValidationSet, precision_at_1
 from pyinstance.train.views import ViewMaker, view_generator
 
@@ -84,11 +85,8 @@ class Trainer:
         self.config = config
         self.context = context if context is not None else LocalContext()
         train = config.train
-        torch.manual_seed(config.seed)
-        self.device = _device(train.device)
-        self.data = training_set or load_training_set(
-            config.data.source, decode_side=config.data.decode_side
-        )
+        setup = set_up_run(config, training_set)
+        self.device, self.data, self.output = setup.device, setup.data, setup.output
         self.validation = (
             ValidationSet.from_manifest(config.data.validation) if config.data.validation else None
         )
@@ -124,7 +122,6 @@ class Trainer:
         self.epoch_batches: list[list[int]] | None = None
         self.history: list[dict[str, Any]] = []
         self._running: dict[str, float] = {}
-        self.output = Path(config.output)
 
     # -- set-up ---------------------------------------------------------------------------
     def _network(self) -> tuple[nn.Module, nn.Module]:
@@ -575,11 +572,3 @@ def _rescale(images: torch.Tensor, scale: float) -> torch.Tensor:
     height, width = images.shape[2:]
     size = (max(32, round(height * scale)), max(32, round(width * scale)))
     return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device: 'cuda' asked for, but torch sees no CUDA device")
-    return torch.device(name)

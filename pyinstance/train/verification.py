@@ -36,8 +36,9 @@ from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from pyinstance.ops import knn_dot
 from pyinstance.rerank import VerificationNet, VerifierFile
 from pyinstance.train.config import Config
-from pyinstance.train.data import TrainingSet, load_training_set
+from pyinstance.train.data import TrainingSet
 from pyinstance.train.metrics import write_metrics
+from pyinstance.train.setup import set_up_run
 from pyinstance.train.views import ViewMaker, view_generator
 
 #: The verifier file written into the output folder.
@@ -110,9 +111,8 @@ class VerificationTrainer:
         )
         if len(self.index) == 0:
             raise ValueError(f"verification.index: {str(self.index.path)!r} holds no references")
-        self.data = training_set or load_training_set(
-            config.data.source, decode_side=config.data.decode_side
-        )
+        setup = set_up_run(config, training_set)
+        self.device, self.data, self.output = setup.device, setup.data, setup.output
         codes = {name: code for code, name in enumerate(self.index.instances)}
         missing = sorted({name for name in self.data.instances if name not in codes})
         if missing:
@@ -124,7 +124,6 @@ class VerificationTrainer:
         self.views = ViewMaker(
             config.augment, self.data.images, self.data.labels, mean=IMAGENET_MEAN, std=IMAGENET_STD
         )
-        self.output = Path(config.output)
 
     # -- data -----------------------------------------------------------------------------
     def describe_views(self) -> tuple[np.ndarray, np.ndarray]:
@@ -222,7 +221,6 @@ class VerificationTrainer:
     def fit(self) -> VerificationResult:
         """Describe, mine, fit, validate; write the verifier file and the metrics."""
         start = time.perf_counter()
-        torch.manual_seed(self.config.seed)
         queries, codes = self.describe_views()
         described = time.perf_counter()
         pairs = self.mine(queries, codes)
@@ -231,13 +229,15 @@ class VerificationTrainer:
             int(queries.shape[2]),
             projection=self.settings.projection,
             hidden=self.settings.hidden,
-        )
+        ).to(self.device)
         train = self.config.train
         optimizer = torch.optim.AdamW(
             net.parameters(), lr=train.lr_head, weight_decay=train.weight_decay
         )
         positives = float(training.labels.sum())
-        balance = torch.tensor(max(training.labels.numel() - positives, 1.0) / max(positives, 1.0))
+        balance = torch.tensor(
+            max(training.labels.numel() - positives, 1.0) / max(positives, 1.0), device=self.device
+        )
         generator = torch.Generator().manual_seed(self.config.seed)
         history: list[dict[str, Any]] = []
         for epoch in range(train.epochs):
@@ -246,9 +246,12 @@ class VerificationTrainer:
             total, batches = 0.0, 0
             for first in range(0, len(training), self.settings.batch):
                 batch = order[first : first + self.settings.batch]
-                logits = net(training.queries[batch], training.candidates[batch])
+                logits = net(
+                    training.queries[batch].to(self.device),
+                    training.candidates[batch].to(self.device),
+                )
                 loss = F.binary_cross_entropy_with_logits(
-                    logits, training.labels[batch], pos_weight=balance
+                    logits, training.labels[batch].to(self.device), pos_weight=balance
                 )
                 if not torch.isfinite(loss):
                     raise ValueError(
@@ -269,7 +272,7 @@ class VerificationTrainer:
         seconds = time.perf_counter() - start
         path = VerifierFile(
             options=net.options(),
-            state=net.state_dict(),
+            state={name: value.cpu() for name, value in net.state_dict().items()},
             k=self.settings.candidates,
             recipe=self.index.recipe.to_dict(),
             info={
@@ -292,8 +295,10 @@ def validate(net: VerificationNet, pairs: Pairs, prefix: str) -> dict[str, float
     the same two for the raw similarity (``{prefix}_raw_*``, the best window's), the
     baseline the re-ranker must beat."""
     net.eval()
+    device = next(net.parameters()).device
     with torch.no_grad():
-        probabilities = torch.sigmoid(net(pairs.queries, pairs.candidates))
+        logits = net(pairs.queries.to(device), pairs.candidates.to(device))
+    probabilities = torch.sigmoid(logits).cpu()
     raw = torch.einsum("qrd,qkd->qkr", pairs.queries, pairs.candidates).amax(dim=2)
     return {
         **_separation(probabilities, pairs.labels, prefix),
