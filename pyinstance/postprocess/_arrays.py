@@ -54,6 +54,18 @@ def as_index_array(value: Any, name: str, n: int) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
+def as_index_pairs(query_idx: Any, positive_idx: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``query_idx`` and ``positive_idx``: 1-D int64 arrays of as many row indices in
+    ``[0, n)``, the matching pairs a method is fitted on."""
+    queries = as_index_array(query_idx, "query_idx", n)
+    positives = as_index_array(positive_idx, "positive_idx", n)
+    if positives.shape != queries.shape:
+        raise ValueError(
+            f"positive_idx: expected {queries.size} entries like query_idx, got {positives.size}"
+        )
+    return queries, positives
+
+
 def check_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")

@@ -25,7 +25,7 @@ import numpy as np
 
 from pyinstance.postprocess._arrays import (
     as_float_array,
-    as_index_array,
+    as_index_pairs,
     check_int,
     check_kind,
     l2_normalize,
@@ -106,13 +106,7 @@ class ScaleAggregation:
         """
         x = _scale_sets(descriptors, "descriptors")
         n, n_scales, _ = x.shape
-        queries = as_index_array(query_idx, "query_idx", n)
-        positives = as_index_array(positive_idx, "positive_idx", n)
-        if positives.shape != queries.shape:
-            raise ValueError(
-                f"positive_idx: expected {queries.size} entries like query_idx, "
-                f"got {positives.size}"
-            )
+        queries, positives = as_index_pairs(query_idx, positive_idx, n)
         if (queries == positives).any():
             raise ValueError("positive_idx: a pair matches a descriptor with itself")
         steps = check_int(steps, "steps", 1)

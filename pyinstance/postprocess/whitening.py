@@ -16,7 +16,7 @@ import numpy as np
 
 from pyinstance.postprocess._arrays import (
     as_float_array,
-    as_index_array,
+    as_index_pairs,
     check_float,
     check_int,
     check_kind,
@@ -147,13 +147,7 @@ class PCAWhitening:
         """
         x = as_float_array(descriptors, "descriptors", 2, "(N, D)").astype(np.float64)
         n, d = x.shape
-        queries = as_index_array(query_idx, "query_idx", n)
-        positives = as_index_array(positive_idx, "positive_idx", n)
-        if positives.shape != queries.shape:
-            raise ValueError(
-                f"positive_idx: expected {queries.size} entries like query_idx, "
-                f"got {positives.size}"
-            )
+        queries, positives = as_index_pairs(query_idx, positive_idx, n)
         if (queries == positives).all():
             raise ValueError("positive_idx: every pair matches a descriptor with itself")
         dim = _dim(dim, d, f"D={d}")

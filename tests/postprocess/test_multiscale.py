@@ -121,6 +121,11 @@ def test_state_round_trips_through_json():
             ValueError,
             "positive_idx: a pair matches",
         ),
+        (
+            lambda x: ScaleAggregation.fit_pairs(x, [0, 1], [1]),
+            ValueError,
+            "positive_idx: expected 2 entries like query_idx, got 1",
+        ),
         (lambda x: ScaleAggregation.fit_pairs(x, [0], [1], steps=10**6), ValueError, "steps: "),
         (lambda x: multiscale_scores(x, x, "mean"), ValueError, "reduction: expected one of"),
         (
