@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -31,6 +32,17 @@ def identify(client: TestClient, path: Path, **params: object) -> dict:
     )
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def add_photo(client: TestClient, instance: str, path: Path, **form: str) -> Any:
+    """The response to posting ``path`` as a reference image of ``instance`` (with a token;
+    ``form`` fields such as ``metadata`` beside it)."""
+    return client.post(
+        f"/v1/instances/{instance}/images",
+        headers=AUTH,
+        files=[("files", (path.name, path.read_bytes(), content_type(path)))],
+        data=form,
+    )
 
 
 def assert_error(response, status: int, code: str | None = None) -> None:
@@ -125,11 +137,7 @@ def test_remove_and_add_are_seen_without_restart(
     assert_error(writer.get("/v1/instances/aero"), 404, "unknown_instance")
 
     reference = pairs / "reference" / "aero1.jpg"
-    added = writer.post(
-        "/v1/instances/plane/images",
-        headers=AUTH,
-        files=[("files", (reference.name, reference.read_bytes(), "image/jpeg"))],
-    )
+    added = add_photo(writer, "plane", reference)
     assert added.status_code == 201, added.text
     body = added.json()
     assert body["added"] == 1 and body["version"] > after_removal["version"]
@@ -137,11 +145,7 @@ def test_remove_and_add_are_seen_without_restart(
     assert writer.get(image["thumbnail_url"]).status_code == 200
     assert identify(writer, aero)["instance"] == "plane"
 
-    again = writer.post(
-        "/v1/instances/plane/images",
-        headers=AUTH,
-        files=[("files", (reference.name, reference.read_bytes(), "image/jpeg"))],
-    )
+    again = add_photo(writer, "plane", reference)
     assert again.status_code == 200 and again.json()["unchanged"] == 1
 
     deleted = writer.delete(f"/v1/images/{image['id']}", headers=AUTH)

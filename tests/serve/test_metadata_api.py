@@ -13,7 +13,7 @@ from pyinstance.index import InstanceIndex
 from pyinstance.serve import create_app
 
 from .conftest import TOKEN
-from .test_api import AUTH, assert_error, identify
+from .test_api import AUTH, add_photo, assert_error, identify
 
 
 def patch(client: TestClient, instance: str, body: object, **params: object):
@@ -55,12 +55,8 @@ def test_curator_sets_metadata_and_every_answer_shows_it(
 
 def test_photos_added_with_metadata_in_one_request(writer: TestClient, pairs: Path) -> None:
     photo = pairs / "query" / "rubberwhale2.png"
-    response = writer.post(
-        "/v1/instances/whale-two/images",
-        headers=AUTH,
-        files=[("files", (photo.name, photo.read_bytes(), "image/png"))],
-        data={"metadata": json.dumps({"title": "Whale", "author": "Toy maker"})},
-    )
+    metadata = json.dumps({"title": "Whale", "author": "Toy maker"})
+    response = add_photo(writer, "whale-two", photo, metadata=metadata)
     assert response.status_code == 201, response.text
     assert response.json()["metadata"] == {"title": "Whale", "author": "Toy maker"}
     assert writer.get("/v1/instances/whale-two").json()["metadata"]["title"] == "Whale"
@@ -98,12 +94,7 @@ def test_metadata_needs_the_token_and_a_known_instance(writer: TestClient, pairs
     assert_error(patch(writer, "nope", {"title": "x"}), 404, "unknown_instance")
     assert_error(patch(writer, "back%5Cslash", {"title": "x"}), 400, "invalid_id")
     photo = pairs / "query" / "rubberwhale2.png"
-    refused = writer.post(
-        "/v1/instances/whale-two/images",
-        headers=AUTH,
-        files=[("files", (photo.name, photo.read_bytes(), "image/png"))],
-        data={"metadata": '{"title": [1]}'},
-    )
+    refused = add_photo(writer, "whale-two", photo, metadata='{"title": [1]}')
     assert_error(refused, 422, "invalid_metadata")
     assert_error(writer.get("/v1/instances/whale-two"), 404)
 

@@ -15,7 +15,7 @@ from pyinstance.serve import create_app
 from pyinstance.serve.upload_folder import UploadFolder
 
 from .conftest import TOKEN
-from .test_api import AUTH, assert_error
+from .test_api import AUTH, add_photo, assert_error
 
 
 def photo_files(folder: Path) -> set[str]:
@@ -44,11 +44,7 @@ def test_clean_waits_for_writers_and_else_removes_nothing(tmp_path: Path) -> Non
 def test_orphans_are_removed_at_start(index_copy: Path, pairs: Path) -> None:
     with TestClient(create_app(index_copy, token=TOKEN)) as client:
         photo = pairs / "query" / "rubberwhale2.png"
-        added = client.post(
-            "/v1/instances/whale-two/images",
-            headers=AUTH,
-            files=[("files", (photo.name, photo.read_bytes(), "image/png"))],
-        )
+        added = add_photo(client, "whale-two", photo)
         assert added.status_code == 201, added.text
     uploads = index_copy / "uploads"
     (kept,) = photo_files(uploads)
@@ -69,11 +65,7 @@ def test_failed_commit_leaves_no_upload(
     with TestClient(create_app(index_copy, token=TOKEN)) as client:
         monkeypatch.setattr(Store, "add", full)
         photo = pairs / "query" / "rubberwhale2.png"
-        response = client.post(
-            "/v1/instances/whale-two/images",
-            headers=AUTH,
-            files=[("files", (photo.name, photo.read_bytes(), "image/png"))],
-        )
+        response = add_photo(client, "whale-two", photo)
         assert_error(response, 507, "write_failed")
         assert photo_files(index_copy / "uploads") == set()
         assert client.get("/healthz").status_code == 200
