@@ -429,27 +429,23 @@ class Store:
     @_locked
     def image_by_sha(self, sha256s: Sequence[str]) -> dict[str, str]:
         """Existing image id of each given content hash that is in the index."""
-        found: dict[str, str] = {}
-        for start in range(0, len(sha256s), 500):
-            chunk = list(sha256s[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            found.update(
-                self._db.execute(
-                    f"SELECT sha256, id FROM images WHERE sha256 IN ({marks})", chunk
-                ).fetchall()
-            )
-        return found
+        return self._images_with("sha256", "id", sha256s)
 
     @_locked
     def image_sha(self, image_ids: Sequence[str]) -> dict[str, str | None]:
         """Content hash of each given image id that is in the index."""
-        found: dict[str, str | None] = {}
-        for start in range(0, len(image_ids), 500):
-            chunk = list(image_ids[start : start + 500])
+        return self._images_with("id", "sha256", image_ids)
+
+    def _images_with(self, key: str, value: str, keys: Sequence[str]) -> dict[str, Any]:
+        """``{key: value}`` of the images whose column ``key`` is one of ``keys``, asked
+        500 keys at a time (under SQLite's limit of bound parameters)."""
+        found: dict[str, Any] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
             found.update(
                 self._db.execute(
-                    f"SELECT id, sha256 FROM images WHERE id IN ({marks})", chunk
+                    f"SELECT {key}, {value} FROM images WHERE {key} IN ({marks})", chunk
                 ).fetchall()
             )
         return found
