@@ -119,7 +119,7 @@ def check_float_array(
         layout: the expected shape in words, last axis ``D``: ``"(N, D)"``,
             ``"(Q, D) or (Q, R, D)"``.
         ndim: the accepted number(s) of dimensions.
-        dim: the size ``D`` of the last axis must have (None: any).
+        dim: the size the last axis (``D``) must have (None: any).
     """
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
