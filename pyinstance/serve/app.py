@@ -33,7 +33,7 @@ from pyinstance.objects import THRESHOLD_SETTING as OBJECTS_THRESHOLD
 from pyinstance.plugins import PluginError
 from pyinstance.rerank import resolve_reranker
 from pyinstance.serve.collection import Collection, Version
-from pyinstance.serve.errors import ApiError, install_error_handlers
+from pyinstance.serve.errors import ApiError, install_error_handlers, not_in_index
 from pyinstance.serve.heatmap import similarity_heatmap
 from pyinstance.serve.metrics import Metrics
 from pyinstance.serve.review import ReviewQueue
@@ -430,7 +430,7 @@ def create_app(
         ((name, data),), _ = await uploaded(request, many=False)
         pinned = version()
         if image_id not in pinned.images:
-            raise ApiError(404, "unknown_image", f"no image {image_id!r} in the index")
+            raise not_in_index("image", image_id)
 
         def run() -> bytes:
             longest = round(max(pinned.view.recipe.scales) * pinned.view.recipe.max_side)
@@ -493,7 +493,7 @@ def create_app(
         check_instance_id(instance_id)
         pinned = version()
         if instance_id not in pinned.instances:
-            raise ApiError(404, "unknown_instance", f"no instance {instance_id!r} in the index")
+            raise not_in_index("instance", instance_id)
         return instance_detail(pinned, instance_id)
 
     def instance_detail(pinned: Version, instance_id: str) -> dict[str, Any]:
@@ -513,7 +513,7 @@ def create_app(
         check_image_id(image_id)
         image = version().images.get(image_id)
         if image is None:
-            raise ApiError(404, "unknown_image", f"no image {image_id!r} in the index")
+            raise not_in_index("image", image_id)
         if image["source"] is None:
             raise ApiError(404, "no_source", f"image {image_id!r} was added without a file")
         key = (image_id, image["sha256"])
@@ -603,7 +603,7 @@ def create_app(
         body = await read_body(request, _METADATA_BYTES)
         fields = parse_fields(instance_id, body.decode("utf-8", "replace"), allow_none=True)
         if instance_id not in version().instances:
-            raise ApiError(404, "unknown_instance", f"no instance {instance_id!r} in the index")
+            raise not_in_index("instance", instance_id)
         try:
             await collection.set_metadata(instance_id, fields, replace=replace)
         except KeyError as error:  # removed meanwhile by another request
@@ -612,7 +612,7 @@ def create_app(
             raise ApiError(422, "invalid_metadata", str(error)) from error
         pinned = version()
         if instance_id not in pinned.instances:
-            raise ApiError(404, "unknown_instance", f"no instance {instance_id!r} in the index")
+            raise not_in_index("instance", instance_id)
         return instance_detail(pinned, instance_id)
 
     def parse_fields(instance_id: str, text: str, *, allow_none: bool) -> dict[str, Any]:
@@ -631,7 +631,7 @@ def create_app(
     async def delete_instance(instance_id: str) -> dict[str, Any]:
         check_instance_id(instance_id)
         if instance_id not in version().instances:
-            raise ApiError(404, "unknown_instance", f"no instance {instance_id!r} in the index")
+            raise not_in_index("instance", instance_id)
         try:
             removed = await collection.remove(instance=instance_id)
         except KeyError as error:  # removed meanwhile by another request
@@ -646,7 +646,7 @@ def create_app(
     async def delete_image(image_id: str) -> dict[str, Any]:
         check_image_id(image_id)
         if image_id not in version().images:
-            raise ApiError(404, "unknown_image", f"no image {image_id!r} in the index")
+            raise not_in_index("image", image_id)
         try:
             removed = await collection.remove(image=image_id)
         except KeyError as error:

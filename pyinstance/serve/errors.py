@@ -36,6 +36,11 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def not_in_index(kind: str, name: str) -> ApiError:
+    """The 404 of an id of ``kind`` (``"instance"``, ``"image"``) the index does not hold."""
+    return ApiError(404, f"unknown_{kind}", f"no {kind} {name!r} in the index")
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
