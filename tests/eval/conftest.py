@@ -8,6 +8,7 @@ with that reference (its descriptor is the reference's own).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,9 @@ THRESHOLD = 0.5
 
 
 @pytest.fixture(scope="session")
-def pairs_index(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> InstanceIndex:
+def pairs_index(build_pairs_index: Callable[[Recipe, str], Path]) -> InstanceIndex:
     """The nine opencv-pairs references, built once per session."""
-    path = tmp_path_factory.mktemp("eval") / "index"
-    index, _ = InstanceIndex.build(
-        path, shared_data / "opencv-pairs" / "manifest.csv", RECIPE, progress=False
-    )
+    index = InstanceIndex.open(build_pairs_index(RECIPE, "eval"))
     yield index
     index.close()
 
