@@ -27,6 +27,7 @@ QUALITY_MEASUREMENTS = {
     "postprocess_index.py",
     "classify_museum.py",
     "quality.py",
+    "whitening_size.py",
 }
 BUILD_TOOLS = ["scikit-build-core>=0.10", "pybind11>=2.12", "cmake>=3.24", "ninja"]
 

@@ -154,11 +154,12 @@ def test_markdown_table_bolds_the_best_and_lists_skipped_rows(tmp_path):
     meta = {
         "command": "python -P benchmarks/quality.py", "data": "d", "references": 3, "queries": 4,
         "unknown_queries": 1, "torch_threads": 1, "load_start": 1.0, "load_end": 2.0,
-        "far": 0.05, "views": 1, "engine": "torch", "seconds": 90.0,
+        "far": 0.05, "views": 1, "engine": "torch", "seconds": 90.0, "cpu_seconds": 60.0,
     }  # fmt: skip
     path = tmp_path / "quality.md"
     quality.write_markdown(results, meta, path)
     text = path.read_text()
+    assert "torch engine, 1 thread(s); 1.5 min in all (1.0 min of CPU)" in text
     assert "| a | 0.900 | 0.900 | 0.900 | 0.900 | 0.800 |" in text
     assert "| b | 0.950 | 0.950 | 0.950 | 0.950 | 0.700 |" in text
     assert "| t | **0.990** |" in text and "10 min" in text
