@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 import pyinstance
@@ -950,6 +951,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.threads < 1:
         raise SystemExit(f"--threads: expected at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    # numpy's BLAS on one thread: its products here are small, and on a loaded machine
+    # spinning BLAS threads made each whitening fit 10-50 times slower
+    threadpool_limits(1, user_api="blas")
     views = args.views if args.views is not None else (1 if args.quick else 4)
     timing = args.timing_images if args.timing_images is not None else (2 if args.quick else 6)
     if views < 1 or timing < 1:
