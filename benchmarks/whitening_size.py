@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 import pyinstance
 from pyinstance.postprocess import PostProcessConfig
@@ -124,4 +125,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(os.cpu_count() or 1)
+    threadpool_limits(1, user_api="blas")  # small products: spinning BLAS threads only cost
     main()

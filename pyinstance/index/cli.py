@@ -82,7 +82,8 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
         "--windows",
         type=_windows,
         default=DEFAULT_RECIPE.query_windows,
-        help="query windows: 'default' or FRACTION:COUNT,... (e.g. 1:1,0.5:3)",
+        help="query windows: 'none', 'default' (19 windows) or FRACTION:COUNT,... (e.g. "
+        f"1:1,0.5:3); default: {'default' if DEFAULT_RECIPE.query_windows else 'none'}",
     )
     build.add_argument(
         "--dtype", choices=DTYPES, default=DEFAULT_RECIPE.dtype, help="descriptor storage dtype"

@@ -30,6 +30,8 @@ def test_train_then_index_build_with_the_model(tiny_config, tmp_path, capsys):
     args += [
         "--max-side",
         "48",
+        "--scales",
+        "1",  # the default's 1/2 scale is below tripletnet_small's 32-pixel minimum at 48
         "--query-max-side",
         "48",
         "--windows",
