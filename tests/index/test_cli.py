@@ -46,8 +46,11 @@ def test_build_add_remove_compact_info(
         "float16",
         "--windows",
         "1:1,0.5:2",
+        "--head",
+        "gem",
         "--head-param",
         "p=4",
+        "--no-whiten",
         "--no-progress",
     )
     assert code == 0
@@ -155,12 +158,13 @@ def test_build_with_postprocessing_refit_and_identify(
     ix = str(tmp_path / "ix")
     argv = ["index", "build", str(collection), "-o", ix, "--max-side", "160", "--no-progress"]
     options = ["--windows", "none", "--whiten", "--shrinkage", "0.5", "--dba", "1", "--qe", "1"]
+    options += ["--whiten-min-references", "2"]  # fitted on the 3 references
     assert run(capsys, *argv, *options)[0] == 0
     code, out, _ = run(capsys, "index", "info", ix, "--json")
     info = json.loads(out)
     assert (code, info["version"], info["fitted"]) == (0, 2, {"whitening": 3})
     assert info["recipe"]["postprocess"] == {
-        "whiten": {"dim": None, "power": 0.5, "ridge": 0.0, "method": "pca"},
+        "whiten": {"dim": None, "power": 0.5, "ridge": 0.0, "method": "pca", "min_references": 2},
         "dba": {"k": 1, "alpha": None},
         "qe": {"k": 1, "alpha": 0.0},
     }
@@ -329,14 +333,18 @@ def test_build_with_a_whitening_set(tmp_path: Path, collection: Path, pairs: Pat
         code, _, err = run(capsys, *base, *options)
         assert code == 2 and message in err, (options, err)
     assert not (tmp_path / "o").exists()
-    code, _, err = run(capsys, *argv[:3], "-o", str(tmp_path / "o"), "--whiten-from", str(empty))
+    code, _, err = run(
+        capsys, *argv[:3], "-o", str(tmp_path / "o"), "--no-whiten", "--whiten-from", str(empty)
+    )
     assert code == 2 and "--whiten-from: only with --whiten" in err
+    code, _, err = run(capsys, *base, "--whiten-from", str(empty), "--whiten-min-references", "9")
+    assert code == 2 and "--whiten-min-references: not with --whiten-from" in err
 
 
 def test_build_with_scale_weights(tmp_path: Path, collection: Path, capsys) -> None:
     ix = str(tmp_path / "ix")
     argv = ["index", "build", str(collection), "-o", ix, "--max-side", "160", "--no-progress"]
-    options = ["--scales", "1,0.7071", "--windows", "none", "--scale-weights", "0.7,0.3"]
+    options = ["--scales", "1,0.7071", "--no-whiten", "--scale-weights", "0.7,0.3"]
     assert run(capsys, *argv, *options)[0] == 0
     info = json.loads(run(capsys, "index", "info", ix, "--json")[1])
     assert info["recipe"]["postprocess"] == {"scale_weights": [0.7, 0.3]}
