@@ -44,7 +44,9 @@ class Recipe:
         max_side: longest image side in pixels at scale 1.
         query_max_side: longest side of query photos (one scale), when it differs from
             ``max_side``: a query photo often shows the object smaller than a reference
-            does, so describing it larger compensates. ``None``: ``max_side``.
+            does, so describing it larger compensates. ``None``: queries are described
+            exactly as references (every scale, averaged; ``index build --query-max-side
+            same``).
         query_windows: ``None``, or a window layout (``(fraction, count)`` pairs, see
             :mod:`pyinstance.models.regions`): each query then gets one descriptor per
             window from one backbone pass at the query side.
