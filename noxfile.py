@@ -27,6 +27,7 @@ QUALITY_MEASUREMENTS = {
     "postprocess_index.py",
     "classify_museum.py",
     "quality.py",
+    "whitening_size.py",
 }
 BUILD_TOOLS = ["scikit-build-core>=0.10", "pybind11>=2.12", "cmake>=3.24", "ninja"]
 
@@ -136,8 +137,8 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def quality(session: nox.Session) -> None:
-    """The comparison table on the museum set (benchmarks/quality.py; about 50 min on 2 cores,
-    ``-- --quick`` a subset): writes benchmarks/results/quality.{md,json,png}. Arguments go to
+    """The comparison table on the museum set (benchmarks/quality.py; about 30 min on 2 loaded
+    cores with onnxruntime, ``-- --quick`` a subset): writes benchmarks/results/quality.{md,json,png}. Arguments go to
     the script (``--data DIR``, ``--runs DIR`` for the trained models, ``--only GROUP``)."""
     _install_pyinstance(session, "bench,fast", PYINSTANCE_CUDA="OFF")
     session.run("python", "benchmarks/quality.py", *session.posargs)

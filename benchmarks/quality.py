@@ -40,12 +40,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 import pyinstance
+from pyinstance.calibration import learnt_postprocessing_fit
 from pyinstance.classify import augment_views, classify, fit_threshold
 from pyinstance.data import Manifest, load_image
 from pyinstance.data.images import decode_image, scaled_size
+from pyinstance.engine import available_engines, make_engine
 from pyinstance.eval import hits_from_labels, identification_metrics, open_set_rates
 from pyinstance.eval.evaluate import QuerySpec, read_queries
 from pyinstance.index import Describer, InstanceIndex
@@ -109,8 +112,9 @@ class Spec:
             and self.scales in (ONE_SCALE, MULTI_SCALE)
         )
 
-    def describer(self) -> Describer:
-        """The library's describer of this spec (names resolved, weights pinned)."""
+    def describer(self, engine: str, threads: int) -> Describer:
+        """The library's describer of this spec (names resolved, weights pinned) running
+        its networks with ``engine``."""
         fields: dict[str, Any] = {
             "scales": self.scales,
             "max_side": self.max_side,
@@ -118,8 +122,11 @@ class Spec:
             "query_windows": DEFAULT_WINDOWS if self.windows else None,
         }
         if self.model is not None:
-            return Describer.for_model(self.model, **fields)
-        return Describer.for_components(self.backbone, self.head, **fields)
+            describer = Describer.for_model(self.model, **fields)
+        else:
+            describer = Describer.for_components(self.backbone, self.head, **fields)
+        describer.set_engine(engine, threads=threads)
+        return describer
 
     @property
     def query_longest(self) -> int:
@@ -152,9 +159,28 @@ def _short(backbone: str) -> str:
 
 
 GRID_GROUP = "backbone × head × scales, without and with PCA-whitening"
-DEFAULT = Spec(query_side=560, windows=True)  # pyinstance.DEFAULT_RECIPE
 WHITEN = {"whiten": {}}
-WHITEN_256 = {"whiten": {"dim": 256, "power": 0.5}}
+#: pyinstance.DEFAULT_RECIPE: Lite0 + MAC, 3 scales averaged, queries as references, whitened.
+DEFAULT = Spec(head="mac", scales=MULTI_SCALE)
+DEFAULT_POSTPROCESS: dict[str, Any] = dict(pyinstance.DEFAULT_RECIPE.postprocess)
+DEFAULT_NAME = "default (lite0 mac 448, 3 scales (mean) + whiten)"
+#: The default before this table chose one: Lite0 + GeM, queries at 560 px, best of 19 windows.
+PREVIOUS_DEFAULT = Spec(query_side=560, windows=True)
+PREVIOUS_NAME = "previous default (lite0 gem, ref 448 / query 560 best of 19 windows)"
+CLASSIFIERS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("nn", {}),
+    ("knn_vote", {}),
+    *(("knn_weighted", {"transform": t}) for t in ("x", "x^2", "sqrt", "log")),
+    ("mean_knn", {}),
+    ("alpha_mean_knn", {}),
+    ("instance_mean", {}),
+)
+
+
+def _with_default_whitening(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The default recipe's post-processing with ``changes`` (a step set to None: off)."""
+    merged = {**DEFAULT_POSTPROCESS, **changes}
+    return {step: config for step, config in merged.items() if config is not None}
 
 
 def build_rows(models: Mapping[str, Path]) -> list[Row]:
@@ -165,13 +191,14 @@ def build_rows(models: Mapping[str, Path]) -> list[Row]:
             for scales, label in ((ONE_SCALE, "448"), (MULTI_SCALE, "448, 3 scales (mean)")):
                 spec = Spec(backbone, head, scales)
                 name = f"{_short(backbone)} {head} {label}"
-                quick = backbone == BACKBONES[0] and head == "gem"
+                quick = backbone == BACKBONES[0] and head == DEFAULT.head
                 rows.append(Row(name, GRID_GROUP, spec, quick=quick))
-                rows.append(Row(f"{name} + whiten", GRID_GROUP, spec, WHITEN))
-    multi = Spec(scales=MULTI_SCALE)
+                rows.append(Row(f"{name} + whiten", GRID_GROUP, spec, WHITEN, quick=quick))
+    multi = DEFAULT  # the default's head and scales, each scale's descriptor kept
+    head = DEFAULT.head
     rows.append(
         Row(
-            "lite0 gem 3 scales, weighted sum 0.5/0.3/0.2",
+            f"lite0 {head} 3 scales, weighted sum 0.5/0.3/0.2",
             "multi-scale",
             multi,
             {"scale_weights": [0.5, 0.3, 0.2]},
@@ -180,57 +207,54 @@ def build_rows(models: Mapping[str, Path]) -> list[Row]:
     for reduction in REDUCTIONS:
         rows.append(
             Row(
-                f"lite0 gem 3 scales, matrix scoring {reduction}",
+                f"lite0 {head} 3 scales, matrix scoring {reduction}",
                 "multi-scale",
                 multi,
                 {"multiscale": {"reduction": reduction}},
-                quick=reduction == "max",
             )
         )
     rows.append(
         Row(
-            "lite0 gem 3 scales, matrix max + whiten",
+            f"lite0 {head} 3 scales, matrix max + whiten",
             "multi-scale",
             multi,
             {"multiscale": {"reduction": "max"}, **WHITEN},
         )
     )
     rows.append(Row("lite0 gem ref 448 / query 560", "query side", Spec(query_side=560)))
-    base = "default (lite0 gem, ref 448 / query 560 best of 19 windows)"
-    for label, postprocess, quick in (
+    rows.append(Row(PREVIOUS_NAME, "query side", PREVIOUS_DEFAULT, quick=True))
+    rows.append(Row(f"{PREVIOUS_NAME} + whiten", "query side", PREVIOUS_DEFAULT, WHITEN))
+    for label, changes, quick in (
         ("", {}, True),
-        (" + whiten", WHITEN, True),
-        (" + whiten 256, shrinkage 0.5", WHITEN_256, False),
+        (" without whitening", {"whiten": None}, False),
+        (" with whiten 256, shrinkage 0.5", {"whiten": {"dim": 256, "power": 0.5}}, False),
         (" + DBA 1", {"dba": {"k": 1}}, False),
         (" + QE 2", {"qe": {"k": 2}}, False),
         (" + α-QE 3 (α 3)", {"qe": {"k": 3, "alpha": 3.0}}, False),
-        (" + whiten + DBA 1", {**WHITEN, "dba": {"k": 1}}, False),
-        (" + whiten + α-QE 3", {**WHITEN, "qe": {"k": 3, "alpha": 3.0}}, False),
+        (" + DBA 1 + α-QE 3", {"dba": {"k": 1}, "qe": {"k": 3, "alpha": 3.0}}, False),
     ):
         rows.append(
-            Row(base + label, "default recipe + post-processing", DEFAULT, postprocess, quick=quick)
+            Row(
+                DEFAULT_NAME + label,
+                "default recipe + post-processing",
+                DEFAULT,
+                _with_default_whitening(changes),
+                quick=quick,
+            )
         )
-    classifiers: list[tuple[str, dict[str, Any]]] = [
-        ("nn", {}),
-        ("knn_vote", {}),
-        *(("knn_weighted", {"transform": t}) for t in ("x", "x^2", "sqrt", "log")),
-        ("mean_knn", {}),
-        ("alpha_mean_knn", {}),
-        ("instance_mean", {}),
-    ]
-    for postprocess, label in (({}, "default"), (WHITEN, "default + whiten")):
-        for classifier, options in classifiers:
+    for changes, label in (({}, "default"), ({"whiten": None}, "default without whitening")):
+        for classifier, options in CLASSIFIERS:
             shown = classifier + "".join(f" {v}" for v in options.values())
             rows.append(
                 Row(
                     f"{label}, {shown}, threshold @ FAR {TARGET_FAR}",
                     "classifier + open-set threshold",
                     DEFAULT,
-                    postprocess,
+                    _with_default_whitening(changes),
                     classifier,
                     options,
                     threshold=True,
-                    quick=classifier == "nn" and not postprocess,
+                    quick=classifier == "nn",
                 )
             )
     for name, path in models.items():
@@ -238,10 +262,13 @@ def build_rows(models: Mapping[str, Path]) -> list[Row]:
             name, "top-k region descriptor"
         )
         model = str(path)
-        for label, spec in (
-            ("448", Spec(model=model)),
-            ("ref 448 / query 560 w19", Spec(model=model, query_side=560, windows=True)),
-        ):
+        variants = [("448", Spec(model=model))]
+        if name == "siamese":  # the top-k head pools no query windows
+            variants += [
+                ("448, 3 scales (mean)", Spec(model=model, scales=MULTI_SCALE)),
+                ("ref 448 / query 560 w19", Spec(model=model, query_side=560, windows=True)),
+            ]
+        for label, spec in variants:
             rows.append(Row(f"trained {title}, {label}", "trained", spec, trained=name))
             rows.append(
                 Row(f"trained {title}, {label} + whiten", "trained", spec, WHITEN, trained=name)
@@ -360,11 +387,21 @@ class Heads(nn.Module):
 class Descriptors:
     """Raw descriptors of a dataset per :class:`Spec`, cached in memory and on disk."""
 
-    def __init__(self, data: Dataset, cache: Path, views: int, timing_images: int):
+    def __init__(
+        self,
+        data: Dataset,
+        cache: Path,
+        views: int,
+        timing_images: int,
+        engine: str = "torch",
+        threads: int = 1,
+    ):
         self.data = data
         self.cache = cache
         self.views = views
         self.timing_images = timing_images
+        self.engine = engine
+        self.threads = threads
         self.seconds: dict[str, float] = {}  # wall seconds of each network pass made
         self._memory: dict[str, dict[str, np.ndarray]] = {}
         self._describers: dict[Spec, Describer] = {}
@@ -387,9 +424,13 @@ class Descriptors:
         self._memory[key] = arrays
         return arrays
 
+    def _key(self, kind: str, payload: Mapping[str, Any]) -> str:
+        """The cache key of an array of this dataset made by this engine."""
+        return cache_key(kind, {**payload, "engine": self.engine}, self.data.fingerprint)
+
     def describer(self, spec: Spec) -> Describer:
         if spec not in self._describers:
-            self._describers[spec] = spec.describer()
+            self._describers[spec] = spec.describer(self.engine, self.threads)
         return self._describers[spec]
 
     def _queries_decoded(self, longest: int) -> list[Any]:
@@ -398,22 +439,30 @@ class Descriptors:
 
     def _grid(self, backbone: str) -> dict[str, np.ndarray]:
         """Every image once through ``backbone`` at :data:`MULTI_SCALE`; each head's
-        ``(N + Q) × S × D`` (references first)."""
+        ``(N + Q) × S × D`` (references first): one feature map per image and scale (made
+        by the engine), pooled by every head."""
 
         def make() -> dict[str, np.ndarray]:
             network = pyinstance.get_backbone(backbone).eval()
             heads = Heads(network.out_channels, HEADS).eval()
+            features = make_engine(
+                network, None, self.engine, output="features", threads=self.threads
+            )
             target = lambda h, w: scaled_size(h, w, GRID_SIDE)  # noqa: E731
             images = [decode_image(p, target) for p in self.data.ref_paths]
             images += [decode_image(q.path, target) for q in self.data.queries]
             out = pyinstance.extract(
-                images, network, heads, scales=MULTI_SCALE, max_side=GRID_SIDE, progress=False
+                images,
+                network,
+                heads,
+                scales=MULTI_SCALE,
+                max_side=GRID_SIDE,
+                progress=False,
+                engine=lambda pixels: heads(features(pixels)),
             )
             return heads.split(out.numpy().astype(np.float32))
 
-        return self._cached(
-            cache_key("grid", {"backbone": backbone, "heads": HEADS}, self.data.fingerprint), make
-        )
+        return self._cached(self._key("grid", {"backbone": backbone, "heads": HEADS}), make)
 
     def references(self, spec: Spec, keep_scales: bool) -> np.ndarray:
         """``N × D`` (scales averaged as the Describer does) or ``N × S × D``."""
@@ -426,8 +475,6 @@ class Descriptors:
         if grid_refs:
             rows = self._grid(spec.backbone)[spec.head][:n]
             return self._scales(rows, spec.scales, keep_scales)
-        if spec.scales != ONE_SCALE:
-            raise ValueError(f"{spec}: several scales only on the grid")
         payload = {**asdict(spec), "query_side": None, "windows": False, "part": "references"}
 
         def make() -> dict[str, np.ndarray]:
@@ -436,7 +483,7 @@ class Descriptors:
                 raise ValueError(f"references could not be described: {errors[:3]}")
             return {"rows": rows}
 
-        return self._cached(cache_key("refs", payload, self.data.fingerprint), make)["rows"]
+        return self._cached(self._key("refs", payload), make)["rows"]
 
     def queries(self, spec: Spec, keep_scales: bool) -> np.ndarray:
         """Raw ``Q × R × D`` query descriptors (R: windows, or scales when kept)."""
@@ -450,7 +497,7 @@ class Descriptors:
             decoded = self._queries_decoded(spec.query_longest)
             return {"rows": self.describer(spec).queries(decoded)}
 
-        return self._cached(cache_key("queries", payload, self.data.fingerprint), make)["rows"]
+        return self._cached(self._key("queries", payload), make)["rows"]
 
     def views_of(self, spec: Spec) -> tuple[np.ndarray, np.ndarray]:
         """Raw query descriptors (whole photo) of augmented views of the references of
@@ -474,7 +521,7 @@ class Descriptors:
             ]
             return {"rows": np.concatenate(rows), "refs": np.repeat(singles, self.views)}
 
-        arrays = self._cached(cache_key("views", payload, self.data.fingerprint), make)
+        arrays = self._cached(self._key("views", payload), make)
         return arrays["rows"], arrays["refs"]
 
     def extraction_ms(self, spec: Spec) -> float:
@@ -493,9 +540,7 @@ class Descriptors:
                 times.append((time.perf_counter() - start) * 1e3)
             return {"ms": np.array(times)}
 
-        return float(
-            self._cached(cache_key("timing", payload, self.data.fingerprint), make)["ms"].mean()
-        )
+        return float(self._cached(self._key("timing", payload), make)["ms"].mean())
 
     @staticmethod
     def _scales(rows: np.ndarray, scales: tuple[float, ...], keep: bool) -> np.ndarray:
@@ -540,16 +585,23 @@ def _measure(
     classifier = pyinstance.get_classifier(row.classifier, **dict(row.classifier_options))
     collection, labels = index.descriptors(), index.labels()
     threshold, fit = None, None
-    if row.threshold:
+    if row.threshold:  # as `pyinstance calibrate`: learnt post-processing refitted per fold
         raw_views, view_refs = descriptors.views_of(row.spec)
-        views = index.postprocess_queries(raw_views)[:, 0]
+        refit = learnt_postprocessing_fit(index, labels)
+        if refit is None:
+            rows, views = collection, index.postprocess_queries(raw_views)[:, 0]
+        else:
+            raw = index.raw_descriptors()
+            rows = np.ascontiguousarray(raw.reshape(raw.shape[0], -1), dtype=np.float32)
+            views = raw_views.reshape(raw_views.shape[0], -1)
         fit = fit_threshold(
             classifier,
-            collection,
+            rows,
             labels,
             target_far=far,
             views=views,
             view_labels=labels[view_refs],
+            refit=refit,
         )
         threshold = fit.threshold
     classifier.fit(collection, labels)
@@ -662,8 +714,10 @@ def write_markdown(
         "",
         f"Generated by `{meta['command']}` on `{meta['data']}` ({meta['references']} references,",
         f"{meta['queries']} queries, {meta['unknown_queries']} of them of objects not in the collection);",
-        f"{meta['torch_threads']} torch thread(s), load average {meta['load_start']:.1f} at the start and",
-        f"{meta['load_end']:.1f} at the end (a shared 2-core machine: times are comparable within the table only).",
+        f"{meta['engine']} engine, {meta['torch_threads']} thread(s); {meta['seconds'] / 60:.1f} min in all"
+        f" ({meta['cpu_seconds'] / 60:.1f} min of CPU), load average",
+        f"{meta['load_start']:.1f} at the start and {meta['load_end']:.1f} at the end (a shared 2-core machine: times",
+        "are comparable within the table only).",
         "",
         "P@1: the classifier's answer (before rejection) is right, over the known queries of",
         "the crop photos, the gallery photos, and all queries (the extra CSV's copies",
@@ -720,8 +774,39 @@ def write_markdown(
             "",
             f"Best row without training (P@1 all, then micro-AP, then mAP): **{chosen['name']}**.",
         ]
+    lines += _comparison(measured)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, "\n".join(lines) + "\n")
+
+
+def _comparison(measured: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Lines comparing the default recipe with the previous default and the best trained
+    row (those measured)."""
+    by_name = {r["name"]: r for r in measured}
+    default = by_name.get(DEFAULT_NAME)
+    if default is None:
+        return []
+    trained = [r for r in measured if r["trained"] is not None]
+    others = [(PREVIOUS_NAME, by_name.get(PREVIOUS_NAME))]
+    if trained:
+        best = max(trained, key=lambda r: (r["all"]["p1_answer"], r["all"]["micro_ap"]))
+        others.append((f"the best trained row ({best['name']})", best))
+    lines = [
+        "",
+        "| against the default | Δ P@1 crop | Δ P@1 gallery | Δ P@1 all | Δ mAP | Δ micro-AP |",
+    ]
+    lines.append("|---|---|---|---|---|---|")
+    mine = table_values(default)
+    for label, other in others:
+        if other is None:
+            continue
+        theirs = table_values(other)
+        deltas = [
+            "–" if mine[c] is None or theirs[c] is None else f"{theirs[c] - mine[c]:+.3f}"
+            for c in ("P@1 crop", "P@1 gallery", "P@1 all", "mAP", "micro-AP")
+        ]
+        lines.append(f"| {label} | " + " | ".join(deltas) + " |")
+    return lines
 
 
 def write_plot(results: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -857,10 +942,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--timing-images", type=int, help="query photos timed per recipe (default 6, --quick 2)"
     )
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (default %(default)s)"
-    )
+        "--threads", type=int, default=os.cpu_count() or 1,
+        help="torch and onnxruntime threads (default: the cores, %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--engine", choices=("torch", "onnxruntime"), default=available_engines()[-1],
+                        help="inference engine of every network pass; default %(default)s")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        raise SystemExit(f"--threads: expected at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    # numpy's BLAS on one thread: its products here are small, and on a loaded machine
+    # spinning BLAS threads made each whitening fit 10-50 times slower
+    threadpool_limits(1, user_api="blas")
     views = args.views if args.views is not None else (1 if args.quick else 4)
     timing = args.timing_images if args.timing_images is not None else (2 if args.quick else 6)
     if views < 1 or timing < 1:
@@ -868,9 +961,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     models = model_files(args.runs, {name: getattr(args, name) for name in MODELS})
     rows = select_rows(build_rows(models), args.quick, args.only.split(",") if args.only else None)
     load_start = os.getloadavg()[0]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     data = Dataset.read(args.data)
-    descriptors = Descriptors(data, args.cache, views, timing)
+    descriptors = Descriptors(data, args.cache, views, timing, args.engine, args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
     print(
         f"{len(rows)} rows on {args.data}: {len(data.ref_paths)} references, {len(data.queries)} queries",
@@ -885,12 +978,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "queries": len(data.queries),
         "unknown_queries": sum(1 for q in data.queries if not q.instance_ids),
         "torch_threads": torch.get_num_threads(),
+        "engine": args.engine,
         "load_start": load_start,
         "load_end": os.getloadavg()[0],
         "far": args.far,
         "views": views,
         "timing_images": timing,
         "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu_started,
         "extraction_seconds": descriptors.seconds,
         "best_untrained": (best_untrained(results) or {}).get("name"),
     }

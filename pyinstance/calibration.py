@@ -79,7 +79,7 @@ def calibrate(
     labels = index.labels()
     if len(labels) == 0:
         raise ValueError(f"index: {str(index.path)!r} holds no reference images")
-    refit = _refit(index, labels)
+    refit = learnt_postprocessing_fit(index, labels)
     descriptors = index.descriptors() if refit is None else _raw_rows(index.raw_descriptors())
     describe = _processed_queries(index) if refit is None else _raw_queries(index)
     view_rows, view_labels = _views(index, describe, views, seed, progress)
@@ -132,9 +132,10 @@ def _raw_queries(index: InstanceIndex) -> Describe:
     return describe
 
 
-def _refit(index: InstanceIndex, labels: np.ndarray) -> PostProcessingFit | None:
-    """The index's learnt post-processing refitted on a subset of its references (None when
-    the recipe learns nothing from them)."""
+def learnt_postprocessing_fit(index: InstanceIndex, labels: np.ndarray) -> PostProcessingFit | None:
+    """The index's learnt post-processing refitted on a subset of its references, as
+    :func:`pyinstance.classify.fit_threshold` takes it (``refit``; ``labels``: the index's
+    :meth:`~InstanceIndex.labels`); None when the recipe learns nothing from them."""
     recipe = index.recipe
     config = recipe.postprocessing
     if not recipe.postprocess or not config.learnt:

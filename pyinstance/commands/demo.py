@@ -60,6 +60,9 @@ def _demo(args: argparse.Namespace) -> int:
         out / "index", COLLECTION_DIR, progress=True, engine=args.engine
     )
     with index:
+        skipped = index.info()["whitening_skipped"]
+        if skipped is not None:
+            console.print(f"{skipped} (the default recipe's policy for small collections)")
         fit = calibrate(index, target_far=args.far, progress=True)
         console.print(
             f"{report.added} references of {len(index.instances)} objects indexed; open-set "

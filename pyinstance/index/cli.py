@@ -28,6 +28,11 @@ from pyinstance.postprocess.pipeline import WHITENING_METHODS
 _SHOWN_SKIPS = 20
 
 
+_DEFAULT_WHITEN = DEFAULT_RECIPE.postprocessing.whiten
+#: ``--whiten-min-references`` when not given: the default recipe's (None: always fitted).
+_DEFAULT_MIN_REFERENCES = None if _DEFAULT_WHITEN is None else _DEFAULT_WHITEN.min_references
+
+
 def add_index_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``index`` and its sub-commands on the main parser's sub-parsers."""
     index = commands.add_parser("index", help="build and maintain a persistent instance index")
@@ -66,15 +71,19 @@ def add_index_commands(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument(
         "--query-max-side",
-        type=int,
+        type=_query_side,
         default=DEFAULT_RECIPE.query_max_side,
-        help="longest side of query photos, when it differs from --max-side",
+        metavar="PIXELS|same",
+        help="longest side of query photos (one scale), or 'same': queries described "
+        "exactly as references, at every scale (default: "
+        f"{DEFAULT_RECIPE.query_max_side or 'same'})",
     )
     build.add_argument(
         "--windows",
         type=_windows,
         default=DEFAULT_RECIPE.query_windows,
-        help="query windows: 'default' or FRACTION:COUNT,... (e.g. 1:1,0.5:3)",
+        help="query windows: 'none', 'default' (19 windows) or FRACTION:COUNT,... (e.g. "
+        f"1:1,0.5:3); default: {'default' if DEFAULT_RECIPE.query_windows else 'none'}",
     )
     build.add_argument(
         "--dtype", choices=DTYPES, default=DEFAULT_RECIPE.dtype, help="descriptor storage dtype"
@@ -139,7 +148,20 @@ def _postprocess_options(parser: argparse.ArgumentParser) -> None:
         "post-processing (stored in the index, refitted in every commit that changes it)"
     )
     group.add_argument(
-        "--whiten", action="store_true", help="PCA-whitening learnt from the references"
+        "--whiten",
+        action=argparse.BooleanOptionalAction,
+        default=_DEFAULT_WHITEN is not None,
+        help="PCA-whitening learnt from the references (default: "
+        f"{'on' if _DEFAULT_WHITEN is not None else 'off'})",
+    )
+    group.add_argument(
+        "--whiten-min-references",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fit the whitening only once the collection holds N references; with fewer it "
+        "is skipped, and refitted when references are added (default: "
+        f"{_DEFAULT_MIN_REFERENCES})",
     )
     group.add_argument(
         "--whiten-method",
@@ -191,12 +213,15 @@ def _postprocess(args: argparse.Namespace) -> dict[str, Any]:
         "--whiten-ridge": args.whiten_ridge != 0.0,
         "--whiten-method": args.whiten_method != "pca",
         "--whiten-from": args.whiten_from is not None,
+        "--whiten-min-references": args.whiten_min_references is not None,
     }
     stray = [name for name, given in whiten_only.items() if given and not args.whiten]
     if stray:
         raise ValueError(f"{', '.join(stray)}: only with --whiten")
     if args.whiten_from is not None and args.whiten_method != "pca":
         raise ValueError("--whiten-from: only with --whiten-method pca")
+    if args.whiten_from is not None and args.whiten_min_references is not None:
+        raise ValueError("--whiten-min-references: not with --whiten-from (fitted once)")
     if args.dba_alpha is not None and args.dba is None:
         raise ValueError("--dba-alpha: only with --dba K")
     if args.alpha_qe != 0.0 and args.qe is None:
@@ -211,6 +236,14 @@ def _postprocess(args: argparse.Namespace) -> dict[str, Any]:
         }
         if args.whiten_from is not None:
             config["whiten"]["fit_on"] = "separate"
+        else:
+            minimum = args.whiten_min_references
+            if minimum is not None and minimum < 2:
+                raise ValueError(f"--whiten-min-references: expected an int >= 2, got {minimum}")
+            if minimum is None:
+                minimum = _DEFAULT_MIN_REFERENCES
+            if minimum is not None:
+                config["whiten"]["min_references"] = minimum
     if args.dba is not None:
         config["dba"] = {"k": args.dba, "alpha": args.dba_alpha}
     if args.qe is not None:
@@ -257,6 +290,21 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got {text!r}"
         ) from error
+
+
+def _query_side(text: str) -> int | None:
+    """``--query-max-side``: a positive number of pixels, or ``same`` (None: as references)."""
+    if text == "same":
+        return None
+    try:
+        side = int(text)
+    except ValueError:
+        side = 0
+    if side < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of pixels or 'same', got {text!r}"
+        )
+    return side
 
 
 def _windows(text: str) -> tuple[tuple[float, int], ...] | None:
@@ -390,6 +438,7 @@ def _summary(
         "images": info["images"],
         "size_on_disk": info["size_on_disk"],
         "instances_with_metadata": len(index.metadata()),
+        "whitening_skipped": info["whitening_skipped"],
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -407,6 +456,8 @@ def _summary(
     if rate is not None:
         table.add_row("throughput", f"{rate:.2f} images/s ({engine} engine)")
     table.add_row("size on disk", _size(info["size_on_disk"]))
+    if info["whitening_skipped"] is not None:
+        table.add_row("whitening", info["whitening_skipped"])
     console.print(table)
     for skip in report.skipped[:_SHOWN_SKIPS]:
         console.print(
@@ -480,6 +531,8 @@ def _info(args: argparse.Namespace, console: Console) -> int:
     table.add_row("size on disk", _size(info["size_on_disk"]))
     if info["whitening_set"] is not None:
         table.add_row("whitening fitted on", json.dumps(info["whitening_set"]))
+    if info["whitening_skipped"] is not None:
+        table.add_row("whitening", info["whitening_skipped"])
     for key, value in sorted(info["settings"].items()):
         table.add_row(f"setting {key}", json.dumps(value))
     console.print(table)

@@ -17,6 +17,7 @@ from pyinstance.index.describer import Describer, FileError
 from pyinstance.index.metadata import check_fields
 from pyinstance.index.neighbours import Neighbours
 from pyinstance.index.processed import (
+    WHITENING_KEY,
     WHITENING_SET_KEY,
     ProcessedView,
     processed_view,
@@ -29,7 +30,7 @@ from pyinstance.index.report import AddReport
 from pyinstance.index.search import check_queries, search
 from pyinstance.index.sources import Source, SourceImage, collect, file_sha256
 from pyinstance.index.store import ImageRecord, Snapshot, Store, from_storage
-from pyinstance.postprocess.pipeline import state_fitted_on
+from pyinstance.postprocess.pipeline import state_fitted_on, whitening_skipped
 
 #: Compact automatically once this fraction of the descriptor rows are tombstones.
 AUTO_COMPACT_FRACTION = 0.25
@@ -635,6 +636,11 @@ class InstanceIndex:
             "whitening_set": (
                 state_fitted_on(snapshot.fitted[WHITENING_SET_KEY][1])
                 if WHITENING_SET_KEY in snapshot.fitted
+                else None
+            ),
+            "whitening_skipped": (
+                whitening_skipped(snapshot.fitted[WHITENING_KEY][1])
+                if WHITENING_KEY in snapshot.fitted
                 else None
             ),
             "collection": snapshot.collection,

@@ -75,6 +75,15 @@ class WhiteningConfig:
         method: ``pca`` or ``pairs`` (pairs of references of the same instance).
         fit_on: ``references`` (refitted with the collection) or ``separate`` (``pca``
             fitted once on a separate set, see :meth:`fit_separate`; not refitted).
+        min_references: None (always fitted; at least 2 references), or the fewest
+            reference images the collection must hold for the whitening to be fitted on it
+            (``references`` only, at least 2). With fewer, the whitening
+            of ``N`` descriptors has at most ``N - 1`` directions, each fitted on too few
+            samples, and it hurts more than it helps: it is skipped (descriptors pass
+            unwhitened) and the reason is stored as the state
+            (:attr:`FittedPostProcessing.whitening_skipped`). Every commit that changes
+            the collection refits, so the whitening starts in the commit that brings the
+            collection to ``min_references`` and stops when removals take it below.
     """
 
     dim: int | None = None
@@ -82,6 +91,7 @@ class WhiteningConfig:
     ridge: float = 0.0
     method: str = "pca"
     fit_on: str = "references"
+    min_references: int | None = None
 
     def __post_init__(self) -> None:
         if self.dim is not None:
@@ -96,6 +106,24 @@ class WhiteningConfig:
             raise ValueError(f"fit_on: expected one of {WHITENING_SETS}, got {self.fit_on!r}")
         if self.fit_on == "separate" and self.method != "pca":
             raise ValueError("fit_on: a whitening fitted on a separate set takes method 'pca'")
+        if self.min_references is not None:
+            check_int(self.min_references, "min_references", 2)
+        if self.fit_on == "separate" and self.min_references is not None:
+            raise ValueError(
+                "min_references: only for a whitening fitted on the references (fit_on "
+                "'references')"
+            )
+
+    def skip_reason(self, images: int) -> str | None:
+        """Why the whitening is not fitted on a collection of ``images`` reference images
+        (None: it is fitted)."""
+        if self.min_references is None or images >= self.min_references:
+            return None
+        return (
+            f"whitening skipped: the collection holds {images} reference image(s), fewer "
+            f"than min_references {self.min_references}; descriptors are not whitened until "
+            "it holds that many"
+        )
 
     def fit_separate(self, rows: Any, name: str = "whiten_from") -> PCAWhitening:
         """The ``pca`` whitening of a separate set's raw descriptors ``rows`` (``(M, D)``);
@@ -192,7 +220,7 @@ class PostProcessConfig:
             values = _keys(
                 data["whiten"],
                 "postprocess.whiten",
-                ("dim", "power", "ridge", "method", "fit_on"),
+                ("dim", "power", "ridge", "method", "fit_on", "min_references"),
             )
             whiten = _checked("postprocess.whiten", lambda: WhiteningConfig(**values))
         if data.get("dba") is not None:
@@ -216,6 +244,8 @@ class PostProcessConfig:
             out["whiten"] = {"dim": w.dim, "power": w.power, "ridge": w.ridge, "method": w.method}
             if w.fit_on != "references":
                 out["whiten"]["fit_on"] = w.fit_on
+            if w.min_references is not None:
+                out["whiten"]["min_references"] = w.min_references
         if self.dba is not None:
             out["dba"] = {"k": self.dba.k, "alpha": self.dba.alpha}
         if self.qe is not None:
@@ -277,11 +307,13 @@ class PostProcessConfig:
             aggregation = self.fit_aggregation(sets, instances)
         if aggregation is not None:
             sets = aggregation.apply(sets)[:, None, :]
-        whitening = None
+        whitening, skipped = None, None
         if self.whiten is not None:
+            skipped = self.whiten.skip_reason(sets.shape[0])
+        if self.whiten is not None and skipped is None:
             per_row = [instance for instance in instances for _ in range(sets.shape[1])]
             whitening = self.whiten.fit(sets.reshape(-1, sets.shape[2]), per_row)
-        return FittedPostProcessing(self, whitening, aggregation)
+        return FittedPostProcessing(self, whitening, aggregation, skipped)
 
 
 def _sets(references: Any, instances: Sequence[str]) -> np.ndarray:
@@ -295,15 +327,26 @@ def _sets(references: Any, instances: Sequence[str]) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class FittedPostProcessing:
-    """A configuration with its fitted state, applied to references and to queries."""
+    """A configuration with its fitted state, applied to references and to queries.
+
+    ``whitening_skipped``: why a configured whitening was not fitted (the collection was
+    smaller than ``min_references``, see :class:`WhiteningConfig`); descriptors then pass
+    unwhitened.
+    """
 
     config: PostProcessConfig
     whitening: PCAWhitening | None = None
     aggregation: ScaleAggregation | None = None
+    whitening_skipped: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.whitening is None) != (self.config.whiten is None):
-            raise ValueError("whitening: expected a fitted whitening exactly when configured")
+        configured = self.config.whiten is not None
+        given = (self.whitening is not None) + (self.whitening_skipped is not None)
+        if given != (1 if configured else 0):
+            raise ValueError(
+                "whitening: expected a fitted whitening (or the reason it was skipped) exactly "
+                "when configured"
+            )
         weights = self.config.scale_weights
         if self.aggregation is None and weights is not None and weights != LEARNT:
             object.__setattr__(self, "aggregation", ScaleAggregation(np.asarray(weights)))
@@ -360,7 +403,10 @@ class FittedPostProcessing:
         )
 
     def state_bytes(self) -> bytes | None:
-        """The learnt whitening as bytes to store (None when nothing is learnt)."""
+        """The learnt whitening (or the reason it was skipped) as bytes to store (None when
+        nothing is learnt)."""
+        if self.whitening_skipped is not None:
+            return json.dumps({"skipped": self.whitening_skipped}).encode()
         return None if self.whitening is None else whitening_state(self.whitening)
 
     @classmethod
@@ -381,6 +427,13 @@ class FittedPostProcessing:
                 ) from None
         if state is None:
             return cls(config, None, aggregation)
+        skipped = whitening_skipped(state)
+        if skipped is not None:
+            if config.whiten is None:
+                raise ValueError(
+                    "post-processing state: a whitening is stored, the recipe has none"
+                )
+            return cls(config, None, aggregation, skipped)
         try:
             with np.load(io.BytesIO(state), allow_pickle=False) as stored:
                 header = json.loads(str(stored["header"]))
@@ -428,6 +481,20 @@ def whitening_state(whitening: PCAWhitening, fitted_on: Mapping[str, Any] | None
 def scale_weights_state(aggregation: ScaleAggregation) -> bytes:
     """Learnt scale weights as bytes to store (read back by :meth:`FittedPostProcessing.from_state`)."""
     return json.dumps(aggregation.to_dict()).encode()
+
+
+def whitening_skipped(state: bytes) -> str | None:
+    """The reason stored instead of a whitening that was skipped (None: a whitening is
+    stored; see :attr:`FittedPostProcessing.whitening_skipped`)."""
+    if not state.startswith(b"{"):
+        return None
+    try:
+        reason = json.loads(state)["skipped"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"post-processing state: damaged ({error})") from None
+    if not isinstance(reason, str):
+        raise ValueError(f"post-processing state: damaged (skipped: {reason!r})")
+    return reason
 
 
 def state_fitted_on(state: bytes) -> Any:

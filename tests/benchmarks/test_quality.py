@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import pyinstance
+from pyinstance.calibration import calibrate
 from pyinstance.eval.evaluate import evaluate
 from pyinstance.index import InstanceIndex
 
@@ -65,6 +66,18 @@ def test_rows_cover_every_method_of_the_issue(tmp_path):
     for row in rows:
         if row.trained:
             assert row.spec.model == str(tmp_path / "runs" / quality.MODELS[row.trained][0])
+
+
+def test_the_default_rows_are_the_library_default():
+    descriptors = quality.Descriptors(None, Path("unused"), 1, 1)
+    row = quality.Row(quality.DEFAULT_NAME, "g", quality.DEFAULT, quality.DEFAULT_POSTPROCESS)
+    recipe = quality.row_recipe(row, descriptors)
+    assert recipe.same_descriptors(
+        pyinstance.DEFAULT_RECIPE.with_(weights_sha256=recipe.weights_sha256)
+    )
+    assert quality.DEFAULT.on_grid  # described by the shared multi-head pass
+    off = quality._with_default_whitening({"whiten": None, "dba": {"k": 1}})
+    assert off == {"dba": {"k": 1}}
 
 
 def test_quick_is_a_subset_and_only_filters(tmp_path):
@@ -141,17 +154,27 @@ def test_markdown_table_bolds_the_best_and_lists_skipped_rows(tmp_path):
     meta = {
         "command": "python -P benchmarks/quality.py", "data": "d", "references": 3, "queries": 4,
         "unknown_queries": 1, "torch_threads": 1, "load_start": 1.0, "load_end": 2.0,
-        "far": 0.05, "views": 1,
+        "far": 0.05, "views": 1, "engine": "torch", "seconds": 90.0, "cpu_seconds": 60.0,
     }  # fmt: skip
     path = tmp_path / "quality.md"
     quality.write_markdown(results, meta, path)
     text = path.read_text()
+    assert "torch engine, 1 thread(s); 1.5 min in all (1.0 min of CPU)" in text
     assert "| a | 0.900 | 0.900 | 0.900 | 0.900 | 0.800 |" in text
     assert "| b | 0.950 | 0.950 | 0.950 | 0.950 | 0.700 |" in text
     assert "| t | **0.990** |" in text and "10 min" in text
     assert "| c | skipped: model file x.pt not found |" in text
     assert "Best row without training (P@1 all, then micro-AP, then mAP): **b**" in text
     assert quality.best_untrained(results)["name"] == "b"
+    # the default against the previous default and the best trained row
+    results += [
+        _record(quality.DEFAULT_NAME, "d", 0.95, 0.9),
+        _record(quality.PREVIOUS_NAME, "q", 0.9, 0.85),
+    ]
+    quality.write_markdown(results, meta, path)
+    text = path.read_text()
+    assert f"| {quality.PREVIOUS_NAME} | -0.050 | -0.050 | -0.050 | -0.050 | -0.050 |" in text
+    assert "| the best trained row (t) | +0.040 | +0.040 | +0.040 | +0.040 | +0.090 |" in text
 
 
 def test_a_missing_model_skips_its_row_without_extracting(tmp_path, capsys):
@@ -207,14 +230,14 @@ def test_quick_run_writes_the_table_and_agrees_with_evaluate(tiny_manifest, tmp_
     )  # fmt: skip
     report = json.loads((out / "quality.json").read_text())
     assert (out / "quality.png").stat().st_size > 10_000
-    assert "lite0 gem 448 " in (out / "quality.md").read_text()
+    assert "lite0 mac 448 " in (out / "quality.md").read_text()
     rows = {r["name"]: r for r in report["rows"]}
     assert {r.name for r in quality.select_rows(quality.build_rows({}), True, None)} == set(rows)
     assert report["meta"]["queries"] == 11 and report["meta"]["unknown_queries"] == 1
     manifest, extra = tiny_manifest / "manifest.csv", tiny_manifest / "extra_queries.csv"
     for name, recipe in (
-        ("default (lite0 gem, ref 448 / query 560 best of 19 windows)", pyinstance.DEFAULT_RECIPE),
-        ("lite0 gem 448", pyinstance.Recipe(backbone="efficientnet_lite0", head="gem", dim=1280)),
+        (quality.DEFAULT_NAME, pyinstance.DEFAULT_RECIPE),
+        ("lite0 mac 448", pyinstance.Recipe(backbone="efficientnet_lite0", head="mac", dim=1280)),
     ):
         index, _ = InstanceIndex.build(tmp_path / name, manifest, recipe, progress=False)
         with index:
@@ -234,6 +257,13 @@ def test_quick_run_writes_the_table_and_agrees_with_evaluate(tiny_manifest, tmp_
         assert got["all"]["p1_answer"] == pytest.approx(expected["p_at_1"])
     thresholded = [r for r in report["rows"] if r["threshold"] is not None]
     assert thresholded and all(0.0 <= r["threshold"] <= 1.0 for r in thresholded)
+    # the threshold rows fit as `pyinstance calibrate` does (post-processing refitted per fold)
+    index, _ = InstanceIndex.build(tmp_path / "calibrated", manifest, progress=False)
+    with index:
+        fit = calibrate(index, views=1)
+    row = rows[f"default, nn, threshold @ FAR {quality.TARGET_FAR}"]
+    assert row["threshold"] == pytest.approx(fit.threshold, abs=1e-4)
+    assert row["threshold_fit"]["far"] == pytest.approx(fit.far)
     # a second run reads every descriptor from the cache
     quality.main(
         ["--quick", "--data", str(tiny_manifest), "--out", str(out), "--cache", str(tmp_path / "c"),

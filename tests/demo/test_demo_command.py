@@ -25,11 +25,15 @@ def test_demo_identifies_the_changed_photos_and_rejects_the_unknown_ones(
     right, total = map(int, re.search(r"(\d+) of (\d+) right", printed).groups())
     assert total >= 5 * len(instances) + unknowns
     assert right >= total - 2  # the bundled default must do the job
+    # 8 references: the default recipe's whitening is skipped, and the demo says so once
+    assert printed.count("whitening skipped: the collection holds 8 reference image(s)") == 1
     page = (out / "results.html").read_text()
     assert page.count("<img") >= total and "http://" not in page and "https://" not in page
     with InstanceIndex.open(out / "index") as index:
         assert list(index.instances) == instances
         assert index.get_setting("threshold") is not None
+        assert index.info()["whitening_skipped"].startswith("whitening skipped")
+        assert index.descriptors().shape[1] == index.recipe.dim  # not whitened
     # a second run replaces its own index; a folder that is not an index is never removed
     _fresh_index_folder(out / "index")
     assert not (out / "index").exists()

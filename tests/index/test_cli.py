@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pyinstance.cli import main
-from pyinstance.index import InstanceIndex
+from pyinstance.index import DEFAULT_RECIPE, InstanceIndex
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -46,8 +46,11 @@ def test_build_add_remove_compact_info(
         "float16",
         "--windows",
         "1:1,0.5:2",
+        "--head",
+        "gem",
         "--head-param",
         "p=4",
+        "--no-whiten",
         "--no-progress",
     )
     assert code == 0
@@ -155,12 +158,13 @@ def test_build_with_postprocessing_refit_and_identify(
     ix = str(tmp_path / "ix")
     argv = ["index", "build", str(collection), "-o", ix, "--max-side", "160", "--no-progress"]
     options = ["--windows", "none", "--whiten", "--shrinkage", "0.5", "--dba", "1", "--qe", "1"]
+    options += ["--whiten-min-references", "2"]  # fitted on the 3 references
     assert run(capsys, *argv, *options)[0] == 0
     code, out, _ = run(capsys, "index", "info", ix, "--json")
     info = json.loads(out)
     assert (code, info["version"], info["fitted"]) == (0, 2, {"whitening": 3})
     assert info["recipe"]["postprocess"] == {
-        "whiten": {"dim": None, "power": 0.5, "ridge": 0.0, "method": "pca"},
+        "whiten": {"dim": None, "power": 0.5, "ridge": 0.0, "method": "pca", "min_references": 2},
         "dba": {"k": 1, "alpha": None},
         "qe": {"k": 1, "alpha": 0.0},
     }
@@ -183,7 +187,9 @@ def test_build_with_postprocessing_refit_and_identify(
 def test_postprocessing_options_are_checked(tmp_path: Path, collection: Path, capsys) -> None:
     base = ["index", "build", str(collection), "-o", str(tmp_path / "o"), "--no-progress"]
     for options, message in (
-        (["--shrinkage", "0.5"], "--shrinkage: only with --whiten"),
+        (["--no-whiten", "--shrinkage", "0.5"], "--shrinkage: only with --whiten"),
+        (["--no-whiten", "--whiten-min-references", "5"], "--whiten-min-references: only with"),
+        (["--whiten-min-references", "1"], "--whiten-min-references: expected an int >= 2"),
         (["--alpha-qe", "3"], "--alpha-qe: only with --qe K"),
         (["--whiten", "--shrinkage", "2"], "recipe.postprocess.whiten.power"),
         (["--dba", "0"], "recipe.postprocess.dba.k"),
@@ -195,9 +201,47 @@ def test_postprocessing_options_are_checked(tmp_path: Path, collection: Path, ca
     with pytest.raises(SystemExit):
         main([*base, "--matrix-scoring", "mean"])
     ix = str(tmp_path / "plain")
-    assert run(capsys, "index", "build", str(collection), "-o", ix, "--max-side", "160")[0] == 0
+    argv = ["index", "build", str(collection), "-o", ix, "--max-side", "160", "--no-whiten"]
+    assert run(capsys, *argv)[0] == 0
     code, out, _ = run(capsys, "index", "refit", ix)
     assert code == 0 and "nothing to refit" in out
+    for value in ("0", "-3", "big", "1.5"):
+        with pytest.raises(SystemExit):
+            main([*base, "--query-max-side", value])
+        assert "expected a positive number of pixels or 'same'" in capsys.readouterr().err
+
+
+def test_default_build_is_the_default_recipe_and_skips_whitening_when_small(
+    tmp_path: Path, collection: Path, capsys
+) -> None:
+    ix = str(tmp_path / "ix")
+    base = ["index", "build", str(collection), "--max-side", "160", "--no-progress", "--json"]
+    code, out, _ = run(capsys, *base, "-o", ix)
+    assert code == 0
+    reason = json.loads(out)["whitening_skipped"]
+    assert reason.startswith("whitening skipped: the collection holds 3 reference image(s)")
+    with InstanceIndex.open(ix) as index:
+        recipe = index.recipe
+        assert recipe.same_descriptors(
+            DEFAULT_RECIPE.with_(max_side=160, weights_sha256=recipe.weights_sha256)
+        )
+        assert recipe.query_max_side is None and recipe.query_windows is None
+        assert index.descriptors().shape == (3, 1280)  # not whitened
+    code, out, _ = run(capsys, "index", "info", ix)
+    assert code == 0 and "whitening skipped" in out
+    # enough references for the whitening: fitted (3 references: 2 dimensions)
+    small = str(tmp_path / "small")
+    options = ["--whiten-min-references", "3", "--query-max-side", "200"]
+    assert run(capsys, *base, "-o", small, *options)[0] == 0
+    with InstanceIndex.open(small) as index:
+        assert index.info()["whitening_skipped"] is None
+        assert index.recipe.postprocess["whiten"]["min_references"] == 3
+        assert index.recipe.query_max_side == 200
+        assert index.descriptors().shape == (3, 2)
+    same = str(tmp_path / "same")
+    assert run(capsys, *base, "-o", same, "--query-max-side", "same", "--no-whiten")[0] == 0
+    with InstanceIndex.open(same) as index:
+        assert index.recipe.query_max_side is None and index.recipe.postprocess == {}
 
 
 def test_build_with_similarity_matrix_scoring_and_identify(
@@ -289,14 +333,18 @@ def test_build_with_a_whitening_set(tmp_path: Path, collection: Path, pairs: Pat
         code, _, err = run(capsys, *base, *options)
         assert code == 2 and message in err, (options, err)
     assert not (tmp_path / "o").exists()
-    code, _, err = run(capsys, *argv[:3], "-o", str(tmp_path / "o"), "--whiten-from", str(empty))
+    code, _, err = run(
+        capsys, *argv[:3], "-o", str(tmp_path / "o"), "--no-whiten", "--whiten-from", str(empty)
+    )
     assert code == 2 and "--whiten-from: only with --whiten" in err
+    code, _, err = run(capsys, *base, "--whiten-from", str(empty), "--whiten-min-references", "9")
+    assert code == 2 and "--whiten-min-references: not with --whiten-from" in err
 
 
 def test_build_with_scale_weights(tmp_path: Path, collection: Path, capsys) -> None:
     ix = str(tmp_path / "ix")
     argv = ["index", "build", str(collection), "-o", ix, "--max-side", "160", "--no-progress"]
-    options = ["--scales", "1,0.7071", "--windows", "none", "--scale-weights", "0.7,0.3"]
+    options = ["--scales", "1,0.7071", "--no-whiten", "--scale-weights", "0.7,0.3"]
     assert run(capsys, *argv, *options)[0] == 0
     info = json.loads(run(capsys, "index", "info", ix, "--json")[1])
     assert info["recipe"]["postprocess"] == {"scale_weights": [0.7, 0.3]}

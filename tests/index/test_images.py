@@ -16,7 +16,10 @@ import pyinstance
 from pyinstance.index import DEFAULT_RECIPE, Describer, InstanceIndex
 from pyinstance.models.regions import pool_windows
 
-RECIPE = DEFAULT_RECIPE.with_(max_side=224, query_max_side=None, query_windows=None)
+#: Lite0 + GeM at one scale, unwhitened (the default before the comparison table chose one).
+RECIPE = DEFAULT_RECIPE.with_(
+    head="gem", scales=(1.0,), postprocess={}, max_side=224, query_max_side=None, query_windows=None
+)
 
 
 def png_header(width: int, height: int) -> bytes:

@@ -376,3 +376,29 @@ def test_a_whitening_set_with_learnt_scale_weights(tmp_path: Path) -> None:
     index.close()
     with pytest.raises(ValueError, match="whiten_from: the recipe's post-processing has no"):
         InstanceIndex.build(tmp_path / "x", tmp_path, tiny_recipe(), whiten_from=tmp_path)
+
+
+def test_whitening_starts_when_the_collection_reaches_min_references(tmp_path: Path) -> None:
+    index, recipe = make(tmp_path, {"whiten": {"min_references": 10}}, n=8)
+    info = index.info()
+    assert info["whitening_skipped"].startswith("whitening skipped: the collection holds 8")
+    assert info["fitted"] == {"whitening": info["collection"]}  # the reason, stored as state
+    np.testing.assert_allclose(index.descriptors(), index.raw_descriptors(), atol=1e-6)
+    queries = unit_rows(2, seed=5)
+    np.testing.assert_allclose(index.postprocess_queries(queries)[:, 0], queries, atol=1e-6)
+    # the commit that brings the collection to 10 references fits the whitening
+    index.add_descriptors(unit_rows(2, seed=4), ["i0", "i1"], ["n0", "n1"], recipe)
+    assert index.info()["whitening_skipped"] is None
+    whitening = PCAWhitening.fit(index.raw_descriptors())
+    np.testing.assert_allclose(
+        index.descriptors(), whitening.apply(index.raw_descriptors()), atol=1e-5
+    )
+    assert index.descriptors().shape == (10, 9)
+    # and the removal that takes it below stops it; a reopened index reads the same state
+    index.remove(image="n0")
+    index.close()
+    with InstanceIndex.open(tmp_path / "index") as reopened:
+        assert reopened.info()["whitening_skipped"].startswith(
+            "whitening skipped: the collection holds 9"
+        )
+        assert reopened.descriptors().shape == (9, DIM)

@@ -12,7 +12,7 @@ from pyinstance.postprocess import (
     PostProcessConfig,
     QueryExpansion,
 )
-from pyinstance.postprocess.pipeline import scale_weights_state
+from pyinstance.postprocess.pipeline import scale_weights_state, whitening_skipped
 
 
 def _sets(n: int, p: int = 1, d: int = 12, seed: int = 0) -> np.ndarray:
@@ -142,3 +142,50 @@ def test_a_stored_whitening_of_another_configuration_is_refused() -> None:
     other = PostProcessConfig.from_dict({"whiten": {"power": 1.0}})
     with pytest.raises(ValueError, match="is not the recipe's"):
         FittedPostProcessing.from_state(other, fitted.state_bytes())
+
+
+def test_whitening_below_min_references_is_skipped_with_its_reason() -> None:
+    config = PostProcessConfig.from_dict({"whiten": {"min_references": 6}, "qe": {"k": 2}})
+    assert config.to_dict()["whiten"]["min_references"] == 6
+    assert PostProcessConfig.from_dict(config.to_dict()) == config
+    refs = _sets(5)
+    fitted = config.fit(refs, list("abcde"))
+    assert fitted.whitening is None
+    assert fitted.whitening_skipped.startswith("whitening skipped: the collection holds 5")
+    np.testing.assert_allclose(fitted.references(refs), refs)  # unwhitened
+    queries = _sets(2, seed=3)
+    expected = QueryExpansion(2).apply(queries[:, 0], refs[:, 0])
+    np.testing.assert_allclose(fitted.queries(queries, refs)[:, 0], expected, atol=1e-6)
+    state = fitted.state_bytes()
+    assert whitening_skipped(state) == fitted.whitening_skipped
+    restored = FittedPostProcessing.from_state(config, state)
+    assert restored.whitening is None and restored.whitening_skipped == fitted.whitening_skipped
+    # at min_references it is fitted, and its state holds no skip reason
+    enough = config.fit(_sets(6), list("abcdef"))
+    assert enough.whitening is not None and enough.whitening.out_dim == 5
+    assert enough.whitening_skipped is None and whitening_skipped(enough.state_bytes()) is None
+    # without min_references a whitening is always fitted, as before
+    assert "min_references" not in PostProcessConfig.from_dict({"whiten": {}}).to_dict()["whiten"]
+    assert PostProcessConfig.from_dict({"whiten": {}}).fit(refs, list("abcde")).whitening
+
+
+def test_min_references_and_skipped_states_are_checked() -> None:
+    for value, message in ((1, "expected an integer >= 2"), (2.5, "expected an integer")):
+        with pytest.raises(ValueError, match=f"postprocess.whiten.min_references: {message}"):
+            PostProcessConfig.from_dict({"whiten": {"min_references": value}})
+    with pytest.raises(ValueError, match="min_references: only for a whitening fitted on the"):
+        PostProcessConfig.from_dict({"whiten": {"fit_on": "separate", "min_references": 10}})
+    config = PostProcessConfig.from_dict({"whiten": {"min_references": 10}})
+    with pytest.raises(ValueError, match="the reason it was skipped.*exactly when configured"):
+        FittedPostProcessing(config)  # neither
+    skipped = config.fit(_sets(3), list("abc"))
+    with pytest.raises(ValueError, match="exactly when configured"):
+        FittedPostProcessing(config, PCAWhitening.fit(_sets(3)[:, 0]), None, "too few")  # both
+    with pytest.raises(ValueError, match="exactly when configured"):
+        FittedPostProcessing(PostProcessConfig(), whitening_skipped=skipped.whitening_skipped)
+    with pytest.raises(ValueError, match="damaged"):
+        whitening_skipped(b'{"skipped": 3}')
+    with pytest.raises(ValueError, match="damaged"):
+        FittedPostProcessing.from_state(config, b"{not json")
+    with pytest.raises(ValueError, match="the recipe has none"):
+        FittedPostProcessing.from_state(PostProcessConfig(), b'{"skipped": "too few"}')

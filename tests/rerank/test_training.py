@@ -17,7 +17,9 @@ from pyinstance.train import ConfigError, Trainer, VerificationTrainer, load_con
 from pyinstance.train.verification import VERIFIER, VIEWS_CACHE
 
 #: Tiny photos, described small: seconds per run.
-RECIPE = DEFAULT_RECIPE.with_(max_side=64, query_max_side=None, query_windows=None)
+RECIPE = DEFAULT_RECIPE.with_(
+    head="gem", scales=(1.0,), postprocess={}, max_side=64, query_max_side=None, query_windows=None
+)
 INSTANCES = 5
 
 
