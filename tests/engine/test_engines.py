@@ -229,3 +229,14 @@ def test_extract_with_an_engine_preprocesses_on_one_torch_thread(tiny, monkeypat
         pyinstance.extract([torch.rand(3, 40, 56)], *tiny, max_side=48)
         assert seen == [1, 2] and torch.get_num_threads() == 2
     assert torch.get_num_threads() == before
+
+
+def test_extract_with_an_engine_takes_only_sizes_from_the_modules(tiny) -> None:  # noqa: ANN001
+    import copy
+
+    backbone = copy.deepcopy(tiny[0]).to("meta")  # no values: the engine holds the weights
+    images = [torch.rand(3, 40, 56)]
+    got = pyinstance.extract(images, backbone, tiny[1], max_side=48, engine=_RecordingEngine())
+    assert got.shape == (1, 1, 16)
+    with pytest.raises(ValueError, match="backbone: its parameters are on the 'meta' device"):
+        pyinstance.extract(images, backbone, tiny[1], max_side=48)
