@@ -234,13 +234,13 @@ def measure(configs, plain, photos, busy: list[bool], repeats: int):
                 try:
                     torch.set_num_threads(config.threads)
                     loads[key].append(os.getloadavg()[0])
-                    before = config.runs()
                     for photo in photos:
+                        before = config.runs()
                         measured = with_cpu(ours, config.identifier, photo)[1]
+                        runs[key] += config.runs() - before  # the query's runs only
                         measured |= stage_cpu(config.identifier, photo)
                         times[key]["ours"].append(measured)
                         times[key]["plain"].append(with_cpu(plain, photo)[1])
-                    runs[key] += config.runs() - before
                 finally:
                     if spinner is not None:
                         spinner.kill()
