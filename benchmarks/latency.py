@@ -11,7 +11,11 @@ started before the timed queries of that configuration and stopped after them); 
 configurations take turns within every repeat, so quiet and busy runs see the same
 background. Wall and CPU time (this process, all its threads) are reported, with the
 machine's 1-minute load average: on a shared machine absolute milliseconds are inflated,
-the ratio measured in the same run is what counts.
+the ratio measured in the same run is what counts. After each query of ours, its decode
+and its network run (the engine on the resized batch) are timed again on their own, in
+CPU time: ``decode CPU``, ``net CPU`` and ``rest CPU`` (the query's CPU minus both:
+resizing, normalising, checks, search, classification, Python) say where a query's CPU
+goes. The photos, the random references and the probe batches are seeded: runs compare.
 
     python benchmarks/latency.py                        # default recipe, 10,000 references
     python benchmarks/latency.py --recipe lite0-448     # Lite0 + GeM, 448 px, one descriptor
@@ -42,7 +46,13 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pyinstance.data import Manifest  # noqa: E402
-from pyinstance.data.images import image_tensor, normalize, resize, scaled_size  # noqa: E402
+from pyinstance.data.images import (  # noqa: E402
+    decode_image,
+    image_tensor,
+    normalize,
+    resize,
+    scaled_size,
+)
 from pyinstance.engine import OnnxRuntimeEngine  # noqa: E402
 from pyinstance.identification import Identifier  # noqa: E402
 from pyinstance.index import DEFAULT_RECIPE, InstanceIndex, Recipe  # noqa: E402
@@ -151,6 +161,26 @@ def ours(identifier: Identifier, path: Path) -> tuple[str | None, dict[str, floa
     return answer.instance, answer.ms
 
 
+def stage_cpu(identifier: Identifier, path: Path) -> dict[str, float]:
+    """CPU ms of two stages of ``ours`` on ``path``, timed apart from the pipeline right
+    after it: the decode (``decode cpu``) and the network on the resized batch (``net
+    cpu``, the engine's own run: its per-request thread budget, the fixed-shape session)."""
+    describer = identifier.index.describer
+    engine = describer._feature_engine or describer._descriptor_engine
+    start = time.process_time()
+    decoded = decode_image(path, identifier._target)
+    decoded_at = time.process_time()
+    cpu = {"decode cpu": (decoded_at - start) * 1e3}
+    if engine is not None:
+        size = scaled_size(*decoded.full_size, identifier._longest)
+        pixels = resize(image_tensor(decoded.image), size)[None]
+        batch = normalize(pixels, describer.backbone.input_mean, describer.backbone.input_std)
+        start = time.process_time()
+        engine(batch)
+        cpu["net cpu"] = (time.process_time() - start) * 1e3
+    return cpu
+
+
 def busy_process() -> subprocess.Popen:
     """A competing process keeping one core busy (ended by the caller), given a moment to
     get going."""
@@ -204,16 +234,32 @@ def measure(configs, plain, photos, busy: list[bool], repeats: int):
                 try:
                     torch.set_num_threads(config.threads)
                     loads[key].append(os.getloadavg()[0])
-                    before = config.runs()
                     for photo in photos:
-                        times[key]["ours"].append(with_cpu(ours, config.identifier, photo)[1])
+                        before = config.runs()
+                        measured = with_cpu(ours, config.identifier, photo)[1]
+                        runs[key] += config.runs() - before  # the query's runs only
+                        measured |= stage_cpu(config.identifier, photo)
+                        times[key]["ours"].append(measured)
                         times[key]["plain"].append(with_cpu(plain, photo)[1])
-                    runs[key] += config.runs() - before
                 finally:
                     if spinner is not None:
                         spinner.kill()
                         spinner.wait()
     return times, loads, runs
+
+
+#: CPU ms of single stages of ours, timed apart from the pipeline (:func:`stage_cpu`).
+STAGE_CPU = ("decode cpu", "net cpu")
+
+
+def stage_columns(median: dict[str, float]) -> str:
+    """Decode, network and everything else (CPU − both) in CPU ms; blank for plain."""
+    if "decode cpu" not in median:
+        return " | | "
+    if "net cpu" not in median:  # the torch engine: no separate network run
+        return f"{median['decode cpu']:.1f} | | "
+    rest = median["cpu"] - median["decode cpu"] - median["net cpu"]
+    return f"{median['decode cpu']:.1f} | {median['net cpu']:.1f} | {rest:.1f}"
 
 
 def main() -> None:
@@ -254,14 +300,15 @@ def main() -> None:
     )
     print(
         "| threads | load | pipeline | decode | extract | search | total | CPU | plain ÷ ours "
-        "| q/s, 4 in flight | used |"
+        "| q/s, 4 in flight | used | decode CPU | net CPU | rest CPU |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (threads, is_busy), both in times.items():
         median = {
             who: {
                 k: statistics.median(t[k] for t in measured)
-                for k in ("decode", "extract", "search", "total", "cpu")
+                for k in ("decode", "extract", "search", "total", "cpu", *STAGE_CPU)
+                if k in measured[0]
             }
             for who, measured in both.items()
         }
@@ -278,7 +325,8 @@ def main() -> None:
                 extra = f"{ratio:.2f}× | {speed} | {used}"
             print(
                 f"| {label} | {load:.1f} | {who} | {m['decode']:.1f} | {m['extract']:.1f} | "
-                f"{m['search']:.1f} | {m['total']:.1f} | {m['cpu']:.1f} | {extra} |"
+                f"{m['search']:.1f} | {m['total']:.1f} | {m['cpu']:.1f} | {extra} | "
+                f"{stage_columns(m)} |"
             )
 
 

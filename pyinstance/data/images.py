@@ -72,7 +72,10 @@ def decode_image(
     full size). The gap (default :data:`DRAFT_REDUCING_GAP`, 2 as in Pillow's
     ``thumbnail``) leaves the anti-aliased resize at least a factor 2 to filter: with 1,
     libjpeg's DCT scaling does most of the reduction and descriptors move measurably
-    (``benchmarks/decode.py``). Errors name the file: :class:`FileNotFoundError`, or
+    (``benchmarks/decode.py``; 12 museum queries as 12-megapixel JPEGs, Lite0 + GeM at 448
+    px: lowest cosine to the full decode's descriptor 0.9952 with gap 1, a 1/8 decode,
+    against 0.9993 with gap 2, a 1/4 decode, which costs about 2 ms more CPU per photo).
+    Errors name the file: :class:`FileNotFoundError`, or
     :class:`ImageDecodeError` for a corrupt, truncated or too large (decompression bomb)
     file.
     """

@@ -9,7 +9,10 @@ whatever runs the network.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -79,11 +82,35 @@ class Engine(ABC):
                 f"images: {height}×{width} is smaller than the backbone's minimum input size "
                 f"{self.min_input_size}"
             )
-        if not bool(torch.isfinite(images).all()):
+        if not all_finite(images):
             raise ValueError("images: contains NaN or infinite values")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(output={self.output!r}, threads={self.threads})"
+
+
+def all_finite(images: torch.Tensor) -> bool:
+    """Whether every value of the float tensor ``images`` is finite.
+
+    The sum is NaN or infinite whenever a value is, and one reduction is far cheaper than
+    a mask of the whole batch (a 448-pixel image: 0.1 against 2 ms); only a sum that
+    overflowed from finite values (magnitudes near the dtype's maximum) needs the mask.
+    """
+    return math.isfinite(float(images.sum())) or bool(torch.isfinite(images).all())
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside the block, restored after it
+    (None: left alone). The setting is the process's: concurrent callers share it."""
+    previous = torch.get_num_threads()
+    if threads is not None and threads != previous:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 def check_threads(threads: int | None) -> int | None:

@@ -8,8 +8,11 @@ strided convolutions then folds into constants, ONNX Runtime fuses each ``Pad`` 
 activations back and forth around every padding (about a quarter of the time of
 EfficientNet-Lite0 at 448 px, ``benchmarks/engine.py``). A fixed-shape session is checked
 against the dynamic one on the first batch it runs; a shape that does not match is never
-fixed again, with one warning. The fixed-shape sessions of the most recent shapes are kept
-(:data:`MAX_FIXED_SESSIONS`).
+fixed again, with one warning. A shape recurs whatever thread count ran it, and fixing it
+for several threads fixes it for one thread too: an engine whose per-request budget drops
+to one thread when the machine gets busy finds that session ready, instead of running the
+dynamic graph and building a session at the worst moment. The fixed-shape sessions of the
+most recent uses are kept (:data:`MAX_FIXED_SESSIONS`).
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ class SessionPool:
         session, threads = first
         self._dynamic: dict[int, Any] = {threads: session}
         self._fixed: OrderedDict[tuple[int, Shape], Any] = OrderedDict()
-        self._counts: Counter[tuple[int, Shape]] = Counter()
+        self._counts: Counter[Shape] = Counter()
+        self._recurring: set[Shape] = set()
         self._building: set[tuple[int, Shape]] = set()
         self._refused: set[Shape] = set()
         self._lock = threading.Lock()
@@ -101,44 +105,64 @@ class SessionPool:
 
     def _should_fix(self, key: tuple[int, Shape]) -> bool:
         """Count a run of ``key`` (lock held); True when its session should be built now."""
-        if key[1] in self._refused or key in self._building:
+        shape = key[1]
+        if shape in self._refused or key in self._building:
             return False
-        if len(self._counts) >= _MAX_COUNTED and key not in self._counts:
-            self._counts.clear()
-        self._counts[key] += 1
-        if self._counts[key] < FIX_AFTER:
-            return False
+        if shape not in self._recurring:
+            if len(self._counts) >= _MAX_COUNTED and shape not in self._counts:
+                self._counts.clear()
+            self._counts[shape] += 1
+            if self._counts[shape] < FIX_AFTER:
+                return False
+            del self._counts[shape]
+            if len(self._recurring) >= _MAX_COUNTED:
+                self._recurring.clear()
+            self._recurring.add(shape)
         self._building.add(key)
         return True
 
     def _fix(self, key: tuple[int, Shape], batch: np.ndarray) -> np.ndarray:
-        """Build, check and keep the fixed-shape session of ``key``; the output on ``batch``."""
+        """Build, check and keep the fixed-shape session of ``key`` (and of its shape on one
+        thread, for a key of several threads); the output on ``batch``."""
         expected = run_session(self.dynamic(key[0]), batch)
-        session = None
+        keys = [key]
+        with self._lock:
+            if key[0] > 1 and (1, key[1]) not in self._fixed:
+                keys.append((1, key[1]))
+        built = {}
+        for wanted in keys:
+            session = self._checked(wanted, batch, expected)
+            if session is None:
+                break
+            built[wanted] = session
+        with self._lock:
+            self._building.discard(key)
+            if key not in built:
+                self._refused.add(key[1])
+            for wanted, session in built.items():
+                self._fixed[wanted] = session
+                self._fixed.move_to_end(wanted, last=wanted == key)
+            while len(self._fixed) > MAX_FIXED_SESSIONS:
+                self._fixed.popitem(last=False)
+        return expected
+
+    def _checked(self, key: tuple[int, Shape], batch: np.ndarray, expected: np.ndarray) -> Any:
+        """A new session of ``key`` that gives ``expected`` on ``batch``, else None (warned)."""
         try:
             candidate = self._make(*key)
             got = run_session(candidate, batch)
-            difference = float(np.max(np.abs(got - expected))) if got.size else 0.0
-            if got.shape == expected.shape and difference <= self._tolerance(expected):
-                session = candidate
-            else:
-                log.warning(
-                    "not fixing input shape %s: its session differs from the dynamic one by "
-                    "%.3g (shape %s vs %s)",
-                    key[1],
-                    difference,
-                    got.shape,
-                    expected.shape,
-                )
         except Exception as error:  # onnxruntime raises its own kinds; the dynamic one works
             log.warning("not fixing input shape %s: %s: %s", key[1], type(error).__name__, error)
-        with self._lock:
-            self._building.discard(key)
-            self._counts.pop(key, None)
-            if session is None:
-                self._refused.add(key[1])
-            else:
-                self._fixed[key] = session
-                while len(self._fixed) > MAX_FIXED_SESSIONS:
-                    self._fixed.popitem(last=False)
-        return expected
+            return None
+        difference = float(np.max(np.abs(got - expected))) if got.size else 0.0
+        if got.shape == expected.shape and difference <= self._tolerance(expected):
+            return candidate
+        log.warning(
+            "not fixing input shape %s: its session differs from the dynamic one by %.3g "
+            "(shape %s vs %s)",
+            key[1],
+            difference,
+            got.shape,
+            expected.shape,
+        )
+        return None

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from pyinstance.engine.base import Engine, Output, inference_network
+from pyinstance.engine.base import Engine, Output, inference_network, torch_threads
 
 
 class TorchEngine(Engine):
@@ -45,19 +45,14 @@ class TorchEngine(Engine):
     def run(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        previous_threads = torch.get_num_threads()
         modes = [module.training for module in self.network.modules()]
-        if self.threads is not None and self.threads != previous_threads:
-            torch.set_num_threads(self.threads)
         try:
             self.network.eval()
-            with torch.inference_mode():
+            with torch_threads(self.threads), torch.inference_mode():
                 out = self.network(images)
         finally:
             for module, mode in zip(self.network.modules(), modes, strict=True):
                 module.training = mode
-            if torch.get_num_threads() != previous_threads:
-                torch.set_num_threads(previous_threads)
         return out.contiguous() if self.output == "features" else out
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ from pyinstance.engine import (
     engine_info,
     make_engine,
 )
+from pyinstance.engine.base import all_finite, torch_threads
 from pyinstance.models.pooling import RMAC, GeM
 from pyinstance.models.regions import pool_windows
 
@@ -129,6 +130,11 @@ def test_head_with_shapes_frozen_at_export_is_caught_by_the_check(tiny, tmp_path
         (torch.zeros(0, 3, 32, 32), ValueError, "images: empty batch"),
         (torch.zeros(1, 3, 4, 32), ValueError, "images: 4×32 is smaller"),
         (torch.full((1, 3, 32, 32), float("nan")), ValueError, "images: contains NaN"),
+        (
+            torch.zeros(1, 3, 32, 32).index_fill_(3, torch.tensor([5]), float("-inf")),
+            ValueError,
+            "images: contains NaN or infinite",
+        ),
     ],
 )
 @pytest.mark.parametrize("name", ["torch", pytest.param("onnxruntime", marks=requires_onnxruntime)])
@@ -175,3 +181,62 @@ def test_extract_with_an_engine_matches_torch_and_leaves_the_modules_alone(tiny)
     got = pyinstance.extract(images, backbone, head, max_side=48, progress=False, engine=engine)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     assert backbone.training  # not switched to eval: the engine runs its own copy
+
+
+def test_all_finite_is_exact_even_when_the_sum_overflows() -> None:
+    huge = torch.full((1, 3, 8, 8), 3e38)  # finite values whose float32 sum is infinite
+    assert all_finite(huge) and all_finite(torch.zeros(1, 3, 2, 2))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        images = huge.clone()
+        images[0, 1, 2, 3] = bad
+        assert not all_finite(images)
+    cancelling = torch.tensor([float("inf"), float("-inf")])  # sums to NaN, caught either way
+    assert not all_finite(cancelling)
+
+
+def test_torch_threads_sets_and_restores() -> None:
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"), torch_threads(1):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+
+
+class _RecordingEngine:
+    """Zero descriptors; stands in for an engine to observe extract's preprocessing."""
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(images.shape[0], 16)
+
+
+def test_extract_with_an_engine_preprocesses_on_one_torch_thread(tiny, monkeypatch) -> None:  # noqa: ANN001
+    from pyinstance import extraction
+
+    seen = []
+    real_resize = extraction.resize
+
+    def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return real_resize(image, size)
+
+    monkeypatch.setattr(extraction, "resize", resize)
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        pyinstance.extract([torch.rand(3, 40, 56)], *tiny, max_side=48, engine=_RecordingEngine())
+        pyinstance.extract([torch.rand(3, 40, 56)], *tiny, max_side=48)
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+
+
+def test_extract_with_an_engine_takes_only_sizes_from_the_modules(tiny) -> None:  # noqa: ANN001
+    import copy
+
+    backbone = copy.deepcopy(tiny[0]).to("meta")  # no values: the engine holds the weights
+    images = [torch.rand(3, 40, 56)]
+    got = pyinstance.extract(images, backbone, tiny[1], max_side=48, engine=_RecordingEngine())
+    assert got.shape == (1, 1, 16)
+    with pytest.raises(ValueError, match="backbone: its parameters are on the 'meta' device"):
+        pyinstance.extract(images, backbone, tiny[1], max_side=48)

@@ -56,9 +56,8 @@ def test_a_recurring_shape_gets_its_own_session() -> None:
 
 def test_thread_counts_have_their_own_sessions() -> None:
     pool, _, made = pool_with(FakeSession())
-    batch = np.ones((1, 3, 4, 4), np.float32)
-    pool.run(batch, 2)
-    pool.run(batch, 1)
+    pool.run(np.ones((1, 3, 4, 4), np.float32), 2)
+    pool.run(np.ones((1, 3, 4, 5), np.float32), 1)  # another shape: none recurs yet
     assert made == [(2, None)]
     assert pool.dynamic(2) is pool.dynamic(2)
     assert pool.runs == {1: 1, 2: 1}
@@ -105,3 +104,24 @@ def test_fixed_shape_session_of_a_real_graph_matches_and_fuses_the_padding(tmp_p
         expected = GeM(8)(backbone.eval()(images))
     for output in outputs:
         torch.testing.assert_close(output, expected, atol=1e-5, rtol=0)
+
+
+def test_a_shape_recurs_whatever_thread_count_ran_it() -> None:
+    pool, _, made = pool_with(FakeSession())
+    batch = np.ones((1, 3, 6, 4), np.float32)
+    pool.run(batch, 1)
+    pool.run(batch, 3)  # the second run of the shape: fixed for 3 threads (and for 1)
+    assert made == [(3, None), (3, (1, 3, 6, 4)), (1, (1, 3, 6, 4))]
+    assert sorted(pool.fixed_shapes) == [(1, (1, 3, 6, 4)), (3, (1, 3, 6, 4))]
+
+
+def test_fixing_a_shape_for_several_threads_readies_it_for_one_thread() -> None:
+    fixed = FakeSession()
+    pool, dynamic, made = pool_with(fixed)
+    batch = np.ones((1, 3, 5, 7), np.float32)
+    for _ in range(sessions.FIX_AFTER):
+        pool.run(batch, 2)
+    runs = dynamic.runs
+    np.testing.assert_array_equal(pool.run(batch, 1), batch)  # the budget dropped to 1
+    assert dynamic.runs == runs and (1, None) not in made  # no dynamic run, no new session
+    assert pool.fixed_shapes[-1] == (1, (1, 3, 5, 7))
