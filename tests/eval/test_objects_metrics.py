@@ -74,21 +74,21 @@ def test_empty_groups_are_nan_not_errors():
 
 
 def test_metrics_table_html():
-    table = metrics_table(
-        {
-            "g<1>": {
-                "queries": 2, "objects": 5, "named": 4, "found": 3, "recall": 0.6,
-                "precision": 0.75, "inventing": float("nan"), "ms_per_query": 15.25,
-            }
-        }
-    )  # fmt: skip
+    first = {
+        "queries": 2, "objects": 5, "named": 4, "found": 3, "recall": 0.6,
+        "precision": 0.75, "inventing": float("nan"), "ms_per_query": 15.25,
+    }  # fmt: skip
+    second = {**first, "queries": 1, "recall": 1.0}
+    table = metrics_table({"g<1>": first, "other": second})
     keys = ("queries", "objects", "named", "found", "recall", "precision", "inventing")
     header = "".join(f"<th>{k}</th>" for k in (*keys, "ms_per_query"))
     cells = ["2", "5", "4", "3", "0.600", "0.750", "–", "15.250"]
-    row = "<tr><td>g&lt;1&gt;</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+    rows = "<tr><td>g&lt;1&gt;</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+    cells[0], cells[4] = "1", "1.000"
+    rows += "<tr><td>other</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
     assert table == (
         "<h2>Every object in the photo</h2>"
-        f'<table class="metrics"><tr><th>group</th>{header}</tr>{row}</table>'
+        f'<table class="metrics"><tr><th>group</th>{header}</tr>{rows}</table>'
     )
 
 
@@ -166,15 +166,18 @@ def test_boxed_figure_scales_the_photo_and_draws_each_box(
 
 def test_boxed_figure_keeps_small_photos_and_one_pixel_sides(tmp_path: Path):
     small = tmp_path / "small.png"
-    Image.new("RGB", (200, 100), (255, 255, 255)).save(small)
+    Image.new("L", (200, 100), 255).save(small)  # grey: the boxes are still in colour
     found = SimpleNamespace(
         truth=("a",), objects=(DetectedObject("a", 0.5, (10, 10, 60, 60), None),),
         spec=SimpleNamespace(path=small),
     )  # fmt: skip
     _, uri, caption = _figure_parts(boxed_figure(found))
-    assert _decoded(uri).size == (200, 100)  # never enlarged
+    picture = _decoded(uri)
+    assert picture.size == (200, 100) and picture.mode == "RGB"  # never enlarged
+    assert np.abs(np.asarray(picture, dtype=float)[35, 11] - GREEN).max() < 40
     assert caption == "objects in small.png"  # nothing missed
-    thin = tmp_path / "thin.png"
-    Image.new("RGB", (1920, 2), (255, 255, 255)).save(thin)
-    nothing = SimpleNamespace(truth=(), objects=(), spec=SimpleNamespace(path=thin))
-    assert _decoded(_figure_parts(boxed_figure(nothing))[1]).size == (480, 1)
+    for size, scaled in (((1920, 2), (480, 1)), ((2, 1920), (1, 480))):
+        thin = tmp_path / "thin.png"
+        Image.new("RGB", size, (255, 255, 255)).save(thin)
+        nothing = SimpleNamespace(truth=(), objects=(), spec=SimpleNamespace(path=thin))
+        assert _decoded(_figure_parts(boxed_figure(nothing))[1]).size == scaled
