@@ -329,3 +329,16 @@ def test_ranking_and_auroc_match_plain_loops_on_random_data(seed):
     np.testing.assert_allclose(average_precision(hits, counts), ap)
     np.testing.assert_allclose(average_precision_at_r(hits, counts), at_r)
     np.testing.assert_allclose(r_precision(hits, counts), r_prec)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: average_precision(_HITS3, None), "n_relevant: expected an array, got NoneType"),
+        (lambda: open_set_auroc("0.5", [True]), "confidence: expected an array, got str"),
+        (lambda: open_set_rates(None, [True]), "known: expected an array, got NoneType"),
+    ],
+)
+def test_not_an_array_names_the_argument(call, message):
+    with pytest.raises(TypeError, match="^" + re.escape(message)):
+        call()
