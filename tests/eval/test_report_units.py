@@ -365,3 +365,12 @@ def test_a_failed_write_leaves_nothing_behind(
 
 def test_the_page_escapes_names(result) -> None:
     assert html.escape("s<2>") in render_html(result)
+
+
+def test_write_report_passes_the_describer_on(
+    result, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report_module, "attention_map", lambda d, p: Image.new("RGB", (8, 8)))
+    describer = _describer(_Identity(), _Identity(), 8)
+    page = write_report(result, tmp_path / "r", describer=describer).read_text(encoding="utf-8")
+    assert page.count("where it looks</figcaption>") == 3  # wrong and rejected queries
