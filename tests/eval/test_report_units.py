@@ -354,13 +354,20 @@ def test_write_report_refusals(result, tmp_path: Path) -> None:
 def test_a_failed_write_leaves_nothing_behind(
     result, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    moves: list[tuple[Path, Path]] = []
+
     def fail(source, target):
+        moves.append((Path(source), Path(target)))
         raise OSError("disk full")
 
     monkeypatch.setattr(report_module.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
         write_report(result, tmp_path / "r")
     assert os.listdir(tmp_path / "r") == []
+    # written beside the report (one file system: the replace is atomic), as a hidden file
+    ((source, target),) = moves
+    assert source.parent == target.parent == tmp_path / "r" and target.name == "index.html"
+    assert source.name.startswith(".report-") and source.name.endswith(".html")
 
 
 def test_the_page_escapes_names(result) -> None:
