@@ -163,6 +163,15 @@ MUTATION_TESTS = {
         "tests/models/test_regions.py",
     ],
     "pyinstance/models/weights.py": ["tests/models/test_weights.py"],
+    # Not the whole of tests/eval/: test_report.py renders in headless Chromium and the
+    # fixture of test_evaluate.py runs a network (seconds per mutant); these files test the
+    # modules' own functions on hand-made outcomes (test_evaluate.py also runs `evaluate`).
+    "pyinstance/eval/evaluate.py": [
+        "tests/eval/test_evaluate.py",
+        "tests/eval/test_evaluate_units.py",
+    ],
+    "pyinstance/eval/objects.py": ["tests/eval/test_objects_metrics.py"],
+    "pyinstance/eval/report.py": ["tests/eval/test_report_units.py"],
     "pyinstance/testing.py": [
         "tests/test_testing.py",
         "tests/test_testing_losses.py",

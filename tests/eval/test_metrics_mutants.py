@@ -11,14 +11,17 @@ import pytest
 
 from pyinstance.eval.metrics import (
     average_precision,
+    average_precision_at_r,
     count_relevant,
     hits_from_labels,
     identification_metrics,
     mean_precision_at_1,
     metrics_by_group,
+    micro_average_precision,
     open_set_auroc,
     open_set_rates,
     precision_at_k,
+    r_precision,
     rates_at_threshold,
     recall_at_k,
     triplet_accuracy,
@@ -194,3 +197,155 @@ def test_query_labels_must_be_a_sequence_not_a_string(labels, kind):
 def test_an_empty_ranking_of_object_labels_gives_empty_boolean_hits():
     hits = hits_from_labels(np.empty((1, 0), dtype=object), ["a"])
     assert hits.shape == (1, 0) and hits.dtype == np.bool_
+
+
+# --------------------------------------------------------------------------- second half
+# (validators, AP / mAP@R / R-precision, AUROC: the mutants not run in the first session)
+
+_T, _F = True, False
+_HITS3 = np.array([[_T, _F, _T, _F], [_F, _T, _F, _F], [_F, _F, _F, _F]])
+_COUNTS3 = np.array([2, 3, 0])
+
+
+@pytest.mark.parametrize("value", ["ab", b"ab"])
+def test_a_string_is_not_an_array(value):
+    kind = type(value).__name__
+    with pytest.raises(TypeError, match=f"^hits: expected an array, got {kind}"):
+        precision_at_k(value, 1)
+
+
+def test_ragged_rows_are_refused_as_not_rectangular():
+    with pytest.raises(TypeError, match=r"^hits: expected a rectangular array \("):
+        precision_at_k([[True, False], [True]], 1)
+
+
+def test_a_one_entry_integer_array_is_not_boolean():
+    # The empty-array shortcut (np.asarray([]) is float64) applies to size 0 only.
+    with pytest.raises(TypeError, match="^known: expected a boolean array, got dtype int64"):
+        open_set_rates(np.array([1]), np.array([True]))
+    with pytest.raises(TypeError, match="^hits: expected a boolean array, got dtype int64"):
+        precision_at_k(np.array([[1]]), 1)
+
+
+@pytest.mark.parametrize(
+    "confidence",
+    [np.array([True, False]), np.array(["0.5", "0.2"]), np.array([0.5 + 1j, 0.2])],
+    ids=["bool", "str", "complex"],
+)
+def test_confidence_must_be_real_numbers(confidence):
+    with pytest.raises(TypeError, match="^confidence: expected a real-valued array, got dtype"):
+        open_set_auroc(confidence, [True, False])
+
+
+def test_infinite_confidences_are_accepted_and_ranked():
+    # +inf is the most confident answer, -inf the least; only NaN is refused.
+    assert open_set_auroc([np.inf, -np.inf, 0.5], [True, False, False]) == 1.0
+    assert open_set_auroc([-np.inf, 0.2, 0.5], [True, False, True]) == 0.5
+    assert micro_average_precision([True, False], [np.inf, -np.inf], [True, True]) == 0.5
+
+
+def test_counts_must_be_integers_not_booleans_and_any_integer_dtype_works():
+    with pytest.raises(TypeError, match="^n_relevant: expected an integer array, got dtype bool"):
+        average_precision(_HITS3, np.array([True, True, False]))
+    for dtype in (np.uint8, np.int16):
+        np.testing.assert_allclose(
+            average_precision(_HITS3, _COUNTS3.astype(dtype)), [5 / 6, 1 / 6, np.nan]
+        )
+
+
+def test_k_must_be_an_integer_not_a_bool_and_numpy_integers_work():
+    with pytest.raises(TypeError, match="^k: expected an integer, got bool"):
+        precision_at_k(_HITS3, True)
+    assert precision_at_k(_HITS3, np.int64(2)).tolist() == [0.5, 0.5, 0.0]
+
+
+def test_hits_without_ranked_columns_are_refused():
+    with pytest.raises(ValueError, match="^hits: expected K >= 1 ranked references per query"):
+        average_precision(np.zeros((2, 0), dtype=bool), [0, 0])
+
+
+def test_r_may_equal_the_number_of_ranked_columns():
+    # R = K = 2: every rank is within R. Query 0: relevant at rank 2 of R = 2.
+    hits = np.array([[False, True], [True, True]])
+    counts = np.array([2, 2])
+    np.testing.assert_allclose(r_precision(hits, counts), [0.5, 1.0])
+    np.testing.assert_allclose(average_precision_at_r(hits, counts), [0.25, 1.0])
+    with pytest.raises(ValueError, match="^hits: mAP@R needs the top R ranks of every query"):
+        average_precision_at_r(hits, [3, 2])
+
+
+def test_ranking_metrics_of_unknown_queries_are_nan_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 / 0 would warn "invalid value encountered"
+        for metric in (average_precision, average_precision_at_r, r_precision):
+            values = metric(_HITS3, _COUNTS3)
+            assert math.isnan(values[2]) and not np.isnan(values[:2]).any()
+
+
+def test_auroc_is_nan_without_warnings_unless_both_kinds_occur():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(open_set_auroc([0.2, 0.9], [True, True]))
+        assert math.isnan(open_set_auroc([0.2, 0.9], [False, False]))
+
+
+def test_auroc_with_one_unknown_query():
+    assert open_set_auroc([0.9, 0.1, 0.2], [False, True, True]) == 0.0
+    assert open_set_auroc([0.3, 0.1, 0.2], [False, True, True]) == 0.0
+    assert open_set_auroc([0.1, 0.3, 0.2], [False, True, True]) == 1.0
+
+
+def _pairwise_auroc(confidence: np.ndarray, known: np.ndarray) -> float:
+    pairs = [
+        1.0 if k > u else 0.5 if k == u else 0.0
+        for k in confidence[known]
+        for u in confidence[~known]
+    ]
+    return sum(pairs) / len(pairs)
+
+
+def _loop_average_precision(row: np.ndarray, n_relevant: int, within: int | None) -> float:
+    found, total = 0, 0.0
+    for rank, hit in enumerate(row, start=1):
+        if hit:
+            found += 1
+            if within is None or rank <= within:
+                total += found / rank
+    return total / n_relevant
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ranking_and_auroc_match_plain_loops_on_random_data(seed):
+    rng = np.random.default_rng(seed)
+    known = rng.random(40) < 0.6
+    confidence = np.round(rng.random(40) + 0.2 * known, 1)  # one decimal: many ties
+    assert open_set_auroc(confidence, known) == pytest.approx(_pairwise_auroc(confidence, known))
+    hits = rng.random((30, 12)) < 0.3
+    counts = np.minimum(hits.sum(axis=1) + rng.integers(0, 3, 30), 12)
+    rows = list(zip(hits, counts, strict=True))
+    ap = [_loop_average_precision(h, c, None) if c else np.nan for h, c in rows]
+    at_r = [_loop_average_precision(h, c, c) if c else np.nan for h, c in rows]
+    r_prec = [h[:c].sum() / c if c else np.nan for h, c in rows]
+    np.testing.assert_allclose(average_precision(hits, counts), ap)
+    np.testing.assert_allclose(average_precision_at_r(hits, counts), at_r)
+    np.testing.assert_allclose(r_precision(hits, counts), r_prec)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: average_precision(_HITS3, None), "n_relevant: expected an array, got NoneType"),
+        (lambda: open_set_auroc("0.5", [True]), "confidence: expected an array, got str"),
+        (lambda: open_set_rates(None, [True]), "known: expected an array, got NoneType"),
+    ],
+)
+def test_not_an_array_names_the_argument(call, message):
+    with pytest.raises(TypeError, match="^" + re.escape(message)):
+        call()
+
+
+def test_confidences_of_any_real_dtype_are_accepted():
+    # Known 3 and 2 above the unknown 1: AUROC 1 whether int, float32 or float64.
+    for dtype in (np.int64, np.uint8, np.float32, np.float64):
+        confidence = np.array([3, 1, 2], dtype=dtype)
+        assert open_set_auroc(confidence, [True, False, True]) == 1.0
