@@ -10,10 +10,18 @@ import pytest
 import torch
 
 from pyinstance.index import DEFAULT_RECIPE, InstanceIndex, Recipe
+from pyinstance.models.regions import DEFAULT_WINDOWS
 from pyinstance.rerank import VerificationNet, VerifierFile
 
 #: Small images keep the tests quick; the query windows keep R > 1 descriptors per query.
-RECIPE = DEFAULT_RECIPE.with_(max_side=160, query_max_side=192)
+RECIPE = DEFAULT_RECIPE.with_(
+    head="gem",
+    scales=(1.0,),
+    postprocess={},
+    max_side=160,
+    query_max_side=192,
+    query_windows=DEFAULT_WINDOWS,
+)
 
 
 @pytest.fixture(scope="session")
