@@ -126,3 +126,35 @@ def test_fit_pairs_dim_is_bounded_by_d() -> None:
         PCAWhitening.fit_pairs(x, [0, 1, 2], [3, 4, 5], dim=4)
     with pytest.raises(ValueError, match="^positive_idx: every pair matches a descriptor with"):
         PCAWhitening.fit_pairs(x, [0, 1], [0, 1])
+
+
+def test_pairs_whitening_cut_to_fewer_dims_matches_the_reference_formula() -> None:
+    # descriptors far from the origin: the rotation must come from the centred descriptors
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((40, 6)) * np.linspace(2.0, 0.5, 6) + 3.0
+    queries, positives = np.arange(20), np.arange(20, 40)
+    x[20:] = x[:20] + 0.3 * rng.standard_normal((20, 6))
+    cols = x.T
+    m = cols[:, queries].mean(axis=1, keepdims=True)
+    df = cols[:, queries] - cols[:, positives]
+    p = np.linalg.inv(np.linalg.cholesky(df @ df.T / df.shape[1]))
+    w = p @ (cols - m)
+    values, vectors = np.linalg.eigh(w @ w.T)
+    expected = (vectors[:, ::-1][:, :3].T @ p).T  # (D, 3), columns up to sign
+    projection = PCAWhitening.fit_pairs(x, queries, positives, dim=3).projection.astype(float)
+    signs = np.sign((projection * expected).sum(axis=0))
+    np.testing.assert_allclose(projection * signs, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda x: PCAWhitening.fit_pairs(x[:, :, None], [0], [1]), ValueError, r"^descriptors: expected a \(N, D\) array"),
+        (lambda x: PCAWhitening.fit_pairs(x, [0], [20]), ValueError, r"^positive_idx: row indices must lie in \[0, 20\)"),
+        (lambda x: PCAWhitening.fit(x).apply(x[0]), ValueError, r"^descriptors: expected a \(N, D\) array"),
+    ],
+)  # fmt: skip
+def test_pairs_and_apply_errors_name_the_argument(call, error, message) -> None:
+    x = np.random.default_rng(10).standard_normal((20, 4))
+    with pytest.raises(error, match=message):
+        call(x)
