@@ -139,3 +139,17 @@ def test_search_with_k_one_and_k_all_and_many_ties() -> None:
             np.testing.assert_array_equal(indices[i], expected)
             np.testing.assert_allclose(scores[i], full[i, expected], atol=1e-5)
     assert multiscale_scores(queries, references).dtype == np.float32
+
+
+def test_search_in_several_blocks_equals_one_block(monkeypatch) -> None:
+    rng = np.random.default_rng(7)
+    queries = _unit(rng.standard_normal((5, 3, 8))).astype(np.float32)
+    references = _unit(rng.standard_normal((7, 2, 8))).astype(np.float32)
+    whole = multiscale_search(queries, references, 3, "row_max_sum")
+    monkeypatch.setattr(multiscale_module, "_BLOCK_ELEMENTS", 3 * 7 * 2 * 2)  # 2 queries a block
+    blocks = multiscale_search(queries, references, 3, "row_max_sum")
+    np.testing.assert_array_equal(blocks[1], whole[1])
+    np.testing.assert_array_equal(blocks[0], whole[0])
+    full = np.einsum("qsd,ntd->qnst", queries, references).max(axis=3).sum(axis=2)
+    expected = np.argsort(-full, axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(blocks[1], expected)
