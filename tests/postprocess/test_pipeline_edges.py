@@ -264,3 +264,17 @@ def test_learnt_scale_weights_state() -> None:
     np.testing.assert_array_equal(
         FittedPostProcessing.from_state(fixed, None, weights).aggregation.weights, [0.5, 0.5]
     )
+
+
+def test_two_images_short_of_a_large_dim_name_the_dim() -> None:
+    rows = _sets(2)[:, 0]
+    with pytest.raises(ValueError, match="^whiten_from: the whitening set needs at least 4 images for dim 3, got 2 described"):  # fmt: skip
+        WhiteningConfig(dim=3, fit_on="separate").fit_separate(rows)
+
+
+def test_query_descriptors_are_not_summed_over_scales_by_default() -> None:
+    fitted = FittedPostProcessing(PostProcessConfig.from_dict({"scale_weights": [1, 1]}))
+    windows = _sets(3, 2)
+    np.testing.assert_array_equal(fitted.queries(windows, windows), windows)
+    with pytest.raises(ValueError, match=r"^queries: expected a \(Q, R, D\) array"):
+        fitted.queries(windows[:, 0], windows)
