@@ -278,3 +278,13 @@ def test_query_descriptors_are_not_summed_over_scales_by_default() -> None:
     np.testing.assert_array_equal(fitted.queries(windows, windows), windows)
     with pytest.raises(ValueError, match=r"^queries: expected a \(Q, R, D\) array"):
         fitted.queries(windows[:, 0], windows)
+
+
+def test_query_expansion_keeps_its_alpha() -> None:
+    fitted = FittedPostProcessing(PostProcessConfig.from_dict({"qe": {"k": 2, "alpha": 3.0}}))
+    refs = _sets(5)
+    query = _sets(1, seed=9)
+    sims = refs[:, 0].astype(np.float64) @ query[0, 0]
+    top = np.argsort(-sims)[:2]
+    expected = query[0, 0] + sum(max(sims[j], 0.0) ** 3 * refs[j, 0] for j in top)
+    np.testing.assert_allclose(fitted.queries(query, refs)[0, 0], _unit(expected), atol=1e-5)
