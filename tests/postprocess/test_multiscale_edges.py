@@ -153,3 +153,17 @@ def test_search_in_several_blocks_equals_one_block(monkeypatch) -> None:
     full = np.einsum("qsd,ntd->qnst", queries, references).max(axis=3).sum(axis=2)
     expected = np.argsort(-full, axis=1, kind="stable")[:, :3]
     np.testing.assert_array_equal(blocks[1], expected)
+
+
+def test_fit_pairs_default_and_errors_name_descriptors() -> None:
+    rng = np.random.default_rng(4)
+    anchors = _unit(rng.standard_normal((30, 2, 16)))
+    positives = anchors.copy()
+    positives[:, 0] = _unit(anchors[:, 0] + 1.5 * rng.standard_normal((30, 16)))
+    positives[:, 1] = _unit(anchors[:, 1] + 1.5 * rng.standard_normal((30, 16)))
+    x = np.concatenate([anchors, positives]).astype(np.float32)
+    weights = ScaleAggregation.fit_pairs(x, np.arange(30), np.arange(30, 60)).weights
+    expected = ScaleAggregation.fit_pairs(x, np.arange(30), np.arange(30, 60), steps=10).weights
+    np.testing.assert_array_equal(weights, expected)
+    with pytest.raises(ValueError, match=r"^descriptors: expected a \(N, S, D\) array"):
+        ScaleAggregation.fit_pairs(x[:, 0], [0], [1])

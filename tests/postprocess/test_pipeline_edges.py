@@ -288,3 +288,8 @@ def test_query_expansion_keeps_its_alpha() -> None:
     top = np.argsort(-sims)[:2]
     expected = query[0, 0] + sum(max(sims[j], 0.0) ** 3 * refs[j, 0] for j in top)
     np.testing.assert_allclose(fitted.queries(query, refs)[0, 0], _unit(expected), atol=1e-5)
+
+
+def test_references_must_be_sets() -> None:
+    with pytest.raises(ValueError, match=r"^references: expected a \(N, P, D\) array"):
+        FittedPostProcessing(PostProcessConfig()).references(_sets(3)[:, 0])
