@@ -180,6 +180,20 @@ MUTATION_TESTS = {
         "tests/classify/test_check_classifier.py",
         "tests/rerank/test_check_reranker.py",
     ],
+    # tests/index/ holds CLI, crash and concurrency tests that spawn processes or build
+    # networks (seconds to minutes a mutant); these files test each module directly.
+    "pyinstance/index/neighbours.py": [
+        "tests/index/test_neighbours.py",
+        "tests/index/test_search.py",
+    ],
+    "pyinstance/index/search.py": [
+        "tests/index/test_search.py",
+        "tests/index/test_search_edges.py",
+    ],
+    "pyinstance/index/screen_cache.py": ["tests/index/test_screened_search.py"],
+    "pyinstance/index/processed.py": ["tests/index/test_postprocess.py"],
+    "pyinstance/index/metadata.py": ["tests/index/test_metadata.py"],
+    "pyinstance/index/recipe.py": ["tests/index/test_recipe.py", "tests/index/test_pinned.py"],
 }
 
 
