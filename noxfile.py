@@ -162,6 +162,9 @@ MUTATION_TESTS = {
         "tests/models/test_regions.py",
     ],
     "pyinstance/models/weights.py": ["tests/models/test_weights.py"],
+    # The Reranking stage's tests live with the re-rankers (tests/rerank/test_stage.py); no
+    # test under tests/classify/ reaches it, so without this entry mutmut finds nothing to run.
+    "pyinstance/classify/rerank.py": ["tests/rerank/test_stage.py", "tests/classify"],
     "pyinstance/testing.py": [
         "tests/test_testing.py",
         "tests/test_testing_losses.py",
