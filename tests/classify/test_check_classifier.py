@@ -356,7 +356,13 @@ class Recording(FirstNeighbour):
         self.calls = []
 
     def fit(self, descriptors, labels):
-        self.calls.append(("fit", torch.as_tensor(descriptors).numpy().copy(), torch.as_tensor(labels).numpy().copy()))
+        self.calls.append(
+            (
+                "fit",
+                torch.as_tensor(descriptors).numpy().copy(),
+                torch.as_tensor(labels).numpy().copy(),
+            )
+        )
         return super().fit(descriptors, labels)
 
     def predict(self, neighbours, queries):
