@@ -435,3 +435,22 @@ def test_confidence_moving_by_less_than_1e_6_with_more_columns_passes():
             return Prediction(p.labels, confidence, p.ranked, p.ranked_scores)
 
     testing.check_classifier(Scaled())
+
+
+def test_padding_in_the_middle_of_a_row_fails():
+    def hole(p, n, q):
+        ranked = np.array(p.ranked)
+        scores = np.array(p.ranked_scores)
+        ranked[:, 1], scores[:, 1] = -1, -np.inf
+        return _unchecked(p, ranked=ranked, ranked_scores=scores)
+
+    with pytest.raises(ContractError, match=r"^ranked: -1 padding must come after every ranked"):
+        testing.check_classifier(_altered(Centroids, hole))
+
+
+def test_label_zero_other_than_the_first_ranked_fails():
+    broken = _altered(Centroids, lambda p, n, q: _unchecked(p, labels=np.zeros_like(p.labels)))
+    with pytest.raises(
+        ContractError, match=r"^labels must be -1 \(unknown\) or the first ranked instance$"
+    ):
+        testing.check_classifier(broken)
