@@ -172,6 +172,9 @@ MUTATION_TESTS = {
     ],
     "pyinstance/eval/objects.py": ["tests/eval/test_objects_metrics.py"],
     "pyinstance/eval/report.py": ["tests/eval/test_report_units.py"],
+    # The Reranking stage's tests live with the re-rankers (tests/rerank/test_stage.py); no
+    # test under tests/classify/ reaches it, so without this entry mutmut finds nothing to run.
+    "pyinstance/classify/rerank.py": ["tests/rerank/test_stage.py", "tests/classify"],
     "pyinstance/testing.py": [
         "tests/test_testing.py",
         "tests/test_testing_losses.py",

@@ -88,3 +88,84 @@ def test_a_head_with_norms_of_1_01_fails():
     testing.check_head(MeanHead(1.0), 8)
     with pytest.raises(ContractError, match="rows must be L2-normalised, got norms"):
         testing.check_head(MeanHead(1.01), 8)
+
+
+class UnitMeanHead(nn.Module):
+    def __init__(self, channels: int = 4):
+        super().__init__()
+        self.out_dim = channels
+
+    def forward(self, x):
+        return nn.functional.normalize(x.mean(dim=(2, 3)), dim=1)
+
+
+def test_a_stride_one_backbone_passes():
+    class Unstrided(ConvBackbone):
+        out_stride = 1
+
+    testing.check_backbone(Unstrided(stride=1))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: ConvBackbone(),
+            "^backbone must have a positive int attribute 'out_channels', got 0$",
+        ),
+        (lambda: UnitMeanHead(), "^head must have a positive int attribute 'out_dim', got 0$"),
+    ],
+)
+def test_a_zero_attribute_is_named_with_its_owner(make, message):
+    component = make()
+    if isinstance(component, UnitMeanHead):
+        component.out_dim = 0
+        call = lambda: testing.check_head(component, 4)  # noqa: E731
+    else:
+        component.out_channels = 0
+        call = lambda: testing.check_backbone(component)  # noqa: E731
+    with pytest.raises(ContractError, match=message):
+        call()
+
+
+def test_missing_attributes_are_contract_errors():
+    class Strideless(nn.Module):
+        out_channels = 8
+
+        def forward(self, x):
+            return x
+
+    with pytest.raises(
+        ContractError, match="^backbone must have a positive int attribute 'out_stride', got None$"
+    ):
+        testing.check_backbone(Strideless())
+
+
+def test_a_head_whose_input_gradient_is_zero_fails():
+    class Constant(UnitMeanHead):
+        def __init__(self):
+            super().__init__()
+            self.bias = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return nn.functional.normalize(x.mean(dim=(2, 3)) * 0 + self.bias, dim=1)
+
+    with pytest.raises(
+        ContractError, match="^head output is not differentiable w.r.t. its input features$"
+    ):
+        testing.check_head(Constant(), 4)
+
+
+def test_head_messages_start_with_what_is_wrong():
+    class Infinite(UnitMeanHead):
+        def forward(self, x):
+            return super().forward(x) / 0
+
+    class Listing(UnitMeanHead):
+        def forward(self, x):
+            return [super().forward(x)]
+
+    with pytest.raises(ContractError, match="^head output has NaN or infinite values$"):
+        testing.check_head(Infinite(), 4)
+    with pytest.raises(ContractError, match=r"^head output must be 3×4 for 7×7 maps, got \(\)$"):
+        testing.check_head(Listing(), 4)

@@ -111,7 +111,7 @@ def test_fit_without_validation_fails():
         def fit(self, descriptors, labels):
             return super().fit(torch.nan_to_num(torch.as_tensor(descriptors)), labels)
 
-    with pytest.raises(ContractError, match="fit\\(\\) accepted NaN descriptors"):
+    with pytest.raises(ContractError, match=r"^fit\(\) accepted NaN descriptors without an error$"):
         testing.check_classifier(Trusting())
 
 
@@ -120,7 +120,9 @@ def test_fit_accepting_short_labels_fails():
         def fit(self, descriptors, labels):
             return super().fit(descriptors[: len(labels)], labels)
 
-    with pytest.raises(ContractError, match="fewer labels than descriptors"):
+    with pytest.raises(
+        ContractError, match=r"^fit\(\) accepted fewer labels than descriptors without an error$"
+    ):
         testing.check_classifier(Lax())
 
 
@@ -129,13 +131,18 @@ def test_fit_not_returning_self_fails():
         def fit(self, descriptors, labels):
             super().fit(descriptors, labels)
 
-    with pytest.raises(ContractError, match="must return the classifier itself"):
+    with pytest.raises(
+        ContractError, match=r"^classifier.fit\(\) must return the classifier itself$"
+    ):
         testing.check_classifier(Forgetful())
 
 
 def test_predict_returning_a_tuple_fails():
     broken = _altered(Centroids, lambda p, n, q: (p.labels, p.confidence))
-    with pytest.raises(ContractError, match="must return a pyinstance.classify.Prediction"):
+    with pytest.raises(
+        ContractError,
+        match=r"^predict\(\) must return a pyinstance.classify.Prediction, got tuple$",
+    ):
         testing.check_classifier(broken)
 
 
@@ -172,7 +179,9 @@ def test_padding_before_instances_fails():
         ranked[:, 0] = -1
         return _unchecked(p, ranked=ranked)
 
-    with pytest.raises(ContractError, match="padding must come after"):
+    with pytest.raises(
+        ContractError, match=r"^ranked: -1 padding must come after every ranked instance$"
+    ):
         testing.check_classifier(_altered(Centroids, pad_first))
 
 
@@ -182,7 +191,7 @@ def test_finite_score_on_padding_fails():
         ranked[:, -1] = -1
         return _unchecked(p, ranked=ranked)
 
-    with pytest.raises(ContractError, match="-inf where padded"):
+    with pytest.raises(ContractError, match=r"^ranked_scores must be -inf where padded$"):
         testing.check_classifier(_altered(Centroids, pad_last))
 
 
@@ -190,7 +199,9 @@ def test_increasing_scores_fail():
     broken = _altered(
         Centroids, lambda p, n, q: _unchecked(p, ranked_scores=p.ranked_scores[:, ::-1])
     )
-    with pytest.raises(ContractError, match="non-increasing"):
+    with pytest.raises(
+        ContractError, match=r"^ranked_scores must be finite and non-increasing along each row$"
+    ):
         testing.check_classifier(broken)
 
 
@@ -200,13 +211,15 @@ def test_repeated_instances_fail():
         ranked[:, 1] = ranked[:, 0]
         return _unchecked(p, ranked=ranked)
 
-    with pytest.raises(ContractError, match="more than once"):
+    with pytest.raises(ContractError, match=r"^ranked lists an instance more than once$"):
         testing.check_classifier(_altered(Centroids, repeat))
 
 
 def test_label_other_than_the_first_ranked_fails():
     broken = _altered(Centroids, lambda p, n, q: _unchecked(p, labels=p.ranked[:, 1]))
-    with pytest.raises(ContractError, match="labels must be -1 .unknown. or the first ranked"):
+    with pytest.raises(
+        ContractError, match=r"^labels must be -1 \(unknown\) or the first ranked instance$"
+    ):
         testing.check_classifier(broken)
 
 
@@ -231,7 +244,10 @@ def test_reading_beyond_k_fails():
                 prediction.ranked_scores,
             )
 
-    with pytest.raises(ContractError, match="only the first k neighbour columns"):
+    with pytest.raises(
+        ContractError,
+        match=r"^predict\(\) must read only the first k neighbour columns \(more columns changed the answer\)$",
+    ):
         testing.check_classifier(Greedy())
 
 
@@ -242,7 +258,10 @@ def test_confidence_blind_to_unknowns_fails():
             p.labels, np.ones(len(p), np.float32), p.ranked, p.ranked_scores
         ),
     )
-    with pytest.raises(ContractError, match="known queries above unknown ones"):
+    with pytest.raises(
+        ContractError,
+        match=r"^confidence ranks known queries above unknown ones in only \d+% of pairs: open-set rejection cannot threshold it$",
+    ):
         testing.check_classifier(broken)
 
 
@@ -284,7 +303,10 @@ def test_accepting_the_wrong_dimension_fails():
                 neighbours, torch.as_tensor(queries)[..., : self.centres.shape[1]]
             )
 
-    with pytest.raises(ContractError, match="wrong dimension"):
+    with pytest.raises(
+        ContractError,
+        match=r"^predict\(\) accepted queries of the wrong dimension without an error$",
+    ):
         testing.check_classifier(Lenient())
 
 
@@ -295,7 +317,9 @@ def test_infinite_score_of_a_ranked_instance_fails(column):
         scores[:, column] = np.inf if column == 0 else -np.inf
         return Prediction(p.labels, p.confidence, p.ranked, scores)
 
-    with pytest.raises(ContractError, match="ranked_scores must be finite and non-increasing"):
+    with pytest.raises(
+        ContractError, match=r"^ranked_scores must be finite and non-increasing along each row$"
+    ):
         testing.check_classifier(_altered(Centroids, infinite))
 
 
@@ -305,7 +329,9 @@ def test_nan_score_of_a_ranked_instance_fails():
         scores[:, 2] = np.nan
         return _unchecked(p, ranked_scores=scores)
 
-    with pytest.raises(ContractError, match="ranked_scores must be finite and non-increasing"):
+    with pytest.raises(
+        ContractError, match=r"^ranked_scores must be finite and non-increasing along each row$"
+    ):
         testing.check_classifier(_altered(Centroids, nan))
 
 
@@ -321,3 +347,110 @@ def test_predict_raising_on_padded_neighbours_fails():
 
     with pytest.raises(ContractError, match="raised on valid input: IndexError: instance code -1"):
         testing.check_classifier(ReadsThree())
+
+
+class Recording(FirstNeighbour):
+    """Records what check_classifier hands to fit() and predict()."""
+
+    def __init__(self):
+        self.calls = []
+
+    def fit(self, descriptors, labels):
+        self.calls.append(
+            (
+                "fit",
+                torch.as_tensor(descriptors).numpy().copy(),
+                torch.as_tensor(labels).numpy().copy(),
+            )
+        )
+        return super().fit(descriptors, labels)
+
+    def predict(self, neighbours, queries):
+        self.calls.append(("predict", neighbours.k, torch.as_tensor(queries).numpy().copy()))
+        return super().predict(neighbours, queries)
+
+
+def test_check_classifier_probes_the_documented_inputs_reproducibly():
+    first, again = Recording(), Recording()
+    testing.check_classifier(first)
+    testing.check_classifier(again)
+    shapes = [(kind, a if kind == "predict" else a.shape, b.shape) for kind, a, b in first.calls]
+    assert shapes == [
+        ("fit", (18, 32), (18,)),  # NaN descriptors: 6 instances x 3 references, D = 32
+        ("fit", (18, 32), (17,)),  # one label short
+        ("fit", (18, 32), (18,)),
+        ("predict", 1, (12, 32)),  # 6 instances x 2 queries, k columns
+        ("predict", 4, (12, 32)),  # k + 3 columns
+        ("predict", 1, (12, 32)),  # strangers
+        ("predict", 1, (12, 2, 32)),  # two regions per query
+        ("fit", (2, 32), (2,)),
+        ("predict", 3, (12, 32)),  # padded: 2 references, 3 columns
+        ("fit", (18, 32), (18,)),
+        ("predict", 1, (12, 33)),  # the wrong dimension
+    ]
+    references = first.calls[2][1]
+    assert np.isnan(first.calls[0][1]).sum() == 1
+    assert np.allclose(np.linalg.norm(references, axis=1), 1, atol=1e-6)
+    assert len(np.unique(references.round(4), axis=0)) == 18  # no two references alike
+    # Every probe but the last (random queries of the wrong size) is drawn from seeded generators.
+    for (_, a, b), (_, a2, b2) in zip(first.calls[:-1], again.calls[:-1], strict=True):
+        assert np.array_equal(a, a2, equal_nan=True) and np.array_equal(b, b2)
+
+
+def test_classifier_without_k_fails():
+    class NoK:
+        fit = Centroids.fit
+        predict = Centroids.predict
+
+    with pytest.raises(ContractError, match="^classifier must have an int attribute k >= 0"):
+        testing.check_classifier(NoK())
+
+
+def test_accepting_the_wrong_dimension_is_caught_with_valid_neighbours():
+    class CountsOnly(FirstNeighbour):
+        """Checks the query count against the neighbours, reads them, ignores the dimension."""
+
+        def predict(self, neighbours, queries):
+            if len(queries) != len(neighbours):
+                raise ValueError("queries: one per neighbours row")
+            labels = neighbours.labels[:, :1]
+            scores = np.where(labels >= 0, neighbours.scores[:, :1], -np.inf)
+            confidence = np.clip(np.nan_to_num(scores[:, 0], neginf=0), 0, 1)
+            return Prediction(labels[:, 0], confidence, labels, scores)
+
+    with pytest.raises(
+        ContractError,
+        match=r"^predict\(\) accepted queries of the wrong dimension without an error$",
+    ):
+        testing.check_classifier(CountsOnly())
+
+
+def test_confidence_moving_by_less_than_1e_6_with_more_columns_passes():
+    class Scaled(FirstNeighbour):
+        """Small confidences (1e-3 x similarity) that shift by 5e-8 per neighbour column."""
+
+        def predict(self, neighbours, queries):
+            p = super().predict(neighbours, queries)
+            confidence = 1e-3 * p.confidence + 5e-8 * neighbours.k
+            return Prediction(p.labels, confidence, p.ranked, p.ranked_scores)
+
+    testing.check_classifier(Scaled())
+
+
+def test_padding_in_the_middle_of_a_row_fails():
+    def hole(p, n, q):
+        ranked = np.array(p.ranked)
+        scores = np.array(p.ranked_scores)
+        ranked[:, 1], scores[:, 1] = -1, -np.inf
+        return _unchecked(p, ranked=ranked, ranked_scores=scores)
+
+    with pytest.raises(ContractError, match=r"^ranked: -1 padding must come after every ranked"):
+        testing.check_classifier(_altered(Centroids, hole))
+
+
+def test_label_zero_other_than_the_first_ranked_fails():
+    broken = _altered(Centroids, lambda p, n, q: _unchecked(p, labels=np.zeros_like(p.labels)))
+    with pytest.raises(
+        ContractError, match=r"^labels must be -1 \(unknown\) or the first ranked instance$"
+    ):
+        testing.check_classifier(broken)

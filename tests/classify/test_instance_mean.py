@@ -73,3 +73,35 @@ def test_bad_input_is_refused():
         classifier.predict(None, np.zeros((1, 3), np.float32))
     with pytest.raises(ValueError, match="average to zero"):
         InstanceMean().fit(np.array([[1, 0], [-1, 0]], np.float32), np.array([0, 0]))
+
+
+def test_default_top_ranks_five_instances():
+    classifier = InstanceMean().fit(np.eye(8, dtype=np.float32), np.arange(8))
+    p = classifier.predict(_no_neighbours(1, 8), np.eye(8, dtype=np.float32)[:1])
+    assert p.ranked.shape == (1, 5) and p.ranked[0, 0] == 0
+
+
+def test_means_of_disagreeing_references_are_unit_length():
+    # Two references 150 degrees apart: their sum is 0.52 long, shorter than one.
+    angle = np.deg2rad(75)
+    descriptors = np.array(
+        [[np.cos(angle), np.sin(angle)], [np.cos(angle), -np.sin(angle)], [0, 1]], np.float32
+    )
+    means = InstanceMean().fit(descriptors, np.array([0, 0, 1])).means.numpy()
+    assert means == pytest.approx(np.array([[1, 0], [0, 1]]), abs=1e-6)
+
+
+def test_confidence_is_the_similarity_clipped_to_0_1():
+    classifier = InstanceMean(top=2).fit(np.eye(2, dtype=np.float32), np.array([0, 1]))
+    # Queries need not be unit length: 3x the first mean, and one opposite to both means.
+    queries = np.array([[3, 0], [-1, -1]], np.float32)
+    p = classifier.predict(_no_neighbours(2, 2), queries)
+    assert p.confidence.tolist() == [1.0, 0.0]
+    assert p.ranked_scores.tolist() == [[3.0, 0.0], [-1.0, -1.0]]
+
+
+def test_float64_and_one_dimensional_descriptors():
+    classifier = InstanceMean().fit(np.array([[1.0], [-1.0]]), np.array([0, 1]))
+    p = classifier.predict(_no_neighbours(1, 2), np.array([[-0.5]], np.float64))
+    assert p.labels.tolist() == [1] and p.confidence.tolist() == [0.5]
+    assert p.ranked.tolist() == [[1, 0]]

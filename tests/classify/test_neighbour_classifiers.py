@@ -313,3 +313,29 @@ def test_mean_classifiers_defaults_and_the_alpha_squared_radius():
     assert p.ranked_scores[0, :2].tolist() == pytest.approx([0.9, 0.88])
     with pytest.raises(ValueError, match=r"^alpha: expected"):
         AlphaMeanKnn(alpha=0.5)
+
+
+def test_confidence_is_clipped_above_at_one():
+    # Similarities of descriptors that are not unit length can exceed 1.
+    p = _predict(NearestNeighbour(k=2), [1.5, 0.2], [1, 0])
+    assert p.labels.tolist() == [1] and p.confidence.tolist() == [1.0]
+    assert p.ranked_scores[0].tolist() == pytest.approx([1.5, 0.2])
+
+
+def test_confidence_hook_gets_the_winning_slot_alone():
+    seen = []
+
+    class Recording(NearestNeighbour):
+        def confidence(self, groups, key, winner):
+            seen.append(winner.copy())
+            return super().confidence(groups, key, winner)
+
+    p = _predict(Recording(k=3), [0.7, 0.9, 0.8], [0, 1, 2])
+    assert p.labels.tolist() == [1]
+    assert len(seen) == 1 and seen[0].shape == (1, 1)  # Q×1, the slot of instance 1
+    assert p.confidence.tolist() == pytest.approx([0.9])
+
+
+def test_repr_lists_the_options():
+    assert repr(KnnVote(k=3)) == "KnnVote(k=3)"
+    assert repr(AlphaMeanKnn(k=4, alpha=1.5)) == "AlphaMeanKnn(k=4, alpha=1.5)"

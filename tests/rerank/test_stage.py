@@ -251,3 +251,28 @@ def test_prediction_stays_valid_for_the_pipeline(collection):
     assert (
         np.diff(np.where(real, prediction.ranked_scores, -np.inf), axis=1)[real[:, 1:]] <= 0
     ).all()
+
+
+def test_tensors_that_require_grad_are_taken(collection):
+    torch = pytest.importorskip("torch")
+    refs, codes, rows, queries = collection
+    neighbours = neighbours_of(queries, refs, codes, 3, rows)
+    prediction = NearestNeighbour(k=3).fit(refs, codes).predict(neighbours, queries)
+    expected = Reranking(BestWindowScorer(), refs, rows).rerank(queries, neighbours, prediction)
+    stage = Reranking(BestWindowScorer(), torch.tensor(refs, requires_grad=True), rows)
+    got = stage.rerank(torch.tensor(queries, requires_grad=True), neighbours, prediction)
+    assert got.labels.tolist() == expected.labels.tolist()
+    assert np.array_equal(got.confidence, expected.confidence)
+
+
+def test_the_accepted_dimensions_are_listed(collection):
+    refs, codes, rows, queries = collection
+    neighbours = neighbours_of(queries, refs, codes, 3, rows)
+    prediction = NearestNeighbour(k=3).fit(refs, codes).predict(neighbours, queries)
+    stage = Reranking(BestWindowScorer(), refs, rows)
+    with pytest.raises(
+        ValueError, match=r"^queries: expected a 2-D or 3-D array, got shape \(4, 3, 1, 8\)$"
+    ):
+        stage.rerank(queries[:, :, None, :], neighbours, prediction)
+    with pytest.raises(ValueError, match=r"^references: expected a 2-D array, got shape \(12,\)$"):
+        Reranking(BestWindowScorer(), refs[:, 0], rows)
