@@ -43,3 +43,54 @@ def test_wrapped_miners_list_their_options():
     assert repr(OfflineMiner(n_pos=2, n_neg=3)) == (
         "OfflineMiner(n_pos=2, n_neg=3, n_triplets=None, threads=None)"
     )
+
+
+def _seeded_draw(labels, ref_labels, anchors, seed, same_set):
+    """The documented draw written out with loops: for the t-th triplet, the
+    ⌊u[t, 0]·P⌋-th of the anchor's P positives and the ⌊u[t, 1]·N⌋-th of its N negatives,
+    the positives in reference order, the negatives by label then reference order (the
+    references grouped by label), u a float64 uniform T×2 sample of the seeded generator."""
+    u = torch.rand(
+        len(anchors), 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+    positives, negatives = [], []
+    for t, anchor in enumerate(anchors):
+        label = int(labels[anchor])
+        same = [j for j, other in enumerate(ref_labels.tolist()) if other == label]
+        if same_set:
+            same.remove(anchor)
+        other = sorted((value, j) for j, value in enumerate(ref_labels.tolist()) if value != label)
+        other = [j for _, j in other]
+        positives.append(same[int(float(u[t, 0]) * len(same))])
+        negatives.append(other[int(float(u[t, 1]) * len(other))])
+    return positives, negatives
+
+
+def test_a_seeded_random_miner_draws_the_documented_sample():
+    labels = torch.tensor([2, 0, 1, 0, 2, 0, 1, 0, 2, 3])  # image 9 has no positive
+    anchors = [a for a in range(9) for _ in range(5)]
+    got = RandomMiner(per_anchor=5, seed=11)(_unit(10, 3), labels)
+    positives, negatives = _seeded_draw(labels, labels, anchors, 11, same_set=True)
+    assert got[0].tolist() == anchors
+    assert (got[1].tolist(), got[2].tolist()) == (positives, negatives)
+    references, ref_labels = _unit(7, 4), torch.tensor([1, 0, 2, 0, 1, 1, 0])
+    queries, query_labels = _unit(3, 5), torch.tensor([1, 0, 2])
+    got = RandomMiner(per_anchor=4, seed=2)(queries, query_labels, references, ref_labels)
+    anchors = [a for a in range(3) for _ in range(4)]
+    positives, negatives = _seeded_draw(query_labels, ref_labels, anchors, 2, same_set=False)
+    assert got[0].tolist() == anchors
+    assert (got[1].tolist(), got[2].tolist()) == (positives, negatives)
+
+
+def test_a_single_anchor_gets_a_real_positive_and_negative():
+    query, references = _unit(1, 6), _unit(2, 7)
+    got = RandomMiner(seed=0)(query, torch.tensor([0]), references, torch.tensor([1, 0]))
+    assert [t.tolist() for t in got] == [[0], [1], [0]]
+
+
+def test_unseeded_draws_differ_from_call_to_call():
+    torch.manual_seed(0)
+    embeddings, labels = _unit(12, 8), torch.arange(12) % 2
+    miner = RandomMiner(per_anchor=4)
+    draws = {tuple(torch.cat(miner(embeddings, labels)).tolist()) for _ in range(200)}
+    assert len(draws) == 200  # a seed drawn from 2**62, not a few hundred streams
