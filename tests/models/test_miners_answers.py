@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import torch
 
-from pyinstance.models.miners import BatchAllMiner, OfflineMiner, RandomMiner, SemiHardMiner
+from pyinstance.models.miners import (
+    BatchAllMiner,
+    BatchHardMiner,
+    HardNegativeMiner,
+    OfflineMiner,
+    RandomMiner,
+    SemiHardMiner,
+)
 
 
 def _unit(rows: int, seed: int) -> torch.Tensor:
@@ -94,3 +104,48 @@ def test_unseeded_draws_differ_from_call_to_call():
     miner = RandomMiner(per_anchor=4)
     draws = {tuple(torch.cat(miner(embeddings, labels)).tolist()) for _ in range(200)}
     assert len(draws) == 200  # a seed drawn from 2**62, not a few hundred streams
+
+
+def test_miner_defaults():
+    assert repr(BatchHardMiner()) == "BatchHardMiner(threads=None)"
+    assert repr(HardNegativeMiner()) == "HardNegativeMiner(threads=None)"
+    assert repr(SemiHardMiner()) == "SemiHardMiner(semihard_fallback='easiest', threads=None)"
+    assert repr(BatchAllMiner()) == (
+        "BatchAllMiner(margin=0.1, max_triplets=None, seed=None, threads=None)"
+    )
+    assert repr(OfflineMiner()) == "OfflineMiner(n_pos=5, n_neg=20, n_triplets=None, threads=None)"
+    assert repr(RandomMiner()) == "RandomMiner(per_anchor=1, seed=None)"
+
+
+SEEDS = "an integer >= 0 and <= 18446744073709551615"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: BatchHardMiner(threads=0), "threads: expected an integer >= 1, got 0"),
+        (lambda: HardNegativeMiner(threads=0), "threads: expected an integer >= 1, got 0"),
+        (lambda: SemiHardMiner(threads=0), "threads: expected an integer >= 1, got 0"),
+        (lambda: SemiHardMiner(fallback="x"), "fallback: expected one of 'easiest', 'drop'"),
+        (lambda: BatchAllMiner(margin=-1.0), "margin: expected a finite number >= 0, got -1.0"),
+        (lambda: BatchAllMiner(max_triplets=0), "max_triplets: expected an integer >= 1, got 0"),
+        (lambda: BatchAllMiner(seed=-1), f"seed: expected {SEEDS}, got -1"),
+        (lambda: BatchAllMiner(seed=2**64), f"seed: expected {SEEDS}, got {2**64}"),
+        (lambda: BatchAllMiner(threads=0), "threads: expected an integer >= 1, got 0"),
+        (lambda: OfflineMiner(n_pos=0), "n_pos: expected an integer >= 1, got 0"),
+        (lambda: OfflineMiner(n_neg=0), "n_neg: expected an integer >= 1, got 0"),
+        (lambda: OfflineMiner(n_triplets=0), "n_triplets: expected an integer >= 1, got 0"),
+        (lambda: OfflineMiner(threads=0), "threads: expected an integer >= 1, got 0"),
+        (lambda: RandomMiner(per_anchor=0), "per_anchor: expected an integer >= 1, got 0"),
+        (lambda: RandomMiner(seed=-1), f"seed: expected {SEEDS}, got -1"),
+        (lambda: RandomMiner(seed=2**64), f"seed: expected {SEEDS}, got {2**64}"),
+    ],
+)
+def test_each_bad_option_is_named_from_the_start_of_the_message(make, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        make()
+
+
+def test_the_largest_seed_is_accepted():
+    assert BatchAllMiner(seed=2**64 - 1).options["seed"] == 2**64 - 1
+    assert RandomMiner(seed=2**64 - 1).seed == 2**64 - 1
