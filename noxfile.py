@@ -181,7 +181,10 @@ MUTATION_TESTS = {
         "tests/models/test_miners.py",
         "tests/models/test_miners_answers.py",
     ],
-    "pyinstance/models/regions.py": ["tests/models/test_regions.py"],
+    "pyinstance/models/regions.py": [
+        "tests/models/test_regions.py",
+        "tests/models/test_regions_answers.py",
+    ],
     "pyinstance/testing.py": [
         "tests/test_testing.py",
         "tests/test_testing_losses.py",
