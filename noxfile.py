@@ -173,6 +173,7 @@ MUTATION_TESTS = {
             "tests/models/test_losses_triplet.py",
             "tests/models/test_losses_pml.py",
             "tests/models/test_losses_small_batches.py",
+            "tests/models/test_losses_dtypes.py",
         ]
         for name in ("inputs", "pairs", "triplet", "classification", "combined")
     },
