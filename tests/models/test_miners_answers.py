@@ -146,6 +146,9 @@ def test_each_bad_option_is_named_from_the_start_of_the_message(make, message):
         make()
 
 
-def test_the_largest_seed_is_accepted():
+def test_the_bounds_themselves_are_accepted():
+    miner = BatchAllMiner(max_triplets=1, seed=0)
+    assert (miner.options["max_triplets"], miner.options["seed"]) == (1, 0)
+    assert RandomMiner(seed=0).seed == 0
     assert BatchAllMiner(seed=2**64 - 1).options["seed"] == 2**64 - 1
     assert RandomMiner(seed=2**64 - 1).seed == 2**64 - 1
