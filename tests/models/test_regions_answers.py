@@ -49,3 +49,15 @@ def test_boxes_of_equal_edge_sums_but_different_sizes_are_pooled_apart():
 def test_boxes_outside_the_map_or_empty_are_refused(boxes):
     with pytest.raises(ValueError, match=r"^boxes: expected \(top, left, bottom, right\) boxes"):
         pool_boxes(torch.rand(1, 3, 5, 4), MAC(3), boxes)
+
+
+def test_a_wide_float16_window_near_the_top_of_the_range():
+    # GeM (p = 3) of a constant map is the constant: (30, 15) -> (2, 1)/√5. The mean of the
+    # cubes (27000) fits float16 (max 65504); the window's sum of cubes does not.
+    features = torch.ones(1, 2, 2, 8, dtype=torch.float16)
+    features[:, 0] *= 30
+    features[:, 1] *= 15
+    pooled = pool_windows(features, GeM(2, p=3.0, learn_p=False), ((1.0, 1),))
+    expected = torch.tensor([2.0, 1.0], dtype=torch.float64) / 5**0.5
+    eps = torch.finfo(torch.float16).eps
+    torch.testing.assert_close(pooled[0, 0].double(), expected, rtol=8 * eps, atol=8 * eps)
