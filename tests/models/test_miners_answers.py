@@ -150,5 +150,6 @@ def test_the_bounds_themselves_are_accepted():
     miner = BatchAllMiner(max_triplets=1, seed=0)
     assert (miner.options["max_triplets"], miner.options["seed"]) == (1, 0)
     assert RandomMiner(seed=0).seed == 0
+    assert BatchHardMiner(threads=1).options["threads"] == 1
     assert BatchAllMiner(seed=2**64 - 1).options["seed"] == 2**64 - 1
     assert RandomMiner(seed=2**64 - 1).seed == 2**64 - 1
