@@ -28,7 +28,8 @@ def test_power_mean_windows_keep_a_half_precision_map_in_its_dtype(dtype):
 
 def test_boxes_of_equal_edge_sums_but_different_sizes_are_pooled_apart():
     features = torch.arange(2 * 3 * 5 * 4, dtype=torch.float64).reshape(2, 3, 5, 4)
-    boxes = [(0, 0, 4, 2), (1, 0, 3, 2), (0, 1, 2, 3)]  # top + bottom 4, 4, 2; left + right 2, 2, 4
+    boxes = [(0, 0, 4, 2), (1, 0, 3, 2), (0, 1, 2, 3), (0, 0, 2, 3), (2, 1, 4, 2)]
+    # top + bottom 4, 4 for heights 4, 2; left + right 3, 3 for widths 3, 1
     pooled = pool_boxes(features, MAC(3), boxes)
     for r, (top, left, bottom, right) in enumerate(boxes):
         peak = features[:, :, top:bottom, left:right].amax(dim=(2, 3))
