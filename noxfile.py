@@ -175,6 +175,30 @@ MUTATION_TESTS = {
     # The Reranking stage's tests live with the re-rankers (tests/rerank/test_stage.py); no
     # test under tests/classify/ reaches it, so without this entry mutmut finds nothing to run.
     "pyinstance/classify/rerank.py": ["tests/rerank/test_stage.py", "tests/classify"],
+    # The losses' implementation (models/_losses/) has no mirrored folder; these files test
+    # each loss against an oracle written in the test (test_losses_pml.py: against
+    # pytorch-metric-learning).
+    **{
+        f"pyinstance/models/_losses/{name}.py": [
+            "tests/models/test_losses.py",
+            "tests/models/test_losses_classification.py",
+            "tests/models/test_losses_pairs.py",
+            "tests/models/test_losses_triplet.py",
+            "tests/models/test_losses_pml.py",
+            "tests/models/test_losses_small_batches.py",
+            "tests/models/test_losses_dtypes.py",
+        ]
+        for name in ("inputs", "pairs", "triplet", "classification", "combined")
+    },
+    # Not the folder's backbone tests (whole pretrained networks, seconds per mutant).
+    "pyinstance/models/miners.py": [
+        "tests/models/test_miners.py",
+        "tests/models/test_miners_answers.py",
+    ],
+    "pyinstance/models/regions.py": [
+        "tests/models/test_regions.py",
+        "tests/models/test_regions_answers.py",
+    ],
     "pyinstance/testing.py": [
         "tests/test_testing.py",
         "tests/test_testing_losses.py",
