@@ -271,8 +271,11 @@ def test_the_accepted_dimensions_are_listed(collection):
     prediction = NearestNeighbour(k=3).fit(refs, codes).predict(neighbours, queries)
     stage = Reranking(BestWindowScorer(), refs, rows)
     with pytest.raises(
-        ValueError, match=r"^queries: expected a 2-D or 3-D array, got shape \(4, 3, 1, 8\)$"
+        ValueError,
+        match=r"^queries: expected a \(Q, D\) or \(Q, R, D\) array with D=8, got shape \(4, 3, 1, 8\)$",
     ):
         stage.rerank(queries[:, :, None, :], neighbours, prediction)
-    with pytest.raises(ValueError, match=r"^references: expected a 2-D array, got shape \(12,\)$"):
+    with pytest.raises(
+        ValueError, match=r"^references: expected a \(N, D\) array, got shape \(12,\)$"
+    ):
         Reranking(BestWindowScorer(), refs[:, 0], rows)
