@@ -303,8 +303,7 @@ def main() -> None:
         folder = Path(tmp)
         photos = phone_jpegs(entries, folder)
         index = build_index(folder, manifest, args.references, recipe)
-        plain = Plain(index)
-        index.close()
+        plain = Plain(index)  # keeps ``index`` open: it whitens the plain queries
         configs = [Config(folder / "index", plain, photos, threads) for threads in args.threads]
         print(f"{len(configs[0].index)} references; engine {configs[0].engine}")
         busy = [False, True] if args.busy else [False]
@@ -312,6 +311,7 @@ def main() -> None:
         throughput = {config.threads: config.throughput(photos) for config in configs}
         for config in configs:
             config.index.close()
+        index.close()
     print(
         f"\nEnd to end from a {PHONE[0]}×{PHONE[1]} JPEG, recipe {args.recipe} "
         f"({recipe.describe()}), {args.repeats} interleaved repeats of {len(photos)} queries, "
