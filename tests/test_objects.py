@@ -15,6 +15,7 @@ from pyinstance.eval.evaluate import evaluate
 from pyinstance.eval.report import render_html
 from pyinstance.identification import Identifier, identify
 from pyinstance.index import DEFAULT_RECIPE, InstanceIndex
+from pyinstance.models.regions import DEFAULT_WINDOWS
 from pyinstance.objects import (
     THRESHOLD_SETTING,
     Candidate,
@@ -26,7 +27,16 @@ from pyinstance.objects import (
     zoom_crops,
 )
 
-RECIPE = DEFAULT_RECIPE.with_(max_side=320, query_max_side=448)
+#: The cascade's own recipe (GeM at one scale, queries larger than references, windows),
+#: pinned (under the new default, MAC at three scales, the two-object scene misses "building").
+RECIPE = DEFAULT_RECIPE.with_(
+    head="gem",
+    scales=(1.0,),
+    postprocess={},
+    max_side=320,
+    query_max_side=448,
+    query_windows=DEFAULT_WINDOWS,
+)
 THRESHOLD = 0.1
 
 
