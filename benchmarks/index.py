@@ -125,7 +125,7 @@ def screen_by_query_count(refs, screen, args: argparse.Namespace) -> dict[int, t
 
 def build_descriptors(root: Path, args: argparse.Namespace) -> tuple[InstanceIndex, float]:
     rng = np.random.default_rng(args.seed)
-    recipe = DEFAULT_RECIPE.with_(dim=args.dim, dtype=args.dtype)
+    recipe = DEFAULT_RECIPE.with_(dim=args.dim, dtype=args.dtype, postprocess={})  # raw search
     index = InstanceIndex.create(root / "random", recipe)
     seconds = 0.0
     for start in range(0, args.n, args.batch):

@@ -28,7 +28,7 @@ from pyinstance.objects import (
 )
 
 #: The cascade's own recipe (GeM at one scale, queries larger than references, windows),
-#: pinned (under the new default, MAC at three scales, the two-object scene misses "building").
+#: pinned: its expectations (the two-object scene, what is reported missed) were set with it.
 RECIPE = DEFAULT_RECIPE.with_(
     head="gem",
     scales=(1.0,),
