@@ -51,7 +51,16 @@ import torch
 
 import pyinstance
 from pyinstance.data import Manifest, image_tensor, normalize, resize, scaled_size
-from pyinstance.engine import Engine, OnnxRuntimeEngine, TorchEngine
+from pyinstance.engine import (
+    Engine,
+    OnnxRuntimeEngine,
+    OpenVinoEngine,
+    TorchEngine,
+    available_engines,
+    openvino_engine,
+)
+from pyinstance.identification import Identifier
+from pyinstance.index import DEFAULT_RECIPE, InstanceIndex, Recipe
 
 TOLERANCE = 1e-4
 
@@ -408,6 +417,65 @@ def int8_table(args: argparse.Namespace, manifest: Manifest, cache: Path) -> Non
             )
 
 
+# -- bf16 against fp32 through the whole pipeline -----------------------------------------
+#: Recipes whose museum P@1 decides OpenVINO's default precision (as in benchmarks/latency.py).
+PRECISION_RECIPES = {
+    "default": DEFAULT_RECIPE,
+    "lite0-448": Recipe(backbone="efficientnet_lite0", head="gem", dim=1280, max_side=448),
+}
+
+
+def pipeline_hits(
+    folder: Path, manifest: Manifest, recipe: Recipe, engine: str, precision: str | None
+) -> np.ndarray:
+    """Per museum query: 1 if ``pyinstance.Identifier`` (threshold 0) names its instance,
+    the index built and the queries described by ``engine`` in ``precision``."""
+    default = openvino_engine.DEFAULT_PRECISION
+    if precision is not None:
+        openvino_engine.DEFAULT_PRECISION = precision
+    try:
+        index, _ = InstanceIndex.build(
+            folder, manifest.root / "manifest.csv", recipe, engine=engine
+        )
+        with index:
+            assert index.describer.engine == engine, index.describer.engine
+            identifier = Identifier(index, threshold=0)
+            queries = manifest.filter(split="query")
+            answers = identifier.identify(queries.paths)
+    finally:
+        openvino_engine.DEFAULT_PRECISION = default
+    return np.asarray(
+        [a.instance == i for a, i in zip(answers, queries.instance_ids, strict=True)], float
+    )
+
+
+def precision_table(manifest: Manifest) -> None:
+    """Museum P@1 of each recipe with ONNX Runtime fp32, OpenVINO fp32 and OpenVINO bf16."""
+    configs = [("onnxruntime", None, "onnxruntime fp32")]
+    if "openvino" in available_engines():
+        configs.append(("openvino", "fp32", "openvino fp32"))
+        if openvino_engine.bf16_supported():
+            configs.append(("openvino", "bf16", "openvino bf16"))
+    queries = manifest.filter(split="query")
+    crops = np.asarray([(s or "").startswith("qsd1") for s in queries.query_sets])
+    print(
+        f"\nMuseum P@1 through the pipeline (index build + identify, threshold 0): "
+        f"{len(manifest.filter(split='reference'))} references, {int(crops.sum())} crops "
+        f"(qsd1_*), {int((~crops).sum())} gallery shots"
+    )
+    print(f"{'recipe':<10} {'engine':<18} {'P@1 crops':>10} {'P@1 gallery':>12} {'P@1 all':>8}")
+    with tempfile.TemporaryDirectory() as folder:
+        for recipe_name, recipe in PRECISION_RECIPES.items():
+            for number, (engine, precision, label) in enumerate(configs):
+                hits = pipeline_hits(
+                    Path(folder) / f"{recipe_name}-{number}", manifest, recipe, engine, precision
+                )
+                print(
+                    f"{recipe_name:<10} {label:<18} {hits[crops].mean():>10.3f} "
+                    f"{hits[~crops].mean():>12.3f} {hits.mean():>8.3f}"
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4, help="museum photos timed")
@@ -418,6 +486,9 @@ def main() -> None:
     parser.add_argument("--stream", type=int, default=20, help="images per stream worker")
     parser.add_argument("--load-repeats", type=int, default=2)
     parser.add_argument("--int8", action="store_true", help="int8 speed and museum P@1")
+    parser.add_argument(
+        "--precision", action="store_true", help="museum P@1 of fp32 and bf16 (minutes)"
+    )
     parser.add_argument("--quick", action="store_true", help="1 image, 224 px, 1 repeat")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -440,6 +511,8 @@ def main() -> None:
             load_table(args, paths, cache)
         if args.int8:
             int8_table(args, manifest, cache)
+    if args.precision:
+        precision_table(manifest)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,14 @@ def _info(args: argparse.Namespace) -> int:
 
     engines = engine_info()
     table.add_row(
-        "inference engines", f"{', '.join(engines['engines'])} (default: {engines['default']})"
+        "inference engines", f"{', '.join(engines['engines'])} (active: {engines['default']})"
     )
+    if engines["openvino"] is not None:
+        table.add_row(
+            "OpenVINO",
+            f"{engines['openvino']}, computes in {engines['openvino_precision']} (native bf16: "
+            f"{'yes' if engines['bf16'] else 'no'})",
+        )
     cuda = info["cuda"]
     if cuda is None:
         table.add_row(

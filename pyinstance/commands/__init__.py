@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-ENGINES = ("auto", "torch", "onnxruntime")
+ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 #: Exit status of a command refused with a clear message (bad input), as argparse's own.
 EXIT_ERROR = 2
 
@@ -17,8 +17,8 @@ def add_engine_option(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=ENGINES,
         default="auto",
-        help="inference engine: onnxruntime (pip install 'pyinstance[fast]'), torch, or auto "
-        "(the fastest installed; default)",
+        help="inference engine: openvino or onnxruntime (pip install 'pyinstance[fast]'), "
+        "torch, or auto (the fastest installed; default)",
     )
 
 

@@ -30,7 +30,7 @@ class Engine(ABC):
     """Maps a normalised float32 batch B×3×H×W to descriptors B×D or a feature map B×C×h×w.
 
     Attributes:
-        name: ``"torch"`` or ``"onnxruntime"``.
+        name: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``.
         output: ``"descriptors"`` or ``"features"``.
         threads: intra-op threads the engine uses (None: the library's default).
         device: where inputs must be and outputs are.

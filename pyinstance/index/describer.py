@@ -185,11 +185,12 @@ class Describer:
         self._feature_engine: Engine | None = None
 
     def set_engine(self, engine: str = "auto", *, threads: int | None = None) -> str:
-        """Run the networks with ``engine`` (``torch``, ``onnxruntime``, or ``auto``: the
-        fastest installed) and return the engine's name (``torch`` after a fallback).
+        """Run the networks with ``engine`` (``torch``, ``onnxruntime``, ``openvino``, or
+        ``auto``: the fastest installed) and return the engine's name (``torch`` after a
+        fallback).
 
-        ONNX Runtime runs the backbone + head exported once (cached on disk, checked
-        against torch); see :func:`pyinstance.engine.make_engine`.
+        ONNX Runtime and OpenVINO run the backbone + head exported once (cached on disk,
+        checked against torch); see :func:`pyinstance.engine.make_engine`.
         """
         from pyinstance.engine import make_engine
 

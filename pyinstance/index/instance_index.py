@@ -135,8 +135,8 @@ class InstanceIndex:
         """The index at ``path``; the describer is rebuilt from its recipe when needed.
 
         ``timeout``: seconds a writer waits for another writer before giving up.
-        ``engine``: what runs the networks (``torch``, ``onnxruntime`` or ``auto``, see
-        :meth:`Describer.set_engine`).
+        ``engine``: what runs the networks (``torch``, ``onnxruntime``, ``openvino`` or
+        ``auto``, see :meth:`Describer.set_engine`).
         """
         return cls(Store(path, timeout=timeout), device=device, engine=engine)
 

@@ -151,7 +151,8 @@ def create_app(
     """The service over the index at ``index_path``.
 
     Args:
-        engine: what runs the networks (``torch``, ``onnxruntime`` or ``auto``).
+        engine: what runs the networks (``torch``, ``onnxruntime``, ``openvino`` or
+            ``auto``).
         token: bearer token of the write endpoints; default: ``$PYINSTANCE_API_TOKEN``;
             none at all: the service is read-only (writes answer 403).
         max_upload_bytes: largest accepted photo, in bytes (413 beyond).

@@ -15,6 +15,11 @@ requires_onnxruntime = pytest.mark.skipif(
     "onnxruntime" not in available_engines(),
     reason="needs pip install 'pyinstance[fast]' (onnxruntime, onnx)",
 )
+#: Tests that need OpenVINO (in the ``fast`` extra).
+requires_openvino = pytest.mark.skipif(
+    "openvino" not in available_engines(),
+    reason="needs pip install 'pyinstance[fast]' (openvino, onnx)",
+)
 
 
 class TinyBackbone(nn.Module):

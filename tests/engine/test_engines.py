@@ -22,7 +22,7 @@ from pyinstance.engine.base import all_finite, torch_threads
 from pyinstance.models.pooling import RMAC, GeM
 from pyinstance.models.regions import pool_windows
 
-from .conftest import NumpyBackbone, requires_onnxruntime
+from .conftest import NumpyBackbone, requires_onnxruntime, requires_openvino
 
 
 def _batch(*shape: int) -> torch.Tensor:
@@ -75,24 +75,28 @@ def test_torch_engine_channels_last_threads_and_modes_restored(tiny) -> None:  #
 
 
 @requires_onnxruntime
-def test_auto_prefers_onnxruntime_and_info_says_so(tiny) -> None:  # noqa: ANN001
+def test_auto_prefers_onnxruntime_without_openvino_and_info_says_so(tiny, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import raises ImportError
     assert available_engines() == ["torch", "onnxruntime"]
     assert make_engine(*tiny).name == "onnxruntime"
     assert make_engine(*tiny, "torch").name == "torch"
     info = engine_info()
     assert info["default"] == "onnxruntime" and info["onnxruntime"]
+    assert info["openvino"] is None
 
 
-def test_without_onnxruntime_torch_runs_and_explicit_request_is_clear(tiny, monkeypatch) -> None:  # noqa: ANN001
+def test_without_exported_engines_torch_runs_and_explicit_request_is_clear(tiny, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "openvino", None)
     assert available_engines() == ["torch"]
     assert engine_info()["default"] == "torch" and engine_info()["onnxruntime"] is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         engine = make_engine(*tiny)
     assert isinstance(engine, TorchEngine)
-    with pytest.raises(EngineUnavailableError, match=r"pyinstance\[fast\]"):
-        make_engine(*tiny, "onnxruntime")
+    for name in ("onnxruntime", "openvino"):
+        with pytest.raises(EngineUnavailableError, match=rf"'{name}' needs.*pyinstance\[fast\]"):
+            make_engine(*tiny, name)
 
 
 @requires_onnxruntime
@@ -137,7 +141,14 @@ def test_head_with_shapes_frozen_at_export_is_caught_by_the_check(tiny, tmp_path
         ),
     ],
 )
-@pytest.mark.parametrize("name", ["torch", pytest.param("onnxruntime", marks=requires_onnxruntime)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "torch",
+        pytest.param("onnxruntime", marks=requires_onnxruntime),
+        pytest.param("openvino", marks=requires_openvino),
+    ],
+)
 def test_bad_input_names_the_argument(tiny, tmp_path, name, images, error, match) -> None:  # noqa: ANN001
     engine = make_engine(*tiny, name, cache_dir=tmp_path)
     with pytest.raises(error, match=match):
@@ -152,6 +163,8 @@ def test_bad_input_names_the_argument(tiny, tmp_path, name, images, error, match
         ({"output": "logits"}, "output: expected"),
         ({"precision": "fp8"}, "precision: expected"),
         ({"precision": "fp16", "engine": "torch"}, "precision: expected"),
+        ({"precision": "bf16", "engine": "torch"}, "precision: 'bf16' needs engine='openvino'"),
+        ({"precision": "bf16", "engine": "onnxruntime"}, "precision: 'bf16' needs engine="),
     ],
 )
 def test_bad_arguments_are_named(tiny, kwargs, match) -> None:  # noqa: ANN001

@@ -1,0 +1,166 @@
+"""The OpenVINO engine: the cached ONNX export compiled by OpenVINO for the CPU.
+
+It reads the same cached ONNX file as the ONNX Runtime engine (export, key and checks of
+:mod:`pyinstance.engine.export`) and compiles it with settings that hold up on a busy
+machine: ``INFERENCE_NUM_THREADS`` threads per request (default one), one stream, the
+latency hint, threads not pinned to cores. OpenVINO runs a graph with dynamic height and
+width far slower than one compiled for a fixed input shape, so a recurring shape gets its
+own compiled model (:mod:`pyinstance.engine.sessions`, as for ONNX Runtime).
+
+``precision="bf16"`` computes in bfloat16 on CPUs that do it natively (AMX or AVX-512
+BF16: OpenVINO lists ``BF16`` among the CPU's optimisation capabilities); it is checked
+against torch with the bfloat16 tolerances of :mod:`pyinstance.engine.export`. The default
+precision is :data:`DEFAULT_PRECISION` (measured: see its comment).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from pyinstance.engine.base import EngineUnavailableError, Output
+from pyinstance.engine.exported import ExportedEngine
+from pyinstance.engine.sessions import Shape
+
+#: Precisions OpenVINO computes in here ("bf16" only where :func:`bf16_supported`).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+#: OpenVINO's name of each precision (``INFERENCE_PRECISION_HINT``).
+_HINTS = {"fp32": "f32", "bf16": "bf16"}
+#: The precision when none is asked for and the CPU computes bfloat16 natively.
+DEFAULT_PRECISION = "bf16"
+
+
+def import_openvino() -> ModuleType:
+    """``openvino`` (and ``onnx``, which export needs), or a clear install hint."""
+    try:
+        import onnx  # noqa: F401 - export writes its graph with it
+        import openvino
+    except ImportError as error:
+        raise EngineUnavailableError(
+            f"engine: 'openvino' needs the packages openvino and onnx ({error}); install them "
+            "with: pip install 'pyinstance[fast]' (or use engine='torch')"
+        ) from error
+    return openvino
+
+
+@functools.cache
+def bf16_supported() -> bool:
+    """Whether OpenVINO computes bfloat16 natively on this CPU (AMX or AVX-512 BF16)."""
+    core = import_openvino().Core()
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def default_precision() -> str:
+    """:data:`DEFAULT_PRECISION` where the CPU supports it, else ``"fp32"``."""
+    return DEFAULT_PRECISION if DEFAULT_PRECISION == "fp32" or bf16_supported() else "fp32"
+
+
+class CompiledSession:
+    """A model compiled by OpenVINO behind ONNX Runtime's session interface (``run``,
+    ``get_inputs``), so that the session pool serves both runtimes. Each calling thread
+    gets its own infer request: requests run concurrently, and release the GIL."""
+
+    def __init__(self, compiled: Any):
+        self._compiled = compiled
+        self._local = threading.local()
+        self._inputs = [SimpleNamespace(name=port.any_name) for port in compiled.inputs]
+
+    def get_inputs(self) -> list[SimpleNamespace]:
+        return self._inputs
+
+    def run(self, outputs: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        (batch,) = feeds.values()
+        result = request.infer({0: batch})
+        return [np.array(result[0], dtype=np.float32, copy=True)]
+
+
+class OpenVinoEngine(ExportedEngine):
+    """Runs the ONNX export of ``backbone`` (then ``head``) with OpenVINO on the CPU.
+
+    Raises :class:`~pyinstance.engine.export.ExportError` when the network cannot be
+    exported or OpenVINO's results do not match torch (:func:`~pyinstance.engine.make_engine`
+    then falls back to torch), :class:`EngineUnavailableError` without openvino.
+
+    Args:
+        backbone, head, output: the network, as for :class:`~pyinstance.engine.TorchEngine`.
+        threads: threads per request (default
+            :func:`~pyinstance.engine.exported.default_threads`).
+        precision: ``"fp32"`` or ``"bf16"`` (a ValueError on a CPU without native
+            bfloat16); None: :func:`default_precision`.
+        cache_dir: where exported graphs are kept (default
+            :func:`~pyinstance.engine.export.default_cache_dir`).
+
+    Attributes: those of :class:`~pyinstance.engine.exported.ExportedEngine`.
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module | None = None,
+        *,
+        output: Output = "descriptors",
+        threads: int | None = None,
+        precision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ):
+        self._ov = import_openvino()
+        precision = default_precision() if precision is None else precision
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
+        if precision == "bf16" and not bf16_supported():
+            raise ValueError(
+                "precision: 'bf16' needs a CPU that computes bfloat16 natively (AMX or "
+                "AVX-512 BF16); this one does not, use 'fp32'"
+            )
+        self._core = self._ov.Core()
+        super().__init__(
+            backbone,
+            head,
+            output=output,
+            threads=threads,
+            precision=precision,
+            cache_dir=cache_dir,
+        )
+
+    def _config(self, threads: int) -> dict[str, Any]:
+        return {
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": _HINTS[self.precision],
+            "ENABLE_CPU_PINNING": False,
+        }
+
+    def _load(self, data: bytes) -> tuple[Any, dict[str, str]]:
+        import onnx
+
+        metadata = {entry.key: entry.value for entry in onnx.load_from_string(data).metadata_props}
+        self._model = self._core.read_model(data)
+        return self._new_session(self.threads, None), metadata
+
+    def _new_session(self, threads: int, shape: Shape | None) -> Any:
+        model = self._model
+        if shape is not None:
+            model = model.clone()
+            model.reshape({model.inputs[0].any_name: list(shape)})
+        return CompiledSession(self._core.compile_model(model, "CPU", self._config(threads)))
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenVinoEngine(output={self.output!r}, threads={self.threads}, "
+            f"precision={self.precision!r}, path={str(self.path)!r})"
+        )
+
