@@ -5,9 +5,14 @@ Real photos (museum references, resized once to the longest side, normalised), b
 - ``torch eager``         the anchor: the modules under ``torch.inference_mode``
 - ``torch channels_last`` the same modules in channels-last memory format
 - ``onnxruntime fp32``    ``pyinstance.engine.OnnxRuntimeEngine`` (exported once, cached)
+- ``openvino fp32``       ``pyinstance.engine.OpenVinoEngine`` on the same cached graph
+- ``openvino bf16``       the same in bfloat16 (CPUs with AMX or AVX-512 BF16 only)
 
-at 448 and 640 px and at 1 and 2 intra-op threads. The descriptors of every engine are
-checked against the anchor (max |difference| <= 1e-4) BEFORE anything is timed. Repeats
+at 448 and 640 px and at 1 and 2 intra-op threads, every engine installed. The
+descriptors of every engine are checked against the anchor (max |difference| <= 1e-4;
+bf16: the export check's bf16 tolerance) BEFORE anything is timed. Each image is run
+three times before timing, so the engines time the fixed-shape sessions a recurring
+shape gets. Repeats
 are interleaved and the minimum per configuration is kept (the CPU is shared: minima are
 the least noisy statistic); the ratio is anchor time / engine time at the same threads.
 
@@ -17,6 +22,11 @@ at 1 and 2 threads, ONNX Runtime with idle threads spinning or sleeping, eager t
 OpenMP's default and passive wait policies; each configuration runs in its own process
 (the wait policy is read when OpenMP starts), idle and busy, interleaved.
 
+``--precision`` reports museum P@1 (crops, gallery shots, all) through the whole pipeline
+(index build + ``Identifier``) of the default recipe and of Lite0 + GeM at 448 px with ONNX
+Runtime fp32, OpenVINO fp32 and OpenVINO bf16: bf16 is OpenVINO's default precision only
+if it costs at most 0.01 of P@1 (the rule for int8).
+
 ``--int8`` adds ONNX Runtime int8 graphs (dynamic quantisation; static per-channel QDQ
 calibrated on 32 museum references, all convolutions or the 1×1 ones only): time per image
 (on fixed-shape sessions, as the engine runs a recurring shape) and P@1 on the museum dev
@@ -25,7 +35,7 @@ reported apart), next to fp32 torch and fp32 ONNX Runtime. (int8 is not in the l
 was kept only if faster and within 0.01 of fp32's P@1, and it was slower.)
 
     python benchmarks/engine.py                 # latency table
-    python benchmarks/engine.py --load --int8   # everything (minutes)
+    python benchmarks/engine.py --load --int8 --precision   # everything (minutes)
     python benchmarks/engine.py --quick         # a smoke run in seconds (CI)
 """
 
@@ -59,6 +69,7 @@ from pyinstance.engine import (
     available_engines,
     openvino_engine,
 )
+from pyinstance.engine.export import BF16_DESCRIPTOR_TOLERANCE
 from pyinstance.identification import Identifier
 from pyinstance.index import DEFAULT_RECIPE, InstanceIndex, Recipe
 
@@ -145,11 +156,22 @@ def latency_table(args: argparse.Namespace, paths: list[Path], cache: Path) -> N
                 "torch channels_last": TorchEngine(
                     backbone, head, threads=threads, channels_last=True
                 ),
-                "onnxruntime fp32": OnnxRuntimeEngine(
-                    backbone, head, threads=threads, cache_dir=cache
-                ),
             }
-            worst = check_agreement(engines, images, {})
+            if "onnxruntime" in available_engines():
+                engines["onnxruntime fp32"] = OnnxRuntimeEngine(
+                    backbone, head, threads=threads, cache_dir=cache
+                )
+            if "openvino" in available_engines():
+                precisions = ["fp32"] + (["bf16"] if openvino_engine.bf16_supported() else [])
+                for precision in precisions:
+                    engines[f"openvino {precision}"] = OpenVinoEngine(
+                        backbone, head, threads=threads, precision=precision, cache_dir=cache
+                    )
+            for _ in range(3):  # a recurring shape gets its fixed-shape session
+                for engine in engines.values():
+                    for image in images:
+                        engine(image)
+            worst = check_agreement(engines, images, {"openvino bf16": BF16_DESCRIPTOR_TOLERANCE})
             best = best_times(engines, images, args.repeats)
             anchor = best["torch eager"]
             for name, seconds in best.items():
@@ -165,6 +187,10 @@ def worker(config: dict) -> None:
     backbone, head = network()
     if config["engine"] == "torch":
         engine: Engine = TorchEngine(backbone, head, threads=config["threads"])
+    elif config["engine"] == "openvino":
+        engine = OpenVinoEngine(
+            backbone, head, threads=config["threads"], cache_dir=config["cache"]
+        )
     else:
         engine = OnnxRuntimeEngine(
             backbone,
@@ -200,7 +226,10 @@ def stream_configs(threads: list[int]) -> list[dict]:
             {"label": "onnxruntime spinning", "engine": "onnxruntime", "threads": count,
              "spinning": True},
         ]  # fmt: skip
-    return configs
+        if "openvino" in available_engines():
+            configs.append({"label": "openvino (default precision)", "engine": "openvino",
+                            "threads": count})  # fmt: skip
+    return [config for config in configs if config["engine"] in available_engines()]
 
 
 def run_worker(config: dict) -> list[float]:
@@ -451,7 +480,9 @@ def pipeline_hits(
 
 def precision_table(manifest: Manifest) -> None:
     """Museum P@1 of each recipe with ONNX Runtime fp32, OpenVINO fp32 and OpenVINO bf16."""
-    configs = [("onnxruntime", None, "onnxruntime fp32")]
+    configs = []
+    if "onnxruntime" in available_engines():
+        configs.append(("onnxruntime", None, "onnxruntime fp32"))
     if "openvino" in available_engines():
         configs.append(("openvino", "fp32", "openvino fp32"))
         if openvino_engine.bf16_supported():

@@ -1,7 +1,7 @@
 """End-to-end latency: a 12-megapixel JPEG on disk -> the identified instance.
 
-Ours (``pyinstance.Identifier``: JPEG draft-mode decode, the fastest installed engine,
-``knn_dot`` search, classifier) against the plain pipeline of the same recipe (Pillow full
+Ours (``pyinstance.Identifier``: JPEG draft-mode decode, the fastest installed engine or
+each of ``--engines``, ``knn_dot`` search, classifier) against the plain pipeline of the same recipe (Pillow full
 decode, antialiased float resize, eager torch backbone + windows, numpy matmul + max +
 argmax), both on an index of the museum references plus random references up to
 ``--references``, at each thread count, interleaved query by query; plus throughput with 4
@@ -20,7 +20,8 @@ goes. The photos, the random references and the probe batches are seeded: runs c
     python benchmarks/latency.py                        # default recipe, 10,000 references
     python benchmarks/latency.py --recipe lite0-448     # Lite0 + GeM, 448 px, one descriptor
     python benchmarks/latency.py --busy                 # + each thread count beside a busy process
-    python benchmarks/latency.py --quick                # smoke run (CI)
+    python benchmarks/latency.py --engines openvino onnxruntime   # rows per engine
+    python benchmarks/latency.py --quick                # smoke run (CI): every installed engine
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from pyinstance.data.images import (  # noqa: E402
     resize,
     scaled_size,
 )
-from pyinstance.engine import OnnxRuntimeEngine  # noqa: E402
+from pyinstance.engine import ExportedEngine, available_engines, default_engine  # noqa: E402
 from pyinstance.identification import Identifier  # noqa: E402
 from pyinstance.index import DEFAULT_RECIPE, InstanceIndex, Recipe  # noqa: E402
 from pyinstance.models.regions import DEFAULT_WINDOWS, pool_windows  # noqa: E402
@@ -210,12 +211,18 @@ def busy_process() -> subprocess.Popen:
 
 
 class Config:
-    """One measured configuration: a thread count, with or without a busy process."""
+    """One measured configuration: an engine at a thread count (each with or without a busy
+    process)."""
 
-    def __init__(self, index_path: Path, plain: Plain, photos: list[Path], threads: int):
+    def __init__(
+        self, index_path: Path, plain: Plain, photos: list[Path], engine: str, threads: int
+    ):
         self.threads = threads
         self.index = InstanceIndex.open(index_path)
-        self.engine = self.index.describer.set_engine("auto", threads=threads)
+        self.engine = self.index.describer.set_engine(engine, threads=threads)
+        if self.engine != engine:
+            raise SystemExit(f"engine {engine!r} fell back to {self.engine!r}")
+        self.label = f"{self.engine} {threads}"
         self.identifier = Identifier(self.index, threshold=0)
         torch.set_num_threads(threads)
         for photo in photos:  # equal answers before timing (and a warm-up)
@@ -223,11 +230,11 @@ class Config:
             ours(self.identifier, photo)  # a recurring shape gets its fixed-shape session
 
     def runs(self) -> Counter[int]:
-        """Batches the ONNX Runtime engine ran so far, per intra-op thread count it chose."""
+        """Batches the exported-graph engine ran so far, per intra-op thread count it chose."""
         describer = self.index.describer  # its engines, if any: descriptors and feature maps
         runs: Counter[int] = Counter()
         for engine in (describer._descriptor_engine, describer._feature_engine):
-            if isinstance(engine, OnnxRuntimeEngine):
+            if isinstance(engine, ExportedEngine):
                 runs += engine.sessions.runs
         return runs
 
@@ -243,13 +250,13 @@ class Config:
 def measure(configs, plain, photos, busy: list[bool], repeats: int):
     """Per-query stage times of ours and plain in every (config, busy) pair, taking turns
     within each repeat, and the 1-minute load average seen by each pair."""
-    times = {(c.threads, b): {"ours": [], "plain": []} for c in configs for b in busy}
-    loads: dict[tuple[int, bool], list[float]] = {key: [] for key in times}
-    runs: dict[tuple[int, bool], Counter[int]] = {key: Counter() for key in times}
+    times = {(c.label, b): {"ours": [], "plain": []} for c in configs for b in busy}
+    loads: dict[tuple[str, bool], list[float]] = {key: [] for key in times}
+    runs: dict[tuple[str, bool], Counter[int]] = {key: Counter() for key in times}
     for _ in range(repeats):
         for config in configs:
             for is_busy in busy:
-                key = (config.threads, is_busy)
+                key = (config.label, is_busy)
                 spinner = busy_process() if is_busy else None
                 try:
                     torch.set_num_threads(config.threads)
@@ -276,7 +283,7 @@ def stage_columns(median: dict[str, float]) -> str:
     """Decode, network and everything else (CPU − both) in CPU ms; blank for plain."""
     if "decode cpu" not in median:
         return " | | "
-    if "net cpu" not in median:  # the torch engine: no separate network run
+    if "net cpu" not in median:  # the torch engine: no separate network run timed
         return f"{median['decode cpu']:.1f} | | "
     rest = median["cpu"] - median["decode cpu"] - median["net cpu"]
     return f"{median['decode cpu']:.1f} | {median['net cpu']:.1f} | {rest:.1f}"
@@ -290,12 +297,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
+        "--engines",
+        nargs="+",
+        choices=available_engines(),
+        default=[default_engine()],
+        help="engines of ours, each a row per thread count (default: the fastest installed, "
+        "%(default)s)",
+    )
+    parser.add_argument(
         "--busy", action="store_true", help="also each thread count beside a busy process"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 queries, 1 repeat")
     args = parser.parse_args()
     if args.quick:
         args.queries, args.repeats, args.threads, args.busy = 2, 1, [1], False
+        args.engines = [e for e in available_engines() if e != "torch"] or ["torch"]
     recipe = RECIPES[args.recipe]
     manifest = Manifest.read(museum() / "manifest.csv")
     entries = [e for e in manifest if e.split == "query"][: args.queries]
@@ -304,11 +320,16 @@ def main() -> None:
         photos = phone_jpegs(entries, folder)
         index = build_index(folder, manifest, args.references, recipe)
         plain = Plain(index)  # keeps ``index`` open: it whitens the plain queries
-        configs = [Config(folder / "index", plain, photos, threads) for threads in args.threads]
-        print(f"{len(configs[0].index)} references; engine {configs[0].engine}")
+        configs = [
+            Config(folder / "index", plain, photos, engine, threads)
+            for engine in args.engines
+            for threads in args.threads
+        ]
+        print(f"{len(configs[0].index)} references; engines {', '.join(args.engines)}")
         busy = [False, True] if args.busy else [False]
         times, loads, runs = measure(configs, plain, photos, busy, args.repeats)
-        throughput = {config.threads: config.throughput(photos) for config in configs}
+        throughput = {config.label: config.throughput(photos) for config in configs}
+        threads_of = {config.label: config.threads for config in configs}
         for config in configs:
             config.index.close()
         index.close()
@@ -319,11 +340,12 @@ def main() -> None:
         "average; used: queries the engine ran at 1 / 2 ... threads, its per-request budget):"
     )
     print(
-        "| threads | load | pipeline | decode | extract | search | total | CPU | plain ÷ ours "
-        "| q/s, 4 in flight | used | decode CPU | net CPU | rest CPU |"
+        "| engine | threads | load | pipeline | decode | extract | search | total | CPU "
+        "| plain ÷ ours | q/s, 4 in flight | used | decode CPU | net CPU | rest CPU |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for (threads, is_busy), both in times.items():
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (label, is_busy), both in times.items():
+        engine, threads = label.split()[0], threads_of[label]
         median = {
             who: {
                 k: statistics.median(t[k] for t in measured)
@@ -333,18 +355,18 @@ def main() -> None:
             for who, measured in both.items()
         }
         ratio = median["plain"]["total"] / median["ours"]["total"]
-        load = statistics.mean(loads[(threads, is_busy)])
-        label = f"{threads}{' + busy' if is_busy else ''}"
+        load = statistics.mean(loads[(label, is_busy)])
+        row = f"{engine} | {threads}{' + busy' if is_busy else ''}"
         for who in ("ours", "plain"):
             m = median[who]
             if who == "plain":
                 extra = " | | "
             else:
-                used = " / ".join(f"{runs[(threads, is_busy)][n]}" for n in range(1, threads + 1))
-                speed = "" if is_busy else f"{throughput[threads]:.2f}"
+                used = " / ".join(f"{runs[(label, is_busy)][n]}" for n in range(1, threads + 1))
+                speed = "" if is_busy else f"{throughput[label]:.2f}"
                 extra = f"{ratio:.2f}× | {speed} | {used}"
             print(
-                f"| {label} | {load:.1f} | {who} | {m['decode']:.1f} | {m['extract']:.1f} | "
+                f"| {row} | {load:.1f} | {who} | {m['decode']:.1f} | {m['extract']:.1f} | "
                 f"{m['search']:.1f} | {m['total']:.1f} | {m['cpu']:.1f} | {extra} | "
                 f"{stage_columns(m)} |"
             )

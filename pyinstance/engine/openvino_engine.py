@@ -79,7 +79,8 @@ class CompiledSession:
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
         (batch,) = feeds.values()
-        result = request.infer({0: batch})
+        # share_inputs: OpenVINO reads the caller's array instead of copying it first.
+        result = request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True)
         return [np.array(result[0], dtype=np.float32, copy=True)]
 
 
@@ -163,4 +164,3 @@ class OpenVinoEngine(ExportedEngine):
             f"OpenVinoEngine(output={self.output!r}, threads={self.threads}, "
             f"precision={self.precision!r}, path={str(self.path)!r})"
         )
-

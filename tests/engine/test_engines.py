@@ -85,7 +85,7 @@ def test_auto_prefers_onnxruntime_without_openvino_and_info_says_so(tiny, monkey
     assert info["openvino"] is None
 
 
-def test_without_exported_engines_torch_runs_and_explicit_request_is_clear(tiny, monkeypatch) -> None:  # noqa: ANN001
+def test_without_exported_engines_only_torch_runs(tiny, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
     monkeypatch.setitem(sys.modules, "openvino", None)
     assert available_engines() == ["torch"]
