@@ -211,7 +211,7 @@ def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         image = F.interpolate(
             image[None], size=size, mode="bilinear", antialias=True, align_corners=False
         )[0]
-    image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    image = image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()
     if tuple(image.shape[1:]) == tuple(size):
         return image
     resized = F.interpolate(
@@ -224,4 +224,4 @@ def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     """``(batch - mean) / std`` per RGB channel of a B×3×H×W batch."""
     mean_t = torch.as_tensor(mean, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     std_t = torch.as_tensor(std, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
-    return (batch - mean_t) / std_t
+    return (batch - mean_t).div_(std_t)

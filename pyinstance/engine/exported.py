@@ -26,7 +26,7 @@ from pyinstance._files import write_atomic
 from pyinstance.engine import export as onnx_export
 from pyinstance.engine.base import Engine, Output, check_threads, inference_network
 from pyinstance.engine.cpu_load import CpuMeter, thread_budget
-from pyinstance.engine.sessions import SessionPool, Shape, run_session
+from pyinstance.engine.sessions import FIX_AFTER, SessionPool, Shape, run_session
 
 #: The intra-op threads of a session when none are asked for: one thread per request.
 #: Measured (benchmarks/engine.py --load, a 2-core machine shared with other work): a
@@ -67,6 +67,9 @@ class ExportedEngine(Engine):
         precision: the precision the runtime computes in.
     """
 
+    #: Runs of one input shape before it gets its own fixed-shape session.
+    fix_after: int = FIX_AFTER
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -102,7 +105,9 @@ class ExportedEngine(Engine):
             cached = self._export(network, recipe, key)
             self.exported = True
         session, self.max_difference = cached
-        self.sessions = SessionPool(self._new_session, self._tolerance, (session, self.threads))
+        self.sessions = SessionPool(
+            self._new_session, self._tolerance, (session, self.threads), self.fix_after
+        )
         self._meter = CpuMeter()
         self._cpus = available_cpus()
 

@@ -27,6 +27,8 @@ import numpy as np
 
 #: Runs of one shape before it gets its own session (building one takes a few tenths of
 #: a second: a shape seen once, as in an index build of mixed sizes, is not worth it).
+#: The default of :class:`SessionPool`; a runtime whose sessions take longer to build than
+#: they save on a few runs asks for more.
 FIX_AFTER = 2
 #: Fixed-shape sessions kept (least recently used dropped first).
 MAX_FIXED_SESSIONS = 4
@@ -55,9 +57,19 @@ class SessionPool:
         tolerance: the largest difference a fixed-shape session may show against the
             dynamic one on its first batch.
         first: an existing dynamic session and its thread count (the one checked at export).
+        fix_after: runs of one shape before it gets its own session.
     """
 
-    def __init__(self, make: SessionFactory, tolerance: Tolerance, first: tuple[Any, int]):
+    def __init__(
+        self,
+        make: SessionFactory,
+        tolerance: Tolerance,
+        first: tuple[Any, int],
+        fix_after: int = FIX_AFTER,
+    ):
+        if isinstance(fix_after, bool) or not isinstance(fix_after, int) or fix_after < 1:
+            raise ValueError(f"fix_after: expected a positive int, got {fix_after!r}")
+        self.fix_after = fix_after
         self._make = make
         self._tolerance = tolerance
         session, threads = first
@@ -112,7 +124,7 @@ class SessionPool:
             if len(self._counts) >= _MAX_COUNTED and shape not in self._counts:
                 self._counts.clear()
             self._counts[shape] += 1
-            if self._counts[shape] < FIX_AFTER:
+            if self._counts[shape] < self.fix_after:
                 return False
             del self._counts[shape]
             if len(self._recurring) >= _MAX_COUNTED:

@@ -125,3 +125,16 @@ def test_fixing_a_shape_for_several_threads_readies_it_for_one_thread() -> None:
     np.testing.assert_array_equal(pool.run(batch, 1), batch)  # the budget dropped to 1
     assert dynamic.runs == runs and (1, None) not in made  # no dynamic run, no new session
     assert pool.fixed_shapes[-1] == (1, (1, 3, 5, 7))
+
+
+def test_fix_after_is_checked_and_counts_the_runs_of_a_shape() -> None:
+    dynamic = FakeSession()
+    with pytest.raises(ValueError, match="fix_after: expected a positive int"):
+        SessionPool(lambda threads, shape: dynamic, lambda expected: 1e-4, (dynamic, 1), 0)
+    pool = SessionPool(lambda threads, shape: FakeSession(), lambda e: 1e-4, (dynamic, 1), 4)
+    batch = np.ones((1, 3, 4, 4), np.float32)
+    for _ in range(3):
+        pool.run(batch, 1)
+    assert pool.fixed_shapes == []
+    pool.run(batch, 1)
+    assert pool.fixed_shapes == [(1, (1, 3, 4, 4))]
