@@ -16,10 +16,12 @@ def _info(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from pyinstance._backend import build_info
+    from pyinstance.engine import engine_info
 
     info = build_info()
+    engines = engine_info()
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json.dumps({**info, "inference": engines}, indent=2, default=str))
         return 0
     cpu = info["cpu"]
     table = Table(title=f"pyinstance {info['version']}", show_header=False)
@@ -29,9 +31,6 @@ def _info(args: argparse.Namespace) -> int:
     table.add_row("bf16 screening (mining)", "yes" if cpu["bf16_dot"] else "no")
     table.add_row("CPU features", " ".join(cpu["cpu_features"]) or "-")
     table.add_row("OpenMP threads", str(info["openmp_threads"]))
-    from pyinstance.engine import engine_info
-
-    engines = engine_info()
     table.add_row(
         "inference engines", f"{', '.join(engines['engines'])} (active: {engines['default']})"
     )

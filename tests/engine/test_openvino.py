@@ -3,6 +3,7 @@ thread budget, fall-back and the choice of the default."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import warnings
@@ -192,3 +193,14 @@ def test_info_names_openvino_and_its_precision() -> None:
     assert info["openvino"] and "openvino" in info["engines"]
     assert info["openvino_precision"] in ("fp32", "bf16")
     assert info["bf16"] == openvino_engine.bf16_supported()
+
+
+def test_pyinstance_info_says_which_engine_is_active(capsys) -> None:  # noqa: ANN001
+    from pyinstance import cli
+
+    assert cli.main(["info", "--json"]) == 0
+    inference = json.loads(capsys.readouterr().out)["inference"]
+    assert inference["default"] == default_engine() and "openvino" in inference["engines"]
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"(active: {default_engine()})" in out and "OpenVINO" in out
