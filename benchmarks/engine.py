@@ -24,8 +24,8 @@ OpenMP's default and passive wait policies; each configuration runs in its own p
 
 ``--precision`` reports museum P@1 (crops, gallery shots, all) through the whole pipeline
 (index build + ``Identifier``) of the default recipe and of Lite0 + GeM at 448 px with ONNX
-Runtime fp32, OpenVINO fp32 and OpenVINO bf16: bf16 is OpenVINO's default precision only
-if it costs at most 0.01 of P@1 (the rule for int8).
+Runtime fp32, OpenVINO fp32 and OpenVINO bf16: bf16 would be OpenVINO's default precision
+only if it cost at most 0.01 of P@1 (the rule for int8); it cost 0.016 on Lite0 + GeM.
 
 ``--int8`` adds ONNX Runtime int8 graphs (dynamic quantisation; static per-channel QDQ
 calibrated on 32 museum references, all convolutions or the 1×1 ones only): time per image
@@ -459,9 +459,10 @@ def pipeline_hits(
 ) -> np.ndarray:
     """Per museum query: 1 if ``pyinstance.Identifier`` (threshold 0) names its instance,
     the index built and the queries described by ``engine`` in ``precision``."""
-    default = openvino_engine.DEFAULT_PRECISION
+    variable = openvino_engine.PRECISION_VARIABLE
+    default = os.environ.get(variable)
     if precision is not None:
-        openvino_engine.DEFAULT_PRECISION = precision
+        os.environ[variable] = precision
     try:
         index, _ = InstanceIndex.build(
             folder, manifest.root / "manifest.csv", recipe, engine=engine
@@ -472,7 +473,10 @@ def pipeline_hits(
             queries = manifest.filter(split="query")
             answers = identifier.identify(queries.paths)
     finally:
-        openvino_engine.DEFAULT_PRECISION = default
+        if default is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = default
     return np.asarray(
         [a.instance == i for a, i in zip(answers, queries.instance_ids, strict=True)], float
     )

@@ -54,7 +54,12 @@ from pyinstance.data.images import (  # noqa: E402
     resize,
     scaled_size,
 )
-from pyinstance.engine import ExportedEngine, available_engines, default_engine  # noqa: E402
+from pyinstance.engine import (  # noqa: E402
+    ExportedEngine,
+    available_engines,
+    default_engine,
+    openvino_engine,
+)
 from pyinstance.identification import Identifier  # noqa: E402
 from pyinstance.index import DEFAULT_RECIPE, InstanceIndex, Recipe  # noqa: E402
 from pyinstance.models.regions import DEFAULT_WINDOWS, pool_windows  # noqa: E402
@@ -223,12 +228,13 @@ class Config:
         if self.engine != engine:
             raise SystemExit(f"engine {engine!r} fell back to {self.engine!r}")
         self.label = f"{self.engine} {threads}"
+        describer = self.index.describer
+        network = describer._feature_engine or describer._descriptor_engine
+        self.precision = getattr(network, "precision", "fp32")
         self.identifier = Identifier(self.index, threshold=0)
         torch.set_num_threads(threads)
-        describer = self.index.describer
-        engine = describer._feature_engine or describer._descriptor_engine
         # A recurring shape gets its fixed-shape session after ``fix_after`` runs.
-        warm_up = engine.sessions.fix_after if isinstance(engine, ExportedEngine) else 1
+        warm_up = network.sessions.fix_after if isinstance(network, ExportedEngine) else 1
         for photo in photos:  # equal answers before timing (and a warm-up)
             assert ours(self.identifier, photo)[0] == plain(photo)[0], photo
             for _ in range(warm_up):
@@ -312,11 +318,19 @@ def main() -> None:
     parser.add_argument(
         "--busy", action="store_true", help="also each thread count beside a busy process"
     )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="what the openvino engine computes in (default: its own default, "
+        "$PYINSTANCE_OPENVINO_PRECISION)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 queries, 1 repeat")
     args = parser.parse_args()
     if args.quick:
         args.queries, args.repeats, args.threads, args.busy = 2, 1, [1], False
         args.engines = [e for e in available_engines() if e != "torch"] or ["torch"]
+    if args.precision is not None:
+        os.environ[openvino_engine.PRECISION_VARIABLE] = args.precision
     recipe = RECIPES[args.recipe]
     manifest = Manifest.read(museum() / "manifest.csv")
     entries = [e for e in manifest if e.split == "query"][: args.queries]
@@ -330,7 +344,11 @@ def main() -> None:
             for engine in args.engines
             for threads in args.threads
         ]
-        print(f"{len(configs[0].index)} references; engines {', '.join(args.engines)}")
+        precisions = {c.engine: c.precision for c in configs}
+        print(
+            f"{len(configs[0].index)} references; engines "
+            + ", ".join(f"{name} ({precision})" for name, precision in precisions.items())
+        )
         busy = [False, True] if args.busy else [False]
         times, loads, runs = measure(configs, plain, photos, busy, args.repeats)
         throughput = {config.label: config.throughput(photos) for config in configs}

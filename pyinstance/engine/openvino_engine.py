@@ -11,7 +11,8 @@ runs: see :attr:`OpenVinoEngine.fix_after`).
 ``precision="bf16"`` computes in bfloat16 on CPUs that do it natively (AMX or AVX-512
 BF16: OpenVINO lists ``BF16`` among the CPU's optimisation capabilities); it is checked
 against torch with the bfloat16 tolerances of :mod:`pyinstance.engine.export`. The default
-precision is :data:`DEFAULT_PRECISION` (measured: see its comment).
+precision is :data:`DEFAULT_PRECISION` (measured: see its comment), or
+``$PYINSTANCE_OPENVINO_PRECISION`` (``fp32`` or ``bf16``) for every command and the service.
 """
 
 from __future__ import annotations
@@ -33,8 +34,15 @@ from pyinstance.engine.sessions import Shape
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 #: OpenVINO's name of each precision (``INFERENCE_PRECISION_HINT``).
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
-#: The precision when none is asked for and the CPU computes bfloat16 natively.
-DEFAULT_PRECISION = "bf16"
+#: The precision when none is asked for. bf16 runs EfficientNet-Lite0 + GeM at 448×336
+#: about twice as fast (one thread, AMX: 13–15 against 27–33 ms CPU) but is not the
+#: default: museum P@1 through the pipeline (``benchmarks/engine.py --precision``) was
+#: unchanged for the default recipe (0.984 crops 1.000 gallery 0.964, fp32 and bf16) and
+#: dropped by 0.016 for Lite0 + GeM at 448 px (0.937 -> 0.921: one gallery shot of 63 whose
+#: two best instances were 0.008 apart in fp32), more than the 0.01 allowed.
+DEFAULT_PRECISION = "fp32"
+#: Environment variable that sets the precision of engines made without one.
+PRECISION_VARIABLE = "PYINSTANCE_OPENVINO_PRECISION"
 
 
 def import_openvino() -> ModuleType:
@@ -58,7 +66,15 @@ def bf16_supported() -> bool:
 
 
 def default_precision() -> str:
-    """:data:`DEFAULT_PRECISION` where the CPU supports it, else ``"fp32"``."""
+    """``$PYINSTANCE_OPENVINO_PRECISION`` if set, else :data:`DEFAULT_PRECISION`; ``"fp32"``
+    for a default of bf16 on a CPU without native bfloat16."""
+    wanted = os.environ.get(PRECISION_VARIABLE)
+    if wanted is not None:
+        if wanted not in PRECISIONS:
+            raise ValueError(
+                f"{PRECISION_VARIABLE}: expected one of {', '.join(PRECISIONS)}, got {wanted!r}"
+            )
+        return wanted
     return DEFAULT_PRECISION if DEFAULT_PRECISION == "fp32" or bf16_supported() else "fp32"
 
 

@@ -21,7 +21,6 @@ from pyinstance.engine import (
     engine_info,
     make_engine,
     openvino_engine,
-    select,
     sessions,
 )
 from pyinstance.engine.export import BF16_DESCRIPTOR_TOLERANCE
@@ -112,12 +111,27 @@ def test_bf16_is_refused_where_the_cpu_lacks_it(tiny, tmp_path, monkeypatch) -> 
         OpenVinoEngine(*tiny, precision="int8", cache_dir=tmp_path)
 
 
-def test_the_default_engine_follows_bf16_support(monkeypatch) -> None:  # noqa: ANN001
-    monkeypatch.setattr(select, "default_precision", lambda: "bf16")
+def test_openvino_is_the_default_engine_and_computes_in_fp32_unless_told(
+    tiny, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
     assert default_engine() == "openvino" and engine_info()["default"] == "openvino"
-    monkeypatch.setattr(select, "default_precision", lambda: "fp32")
-    expected = "onnxruntime" if "onnxruntime" in available_engines() else "openvino"
-    assert default_engine() == expected
+    monkeypatch.delenv(openvino_engine.PRECISION_VARIABLE, raising=False)
+    assert make_engine(*tiny, cache_dir=tmp_path).precision == openvino_engine.DEFAULT_PRECISION
+    monkeypatch.setenv(openvino_engine.PRECISION_VARIABLE, "fp16")
+    with pytest.raises(ValueError, match="PYINSTANCE_OPENVINO_PRECISION: expected one of"):
+        make_engine(*tiny, cache_dir=tmp_path)
+    monkeypatch.setenv(openvino_engine.PRECISION_VARIABLE, "fp32")
+    assert make_engine(*tiny, cache_dir=tmp_path).precision == "fp32"
+    assert make_engine(*tiny, precision="fp32", cache_dir=tmp_path).precision == "fp32"
+
+
+@requires_bf16
+def test_the_precision_variable_reaches_engines_made_without_one(
+    tiny, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    monkeypatch.setenv(openvino_engine.PRECISION_VARIABLE, "bf16")
+    assert make_engine(*tiny, cache_dir=tmp_path).precision == "bf16"
+    assert engine_info()["openvino_precision"] == "bf16"
 
 
 def test_a_recurring_shape_gets_its_own_compiled_model(tiny, tmp_path) -> None:  # noqa: ANN001
