@@ -48,7 +48,7 @@ from pyinstance.calibration import learnt_postprocessing_fit
 from pyinstance.classify import augment_views, classify, fit_threshold
 from pyinstance.data import Manifest, load_image
 from pyinstance.data.images import decode_image, scaled_size
-from pyinstance.engine import available_engines, make_engine
+from pyinstance.engine import available_engines, default_engine, make_engine
 from pyinstance.eval import hits_from_labels, identification_metrics, open_set_rates
 from pyinstance.eval.evaluate import QuerySpec, read_queries
 from pyinstance.index import Describer, InstanceIndex
@@ -945,7 +945,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--threads", type=int, default=os.cpu_count() or 1,
         help="torch and onnxruntime threads (default: the cores, %(default)s)",
     )  # fmt: skip
-    parser.add_argument("--engine", choices=("torch", "onnxruntime"), default=available_engines()[-1],
+    parser.add_argument("--engine", choices=available_engines(), default=default_engine(),
                         help="inference engine of every network pass; default %(default)s")  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads < 1:
