@@ -12,8 +12,8 @@ configurations take turns within every repeat, so quiet and busy runs see the sa
 background. Wall and CPU time (this process, all its threads) are reported, with the
 machine's 1-minute load average: on a shared machine absolute milliseconds are inflated,
 the ratio measured in the same run is what counts. After each query of ours, its decode
-and its network run (the engine on the resized batch) are timed again on their own, in
-CPU time: ``decode CPU``, ``net CPU`` and ``rest CPU`` (the query's CPU minus both:
+and its network runs (the engine on the resized batch of each scale) are timed again on
+their own, in CPU time: ``decode CPU``, ``net CPU`` and ``rest CPU`` (the query's CPU minus both:
 resizing, normalising, checks, search, classification, Python) say where a query's CPU
 goes. The photos, the random references and the probe batches are seeded: runs compare.
 
@@ -189,8 +189,9 @@ def ours(identifier: Identifier, path: Path) -> tuple[str | None, dict[str, floa
 
 def stage_cpu(identifier: Identifier, path: Path) -> dict[str, float]:
     """CPU ms of two stages of ``ours`` on ``path``, timed apart from the pipeline right
-    after it: the decode (``decode cpu``) and the network on the resized batch (``net
-    cpu``, the engine's own run: its per-request thread budget, the fixed-shape session)."""
+    after it: the decode (``decode cpu``) and the network on the resized batch of every
+    scale of the recipe (``net cpu``, the engine's own runs: its per-request thread
+    budget, the fixed-shape sessions)."""
     describer = identifier.index.describer
     engine = describer._feature_engine or describer._descriptor_engine
     start = time.process_time()
@@ -198,11 +199,21 @@ def stage_cpu(identifier: Identifier, path: Path) -> dict[str, float]:
     decoded_at = time.process_time()
     cpu = {"decode cpu": (decoded_at - start) * 1e3}
     if engine is not None:
-        size = scaled_size(*decoded.full_size, identifier._longest)
-        pixels = resize(image_tensor(decoded.image), size)[None]
-        batch = normalize(pixels, describer.backbone.input_mean, describer.backbone.input_std)
+        recipe, image = describer.recipe, image_tensor(decoded.image)
+        # As the Identifier: windows, or a query side of its own with one descriptor per
+        # image, take the query at one scale; otherwise every scale of the recipe.
+        one_scale = recipe.query_windows is not None or (
+            recipe.query_max_side is not None and recipe.descriptors_per_image == 1
+        )
+        batches = []
+        for scale in (1.0,) if one_scale else recipe.scales:
+            size = scaled_size(*decoded.full_size, round(scale * recipe.query_side))
+            pixels = resize(image, size)[None]
+            mean, std = describer.backbone.input_mean, describer.backbone.input_std
+            batches.append(normalize(pixels, mean, std))
         start = time.process_time()
-        engine(batch)
+        for batch in batches:
+            engine(batch)
         cpu["net cpu"] = (time.process_time() - start) * 1e3
     return cpu
 
