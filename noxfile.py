@@ -219,7 +219,10 @@ MUTATION_TESTS = {
     ],
     "pyinstance/index/screen_cache.py": ["tests/index/test_screened_search.py"],
     "pyinstance/index/processed.py": ["tests/index/test_postprocess.py"],
-    "pyinstance/index/metadata.py": ["tests/index/test_metadata.py"],
+    "pyinstance/index/metadata.py": [
+        "tests/index/test_metadata.py",
+        "tests/index/test_metadata_fields.py",
+    ],
     "pyinstance/index/recipe.py": ["tests/index/test_recipe.py", "tests/index/test_pinned.py"],
     # Not test_crash.py (SIGKILLed writer processes, a minute a run), test_concurrency.py or
     # the CLI tests (processes); test_store_units.py checks the crash clean-up directly.
