@@ -223,7 +223,11 @@ MUTATION_TESTS = {
         "tests/index/test_metadata.py",
         "tests/index/test_metadata_fields.py",
     ],
-    "pyinstance/index/recipe.py": ["tests/index/test_recipe.py", "tests/index/test_pinned.py"],
+    "pyinstance/index/recipe.py": [
+        "tests/index/test_recipe.py",
+        "tests/index/test_recipe_fields.py",
+        "tests/index/test_pinned.py",
+    ],
     # Not test_crash.py (SIGKILLed writer processes, a minute a run), test_concurrency.py or
     # the CLI tests (processes); test_store_units.py checks the crash clean-up directly.
     "pyinstance/index/store.py": [
