@@ -140,3 +140,20 @@ def test_no_queries_and_k_beyond_the_live_rows() -> None:
     np.testing.assert_array_equal(
         found.labels, [[(rows[0, 0] - 100) % 2, (rows[0, 1] - 100) % 2, -1, -1]]
     )
+
+
+@pytest.mark.parametrize("k", [2, 4, 6])
+def test_exclusion_in_a_mostly_dead_snapshot(k) -> None:
+    # the search asks knn_dot for more neighbours until it may ask for all N - 1 rows
+    refs = _unit(30, 8, 5)
+    live = [0, 7, 13, 21, 29]
+    queries = _unit(3, 8, 6)
+    exclude = np.array([107, -1, 129])  # live rows 7 and 29 (row = slot + 100)
+    found = search_module.search(_snapshot(refs, live), queries, k, exclude=exclude)
+    kk = min(k, len(live) - 1)
+    for q, row in enumerate(exclude):
+        kept = [s for s in live if s + 100 != row]
+        scores, rows = _oracle(refs, kept, queries[q : q + 1, None], kk)
+        np.testing.assert_array_equal(found.rows[q, :kk], rows[0])
+        np.testing.assert_allclose(found.scores[q, :kk], scores[0], atol=1e-6)
+    assert (found.rows[:, kk:] == -1).all()
