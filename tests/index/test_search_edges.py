@@ -157,3 +157,15 @@ def test_exclusion_in_a_mostly_dead_snapshot(k) -> None:
         np.testing.assert_array_equal(found.rows[q, :kk], rows[0])
         np.testing.assert_allclose(found.scores[q, :kk], scores[0], atol=1e-6)
     assert (found.rows[:, kk:] == -1).all()
+
+
+@pytest.mark.parametrize("windows", [1, 2])
+def test_a_single_tombstone_is_never_found(windows) -> None:
+    refs = _unit(6, 4, 7)
+    live = [0, 1, 3, 4, 5]  # slot 2 removed
+    queries = np.stack([refs[2], refs[4]])[:, None].repeat(windows, axis=1)
+    found = search_module.search(_snapshot(refs, live), queries, 3)
+    scores, rows = _oracle(refs, live, queries, 3)
+    np.testing.assert_array_equal(found.rows, rows)
+    np.testing.assert_allclose(found.scores, scores, atol=1e-6)
+    np.testing.assert_array_equal(found.labels, (rows - 100) % 2)
