@@ -213,9 +213,12 @@ MUTATION_TESTS = {
         "tests/index/test_neighbours.py",
         "tests/index/test_search.py",
     ],
+    # test_screened_search.py: the int8 screen only changes speed, never an answer; only its
+    # count of screened calls notices a search that stops using it.
     "pyinstance/index/search.py": [
         "tests/index/test_search.py",
         "tests/index/test_search_edges.py",
+        "tests/index/test_screened_search.py",
     ],
     "pyinstance/index/screen_cache.py": ["tests/index/test_screened_search.py"],
     "pyinstance/index/processed.py": ["tests/index/test_postprocess.py"],
