@@ -169,3 +169,15 @@ def test_a_single_tombstone_is_never_found(windows) -> None:
     np.testing.assert_array_equal(found.rows, rows)
     np.testing.assert_allclose(found.scores, scores, atol=1e-6)
     np.testing.assert_array_equal(found.labels, (rows - 100) % 2)
+
+
+def test_exclusion_errors_list_the_first_five_missing_rows() -> None:
+    refs = _unit(3, 4, 8)
+    snapshot = _snapshot(refs, [0, 1, 2])
+    queries = _unit(7, 4, 9)
+    exclude = np.array([100, 5, 6, 7, 8, 9, 10])
+    with pytest.raises(ValueError, match=r"^exclude: row id\(s\) \[5, 6, 7, 8, 9\] are not live"):
+        search_module.search(snapshot, queries, 1, exclude=exclude)
+    empty = _snapshot(refs, [])
+    with pytest.raises(ValueError, match=r"^exclude: row id\(s\) \[100, 5, 6, 7, 8\] are not in"):
+        search_module.search(empty, queries, 1, exclude=exclude)
