@@ -181,3 +181,12 @@ def test_exclusion_errors_list_the_first_five_missing_rows() -> None:
     empty = _snapshot(refs, [])
     with pytest.raises(ValueError, match=r"^exclude: row id\(s\) \[100, 5, 6, 7, 8\] are not in"):
         search_module.search(empty, queries, 1, exclude=exclude)
+
+
+def test_one_live_row_and_padding() -> None:
+    refs = _unit(3, 4, 10)
+    found = search_module.search(_snapshot(refs, [2]), refs[:2], 3)
+    np.testing.assert_array_equal(found.rows, [[102, -1, -1]] * 2)
+    np.testing.assert_array_equal(found.labels, [[0, -1, -1]] * 2)
+    np.testing.assert_allclose(found.scores[:, 0], refs[:2] @ refs[2], atol=1e-6)
+    assert np.isneginf(found.scores[:, 1:]).all()
