@@ -384,3 +384,10 @@ def test_metadata_changes_count_commits(store: Store) -> None:
     assert store.instance_metadata() == {} and store.metadata_changes() == 4
     store.add(unit_rows(1, seed=4), records(["r"], "c"), metadata={"c": {"t": "é"}})
     assert store.instance_metadata() == {"c": {"t": "é"}} and store.metadata_changes() == 5
+
+
+def test_an_empty_snapshot_has_int64_rows_and_labels(store: Store) -> None:
+    snapshot = store.snapshot()
+    for array in (snapshot.slots, snapshot.rows, snapshot.labels):
+        assert array.shape == (0,) and array.dtype == np.int64
+    assert snapshot.descriptors.shape == (0, DIM) and snapshot.instances == ()
