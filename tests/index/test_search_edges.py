@@ -194,8 +194,7 @@ def test_one_live_row_and_padding() -> None:
 
 def test_a_search_of_no_live_rows_is_all_padding() -> None:
     refs = _unit(4, 4, 11)
-    for live in ([],):
-        found = search_module.search(_snapshot(refs, live), refs[:2], 3)
-        np.testing.assert_array_equal(found.rows, np.full((2, 3), -1))
-        np.testing.assert_array_equal(found.labels, np.full((2, 3), -1))
-        assert np.isneginf(found.scores).all() and found.labels.dtype == np.int64
+    found = search_module.search(_snapshot(refs, []), refs[:2], 3)
+    np.testing.assert_array_equal(found.rows, np.full((2, 3), -1))
+    np.testing.assert_array_equal(found.labels, np.full((2, 3), -1))
+    assert np.isneginf(found.scores).all() and found.labels.dtype == np.int64
