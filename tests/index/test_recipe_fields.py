@@ -140,3 +140,12 @@ def test_same_descriptors_compares_every_field_but_the_version() -> None:
     assert BASE.pyinstance_version != "0.0"  # the comparison did not drop it from the recipe
     for change in ({"model": "m.pt"}, {"head_params": {"p": 1}}, {"scales": (1.0, 0.5)}):
         assert not BASE.same_descriptors(BASE.with_(**change))
+
+
+def test_from_dict_fills_defaults_and_checks_scales_by_name() -> None:
+    recipe = Recipe.from_dict({"backbone": "b", "head": "h", "dim": 4})
+    assert recipe.scales == (1.0,) and recipe.query_windows is None
+    with pytest.raises(
+        ValueError, match=r"^recipe\.scales: expected a sequence of numbers, got 1\.0"
+    ):
+        Recipe.from_dict({"backbone": "b", "head": "h", "dim": 4, "scales": 1.0})
