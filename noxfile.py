@@ -213,14 +213,37 @@ MUTATION_TESTS = {
         "tests/index/test_neighbours.py",
         "tests/index/test_search.py",
     ],
+    # test_screened_search.py: the int8 screen only changes speed, never an answer; only its
+    # count of screened calls notices a search that stops using it.
     "pyinstance/index/search.py": [
         "tests/index/test_search.py",
         "tests/index/test_search_edges.py",
+        "tests/index/test_screened_search.py",
     ],
     "pyinstance/index/screen_cache.py": ["tests/index/test_screened_search.py"],
     "pyinstance/index/processed.py": ["tests/index/test_postprocess.py"],
-    "pyinstance/index/metadata.py": ["tests/index/test_metadata.py"],
-    "pyinstance/index/recipe.py": ["tests/index/test_recipe.py", "tests/index/test_pinned.py"],
+    "pyinstance/index/metadata.py": [
+        "tests/index/test_metadata.py",
+        "tests/index/test_metadata_fields.py",
+    ],
+    "pyinstance/index/recipe.py": [
+        "tests/index/test_recipe.py",
+        "tests/index/test_recipe_fields.py",
+        "tests/index/test_pinned.py",
+    ],
+    # Not test_crash.py (SIGKILLed writer processes, a minute a run), test_concurrency.py or
+    # the CLI tests (processes); test_store_units.py checks the crash clean-up directly.
+    "pyinstance/index/store.py": [
+        "tests/index/test_store.py",
+        "tests/index/test_store_lookup.py",
+        "tests/index/test_store_units.py",
+        "tests/index/test_pinned.py",
+        "tests/index/test_metadata.py",
+        "tests/index/test_postprocess.py",
+        "tests/index/test_search.py",
+        "tests/index/test_search_edges.py",
+        "tests/index/test_screened_search.py",
+    ],
 }
 
 

@@ -208,3 +208,19 @@ def test_save_deletes_temporaries_a_crashed_save_left(tmp_path: Path) -> None:
     os.utime(old, (past, past))
     cache_module._save(KnnScreen.of(unit_rows(10)), folder / "screen-0.bin", 0)
     assert sorted(p.name for p in folder.iterdir()) == [fresh.name, "screen-0.bin"]
+
+
+def test_a_search_with_tombstones_uses_the_screen_too(
+    tmp_path: Path, screened, monkeypatch, screened_calls: list[int]
+) -> None:
+    import pyinstance.index.instance_index as module
+
+    monkeypatch.setattr(module, "AUTO_COMPACT_FRACTION", 0.9)
+    with _filled(tmp_path / "ix") as index:
+        index.remove(instance="i3")  # tombstones: the search asks for more than k
+        for _ in range(2):  # the second search builds the screen, then uses it
+            found = index.search(unit_rows(2, seed=8), 5)
+        assert screened_calls and set(screened_calls) == {2}
+        want = plain(index, unit_rows(2, seed=8), 5, monkeypatch)
+        np.testing.assert_array_equal(found.rows, want[1])
+        np.testing.assert_array_equal(found.scores, want[0])

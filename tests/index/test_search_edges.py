@@ -140,3 +140,61 @@ def test_no_queries_and_k_beyond_the_live_rows() -> None:
     np.testing.assert_array_equal(
         found.labels, [[(rows[0, 0] - 100) % 2, (rows[0, 1] - 100) % 2, -1, -1]]
     )
+
+
+@pytest.mark.parametrize("k", [2, 4, 6])
+def test_exclusion_in_a_mostly_dead_snapshot(k) -> None:
+    # the search asks knn_dot for more neighbours until it may ask for all N - 1 rows
+    refs = _unit(30, 8, 5)
+    live = [0, 7, 13, 21, 29]
+    queries = _unit(3, 8, 6)
+    exclude = np.array([107, -1, 129])  # live rows 7 and 29 (row = slot + 100)
+    found = search_module.search(_snapshot(refs, live), queries, k, exclude=exclude)
+    kk = min(k, len(live) - 1)
+    for q, row in enumerate(exclude):
+        kept = [s for s in live if s + 100 != row]
+        scores, rows = _oracle(refs, kept, queries[q : q + 1, None], kk)
+        np.testing.assert_array_equal(found.rows[q, :kk], rows[0])
+        np.testing.assert_allclose(found.scores[q, :kk], scores[0], atol=1e-6)
+    assert (found.rows[:, kk:] == -1).all()
+
+
+@pytest.mark.parametrize("windows", [1, 2])
+def test_a_single_tombstone_is_never_found(windows) -> None:
+    refs = _unit(6, 4, 7)
+    live = [0, 1, 3, 4, 5]  # slot 2 removed
+    queries = np.stack([refs[2], refs[4]])[:, None].repeat(windows, axis=1)
+    found = search_module.search(_snapshot(refs, live), queries, 3)
+    scores, rows = _oracle(refs, live, queries, 3)
+    np.testing.assert_array_equal(found.rows, rows)
+    np.testing.assert_allclose(found.scores, scores, atol=1e-6)
+    np.testing.assert_array_equal(found.labels, (rows - 100) % 2)
+
+
+def test_exclusion_errors_list_the_first_five_missing_rows() -> None:
+    refs = _unit(3, 4, 8)
+    snapshot = _snapshot(refs, [0, 1, 2])
+    queries = _unit(7, 4, 9)
+    exclude = np.array([100, 5, 6, 7, 8, 9, 10])
+    with pytest.raises(ValueError, match=r"^exclude: row id\(s\) \[5, 6, 7, 8, 9\] are not live"):
+        search_module.search(snapshot, queries, 1, exclude=exclude)
+    empty = _snapshot(refs, [])
+    with pytest.raises(ValueError, match=r"^exclude: row id\(s\) \[100, 5, 6, 7, 8\] are not in"):
+        search_module.search(empty, queries, 1, exclude=exclude)
+
+
+def test_one_live_row_and_padding() -> None:
+    refs = _unit(3, 4, 10)
+    found = search_module.search(_snapshot(refs, [2]), refs[:2], 3)
+    np.testing.assert_array_equal(found.rows, [[102, -1, -1]] * 2)
+    np.testing.assert_array_equal(found.labels, [[0, -1, -1]] * 2)
+    np.testing.assert_allclose(found.scores[:, 0], refs[:2] @ refs[2], atol=1e-6)
+    assert np.isneginf(found.scores[:, 1:]).all()
+
+
+def test_a_search_of_no_live_rows_is_all_padding() -> None:
+    refs = _unit(4, 4, 11)
+    found = search_module.search(_snapshot(refs, []), refs[:2], 3)
+    np.testing.assert_array_equal(found.rows, np.full((2, 3), -1))
+    np.testing.assert_array_equal(found.labels, np.full((2, 3), -1))
+    assert np.isneginf(found.scores).all() and found.labels.dtype == np.int64

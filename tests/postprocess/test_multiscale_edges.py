@@ -167,3 +167,20 @@ def test_fit_pairs_default_and_errors_name_descriptors() -> None:
     np.testing.assert_array_equal(weights, expected)
     with pytest.raises(ValueError, match=r"^descriptors: expected a \(N, S, D\) array"):
         ScaleAggregation.fit_pairs(x[:, 0], [0], [1])
+
+
+def test_the_default_grid_has_ten_steps() -> None:
+    # data whose best weights lie on the 1/10 grid and not on a finer or coarser one
+    rng = np.random.default_rng(0)
+    anchors = _unit(rng.standard_normal((12, 2, 8)))
+    positives = anchors.copy()
+    positives[:, 0] = _unit(anchors[:, 0] + 1.0 * rng.standard_normal((12, 8)))
+    positives[:, 1] = _unit(anchors[:, 1] + 1.3 * rng.standard_normal((12, 8)))
+    x = np.concatenate([anchors, positives]).astype(np.float32)
+    queries, pairs = np.arange(12), np.arange(12, 24)
+    expected = _fit_oracle(x.astype(np.float64), queries, pairs, 10)
+    assert 0 < expected[0] < 1
+    learnt = ScaleAggregation.fit_pairs(x, queries, pairs).weights
+    np.testing.assert_allclose(learnt, expected, atol=1e-12)
+    finer = ScaleAggregation.fit_pairs(x, queries, pairs, steps=11).weights
+    assert not np.allclose(finer, expected)  # the data tells the grids apart

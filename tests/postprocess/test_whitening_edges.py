@@ -158,3 +158,20 @@ def test_pairs_and_apply_errors_name_the_argument(call, error, message) -> None:
     x = np.random.default_rng(10).standard_normal((20, 4))
     with pytest.raises(error, match=message):
         call(x)
+
+
+@pytest.mark.parametrize(("n", "power"), [(5, 1.0), (7, 0.5)])
+def test_fewer_rows_than_dimensions_match_the_covariance_eigenvectors(n, power) -> None:
+    # N < D takes the thin SVD of the rows; the answer is the D×D covariance's
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, 12)) * np.linspace(3.0, 0.5, 12) + 1.0
+    centred = x - x.mean(axis=0)
+    values, vectors = np.linalg.eigh(centred.T @ centred / n)
+    values, vectors = values[::-1][: n - 1], vectors[:, ::-1][:, : n - 1]
+    expected = vectors * values ** (-power / 2)
+    whitening = PCAWhitening.fit(x, power=power)
+    assert whitening.out_dim == n - 1
+    projection = whitening.projection.astype(np.float64)
+    signs = np.sign((projection * expected).sum(axis=0))
+    np.testing.assert_allclose(projection * signs, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(whitening.mean, x.mean(axis=0), rtol=1e-6)
