@@ -187,6 +187,7 @@ MUTATION_TESTS = {
             "tests/models/test_losses_pml.py",
             "tests/models/test_losses_small_batches.py",
             "tests/models/test_losses_dtypes.py",
+            "tests/models/test_losses_inputs_answers.py",
         ]
         for name in ("inputs", "pairs", "triplet", "classification", "combined")
     },
@@ -199,6 +200,12 @@ MUTATION_TESTS = {
         "tests/models/test_regions.py",
         "tests/models/test_regions_answers.py",
     ],
+    # Not the folder's whole-network tests (pretrained EfficientNet, VGG FCN: seconds per
+    # mutant): these files test each module with tiny modules and hand-computed answers.
+    "pyinstance/models/contracts.py": ["tests/models/test_contracts.py"],
+    "pyinstance/models/region_head.py": ["tests/models/test_region_head.py"],
+    "pyinstance/models/fcn.py": ["tests/models/test_pooled_dilated_conv.py"],
+    "pyinstance/models/backbone.py": ["tests/models/test_backbone_base.py"],
     "pyinstance/testing.py": [
         "tests/test_testing.py",
         "tests/test_testing_losses.py",
