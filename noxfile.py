@@ -203,9 +203,17 @@ MUTATION_TESTS = {
     # Not the folder's whole-network tests (pretrained EfficientNet, VGG FCN: seconds per
     # mutant): these files test each module with tiny modules and hand-computed answers.
     "pyinstance/models/contracts.py": ["tests/models/test_contracts.py"],
-    "pyinstance/models/region_head.py": ["tests/models/test_region_head.py"],
+    "pyinstance/models/region_head.py": [
+        "tests/models/test_region_head.py",
+        "tests/models/test_region_head_answers.py",
+    ],
     "pyinstance/models/fcn.py": ["tests/models/test_pooled_dilated_conv.py"],
     "pyinstance/models/backbone.py": ["tests/models/test_backbone_base.py"],
+    # Not the whole of tests/data/: test_images.py decodes real pictures; each of these
+    # modules has its own file.
+    "pyinstance/data/manifest.py": ["tests/data/test_manifest.py"],
+    "pyinstance/data/augment.py": ["tests/data/test_augment.py"],
+    "pyinstance/data/composite.py": ["tests/data/test_composite.py"],
     "pyinstance/testing.py": [
         "tests/test_testing.py",
         "tests/test_testing_losses.py",

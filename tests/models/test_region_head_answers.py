@@ -1,0 +1,54 @@
+"""The top-k region head with fixed weights against a hand computation, and the region
+loss's precision (float64 kept, half precision computed in float32)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pyinstance.models.region_head import TopKRegionHead, region_cross_entropy
+
+
+def _fixed_head() -> TopKRegionHead:
+    head = TopKRegionHead(2, num_classes=2, k=2).double()
+    with torch.no_grad():
+        head.classifier.weight.copy_(torch.eye(2)[..., None, None])  # class map = features
+        head.classifier.bias.zero_()
+        head.shift.copy_(torch.tensor([0.1, -0.2]))
+        head.linear.weight.copy_(torch.tensor([[1.0, 1.0], [1.0, -1.0]]))
+    return head
+
+
+def test_descriptor_locations_and_region_logits_by_hand():
+    # One image, one row of three locations: (3, 4), (1, 0), (0, 2). Location scores (the
+    # best class): 4, 1, 2 -> the top two are locations 0 and 2.
+    features = torch.tensor([[[[3.0, 1.0, 0.0]], [[4.0, 0.0, 2.0]]]], dtype=torch.float64)
+    regions = _fixed_head().forward_regions(features)
+    assert regions.locations.tolist() == [[0, 2]]
+    # (0.6, 0.8) + (0, 1) = (0.6, 1.8); + k·shift = (0.8, 1.4); W: (2.2, −0.6); normalised.
+    expected = torch.tensor([[2.2, -0.6]], dtype=torch.float64) / math.sqrt(5.2)
+    torch.testing.assert_close(regions.descriptors, expected, rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(
+        regions.region_logits, torch.tensor([[[3.0, 4.0], [0.0, 2.0]]], dtype=torch.float64)
+    )
+    # Label 1 for both regions: mean of log(1 + e^−1) and log(1 + e^−2).
+    loss = regions.region_loss(torch.tensor([1]))
+    assert loss.dtype == torch.float64
+    expected_loss = (math.log1p(math.exp(-1)) + math.log1p(math.exp(-2))) / 2
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_region_scores_are_computed_in_float32(dtype):
+    logits = torch.tensor([[[3.0, 4.0], [0.0, 2.0]]], dtype=dtype)
+    loss = region_cross_entropy(logits, torch.tensor([1]))
+    assert loss.dtype == torch.float32
+    expected = (math.log1p(math.exp(-1)) + math.log1p(math.exp(-2))) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_float32_region_scores_stay_float32():
+    logits = torch.tensor([[[3.0, 4.0], [0.0, 2.0]]])
+    assert region_cross_entropy(logits, torch.tensor([0])).dtype == torch.float32
