@@ -209,6 +209,7 @@ MUTATION_TESTS = {
     ],
     "pyinstance/models/fcn.py": ["tests/models/test_pooled_dilated_conv.py"],
     "pyinstance/models/backbone.py": ["tests/models/test_backbone_base.py"],
+    "pyinstance/models/resnet.py": ["tests/models/test_resnet_small.py"],
     # Not the whole of tests/data/: test_images.py decodes real pictures; each of these
     # modules has its own file.
     "pyinstance/data/manifest.py": ["tests/data/test_manifest.py"],
