@@ -162,3 +162,22 @@ def test_the_base_class_leaves_blocks_and_features_to_subclasses():
         Backbone().blocks()
     with pytest.raises(NotImplementedError):
         Backbone().forward_features(torch.zeros(1, 3, 4, 4))
+
+
+class _NeverFrozen(Backbone):
+    """A subclass that never calls ``set_trainable_from`` (a plugin may not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.BatchNorm2d(3)
+
+    def blocks(self) -> OrderedDict[str, nn.Module]:
+        return OrderedDict(stem=self.stem)
+
+
+def test_train_and_eval_without_any_freezing():
+    backbone = _NeverFrozen()
+    assert backbone.eval() is backbone
+    assert not backbone.training and not backbone.stem.training
+    backbone.train()
+    assert backbone.training and backbone.stem.training

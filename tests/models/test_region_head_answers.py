@@ -52,3 +52,30 @@ def test_half_precision_region_scores_are_computed_in_float32(dtype):
 def test_float32_region_scores_stay_float32():
     logits = torch.tensor([[[3.0, 4.0], [0.0, 2.0]]])
     assert region_cross_entropy(logits, torch.tensor([0])).dtype == torch.float32
+
+
+def test_forward_honours_valid_hw():
+    # Location 1 scores highest but lies outside the valid 1×1 corner of the first image.
+    features = torch.tensor([[[[3.0, 1.0, 0.0]], [[4.0, 0.0, 2.0]]]], dtype=torch.float64)
+    head = _fixed_head()
+    head.k = 1
+    saliency = torch.tensor([[[0.0, 5.0, 1.0]]], dtype=torch.float64)
+    valid_hw = torch.tensor([[1, 1]])
+    descriptors = head(features, saliency, valid_hw=valid_hw)
+    # Only location 0, (0.6, 0.8): + shift (0.7, 0.6); W: (1.3, 0.1); normalised.
+    expected = torch.tensor([[1.3, 0.1]], dtype=torch.float64) / math.sqrt(1.7)
+    torch.testing.assert_close(descriptors, expected, rtol=1e-7, atol=1e-7)
+    regions = head.forward_regions(features, saliency, valid_hw=valid_hw)
+    torch.testing.assert_close(descriptors, regions.descriptors)
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        (torch.zeros(2, 4, 4), r"^features: expected a B×C×H×W tensor, got \(2, 4, 4\)$"),
+        ([[0.0]], r"^features: expected a B×C×H×W tensor, got list$"),
+    ],
+)
+def test_bad_features_are_described(features, message):
+    with pytest.raises(ValueError, match=message):
+        TopKRegionHead(2, num_classes=2)(features)
