@@ -212,7 +212,10 @@ MUTATION_TESTS = {
     "pyinstance/models/resnet.py": ["tests/models/test_resnet_small.py"],
     # Not the whole of tests/data/: test_images.py decodes real pictures; each of these
     # modules has its own file.
-    "pyinstance/data/manifest.py": ["tests/data/test_manifest.py"],
+    "pyinstance/data/manifest.py": [
+        "tests/data/test_manifest.py",
+        "tests/data/test_manifest_answers.py",
+    ],
     "pyinstance/data/augment.py": ["tests/data/test_augment.py"],
     "pyinstance/data/composite.py": ["tests/data/test_composite.py"],
     "pyinstance/testing.py": [
