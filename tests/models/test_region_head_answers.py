@@ -79,3 +79,17 @@ def test_forward_honours_valid_hw():
 def test_bad_features_are_described(features, message):
     with pytest.raises(ValueError, match=message):
         TopKRegionHead(2, num_classes=2)(features)
+
+
+def test_default_classifier_has_imagenet_classes():
+    head = TopKRegionHead(8)
+    assert head.classifier.out_channels == 1000 and head.classifier.in_channels == 8
+
+
+def test_float64_features_through_a_float32_head():
+    head = _fixed_head().float()
+    features = torch.tensor([[[[3.0, 1.0, 0.0]], [[4.0, 0.0, 2.0]]]], dtype=torch.float64)
+    descriptors = head(features)
+    assert descriptors.dtype == torch.float32
+    expected = torch.tensor([[2.2, -0.6]]) / math.sqrt(5.2)
+    torch.testing.assert_close(descriptors, expected)
