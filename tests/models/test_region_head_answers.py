@@ -89,7 +89,7 @@ def test_default_classifier_has_imagenet_classes():
 def test_float64_features_through_a_float32_head():
     head = _fixed_head().float()
     features = torch.tensor([[[[3.0, 1.0, 0.0]], [[4.0, 0.0, 2.0]]]], dtype=torch.float64)
-    descriptors = head(features)
+    descriptors = head(features, features)  # the class map given: the features themselves
     assert descriptors.dtype == torch.float32
     expected = torch.tensor([[2.2, -0.6]]) / math.sqrt(5.2)
     torch.testing.assert_close(descriptors, expected)
