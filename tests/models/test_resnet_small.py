@@ -86,10 +86,14 @@ def test_zero_initialised_residuals_make_each_block_its_shortcut():
         block = model.layer2[0]
         shortcut = block.downsample[1](block.downsample[0](x))
         torch.testing.assert_close(block(x), torch.relu(shortcut))
-    bottleneck = ResNet(50).eval().layer1[1]
+    resnet50 = ResNet(50).eval()
+    bottleneck = resnet50.layer1[1]
     y = torch.rand(1, 256, 4, 4)
     with torch.no_grad():
         torch.testing.assert_close(bottleneck(y), y)
+        first = resnet50.layer1[0]  # 64 -> 256 channels: a projected shortcut
+        projected = first.downsample[1](first.downsample[0](x))
+        torch.testing.assert_close(first(x), torch.relu(projected))
 
 
 def test_blocks_and_freezing():
