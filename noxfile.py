@@ -215,8 +215,12 @@ MUTATION_TESTS = {
     "pyinstance/data/manifest.py": [
         "tests/data/test_manifest.py",
         "tests/data/test_manifest_answers.py",
+        "tests/data/test_manifest_csv.py",
     ],
-    "pyinstance/data/augment.py": ["tests/data/test_augment.py"],
+    "pyinstance/data/augment.py": [
+        "tests/data/test_augment.py",
+        "tests/data/test_augment_answers.py",
+    ],
     "pyinstance/data/composite.py": ["tests/data/test_composite.py"],
     "pyinstance/testing.py": [
         "tests/test_testing.py",

@@ -1,0 +1,22 @@
+"""Manifest CSV reading details written for mutation survivors: quoted line breaks kept
+verbatim, and an error in the header reported after line 1."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyinstance.data.manifest import Manifest
+
+
+def test_a_quoted_line_break_is_kept_verbatim(tmp_path):
+    path = tmp_path / "manifest.csv"
+    path.write_bytes(b'path,instance_id,split\r\na.jpg,"x\r\ny",reference\r\n')
+    (entry,) = Manifest.read(path, check_files=False)
+    assert entry.instance_id == "x\r\ny"
+
+
+def test_an_error_in_the_header_is_after_line_one(tmp_path):
+    path = tmp_path / "manifest.csv"
+    path.write_text("path" + "x" * 200_000 + ",instance_id,split\n")
+    with pytest.raises(ValueError, match=r"^manifest '.*': malformed CSV after line 1: "):
+        Manifest.read(path, check_files=False)
