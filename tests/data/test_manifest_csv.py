@@ -20,3 +20,14 @@ def test_an_error_in_the_header_is_after_line_one(tmp_path):
     path.write_text("path" + "x" * 200_000 + ",instance_id,split\n")
     with pytest.raises(ValueError, match=r"^manifest '.*': malformed CSV after line 1: "):
         Manifest.read(path, check_files=False)
+
+
+def test_a_missing_column_shows_the_expected_header(tmp_path):
+    path = tmp_path / "manifest.csv"
+    path.write_text("path,instance_id\na.jpg,a\n")
+    with pytest.raises(
+        ValueError,
+        match=r": missing column\(s\) split; found path, instance_id "
+        r"\(expected path,instance_id,split\[,query_set\]\)$",
+    ):
+        Manifest.read(path, check_files=False)
