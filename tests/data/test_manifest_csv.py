@@ -18,7 +18,8 @@ def test_a_quoted_line_break_is_kept_verbatim(tmp_path):
 def test_an_error_in_the_header_is_after_line_one(tmp_path):
     path = tmp_path / "manifest.csv"
     path.write_text("path" + "x" * 200_000 + ",instance_id,split\n")
-    with pytest.raises(ValueError, match=r"^manifest '.*': malformed CSV after line 1: "):
+    message = r"^manifest '.*': malformed CSV after line 1: field larger than field limit \(\d+\)$"
+    with pytest.raises(ValueError, match=message):
         Manifest.read(path, check_files=False)
 
 
@@ -31,3 +32,15 @@ def test_a_missing_column_shows_the_expected_header(tmp_path):
         r"\(expected path,instance_id,split\[,query_set\]\)$",
     ):
         Manifest.read(path, check_files=False)
+
+
+def test_a_skipped_row_keeps_its_whole_reason(tmp_path):
+    # The reason itself holds ": " (in the path): only the "manifest <file>:<line>: "
+    # prefix is cut.
+    path = tmp_path / "manifest.csv"
+    path.write_text("path,instance_id,split\n../x: y.jpg,a,reference\nb.jpg,b,query\n")
+    manifest = Manifest.read(path, check_files=False, skip_bad_rows=True)
+    assert [e.path.name for e in manifest] == ["b.jpg"]
+    (problem,) = manifest.skipped
+    assert problem.row == f"{path}:2"
+    assert problem.reason == "path must be relative to the manifest's folder, got '../x: y.jpg'"
