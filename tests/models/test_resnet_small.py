@@ -126,3 +126,11 @@ def test_bad_arguments_are_named(kwargs, message):
 
 def test_one_class_is_accepted():
     assert ResNet(18, num_classes=1).fc.out_channels == 1
+
+
+def test_blocks_default_to_stride_one_with_an_identity_shortcut():
+    basic, bottleneck = BasicBlock(64, 64), Bottleneck(256, 64)
+    assert basic.downsample is None and bottleneck.downsample is None
+    with torch.no_grad():
+        assert basic(torch.rand(1, 64, 6, 6)).shape == (1, 64, 6, 6)
+        assert bottleneck(torch.rand(1, 256, 6, 6)).shape == (1, 256, 6, 6)
