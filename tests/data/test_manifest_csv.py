@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyinstance.data.manifest import Manifest
+from pyinstance.data.manifest import Manifest, read_csv_rows
 
 
 def test_a_quoted_line_break_is_kept_verbatim(tmp_path):
@@ -44,3 +44,12 @@ def test_a_skipped_row_keeps_its_whole_reason(tmp_path):
     (problem,) = manifest.skipped
     assert problem.row == f"{path}:2"
     assert problem.reason == "path must be relative to the manifest's folder, got '../x: y.jpg'"
+
+
+def test_every_optional_column_is_shown_in_the_expected_header(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("b\n1\n")
+    with pytest.raises(
+        ValueError, match=r"missing column\(s\) a; found b \(expected a\[,b\]\[,c\]\)$"
+    ):
+        read_csv_rows(path, "rows", ("a",), ("b", "c"))
