@@ -36,3 +36,40 @@ def test_portrait_window_moves_with_crop_after_a_reduction(crop, top, bottom):
     assert out.size == (50, 100)
     grey = np.asarray(out.convert("L"))
     assert (grey[10, 25], grey[90, 25]) == (top, bottom)  # rows 10 and 90, middle column
+
+
+def _view(**changes) -> ViewParams:
+    values = {"flip": False, "angle": 0.0, "scale_x": 1.0, "scale_y": 1.0, "size": 24, "crop": 0.0}
+    values.update(changes)
+    return ViewParams(**values)
+
+
+def test_a_reduction_is_anti_aliased():
+    # A one-pixel checkerboard reduced 3.2 times: anti-aliased, it is an even grey; sampled
+    # without filtering, it would keep black and white pixels.
+    board = (np.indices((64, 64)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    image = Image.fromarray(np.repeat(board[..., None], 3, axis=2))
+    grey = np.asarray(Augmentation().apply(image, _view(size=20)).convert("L"), dtype=float)
+    assert grey.shape == (20, 20)
+    assert np.abs(grey - 127.5).max() < 20
+
+
+def test_a_quarter_turn_with_crop_one_is_still_the_transpose():
+    # Nothing is cropped (the view is the whole turned picture), so crop changes nothing.
+    image = Image.fromarray(np.arange(24 * 24 * 3, dtype=np.uint8).reshape(24, 24, 3))
+    view = Augmentation().apply(image, _view(angle=90.0, crop=1.0))
+    np.testing.assert_array_equal(
+        np.asarray(view), np.asarray(image.transpose(Image.Transpose.ROTATE_90))
+    )
+
+
+def test_a_capped_enlargement_of_one_axis_is_not_skipped():
+    # 100×100 stretched twice as wide, capped to 100×100 (max_aspect 1), crop 0: the view
+    # shows input columns 0..50 enlarged, so the black stripe at columns 40..60 lies at
+    # output columns 80..100.
+    image = Image.new("RGB", (100, 100), (255, 255, 255))
+    image.paste((0, 0, 0), (40, 0, 60, 100))
+    view = Augmentation(max_aspect=1.0).apply(image, _view(scale_x=2.0, size=100))
+    grey = np.asarray(view.convert("L"))
+    assert view.size == (100, 100)
+    assert (grey[50, 50], grey[50, 90]) == (255, 0)
