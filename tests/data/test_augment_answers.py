@@ -73,3 +73,20 @@ def test_a_capped_enlargement_of_one_axis_is_not_skipped():
     grey = np.asarray(view.convert("L"))
     assert view.size == (100, 100)
     assert (grey[50, 50], grey[50, 90]) == (255, 0)
+
+
+def test_a_quarter_turn_with_an_enlargement():
+    # A white block centred at (5, 7) in a black 24×24 picture; turned a quarter
+    # counter-clockwise it is centred at (7, 19), and enlarged twice (the view's smaller
+    # side 48) at (14, 38). Bilinear enlargement leaves grey at the block's edges.
+    picture = np.zeros((24, 24, 3), dtype=np.uint8)
+    picture[4:10, 2:8] = 255
+    view = Augmentation().apply(Image.fromarray(picture), _view(angle=90.0, size=48))
+    grey = np.asarray(view.convert("L"), dtype=float)
+    assert grey.shape == (48, 48)
+    ys, xs = np.nonzero(grey > 127)
+    assert (xs.mean() + 0.5, ys.mean() + 0.5) == (
+        pytest.approx(14, abs=1),
+        pytest.approx(38, abs=1),
+    )
+    assert ((grey > 0) & (grey < 255)).any()
