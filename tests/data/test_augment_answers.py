@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pyinstance.data.augment import Augmentation, ViewParams
+from pyinstance.data.augment import Augmentation, ViewParams, jitter_colour
 
 
 @pytest.mark.parametrize(
@@ -90,3 +90,28 @@ def test_a_quarter_turn_with_an_enlargement():
         pytest.approx(38, abs=1),
     )
     assert ((grey > 0) & (grey < 255)).any()
+
+
+@pytest.mark.parametrize(
+    ("factors", "name"),
+    [
+        ((-0.1, 1.0, 1.0, 0.0), "brightness"),
+        ((1.0, -0.1, 1.0, 0.0), "contrast"),
+        ((1.0, 1.0, -0.1, 0.0), "saturation"),
+        ((1.0, 1.0, 1.0, -0.6), "hue"),
+        ((1.0, 1.0, 1.0, 0.6), "hue"),
+    ],
+)
+def test_jitter_colour_refuses_each_factor_by_name(factors, name):
+    image = Image.new("RGB", (4, 4), (200, 40, 10))
+    with pytest.raises(ValueError, match=f"^{name}: expected"):
+        jitter_colour(image, *factors)
+
+
+def test_apply_shifts_the_hue():
+    # No geometry: the view is the colour jitter of the picture itself, hue included.
+    image = Image.new("RGB", (24, 24), (200, 40, 10))
+    view = Augmentation().apply(image, _view(hue=0.25))
+    expected = jitter_colour(image, 1.0, 1.0, 1.0, 0.25)
+    assert np.asarray(view)[0, 0].tolist() == np.asarray(expected)[0, 0].tolist()
+    assert np.asarray(view)[0, 0].tolist() != [200, 40, 10]
