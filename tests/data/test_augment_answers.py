@@ -115,3 +115,19 @@ def test_apply_shifts_the_hue():
     expected = jitter_colour(image, 1.0, 1.0, 1.0, 0.25)
     assert np.asarray(view)[0, 0].tolist() == np.asarray(expected)[0, 0].tolist()
     assert np.asarray(view)[0, 0].tolist() != [200, 40, 10]
+
+
+@pytest.mark.parametrize(
+    "factors", [(0.5, 0.5, 1.0, 0.0), (0.8, 0.8, 0.8, 0.0), (2.0, 2.0, 2.0, 0.0)]
+)
+def test_equal_factors_other_than_one_still_change_the_colours(factors):
+    image = Image.new("RGB", (4, 4), (50, 60, 70))
+    assert np.asarray(jitter_colour(image, *factors))[0, 0].tolist() != [50, 60, 70]
+
+
+def test_doubling_every_factor_by_hand():
+    # Grey levels weigh R, G, B 0.299, 0.587, 0.114. Brightness 2: (100, 120, 140);
+    # contrast 2 about the mean grey 2·58.15 = 116.3: (83.7, 123.7, 163.7); saturation 2
+    # about its grey level 116.3: (51.1, 131.1, 211.1), rounded.
+    image = Image.new("RGB", (4, 4), (50, 60, 70))
+    assert np.asarray(jitter_colour(image, 2.0, 2.0, 2.0, 0.0))[0, 0].tolist() == [51, 131, 211]
