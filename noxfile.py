@@ -187,6 +187,7 @@ MUTATION_TESTS = {
             "tests/models/test_losses_pml.py",
             "tests/models/test_losses_small_batches.py",
             "tests/models/test_losses_dtypes.py",
+            "tests/models/test_losses_inputs_answers.py",
         ]
         for name in ("inputs", "pairs", "triplet", "classification", "combined")
     },
@@ -199,6 +200,28 @@ MUTATION_TESTS = {
         "tests/models/test_regions.py",
         "tests/models/test_regions_answers.py",
     ],
+    # Not the folder's whole-network tests (pretrained EfficientNet, VGG FCN: seconds per
+    # mutant): these files test each module with tiny modules and hand-computed answers.
+    "pyinstance/models/contracts.py": ["tests/models/test_contracts.py"],
+    "pyinstance/models/region_head.py": [
+        "tests/models/test_region_head.py",
+        "tests/models/test_region_head_answers.py",
+    ],
+    "pyinstance/models/fcn.py": ["tests/models/test_pooled_dilated_conv.py"],
+    "pyinstance/models/backbone.py": ["tests/models/test_backbone_base.py"],
+    "pyinstance/models/resnet.py": ["tests/models/test_resnet_small.py"],
+    # Not the whole of tests/data/: test_images.py decodes real pictures; each of these
+    # modules has its own file.
+    "pyinstance/data/manifest.py": [
+        "tests/data/test_manifest.py",
+        "tests/data/test_manifest_answers.py",
+        "tests/data/test_manifest_csv.py",
+    ],
+    "pyinstance/data/augment.py": [
+        "tests/data/test_augment.py",
+        "tests/data/test_augment_answers.py",
+    ],
+    "pyinstance/data/composite.py": ["tests/data/test_composite.py"],
     "pyinstance/testing.py": [
         "tests/test_testing.py",
         "tests/test_testing_losses.py",

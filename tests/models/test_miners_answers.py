@@ -15,6 +15,7 @@ from pyinstance.models.miners import (
     RandomMiner,
     SemiHardMiner,
 )
+from pyinstance.ops._args import MAX_THREADS
 
 
 def _unit(rows: int, seed: int) -> torch.Tensor:
@@ -153,3 +154,14 @@ def test_the_bounds_themselves_are_accepted():
     assert BatchHardMiner(threads=1).options["threads"] == 1
     assert BatchAllMiner(seed=2**64 - 1).options["seed"] == 2**64 - 1
     assert RandomMiner(seed=2**64 - 1).seed == 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    "make", [BatchHardMiner, HardNegativeMiner, SemiHardMiner, BatchAllMiner, OfflineMiner]
+)
+def test_options_only_the_kernel_bounds_are_refused_at_construction(make):
+    # The miners check threads >= 1 themselves; the upper bound is the kernel's, reached
+    # by the construction probe with every option: a miner must not wait for training.
+    message = f"threads: expected None or an integer in [1, {MAX_THREADS}], got {MAX_THREADS + 1}"
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        make(threads=MAX_THREADS + 1)
