@@ -221,6 +221,25 @@ MUTATION_TESTS = {
     "pyinstance/index/processed.py": ["tests/index/test_postprocess.py"],
     "pyinstance/index/metadata.py": ["tests/index/test_metadata.py"],
     "pyinstance/index/recipe.py": ["tests/index/test_recipe.py", "tests/index/test_pinned.py"],
+    # tests/serve/ runs the service over a real index (a network per app, seconds to minutes
+    # per mutant) and in subprocesses and a browser; these files test it over fakes.
+    **{
+        f"pyinstance/serve/{name}.py": [
+            "tests/serve/test_app_units.py",
+            "tests/serve/test_serve_units.py",
+            "tests/serve/test_collection_units.py",
+        ]
+        for name in (
+            "app",
+            "collection",
+            "errors",
+            "heatmap",
+            "metrics",
+            "review",
+            "upload_folder",
+            "uploads",
+        )
+    },
 }
 
 
