@@ -169,6 +169,7 @@ MUTATION_TESTS = {
     "pyinstance/eval/evaluate.py": [
         "tests/eval/test_evaluate.py",
         "tests/eval/test_evaluate_units.py",
+        "tests/eval/test_evaluate_fake.py",
     ],
     "pyinstance/eval/objects.py": ["tests/eval/test_objects_metrics.py"],
     "pyinstance/eval/report.py": ["tests/eval/test_report_units.py"],
