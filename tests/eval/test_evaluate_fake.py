@@ -241,3 +241,14 @@ def test_evaluate_shows_progress_only_when_asked(setup, capsys: pytest.CaptureFi
     evaluate(setup["index"], setup["manifest"], progress=True)
     err = capsys.readouterr().err
     assert "evaluate" in err and "3/3" in err and "query" in err
+
+
+def test_metrics_with_two_references_recall_at_two() -> None:
+    # recall@min(5, 2): the reference at rank 2 counts; P@2 is not reported.
+    spec = QuerySpec(Path("q.jpg"), ("a",), None, None, "m.csv:2")
+    outcome = QueryOutcome(spec, ("a",), "b", 0.9, (), 4.0)
+    m = evaluate_module._metrics(
+        [outcome], np.array([[1, 0]]), np.array([0, 1]), {"a": 0, "b": 1}, 2, {}
+    )
+    assert m["recall_at_5"] == 1.0 and m["p_at_1"] == 0.0 and m["map"] == 0.5
+    assert "p_at_2" not in m and "recall_at_2" not in m

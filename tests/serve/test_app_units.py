@@ -1134,3 +1134,24 @@ def test_openapi_documents_the_upload_bodies(client: TestClient) -> None:
     patch_body = schema["paths"]["/v1/instances/{instance_id}"]["patch"]["requestBody"]
     assert "application/json" in patch_body["content"]
     assert "/" not in [p for p in schema["paths"]]
+
+
+def test_forms_carry_at_most_eight_text_fields(client: TestClient) -> None:
+    files = {"file": ("q.jpg", picture(), "image/jpeg")}
+    eight = {f"f{i}": "x" for i in range(8)}
+    assert client.post("/v1/identify", files=files, data=eight).status_code == 200
+    nine = {**eight, "f8": "x"}
+    assert error_of(client.post("/v1/identify", files=files, data=nine), 400, "bad_request")
+
+
+def test_unknown_answers_have_no_metadata(client: TestClient, world: World) -> None:
+    world.metadata["XXXX"] = {"never": "shown"}  # any name may be an instance id
+    client.app.state.collection.open()
+    world.result.instance = None
+    answer = identify(client).json()
+    assert answer["instance"] is None and answer["metadata"] == {}
+
+
+def test_review_below_defaults_to_one_half(world: World, tmp_path: Path) -> None:
+    with make_client(world, tmp_path, review_days=1) as client:
+        assert client.get("/v1/review", headers=AUTH).json()["below"] == 0.5
