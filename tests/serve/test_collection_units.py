@@ -418,3 +418,41 @@ def test_heat_map_refusals(rendered) -> None:
             HeatView(backbone, np.zeros((2, 5)), dim=5), Image.new("RGB", (8, 8)), "r/0"
         )
     assert rendered == [] and backbone.inputs == []
+
+
+def test_identifiers_differ_by_reranker(fake_index, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[Any] = []
+
+    class FakeIdentifier:
+        def __init__(self, view, *, classifier, threshold, top_k, multi, reranker):
+            made.append(reranker)
+
+    monkeypatch.setattr(collection_module, "Identifier", FakeIdentifier)
+    version = Version.pin(FakeIndex(Path("x"), "torch"))
+    first, second = object(), object()
+    one = version.identifier("c", 0.5, 3, False, first)
+    two = version.identifier("c", 0.5, 3, False, second)
+    assert one is not two and made == [first, second]
+    assert version.identifier("c", 0.5, 3, False, first) is one
+
+
+def test_writes_run_one_at_a_time_on_one_thread(fake_index, tmp_path: Path) -> None:
+    collection = Collection(tmp_path)
+    collection.open()
+    second_started = threading.Event()
+    seen: list[tuple[str, bool]] = []
+
+    def first(index) -> None:  # waits a while for the second write: it must not start
+        seen.append((threading.current_thread().name, second_started.wait(0.5)))
+
+    def second(index) -> None:
+        second_started.set()
+        seen.append((threading.current_thread().name, True))
+
+    async def both() -> None:
+        await asyncio.gather(collection.write(first), collection.write(second))
+
+    asyncio.run(both())
+    assert [overlapped for _, overlapped in seen] == [False, True]
+    assert seen[0][0] == seen[1][0]
+    collection.close()

@@ -542,3 +542,25 @@ def test_review_queue_longer_days_keep_older_items(tmp_path: Path) -> None:
         os.utime(tmp_path / "r" / name, (two_days, two_days))
     assert queue.purge() == 0
     assert [item["id"] for item in queue.items()] == [ID_A]
+
+
+def test_review_discard_of_an_item_deleted_meanwhile(tmp_path: Path, monkeypatch) -> None:
+    queue = ReviewQueue(tmp_path / "r", days=1, below=0.5)
+    queue.keep(ID_A, b"a", "jpg", ANSWER)
+    found = queue.get
+
+    def get_then_lose_the_photo(item_id: str):
+        record = found(item_id)
+        (tmp_path / "r" / f"{ID_A}.jpg").unlink()  # another request discarded it
+        return record
+
+    monkeypatch.setattr(queue, "get", get_then_lose_the_photo)
+    assert queue.discard(ID_A) is True
+    assert list((tmp_path / "r").iterdir()) == []
+
+
+def test_review_items_skip_unreadable_records(tmp_path: Path) -> None:
+    queue = ReviewQueue(tmp_path / "r", days=1, below=0.5)
+    queue.keep(ID_A, b"a", "jpg", ANSWER)
+    (tmp_path / "r" / "folder.json").mkdir()  # reading it is an OSError
+    assert [item["id"] for item in queue.items()] == [ID_A]
