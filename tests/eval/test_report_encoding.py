@@ -1,4 +1,5 @@
-"""The report is UTF-8 whatever the locale says (a page's dashes and names are not ASCII)."""
+"""Report details the unit tests leave open: the page is UTF-8 whatever the locale says
+(its dashes and names are not ASCII), and the heat map names a bad image."""
 
 from __future__ import annotations
 
@@ -33,3 +34,16 @@ def test_report_is_written_in_utf8_under_an_ascii_locale(tmp_path: Path) -> None
     assert "ascii" in done.stdout.lower().replace("ansi_x3.4-1968", "ascii")  # the locale was ASCII
     page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
     assert "index musée ✓" in page and "<td>–</td>" in page
+
+
+def test_attention_map_names_a_bad_image_image() -> None:
+    import pytest
+    import torch
+
+    from pyinstance.eval.report import attention_map
+
+    from .test_report_units import _describer, _Identity
+
+    describer = _describer(_Identity(), torch.nn.Identity(), 8)
+    with pytest.raises(TypeError, match="^image: expected a path, PIL image, numpy array"):
+        attention_map(describer, 42)

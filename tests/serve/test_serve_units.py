@@ -564,3 +564,26 @@ def test_review_items_skip_unreadable_records(tmp_path: Path) -> None:
     queue.keep(ID_A, b"a", "jpg", ANSWER)
     (tmp_path / "r" / "folder.json").mkdir()  # reading it is an OSError
     assert [item["id"] for item in queue.items()] == [ID_A]
+
+
+def test_review_purge_counts_items_by_their_records(tmp_path: Path) -> None:
+    folder = tmp_path / "r"
+    queue = ReviewQueue(folder, days=1, below=0.5)
+    for name in (f"{ID_A}.jpg", f"{ID_A}.json", f"{ID_B}.json", "c.json"):
+        (folder / name).write_bytes(b"{}")
+        os.utime(folder / name, (1.0, 1.0))
+    (folder / "gone.jpg").symlink_to(folder / "missing")  # vanishes under the purge
+    assert queue.purge() == 3
+    assert [p.name for p in folder.iterdir()] == ["gone.jpg"]
+
+
+def test_review_purge_limit_is_days_exactly(tmp_path: Path, monkeypatch) -> None:
+    now = 2_000_000_000.0
+    monkeypatch.setattr(time, "time", lambda: now)
+    folder = tmp_path / "r"
+    queue = ReviewQueue(folder, days=100, below=0.5)
+    for name, age in (("edge.json", 100 * 86400), ("old.json", 100 * 86400 + 50)):
+        (folder / name).write_bytes(b"{}")
+        os.utime(folder / name, (now - age, now - age))
+    assert queue.purge() == 1  # older than 100 days: purged; exactly 100 days: kept
+    assert [p.name for p in folder.iterdir()] == ["edge.json"]
