@@ -587,3 +587,19 @@ def test_review_purge_limit_is_days_exactly(tmp_path: Path, monkeypatch) -> None
         os.utime(folder / name, (now - age, now - age))
     assert queue.purge() == 1  # older than 100 days: purged; exactly 100 days: kept
     assert [p.name for p in folder.iterdir()] == ["edge.json"]
+
+
+def test_decode_image_names_the_image() -> None:
+    error = api_error(decode_image, b"", max_pixels=10, longest=10)
+    assert error.message == "image: empty; expected a JPEG, PNG or WebP image"
+    error = api_error(decode_image, b"junk", max_pixels=10, longest=10, name="x.jpg")
+    assert error.message == "x.jpg: not a JPEG, PNG or WebP image"
+
+
+def test_decode_image_drafts_jpegs_to_twice_the_longest_side() -> None:
+    # draft picks the largest JPEG reduction (1/2, 1/4, 1/8) keeping both sides >= 2 * longest
+    wide, tall = picture((1600, 400)), picture((400, 1600))
+    assert decode_image(wide, max_pixels=10**7, longest=100).size == (800, 200)
+    assert decode_image(tall, max_pixels=10**7, longest=100).size == (200, 800)
+    assert decode_image(tall, max_pixels=10**7, longest=99).size == (200, 800)
+    assert decode_image(tall, max_pixels=10**7, longest=25).size == (50, 200)
