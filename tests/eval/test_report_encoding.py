@@ -47,3 +47,17 @@ def test_attention_map_names_a_bad_image_image() -> None:
     describer = _describer(_Identity(), torch.nn.Identity(), 8)
     with pytest.raises(TypeError, match="^image: expected a path, PIL image, numpy array"):
         attention_map(describer, 42)
+
+
+def test_cards_are_one_after_the_other(tmp_path: Path) -> None:
+    import re
+
+    from pyinstance.eval.report import render_html
+
+    from .test_report_units import result as make_result
+
+    page = render_html(make_result.__wrapped__(tmp_path))
+    start = page.index('<div class="result ')
+    end = page.rindex("</div></div>") + len("</div></div>")
+    pieces = [p for p in re.split(r'(?=<div class="result )', page[start:end]) if p]
+    assert len(pieces) == 4 and all(p.endswith("</div></div>\n") for p in pieces[:-1])

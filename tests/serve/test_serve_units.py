@@ -603,3 +603,69 @@ def test_decode_image_drafts_jpegs_to_twice_the_longest_side() -> None:
     assert decode_image(tall, max_pixels=10**7, longest=100).size == (200, 800)
     assert decode_image(tall, max_pixels=10**7, longest=99).size == (200, 800)
     assert decode_image(tall, max_pixels=10**7, longest=25).size == (50, 200)
+
+
+def test_upload_folder_clean_does_not_wait_by_default(tmp_path: Path, monkeypatch) -> None:
+    import pyinstance.serve.upload_folder as upload_folder_module
+
+    slept: list[float] = []
+    monkeypatch.setattr(upload_folder_module.time, "sleep", slept.append)
+    folder = UploadFolder(tmp_path / "uploads")
+    with folder.writing():
+        folder.write("w.jpg", b"w")
+        done: list[int] = []
+        cleaner = threading.Thread(target=lambda: done.append(folder.clean([])))
+        cleaner.start()
+        cleaner.join()
+    assert done == [0] and slept == []
+    assert (folder.path / "w.jpg").exists()
+
+
+class _Clock:
+    """A fake clock for UploadFolder.clean: ``sleep`` moves it on and is recorded."""
+
+    def __init__(self, forbid_sleep: bool = False):
+        self.now, self.slept, self.forbid_sleep = 100.0, [], forbid_sleep
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        if self.forbid_sleep:
+            raise AssertionError(f"slept {seconds}")
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_upload_folder_clean_polls_every_50_ms_until_the_deadline(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import pyinstance.serve.upload_folder as upload_folder_module
+
+    folder = UploadFolder(tmp_path / "uploads")
+    clock = _Clock(forbid_sleep=True)  # no wait: gives up at once, without sleeping
+    monkeypatch.setattr(upload_folder_module, "time", clock)
+    with folder.writing():  # held: clean cannot take the exclusive lock
+        assert folder.clean([]) == 0
+        clock = _Clock()
+        monkeypatch.setattr(upload_folder_module, "time", clock)
+        assert folder.clean([], wait=0.5) == 0
+    assert set(clock.slept) == {0.05} and len(clock.slept) in (10, 11)  # float rounding
+
+
+def test_upload_folder_clean_of_a_file_removed_meanwhile(tmp_path: Path, monkeypatch) -> None:
+    import pyinstance.serve.upload_folder as upload_folder_module
+
+    folder = UploadFolder(tmp_path / "uploads")
+    with folder.writing():
+        orphan = folder.write("o.jpg", b"o")
+    realpath = os.path.realpath
+
+    def racing(path) -> str:  # another process removes the orphan first
+        if Path(path) == orphan and orphan.exists():
+            orphan.unlink()
+        return realpath(path)
+
+    monkeypatch.setattr(upload_folder_module.os.path, "realpath", racing)
+    assert folder.clean([]) == 1
+    assert not orphan.exists()
