@@ -21,6 +21,7 @@ print(sys.getfilesystemencoding(), __import__("locale").getpreferredencoding(Fal
 def test_report_is_written_in_utf8_under_an_ascii_locale(tmp_path: Path) -> None:
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
     env.pop("PYTHONIOENCODING", None)
+    env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)  # this pyinstance
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "report")],
         env=env,
@@ -61,3 +62,13 @@ def test_cards_are_one_after_the_other(tmp_path: Path) -> None:
     end = page.rindex("</div></div>") + len("</div></div>")
     pieces = [p for p in re.split(r'(?=<div class="result )', page[start:end]) if p]
     assert len(pieces) == 4 and all(p.endswith("</div></div>\n") for p in pieces[:-1])
+
+
+def test_problems_are_one_list_item_each(tmp_path: Path) -> None:
+    from pyinstance.data.manifest import RowProblem
+    from pyinstance.eval.evaluate import EvaluationResult
+    from pyinstance.eval.report import render_html
+
+    problems = [RowProblem("m.csv:2", "first"), RowProblem("m.csv:3", "second")]
+    page = render_html(EvaluationResult({}, [], problems, 0, "ix", {}, "nn", None))
+    assert '<ul class="problems"><li>m.csv:2: first</li><li>m.csv:3: second</li></ul>' in page

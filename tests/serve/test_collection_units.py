@@ -456,3 +456,11 @@ def test_writes_run_one_at_a_time_on_one_thread(fake_index, tmp_path: Path) -> N
     assert [overlapped for _, overlapped in seen] == [False, True]
     assert seen[0][0] == seen[1][0]
     collection.close()
+
+
+def test_heat_map_of_scales_whose_mean_is_shorter_than_one(rendered) -> None:
+    raw = np.zeros((2, 2, 4))
+    raw[0] = [[1.0, 0, 0, 0], [0, 1.0, 0, 0]]  # mean (0.5, 0.5, 0, 0): length 0.71
+    similarity_heatmap(HeatView(MapBackbone(FEATURES), raw), Image.new("RGB", (20, 20)), "r/0")
+    unit = np.array([1.0, 1.0, 0, 0]) / np.sqrt(2)
+    np.testing.assert_allclose(rendered[0]["scores"], expected_scores(unit), rtol=1e-6)
