@@ -169,6 +169,7 @@ MUTATION_TESTS = {
     "pyinstance/eval/evaluate.py": [
         "tests/eval/test_evaluate.py",
         "tests/eval/test_evaluate_units.py",
+        "tests/eval/test_evaluate_fake.py",
     ],
     "pyinstance/eval/objects.py": ["tests/eval/test_objects_metrics.py"],
     "pyinstance/eval/report.py": ["tests/eval/test_report_units.py"],
@@ -267,6 +268,25 @@ MUTATION_TESTS = {
         "tests/index/test_search_edges.py",
         "tests/index/test_screened_search.py",
     ],
+    # tests/serve/ runs the service over a real index (a network per app, seconds to minutes
+    # per mutant) and in subprocesses and a browser; these files test it over fakes.
+    **{
+        f"pyinstance/serve/{name}.py": [
+            "tests/serve/test_app_units.py",
+            "tests/serve/test_serve_units.py",
+            "tests/serve/test_collection_units.py",
+        ]
+        for name in (
+            "app",
+            "collection",
+            "errors",
+            "heatmap",
+            "metrics",
+            "review",
+            "upload_folder",
+            "uploads",
+        )
+    },
 }
 
 
