@@ -26,6 +26,7 @@ from pyinstance.classify import ThresholdFit, augment_views, fit_threshold
 from pyinstance.classify.openset import PostProcessingFit
 from pyinstance.data.images import ImageDecodeError, load_image
 from pyinstance.index import InstanceIndex
+from pyinstance.index.thresholds import calibrated
 from pyinstance.rerank import describe_reranker, resolve_reranker
 
 #: Augmented views described per reference of an instance with a single reference.
@@ -48,8 +49,10 @@ def calibrate(
     """Fit the threshold of ``classifier`` on ``index`` and store both as its defaults.
 
     Args:
-        index: an open index (written: settings ``classifier``, ``classifier_options``,
-            ``threshold`` and ``threshold_fit``, in one commit each).
+        index: an open index (written in one commit: settings ``classifier``,
+            ``classifier_options``, ``reranker``, ``threshold``, ``threshold_fit`` and
+            ``threshold_calibrated_on``, what the threshold is calibrated on: whether the
+            collection is searched whitened, see :mod:`pyinstance.index.thresholds`).
         classifier: a registered classifier name.
         target_far: the share of unknown photos to accept, in [0, 1).
         views: augmented views per reference of single-reference instances (0: none).
@@ -95,11 +98,15 @@ def calibrate(
         reranker=scorer,
         refit=refit,
     )
-    index.set_setting("classifier", classifier)
-    index.set_setting("classifier_options", dict(classifier_options or {}))
-    index.set_setting("reranker", describe_reranker(reranker))
-    index.set_setting("threshold_fit", fit.to_dict())
-    index.set_setting("threshold", fit.threshold)
+    index.set_settings(
+        {
+            "classifier": classifier,
+            "classifier_options": dict(classifier_options or {}),
+            "reranker": describe_reranker(reranker),
+            "threshold_fit": fit.to_dict(),
+            **calibrated(index, "threshold", fit.threshold),
+        }
+    )
     return fit
 
 
