@@ -155,7 +155,7 @@ class ObjectFinder:
             raise ValueError(f"index: {str(index.path)!r} holds no reference images")
         if threshold is None:
             threshold = index.get_setting(THRESHOLD_SETTING)
-            check_fresh(index, THRESHOLD_SETTING, "a threshold")
+            check_fresh(index, THRESHOLD_SETTING, "one explicitly (identify --objects-threshold)")
         if threshold is None:
             raise ValueError(
                 f"threshold: the index {str(index.path)!r} has no fitted objects threshold; "
