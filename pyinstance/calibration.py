@@ -9,11 +9,14 @@ the default of :class:`pyinstance.identification.Identifier`, together with the 
 When the recipe learns its post-processing from the references (a whitening fitted on the
 collection), the fit gets the raw descriptors and refits it in every search on the
 references searched, so that held-out references and views are as foreign to it as real
-queries are (see :mod:`pyinstance.classify.openset`).
+queries are (see :mod:`pyinstance.classify.openset`). The folds follow the index: a
+whitening the index applies is fitted in every fold, even one holding fewer references than
+its ``min_references``, and one the index skips for the collection's size is skipped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,6 +30,7 @@ from pyinstance.classify.openset import PostProcessingFit
 from pyinstance.data.images import ImageDecodeError, load_image
 from pyinstance.index import InstanceIndex
 from pyinstance.index.thresholds import calibrated
+from pyinstance.postprocess import PostProcessConfig
 from pyinstance.rerank import describe_reranker, resolve_reranker
 
 #: Augmented views described per reference of an instance with a single reference.
@@ -144,7 +148,7 @@ def learnt_postprocessing_fit(index: InstanceIndex, labels: np.ndarray) -> PostP
     :func:`pyinstance.classify.fit_threshold` takes it (``refit``; ``labels``: the index's
     :meth:`~InstanceIndex.labels`); None when the recipe learns nothing from them."""
     recipe = index.recipe
-    config = recipe.postprocessing
+    config = _as_searched(recipe.postprocessing, index.whitened)
     if not recipe.postprocess or not config.learnt:
         return None
     sets = np.asarray(index.raw_descriptors(), dtype=np.float32).reshape(
@@ -164,6 +168,17 @@ def learnt_postprocessing_fit(index: InstanceIndex, labels: np.ndarray) -> PostP
         return _whole(references), postprocess
 
     return refit
+
+
+def _as_searched(config: PostProcessConfig, whitened: bool) -> PostProcessConfig:
+    """``config`` as the index applies it now, for refits on subsets of its references: a
+    fold holds fewer references than the index, maybe fewer than the whitening's
+    ``min_references``, yet the threshold is for the index's searches, so a whitening the
+    index applies is fitted in every fold and one it skips is skipped in every fold."""
+    if config.whiten is None or config.whiten.min_references is None:
+        return config
+    whiten = dataclasses.replace(config.whiten, min_references=None) if whitened else None
+    return dataclasses.replace(config, whiten=whiten)
 
 
 def _whole(sets: np.ndarray) -> np.ndarray:

@@ -169,3 +169,23 @@ def test_index_info_and_remove_say_the_threshold_is_stale(
     assert "stale threshold" in out and "calibrate" in out
     assert main(["index", "info", path, "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)["stale_thresholds"]) == {"threshold"}
+
+
+@pytest.mark.parametrize(
+    ("references", "same_as"),
+    [
+        (WHITEN_MIN_REFERENCES, {"whiten": {}}),  # whitened: every fold whitens
+        (WHITEN_MIN_REFERENCES - 1, {}),  # skipped: no fold whitens
+    ],
+)
+def test_calibration_folds_search_as_the_index_does_at_the_whitening_size(
+    tmp_path: Path, references: int, same_as: dict
+) -> None:
+    """Leave-out folds hold fewer references than ``min_references`` near the boundary;
+    the threshold must still be fitted on the similarities the index's searches give."""
+    fits = []
+    for name, recipe in (("default", RECIPE), ("plain", tiny_recipe().with_(postprocess=same_as))):
+        with InstanceIndex.create(tmp_path / name, recipe) as index:
+            _add(index, 0, references, seed=0)
+            fits.append(calibrate(index, target_far=0.05, views=0).to_dict())
+    assert fits[0] == fits[1]
