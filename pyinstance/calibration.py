@@ -9,11 +9,14 @@ the default of :class:`pyinstance.identification.Identifier`, together with the 
 When the recipe learns its post-processing from the references (a whitening fitted on the
 collection), the fit gets the raw descriptors and refits it in every search on the
 references searched, so that held-out references and views are as foreign to it as real
-queries are (see :mod:`pyinstance.classify.openset`).
+queries are (see :mod:`pyinstance.classify.openset`). The folds follow the index: a
+whitening the index applies is fitted in every fold, even one holding fewer references than
+its ``min_references``, and one the index skips for the collection's size is skipped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -26,6 +29,8 @@ from pyinstance.classify import ThresholdFit, augment_views, fit_threshold
 from pyinstance.classify.openset import PostProcessingFit
 from pyinstance.data.images import ImageDecodeError, load_image
 from pyinstance.index import InstanceIndex
+from pyinstance.index.thresholds import calibrated
+from pyinstance.postprocess import PostProcessConfig
 from pyinstance.rerank import describe_reranker, resolve_reranker
 
 #: Augmented views described per reference of an instance with a single reference.
@@ -48,8 +53,10 @@ def calibrate(
     """Fit the threshold of ``classifier`` on ``index`` and store both as its defaults.
 
     Args:
-        index: an open index (written: settings ``classifier``, ``classifier_options``,
-            ``threshold`` and ``threshold_fit``, in one commit each).
+        index: an open index (written in one commit: settings ``classifier``,
+            ``classifier_options``, ``reranker``, ``threshold``, ``threshold_fit`` and
+            ``threshold_calibrated_on``, what the threshold is calibrated on: whether the
+            collection is searched whitened, see :mod:`pyinstance.index.thresholds`).
         classifier: a registered classifier name.
         target_far: the share of unknown photos to accept, in [0, 1).
         views: augmented views per reference of single-reference instances (0: none).
@@ -95,11 +102,15 @@ def calibrate(
         reranker=scorer,
         refit=refit,
     )
-    index.set_setting("classifier", classifier)
-    index.set_setting("classifier_options", dict(classifier_options or {}))
-    index.set_setting("reranker", describe_reranker(reranker))
-    index.set_setting("threshold_fit", fit.to_dict())
-    index.set_setting("threshold", fit.threshold)
+    index.set_settings(
+        {
+            "classifier": classifier,
+            "classifier_options": dict(classifier_options or {}),
+            "reranker": describe_reranker(reranker),
+            "threshold_fit": fit.to_dict(),
+            **calibrated(index, "threshold", fit.threshold),
+        }
+    )
     return fit
 
 
@@ -137,7 +148,7 @@ def learnt_postprocessing_fit(index: InstanceIndex, labels: np.ndarray) -> PostP
     :func:`pyinstance.classify.fit_threshold` takes it (``refit``; ``labels``: the index's
     :meth:`~InstanceIndex.labels`); None when the recipe learns nothing from them."""
     recipe = index.recipe
-    config = recipe.postprocessing
+    config = _as_searched(recipe.postprocessing, index.whitened)
     if not recipe.postprocess or not config.learnt:
         return None
     sets = np.asarray(index.raw_descriptors(), dtype=np.float32).reshape(
@@ -157,6 +168,17 @@ def learnt_postprocessing_fit(index: InstanceIndex, labels: np.ndarray) -> PostP
         return _whole(references), postprocess
 
     return refit
+
+
+def _as_searched(config: PostProcessConfig, whitened: bool) -> PostProcessConfig:
+    """``config`` as the index applies it now, for refits on subsets of its references: a
+    fold holds fewer references than the index, maybe fewer than the whitening's
+    ``min_references``, yet the threshold is for the index's searches, so a whitening the
+    index applies is fitted in every fold and one it skips is skipped in every fold."""
+    if config.whiten is None or config.whiten.min_references is None:
+        return config
+    whiten = dataclasses.replace(config.whiten, min_references=None) if whitened else None
+    return dataclasses.replace(config, whiten=whiten)
 
 
 def _whole(sets: np.ndarray) -> np.ndarray:

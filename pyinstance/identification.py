@@ -20,6 +20,7 @@ import torch
 from pyinstance.classify import Prediction, Reranking, classify
 from pyinstance.data.images import ImageLike, decode_image, scaled_size
 from pyinstance.index import InstanceIndex, Neighbours
+from pyinstance.index.thresholds import check_fresh
 from pyinstance.models.regions import pool_windows
 from pyinstance.objects import DetectedObject, ObjectFinder
 from pyinstance.rerank import describe_reranker, resolve_reranker
@@ -142,6 +143,7 @@ class Identifier:
             reranker = None
         if threshold is None:
             threshold = index.get_setting("threshold")
+            check_fresh(index, "threshold", "a threshold (0: none)")
             if threshold is not None and describe_reranker(reranker) != stored_reranker:
                 raise ThresholdMismatchError(
                     f"threshold: the index's threshold was fitted "

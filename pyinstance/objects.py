@@ -31,6 +31,7 @@ from pyinstance.classify.openset import threshold_for_far
 from pyinstance.data.composite import SceneComposer
 from pyinstance.data.images import DecodedImage, decode_image, image_tensor, scaled_size
 from pyinstance.index import InstanceIndex
+from pyinstance.index.thresholds import calibrated, check_fresh
 from pyinstance.models.regions import pool_boxes, window_boxes
 
 #: The views searched after the whole photo: ``(start, end)`` fractions of its longer side.
@@ -154,6 +155,7 @@ class ObjectFinder:
             raise ValueError(f"index: {str(index.path)!r} holds no reference images")
         if threshold is None:
             threshold = index.get_setting(THRESHOLD_SETTING)
+            check_fresh(index, THRESHOLD_SETTING, "one explicitly (identify --objects-threshold)")
         if threshold is None:
             raise ValueError(
                 f"threshold: the index {str(index.path)!r} has no fitted objects threshold; "
@@ -369,8 +371,12 @@ def calibrate_objects(
         recall=float(np.mean(np.array(true_best) >= threshold)) if true_best else float("nan"),
         photos=len(photos),
     )
-    index.set_setting(THRESHOLD_SETTING, threshold)
-    index.set_setting(THRESHOLD_SETTING + "_fit", fit.to_dict())
+    index.set_settings(
+        {
+            **calibrated(index, THRESHOLD_SETTING, threshold),
+            THRESHOLD_SETTING + "_fit": fit.to_dict(),
+        }
+    )
     return fit
 
 

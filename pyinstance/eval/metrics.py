@@ -388,12 +388,10 @@ def micro_average_precision(
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    _, inverse, counts = np.unique(values[order], return_inverse=True, return_counts=True)
+    """The 1-based ascending ranks of a 1-D array, tied values sharing their mean rank."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     starts = np.cumsum(counts) - counts
-    ranks = np.empty(values.size)
-    ranks[order] = (starts + (counts + 1) / 2.0)[inverse]
-    return ranks
+    return (starts + (counts + 1) / 2.0)[inverse]
 
 
 def open_set_auroc(confidence: Any, known: Any) -> float:

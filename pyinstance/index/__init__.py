@@ -15,6 +15,7 @@ from pyinstance.index.store import (
     IndexNotFoundError,
     IndexWriteError,
 )
+from pyinstance.index.thresholds import StaleThresholdError
 
 __all__ = [
     "AUTO_COMPACT_FRACTION",
@@ -32,4 +33,5 @@ __all__ = [
     "Neighbours",
     "Recipe",
     "StalePostProcessingError",
+    "StaleThresholdError",
 ]

@@ -439,6 +439,7 @@ def _summary(
         "size_on_disk": info["size_on_disk"],
         "instances_with_metadata": len(index.metadata()),
         "whitening_skipped": info["whitening_skipped"],
+        "stale_thresholds": info["stale_thresholds"],
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -459,6 +460,7 @@ def _summary(
     if info["whitening_skipped"] is not None:
         table.add_row("whitening", info["whitening_skipped"])
     console.print(table)
+    _warn_stale(console, info)
     for skip in report.skipped[:_SHOWN_SKIPS]:
         console.print(
             f"[yellow]skipped[/yellow] {escape(skip.path)}: {escape(skip.reason)}",
@@ -478,13 +480,19 @@ def _remove(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(
             json.dumps(
-                {"removed": removed, "images": info["images"], "instances": info["instances"]}
+                {
+                    "removed": removed,
+                    "images": info["images"],
+                    "instances": info["instances"],
+                    "stale_thresholds": info["stale_thresholds"],
+                }
             )
         )
     else:
         console.print(
             f"removed {removed} image(s); {info['images']} image(s) of {info['instances']} instance(s) remain"
         )
+        _warn_stale(console, info)
     return 0
 
 
@@ -536,7 +544,19 @@ def _info(args: argparse.Namespace, console: Console) -> int:
     for key, value in sorted(info["settings"].items()):
         table.add_row(f"setting {key}", json.dumps(value))
     console.print(table)
+    _warn_stale(console, info)
     return 0
+
+
+def _warn_stale(console: Console, info: dict[str, Any]) -> None:
+    """One warning per stored threshold that no longer fits the collection's score space."""
+    for setting, reason in info["stale_thresholds"].items():
+        console.print(
+            f"[yellow]stale {setting}[/yellow]: {escape(reason)}",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _size(count: float) -> str:

@@ -23,6 +23,7 @@ from pyinstance.index.processed import (
     processed_view,
     refit_function,
     search_sets,
+    searches_whitened,
     whitening_set_state,
 )
 from pyinstance.index.recipe import DEFAULT_RECIPE, Recipe
@@ -30,6 +31,7 @@ from pyinstance.index.report import AddReport
 from pyinstance.index.search import check_queries, search
 from pyinstance.index.sources import Source, SourceImage, collect, file_sha256
 from pyinstance.index.store import ImageRecord, Snapshot, Store, from_storage
+from pyinstance.index.thresholds import THRESHOLD_SETTINGS, stale_reason
 from pyinstance.postprocess.pipeline import state_fitted_on, whitening_skipped
 
 #: Compact automatically once this fraction of the descriptor rows are tombstones.
@@ -614,6 +616,17 @@ class InstanceIndex:
         """Store a JSON-able setting in one commit (``None`` deletes it)."""
         self._store.set_settings({key: value})
 
+    def set_settings(self, values: Mapping[str, Any]) -> None:
+        """Store JSON-able settings by key in one commit (a ``None`` value deletes its key)."""
+        self._store.set_settings(values)
+
+    @property
+    def whitened(self) -> bool:
+        """Whether searches of the committed collection whiten: the recipe whitens and its
+        whitening is fitted (one learnt from the collection is skipped while it holds fewer
+        than ``min_references`` references)."""
+        return searches_whitened(self.recipe, self._store.snapshot())
+
     def info(self) -> dict[str, Any]:
         """images, instances, version, recipe, size_on_disk and more, JSON-able."""
         snapshot = self._store.snapshot()
@@ -644,6 +657,11 @@ class InstanceIndex:
                 else None
             ),
             "collection": snapshot.collection,
+            "stale_thresholds": {
+                setting: reason
+                for setting in THRESHOLD_SETTINGS
+                if (reason := stale_reason(self, setting)) is not None
+            },
             "metadata_changes": self._store.metadata_changes(),
             "size_on_disk": self._store.size_on_disk(),
         }

@@ -18,7 +18,11 @@ from pyinstance.index.recipe import Recipe
 from pyinstance.index.search import check_k
 from pyinstance.index.store import Refit, Snapshot, from_storage
 from pyinstance.postprocess import FittedPostProcessing, multiscale_scores
-from pyinstance.postprocess.pipeline import scale_weights_state, whitening_state
+from pyinstance.postprocess.pipeline import (
+    scale_weights_state,
+    whitening_skipped,
+    whitening_state,
+)
 
 #: Key of the fitted whitening in the index's ``fitted`` table.
 WHITENING_KEY = "whitening"
@@ -81,6 +85,15 @@ def whitening_set_state(
         raise ValueError(f"{name}: the recipe does not whiten with a separate set (fit_on)")
     whitening = config.whiten.fit_separate(rows, name)
     return {WHITENING_SET_KEY: whitening_state(whitening, fitted_on)}
+
+
+def searches_whitened(recipe: Recipe, snapshot: Snapshot) -> bool:
+    """Whether searches of ``snapshot`` whiten: the recipe whitens and a whitening is
+    stored (one learnt from the collection is skipped below its ``min_references``)."""
+    config = recipe.postprocessing
+    key = WHITENING_SET_KEY if config.separate_whitening else WHITENING_KEY
+    stored = snapshot.fitted.get(key)
+    return config.whiten is not None and stored is not None and whitening_skipped(stored[1]) is None
 
 
 def _fitted(recipe: Recipe, snapshot: Snapshot, path: str) -> FittedPostProcessing | None:

@@ -48,17 +48,13 @@ def _scale_sets(value: Any, name: str) -> np.ndarray:
     return as_float_array(value, name, 3, "(N, S, D)")
 
 
-def _weights(value: Any, n_scales: int | None = None) -> np.ndarray:
+def _weights(value: Any) -> np.ndarray:
     weights = np.asarray(value, dtype=np.float64)
     if weights.ndim != 1 or weights.size == 0:
         raise ValueError(f"weights: expected a non-empty 1-D array, got shape {weights.shape}")
     if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(
             f"weights: expected finite non-negative weights, not all zero, got {weights.tolist()}"
-        )
-    if n_scales is not None and weights.size != n_scales:
-        raise ValueError(
-            f"weights: expected {n_scales} weights (one per scale), got {weights.size}"
         )
     return weights / weights.sum()
 

@@ -4,7 +4,10 @@ Endpoints (JSON; errors are ``{"error": {"code", "message"}}`` with a 4xx status
 
 - ``POST /v1/identify`` (multipart ``file`` or a raw ``image/jpeg|png|webp`` body;
   ``top_k``, ``threshold``, ``classifier``): instance or null, confidence, top-k instances
-  with scores and reference thumbnail URLs, milliseconds by stage, index version.
+  with scores and reference thumbnail URLs, milliseconds by stage, index version. Without
+  a ``threshold``, the index's calibrated one; 409 ``threshold_stale`` when the collection's
+  whitening switched on or off since it was calibrated (``GET /v1/info``:
+  ``stale_thresholds``), until ``pyinstance calibrate`` runs again or a threshold is given.
 - ``GET /v1/instances[?q=]``, ``GET /v1/instances/{id}``,
   ``GET /v1/images/{image_id}/thumbnail`` (JPEG).
 - With ``Authorization: Bearer <token>`` (``$PYINSTANCE_API_TOKEN`` or ``--token-file``;

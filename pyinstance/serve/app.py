@@ -29,6 +29,7 @@ from starlette.datastructures import UploadFile
 
 from pyinstance.identification import ThresholdMismatchError
 from pyinstance.index.metadata import check_fields
+from pyinstance.index.thresholds import StaleThresholdError
 from pyinstance.objects import THRESHOLD_SETTING as OBJECTS_THRESHOLD
 from pyinstance.plugins import PluginError
 from pyinstance.rerank import resolve_reranker
@@ -356,6 +357,8 @@ def create_app(
                 identifier = pinned.identifier(classifier, threshold, top_k, multi, chosen)
             except ThresholdMismatchError as error:
                 raise ApiError(409, "threshold_mismatch", str(error)) from error
+            except StaleThresholdError as error:
+                raise ApiError(409, "threshold_stale", str(error)) from error
             except (PluginError, KeyError) as error:
                 raise ApiError(400, "unknown_classifier", str(error).strip("'\"")) from error
             except ValueError as error:
@@ -782,6 +785,7 @@ def create_app(
             "instances": details["instances"],
             "recipe": details["recipe"],
             "settings": details["settings"],
+            "stale_thresholds": details["stale_thresholds"],
             "classifier": pinned.default_classifier,
             "engine": pinned.view.describer.engine,
             "pyinstance_version": details["pyinstance_version"],

@@ -16,6 +16,8 @@ import pyinstance
 from pyinstance.calibration import calibrate
 from pyinstance.eval.evaluate import evaluate
 from pyinstance.index import InstanceIndex
+from pyinstance.models.regions import DEFAULT_WINDOWS
+from tests.recipes import PREVIOUS_DEFAULT
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quality.py"
 
@@ -286,3 +288,16 @@ def test_a_row_the_library_refuses_is_recorded_with_the_reason(tmp_path, capsys)
     (record,) = quality.run([row], descriptors=_Refusing(), work=tmp_path, far=0.05)
     assert record["skipped"] == "failed: ValueError: recipe.model: holds another head"
     assert "skipped refused: failed: ValueError: recipe.model" in capsys.readouterr().out
+
+
+def test_the_previous_default_row_describes_as_the_tests_pinned_recipe() -> None:
+    spec, recipe = quality.PREVIOUS_DEFAULT, PREVIOUS_DEFAULT
+    assert (spec.backbone, spec.head, spec.scales, spec.max_side, spec.model) == (
+        recipe.backbone,
+        recipe.head,
+        recipe.scales,
+        recipe.max_side,
+        recipe.model,
+    )
+    assert (spec.query_side, spec.windows) == (recipe.query_max_side, True)
+    assert recipe.query_windows == DEFAULT_WINDOWS and recipe.postprocess == {}

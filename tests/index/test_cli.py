@@ -87,7 +87,12 @@ def test_build_add_remove_compact_info(
     changed = json.loads(out)
     assert (code, changed["updated"], changed["unchanged"], changed["images"]) == (0, 1, 2, 4)
     code, out, _ = run(capsys, "index", "remove", ix, "--image", "box/box.png", "--json")
-    assert json.loads(out) == {"removed": 1, "images": 3, "instances": 3}
+    assert json.loads(out) == {
+        "removed": 1,
+        "images": 3,
+        "instances": 3,
+        "stale_thresholds": {},
+    }
     code, out, _ = run(capsys, "index", "compact", ix, "--json")
     assert code == 0 and json.loads(out)["reclaimed_rows"] in (0, 1)  # auto-compaction may have run
     code, out, _ = run(capsys, "index", "info", ix)

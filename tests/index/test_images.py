@@ -13,13 +13,12 @@ import torch
 from PIL import Image
 
 import pyinstance
-from pyinstance.index import DEFAULT_RECIPE, Describer, InstanceIndex
+from pyinstance.index import Describer, InstanceIndex
 from pyinstance.models.regions import pool_windows
+from tests.recipes import GEM_ONE_SCALE
 
-#: Lite0 + GeM at one scale, unwhitened (the default before the comparison table chose one).
-RECIPE = DEFAULT_RECIPE.with_(
-    head="gem", scales=(1.0,), postprocess={}, max_side=224, query_max_side=None, query_windows=None
-)
+#: Lite0 + GeM at one scale, unwhitened, at a small size.
+RECIPE = GEM_ONE_SCALE.with_(max_side=224)
 
 
 def png_header(width: int, height: int) -> bytes:

@@ -14,10 +14,7 @@ from pyinstance.postprocess import (
 )
 from pyinstance.postprocess.pipeline import scale_weights_state, whitening_skipped
 
-
-def _sets(n: int, p: int = 1, d: int = 12, seed: int = 0) -> np.ndarray:
-    x = np.random.default_rng(seed).normal(size=(n, p, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=2, keepdims=True)
+from .conftest import unit_sets
 
 
 def test_round_trip_and_defaults() -> None:
@@ -37,7 +34,7 @@ def test_whiten_dba_qe_match_the_steps() -> None:
     config = PostProcessConfig.from_dict(
         {"whiten": {"dim": 6, "ridge": 0.1}, "dba": {"k": 2, "alpha": 1.0}, "qe": {"k": 3}}
     )
-    refs, queries = _sets(30), _sets(4, 2, seed=1)
+    refs, queries = unit_sets(30), unit_sets(4, 2, seed=1)
     fitted = config.fit(refs, [f"i{i}" for i in range(30)])
     whitening = PCAWhitening.fit(refs[:, 0], dim=6, ridge=0.1)
     expected_refs = DatabaseAugmentation(2, 1.0).apply(whitening.apply(refs[:, 0]))
@@ -50,22 +47,22 @@ def test_whiten_dba_qe_match_the_steps() -> None:
 
 def test_small_collections_cut_dim_and_k() -> None:
     config = PostProcessConfig.from_dict({"whiten": {"dim": 50}, "dba": {"k": 5}, "qe": {"k": 9}})
-    refs = _sets(4)
+    refs = unit_sets(4)
     fitted = config.fit(refs, ["a", "b", "c", "d"])
     assert fitted.whitening.out_dim == 3  # N - 1
     out = fitted.references(refs)
     expected = DatabaseAugmentation(3).apply(fitted.whitening.apply(refs[:, 0]))
     np.testing.assert_allclose(out[:, 0], expected, atol=1e-5)
-    assert fitted.queries(_sets(2), out).shape == (2, 1, 3)
+    assert fitted.queries(unit_sets(2), out).shape == (2, 1, 3)
     with pytest.raises(ValueError, match="at least 2 reference descriptors"):
-        config.fit(_sets(1), ["a"])
+        config.fit(unit_sets(1), ["a"])
 
 
 def test_pairs_whitening_needs_an_instance_with_two_descriptors() -> None:
     config = PostProcessConfig.from_dict({"whiten": {"method": "pairs"}})
     with pytest.raises(ValueError, match="method 'pairs' needs an instance"):
-        config.fit(_sets(5), list("abcde"))
-    fitted = config.fit(_sets(6), list("aabbcc"))
+        config.fit(unit_sets(5), list("abcde"))
+    fitted = config.fit(unit_sets(6), list("aabbcc"))
     assert fitted.whitening.method == "pairs" and fitted.whitening.out_dim == 12
     with pytest.raises(ValueError, match="takes no power or ridge"):
         PostProcessConfig.from_dict({"whiten": {"method": "pairs", "power": 0.5}})
@@ -73,7 +70,7 @@ def test_pairs_whitening_needs_an_instance_with_two_descriptors() -> None:
 
 def test_multiscale_sets_are_whitened_row_by_row() -> None:
     config = PostProcessConfig.from_dict({"whiten": {}, "multiscale": {"reduction": "max"}})
-    refs = _sets(8, 3)
+    refs = unit_sets(8, 3)
     fitted = config.fit(refs, list("abcdefgh"))
     whitening = PCAWhitening.fit(refs.reshape(24, 12))
     got = fitted.references(refs)
@@ -84,13 +81,13 @@ def test_multiscale_sets_are_whitened_row_by_row() -> None:
 
 def test_state_round_trip_and_damage() -> None:
     config = PostProcessConfig.from_dict({"whiten": {"dim": 5, "power": 0.5}})
-    fitted = config.fit(_sets(20), ["x"] * 20)
+    fitted = config.fit(unit_sets(20), ["x"] * 20)
     state = fitted.state_bytes()
     again = FittedPostProcessing.from_state(config, state)
     np.testing.assert_array_equal(again.whitening.projection, fitted.whitening.projection)
     assert (again.whitening.power, again.whitening.method) == (0.5, "pca")
     assert (
-        PostProcessConfig.from_dict({"dba": {"k": 1}}).fit(_sets(3), list("abc")).state_bytes()
+        PostProcessConfig.from_dict({"dba": {"k": 1}}).fit(unit_sets(3), list("abc")).state_bytes()
         is None
     )
     with pytest.raises(ValueError, match="post-processing state: damaged"):
@@ -98,7 +95,7 @@ def test_state_round_trip_and_damage() -> None:
     with pytest.raises(ValueError, match="exactly when configured"):
         FittedPostProcessing(config)  # whitening configured but not given
     with pytest.raises(ValueError, match="instances: expected 20 ids"):
-        config.fit(_sets(20), ["x"])
+        config.fit(unit_sets(20), ["x"])
 
 
 def test_scale_weights_and_separate_whitening_parse_and_round_trip() -> None:
@@ -113,12 +110,12 @@ def test_scale_weights_and_separate_whitening_parse_and_round_trip() -> None:
     with pytest.raises(ValueError, match="postprocess.whiten.fit_on: expected one of"):
         PostProcessConfig.from_dict({"whiten": {"fit_on": "queries"}})
     with pytest.raises(ValueError, match="not refitted"):
-        config.fit(_sets(4, 3), list("abcd"))
+        config.fit(unit_sets(4, 3), list("abcd"))
 
 
 def test_fixed_and_learnt_scale_weights_both_sides() -> None:
     config = PostProcessConfig.from_dict({"scale_weights": [3, 1]})
-    refs = _sets(6, 2)
+    refs = unit_sets(6, 2)
     fitted = FittedPostProcessing(config)
     summed = 0.75 * refs[:, 0] + 0.25 * refs[:, 1]
     expected = summed / np.linalg.norm(summed, axis=1, keepdims=True)
@@ -138,7 +135,7 @@ def test_fixed_and_learnt_scale_weights_both_sides() -> None:
 
 
 def test_a_stored_whitening_of_another_configuration_is_refused() -> None:
-    fitted = PostProcessConfig.from_dict({"whiten": {"power": 0.5}}).fit(_sets(9), ["x"] * 9)
+    fitted = PostProcessConfig.from_dict({"whiten": {"power": 0.5}}).fit(unit_sets(9), ["x"] * 9)
     other = PostProcessConfig.from_dict({"whiten": {"power": 1.0}})
     with pytest.raises(ValueError, match="is not the recipe's"):
         FittedPostProcessing.from_state(other, fitted.state_bytes())
@@ -148,12 +145,12 @@ def test_whitening_below_min_references_is_skipped_with_its_reason() -> None:
     config = PostProcessConfig.from_dict({"whiten": {"min_references": 6}, "qe": {"k": 2}})
     assert config.to_dict()["whiten"]["min_references"] == 6
     assert PostProcessConfig.from_dict(config.to_dict()) == config
-    refs = _sets(5)
+    refs = unit_sets(5)
     fitted = config.fit(refs, list("abcde"))
     assert fitted.whitening is None
     assert fitted.whitening_skipped.startswith("whitening skipped: the collection holds 5")
     np.testing.assert_allclose(fitted.references(refs), refs)  # unwhitened
-    queries = _sets(2, seed=3)
+    queries = unit_sets(2, seed=3)
     expected = QueryExpansion(2).apply(queries[:, 0], refs[:, 0])
     np.testing.assert_allclose(fitted.queries(queries, refs)[:, 0], expected, atol=1e-6)
     state = fitted.state_bytes()
@@ -161,7 +158,7 @@ def test_whitening_below_min_references_is_skipped_with_its_reason() -> None:
     restored = FittedPostProcessing.from_state(config, state)
     assert restored.whitening is None and restored.whitening_skipped == fitted.whitening_skipped
     # at min_references it is fitted, and its state holds no skip reason
-    enough = config.fit(_sets(6), list("abcdef"))
+    enough = config.fit(unit_sets(6), list("abcdef"))
     assert enough.whitening is not None and enough.whitening.out_dim == 5
     assert enough.whitening_skipped is None and whitening_skipped(enough.state_bytes()) is None
     # without min_references a whitening is always fitted, as before
@@ -178,9 +175,9 @@ def test_min_references_and_skipped_states_are_checked() -> None:
     config = PostProcessConfig.from_dict({"whiten": {"min_references": 10}})
     with pytest.raises(ValueError, match="the reason it was skipped.*exactly when configured"):
         FittedPostProcessing(config)  # neither
-    skipped = config.fit(_sets(3), list("abc"))
+    skipped = config.fit(unit_sets(3), list("abc"))
     with pytest.raises(ValueError, match="exactly when configured"):
-        FittedPostProcessing(config, PCAWhitening.fit(_sets(3)[:, 0]), None, "too few")  # both
+        FittedPostProcessing(config, PCAWhitening.fit(unit_sets(3)[:, 0]), None, "too few")  # both
     with pytest.raises(ValueError, match="exactly when configured"):
         FittedPostProcessing(PostProcessConfig(), whitening_skipped=skipped.whitening_skipped)
     with pytest.raises(ValueError, match="damaged"):

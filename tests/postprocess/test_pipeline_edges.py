@@ -20,10 +20,7 @@ from pyinstance.postprocess.pipeline import (
     whitening_state,
 )
 
-
-def _sets(n: int, p: int = 1, d: int = 6, seed: int = 0) -> np.ndarray:
-    x = np.random.default_rng(seed).normal(size=(n, p, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=2, keepdims=True)
+from .conftest import unit_sets
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -108,7 +105,7 @@ def test_same_instance_pairs_are_every_ordered_pair() -> None:
 
 
 def test_separate_whitening_set_sizes() -> None:
-    rows = _sets(4, d=6)[:, 0]
+    rows = unit_sets(4, d=6)[:, 0]
     config = WhiteningConfig(dim=3, fit_on="separate")
     whitening = config.fit_separate(rows)  # N - 1 = 3 = dim: just enough
     expected = PCAWhitening.fit(rows, dim=3)
@@ -126,11 +123,11 @@ def test_separate_whitening_set_sizes() -> None:
 
 
 def test_whitening_fit_cuts_dim_to_the_collection() -> None:
-    rows = _sets(5, d=6)[:, 0]
+    rows = unit_sets(5, d=6)[:, 0]
     assert WhiteningConfig().fit(rows[:2], ["a", "b"]).out_dim == 1  # two rows are enough
     assert WhiteningConfig(dim=9).fit(rows, list("abcde")).out_dim == 4  # N - 1
     assert WhiteningConfig(dim=2).fit(rows, list("abcde")).out_dim == 2
-    wide = _sets(9, d=3)[:, 0]
+    wide = unit_sets(9, d=3)[:, 0]
     assert WhiteningConfig(dim=9).fit(wide, list("abcdefghi")).out_dim == 3  # D
     pairs = WhiteningConfig(dim=9, method="pairs").fit(wide, list("aabbccdde"))
     assert pairs.out_dim == 3 and pairs.method == "pairs"
@@ -148,7 +145,7 @@ def test_pairs_whitening_of_scale_sets_pairs_the_rows_of_one_image() -> None:
     config = PostProcessConfig.from_dict(
         {"whiten": {"method": "pairs"}, "multiscale": {"reduction": "max"}}
     )
-    refs = _sets(2, 3, d=4)
+    refs = unit_sets(2, 3, d=4)
     fitted = config.fit(refs, ["a", "b"])
     rows = refs.reshape(6, 4)
     queries = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
@@ -160,9 +157,9 @@ def test_pairs_whitening_of_scale_sets_pairs_the_rows_of_one_image() -> None:
 def test_one_reference_is_left_alone_by_dba_and_k_is_cut() -> None:
     config = PostProcessConfig.from_dict({"dba": {"k": 4, "alpha": 1.0}, "qe": {"k": 5}})
     fitted = FittedPostProcessing(config)
-    one = _sets(1)
+    one = unit_sets(1, d=6)
     np.testing.assert_array_equal(fitted.references(one), one)
-    refs = _sets(3)
+    refs = unit_sets(3, d=6)
     x = refs[:, 0].astype(np.float64)
     sims = x @ x.T
     expected = []
@@ -171,7 +168,7 @@ def test_one_reference_is_left_alone_by_dba_and_k_is_cut() -> None:
         expected.append(x[i] + sum(max(sims[i, j], 0.0) * x[j] for j in others))
     augmented = fitted.references(refs)  # k cut to N - 1 = 2
     np.testing.assert_allclose(augmented[:, 0], _unit(np.array(expected)), atol=1e-5)
-    queries = _sets(2, 2, seed=3)
+    queries = unit_sets(2, 2, d=6, seed=3)
     got = fitted.queries(queries, augmented)  # k cut to N = 3: every reference added
     flat = queries.reshape(4, 6).astype(np.float64)
     want = _unit(flat + augmented[:, 0].astype(np.float64).sum(axis=0))
@@ -182,7 +179,7 @@ def test_one_reference_is_left_alone_by_dba_and_k_is_cut() -> None:
 
 def test_no_steps_leave_descriptors_as_they_are() -> None:
     fitted = FittedPostProcessing(PostProcessConfig())
-    refs = _sets(3, 2)
+    refs = unit_sets(3, 2, d=6)
     np.testing.assert_array_equal(fitted.references(refs), refs)
     np.testing.assert_array_equal(fitted.queries(refs, refs, scale_sets=True), refs)
     assert fitted.state_bytes() is None
@@ -190,7 +187,7 @@ def test_no_steps_leave_descriptors_as_they_are() -> None:
 
 def test_fixed_scale_weights_are_fitted_as_given() -> None:
     config = PostProcessConfig.from_dict({"scale_weights": [1, 3], "whiten": {}})
-    refs = _sets(6, 2)
+    refs = unit_sets(6, 2, d=6)
     aggregation = config.fit_aggregation(refs, list("abcdef"))
     np.testing.assert_array_equal(aggregation.weights, [0.25, 0.75])
     fitted = config.fit(refs, list("abcdef"))
@@ -214,7 +211,7 @@ def test_fixed_scale_weights_are_fitted_as_given() -> None:
 
 def test_learnt_weights_on_the_collection_match_a_direct_fit() -> None:
     config = PostProcessConfig.from_dict({"scale_weights": "learnt"})
-    refs = _sets(6, 2, seed=4)
+    refs = unit_sets(6, 2, d=6, seed=4)
     instances = list("aabbcc")
     fitted = config.fit(refs, instances)
     expected = ScaleAggregation.fit_pairs(refs, [0, 1, 2, 3, 4, 5], [1, 0, 3, 2, 5, 4])
@@ -225,7 +222,7 @@ def test_learnt_weights_on_the_collection_match_a_direct_fit() -> None:
 
 def test_stored_states_round_trip_and_damage_is_named() -> None:
     config = PostProcessConfig.from_dict({"whiten": {"dim": 3, "fit_on": "separate"}})
-    rows = _sets(8)[:, 0]
+    rows = unit_sets(8, d=6)[:, 0]
     whitening = config.whiten.fit_separate(rows)
     state = whitening_state(whitening, {"images": 8})
     assert state_fitted_on(state) == {"images": 8}
@@ -267,14 +264,14 @@ def test_learnt_scale_weights_state() -> None:
 
 
 def test_two_images_short_of_a_large_dim_name_the_dim() -> None:
-    rows = _sets(2)[:, 0]
+    rows = unit_sets(2, d=6)[:, 0]
     with pytest.raises(ValueError, match="^whiten_from: the whitening set needs at least 4 images for dim 3, got 2 described"):  # fmt: skip
         WhiteningConfig(dim=3, fit_on="separate").fit_separate(rows)
 
 
 def test_query_descriptors_are_not_summed_over_scales_by_default() -> None:
     fitted = FittedPostProcessing(PostProcessConfig.from_dict({"scale_weights": [1, 1]}))
-    windows = _sets(3, 2)
+    windows = unit_sets(3, 2, d=6)
     np.testing.assert_array_equal(fitted.queries(windows, windows), windows)
     with pytest.raises(ValueError, match=r"^queries: expected a \(Q, R, D\) array"):
         fitted.queries(windows[:, 0], windows)
@@ -282,8 +279,8 @@ def test_query_descriptors_are_not_summed_over_scales_by_default() -> None:
 
 def test_query_expansion_keeps_its_alpha() -> None:
     fitted = FittedPostProcessing(PostProcessConfig.from_dict({"qe": {"k": 2, "alpha": 3.0}}))
-    refs = _sets(5)
-    query = _sets(1, seed=9)
+    refs = unit_sets(5, d=6)
+    query = unit_sets(1, d=6, seed=9)
     sims = refs[:, 0].astype(np.float64) @ query[0, 0]
     top = np.argsort(-sims)[:2]
     expected = query[0, 0] + sum(max(sims[j], 0.0) ** 3 * refs[j, 0] for j in top)
@@ -292,4 +289,4 @@ def test_query_expansion_keeps_its_alpha() -> None:
 
 def test_references_must_be_sets() -> None:
     with pytest.raises(ValueError, match=r"^references: expected a \(N, P, D\) array"):
-        FittedPostProcessing(PostProcessConfig()).references(_sets(3)[:, 0])
+        FittedPostProcessing(PostProcessConfig()).references(unit_sets(3, d=6)[:, 0])

@@ -9,19 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyinstance.index import DEFAULT_RECIPE, InstanceIndex, Recipe
-from pyinstance.models.regions import DEFAULT_WINDOWS
+from pyinstance.index import InstanceIndex, Recipe
 from pyinstance.rerank import VerificationNet, VerifierFile
+from tests.recipes import PREVIOUS_DEFAULT
 
 #: Small images keep the tests quick; the query windows keep R > 1 descriptors per query.
-RECIPE = DEFAULT_RECIPE.with_(
-    head="gem",
-    scales=(1.0,),
-    postprocess={},
-    max_side=160,
-    query_max_side=192,
-    query_windows=DEFAULT_WINDOWS,
-)
+RECIPE = PREVIOUS_DEFAULT.with_(max_side=160, query_max_side=192)
 
 
 @pytest.fixture(scope="session")

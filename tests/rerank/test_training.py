@@ -11,15 +11,14 @@ from PIL import Image
 
 from pyinstance.cli import main
 from pyinstance.identification import Identifier
-from pyinstance.index import DEFAULT_RECIPE, InstanceIndex, Recipe
+from pyinstance.index import InstanceIndex, Recipe
 from pyinstance.rerank import RecipeMismatchError, read_verifier
 from pyinstance.train import ConfigError, Trainer, VerificationTrainer, load_config
 from pyinstance.train.verification import VERIFIER, VIEWS_CACHE
+from tests.recipes import GEM_ONE_SCALE
 
 #: Tiny photos, described small: seconds per run.
-RECIPE = DEFAULT_RECIPE.with_(
-    head="gem", scales=(1.0,), postprocess={}, max_side=64, query_max_side=None, query_windows=None
-)
+RECIPE = GEM_ONE_SCALE.with_(max_side=64)
 INSTANCES = 5
 
 

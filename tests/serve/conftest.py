@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from pyinstance.index import DEFAULT_RECIPE, Recipe
+from pyinstance.index import Recipe
 from pyinstance.serve import create_app
+from tests.recipes import GEM_ONE_SCALE
 
 #: Small images keep the tests quick; the service does not depend on the size. GeM at one
 #: scale: at 224 px the default's MAC answers the cluttered ``box_in_scene`` wrongly.
-RECIPE = DEFAULT_RECIPE.with_(
-    head="gem", scales=(1.0,), postprocess={}, max_side=224, query_max_side=None, query_windows=None
-)
+RECIPE = GEM_ONE_SCALE.with_(max_side=224)
 TOKEN = "test-token-0123456789"
 
 
