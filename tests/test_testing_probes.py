@@ -1,0 +1,307 @@
+"""What check_loss and check_miner hand to the component, call by call, and the message that
+names each call when the component breaks there."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyinstance import testing
+from pyinstance.testing import ContractError
+
+BATCH_LABELS = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]  # 4 instances × 4 images
+TRIPLETS = 16 * 3 * 12  # every anchor: 3 positives × 12 negatives
+
+
+def _valid_logits(logits, batch):
+    return isinstance(logits, torch.Tensor) and logits.shape[0] == batch
+
+
+def _hinge(embeddings, triplets):
+    a, p, n = triplets
+    terms = ((embeddings[a] * (embeddings[n] - embeddings[p])).sum(dim=1) + 0.5).relu()
+    return terms.mean() if terms.numel() else embeddings.sum() * 0
+
+
+def _class_scores(kind, logits, batch):
+    """B×K class scores from logits of ``kind``; ValueError naming logits otherwise."""
+    if kind == "map":
+        maps = [logits] if isinstance(logits, torch.Tensor) else logits
+        if not isinstance(maps, list) or not all(_valid_logits(m, batch) for m in maps):
+            raise ValueError("logits: expected B×K×H×W maps")
+        return sum(m.mean(dim=(2, 3)) for m in maps)
+    if not _valid_logits(logits, batch):
+        raise ValueError(f"logits: expected {kind} class scores for the batch")
+    return logits if kind == "image" else logits.mean(dim=1)
+
+
+class GoodLoss:
+    """A contract-abiding loss of each kind (hinge on triplets, cross-entropy on logits)."""
+
+    def __init__(self, needs_triplets, logits):
+        self.needs_triplets = needs_triplets
+        self.logits = logits
+
+    def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+        value = embeddings.new_zeros(()) if self.logits else None
+        if self.needs_triplets:
+            if triplets is None:
+                raise ValueError("triplets: this loss needs a miner's triplets")
+            value = _hinge(embeddings, triplets)
+        if self.logits:
+            scores = _class_scores(self.logits, logits, labels.numel())
+            value = value + F.cross_entropy(scores, labels)
+        return value
+
+
+KINDS = [(True, None), (False, "image"), (True, "regions"), (False, "map"), (True, "map")]
+
+
+def _probes(needs_triplets, kind):
+    """check_loss's calls in order: (what it says, the argument a refusal must name)."""
+    calls = [("on a valid batch", None)]
+    if needs_triplets:
+        calls.append(("triplets=None (it needs_triplets)", "triplets"))
+    else:
+        calls.append(("with triplets=None", None))
+    if kind == "map":
+        calls += [("with logits='map' as one tensor", None), ("with logits='map' as a list", None)]
+    if kind is not None:
+        calls += [
+            (f"logits=None (its logits attribute is {kind!r})", "logits"),
+            (f"logits={kind!r} for one image fewer than the batch", "logits"),
+        ]
+    return calls + [
+        ("with no triplets", None),
+        ("on a reordered batch", None),
+        ("with the classes renamed", None),
+    ]
+
+
+class NaNAt(GoodLoss):
+    """GoodLoss, but its ``at``-th call (from 0) returns NaN whatever it is given."""
+
+    def __init__(self, needs_triplets, logits, at):
+        super().__init__(needs_triplets, logits)
+        self.at, self.calls = at, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls - 1 == self.at:
+            return torch.tensor(float("nan"))
+        return super().__call__(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("needs_triplets", "kind"), KINDS)
+def test_good_losses_of_every_kind_pass(needs_triplets, kind):
+    testing.check_loss(GoodLoss(needs_triplets, kind))
+
+
+@pytest.mark.parametrize(("needs_triplets", "kind"), KINDS)
+def test_each_probe_of_check_loss_is_named_when_the_loss_breaks_there(needs_triplets, kind):
+    for at, (what, refused) in enumerate(_probes(needs_triplets, kind)):
+        if refused:
+            message = f"loss accepted {what} without an error naming {refused!r}"
+        else:
+            message = f"loss {what} returned nan"
+        loss = NaNAt(needs_triplets, kind, at)
+        with pytest.raises(ContractError, match=f"^{re.escape(message)}$"):
+            testing.check_loss(loss)
+        assert loss.calls == at + 1
+
+
+def _describe(value):
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    return [tuple(tensor.shape) for tensor in value]
+
+
+class Recording(GoodLoss):
+    """GoodLoss noting every call's arguments."""
+
+    def __init__(self, needs_triplets, logits):
+        super().__init__(needs_triplets, logits)
+        self.calls = []
+
+    def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+        self.calls.append((embeddings.detach().clone(), labels.clone(), triplets, logits))
+        return super().__call__(embeddings, labels, triplets, logits=logits)
+
+
+LOGITS_SHAPES = {
+    None: None,
+    "image": (16, 5),  # K = 5 classes
+    "regions": (16, 4, 5),  # 4 regions per image
+    "map": [(16, 5, 5, 5), (16, 5, 3, 4)],  # two scales
+}
+CLASS_DIM = {"image": 1, "regions": 2, "map": 1}
+
+
+def _one_image_fewer(shape):
+    if isinstance(shape, list):
+        return [(15, *s[1:]) for s in shape]
+    return (15, *shape[1:])
+
+
+@pytest.mark.parametrize(("needs_triplets", "kind"), KINDS)
+@pytest.mark.parametrize("dim", [16, 5])
+def test_check_loss_probes_what_its_docstring_promises(needs_triplets, kind, dim):
+    loss = Recording(needs_triplets, kind)
+    testing.check_loss(loss, dim=dim)
+    shape = LOGITS_SHAPES[kind]
+    expected = [(BATCH_LABELS, TRIPLETS, shape)]  # the valid batch
+    expected.append((BATCH_LABELS, None, shape))  # triplets=None
+    if kind == "map":
+        expected += [(BATCH_LABELS, TRIPLETS, shape[0]), (BATCH_LABELS, TRIPLETS, shape[:1])]
+    if kind is not None:
+        expected += [
+            (BATCH_LABELS, TRIPLETS, None),
+            (BATCH_LABELS, TRIPLETS, _one_image_fewer(shape)),
+        ]
+    expected.append((BATCH_LABELS, 0, shape))  # no triplets
+    seen = [
+        (labels.tolist(), None if t is None else t[0].numel(), _describe(logits))
+        for _, labels, t, logits in loss.calls
+    ]
+    # the last two calls reorder or rename the batch: compared below
+    assert seen[:-2] == expected
+    assert [(sorted(labels), t, lg) for labels, t, lg in seen[-2:-1]] == [
+        (BATCH_LABELS, TRIPLETS, shape)
+    ]
+    renamed = seen[-1]
+    assert renamed[1:] == (TRIPLETS, shape) and set(renamed[0]) <= set(range(5))
+    embeddings, labels, triplets, logits = loss.calls[0]
+    for call in loss.calls:
+        assert call[0].shape == (16, dim)
+        assert torch.equal(call[0], embeddings) or call is loss.calls[-2]
+        for index in call[2] or ():
+            assert index.dtype == torch.int64
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(16), atol=1e-5)
+    # every (anchor, positive, negative) of the batch, each once
+    a, p, n = triplets
+    assert len(set(zip(a.tolist(), p.tolist(), n.tolist(), strict=True))) == TRIPLETS
+    assert bool(
+        (labels[a] == labels[p]).all() and (a != p).all() and (labels[a] != labels[n]).all()
+    )
+    _check_reordered(loss.calls[0], loss.calls[-2], kind)
+    _check_renamed(loss.calls[0], loss.calls[-1], kind)
+
+
+def _tensors(logits):
+    if logits is None:
+        return []
+    return [logits] if isinstance(logits, torch.Tensor) else list(logits)
+
+
+def _check_reordered(original, reordered, kind):
+    """The same rows in another order, carried along by the triplets and the logits."""
+    embeddings, labels, triplets, logits = original
+    moved, moved_labels, moved_triplets, moved_logits = reordered
+    order = [int((embeddings == row).all(dim=1).nonzero()) for row in moved]
+    assert sorted(order) == list(range(16)) and order != list(range(16))
+    assert moved_labels.tolist() == labels[order].tolist()
+    for index, moved_index in zip(triplets, moved_triplets, strict=True):
+        assert torch.equal(moved[moved_index], embeddings[index])
+    for tensor, moved_tensor in zip(_tensors(logits), _tensors(moved_logits), strict=True):
+        assert torch.equal(moved_tensor, tensor.detach()[order])
+
+
+def _check_renamed(original, renamed, kind):
+    """The same rows, class c called rename[c], and the logits' column c moved to rename[c]."""
+    embeddings, labels, triplets, logits = original
+    same, new_labels, new_triplets, new_logits = renamed
+    assert torch.equal(same, embeddings) and new_triplets is triplets
+    pairs = set(zip(labels.tolist(), new_labels.tolist(), strict=True))
+    rename = dict(pairs)
+    assert len(pairs) == 4 and len(set(rename.values())) == 4  # a bijection of the 4 classes
+    assert rename != {c: c for c in range(4)}
+    if kind is None:
+        return
+    rename[4] = (set(range(5)) - set(rename.values())).pop()
+    for tensor, new_tensor in zip(_tensors(logits), _tensors(new_logits), strict=True):
+        for old, new in rename.items():
+            assert torch.equal(
+                new_tensor.select(CLASS_DIM[kind], new),
+                tensor.detach().select(CLASS_DIM[kind], old),
+            )
+
+
+def _clusters(classes, per_class, dim, spread, seed):
+    """The seeded probe the checks document: unit rows around random unit centres."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=generator)
+    centres = centres / centres.norm(dim=1, keepdim=True)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    rows = centres[labels] + spread * torch.randn(classes * per_class, dim, generator=generator)
+    return rows / rows.norm(dim=1, keepdim=True), labels
+
+
+@pytest.mark.parametrize(("needs_triplets", "kind"), KINDS)
+def test_check_loss_draws_the_same_seeded_batch_every_run(needs_triplets, kind):
+    loss = Recording(needs_triplets, kind)
+    torch.manual_seed(123)  # the global generator plays no part
+    testing.check_loss(loss, dim=6)
+    embeddings, labels = _clusters(4, 4, 6, spread=1.0, seed=1)
+    valid = loss.calls[0]
+    assert torch.allclose(valid[0], embeddings, atol=1e-6)
+    assert torch.equal(valid[1], labels)
+    generator = torch.Generator().manual_seed(7)
+    shapes = LOGITS_SHAPES[kind]
+    shapes = [] if shapes is None else shapes if isinstance(shapes, list) else [shapes]
+    expected = [torch.randn(shape, generator=generator) for shape in shapes]
+    for tensor, drawn in zip(_tensors(valid[3]), expected, strict=True):
+        assert torch.equal(tensor.detach(), drawn)
+    generator = torch.Generator().manual_seed(8)
+    order = torch.randperm(16, generator=generator)
+    rename = torch.randperm(5, generator=generator)
+    assert torch.allclose(loss.calls[-2][0], embeddings[order], atol=1e-6)
+    assert torch.equal(loss.calls[-2][1], labels[order])
+    assert torch.equal(loss.calls[-1][1], rename[labels])
+
+
+class RecordingMiner:
+    """A contract-abiding miner noting every call's arguments."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, embeddings, labels, ref_embeddings=None, ref_labels=None):
+        self.calls.append((embeddings.clone(), labels.clone(), ref_embeddings, ref_labels))
+        same_set = ref_embeddings is None
+        refs = embeddings if same_set else ref_embeddings
+        ref_labels = labels if same_set else ref_labels
+        same = labels[:, None] == ref_labels[None, :]
+        if same_set:
+            same.fill_diagonal_(False)
+        different = labels[:, None] != ref_labels[None, :]
+        similarity = embeddings @ refs.T
+        valid = same.any(1) & different.any(1)
+        positives = similarity.masked_fill(~same, 2).argmin(1)
+        negatives = similarity.masked_fill(~different, -2).argmax(1)
+        return torch.arange(len(labels))[valid], positives[valid], negatives[valid]
+
+
+@pytest.mark.parametrize(("dim", "deterministic"), [(16, True), (7, False)])
+def test_check_miner_probes_the_documented_batches(dim, deterministic):
+    miner = RecordingMiner()
+    torch.manual_seed(321)  # the global generator plays no part
+    testing.check_miner(miner, dim=dim, deterministic=deterministic)
+    embeddings, labels = _clusters(5, 4, dim, spread=0.8, seed=2)  # 5 classes × 4 images
+    refs, ref_labels = _clusters(5, 3, dim, spread=0.8, seed=3)  # 5 classes × 3 references
+    expected = [(embeddings, labels, None, None)] * (2 if deterministic else 1)
+    expected += [
+        (embeddings[:8], labels[:8], refs, ref_labels),  # two classes against the references
+        (embeddings[:4], labels[:4], None, None),  # one class only
+    ]
+    assert len(miner.calls) == len(expected)
+    for seen, wanted in zip(miner.calls, expected, strict=True):
+        for got, want in zip(seen, wanted, strict=True):
+            assert (got is None) == (want is None)
+            if want is not None:
+                assert got.shape == want.shape and got.dtype == want.dtype
+                assert torch.allclose(got.float(), want.float(), atol=1e-6)
