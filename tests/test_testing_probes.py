@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -305,3 +306,237 @@ def test_check_miner_probes_the_documented_batches(dim, deterministic):
             if want is not None:
                 assert got.shape == want.shape and got.dtype == want.dtype
                 assert torch.allclose(got.float(), want.float(), atol=1e-6)
+
+
+class RecordingReranker:
+    """A recipe-free cosine re-ranker noting every (queries, candidates) pair it scores."""
+
+    k = 3
+    recipe = None
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, queries, candidates):
+        self.calls.append((np.array(queries), np.array(candidates)))
+        queries = np.asarray(queries, dtype=np.float32)
+        candidates = np.asarray(candidates, dtype=np.float32)
+        if queries.ndim == 2:
+            queries = queries[:, None]
+        if not (np.isfinite(queries).all() and np.isfinite(candidates).all()):
+            raise ValueError("NaN")
+        if queries.shape[-1] != candidates.shape[-1]:
+            raise ValueError("sizes differ")
+        return (np.einsum("qrd,qkd->qkr", queries, candidates).max(axis=2) + 1) / 2
+
+
+def _units(generator, *shape):
+    rows = torch.randn(*shape, generator=generator)
+    return (rows / rows.norm(dim=-1, keepdim=True)).numpy()
+
+
+@pytest.mark.parametrize("dim", [32, 6])
+def test_check_reranker_scores_the_same_seeded_pairs_every_run(dim):
+    reranker = RecordingReranker()
+    torch.manual_seed(5)  # the global generators play no part
+    np.random.seed(5)
+    testing.check_reranker(reranker, dim=dim)
+    generator = torch.Generator().manual_seed(7)
+    candidates = _units(generator, 3, 3, dim)  # Q = 3 rows of k = 3 candidates
+    permutation = np.random.default_rng(0).permutation(3)
+    expected = []
+    for windows in (1, 4):
+        queries = _units(generator, 3, windows, dim)
+        expected += [
+            (queries, candidates),
+            (queries, candidates),  # again: deterministic
+            (queries[1:2], candidates[1:2]),  # one query alone
+            (queries, candidates[:, permutation]),
+            (queries, candidates[:, :1]),  # one candidate
+        ]
+    flat = _units(generator, 3, 1, dim)
+    poisoned = flat.copy()
+    poisoned[0, 0, 0] = np.nan
+    bad = candidates.copy()
+    bad[1, 0, 0] = np.nan
+    expected += [
+        (flat[:, 0], candidates),  # Q×D queries
+        (flat, candidates),
+        (poisoned, candidates),
+        (flat, bad),
+    ]
+    assert len(reranker.calls) == len(expected)
+    for (queries, candidates), (want_queries, want_candidates) in zip(
+        reranker.calls, expected, strict=True
+    ):
+        assert queries.shape == want_queries.shape
+        assert np.allclose(queries, want_queries, atol=1e-6, equal_nan=True)
+        assert np.array_equal(np.isnan(queries), np.isnan(want_queries))
+        assert candidates.shape == want_candidates.shape
+        assert np.allclose(candidates, want_candidates, atol=1e-6, equal_nan=True)
+        assert np.array_equal(np.isnan(candidates), np.isnan(want_candidates))
+    assert not np.array_equal(permutation, np.arange(3))
+
+
+class RecordingClassifier:
+    """Reads one neighbour; notes what fit() and predict() are given."""
+
+    k = 2
+
+    def __init__(self):
+        self.calls = []
+
+    def fit(self, descriptors, labels):
+        descriptors, labels = torch.as_tensor(descriptors), torch.as_tensor(labels)
+        self.calls.append(("fit", descriptors.clone(), labels.clone()))
+        if labels.shape != (descriptors.shape[0],) or not torch.isfinite(descriptors).all():
+            raise ValueError("descriptors: NaN, or labels: not one per descriptor")
+        self.dim = descriptors.shape[1]
+        return self
+
+    def predict(self, neighbours, queries):
+        queries = torch.as_tensor(queries)
+        self.calls.append(("predict", neighbours, queries.clone()))
+        if queries.shape[-1] != self.dim:
+            raise ValueError("queries: wrong dimension")
+        from pyinstance.classify import Prediction
+
+        labels = neighbours.labels[:, :1]
+        scores = np.where(labels >= 0, neighbours.scores[:, :1], -np.inf)
+        confidence = np.clip(np.nan_to_num(scores[:, 0], neginf=0), 0, 1)
+        return Prediction(labels[:, 0], confidence, labels, scores)
+
+
+def _around(centres, per_instance, spread, seed):
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(centres.shape[0]).repeat_interleave(per_instance)
+    rows = centres[labels] + spread * torch.randn(
+        labels.numel(), centres.shape[1], generator=generator
+    )
+    return rows / rows.norm(dim=1, keepdim=True), labels
+
+
+def _exact_neighbours(neighbours, queries, references, labels, k):
+    """The k-NN of ``queries`` as an index returns them: best first, -1/-inf padding."""
+    similarity = queries @ references.T
+    found = min(k, references.shape[0])
+    assert neighbours.k == k and len(neighbours) == queries.shape[0]
+    order = np.argsort(-similarity.numpy(), axis=1, kind="stable")[:, :found]
+    assert np.array_equal(neighbours.rows[:, :found], order)
+    assert np.allclose(
+        neighbours.scores[:, :found], np.take_along_axis(similarity.numpy(), order, 1)
+    )
+    assert np.array_equal(neighbours.labels[:, :found], labels.numpy()[order])
+    assert (neighbours.rows[:, found:] == -1).all() and (neighbours.labels[:, found:] == -1).all()
+    assert np.isneginf(neighbours.scores[:, found:]).all()
+    instances = int(labels.max()) + 1
+    assert neighbours.instances == tuple(f"instance-{c}" for c in range(instances))
+
+
+@pytest.mark.parametrize("dim", [32, 7])
+def test_check_classifier_probes_the_same_seeded_collection_every_run(dim):
+    classifier = RecordingClassifier()
+    torch.manual_seed(11)  # the global generator plays no part but for the last queries
+    testing.check_classifier(classifier, dim=dim)
+    generator = torch.Generator().manual_seed(4)
+    centres = torch.randn(6, dim, generator=generator)
+    centres = centres / centres.norm(dim=1, keepdim=True)
+    references, labels = _around(centres, 3, 0.09, seed=5)  # 6 instances × 3
+    queries, _ = _around(centres, 2, 0.09, seed=6)  # 6 instances × 2
+    strangers = torch.randn(12, dim, generator=generator)
+    strangers = strangers / strangers.norm(dim=1, keepdim=True)
+    poisoned = references.clone()
+    poisoned[1, 0] = float("nan")
+    k = classifier.k
+    regions = torch.stack([queries, strangers], dim=1)
+    expected = [
+        ("fit", poisoned, labels),
+        ("fit", references, labels[:-1]),
+        ("fit", references, labels),
+        ("predict", (references, labels, k), queries),
+        ("predict", (references, labels, k + 3), queries),
+        ("predict", (references, labels, k), strangers),
+        ("predict", (references, labels, k), regions),
+        ("fit", references[:2], labels[:2]),
+        ("predict", (references[:2], labels[:2], 3), queries),
+        ("fit", references, labels),
+        ("predict", (references, labels, k), None),  # random queries of the wrong size
+    ]
+    assert [call[0] for call in classifier.calls] == [call[0] for call in expected]
+    for (kind, a, b), (_, want_a, want_b) in zip(classifier.calls, expected, strict=True):
+        if kind == "fit":
+            assert torch.allclose(a, want_a, atol=1e-6, equal_nan=True)
+            assert torch.equal(torch.isnan(a), torch.isnan(want_a))
+            assert torch.equal(b, want_b)
+            continue
+        searched = strangers if want_b is strangers else queries
+        _exact_neighbours(a, searched, *want_a)
+        if want_b is None:
+            assert b.shape == (12, dim + 1)
+        else:
+            assert torch.allclose(b, want_b, atol=1e-6)
+
+
+class RecordingBackbone(torch.nn.Module):
+    """A stride-4 convolution noting each input, the mode and whether autograd records."""
+
+    out_channels = 8
+    out_stride = 4
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=4, padding=1)
+        self.calls = []
+
+    def forward(self, images):
+        self.calls.append((images.clone(), self.training, torch.is_grad_enabled()))
+        return self.conv(images)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "size", "batch"), [({}, 32, 2), ({"image_size": 20, "batch": 3}, 20, 3)]
+)
+def test_check_backbone_probes_seeded_images_in_eval_then_train_mode(kwargs, size, batch):
+    backbone = RecordingBackbone()
+    torch.manual_seed(9)  # the global generator plays no part
+    testing.check_backbone(backbone, **kwargs)
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    expected = [(images, False, False), (images[:1], False, False), (images, True, True)]
+    assert len(backbone.calls) == 3
+    for (seen, training, grad), (want, want_training, want_grad) in zip(
+        backbone.calls, expected, strict=True
+    ):
+        assert torch.equal(seen, want) and (training, grad) == (want_training, want_grad)
+    assert not backbone.training  # left in eval mode
+    assert all(p.grad is None for p in backbone.parameters())  # gradients cleared
+
+
+class RecordingHead(torch.nn.Module):
+    """Channel means, L2-normalised, scaled by a parameter; notes each input and mode."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.out_dim = channels
+        self.scale = torch.nn.Parameter(torch.ones(channels))
+        self.calls = []
+
+    def forward(self, features):
+        self.calls.append((features.detach().clone(), self.training, features.requires_grad))
+        return torch.nn.functional.normalize(features.mean(dim=(2, 3)) * self.scale, dim=1)
+
+
+@pytest.mark.parametrize(("channels", "batch"), [(5, 3), (4, 2)])
+def test_check_head_probes_seeded_maps_of_two_sizes_then_trains(channels, batch):
+    head = RecordingHead(channels)
+    torch.manual_seed(9)
+    testing.check_head(head, channels, batch=batch)
+    generator = torch.Generator().manual_seed(0)
+    expected = []
+    for height, width in ((7, 7), (5, 9)):
+        features = torch.rand(batch, channels, height, width, generator=generator)
+        expected += [(features, False, False), (features[:1], False, False)]
+    expected.append((torch.rand(batch, channels, 7, 7, generator=generator), True, True))
+    assert len(head.calls) == len(expected)
+    for seen, want in zip(head.calls, expected, strict=True):
+        assert torch.equal(seen[0], want[0]) and seen[1:] == want[1:]
+    assert not head.training
