@@ -540,3 +540,220 @@ def test_check_head_probes_seeded_maps_of_two_sizes_then_trains(channels, batch)
     for seen, want in zip(head.calls, expected, strict=True):
         assert torch.equal(seen[0], want[0]) and seen[1:] == want[1:]
     assert not head.training
+
+
+# --- check_loss: messages from their start, tolerances, gradients of the logits -----------
+
+
+def test_loss_attribute_messages_name_the_attribute_and_the_value():
+    class NoAttributes:
+        def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+            return GoodLoss(True, None)(embeddings, labels, triplets)
+
+    loss = NoAttributes()
+    with pytest.raises(
+        ContractError,
+        match=re.escape(
+            "loss must have a bool attribute needs_triplets (whether it uses a miner's "
+            "triplets), got None"
+        )
+        + "$",
+    ) as raised:
+        testing.check_loss(loss)
+    assert str(raised.value).startswith("loss must")
+    loss.needs_triplets = 1  # an int is no bool
+    with pytest.raises(ContractError, match=r"^loss must have a bool attribute .*, got 1$"):
+        testing.check_loss(loss)
+    loss.needs_triplets = True
+    with pytest.raises(
+        ContractError,
+        match="^"
+        + re.escape(
+            "loss attribute logits must be one of (None, 'image', 'map', 'regions') "
+            "(what it needs in logits=), got '<missing>'"
+        )
+        + "$",
+    ):
+        testing.check_loss(loss)
+
+
+def test_a_refusal_not_naming_the_argument_is_quoted_whole():
+    class Vague(GoodLoss):
+        def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+            if triplets is None:
+                raise TypeError("a miner is needed")
+            return super().__call__(embeddings, labels, triplets, logits=logits)
+
+    with pytest.raises(
+        ContractError,
+        match="^"
+        + re.escape(
+            "loss error for triplets=None (it needs_triplets) must name 'triplets', "
+            "got: a miner is needed"
+        )
+        + "$",
+    ):
+        testing.check_loss(Vague(True, None))
+
+
+class Wobbly(GoodLoss):
+    """Values near 1e-3 that move by 5e-7 (the checks allow 1e-6) on each probe compared
+    with the valid batch: without triplets, one map as a tensor, reordered, renamed."""
+
+    def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+        value = 1e-3 * super().__call__(embeddings, labels, triplets, logits=logits)
+        order = labels.tolist()
+        moved = [
+            triplets is None,
+            isinstance(logits, torch.Tensor),
+            order != sorted(order),
+            order == sorted(order) and order != BATCH_LABELS,
+        ]
+        return value + 5e-7 * sum(moved)
+
+
+@pytest.mark.parametrize(("needs_triplets", "kind"), [(False, "map"), (True, None)])
+def test_a_loss_within_the_tolerances_passes(needs_triplets, kind):
+    testing.check_loss(Wobbly(needs_triplets, kind))
+
+
+@pytest.mark.parametrize("kind", ["image", "regions", "map"])
+def test_logits_receiving_a_zero_gradient_fail(kind):
+    class Frozen(GoodLoss):
+        def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+            tensors = [logits] if isinstance(logits, torch.Tensor) else logits
+            if kind != "map":  # the only tensor takes part with a zero weight
+                value = super().__call__(embeddings, labels, triplets, logits=logits).detach()
+            else:  # the first scale counts, the second takes part with a zero weight
+                value = super().__call__(embeddings, labels, triplets, logits=tensors[:1])
+            return value + 0 * tensors[-1].sum() + 0 * embeddings.sum()
+
+    scale = 1 if kind == "map" else 0
+    with pytest.raises(
+        ContractError,
+        match="^"
+        + re.escape(
+            f"loss gradient does not reach logits={kind!r} (tensor {scale}), or is not finite"
+        )
+        + "$",
+    ):
+        testing.check_loss(Frozen(False, kind))
+
+
+def test_logits_receiving_a_non_finite_gradient_fail():
+    class SquareRoot(GoodLoss):
+        def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+            value = super().__call__(embeddings, labels, triplets, logits=logits)
+            return value + (logits - logits).square().sum().sqrt()  # 0, gradient 0·inf
+
+    with pytest.raises(
+        ContractError, match=r"^loss gradient does not reach logits='image' \(tensor 0\)"
+    ):
+        testing.check_loss(SquareRoot(False, "image"))
+
+
+def test_a_loss_on_logits_alone_may_leave_the_embeddings_without_gradient():
+    class LogitsOnly(GoodLoss):
+        def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+            return F.cross_entropy(_class_scores("image", logits, labels.numel()), labels)
+
+    testing.check_loss(LogitsOnly(False, "image"))
+
+
+def test_embedding_gradient_messages_are_exact():
+    class Infinite(GoodLoss):
+        def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+            value = super().__call__(embeddings, labels, triplets, logits=logits)
+            return value + (embeddings - embeddings).square().sum().sqrt()
+
+    class Blind(GoodLoss):
+        def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+            return super().__call__(embeddings, labels, triplets, logits=logits) * 0
+
+    with pytest.raises(ContractError, match="^loss gradient w.r.t. embeddings is not finite$"):
+        testing.check_loss(Infinite(True, None))
+    with pytest.raises(
+        ContractError, match="^loss gives no gradient to the embeddings on a hard random batch$"
+    ):
+        testing.check_loss(Blind(True, None))
+
+
+def test_value_messages_are_exact():
+    class Shifted(GoodLoss):
+        """Adds 1 on a reordered batch (labels out of order) or on renamed classes."""
+
+        def __init__(self, when):
+            super().__init__(True, None)
+            self.when = when
+
+        def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+            value = super().__call__(embeddings, labels, triplets, logits=logits)
+            order = labels.tolist()
+            shifted = order != sorted(order) if self.when == "reordered" else order[0] != 0
+            return value + 1 if shifted else value
+
+    for when, what in (
+        ("reordered", "the batch is reordered"),
+        ("renamed", "the classes are renamed"),
+    ):
+        with pytest.raises(ContractError) as raised:
+            testing.check_loss(Shifted(when))
+        found = re.fullmatch(rf"loss changes when {what}: (\S+) -> (\S+)", str(raised.value))
+        assert found, str(raised.value)
+        before, after = map(float, found.groups())
+        assert after == pytest.approx(before + 1)
+
+
+# --- check_miner: what a miner's answer must be ------------------------------------------
+
+
+def _miner_returning(change):
+    def miner(embeddings, labels, ref_embeddings=None, ref_labels=None):
+        good = RecordingMiner()(embeddings, labels, ref_embeddings, ref_labels)
+        return change(*good)
+
+    return miner
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda a, p, n: (a, p),
+            "miner must return a tuple (anchors, positives, negatives), got tuple",
+        ),
+        (lambda a, p, n: (a.tolist(), p, n), "miner anchors must be a 1-D int64 tensor, got list"),
+        (
+            lambda a, p, n: (a, p[:, None], n),
+            "miner positives must be a 1-D int64 tensor, got torch.int64",
+        ),
+        (
+            lambda a, p, n: (a, p, n.int()),
+            "miner negatives must be a 1-D int64 tensor, got torch.int32",
+        ),
+        (lambda a, p, n: (a[:-1], p, n), "miner index tensors differ in length: 19, 20, 20"),
+        (lambda a, p, n: (a, p[:-1], n), "miner index tensors differ in length: 20, 19, 20"),
+        (lambda a, p, n: (a - 1, p, n), "miner anchors index outside the batch"),
+        (lambda a, p, n: (a, p - 20, n), "miner positives index outside the reference set"),
+    ],
+)
+def test_miner_answer_messages_are_exact(change, message):
+    with pytest.raises(ContractError, match=f"^{re.escape(message)}$"):
+        testing.check_miner(_miner_returning(change))
+
+
+def test_an_empty_answer_for_one_class_passes_but_one_triplet_fails():
+    calls = []
+
+    def lonely_triplet(embeddings, labels, ref_embeddings=None, ref_labels=None):
+        calls.append(labels)
+        a, p, n = RecordingMiner()(embeddings, labels, ref_embeddings, ref_labels)
+        if labels.unique().numel() == 1:  # one class: one made-up triplet
+            return torch.tensor([0]), torch.tensor([1]), torch.tensor([2])
+        return a, p, n
+
+    with pytest.raises(
+        ContractError, match="^miner returned triplets for a batch with one class only$"
+    ):
+        testing.check_miner(lonely_triplet)
+    assert len(calls) == 4
