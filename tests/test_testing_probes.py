@@ -757,3 +757,28 @@ def test_an_empty_answer_for_one_class_passes_but_one_triplet_fails():
     ):
         testing.check_miner(lonely_triplet)
     assert len(calls) == 4
+
+
+def test_check_reranker_with_a_recipe_probes_one_component_fewer():
+    from pyinstance.index import DEFAULT_RECIPE
+
+    class Sized(RecordingReranker):
+        recipe = DEFAULT_RECIPE.with_(dim=12).to_dict()
+
+        def score(self, queries, candidates):
+            if np.shape(queries)[-1] != 12 or np.shape(candidates)[-1] != 12:
+                self.calls.append((np.array(queries), np.array(candidates)))
+                raise ValueError("descriptors: expected 12 components")
+            return super().score(queries, candidates)
+
+    reranker = Sized()
+    testing.check_reranker(reranker, dim=40)  # the recipe's dim replaces dim
+    generator = torch.Generator().manual_seed(7)
+    candidates = _units(generator, 3, 3, 12)
+    for shape in ((3, 1), (3, 4), (3, 1)):  # R = 1 and 4 windows, then Q×1 queries
+        _units(generator, *shape, 12)
+    queries, seen_candidates = reranker.calls[-1]
+    assert queries.shape == (3, 1, 11) and seen_candidates.shape == (3, 3, 11)
+    assert np.allclose(queries, _units(generator, 3, 1, 12)[..., :-1], atol=1e-6)
+    assert np.allclose(seen_candidates, candidates[..., :-1], atol=1e-6)
+    assert all(q.shape[-1] == 12 for q, _ in reranker.calls[:-1])
