@@ -690,7 +690,7 @@ def test_value_messages_are_exact():
             value = super().__call__(embeddings, labels, triplets, logits=logits)
             order = labels.tolist()
             shifted = order != sorted(order) if self.when == "reordered" else order[0] != 0
-            return value + 1 if shifted else value
+            return value + 10 if shifted else value  # far beyond any relative tolerance
 
     for when, what in (
         ("reordered", "the batch is reordered"),
@@ -701,7 +701,7 @@ def test_value_messages_are_exact():
         found = re.fullmatch(rf"loss changes when {what}: (\S+) -> (\S+)", str(raised.value))
         assert found, str(raised.value)
         before, after = map(float, found.groups())
-        assert after == pytest.approx(before + 1)
+        assert after == pytest.approx(before + 10)
 
 
 # --- check_miner: what a miner's answer must be ------------------------------------------
@@ -782,3 +782,26 @@ def test_check_reranker_with_a_recipe_probes_one_component_fewer():
     assert np.allclose(queries, _units(generator, 3, 1, 12)[..., :-1], atol=1e-6)
     assert np.allclose(seen_candidates, candidates[..., :-1], atol=1e-6)
     assert all(q.shape[-1] == 12 for q, _ in reranker.calls[:-1])
+
+
+def test_values_far_apart_fail_whatever_their_size():
+    class TripledWithoutTriplets(GoodLoss):
+        def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+            value = super().__call__(embeddings, labels, triplets, logits=logits)
+            return value * 3 if triplets is None else value
+
+    class TripledForOneTensor(GoodLoss):
+        def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+            value = super().__call__(embeddings, labels, triplets, logits=logits)
+            return value * 3 if isinstance(logits, torch.Tensor) else value
+
+    with pytest.raises(
+        ContractError,
+        match="^loss declares needs_triplets=False but its value depends on the triplets$",
+    ):
+        testing.check_loss(TripledWithoutTriplets(False, "image"))
+    with pytest.raises(
+        ContractError,
+        match=r"^loss with logits='map' must read one B×K×H×W tensor as a single scale$",
+    ):
+        testing.check_loss(TripledForOneTensor(False, "map"))
