@@ -805,3 +805,101 @@ def test_values_far_apart_fail_whatever_their_size():
         match=r"^loss with logits='map' must read one B×K×H×W tensor as a single scale$",
     ):
         testing.check_loss(TripledForOneTensor(False, "map"))
+
+
+# --- check_backbone / check_head: inclusive bounds and tolerances -------------------------
+
+
+class Conv(torch.nn.Module):
+    """Stride 4, 8 channels (the last one all zeros); ``alone`` changes a lone image's map."""
+
+    out_channels = 8
+    out_stride = 4
+
+    def __init__(self, kernel=3, padding=1, scale=1.0, alone=None):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 7, kernel, stride=4, padding=padding)
+        self.scale, self.alone = scale, alone
+
+    def forward(self, images):
+        out = self.conv(images) * self.scale
+        out = torch.cat([out, torch.zeros_like(out[:, :1])], dim=1)
+        if self.alone is not None and images.shape[0] == 1:
+            out = self.alone(out)
+        return out
+
+
+def test_a_map_of_exactly_the_declared_minimum_cells_passes():
+    # min_input_size 5 at 32 px: at least (32 - 5) // 4 = 6 cells; a 9×9 valid kernel gives 6
+    backbone = Conv(kernel=9, padding=0)
+    backbone.min_input_size = 5
+    assert backbone(torch.zeros(1, 3, 32, 32)).shape[-1] == 6
+    testing.check_backbone(backbone)
+
+
+def test_a_map_two_cells_larger_than_predicted_fails():
+    backbone = Conv(kernel=1, padding=4)  # (32 + 8 - 1) // 4 + 1 = 10 cells, 32 / 4 = 8
+    with pytest.raises(
+        ContractError, match="^backbone out_stride=4 predicts h≈8 for 32px inputs, got 10$"
+    ):
+        testing.check_backbone(backbone)
+
+
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        Conv(scale=10.0, alone=lambda out: out * (1 + 5e-5)),  # relative 5e-5 (1e-4 allowed)
+        Conv(alone=lambda out: out + 5e-6),  # 5e-6 on the zero channel (1e-5 allowed)
+        Conv(scale=1e-3),  # gradients far below 1
+    ],
+)
+def test_a_backbone_within_the_tolerances_passes(backbone):
+    testing.check_backbone(backbone)
+
+
+def test_a_lone_image_far_from_its_batch_row_fails():
+    with pytest.raises(
+        ContractError,
+        match=r"^backbone output for one image depends on the rest of the batch \(in eval mode\)$",
+    ):
+        testing.check_backbone(Conv(alone=lambda out: out + 10))
+
+
+class Pooled(torch.nn.Module):
+    """Channel means and one zero component, L2-normalised; ``alone`` changes a lone row."""
+
+    def __init__(self, channels, alone=None, bias=0.0, norm=1.0):
+        super().__init__()
+        self.out_dim = channels + 1
+        self.alone, self.bias, self.norm = alone, bias, norm
+
+    def forward(self, features):
+        pooled = features.mean(dim=(2, 3)) + self.bias
+        out = torch.nn.functional.normalize(
+            torch.cat([pooled, torch.zeros_like(pooled[:, :1])], dim=1), dim=1
+        )
+        if self.alone is not None and features.shape[0] == 1:
+            out = self.alone(out)
+        return out * self.norm
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        Pooled(4, alone=lambda out: out * (1 + 5e-5)),  # relative 5e-5 (1e-4 allowed)
+        Pooled(4, alone=lambda out: out + 5e-6),  # 5e-6 on the zero component (1e-5 allowed)
+        Pooled(4, bias=1e3),  # an input gradient far below 1
+        Pooled(4, norm=1 + 5e-4),  # norms 1.0005 (1e-3 allowed)
+    ],
+)
+def test_a_head_within_the_tolerances_passes(head):
+    testing.check_head(head, 4)
+
+
+def test_a_lone_row_far_from_its_batch_row_fails():
+    with pytest.raises(
+        ContractError,
+        match=r"^head output for one image depends on the rest of the batch \(in eval mode\)$",
+    ):
+        # one channel: rows (1, 0), flipped to (-1, 0) alone, 2 apart
+        testing.check_head(Pooled(1, alone=lambda out: -out), 1)
