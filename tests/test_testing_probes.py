@@ -903,3 +903,11 @@ def test_a_lone_row_far_from_its_batch_row_fails():
     ):
         # one channel: rows (1, 0), flipped to (-1, 0) alone, 2 apart
         testing.check_head(Pooled(1, alone=lambda out: -out), 1)
+
+
+def test_check_loss_and_check_miner_probe_16_components_by_default():
+    loss, miner = Recording(True, None), RecordingMiner()
+    testing.check_loss(loss)
+    testing.check_miner(miner)
+    assert {call[0].shape[1] for call in loss.calls} == {16}
+    assert {call[0].shape[1] for call in miner.calls} == {16}
