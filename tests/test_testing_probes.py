@@ -911,3 +911,65 @@ def test_check_loss_and_check_miner_probe_16_components_by_default():
     testing.check_miner(miner)
     assert {call[0].shape[1] for call in loss.calls} == {16}
     assert {call[0].shape[1] for call in miner.calls} == {16}
+
+
+class PositionalTriplets(GoodLoss):
+    """``triplets`` without a default, as the trainer passes it: positionally, None or not."""
+
+    def __init__(self, needs_triplets, logits, accepts_none=False):
+        super().__init__(needs_triplets, logits)
+        self.accepts_none = accepts_none
+
+    def __call__(self, embeddings, labels, triplets, *, logits=None):
+        if triplets is None and self.accepts_none:
+            return (embeddings @ embeddings.T).mean()
+        return super().__call__(embeddings, labels, triplets, logits=logits)
+
+
+def test_the_triplets_none_probes_pass_none_as_the_trainer_does():
+    testing.check_loss(PositionalTriplets(False, "image"))
+    with pytest.raises(
+        ContractError,
+        match=r"^loss accepted triplets=None \(it needs_triplets\) without an error naming 'triplets'$",
+    ):
+        testing.check_loss(PositionalTriplets(True, None, accepts_none=True))
+
+
+def test_a_miner_answering_another_tuple_the_second_time_is_not_accepted():
+    calls = []
+
+    def grows(embeddings, labels, ref_embeddings=None, ref_labels=None):
+        calls.append(None)
+        a, p, n = RecordingMiner()(embeddings, labels, ref_embeddings, ref_labels)
+        return (a, p, n) if len(calls) == 1 else (a, p, n, n)
+
+    with pytest.raises((ContractError, ValueError)):
+        testing.check_miner(grows)
+
+
+def test_the_nondeterminism_message_is_exact():
+    def shuffled(embeddings, labels, ref_embeddings=None, ref_labels=None):
+        a, p, n = RecordingMiner()(embeddings, labels, ref_embeddings, ref_labels)
+        order = torch.randperm(len(a))
+        return a[order], p[order], n[order]
+
+    with pytest.raises(
+        ContractError,
+        match=r"^miner is not deterministic \(pass deterministic=False for a stochastic miner\)$",
+    ):
+        testing.check_miner(shuffled)
+
+
+def test_an_anchor_past_the_eight_rows_given_with_references_fails():
+    def one_more(embeddings, labels, ref_embeddings=None, ref_labels=None):
+        a, p, n = RecordingMiner()(embeddings, labels, ref_embeddings, ref_labels)
+        if ref_embeddings is None:
+            return a, p, n
+        # row 8 is of class 2 in the full batch: a triplet valid for it, but it was not given
+        positive = int((ref_labels == 2).nonzero()[0])
+        negative = int((ref_labels != 2).nonzero()[0])
+        extra = torch.tensor([8]), torch.tensor([positive]), torch.tensor([negative])
+        return tuple(torch.cat([x, y]) for x, y in zip((a, p, n), extra, strict=True))
+
+    with pytest.raises(ContractError, match="^miner anchors index outside the batch$"):
+        testing.check_miner(one_more)
