@@ -974,3 +974,14 @@ def test_an_anchor_past_the_eight_rows_given_with_references_fails():
 
     with pytest.raises(ContractError, match="^miner anchors index outside the batch$"):
         testing.check_miner(one_more)
+
+
+def test_a_loss_without_a_graph_is_named_exactly():
+    class Constant(GoodLoss):
+        def __call__(self, embeddings, labels, triplets=None, *, logits=None):
+            return super().__call__(embeddings, labels, triplets, logits=logits).detach()
+
+    with pytest.raises(
+        ContractError, match=r"^loss is not differentiable \(its value has no graph\)$"
+    ):
+        testing.check_loss(Constant(True, None))
