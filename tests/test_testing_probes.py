@@ -985,3 +985,18 @@ def test_a_loss_without_a_graph_is_named_exactly():
         ContractError, match=r"^loss is not differentiable \(its value has no graph\)$"
     ):
         testing.check_loss(Constant(True, None))
+
+
+def test_backbone_and_head_messages_are_exact():
+    head = Pooled(4)
+    head.out_dim = 4  # returns 5 components
+    with pytest.raises(
+        ContractError, match=r"^head output must be 3×4 for 7×7 maps, got \(3, 5\)$"
+    ):
+        testing.check_head(head, 4)
+    with pytest.raises(ContractError, match="^backbone output has NaN or infinite values$"):
+        testing.check_backbone(Conv(scale=float("inf")))
+    with pytest.raises(
+        ContractError, match="^no trainable backbone parameter received a gradient$"
+    ):
+        testing.check_backbone(Conv(scale=0.0))
