@@ -223,6 +223,8 @@ MUTATION_TESTS = {
         "tests/data/test_augment_answers.py",
     ],
     "pyinstance/data/composite.py": ["tests/data/test_composite.py"],
+    # Without the built-ins' largest networks (vgg16 alone runs 25 s): every surviving
+    # check_backbone / check_head mutant would run them all; the small ones stay.
     "pyinstance/testing.py": [
         "tests/test_testing.py",
         "tests/test_testing_losses.py",
@@ -230,6 +232,19 @@ MUTATION_TESTS = {
         "tests/test_builtin_contracts.py",
         "tests/classify/test_check_classifier.py",
         "tests/rerank/test_check_reranker.py",
+        "tests/test_testing_probes.py",
+        *(
+            f"--deselect=tests/test_builtin_contracts.py::"
+            f"test_builtin_component_honours_its_contract[{component}]"
+            for component in (
+                "backbone:vgg16",
+                "backbone:resnet152",
+                "backbone:resnet101",
+                "backbone:resnet50",
+                "backbone:resnet34",
+                "head:topk_region",
+            )
+        ),
     ],
     # tests/index/ holds CLI, crash and concurrency tests that spawn processes or build
     # networks (seconds to minutes a mutant); these files test each module directly.
