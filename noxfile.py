@@ -174,7 +174,11 @@ MUTATION_TESTS = {
     "pyinstance/eval/report.py": ["tests/eval/test_report_units.py"],
     # The Reranking stage's tests live with the re-rankers (tests/rerank/test_stage.py); no
     # test under tests/classify/ reaches it, so without this entry mutmut finds nothing to run.
-    "pyinstance/classify/rerank.py": ["tests/rerank/test_stage.py", "tests/classify"],
+    "pyinstance/classify/rerank.py": [
+        "tests/rerank/test_stage.py",
+        "tests/rerank/test_stage_answers.py",
+        "tests/classify",
+    ],
     # The losses' implementation (models/_losses/) has no mirrored folder; these files test
     # each loss against an oracle written in the test (test_losses_pml.py: against
     # pytorch-metric-learning).

@@ -218,7 +218,9 @@ def test_default_count_and_seed():
     views = augment_views(image)
     assert len(views) == 10
     again = augment_views(image, count=10, seed=0)
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(views, again))
+    assert all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(views, again, strict=True)
+    )
 
 
 def test_smallest_accepted_image_and_count():

@@ -13,8 +13,14 @@ import math
 import numpy as np
 import pytest
 
-from pyinstance.classify import KnnVote, NearestNeighbour, Prediction, fit_threshold
-from pyinstance.classify import reject, threshold_for_far
+from pyinstance.classify import (
+    KnnVote,
+    NearestNeighbour,
+    Prediction,
+    fit_threshold,
+    reject,
+    threshold_for_far,
+)
 
 #: Instance codes of the collection's rows (-1: ignored); counts 3, 2, 1, 4, 2.
 LABELS = np.array([3, 0, 1, 3, 0, 2, -1, 4, 3, 0, 1, 3, 4])
