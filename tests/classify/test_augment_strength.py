@@ -140,15 +140,17 @@ def test_downscale_keeps_the_whole_image_at_30_to_70_percent():
     assert 0.3 <= min(factors) < 0.32 and 0.68 < max(factors) <= 0.7
 
 
-def test_downscale_of_a_small_image_keeps_sides_of_at_least_8_px():
-    image = _coordinates(16, 40)
+@pytest.mark.parametrize("tall", [True, False])
+def test_downscale_of_a_small_image_keeps_sides_of_at_least_8_px(tall):
+    image = _coordinates(16, 40) if tall else _coordinates(40, 16)
     narrow = []
     for seed in SEEDS:
         rng = RecordingRng(seed)
-        width, height = augment._scale(image, rng).size
+        size = augment._scale(image, rng).size
+        short, long = size if tall else size[::-1]
         (drawn,) = rng.uniform_draws
-        assert width == max(8, round(16 * drawn)) and height == round(40 * drawn)
-        narrow.append(width)
+        assert short == max(8, round(16 * drawn)) and long == round(40 * drawn)
+        narrow.append(short)
     assert min(narrow) == 8 and max(narrow) > 8
 
 
@@ -240,3 +242,46 @@ def test_grey_image_views_are_rgb_copies_of_its_grey():
         assert view.mode == "RGB"
         assert np.array_equal(pixels[..., 0], pixels[..., 1])
         assert np.array_equal(pixels[..., 1], pixels[..., 2])
+
+
+def _homography(source: np.ndarray, target: np.ndarray):
+    """scikit-image's projective transform taking ``source`` points onto ``target``."""
+    from skimage.transform import ProjectiveTransform
+
+    if hasattr(ProjectiveTransform, "from_estimate"):
+        return ProjectiveTransform.from_estimate(source, target)
+    transform = ProjectiveTransform()
+    assert transform.estimate(source, target)
+    return transform
+
+
+def test_perspective_maps_every_pixel_through_the_homography_of_the_moved_corners():
+    width, height = 200, 120
+    image = _coordinates(width, height)
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64)
+    inward = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], np.float64)
+    oy, ox = np.mgrid[0:height, 0:width]
+    centres = np.stack([ox.ravel() + 0.5, oy.ravel() + 0.5], axis=1)
+    for seed in range(12):
+        rng = RecordingRng(seed)
+        view = np.asarray(augment._perspective(image, rng)).astype(np.float64)
+        (drawn,) = rng.uniform_draws
+        moved = corners + inward * drawn * [width, height]
+        source = _homography(corners, moved)(centres) - 0.5  # pixel centres to indices
+        sx, sy = source[:, 0].reshape(height, width), source[:, 1].reshape(height, width)
+        inside = (sx > 2) & (sx < width - 3) & (sy > 2) & (sy < height - 3)
+        # Bicubic interpolation reproduces the coordinate ramp; 8 bits truncate it.
+        for channel, exact in ((0, sx), (1, sy)):
+            error = (view[..., channel] - exact)[inside]
+            assert error.min() >= -1.005 and error.max() <= 0.005
+
+
+def test_perspective_resamples_bicubically():
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[:, ::4] = 255
+    for seed in range(5):
+        view = np.asarray(
+            augment._perspective(Image.fromarray(stripes), np.random.default_rng(seed))
+        )
+        # Nearest-neighbour sampling would keep the two stripe values only.
+        assert np.unique(view[..., 0]).size > 10
