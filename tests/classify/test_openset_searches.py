@@ -375,3 +375,81 @@ def test_reject_keeps_an_answer_at_the_threshold_and_pins_its_messages():
     assert str(error.value) == "prediction: expected a pyinstance.classify.Prediction, got list"
     with pytest.raises(ValueError, match=r"^threshold: expected a number in \[0, 1\]"):
         reject(p, 1.01)
+
+
+class TableScorer:
+    """A pair scorer whose probability is a fixed number per reference row."""
+
+    recipe = None
+
+    def __init__(self, x, probability, k):
+        self.x, self.probability, self.k = x, probability, k
+
+    def score(self, queries, candidates):
+        rows = [_rows_of(self.x, row) for row in candidates]
+        return np.array([[self.probability[r] for r in row] for row in rows], np.float32)
+
+
+def test_a_reranker_sets_the_confidence_the_threshold_is_fitted_on():
+    x, views, view_labels, distractors = _collection(12)
+    probability = np.linspace(0.05, 0.95, LABELS.size)[np.random.default_rng(0).permutation(13)]
+    recording = Recording(NearestNeighbour())
+    fit = fit_threshold(
+        recording,
+        x,
+        LABELS,
+        views=views,
+        view_labels=view_labels,
+        distractors=distractors,
+        instance_folds=None,
+        target_far=0.2,
+        reranker=TableScorer(x, probability, k=3),
+    )
+    searches = recording.searches
+    # The re-ranker's k (3) sets how many neighbours are searched; its answer is the best
+    # of the first 3 candidates' probabilities (rows are the collection's, row 6 ignored).
+    assert {s["neighbours"].scores.shape[1] for s in searches} == {3}
+    confidence = [
+        probability[s["neighbours"].rows[:, :3]].max(axis=1).astype(np.float32) for s in searches
+    ]
+    n_known = 2  # the two leave-one-out folds come first, views and distractors last
+    unknown = np.concatenate(confidence[n_known:-2] + confidence[-1:])
+    known = np.concatenate(confidence[:n_known] + confidence[-2:-1])
+    assert fit.threshold == threshold_for_far(unknown, 0.2)
+    assert fit.far == pytest.approx((unknown >= fit.threshold).mean())
+    assert fit.frr == pytest.approx((known < fit.threshold).mean())
+
+
+def test_the_target_far_above_one_is_refused_by_the_range_check():
+    x, *_ = _collection(13)
+    with pytest.raises(ValueError) as error:
+        fit_threshold(NearestNeighbour(), x, LABELS, target_far=1.5)
+    assert str(error.value) == "target_far: expected a number in [0, 1], got 1.5"
+
+
+def test_confidences_of_exactly_one_count_at_a_threshold_of_one():
+    # Instance 0: two identical references (known, confidence 1); instance 1 and 2 share a
+    # descriptor (unknown, confidence 1); instance 3 is apart.
+    eye = np.eye(4, dtype=np.float32)
+    x = eye[[0, 0, 1, 1, 2, 3]]
+    labels = [0, 0, 1, 2, 2, 3]
+    fit = fit_threshold(NearestNeighbour(), x, labels, target_far=0.0, instance_folds=None)
+    # Unknown: each reference without its instance: rows 2 and 3 (1.0 each), the rest 0.
+    assert fit.threshold == 1.0
+    assert fit.far == pytest.approx(2 / 6)
+    # Known: rows 0 and 1 (1.0, right) and rows 3, 4 (instance 2: row 3 finds row 2 of
+    # instance 1 at 1.0, wrong; row 4 finds nothing alike).
+    assert fit.known == {"leave_one_out": 4, "views": 0}
+    assert fit.frr == pytest.approx(1 / 4) and fit.misidentified == 1
+
+
+def test_the_fit_is_reproducible():
+    rng = np.random.default_rng(14)
+    labels = np.repeat(np.arange(24), 2)
+    x = _unit(rng, 48)
+    first = Recording(NearestNeighbour())
+    second = Recording(NearestNeighbour())
+    fits = [fit_threshold(r, x, labels, instance_folds=3, target_far=0.1) for r in (first, second)]
+    assert fits[0] == fits[1]
+    for a, b in zip(first.searches, second.searches, strict=True):
+        np.testing.assert_array_equal(a["queries"], b["queries"])
