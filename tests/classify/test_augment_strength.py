@@ -285,3 +285,13 @@ def test_perspective_resamples_bicubically():
         )
         # Nearest-neighbour sampling would keep the two stripe values only.
         assert np.unique(view[..., 0]).size > 10
+
+
+def test_count_and_seed_errors_name_their_argument():
+    image = _coordinates(32, 32)
+    with pytest.raises(ValueError) as error:
+        augment_views(image, count=0)
+    assert str(error.value) == "count: expected an integer >= 1, got 0"
+    with pytest.raises(ValueError) as error:
+        augment_views(image, seed=-1)
+    assert str(error.value) == "seed: expected an integer >= 0, got -1"
