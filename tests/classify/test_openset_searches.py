@@ -453,3 +453,20 @@ def test_the_fit_is_reproducible():
     assert fits[0] == fits[1]
     for a, b in zip(first.searches, second.searches, strict=True):
         np.testing.assert_array_equal(a["queries"], b["queries"])
+
+
+def test_defaults_hold_out_five_per_instance_in_twenty_instance_groups():
+    rng = np.random.default_rng(15)
+    # 24 instances: instance 0 with 7 references, 1-3 with 2, the rest with one.
+    labels = np.concatenate([np.zeros(7, int), np.repeat([1, 2, 3], 2), np.arange(4, 24)])
+    x = _unit(rng, labels.size, dim=16)
+    recording = Recording(NearestNeighbour())
+    fit = fit_threshold(recording, x, labels)
+    # Leave one out: folds 0 and 1 hold one reference of instances 0-3, folds 2-4 one of
+    # instance 0 (its sixth and seventh references are never held out).
+    assert fit.known == {"leave_one_out": 4 + 4 + 1 + 1 + 1, "views": 0}
+    assert [len(s["queries"]) for s in recording.searches[:5]] == [4, 4, 1, 1, 1]
+    # Unknown: 24 instances in 20 groups, each group searched once.
+    assert len(recording.searches) == 5 + 20
+    assert fit.unknown == {"leave_instance_out": labels.size, "distractors": 0}
+    assert fit.target_far == 0.01
