@@ -74,15 +74,16 @@ def test_instances_are_ranked_by_their_best_candidate_then_the_classifier_rest()
     refs = _references()
     stage = Reranking(TableScorer(refs, PROBABILITY, k=3), refs, ROWS)
     neighbours = _neighbours([[0, 2, 1, 4], [3, 5, -1, -1], [4, -1, -1, -1]])
-    # The classifier ranked instances 3 and 2 too, which the first 3 neighbours miss.
-    prediction = _prediction([[0, 1, 3, 2], [2, 0, 3, -1], [3, 1, -1, -1]])
+    # The classifier ranked instances the first 3 neighbours miss (3 and 2; 0 and 1): they
+    # follow with score 0.
+    prediction = _prediction([[0, 1, 3, 2], [2, 0, 3, -1], [3, 0, 1, -1]])
     answer = stage.rerank(np.zeros((3, DIM), np.float32) + 0.1, neighbours, prediction)
     # Query 0 scores refs 0 (inst 0, 0.2), 2 (inst 1, 0.4), 1 (inst 1, 0.9): 1 then 0;
     # query 1: refs 3 (inst 2, 0.0) and 5 (inst 0, 0.6); query 2: ref 4 (inst 3, 0.7).
     assert answer.labels.tolist() == [1, 0, 3]
     np.testing.assert_allclose(answer.confidence, [0.9, 0.6, 0.7], atol=1e-6)
-    assert answer.ranked.tolist() == [[1, 0, 3, 2], [0, 2, 3, -1], [3, 1, -1, -1]]
-    expected_scores = [[0.9, 0.2, 0.0, 0.0], [0.6, 0.0, 0.0, -np.inf], [0.7, 0.0, -np.inf, -np.inf]]
+    assert answer.ranked.tolist() == [[1, 0, 3, 2], [0, 2, 3, -1], [3, 0, 1, -1]]
+    expected_scores = [[0.9, 0.2, 0.0, 0.0], [0.6, 0.0, 0.0, -np.inf], [0.7, 0.0, 0.0, -np.inf]]
     np.testing.assert_allclose(answer.ranked_scores, expected_scores, atol=1e-6)
     assert answer.ranked_scores.dtype == np.float32 and answer.ranked.dtype == np.int64
 
@@ -314,3 +315,29 @@ def test_repr_names_the_scorer_and_the_collection_size():
     assert repr(Reranking(TableScorer(refs, PROBABILITY), refs, ROWS)) == (
         "Reranking(TableScorer(), 6 references)"
     )
+
+
+def test_a_single_candidate_is_scored():
+    refs = _references()
+    scorer = TableScorer(refs, PROBABILITY, k=3)
+    answer = Reranking(scorer, refs, ROWS).rerank(
+        np.ones((2, DIM), np.float32),
+        _neighbours([[4, -1, -1], [-1, -1, -1]]),
+        _prediction([[3, -1], [-1, -1]]),
+    )
+    assert answer.labels.tolist() == [3, -1]
+    np.testing.assert_allclose(answer.confidence, [0.7, 0.0], atol=1e-6)
+    assert len(scorer.calls) == 1 and scorer.calls[0][1].shape == (2, 1, DIM)
+
+
+def test_no_queries_score_nothing():
+    refs = _references()
+    scorer = TableScorer(refs, PROBABILITY, k=3)
+    empty = Neighbours(
+        np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64), ()
+    )
+    probabilities, real = Reranking(scorer, refs, ROWS).probabilities(
+        np.zeros((0, DIM), np.float32), empty
+    )
+    assert probabilities.shape == (0, 3) and real.shape == (0, 3)
+    assert scorer.calls == []
