@@ -105,12 +105,13 @@ def _band_angle(view: Image.Image) -> float:
 def test_rotation_turns_by_5_to_20_degrees_either_way_with_mean_colour_corners():
     image = _band()
     mean = tuple(int(v) for v in np.asarray(image).reshape(-1, 3).mean(axis=0))
-    angles = []
+    angles, strengths = [], []
     for seed in range(60):
         rng = RecordingRng(seed)
         view = augment._rotate(image, rng)
         assert view.size == image.size and view.mode == "RGB"
         (strength,), (sign,) = rng.uniform_draws, rng.choices
+        strengths.append(strength)
         angle = _band_angle(view)
         assert angle == pytest.approx(strength * sign, abs=0.5)
         angles.append(angle)
@@ -122,6 +123,9 @@ def test_rotation_turns_by_5_to_20_degrees_either_way_with_mean_colour_corners()
     magnitudes = np.abs(angles)
     assert 4.5 <= magnitudes.min() < 6 and 19 < magnitudes.max() <= 20.5
     assert min(angles) < 0 < max(angles)
+    # The drawn strengths span 5-20 degrees (60 draws reach within 0.75 of each end).
+    assert all(5 <= s <= 20 for s in strengths)
+    assert min(strengths) < 5.75 and max(strengths) > 19.25
 
 
 def test_downscale_keeps_the_whole_image_at_30_to_70_percent():

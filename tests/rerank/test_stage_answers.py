@@ -341,3 +341,21 @@ def test_no_queries_score_nothing():
     )
     assert probabilities.shape == (0, 3) and real.shape == (0, 3)
     assert scorer.calls == []
+
+
+def test_reorder_keeps_the_neighbour_order_among_equal_probabilities():
+    # 20 candidates (more than numpy sorts by insertion, where any sort would be stable):
+    # every third has probability 0.5, the others 0.25.
+    refs = np.eye(20, dtype=np.float32)
+    rows = np.arange(20)
+    probability = np.where(rows % 3 == 0, 0.5, 0.25)
+    stage = Reranking(TableScorer(refs, probability, k=20), refs, rows)
+    neighbours = Neighbours(
+        np.linspace(1, 0, 20, dtype=np.float32)[None],
+        rows[None],
+        np.zeros((1, 20), np.int64),
+        ("a",),
+    )
+    reordered = stage.reorder(np.ones((1, 20), np.float32), neighbours)
+    expected = [r for r in rows if r % 3 == 0] + [r for r in rows if r % 3 != 0]
+    assert reordered.rows[0].tolist() == expected
