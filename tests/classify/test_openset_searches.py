@@ -470,3 +470,14 @@ def test_defaults_hold_out_five_per_instance_in_twenty_instance_groups():
     assert len(recording.searches) == 5 + 20
     assert fit.unknown == {"leave_instance_out": labels.size, "distractors": 0}
     assert fit.target_far == 0.01
+
+
+def test_float64_collections_are_searched_as_float32():
+    x, views, view_labels, _ = _collection(16)
+    recording = Recording(NearestNeighbour())
+    fit = fit_threshold(
+        recording, x.astype(np.float64), LABELS, views=views, view_labels=view_labels
+    )
+    assert {r.dtype for r, _ in recording.fits} == {np.dtype(np.float32)}
+    assert {s["queries"].dtype for s in recording.searches} == {np.dtype(np.float32)}
+    assert fit == fit_threshold(NearestNeighbour(), x, LABELS, views=views, view_labels=view_labels)
