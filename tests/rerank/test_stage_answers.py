@@ -359,3 +359,25 @@ def test_reorder_keeps_the_neighbour_order_among_equal_probabilities():
     reordered = stage.reorder(np.ones((1, 20), np.float32), neighbours)
     expected = [r for r in rows if r % 3 == 0] + [r for r in rows if r % 3 != 0]
     assert reordered.rows[0].tolist() == expected
+
+
+def test_row_id_zero_is_a_real_neighbour():
+    refs = _references()
+    stage = Reranking(TableScorer(refs, PROBABILITY, k=2), refs)  # rows 0..5
+    neighbours = Neighbours(
+        np.ones((1, 2), np.float32), np.array([[0, 1]]), np.array([[0, 1]]), ("a", "b")
+    )
+    probabilities, real = stage.probabilities(np.ones((1, DIM), np.float32), neighbours)
+    assert real.tolist() == [[True, True]]
+    np.testing.assert_allclose(probabilities, [[0.2, 0.9]], atol=1e-6)
+
+
+def test_row_ids_beyond_float64_precision_stay_distinct():
+    refs = _references()
+    big = 2**53 + np.arange(6, dtype=np.int64)  # 2**53 and 2**53 + 1 are one float64
+    stage = Reranking(TableScorer(refs, PROBABILITY, k=2), refs, big)
+    neighbours = Neighbours(
+        np.ones((1, 2), np.float32), big[None, [1, 4]], np.array([[1, 3]]), ("a", "b", "c", "d")
+    )
+    probabilities, _ = stage.probabilities(np.ones((1, DIM), np.float32), neighbours)
+    np.testing.assert_allclose(probabilities, [[0.9, 0.7]], atol=1e-6)
