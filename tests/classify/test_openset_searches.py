@@ -481,3 +481,14 @@ def test_float64_collections_are_searched_as_float32():
     assert {r.dtype for r, _ in recording.fits} == {np.dtype(np.float32)}
     assert {s["queries"].dtype for s in recording.searches} == {np.dtype(np.float32)}
     assert fit == fit_threshold(NearestNeighbour(), x, LABELS, views=views, view_labels=view_labels)
+
+
+def test_count_arguments_are_named_in_their_messages():
+    x, *_ = _collection(17)
+    for kwargs, message in (
+        ({"instance_folds": 1}, "instance_folds: expected an integer >= 2, got 1"),
+        ({"max_held_out": 0}, "max_held_out: expected an integer >= 1, got 0"),
+    ):
+        with pytest.raises(ValueError) as error:
+            fit_threshold(NearestNeighbour(), x, LABELS, **kwargs)
+        assert str(error.value) == message
