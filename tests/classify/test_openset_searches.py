@@ -492,3 +492,10 @@ def test_count_arguments_are_named_in_their_messages():
         with pytest.raises(ValueError) as error:
             fit_threshold(NearestNeighbour(), x, LABELS, **kwargs)
         assert str(error.value) == message
+
+
+def test_distractors_of_another_dimension_are_refused():
+    x, *_ = _collection(18)
+    with pytest.raises(ValueError) as error:
+        fit_threshold(NearestNeighbour(), x, LABELS, distractors=np.ones((2, 4), np.float32))
+    assert str(error.value) == "distractors: expected a (M, D) array with D=8, got shape (2, 4)"
