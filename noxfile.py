@@ -175,7 +175,18 @@ MUTATION_TESTS = {
     "pyinstance/eval/report.py": ["tests/eval/test_report_units.py"],
     # The Reranking stage's tests live with the re-rankers (tests/rerank/test_stage.py); no
     # test under tests/classify/ reaches it, so without this entry mutmut finds nothing to run.
-    "pyinstance/classify/rerank.py": ["tests/rerank/test_stage.py", "tests/classify"],
+    # tests/classify/ as a whole is fast, but under load every file counts: these are the
+    # files that call fit_threshold, reject and threshold_for_far.
+    "pyinstance/classify/openset.py": [
+        "tests/classify/test_openset.py",
+        "tests/classify/test_openset_whitened.py",
+        "tests/classify/test_openset_searches.py",
+    ],
+    "pyinstance/classify/rerank.py": [
+        "tests/rerank/test_stage.py",
+        "tests/rerank/test_stage_answers.py",
+        "tests/classify",
+    ],
     # The losses' implementation (models/_losses/) has no mirrored folder; these files test
     # each loss against an oracle written in the test (test_losses_pml.py: against
     # pytorch-metric-learning).
