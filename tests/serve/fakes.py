@@ -42,6 +42,7 @@ class World:
     identifier_error: Exception | None = None
     identify_error: Exception | None = None
     threshold: float = 0.25
+    stale_thresholds: dict[str, str] = field(default_factory=dict)
     reranker_name: str | None = None
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     add_report: Any = None
@@ -66,6 +67,7 @@ class World:
             "instances": len(instances),
             "recipe": {"head": "gem"},
             "settings": dict(self.settings),
+            "stale_thresholds": dict(self.stale_thresholds),
             "pyinstance_version": "9.8.7",
         }
         return FakeVersion(

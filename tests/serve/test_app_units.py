@@ -1097,6 +1097,7 @@ def test_health_info_and_pages(client: TestClient, world: World) -> None:
         "images": 3,
     }
     world.settings["classifier"] = "stored"
+    world.stale_thresholds["threshold"] = "calibrated unwhitened; the index now whitens"
     client.app.state.collection.open()
     assert client.get("/healthz").json()["revision"] == 2
     assert client.get("/v1/info").json() == {
@@ -1106,6 +1107,7 @@ def test_health_info_and_pages(client: TestClient, world: World) -> None:
         "instances": 3,
         "recipe": {"head": "gem"},
         "settings": {"classifier": "stored"},
+        "stale_thresholds": {"threshold": "calibrated unwhitened; the index now whitens"},
         "classifier": "stored",
         "engine": "fake-engine",
         "pyinstance_version": "9.8.7",
