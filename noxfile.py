@@ -156,6 +156,20 @@ MUTATION_TESTS = {
         "tests/test_calibration_whitened.py",
     ],
     "pyinstance/objects.py": ["tests/test_objects_units.py"],
+    # The hooks run once per registry: tests/builtin/test_registrations.py reads a fresh
+    # registry in each test (the folder's other files use the loaded one, or build networks).
+    **{
+        f"pyinstance/builtin/{name}.py": ["tests/builtin/test_registrations.py"]
+        for name in (
+            "backbones",
+            "classifiers",
+            "heads",
+            "losses",
+            "miners",
+            "region_head",
+            "rerankers",
+        )
+    },
     # Not tests/eval/test_report.py: it reaches the metrics only through rendering a report
     # (headless Chromium, seconds per mutant); every metric has its own tests here.
     "pyinstance/eval/metrics.py": [
