@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pyinstance import identification
 from pyinstance.classify import KnnVote, NearestNeighbour, Prediction
 from pyinstance.data.images import scaled_size
 from pyinstance.identification import (
@@ -435,6 +436,95 @@ def test_identify_opens_an_index_path(index, monkeypatch) -> None:
     )
     (answer,) = identify(path, [query_photo()], threshold=0, top_k=1)
     assert answer.instance == "red" and len(answer.top_k) == 1
+    (answer,) = identify(str(path), [query_photo()], threshold=1.0)
+    assert answer.instance is None and len(answer.top_k) == 4
     with InstanceIndex.open(path) as opened:
         (again,) = identify(opened, [query_photo()], threshold=1.0, top_k=2)
         assert again.instance is None and len(again.top_k) == 2
+
+
+class Clock:
+    """A perf_counter that advances one second per reading."""
+
+    def __init__(self) -> None:
+        self.now = -1.0
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_stage_times_are_milliseconds_between_the_stages(index, monkeypatch) -> None:
+    monkeypatch.setattr(identification, "time", Clock())
+    (answer,) = Identifier(index, threshold=0).identify([query_photo()])
+    assert answer.ms == {
+        "decode": 1000.0,
+        "extract": 1000.0,
+        "search": 1000.0,
+        "classify": 1000.0,
+        "total": 4000.0,
+    }
+
+
+def test_object_finding_is_timed_apart_from_extraction(index, monkeypatch) -> None:
+    monkeypatch.setattr(identification, "time", Clock())
+    identifier = Identifier(index, multi=True, objects_threshold=0.0, threshold=0)
+    (answer,) = identifier.identify([query_photo()])
+    # Readings: start 0, decoded 1, objects 2..3, described 4, searched 5, classified 6.
+    assert answer.ms == {
+        "decode": 1000.0,
+        "extract": 2000.0,
+        "objects": 1000.0,
+        "search": 1000.0,
+        "classify": 1000.0,
+        "total": 6000.0,
+    }
+
+
+def test_a_photo_path_given_as_str_is_decoded_and_named(index, tmp_path) -> None:
+    path = tmp_path / "query.png"
+    query_photo().save(path)
+    (answer,) = Identifier(index, threshold=0).identify([str(path)])
+    assert answer.image == str(path) and answer.instance == "red"
+
+
+def test_instances_only_among_the_neighbours_follow_in_similarity_order(index) -> None:
+    white = code(index, "white")
+    classifier = fixed(white, 0.5, [white], [0.75])
+    (answer,) = Identifier(index, classifier=classifier, top_k=4, threshold=0).identify(
+        [query_photo()]
+    )
+    assert [m.instance for m in answer.top_k] == ["white", "red", "green", "blue"]
+    assert index.instances.index("blue") == 0  # the first code is listed too
+
+
+def test_windows_reuse_the_feature_map_of_the_objects(tmp_path) -> None:
+    index = palette_index(
+        tmp_path / "index",
+        tmp_path / "refs",
+        {"green": [solid(GREEN)], "blue": [solid(BLUE)]},
+        tiny_recipe(query_windows=((1.0, 1), (0.5, 2))),
+    )
+    with index:
+        identifier = Identifier(index, multi=True, objects_threshold=0.0, threshold=0)
+        index.describer.seen.clear()
+        identifier.identify([photo(32, 64, ((0, 0, 32, 32), GREEN), ((32, 0, 64, 32), BLUE))])
+        assert index.describer.seen == [(32, 64), (32, 32), (32, 32)]  # photo, 2 crops
+
+
+class DotScorer:
+    """A pair scorer whose probability is the candidate's similarity to the first window."""
+
+    recipe = None
+    k = 3
+
+    def score(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        return np.clip(np.einsum("qd,qkd->qk", queries[:, 0], candidates), 0, 1)
+
+
+def test_the_reranker_reads_candidates_by_row_id(index) -> None:
+    index.remove(instance="blue")  # row ids no longer 0..N-1
+    identifier = Identifier(index, reranker=DotScorer(), threshold=0)
+    (answer,) = identifier.identify([query_photo()])
+    assert answer.instance == "red"
+    assert answer.confidence == pytest.approx(expected_scores()["red_0"], abs=1e-5)
