@@ -34,6 +34,7 @@ BLUE = (0, 0, 255)
 WHITE = (255, 255, 255)
 YELLOW = (255, 255, 0)
 BLACK = (0, 0, 0)
+CYAN = (0, 255, 255)
 
 
 def unit(*weights: tuple[int, float]) -> np.ndarray:
@@ -45,7 +46,7 @@ def unit(*weights: tuple[int, float]) -> np.ndarray:
 
 
 #: Each colour's vector: red, green, blue and white orthogonal; yellow close to red (0.8);
-#: black (the wall, the background) orthogonal to all.
+#: black (the wall, the background) orthogonal to all; cyan the opposite of red.
 PALETTE = {
     RED: unit((0, 1.0)),
     GREEN: unit((1, 1.0)),
@@ -53,6 +54,7 @@ PALETTE = {
     WHITE: unit((3, 1.0)),
     YELLOW: unit((0, 0.8), (4, 0.6)),
     BLACK: unit((15, 1.0)),
+    CYAN: unit((0, -1.0)),
 }
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pyinstance import objects
+from pyinstance.data.composite import Scene
 from pyinstance.index import InstanceIndex
 from pyinstance.objects import (
     HUB_NEIGHBOURS,
@@ -26,6 +28,7 @@ from pyinstance.objects import (
 )
 from tests.pipeline_fakes import (
     BLUE,
+    CYAN,
     GREEN,
     PALETTE,
     RED,
@@ -85,6 +88,7 @@ def test_selection_keeps_each_instance_once_best_first_down_to_the_threshold() -
     candidates = [cand(1, 0.3), cand(2, 0.9), cand(1, 0.5, 7), cand(-1, 0.95), cand(3, 0.2)]
     assert select_objects(candidates, 0.3) == [cand(2, 0.9), cand(1, 0.5, 7)]
     assert select_objects(candidates, 0.2) == [cand(2, 0.9), cand(1, 0.5, 7), cand(3, 0.2)]
+    assert select_objects([cand(0, 0.4), cand(0, 0.6, 1)], 0.0) == [cand(0, 0.6, 1)]
     assert select_objects(candidates, 0.95) == []
     assert select_objects([], 0.0) == []
 
@@ -144,7 +148,7 @@ def hand_hubness(x: np.ndarray, instances: list[str]) -> np.ndarray:
     return np.array(out)
 
 
-@pytest.mark.parametrize(("n_instances", "per_instance"), [(6, 5), (3, 2), (1, 3), (4, 1)])
+@pytest.mark.parametrize(("n_instances", "per_instance"), [(6, 5), (3, 2), (1, 3), (4, 1), (2, 1)])
 def test_hubness_is_the_mean_similarity_to_the_nearest_other_references(
     tmp_path, n_instances, per_instance
 ) -> None:
@@ -505,3 +509,164 @@ def test_target_far_zero_and_int_are_accepted(index, tmp_path) -> None:
     solid(RED).save(path)
     fit = calibrate_objects(index, target_far=0, scenes=0, references=0, distractors=[path])
     assert fit.target_far == 0.0 and type(fit.target_far) is float
+
+
+def test_without_windows_the_whole_view_is_one_window(tmp_path) -> None:
+    with palette_index(
+        tmp_path / "index",
+        tmp_path / "refs",
+        {"green": [solid(GREEN)], "blue": [solid(BLUE)]},
+    ) as index:
+        finder = ObjectFinder(index, threshold=0.0, zoom=False)
+        (found,) = finder.find(photo(32, 64, ((0, 0, 40, 32), GREEN), ((40, 0, 64, 32), BLUE)))
+        assert (found.instance, found.box) == ("green", (0, 0, 64, 32))
+        query = 5 * PALETTE[GREEN] + 3 * PALETTE[BLUE]
+        expected = cos(query, PALETTE[GREEN]) - cos(query, PALETTE[BLUE])
+        assert found.confidence == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_bad_photo_is_an_error_naming_it(index) -> None:
+    finder = ObjectFinder(index, threshold=0.0)
+    flat = np.zeros((32, 32), np.uint8)
+    for call in (finder.find, finder.candidates):
+        with pytest.raises(ValueError, match=r"^image: expected a numpy"):
+            call(flat)
+    features, _ = index.describer.query_features(SCENE)
+    for call in (finder.find_in, finder.candidates_in):
+        with pytest.raises(ValueError, match=r"^image: expected a numpy"):
+            call(features, (32, 64), flat)
+    with pytest.raises(ValueError, match=r"^wall: expected a numpy"):
+        finder.find(flat, "wall")
+
+
+def test_a_jpeg_is_decoded_reduced_to_the_query_side(tmp_path) -> None:
+    with palette_index(
+        tmp_path / "index",
+        tmp_path / "refs",
+        {"green": [solid(GREEN)], "blue": [solid(BLUE)]},
+        tiny_recipe(query_windows=HALVES, max_side=16),
+    ) as index:
+        path = tmp_path / "scene.jpg"
+        photo(64, 128, ((0, 0, 64, 64), GREEN), ((96, 0, 128, 64), BLUE)).save(path, quality=95)
+        finder = ObjectFinder(index, threshold=0.2, zoom=False)
+        index.describer.seen.clear()
+        (found,) = finder.find(path)
+        # Draft mode: the smallest 1/2^n decode at least twice 8 × 16: 16 × 32.
+        assert index.describer.seen == [(16, 32)]
+        # Cells 2 × 4, windows 1 × 2 cells; the box in the file's 64 × 128 pixels.
+        assert (found.instance, found.box) == ("green", (0, 0, 64, 32))
+        assert found.confidence == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-3)
+
+
+def test_scores_above_one_are_clipped(tmp_path) -> None:
+    # Cyan is the opposite of red: red's hubness is -1 and its lead over cyan 2.
+    with palette_index(
+        tmp_path / "index",
+        tmp_path / "refs",
+        {"red": [solid(RED)], "cyan": [solid(CYAN)]},
+        tiny_recipe(query_windows=((1.0, 1),)),
+    ) as index:
+        finder = ObjectFinder(index, threshold=1.0, zoom=False)
+        (candidate,) = finder.candidates(solid(RED))
+        assert candidate.score == pytest.approx(2.0, abs=1e-5)
+        (found,) = finder.find(solid(RED))
+        assert found.confidence == 1.0
+
+
+def record_candidates(monkeypatch) -> list:
+    seen: list = []
+    real = ObjectFinder.candidates
+
+    def candidates(self, image, name="image"):
+        seen.append((image, name))
+        return real(self, image, name)
+
+    monkeypatch.setattr(ObjectFinder, "candidates", candidates)
+    return seen
+
+
+def test_the_reference_sample_spans_the_readable_files(index, monkeypatch) -> None:
+    seen = record_candidates(monkeypatch)
+    sources = [i["source"] for i in index.images()]
+    calibrate_objects(index, scenes=0, references=3)
+    assert seen == [(sources[0], sources[0]), (sources[2], sources[2]), (sources[4], sources[4])]
+    seen.clear()
+    Path(sources[4]).unlink()
+    calibrate_objects(index, scenes=0, references=2)
+    assert [photo for photo, _ in seen] == [sources[0], sources[3]]
+
+
+def test_a_reference_that_shows_something_else_counts_as_missed_and_invented(
+    index, tmp_path
+) -> None:
+    # red's file now shows green: its photo names green (invented, 1) and misses red.
+    red = next(Path(i["source"]) for i in index.images() if i["instance"] == "red")
+    solid(GREEN).save(red)
+    fit = calibrate_objects(index, target_far=0.0, scenes=0, references=5)
+    assert fit.threshold == 1.0 and fit.far == pytest.approx(0.2)
+    # Named at threshold 1: green, blue and white (1 each); red missed, yellow 0.2.
+    assert fit.recall == pytest.approx(0.6)
+
+
+def test_scene_photos_are_searched_under_the_name_scene(index, monkeypatch) -> None:
+    seen = record_candidates(monkeypatch)
+    calls = []
+    real = objects._scenes
+
+    def scenes(references, count, side, seed):
+        calls.append((list(references), count, side, seed))
+        return real(references, count, side, seed)
+
+    monkeypatch.setattr(objects, "_scenes", scenes)
+    fit = calibrate_objects(index, scenes=2, references=0, seed=5)
+    readable = [(i["source"], index.instances.index(i["instance"])) for i in index.images()]
+    assert calls == [(readable, 2, index.recipe.query_side, 5)]
+    assert [name for _, name in seen] == ["scene", "scene"] and fit.photos == 2
+
+
+class Composer:
+    """Records what _scenes asks of SceneComposer; hangs every other reference it gets."""
+
+    made: list = []
+
+    def __init__(self, size, scale, others):
+        self.options = (size, scale, others)
+        self.calls = []
+        Composer.made.append(self)
+
+    def __call__(self, main, rng, others):
+        self.calls.append((main.size, main.getpixel((0, 0)), [o.getpixel((0, 0)) for o in others]))
+        return Scene(main, (0, 0, 1, 1), np.zeros((4, 2)), ((0, 0, 1, 1),) * len(others))
+
+
+def test_scenes_hang_a_reference_and_another_one_beside_it(tmp_path, monkeypatch) -> None:
+    colours = {0: RED, 1: GREEN, 2: BLUE}
+    references = []
+    for code, colour in colours.items():
+        path = tmp_path / f"{code}.png"
+        solid(colour, 64).save(path)
+        references.append((str(path), code))
+    Composer.made = []
+    monkeypatch.setattr(objects, "SceneComposer", Composer)
+    scenes = objects._scenes(references, 6, 40, seed=1)
+    (composer,) = Composer.made
+    assert composer.options == (40, (0.4, 0.8), 1)
+    assert len(scenes) == 6
+    for (_image, truth), (size, main, others) in zip(scenes, composer.calls, strict=True):
+        assert size == (40, 40)  # the reference thumbnailed to the scene's side
+        assert len(others) == 1 and others[0] != main
+        by_colour = {colours[c]: c for c in colours}
+        assert truth == {by_colour[main], by_colour[others[0]]}
+    assert objects._scenes(references, 6, 40, seed=1)[0][1] == scenes[0][1]
+    draws = [sorted(t) for _, t in objects._scenes(references, 6, 40, seed=2)]
+    assert draws != [sorted(t) for _, t in scenes]
+
+
+def test_a_single_reference_scene_hangs_it_alone(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "only.png"
+    solid(RED, 64).save(path)
+    Composer.made = []
+    monkeypatch.setattr(objects, "SceneComposer", Composer)
+    scenes = objects._scenes([(str(path), 3)], 2, 32, seed=0)
+    assert [truth for _, truth in scenes] == [{3}, {3}]
+    assert [others for _, _, others in Composer.made[0].calls] == [[], []]
