@@ -117,6 +117,17 @@ def test_views_of_single_reference_instances_are_known_queries(index, monkeypatc
     assert fit.frr == 0.0  # a view of a flat colour is that colour: confidence 1
     assert seeds == [(3, 7), (3, 8), (3, 9), (3, 10)]
     assert fit.threshold == pytest.approx(above(CLOSE), abs=1e-6)
+    seeds.clear()
+    calibrate(index, views=1)
+    assert seeds == [(1, 0), (1, 1), (1, 2), (1, 3)]
+
+
+def test_no_views_when_no_reference_file_is_left(index, tmp_path) -> None:
+    for image in index.images():
+        Path(image["source"]).unlink()
+    fit = calibrate(index, views=2, target_far=0.25)
+    assert fit.known == {"leave_one_out": 0, "views": 0}
+    assert fit.threshold == pytest.approx(above(CLOSE), abs=1e-6)
 
 
 def test_views_default_and_skip_instances_with_several_references(tmp_path) -> None:
@@ -349,8 +360,14 @@ def test_query_describers_for_the_fit(tmp_path) -> None:
     processed = calibration._processed_queries(plain)(images)
     assert processed.shape == (2, 1, DIM)
     np.testing.assert_allclose(processed[:, 0], expected, atol=1e-6)
+    windowed = InstanceIndex.create(tmp_path / "windowed", tiny_recipe(query_windows=windows))
+    windowed._describer = PaletteDescriber(windowed.recipe)
+    processed = calibration._processed_queries(windowed)(images)
+    assert processed.shape == (2, 1, DIM)
+    np.testing.assert_allclose(processed, windowed.describer.queries(images)[:, :1])
     index.close()
     plain.close()
+    windowed.close()
 
 
 def test_rows_and_sets_helpers() -> None:
@@ -360,6 +377,8 @@ def test_rows_and_sets_helpers() -> None:
     np.testing.assert_array_equal(flat, raw.reshape(2, 6))
     sets = np.array([[[3.0, 0.0], [0.0, 4.0]], [[1.0, 0.0], [1.0, 0.0]]], np.float32)
     np.testing.assert_allclose(calibration._whole(sets), [[0.6, 0.8], [1.0, 0.0]], atol=1e-6)
+    small = sets / 10
+    np.testing.assert_allclose(calibration._whole(small), [[0.6, 0.8], [1.0, 0.0]], atol=1e-6)
     np.testing.assert_array_equal(calibration._whole(sets[:, :1]), sets[:, 0])
     np.testing.assert_array_equal(calibration._whole(np.zeros((1, 2, 2))), [[0.0, 0.0]])
     np.testing.assert_array_equal(calibration._first(np.ones((2, 3, 4))), np.ones((2, 12)))
