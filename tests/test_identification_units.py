@@ -528,3 +528,10 @@ def test_the_reranker_reads_candidates_by_row_id(index) -> None:
     (answer,) = identifier.identify([query_photo()])
     assert answer.instance == "red"
     assert answer.confidence == pytest.approx(expected_scores()["red_0"], abs=1e-5)
+
+
+def test_a_bad_in_memory_photo_is_an_error_naming_its_position_with_multi(index) -> None:
+    identifier = Identifier(index, threshold=0, multi=True, objects_threshold=0.0)
+    flat = np.zeros((32, 32), np.uint8)
+    with pytest.raises(ValueError, match=r"^images\[1\]: expected a numpy"):
+        identifier.identify([query_photo(), flat])
