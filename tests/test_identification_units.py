@@ -535,3 +535,19 @@ def test_a_bad_in_memory_photo_is_an_error_naming_its_position_with_multi(index)
     flat = np.zeros((32, 32), np.uint8)
     with pytest.raises(ValueError, match=r"^images\[1\]: expected a numpy"):
         identifier.identify([query_photo(), flat])
+
+
+def test_a_jpeg_is_decoded_reduced_for_the_query_side(tmp_path) -> None:
+    with palette_index(
+        tmp_path / "index",
+        tmp_path / "refs",
+        {"green": [solid(GREEN)], "blue": [solid(BLUE)]},
+        tiny_recipe(max_side=16),
+    ) as index:
+        path = tmp_path / "query.jpg"
+        photo(64, 128, ((0, 0, 96, 64), GREEN), ((96, 0, 128, 64), BLUE)).save(path, quality=95)
+        index.describer.seen.clear()
+        (answer,) = Identifier(index, threshold=0).identify([path])
+        # Draft mode: the smallest 1/2^n decode at least twice 8 × 16: 16 × 32.
+        assert index.describer.seen == [(16, 32)]
+        assert answer.instance == "green"

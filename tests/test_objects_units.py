@@ -537,6 +537,8 @@ def test_a_bad_photo_is_an_error_naming_it(index) -> None:
             call(features, (32, 64), flat)
     with pytest.raises(ValueError, match=r"^wall: expected a numpy"):
         finder.find(flat, "wall")
+    with pytest.raises(ValueError, match=r"^wall: expected a numpy"):
+        finder.find_in(features, (32, 64), flat, "wall")
 
 
 def test_a_jpeg_is_decoded_reduced_to_the_query_side(tmp_path) -> None:
