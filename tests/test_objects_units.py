@@ -672,3 +672,18 @@ def test_a_single_reference_scene_hangs_it_alone(tmp_path, monkeypatch) -> None:
     scenes = objects._scenes([(str(path), 3)], 2, 32, seed=0)
     assert [truth for _, truth in scenes] == [{3}, {3}]
     assert [others for _, _, others in Composer.made[0].calls] == [[], []]
+
+
+def test_scene_references_are_decoded_for_the_scene_side(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "wide.jpg"
+    photo(64, 128, ((0, 0, 128, 64), RED)).save(path)
+    targets = []
+    real = objects.decode_image
+
+    def decode(source, target=None):
+        targets.append(target(64, 128))
+        return real(source, target)
+
+    monkeypatch.setattr(objects, "decode_image", decode)
+    image = objects._thumbnail(str(path), 32)
+    assert targets == [(16, 32)] and image.size == (32, 16)
