@@ -687,3 +687,21 @@ def test_scene_references_are_decoded_for_the_scene_side(tmp_path, monkeypatch) 
     monkeypatch.setattr(objects, "decode_image", decode)
     image = objects._thumbnail(str(path), 32)
     assert targets == [(16, 32)] and image.size == (32, 16)
+
+
+def test_calibration_defaults(index, monkeypatch, capsys) -> None:
+    seen = record_candidates(monkeypatch)
+    calls = []
+
+    def scenes(references, count, side, seed):
+        calls.append((count, seed))
+        return []
+
+    monkeypatch.setattr(objects, "_scenes", scenes)
+    fit = calibrate_objects(index)
+    assert calls == [(60, 0)]
+    assert len(seen) == fit.photos == 5  # every reference (fewer than 60)
+    assert fit.target_far == 0.05
+    assert capsys.readouterr().err == ""  # no progress bar unless asked
+    calibrate_objects(index, progress=True)
+    assert "calibrate objects" in capsys.readouterr().err
