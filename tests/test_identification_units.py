@@ -24,6 +24,7 @@ from pyinstance.index import InstanceIndex
 from pyinstance.objects import DetectedObject
 from tests.pipeline_fakes import (
     BLUE,
+    CYAN,
     GREEN,
     PALETTE,
     RED,
@@ -551,3 +552,34 @@ def test_a_jpeg_is_decoded_reduced_for_the_query_side(tmp_path) -> None:
         # Draft mode: the smallest 1/2^n decode at least twice 8 × 16: 16 × 32.
         assert index.describer.seen == [(16, 32)]
         assert answer.instance == "green"
+
+
+def test_instances_ranked_after_one_not_among_the_neighbours_are_listed_too(tmp_path) -> None:
+    # Nine references; cyan (the opposite of red) is the query's farthest, outside the
+    # 2 × 4 neighbours searched.
+    half = 16
+    refs = {
+        "red": [solid(RED)],
+        "yellow": [solid(YELLOW)],
+        "green": [solid(GREEN)],
+        "blue": [solid(BLUE)],
+        "white": [solid(WHITE)],
+        "cyan": [solid(CYAN)],
+        "rg": [photo(32, 32, ((0, 0, half, 32), RED), ((half, 0, 32, 32), GREEN))],
+        "gb": [photo(32, 32, ((0, 0, half, 32), GREEN), ((half, 0, 32, 32), BLUE))],
+        "rb": [photo(32, 32, ((0, 0, half, 32), RED), ((half, 0, 32, 32), BLUE))],
+    }
+    with palette_index(tmp_path / "index", tmp_path / "refs", refs) as index:
+        cyan, red = index.instances.index("cyan"), index.instances.index("red")
+        classifier = fixed(cyan, 0.5, [cyan, red], [0.75, 0.25])
+        identifier = Identifier(index, classifier=classifier, top_k=2, threshold=0)
+        (answer,) = identifier.identify([query_photo()])
+        assert classifier.seen_k == [8]
+        assert answer.top_k == (
+            Match("cyan", 0.75, None, None),
+            Match(
+                "red",
+                pytest.approx(expected_scores()["red_0"], abs=1e-5),
+                *reference(index, "red_0"),
+            ),
+        )
