@@ -17,6 +17,7 @@ from pyinstance.calibration import DEFAULT_VIEWS, calibrate, learnt_postprocessi
 from pyinstance.classify import NearestNeighbour, fit_threshold
 from pyinstance.data.images import ImageDecodeError
 from pyinstance.index import InstanceIndex
+from pyinstance.rerank.verifier import RecipeMismatchError
 from tests.pipeline_fakes import (
     BLACK,
     BLUE,
@@ -192,6 +193,10 @@ def test_a_reranker_is_fitted_on_and_stored(index) -> None:
     assert index.get_setting("reranker") == "ConstantScorer"
     with pytest.raises(ValueError, match="reranker_options"):
         calibrate(index, views=0, reranker=ConstantScorer(), reranker_options={"k": 1})
+    other = ConstantScorer()
+    other.recipe = tiny_recipe().with_(dim=8).to_dict()
+    with pytest.raises(RecipeMismatchError, match="reranker: trained on the descriptors"):
+        calibrate(index, views=0, reranker=other)
 
 
 @pytest.mark.parametrize("views", [-1, True, 1.5, "2"])
