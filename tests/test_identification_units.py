@@ -583,3 +583,5 @@ def test_instances_ranked_after_one_not_among_the_neighbours_are_listed_too(tmp_
                 *reference(index, "red_0"),
             ),
         )
+        (plain,) = Identifier(index, threshold=0).identify([query_photo()])
+        assert len(plain.top_k) == 5  # the default top_k
