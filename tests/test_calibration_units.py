@@ -387,3 +387,34 @@ def test_rows_and_sets_helpers() -> None:
     np.testing.assert_array_equal(calibration._whole(sets[:, :1]), sets[:, 0])
     np.testing.assert_array_equal(calibration._whole(np.zeros((1, 2, 2))), [[0.0, 0.0]])
     np.testing.assert_array_equal(calibration._first(np.ones((2, 3, 4))), np.ones((2, 12)))
+
+
+def test_a_post_processing_learnt_from_nothing_is_calibrated_as_searched(tmp_path) -> None:
+    # DBA changes the references, QE the queries; neither is refitted per search.
+    postprocess = {"dba": {"k": 2, "alpha": 1.0}, "qe": {"k": 2, "alpha": 3.0}}
+    with filled(tmp_path / "index", postprocess) as index:
+        labels = index.labels()
+        fit = calibrate(index, views=0, target_far=0.1)
+        expected = fit_threshold(NearestNeighbour(), index.descriptors(), labels, target_far=0.1)
+        assert fit.to_dict() == expected.to_dict()
+        raw = fit_threshold(NearestNeighbour(), index.raw_descriptors(), labels, target_far=0.1)
+        assert raw.to_dict() != fit.to_dict()
+
+
+def test_views_of_an_expanded_index_are_post_processed(tmp_path, monkeypatch) -> None:
+    recipe = tiny_recipe(postprocess={"qe": {"k": 2, "alpha": 3.0}})
+    with palette_index(tmp_path / "index", tmp_path / "refs", mixes(), recipe) as index:
+        described: list[np.ndarray] = []
+        real = calibration._first
+
+        def record(rows: np.ndarray) -> np.ndarray:
+            described.append(real(rows))
+            return described[-1]
+
+        monkeypatch.setattr(calibration, "_first", record)
+        calibrate(index, views=1)
+        first = Image.open(index.images()[0]["source"])
+        view = calibration.augment_views(first, count=1, seed=0)
+        processed = index.describe_queries(view)[:, 0]
+        np.testing.assert_allclose(described[0], processed, atol=1e-6)
+        assert not np.allclose(processed, index.describer.queries(view)[:, 0], atol=1e-3)

@@ -705,3 +705,10 @@ def test_calibration_defaults(index, monkeypatch, capsys) -> None:
     assert capsys.readouterr().err == ""  # no progress bar unless asked
     calibrate_objects(index, progress=True)
     assert "calibrate objects" in capsys.readouterr().err
+
+
+def test_scenes_and_references_are_fitted_together(index, monkeypatch) -> None:
+    seen = record_candidates(monkeypatch)
+    fit = calibrate_objects(index, scenes=2, references=3, seed=1)
+    assert fit.photos == 5 and len(seen) == 5
+    assert [name for _, name in seen][:2] == ["scene", "scene"]
