@@ -704,7 +704,8 @@ def test_calibration_defaults(index, monkeypatch, capsys) -> None:
     assert fit.target_far == 0.05
     assert capsys.readouterr().err == ""  # no progress bar unless asked
     calibrate_objects(index, progress=True)
-    assert "calibrate objects" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "calibrate objects" in err and "img" in err
 
 
 def test_scenes_and_references_are_fitted_together(index, monkeypatch) -> None:
