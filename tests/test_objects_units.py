@@ -61,6 +61,7 @@ def cos(a: np.ndarray, b: np.ndarray) -> float:
         (21, 10, [(0, 0, 10, 10), (0, 10, 10, 21)]),
         (1, 1, [(0, 0, 1, 1), (0, 0, 1, 1)]),
         (3, 1, [(0, 0, 1, 2), (0, 2, 1, 3)]),
+        (2, 1, [(0, 0, 1, 1), (0, 1, 1, 2)]),
     ],
 )
 def test_zoom_crops_halve_the_longer_side(height, width, crops) -> None:
