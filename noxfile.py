@@ -147,8 +147,29 @@ def quality(session: nox.Session) -> None:
 #: Tests that exercise a module, where not every test under tests/<package>/ (the default).
 MUTATION_TESTS = {
     "pyinstance/extraction.py": ["tests/test_extract.py"],
-    "pyinstance/identification.py": ["tests/test_identify.py"],
-    "pyinstance/calibration.py": ["tests/test_identify.py"],
+    # Not tests/test_identify.py (~160 s: it builds an index of real photos with the
+    # pretrained network): these files test the modules on a palette index described by a
+    # fake describer (tests/pipeline_fakes.py), every answer worked out by hand.
+    "pyinstance/identification.py": ["tests/test_identification_units.py"],
+    "pyinstance/calibration.py": [
+        "tests/test_calibration_units.py",
+        "tests/test_calibration_whitened.py",
+    ],
+    "pyinstance/objects.py": ["tests/test_objects_units.py"],
+    # The hooks run once per registry: tests/builtin/test_registrations.py reads a fresh
+    # registry in each test (the folder's other files use the loaded one, or build networks).
+    **{
+        f"pyinstance/builtin/{name}.py": ["tests/builtin/test_registrations.py"]
+        for name in (
+            "backbones",
+            "classifiers",
+            "heads",
+            "losses",
+            "miners",
+            "region_head",
+            "rerankers",
+        )
+    },
     # Not tests/eval/test_report.py: it reaches the metrics only through rendering a report
     # (headless Chromium, seconds per mutant); every metric has its own tests here.
     "pyinstance/eval/metrics.py": [

@@ -18,6 +18,7 @@ scenes (:func:`calibrate_objects`).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -293,7 +294,8 @@ def hubness(index: InstanceIndex) -> tuple[np.ndarray, np.ndarray]:
 class ObjectsFit:
     """The fitted acceptance threshold of :class:`ObjectFinder` and what it was fitted on:
     ``far`` is the share of ``photos`` naming an object that is not there at
-    ``threshold``; ``recall`` the share of their objects named."""
+    ``threshold``; ``recall`` the share of their objects named (NaN when no photo shows
+    one: distractors only)."""
 
     threshold: float
     target_far: float
@@ -302,7 +304,11 @@ class ObjectsFit:
     photos: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """A JSON-ready copy (what the index stores): a NaN ``recall`` becomes None."""
+        record = asdict(self)
+        if math.isnan(self.recall):
+            record["recall"] = None
+        return record
 
 
 def calibrate_objects(
