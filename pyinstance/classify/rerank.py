@@ -165,7 +165,7 @@ class Reranking:
             scores.append([best[c] for c in order] + [0.0] * len(rest))
             labels.append(order[0] if order else UNKNOWN)
             confidence.append(best[order[0]] if order else 0.0)
-        width = max(1, max(len(r) for r in ranked))
+        width = max([1, *(len(r) for r in ranked)])  # no queries: one padded column
         ranked_array = np.full((len(ranked), width), UNKNOWN, np.int64)
         scores_array = np.full((len(ranked), width), -np.inf, np.float32)
         for q, (r, s) in enumerate(zip(ranked, scores, strict=True)):

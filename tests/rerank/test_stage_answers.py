@@ -381,3 +381,15 @@ def test_row_ids_beyond_float64_precision_stay_distinct():
     )
     probabilities, _ = stage.probabilities(np.ones((1, DIM), np.float32), neighbours)
     np.testing.assert_allclose(probabilities, [[0.9, 0.7]], atol=1e-6)
+
+
+def test_no_queries_give_an_empty_prediction():
+    refs = _references()
+    scorer = TableScorer(refs, PROBABILITY, k=3)
+    stage = Reranking(scorer, refs, ROWS)
+    neighbours = _neighbours(np.zeros((0, 4), np.int64))
+    prediction = _prediction(np.zeros((0, 4), np.int64))
+    answer = stage.rerank(np.zeros((0, DIM), np.float32), neighbours, prediction)
+    assert len(answer) == 0
+    assert answer.labels.shape == (0,) and answer.confidence.shape == (0,)
+    assert answer.ranked.shape == (0, 1) and answer.ranked_scores.shape == (0, 1)
