@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pyinstance.classify import Prediction, Reranking, classify
-from pyinstance.data.images import ImageLike, decode_image, scaled_size
+from pyinstance.data.images import ImageLike, decode_image, image_tensor, scaled_size
 from pyinstance.index import InstanceIndex, Neighbours
 from pyinstance.index.thresholds import check_fresh
 from pyinstance.models.regions import pool_windows
@@ -215,8 +215,8 @@ class Identifier:
         is_path = isinstance(image, (str, os.PathLike))
         name = str(image) if is_path else f"images[{position}]"
         start = time.perf_counter()
-        if is_path:
-            image = decode_image(image, self._target)
+        # In-memory photos are checked here: described one at a time, each would be images[0].
+        image = decode_image(image, self._target) if is_path else image_tensor(image, name)
         decoded = time.perf_counter()
         objects, objects_seconds = None, 0.0
         if self.finder is not None:

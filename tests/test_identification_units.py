@@ -585,3 +585,12 @@ def test_instances_ranked_after_one_not_among_the_neighbours_are_listed_too(tmp_
         )
         (plain,) = Identifier(index, threshold=0).identify([query_photo()])
         assert len(plain.top_k) == 5  # the default top_k
+
+
+def test_a_bad_in_memory_photo_is_an_error_naming_its_position(index) -> None:
+    identifier = Identifier(index, threshold=0)
+    flat = np.zeros((32, 32), np.uint8)
+    with pytest.raises(ValueError, match=r"^images\[1\]: expected a numpy"):
+        identifier.identify([query_photo(), flat])
+    with pytest.raises(TypeError, match=r"^images\[2\]: expected a path"):
+        identifier.identify([query_photo(), query_photo(), 3.5])
