@@ -90,7 +90,7 @@ def calibrate(
     descriptors = index.descriptors() if refit is None else _raw_rows(index.raw_descriptors())
     describe = _processed_queries(index) if refit is None else _raw_queries(index)
     view_rows, view_labels = _views(index, describe, views, seed, progress)
-    distractor_rows = _describe(index, describe, list(distractors), "distractors", progress)
+    distractor_rows = _describe(describe, list(distractors), "distractors", progress)
     fit = fit_threshold(
         model,
         descriptors,
@@ -219,7 +219,6 @@ def _first(described: np.ndarray) -> np.ndarray:
 
 
 def _describe(
-    index: InstanceIndex,
     describe: Describe,
     paths: list[str | os.PathLike[str]],
     name: str,
