@@ -281,6 +281,7 @@ def create_app(
             )  # fmt: skip
         files = MAX_FILES if many else 1
         request._body = await read_body(request, files * max_upload_bytes + _MULTIPART_SLACK)
+        # Starlette refuses more than ``files`` files itself (400 "Too many files").
         form = await request.form(max_files=files, max_fields=8)
         parts = [
             part
@@ -290,8 +291,6 @@ def create_app(
         ]
         if not parts:
             raise ApiError(422, "missing_file", "no image in the form (field 'file' or 'files')")
-        if not many and len(parts) > 1:
-            raise ApiError(422, "too_many_files", "send one photo to identify")
         out = []
         for part in parts:
             data = await part.read()
