@@ -20,7 +20,10 @@ the least noisy statistic); the ratio is anchor time / engine time at the same t
 against 287 references) while another process burns a CPU (a busy loop), for each engine
 at 1 and 2 threads, ONNX Runtime with idle threads spinning or sleeping, eager torch with
 OpenMP's default and passive wait policies; each configuration runs in its own process
-(the wait policy is read when OpenMP starts), idle and busy, interleaved.
+(the wait policy is read when OpenMP starts), idle and busy, interleaved. OpenVINO also
+runs at 2 threads without the per-request thread budget (every request on both threads),
+and a control, a fixed single-threaded numpy computation, shows what the busy process
+costs a program that has no threads to set. ``--load-engines`` picks the engines.
 
 ``--precision`` reports museum P@1 (crops, gallery shots, all) through the whole pipeline
 (index build + ``Identifier``) of the default recipe and of Lite0 + GeM at 448 px with ONNX
@@ -182,8 +185,29 @@ def latency_table(args: argparse.Namespace, paths: list[Path], cache: Path) -> N
 
 
 # -- stream under load ------------------------------------------------------------------
+def control_worker(count: int) -> None:
+    """The control: a fixed single-threaded computation (float32 matrix products, no engine,
+    no threads), about as long as one image; print the seconds of each on stdout."""
+    generator = np.random.default_rng(0)
+    left, right = (generator.standard_normal((384, 384), dtype=np.float32) for _ in range(2))
+    seconds = []
+    for _ in range(count):
+        start = time.perf_counter()
+        for _ in range(24):  # about 25 ms on one core here
+            left @ right
+        seconds.append(time.perf_counter() - start)
+    print(json.dumps(seconds))
+
+
 def worker(config: dict) -> None:
     """Identify a stream of images with one engine; print the seconds of each on stdout."""
+    if config["engine"] == "control":
+        control_worker(config["count"])
+        return
+    if not config.get("budget", True):  # every request on the threads asked for
+        import pyinstance.engine.exported as exported
+
+        exported.thread_budget = lambda threads, cpus, busy_elsewhere: threads
     backbone, head = network()
     if config["engine"] == "torch":
         engine: Engine = TorchEngine(backbone, head, threads=config["threads"])
@@ -229,7 +253,12 @@ def stream_configs(threads: list[int]) -> list[dict]:
         if "openvino" in available_engines():
             configs.append({"label": "openvino (default precision)", "engine": "openvino",
                             "threads": count})  # fmt: skip
-    return [config for config in configs if config["engine"] in available_engines()]
+            if count > 1:
+                configs.append({"label": "openvino, no thread budget", "engine": "openvino",
+                                "threads": count, "budget": False,
+                                "reference": "openvino (default precision)"})  # fmt: skip
+    control = {"label": "control: numpy, no engine", "engine": "control", "threads": 1}
+    return [control] + [config for config in configs if config["engine"] in available_engines()]
 
 
 def run_worker(config: dict) -> list[float]:
@@ -253,7 +282,11 @@ def run_worker(config: dict) -> list[float]:
 def load_table(args: argparse.Namespace, paths: list[Path], cache: Path) -> None:
     backbone, head = network()
     OnnxRuntimeEngine(backbone, head, cache_dir=cache)  # export once, before the workers
-    configs = stream_configs(args.threads)
+    configs = [
+        config
+        for config in stream_configs(args.threads)
+        if config["engine"] in ("control", *args.load_engines)
+    ]
     shared = {"paths": [str(p) for p in paths], "side": args.sizes[0], "count": args.stream,
               "cache": str(cache)}  # fmt: skip
     times: dict[tuple[str, int, bool], list[float]] = {}
@@ -274,14 +307,25 @@ def load_table(args: argparse.Namespace, paths: list[Path], cache: Path) -> None
         f"configuration {args.load_repeats}× interleaved, idle vs one busy-loop process "
         f"(os.cpu_count() = {os.cpu_count()}); ms per image: median / 90th percentile"
     )
-    print(f"{'engine':<26} {'threads':>7} {'idle':>15} {'busy':>15}")
+    print(
+        "busy ÷ 1 idle: the busy median over the same engine's one-thread idle median (the "
+        "control, a single-threaded computation, shows what the busy process costs any "
+        "program on this machine)"
+    )
+    print(f"{'engine':<28} {'threads':>7} {'idle':>15} {'busy':>15} {'busy ÷ 1 idle':>14}")
     for config in configs:
         cells = []
         for busy in (False, True):
             values = sorted(times[(config["label"], config["threads"], busy)])
             p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
             cells.append(f"{1000 * statistics.median(values):>6.1f} / {1000 * p90:>6.1f}")
-        print(f"{config['label']:<26} {config['threads']:>7} {cells[0]:>15} {cells[1]:>15}")
+        one_idle = times.get((config.get("reference", config["label"]), 1, False))
+        busy_median = statistics.median(times[(config["label"], config["threads"], True)])
+        ratio = f"{busy_median / statistics.median(one_idle):.2f}" if one_idle else ""
+        print(
+            f"{config['label']:<28} {config['threads']:>7} {cells[0]:>15} {cells[1]:>15} "
+            f"{ratio:>14}"
+        )
 
 
 # -- int8 -------------------------------------------------------------------------------
@@ -520,6 +564,13 @@ def main() -> None:
     parser.add_argument("--load", action="store_true", help="stream test under a busy process")
     parser.add_argument("--stream", type=int, default=20, help="images per stream worker")
     parser.add_argument("--load-repeats", type=int, default=2)
+    parser.add_argument(
+        "--load-engines",
+        nargs="+",
+        choices=available_engines(),
+        default=available_engines(),
+        help="engines of the stream test (default: every one installed); the control always runs",
+    )
     parser.add_argument("--int8", action="store_true", help="int8 speed and museum P@1")
     parser.add_argument(
         "--precision", action="store_true", help="museum P@1 of fp32 and bf16 (minutes)"

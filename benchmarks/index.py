@@ -240,8 +240,7 @@ def main() -> None:
                 window_best[name] = min(window_best[name], wall)
                 window_cpu[name] = min(window_cpu[name], cpu)
         index.close()
-        engines = ["torch"] + (["onnxruntime"] if "onnxruntime" in available_engines() else [])
-        builds = {engine: real_images(root, args.images, engine) for engine in engines}
+        builds = {engine: real_images(root, args.images, engine) for engine in available_engines()}
 
     anchor = best["knn_dot (bare)"]
     table = Table(
@@ -302,14 +301,18 @@ def main() -> None:
         f"numpy ÷ index.search = {numpy_ms / best['index.search']:.2f} wall, "
         f"{cpu_ratio:.2f} CPU (target >= 3)"
     )
+    torch_rate = None
     for engine, (load_seconds, image_seconds, image_count, image_size) in builds.items():
         if not image_count:
             console.print("real images: skipped (--images 0, or museum data not found)")
             break
+        rate = image_count / image_seconds
+        torch_rate = rate if engine == "torch" else torch_rate
+        speed_up = f", {rate / torch_rate:.2f}× torch" if torch_rate and engine != "torch" else ""
         console.print(
             f"real images ({DEFAULT_RECIPE.describe()}), {engine} engine: model load "
             f"{load_seconds:.1f} s, then {image_count} museum references in "
-            f"{image_seconds:.1f} s = {image_count / image_seconds:.2f} images/s (decode, hash, "
+            f"{image_seconds:.1f} s = {rate:.2f} images/s{speed_up} (decode, hash, "
             f"extract, commit); {image_size / image_count / 1024:.1f} KiB on disk per reference"
         )
 
