@@ -34,8 +34,10 @@ only if it cost at most 0.01 of P@1 (the rule for int8); it cost 0.016 on Lite0 
 calibrated on 32 museum references, all convolutions or the 1×1 ones only): time per image
 (on fixed-shape sessions, as the engine runs a recurring shape) and P@1 on the museum dev
 set (references vs queries, 1-NN by dot product, crops ``qsd1_*`` and gallery shots
-reported apart), next to fp32 torch and fp32 ONNX Runtime. (int8 is not in the library: it
-was kept only if faster and within 0.01 of fp32's P@1, and it was slower.)
+reported apart), next to fp32 torch and fp32 ONNX Runtime; and, with openvino and nncf
+installed, OpenVINO fp32 and OpenVINO int8 (NNCF post-training quantisation of the same graph,
+mixed preset, the GeM head kept in fp32, calibrated on the same references, compiled per
+input shape). (int8 is not in the library: see README.md's latency section.)
 
     python benchmarks/engine.py                 # latency table
     python benchmarks/engine.py --load --int8 --precision   # everything (minutes)
@@ -329,6 +331,49 @@ def load_table(args: argparse.Namespace, paths: list[Path], cache: Path) -> None
 
 
 # -- int8 -------------------------------------------------------------------------------
+#: OpenVINO operation types of the pooling head (GeM, L2 normalisation), kept in fp32.
+HEAD_OPERATIONS = ("Power", "ReduceMean", "ReduceL2", "NormalizeL2", "Divide", "Sqrt", "Clamp")
+
+
+def openvino_int8_runner(
+    fp32: Path, calibration: list[np.ndarray], threads: int
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """OpenVINO int8 of the graph at ``fp32`` (NNCF post-training quantisation, mixed
+    preset, calibrated on ``calibration``, the pooling head kept in fp32), compiled once per
+    input shape (a graph with dynamic shapes crashed OpenVINO 2026.4 here); None without
+    openvino or nncf."""
+    try:
+        import nncf
+        import openvino
+    except ImportError:
+        return None
+    core = openvino.Core()
+    model = core.read_model(str(fp32))
+    types = {operation.get_type_name() for operation in model.get_ordered_ops()}
+    ignored = nncf.IgnoredScope(types=[t for t in HEAD_OPERATIONS if t in types], validate=False)
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(calibration),
+        subset_size=len(calibration),
+        preset=nncf.QuantizationPreset.MIXED,
+        ignored_scope=ignored,
+    )
+    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}  # fmt: skip
+    requests: dict[tuple[int, ...], Any] = {}
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        shape = tuple(images.shape)
+        if shape not in requests:
+            fixed = quantized.clone()
+            fixed.reshape({fixed.inputs[0]: list(shape)})
+            requests[shape] = core.compile_model(fixed, "CPU", config).create_infer_request()
+        result = requests[shape].infer({0: images.numpy()})[0]
+        return torch.from_numpy(np.array(result, dtype=np.float32, copy=True))
+
+    return run
+
+
 def int8_graphs(fp32: Path, calibration: list[np.ndarray], folder: Path) -> dict[str, Path]:
     """Dynamic and static (QDQ, per-channel, convolutions only) int8 versions of ``fp32``."""
     from onnxruntime.quantization import (
@@ -465,6 +510,18 @@ def int8_table(args: argparse.Namespace, manifest: Manifest, cache: Path) -> Non
         for name, path in graphs.items():
             runners[name] = ort_runner(path, 1, fixed=False)  # museum shapes: one session
             timed[name] = ort_runner(path, 1, fixed=True)
+        if "openvino" in available_engines():
+            openvino_fp32 = OpenVinoEngine(backbone, head, threads=1, precision="fp32",
+                                           cache_dir=cache)  # fmt: skip
+            runners["openvino fp32"] = timed["openvino fp32"] = openvino_fp32
+            logging.disable(logging.WARNING)
+            with quiet_stdout():
+                int8 = openvino_int8_runner(openvino_fp32.path, calibration, 1)
+            logging.disable(logging.NOTSET)
+            if int8 is None:
+                print("openvino int8: skipped (pip install nncf)")
+            else:
+                runners["openvino int8 (nncf)"] = timed["openvino int8 (nncf)"] = int8
         timing_images = reference_images[:4]
         best = best_times(timed, timing_images, args.repeats)
         crops = np.asarray([(s or "").startswith("qsd1") for s in queries.query_sets])
