@@ -254,7 +254,10 @@ MUTATION_TESTS = {
         "tests/data/test_augment.py",
         "tests/data/test_augment_answers.py",
     ],
-    "pyinstance/data/composite.py": ["tests/data/test_composite.py"],
+    "pyinstance/data/composite.py": [
+        "tests/data/test_composite_answers.py",
+        "tests/data/test_composite.py",
+    ],
     # Without the built-ins' largest networks (vgg16 alone runs 25 s): every surviving
     # check_backbone / check_head mutant would run them all; the small ones stay.
     "pyinstance/testing.py": [
