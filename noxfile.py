@@ -253,6 +253,7 @@ MUTATION_TESTS = {
     "pyinstance/data/augment.py": [
         "tests/data/test_augment.py",
         "tests/data/test_augment_answers.py",
+        "tests/data/test_augment_colour.py",
     ],
     "pyinstance/data/composite.py": [
         "tests/data/test_composite_answers.py",
