@@ -254,6 +254,7 @@ MUTATION_TESTS = {
         "tests/data/test_augment.py",
         "tests/data/test_augment_answers.py",
         "tests/data/test_augment_colour.py",
+        "tests/data/test_augment_resampling.py",
     ],
     "pyinstance/data/composite.py": [
         "tests/data/test_composite_answers.py",

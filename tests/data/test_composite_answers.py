@@ -666,3 +666,17 @@ def test_call_worked_out_with_scripted_draws():
     assert green[66:105, 61:139].all() and green.sum() <= 80 * 41
     assert blue[68:103, 154:200].all()
     assert not red.any()
+
+
+def test_parameters_at_their_bounds_are_accepted_and_normalised():
+    lowest = SceneComposer(
+        size=32, scale=(1e-9, 1e-9), perspective=0.0, others=0, frame=0.0, aspect=1.0
+    )
+    assert (lowest.size, lowest.perspective, lowest.others, lowest.frame) == (32, 0.0, 0, 0.0)
+    highest = SceneComposer(size=4096, scale=(1, 1), perspective=0.4, others=9, frame=1, aspect=4)
+    assert highest.scale == (1.0, 1.0) and type(highest.scale[0]) is float
+    assert (highest.perspective, highest.frame, highest.aspect) == (0.4, 1.0, 4.0)
+    assert type(highest.frame) is float and type(highest.aspect) is float
+    for field, value in (("size", 31), ("aspect", 4.01), ("perspective", 0.41), ("frame", 1.01)):
+        with pytest.raises(ValueError, match=field):
+            SceneComposer(**{field: value})
