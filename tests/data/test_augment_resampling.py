@@ -36,3 +36,21 @@ def test_an_enlargement_is_bilinear():
     inner = (slice(2, -2), slice(2, -2))
     assert np.abs(out - bilinear)[inner].max() <= 1
     assert np.abs(out - bicubic)[inner].max() > 5
+
+
+def test_a_side_reduced_to_one_pixel_is_one_bicubic_resize():
+    # 40×4 with a bright first row, the view's smaller side 1: the four rows become one in
+    # a single bicubic reduction (about 55); through two rows and the affine transform they
+    # would give about 58.
+    pixels = np.zeros((4, 40, 3), np.uint8)
+    pixels[0] = 255
+    image = Image.fromarray(pixels, "RGB")
+    out = np.asarray(Augmentation().apply(image, view(1))).astype(int)
+    expected = np.asarray(image.resize((10, 1), Image.Resampling.BICUBIC)).astype(int)
+    assert out.shape == (1, 2, 3)
+    assert np.abs(out - expected[:, :2]).max() <= 1
+    turned = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 0, 2)), "RGB")
+    out = np.asarray(Augmentation().apply(turned, view(1))).astype(int)
+    expected = np.asarray(turned.resize((1, 10), Image.Resampling.BICUBIC)).astype(int)
+    assert out.shape == (2, 1, 3)
+    assert np.abs(out - expected[:2]).max() <= 1
