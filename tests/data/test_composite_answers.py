@@ -31,7 +31,9 @@ class Scripted(np.random.Generator):
 
     def uniform(self, low=0.0, high=1.0, size=None):
         if size is not None and self.queued_uniform:
-            return np.asarray(self.queued_uniform.pop(0), dtype=np.float64)
+            value = np.asarray(self.queued_uniform.pop(0), dtype=np.float64)
+            assert value.shape == np.empty(size).shape, (value.shape, size)  # as many draws
+            return value
         value = low + self.t * (high - low)
         return float(value) if size is None else np.full(size, value)
 
@@ -641,6 +643,8 @@ def test_check_others_accepts_sequences_of_rgb_images_only():
     assert composite._check_others(pool) == pool
     assert composite._check_others(tuple(pool)) == pool
     assert composite._check_others(()) == []
+    with pytest.raises(ValueError, match=r"others\[1\]: expected a PIL image in mode RGB"):
+        composite._check_others([solid(5, 5), Image.new("L", (5, 5))])
     for bad in ("abc", b"abc", solid(5, 5), iter(pool), 3):
         with pytest.raises(TypeError, match="others: expected a sequence"):
             composite._check_others(bad)
