@@ -253,8 +253,13 @@ MUTATION_TESTS = {
     "pyinstance/data/augment.py": [
         "tests/data/test_augment.py",
         "tests/data/test_augment_answers.py",
+        "tests/data/test_augment_colour.py",
+        "tests/data/test_augment_resampling.py",
     ],
-    "pyinstance/data/composite.py": ["tests/data/test_composite.py"],
+    "pyinstance/data/composite.py": [
+        "tests/data/test_composite_answers.py",
+        "tests/data/test_composite.py",
+    ],
     # Without the built-ins' largest networks (vgg16 alone runs 25 s): every surviving
     # check_backbone / check_head mutant would run them all; the small ones stay.
     "pyinstance/testing.py": [

@@ -1,0 +1,686 @@
+"""SceneComposer's parts worked out by hand on tiny pictures (mutation survivors).
+
+A scripted generator (:class:`Scripted`) puts every uniform or integer draw at one chosen
+fraction ``t`` of its range (0: the low end, 1: the high end) and returns queued values for
+the other draws, so each expected value below follows from the documented ranges and the
+geometry alone.
+"""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pyinstance.data import composite
+from pyinstance.data.composite import SceneComposer, _Frame, _Hanging
+
+
+class Scripted(np.random.Generator):
+    """A generator whose draws are chosen by the test (see the module docstring)."""
+
+    def __init__(self, t: float = 0.5, random=(), choice=(), uniform=(), grain: float = 0.5):
+        super().__init__(np.random.PCG64(0))
+        self.t = t
+        self.queued_random = list(random)
+        self.queued_choice = list(choice)
+        self.queued_uniform = list(uniform)
+        self.grain = grain  # every value of an array drawn with random(size): 0.5 is no grain
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        if size is not None and self.queued_uniform:
+            value = np.asarray(self.queued_uniform.pop(0), dtype=np.float64)
+            assert value.shape == np.empty(size).shape, (value.shape, size)  # as many draws
+            return value
+        value = low + self.t * (high - low)
+        return float(value) if size is None else np.full(size, value)
+
+    def integers(self, low, high=None, size=None):
+        if high is None:
+            low, high = 0, low
+        return low + round(self.t * (high - 1 - low))
+
+    def random(self, size=None, dtype=np.float64):
+        if size is not None:
+            return np.full(size, self.grain, dtype=dtype)
+        return self.queued_random.pop(0) if self.queued_random else 0.9
+
+    def choice(self, a, size=None, replace=True, p=None):
+        return self.queued_choice.pop(0)
+
+    def standard_normal(self, size=None):
+        return np.ones(size)
+
+
+def rectangle(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+
+
+def solid(width: int, height: int, colour=(0, 255, 0)) -> Image.Image:
+    return Image.new("RGB", (width, height), colour)
+
+
+# --- geometry -------------------------------------------------------------------------
+
+
+def project(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points through a 3×3 projective matrix, one at a time."""
+    out = []
+    for x, y in points:
+        u, v, w = matrix @ np.array([x, y, 1.0])
+        out.append((u / w, v / w))
+    return np.array(out)
+
+
+MATRIX = np.array([[1.5, 0.2, 3.0], [-0.1, 0.8, 4.0], [0.002, -0.001, 1.0]])
+
+
+def test_homography_recovers_a_known_projective_map_and_apply_uses_it():
+    source = rectangle(0, 0, 10, 6)  # not a square: x and y cannot be swapped unnoticed
+    target = project(MATRIX, source)
+    assert np.allclose(composite._homography(source, target), MATRIX, atol=1e-12)
+    points = np.array([[2.5, 1.0], [7.0, 4.5], [-3.0, 9.0]])
+    assert np.allclose(composite._apply(MATRIX, points), project(MATRIX, points), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("quad", "box"),
+    [
+        # each bound from a different corner, floored / ceiled
+        ([[2.5, 1.2], [9.1, 0.7], [8.4, 6.6], [1.9, 5.3]], (1, 0, 10, 7)),
+        # clipped to the 20×10 scene on every side
+        ([[-3.5, -1.2], [30.1, -1.2], [30.1, 12.3], [-3.5, 12.3]], (0, 0, 20, 10)),
+        ([[25, 12], [30, 12], [30, 15], [25, 15]], (20, 10, 20, 10)),
+        ([[-9, -8], [-5, -8], [-5, -2], [-9, -2]], (0, 0, 0, 0)),
+    ],
+)
+def test_bounds_floor_ceil_and_clip(quad, box):
+    bounds = composite._bounds(np.array(quad, dtype=np.float64), 20, 10)
+    assert bounds == box and all(type(value) is int for value in bounds)
+
+
+@pytest.mark.parametrize(
+    ("other", "overlap"),
+    [
+        ([10, 0, 20, 10], False),  # touching edges do not overlap
+        ([9.9, 0, 20, 10], True),
+        ([-10, 0, 0, 10], False),
+        ([-10, 0, 0.1, 10], True),
+        ([0, 10, 10, 20], False),
+        ([0, 9.9, 10, 20], True),
+        ([0, -10, 10, 0], False),
+        ([0, -10, 10, 0.1], True),
+        ([3, 20, 5, 30], False),  # x overlaps, y does not
+        ([20, 3, 30, 5], False),
+        ([2, 2, 3, 3], True),
+    ],
+)
+def test_intersect_is_a_strict_overlap_on_both_axes(other, overlap):
+    box = np.array([0, 0, 10, 10], dtype=np.float64)
+    other = np.array(other, dtype=np.float64)
+    assert composite._intersect(box, other) is overlap
+    assert composite._intersect(other, box) is overlap
+
+
+def test_place_moves_by_the_mean_of_two_draws_of_the_room():
+    quad = rectangle(0, 0, 30, 10)
+    draws = [[0.2, 0.4], [0.6, 1.0]]  # means: x 0.4, y 0.7 (by rows: 0.3, 0.8)
+    placed = composite._place(quad, 100, 50, Scripted(uniform=[draws]))
+    assert np.allclose(placed, quad + [0.4 * 70, 0.7 * 40])
+    wide = rectangle(0, 0, 120, 10)  # no room across: it stays at x 0
+    placed = composite._place(wide, 100, 50, Scripted(uniform=[draws]))
+    assert np.allclose(placed, wide + [0.0, 0.7 * 40])
+
+
+@pytest.mark.parametrize("t", [0.0, 0.5, 1.0])
+def test_perspective_quad_turns_tilts_and_jitters(t):
+    # amount 0.2 on 100×50. t=1: turn 0.2 (the right side recedes: its corners move 0.1 of
+    # the height inwards and 0.05 of the width left), tilt 0.1 (the bottom recedes: its
+    # corners move 0.05 of the width inwards), jitter +0.05 everywhere. t=0: the mirror
+    # (left side and top recede), jitter −0.05. t=0.5: no move at all.
+    expected = {
+        0.0: [[5, 2.5], [90, -2.5], [95, 47.5], [0, 42.5]],
+        0.5: [[0, 0], [100, 0], [100, 50], [0, 50]],
+        1.0: [[5, 2.5], [100, 7.5], [95, 47.5], [10, 52.5]],
+    }[t]
+    quad = composite._perspective_quad(100, 50, 0.2, Scripted(t=t))
+    assert np.allclose(quad, expected)
+
+
+# --- hung pictures --------------------------------------------------------------------
+
+
+def test_outline_grows_the_picture_in_its_own_units_through_its_perspective():
+    # A 10×5 picture hung twice its size at (20, 30): a margin of 0.1 of its longest side
+    # (1 picture pixel) is 2 scene pixels.
+    item = _Hanging(solid(10, 5), rectangle(20, 30, 40, 40), None)
+    assert np.allclose(item.outline(0.1), rectangle(18, 28, 42, 42))
+    assert np.allclose(item.outer(), item.quad)
+    assert np.allclose(item.footprint(), [19, 29, 41, 41])
+    framed = _Hanging(solid(10, 5), rectangle(20, 30, 40, 40), _Frame(0.2, 0.1, (1, 2, 3)))
+    assert np.allclose(framed.outer(), rectangle(14, 24, 46, 46))
+    assert np.allclose(framed.footprint(), [13, 23, 47, 47])
+    slanted = np.array([[3.0, 1.0], [20.0, 4.0], [18.0, 15.0], [1.0, 12.0]])
+    assert np.allclose(_Hanging(solid(10, 5), slanted, None).outline(0.0), slanted)
+
+
+@pytest.mark.parametrize(
+    ("t", "random", "probability", "frame"),
+    [
+        (0.0, [0.0, 0.0], 0.5, _Frame(0.015, 0.03, (66, 34, 10))),  # dark wood −20 −6
+        (1.0, [0.49, 0.29], 0.5, _Frame(0.07, 0.12, (194, 194, 198))),  # silver +20 +6
+        (1.0, [0.0, 0.3], 1.0, _Frame(0.07, 0.0, (194, 194, 198))),  # no mat
+        (0.5, [0.5, 0.0], 0.5, None),  # not framed (strictly below the probability)
+        (0.0, [0.99, 0.0], 1.0, _Frame(0.015, 0.03, (66, 34, 10))),
+    ],
+)
+def test_random_frame_spans_its_ranges(t, random, probability, frame):
+    assert composite._random_frame(Scripted(t=t, random=random), probability) == frame
+
+
+def test_random_frame_colours_are_clipped_and_rounded():
+    class White(Scripted):
+        def integers(self, low, high=None, size=None):
+            return 4  # white (232, 230, 224)
+
+    assert composite._random_frame(White(t=1.0, random=[0.0, 0.5]), 1.0).colour == (
+        255,
+        255,
+        250,
+    )
+    shaded = composite._random_frame(White(t=0.3, random=[0.0, 0.5]), 1.0).colour
+    # uniform(-20, 20) at 0.3 is -8, uniform(-6, 6) -2.4: 232 - 10.4 = 221.6 -> 222
+    assert shaded == (222, 220, 214)
+
+
+def test_random_frame_draws_the_same_values_framed_or_not():
+    first, second = np.random.default_rng(3), np.random.default_rng(3)
+    assert composite._random_frame(first, 0.0) is None
+    assert composite._random_frame(second, 1.0) is not None
+    assert first.random() == second.random()
+
+
+def pixel(canvas: Image.Image, x: int, y: int) -> tuple[int, int, int]:
+    return tuple(int(value) for value in np.asarray(canvas)[y, x])
+
+
+def test_paint_frame_rim_body_lip_and_picture():
+    # A 20×20 picture at (40, 40), border 1.0 (20 px): rim 0.7 from 20 to 23, body 1.0
+    # to 37, lip 1.25 to the picture; colours truncated, then the picture drawn over it.
+    canvas = solid(100, 100, (255, 255, 255))
+    item = _Hanging(
+        solid(20, 20, (0, 0, 200)), rectangle(40, 40, 60, 60), _Frame(1.0, 0.0, (101, 121, 141))
+    )
+    item.draw(canvas)
+    assert pixel(canvas, 10, 50) == (255, 255, 255)
+    assert pixel(canvas, 21, 50) == (70, 84, 98)
+    assert pixel(canvas, 78, 50) == (70, 84, 98)
+    assert pixel(canvas, 30, 50) == (101, 121, 141)
+    assert pixel(canvas, 50, 25) == (101, 121, 141)
+    assert pixel(canvas, 38, 50) == (126, 151, 176)
+    assert pixel(canvas, 50, 61) == (126, 151, 176)
+    assert pixel(canvas, 50, 50) == (0, 0, 200)
+
+
+def test_paint_frame_with_a_mat_and_a_light_colour():
+    # border 0.5, mat 0.5 of 20 px: rim from 20, body from 21.5, lip from 28.5, mat from 30.
+    canvas = solid(100, 100, (0, 0, 0))
+    item = _Hanging(solid(20, 20), rectangle(40, 40, 60, 60), _Frame(0.5, 0.5, (220, 200, 100)))
+    composite._paint_frame(canvas, item)
+    assert pixel(canvas, 20, 50) == (154, 140, 70)
+    assert pixel(canvas, 25, 50) == (220, 200, 100)
+    assert pixel(canvas, 29, 50) == (255, 250, 125)
+    assert pixel(canvas, 35, 50) == (236, 234, 228)
+    assert pixel(canvas, 50, 50) == (236, 234, 228)
+
+
+# --- pasting --------------------------------------------------------------------------
+
+
+def test_polygon_mask_covers_whole_and_half_pixels():
+    # Pillow's polygon fill includes its right and bottom boundary: one subpixel row of the
+    # 4×4 supersampling (a coverage of 64) spills past those edges.
+    mask = composite._polygon_mask(rectangle(1, 1, 4, 3), 6, 5)
+    assert mask.mode == "L" and mask.size == (6, 5)
+    covered = np.asarray(mask).astype(int)
+    assert (covered[1:3, 1:4] == 255).all()
+    assert covered[:, 0].max() == covered[0].max() == covered[:, 5].max() == covered[4].max() == 0
+    assert covered[1:4, 4].max() <= 64 and covered[3, 1:4].max() <= 64
+    half = np.asarray(composite._polygon_mask(rectangle(1.5, 1, 4, 3), 6, 5)).astype(int)
+    assert 126 <= half[1, 1] <= 129 and half[1, 2] == 255 and half[1, 0] == 0
+
+
+def test_paste_warped_fills_exactly_the_quad():
+    canvas = solid(20, 12, (50, 50, 50))
+    composite._paste_warped(canvas, solid(10, 5, (200, 0, 0)), rectangle(3, 4, 13, 9))
+    expected = np.full((12, 20, 3), 50, np.uint8)
+    expected[4:9, 3:13] = (200, 0, 0)
+    assert np.array_equal(np.asarray(canvas), expected)
+
+
+def test_paste_warped_at_its_own_size_keeps_the_pixels():
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    canvas = solid(20, 12, (0, 0, 0))
+    composite._paste_warped(canvas, Image.fromarray(pixels), rectangle(2, 3, 10, 9))
+    pasted = np.asarray(canvas)[3:9, 2:10].astype(int)
+    assert np.abs(pasted - pixels).max() <= 1
+
+
+def test_paste_warped_draws_only_inside_the_canvas():
+    canvas = solid(20, 12, (50, 50, 50))
+    composite._paste_warped(canvas, solid(10, 5, (200, 0, 0)), rectangle(-4, -2, 6, 3))
+    expected = np.full((12, 20, 3), 50, np.uint8)
+    expected[0:3, 0:6] = (200, 0, 0)
+    assert np.array_equal(np.asarray(canvas), expected)
+    for quad in (rectangle(-10, 2, 0, 7), rectangle(20, 2, 30, 7), rectangle(2, 12, 8, 20)):
+        untouched = solid(20, 12, (50, 50, 50))
+        composite._paste_warped(untouched, solid(10, 5, (200, 0, 0)), quad)
+        assert (np.asarray(untouched) == 50).all()
+
+
+def test_paste_warped_reduces_before_it_warps():
+    # A one-pixel checkerboard 40×20 pasted as 10×5: anti-aliased, an even grey.
+    board = (np.indices((20, 40)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    canvas = solid(20, 12, (0, 0, 255))
+    composite._paste_warped(
+        canvas, Image.fromarray(np.repeat(board[..., None], 3, axis=2)), rectangle(3, 4, 13, 9)
+    )
+    inner = np.asarray(canvas)[5:8, 4:12].astype(float)
+    assert np.abs(inner - 127.5).max() < 25
+
+
+# --- wall, light, labels, camera -----------------------------------------------------
+
+
+def test_coarse_grid_cells_in_units_of_the_longest_side():
+    xs, ys = composite._coarse_grid(40, 16)  # 5×2 cells of 8 px
+    assert xs.shape == ys.shape == (2, 5) and xs.dtype == np.float32
+    assert np.allclose(xs, [[0.1, 0.3, 0.5, 0.7, 0.9]] * 2)
+    assert np.allclose(ys, [[0.1] * 5, [0.3] * 5])
+    xs, ys = composite._coarse_grid(10, 12)  # at least 2×2 cells
+    assert np.allclose(xs, [[2.5 / 12, 7.5 / 12]] * 2)
+    assert np.allclose(ys, [[0.25, 0.25], [0.75, 0.75]])
+
+
+def test_upsample_bilinear_or_bicubic():
+    field = np.array([[0.0, 1.0], [0.0, 1.0]])
+    out = composite._upsample(field, 4, 2)
+    assert out.dtype == np.float32 and out.shape == (2, 4)
+    assert np.allclose(out, [[0.0, 0.25, 0.75, 1.0]] * 2)
+    smooth = composite._upsample(field, 4, 2, smooth=True)
+    assert smooth.shape == (2, 4) and not np.allclose(smooth, out)
+
+
+def test_grain_is_uniform_and_centred():
+    grain = composite._grain(50, 40, np.random.default_rng(0))
+    assert grain.shape == (40, 50) and grain.dtype == np.float32
+    assert -0.5 <= grain.min() < -0.45 and 0.45 < grain.max() < 0.5
+    assert abs(float(grain.mean())) < 0.02
+
+
+def test_to_uint8_rounds_and_clips():
+    values = np.array([-3.0, 0.4, 0.6, 2.5, 254.6, 300.0])
+    out = composite._to_uint8(values)
+    assert out.dtype == np.uint8 and out.tolist() == [0, 0, 1, 2, 255, 255]
+
+
+def hsv(h: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h, s, v)) * 255.0
+
+
+def test_wall_at_the_low_end_is_flat_light_grey():
+    # t=0: warm hue 0.06, saturation 0, value 0.7; no gradient, mottling or grain.
+    wall = composite._wall(64, 32, Scripted(t=0.0, random=[0.0, 0.0, 0.5]))
+    assert wall.shape == (32, 64, 3) and wall.dtype == np.float32
+    assert np.allclose(wall, 0.7 * 255.0)
+
+
+@pytest.mark.parametrize(("second", "hue"), [(0.0, 0.16), (0.59, 0.16), (0.6, 0.66)])
+def test_wall_at_the_high_end_has_its_gradient_and_mottle(second, hue):
+    # t=1: value 0.96, saturation 0.07; direction 2π (along x), gradient 0.2 per longest
+    # side around the mean, mottle +0.025 (cells of ones). Cells at x (i + 0.5) / 8.
+    wall = composite._wall(64, 32, Scripted(t=1.0, random=[0.0, second, 0.5]))
+    base = hsv(hue, 0.07, 0.96)
+    assert np.allclose(wall[:, 0], base * (1.025 + 0.2 * (0.5 / 8 - 0.5)), atol=1e-3)
+    assert np.allclose(wall[:, -1], base * (1.025 + 0.2 * (7.5 / 8 - 0.5)), atol=1e-3)
+    assert np.allclose(wall, wall[:1], atol=1e-4)  # constant along y
+
+
+def test_wall_gradient_follows_its_direction():
+    # t=0.25: direction π/2 (along y), gradient 0.05; cells at y (j + 0.5) / 8 of 64.
+    wall = composite._wall(32, 64, Scripted(t=0.25, random=[0.0, 0.0, 0.5]))
+    base = hsv(0.085, 0.0175, 0.765)
+    mottle = 1.0 + 0.25 * 0.025
+    assert np.allclose(wall[0], base * (mottle + 0.05 * (0.5 / 8 - 0.5)), atol=1e-3)
+    assert np.allclose(wall[-1], base * (mottle + 0.05 * (7.5 / 8 - 0.5)), atol=1e-3)
+    assert np.allclose(wall, wall[:, :1], atol=1e-4)  # constant along x
+
+
+def test_wall_saturated_colour():
+    # random ≥ 0.8: hue from the next random draw, saturation 0.08, value 0.25 at t=0.
+    wall = composite._wall(16, 16, Scripted(t=0.0, random=[0.8, 0.3, 0.5]))
+    assert np.allclose(wall, hsv(0.3, 0.08, 0.25), atol=1e-3)
+
+
+def test_wall_grain_amplitude():
+    # t=0 but a grain of +0.5 everywhere (draws of 1.0): light 1 + 0.06 · 0 ... only the
+    # grain's amplitude is at its low end 0, so nothing changes; at t=1 it is 0.06 · 0.5.
+    flat = composite._wall(16, 16, Scripted(t=0.0, random=[0.0, 0.0, 0.5], grain=1.0))
+    assert np.allclose(flat, 0.7 * 255.0)
+    grainy = composite._wall(16, 16, Scripted(t=1.0, random=[0.0, 0.0, 0.5], grain=1.0))
+    plain = composite._wall(16, 16, Scripted(t=1.0, random=[0.0, 0.0, 0.5]))
+    assert np.allclose(grainy / plain, 1.0 + 0.03 / (plain / hsv(0.16, 0.07, 0.96)), atol=1e-4)
+
+
+@pytest.mark.parametrize(("height", "top", "skirting"), [(32, 30, 2), (320, 304, 4)])
+def test_wall_floor_band_and_skirting(height, top, skirting):
+    # t=0: the floor takes the bottom 5 % (top = int(0.95 h)), dark wood at half brightness;
+    # the skirting board, max(2, h // 80) rows above it, is 0.8 as bright.
+    wall = composite._wall(16, height, Scripted(t=0.0, random=[0.0, 0.0, 0.0]))
+    grey = 0.7 * 255.0
+    assert np.allclose(wall[top:], np.array([92, 60, 36]) * 0.5)
+    assert np.allclose(wall[top - skirting : top], 0.8 * grey)
+    assert np.allclose(wall[: top - skirting], grey)
+
+
+def test_wall_floor_at_the_high_end():
+    # t=1: the floor takes the bottom 20 % (int(0.8 · 50) = 40), silver at full brightness,
+    # lit by the same gradient as the wall.
+    wall = composite._wall(64, 50, Scripted(t=1.0, random=[0.0, 0.0, 0.0]))
+    light = wall[0, :, 0] / hsv(0.16, 0.07, 0.96)[0]
+    assert np.allclose(wall[45], np.outer(light, [168, 168, 172]), atol=1e-3)
+    assert np.allclose(wall[40], np.outer(light, [168, 168, 172]), atol=1e-3)
+    assert not np.allclose(wall[39], np.outer(light, [168, 168, 172]), atol=1e-3)
+
+
+def test_shadow_light_offset_opacity_and_softness():
+    item = _Hanging(solid(80, 80), rectangle(60, 60, 140, 140), None)
+    high = composite._shadow_light([item], 200, 200, 200, Scripted(t=1.0))
+    low = composite._shadow_light([item], 200, 200, 200, Scripted(t=0.0))
+    assert high.shape == (200, 200) and high.dtype == np.float32
+    # opacity 0.45 (t=1) or 0.15 (t=0) under the middle of the picture, none far away
+    assert high[100, 100] == pytest.approx(0.55, abs=2e-3)
+    assert low[100, 100] == pytest.approx(0.85, abs=2e-3)
+    assert high[5, 5] == low[5, 5] == 1.0
+
+    def centroid(light):
+        dark = 1.0 - light
+        ys, xs = np.indices(light.shape)
+        return np.array([(xs * dark).sum(), (ys * dark).sum()]) / dark.sum()
+
+    # offsets (0.015, 0.03) and (−0.015, 0.005) of the size 200: (3, 6) and (−3, 1)
+    assert np.allclose(centroid(high) - centroid(low), [6.0, 5.0], atol=0.3)
+
+    # blur radius 8 · 200 / 448 px (t=1) against 2 · 200 / 448 px (t=0)
+    def soft(light, opacity):
+        row = light[100]
+        return int(((row > 1 - opacity + 0.01) & (row < 0.99)).sum())
+
+    assert soft(high, 0.45) >= soft(low, 0.15) + 6
+
+
+def test_shadow_light_falls_from_the_frame_and_scales_with_size():
+    framed = _Hanging(solid(80, 80), rectangle(60, 60, 140, 140), _Frame(0.25, 0.0, (0, 0, 0)))
+    light = composite._shadow_light([framed], 200, 200, 100, Scripted(t=0.5))
+    # frame 20 px around the picture; offset (0, 1.75) at size 100; opacity 0.3
+    assert light[100, 45] == pytest.approx(0.7, abs=2e-3)
+    assert light[100, 30] == pytest.approx(1.0, abs=2e-3)
+
+
+def footprint_item(x0: float, y0: float, x1: float, y1: float) -> _Hanging:
+    """An unframed picture whose footprint is (x0, y0, x1, y1)."""
+    return _Hanging(solid(10, 10), rectangle(x0 + 1, y0 + 1, x1 - 1, y1 - 1), None)
+
+
+@pytest.mark.parametrize(
+    ("t", "random", "footprint", "box"),
+    [
+        # width 0.05 of the longest footprint side (102), height 0.5 of that, gap 0.02 of
+        # the footprint's width, right of it, top 0.4 down its height (52)
+        (0.0, [0.0, 0.0], (49, 49, 151, 101), [153.04, 69.8, 158.14, 72.35]),
+        # 0.1, 0.9, gap 0.08, left of it (random 0.7 is not below 0.7), top 0.8 down
+        (1.0, [0.0, 0.7], (49, 49, 151, 101), [30.64, 90.6, 40.84, 99.78]),
+        # a tall footprint: the label's width follows its height, the gap its width
+        (0.0, [0.0, 0.0], (49, 19, 101, 181), [102.04, 83.8, 110.14, 87.85]),
+    ],
+)
+def test_label_box_beside_the_main_picture(t, random, footprint, box):
+    main = footprint_item(*footprint)
+    found = composite._label_box(main, [main.footprint()], 300, 200, Scripted(t=t, random=random))
+    assert np.allclose(found, box)
+
+
+def test_label_box_only_when_wanted_inside_and_free():
+    main = footprint_item(49, 49, 151, 101)
+    taken = [main.footprint()]
+    assert composite._label_box(main, taken, 300, 200, Scripted(t=0.0, random=[0.5, 0.0])) is None
+    assert composite._label_box(main, taken, 158, 200, Scripted(t=0.0, random=[0.0, 0.0])) is None
+    assert (
+        composite._label_box(main, taken, 159, 200, Scripted(t=0.0, random=[0.0, 0.0])) is not None
+    )
+    assert composite._label_box(main, taken, 300, 72, Scripted(t=0.0, random=[0.0, 0.0])) is None
+    assert (
+        composite._label_box(main, taken, 300, 73, Scripted(t=0.0, random=[0.0, 0.0])) is not None
+    )
+    blocked = [*taken, np.array([155.0, 60.0, 170.0, 80.0])]
+    assert composite._label_box(main, blocked, 300, 200, Scripted(t=0.0, random=[0.0, 0.0])) is None
+    near_left = footprint_item(5, 49, 107, 101)  # left of it: 5 − 8.16 − 10.2 < 0
+    assert (
+        composite._label_box(
+            near_left, [near_left.footprint()], 300, 200, Scripted(t=1.0, random=[0.0, 0.7])
+        )
+        is None
+    )
+    exact = footprint_item(0, 0, 120, 50)  # 6 wide, 3 high, top 20: bottom edge at 23
+    free = [exact.footprint()]
+    assert (
+        composite._label_box(exact, free, 300, 23, Scripted(t=0.0, random=[0.0, 0.0])) is not None
+    )
+    assert composite._label_box(exact, free, 300, 22, Scripted(t=0.0, random=[0.0, 0.0])) is None
+
+
+def test_draw_label_card_and_lines():
+    canvas = solid(140, 80, (255, 255, 255))
+    # t=1: shade 249, 4 lines at y 20, 30, 40, 50, from x 20 (0.1 in) to x 100 (0.9 along)
+    composite._draw_label(canvas, np.array([10.0, 10.0, 110.0, 60.0]), Scripted(t=1.0))
+    pixels = np.asarray(canvas)
+    assert pixel(canvas, 60, 20) == (70, 70, 70)
+    assert pixel(canvas, 60, 25) == (249, 249, 245)
+    assert pixel(canvas, 15, 20) == (249, 249, 245)
+    assert pixel(canvas, 105, 20) == (249, 249, 245)
+    assert pixel(canvas, 60, 70) == (255, 255, 255)
+    dark = np.nonzero((pixels[..., 0] == 70).any(axis=1))[0].tolist()
+    assert dark == [20, 30, 40, 50]
+    columns = np.nonzero(pixels[20, :, 0] == 70)[0]
+    assert (columns.min(), columns.max()) == (20, 100)
+    low = solid(140, 80, (255, 255, 255))
+    # t=0: shade 225, 2 lines (at y 26.7 and 43.3), ending half-way (x 60)
+    composite._draw_label(low, np.array([10.0, 10.0, 110.0, 60.0]), Scripted(t=0.0))
+    assert pixel(low, 80, 20) == (225, 225, 221)
+    assert len(np.nonzero((np.asarray(low)[..., 0] == 70).any(axis=1))[0]) == 2
+    columns = np.nonzero((np.asarray(low)[..., 0] == 70).any(axis=0))[0]
+    assert (columns.min(), columns.max()) == (20, 60)
+
+
+def test_camera_spot_light_cast_and_noise():
+    # t=1: spot at (mean x + 0.3 · width, top − 0.5 · height) of the quad, in units of the
+    # longest side: (0.98, −0.5); light 1.05 − 0.25 · min(d², 1.5); cast 1.05; noise +5.
+    canvas = solid(100, 100, (100, 100, 100))
+    quad = rectangle(90, 0, 100, 100)
+    image = composite._camera(canvas, quad, Scripted(t=1.0, random=[0.5], grain=1.0))
+    ys, xs = (np.indices((100, 100)) + 0.5) / 100
+    squared = np.minimum((xs - 0.98) ** 2 + (ys + 0.5) ** 2, 1.5)
+    expected = 100.0 * (1.05 - 0.25 * squared) * 1.05 + 5.0
+    found = np.asarray(image)[..., 0].astype(float)
+    # bilinear light from a grid 1/12 of the side coarse: 1.3 levels off at the kink of
+    # min(d², 1.5), 0.1 elsewhere, plus rounding
+    assert np.abs(found - expected)[5:95, 5:95].max() <= 2.0
+    assert np.abs(found - expected)[5:95, 5:95].mean() <= 0.5
+    assert np.array_equal(np.asarray(image)[..., 0], np.asarray(image)[..., 2])
+    # t=0: no fall-off, a 0.95 cast, no noise: 100 · 1.05 · 0.95 = 99.75
+    flat = composite._camera(canvas, quad, Scripted(t=0.0, random=[0.5], grain=1.0))
+    assert (np.asarray(flat) == 100).all()
+
+
+@pytest.mark.parametrize(("draw", "blurred"), [(0.0, True), (0.29, True), (0.3, False)])
+def test_camera_blurs_sometimes(draw, blurred):
+    pixels = np.zeros((20, 20, 3), np.uint8)
+    pixels[:, 10:] = 100
+    image = composite._camera(
+        Image.fromarray(pixels), rectangle(0, 0, 20, 20), Scripted(t=0.0, random=[draw])
+    )
+    edge = np.asarray(image)[10, 9, 0]
+    assert bool(edge > 10) is blurred
+
+
+# --- the composer's own steps ---------------------------------------------------------
+
+
+def test_quad_is_scaled_to_the_drawn_fraction_at_the_origin():
+    composer = SceneComposer(size=200, scale=(0.2, 0.6), perspective=0.2)
+    flat = composer._quad((100, 50), Scripted(t=0.5))  # no perspective, fraction 0.4
+    assert np.allclose(flat, rectangle(0, 0, 80, 40))
+    tall = composer._quad((50, 100), Scripted(t=0.5))
+    assert np.allclose(tall, rectangle(0, 0, 40, 80))
+    # t=1: the perspective quad of test_perspective_quad_turns_tilts_and_jitters, moved to
+    # the origin and scaled so that its 95 px wide box becomes 0.6 · 200 = 120
+    slanted = composer._quad((100, 50), Scripted(t=1.0))
+    expected = (np.array([[5, 2.5], [100, 7.5], [95, 47.5], [10, 52.5]]) - [5, 2.5]) * 120 / 95
+    assert np.allclose(slanted, expected)
+
+
+@pytest.mark.parametrize(
+    ("extent", "t", "size"),
+    [
+        ((120, 80), 1.0, (200, 150)),  # aspect 4/3: 200 / (4/3) = 150
+        ((80, 120), 1.0, (150, 200)),  # oriented like the quad
+        ((100, 100), 1.0, (200, 150)),  # a square quad: landscape
+        ((190, 170.2), 1.0, (200, 173)),  # never shorter than the quad + 2
+        ((199.5, 199.0), 1.0, (200, 200)),  # nor longer than the size
+        ((120, 80), 0.0, (200, 200)),  # aspect 1
+        ((120, 80), 0.5, (200, 171)),  # aspect 7/6: 171.4
+    ],
+)
+def test_scene_size(extent, t, size):
+    composer = SceneComposer(size=200, aspect=4 / 3)
+    quad = rectangle(0, 0, *extent)
+    assert composer._scene_size(quad, Scripted(t=t)) == size
+
+
+MAIN = (100.0, 100.0, 200.0, 150.0)  # footprint 99..201 × 99..151, extent 100 × 50
+
+
+@pytest.mark.parametrize(
+    ("side", "edge", "centre"),
+    [
+        # the other (40×20 scaled 0.9 · 100 / 40: 90×45) hangs a gap of 0.145 · 100 from
+        # the main footprint, centred on it (no jitter at t=0.5)
+        (0, ("x1", 99 - 14.5), ("y", 125.0)),
+        (1, ("x0", 201 + 14.5), ("y", 125.0)),
+        (2, ("y1", 99 - 14.5), ("x", 150.0)),
+        (3, ("y0", 151 + 14.5), ("x", 150.0)),
+    ],
+)
+def test_beside_hangs_a_gap_away_on_the_drawn_side(side, edge, centre):
+    composer = SceneComposer(size=400, perspective=0.2, frame=0.0)
+    main = _Hanging(solid(100, 50), rectangle(*MAIN), None)
+    other = composer._beside(
+        solid(40, 20, (0, 0, 255)), main, [main.footprint()], 400, 300, Scripted(choice=[side])
+    )
+    box = other.footprint()
+    names = {"x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3]}
+    assert names[edge[0]] == pytest.approx(edge[1])
+    middle = {"x": (box[0] + box[2]) / 2, "y": (box[1] + box[3]) / 2}[centre[0]]
+    assert middle == pytest.approx(centre[1])
+    assert np.allclose(np.ptp(other.quad, axis=0), [90, 45])
+    assert other.frame is None
+
+
+def test_beside_at_the_high_end_with_a_frame():
+    # t=1: scale 1.2 (120×60), gap 0.25 · 100, jitter 0.3 of the footprint (102, 52);
+    # frame border 0.07 of the picture's 40 px (×3 scene): 8.4 px, no mat (random 0.9)
+    composer = SceneComposer(size=400, perspective=0.0, frame=1.0)
+    main = _Hanging(solid(100, 50), rectangle(*MAIN), None)
+    other = composer._beside(
+        solid(40, 20), main, [main.footprint()], 400, 300, Scripted(t=1.0, choice=[1])
+    )
+    box = other.footprint()
+    assert box[0] == pytest.approx(226.0)
+    assert (box[1] + box[3]) / 2 == pytest.approx(125 + 0.3 * 52)
+    assert other.quad[:, 0].min() == pytest.approx(227.0 + 8.4)
+    assert np.allclose(np.ptp(other.quad, axis=0), [120, 60])
+    assert other.frame is not None and other.frame.border == pytest.approx(0.07)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "side", "hung"),
+    [(220, 300, 1, True), (219, 300, 1, False), (400, 170, 3, True), (400, 169, 3, False)],
+)
+def test_beside_needs_four_visible_pixels(width, height, side, hung):
+    # the picture starts at x 216.5 (right) or y 166.5 (below): 4 pixels seen from 216 / 166
+    composer = SceneComposer(size=400, perspective=0.0, frame=0.0)
+    main = _Hanging(solid(100, 50), rectangle(*MAIN), None)
+    other = composer._beside(
+        solid(40, 20), main, [main.footprint()], width, height, Scripted(choice=[side])
+    )
+    assert (other is not None) is hung
+
+
+def test_beside_never_overlaps_what_hangs():
+    composer = SceneComposer(size=400, perspective=0.0, frame=0.0)
+    main = _Hanging(solid(100, 50), rectangle(*MAIN), None)
+    blocker = np.array([300.0, 100.0, 310.0, 110.0])  # inside the right-hand place
+    taken = [main.footprint(), blocker]
+    assert composer._beside(solid(40, 20), main, taken, 400, 300, Scripted(choice=[1])) is None
+    free = [main.footprint(), np.array([0.0, 0.0, 10.0, 10.0])]
+    assert composer._beside(solid(40, 20), main, free, 400, 300, Scripted(choice=[1])) is not None
+
+
+def test_check_others_accepts_sequences_of_rgb_images_only():
+    pool = [solid(5, 5), solid(6, 4)]
+    assert composite._check_others(pool) == pool
+    assert composite._check_others(tuple(pool)) == pool
+    assert composite._check_others(()) == []
+    with pytest.raises(ValueError, match=r"others\[1\]: expected a PIL image in mode RGB"):
+        composite._check_others([solid(5, 5), Image.new("L", (5, 5))])
+    for bad in ("abc", b"abc", solid(5, 5), iter(pool), 3):
+        with pytest.raises(TypeError, match="others: expected a sequence"):
+            composite._check_others(bad)
+
+
+def test_call_worked_out_with_scripted_draws():
+    # size 200, fraction 0.4: the 100×50 reference becomes 80×40; scene aspect 7/6:
+    # 200×171; placed half-way into the room (120, 131): at (60, 65.5). One other (count
+    # 0.5 · 2 = 1), pool[1], on the right: 0.9 · 80 / 40 = 1.8 times (72×36), a gap of
+    # 0.145 · 80 = 11.6 from the footprint (59..141): it starts at 153.6, clipped to 200.
+    composer = SceneComposer(size=200, scale=(0.2, 0.6), perspective=0.1, others=2, frame=0.0)
+    pool = [solid(40, 20, (255, 0, 0)), solid(40, 20, (0, 0, 255))]
+    rng = Scripted(t=0.5, choice=[np.array([1]), 1])
+    scene = composer(solid(100, 50), rng, pool)
+    assert scene.image.size == (200, 171)
+    assert np.allclose(scene.corners, rectangle(60, 65.5, 140, 105.5))
+    assert scene.box == (60, 65, 140, 106)
+    assert scene.other_boxes == ((153, 67, 200, 104),)
+    pixels = np.asarray(scene.image).astype(int)
+    green = pixels[..., 1] > 2 * np.maximum(pixels[..., 0], pixels[..., 2]) + 30
+    blue = pixels[..., 2] > 2 * np.maximum(pixels[..., 0], pixels[..., 1]) + 30
+    red = pixels[..., 0] > 2 * np.maximum(pixels[..., 1], pixels[..., 2]) + 30
+    assert green[66:105, 61:139].all() and green.sum() <= 80 * 41
+    assert blue[68:103, 154:200].all()
+    assert not red.any()
+
+
+def test_parameters_at_their_bounds_are_accepted_and_normalised():
+    lowest = SceneComposer(
+        size=32, scale=(1e-9, 1e-9), perspective=0.0, others=0, frame=0.0, aspect=1.0
+    )
+    assert (lowest.size, lowest.perspective, lowest.others, lowest.frame) == (32, 0.0, 0, 0.0)
+    highest = SceneComposer(size=4096, scale=(1, 1), perspective=0.4, others=9, frame=1, aspect=4)
+    assert highest.scale == (1.0, 1.0) and type(highest.scale[0]) is float
+    assert (highest.perspective, highest.frame, highest.aspect) == (0.4, 1.0, 4.0)
+    assert type(highest.frame) is float and type(highest.aspect) is float
+    for field, value in (("size", 31), ("aspect", 4.01), ("perspective", 0.41), ("frame", 1.01)):
+        with pytest.raises(ValueError, match=field):
+            SceneComposer(**{field: value})
