@@ -243,6 +243,10 @@ MUTATION_TESTS = {
     "pyinstance/models/fcn.py": ["tests/models/test_pooled_dilated_conv.py"],
     "pyinstance/models/backbone.py": ["tests/models/test_backbone_base.py"],
     "pyinstance/models/resnet.py": ["tests/models/test_resnet_small.py"],
+    # Top-level modules of the mut-misc lane: each has its own test files (no mirrored folder).
+    "pyinstance/plugins.py": ["tests/test_plugins.py", "tests/test_plugins_answers.py"],
+    "pyinstance/_validate.py": ["tests/test_validate.py", "tests/test_validate_answers.py"],
+    "pyinstance/_files.py": ["tests/test_files.py", "tests/test_files_answers.py"],
     # Not the whole of tests/data/: test_images.py decodes real pictures; each of these
     # modules has its own file.
     "pyinstance/data/manifest.py": [
