@@ -225,8 +225,7 @@ def test_check_kind_refuses_anything_but_a_kind(kind):
     with pytest.raises(ValueError) as raised:
         check_kind(kind)
     assert str(raised.value) == (
-        "kind: expected one of backbone, head, loss, miner, classifier, reranker, "
-        f"got {kind!r}"
+        f"kind: expected one of backbone, head, loss, miner, classifier, reranker, got {kind!r}"
     )
 
 
