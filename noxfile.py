@@ -247,6 +247,14 @@ MUTATION_TESTS = {
     "pyinstance/plugins.py": ["tests/test_plugins.py", "tests/test_plugins_answers.py"],
     "pyinstance/_validate.py": ["tests/test_validate.py", "tests/test_validate_answers.py"],
     "pyinstance/_files.py": ["tests/test_files.py", "tests/test_files_answers.py"],
+    # Not the whole of tests/rerank/: test_wiring.py builds a real index (minutes).
+    **{
+        f"pyinstance/rerank/{name}.py": [
+            "tests/rerank/test_verifier.py",
+            "tests/rerank/test_verifier_answers.py",
+        ]
+        for name in ("__init__", "model", "verifier")
+    },
     # Not the whole of tests/data/: test_images.py decodes real pictures; each of these
     # modules has its own file.
     "pyinstance/data/manifest.py": [
