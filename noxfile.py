@@ -247,6 +247,11 @@ MUTATION_TESTS = {
     "pyinstance/plugins.py": ["tests/test_plugins.py", "tests/test_plugins_answers.py"],
     "pyinstance/_validate.py": ["tests/test_validate.py", "tests/test_validate_answers.py"],
     "pyinstance/_files.py": ["tests/test_files.py", "tests/test_files_answers.py"],
+    # In-process, with fake build facts and registries (tests/test_cli.py also starts
+    # subprocesses: seconds per mutant).
+    "pyinstance/cli.py": ["tests/test_cli_answers.py"],
+    "pyinstance/commands/__init__.py": ["tests/test_cli_answers.py"],
+    "pyinstance/demo/page.py": ["tests/demo/test_page.py", "tests/demo/test_page_answers.py"],
     # Not the whole of tests/rerank/: test_wiring.py builds a real index (minutes).
     **{
         f"pyinstance/rerank/{name}.py": [
