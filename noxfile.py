@@ -252,6 +252,10 @@ MUTATION_TESTS = {
     "pyinstance/cli.py": ["tests/test_cli_answers.py"],
     "pyinstance/commands/__init__.py": ["tests/test_cli_answers.py"],
     "pyinstance/demo/page.py": ["tests/demo/test_page.py", "tests/demo/test_page_answers.py"],
+    **{
+        f"pyinstance/models/{name}.py": ["tests/models/test_trained_tripletnet_answers.py"]
+        for name in ("trained", "tripletnet")
+    },
     # Not the whole of tests/rerank/: test_wiring.py builds a real index (minutes).
     **{
         f"pyinstance/rerank/{name}.py": [
