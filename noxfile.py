@@ -256,6 +256,8 @@ MUTATION_TESTS = {
         f"pyinstance/models/{name}.py": ["tests/models/test_trained_tripletnet_answers.py"]
         for name in ("trained", "tripletnet")
     },
+    # Not test_efficientnet.py (pretrained networks run on real photos, seconds a mutant).
+    "pyinstance/models/efficientnet.py": ["tests/models/test_efficientnet_units.py"],
     # Not the whole of tests/rerank/: test_wiring.py builds a real index (minutes).
     **{
         f"pyinstance/rerank/{name}.py": [
