@@ -252,6 +252,8 @@ MUTATION_TESTS = {
     "pyinstance/cli.py": ["tests/test_cli_answers.py"],
     "pyinstance/commands/__init__.py": ["tests/test_cli_answers.py"],
     "pyinstance/demo/page.py": ["tests/demo/test_page.py", "tests/demo/test_page_answers.py"],
+    # Not tests/demo/test_queries.py: its fixture changes the whole bundled collection.
+    "pyinstance/demo/queries.py": ["tests/demo/test_queries_answers.py"],
     **{
         f"pyinstance/models/{name}.py": ["tests/models/test_trained_tripletnet_answers.py"]
         for name in ("trained", "tripletnet")
