@@ -272,7 +272,10 @@ def test_rerank_option(capsys):
     assert parser.parse_args(["--rerank", " none"]).rerank == " none"
     with pytest.raises(SystemExit):
         parser.parse_args(["--rerank", "  "])
-    assert "expected a verifier file, a re-ranker name or 'none'" in capsys.readouterr().err
+    assert (
+        "argument --rerank: expected a verifier file, a re-ranker name or 'none'\n"
+        in capsys.readouterr().err
+    )
 
 
 def test_make_console_is_wide_when_not_a_terminal(monkeypatch):
