@@ -317,3 +317,15 @@ def test_describe_reranker(tmp_path, monkeypatch):
     assert describe_reranker(VerificationReranker(model=path)) == str(path.resolve())
     assert describe_reranker(type("Scorer", (), {})()) == "Scorer"
     assert describe_reranker(type("Pathless", (), {"path": None})()) == "Pathless"
+
+
+def test_a_single_candidate_is_scored(tmp_path):
+    net = _net(seed=9)
+    reranker = VerificationReranker(model=_save(tmp_path / "v.pt", net))
+    queries, candidates = torch.randn(3, 2, 4), torch.randn(3, 1, 4)
+    with torch.no_grad():
+        expected = torch.sigmoid(net(queries, candidates)).numpy()
+    scores = reranker.score(queries.numpy(), candidates.numpy())
+    assert scores.shape == (3, 1)
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    assert (scores > 0).all()
