@@ -221,3 +221,14 @@ def test_read_versioned_refuses_other_versions(tmp_path, version):
     assert str(raised.value) == (
         f"model: {str(path)!r} has layout version {version!r}; this pyinstance reads version 2"
     )
+
+
+def test_read_versioned_names_what_for_a_missing_or_unreadable_file(tmp_path):
+    missing = tmp_path / "gone.pt"
+    with pytest.raises(FileNotFoundError) as raised:
+        read_versioned(missing, "verifier", "pyinstance-x", 1, "me")
+    assert str(raised.value) == f"verifier: no such file {str(missing)!r}"
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"junk")
+    with pytest.raises(ValueError, match=r"^verifier: cannot read "):
+        read_versioned(junk, "verifier", "pyinstance-x", 1, "me")
