@@ -5,6 +5,7 @@ sub-commands, and the one-line error of a refused command (written for mutation 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import types
@@ -283,3 +284,32 @@ def test_make_console_is_wide_when_not_a_terminal(monkeypatch):
     assert commands.make_console().width == 160
     monkeypatch.setenv("COLUMNS", "200")
     assert commands.make_console().width == 200
+
+
+def test_plugins_prints_each_failure_on_stderr(monkeypatch, capsys):
+    def pyinstance_register_heads(register):
+        raise KeyError("no head")
+
+    class _EntryPoint:
+        name = "headless"
+        dist = None
+
+        @staticmethod
+        def load():
+            return types.SimpleNamespace(
+                pyinstance_register_heads=pyinstance.hookimpl(pyinstance_register_heads)
+            )
+
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda group: [_EntryPoint()] if group == plugins.ENTRY_POINT_GROUP else [],
+    )
+    monkeypatch.setattr(plugins, "registry", PluginRegistry(builtins=(), autoload=True))
+    with pytest.warns(RuntimeWarning):
+        assert cli.main(["plugins", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == []
+    assert captured.err == (
+        "plugin 'headless' failed during registering heads: KeyError: 'no head'\n"
+    )
