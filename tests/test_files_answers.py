@@ -232,3 +232,29 @@ def test_read_versioned_names_what_for_a_missing_or_unreadable_file(tmp_path):
     junk.write_bytes(b"junk")
     with pytest.raises(ValueError, match=r"^verifier: cannot read "):
         read_versioned(junk, "verifier", "pyinstance-x", 1, "me")
+
+
+def test_the_umask_is_read_without_setting_it(monkeypatch):
+    calls: list[int] = []
+    real_umask = os.umask
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real_umask(mask))
+    expected = real_umask(0o022)
+    real_umask(expected)
+    assert _files._umask() == expected
+    assert calls == []  # read from /proc/self/status, never changed, even for a moment
+
+
+def test_an_unreadable_umask_line_falls_back(monkeypatch):
+    real_read_text = Path.read_text
+
+    def garbled(self, *args, **kwargs):
+        if str(self) == "/proc/self/status":
+            return "Name:\tpython\nUmask:\tnot-octal\n"
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", garbled)
+    previous = os.umask(0o027)
+    try:
+        assert _files._umask() == 0o027
+    finally:
+        os.umask(previous)

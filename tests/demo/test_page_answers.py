@@ -106,6 +106,9 @@ def test_thumbnails_are_jpegs_at_most_160_pixels_keeping_the_aspect(tmp_path):
     assert thumb.format == "JPEG" and thumb.size == (160, 40)
     pixel = thumb.convert("RGB").getpixel((80, 20))
     assert max(abs(a - b) for a, b in zip(pixel, (10, 200, 30), strict=True)) <= 6
+    reference = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(reference, "JPEG", quality=80)
+    assert thumb.quantization == Image.open(reference).quantization  # JPEG quality 80
     small = _photo(tmp_path / "small.png", (50, 90))
     assert _thumbnail_of(page._thumbnail_uri(small)).size == (50, 90)  # never enlarged
     assert page.THUMBNAIL_SIDE == 160

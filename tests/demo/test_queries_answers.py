@@ -201,3 +201,13 @@ def test_bad_folders_are_refused_by_name(tmp_path):
         make_queries(tmp_path / "o", collection=collection, unknown=tmp_path / "gone")
     assert str(raised.value) == f"unknown: no such folder {str(tmp_path / 'gone')!r}"
     assert not (tmp_path / "o").exists()
+
+
+def test_crops_start_anywhere_from_the_first_pixel():
+    lefts, tops = set(), set()
+    for seed in range(60):
+        out = np.asarray(crop(_coordinates(20, 10), random.Random(seed)))
+        lefts.add(int(out[0, 0, 0]))
+        tops.add(int(out[0, 0, 1]))
+    assert 0 in lefts and 0 in tops
+    assert max(lefts) >= 6 and max(tops) >= 3

@@ -209,7 +209,7 @@ def test_the_reranker_takes_the_file_s_k_unless_given(tmp_path):
     assert repr(reranker) == f"VerificationReranker(model={str(path.resolve())!r}, k=3)"
     assert VerificationReranker(model=path, k=1).k == 1
     assert VerificationReranker(model=path, threads=1).threads == 1
-    with pytest.raises(ValueError, match="threads"):
+    with pytest.raises(ValueError, match=r"^threads: expected an integer >= 1, got 0$"):
         VerificationReranker(model=path, threads=0)
 
 
@@ -329,3 +329,14 @@ def test_a_single_candidate_is_scored(tmp_path):
     assert scores.shape == (3, 1)
     np.testing.assert_allclose(scores, expected, atol=1e-6)
     assert (scores > 0).all()
+
+
+def test_a_foreign_file_names_what_makes_verifiers(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"format": "pyinstance-model", "version": 1}, path)
+    with pytest.raises(ValueError) as raised:
+        read_verifier(path)
+    assert str(raised.value) == (
+        f"verifier: {str(path)!r} is not a pyinstance verifier file (made by `pyinstance "
+        "train` with objective = 'verification')"
+    )
