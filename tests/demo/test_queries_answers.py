@@ -176,6 +176,10 @@ def test_save_writes_a_jpeg_without_leaving_a_partial_file(tmp_path):
     _save(Image.new("L", (10, 10), 50), tmp_path / "x.jpg")
     with Image.open(tmp_path / "x.jpg") as image:
         assert image.format == "JPEG" and image.mode == "RGB"
+        reference = tmp_path / "reference.jpg"
+        Image.new("RGB", (10, 10)).save(reference, "JPEG", quality=90)
+        assert image.quantization == Image.open(reference).quantization  # quality 90
+        reference.unlink()
     assert [p.name for p in tmp_path.iterdir()] == ["x.jpg"]
 
 
