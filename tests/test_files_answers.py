@@ -258,3 +258,14 @@ def test_an_unreadable_umask_line_falls_back(monkeypatch):
         assert _files._umask() == 0o027
     finally:
         os.umask(previous)
+
+
+def test_a_temporary_already_gone_does_not_hide_the_error(tmp_path, monkeypatch):
+    def replace(source, destination):
+        os.unlink(source)  # removed by someone else, then the rename fails
+        raise OSError("rename failed")
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="^rename failed$"):
+        write_atomic(tmp_path / "f.bin", b"x")
+    assert list(tmp_path.iterdir()) == []

@@ -215,3 +215,10 @@ def test_crops_start_anywhere_from_the_first_pixel():
         tops.add(int(out[0, 0, 1]))
     assert 0 in lefts and 0 in tops
     assert max(lefts) >= 6 and max(tops) >= 3
+
+
+def test_the_default_seed_is_zero(tmp_path):
+    collection = _collection(tmp_path / "c")
+    default = make_queries(tmp_path / "a", collection=collection, unknown=None)
+    zero = make_queries(tmp_path / "b", collection=collection, unknown=None, seed=0)
+    assert [q.path.read_bytes() for q in default] == [q.path.read_bytes() for q in zero]
