@@ -222,3 +222,27 @@ def test_the_default_seed_is_zero(tmp_path):
     default = make_queries(tmp_path / "a", collection=collection, unknown=None)
     zero = make_queries(tmp_path / "b", collection=collection, unknown=None, seed=0)
     assert [q.path.read_bytes() for q in default] == [q.path.read_bytes() for q in zero]
+
+
+def test_lighting_brightness_stays_in_its_two_ranges():
+    """A uniform grey stays uniform (contrast, colour and blur keep it): each channel is
+    120 x brightness (0.55-0.75 or 1.25-1.45) x its colour cast (0.85-1.15)."""
+    grey = Image.new("RGB", (8, 8), (120, 120, 120))
+    for seed in range(40):
+        values = np.asarray(lighting(grey, random.Random(seed))).astype(float)
+        assert values.std(axis=(0, 1)).max() < 1
+        for value in values.mean(axis=(0, 1)):
+            dark = 0.55 * 120 * 0.85 - 1 <= value <= 0.75 * 120 * 1.15 + 1
+            bright = 1.25 * 120 * 0.85 - 1 <= value <= 1.45 * 120 * 1.15 + 1
+            assert dark or bright, (seed, value)
+
+
+def test_queries_can_be_made_again_in_the_same_folder_with_the_same_unknowns(tmp_path):
+    collection = _collection(tmp_path / "c")
+    unknown = tmp_path / "u"
+    unknown.mkdir()
+    Image.new("RGB", (50, 40), "green").save(unknown / "thing.png")
+    first = make_queries(tmp_path / "q", collection=collection, unknown=unknown, seed=2)
+    first_bytes = [q.path.read_bytes() for q in first]
+    again = make_queries(tmp_path / "q", collection=collection, unknown=unknown, seed=2)
+    assert [q.path.read_bytes() for q in again] == first_bytes

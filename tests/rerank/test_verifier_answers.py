@@ -340,3 +340,18 @@ def test_a_foreign_file_names_what_makes_verifiers(tmp_path):
         f"verifier: {str(path)!r} is not a pyinstance verifier file (made by `pyinstance "
         "train` with objective = 'verification')"
     )
+
+
+def test_the_same_contents_give_the_same_file_entries(tmp_path):
+    net = _net()
+    recipe = RECIPE.to_dict()
+    shuffled_recipe = dict(reversed(list(recipe.items())))
+    options = net.options()
+    shuffled_options = dict(reversed(list(options.items())))
+    first = VerifierFile(options, net.state_dict(), 2, recipe, {"a": 1, "b": 2})
+    second = VerifierFile(shuffled_options, net.state_dict(), 2, shuffled_recipe, {"b": 2, "a": 1})
+    one = torch.load(first.save(tmp_path / "1.pt"), weights_only=True)
+    two = torch.load(second.save(tmp_path / "2.pt"), weights_only=True)
+    for key in ("options", "recipe", "info"):
+        assert one[key] == two[key], key
+    assert one["options"] == '{"dim": 4, "hidden": 3, "projection": 2}'
