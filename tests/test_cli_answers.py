@@ -313,3 +313,11 @@ def test_plugins_prints_each_failure_on_stderr(monkeypatch, capsys):
     assert captured.err == (
         "plugin 'headless' failed during registering heads: KeyError: 'no head'\n"
     )
+
+
+def test_make_console_keeps_a_terminal_s_width(monkeypatch):
+    from rich.console import Console
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))
+    assert commands.make_console().width == 80

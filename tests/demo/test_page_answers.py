@@ -78,8 +78,8 @@ def test_the_page_s_summary_title_and_shared_thumbnails(tmp_path, monkeypatch):
         QueryResult(q2, "b", "a", 0.5, [("a", 0.5, ref)], 51.0),
         QueryResult(ref, "a", "a", 0.9, [("a", 0.9, str(ref))], 0.0),
     ]
-    path = write_page(results, str(tmp_path / "deep" / "page.html"), title="A & B")
-    assert path == tmp_path / "deep" / "page.html"
+    path = write_page(results, str(tmp_path / "deep" / "er" / "page.html"), title="A & B")
+    assert path == tmp_path / "deep" / "er" / "page.html"
     assert sorted(made) == sorted([ref, q1, q2])  # each image made once
     text = path.read_text(encoding="utf-8")
     assert text.startswith(

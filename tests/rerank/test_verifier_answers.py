@@ -355,3 +355,13 @@ def test_the_same_contents_give_the_same_file_entries(tmp_path):
     for key in ("options", "recipe", "info"):
         assert one[key] == two[key], key
     assert one["options"] == '{"dim": 4, "hidden": 3, "projection": 2}'
+
+
+def test_two_candidates_each_see_the_other_as_context():
+    net = VerificationNet(2, projection=1, hidden=1)
+    queries = torch.tensor([[[1.0, 0.0]]])
+    candidates = torch.tensor([[[0.6, 0.8], [0.0, 1.0]]])
+    features = net.features(queries, candidates)[0]
+    # best similarities 0.6 and 0.0: each minus the other's, and minus the others' mean
+    torch.testing.assert_close(features[:, 2], torch.tensor([0.6, -0.6]))
+    torch.testing.assert_close(features[:, 3], torch.tensor([0.6, -0.6]))
