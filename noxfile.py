@@ -243,6 +243,31 @@ MUTATION_TESTS = {
     "pyinstance/models/fcn.py": ["tests/models/test_pooled_dilated_conv.py"],
     "pyinstance/models/backbone.py": ["tests/models/test_backbone_base.py"],
     "pyinstance/models/resnet.py": ["tests/models/test_resnet_small.py"],
+    # Top-level modules of the mut-misc lane: each has its own test files (no mirrored folder).
+    "pyinstance/plugins.py": ["tests/test_plugins.py", "tests/test_plugins_answers.py"],
+    "pyinstance/_validate.py": ["tests/test_validate.py", "tests/test_validate_answers.py"],
+    "pyinstance/_files.py": ["tests/test_files.py", "tests/test_files_answers.py"],
+    # In-process, with fake build facts and registries (tests/test_cli.py also starts
+    # subprocesses: seconds per mutant).
+    "pyinstance/cli.py": ["tests/test_cli_answers.py"],
+    "pyinstance/commands/__init__.py": ["tests/test_cli_answers.py"],
+    "pyinstance/demo/page.py": ["tests/demo/test_page.py", "tests/demo/test_page_answers.py"],
+    # Not tests/demo/test_queries.py: its fixture changes the whole bundled collection.
+    "pyinstance/demo/queries.py": ["tests/demo/test_queries_answers.py"],
+    **{
+        f"pyinstance/models/{name}.py": ["tests/models/test_trained_tripletnet_answers.py"]
+        for name in ("trained", "tripletnet")
+    },
+    # Not test_efficientnet.py (pretrained networks run on real photos, seconds a mutant).
+    "pyinstance/models/efficientnet.py": ["tests/models/test_efficientnet_units.py"],
+    # Not the whole of tests/rerank/: test_wiring.py builds a real index (minutes).
+    **{
+        f"pyinstance/rerank/{name}.py": [
+            "tests/rerank/test_verifier.py",
+            "tests/rerank/test_verifier_answers.py",
+        ]
+        for name in ("__init__", "model", "verifier")
+    },
     # Not the whole of tests/data/: test_images.py decodes real pictures; each of these
     # modules has its own file.
     "pyinstance/data/manifest.py": [
