@@ -315,6 +315,31 @@ MUTATION_TESTS = {
         "tests/index/test_search_edges.py",
         "tests/index/test_screened_search.py",
     ],
+    # The kernels' Python wrappers (argument checks, dispatch, the torch references): the
+    # folder's tests, without the comparison with pytorch-metric-learning (3 s a run for a
+    # library import; the same answers are checked against the reference) and, but for
+    # topk_region_pool.py (its autograd registration), torch's opcheck (6 s a run).
+    **{
+        f"pyinstance/ops/{name}.py": [
+            "tests/ops",
+            "--deselect=tests/ops/test_triplet_mine.py::"
+            "test_batch_hard_matches_pytorch_metric_learning",
+            *(
+                []
+                if name == "topk_region_pool"
+                else ["--deselect=tests/ops/test_topk_region_pool.py::test_opcheck[cpu]"]
+            ),
+        ]
+        for name in (
+            "_args",
+            "_arrays",
+            "_reference",
+            "knn_dot",
+            "knn_screen",
+            "topk_region_pool",
+            "triplet_mine",
+        )
+    },
     # tests/serve/ runs the service over a real index (a network per app, seconds to minutes
     # per mutant) and in subprocesses and a browser; these files test it over fakes.
     **{
