@@ -186,5 +186,5 @@ def test_l2_normalize_rows_in_float32_with_zero_and_tiny_rows() -> None:
     assert out.dtype == np.float32 and out.shape == (3, 2)
     # the last row is divided by the 1e-12 floor, not by its own norm
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0], [0.1, 0.0]], rtol=1e-6, atol=0)
-    sets = np.array([[[0.0, 2.0], [5.0, 0.0]]], dtype=np.float32)  # (1, 2, 2): last axis
-    np.testing.assert_array_equal(l2_normalize(sets), [[[0.0, 1.0], [1.0, 0.0]]])
+    sets = np.array([[[3.0, 4.0], [0.0, 2.0]]], dtype=np.float32)  # (1, 2, 2): last axis
+    np.testing.assert_allclose(l2_normalize(sets), [[[0.6, 0.8], [0.0, 1.0]]], rtol=1e-6)
