@@ -345,6 +345,39 @@ MUTATION_TESTS = {
         "tests/index/test_search_edges.py",
         "tests/index/test_screened_search.py",
     ],
+    # The kernels' Python wrappers (argument checks, dispatch, the torch references): the
+    # folder's tests without its slowest kernel-correctness runs (hypothesis searches, every
+    # ISA over many tiles, torch's opcheck, the comparison with pytorch-metric-learning: 2/3
+    # of the folder's time). The wrappers' answers stay checked against the references by
+    # the deterministic tests; the deselected ones test the C++ kernels, not mutated here.
+    **{
+        f"pyinstance/ops/{name}.py": [
+            "tests/ops",
+            *(
+                f"--deselect=tests/ops/{test}"
+                for test in (
+                    "test_knn_dot.py::test_property_exact",
+                    "test_knn_dot.py::test_large_k_many_queries",
+                    "test_knn_screen.py::test_screened_equals_plain_on_random_problems",
+                    "test_topk_region_pool.py::test_opcheck",
+                    "test_topk_region_pool.py::test_hypothesis_against_reference",
+                    "test_triplet_mine.py::test_batch_hard_matches_pytorch_metric_learning",
+                    "test_triplet_mine.py::test_matches_reference_across_many_tiles",
+                    "test_triplet_mine.py::test_positive_pairs_of_mixed_class_sizes_match",
+                    "test_triplet_mine.py::test_sampler_matches_python_and_is_distinct_sorted",
+                )
+            ),
+        ]
+        for name in (
+            "_args",
+            "_arrays",
+            "_reference",
+            "knn_dot",
+            "knn_screen",
+            "topk_region_pool",
+            "triplet_mine",
+        )
+    },
     # tests/serve/ runs the service over a real index (a network per app, seconds to minutes
     # per mutant) and in subprocesses and a browser; these files test it over fakes.
     **{

@@ -137,3 +137,10 @@ def test_alpha_zero_is_accepted_and_stored_as_float() -> None:
     assert DatabaseAugmentation(k=1, alpha=0).alpha == 0.0
     assert isinstance(QueryExpansion(k=1, alpha=2).alpha, float)
     assert DatabaseAugmentation(k=1).alpha is None
+
+
+def test_dba_stores_an_integer_alpha_as_a_float() -> None:
+    dba = DatabaseAugmentation(k=1, alpha=np.int64(3))
+    assert type(dba.alpha) is float and dba.alpha == 3.0
+    assert dba.to_dict() == {"kind": "dba", "k": 1, "alpha": 3.0}
+    assert type(dba.to_dict()["alpha"]) is float
