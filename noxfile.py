@@ -345,7 +345,10 @@ MUTATION_TESTS = {
         "tests/engine/test_thread_budget.py",
         "tests/engine/test_cpu_load_units.py",
     ],
-    "pyinstance/engine/sessions.py": ["tests/engine/test_sessions.py"],
+    "pyinstance/engine/sessions.py": [
+        "tests/engine/test_sessions.py",
+        "tests/engine/test_sessions_units.py",
+    ],
     "pyinstance/engine/export.py": ["tests/engine/test_export_units.py"],
     "pyinstance/engine/exported.py": ["tests/engine/test_export_units.py"],
 }
