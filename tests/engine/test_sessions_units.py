@@ -148,3 +148,60 @@ def test_the_warnings_name_the_shape_the_error_and_the_difference(caplog) -> Non
         "not fixing input shape (2, 3, 5, 5): its session differs from the dynamic one by 0.5 "
         "(shape (2, 3, 5, 5) vs (2, 3, 5, 5))",
     ]
+
+
+def _runs(pool: SessionPool, *widths: int) -> None:
+    for width in widths:
+        pool.run(np.zeros((1, 3, 4, width), np.float32), 1)
+
+
+def test_interleaved_shapes_are_counted_each() -> None:
+    pool, _ = _pool()
+    _runs(pool, 4, 5, 4)
+    assert pool.fixed_shapes == [(1, (1, 3, 4, 4))]
+
+
+def test_the_counts_start_again_when_a_new_shape_finds_them_full(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(sessions, "_MAX_COUNTED", 3)
+    pool, _ = _pool()
+    _runs(pool, 4, 5, 6, 4)  # full, but 4 is counted already: its second run
+    assert pool.fixed_shapes == [(1, (1, 3, 4, 4))]
+    pool, _ = _pool()
+    _runs(pool, 4, 5, 6, 7, 4)  # 7 found them full: counting starts again, 4 seen once
+    assert pool.fixed_shapes == []
+    _runs(pool, 4)
+    assert pool.fixed_shapes == [(1, (1, 3, 4, 4))]
+
+
+def test_the_recurring_shapes_are_forgotten_when_full(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(sessions, "_MAX_COUNTED", 2)
+    monkeypatch.setattr(sessions, "MAX_FIXED_SESSIONS", 1)
+    pool, made = _pool()
+    _runs(pool, 4, 4, 5, 5, 6, 6)  # 6 recurs with 4 and 5 remembered: they are forgotten
+    assert pool.fixed_shapes == [(1, (1, 3, 4, 6))]
+    _runs(pool, 4)  # counted again from one, not fixed at once
+    assert pool.fixed_shapes == [(1, (1, 3, 4, 6))] and made.count((1, (1, 3, 4, 4))) == 1
+
+
+def test_a_shape_being_fixed_is_not_built_twice_at_once() -> None:
+    import threading
+
+    release, started = threading.Event(), threading.Event()
+    made: list = []
+
+    def make(threads: int, shape: tuple[int, ...] | None) -> Session:
+        made.append((threads, shape))
+        if shape is not None and len(made) == 1:
+            started.set()
+            release.wait(60)
+        return Session()
+
+    pool = SessionPool(make, lambda expected: 1e-4, (Session(), 1), 1)
+    batch = np.ones((1, 3, 4, 4), np.float32)
+    builder = threading.Thread(target=pool.run, args=(batch, 1))
+    builder.start()
+    assert started.wait(60)
+    np.testing.assert_array_equal(pool.run(batch, 1), batch)  # the dynamic session answers
+    release.set()
+    builder.join(60)
+    assert made == [(1, (1, 3, 4, 4))] and pool.fixed_shapes == [(1, (1, 3, 4, 4))]
