@@ -269,3 +269,16 @@ def test_traceable_leaves_an_instance_forward_alone() -> None:
     with traceable(conv):
         assert conv.forward is own
     assert conv.forward is own
+
+
+def test_torch_engine_takes_the_minimum_size_from_its_backbone() -> None:
+    engine = TorchEngine(TinyBackbone(), GeM(16))
+    assert engine.min_input_size == TinyBackbone.min_input_size == 8
+    with pytest.raises(ValueError, match="images: 7×9 is smaller than the backbone's minimum"):
+        engine(torch.zeros(1, 3, 7, 9))
+
+
+def test_torch_engine_channels_last_copy_holds_channels_last_weights() -> None:
+    engine = TorchEngine(TinyBackbone(), output="features", channels_last=True)
+    weight = engine.network.layers[2].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
