@@ -238,7 +238,9 @@ def _tf_same_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, pads), conv.weight, conv.bias, conv.stride)
 
 
-@pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (5, 2), (2, 1), (4, 3), (3, 1)])
+@pytest.mark.parametrize(
+    ("kernel", "stride"), [(3, 2), (5, 2), (2, 1), (4, 3), (3, 1), (6, 1), (8, 2)]
+)
 def test_traceable_forward_computes_the_same_convolution(kernel, stride) -> None:  # noqa: ANN001
     torch.manual_seed(kernel * 10 + stride)
     conv = SameConv2d(3, 4, kernel, stride=stride)

@@ -97,11 +97,13 @@ def test_make_engine_passes_its_arguments_to_openvino(fakes) -> None:  # noqa: A
         (backbone, head),
         {"output": "descriptors", "threads": None, "precision": None, "cache_dir": None},
     )
-    assert make_engine(backbone, head, "openvino", precision="bf16", threads=2)[2] == {
+    assert make_engine(
+        backbone, head, "openvino", precision="bf16", threads=2, cache_dir="/graphs"
+    )[2] == {
         "output": "descriptors",
         "threads": 2,
         "precision": "bf16",
-        "cache_dir": None,
+        "cache_dir": "/graphs",
     }
 
 
@@ -161,6 +163,7 @@ def test_an_export_error_falls_back_to_torch_with_one_warning(monkeypatch, name)
     assert isinstance(engine, TorchEngine) and engine.threads == 2
     assert engine.output == "descriptors" and list(engine.network) == [backbone, head]
     assert [w.category for w in caught] == [EngineFallbackWarning]
+    assert caught[0].filename != select_module.__file__  # stacklevel: a caller's line
     assert str(caught[0].message) == (
         f"engine: cannot run TinyBackbone + GeM with {name} (the graph differs); "
         "falling back to the torch engine"
