@@ -397,6 +397,23 @@ MUTATION_TESTS = {
             "uploads",
         )
     },
+    # Not the whole of tests/engine/: it exports EfficientNet-Lite0 and compiles bf16 models
+    # (seconds per test, and every engine test reaches the shared engine code); these files
+    # test each module on tiny networks and fakes, answers checked against eager torch.
+    "pyinstance/engine/base.py": ["tests/engine/test_base_units.py"],
+    "pyinstance/engine/torch_engine.py": ["tests/engine/test_base_units.py"],
+    "pyinstance/engine/_traceable.py": ["tests/engine/test_base_units.py"],
+    "pyinstance/engine/select.py": ["tests/engine/test_select_units.py"],
+    "pyinstance/engine/cpu_load.py": [
+        "tests/engine/test_thread_budget.py",
+        "tests/engine/test_cpu_load_units.py",
+    ],
+    "pyinstance/engine/sessions.py": [
+        "tests/engine/test_sessions.py",
+        "tests/engine/test_sessions_units.py",
+    ],
+    "pyinstance/engine/export.py": ["tests/engine/test_export_units.py"],
+    "pyinstance/engine/exported.py": ["tests/engine/test_export_units.py"],
 }
 
 

@@ -103,9 +103,9 @@ def weights_sha256(module: nn.Module) -> str:
     """SHA-256 of every tensor of ``module``'s state dict (names, dtypes, shapes, bytes)."""
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
-        tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
+        tensor = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
