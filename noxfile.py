@@ -291,7 +291,10 @@ MUTATION_TESTS = {
         "tests/index/test_search_edges.py",
         "tests/index/test_screened_search.py",
     ],
-    "pyinstance/index/screen_cache.py": ["tests/index/test_screened_search.py"],
+    "pyinstance/index/screen_cache.py": [
+        "tests/index/test_screen_cache_units.py",
+        "tests/index/test_screened_search.py",
+    ],
     # Not tests/test_threshold_stale.py (calibrates real indexes, seconds per mutant): a
     # stand-in index gives every record and message by hand.
     "pyinstance/index/thresholds.py": ["tests/index/test_thresholds_units.py"],
