@@ -289,6 +289,7 @@ MUTATION_TESTS = {
     "pyinstance/index/search.py": [
         "tests/index/test_search.py",
         "tests/index/test_search_edges.py",
+        "tests/index/test_search_windows.py",
         "tests/index/test_screened_search.py",
     ],
     "pyinstance/index/screen_cache.py": [
