@@ -301,7 +301,10 @@ MUTATION_TESTS = {
     "pyinstance/index/thresholds.py": ["tests/index/test_thresholds_units.py"],
     "pyinstance/index/sources.py": ["tests/index/test_sources.py"],
     "pyinstance/index/report.py": ["tests/index/test_add_report.py"],
-    "pyinstance/index/processed.py": ["tests/index/test_postprocess.py"],
+    "pyinstance/index/processed.py": [
+        "tests/index/test_processed_units.py",
+        "tests/index/test_postprocess.py",
+    ],
     "pyinstance/index/metadata.py": [
         "tests/index/test_metadata.py",
         "tests/index/test_metadata_fields.py",
