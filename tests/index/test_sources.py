@@ -120,3 +120,14 @@ def test_file_sha256_reads_every_block(tmp_path: Path) -> None:
     assert file_sha256(path) == hashlib.sha256(content).hexdigest()
     (tmp_path / "empty.bin").write_bytes(b"")
     assert file_sha256(tmp_path / "empty.bin") == hashlib.sha256(b"").hexdigest()
+
+
+def test_a_manifest_path_through_a_link_leading_outside_is_refused(tmp_path: Path) -> None:
+    _touch(tmp_path, "outside/secret.jpg", "set/refs/a.jpg")
+    (tmp_path / "set" / "link").symlink_to(tmp_path / "outside")
+    manifest = tmp_path / "set" / "m.csv"
+    manifest.write_text(
+        "path,instance_id,split\nrefs/a.jpg,a,reference\nlink/secret.jpg,b,reference\n"
+    )
+    with pytest.raises(ValueError, match=r"'link/secret\.jpg' leads outside the manifest's folder"):
+        collect(manifest)
