@@ -131,3 +131,12 @@ def test_a_manifest_path_through_a_link_leading_outside_is_refused(tmp_path: Pat
     )
     with pytest.raises(ValueError, match=r"'link/secret\.jpg' leads outside the manifest's folder"):
         collect(manifest)
+
+
+def test_images_after_a_repeated_id_are_kept(tmp_path: Path) -> None:
+    _touch(tmp_path, "a/1.jpg", "a/2.jpg", "a/3.jpg")
+    images, errors = collect([tmp_path / "a" / "1.jpg", tmp_path / "a"], "a")
+    assert [i.image_id for i in images] == ["a/1.jpg", "a/2.jpg", "a/3.jpg"]
+    assert errors == [
+        FileError(str(tmp_path / "a" / "1.jpg"), "skipped: image id 'a/1.jpg' given twice")
+    ]
