@@ -158,7 +158,9 @@ def test_a_saved_screen_is_loaded_on_the_first_search(tmp_path: Path, small) -> 
     first.get(_snapshot(path, 100))
     assert _saved_rows(saved, _snapshot(path, 100)) == 100
     loaded = ScreenCache(2)  # another process
+    inode = saved.stat().st_ino
     screen = loaded.get(_snapshot(path, 100))
+    assert saved.stat().st_ino == inode  # loaded, not written again
     assert screen is not None and screen.rows == 100
     assert _matches(screen, _snapshot(path, 100))
     saved.unlink()  # the load counted as saved: 124 rows are not saved again
