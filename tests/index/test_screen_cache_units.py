@@ -262,3 +262,49 @@ def test_save_deletes_only_stale_temporaries(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [names["recent"], names["stale_other"], "screen-0.bin"]
     )
+
+
+def test_a_one_row_screen_is_saved_too(tmp_path: Path, small) -> None:
+    cache = ScreenCache(2)
+    path = _file(tmp_path, 1)
+    for _ in range(2):
+        screen = cache.get(_snapshot(path, 1))
+    assert screen.rows == 1
+    assert _saved_rows(tmp_path / "screens" / "screen-0.bin", _snapshot(path, 1)) == 1
+
+
+def test_a_damaged_file_that_cannot_be_deleted_is_left(
+    tmp_path: Path, small, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _file(tmp_path, 20)
+    saved = tmp_path / "screens" / "screen-0.bin"
+    saved.parent.mkdir()
+    saved.write_bytes(b"damaged" * 20)
+
+    def refuse(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(13, "read-only", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    assert ScreenCache(2).get(_snapshot(path, 20)) is None  # no error: scanned plainly
+    assert saved.read_bytes() == b"damaged" * 20
+
+
+def test_a_bigger_screen_cached_meanwhile_is_kept(
+    tmp_path: Path, small, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread caches a screen of more rows while this one builds: the bigger stays."""
+    cache = ScreenCache(2)
+    path = _file(tmp_path, 200)
+    older = _snapshot(path, 100)
+    assert cache.get(older) is None
+    bigger = KnnScreen.of(_rows(200))
+    key = next(iter(cache._seen))
+    build = KnnScreen.of
+
+    def racing(refs: object) -> KnnScreen:
+        cache._screens[key] = bigger  # what the other thread stored meanwhile
+        return build(refs)
+
+    monkeypatch.setattr(KnnScreen, "of", racing)
+    assert cache.get(older).rows == 100
+    assert cache._screens[key] is bigger
