@@ -308,3 +308,25 @@ def test_a_bigger_screen_cached_meanwhile_is_kept(
     monkeypatch.setattr(KnnScreen, "of", racing)
     assert cache.get(older).rows == 100
     assert cache._screens[key] is bigger
+
+
+def test_save_tries_every_deletion_when_one_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "screens"
+    folder.mkdir()
+    for name in ("screen-0.bin", "screen-1.bin"):
+        (folder / name).write_bytes(b"old")
+    tried: list[str] = []
+    unlink = Path.unlink
+
+    def refuse(self: Path, missing_ok: bool = False) -> None:
+        if not self.name.startswith("screen-"):  # the save's own temporary file
+            return unlink(self, missing_ok=missing_ok)
+        tried.append(self.name)
+        raise PermissionError(13, "read-only", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    _save(KnnScreen.of(_rows(10)), folder / "screen-2.bin", 2)
+    assert sorted(tried) == ["screen-0.bin", "screen-1.bin"]
+    assert KnnScreen.load(folder / "screen-2.bin", _rows(10)).rows == 10
