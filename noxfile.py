@@ -319,10 +319,22 @@ MUTATION_TESTS = {
     "pyinstance/index/search.py": [
         "tests/index/test_search.py",
         "tests/index/test_search_edges.py",
+        "tests/index/test_search_windows.py",
         "tests/index/test_screened_search.py",
     ],
-    "pyinstance/index/screen_cache.py": ["tests/index/test_screened_search.py"],
-    "pyinstance/index/processed.py": ["tests/index/test_postprocess.py"],
+    "pyinstance/index/screen_cache.py": [
+        "tests/index/test_screen_cache_units.py",
+        "tests/index/test_screened_search.py",
+    ],
+    # Not tests/test_threshold_stale.py (calibrates real indexes, seconds per mutant): a
+    # stand-in index gives every record and message by hand.
+    "pyinstance/index/thresholds.py": ["tests/index/test_thresholds_units.py"],
+    "pyinstance/index/sources.py": ["tests/index/test_sources.py"],
+    "pyinstance/index/report.py": ["tests/index/test_add_report.py"],
+    "pyinstance/index/processed.py": [
+        "tests/index/test_processed_units.py",
+        "tests/index/test_postprocess.py",
+    ],
     "pyinstance/index/metadata.py": [
         "tests/index/test_metadata.py",
         "tests/index/test_metadata_fields.py",

@@ -58,6 +58,8 @@ class ScreenCache:
         rows = descriptors.shape[0]
         with self._lock:
             screen = self._screens.get(key)
+            if screen is not None:
+                self._screens.move_to_end(key)  # used now: the last to be dropped
             first = screen is None and key not in self._seen
             if first:
                 self._remember(self._seen, key, None)

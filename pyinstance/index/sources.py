@@ -55,7 +55,7 @@ def collect(
                 raise ValueError(
                     f"instance: a manifest names the instances itself; drop instance for {str(path)!r}"
                 )
-            images.extend(_manifest(path, errors))
+            images.extend(_manifest(path))
         elif path.is_dir():
             images.extend(_folder(path, instance, errors))
         else:
@@ -70,19 +70,13 @@ def collect(
     return _unique(images, errors), errors
 
 
-def _manifest(path: Path, errors: list[FileError]) -> list[SourceImage]:
+def _manifest(path: Path) -> list[SourceImage]:
+    # Manifest.read refuses a path leading outside the manifest's folder (``..``, links)
     manifest = Manifest.read(path, check_files=False).filter(split="reference")
-    root = manifest.root.resolve()
-    images = []
-    for entry in manifest:
-        if not entry.path.resolve().is_relative_to(root):
-            errors.append(
-                FileError(str(entry.path), f"refused: escapes the manifest's folder {str(root)!r}")
-            )
-            continue
-        image_id = entry.path.relative_to(manifest.root).as_posix()
-        images.append(SourceImage(entry.path, entry.instance_id, image_id))
-    return images
+    return [
+        SourceImage(entry.path, entry.instance_id, entry.path.relative_to(manifest.root).as_posix())
+        for entry in manifest
+    ]
 
 
 def _folder(path: Path, instance: str | None, errors: list[FileError]) -> list[SourceImage]:
