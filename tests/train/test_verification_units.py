@@ -1,0 +1,305 @@
+"""The verification trainer's mining, split and validation on hand-made descriptors: a fake
+index (a few 2-D or random references), every candidate list and score worked out here."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from pyinstance.train.config import VerificationConfig, parse_config
+from pyinstance.train.verification import (
+    Pairs,
+    VerificationTrainer,
+    _separation,
+    validate,
+)
+from tests.recipes import GEM_ONE_SCALE
+
+
+class FakeIndex:
+    def __init__(self, references, codes):
+        self.references = np.asarray(references, np.float32)
+        self.codes = np.asarray(codes, np.int64)
+
+    def descriptors(self):
+        return self.references.copy()
+
+    def labels(self):
+        return self.codes.copy()
+
+
+def trainer(references, codes, *, candidates=2, fraction=0.2, seed=0) -> VerificationTrainer:
+    made = VerificationTrainer.__new__(VerificationTrainer)
+    made.settings = VerificationConfig(candidates=candidates, validation_fraction=fraction)
+    made.index = FakeIndex(references, codes)
+    made.config = SimpleNamespace(seed=seed)
+    return made
+
+
+def unit(*angles_degrees):
+    return [[math.cos(math.radians(a)), math.sin(math.radians(a))] for a in angles_degrees]
+
+
+# -- mine -------------------------------------------------------------------------------------
+
+
+def test_each_view_gets_its_nearest_references_then_the_nearest_others():
+    # references at 0, 10, 20 degrees (instance 0: the widest, 3 references), 40, 60 (1),
+    # 90 (2); one query window at 0 degrees: similarity falls with the angle.
+    references = unit(0, 10, 20, 40, 60, 90)
+    codes = [0, 0, 0, 1, 1, 2]
+    queries = np.array([unit(0)], np.float32)  # (1 view, 1 window, 2)
+    pairs = trainer(references, codes, candidates=2).mine(queries, np.array([0]))
+    assert len(pairs) == 2
+    # present: the two nearest (both instance 0); absent: the nearest two of other instances,
+    # the 4th and 5th nearest overall (the search must reach k + the widest instance's 3)
+    assert np.allclose(pairs.candidates.numpy(), np.array([unit(0, 10), unit(40, 60)]))
+    assert pairs.labels.tolist() == [[1.0, 1.0], [0.0, 0.0]]
+    assert pairs.labels.dtype == torch.float32
+    assert pairs.instances.tolist() == [0, 0]
+    assert np.array_equal(pairs.queries.numpy(), np.stack([queries[0], queries[0]]))
+
+
+def test_a_reference_is_scored_by_its_best_window():
+    # windows at 0 and 90 degrees; references at 30 (best window 0: cos 30 = .87) and 80
+    # (best window 90: cos 10 = .98), 135 (cos 45 = .71 with window 90), 200 (cos 20 .94 with
+    # nothing: -0.94 and -.34: best -.34)
+    references = unit(30, 80, 135, 200)
+    codes = [1, 0, 2, 3]
+    queries = np.array([unit(0, 90)], np.float32)
+    pairs = trainer(references, codes, candidates=3).mine(queries, np.array([2]))
+    assert np.allclose(pairs.candidates[0].numpy(), np.array(unit(80, 30, 135)), atol=1e-6)
+    assert pairs.labels[0].tolist() == [0.0, 0.0, 1.0]
+    assert np.allclose(pairs.candidates[1].numpy(), np.array(unit(80, 30, 200)), atol=1e-6)
+    assert pairs.labels[1].tolist() == [0.0, 0.0, 0.0]
+    assert pairs.instances.tolist() == [2, 2]
+
+
+def brute_force(references, codes, queries, view_codes, k):
+    """Every pair list by sorting all references by their best window's similarity."""
+    expected = []
+    for windows, code in zip(queries, view_codes, strict=True):
+        best = (windows.astype(np.float64) @ references.astype(np.float64).T).max(axis=0)
+        order = sorted(range(len(references)), key=lambda r: (-best[r], r))
+        others = [r for r in order if codes[r] != code]
+        for chosen in (order[:k], others[:k]):
+            if len(chosen) == k:
+                expected.append((windows, references[chosen], codes[chosen] == code, code))
+    return expected
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mining_matches_a_brute_force_search(seed):
+    rng = np.random.default_rng(seed)
+    references = rng.normal(size=(12, 5)).astype(np.float32)
+    references /= np.linalg.norm(references, axis=1, keepdims=True)
+    codes = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 3, 4, 4])
+    queries = rng.normal(size=(6, 3, 5)).astype(np.float32)
+    view_codes = np.array([0, 0, 1, 2, 3, 4])
+    pairs = trainer(references, codes, candidates=4).mine(queries, view_codes)
+    expected = brute_force(references, codes, queries, view_codes, 4)
+    assert len(pairs) == len(expected) == 12
+    for m, (windows, candidates, labels, code) in enumerate(expected):
+        assert np.array_equal(pairs.queries[m].numpy(), windows)
+        assert np.allclose(pairs.candidates[m].numpy(), candidates)
+        assert pairs.labels[m].tolist() == labels.astype(float).tolist()
+        assert int(pairs.instances[m]) == code
+
+
+def test_queries_near_their_widest_instance_need_the_deepest_search():
+    # the view's instance (0) holds the 4 nearest references: the others start 5th
+    references = unit(0, 1, 2, 3, 50, 60, 70)
+    codes = [0, 0, 0, 0, 1, 2, 1]
+    pairs = trainer(references, codes, candidates=3).mine(np.array([unit(0)], np.float32), [0])
+    assert np.allclose(pairs.candidates[1].numpy(), np.array(unit(50, 60, 70)), atol=1e-6)
+    assert pairs.labels.tolist() == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+
+
+def test_more_candidates_than_references_use_them_all_and_skip_a_short_absent_list():
+    references = unit(0, 40, 80)
+    codes = [0, 1, 1]
+    pairs = trainer(references, codes, candidates=10).mine(np.array([unit(45)], np.float32), [1])
+    # k becomes 3; leaving instance 1 out leaves 1 reference: only the present pair is made
+    assert len(pairs) == 1
+    assert np.allclose(pairs.candidates[0].numpy(), np.array(unit(40, 80, 0)), atol=1e-6)
+    assert pairs.labels.tolist() == [[1.0, 1.0, 0.0]]
+
+
+def test_no_views_make_no_pairs_and_are_refused():
+    with pytest.raises(ValueError, match="^verification: no training pairs"):
+        trainer(unit(0, 90), [0, 1]).mine(np.zeros((0, 1, 2), np.float32), np.zeros(0, int))
+
+
+# -- split ------------------------------------------------------------------------------------
+
+
+def pairs_of(instances) -> Pairs:
+    m = len(instances)
+    return Pairs(
+        torch.arange(m, dtype=torch.float32).reshape(m, 1, 1),
+        torch.zeros(m, 2, 1),
+        torch.zeros(m, 2),
+        torch.as_tensor(instances),
+    )
+
+
+def test_pairs_subset_and_length():
+    pairs = pairs_of([3, 4, 3])
+    part = pairs.subset(torch.tensor([True, False, True]))
+    assert len(pairs) == 3 and len(part) == 2
+    assert part.queries.flatten().tolist() == [0.0, 2.0]
+    assert part.instances.tolist() == [3, 3]
+    assert part.candidates.shape == (2, 2, 1) and part.labels.shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "instances", "held"),
+    [(0.2, 5, 1), (0.2, 10, 2), (0.5, 3, 2), (0.5, 4, 2), (0.3, 5, 2)],
+)
+def test_the_held_out_share_of_instances_is_rounded(fraction, instances, held):
+    labels = [i for i in range(instances) for _ in range(3)]  # 3 pairs per instance
+    training, validation = trainer(unit(0), [0], fraction=fraction).split(pairs_of(labels))
+    assert len(torch.unique(validation.instances)) == held
+    assert len(validation) == 3 * held and len(training) == 3 * (instances - held)
+    assert not set(validation.instances.tolist()) & set(training.instances.tolist())
+    together = sorted(training.queries.flatten().tolist() + validation.queries.flatten().tolist())
+    assert together == [float(i) for i in range(3 * instances)]
+
+
+def test_the_held_out_instances_depend_on_the_seed_only():
+    labels = list(range(10))
+    held = {
+        seed: tuple(trainer(unit(0), [0], seed=seed).split(pairs_of(labels))[1].instances.tolist())
+        for seed in range(6)
+    }
+    again = trainer(unit(0), [0], seed=3).split(pairs_of(labels))[1]
+    assert tuple(again.instances.tolist()) == held[3]
+    assert len(set(held.values())) > 1
+
+
+@pytest.mark.parametrize(("fraction", "instances"), [(0.1, 4), (0.0, 5), (1.0, 3)])
+def test_nothing_or_everything_held_out_means_no_validation(fraction, instances):
+    pairs = pairs_of(list(range(instances)))
+    training, validation = trainer(unit(0), [0], fraction=fraction).split(pairs)
+    assert training is pairs and validation is None
+
+
+# -- validation metrics -----------------------------------------------------------------------
+
+
+def test_separation_counts_top1_among_known_queries_and_ties_as_half():
+    scores = torch.tensor([[0.9, 0.2], [0.3, 0.6], [0.5, 0.1], [0.6, 0.4]])
+    labels = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    out = _separation(scores, labels, "val")
+    # known queries 0, 1: best candidates 0 (right) and 1 (wrong); best scores .9, .6
+    # against the unknown ones' .5, .6: 3 above, 1 tie of 4 pairs
+    assert out == {"val_top1": 0.5, "val_auroc": 0.875}
+
+
+def test_separation_without_unknown_or_known_queries():
+    scores = torch.tensor([[0.2, 0.9], [0.7, 0.1]])
+    known = _separation(scores, torch.tensor([[0.0, 1.0], [0.0, 1.0]]), "t")
+    assert known == {"t_top1": 0.5}
+    unknown = _separation(scores, torch.zeros(2, 2), "t")
+    assert list(unknown) == ["t_top1"] and math.isnan(unknown["t_top1"])
+
+
+class FirstCoordinate(torch.nn.Module):
+    """Logits: each candidate's first coordinate times a weight (no use of the query)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, queries, candidates):
+        return candidates[..., 0] * self.weight
+
+
+def test_validate_scores_the_net_and_the_raw_similarity():
+    queries = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]])
+    candidates = torch.tensor([[[0.1, 0.9], [0.5, 0.0]], [[0.3, 0.2], [0.0, 0.0]]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    net = FirstCoordinate().train()
+    out = validate(net, Pairs(queries, candidates, labels, torch.tensor([0, 1])), "train")
+    assert not net.training
+    # net: logits .2, 1.0 | .6, 0: best candidate 1 (wrong); best sigmoid(1.0) vs sigmoid(.6)
+    # raw: best window per candidate .9, .5 | .3, 0: candidate 0 (right); .9 > .3
+    assert out == {
+        "train_top1": 0.0,
+        "train_auroc": 1.0,
+        "train_raw_top1": 1.0,
+        "train_raw_auroc": 1.0,
+    }
+    candidates[0, 0, 0] = 0.0  # net logits 0, 1.0 vs .6: still above; raw .9 vs .3
+    labels[0] = torch.tensor([0.0, 1.0])
+    out = validate(net, Pairs(queries, candidates, labels, torch.tensor([0, 1])), "v")
+    assert out == {"v_top1": 1.0, "v_auroc": 1.0, "v_raw_top1": 0.0, "v_raw_auroc": 1.0}
+
+
+# -- fit on described views -------------------------------------------------------------------
+
+
+def test_fit_trains_on_mined_pairs_and_writes_the_verifier(tmp_path: Path, monkeypatch):
+    from pyinstance.index import Recipe
+    from pyinstance.rerank import read_verifier
+
+    config = parse_config(
+        {
+            "output": str(tmp_path),
+            "data": {"source": "pics"},
+            "train": {"objective": "verification", "epochs": 2, "lr_head": 0.01},
+            "verification": {
+                "index": "idx",
+                "candidates": 2,
+                "projection": 3,
+                "hidden": 3,
+                "batch": 4,
+                "validation_fraction": 0.25,
+            },
+        },
+        base=tmp_path,
+    )
+    references = unit(0, 30, 60, 90, 120, 150, 180, 210)
+    codes = [0, 0, 1, 1, 2, 2, 3, 3]
+    made = trainer(references, codes)
+    made.config, made.settings = config, config.verification
+    made.index.recipe, made.index.path = GEM_ONE_SCALE, tmp_path / "idx"
+    made.device, made.output = torch.device("cpu"), tmp_path
+    queries = np.array([unit(a) for a in (5, 35, 65, 95, 125, 155, 185, 215)], np.float32)
+    monkeypatch.setattr(made, "describe_views", lambda: (queries, np.array(codes)))
+    weights = []
+    original = torch.nn.functional.binary_cross_entropy_with_logits
+
+    def spy(logits, labels, pos_weight):
+        weights.append(float(pos_weight))
+        return original(logits, labels, pos_weight=pos_weight)
+
+    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy_with_logits", spy)
+    training, _ = made.split(made.mine(queries, np.array(codes)))
+    positives = float(training.labels.sum())
+    result = made.fit()
+    # 8 views × (present, absent) = 16 pairs; 1 of 4 instances held out: 4 pairs
+    assert result.pairs == 16
+    assert [row["epoch"] for row in result.epochs] == [1, 2]
+    for row in result.epochs:
+        assert set(row) == {
+            "epoch", "loss", "train_top1", "train_auroc", "train_raw_top1", "train_raw_auroc",
+            "val_top1", "val_auroc", "val_raw_top1", "val_raw_auroc",
+        }  # fmt: skip
+        assert math.isfinite(row["loss"]) and row["loss"] > 0
+    # 12 training pairs of 2 candidates: the positives weighted negatives / positives (9 or
+    # 10 of 24, as the held-out instance has 4 or 3), in 3 batches of 4 per epoch
+    assert positives in (9.0, 10.0)
+    assert weights == pytest.approx([(24 - positives) / positives] * 6)
+    assert result.model_path == tmp_path / "verifier.pt"
+    saved = read_verifier(result.model_path)
+    assert saved.k == 2 and Recipe.from_dict(saved.recipe) == GEM_ONE_SCALE
+    assert saved.info["pairs"] == 16 and saved.info["validation_pairs"] == 4
+    assert saved.info["index"] == str(tmp_path / "idx")
+    assert saved.info["epochs"] == result.epochs
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2
