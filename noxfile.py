@@ -315,6 +315,20 @@ MUTATION_TESTS = {
         "tests/index/test_search_edges.py",
         "tests/index/test_screened_search.py",
     ],
+    # tests/train/ trains networks and launches torchrun jobs (seconds to minutes a mutant);
+    # these files test each module on dicts, fake indexes and tiny tensors.
+    "pyinstance/train/config.py": [
+        "tests/train/test_config.py",
+        "tests/train/test_config_answers.py",
+    ],
+    "pyinstance/train/verification.py": ["tests/train/test_verification_units.py"],
+    "pyinstance/train/checkpoint.py": ["tests/train/test_run_files.py"],
+    "pyinstance/train/metrics.py": ["tests/train/test_run_files.py"],
+    "pyinstance/train/sampler.py": [
+        "tests/train/test_sampler.py",
+        "tests/train/test_run_files.py",
+    ],
+    "pyinstance/train/views.py": ["tests/train/test_run_files.py"],
     # tests/serve/ runs the service over a real index (a network per app, seconds to minutes
     # per mutant) and in subprocesses and a browser; these files test it over fakes.
     **{
