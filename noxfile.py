@@ -328,6 +328,8 @@ MUTATION_TESTS = {
     ],
     "pyinstance/train/views.py": ["tests/train/test_run_files.py"],
     "pyinstance/train/trainer.py": ["tests/train/test_trainer_units.py"],
+    # tests/train/test_command.py trains networks; these run the command over fake trainers.
+    "pyinstance/commands/train.py": ["tests/train/test_command_units.py"],
     "pyinstance/train/preview.py": [
         "tests/train/test_preview.py",
         "tests/train/test_preview_answers.py",
