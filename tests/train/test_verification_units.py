@@ -3,6 +3,7 @@ index (a few 2-D or random references), every candidate list and score worked ou
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ from pyinstance.train.verification import (
     Pairs,
     VerificationTrainer,
     _separation,
+    _torch_bytes,
     validate,
 )
 from tests.recipes import GEM_ONE_SCALE
@@ -303,3 +305,147 @@ def test_fit_trains_on_mined_pairs_and_writes_the_verifier(tmp_path: Path, monke
     assert saved.info["index"] == str(tmp_path / "idx")
     assert saved.info["epochs"] == result.epochs
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2
+
+
+# -- set-up and described views ---------------------------------------------------------------
+
+
+class DescribingIndex(FakeIndex):
+    """An index of instances a, b, c whose query descriptor of a photo is its mean colour."""
+
+    instances = ("a", "b", "c")
+    path = Path("idx")
+    recipe = GEM_ONE_SCALE
+
+    def __init__(self, size=3):
+        super().__init__(unit(0, 90, 180)[:size], [0, 1, 2][:size])
+        self.described = 0
+        self.stamp = 1
+
+    def __len__(self):
+        return len(self.codes)
+
+    def version(self):
+        return self.stamp
+
+    def describe_queries(self, images):
+        self.described += len(images)
+        means = [np.asarray(image, np.float32).reshape(-1, 3).mean(0)[:2] for image in images]
+        return np.array(means, np.float32)[:, None, :]
+
+
+COLOURS = {"b": (200, 10, 0), "c": (10, 200, 0)}
+
+
+def training_set(names=("b", "c", "b")):
+    from PIL import Image
+
+    from pyinstance.train.data import TrainingSet
+
+    instances = tuple(sorted(set(names)))
+    return TrainingSet(
+        images=tuple(Image.new("RGB", (40, 30), COLOURS.get(n, (0, 0, 0))) for n in names),
+        labels=tuple(instances.index(n) for n in names),
+        instances=instances,
+        paths=tuple(Path(f"{n}{i}.png") for i, n in enumerate(names)),
+    )
+
+
+def verification_config(tmp_path, **verification):
+    return parse_config(
+        {
+            "output": str(tmp_path / "run"),
+            "seed": 5,
+            "data": {"source": "pics"},
+            "augment": {"sizes": [32], "rotation": 0.0, "axis_scale": [1.0, 1.0],
+                        "brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0},
+            "train": {"objective": "verification", "progress": False},
+            "verification": {"index": "idx", **verification},
+        },
+        base=tmp_path,
+    )  # fmt: skip
+
+
+def test_the_trainer_maps_the_photos_to_the_index_instances(tmp_path):
+    index = DescribingIndex()
+    made = VerificationTrainer(
+        verification_config(tmp_path), training_set=training_set(), index=index
+    )
+    assert made.index is index and made.settings.index == tmp_path / "idx"
+    assert made.codes.tolist() == [1, 2, 1]  # b and c are the index's instances 1 and 2
+    assert made.output == tmp_path / "run" and made.device == torch.device("cpu")
+    assert made.views.mean == (0.485, 0.456, 0.406) and made.views.std == (0.229, 0.224, 0.225)
+
+
+def test_the_trainer_refuses_other_objectives_empty_indexes_and_strangers(tmp_path):
+    config = verification_config(tmp_path)
+    metric = parse_config({"output": "o", "data": {"source": "p"}}, base=tmp_path)
+    with pytest.raises(ValueError, match="^train.objective: VerificationTrainer needs"):
+        VerificationTrainer(metric, training_set=training_set(), index=DescribingIndex())
+    with pytest.raises(ValueError, match="^verification.index: 'idx' holds no references"):
+        VerificationTrainer(config, training_set=training_set(), index=DescribingIndex(0))
+    strangers = training_set(("b", "x", "z", "c"))
+    with pytest.raises(ValueError, match=r"^data.source: instance\(s\) x, z are not in the index"):
+        VerificationTrainer(config, training_set=strangers, index=DescribingIndex())
+
+
+def test_views_are_described_once_per_set_up_and_cached(tmp_path):
+    index = DescribingIndex()
+    made = VerificationTrainer(
+        verification_config(tmp_path, views=2), training_set=training_set(), index=index
+    )
+    queries, codes = made.describe_views()
+    assert index.described == 6
+    assert codes.tolist() == [1, 1, 2, 2, 1, 1] and codes.dtype == np.int64
+    expected = [COLOURS[n][:2] for n in ("b", "b", "c", "c", "b", "b")]
+    assert queries.shape == (6, 1, 2)
+    assert np.allclose(queries[:, 0], expected, atol=1.0)  # flat photos keep their colour
+    again, again_codes = made.describe_views()
+    assert index.described == 6  # read from the cache
+    assert np.array_equal(again, queries) and np.array_equal(again_codes, codes)
+    saved = torch.load(tmp_path / "run" / "verification-views.pt", weights_only=True)
+    assert np.array_equal(saved["queries"].numpy(), queries)
+    key = json.loads(saved["key"])
+    assert key == {
+        "recipe": GEM_ONE_SCALE.to_json(),
+        "index_version": 1,
+        "augment": made.config.to_dict()["augment"],
+        "data": made.config.to_dict()["data"],
+        "views": 2,
+        "seed": 5,
+    }
+    index.stamp = 2  # the index changed: described again
+    made.describe_views()
+    assert index.described == 12
+
+
+def test_each_view_has_its_own_generator(tmp_path, monkeypatch):
+    seen = []
+    made = VerificationTrainer(
+        verification_config(tmp_path, views=2), training_set=training_set(), index=DescribingIndex()
+    )
+    monkeypatch.setattr(
+        made.views, "image", lambda photo, rng: seen.append((photo, rng.random())) or
+        made.data.images[photo]
+    )  # fmt: skip
+    made.describe_views()
+    expected = [
+        (photo, np.random.default_rng([5, 0, photo, view]).random())
+        for photo in range(3)
+        for view in range(2)
+    ]
+    assert seen == expected
+
+
+def test_a_cache_of_another_set_up_is_replaced(tmp_path):
+    first = VerificationTrainer(
+        verification_config(tmp_path, views=1), training_set=training_set(), index=DescribingIndex()
+    )
+    first.describe_views()
+    index = DescribingIndex()
+    second = VerificationTrainer(
+        verification_config(tmp_path, views=2), training_set=training_set(), index=index
+    )
+    assert second.describe_views()[0].shape[0] == 6 and index.described == 6
+    (tmp_path / "run" / "verification-views.pt").write_bytes(_torch_bytes([1, 2]))
+    assert second.describe_views()[0].shape[0] == 6 and index.described == 12
