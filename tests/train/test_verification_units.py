@@ -246,42 +246,54 @@ def test_validate_scores_the_net_and_the_raw_similarity():
 # -- fit on described views -------------------------------------------------------------------
 
 
-def test_fit_trains_on_mined_pairs_and_writes_the_verifier(tmp_path: Path, monkeypatch):
-    from pyinstance.index import Recipe
-    from pyinstance.rerank import read_verifier
-
+def fitting(tmp_path, monkeypatch, references, codes, angles, **verification):
+    """A trainer on ``references`` whose views are at ``angles`` (of instances ``codes``),
+    with spies on the loss's positive weight and the optimiser's arguments."""
+    settings = {"index": "idx", "candidates": 2, "projection": 3, "hidden": 3, "batch": 4}
     config = parse_config(
         {
             "output": str(tmp_path),
             "data": {"source": "pics"},
             "train": {"objective": "verification", "epochs": 2, "lr_head": 0.01},
-            "verification": {
-                "index": "idx",
-                "candidates": 2,
-                "projection": 3,
-                "hidden": 3,
-                "batch": 4,
-                "validation_fraction": 0.25,
-            },
+            "verification": {**settings, **verification},
         },
         base=tmp_path,
     )
-    references = unit(0, 30, 60, 90, 120, 150, 180, 210)
-    codes = [0, 0, 1, 1, 2, 2, 3, 3]
     made = trainer(references, codes)
     made.config, made.settings = config, config.verification
     made.index.recipe, made.index.path = GEM_ONE_SCALE, tmp_path / "idx"
     made.device, made.output = torch.device("cpu"), tmp_path
-    queries = np.array([unit(a) for a in (5, 35, 65, 95, 125, 155, 185, 215)], np.float32)
+    queries = np.array([unit(a) for a in angles], np.float32)
     monkeypatch.setattr(made, "describe_views", lambda: (queries, np.array(codes)))
-    weights = []
+    spied = SimpleNamespace(weights=[], optimizer={})
     original = torch.nn.functional.binary_cross_entropy_with_logits
 
-    def spy(logits, labels, pos_weight):
-        weights.append(float(pos_weight))
+    def loss(logits, labels, pos_weight):
+        spied.weights.append(float(pos_weight))
         return original(logits, labels, pos_weight=pos_weight)
 
-    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy_with_logits", spy)
+    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy_with_logits", loss)
+    adamw = torch.optim.AdamW
+
+    def optimizer(parameters, **kwargs):
+        spied.optimizer = kwargs
+        return adamw(parameters, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", optimizer)
+    return made, spied
+
+
+def test_fit_trains_on_mined_pairs_and_writes_the_verifier(tmp_path: Path, monkeypatch):
+    from pyinstance.index import Recipe
+    from pyinstance.rerank import read_verifier
+
+    references = unit(0, 30, 60, 90, 120, 150, 180, 210)
+    codes = [0, 0, 1, 1, 2, 2, 3, 3]
+    angles = (5, 35, 65, 95, 125, 155, 185, 215)
+    made, spied = fitting(
+        tmp_path, monkeypatch, references, codes, angles, validation_fraction=0.25
+    )
+    queries = np.array([unit(a) for a in angles], np.float32)
     training, _ = made.split(made.mine(queries, np.array(codes)))
     positives = float(training.labels.sum())
     result = made.fit()
@@ -297,14 +309,34 @@ def test_fit_trains_on_mined_pairs_and_writes_the_verifier(tmp_path: Path, monke
     # 12 training pairs of 2 candidates: the positives weighted negatives / positives (9 or
     # 10 of 24, as the held-out instance has 4 or 3), in 3 batches of 4 per epoch
     assert positives in (9.0, 10.0)
-    assert weights == pytest.approx([(24 - positives) / positives] * 6)
+    assert spied.weights == pytest.approx([(24 - positives) / positives] * 6)
+    assert spied.optimizer == {"lr": 0.01, "weight_decay": 1e-4}
     assert result.model_path == tmp_path / "verifier.pt"
     saved = read_verifier(result.model_path)
+    assert saved.options == {"dim": 2, "projection": 3, "hidden": 3}
     assert saved.k == 2 and Recipe.from_dict(saved.recipe) == GEM_ONE_SCALE
     assert saved.info["pairs"] == 16 and saved.info["validation_pairs"] == 4
     assert saved.info["index"] == str(tmp_path / "idx")
     assert saved.info["epochs"] == result.epochs
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2
+
+
+@pytest.mark.parametrize(
+    ("codes", "weight"),
+    [
+        ([0, 0, 1], 0.5),  # labels 1, 1, 0: 1 negative over 2 positives
+        ([0, 1, 1], 2.0),  # labels 1, 0, 0: 2 negatives over 1 positive
+        ([0, 0, 0], 1 / 3),  # no negative: counted as 1, over 3 positives
+    ],
+)
+def test_the_positive_weight_balances_the_classes(tmp_path, monkeypatch, codes, weight):
+    # one view of instance 0, every reference a candidate: no absent list (too few others)
+    made, spied = fitting(tmp_path, monkeypatch, unit(0, 20, 40), codes, (0,), candidates=3)
+    made.describe_views = lambda: (np.array([unit(0)], np.float32), np.array([0]))
+    result = made.fit()
+    assert result.pairs == 1
+    assert spied.weights == pytest.approx([weight] * 2)
+    assert "val_top1" not in result.epochs[0]
 
 
 # -- set-up and described views ---------------------------------------------------------------
