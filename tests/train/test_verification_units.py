@@ -246,6 +246,10 @@ def test_validate_scores_the_net_and_the_raw_similarity():
 # -- fit on described views -------------------------------------------------------------------
 
 
+BINARY_CROSS_ENTROPY = torch.nn.functional.binary_cross_entropy_with_logits
+ADAMW = torch.optim.AdamW
+
+
 def fitting(tmp_path, monkeypatch, references, codes, angles, **verification):
     """A trainer on ``references`` whose views are at ``angles`` (of instances ``codes``),
     with spies on the loss's positive weight and the optimiser's arguments."""
@@ -265,15 +269,18 @@ def fitting(tmp_path, monkeypatch, references, codes, angles, **verification):
     made.device, made.output = torch.device("cpu"), tmp_path
     queries = np.array([unit(a) for a in angles], np.float32)
     monkeypatch.setattr(made, "describe_views", lambda: (queries, np.array(codes)))
-    spied = SimpleNamespace(weights=[], optimizer={})
-    original = torch.nn.functional.binary_cross_entropy_with_logits
+    spied = SimpleNamespace(weights=[], optimizer={}, losses=[], labels=[])
+    original = BINARY_CROSS_ENTROPY  # not the attribute: a spy of an earlier call
 
     def loss(logits, labels, pos_weight):
         spied.weights.append(float(pos_weight))
-        return original(logits, labels, pos_weight=pos_weight)
+        spied.labels.append(labels.tolist())
+        value = original(logits, labels, pos_weight=pos_weight)
+        spied.losses.append(float(value.detach()))
+        return value
 
     monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy_with_logits", loss)
-    adamw = torch.optim.AdamW
+    adamw = ADAMW
 
     def optimizer(parameters, **kwargs):
         spied.optimizer = kwargs
@@ -311,6 +318,9 @@ def test_fit_trains_on_mined_pairs_and_writes_the_verifier(tmp_path: Path, monke
     assert positives in (9.0, 10.0)
     assert spied.weights == pytest.approx([(24 - positives) / positives] * 6)
     assert spied.optimizer == {"lr": 0.01, "weight_decay": 1e-4}
+    # each epoch's loss is the mean of its 3 batches'
+    for epoch, row in enumerate(result.epochs):
+        assert row["loss"] == pytest.approx(np.mean(spied.losses[3 * epoch : 3 * epoch + 3]))
     assert result.model_path == tmp_path / "verifier.pt"
     saved = read_verifier(result.model_path)
     assert saved.options == {"dim": 2, "projection": 3, "hidden": 3}
@@ -319,6 +329,24 @@ def test_fit_trains_on_mined_pairs_and_writes_the_verifier(tmp_path: Path, monke
     assert saved.info["index"] == str(tmp_path / "idx")
     assert saved.info["epochs"] == result.epochs
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2
+
+
+def test_the_batch_order_depends_on_the_seed_alone(tmp_path, monkeypatch):
+    """The pairs are shuffled by a generator of their own: whatever the global torch random
+    state (the network's initialisation draws from it), the same seed gives the same batches."""
+    references = unit(0, 30, 60, 90, 120, 150)
+    codes = [0, 0, 1, 1, 2, 2]
+    angles = (5, 35, 65, 95, 125, 155)
+    orders = []
+    for state in (1, 2):
+        made, spied = fitting(
+            tmp_path / str(state), monkeypatch, references, codes, angles, validation_fraction=0
+        )
+        torch.manual_seed(state)
+        made.fit()
+        orders.append(spied.labels)
+    assert orders[0] == orders[1]
+    assert len(orders[0]) == 6  # 12 pairs in batches of 4, two epochs
 
 
 @pytest.mark.parametrize(
