@@ -318,6 +318,7 @@ def test_fit_trains_on_mined_pairs_and_writes_the_verifier(tmp_path: Path, monke
     assert positives in (9.0, 10.0)
     assert spied.weights == pytest.approx([(24 - positives) / positives] * 6)
     assert spied.optimizer == {"lr": 0.01, "weight_decay": 1e-4}
+    assert [len(labels) for labels in spied.labels] == [4] * 6  # every pair, every epoch
     # each epoch's loss is the mean of its 3 batches'
     for epoch, row in enumerate(result.epochs):
         assert row["loss"] == pytest.approx(np.mean(spied.losses[3 * epoch : 3 * epoch + 3]))
