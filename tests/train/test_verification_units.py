@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -303,7 +304,10 @@ def test_fit_trains_on_mined_pairs_and_writes_the_verifier(tmp_path: Path, monke
     queries = np.array([unit(a) for a in angles], np.float32)
     training, _ = made.split(made.mine(queries, np.array(codes)))
     positives = float(training.labels.sum())
+    before = time.perf_counter()
     result = made.fit()
+    elapsed = time.perf_counter() - before
+    assert 0 <= result.describe_seconds <= result.seconds <= elapsed  # spans of this call
     # 8 views × (present, absent) = 16 pairs; 1 of 4 instances held out: 4 pairs
     assert result.pairs == 16
     assert [row["epoch"] for row in result.epochs] == [1, 2]
@@ -365,6 +369,8 @@ def test_the_positive_weight_balances_the_classes(tmp_path, monkeypatch, codes, 
     result = made.fit()
     assert result.pairs == 1
     assert spied.weights == pytest.approx([weight] * 2)
+    # one batch an epoch: its loss is the epoch's
+    assert [row["loss"] for row in result.epochs] == pytest.approx(spied.losses)
     assert "val_top1" not in result.epochs[0]
 
 
