@@ -333,6 +333,9 @@ def test_fit_trains_on_mined_pairs_and_writes_the_verifier(tmp_path: Path, monke
     assert saved.info["pairs"] == 16 and saved.info["validation_pairs"] == 4
     assert saved.info["index"] == str(tmp_path / "idx")
     assert saved.info["epochs"] == result.epochs
+    assert saved.info["config"] == made.config.to_dict()
+    assert saved.info["seconds"] == round(result.seconds, 1)
+    assert saved.info["describe_seconds"] == round(result.describe_seconds, 1)
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2
 
 
@@ -371,6 +374,9 @@ def test_the_positive_weight_balances_the_classes(tmp_path, monkeypatch, codes, 
     assert spied.weights == pytest.approx([weight] * 2)
     # one batch an epoch: its loss is the epoch's
     assert [row["loss"] for row in result.epochs] == pytest.approx(spied.losses)
+    from pyinstance.rerank import read_verifier
+
+    assert read_verifier(result.model_path).info["validation_pairs"] == 0  # none held out
     assert "val_top1" not in result.epochs[0]
 
 
