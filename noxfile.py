@@ -390,6 +390,26 @@ MUTATION_TESTS = {
             "triplet_mine",
         )
     },
+    # tests/train/ trains networks and launches torchrun jobs (seconds to minutes a mutant);
+    # these files test each module on dicts, fake indexes and tiny tensors.
+    # test_config.py writes photos for every config: only the dict-based answers file.
+    "pyinstance/train/config.py": ["tests/train/test_config_answers.py"],
+    "pyinstance/train/verification.py": ["tests/train/test_verification_units.py"],
+    "pyinstance/train/checkpoint.py": ["tests/train/test_run_files.py"],
+    "pyinstance/train/metrics.py": ["tests/train/test_run_files.py"],
+    "pyinstance/train/sampler.py": [
+        "tests/train/test_sampler.py",
+        "tests/train/test_run_files.py",
+    ],
+    "pyinstance/train/views.py": ["tests/train/test_run_files.py"],
+    "pyinstance/train/trainer.py": ["tests/train/test_trainer_units.py"],
+    # tests/train/test_command.py trains networks; these run the command over fake trainers.
+    "pyinstance/commands/train.py": ["tests/train/test_command_units.py"],
+    "pyinstance/train/preview.py": [
+        "tests/train/test_preview.py",
+        "tests/train/test_preview_answers.py",
+        "--deselect=tests/train/test_preview.py::test_runs_as_a_module",  # a subprocess
+    ],
     # tests/serve/ runs the service over a real index (a network per app, seconds to minutes
     # per mutant) and in subprocesses and a browser; these files test it over fakes.
     **{

@@ -1,0 +1,170 @@
+"""The augmentation preview pixel by pixel: flat-colour references, where each tile lands
+(fitted into its cell with a 3-pixel margin, centred), the titles, the files chosen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pyinstance.data.augment import Augmentation
+from pyinstance.train.preview import main, reference_files, render_preview, save_preview
+
+BACKGROUND = (250, 250, 250)
+#: A view that keeps the photo as it is (but scaled to the one size).
+STILL = Augmentation(
+    rotation=0.0, axis_scale=(1.0, 1.0), flip=0.0, brightness=0.0, contrast=0.0,
+    saturation=0.0, hue=0.0, sizes=(48,),
+)  # fmt: skip
+
+
+def flat(colour, size) -> Image.Image:
+    return Image.new("RGB", size, colour)
+
+
+def box_of(pixels: np.ndarray, colour) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the pixels of ``colour`` (exclusive ends)."""
+    rows, columns = np.nonzero((pixels == np.array(colour)).all(axis=2))
+    if rows.size == 0:
+        return None
+    return int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1
+
+
+def test_a_small_reference_is_centred_in_its_cell_unscaled():
+    grid = render_preview([flat((10, 200, 30), (40, 30))], views=0, scenes=0, cell=64)
+    assert grid.size == (64, 22 + 64)
+    pixels = np.asarray(grid)
+    # (64 − 40) // 2 = 12 across, 22 + (64 − 30) // 2 = 39 down
+    assert box_of(pixels, (10, 200, 30)) == (12, 39, 52, 69)
+    body = pixels[22:].copy()
+    body[17:47, 12:52] = BACKGROUND
+    assert (body == BACKGROUND).all()
+
+
+def test_a_large_reference_is_shrunk_to_the_cell_less_a_margin():
+    grid = render_preview(
+        [flat((10, 200, 30), (200, 100)), flat((200, 10, 30), (50, 300))],
+        views=0,
+        scenes=0,
+        cell=64,
+    )
+    assert grid.size == (64, 22 + 2 * 64)
+    pixels = np.asarray(grid)
+    # 200 × 100 → 58 × 29 at (3, 22 + 17); 50 × 300 → 10 × 58 at (27, 22 + 64 + 3)
+    assert box_of(pixels, (10, 200, 30)) == (3, 39, 61, 68)
+    assert box_of(pixels, (200, 10, 30)) == (27, 89, 37, 147)
+
+
+def test_views_fill_the_cells_after_the_reference():
+    colour = (10, 200, 30)
+    grid = render_preview([flat(colour, (40, 20))], views=2, scenes=0, cell=64, augmentation=STILL)
+    assert grid.size == (3 * 64, 22 + 64)
+    pixels = np.asarray(grid)
+    assert box_of(pixels[:, :64], colour) == (12, 22 + 22, 52, 22 + 42)
+    for column in (1, 2):  # 96 × 48 views (short side 48) fitted: 58 × 29 at (3, 17)
+        tile = pixels[:, column * 64 : (column + 1) * 64]
+        assert box_of(tile, colour) == (3, 22 + 17, 61, 22 + 46)
+
+
+def dark(pixels: np.ndarray) -> np.ndarray:
+    return (pixels[:22] < 120).all(axis=2)
+
+
+def test_titles_name_the_reference_views_and_scenes_columns():
+    reference = [flat((10, 200, 30), (40, 20))]
+    both = dark(np.asarray(render_preview(reference, views=1, scenes=1, cell=100)))
+    assert both[:, :100].any() and both[:, 100:200].any() and both[:, 200:].any()
+    assert not both[:, :6].any()  # titles start 6 pixels into their column
+    no_views = dark(np.asarray(render_preview(reference, views=0, scenes=1, cell=100)))
+    assert no_views[:, :100].any() and no_views[:, 100:].any()
+    scenes_title = no_views[:, 100:]
+    assert np.array_equal(scenes_title, both[:, 200:])  # the scenes' title moved left
+    alone = dark(np.asarray(render_preview(reference, views=0, scenes=0, cell=100)))
+    assert np.array_equal(alone, both[:, :100])
+    views_only = dark(np.asarray(render_preview(reference, views=1, scenes=0, cell=100)))
+    assert np.array_equal(views_only, both[:, :200])
+
+
+def test_scenes_are_outlined_about_one_and_a_half_pixels_wide_once_fitted():
+    grey = flat((120, 120, 120), (60, 40))
+    pixels = np.asarray(render_preview([grey], views=0, scenes=1, seed=1, cell=192)).astype(int)
+    red, green, blue = np.moveaxis(pixels[22:, 192:], -1, 0)
+    magenta = (red - green > 100) & (blue - green > 100)
+    # the outline of a 448-pixel scene drawn ceil(1.5 × 448 / 192) = 4 pixels wide, fitted
+    # into 186: about 1.7 pixels; a 1-pixel line would mostly blur away below the test
+    assert 300 < magenta.sum() < 3000
+
+
+def test_the_default_augmentation_and_cell_are_used():
+    reference = [flat((10, 200, 30), (40, 20))]
+    grid = render_preview(reference, views=1, scenes=0, seed=3)
+    assert grid.size == (2 * 192, 22 + 192)
+    assert (
+        grid.tobytes()
+        == render_preview(
+            reference, views=1, scenes=0, seed=3, augmentation=Augmentation()
+        ).tobytes()
+    )
+
+
+def test_reference_files_are_the_images_directly_in_the_folder_sorted(tmp_path):
+    for name in ("b.JPG", "a.png", "c.txt", "d.webp", "e.tiff"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "f.png").write_bytes(b"x")
+    names = [path.name for path in reference_files(str(tmp_path))]
+    assert names == ["a.png", "b.JPG", "d.webp", "e.tiff"]
+    with pytest.raises(FileNotFoundError, match="^reference folder not found"):
+        reference_files(tmp_path / "a.png")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="^reference folder .* holds no image files"):
+        reference_files(tmp_path / "empty")
+
+
+COLOURS = [(200, 10, 10), (10, 200, 10), (10, 10, 200), (200, 200, 10), (10, 200, 200)]
+
+
+def colour_folder(tmp_path, count):
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for index in range(count):
+        flat(COLOURS[index], (40, 20)).save(folder / f"ref{index}.png")
+    return folder
+
+
+def row_colours(path, rows, cell=192):
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    return [
+        tuple(int(v) for v in pixels[22 + row * cell + cell // 2, cell // 2]) for row in range(rows)
+    ]
+
+
+def test_save_preview_shows_the_seeds_choice_of_files(tmp_path):
+    folder = colour_folder(tmp_path, 5)
+    for seed in (0, 1, 7):
+        out = save_preview(folder, tmp_path / f"p{seed}.png", rows=3, views=0, scenes=0, seed=seed)
+        assert out == tmp_path / f"p{seed}.png"
+        order = np.random.default_rng(seed).permutation(5)
+        assert row_colours(out, 3) == [COLOURS[i] for i in order[:3]]
+    with pytest.raises(ValueError, match="^rows"):
+        save_preview(folder, tmp_path / "x.png", rows=0)
+    with pytest.raises(ValueError, match="^seed"):
+        save_preview(folder, tmp_path / "x.png", seed=-1)
+
+
+def test_the_command_has_four_rows_four_views_and_three_scenes_by_default(tmp_path, capsys):
+    folder = colour_folder(tmp_path, 5)
+    out = tmp_path / "preview.png"
+    assert main([str(folder), str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    with Image.open(out) as written:
+        assert written.size == ((1 + 4 + 3) * 192, 22 + 4 * 192)
+    order = np.random.default_rng(0).permutation(5)
+    assert row_colours(out, 4) == [COLOURS[i] for i in order[:4]]
+    assert main([str(folder), str(out), "--rows", "2", "--views", "1", "--scenes", "0",
+                 "--seed", "5"]) == 0  # fmt: skip
+    with Image.open(out) as written:
+        assert written.size == (2 * 192, 22 + 2 * 192)
+    order = np.random.default_rng(5).permutation(5)
+    assert row_colours(out, 2) == [COLOURS[i] for i in order[:2]]
