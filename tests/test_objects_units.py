@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tqdm.auto import tqdm
 
 from pyinstance import objects
 from pyinstance.data.composite import Scene
@@ -665,6 +667,19 @@ def test_scenes_hang_a_reference_and_another_one_beside_it(tmp_path, monkeypatch
     assert draws != [sorted(t) for _, t in scenes]
 
 
+def test_two_references_always_hang_together(tmp_path, monkeypatch) -> None:
+    # with exactly two references both are drawn, never one twice (without replacement)
+    references = []
+    for code, colour in ((0, RED), (1, GREEN)):
+        solid(colour, 64).save(tmp_path / f"{code}.png")
+        references.append((str(tmp_path / f"{code}.png"), code))
+    Composer.made = []
+    monkeypatch.setattr(objects, "SceneComposer", Composer)
+    scenes = objects._scenes(references, 8, 32, seed=0)
+    assert [truth for _, truth in scenes] == [{0, 1}] * 8
+    assert all(others and others[0] != main for _, main, others in Composer.made[0].calls)
+
+
 def test_a_single_reference_scene_hangs_it_alone(tmp_path, monkeypatch) -> None:
     path = tmp_path / "only.png"
     solid(RED, 64).save(path)
@@ -704,9 +719,11 @@ def test_calibration_defaults(index, monkeypatch, capsys) -> None:
     assert len(seen) == fit.photos == 5  # every reference (fewer than 60)
     assert fit.target_far == 0.05
     assert capsys.readouterr().err == ""  # no progress bar unless asked
+    # no monitor thread: a process forked after this test (mutmut) must not inherit its lock
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)
     calibrate_objects(index, progress=True)
-    err = capsys.readouterr().err
-    assert "calibrate objects" in err and "img" in err
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert re.search(r"^calibrate objects: 100%\|.*\| 5/5 \[.*(img/s|s/img)\]$", err, re.M), err
 
 
 def test_scenes_and_references_are_fitted_together(index, monkeypatch) -> None:

@@ -49,7 +49,10 @@ def _outcome(folder: Path, name: str, truth, answer, confidence, matches, query_
 
 
 @pytest.fixture
-def result(tmp_path: Path) -> EvaluationResult:
+def result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EvaluationResult:
+    # The plots' PNGs are not drawn here (the slowest part of a page, and every mutant of
+    # report.py reruns these tests): the test_plot* tests check the figures and the PNG.
+    monkeypatch.setattr(report_module, "_plot_uri", lambda figure: "data:image/png;base64,")
     ref_a = str(_png(tmp_path / "ref_a.png", colour=(200, 0, 0)))
     ref_b = str(_png(tmp_path / "ref_b.png", colour=(0, 0, 200)))
     many = [Match(i, 0.1, None, None) for i in "abcdef"]  # six: only five are shown
