@@ -731,3 +731,35 @@ def test_scenes_and_references_are_fitted_together(index, monkeypatch) -> None:
     fit = calibrate_objects(index, scenes=2, references=3, seed=1)
     assert fit.photos == 5 and len(seen) == 5
     assert [name for _, name in seen][:2] == ["scene", "scene"]
+
+
+def _distractors_scoring(index, tmp_path, monkeypatch, scores: list[float]) -> list[Path]:
+    """Distractor files whose best (invented) candidate scores ``scores``."""
+    paths = []
+    for i, _ in enumerate(scores):
+        solid(RED).save(tmp_path / f"d{i}.png")
+        paths.append(tmp_path / f"d{i}.png")
+    by_name = {str(p): s for p, s in zip(paths, scores, strict=True)}
+
+    def candidates(self, image, name="image"):
+        return [Candidate(0, by_name[image], 0, (0, 0, 1, 1))]
+
+    monkeypatch.setattr(ObjectFinder, "candidates", candidates)
+    return paths
+
+
+def test_negative_best_scores_count_as_zero(index, tmp_path, monkeypatch) -> None:
+    # a view scores below 0 when its reference's hubness exceeds its similarity
+    paths = _distractors_scoring(index, tmp_path, monkeypatch, [-0.3])
+    fit = calibrate_objects(index, target_far=0.0, scenes=0, references=0, distractors=paths)
+    assert fit.threshold == float(np.nextafter(np.float32(0), np.float32(1)))  # just above 0
+
+
+def test_the_far_is_measured_on_the_float32_scores_the_threshold_comes_from(
+    index, tmp_path, monkeypatch
+) -> None:
+    # t: the float32 just above 0.25; a score 2^-28 below t rounds to t in float32
+    t = float(np.nextafter(np.float32(0.25), np.float32(1)))
+    paths = _distractors_scoring(index, tmp_path, monkeypatch, [t - 2.0**-28, 0.25])
+    fit = calibrate_objects(index, target_far=0.5, scenes=0, references=0, distractors=paths)
+    assert fit.threshold == t and fit.far == 0.5
