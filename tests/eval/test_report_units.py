@@ -320,12 +320,15 @@ def test_attention_map_refuses_a_non_describer(tmp_path: Path) -> None:
 def test_wrong_and_rejected_cards_get_a_heat_map(result, monkeypatch: pytest.MonkeyPatch) -> None:
     drawn: list[str] = []
 
+    given = _describer(_Identity(), _Identity(), 8)
+
     def fake_map(describer, path):
+        assert describer is given
         drawn.append(Path(path).name)
         return Image.new("RGB", (320, 100))
 
     monkeypatch.setattr(report_module, "attention_map", fake_map)
-    cards = _cards(render_html(result, describer=_describer(_Identity(), _Identity(), 8)))
+    cards = _cards(render_html(result, describer=given))
     assert drawn == ["q_unknown.png", "q_wrong.png", "q_rejected.png"]
     heat = '<figure><img alt="where it looks" src="data:image/jpeg;base64,'
     assert [heat in card for card in cards] == [True, True, True, False]
