@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tqdm.auto import tqdm
 
 from pyinstance import objects
 from pyinstance.data.composite import Scene
@@ -665,6 +667,19 @@ def test_scenes_hang_a_reference_and_another_one_beside_it(tmp_path, monkeypatch
     assert draws != [sorted(t) for _, t in scenes]
 
 
+def test_two_references_always_hang_together(tmp_path, monkeypatch) -> None:
+    # with exactly two references both are drawn, never one twice (without replacement)
+    references = []
+    for code, colour in ((0, RED), (1, GREEN)):
+        solid(colour, 64).save(tmp_path / f"{code}.png")
+        references.append((str(tmp_path / f"{code}.png"), code))
+    Composer.made = []
+    monkeypatch.setattr(objects, "SceneComposer", Composer)
+    scenes = objects._scenes(references, 8, 32, seed=0)
+    assert [truth for _, truth in scenes] == [{0, 1}] * 8
+    assert all(others and others[0] != main for _, main, others in Composer.made[0].calls)
+
+
 def test_a_single_reference_scene_hangs_it_alone(tmp_path, monkeypatch) -> None:
     path = tmp_path / "only.png"
     solid(RED, 64).save(path)
@@ -704,9 +719,11 @@ def test_calibration_defaults(index, monkeypatch, capsys) -> None:
     assert len(seen) == fit.photos == 5  # every reference (fewer than 60)
     assert fit.target_far == 0.05
     assert capsys.readouterr().err == ""  # no progress bar unless asked
+    # no monitor thread: a process forked after this test (mutmut) must not inherit its lock
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)
     calibrate_objects(index, progress=True)
-    err = capsys.readouterr().err
-    assert "calibrate objects" in err and "img" in err
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert re.search(r"^calibrate objects: 100%\|.*\| 5/5 \[.*(img/s|s/img)\]$", err, re.M), err
 
 
 def test_scenes_and_references_are_fitted_together(index, monkeypatch) -> None:
@@ -714,3 +731,35 @@ def test_scenes_and_references_are_fitted_together(index, monkeypatch) -> None:
     fit = calibrate_objects(index, scenes=2, references=3, seed=1)
     assert fit.photos == 5 and len(seen) == 5
     assert [name for _, name in seen][:2] == ["scene", "scene"]
+
+
+def _distractors_scoring(index, tmp_path, monkeypatch, scores: list[float]) -> list[Path]:
+    """Distractor files whose best (invented) candidate scores ``scores``."""
+    paths = []
+    for i, _ in enumerate(scores):
+        solid(RED).save(tmp_path / f"d{i}.png")
+        paths.append(tmp_path / f"d{i}.png")
+    by_name = {str(p): s for p, s in zip(paths, scores, strict=True)}
+
+    def candidates(self, image, name="image"):
+        return [Candidate(0, by_name[image], 0, (0, 0, 1, 1))]
+
+    monkeypatch.setattr(ObjectFinder, "candidates", candidates)
+    return paths
+
+
+def test_negative_best_scores_count_as_zero(index, tmp_path, monkeypatch) -> None:
+    # a view scores below 0 when its reference's hubness exceeds its similarity
+    paths = _distractors_scoring(index, tmp_path, monkeypatch, [-0.3])
+    fit = calibrate_objects(index, target_far=0.0, scenes=0, references=0, distractors=paths)
+    assert fit.threshold == float(np.nextafter(np.float32(0), np.float32(1)))  # just above 0
+
+
+def test_the_far_is_measured_on_the_float32_scores_the_threshold_comes_from(
+    index, tmp_path, monkeypatch
+) -> None:
+    # t: the float32 just above 0.25; a score 2^-28 below t rounds to t in float32
+    t = float(np.nextafter(np.float32(0.25), np.float32(1)))
+    paths = _distractors_scoring(index, tmp_path, monkeypatch, [t - 2.0**-28, 0.25])
+    fit = calibrate_objects(index, target_far=0.5, scenes=0, references=0, distractors=paths)
+    assert fit.threshold == t and fit.far == 0.5

@@ -258,3 +258,11 @@ def test_metrics_with_two_references_recall_at_two() -> None:
     )
     assert m["recall_at_5"] == 1.0 and m["p_at_1"] == 0.0 and m["map"] == 0.5
     assert "p_at_2" not in m and "recall_at_2" not in m
+
+
+def test_every_missing_id_of_a_query_is_named(setup, tmp_path: Path) -> None:
+    extra = tmp_path / "two.csv"
+    extra.write_text("path,instance_ids,kind,query_set\nq4.jpg,y;b;x,painting,s2\n")
+    result = evaluate(setup["index"], setup["manifest"], extra)
+    assert f"{extra}:2: instance id(s) y, x not in the index" in [str(p) for p in result.problems]
+    assert result.outcomes[-1].truth == ("b",)

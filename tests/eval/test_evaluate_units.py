@@ -95,6 +95,17 @@ def test_a_missing_extra_column_shows_the_expected_header(tmp_path: Path) -> Non
         read_queries(manifest, extra)
 
 
+def test_errors_about_the_extra_file_name_the_argument(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,instance_id,split\nq.jpg,a,query\n")
+    extra = tmp_path / "e.csv"
+    extra.write_text("path,instance_ids\nx.jpg,b\n")
+    with pytest.raises(ValueError, match=f"^extra {str(extra)!r}: missing column"):
+        read_queries(manifest, extra)
+    with pytest.raises(FileNotFoundError, match="^extra: no such file"):
+        read_queries(manifest, tmp_path / "missing.csv")
+
+
 # --------------------------------------------------------------------------- records
 
 

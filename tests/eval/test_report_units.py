@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import os
@@ -12,6 +13,7 @@ import stat
 from pathlib import Path
 from types import SimpleNamespace
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -47,7 +49,10 @@ def _outcome(folder: Path, name: str, truth, answer, confidence, matches, query_
 
 
 @pytest.fixture
-def result(tmp_path: Path) -> EvaluationResult:
+def result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EvaluationResult:
+    # The plots' PNGs are not drawn here (the slowest part of a page, and every mutant of
+    # report.py reruns these tests): the test_plot* tests check the figures and the PNG.
+    monkeypatch.setattr(report_module, "_plot_uri", lambda figure: "data:image/png;base64,")
     ref_a = str(_png(tmp_path / "ref_a.png", colour=(200, 0, 0)))
     ref_b = str(_png(tmp_path / "ref_b.png", colour=(0, 0, 200)))
     many = [Match(i, 0.1, None, None) for i in "abcdef"]  # six: only five are shown
@@ -176,6 +181,8 @@ def test_plots_show_the_answers(result, monkeypatch: pytest.MonkeyPatch) -> None
     assert axes.get_xlim() == (0, 1.02) and axes.get_ylim() == (0, 1.05)
     assert axes.get_title() == "precision-recall, answers by confidence"
     assert tuple(pr.get_size_inches()) == (5, 3.6) == tuple(hist.get_size_inches())
+    grid = axes.xaxis.get_gridlines() + axes.yaxis.get_gridlines()
+    assert all(line.get_visible() and line.get_alpha() == 0.3 for line in grid)
     axes = hist.axes[0]
     bars = axes.patches
     heights = np.array([bar.get_height() for bar in bars]).reshape(2, 20)
@@ -190,6 +197,7 @@ def test_plots_show_the_answers(result, monkeypatch: pytest.MonkeyPatch) -> None
     assert list(threshold.get_xdata()) == [0.5, 0.5] and threshold.get_linestyle() == "--"
     labels = [text.get_text() for text in axes.get_legend().get_texts()]
     assert labels == ["known (3)", "unknown (1)", "threshold 0.500"]
+    assert threshold.get_color() == "black"
     assert (axes.get_xlabel(), axes.get_ylabel()) == ("confidence", "queries")
     assert axes.get_title() == "confidence of known vs unknown"
 
@@ -312,12 +320,15 @@ def test_attention_map_refuses_a_non_describer(tmp_path: Path) -> None:
 def test_wrong_and_rejected_cards_get_a_heat_map(result, monkeypatch: pytest.MonkeyPatch) -> None:
     drawn: list[str] = []
 
+    given = _describer(_Identity(), _Identity(), 8)
+
     def fake_map(describer, path):
+        assert describer is given
         drawn.append(Path(path).name)
         return Image.new("RGB", (320, 100))
 
     monkeypatch.setattr(report_module, "attention_map", fake_map)
-    cards = _cards(render_html(result, describer=_describer(_Identity(), _Identity(), 8)))
+    cards = _cards(render_html(result, describer=given))
     assert drawn == ["q_unknown.png", "q_wrong.png", "q_rejected.png"]
     heat = '<figure><img alt="where it looks" src="data:image/jpeg;base64,'
     assert [heat in card for card in cards] == [True, True, True, False]
@@ -381,3 +392,41 @@ def test_write_report_passes_the_describer_on(
     describer = _describer(_Identity(), _Identity(), 8)
     page = write_report(result, tmp_path / "r", describer=describer).read_text(encoding="utf-8")
     assert page.count("where it looks</figcaption>") == 3  # wrong and rejected queries
+
+
+def test_the_page_holds_nothing_between_its_parts(result) -> None:
+    result.problems = []
+    page = render_html(result)
+    # no object table, no problems: the metrics table, then the plots, then the queries
+    assert f'{_metrics_table(result.metrics)}\n\n<div class="plots">' in page
+    assert "</div>\n\n<h2>Queries (wrong, then rejected, then right)</h2>\n" in page
+
+
+def test_a_card_shows_the_query_then_its_answer(result, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_module, "_thumbnail_uri", lambda path: f"uri:{Path(path).stem}")
+    boxed: list[QueryOutcome] = []
+
+    def boxed_figure(outcome: QueryOutcome) -> str:
+        boxed.append(outcome)
+        return f"<figure>boxes of {outcome.spec.path.name}</figure>"
+
+    monkeypatch.setattr(report_module, "boxed_figure", boxed_figure)
+    result.outcomes[0] = dataclasses.replace(result.outcomes[0], objects=())
+    unknown, wrong, rejected, right_card = _cards(render_html(result))
+    assert wrong.startswith(
+        '<div class="result wrong"><figure><img alt="query: q_wrong.png" src="uri:q_wrong">'
+        '<figcaption>query: q_wrong.png</figcaption></figure>\n<div class="answer">'
+    )  # no heat map without a describer, nothing else between
+    assert boxed == [result.outcomes[0]]  # an outcome with objects (even none found)
+    assert right_card.startswith(
+        '<div class="result right"><figure>boxes of q_right.png</figure>\n<div class="answer">'
+    )
+
+
+def test_plots_are_png_whatever_the_saving_defaults() -> None:
+    figure = Figure(figsize=(2, 2))
+    figure.subplots().plot([0, 1], [0, 1])
+    with matplotlib.rc_context({"savefig.format": "svg"}):
+        uri = _plot_uri(figure)
+    data = base64.b64decode(uri.removeprefix("data:image/png;base64,"))
+    assert Image.open(io.BytesIO(data)).format == "PNG"
