@@ -1,0 +1,103 @@
+"""``pyinstance serve`` without a server: the options parsed, checked and handed to
+``create_app`` and uvicorn (both replaced by recorders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+import pyinstance.serve.app as app_module
+from pyinstance.cli import build_parser, main
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """What ``run`` handed to ``create_app`` and ``uvicorn.run``."""
+    seen: dict[str, Any] = {}
+
+    def create_app(index: str, **options: Any) -> str:
+        seen["index"], seen["options"] = index, options
+        return "the app"
+
+    def run(app: Any, **options: Any) -> None:
+        seen["app"], seen["uvicorn"] = app, options
+
+    monkeypatch.setattr(app_module, "create_app", create_app)
+    monkeypatch.setattr(uvicorn, "run", run)
+    return seen
+
+
+def test_defaults_reach_the_app_and_uvicorn(served: dict[str, Any]) -> None:
+    assert main(["serve", "ix"]) == 0
+    assert served["index"] == "ix"
+    assert served["options"] == {
+        "token": None,
+        "max_upload_bytes": 10 * 1024 * 1024,
+        "max_pixels": 40_000_000,
+        "workers": 2,
+        "cors_origins": (),
+        "review_days": None,
+        "review_below": 0.5,
+        "engine": "auto",
+        "reranker": None,
+    }
+    assert served["app"] == "the app"
+    assert served["uvicorn"] == {"host": "127.0.0.1", "port": 8000, "log_level": "info"}
+
+
+def test_every_option_reaches_the_app_and_uvicorn(served: dict[str, Any], tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("  s3cret \n", encoding="utf-8")
+    arguments = ["serve", "ix", "--host", "0.0.0.0", "--port", "1", "--token-file", str(token)]
+    arguments += ["--workers", "1", "--max-upload-mb", "0.5", "--max-megapixels", "2.5"]
+    arguments += ["--cors-origin", "http://a", "--cors-origin", "http://b"]
+    arguments += ["--review-days", "1.5", "--review-below", "0.25"]
+    arguments += ["--rerank", "none", "--engine", "torch"]
+    assert main(arguments) == 0
+    assert served["options"] == {
+        "token": "s3cret",
+        "max_upload_bytes": 524288,
+        "max_pixels": 2_500_000,
+        "workers": 1,
+        "cors_origins": ("http://a", "http://b"),
+        "review_days": 1.5,
+        "review_below": 0.25,
+        "engine": "torch",
+        "reranker": False,
+    }
+    assert served["uvicorn"] == {"host": "0.0.0.0", "port": 1, "log_level": "info"}
+
+
+def test_highest_port_and_a_named_reranker(served: dict[str, Any]) -> None:
+    assert main(["serve", "ix", "--port", "65535", "--rerank", "verifier.pt"]) == 0
+    assert served["uvicorn"]["port"] == 65535
+    assert served["options"]["reranker"] == "verifier.pt"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--port", "0"], "--port: expected 1-65535, got 0"),
+        (["--port", "65536"], "--port: expected 1-65535, got 65536"),
+        (["--workers", "0"], "--workers: expected >= 1, got 0"),
+        (["--max-upload-mb", "0"], "--max-upload-mb and --max-megapixels"),
+        (["--max-megapixels", "0"], "--max-upload-mb and --max-megapixels"),
+        (["--max-megapixels", "-1"], "--max-upload-mb and --max-megapixels"),
+    ],
+)
+def test_bad_options_never_reach_the_app(
+    served: dict[str, Any], capsys: pytest.CaptureFixture[str], arguments: list[str], message: str
+) -> None:
+    assert main(["serve", "ix", *arguments]) == 2
+    assert message in capsys.readouterr().err
+    assert served == {}
+
+
+def test_parser_defaults() -> None:
+    args = build_parser().parse_args(["serve", "ix"])
+    assert (args.host, args.port, args.token_file, args.workers) == ("127.0.0.1", 8000, None, 2)
+    assert (args.max_upload_mb, args.max_megapixels, args.cors_origin) == (10.0, 40.0, [])
+    assert (args.review_days, args.review_below) == (None, 0.5)
