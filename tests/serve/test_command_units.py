@@ -71,9 +71,11 @@ def test_every_option_reaches_the_app_and_uvicorn(served: dict[str, Any], tmp_pa
     assert served["uvicorn"] == {"host": "0.0.0.0", "port": 1, "log_level": "info"}
 
 
-def test_highest_port_and_a_named_reranker(served: dict[str, Any]) -> None:
-    assert main(["serve", "ix", "--port", "65535", "--rerank", "verifier.pt"]) == 0
+def test_highest_port_a_named_reranker_and_under_a_megapixel(served: dict[str, Any]) -> None:
+    arguments = ["--port", "65535", "--rerank", "verifier.pt", "--max-megapixels", "0.5"]
+    assert main(["serve", "ix", *arguments]) == 0
     assert served["uvicorn"]["port"] == 65535
+    assert served["options"]["max_pixels"] == 500_000
     assert served["options"]["reranker"] == "verifier.pt"
 
 
