@@ -322,6 +322,8 @@ MUTATION_TESTS = {
             "tests/serve/test_app_units.py",
             "tests/serve/test_serve_units.py",
             "tests/serve/test_collection_units.py",
+            "tests/serve/test_heatmap_units.py",
+            "tests/serve/test_app_pages.py",
         ]
         for name in (
             "app",
@@ -334,6 +336,8 @@ MUTATION_TESTS = {
             "uploads",
         )
     },
+    # Not tests/serve/test_command.py (it builds an index): create_app and uvicorn replaced.
+    "pyinstance/commands/serve.py": ["tests/serve/test_command_units.py"],
 }
 
 

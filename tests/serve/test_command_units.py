@@ -103,3 +103,27 @@ def test_parser_defaults() -> None:
     assert (args.host, args.port, args.token_file, args.workers) == ("127.0.0.1", 8000, None, 2)
     assert (args.max_upload_mb, args.max_megapixels, args.cors_origin) == (10.0, 40.0, [])
     assert (args.review_days, args.review_below) == (None, 0.5)
+
+
+def test_every_option_is_documented_in_the_help() -> None:
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]
+    helps = {action.dest: action.help for action in serve._actions if action.dest != "help"}
+    assert helps == {
+        "index": "the index folder (pyinstance index build)",
+        "host": "address to listen on",
+        "port": "port to listen on",
+        "token_file": "file holding the bearer token of the write endpoints (default: "
+        "$PYINSTANCE_API_TOKEN; neither: read-only)",
+        "workers": "identifications running at once (threads)",
+        "max_upload_mb": "largest photo in MB",
+        "max_megapixels": "largest photo in megapixels",
+        "cors_origin": "allow this origin (repeatable)",
+        "review_days": "keep visitor photos answered unknown or with a low confidence for this "
+        "many days in INDEX/review, for curators (default: keep none)",
+        "review_below": "confidence below which a visitor photo goes to the review queue",
+        "rerank": helps["rerank"],  # shared with other commands (pyinstance.commands)
+        "engine": helps["engine"],
+    }
+    commands = build_parser()._subparsers._group_actions[0]
+    (serve_help,) = [a.help for a in commands._choices_actions if a.dest == "serve"]
+    assert serve_help == "serve an index over HTTP: identification API, visitor and curator pages"
