@@ -324,6 +324,7 @@ MUTATION_TESTS = {
             "tests/serve/test_collection_units.py",
             "tests/serve/test_heatmap_units.py",
             "tests/serve/test_app_pages.py",
+            "tests/serve/test_heatmap_route.py",
         ]
         for name in (
             "app",
