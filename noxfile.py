@@ -417,6 +417,9 @@ MUTATION_TESTS = {
             "tests/serve/test_app_units.py",
             "tests/serve/test_serve_units.py",
             "tests/serve/test_collection_units.py",
+            "tests/serve/test_heatmap_units.py",
+            "tests/serve/test_app_pages.py",
+            "tests/serve/test_heatmap_route.py",
         ]
         for name in (
             "app",
@@ -446,6 +449,8 @@ MUTATION_TESTS = {
     ],
     "pyinstance/engine/export.py": ["tests/engine/test_export_units.py"],
     "pyinstance/engine/exported.py": ["tests/engine/test_export_units.py"],
+    # Not tests/serve/test_command.py (it builds an index): create_app and uvicorn replaced.
+    "pyinstance/commands/serve.py": ["tests/serve/test_command_units.py"],
 }
 
 
