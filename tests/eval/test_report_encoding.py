@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = """
 import sys
 from pyinstance.eval.evaluate import EvaluationResult
@@ -50,14 +52,14 @@ def test_attention_map_names_a_bad_image_image() -> None:
         attention_map(describer, 42)
 
 
-def test_cards_are_one_after_the_other(tmp_path: Path) -> None:
+def test_cards_are_one_after_the_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import re
 
     from pyinstance.eval.report import render_html
 
     from .test_report_units import result as make_result
 
-    page = render_html(make_result.__wrapped__(tmp_path))
+    page = render_html(make_result.__wrapped__(tmp_path, monkeypatch))
     start = page.index('<div class="result ')
     end = page.rindex("</div></div>") + len("</div></div>")
     pieces = [p for p in re.split(r'(?=<div class="result )', page[start:end]) if p]
