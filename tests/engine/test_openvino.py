@@ -146,18 +146,6 @@ def test_a_recurring_shape_gets_its_own_compiled_model(tiny, tmp_path) -> None: 
         torch.testing.assert_close(output, expected, atol=1e-5, rtol=0)
 
 
-def test_a_busy_machine_runs_the_one_thread_model(monkeypatch, tmp_path, tiny) -> None:  # noqa: ANN001
-    engine = OpenVinoEngine(*tiny, threads=2, precision="fp32", cache_dir=tmp_path)
-    engine._cpus = 2
-    batch = torch.rand(1, 3, 32, 32)
-    monkeypatch.setattr(engine._meter, "busy_elsewhere", lambda: 0.0)
-    wide = engine(batch)
-    monkeypatch.setattr(engine._meter, "busy_elsewhere", lambda: 1.0)
-    narrow = engine(batch)
-    assert engine.sessions.runs == {1: 1, 2: 1}
-    torch.testing.assert_close(narrow, wide, rtol=1e-5, atol=1e-6)
-
-
 def test_concurrent_requests_get_their_own_answers(tiny, tmp_path) -> None:  # noqa: ANN001
     engine = OpenVinoEngine(*tiny, precision="fp32", cache_dir=tmp_path)
     batches = [_batch(1, 3, 32 + i, 40) for i in range(4)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyinstance.engine import cpu_load, onnxruntime_engine
+from pyinstance.engine import cpu_load, onnxruntime_engine, openvino_engine
 from pyinstance.engine.cpu_load import (
     CpuMeter,
     CpuSample,
@@ -16,7 +16,7 @@ from pyinstance.engine.cpu_load import (
     thread_budget,
 )
 
-from .conftest import requires_onnxruntime
+from .conftest import requires_onnxruntime, requires_openvino
 
 
 @pytest.mark.parametrize(
@@ -136,10 +136,22 @@ def test_meter_without_proc_gives_no_reading() -> None:
     assert meter.busy_elsewhere() is None
 
 
-@requires_onnxruntime
-def test_a_busy_machine_runs_the_one_thread_session(monkeypatch, tmp_path, tiny) -> None:  # noqa: ANN001
-    backbone, head = tiny
-    engine = onnxruntime_engine.OnnxRuntimeEngine(backbone, head, threads=2, cache_dir=tmp_path)
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(onnxruntime_engine.OnnxRuntimeEngine, marks=requires_onnxruntime),
+        pytest.param(
+            lambda *tiny, **options: openvino_engine.OpenVinoEngine(
+                *tiny, precision="fp32", **options
+            ),
+            marks=requires_openvino,
+            id="OpenVinoEngine",
+        ),
+    ],
+    ids=lambda make: getattr(make, "__name__", None),
+)
+def test_a_busy_machine_runs_the_one_thread_session(monkeypatch, tmp_path, tiny, make) -> None:  # noqa: ANN001
+    engine = make(*tiny, threads=2, cache_dir=tmp_path)
     engine._cpus = 2
     batch = torch.rand(1, 3, 32, 32)
     monkeypatch.setattr(engine._meter, "busy_elsewhere", lambda: 0.0)
