@@ -7,10 +7,12 @@ Real photos (museum references, resized once to the longest side, normalised), b
 - ``onnxruntime fp32``    ``pyinstance.engine.OnnxRuntimeEngine`` (exported once, cached)
 - ``openvino fp32``       ``pyinstance.engine.OpenVinoEngine`` on the same cached graph
 - ``openvino bf16``       the same in bfloat16 (CPUs with AMX or AVX-512 BF16 only)
+- ``openvino int8``       the same quantised to int8 (``precision="int8"``, nncf installed)
 
 at 448 and 640 px and at 1 and 2 intra-op threads, every engine installed. The
 descriptors of every engine are checked against the anchor (max |difference| <= 1e-4;
-bf16: the export check's bf16 tolerance) BEFORE anything is timed. Each image is run
+bf16: the export check's bf16 tolerance; int8: cosine with the anchor's at least the int8
+check's) BEFORE anything is timed. Each image is run
 three times before timing, so the engines time the fixed-shape sessions a recurring
 shape gets. Repeats
 are interleaved and the minimum per configuration is kept (the CPU is shared: minima are
@@ -27,17 +29,18 @@ costs a program that has no threads to set. ``--load-engines`` picks the engines
 
 ``--precision`` reports museum P@1 (crops, gallery shots, all) through the whole pipeline
 (index build + ``Identifier``) of the default recipe and of Lite0 + GeM at 448 px with ONNX
-Runtime fp32, OpenVINO fp32 and OpenVINO bf16: bf16 would be OpenVINO's default precision
-only if it cost at most 0.01 of P@1 (the rule for int8); it cost 0.016 on Lite0 + GeM.
+Runtime fp32, OpenVINO fp32, OpenVINO bf16 and OpenVINO int8: a precision would be
+OpenVINO's default only if it cost at most 0.01 of P@1 (the rule for int8); bf16 cost
+0.016 on Lite0 + GeM.
 
 ``--int8`` adds ONNX Runtime int8 graphs (dynamic quantisation; static per-channel QDQ
 calibrated on 32 museum references, all convolutions or the 1×1 ones only): time per image
 (on fixed-shape sessions, as the engine runs a recurring shape) and P@1 on the museum dev
 set (references vs queries, 1-NN by dot product, crops ``qsd1_*`` and gallery shots
 reported apart), next to fp32 torch and fp32 ONNX Runtime; and, with openvino and nncf
-installed, OpenVINO fp32 and OpenVINO int8 (NNCF post-training quantisation of the same graph,
-mixed preset, the GeM head kept in fp32, calibrated on the same references, compiled per
-input shape). (int8 is not in the library: see README.md's latency section.)
+installed, OpenVINO fp32 and OpenVINO int8 (the engine's ``precision="int8"``: NNCF
+post-training quantisation of the same graph, mixed preset, the GeM head kept in fp32,
+calibrated on the package's sample photos, not on museum images; compiled per input shape).
 
     python benchmarks/engine.py                 # latency table
     python benchmarks/engine.py --load --int8 --precision   # everything (minutes)
@@ -72,9 +75,11 @@ from pyinstance.engine import (
     OpenVinoEngine,
     TorchEngine,
     available_engines,
+    int8,
     openvino_engine,
 )
 from pyinstance.engine.export import BF16_DESCRIPTOR_TOLERANCE
+from pyinstance.engine.select import int8_available
 from pyinstance.identification import Identifier
 from pyinstance.index import DEFAULT_RECIPE, InstanceIndex, Recipe
 
@@ -128,16 +133,24 @@ def check_agreement(
     engines: dict[str, Callable[[torch.Tensor], torch.Tensor]],
     images: list[torch.Tensor],
     tolerances: dict[str, float],
+    min_cosines: dict[str, float],
 ) -> dict[str, float]:
-    """Max |descriptor − anchor's| of each engine; SystemExit above its tolerance."""
+    """Max |descriptor − anchor's| of each engine; SystemExit above its tolerance, or, for
+    an engine in ``min_cosines``, when a descriptor's cosine with the anchor's is lower."""
     anchor = next(iter(engines.values()))
     worst = dict.fromkeys(engines, 0.0)
     for image in images:
         expected = anchor(image)
         for name, engine in engines.items():
-            worst[name] = max(worst[name], float((engine(image) - expected).abs().max()))
+            got = engine(image)
+            worst[name] = max(worst[name], float((got - expected).abs().max()))
+            cosine = float(torch.nn.functional.cosine_similarity(got, expected).min())
+            if name in min_cosines and cosine < min_cosines[name]:
+                raise SystemExit(
+                    f"{name}: cosine with the anchor {cosine:.3f} < {min_cosines[name]}"
+                )
     for name, difference in worst.items():
-        if difference > tolerances.get(name, TOLERANCE):
+        if name not in min_cosines and difference > tolerances.get(name, TOLERANCE):
             raise SystemExit(
                 f"{name}: descriptors differ from the anchor by {difference:.3g} "
                 f"> {tolerances.get(name, TOLERANCE)}"
@@ -168,6 +181,7 @@ def latency_table(args: argparse.Namespace, paths: list[Path], cache: Path) -> N
                 )
             if "openvino" in available_engines():
                 precisions = ["fp32"] + (["bf16"] if openvino_engine.bf16_supported() else [])
+                precisions += ["int8"] if int8_available() else []
                 for precision in precisions:
                     engines[f"openvino {precision}"] = OpenVinoEngine(
                         backbone, head, threads=threads, precision=precision, cache_dir=cache
@@ -176,7 +190,12 @@ def latency_table(args: argparse.Namespace, paths: list[Path], cache: Path) -> N
                 for engine in engines.values():
                     for image in images:
                         engine(image)
-            worst = check_agreement(engines, images, {"openvino bf16": BF16_DESCRIPTOR_TOLERANCE})
+            worst = check_agreement(
+                engines,
+                images,
+                {"openvino bf16": BF16_DESCRIPTOR_TOLERANCE},
+                {"openvino int8": int8.DESCRIPTOR_MIN_COSINE},
+            )
             best = best_times(engines, images, args.repeats)
             anchor = best["torch eager"]
             for name, seconds in best.items():
@@ -331,49 +350,6 @@ def load_table(args: argparse.Namespace, paths: list[Path], cache: Path) -> None
 
 
 # -- int8 -------------------------------------------------------------------------------
-#: OpenVINO operation types of the pooling head (GeM, L2 normalisation), kept in fp32.
-HEAD_OPERATIONS = ("Power", "ReduceMean", "ReduceL2", "NormalizeL2", "Divide", "Sqrt", "Clamp")
-
-
-def openvino_int8_runner(
-    fp32: Path, calibration: list[np.ndarray], threads: int
-) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """OpenVINO int8 of the graph at ``fp32`` (NNCF post-training quantisation, mixed
-    preset, calibrated on ``calibration``, the pooling head kept in fp32), compiled once per
-    input shape (a graph with dynamic shapes crashed OpenVINO 2026.4 here); None without
-    openvino or nncf."""
-    try:
-        import nncf
-        import openvino
-    except ImportError:
-        return None
-    core = openvino.Core()
-    model = core.read_model(str(fp32))
-    types = {operation.get_type_name() for operation in model.get_ordered_ops()}
-    ignored = nncf.IgnoredScope(types=[t for t in HEAD_OPERATIONS if t in types], validate=False)
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(calibration),
-        subset_size=len(calibration),
-        preset=nncf.QuantizationPreset.MIXED,
-        ignored_scope=ignored,
-    )
-    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-              "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}  # fmt: skip
-    requests: dict[tuple[int, ...], Any] = {}
-
-    def run(images: torch.Tensor) -> torch.Tensor:
-        shape = tuple(images.shape)
-        if shape not in requests:
-            fixed = quantized.clone()
-            fixed.reshape({fixed.inputs[0]: list(shape)})
-            requests[shape] = core.compile_model(fixed, "CPU", config).create_infer_request()
-        result = requests[shape].infer({0: images.numpy()})[0]
-        return torch.from_numpy(np.array(result, dtype=np.float32, copy=True))
-
-    return run
-
-
 def int8_graphs(fp32: Path, calibration: list[np.ndarray], folder: Path) -> dict[str, Path]:
     """Dynamic and static (QDQ, per-channel, convolutions only) int8 versions of ``fp32``."""
     from onnxruntime.quantization import (
@@ -514,14 +490,16 @@ def int8_table(args: argparse.Namespace, manifest: Manifest, cache: Path) -> Non
             openvino_fp32 = OpenVinoEngine(backbone, head, threads=1, precision="fp32",
                                            cache_dir=cache)  # fmt: skip
             runners["openvino fp32"] = timed["openvino fp32"] = openvino_fp32
-            logging.disable(logging.WARNING)
-            with quiet_stdout():
-                int8 = openvino_int8_runner(openvino_fp32.path, calibration, 1)
-            logging.disable(logging.NOTSET)
-            if int8 is None:
-                print("openvino int8: skipped (pip install nncf)")
+            if int8_available():
+                logging.disable(logging.WARNING)
+                with quiet_stdout():
+                    quantised = OpenVinoEngine(
+                        backbone, head, threads=1, precision="int8", cache_dir=cache
+                    )
+                logging.disable(logging.NOTSET)
+                runners["openvino int8"] = timed["openvino int8"] = quantised
             else:
-                runners["openvino int8 (nncf)"] = timed["openvino int8 (nncf)"] = int8
+                print("openvino int8: skipped (pip install nncf)")
         timing_images = reference_images[:4]
         best = best_times(timed, timing_images, args.repeats)
         crops = np.asarray([(s or "").startswith("qsd1") for s in queries.query_sets])
@@ -584,7 +562,7 @@ def pipeline_hits(
 
 
 def precision_table(manifest: Manifest) -> None:
-    """Museum P@1 of each recipe with ONNX Runtime fp32, OpenVINO fp32 and OpenVINO bf16."""
+    """Museum P@1 of each recipe with ONNX Runtime fp32 and OpenVINO fp32, bf16 and int8."""
     configs = []
     if "onnxruntime" in available_engines():
         configs.append(("onnxruntime", None, "onnxruntime fp32"))
@@ -592,6 +570,8 @@ def precision_table(manifest: Manifest) -> None:
         configs.append(("openvino", "fp32", "openvino fp32"))
         if openvino_engine.bf16_supported():
             configs.append(("openvino", "bf16", "openvino bf16"))
+        if int8_available():
+            configs.append(("openvino", "int8", "openvino int8"))
     queries = manifest.filter(split="query")
     crops = np.asarray([(s or "").startswith("qsd1") for s in queries.query_sets])
     print(
@@ -630,7 +610,7 @@ def main() -> None:
     )
     parser.add_argument("--int8", action="store_true", help="int8 speed and museum P@1")
     parser.add_argument(
-        "--precision", action="store_true", help="museum P@1 of fp32 and bf16 (minutes)"
+        "--precision", action="store_true", help="museum P@1 of fp32, bf16 and int8 (minutes)"
     )
     parser.add_argument("--quick", action="store_true", help="1 image, 224 px, 1 repeat")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

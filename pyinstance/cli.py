@@ -38,7 +38,8 @@ def _info(args: argparse.Namespace) -> int:
         table.add_row(
             "OpenVINO",
             f"{engines['openvino']}, computes in {engines['openvino_precision']} (native bf16: "
-            f"{'yes' if engines['bf16'] else 'no'})",
+            f"{'yes' if engines['bf16'] else 'no'}; int8: "
+            f"{'yes' if engines['int8'] else 'no (pip install nncf)'})",
         )
     cuda = info["cuda"]
     if cuda is None:

@@ -36,6 +36,7 @@ ENGINES = {
     "openvino": None,
     "openvino_precision": None,
     "bf16": False,
+    "int8": None,
 }
 
 
@@ -89,12 +90,12 @@ def test_info_rows_with_openvino_and_cuda(facts, capsys):
             {"index": 1, "name": "A100", "capability": "8.0"},
         ],
     }
-    engines.update(openvino="2026.1", openvino_precision="bf16", bf16=True)
+    engines.update(openvino="2026.1", openvino_precision="bf16", bf16=True, int8=True)
     assert cli.main(["info"]) == 0
     rows = _rows(capsys.readouterr().out)
     assert rows["bf16 screening (mining)"] == "yes"
     assert rows["CPU features"] == "avx2 fma"
-    assert rows["OpenVINO"] == "2026.1, computes in bf16 (native bf16: yes)"
+    assert rows["OpenVINO"] == "2026.1, computes in bf16 (native bf16: yes; int8: yes)"
     assert rows["CUDA compiler"] == "NVIDIA 12.4"
     assert rows["CUDA architectures"] == "80, 90"
     assert rows["CUDA devices"] == "0: H100 (sm 9.0), 1: A100 (sm 8.0)"
@@ -108,11 +109,13 @@ def test_info_without_cuda_error_or_visible_devices(facts, capsys):
     assert rows["CUDA"] == "not compiled"
     assert "OpenVINO" not in rows
     build["cuda"] = {"compiler": "c", "architectures": [], "devices": []}
-    engines.update(openvino="1.0", openvino_precision="fp32", bf16=False)
+    engines.update(openvino="1.0", openvino_precision="fp32", bf16=False, int8=False)
     assert cli.main(["info"]) == 0
     rows = _rows(capsys.readouterr().out)
     assert rows["CUDA devices"] == "none visible"
-    assert rows["OpenVINO"] == "1.0, computes in fp32 (native bf16: no)"
+    assert (
+        rows["OpenVINO"] == "1.0, computes in fp32 (native bf16: no; int8: no (pip install nncf))"
+    )
 
 
 def test_info_json_merges_the_engines(facts, capsys):

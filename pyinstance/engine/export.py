@@ -164,7 +164,8 @@ def probe_batch(shape: tuple[int, int, int, int]) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _eval_mode(network: nn.Module):
+def eval_mode(network: nn.Module):
+    """``network`` in eval mode inside the block, every module's mode restored after it."""
     modes = [module.training for module in network.modules()]
     network.eval()
     try:
@@ -186,7 +187,7 @@ def export_onnx(network: nn.Module, min_input_size: int, metadata: dict[str, str
     try:
         with (
             warnings.catch_warnings(),
-            _eval_mode(network),
+            eval_mode(network),
             traceable(network),
             torch.no_grad(),
         ):
@@ -239,7 +240,7 @@ def check_against_torch(
     """Max |ONNX − torch| over the probe batches, the graph run by ``runtime`` computing
     in ``precision``; :class:`ExportError` above the tolerance."""
     worst = 0.0
-    with _eval_mode(network), torch.inference_mode():
+    with eval_mode(network), torch.inference_mode():
         for shape in probe_shapes(min_input_size):
             batch = probe_batch(shape)
             expected = network(batch).float().numpy()

@@ -26,7 +26,7 @@ from pyinstance._files import write_atomic
 from pyinstance.engine import export as onnx_export
 from pyinstance.engine.base import Engine, Output, check_threads, inference_network
 from pyinstance.engine.cpu_load import CpuMeter, thread_budget
-from pyinstance.engine.sessions import FIX_AFTER, SessionPool, Shape, run_session
+from pyinstance.engine.sessions import FIX_AFTER, SessionPool, Shape, run_session, within
 
 #: The intra-op threads of a session when none are asked for: one thread per request.
 #: Measured (benchmarks/engine.py --load, a 2-core machine shared with other work): a
@@ -106,7 +106,7 @@ class ExportedEngine(Engine):
             self.exported = True
         session, self.max_difference = cached
         self.sessions = SessionPool(
-            self._new_session, self._tolerance, (session, self.threads), self.fix_after
+            self._new_session, self._agrees, (session, self.threads), self.fix_after
         )
         self._meter = CpuMeter()
         self._cpus = available_cpus()
@@ -119,6 +119,10 @@ class ExportedEngine(Engine):
     @abstractmethod
     def _new_session(self, threads: int, shape: Shape | None) -> Any:
         """Another session over the graph last loaded; ``shape`` None: dynamic B, H, W."""
+
+    def _agrees(self, got: np.ndarray, expected: np.ndarray) -> bool:
+        """Whether a fixed-shape session's output may stand for the dynamic one's."""
+        return within(self._tolerance)(got, expected)
 
     def _tolerance(self, expected: np.ndarray) -> float:
         return onnx_export.output_tolerance(self.output, expected, self.precision)

@@ -10,9 +10,17 @@ runs: see :attr:`OpenVinoEngine.fix_after`).
 
 ``precision="bf16"`` computes in bfloat16 on CPUs that do it natively (AMX or AVX-512
 BF16: OpenVINO lists ``BF16`` among the CPU's optimisation capabilities); it is checked
-against torch with the bfloat16 tolerances of :mod:`pyinstance.engine.export`. The default
-precision is :data:`DEFAULT_PRECISION` (measured: see its comment), or
-``$PYINSTANCE_OPENVINO_PRECISION`` (``fp32`` or ``bf16``) for every command and the service.
+against torch with the bfloat16 tolerances of :mod:`pyinstance.engine.export`.
+``precision="int8"`` runs the graph quantised to int8 by NNCF (calibration, cache and
+check in :mod:`pyinstance.engine.int8`) on the input shapes that recur, the fp32 graph on
+the others: OpenVINO 2026.4 crashes the interpreter (a segmentation fault) running the
+int8 graph with dynamic height and width, so the int8 graph is only ever compiled for one
+fixed shape, and compiling one takes 0.4–0.6 s, which a stream of same-size photos repays
+and an index build of mixed sizes would not. The fixed-shape int8 session of a recurring
+shape replaces the dynamic fp32 one only if its output's cosine with fp32's is at least
+the int8 check's minimum. The default precision is :data:`DEFAULT_PRECISION` (measured: see its comment), or
+``$PYINSTANCE_OPENVINO_PRECISION`` (``fp32``, ``bf16`` or ``int8``) for every command and
+the service.
 """
 
 from __future__ import annotations
@@ -26,14 +34,20 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from pyinstance.engine import int8
 from pyinstance.engine.base import EngineUnavailableError, Output
+from pyinstance.engine.export import stored_key
 from pyinstance.engine.exported import ExportedEngine
-from pyinstance.engine.sessions import Shape
+from pyinstance.engine.sample_photos import calibration_batches, probe_batches
+from pyinstance.engine.sessions import Shape, run_session
+from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 
-#: Precisions OpenVINO computes in here ("bf16" only where :func:`bf16_supported`).
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
-#: OpenVINO's name of each precision (``INFERENCE_PRECISION_HINT``).
-_HINTS = {"fp32": "f32", "bf16": "bf16"}
+#: Precisions OpenVINO computes in here ("bf16" only where :func:`bf16_supported`,
+#: "int8" only with nncf installed).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+#: OpenVINO's name of each precision (``INFERENCE_PRECISION_HINT``); an int8 model computes
+#: its quantised layers in int8 and the rest (the pooling head) in f32.
+_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 #: The precision when none is asked for. bf16 runs EfficientNet-Lite0 + GeM at 448×336
 #: about twice as fast (one thread, AMX: 13–15 against 27–33 ms CPU) but is not the
 #: default: museum P@1 through the pipeline (``benchmarks/engine.py --precision``) was
@@ -112,12 +126,15 @@ class OpenVinoEngine(ExportedEngine):
         backbone, head, output: the network, as for :class:`~pyinstance.engine.TorchEngine`.
         threads: threads per request (default
             :func:`~pyinstance.engine.exported.default_threads`).
-        precision: ``"fp32"`` or ``"bf16"`` (a ValueError on a CPU without native
-            bfloat16); None: :func:`default_precision`.
+        precision: ``"fp32"``, ``"bf16"`` (a ValueError on a CPU without native
+            bfloat16) or ``"int8"`` (an :class:`EngineUnavailableError` without nncf);
+            None: :func:`default_precision`.
         cache_dir: where exported graphs are kept (default
             :func:`~pyinstance.engine.export.default_cache_dir`).
 
-    Attributes: those of :class:`~pyinstance.engine.exported.ExportedEngine`.
+    Attributes: those of :class:`~pyinstance.engine.exported.ExportedEngine`, and
+        int8_cosine: for ``precision="int8"``, the smallest cosine between the int8 model's
+            output and torch's on the probe photos (None for the other precisions).
     """
 
     name = "openvino"
@@ -148,7 +165,13 @@ class OpenVinoEngine(ExportedEngine):
                 "precision: 'bf16' needs a CPU that computes bfloat16 natively (AMX or "
                 "AVX-512 BF16); this one does not, use 'fp32'"
             )
+        if precision == "int8":
+            int8.import_nncf()
+        self.int8_cosine: float | None = None
         self._core = self._ov.Core()
+        self._input_mean = tuple(getattr(backbone, "input_mean", IMAGENET_MEAN))
+        self._input_std = tuple(getattr(backbone, "input_std", IMAGENET_STD))
+        self._unsaved_int8: bytes | None = None
         super().__init__(
             backbone,
             head,
@@ -172,14 +195,47 @@ class OpenVinoEngine(ExportedEngine):
 
         metadata = {entry.key: entry.value for entry in onnx.load_from_string(data).metadata_props}
         self._model = self._core.read_model(data)
+        if self.precision == "int8":
+            key = int8.cache_key(str(stored_key(metadata)), self._ov.get_version())
+            self._int8_model, self._unsaved_int8 = int8.cached_or_quantized(
+                self._ov,
+                self._core,
+                self._model,
+                int8.cache_path(self.path),
+                key,
+                lambda: calibration_batches(self._input_mean, self._input_std),
+            )
         return self._new_session(self.threads, None), metadata
 
     def _new_session(self, threads: int, shape: Shape | None) -> Any:
-        model = self._model
+        """The graph compiled with ``threads`` threads: dynamic (shape None) in fp32 for an
+        int8 engine, else in the engine's precision for ``shape``."""
+        model = self._int8_model if self.precision == "int8" and shape is not None else self._model
         if shape is not None:
             model = model.clone()
             model.reshape({model.inputs[0].any_name: list(shape)})
         return CompiledSession(self._core.compile_model(model, "CPU", self._config(threads)))
+
+    def _agrees(self, got: np.ndarray, expected: np.ndarray) -> bool:
+        if self.precision != "int8":
+            return super()._agrees(got, expected)
+        return int8.min_cosine(got, expected) >= int8.min_cosine_for(self.output)
+
+    def _check(self, network: nn.Module, session: Any) -> float:
+        """The fp32 graph's check; for an int8 engine, then the int8 model's on photos
+        (:attr:`int8_cosine`), compiled for each probe shape."""
+        difference = super()._check(network, session)
+        if self.precision == "int8":
+            self.int8_cosine = int8.check_against_torch(
+                network,
+                lambda batch: run_session(self._new_session(self.threads, batch.shape), batch),
+                self.output,
+                probe_batches(self._input_mean, self._input_std),
+            )
+            if self._unsaved_int8 is not None:  # only a model that passed its check is cached
+                int8.save(int8.cache_path(self.path), self._unsaved_int8)
+                self._unsaved_int8 = None
+        return difference
 
     def __repr__(self) -> str:
         return (

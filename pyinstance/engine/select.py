@@ -17,6 +17,7 @@ from pyinstance.engine.base import (
 )
 from pyinstance.engine.export import ExportError, default_cache_dir
 from pyinstance.engine.exported import default_threads
+from pyinstance.engine.int8 import import_nncf
 from pyinstance.engine.onnxruntime_engine import OnnxRuntimeEngine, import_onnxruntime
 from pyinstance.engine.openvino_engine import (
     OpenVinoEngine,
@@ -28,8 +29,8 @@ from pyinstance.engine.torch_engine import TorchEngine
 
 #: Engine names ``make_engine`` accepts (besides ``"auto"``).
 ENGINES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
-#: Precisions an engine may compute in (``"bf16"``: the openvino engine only).
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+#: Precisions an engine may compute in (``"bf16"`` and ``"int8"``: the openvino engine only).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 _IMPORTS = {"onnxruntime": import_onnxruntime, "openvino": import_openvino}
 
 
@@ -77,6 +78,7 @@ def engine_info() -> dict[str, Any]:
         "openvino": None,
         "openvino_precision": None,
         "bf16": None,
+        "int8": None,
         "threads": default_threads(),
         "onnx_cache": str(default_cache_dir()),
     }
@@ -86,7 +88,17 @@ def engine_info() -> dict[str, Any]:
         info["openvino"] = import_openvino().get_version()
         info["openvino_precision"] = default_precision()
         info["bf16"] = bf16_supported()
+        info["int8"] = int8_available()
     return info
+
+
+def int8_available() -> bool:
+    """Whether the OpenVINO engine can quantise to int8 here (nncf installed)."""
+    try:
+        import_nncf()
+    except EngineUnavailableError:
+        return False
+    return True
 
 
 def make_engine(
@@ -108,7 +120,8 @@ def make_engine(
             installed).
         output: ``"descriptors"`` (B×D) or ``"features"`` (the backbone's B×C×h×w).
         threads: intra-op threads (None: torch's setting; one for the others).
-        precision: ``"fp32"`` or ``"bf16"`` (openvino only); None: the engine's default
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (the last two openvino only);
+            None: the engine's default
             (openvino: :func:`~pyinstance.engine.openvino_engine.default_precision`).
         cache_dir: where ONNX exports are cached.
 
@@ -126,8 +139,8 @@ def make_engine(
     on_cpu = all(parameter.device.type == "cpu" for parameter in network.parameters())
     if engine == "auto":
         engine = default_engine() if on_cpu else "torch"
-    if precision == "bf16" and engine != "openvino":
-        raise ValueError(f"precision: 'bf16' needs engine='openvino', got engine={engine!r}")
+    if precision in ("bf16", "int8") and engine != "openvino":
+        raise ValueError(f"precision: {precision!r} needs engine='openvino', got engine={engine!r}")
     if engine == "torch":
         return TorchEngine(backbone, head, output=output, threads=threads)
     _IMPORTS[engine]()  # an explicit request without the package is an error, not a fallback

@@ -40,8 +40,22 @@ Shape = tuple[int, ...]
 SessionFactory = Callable[[int, "Shape | None"], Any]
 #: Largest allowed max |fixed − dynamic| given the dynamic session's output.
 Tolerance = Callable[[np.ndarray], float]
+#: Whether a fixed-shape session's output ``got`` may stand for the dynamic one's ``expected``
+#: (same shape).
+Agreement = Callable[[np.ndarray, np.ndarray], bool]
 
 log = logging.getLogger(__name__)
+
+
+def within(tolerance: Tolerance) -> Agreement:
+    """Agreement when max |got − expected| is at most ``tolerance(expected)`` (an empty
+    output always agrees)."""
+
+    def agrees(got: np.ndarray, expected: np.ndarray) -> bool:
+        difference = float(np.max(np.abs(got - expected))) if got.size else 0.0
+        return difference <= tolerance(expected)
+
+    return agrees
 
 
 def run_session(session: Any, batch: np.ndarray) -> np.ndarray:
@@ -54,8 +68,8 @@ class SessionPool:
 
     Args:
         make: builds a session for ``(threads, shape)``.
-        tolerance: the largest difference a fixed-shape session may show against the
-            dynamic one on its first batch.
+        agrees: whether a fixed-shape session's output on its first batch may stand for
+            the dynamic one's (e.g. :func:`within` a tolerance).
         first: an existing dynamic session and its thread count (the one checked at export).
         fix_after: runs of one shape before it gets its own session.
     """
@@ -63,7 +77,7 @@ class SessionPool:
     def __init__(
         self,
         make: SessionFactory,
-        tolerance: Tolerance,
+        agrees: Agreement,
         first: tuple[Any, int],
         fix_after: int = FIX_AFTER,
     ):
@@ -71,7 +85,7 @@ class SessionPool:
             raise ValueError(f"fix_after: expected a positive int, got {fix_after!r}")
         self.fix_after = fix_after
         self._make = make
-        self._tolerance = tolerance
+        self._agrees = agrees
         session, threads = first
         self._dynamic: dict[int, Any] = {threads: session}
         self._fixed: OrderedDict[tuple[int, Shape], Any] = OrderedDict()
@@ -166,14 +180,15 @@ class SessionPool:
         except Exception as error:  # onnxruntime raises its own kinds; the dynamic one works
             log.warning("not fixing input shape %s: %s: %s", key[1], type(error).__name__, error)
             return None
-        difference = float(np.max(np.abs(got - expected))) if got.size else 0.0
-        if got.shape == expected.shape and difference <= self._tolerance(expected):
+        same_shape = got.shape == expected.shape
+        if same_shape and self._agrees(got, expected):
             return candidate
+        difference = float(np.max(np.abs(got - expected))) if same_shape and got.size else None
         log.warning(
-            "not fixing input shape %s: its session differs from the dynamic one by %.3g "
+            "not fixing input shape %s: its session differs from the dynamic one by %s "
             "(shape %s vs %s)",
             key[1],
-            difference,
+            "-" if difference is None else f"{difference:.3g}",
             got.shape,
             expected.shape,
         )

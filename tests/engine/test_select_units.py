@@ -3,6 +3,8 @@ installed, the default, what ``make_engine`` builds with which arguments, and th
 
 from __future__ import annotations
 
+import sys
+import types
 import warnings
 
 import pytest
@@ -127,19 +129,20 @@ def test_torch_gets_its_arguments_and_no_runtime_is_touched(fakes) -> None:  # n
     assert fakes == []
 
 
-def test_bf16_is_for_openvino_only(fakes, monkeypatch) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_bf16_and_int8_are_for_openvino_only(fakes, monkeypatch, precision) -> None:  # noqa: ANN001
     tiny = TinyBackbone(), GeM(16)
     for engine in ("torch", "onnxruntime"):
         with pytest.raises(
-            ValueError, match=f"'bf16' needs engine='openvino', got engine='{engine}'"
+            ValueError, match=f"'{precision}' needs engine='openvino', got engine='{engine}'"
         ):
-            make_engine(*tiny, engine, precision="bf16")
+            make_engine(*tiny, engine, precision=precision)
     monkeypatch.setattr(select_module, "default_engine", lambda: "onnxruntime")
     with pytest.raises(ValueError, match="got engine='onnxruntime'"):
-        make_engine(*tiny, precision="bf16")  # "auto" resolved first
-    assert make_engine(*tiny, "openvino", precision="bf16")[0] == "openvino"
-    with pytest.raises(ValueError, match="precision: expected one of fp32, bf16, got 'int8'"):
-        make_engine(*tiny, "openvino", precision="int8")
+        make_engine(*tiny, precision=precision)  # "auto" resolved first
+    assert make_engine(*tiny, "openvino", precision=precision)[0] == "openvino"
+    with pytest.raises(ValueError, match="precision: expected one of fp32, bf16, int8, got 'int4'"):
+        make_engine(*tiny, "openvino", precision="int4")
     assert make_engine(*tiny, "onnxruntime", precision="fp32")[0] == "onnxruntime"
 
 
@@ -191,6 +194,7 @@ def test_engine_info_reports_versions_precision_threads_and_cache(fakes, monkeyp
     monkeypatch.setattr(select_module, "import_openvino", lambda: Runtime)
     monkeypatch.setattr(select_module, "default_precision", lambda: "bf16")
     monkeypatch.setattr(select_module, "bf16_supported", lambda: True)
+    monkeypatch.setattr(select_module, "int8_available", lambda: True)
     monkeypatch.setattr(select_module, "default_threads", lambda: 5)
     monkeypatch.setenv("PYINSTANCE_CACHE", "/cache/here")
     assert engine_info() == {
@@ -200,6 +204,7 @@ def test_engine_info_reports_versions_precision_threads_and_cache(fakes, monkeyp
         "openvino": "2026.1",
         "openvino_precision": "bf16",
         "bf16": True,
+        "int8": True,
         "threads": 5,
         "onnx_cache": "/cache/here/onnx",
     }
@@ -211,6 +216,7 @@ def test_engine_info_reports_versions_precision_threads_and_cache(fakes, monkeyp
         "openvino": None,
         "openvino_precision": None,
         "bf16": None,
+        "int8": None,
         "threads": 5,
         "onnx_cache": "/cache/here/onnx",
     }
@@ -227,3 +233,10 @@ def test_bad_arguments_are_named_before_anything_is_built(fakes) -> None:  # noq
     with pytest.raises(TypeError, match="head: output='descriptors' needs a head"):
         make_engine(tiny[0], nn.Identity, "onnxruntime")
     assert fakes == []
+
+
+def test_int8_is_available_exactly_when_nncf_imports(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf raises ImportError
+    assert select_module.int8_available() is False
+    monkeypatch.setitem(sys.modules, "nncf", types.SimpleNamespace(__version__="9"))
+    assert select_module.int8_available() is True

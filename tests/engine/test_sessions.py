@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pyinstance.engine import onnxruntime_engine, sessions
-from pyinstance.engine.sessions import SessionPool
+from pyinstance.engine.sessions import SessionPool, within
 
 from .conftest import requires_onnxruntime
 
@@ -39,7 +39,7 @@ def pool_with(fixed: FakeSession) -> tuple[SessionPool, FakeSession, list]:
         made.append((threads, shape))
         return dynamic if shape is None else fixed
 
-    return SessionPool(make, lambda expected: 1e-4, (dynamic, 1)), dynamic, made
+    return SessionPool(make, within(lambda expected: 1e-4), (dynamic, 1)), dynamic, made
 
 
 def test_a_recurring_shape_gets_its_own_session() -> None:
@@ -130,8 +130,10 @@ def test_fixing_a_shape_for_several_threads_readies_it_for_one_thread() -> None:
 def test_fix_after_is_checked_and_counts_the_runs_of_a_shape() -> None:
     dynamic = FakeSession()
     with pytest.raises(ValueError, match="fix_after: expected a positive int"):
-        SessionPool(lambda threads, shape: dynamic, lambda expected: 1e-4, (dynamic, 1), 0)
-    pool = SessionPool(lambda threads, shape: FakeSession(), lambda e: 1e-4, (dynamic, 1), 4)
+        SessionPool(lambda threads, shape: dynamic, within(lambda expected: 1e-4), (dynamic, 1), 0)
+    pool = SessionPool(
+        lambda threads, shape: FakeSession(), within(lambda e: 1e-4), (dynamic, 1), 4
+    )
     batch = np.ones((1, 3, 4, 4), np.float32)
     for _ in range(3):
         pool.run(batch, 1)

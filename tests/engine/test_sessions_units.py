@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pyinstance.engine import sessions
-from pyinstance.engine.sessions import SessionPool
+from pyinstance.engine.sessions import SessionPool, within
 
 
 class Session:
@@ -41,7 +41,7 @@ def _pool(fixed: Session | None = None, tolerance=lambda expected: 1e-4, fix_aft
             return Session(dynamic.offset, dynamic.empty)
         return fixed or Session()
 
-    return SessionPool(make, tolerance, (dynamic, 1), fix_after), made
+    return SessionPool(make, within(tolerance), (dynamic, 1), fix_after), made
 
 
 @pytest.mark.parametrize("fix_after", [2.0, True, 0, -3])
@@ -196,7 +196,7 @@ def test_a_shape_being_fixed_is_not_built_twice_at_once() -> None:
             release.wait(60)
         return Session()
 
-    pool = SessionPool(make, lambda expected: 1e-4, (Session(), 1), 1)
+    pool = SessionPool(make, within(lambda expected: 1e-4), (Session(), 1), 1)
     batch = np.ones((1, 3, 4, 4), np.float32)
     builder = threading.Thread(target=pool.run, args=(batch, 1))
     builder.start()
@@ -205,3 +205,35 @@ def test_a_shape_being_fixed_is_not_built_twice_at_once() -> None:
     release.set()
     builder.join(60)
     assert made == [(1, (1, 3, 4, 4))] and pool.fixed_shapes == [(1, (1, 3, 4, 4))]
+
+
+def test_within_compares_the_largest_difference_with_the_tolerance_of_expected() -> None:
+    seen = []
+    agrees = within(lambda expected: seen.append(expected.copy()) or 0.5)
+    expected = np.array([[1.0, -2.0]], np.float32)
+    assert agrees(expected + np.array([[0.5, -0.5]], np.float32), expected)
+    assert not agrees(expected + np.array([[0.0, 0.51]], np.float32), expected)
+    assert agrees(np.zeros((2, 0), np.float32), np.zeros((2, 0), np.float32))
+    np.testing.assert_array_equal(seen[0], expected)
+
+
+def test_the_agreement_sees_the_fixed_output_then_the_dynamic_one() -> None:
+    calls = []
+
+    def agrees(got: np.ndarray, expected: np.ndarray) -> bool:
+        calls.append((got.copy(), expected.copy()))
+        return True
+
+    made = []
+
+    def make(threads: int, shape: tuple[int, ...] | None) -> Session:
+        made.append(shape)
+        return Session(offset=0.0 if shape is None else 3.0)
+
+    pool = SessionPool(make, agrees, (Session(), 1), 1)
+    batch = np.ones((1, 3, 2, 2), np.float32)
+    np.testing.assert_array_equal(pool.run(batch, 1), batch)  # the dynamic answer first
+    ((got, expected),) = calls
+    np.testing.assert_array_equal(got, batch + 3.0)
+    np.testing.assert_array_equal(expected, batch)
+    np.testing.assert_array_equal(pool.run(batch, 1), batch + 3.0)  # then the fixed one

@@ -1,0 +1,267 @@
+"""OpenVINO int8: quantised on the sample photos, checked on photos, cached atomically in
+one zip, run on recurring input shapes only and never compiled with dynamic ones (the fp32
+graph runs the others), and refused clearly without nncf."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from pyinstance.engine import (
+    EngineFallbackWarning,
+    EngineUnavailableError,
+    OpenVinoEngine,
+    TorchEngine,
+    int8,
+    make_engine,
+    openvino_engine,
+)
+from pyinstance.engine.sample_photos import calibration_batches, probe_batches
+
+from .conftest import TinyBackbone, requires_openvino
+
+try:
+    import nncf  # noqa: F401
+
+    HAVE_NNCF = True
+except ImportError:
+    HAVE_NNCF = False
+
+requires_int8 = pytest.mark.skipif(
+    not HAVE_NNCF, reason="needs pip install 'pyinstance[fast]' (nncf)"
+)
+pytestmark = [requires_openvino, requires_int8]
+
+
+@pytest.fixture
+def engine(tiny, tmp_path) -> OpenVinoEngine:  # noqa: ANN001
+    """An int8 engine whose every shape gets its int8 session on its first run."""
+    made = OpenVinoEngine(*tiny, precision="int8", cache_dir=tmp_path)
+    made.sessions.fix_after = 1
+    return made
+
+
+def _int8(engine: OpenVinoEngine, batch: torch.Tensor) -> torch.Tensor:
+    """The int8 output on ``batch`` (the first run of a shape answers in fp32)."""
+    engine(batch)
+    assert (engine.threads, tuple(batch.shape)) in engine.sessions.fixed_shapes
+    return engine(batch)
+
+
+def _cosines(got: torch.Tensor, expected: torch.Tensor) -> np.ndarray:
+    a = got.reshape(len(got), -1).double().numpy()
+    b = expected.reshape(len(expected), -1).double().numpy()
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+PHOTOS = probe_batches((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def test_int8_descriptors_are_close_to_torch_on_photos(engine, tiny) -> None:  # noqa: ANN001
+    assert engine.precision == "int8" and engine.exported
+    assert int8.DESCRIPTOR_MIN_COSINE <= engine.int8_cosine < 1 - 1e-7  # checked, quantised
+    for batch in PHOTOS:
+        got, expected = _int8(engine, batch), TorchEngine(*tiny)(batch)
+        assert got.shape == expected.shape
+        assert _cosines(got, expected).min() >= int8.DESCRIPTOR_MIN_COSINE
+
+
+def test_a_shape_runs_in_fp32_until_it_recurs(tiny, tmp_path) -> None:  # noqa: ANN001
+    engine = OpenVinoEngine(*tiny, precision="int8", cache_dir=tmp_path)
+    fp32 = OpenVinoEngine(*tiny, precision="fp32", cache_dir=tmp_path)
+    batch = PHOTOS[0]
+    expected = fp32.sessions.dynamic(1).run(None, {"images": batch.numpy()})[0]
+    for _ in range(engine.fix_after):  # the last of these builds the int8 session
+        np.testing.assert_array_equal(engine(batch).numpy(), expected)
+    assert engine.sessions.fixed_shapes == [(1, tuple(batch.shape))]
+    quantised = engine(batch)
+    assert float((quantised - torch.from_numpy(expected)).abs().max()) > 1e-4
+    assert _cosines(quantised, torch.from_numpy(expected)).min() >= int8.DESCRIPTOR_MIN_COSINE
+
+
+def test_features_output_is_quantised_and_checked(tiny, tmp_path) -> None:  # noqa: ANN001
+    backbone, _ = tiny
+    engine = OpenVinoEngine(backbone, output="features", precision="int8", cache_dir=tmp_path)
+    engine.sessions.fix_after = 1
+    assert int8.FEATURE_MIN_COSINE <= engine.int8_cosine < 1 - 1e-7
+    got = _int8(engine, PHOTOS[0])
+    assert got.shape == (2, 16, 112, 84)
+    expected = TorchEngine(backbone, output="features")(PHOTOS[0])
+    assert _cosines(got, expected).min() >= int8.FEATURE_MIN_COSINE
+
+
+def test_the_quantised_model_is_cached_and_reused(engine, tiny, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    path = int8.cache_path(engine.path)
+    assert path.is_file() and path.parent == tmp_path and path.name.endswith("-openvino-int8.zip")
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == ["meta.json", "model.bin", "model.xml"]
+    stamp = path.stat().st_mtime_ns
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("quantised again although the cache holds the model")
+
+    monkeypatch.setattr(int8, "quantize", refuse)
+    again = OpenVinoEngine(*tiny, precision="int8", cache_dir=tmp_path)
+    again.sessions.fix_after = 1
+    assert not again.exported and path.stat().st_mtime_ns == stamp
+    assert again.int8_cosine == engine.int8_cosine
+    batch = PHOTOS[1]
+    torch.testing.assert_close(_int8(again, batch), _int8(engine, batch), atol=0, rtol=0)
+
+
+def _rewrite(path, change) -> None:  # noqa: ANN001
+    with zipfile.ZipFile(path) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    change(parts)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    path.write_bytes(buffer.getvalue())
+
+
+def _other_key(parts: dict) -> None:
+    meta = json.loads(parts["meta.json"])
+    parts["meta.json"] = json.dumps({**meta, "key": "0" * 64}).encode()
+
+
+def _flipped_weight(parts: dict) -> None:
+    weights = bytearray(parts["model.bin"])
+    weights[len(weights) // 2] ^= 0xFF
+    parts["model.bin"] = bytes(weights)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+        lambda path: path.write_bytes(b"not a zip file" * 64),
+        lambda path: path.write_bytes(b""),
+        lambda path: _rewrite(path, _other_key),
+        lambda path: _rewrite(path, _flipped_weight),
+    ],
+    ids=["truncated", "garbage", "empty", "another key", "weights changed"],
+)
+def test_a_damaged_or_foreign_cache_file_is_rebuilt(engine, tiny, tmp_path, caplog, damage) -> None:  # noqa: ANN001
+    path = int8.cache_path(engine.path)
+    good = path.read_bytes()
+    damage(path)
+    calls = []
+    quantize = int8.quantize
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(int8, "quantize", lambda *a: calls.append(1) or quantize(*a))
+        rebuilt = OpenVinoEngine(*tiny, precision="int8", cache_dir=tmp_path)
+    assert calls == [1]
+    assert "rebuilding the cached int8 model" in caplog.text
+    with zipfile.ZipFile(path) as fresh, zipfile.ZipFile(io.BytesIO(good)) as before:
+        key = json.loads(before.read("meta.json"))["key"]
+        assert json.loads(fresh.read("meta.json"))["key"] == key
+    assert int8.DESCRIPTOR_MIN_COSINE <= rebuilt.int8_cosine < 1 - 1e-7
+
+
+def test_calibration_uses_the_sample_photos(tiny, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    seen = []
+    quantize = int8.quantize
+
+    def spy(model, calibration):  # noqa: ANN001, ANN202
+        seen.append(calibration)
+        return quantize(model, calibration)
+
+    monkeypatch.setattr(int8, "quantize", spy)
+    OpenVinoEngine(*tiny, precision="int8", cache_dir=tmp_path)
+    (calibration,) = seen
+    expected = calibration_batches((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert len(calibration) == len(expected) == 32
+    for got, want in zip(calibration, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def _quantised(model) -> bool:  # noqa: ANN001
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+
+
+def test_the_int8_model_is_never_compiled_with_dynamic_shapes(tiny, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    compiled = []
+    core_type = type(openvino_engine.import_openvino().Core())
+    compile_model = core_type.compile_model
+
+    def spy(core, model, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        shape = model.inputs[0].get_partial_shape()  # nncf compiles too (statistics)
+        compiled.append((_quantised(model), shape.is_static))
+        return compile_model(core, model, *args, **kwargs)
+
+    monkeypatch.setattr(core_type, "compile_model", spy)
+    engine = OpenVinoEngine(*tiny, precision="int8", cache_dir=tmp_path)
+    engine.sessions.fix_after = 2
+    for shape in [(1, 3, 40, 56), (2, 3, 40, 56), (1, 3, 40, 56), (1, 3, 33, 47)]:
+        engine(torch.rand(shape))
+    assert (True, False) not in compiled  # never int8 with dynamic dimensions
+    assert (False, False) in compiled  # the dynamic fp32 graph
+    # the three probe shapes of the check, then the recurring (1, 3, 40, 56)
+    assert compiled.count((True, True)) == 3 + 1
+    assert engine.sessions.fixed_shapes == [(1, (1, 3, 40, 56))]
+
+
+def test_an_int8_session_that_strays_from_fp32_is_not_used(engine, caplog) -> None:  # noqa: ANN001
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(int8, "DESCRIPTOR_MIN_COSINE", 1.5)  # no cosine reaches it
+        batch = PHOTOS[2]
+        first = engine(batch)
+        assert engine.sessions.fixed_shapes == []
+        assert "not fixing input shape (2, 3, 385, 512)" in caplog.text
+        torch.testing.assert_close(engine(batch), first, atol=0, rtol=0)  # fp32 still
+
+
+def test_a_model_that_fails_its_check_falls_back_to_torch_and_is_not_cached(
+    tiny, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    monkeypatch.setattr(int8, "DESCRIPTOR_MIN_COSINE", 1.5)  # no cosine reaches it
+    with pytest.warns(EngineFallbackWarning, match=r"int8 model differs from torch.*cosine"):
+        engine = make_engine(*tiny, engine="openvino", precision="int8", cache_dir=tmp_path)
+    assert isinstance(engine, TorchEngine)
+    assert not list(tmp_path.glob("*-openvino-int8.zip"))
+
+
+def test_without_nncf_int8_is_refused_by_name(tiny, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf raises ImportError
+    with pytest.raises(EngineUnavailableError, match=r"precision: 'int8' needs the package nncf"):
+        OpenVinoEngine(*tiny, precision="int8", cache_dir=tmp_path)
+    with pytest.raises(EngineUnavailableError, match="nncf"):
+        make_engine(*tiny, engine="openvino", precision="int8", cache_dir=tmp_path)
+
+
+def test_int8_needs_the_openvino_engine(tiny) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match=r"precision: 'int8' needs engine='openvino'"):
+        make_engine(*tiny, engine="onnxruntime", precision="int8")
+
+
+def test_the_environment_variable_selects_int8(tiny, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv(openvino_engine.PRECISION_VARIABLE, "int8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EngineFallbackWarning)
+        engine = make_engine(*tiny, engine="openvino", cache_dir=tmp_path)
+    assert engine.precision == "int8"
+
+
+def test_a_read_only_cache_costs_only_the_next_run(tiny, tmp_path, monkeypatch, caplog) -> None:  # noqa: ANN001
+    def refuse(path, data):  # noqa: ANN001, ANN202
+        raise PermissionError(13, "read-only", str(path))
+
+    monkeypatch.setattr(int8, "write_atomic", refuse)
+    engine = OpenVinoEngine(TinyBackbone(seed=4), tiny[1], precision="int8", cache_dir=tmp_path)
+    assert "cannot cache the int8 model" in caplog.text
+    assert engine(torch.rand(1, 3, 32, 32)).shape == (1, 16)
+
+
+def test_quantising_writes_nothing_to_stdout(tiny, tmp_path, capfd) -> None:  # noqa: ANN001
+    OpenVinoEngine(*tiny, precision="int8", cache_dir=tmp_path)
+    captured = capfd.readouterr()
+    assert captured.out == ""  # a command's stdout may be JSON
+    assert "INFO:nncf" not in captured.err  # nor its per-operation notices
