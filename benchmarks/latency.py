@@ -331,7 +331,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=openvino_engine.PRECISIONS,
         help="what the openvino engine computes in (default: its own default, "
         "$PYINSTANCE_OPENVINO_PRECISION)",
     )

@@ -149,18 +149,22 @@ class SessionPool:
 
     def _fix(self, key: tuple[int, Shape], batch: np.ndarray) -> np.ndarray:
         """Build, check and keep the fixed-shape session of ``key`` (and of its shape on one
-        thread, for a key of several threads); the output on ``batch``."""
+        thread, for a key of several threads); the output on ``batch`` of the session that
+        answers the shape from now on (the fixed one if kept, else the dynamic one)."""
         expected = run_session(self.dynamic(key[0]), batch)
         keys = [key]
         with self._lock:
             if key[0] > 1 and (1, key[1]) not in self._fixed:
                 keys.append((1, key[1]))
         built = {}
+        answer = expected
         for wanted in keys:
-            session = self._checked(wanted, batch, expected)
-            if session is None:
+            checked = self._checked(wanted, batch, expected)
+            if checked is None:
                 break
-            built[wanted] = session
+            built[wanted], got = checked
+            if wanted == key:
+                answer = got
         with self._lock:
             self._building.discard(key)
             if key not in built:
@@ -170,10 +174,13 @@ class SessionPool:
                 self._fixed.move_to_end(wanted, last=wanted == key)
             while len(self._fixed) > MAX_FIXED_SESSIONS:
                 self._fixed.popitem(last=False)
-        return expected
+        return answer
 
-    def _checked(self, key: tuple[int, Shape], batch: np.ndarray, expected: np.ndarray) -> Any:
-        """A new session of ``key`` that gives ``expected`` on ``batch``, else None (warned)."""
+    def _checked(
+        self, key: tuple[int, Shape], batch: np.ndarray, expected: np.ndarray
+    ) -> tuple[Any, np.ndarray] | None:
+        """A new session of ``key`` that agrees with ``expected`` on ``batch`` and its output
+        there, else None (warned)."""
         try:
             candidate = self._make(*key)
             got = run_session(candidate, batch)
@@ -182,7 +189,7 @@ class SessionPool:
             return None
         same_shape = got.shape == expected.shape
         if same_shape and self._agrees(got, expected):
-            return candidate
+            return candidate, got
         difference = float(np.max(np.abs(got - expected))) if same_shape and got.size else None
         log.warning(
             "not fixing input shape %s: its session differs from the dynamic one by %s "

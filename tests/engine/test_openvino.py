@@ -107,8 +107,8 @@ def test_bf16_is_refused_where_the_cpu_lacks_it(tiny, tmp_path, monkeypatch) -> 
     with pytest.raises(ValueError, match="precision: 'bf16' needs a CPU"):
         OpenVinoEngine(*tiny, precision="bf16", cache_dir=tmp_path)
     assert OpenVinoEngine(*tiny, cache_dir=tmp_path).precision == "fp32"  # the default drops
-    with pytest.raises(ValueError, match="precision: expected one of fp32, bf16"):
-        OpenVinoEngine(*tiny, precision="int8", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="precision: expected one of fp32, bf16, int8, got 'fp16'"):
+        OpenVinoEngine(*tiny, precision="fp16", cache_dir=tmp_path)
 
 
 def test_openvino_is_the_default_engine_and_computes_in_fp32_unless_told(

@@ -217,7 +217,7 @@ def test_within_compares_the_largest_difference_with_the_tolerance_of_expected()
     np.testing.assert_array_equal(seen[0], expected)
 
 
-def test_the_agreement_sees_the_fixed_output_then_the_dynamic_one() -> None:
+def test_the_agreement_sees_both_outputs_and_the_kept_session_answers_at_once() -> None:
     calls = []
 
     def agrees(got: np.ndarray, expected: np.ndarray) -> bool:
@@ -232,8 +232,23 @@ def test_the_agreement_sees_the_fixed_output_then_the_dynamic_one() -> None:
 
     pool = SessionPool(make, agrees, (Session(), 1), 1)
     batch = np.ones((1, 3, 2, 2), np.float32)
-    np.testing.assert_array_equal(pool.run(batch, 1), batch)  # the dynamic answer first
+    # the run that builds the fixed session answers with it, as every later run does
+    np.testing.assert_array_equal(pool.run(batch, 1), batch + 3.0)
     ((got, expected),) = calls
     np.testing.assert_array_equal(got, batch + 3.0)
     np.testing.assert_array_equal(expected, batch)
-    np.testing.assert_array_equal(pool.run(batch, 1), batch + 3.0)  # then the fixed one
+    np.testing.assert_array_equal(pool.run(batch, 1), batch + 3.0)
+    assert made == [(1, 3, 2, 2)]
+
+
+def test_a_refused_session_leaves_the_dynamic_answer() -> None:
+    pool = SessionPool(
+        lambda threads, shape: Session(offset=0.0 if shape is None else 3.0),
+        lambda got, expected: False,
+        (Session(), 1),
+        1,
+    )
+    batch = np.ones((1, 3, 2, 2), np.float32)
+    for _ in range(2):
+        np.testing.assert_array_equal(pool.run(batch, 1), batch)
+    assert pool.fixed_shapes == []
