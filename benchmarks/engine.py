@@ -29,9 +29,10 @@ costs a program that has no threads to set. ``--load-engines`` picks the engines
 
 ``--precision`` reports museum P@1 (crops, gallery shots, all) through the whole pipeline
 (index build + ``Identifier``) of the default recipe and of Lite0 + GeM at 448 px with ONNX
-Runtime fp32, OpenVINO fp32, OpenVINO bf16 and OpenVINO int8: a precision would be
-OpenVINO's default only if it cost at most 0.01 of P@1 (the rule for int8); bf16 cost
-0.016 on Lite0 + GeM.
+Runtime fp32, OpenVINO fp32, OpenVINO bf16 and OpenVINO int8 (as deployed, and with every
+input size in int8: ``OpenVinoEngine.fix_after = 1``, each new size compiled, slow): a
+precision would be OpenVINO's default only if it cost at most 0.01 of P@1 (the rule for
+int8); bf16 cost 0.016 on Lite0 + GeM.
 
 ``--int8`` adds ONNX Runtime int8 graphs (dynamic quantisation; static per-channel QDQ
 calibrated on 32 museum references, all convolutions or the 1×1 ones only): time per image
@@ -554,14 +555,23 @@ PRECISION_RECIPES = {
 
 
 def pipeline_hits(
-    folder: Path, manifest: Manifest, recipe: Recipe, engine: str, precision: str | None
+    folder: Path,
+    manifest: Manifest,
+    recipe: Recipe,
+    engine: str,
+    precision: str | None,
+    fix_after: int | None = None,
 ) -> np.ndarray:
     """Per museum query: 1 if ``pyinstance.Identifier`` (threshold 0) names its instance,
-    the index built and the queries described by ``engine`` in ``precision``."""
+    the index built and the queries described by ``engine`` in ``precision``
+    (``fix_after``: OpenVINO's runs of a size before its fixed-size session)."""
     variable = openvino_engine.PRECISION_VARIABLE
     default = os.environ.get(variable)
+    default_fix_after = OpenVinoEngine.fix_after
     if precision is not None:
         os.environ[variable] = precision
+    if fix_after is not None:
+        OpenVinoEngine.fix_after = fix_after
     try:
         index, _ = InstanceIndex.build(
             folder, manifest.root / "manifest.csv", recipe, engine=engine
@@ -572,6 +582,7 @@ def pipeline_hits(
             queries = manifest.filter(split="query")
             answers = identifier.identify(queries.paths)
     finally:
+        OpenVinoEngine.fix_after = default_fix_after
         if default is None:
             os.environ.pop(variable, None)
         else:
@@ -582,16 +593,19 @@ def pipeline_hits(
 
 
 def precision_table(manifest: Manifest) -> None:
-    """Museum P@1 of each recipe with ONNX Runtime fp32 and OpenVINO fp32, bf16 and int8."""
+    """Museum P@1 of each recipe with ONNX Runtime fp32 and OpenVINO fp32, bf16 and int8
+    (int8 as deployed: sizes that recur 8 times in int8, the others in fp32; and every
+    size in int8, each compiled on its first run: slow)."""
     configs = []
     if "onnxruntime" in available_engines():
-        configs.append(("onnxruntime", None, "onnxruntime fp32"))
+        configs.append(("onnxruntime", None, None, "onnxruntime fp32"))
     if "openvino" in available_engines():
-        configs.append(("openvino", "fp32", "openvino fp32"))
+        configs.append(("openvino", "fp32", None, "openvino fp32"))
         if openvino_engine.bf16_supported():
-            configs.append(("openvino", "bf16", "openvino bf16"))
+            configs.append(("openvino", "bf16", None, "openvino bf16"))
         if int8_available():
-            configs.append(("openvino", "int8", "openvino int8"))
+            configs.append(("openvino", "int8", None, "openvino int8"))
+            configs.append(("openvino", "int8", 1, "int8, every size"))
     queries = manifest.filter(split="query")
     crops = np.asarray([(s or "").startswith("qsd1") for s in queries.query_sets])
     print(
@@ -602,9 +616,14 @@ def precision_table(manifest: Manifest) -> None:
     print(f"{'recipe':<10} {'engine':<18} {'P@1 crops':>10} {'P@1 gallery':>12} {'P@1 all':>8}")
     with tempfile.TemporaryDirectory() as folder:
         for recipe_name, recipe in PRECISION_RECIPES.items():
-            for number, (engine, precision, label) in enumerate(configs):
+            for number, (engine, precision, fix_after, label) in enumerate(configs):
                 hits = pipeline_hits(
-                    Path(folder) / f"{recipe_name}-{number}", manifest, recipe, engine, precision
+                    Path(folder) / f"{recipe_name}-{number}",
+                    manifest,
+                    recipe,
+                    engine,
+                    precision,
+                    fix_after,
                 )
                 print(
                     f"{recipe_name:<10} {label:<18} {hits[crops].mean():>10.3f} "
