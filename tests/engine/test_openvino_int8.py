@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
 import warnings
 import zipfile
@@ -24,6 +25,7 @@ from pyinstance.engine import (
     openvino_engine,
 )
 from pyinstance.engine.sample_photos import calibration_batches, probe_batches
+from pyinstance.models.pooling import GeM
 
 from .conftest import TinyBackbone, requires_openvino
 
@@ -267,3 +269,51 @@ def test_quantising_writes_nothing_to_stdout(tiny, tmp_path, capfd) -> None:  # 
     captured = capfd.readouterr()
     assert captured.out == ""  # a command's stdout may be JSON
     assert "INFO:nncf" not in captured.err  # nor its per-operation notices
+
+
+CHILD = """
+import os, sys, time
+import torch
+from torch import nn
+from pyinstance.engine import OpenVinoEngine, int8
+from pyinstance.models.pooling import GeM
+
+torch.manual_seed(0)
+backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+backbone.min_input_size = 8
+replace = os.replace
+
+def stalled_replace(source, target):
+    if str(target).endswith("-openvino-int8.zip"):
+        print("writing", flush=True)
+        time.sleep(600)  # killed here: the whole file is written, not yet in place
+    return replace(source, target)
+
+os.replace = stalled_replace
+OpenVinoEngine(backbone, GeM(16), precision="int8", cache_dir=sys.argv[1])
+"""
+
+
+def test_a_process_killed_while_caching_leaves_no_partial_model(tmp_path) -> None:  # noqa: ANN001
+    child = subprocess.Popen(
+        [sys.executable, "-P", "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "writing"
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+    # the int8 model is cached before the ONNX graph: neither is in place, not even in part
+    assert not list(tmp_path.glob("*.zip")) and not list(tmp_path.glob("*.onnx"))
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+    )
+    backbone.min_input_size = 8
+    engine = OpenVinoEngine(backbone, GeM(16), precision="int8", cache_dir=tmp_path)
+    assert engine.exported and int8.cache_path(engine.path).is_file()
+    assert engine.int8_cosine >= int8.DESCRIPTOR_MIN_COSINE
