@@ -449,6 +449,11 @@ MUTATION_TESTS = {
     ],
     "pyinstance/engine/export.py": ["tests/engine/test_export_units.py"],
     "pyinstance/engine/exported.py": ["tests/engine/test_export_units.py"],
+    "pyinstance/engine/int8.py": [
+        "tests/engine/test_int8_units.py",
+        "tests/engine/test_int8_cache_units.py",
+    ],
+    "pyinstance/engine/sample_photos.py": ["tests/engine/test_int8_units.py"],
     # Not tests/serve/test_command.py (it builds an index): create_app and uvicorn replaced.
     "pyinstance/commands/serve.py": ["tests/serve/test_command_units.py"],
 }
