@@ -13,18 +13,21 @@ import numpy as np
 import pytest
 
 from pyinstance.engine import int8, sample_photos
+from pyinstance.engine.export import ExportError
 
 openvino = pytest.importorskip("openvino")
 KEY = "k" * 64
 
 
 def _model(scale: float = 1.0):  # noqa: ANN202
-    """images 1×3×4×4 -> a 1×1 convolution with weights ``scale`` × (0..5)."""
+    """images 1×3×4×4 -> a 1×1 convolution with weights ``scale`` × (0..5), plus 0.5: seven
+    float32 constants, 28 bytes of weights (not a multiple of 8)."""
     from openvino import opset13 as ops
 
     images = ops.parameter([1, 3, 4, 4], np.float32, name="images")
     weights = ops.constant(scale * np.arange(6, dtype=np.float32).reshape(2, 3, 1, 1))
-    output = ops.convolution(images, weights, [1, 1], [0, 0], [0, 0], [1, 1])
+    convolved = ops.convolution(images, weights, [1, 1], [0, 0], [0, 0], [1, 1])
+    output = ops.add(convolved, ops.constant(np.float32(0.5)))
     return openvino.Model([output], [images], "tiny")
 
 
@@ -56,9 +59,11 @@ def test_serialize_writes_the_ir_its_key_and_checksums() -> None:
         "model.bin": hashlib.sha256(parts["model.bin"]).hexdigest(),
     }
     assert parts["model.xml"].startswith(b"<?xml")
-    # the weights are kept in float32 (no fp16 compression): 6 values, 24 bytes
-    weights = np.frombuffer(parts["model.bin"], np.float32)
-    np.testing.assert_array_equal(weights, np.arange(6, dtype=np.float32))
+    # the weights are kept in float32 (no fp16 compression): 7 values, 28 bytes
+    weights = np.sort(np.frombuffer(parts["model.bin"], np.float32))
+    np.testing.assert_array_equal(weights, [0, 0.5, 1, 2, 3, 4, 5])
+    with zipfile.ZipFile(io.BytesIO(int8.serialize(openvino, _model(), KEY))) as archive:
+        assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_DEFLATED}
 
 
 def test_deserialize_gives_back_the_same_model() -> None:
@@ -66,7 +71,9 @@ def test_deserialize_gives_back_the_same_model() -> None:
     model = int8.deserialize(openvino, openvino.Core(), data, KEY)
     got = _run(model)
     assert got.shape == (1, 2, 4, 4)
-    np.testing.assert_array_equal(got[0, :, 0, 0], [2.0 * (0 + 1 + 2), 2.0 * (3 + 4 + 5)])
+    np.testing.assert_array_equal(
+        got[0, :, 0, 0], [2.0 * (0 + 1 + 2) + 0.5, 2.0 * (3 + 4 + 5) + 0.5]
+    )
 
 
 def test_deserialize_refuses_another_key_or_changed_parts() -> None:
@@ -97,7 +104,7 @@ def test_a_cached_model_is_used_without_quantising(tmp_path, monkeypatch) -> Non
         openvino, openvino.Core(), _model(), path, KEY, no_calibration
     )
     assert unsaved is None
-    assert _run(model)[0, 0, 0, 0] == 3.0 * 3
+    assert _run(model)[0, 0, 0, 0] == 3.0 * 3 + 0.5
 
 
 @pytest.mark.parametrize("content", [None, b"", b"garbage", "other key"])
@@ -111,21 +118,28 @@ def test_a_missing_or_bad_cache_file_is_quantised_again(
         path.write_bytes(content)
     seen = []
 
+    original = _model()
+
     def fake_quantize(model, calibration):  # noqa: ANN001, ANN202
-        seen.append(calibration)
+        seen.append((model, calibration))
         return _model(7.0)
 
     monkeypatch.setattr(int8, "quantize", fake_quantize)
     with caplog.at_level(logging.WARNING, logger=int8.__name__):
         model, unsaved = int8.cached_or_quantized(
-            openvino, openvino.Core(), _model(), path, KEY, lambda: ["calibration"]
+            openvino, openvino.Core(), original, path, KEY, lambda: ["calibration"]
         )
-    assert seen == [["calibration"]]
-    assert _run(model)[0, 0, 0, 0] == 7.0 * 3
+    assert seen == [(original, ["calibration"])]
+    assert _run(model)[0, 0, 0, 0] == 7.0 * 3 + 0.5
     assert unsaved is not None and json.loads(_parts(unsaved)["meta.json"])["key"] == KEY
-    assert ("rebuilding the cached int8 model" in caplog.text) == (content is not None)
-    if content is not None:
-        assert str(path) in caplog.text
+    messages = [record.getMessage() for record in caplog.records]
+    if content is None:
+        assert messages == []
+    else:
+        (message,) = messages
+        assert message.startswith(f"rebuilding the cached int8 model {path}: ")
+        reason = "holds cache key 'other'" if content == "other key" else "not a zip file"
+        assert reason in message
     assert path.exists() == (content is not None)  # nothing written until the check passes
 
 
@@ -144,8 +158,9 @@ def test_save_writes_atomically_and_survives_a_read_only_cache(
     with caplog.at_level(logging.WARNING, logger=int8.__name__):
         int8.save(path, b"new")
     assert path.read_bytes() == b"data"
-    assert f"cannot cache the int8 model at {path}: " in caplog.text
-    assert "read-only file system" in caplog.text
+    (message,) = [record.getMessage() for record in caplog.records]
+    assert message.startswith(f"cannot cache the int8 model at {path}: ")
+    assert "read-only file system" in message
 
 
 def test_the_key_depends_on_the_graph_versions_settings_and_photos(tmp_path, monkeypatch) -> None:  # noqa: ANN001
@@ -182,3 +197,71 @@ def test_the_key_depends_on_the_graph_versions_settings_and_photos(tmp_path, mon
     first.write_bytes(first.read_bytes()[:-1])
     first.rename(first.with_name("renamed.jpg"))
     assert int8.cache_key("graph", "2026.4") != base
+
+
+def _head_model():  # noqa: ANN202
+    """A convolution, ReLU, then GeM-like head operations (power, mean, power)."""
+    from openvino import opset13 as ops
+
+    images = ops.parameter([1, 3, 8, 8], np.float32, name="images")
+    weights = ops.constant(np.random.default_rng(0).normal(size=(4, 3, 1, 1)).astype(np.float32))
+    features = ops.relu(ops.convolution(images, weights, [1, 1], [0, 0], [0, 0], [1, 1]))
+    cubed = ops.power(features, ops.constant(np.float32(3.0)))
+    pooled = ops.reduce_mean(cubed, ops.constant(np.array([2, 3], np.int64)), keep_dims=False)
+    output = ops.power(pooled, ops.constant(np.float32(1 / 3)))
+    return openvino.Model([output], [images], "head")
+
+
+def _calibration() -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.normal(size=(1, 3, 8, 8)).astype(np.float32) for _ in range(5)]
+
+
+def test_quantize_calls_nncf_with_the_preset_head_scope_and_every_image(monkeypatch) -> None:  # noqa: ANN001
+    nncf = pytest.importorskip("nncf")
+    calls = []
+    monkeypatch.setattr(nncf, "quantize", lambda *a, **k: calls.append((a, k)) or "quantised")
+    model, calibration = _head_model(), _calibration()
+    assert int8.quantize(model, calibration) == "quantised"
+    ((args, kwargs),) = calls
+    assert args[0] is model
+    assert list(args[1].get_inference_data()) == calibration
+    assert kwargs["preset"] == nncf.QuantizationPreset.MIXED
+    assert kwargs["subset_size"] == 5
+    scope = kwargs["ignored_scope"]
+    assert list(scope.types) == list(int8.HEAD_OPERATIONS) and scope.validate is False
+
+
+def test_quantize_a_small_network_quietly_leaving_the_head_in_float(monkeypatch, capfd) -> None:  # noqa: ANN001
+    pytest.importorskip("nncf")
+    nncf_log = logging.getLogger("nncf")
+    monkeypatch.setattr(nncf_log, "level", 7)
+    quantised = int8.quantize(_head_model(), _calibration())
+    assert nncf_log.level == 7  # restored
+    captured = capfd.readouterr()
+    assert captured.out == "" and "INFO:nncf" not in captured.out + captured.err
+    quantizers = [op for op in quantised.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+    assert quantizers  # the convolution's input and weights
+    consumers = {
+        target.get_node().get_type_name()
+        for op in quantizers
+        for target in op.output(0).get_target_inputs()
+    }
+    assert "Convolution" in consumers
+    assert not consumers & set(int8.HEAD_OPERATIONS)
+
+
+def test_quantize_reports_nncf_failures_as_export_errors(monkeypatch) -> None:  # noqa: ANN001
+    nncf = pytest.importorskip("nncf")
+
+    def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("unsupported operation")
+
+    monkeypatch.setattr(nncf, "quantize", fail)
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    with pytest.raises(
+        ExportError, match="^nncf cannot quantise the graph: RuntimeError: unsupported operation$"
+    ):
+        int8.quantize(_head_model(), _calibration())
+    assert nncf_log.level == level

@@ -139,3 +139,30 @@ def test_quantize_refuses_an_empty_calibration() -> None:
 def test_each_output_kind_has_its_minimum_cosine() -> None:
     assert int8.min_cosine_for("descriptors") == int8.DESCRIPTOR_MIN_COSINE == 0.93
     assert int8.min_cosine_for("features") == int8.FEATURE_MIN_COSINE == 0.85
+
+
+def test_min_cosine_divides_by_the_norms_whatever_their_size() -> None:
+    small = np.array([[0.3, 0.4], [0.03, 0.0]])  # norms 0.5 and 0.03
+    same_direction = np.array([[0.6, 0.8], [0.5, 0.0]])
+    assert int8.min_cosine(small, same_direction) == pytest.approx(1.0)
+    big = np.array([[30.0, 40.0]])
+    assert int8.min_cosine(big, np.array([[40.0, 30.0]])) == pytest.approx(0.96)
+
+
+def test_min_cosine_of_all_zero_outputs_is_one() -> None:
+    assert int8.min_cosine(np.zeros((3, 4)), np.zeros((3, 4))) == 1.0
+    assert int8.min_cosine(np.zeros((1, 4)), np.ones((1, 4))) == 0.0
+    assert int8.min_cosine(np.ones((1, 4)), np.zeros((1, 4))) == 0.0
+
+
+def test_a_cosine_exactly_at_the_minimum_passes(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(int8, "DESCRIPTOR_MIN_COSINE", 0.96)
+    probes = [torch.tensor([[3.0, 4.0]])]
+    turned = np.array([[4.0, 3.0]], np.float32)  # cosine 24 / 25 = 0.96
+    assert (
+        int8.check_against_torch(torch.nn.Identity(), lambda b: turned, "descriptors", probes)
+        == 0.96
+    )
+    monkeypatch.setattr(int8, "DESCRIPTOR_MIN_COSINE", 0.9600001)
+    with pytest.raises(ExportError, match="cosine 0.960 < 0.9600001"):
+        int8.check_against_torch(torch.nn.Identity(), lambda b: turned, "descriptors", probes)
