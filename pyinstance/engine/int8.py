@@ -80,16 +80,16 @@ def cache_key(graph_key: str, openvino_version: str) -> str:
     """SHA-256 of what a quantised model depends on besides the graph (whose key is
     ``graph_key``): versions, settings and the calibration photos' bytes."""
     digest = hashlib.sha256()
-    settings = {
-        "format": _FORMAT,
-        "graph": graph_key,
-        "nncf": import_nncf().__version__,
-        "openvino": openvino_version,
-        "preset": PRESET,
-        "head_operations": HEAD_OPERATIONS,
-        "calibration_sides": CALIBRATION_SIDES,
-    }
-    digest.update(json.dumps(settings, sort_keys=True).encode())
+    settings = [
+        _FORMAT,
+        graph_key,
+        import_nncf().__version__,
+        openvino_version,
+        PRESET,
+        HEAD_OPERATIONS,
+        CALIBRATION_SIDES,
+    ]
+    digest.update(json.dumps(settings).encode())
     for path in sample_photos():
         digest.update(f"|{path.parent.name}/{path.name}|".encode())
         digest.update(path.read_bytes())
