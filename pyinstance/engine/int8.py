@@ -139,7 +139,7 @@ def serialize(openvino: ModuleType, model: Any, key: str) -> bytes:
     meta = {"key": key, **{name: hashlib.sha256(data).hexdigest() for name, data in parts.items()}}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("meta.json", json.dumps(meta, sort_keys=True))
+        archive.writestr("meta.json", json.dumps(meta))
         for name, data in parts.items():
             archive.writestr(name, data)
     return buffer.getvalue()
