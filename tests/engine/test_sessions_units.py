@@ -252,3 +252,36 @@ def test_a_refused_session_leaves_the_dynamic_answer() -> None:
     for _ in range(2):
         np.testing.assert_array_equal(pool.run(batch, 1), batch)
     assert pool.fixed_shapes == []
+
+
+class Widened(Session):
+    """Gives one column more than the dynamic session."""
+
+    def run(self, outputs: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        batch = feeds["images"]
+        return [np.ones((batch.shape[0], 5), np.float32)]
+
+
+def test_the_warning_names_a_shape_mismatch_and_a_difference_of_nonzero_outputs(caplog) -> None:  # noqa: ANN001
+    class Narrow(Session):
+        def run(self, outputs: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return [np.ones((feeds["images"].shape[0], 4), np.float32)]
+
+    batch = np.full((2, 3, 5, 5), 2.0, np.float32)
+    with caplog.at_level(logging.WARNING, logger=sessions.__name__):
+        widened = SessionPool(
+            lambda threads, shape: Narrow() if shape is None else Widened(),
+            within(lambda expected: 1e-4),
+            (Narrow(), 1),
+            1,
+        )
+        shifted, _ = _pool(fixed=Session(offset=0.5))
+        widened.run(batch, 1)
+        for _ in range(2):
+            shifted.run(batch, 1)
+    assert [record.getMessage() for record in caplog.records] == [
+        "not fixing input shape (2, 3, 5, 5): its session differs from the dynamic one by - "
+        "(shape (2, 5) vs (2, 4))",
+        "not fixing input shape (2, 3, 5, 5): its session differs from the dynamic one by 0.5 "
+        "(shape (2, 3, 5, 5) vs (2, 3, 5, 5))",
+    ]
