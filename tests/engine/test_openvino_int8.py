@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,8 +298,14 @@ OpenVinoEngine(backbone, GeM(16), precision="int8", cache_dir=sys.argv[1])
 
 
 def test_a_process_killed_while_caching_leaves_no_partial_model(tmp_path) -> None:  # noqa: ANN001
+    import pyinstance
+
+    here = str(Path(pyinstance.__file__).resolve().parent.parent)  # the pyinstance under test
     child = subprocess.Popen(
-        [sys.executable, "-P", "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-P", "-c", CHILD, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])},
     )
     try:
         assert child.stdout.readline().strip() == "writing"
