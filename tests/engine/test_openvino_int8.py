@@ -325,3 +325,50 @@ def test_a_process_killed_while_caching_leaves_no_partial_model(tmp_path) -> Non
     engine = OpenVinoEngine(backbone, GeM(16), precision="int8", cache_dir=tmp_path)
     assert engine.exported and int8.cache_path(engine.path).is_file()
     assert engine.int8_cosine >= int8.DESCRIPTOR_MIN_COSINE
+
+
+def test_a_model_cached_under_another_openvino_version_is_rebuilt(
+    tiny, tmp_path, monkeypatch, caplog
+) -> None:  # noqa: ANN001
+    OpenVinoEngine(*tiny, precision="int8", cache_dir=tmp_path)
+    openvino = openvino_engine.import_openvino()
+    monkeypatch.setattr(openvino, "get_version", lambda: "1999.0-other")
+    OpenVinoEngine(*tiny, precision="int8", cache_dir=tmp_path)
+    assert "rebuilding the cached int8 model" in caplog.text
+    assert "holds cache key" in caplog.text
+
+
+def test_another_networks_int8_model_is_not_used(tmp_path, caplog) -> None:  # noqa: ANN001
+    other = OpenVinoEngine(TinyBackbone(seed=1), GeM(16), precision="int8", cache_dir=tmp_path)
+    backbone, head = TinyBackbone(seed=2), GeM(16)
+    wanted = OpenVinoEngine(backbone, head, precision="int8", cache_dir=tmp_path)
+    path = int8.cache_path(wanted.path)
+    path.write_bytes(int8.cache_path(other.path).read_bytes())  # the right name, another model
+    engine = OpenVinoEngine(backbone, head, precision="int8", cache_dir=tmp_path)
+    assert "rebuilding the cached int8 model" in caplog.text
+    assert engine.int8_cosine >= int8.DESCRIPTOR_MIN_COSINE
+
+
+def test_every_model_is_compiled_with_the_engines_threads(tiny, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    seen = []
+    config = OpenVinoEngine._config
+    monkeypatch.setattr(
+        OpenVinoEngine,
+        "_config",
+        lambda self, threads: seen.append(threads) or config(self, threads),
+    )
+    engine = OpenVinoEngine(*tiny, precision="int8", threads=2, cache_dir=tmp_path)
+    engine.sessions.fix_after = 1
+    engine.sessions.run(PHOTOS[0].numpy(), 2)
+    # the dynamic fp32 session, the three probe sizes of the int8 check, then the fixed
+    # session at 2 threads and its one-thread twin
+    assert seen == [2, 2, 2, 2, 2, 1]
+
+
+def test_int8_sessions_agree_at_exactly_the_minimum_cosine(engine, monkeypatch) -> None:  # noqa: ANN001
+    expected = np.array([[3.0, 4.0]], np.float32)
+    got = np.array([[4.0, 3.0]], np.float32)  # cosine 0.96
+    monkeypatch.setattr(int8, "DESCRIPTOR_MIN_COSINE", 0.96)
+    assert engine._agrees(got, expected)
+    monkeypatch.setattr(int8, "DESCRIPTOR_MIN_COSINE", 0.9600001)
+    assert not engine._agrees(got, expected)
