@@ -372,3 +372,33 @@ def test_int8_sessions_agree_at_exactly_the_minimum_cosine(engine, monkeypatch) 
     assert engine._agrees(got, expected)
     monkeypatch.setattr(int8, "DESCRIPTOR_MIN_COSINE", 0.9600001)
     assert not engine._agrees(got, expected)
+
+
+class ShiftedBackbone(TinyBackbone):
+    """Expects inputs normalised with its own mean and std, not ImageNet's."""
+
+    input_mean = (0.5, 0.25, 0.125)
+    input_std = (0.2, 0.3, 0.4)
+
+
+def test_calibration_and_probes_use_the_backbones_normalisation(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    seen = []
+    for name in ("calibration_batches", "probe_batches"):
+        original = getattr(openvino_engine, name)
+
+        def spy(mean, std, _name=name, _original=original):  # noqa: ANN001, ANN202
+            seen.append((_name, mean, std))
+            return _original(mean, std)
+
+        monkeypatch.setattr(openvino_engine, name, spy)
+    OpenVinoEngine(ShiftedBackbone(), GeM(16), precision="int8", cache_dir=tmp_path)
+    assert sorted(seen) == [
+        ("calibration_batches", (0.5, 0.25, 0.125), (0.2, 0.3, 0.4)),
+        ("probe_batches", (0.5, 0.25, 0.125), (0.2, 0.3, 0.4)),
+    ]
+
+
+def test_other_precisions_have_no_int8_cosine(tiny, tmp_path) -> None:  # noqa: ANN001
+    engine = OpenVinoEngine(*tiny, precision="fp32", cache_dir=tmp_path)
+    assert engine.int8_cosine is None
+    assert not list(tmp_path.glob("*.zip"))
