@@ -146,7 +146,9 @@ def quality(session: nox.Session) -> None:
 
 #: Tests that exercise a module, where not every test under tests/<package>/ (the default).
 MUTATION_TESTS = {
-    "pyinstance/extraction.py": ["tests/test_extract.py"],
+    # tests/test_extract_units.py: the batching loop, engines, progress, threads and modes
+    # with tiny modules (milliseconds a test).
+    "pyinstance/extraction.py": ["tests/test_extract.py", "tests/test_extract_units.py"],
     # Not tests/test_identify.py (~160 s: it builds an index of real photos with the
     # pretrained network): these files test the modules on a palette index described by a
     # fake describer (tests/pipeline_fakes.py), every answer worked out by hand.
@@ -382,7 +384,6 @@ MUTATION_TESTS = {
         ]
         for name in (
             "_args",
-            "_arrays",
             "_reference",
             "knn_dot",
             "knn_screen",
@@ -390,6 +391,12 @@ MUTATION_TESTS = {
             "triplet_mine",
         )
     },
+    # The array layer's own tests (every input kind, check and error; the cupy stand-in):
+    # the wrappers' tests reach it only through kernels (seconds a mutant under load).
+    "pyinstance/ops/_arrays.py": [
+        "tests/ops/test_arrays.py",
+        "tests/ops/test_wrapper_edges.py",
+    ],
     # tests/train/ trains networks and launches torchrun jobs (seconds to minutes a mutant);
     # these files test each module on dicts, fake indexes and tiny tensors.
     # test_config.py writes photos for every config: only the dict-based answers file.
