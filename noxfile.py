@@ -396,6 +396,7 @@ MUTATION_TESTS = {
     "pyinstance/ops/_arrays.py": [
         "tests/ops/test_arrays.py",
         "tests/ops/test_wrapper_edges.py",
+        "tests/ops/test_arrays_answers.py",
     ],
     # tests/train/ trains networks and launches torchrun jobs (seconds to minutes a mutant);
     # these files test each module on dicts, fake indexes and tiny tensors.

@@ -4,6 +4,7 @@ collections, a skipped whitening stored beside learnt scale weights, the skip re
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pyinstance.postprocess import (
     DatabaseAugmentation,
@@ -80,3 +81,12 @@ def test_a_stored_whitening_keeps_its_ridge_beside_learnt_scale_weights() -> Non
     assert restored.whitening.ridge == 0.25 and restored.whitening.method == "pca"
     np.testing.assert_array_equal(restored.aggregation.weights, fitted.aggregation.weights)
     np.testing.assert_array_equal(restored.references(references), fitted.references(references))
+
+
+def test_references_that_are_not_sets_are_named_with_their_layout() -> None:
+    flat = np.eye(3, dtype=np.float32)
+    for config in (PostProcessConfig(), PostProcessConfig(scale_weights="learnt")):
+        with pytest.raises(
+            ValueError, match=r"^references: expected a \(N, P, D\) array, got shape \(3, 3\)$"
+        ):
+            config.fit(flat, ["a", "a", "b"])
