@@ -78,3 +78,17 @@ def test_broadcast_numpy_arrays_are_viewed_without_a_copy() -> None:
     tensor, kind = _arrays.to_tensor(wide, "x")
     assert kind is ArrayKind.NUMPY and tensor.stride() == (0, 1)
     assert tensor.data_ptr() == row.ctypes.data and tensor.tolist() == [row.tolist()] * 3
+
+
+def test_torch_arrays_on_cuda_keep_torchs_own_stream() -> None:
+    """Only cupy arrays switch the stream: torch tensors on CUDA (and numpy) leave it."""
+    for kind in (ArrayKind.TORCH, ArrayKind.NUMPY):
+        assert isinstance(_arrays.torch_stream(torch.device("cuda"), kind), contextlib.nullcontext)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cupy_arrays_on_cuda_ask_for_the_current_stream() -> None:
+    """cupy arrays on a CUDA device look up the caller's stream: without CUDA that lookup
+    is torch's error, not a silent no-op."""
+    with pytest.raises((AssertionError, RuntimeError)):
+        _arrays.torch_stream(torch.device("cuda"), ArrayKind.CUPY)
