@@ -383,7 +383,6 @@ MUTATION_TESTS = {
             ),
         ]
         for name in (
-            "_args",
             "_reference",
             "knn_dot",
             "knn_screen",
@@ -391,8 +390,10 @@ MUTATION_TESTS = {
             "triplet_mine",
         )
     },
-    # The array layer's own tests (every input kind, check and error; the cupy stand-in):
-    # the wrappers' tests reach it only through kernels (seconds a mutant under load).
+    # The argument checks' and the array layer's own tests (every bound, input kind, check
+    # and error; the cupy stand-in): the wrappers' tests reach them only through kernels
+    # (seconds a mutant under load).
+    "pyinstance/ops/_args.py": ["tests/ops/test_args.py", "tests/ops/test_args_answers.py"],
     "pyinstance/ops/_arrays.py": [
         "tests/ops/test_arrays.py",
         "tests/ops/test_wrapper_edges.py",
