@@ -146,7 +146,9 @@ def quality(session: nox.Session) -> None:
 
 #: Tests that exercise a module, where not every test under tests/<package>/ (the default).
 MUTATION_TESTS = {
-    "pyinstance/extraction.py": ["tests/test_extract.py"],
+    # tests/test_extract_units.py: the batching loop, engines, progress, threads and modes
+    # with tiny modules (milliseconds a test).
+    "pyinstance/extraction.py": ["tests/test_extract.py", "tests/test_extract_units.py"],
     # Not tests/test_identify.py (~160 s: it builds an index of real photos with the
     # pretrained network): these files test the modules on a palette index described by a
     # fake describer (tests/pipeline_fakes.py), every answer worked out by hand.
@@ -381,8 +383,6 @@ MUTATION_TESTS = {
             ),
         ]
         for name in (
-            "_args",
-            "_arrays",
             "_reference",
             "knn_dot",
             "knn_screen",
@@ -390,6 +390,15 @@ MUTATION_TESTS = {
             "triplet_mine",
         )
     },
+    # The argument checks' and the array layer's own tests (every bound, input kind, check
+    # and error; the cupy stand-in): the wrappers' tests reach them only through kernels
+    # (seconds a mutant under load).
+    "pyinstance/ops/_args.py": ["tests/ops/test_args.py", "tests/ops/test_args_answers.py"],
+    "pyinstance/ops/_arrays.py": [
+        "tests/ops/test_arrays.py",
+        "tests/ops/test_wrapper_edges.py",
+        "tests/ops/test_arrays_answers.py",
+    ],
     # tests/train/ trains networks and launches torchrun jobs (seconds to minutes a mutant);
     # these files test each module on dicts, fake indexes and tiny tensors.
     # test_config.py writes photos for every config: only the dict-based answers file.
