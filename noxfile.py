@@ -333,6 +333,7 @@ MUTATION_TESTS = {
     "pyinstance/index/report.py": ["tests/index/test_add_report.py"],
     "pyinstance/index/processed.py": [
         "tests/index/test_processed_units.py",
+        "tests/index/test_processed_state.py",
         "tests/index/test_postprocess.py",
     ],
     "pyinstance/index/metadata.py": [
