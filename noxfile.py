@@ -351,6 +351,7 @@ MUTATION_TESTS = {
         "tests/index/test_store.py",
         "tests/index/test_store_lookup.py",
         "tests/index/test_store_units.py",
+        "tests/index/test_store_helpers.py",
         "tests/index/test_pinned.py",
         "tests/index/test_metadata.py",
         "tests/index/test_postprocess.py",

@@ -1,0 +1,35 @@
+"""The store's helpers checked where the other store tests cannot see them: a read-only
+bfloat16 mapping viewed without a warning however often torch would warn."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyinstance.index.store import _bf16_view, from_storage, to_storage
+
+
+def test_a_read_only_bfloat16_mapping_is_viewed_without_a_warning(tmp_path: Path) -> None:
+    x = np.array([[1.0, -2.5, 0.1, 3.0e-3]], dtype=np.float32)
+    path = tmp_path / "rows.bin"
+    path.write_bytes(to_storage(x, "bfloat16").tobytes())
+    mapped = np.memmap(path, dtype="<u2", mode="r", shape=(1, 4))
+    # torch warns once per process about a read-only array; make it warn every time, so
+    # that the filter around the view is exercised whatever ran before
+    before = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            viewed = _bf16_view(mapped)
+            back = from_storage(mapped, "bfloat16")
+    finally:
+        torch.set_warn_always(before)
+    assert [str(w.message) for w in seen] == []
+    assert viewed.dtype == torch.bfloat16 and viewed.shape == (1, 4)
+    expected = torch.from_numpy(x).to(torch.bfloat16).float().numpy()
+    np.testing.assert_array_equal(viewed.float().numpy(), expected)
+    np.testing.assert_array_equal(back, expected)
