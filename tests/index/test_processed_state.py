@@ -375,3 +375,10 @@ def test_a_view_without_post_processing_is_the_raw_live_rows() -> None:
     view = processed_view(tiny_recipe(), _snapshot(stored, [5, 1]), PATH)
     np.testing.assert_array_equal(view.references[:, 0], stored[[5, 1]])
     np.testing.assert_array_equal(view.snapshot.descriptors, stored[[5, 1]])
+
+
+def test_a_view_of_a_stale_state_names_the_index() -> None:
+    recipe = tiny_recipe().with_(postprocess=WHITEN)
+    stale = _snapshot(unit_rows(4), [0, 1], collection=9, fitted={WHITENING_KEY: (8, _state())})
+    with pytest.raises(StalePostProcessingError, match=f"^index {PATH!r}: the whitening was fi"):
+        processed_view(recipe, stale, PATH)
