@@ -14,10 +14,12 @@ from pyinstance.index.processed import (
     SCALE_WEIGHTS_KEY,
     WHITENING_KEY,
     WHITENING_SET_KEY,
+    ProcessedView,
     StalePostProcessingError,
     _fitted,
     processed_view,
     refit_function,
+    search_sets,
     searches_whitened,
     whitening_set_state,
 )
@@ -382,3 +384,17 @@ def test_a_view_of_a_stale_state_names_the_index() -> None:
     stale = _snapshot(unit_rows(4), [0, 1], collection=9, fitted={WHITENING_KEY: (8, _state())})
     with pytest.raises(StalePostProcessingError, match=f"^index {PATH!r}: the whitening was fi"):
         processed_view(recipe, stale, PATH)
+
+
+def test_many_tied_references_rank_by_position() -> None:
+    # 24 references, three distinct: numpy's default (unstable) sort reorders ties of this
+    # many, the stable one keeps them by position
+    base = unit_rows(3, seed=12)
+    references = base[np.arange(24) % 3][:, None, :]
+    view = ProcessedView(_snapshot(references[:, 0], list(range(24))), None, references)
+    queries = unit_rows(2, seed=13)[:, None, :]
+    found = search_sets(view, queries, 10, None, "max")
+    scores = queries[:, 0] @ base.T
+    for q in range(2):
+        ranked = sorted(range(24), key=lambda p, q=q: (-scores[q, p % 3], p))[:10]
+        assert found.rows[q].tolist() == [10 + p for p in ranked]
