@@ -1,5 +1,6 @@
 """The store's helpers checked where the other store tests cannot see them: a read-only
-bfloat16 mapping viewed without a warning however often torch would warn."""
+bfloat16 mapping viewed without a warning however often torch would warn; an empty index
+mapped in its storage dtype."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from pyinstance.index.store import _bf16_view, from_storage, to_storage
+from pyinstance.index.store import Store, _bf16_view, from_storage, to_storage
+
+from .conftest import DIM, tiny_recipe
 
 
 def test_a_read_only_bfloat16_mapping_is_viewed_without_a_warning(tmp_path: Path) -> None:
@@ -33,3 +37,23 @@ def test_a_read_only_bfloat16_mapping_is_viewed_without_a_warning(tmp_path: Path
     expected = torch.from_numpy(x).to(torch.bfloat16).float().numpy()
     np.testing.assert_array_equal(viewed.float().numpy(), expected)
     np.testing.assert_array_equal(back, expected)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "stored", "viewed"),
+    [
+        ("float32", np.float32, np.float32),
+        ("float16", np.float16, np.float16),
+        ("bfloat16", np.uint16, torch.bfloat16),
+    ],
+)
+def test_an_empty_index_maps_no_rows_of_its_storage_dtype(
+    tmp_path: Path, dtype: str, stored: type, viewed: object
+) -> None:
+    store = Store.create(tmp_path / "ix", tiny_recipe(dtype))
+    snapshot = store.snapshot()
+    assert snapshot.descriptors.shape == (0, DIM)
+    assert snapshot.descriptors.dtype == stored
+    refs = snapshot.refs()
+    assert tuple(refs.shape) == (0, DIM) and refs.dtype == viewed
+    store.close()
