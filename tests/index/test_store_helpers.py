@@ -1,6 +1,6 @@
 """The store's helpers checked where the other store tests cannot see them: a read-only
 bfloat16 mapping viewed without a warning however often torch would warn; an empty index
-mapped in its storage dtype."""
+mapped in its storage dtype; a snapshot's mapping read-only."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from pyinstance.index.store import Store, _bf16_view, from_storage, to_storage
+from pyinstance.index.store import ImageRecord, Store, _bf16_view, from_storage, to_storage
 
-from .conftest import DIM, tiny_recipe
+from .conftest import DIM, tiny_recipe, unit_rows
 
 
 def test_a_read_only_bfloat16_mapping_is_viewed_without_a_warning(tmp_path: Path) -> None:
@@ -56,4 +56,16 @@ def test_an_empty_index_maps_no_rows_of_its_storage_dtype(
     assert snapshot.descriptors.dtype == stored
     refs = snapshot.refs()
     assert tuple(refs.shape) == (0, DIM) and refs.dtype == viewed
+    store.close()
+
+
+def test_a_snapshot_maps_its_rows_read_only(tmp_path: Path) -> None:
+    store = Store.create(tmp_path / "ix", tiny_recipe())
+    x = unit_rows(3)
+    store.add(x, [ImageRecord(f"im{i}", "a", None, None) for i in range(3)])
+    descriptors = store.snapshot().descriptors
+    assert not descriptors.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        descriptors[0, 0] = 5.0
+    np.testing.assert_array_equal(descriptors, x)
     store.close()
