@@ -69,3 +69,19 @@ def test_a_snapshot_maps_its_rows_read_only(tmp_path: Path) -> None:
         descriptors[0, 0] = 5.0
     np.testing.assert_array_equal(descriptors, x)
     store.close()
+
+
+def test_refit_gets_bfloat16_rows_as_their_values(tmp_path: Path) -> None:
+    store = Store.create(tmp_path / "ix", tiny_recipe("bfloat16"))
+    seen = []
+
+    def refit(rows: np.ndarray, instances: list[str]) -> dict:
+        seen.append((rows.copy(), list(instances)))
+        return {}
+
+    x = unit_rows(3)
+    store.add(x, [ImageRecord(f"im{i}", "ab"[i % 2], None, None) for i in range(3)], refit=refit)
+    (rows, instances), *_ = seen
+    assert rows.dtype == np.float32 and instances == ["a", "b", "a"]
+    np.testing.assert_array_equal(rows, torch.from_numpy(x).to(torch.bfloat16).float().numpy())
+    store.close()
