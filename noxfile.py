@@ -335,6 +335,7 @@ MUTATION_TESTS = {
     "pyinstance/index/report.py": ["tests/index/test_add_report.py"],
     "pyinstance/index/processed.py": [
         "tests/index/test_processed_units.py",
+        "tests/index/test_processed_state.py",
         "tests/index/test_postprocess.py",
     ],
     "pyinstance/index/metadata.py": [
@@ -352,6 +353,7 @@ MUTATION_TESTS = {
         "tests/index/test_store.py",
         "tests/index/test_store_lookup.py",
         "tests/index/test_store_units.py",
+        "tests/index/test_store_helpers.py",
         "tests/index/test_pinned.py",
         "tests/index/test_metadata.py",
         "tests/index/test_postprocess.py",
