@@ -150,7 +150,10 @@ MUTATION_TESTS = {
     # Not tests/test_identify.py (~160 s: it builds an index of real photos with the
     # pretrained network): these files test the modules on a palette index described by a
     # fake describer (tests/pipeline_fakes.py), every answer worked out by hand.
-    "pyinstance/identification.py": ["tests/test_identification_units.py"],
+    "pyinstance/identification.py": [
+        "tests/test_identification_units.py",
+        "tests/test_identifier_init_units.py",
+    ],
     "pyinstance/calibration.py": [
         "tests/test_calibration_units.py",
         "tests/test_calibration_whitened.py",
