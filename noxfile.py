@@ -254,6 +254,9 @@ MUTATION_TESTS = {
     # subprocesses: seconds per mutant).
     "pyinstance/cli.py": ["tests/test_cli_answers.py"],
     "pyinstance/commands/__init__.py": ["tests/test_cli_answers.py"],
+    # In-process over a fake index, identifier and calibration (tests/test_identify.py and
+    # tests/test_cli.py run the real pipeline or a subprocess: seconds to minutes a mutant).
+    "pyinstance/commands/identify.py": ["tests/test_identify_command_units.py"],
     "pyinstance/demo/page.py": ["tests/demo/test_page.py", "tests/demo/test_page_answers.py"],
     # Not tests/demo/test_queries.py: its fixture changes the whole bundled collection.
     "pyinstance/demo/queries.py": ["tests/demo/test_queries_answers.py"],
