@@ -419,6 +419,7 @@ def above(value: float) -> float:
     return float(np.nextafter(np.float32(value), np.float32(2), dtype=np.float32))
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # no mean of an empty recall list
 def test_distractors_alone_fit_the_threshold_over_their_best_candidates(index, tmp_path) -> None:
     # A red photo: every view names red at min(1 − 0.2, 1 − 0.8) = 0.2, none of it there.
     path = tmp_path / "red.png"
