@@ -65,6 +65,12 @@ ANSWERS = {
 }
 
 
+OBJECTS = (
+    DetectedObject("vase", 0.75, (1, 2, 3, 4), "v1"),
+    DetectedObject("bowl", 0.5, (5, 6, 7, 8), None),
+)
+
+
 class FakeIdentifier:
     """Answers ANSWERS by file name; "bad.jpg" cannot be decoded, "gone.jpg" is missing."""
 
@@ -85,9 +91,7 @@ class FakeIdentifier:
             raise FileNotFoundError(f"{path}: no such file")
         answer = ANSWERS[path.name]
         if self.multi:
-            objects = (
-                () if path.name == "b.jpg" else (DetectedObject("vase", 0.75, (1, 2, 3, 4), "v1"),)
-            )
+            objects = () if path.name == "b.jpg" else OBJECTS
             answer = Identification(**{**answer.__dict__, "objects": objects})
         return [answer]
 
@@ -181,6 +185,7 @@ def test_identify_table_with_objects_and_a_reranker(opened, identifier, capsys) 
         "vase 0.750 [1, 2, 3, 4]",
         "13",
     ] in rows
+    assert ["", "", "", "bowl 0.500 (-)", "bowl 0.500 [5, 6, 7, 8]", ""] in rows  # one a line
     assert ["b.jpg", "unknown", "0.125", "cup 0.250 (cup.png)", "none", "3"] in rows
 
 
