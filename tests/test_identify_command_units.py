@@ -5,18 +5,20 @@ no network, no index on disk)."""
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 import pyinstance.calibration as calibration_module
 import pyinstance.identification as identification_module
 import pyinstance.objects as objects_module
 from pyinstance.cli import main
-from pyinstance.commands.identify import image_paths
+from pyinstance.commands.identify import _result_table, image_paths
 from pyinstance.data.images import ImageDecodeError
 from pyinstance.identification import Identification, Match
 from pyinstance.index import InstanceIndex
@@ -339,3 +341,22 @@ def test_calibrate_objects_refuses_a_reranker(opened, calibrations, capsys) -> N
     err = capsys.readouterr().err
     assert err.startswith("pyinstance calibrate: error: --rerank: not with --objects")
     assert calibrations == [] and opened == []
+
+
+def test_result_cells_fold_instead_of_being_cut() -> None:
+    """On a narrow terminal a long cell wraps onto more lines, whole (no "…")."""
+    for multi in (False, True):
+        table = _result_table(0.5, multi)
+        name = "photo_" + "x" * 70 + ".jpg"
+        table.add_row(
+            name, "vase_" + "y" * 40, "0.500", "z" * 50, *(["o" * 30] if multi else []), "1"
+        )
+        console = Console(width=60, file=io.StringIO(), color_system=None)
+        console.print(table)
+        text = console.file.getvalue()
+        assert "…" not in text
+        body = "\n".join(line for line in text.splitlines() if "│" in line)  # not the head
+        lines = _table_rows(body)
+        assert "".join(cells[0] for cells in lines) == name
+        assert "".join(cells[1] for cells in lines) == "vase_" + "y" * 40
+        assert "".join(cells[3] for cells in lines) == "z" * 50
