@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from tqdm.auto import tqdm
 
 import pyinstance.calibration as calibration_module
 import pyinstance.identification as identification_module
@@ -43,6 +44,8 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
     monkeypatch.setattr(InstanceIndex, "open", open_index)
     monkeypatch.setenv("COLUMNS", "250")
+    # No progress-bar monitor thread (it can hang a process forked by mutmut).
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)
     return calls
 
 
