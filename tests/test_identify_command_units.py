@@ -173,6 +173,7 @@ def test_identify_table_cells(opened, identifier, capsys) -> None:
     assert ["", "", "", "bowl 0.500 (-)", ""] in rows
     assert ["b.jpg", "unknown", "0.125", "cup 0.250 (cup.png)", "3"] in rows
     assert "identify: 100%" in err and "2/2" in err  # a progress bar for several photos
+    assert "img/s]" in err  # counting photos
 
 
 def test_identify_table_with_objects_and_a_reranker(opened, identifier, capsys) -> None:
