@@ -364,3 +364,26 @@ def test_result_cells_fold_instead_of_being_cut() -> None:
         assert "".join(cells[0] for cells in lines) == name
         assert "".join(cells[1] for cells in lines) == "vase_" + "y" * 40
         assert "".join(cells[3] for cells in lines) == "z" * 50
+
+
+class FlushRecorder(io.StringIO):
+    """stdout that records what had been written at each flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[str] = []
+
+    def flush(self) -> None:
+        self.flushed.append(self.getvalue())
+        super().flush()
+
+
+def test_identify_json_lines_are_flushed_one_by_one(opened, identifier, monkeypatch) -> None:
+    """A reader of the pipe gets each answer as soon as it is known."""
+    out = FlushRecorder()
+    monkeypatch.setattr("sys.stdout", out)
+    assert main(["identify", "ix", "a.jpg", "bad.jpg", "b.jpg", "--json"]) == 1
+    lines = out.getvalue().splitlines(keepends=True)
+    assert len(lines) == 3
+    for count in (1, 2, 3):
+        assert "".join(lines[:count]) in out.flushed
