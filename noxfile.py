@@ -152,7 +152,10 @@ MUTATION_TESTS = {
     # Not tests/test_identify.py (~160 s: it builds an index of real photos with the
     # pretrained network): these files test the modules on a palette index described by a
     # fake describer (tests/pipeline_fakes.py), every answer worked out by hand.
-    "pyinstance/identification.py": ["tests/test_identification_units.py"],
+    "pyinstance/identification.py": [
+        "tests/test_identification_units.py",
+        "tests/test_identifier_init_units.py",
+    ],
     "pyinstance/calibration.py": [
         "tests/test_calibration_units.py",
         "tests/test_calibration_whitened.py",
@@ -253,6 +256,9 @@ MUTATION_TESTS = {
     # subprocesses: seconds per mutant).
     "pyinstance/cli.py": ["tests/test_cli_answers.py"],
     "pyinstance/commands/__init__.py": ["tests/test_cli_answers.py"],
+    # In-process over a fake index, identifier and calibration (tests/test_identify.py and
+    # tests/test_cli.py run the real pipeline or a subprocess: seconds to minutes a mutant).
+    "pyinstance/commands/identify.py": ["tests/test_identify_command_units.py"],
     "pyinstance/demo/page.py": ["tests/demo/test_page.py", "tests/demo/test_page_answers.py"],
     # Not tests/demo/test_queries.py: its fixture changes the whole bundled collection.
     "pyinstance/demo/queries.py": ["tests/demo/test_queries_answers.py"],

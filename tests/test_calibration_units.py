@@ -255,6 +255,10 @@ def test_nothing_is_refitted_when_the_recipe_learns_nothing(tmp_path, postproces
         ({"whiten": {}}, (1.0,), {}),
         ({"whiten": {}, "multiscale": {"reduction": "max"}}, (1.0, 0.5), {}),
         ({"whiten": {}}, (1.0,), {"query_windows": ((1.0, 1), (0.5, 2))}),
+        # Weighted scales are summed into one descriptor per query (scale_sets) ...
+        ({"whiten": {}, "scale_weights": [2, 1]}, (1.0, 0.5), {}),
+        # ... and query expansion reads the refitted references.
+        ({"whiten": {}, "qe": {"k": 2, "alpha": 3.0}}, (1.0,), {}),
     ],
 )
 def test_the_refit_on_every_reference_is_the_index_own_post_processing(
@@ -288,6 +292,30 @@ def test_the_refit_on_a_subset_is_the_post_processing_of_an_index_of_that_subset
             raw = rows(4, 2)
             got = queries(raw)
             np.testing.assert_allclose(got, subset.postprocess_queries(raw)[:, 0], atol=1e-5)
+
+
+def test_a_fold_below_min_references_is_whitened_when_the_index_is(tmp_path) -> None:
+    """The index (24 references, whitening from 20) is searched whitened: a refit on 16 of
+    them whitens too, as an index of those 16 that always whitens does."""
+    with filled(tmp_path / "index", {"whiten": {"min_references": 20}}) as index:
+        assert index.whitened
+        keep = np.arange(len(index)) % 3 != 0
+        references, queries = learnt_postprocessing_fit(index, index.labels())(keep)
+        instances = [index.instances[c] for c in index.labels()[keep]]
+        always = index.recipe.with_(postprocess={"whiten": {}})
+        with InstanceIndex.create(tmp_path / "subset", always) as subset:
+            subset.add_descriptors(
+                index.raw_descriptors()[keep],
+                instances,
+                [f"s{i}" for i in range(int(keep.sum()))],
+                subset.recipe,
+            )
+            assert subset.whitened
+            np.testing.assert_allclose(references, subset.descriptors(), atol=1e-5)
+            raw = rows(4, 2)
+            np.testing.assert_allclose(
+                queries(raw), subset.postprocess_queries(raw)[:, 0], atol=1e-5
+            )
 
 
 @pytest.mark.parametrize("scales", [(1.0,), (1.0, 0.5)])

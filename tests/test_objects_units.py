@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from pyinstance import objects
 from pyinstance.data.composite import Scene
 from pyinstance.index import InstanceIndex
+from pyinstance.index.thresholds import StaleThresholdError
 from pyinstance.objects import (
     HUB_NEIGHBOURS,
     THRESHOLD_SETTING,
@@ -364,6 +365,20 @@ def test_the_threshold_setting_is_the_default(index) -> None:
     assert ObjectFinder(index).zoom is True
 
 
+def test_a_stale_stored_threshold_is_refused_naming_how_to_pass_one(index) -> None:
+    # Calibrated (by this record) on whitened descriptors; the palette index never whitens.
+    record = {"whitened": True, "references": 3}
+    index.set_settings({THRESHOLD_SETTING: 0.25, THRESHOLD_SETTING + "_calibrated_on": record})
+    message = (
+        "^objects_threshold: the index's objects threshold was calibrated on whitened "
+        r"descriptors \(3 references\) but .* again, or pass one explicitly "
+        r"\(identify --objects-threshold\)$"
+    )
+    with pytest.raises(StaleThresholdError, match=message):
+        ObjectFinder(index)
+    assert ObjectFinder(index, threshold=0.5).threshold == 0.5  # one given: not read
+
+
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
@@ -419,6 +434,7 @@ def above(value: float) -> float:
     return float(np.nextafter(np.float32(value), np.float32(2), dtype=np.float32))
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # no mean of an empty recall list
 def test_distractors_alone_fit_the_threshold_over_their_best_candidates(index, tmp_path) -> None:
     # A red photo: every view names red at min(1 − 0.2, 1 − 0.8) = 0.2, none of it there.
     path = tmp_path / "red.png"
