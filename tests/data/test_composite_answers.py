@@ -684,3 +684,171 @@ def test_parameters_at_their_bounds_are_accepted_and_normalised():
     for field, value in (("size", 31), ("aspect", 4.01), ("perspective", 0.41), ("frame", 1.01)):
         with pytest.raises(ValueError, match=field):
             SceneComposer(**{field: value})
+
+
+# --- survivors of the mut-composite2 run (issue 16) -----------------------------------
+
+
+def test_paint_frame_keeps_dark_channels_at_zero():
+    # rim 0.7, body 1.0, lip 1.25 of (0, 1, 200), truncated: a channel of 0 (or 0.7) stays 0
+    canvas = solid(100, 100, (255, 255, 255))
+    item = _Hanging(solid(20, 20), rectangle(40, 40, 60, 60), _Frame(1.0, 0.0, (0, 1, 200)))
+    composite._paint_frame(canvas, item)
+    assert pixel(canvas, 21, 50) == (0, 0, 140)
+    assert pixel(canvas, 30, 50) == (0, 1, 200)
+    assert pixel(canvas, 38, 50) == (0, 1, 250)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error", "message"),
+    [
+        ("size", 31, ValueError, r"^size: expected an integer >= 32"),
+        ("size", 32.0, TypeError, r"^size: expected an integer"),
+        ("scale", (0.0, 0.5), ValueError, r"^scale\[0\]: expected"),
+        ("scale", (0.5, 1.01), ValueError, r"^scale\[1\]: expected"),
+        ("scale", (0.6, 0.5), ValueError, r"^scale: expected low <= high"),
+        ("perspective", -0.01, ValueError, r"^perspective: expected"),
+        ("perspective", 0.41, ValueError, r"^perspective: expected"),
+        ("others", -1, ValueError, r"^others: expected an integer >= 0"),
+        ("others", 1.0, TypeError, r"^others: expected an integer"),
+        ("frame", -0.01, ValueError, r"^frame: expected"),
+        ("frame", 1.01, ValueError, r"^frame: expected"),
+        ("aspect", 0.99, ValueError, r"^aspect: expected"),
+        ("aspect", 4.01, ValueError, r"^aspect: expected"),
+    ],
+)
+def test_parameters_out_of_range_are_refused_by_name(field, value, error, message):
+    with pytest.raises(error, match=message):
+        SceneComposer(**{field: value})
+
+
+def test_parameters_are_stored_as_python_numbers():
+    composer = SceneComposer(
+        size=np.int64(64),
+        scale=(np.float32(0.5), 1),
+        perspective=0,
+        others=np.int64(1),
+        frame=1,
+        aspect=2,
+    )
+    stored = (composer.size, composer.scale, composer.perspective, composer.others)
+    assert stored == (64, (0.5, 1.0), 0.0, 1) and (composer.frame, composer.aspect) == (1.0, 2.0)
+    assert [type(value) for value in (composer.size, composer.others)] == [int, int]
+    numbers = (*composer.scale, composer.perspective, composer.frame, composer.aspect)
+    assert all(type(value) is float for value in numbers)
+
+
+class Indexed(Scripted):
+    """A scripted generator whose integer draws all return ``index``."""
+
+    def __init__(self, index: int, **kwargs):
+        super().__init__(**kwargs)
+        self.index = index
+
+    def integers(self, low, high=None, size=None):
+        return self.index
+
+
+def test_random_frame_shades_each_channel_by_its_own_draw():
+    # black (28, 27, 26); t=0.5: the common shade is 0, the channels' own draws −6, 0, +6
+    rng = Indexed(2, t=0.5, random=[0.0, 0.5], uniform=[[-6.0, 0.0, 6.0]])
+    assert composite._random_frame(rng, 1.0).colour == (22, 27, 32)
+    # t=0: −20 − 6 on every channel, black down to (2, 1, 0): the darkest frame colour
+    assert composite._random_frame(Indexed(2, t=0.0, random=[0.0, 0.5]), 1.0).colour == (2, 1, 0)
+
+
+def test_paste_warped_interpolates_an_enlargement():
+    # a black and a white pixel side by side, pasted 20×10: a smooth ramp between them
+    # (bicubic), not a hard step (nearest)
+    pair = Image.fromarray(np.array([[[0, 0, 0], [255, 255, 255]]], dtype=np.uint8))
+    canvas = solid(30, 14, (0, 0, 255))
+    composite._paste_warped(canvas, pair, rectangle(5, 2, 25, 12))
+    row = np.asarray(canvas)[7, 5:25, 0].astype(int)
+    assert row[0] <= 5 and row[-1] >= 250
+    assert np.all(np.diff(row) >= -12)  # bicubic overshoots a little, never steps back
+    assert len({value for value in row.tolist() if 20 < value < 235}) >= 4
+
+
+def test_call_refuses_bad_arguments_by_name():
+    composer = SceneComposer(size=64)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"^reference: expected a PIL image in mode RGB"):
+        composer(Image.new("L", (10, 10)), rng)
+    with pytest.raises(TypeError, match=r"^reference: expected a PIL image in mode RGB"):
+        composer(np.zeros((10, 10, 3), np.uint8), rng)
+    with pytest.raises(TypeError, match=r"^rng: expected a numpy.random.Generator"):
+        composer(solid(10, 10), 0)
+    with pytest.raises(TypeError, match=r"^others: expected a sequence"):
+        composer(solid(10, 10), rng, solid(10, 10))
+
+
+@pytest.mark.parametrize(("others", "pool", "counts"), [(3, 2, {0, 1, 2}), (1, 3, {0, 1})])
+def test_call_hangs_up_to_others_distinct_pictures(monkeypatch, others, pool, counts):
+    # Real draws: the number tried is uniform in 0..min(others, len(pool)), each picture of
+    # the pool at most once per scene.
+    tried = []
+
+    def beside(self, image, main, footprints, width, height, rng):
+        tried[-1].append(image)
+        return None
+
+    monkeypatch.setattr(SceneComposer, "_beside", beside)
+    composer = SceneComposer(size=64, others=others)
+    images = [solid(8, 6, (index, 0, 0)) for index in range(pool)]
+    for seed in range(30):
+        tried.append([])
+        composer(solid(20, 10), np.random.default_rng(seed), images)
+    assert {len(scene) for scene in tried} == counts
+    assert all(len({id(image) for image in scene}) == len(scene) for scene in tried)
+
+
+# randoms drawn by a scene: the main frame (2), the other's frame (2), the label (wanted,
+# side), the wall (branch, hue, floor), the camera's blur
+LABEL_LEFT = [0.9, 0.9, 0.9, 0.9, 0.0, 0.9, 0.9, 0.9, 0.9, 0.9]
+
+
+def test_call_with_a_label_and_a_shadow():
+    # test_call_worked_out_with_scripted_draws's scene with a label wanted, left of the main
+    # footprint (59..141 × 64.5..106.5): 0.075 · 82 = 6.15 wide, a gap 0.05 · 82, its top
+    # 0.6 down the footprint: x 48.75..54.9, y 89.7..94.0; three lines of text.
+    composer = SceneComposer(size=200, scale=(0.2, 0.6), perspective=0.1, others=2, frame=0.0)
+    pool = [solid(40, 20, (255, 0, 0)), solid(40, 20, (0, 0, 255))]
+    rng = Scripted(t=0.5, choice=[np.array([1]), 1], random=LABEL_LEFT)
+    scene = composer(solid(100, 50), rng, pool)
+    assert scene.other_boxes == ((153, 67, 200, 104),)
+    red = np.asarray(scene.image)[..., 0].astype(int)
+    assert (red[90:94, 50:54] > 230).any() and (red[90:94, 50:54] < 100).any()
+    assert (red[89:95, 44:47] < 200).all() and (red[89:95, 56:59] < 200).all()
+    # the drop shadow below the picture (offset 3.5 px down, opacity 0.3) darkens the wall
+    # there; further down, away from the spot light, the wall is lighter
+    assert red[106, 100] < 0.85 * red[120, 100]
+
+
+def test_call_clips_the_other_boxes_to_the_scene():
+    # a tall other (20×40 shown 36×72) below the main picture: from 119 past the bottom (171)
+    composer = SceneComposer(size=200, scale=(0.2, 0.6), perspective=0.1, others=2, frame=0.0)
+    pool = [solid(40, 20, (255, 0, 0)), solid(20, 40, (0, 0, 255))]
+    scene = composer(solid(100, 50), Scripted(t=0.5, choice=[np.array([1]), 3]), pool)
+    assert scene.other_boxes == ((82, 119, 118, 171),)
+
+
+@pytest.mark.parametrize("side", [1, 3])
+def test_call_drops_an_other_outside_the_scene(side):
+    # the main picture placed in the bottom-right corner (120..200 × 131..171): an other on
+    # its right or below would not be seen
+    composer = SceneComposer(size=200, scale=(0.2, 0.6), perspective=0.1, others=2, frame=0.0)
+    pool = [solid(40, 20, (255, 0, 0)), solid(40, 20, (0, 0, 255))]
+    rng = Scripted(t=0.5, choice=[np.array([1]), side], uniform=[np.zeros((4, 2)), np.ones((2, 2))])
+    scene = composer(solid(100, 50), rng, pool)
+    assert scene.box == (120, 131, 200, 171) and scene.other_boxes == ()
+
+
+def test_call_frames_the_main_picture():
+    # frame=1: black (index round(2.5) = 2), border 0.0425 of 100 px at 0.8: 3.4 px around
+    # the picture (x from 56.6); the other, framed too, moves right by both frames
+    composer = SceneComposer(size=200, scale=(0.2, 0.6), perspective=0.1, others=2, frame=1.0)
+    pool = [solid(40, 20, (255, 0, 0)), solid(40, 20, (0, 0, 255))]
+    scene = composer(solid(100, 50), Scripted(t=0.5, choice=[np.array([1]), 1]), pool)
+    assert scene.box == (60, 65, 140, 106) and scene.other_boxes == ((160, 67, 200, 104),)
+    red = np.asarray(scene.image)[..., 0].astype(int)
+    assert (red[70:100, 57:60] < 60).all() and (red[70:100, 50:53] > 100).all()
