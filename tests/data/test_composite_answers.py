@@ -852,3 +852,38 @@ def test_call_frames_the_main_picture():
     assert scene.box == (60, 65, 140, 106) and scene.other_boxes == ((160, 67, 200, 104),)
     red = np.asarray(scene.image)[..., 0].astype(int)
     assert (red[70:100, 57:60] < 60).all() and (red[70:100, 50:53] > 100).all()
+
+
+@pytest.mark.parametrize(
+    ("footprint", "width", "random", "box"),
+    [
+        # t=0: 5 wide (0.05 of 100), 2.5 high, a gap of 2; each edge exactly on the scene's
+        ((7, 20, 107, 70), 300, [0.0, 0.7], [0.0, 40.0, 5.0, 42.5]),  # left, at x 0
+        ((0, -1, 100, 1.5), 300, [0.0, 0.0], [102.0, 0.0, 107.0, 2.5]),  # top at y 0
+        ((0, 0, 100, 50), 107, [0.0, 0.0], [102.0, 20.0, 107.0, 22.5]),  # right at the width
+    ],
+)
+def test_label_box_may_touch_the_scene_edges(footprint, width, random, box):
+    main = footprint_item(*footprint)
+    found = composite._label_box(main, [main.footprint()], width, 200, Scripted(random=random, t=0))
+    assert found is not None and found.tolist() == box
+
+
+def test_label_box_above_the_scene_is_refused():
+    main = footprint_item(0, -10, 100, 5)  # top at -10 + 0.4 · 15 = -4
+    rng = Scripted(t=0.0, random=[0.0, 0.0])
+    assert composite._label_box(main, [main.footprint()], 300, 200, rng) is None
+
+
+@pytest.mark.parametrize(
+    ("size", "box"), [((11, 5), (0, 40, 200, 131)), ((5, 11), (40, 0, 131, 200))]
+)
+def test_call_box_stays_inside_a_scene_the_reference_fills(size, box):
+    # scale 1: the reference's longest side is the scene's; 11 · (200 / 11) is
+    # 200.00000000000003 in floating point, whose ceiling the box clips back to 200. The
+    # other side, 90.9, is placed half-way into the room of a 171 scene (aspect 7/6):
+    # from 40.05 to 130.95.
+    composer = SceneComposer(size=200, scale=(1.0, 1.0), perspective=0.0, others=0, frame=0.0)
+    scene = composer(solid(*size), Scripted(t=0.5, choice=[np.array([], dtype=int)]))
+    assert scene.corners.max() > 200.0
+    assert scene.box == box
