@@ -915,3 +915,15 @@ def test_paste_warped_to_one_pixel_shows_the_mean(transpose):
     composite._paste_warped(canvas, Image.fromarray(pixels), quad)
     line = np.asarray(canvas)[2, 5:15] if not transpose else np.asarray(canvas)[5:15, 2]
     assert (line == 64).all()
+
+
+def test_paste_warped_draws_only_inside_a_slanted_quad():
+    # a trapezoid: its bounding box's corners outside it keep the canvas; a pixel its
+    # slanted top edge (y = 2 + x / 4 from x 2) crosses half-way is a blend
+    canvas = solid(20, 20, (0, 0, 255))
+    quad = np.array([[2.0, 2.0], [18.0, 6.0], [18.0, 14.0], [2.0, 18.0]])
+    composite._paste_warped(canvas, solid(16, 16, (255, 0, 0)), quad)
+    assert pixel(canvas, 16, 2) == pixel(canvas, 16, 17) == (0, 0, 255)
+    assert pixel(canvas, 10, 10) == (255, 0, 0)
+    red, _, blue = pixel(canvas, 10, 4)  # the edge crosses it from y 4.0 to 4.25
+    assert 150 < red < 250 and red + blue == 255
