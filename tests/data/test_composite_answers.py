@@ -927,3 +927,30 @@ def test_paste_warped_draws_only_inside_a_slanted_quad():
     assert pixel(canvas, 10, 10) == (255, 0, 0)
     red, _, blue = pixel(canvas, 10, 4)  # the edge crosses it from y 4.0 to 4.25
     assert 150 < red < 250 and red + blue == 255
+
+
+def test_wall_floor_only_below_its_probability():
+    # a draw of exactly 0.15 is not below 0.15: no floor band, the flat grey of t=0
+    wall = composite._wall(16, 32, Scripted(t=0.0, random=[0.0, 0.0, 0.15]))
+    assert np.allclose(wall, 0.7 * 255.0)
+
+
+def test_wall_cool_hue_half_way():
+    # t=0.5, the cool branch: hue 0.58, saturation 0.035, value 0.83; the light scales the
+    # three channels alike, so each pixel's colour proportions are the base colour's
+    wall = composite._wall(16, 16, Scripted(t=0.5, random=[0.0, 0.6, 0.5]))
+    base = hsv(0.58, 0.035, 0.83)
+    assert np.allclose(wall / wall.sum(axis=2, keepdims=True), base / base.sum(), atol=1e-5)
+
+
+@pytest.mark.parametrize(("t", "cells"), [(0.0, (3, 3)), (1.0, (8, 8))])
+def test_wall_mottle_has_three_to_eight_cells_a_side(t, cells):
+    sizes = []
+
+    class Recording(Scripted):
+        def standard_normal(self, size=None):
+            sizes.append(size)
+            return super().standard_normal(size)
+
+    composite._wall(64, 32, Recording(t=t, random=[0.0, 0.0, 0.5]))
+    assert sizes == [cells]
