@@ -954,3 +954,31 @@ def test_wall_mottle_has_three_to_eight_cells_a_side(t, cells):
 
     composite._wall(64, 32, Recording(t=t, random=[0.0, 0.0, 0.5]))
     assert sizes == [cells]
+
+
+def test_wall_saturated_colour_at_the_high_end():
+    # random ≥ 0.8 at t=1: hue 0.3 (the next random draw), saturation 0.35, value 0.85;
+    # the light averages 1.025 (the gradient is symmetric about its mean, mottle 0.025)
+    wall = composite._wall(16, 16, Scripted(t=1.0, random=[0.8, 0.3, 0.5]))
+    base = hsv(0.3, 0.35, 0.85)
+    assert np.allclose(wall.mean(axis=(0, 1)), base * 1.025, atol=1e-2)
+    assert np.allclose(wall / wall.sum(axis=2, keepdims=True), base / base.sum(), atol=1e-5)
+
+
+def test_wall_mottle_is_a_bicubic_blow_up_of_its_cells():
+    # fixed normal cells (8×8 at t=1): light = 1 + gradient + 0.025 · the cells resized
+    # bicubically to the 5×3 coarse grid of a 40×24 wall, then bilinearly to 40×24
+    def cells(size):
+        return np.random.default_rng(0).standard_normal(size)
+
+    class Fixed(Scripted):
+        def standard_normal(self, size=None):
+            return cells(size)
+
+    wall = composite._wall(40, 24, Fixed(t=1.0, random=[0.0, 0.0, 0.5]))
+    field = Image.fromarray(cells((8, 8)).astype(np.float32), "F")
+    mottle = np.asarray(field.resize((5, 3), Image.Resampling.BICUBIC))
+    xs = (np.arange(5) + 0.5) / 5
+    coarse = (1.0 + 0.2 * (xs - xs.mean()) + 0.025 * mottle).astype(np.float32)
+    light = np.asarray(Image.fromarray(coarse, "F").resize((40, 24), Image.Resampling.BILINEAR))
+    assert np.allclose(wall, hsv(0.16, 0.07, 0.96) * light[..., None], atol=1e-3)
