@@ -684,3 +684,301 @@ def test_parameters_at_their_bounds_are_accepted_and_normalised():
     for field, value in (("size", 31), ("aspect", 4.01), ("perspective", 0.41), ("frame", 1.01)):
         with pytest.raises(ValueError, match=field):
             SceneComposer(**{field: value})
+
+
+# --- survivors of the mut-composite2 run (issue 16) -----------------------------------
+
+
+def test_paint_frame_keeps_dark_channels_at_zero():
+    # rim 0.7, body 1.0, lip 1.25 of (0, 1, 200), truncated: a channel of 0 (or 0.7) stays 0
+    canvas = solid(100, 100, (255, 255, 255))
+    item = _Hanging(solid(20, 20), rectangle(40, 40, 60, 60), _Frame(1.0, 0.0, (0, 1, 200)))
+    composite._paint_frame(canvas, item)
+    assert pixel(canvas, 21, 50) == (0, 0, 140)
+    assert pixel(canvas, 30, 50) == (0, 1, 200)
+    assert pixel(canvas, 38, 50) == (0, 1, 250)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error", "message"),
+    [
+        ("size", 31, ValueError, r"^size: expected an integer >= 32"),
+        ("size", 32.0, TypeError, r"^size: expected an integer"),
+        ("scale", (0.0, 0.5), ValueError, r"^scale\[0\]: expected"),
+        ("scale", (0.5, 1.01), ValueError, r"^scale\[1\]: expected"),
+        ("scale", (0.6, 0.5), ValueError, r"^scale: expected low <= high"),
+        ("perspective", -0.01, ValueError, r"^perspective: expected"),
+        ("perspective", 0.41, ValueError, r"^perspective: expected"),
+        ("others", -1, ValueError, r"^others: expected an integer >= 0"),
+        ("others", 1.0, TypeError, r"^others: expected an integer"),
+        ("frame", -0.01, ValueError, r"^frame: expected"),
+        ("frame", 1.01, ValueError, r"^frame: expected"),
+        ("aspect", 0.99, ValueError, r"^aspect: expected"),
+        ("aspect", 4.01, ValueError, r"^aspect: expected"),
+    ],
+)
+def test_parameters_out_of_range_are_refused_by_name(field, value, error, message):
+    with pytest.raises(error, match=message):
+        SceneComposer(**{field: value})
+
+
+def test_parameters_are_stored_as_python_numbers():
+    composer = SceneComposer(
+        size=np.int64(64),
+        scale=(np.float32(0.5), 1),
+        perspective=0,
+        others=np.int64(1),
+        frame=1,
+        aspect=2,
+    )
+    stored = (composer.size, composer.scale, composer.perspective, composer.others)
+    assert stored == (64, (0.5, 1.0), 0.0, 1) and (composer.frame, composer.aspect) == (1.0, 2.0)
+    assert [type(value) for value in (composer.size, composer.others)] == [int, int]
+    numbers = (*composer.scale, composer.perspective, composer.frame, composer.aspect)
+    assert all(type(value) is float for value in numbers)
+
+
+class Indexed(Scripted):
+    """A scripted generator whose integer draws all return ``index``."""
+
+    def __init__(self, index: int, **kwargs):
+        super().__init__(**kwargs)
+        self.index = index
+
+    def integers(self, low, high=None, size=None):
+        return self.index
+
+
+def test_random_frame_shades_each_channel_by_its_own_draw():
+    # black (28, 27, 26); t=0.5: the common shade is 0, the channels' own draws −6, 0, +6
+    rng = Indexed(2, t=0.5, random=[0.0, 0.5], uniform=[[-6.0, 0.0, 6.0]])
+    assert composite._random_frame(rng, 1.0).colour == (22, 27, 32)
+    # t=0: −20 − 6 on every channel, black down to (2, 1, 0): the darkest frame colour
+    assert composite._random_frame(Indexed(2, t=0.0, random=[0.0, 0.5]), 1.0).colour == (2, 1, 0)
+
+
+def test_paste_warped_interpolates_an_enlargement():
+    # a black and a white pixel side by side, pasted 20×10: a smooth ramp between them
+    # (bicubic), not a hard step (nearest)
+    pair = Image.fromarray(np.array([[[0, 0, 0], [255, 255, 255]]], dtype=np.uint8))
+    canvas = solid(30, 14, (0, 0, 255))
+    composite._paste_warped(canvas, pair, rectangle(5, 2, 25, 12))
+    row = np.asarray(canvas)[7, 5:25, 0].astype(int)
+    assert row[0] <= 5 and row[-1] >= 250
+    assert np.all(np.diff(row) >= -12)  # bicubic overshoots a little, never steps back
+    assert len({value for value in row.tolist() if 20 < value < 235}) >= 4
+
+
+def test_call_refuses_bad_arguments_by_name():
+    composer = SceneComposer(size=64)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"^reference: expected a PIL image in mode RGB"):
+        composer(Image.new("L", (10, 10)), rng)
+    with pytest.raises(TypeError, match=r"^reference: expected a PIL image in mode RGB"):
+        composer(np.zeros((10, 10, 3), np.uint8), rng)
+    with pytest.raises(TypeError, match=r"^rng: expected a numpy.random.Generator"):
+        composer(solid(10, 10), 0)
+    with pytest.raises(TypeError, match=r"^others: expected a sequence"):
+        composer(solid(10, 10), rng, solid(10, 10))
+
+
+@pytest.mark.parametrize(("others", "pool", "counts"), [(3, 2, {0, 1, 2}), (1, 3, {0, 1})])
+def test_call_hangs_up_to_others_distinct_pictures(monkeypatch, others, pool, counts):
+    # Real draws: the number tried is uniform in 0..min(others, len(pool)), each picture of
+    # the pool at most once per scene.
+    tried = []
+
+    def beside(self, image, main, footprints, width, height, rng):
+        tried[-1].append(image)
+        return None
+
+    monkeypatch.setattr(SceneComposer, "_beside", beside)
+    composer = SceneComposer(size=64, others=others)
+    images = [solid(8, 6, (index, 0, 0)) for index in range(pool)]
+    for seed in range(30):
+        tried.append([])
+        composer(solid(20, 10), np.random.default_rng(seed), images)
+    assert {len(scene) for scene in tried} == counts
+    assert all(len({id(image) for image in scene}) == len(scene) for scene in tried)
+
+
+# randoms drawn by a scene: the main frame (2), the other's frame (2), the label (wanted,
+# side), the wall (branch, hue, floor), the camera's blur
+LABEL_LEFT = [0.9, 0.9, 0.9, 0.9, 0.0, 0.9, 0.9, 0.9, 0.9, 0.9]
+
+
+def test_call_with_a_label_and_a_shadow():
+    # test_call_worked_out_with_scripted_draws's scene with a label wanted, left of the main
+    # footprint (59..141 × 64.5..106.5): 0.075 · 82 = 6.15 wide, a gap 0.05 · 82, its top
+    # 0.6 down the footprint: x 48.75..54.9, y 89.7..94.0; three lines of text.
+    composer = SceneComposer(size=200, scale=(0.2, 0.6), perspective=0.1, others=2, frame=0.0)
+    pool = [solid(40, 20, (255, 0, 0)), solid(40, 20, (0, 0, 255))]
+    rng = Scripted(t=0.5, choice=[np.array([1]), 1], random=LABEL_LEFT)
+    scene = composer(solid(100, 50), rng, pool)
+    assert scene.other_boxes == ((153, 67, 200, 104),)
+    red = np.asarray(scene.image)[..., 0].astype(int)
+    assert (red[90:94, 50:54] > 230).any() and (red[90:94, 50:54] < 100).any()
+    assert (red[89:95, 44:47] < 200).all() and (red[89:95, 56:59] < 200).all()
+    # the drop shadow below the picture (offset 3.5 px down, opacity 0.3) darkens the wall
+    # there; further down, away from the spot light, the wall is lighter
+    assert red[106, 100] < 0.85 * red[120, 100]
+
+
+def test_call_clips_the_other_boxes_to_the_scene():
+    # a tall other (20×40 shown 36×72) below the main picture: from 119 past the bottom (171)
+    composer = SceneComposer(size=200, scale=(0.2, 0.6), perspective=0.1, others=2, frame=0.0)
+    pool = [solid(40, 20, (255, 0, 0)), solid(20, 40, (0, 0, 255))]
+    scene = composer(solid(100, 50), Scripted(t=0.5, choice=[np.array([1]), 3]), pool)
+    assert scene.other_boxes == ((82, 119, 118, 171),)
+
+
+@pytest.mark.parametrize("side", [1, 3])
+def test_call_drops_an_other_outside_the_scene(side):
+    # the main picture placed in the bottom-right corner (120..200 × 131..171): an other on
+    # its right or below would not be seen
+    composer = SceneComposer(size=200, scale=(0.2, 0.6), perspective=0.1, others=2, frame=0.0)
+    pool = [solid(40, 20, (255, 0, 0)), solid(40, 20, (0, 0, 255))]
+    rng = Scripted(t=0.5, choice=[np.array([1]), side], uniform=[np.zeros((4, 2)), np.ones((2, 2))])
+    scene = composer(solid(100, 50), rng, pool)
+    assert scene.box == (120, 131, 200, 171) and scene.other_boxes == ()
+
+
+def test_call_frames_the_main_picture():
+    # frame=1: black (index round(2.5) = 2), border 0.0425 of 100 px at 0.8: 3.4 px around
+    # the picture (x from 56.6); the other, framed too, moves right by both frames
+    composer = SceneComposer(size=200, scale=(0.2, 0.6), perspective=0.1, others=2, frame=1.0)
+    pool = [solid(40, 20, (255, 0, 0)), solid(40, 20, (0, 0, 255))]
+    scene = composer(solid(100, 50), Scripted(t=0.5, choice=[np.array([1]), 1]), pool)
+    assert scene.box == (60, 65, 140, 106) and scene.other_boxes == ((160, 67, 200, 104),)
+    red = np.asarray(scene.image)[..., 0].astype(int)
+    assert (red[70:100, 57:60] < 60).all() and (red[70:100, 50:53] > 100).all()
+
+
+@pytest.mark.parametrize(
+    ("footprint", "width", "random", "box"),
+    [
+        # t=0: 5 wide (0.05 of 100), 2.5 high, a gap of 2; each edge exactly on the scene's
+        ((7, 20, 107, 70), 300, [0.0, 0.7], [0.0, 40.0, 5.0, 42.5]),  # left, at x 0
+        ((0, -1, 100, 1.5), 300, [0.0, 0.0], [102.0, 0.0, 107.0, 2.5]),  # top at y 0
+        ((0, 0, 100, 50), 107, [0.0, 0.0], [102.0, 20.0, 107.0, 22.5]),  # right at the width
+    ],
+)
+def test_label_box_may_touch_the_scene_edges(footprint, width, random, box):
+    main = footprint_item(*footprint)
+    found = composite._label_box(main, [main.footprint()], width, 200, Scripted(random=random, t=0))
+    assert found is not None and found.tolist() == box
+
+
+def test_label_box_above_the_scene_is_refused():
+    main = footprint_item(0, -10, 100, 5)  # top at -10 + 0.4 · 15 = -4
+    rng = Scripted(t=0.0, random=[0.0, 0.0])
+    assert composite._label_box(main, [main.footprint()], 300, 200, rng) is None
+
+
+@pytest.mark.parametrize(
+    ("size", "box"), [((11, 5), (0, 40, 200, 131)), ((5, 11), (40, 0, 131, 200))]
+)
+def test_call_box_stays_inside_a_scene_the_reference_fills(size, box):
+    # scale 1: the reference's longest side is the scene's; 11 · (200 / 11) is
+    # 200.00000000000003 in floating point, whose ceiling the box clips back to 200. The
+    # other side, 90.9, is placed half-way into the room of a 171 scene (aspect 7/6):
+    # from 40.05 to 130.95.
+    composer = SceneComposer(size=200, scale=(1.0, 1.0), perspective=0.0, others=0, frame=0.0)
+    scene = composer(solid(*size), Scripted(t=0.5, choice=[np.array([], dtype=int)]))
+    assert scene.corners.max() > 200.0
+    assert scene.box == box
+
+
+def test_paste_warped_reduces_noise_to_its_area_averages():
+    # 64×32 of random noise pasted as 16×8 (a quarter): each pasted pixel is close to the
+    # mean of its 4×4 block (mean error 7.7 levels); warped without the reduction first, or
+    # from a copy sized by another rule (2.25 times, the quad's x−y spread, divided by the
+    # factor), it keeps more of the noise (13–46 levels). Placed far from the diagonal.
+    noise = np.random.default_rng(1).integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    blocks = noise.reshape(8, 4, 16, 4, 3).mean(axis=(1, 3))
+    canvas = solid(24, 60, (0, 0, 0))
+    composite._paste_warped(canvas, Image.fromarray(noise), rectangle(2, 40, 18, 48))
+    pasted = np.asarray(canvas)[40:48, 2:18].astype(float)
+    assert np.abs(pasted - blocks).mean() < 10.0
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_paste_warped_to_one_pixel_shows_the_mean(transpose):
+    # 40×4 with only its first row white, pasted 10×1: the single row is the mean of the
+    # four, 63.75; transposed, with the quad mirrored about the diagonal, the single column
+    pixels = np.zeros((4, 40, 3), np.uint8)
+    pixels[0] = 255
+    quad = rectangle(5, 2, 15, 3)
+    if transpose:
+        pixels, quad = pixels.transpose(1, 0, 2).copy(), quad[:, ::-1].copy()
+    canvas = solid(20, 20, (0, 0, 0))
+    composite._paste_warped(canvas, Image.fromarray(pixels), quad)
+    line = np.asarray(canvas)[2, 5:15] if not transpose else np.asarray(canvas)[5:15, 2]
+    assert (line == 64).all()
+
+
+def test_paste_warped_draws_only_inside_a_slanted_quad():
+    # a trapezoid: its bounding box's corners outside it keep the canvas; a pixel its
+    # slanted top edge (y = 2 + x / 4 from x 2) crosses half-way is a blend
+    canvas = solid(20, 20, (0, 0, 255))
+    quad = np.array([[2.0, 2.0], [18.0, 6.0], [18.0, 14.0], [2.0, 18.0]])
+    composite._paste_warped(canvas, solid(16, 16, (255, 0, 0)), quad)
+    assert pixel(canvas, 16, 2) == pixel(canvas, 16, 17) == (0, 0, 255)
+    assert pixel(canvas, 10, 10) == (255, 0, 0)
+    red, _, blue = pixel(canvas, 10, 4)  # the edge crosses it from y 4.0 to 4.25
+    assert 150 < red < 250 and red + blue == 255
+
+
+def test_wall_floor_only_below_its_probability():
+    # a draw of exactly 0.15 is not below 0.15: no floor band, the flat grey of t=0
+    wall = composite._wall(16, 32, Scripted(t=0.0, random=[0.0, 0.0, 0.15]))
+    assert np.allclose(wall, 0.7 * 255.0)
+
+
+def test_wall_cool_hue_half_way():
+    # t=0.5, the cool branch: hue 0.58, saturation 0.035, value 0.83; the light scales the
+    # three channels alike, so each pixel's colour proportions are the base colour's
+    wall = composite._wall(16, 16, Scripted(t=0.5, random=[0.0, 0.6, 0.5]))
+    base = hsv(0.58, 0.035, 0.83)
+    assert np.allclose(wall / wall.sum(axis=2, keepdims=True), base / base.sum(), atol=1e-5)
+
+
+@pytest.mark.parametrize(("t", "cells"), [(0.0, (3, 3)), (1.0, (8, 8))])
+def test_wall_mottle_has_three_to_eight_cells_a_side(t, cells):
+    sizes = []
+
+    class Recording(Scripted):
+        def standard_normal(self, size=None):
+            sizes.append(size)
+            return super().standard_normal(size)
+
+    composite._wall(64, 32, Recording(t=t, random=[0.0, 0.0, 0.5]))
+    assert sizes == [cells]
+
+
+def test_wall_saturated_colour_at_the_high_end():
+    # random ≥ 0.8 at t=1: hue 0.3 (the next random draw), saturation 0.35, value 0.85;
+    # the light averages 1.025 (the gradient is symmetric about its mean, mottle 0.025)
+    wall = composite._wall(16, 16, Scripted(t=1.0, random=[0.8, 0.3, 0.5]))
+    base = hsv(0.3, 0.35, 0.85)
+    assert np.allclose(wall.mean(axis=(0, 1)), base * 1.025, atol=1e-2)
+    assert np.allclose(wall / wall.sum(axis=2, keepdims=True), base / base.sum(), atol=1e-5)
+
+
+def test_wall_mottle_is_a_bicubic_blow_up_of_its_cells():
+    # fixed normal cells (8×8 at t=1): light = 1 + gradient + 0.025 · the cells resized
+    # bicubically to the 5×3 coarse grid of a 40×24 wall, then bilinearly to 40×24
+    def cells(size):
+        return np.random.default_rng(0).standard_normal(size)
+
+    class Fixed(Scripted):
+        def standard_normal(self, size=None):
+            return cells(size)
+
+    wall = composite._wall(40, 24, Fixed(t=1.0, random=[0.0, 0.0, 0.5]))
+    field = Image.fromarray(cells((8, 8)).astype(np.float32), "F")
+    mottle = np.asarray(field.resize((5, 3), Image.Resampling.BICUBIC))
+    xs = (np.arange(5) + 0.5) / 5
+    coarse = (1.0 + 0.2 * (xs - xs.mean()) + 0.025 * mottle).astype(np.float32)
+    light = np.asarray(Image.fromarray(coarse, "F").resize((40, 24), Image.Resampling.BILINEAR))
+    assert np.allclose(wall, hsv(0.16, 0.07, 0.96) * light[..., None], atol=1e-3)
