@@ -259,7 +259,13 @@ MUTATION_TESTS = {
         for name in ("trained", "tripletnet")
     },
     # Not test_efficientnet.py (pretrained networks run on real photos, seconds a mutant).
-    "pyinstance/models/efficientnet.py": ["tests/models/test_efficientnet_units.py"],
+    "pyinstance/models/efficientnet.py": [
+        "tests/models/test_efficientnet_units.py",
+        "tests/models/test_efficientnet_answers.py",
+    ],
+    # Not test_torchvision_layout.py (builds the 138 M-parameter VGG-16): this file builds
+    # the full networks on the meta device and the shared layout as a tiny real network.
+    "pyinstance/models/vgg.py": ["tests/models/test_vgg_small.py"],
     # Not the whole of tests/rerank/: test_wiring.py builds a real index (minutes).
     **{
         f"pyinstance/rerank/{name}.py": [

@@ -1,0 +1,39 @@
+"""EfficientNet-Lite (models/efficientnet.py): the answers test_efficientnet_units.py left
+open, found by mutation testing (every network built here, no photo, no pretrained run)."""
+
+from __future__ import annotations
+
+import torch
+
+from pyinstance.models.efficientnet import EfficientNetLite, EfficientNetLite1
+
+
+def test_the_variant_classes_pass_their_options_on():
+    net = EfficientNetLite1(pretrained=False, num_classes=2, trainable_from="head")
+    assert (net.variant.name, net.num_classes) == ("lite1", 2)
+    assert tuple(net._fc.weight.shape) == (2, 1280, 1, 1)
+    trainable = {name.split(".")[0] for name, p in net.named_parameters() if p.requires_grad}
+    assert trainable == {"_conv_head", "_bn1", "_fc"}
+
+
+def test_every_stage_holds_its_own_blocks_in_order():
+    net = EfficientNetLite(pretrained=False, num_classes=1)
+    blocks = net.blocks()
+    stages = [list(blocks[f"stage{i}"]) for i in range(1, 8)]
+    assert [len(stage) for stage in stages] == [1, 2, 2, 3, 3, 4, 1]
+    assert [block for stage in stages for block in stage] == list(net._blocks)
+    # each stage starts where the width changes: its first block takes the new input width
+    assert [stage[0]._project_conv.out_channels for stage in stages] == [
+        16,
+        24,
+        40,
+        80,
+        112,
+        192,
+        320,
+    ]
+    assert all(
+        block._project_conv.out_channels == stage[0]._project_conv.out_channels
+        for stage in stages
+        for block in stage
+    )
