@@ -3,8 +3,6 @@ open, found by mutation testing (every network built here, no photo, no pretrain
 
 from __future__ import annotations
 
-import torch
-
 from pyinstance.models.efficientnet import EfficientNetLite, EfficientNetLite1
 
 
