@@ -253,7 +253,10 @@ MUTATION_TESTS = {
     "pyinstance/commands/__init__.py": ["tests/test_cli_answers.py"],
     "pyinstance/demo/page.py": ["tests/demo/test_page.py", "tests/demo/test_page_answers.py"],
     # Not tests/demo/test_queries.py: its fixture changes the whole bundled collection.
-    "pyinstance/demo/queries.py": ["tests/demo/test_queries_answers.py"],
+    "pyinstance/demo/queries.py": [
+        "tests/demo/test_queries_answers.py",
+        "tests/demo/test_queries_measured.py",
+    ],
     **{
         f"pyinstance/models/{name}.py": ["tests/models/test_trained_tripletnet_answers.py"]
         for name in ("trained", "tripletnet")
