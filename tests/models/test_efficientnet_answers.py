@@ -3,7 +3,7 @@ open, found by mutation testing (every network built here, no photo, no pretrain
 
 from __future__ import annotations
 
-from pyinstance.models.efficientnet import EfficientNetLite, EfficientNetLite1
+from pyinstance.models.efficientnet import EfficientNetLite, EfficientNetLite1, _round_filters
 
 
 def test_the_variant_classes_pass_their_options_on():
@@ -35,3 +35,11 @@ def test_every_stage_holds_its_own_blocks_in_order():
         for stage in stages
         for block in stage
     )
+
+
+def test_a_rounding_that_loses_exactly_ten_percent_is_kept():
+    """TensorFlow's rule adds a divisor only when the rounding lost *more* than 10 %
+    (``if new_filters < 0.9 * filters``): 40 × 0.5 = 20 rounds to 18 = 0.9 × 20, kept."""
+    assert _round_filters(40, 0.5, divisor=18) == 18
+    assert _round_filters(20, 0.5, divisor=9) == 9
+    assert _round_filters(41, 0.5, divisor=18) == 36  # 20.5: 18 is 87.8 %, one divisor more
