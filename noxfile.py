@@ -258,7 +258,10 @@ MUTATION_TESTS = {
         "tests/demo/test_queries_measured.py",
     ],
     **{
-        f"pyinstance/models/{name}.py": ["tests/models/test_trained_tripletnet_answers.py"]
+        f"pyinstance/models/{name}.py": [
+            "tests/models/test_trained_tripletnet_answers.py",
+            "tests/models/test_trained_file_answers.py",
+        ]
         for name in ("trained", "tripletnet")
     },
     # Not test_efficientnet.py (pretrained networks run on real photos, seconds a mutant).
