@@ -3,7 +3,16 @@ open, found by mutation testing (every network built here, no photo, no pretrain
 
 from __future__ import annotations
 
-from pyinstance.models.efficientnet import EfficientNetLite, EfficientNetLite1, _round_filters
+import math
+
+import torch
+
+from pyinstance.models.efficientnet import (
+    EfficientNetLite,
+    EfficientNetLite1,
+    SameConv2d,
+    _round_filters,
+)
 
 
 def test_the_variant_classes_pass_their_options_on():
@@ -43,3 +52,23 @@ def test_a_rounding_that_loses_exactly_ten_percent_is_kept():
     assert _round_filters(40, 0.5, divisor=18) == 18
     assert _round_filters(20, 0.5, divisor=9) == 9
     assert _round_filters(41, 0.5, divisor=18) == 36  # 20.5: 18 is 87.8 %, one divisor more
+
+
+def test_same_padding_gives_ceil_size_over_stride_for_every_size():
+    """TensorFlow's "same": ``ceil(size / stride)`` outputs along each side, whatever the
+    kernel, including where the kernel is shorter than the stride (no padding at all)."""
+    for kernel in (1, 2, 3, 4):
+        for stride in (1, 2, 3):
+            conv = SameConv2d(1, 1, kernel, stride=stride)
+            for height, width in ((1, 9), (4, 6), (5, 7), (8, 3)):
+                out = conv(torch.zeros(1, 1, height, width))
+                expected = (math.ceil(height / stride), math.ceil(width / stride))
+                assert tuple(out.shape[2:]) == expected, (kernel, stride, height, width)
+
+
+def test_a_one_by_one_kernel_at_stride_two_samples_every_other_pixel_unpadded():
+    conv = SameConv2d(1, 1, 1, stride=2)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    x = torch.arange(24.0).reshape(1, 1, 4, 6)
+    torch.testing.assert_close(conv(x), x[:, :, ::2, ::2])
