@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from pyinstance.models.efficientnet import (
     EfficientNetLite,
@@ -72,3 +74,22 @@ def test_a_one_by_one_kernel_at_stride_two_samples_every_other_pixel_unpadded():
         conv.weight.fill_(1.0)
     x = torch.arange(24.0).reshape(1, 1, 4, 6)
     torch.testing.assert_close(conv(x), x[:, :, ::2, ::2])
+
+
+def test_a_stride_per_side_pads_each_side_for_its_own_stride():
+    """A (rows, columns) stride, as nn.Conv2d takes it: rows at stride 1 (total padding
+    2: one before, one after), columns at stride 2 (total 1: none before, one after)."""
+    conv = SameConv2d(1, 1, 3, stride=(1, 2))
+    with torch.no_grad():
+        conv.weight.copy_(torch.arange(9.0).reshape(1, 1, 3, 3))
+    x = torch.arange(30.0).reshape(1, 1, 5, 6)
+    out = conv(x)
+    assert tuple(out.shape) == (1, 1, 5, 3)
+    expected = F.conv2d(F.pad(x, [0, 1, 1, 1]), conv.weight, stride=(1, 2))
+    torch.testing.assert_close(out, expected)
+
+
+def test_an_unbatched_picture_is_refused_not_padded_on_one_side():
+    conv = SameConv2d(1, 1, 3, stride=2)
+    with pytest.raises(ValueError):
+        conv(torch.zeros(1, 5, 6))  # (C, H, W): one size for two strides
