@@ -141,3 +141,10 @@ def test_the_default_depth_is_50():
         net = ResNet()
     assert net.depth == 50 and net.out_channels == 2048
     assert [len(getattr(net, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
+
+
+def test_a_weights_file_reaches_the_loader(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, path)
+    with torch.device("meta"), pytest.raises(ValueError, match=r"does not match ResNet"):
+        ResNet(18, weights=path)
