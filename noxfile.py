@@ -261,13 +261,25 @@ MUTATION_TESTS = {
     "pyinstance/commands/identify.py": ["tests/test_identify_command_units.py"],
     "pyinstance/demo/page.py": ["tests/demo/test_page.py", "tests/demo/test_page_answers.py"],
     # Not tests/demo/test_queries.py: its fixture changes the whole bundled collection.
-    "pyinstance/demo/queries.py": ["tests/demo/test_queries_answers.py"],
+    "pyinstance/demo/queries.py": [
+        "tests/demo/test_queries_answers.py",
+        "tests/demo/test_queries_measured.py",
+    ],
     **{
-        f"pyinstance/models/{name}.py": ["tests/models/test_trained_tripletnet_answers.py"]
+        f"pyinstance/models/{name}.py": [
+            "tests/models/test_trained_tripletnet_answers.py",
+            "tests/models/test_trained_file_answers.py",
+        ]
         for name in ("trained", "tripletnet")
     },
     # Not test_efficientnet.py (pretrained networks run on real photos, seconds a mutant).
-    "pyinstance/models/efficientnet.py": ["tests/models/test_efficientnet_units.py"],
+    "pyinstance/models/efficientnet.py": [
+        "tests/models/test_efficientnet_units.py",
+        "tests/models/test_efficientnet_answers.py",
+    ],
+    # Not test_torchvision_layout.py (builds the 138 M-parameter VGG-16): this file builds
+    # the full networks on the meta device and the shared layout as a tiny real network.
+    "pyinstance/models/vgg.py": ["tests/models/test_vgg_small.py"],
     # Not the whole of tests/rerank/: test_wiring.py builds a real index (minutes).
     **{
         f"pyinstance/rerank/{name}.py": [

@@ -134,3 +134,17 @@ def test_blocks_default_to_stride_one_with_an_identity_shortcut():
     with torch.no_grad():
         assert basic(torch.rand(1, 64, 6, 6)).shape == (1, 64, 6, 6)
         assert bottleneck(torch.rand(1, 256, 6, 6)).shape == (1, 256, 6, 6)
+
+
+def test_the_default_depth_is_50():
+    with torch.device("meta"):  # layers and shapes only: no storage, no initialisation work
+        net = ResNet()
+    assert net.depth == 50 and net.out_channels == 2048
+    assert [len(getattr(net, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
+
+
+def test_a_weights_file_reaches_the_loader(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, path)
+    with torch.device("meta"), pytest.raises(ValueError, match=r"does not match ResNet"):
+        ResNet(18, weights=path)
