@@ -18,7 +18,6 @@ from pyinstance.data.composite import SceneComposer
 from pyinstance.train.config import parse_config
 from pyinstance.train.views import ViewMaker
 
-
 BASE = Path("/run-folder")
 
 
