@@ -3,8 +3,10 @@ index (a few 2-D or random references), every candidate list and score worked ou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -521,3 +523,89 @@ def test_a_cache_of_another_set_up_is_replaced(tmp_path):
     assert second.describe_views()[0].shape[0] == 6 and index.described == 6
     (tmp_path / "run" / "verification-views.pt").write_bytes(_torch_bytes([1, 2]))
     assert second.describe_views()[0].shape[0] == 6 and index.described == 12
+
+
+def test_a_cache_written_under_the_canonical_key_is_reused(tmp_path):
+    """The key is the set-up as JSON with sorted keys at every level: a cache written by
+    another process or version for the same set-up is read, whatever its dicts' order."""
+    index = DescribingIndex()
+    made = VerificationTrainer(
+        verification_config(tmp_path, views=1), training_set=training_set(), index=index
+    )
+    settings = made.config.to_dict()
+    key = {
+        "views": 1,
+        "seed": 5,
+        "recipe": GEM_ONE_SCALE.to_json(),
+        "index_version": 1,
+        "data": dict(reversed(list(settings["data"].items()))),
+        "augment": dict(reversed(list(settings["augment"].items()))),
+    }
+    queries = torch.arange(6, dtype=torch.float32).reshape(3, 1, 2)
+    cache = {
+        "key": json.dumps(key, sort_keys=True),
+        "queries": queries,
+        "codes": torch.tensor([1, 2, 1]),
+    }
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "verification-views.pt").write_bytes(_torch_bytes(cache))
+    got, codes = made.describe_views()
+    assert index.described == 0
+    assert np.array_equal(got, queries.numpy()) and codes.tolist() == [1, 2, 1]
+
+
+class Planted:
+    """An object whose unpickling leaves a file behind."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_cache_file_is_never_unpickled_beyond_tensors(tmp_path):
+    import pickle
+
+    made = VerificationTrainer(
+        verification_config(tmp_path), training_set=training_set(), index=DescribingIndex()
+    )
+    marker = tmp_path / "executed"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "verification-views.pt").write_bytes(
+        _torch_bytes({"key": "x", "planted": Planted(marker)})
+    )
+    with pytest.raises(pickle.UnpicklingError):
+        made.describe_views()
+    assert not marker.exists()
+
+
+def test_the_progress_bar_counts_every_view(tmp_path, monkeypatch):
+    bars = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            self.kwargs, self.updates = kwargs, []
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            self.updates.append(n)
+
+    monkeypatch.setattr(verification, "tqdm", Bar)
+    for progress in (False, True):
+        config = verification_config(tmp_path / str(progress), views=2)
+        train = dataclasses.replace(config.train, progress=progress)
+        config = dataclasses.replace(config, train=train)
+        made = VerificationTrainer(config, training_set=training_set(), index=DescribingIndex())
+        made.describe_views()
+    assert [bar.kwargs for bar in bars] == [
+        {"total": 6, "desc": "describe views", "disable": True},
+        {"total": 6, "desc": "describe views", "disable": False},
+    ]
+    assert bars[0].updates == [1] * 6
