@@ -609,3 +609,34 @@ def test_the_progress_bar_counts_every_view(tmp_path, monkeypatch):
         {"total": 6, "desc": "describe views", "disable": False},
     ]
     assert bars[0].updates == [1] * 6
+
+
+def test_without_an_index_the_configured_one_is_opened_with_the_automatic_engine(
+    tmp_path, monkeypatch
+):
+    opened = []
+    index = DescribingIndex()
+
+    class Opener:
+        @staticmethod
+        def open(path, *, engine):
+            opened.append((path, engine))
+            return index
+
+    monkeypatch.setattr(verification, "InstanceIndex", Opener)
+    made = VerificationTrainer(verification_config(tmp_path), training_set=training_set())
+    assert made.index is index
+    assert opened == [(tmp_path / "idx", "auto")]
+
+
+def test_either_a_metric_objective_or_a_missing_index_is_refused(tmp_path):
+    config = verification_config(tmp_path)
+    metric = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, objective="metric")
+    )
+    no_index = dataclasses.replace(
+        config, verification=dataclasses.replace(config.verification, index=None)
+    )
+    for refused in (metric, no_index):
+        with pytest.raises(ValueError, match="^train.objective: VerificationTrainer needs"):
+            VerificationTrainer(refused, training_set=training_set(), index=DescribingIndex())
