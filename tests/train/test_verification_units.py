@@ -449,6 +449,9 @@ def test_the_trainer_maps_the_photos_to_the_index_instances(tmp_path):
     assert made.codes.tolist() == [1, 2, 1]  # b and c are the index's instances 1 and 2
     assert made.output == tmp_path / "run" and made.device == torch.device("cpu")
     assert made.views.mean == (0.485, 0.456, 0.406) and made.views.std == (0.229, 0.224, 0.225)
+    # the view maker composites among other instances: it needs the photos' labels
+    assert made.views.images is made.data.images
+    assert made.views.labels.tolist() == [0, 1, 0]  # b, c, b of the training set's (b, c)
 
 
 def test_the_trainer_refuses_other_objectives_empty_indexes_and_strangers(tmp_path):
