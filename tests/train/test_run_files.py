@@ -258,3 +258,16 @@ def test_a_view_generator_is_seeded_by_all_four_numbers():
     assert len(set(draws.values())) == 5
     assert view_generator(3, 1, 4, 1).random() == np.random.default_rng([3, 1, 4, 1]).random()
     assert not math.isnan(draws[(0, 0, 0, 0)])
+
+
+def test_the_default_seed_is_zero():
+    labels = list(range(12))
+    assert PKSampler(labels, 3, 1).epoch(0) == PKSampler(labels, 3, 1, seed=0).epoch(0)
+    assert PKSampler(labels, 3, 1).epoch(0) != PKSampler(labels, 3, 1, seed=1).epoch(0)
+
+
+def test_empty_or_single_labels_are_refused_with_their_reason():
+    with pytest.raises(ValueError, match="^labels: expected a non-empty 1-D sequence, got"):
+        PKSampler([], 2, 1)
+    with pytest.raises(ValueError, match="^labels: expected at least 2 instances, got 1"):
+        PKSampler([7], 2, 1)
