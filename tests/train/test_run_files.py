@@ -49,6 +49,14 @@ def test_a_checkpoint_round_trips_its_state(tmp_path: Path):
     assert sorted(os.listdir(path.parent)) == ["checkpoint.pt"]  # no temporary left
 
 
+def test_the_recipe_is_stored_as_canonical_json(tmp_path: Path):
+    """Sorted keys at every level: the same recipe gives the same bytes, however its dicts
+    were built."""
+    save_checkpoint(tmp_path / "c.pt", {"b": 1, "a": {"d": 2, "c": [3]}}, {})
+    stored = torch.load(tmp_path / "c.pt", weights_only=True)["recipe"]
+    assert stored == '{"a": {"c": [3], "d": 2}, "b": 1}'
+
+
 def test_a_tuple_in_the_recipe_matches_its_saved_list(tmp_path: Path):
     save_checkpoint(tmp_path / "c.pt", {"levels": (1, 2)}, {"step": 1})
     assert load_checkpoint(tmp_path / "c.pt", {"levels": [1, 2]}) == {"step": 1}
