@@ -116,6 +116,25 @@ def test_mining_matches_a_brute_force_search(seed):
         assert int(pairs.instances[m]) == code
 
 
+def test_equal_scores_keep_the_reference_order():
+    """Ties (exact scores: axis-aligned unit vectors) go to the earlier reference, as the
+    index's own search breaks them; 20 references, more than an unstable sort leaves alone."""
+    rng = np.random.default_rng(7)
+    basis = np.array([[1, 0], [0, 1], [-1, 0]], np.float32)
+    references = basis[rng.integers(0, 3, 20)]
+    codes = np.array([0] * 16 + [1, 2, 3, 4])
+    rng.shuffle(codes)
+    queries = basis[:, None, :]  # one window each, along each basis vector
+    view_codes = np.array([0, 1, 3])
+    pairs = trainer(references, codes, candidates=4).mine(queries, view_codes)
+    expected = brute_force(references, codes, queries, view_codes, 4)
+    assert len(pairs) == len(expected) == 6
+    for m, (_, candidates, labels, _) in enumerate(expected):
+        assert np.array_equal(pairs.candidates[m].numpy(), candidates)
+        assert pairs.labels[m].tolist() == labels.astype(float).tolist()
+    assert pairs.labels[0].tolist() == [1.0, 1.0, 1.0, 0.0]  # references 7, 8, 9, 10
+
+
 def test_queries_near_their_widest_instance_need_the_deepest_search():
     # the view's instance (0) holds the 4 nearest references: the others start 5th
     references = unit(0, 1, 2, 3, 50, 60, 70)
