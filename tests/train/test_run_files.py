@@ -279,3 +279,26 @@ def test_empty_or_single_labels_are_refused_with_their_reason():
         PKSampler([], 2, 1)
     with pytest.raises(ValueError, match="^labels: expected at least 2 instances, got 1"):
         PKSampler([7], 2, 1)
+
+
+def test_the_curves_stand_side_by_side_titled_and_labelled(tmp_path: Path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    seen = []
+    original = Figure.savefig
+
+    def spy(self, *args, **kwargs):
+        for axis in self.axes:
+            box = axis.get_position()
+            seen.append((axis.get_title(), axis.get_xlabel(), round(box.x0, 3), round(box.y0, 3)))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    write_metrics(tmp_path, [{"epoch": 1, "loss": 1.0, "active_triplets": 2, "p_at_1": 0.5}])
+    assert [(title, label) for title, label, _, _ in seen] == [
+        ("loss", "epoch"),
+        ("active triplets", "epoch"),
+        ("validation P@1", "epoch"),
+    ]
+    lefts, bottoms = [x for _, _, x, _ in seen], {y for _, _, _, y in seen}
+    assert lefts == sorted(lefts) and len(set(lefts)) == 3 and len(bottoms) == 1  # one row
