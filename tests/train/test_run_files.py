@@ -284,13 +284,15 @@ def test_empty_or_single_labels_are_refused_with_their_reason():
 def test_the_curves_stand_side_by_side_titled_and_labelled(tmp_path: Path, monkeypatch):
     from matplotlib.figure import Figure
 
-    seen = []
+    seen, grids = [], []
     original = Figure.savefig
 
     def spy(self, *args, **kwargs):
         for axis in self.axes:
             box = axis.get_position()
             seen.append((axis.get_title(), axis.get_xlabel(), round(box.x0, 3), round(box.y0, 3)))
+            lines = axis.xaxis.get_gridlines() + axis.yaxis.get_gridlines()
+            grids.append({(line.get_visible(), line.get_alpha()) for line in lines})
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", spy)
@@ -302,3 +304,4 @@ def test_the_curves_stand_side_by_side_titled_and_labelled(tmp_path: Path, monke
     ]
     lefts, bottoms = [x for _, _, x, _ in seen], {y for _, _, _, y in seen}
     assert lefts == sorted(lefts) and len(set(lefts)) == 3 and len(bottoms) == 1  # one row
+    assert grids == [{(True, 0.3)}] * 3  # a faint grid on each
