@@ -305,3 +305,11 @@ def test_the_curves_stand_side_by_side_titled_and_labelled(tmp_path: Path, monke
     lefts, bottoms = [x for _, _, x, _ in seen], {y for _, _, _, y in seen}
     assert lefts == sorted(lefts) and len(set(lefts)) == 3 and len(bottoms) == 1  # one row
     assert grids == [{(True, 0.3)}] * 3  # a faint grid on each
+
+
+def test_the_plot_is_a_png_whatever_the_default_format(tmp_path: Path):
+    import matplotlib
+
+    with matplotlib.rc_context({"savefig.format": "svg"}):
+        write_metrics(tmp_path, [{"epoch": 1, "loss": 1.0}])
+    assert Image.open(tmp_path / "metrics.png").format == "PNG"
