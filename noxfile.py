@@ -429,7 +429,16 @@ MUTATION_TESTS = {
         "tests/train/test_sampler.py",
         "tests/train/test_run_files.py",
     ],
-    "pyinstance/train/views.py": ["tests/train/test_run_files.py"],
+    "pyinstance/train/views.py": [
+        "tests/train/test_run_files.py",
+        "tests/train/test_view_maker.py",
+    ],
+    # test_data.py and test_setup.py read image folders and build whole trainers, and
+    # validation.py is reached only through training runs: these files test each module on
+    # tiny files and fakes.
+    "pyinstance/train/data.py": ["tests/train/test_data_answers.py"],
+    "pyinstance/train/setup.py": ["tests/train/test_setup_answers.py"],
+    "pyinstance/train/validation.py": ["tests/train/test_validation_answers.py"],
     "pyinstance/train/trainer.py": ["tests/train/test_trainer_units.py"],
     # tests/train/test_command.py trains networks; these run the command over fake trainers.
     "pyinstance/commands/train.py": ["tests/train/test_command_units.py"],

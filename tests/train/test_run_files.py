@@ -49,6 +49,14 @@ def test_a_checkpoint_round_trips_its_state(tmp_path: Path):
     assert sorted(os.listdir(path.parent)) == ["checkpoint.pt"]  # no temporary left
 
 
+def test_the_recipe_is_stored_as_canonical_json(tmp_path: Path):
+    """Sorted keys at every level: the same recipe gives the same bytes, however its dicts
+    were built."""
+    save_checkpoint(tmp_path / "c.pt", {"b": 1, "a": {"d": 2, "c": [3]}}, {})
+    stored = torch.load(tmp_path / "c.pt", weights_only=True)["recipe"]
+    assert stored == '{"a": {"c": [3], "d": 2}, "b": 1}'
+
+
 def test_a_tuple_in_the_recipe_matches_its_saved_list(tmp_path: Path):
     save_checkpoint(tmp_path / "c.pt", {"levels": (1, 2)}, {"step": 1})
     assert load_checkpoint(tmp_path / "c.pt", {"levels": [1, 2]}) == {"step": 1}
@@ -258,3 +266,50 @@ def test_a_view_generator_is_seeded_by_all_four_numbers():
     assert len(set(draws.values())) == 5
     assert view_generator(3, 1, 4, 1).random() == np.random.default_rng([3, 1, 4, 1]).random()
     assert not math.isnan(draws[(0, 0, 0, 0)])
+
+
+def test_the_default_seed_is_zero():
+    labels = list(range(12))
+    assert PKSampler(labels, 3, 1).epoch(0) == PKSampler(labels, 3, 1, seed=0).epoch(0)
+    assert PKSampler(labels, 3, 1).epoch(0) != PKSampler(labels, 3, 1, seed=1).epoch(0)
+
+
+def test_empty_or_single_labels_are_refused_with_their_reason():
+    with pytest.raises(ValueError, match="^labels: expected a non-empty 1-D sequence, got"):
+        PKSampler([], 2, 1)
+    with pytest.raises(ValueError, match="^labels: expected at least 2 instances, got 1"):
+        PKSampler([7], 2, 1)
+
+
+def test_the_curves_stand_side_by_side_titled_and_labelled(tmp_path: Path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    seen, grids = [], []
+    original = Figure.savefig
+
+    def spy(self, *args, **kwargs):
+        for axis in self.axes:
+            box = axis.get_position()
+            seen.append((axis.get_title(), axis.get_xlabel(), round(box.x0, 3), round(box.y0, 3)))
+            lines = axis.xaxis.get_gridlines() + axis.yaxis.get_gridlines()
+            grids.append({(line.get_visible(), line.get_alpha()) for line in lines})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    write_metrics(tmp_path, [{"epoch": 1, "loss": 1.0, "active_triplets": 2, "p_at_1": 0.5}])
+    assert [(title, label) for title, label, _, _ in seen] == [
+        ("loss", "epoch"),
+        ("active triplets", "epoch"),
+        ("validation P@1", "epoch"),
+    ]
+    lefts, bottoms = [x for _, _, x, _ in seen], {y for _, _, _, y in seen}
+    assert lefts == sorted(lefts) and len(set(lefts)) == 3 and len(bottoms) == 1  # one row
+    assert grids == [{(True, 0.3)}] * 3  # a faint grid on each
+
+
+def test_the_plot_is_a_png_whatever_the_default_format(tmp_path: Path):
+    import matplotlib
+
+    with matplotlib.rc_context({"savefig.format": "svg"}):
+        write_metrics(tmp_path, [{"epoch": 1, "loss": 1.0}])
+    assert Image.open(tmp_path / "metrics.png").format == "PNG"

@@ -3,8 +3,10 @@ index (a few 2-D or random references), every candidate list and score worked ou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -112,6 +114,25 @@ def test_mining_matches_a_brute_force_search(seed):
         assert np.allclose(pairs.candidates[m].numpy(), candidates)
         assert pairs.labels[m].tolist() == labels.astype(float).tolist()
         assert int(pairs.instances[m]) == code
+
+
+def test_equal_scores_keep_the_reference_order():
+    """Ties (exact scores: axis-aligned unit vectors) go to the earlier reference, as the
+    index's own search breaks them; 20 references, more than an unstable sort leaves alone."""
+    rng = np.random.default_rng(7)
+    basis = np.array([[1, 0], [0, 1], [-1, 0]], np.float32)
+    references = basis[rng.integers(0, 3, 20)]
+    codes = np.array([0] * 16 + [1, 2, 3, 4])
+    rng.shuffle(codes)
+    queries = basis[:, None, :]  # one window each, along each basis vector
+    view_codes = np.array([0, 1, 3])
+    pairs = trainer(references, codes, candidates=4).mine(queries, view_codes)
+    expected = brute_force(references, codes, queries, view_codes, 4)
+    assert len(pairs) == len(expected) == 6
+    for m, (_, candidates, labels, _) in enumerate(expected):
+        assert np.array_equal(pairs.candidates[m].numpy(), candidates)
+        assert pairs.labels[m].tolist() == labels.astype(float).tolist()
+    assert pairs.labels[0].tolist() == [1.0, 1.0, 1.0, 0.0]  # references 7, 8, 9, 10
 
 
 def test_queries_near_their_widest_instance_need_the_deepest_search():
@@ -447,6 +468,9 @@ def test_the_trainer_maps_the_photos_to_the_index_instances(tmp_path):
     assert made.codes.tolist() == [1, 2, 1]  # b and c are the index's instances 1 and 2
     assert made.output == tmp_path / "run" and made.device == torch.device("cpu")
     assert made.views.mean == (0.485, 0.456, 0.406) and made.views.std == (0.229, 0.224, 0.225)
+    # the view maker composites among other instances: it needs the photos' labels
+    assert made.views.images is made.data.images
+    assert made.views.labels.tolist() == [0, 1, 0]  # b, c, b of the training set's (b, c)
 
 
 def test_the_trainer_refuses_other_objectives_empty_indexes_and_strangers(tmp_path):
@@ -521,3 +545,120 @@ def test_a_cache_of_another_set_up_is_replaced(tmp_path):
     assert second.describe_views()[0].shape[0] == 6 and index.described == 6
     (tmp_path / "run" / "verification-views.pt").write_bytes(_torch_bytes([1, 2]))
     assert second.describe_views()[0].shape[0] == 6 and index.described == 12
+
+
+def test_a_cache_written_under_the_canonical_key_is_reused(tmp_path):
+    """The key is the set-up as JSON with sorted keys at every level: a cache written by
+    another process or version for the same set-up is read, whatever its dicts' order."""
+    index = DescribingIndex()
+    made = VerificationTrainer(
+        verification_config(tmp_path, views=1), training_set=training_set(), index=index
+    )
+    settings = made.config.to_dict()
+    key = {
+        "views": 1,
+        "seed": 5,
+        "recipe": GEM_ONE_SCALE.to_json(),
+        "index_version": 1,
+        "data": dict(reversed(list(settings["data"].items()))),
+        "augment": dict(reversed(list(settings["augment"].items()))),
+    }
+    queries = torch.arange(6, dtype=torch.float32).reshape(3, 1, 2)
+    cache = {
+        "key": json.dumps(key, sort_keys=True),
+        "queries": queries,
+        "codes": torch.tensor([1, 2, 1]),
+    }
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "verification-views.pt").write_bytes(_torch_bytes(cache))
+    got, codes = made.describe_views()
+    assert index.described == 0
+    assert np.array_equal(got, queries.numpy()) and codes.tolist() == [1, 2, 1]
+
+
+class Planted:
+    """An object whose unpickling leaves a file behind."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_cache_file_is_never_unpickled_beyond_tensors(tmp_path):
+    import pickle
+
+    made = VerificationTrainer(
+        verification_config(tmp_path), training_set=training_set(), index=DescribingIndex()
+    )
+    marker = tmp_path / "executed"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "verification-views.pt").write_bytes(
+        _torch_bytes({"key": "x", "planted": Planted(marker)})
+    )
+    with pytest.raises(pickle.UnpicklingError):
+        made.describe_views()
+    assert not marker.exists()
+
+
+def test_the_progress_bar_counts_every_view(tmp_path, monkeypatch):
+    bars = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            self.kwargs, self.updates = kwargs, []
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            self.updates.append(n)
+
+    monkeypatch.setattr(verification, "tqdm", Bar)
+    for progress in (False, True):
+        config = verification_config(tmp_path / str(progress), views=2)
+        train = dataclasses.replace(config.train, progress=progress)
+        config = dataclasses.replace(config, train=train)
+        made = VerificationTrainer(config, training_set=training_set(), index=DescribingIndex())
+        made.describe_views()
+    assert [bar.kwargs for bar in bars] == [
+        {"total": 6, "desc": "describe views", "disable": True},
+        {"total": 6, "desc": "describe views", "disable": False},
+    ]
+    assert bars[0].updates == [1] * 6
+
+
+def test_without_an_index_the_configured_one_is_opened_with_the_automatic_engine(
+    tmp_path, monkeypatch
+):
+    opened = []
+    index = DescribingIndex()
+
+    class Opener:
+        @staticmethod
+        def open(path, *, engine):
+            opened.append((path, engine))
+            return index
+
+    monkeypatch.setattr(verification, "InstanceIndex", Opener)
+    made = VerificationTrainer(verification_config(tmp_path), training_set=training_set())
+    assert made.index is index
+    assert opened == [(tmp_path / "idx", "auto")]
+
+
+def test_either_a_metric_objective_or_a_missing_index_is_refused(tmp_path):
+    config = verification_config(tmp_path)
+    metric = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, objective="metric")
+    )
+    no_index = dataclasses.replace(
+        config, verification=dataclasses.replace(config.verification, index=None)
+    )
+    for refused in (metric, no_index):
+        with pytest.raises(ValueError, match="^train.objective: VerificationTrainer needs"):
+            VerificationTrainer(refused, training_set=training_set(), index=DescribingIndex())
