@@ -3,16 +3,19 @@ answer checked against values worked out in the test, over the fakes of tests/se
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import pytest
 
 import pyinstance.serve.app as app_module
-from pyinstance.serve.app import Service, _identifier, _Options
+from pyinstance.serve.app import Service, _identifier, _Options, identify
 from pyinstance.serve.errors import ApiError
 from pyinstance.serve.metrics import Metrics
 
-from .fakes import World
+from .fakes import World, picture
 
 
 def service_of(world: World, **fields: Any) -> Service:
@@ -87,3 +90,59 @@ def test_multi_needs_the_objects_threshold_setting_only() -> None:
     world.settings[app_module.OBJECTS_THRESHOLD] = 0.0  # a threshold of 0 is a threshold
     _identifier(service_of(world), world.version(), options(multi=True))
     assert world.calls == [("identifier", "knn", 0.5, 3, True, None)]
+
+
+class RawRequest:
+    """A request with a raw image body, as the handlers read it."""
+
+    def __init__(self, service: Service, body: bytes, kind: str = "image/jpeg"):
+        self.app = SimpleNamespace(state=SimpleNamespace(service=service))
+        self.headers = {"content-type": kind}
+        self.body = body
+
+    async def stream(self) -> Any:
+        yield self.body
+
+
+def identify_world() -> World:
+    world = World()
+    world.result = SimpleNamespace(instance="tower", confidence=0.75, ms={}, top_k=(), objects=None)
+    return world
+
+
+def test_identifications_in_flight_are_counted_and_bounded() -> None:
+    world = identify_world()
+    seen: list[int] = []
+
+    async def scenario() -> Service:
+        service = service_of(
+            world,
+            collection=SimpleNamespace(current=world.version()),
+            limiter=anyio.CapacityLimiter(1),
+            workers=2,
+            max_queue=3,
+        )
+        world.entered = SimpleNamespace(set=lambda: seen.append(service.in_flight))
+        service.in_flight = 4  # workers + max_queue - 1 running or waiting: one more waits
+        answer = await identify(RawRequest(service, picture()), 5, None, None, False, None)
+        assert answer["instance"] == "tower" and answer["version"] == 7
+        assert service.in_flight == 4 and seen == [5]
+        service.in_flight = 5  # the queue is full
+        with pytest.raises(ApiError) as caught:
+            await identify(RawRequest(service, picture()), 5, None, None, False, None)
+        assert (caught.value.status, caught.value.code) == (503, "busy")
+        assert caught.value.message == "3 identifications are already waiting; retry shortly"
+        assert caught.value.headers == {"Retry-After": "1"}
+        assert service.in_flight == 5 and seen == [5]
+        service.in_flight = 0
+        world.identify_error = ValueError("too small")
+        with pytest.raises(ApiError) as caught:
+            await identify(RawRequest(service, picture()), 5, None, None, False, None)
+        assert (caught.value.status, caught.value.code) == (422, "unusable_image")
+        assert service.in_flight == 0 and seen == [5, 1]
+        return service
+
+    service = asyncio.run(scenario())
+    metrics = service.metrics.render()
+    assert 'pyinstance_identifications_total{result="known"} 1' in metrics
+    assert 'pyinstance_identifications_total{result="unknown"} 0' in metrics
