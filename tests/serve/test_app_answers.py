@@ -4,18 +4,27 @@ answer checked against values worked out in the test, over the fakes of tests/se
 from __future__ import annotations
 
 import asyncio
+import io
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import anyio
+import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
 
 import pyinstance.serve.app as app_module
 from pyinstance.serve.app import Service, _identifier, _Options, identify
 from pyinstance.serve.errors import ApiError
 from pyinstance.serve.metrics import Metrics
 
+from . import test_app_units as units
 from .fakes import World, picture
+from .test_app_units import AUTH, error_of, make_client
+
+world, client = units.world, units.client  # the fixtures: a fake collection, its client
 
 
 def service_of(world: World, **fields: Any) -> Service:
@@ -146,3 +155,38 @@ def test_identifications_in_flight_are_counted_and_bounded() -> None:
     metrics = service.metrics.render()
     assert 'pyinstance_identifications_total{result="known"} 1' in metrics
     assert 'pyinstance_identifications_total{result="unknown"} 0' in metrics
+
+
+# -- uploads, through the application -----------------------------------------------------
+
+
+def noise(side: int, seed: int) -> bytes:
+    """A PNG of random pixels: about 3 × side² bytes (PNG cannot compress noise)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_content_type_is_needed_and_its_parameters_ignored(client: TestClient) -> None:
+    response = client.post("/v1/identify", content=b"abc")  # no Content-Type at all
+    assert "content-type" not in response.request.headers
+    assert error_of(response, 415, "unsupported_media_type").startswith("content type 'none': ")
+    spaced = client.post(
+        "/v1/identify", content=picture(), headers={"Content-Type": "Image/JPEG ; q=1"}
+    )
+    assert spaced.status_code == 200, spaced.text
+
+
+def test_multipart_bodies_hold_photos_of_the_byte_limit(world: World, tmp_path: Path) -> None:
+    photos = [noise(190, seed) for seed in range(3)]  # each over the 64 KiB form slack
+    limit = max(len(p) for p in photos)
+    assert min(len(p) for p in photos) > 64 * 1024
+    with make_client(world, tmp_path, max_upload_bytes=limit) as client:
+        one = client.post("/v1/identify", files={"file": ("a.png", photos[0], "image/png")})
+        assert one.status_code == 200, one.text
+        files = [("files", (f"{i}.png", p, "image/png")) for i, p in enumerate(photos)]
+        added = client.post("/v1/instances/tower/images", headers=AUTH, files=files)
+        assert added.status_code == 201, added.text
+        assert [len(data) for _, data in world.calls[-1][2]] == [len(p) for p in photos]
