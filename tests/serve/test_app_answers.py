@@ -16,6 +16,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import pyinstance.serve.app as app_module
+from pyinstance.identification import ThresholdMismatchError
+from pyinstance.index.thresholds import StaleThresholdError
+from pyinstance.plugins import PluginError
 from pyinstance.serve.app import Service, _identifier, _Options, identify
 from pyinstance.serve.errors import ApiError
 from pyinstance.serve.metrics import Metrics
@@ -190,3 +193,35 @@ def test_multipart_bodies_hold_photos_of_the_byte_limit(world: World, tmp_path: 
         added = client.post("/v1/instances/tower/images", headers=AUTH, files=files)
         assert added.status_code == 201, added.text
         assert [len(data) for _, data in world.calls[-1][2]] == [len(p) for p in photos]
+
+
+@pytest.mark.parametrize(
+    ("error", "references", "status", "code", "message"),
+    [
+        (ThresholdMismatchError("fitted 'X'"), 3, 409, "threshold_mismatch", "fitted 'X'"),
+        (StaleThresholdError("stale 'X'"), 3, 409, "threshold_stale", "stale 'X'"),
+        (
+            PluginError("unknown classifier 'X'"),
+            3,
+            400,
+            "unknown_classifier",
+            "unknown classifier 'X",
+        ),
+        (KeyError("X-ray"), 3, 400, "unknown_classifier", "X-ray"),
+        (KeyError('"quoted"'), 3, 400, "unknown_classifier", "quoted"),
+        (ValueError("k: expected 'X'"), 1, 400, "invalid_classifier", "k: expected 'X'"),
+        (ValueError("k: expected 'X'"), 0, 409, "empty_index", "the index holds no references"),
+    ],
+)
+def test_the_identifier_refusals_are_answered(
+    error: Exception, references: int, status: int, code: str, message: str
+) -> None:
+    world = World(identifier_error=error, references=references)
+    with pytest.raises(ApiError) as caught:
+        _identifier(service_of(world), world.version(), options())
+    assert (caught.value.status, caught.value.code, caught.value.message) == (
+        status,
+        code,
+        message,
+    )
+    assert caught.value.__cause__ is error
