@@ -225,3 +225,83 @@ def test_the_identifier_refusals_are_answered(
         message,
     )
     assert caught.value.__cause__ is error
+
+
+# -- changing the collection ----------------------------------------------------------------
+
+
+def test_a_new_instance_whose_only_photo_another_holds(client: TestClient, world: World) -> None:
+    import hashlib
+
+    data = picture((14, 12))
+    digest = hashlib.sha256(data).hexdigest()
+    world.images[digest] = {
+        **units.image_record(digest, "Bridge one", None, "t0"),
+        "sha256": digest,
+    }
+    client.app.state.collection.open()
+    world.add_report = SimpleNamespace(added=0, updated=0, unchanged=1, skipped=())
+    files = [("files", ("mine.jpg", data, "image/jpeg"))]
+    response = client.post("/v1/instances/newcomer/images", headers=AUTH, files=files)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["instance"] == "newcomer"
+    assert (answer["metadata"], answer["images"]) == ({}, [])
+    assert answer["already_in_other_instances"] == [{"file": "mine.jpg", "instance": "Bridge one"}]
+
+
+def test_added_and_updated_photos_together_are_an_answer(client: TestClient, world: World) -> None:
+    world.add_report = SimpleNamespace(added=1, updated=1, unchanged=0, skipped=())
+    files = [("files", (f"{i}.jpg", picture((20 + i, 10)), "image/jpeg")) for i in range(2)]
+    response = client.post("/v1/instances/tower/images", headers=AUTH, files=files)
+    assert response.status_code == 201, response.text
+    assert (response.json()["added"], response.json()["unchanged"]) == (1, 0)
+
+
+# -- thumbnails -----------------------------------------------------------------------------
+
+
+def jpeg_of(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "JPEG"
+    return image
+
+
+def test_a_changed_image_gets_a_new_thumbnail(
+    client: TestClient, world: World, tmp_path: Path
+) -> None:
+    first = client.get("/v1/images/tower/a.jpg/thumbnail").content
+    blue = tmp_path / "blue.png"
+    Image.new("RGB", (60, 30), (10, 20, 230)).save(blue)
+    world.images["tower/a.jpg"] = {
+        **world.images["tower/a.jpg"],
+        "source": str(blue),
+        "sha256": "sha-blue",
+    }
+    client.app.state.collection.open()
+    second = client.get("/v1/images/tower/a.jpg/thumbnail").content
+    assert second != first
+    thumb = jpeg_of(second)
+    assert thumb.size == (60, 30)
+    assert thumb.getpixel((30, 15)) == pytest.approx((10, 20, 230), abs=6)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "L", "I;16"])
+def test_thumbnails_of_any_picture_mode_are_rgb_jpegs(
+    client: TestClient, world: World, tmp_path: Path, mode: str
+) -> None:
+    source = tmp_path / f"picture-{mode.replace(';', '')}.png"
+    Image.new("RGB", (700, 350), (200, 100, 50)).convert(mode).save(source)
+    world.images["tower/a.jpg"]["source"] = str(source)
+    client.app.state.collection.open()
+    response = client.get("/v1/images/tower/a.jpg/thumbnail")
+    assert response.status_code == 200, response.text
+    thumb = jpeg_of(response.content)
+    assert (thumb.mode, thumb.size) == ("RGB", (320, 160))
+
+
+def test_thumbnails_are_saved_at_quality_85(client: TestClient, tmp_path: Path) -> None:
+    thumb = jpeg_of(client.get("/v1/images/tower/a.jpg/thumbnail").content)
+    expected = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(expected, "JPEG", quality=85)
+    assert thumb.quantization == Image.open(expected).quantization
