@@ -305,3 +305,46 @@ def test_thumbnails_are_saved_at_quality_85(client: TestClient, tmp_path: Path) 
     expected = io.BytesIO()
     Image.new("RGB", (32, 32)).save(expected, "JPEG", quality=85)
     assert thumb.quantization == Image.open(expected).quantization
+
+
+# -- review queue ---------------------------------------------------------------------------
+
+
+def test_review_items_of_unknown_answers_have_no_metadata(world: World, tmp_path: Path) -> None:
+    world.metadata["XXXX"] = {"never": "shown"}  # any name may be an instance id
+    world.result.instance = None
+    with make_client(world, tmp_path, review_days=1) as client:
+        assert units.identify(client).status_code == 200
+        (item,) = client.get("/v1/review", headers=AUTH).json()["items"]
+        assert item["instance"] is None and item["metadata"] == {}
+
+
+def test_review_items_are_added_to_ids_of_one_to_128_characters(
+    world: World, tmp_path: Path
+) -> None:
+    world.result.instance = None
+    world.add_report = SimpleNamespace(added=1, updated=0, unchanged=0, skipped=())
+    with make_client(world, tmp_path, review_days=1) as client:
+        for name in ("a", "x" * 128):
+            units.identify(client, picture((30 + len(name), 10)))
+            (item,) = client.get("/v1/review", headers=AUTH).json()["items"]
+            added = client.post(
+                f"/v1/review/{item['id']}/add", params={"instance": name}, headers=AUTH
+            )
+            assert added.status_code == 201, added.text
+            assert added.json()["instance"] == name and world.calls[-1][1] == name
+
+
+def test_a_damaged_review_photo_is_named_when_added(world: World, tmp_path: Path) -> None:
+    world.result.instance = None
+    with make_client(world, tmp_path, review_days=1) as client:
+        units.identify(client, picture((20, 10), "PNG"))
+        (item,) = client.get("/v1/review", headers=AUTH).json()["items"]
+        (tmp_path / "index" / "review" / f"{item['id']}.png").write_bytes(b"not a picture")
+        calls = len(world.calls)
+        failed = client.post(
+            f"/v1/review/{item['id']}/add", params={"instance": "tower"}, headers=AUTH
+        )
+        message = units.error_of(failed, 415, "not_an_image")
+        assert message.startswith(f"{item['id']}.png: ")
+        assert len(world.calls) == calls
