@@ -134,24 +134,27 @@ def test_identifications_in_flight_are_counted_and_bounded() -> None:
             workers=2,
             max_queue=3,
         )
-        world.entered = SimpleNamespace(set=lambda: seen.append(service.in_flight))
+        # in the worker thread: the count, and the service's own limiter holding the worker
+        world.entered = SimpleNamespace(
+            set=lambda: seen.append((service.in_flight, service.limiter.borrowed_tokens))
+        )
         service.in_flight = 4  # workers + max_queue - 1 running or waiting: one more waits
         answer = await identify(RawRequest(service, picture()), 5, None, None, False, None)
         assert answer["instance"] == "tower" and answer["version"] == 7
-        assert service.in_flight == 4 and seen == [5]
+        assert service.in_flight == 4 and seen == [(5, 1)]
         service.in_flight = 5  # the queue is full
         with pytest.raises(ApiError) as caught:
             await identify(RawRequest(service, picture()), 5, None, None, False, None)
         assert (caught.value.status, caught.value.code) == (503, "busy")
         assert caught.value.message == "3 identifications are already waiting; retry shortly"
         assert caught.value.headers == {"Retry-After": "1"}
-        assert service.in_flight == 5 and seen == [5]
+        assert service.in_flight == 5 and seen == [(5, 1)]
         service.in_flight = 0
         world.identify_error = ValueError("too small")
         with pytest.raises(ApiError) as caught:
             await identify(RawRequest(service, picture()), 5, None, None, False, None)
         assert (caught.value.status, caught.value.code) == (422, "unusable_image")
-        assert service.in_flight == 0 and seen == [5, 1]
+        assert service.in_flight == 0 and seen == [(5, 1), (1, 1)]
         return service
 
     service = asyncio.run(scenario())
@@ -348,3 +351,28 @@ def test_a_damaged_review_photo_is_named_when_added(world: World, tmp_path: Path
         message = units.error_of(failed, 415, "not_an_image")
         assert message.startswith(f"{item['id']}.png: ")
         assert len(world.calls) == calls
+
+
+def test_heat_maps_run_in_the_service_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = identify_world()
+    world.images = {"tower/a.jpg": units.image_record("tower/a.jpg", "tower", None, "t1")}
+    seen: list[Any] = []
+
+    async def scenario() -> Any:
+        service = service_of(
+            world,
+            collection=SimpleNamespace(current=world.version()),
+            limiter=anyio.CapacityLimiter(1),
+        )
+
+        def heatmap(view: Any, image: Image.Image, image_id: str) -> bytes:
+            seen.append((image.size, image_id, service.limiter.borrowed_tokens))
+            return b"jpeg"
+
+        monkeypatch.setattr(app_module, "similarity_heatmap", heatmap)
+        request = RawRequest(service, picture((30, 20)))
+        return await app_module.heatmap(request, "tower/a.jpg")
+
+    response = asyncio.run(scenario())
+    assert (response.body, response.media_type) == (b"jpeg", "image/jpeg")
+    assert seen == [((30, 20), "tower/a.jpg", 1)]
