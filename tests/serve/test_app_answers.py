@@ -376,3 +376,85 @@ def test_heat_maps_run_in_the_service_workers(monkeypatch: pytest.MonkeyPatch) -
     response = asyncio.run(scenario())
     assert (response.body, response.media_type) == (b"jpeg", "image/jpeg")
     assert seen == [((30, 20), "tower/a.jpg", 1)]
+
+
+# -- the routes -----------------------------------------------------------------------------
+
+#: Every documented route: method, path, summary, success status, answer content type, the
+#: request body types (the uploads'), and whether it needs the write token.
+UPLOADS = ["image/jpeg", "image/png", "image/webp", "multipart/form-data"]
+ROUTES = [
+    ("post", "/v1/identify", "Identify a photo: the instance or unknown, with a confidence",
+     "200", "application/json", UPLOADS, False),
+    ("post", "/v1/heatmap",
+     "Where a photo matches a reference image: similarity heat map (JPEG)",
+     "200", "image/jpeg", UPLOADS, False),
+    ("get", "/v1/instances",
+     "Instances, optionally filtered by a substring of the id or of a metadata field",
+     "200", "application/json", [], False),
+    ("get", "/v1/instances/{instance_id}", "One instance and its reference images",
+     "200", "application/json", [], False),
+    ("get", "/v1/images/{image_id}/thumbnail", "A reference image as a JPEG thumbnail",
+     "200", "image/jpeg", [], False),
+    ("post", "/v1/instances/{instance_id}/images",
+     "Add photos to an instance (created if new), in one commit",
+     "201", "application/json", UPLOADS, True),
+    ("patch", "/v1/instances/{instance_id}",
+     "Set an instance's metadata fields (null deletes one), in one commit",
+     "200", "application/json", ["application/json"], True),
+    ("delete", "/v1/instances/{instance_id}",
+     "Remove an instance and all its images, in one commit",
+     "200", "application/json", [], True),
+    ("delete", "/v1/images/{image_id}", "Remove one reference image, in one commit",
+     "200", "application/json", [], True),
+    ("get", "/v1/review",
+     "Visitor photos answered unknown or with a low confidence (newest first)",
+     "200", "application/json", [], True),
+    ("get", "/v1/review/{item_id}/photo", "A review item's photo", "200", None, [], True),
+    ("post", "/v1/review/{item_id}/add",
+     "Add a review item's photo to an instance (one commit) and take it off the queue",
+     "201", "application/json", [], True),
+    ("delete", "/v1/review/{item_id}", "Discard a review item",
+     "200", "application/json", [], True),
+    ("get", "/healthz", "Liveness: the index is open", "200", "application/json", [], False),
+    ("get", "/v1/info", "The index: recipe, counts, version, limits",
+     "200", "application/json", [], False),
+    ("get", "/metrics", "Prometheus metrics", "200", "text/plain", [], False),
+]  # fmt: skip
+
+
+def test_the_documented_routes(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert schema["info"] == {
+        "title": "pyinstance identification service",
+        "description": "Identify photos against an instance index; curate the collection.",
+        "version": "9.8.7",
+    }
+    documented = [(m, p) for p, methods in schema["paths"].items() for m in methods]
+    assert sorted(documented) == sorted((m, p) for m, p, *_ in ROUTES)
+    for method, path, summary, status, answer, uploads, _ in ROUTES:
+        operation = schema["paths"][path][method]
+        assert operation["summary"] == summary, path
+        assert list(operation["responses"])[0] == status, path
+        content = operation["responses"][status].get("content", {})
+        assert list(content) == ([] if answer is None else [answer]), path
+        assert sorted(operation.get("requestBody", {}).get("content", {})) == uploads, path
+
+
+@pytest.mark.parametrize(("method", "path", "writes"), [(r[0], r[1], r[6]) for r in ROUTES])
+def test_only_the_writes_need_the_token(
+    client: TestClient, world: World, method: str, path: str, writes: bool
+) -> None:
+    concrete = path.replace("{instance_id}", "tower").replace("{image_id}", "tower/a.jpg")
+    response = client.request(method, concrete.replace("{item_id}", "0" * 64))
+    assert (response.status_code == 401) == writes, response.text
+    if writes:
+        assert response.json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(("path", "page"), [("/", "visitor.html"), ("/curator", "curator.html")])
+def test_pages_are_served_but_not_documented(client: TestClient, path: str, page: str) -> None:
+    assert path not in client.get("/openapi.json").json()["paths"]
+    response = client.get(path)
+    expected = (Path(app_module.__file__).parent / "static" / page).read_text("utf-8")
+    assert response.status_code == 200 and response.text == expected
