@@ -458,3 +458,16 @@ def test_pages_are_served_but_not_documented(client: TestClient, path: str, page
     response = client.get(path)
     expected = (Path(app_module.__file__).parent / "static" / page).read_text("utf-8")
     assert response.status_code == 200 and response.text == expected
+
+
+def test_a_photo_without_a_file_name_is_called_file(client: TestClient) -> None:
+    body = (
+        b"--xyz\r\n"
+        b'Content-Disposition: form-data; name="file"; filename=""\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n"
+        b"junk\r\n"
+        b"--xyz--\r\n"
+    )
+    headers = {"Content-Type": "multipart/form-data; boundary=xyz"}
+    response = client.post("/v1/identify", content=body, headers=headers)
+    assert units.error_of(response, 415, "not_an_image").startswith("file: ")
