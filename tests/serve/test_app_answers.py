@@ -471,3 +471,25 @@ def test_a_photo_without_a_file_name_is_called_file(client: TestClient) -> None:
     headers = {"Content-Type": "multipart/form-data; boundary=xyz"}
     response = client.post("/v1/identify", content=body, headers=headers)
     assert units.error_of(response, 415, "not_an_image").startswith("file: ")
+
+
+def test_objects_of_instances_without_metadata_answer_an_empty_object() -> None:
+    world = identify_world()
+    world.metadata = {"tower": {"title": "Eiffel"}}
+    world.settings[app_module.OBJECTS_THRESHOLD] = 0.4
+    found = [
+        SimpleNamespace(instance=name, image_id=image, to_dict=lambda name=name: {"id": name})
+        for name, image in (("tower", "tower/a.jpg"), ("bridge", None))
+    ]
+    world.result.objects = tuple(found)
+    answer = app_module.identify_photo(
+        service_of(world), world.version(), "q.jpg", picture(), options(multi=True)
+    )
+    assert answer["objects"] == [
+        {"id": "tower", "metadata": {"title": "Eiffel"}, "thumbnail_url": thumbnail("tower/a.jpg")},
+        {"id": "bridge", "metadata": {}, "thumbnail_url": None},
+    ]
+
+
+def thumbnail(image_id: str) -> str:
+    return f"/v1/images/{image_id}/thumbnail"
