@@ -459,7 +459,6 @@ MUTATION_TESTS = {
             "tests/serve/test_heatmap_route.py",
         ]
         for name in (
-            "app",
             "collection",
             "errors",
             "heatmap",
@@ -469,6 +468,14 @@ MUTATION_TESTS = {
             "uploads",
         )
     },
+    # The files that reach app.py (tests/serve/test_serve_units.py, test_collection_units.py
+    # and test_heatmap_units.py test the other serve modules without it).
+    "pyinstance/serve/app.py": [
+        "tests/serve/test_app_units.py",
+        "tests/serve/test_app_answers.py",
+        "tests/serve/test_app_pages.py",
+        "tests/serve/test_heatmap_route.py",
+    ],
     # Not the whole of tests/engine/: it exports EfficientNet-Lite0 and compiles bf16 models
     # (seconds per test, and every engine test reaches the shared engine code); these files
     # test each module on tiny networks and fakes, answers checked against eager torch.
