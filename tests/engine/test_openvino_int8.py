@@ -198,9 +198,12 @@ def test_the_int8_model_is_never_compiled_with_dynamic_shapes(tiny, tmp_path, mo
     core_type = type(openvino_engine.import_openvino().Core())
     compile_model = core_type.compile_model
 
+    devices = set()
+
     def spy(core, model, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         shape = model.inputs[0].get_partial_shape()  # nncf compiles too (statistics)
         compiled.append((_quantised(model), shape.is_static))
+        devices.add(args[0] if args else kwargs.get("device_name"))
         return compile_model(core, model, *args, **kwargs)
 
     monkeypatch.setattr(core_type, "compile_model", spy)
@@ -213,6 +216,7 @@ def test_the_int8_model_is_never_compiled_with_dynamic_shapes(tiny, tmp_path, mo
     # the three probe shapes of the check, then the recurring (1, 3, 40, 56)
     assert compiled.count((True, True)) == 3 + 1
     assert engine.sessions.fixed_shapes == [(1, (1, 3, 40, 56))]
+    assert devices == {"CPU"}  # OpenVINO's CPU plugin, never whatever "AUTO" would pick
 
 
 def test_an_int8_session_that_strays_from_fp32_is_not_used(engine, caplog) -> None:  # noqa: ANN001
