@@ -449,6 +449,7 @@ MUTATION_TESTS = {
     ],
     "pyinstance/engine/export.py": ["tests/engine/test_export_units.py"],
     "pyinstance/engine/exported.py": ["tests/engine/test_export_units.py"],
+    "pyinstance/engine/onnxruntime_engine.py": ["tests/engine/test_onnxruntime_units.py"],
     # Not tests/serve/test_command.py (it builds an index): create_app and uvicorn replaced.
     "pyinstance/commands/serve.py": ["tests/serve/test_command_units.py"],
 }
