@@ -5,6 +5,7 @@ metadata only. One real export of a tiny network checks the ONNX file itself."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from types import SimpleNamespace
@@ -132,6 +133,10 @@ def test_cache_key_follows_the_recipe_and_the_weights() -> None:
     assert key != cache_key(recipe(backbone, head, "descriptors", "bf16"), network)
     other = nn.Sequential(TinyBackbone(seed=1), head)
     assert key != cache_key(recipe(backbone, head, "descriptors"), other)
+    reordered = dict(reversed(list(recipe(backbone, head, "descriptors").items())))
+    assert key == cache_key(reordered, network)  # the same recipe in another order
+    text = json.dumps(reordered, sort_keys=True) + "|" + weights_sha256(network)
+    assert key == hashlib.sha256(text.encode()).hexdigest()  # keys of cached files stay valid
     sharper = GeM(16, p=4.0)  # p is a weight, not a setting: the weights' hash tells
     assert key != cache_key(
         recipe(backbone, sharper, "descriptors"), nn.Sequential(backbone, sharper)
@@ -146,6 +151,8 @@ def test_cache_path_is_readable_and_ends_with_the_key(tmp_path) -> None:  # noqa
     )
     alone = recipe(backbone, None, "features", "bf16")
     assert cache_path(tmp_path, alone, "k2") == tmp_path / "TinyBackbone-none-features-bf16-k2.onnx"
+    plain = {"backbone": "Net", "head": "Head", "output": "descriptors", "precision": "fp32"}
+    assert cache_path(tmp_path, plain, "k3") == tmp_path / "Net-Head-descriptors-fp32-k3.onnx"
 
 
 def test_probe_shapes_trace_square_then_odd_sides() -> None:
@@ -287,10 +294,25 @@ def test_check_refuses_a_wrong_shape_and_names_a_failing_runtime() -> None:
 def test_a_real_export_is_a_dynamic_graph_with_its_metadata() -> None:
     import onnxruntime
 
+    class Recording(nn.Identity):
+        """Records the shapes of the batches it sees (the traced sample's)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.shapes: list[tuple[int, ...]] = []
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            self.shapes.append(tuple(int(size) for size in images.shape))
+            return images
+
     torch.manual_seed(0)
-    network = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), GeM(4)).train()
+    recording = Recording()
+    network = nn.Sequential(
+        recording, nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), GeM(4)
+    ).train()
     data = onnx_export.export_onnx(network, 8, {"pyinstance.cache_key": "k", "other": "v"})
     assert network.training  # mode restored
+    assert recording.shapes and set(recording.shapes) == {onnx_export.probe_shapes(8)[0]}
     model = onnx.load_from_string(data)
     assert {p.key: p.value for p in model.metadata_props} == {
         "pyinstance.cache_key": "k",
