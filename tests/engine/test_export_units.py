@@ -324,6 +324,15 @@ def test_a_real_export_is_a_dynamic_graph_with_its_metadata() -> None:
     assert graph_input.name == "images" and dims == ["batch", 3, "height", "width"]
     assert [o.name for o in model.graph.output] == ["output"]
     assert all(name for node in model.graph.node for name in node.input[-1:])
+    constants = {init.name for init in model.graph.initializer} | {
+        name for node in model.graph.node if node.op_type == "Constant" for name in node.output
+    }
+    casts_of_constants = [  # what constant folding computes at export (torch leaves them else)
+        node.name
+        for node in model.graph.node
+        if node.op_type == "Cast" and all(name in constants for name in node.input)
+    ]
+    assert casts_of_constants == []
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     images = torch.randn(3, 3, 21, 34)
     with torch.no_grad():
