@@ -323,6 +323,9 @@ def test_a_real_export_is_a_dynamic_graph_with_its_metadata() -> None:
     dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     assert graph_input.name == "images" and dims == ["batch", 3, "height", "width"]
     assert [o.name for o in model.graph.output] == ["output"]
+    (graph_output,) = model.graph.output
+    dims = [d.dim_param or d.dim_value for d in graph_output.type.tensor_type.shape.dim]
+    assert dims[0] == "batch" and "batch" not in dims[1:]  # the input's batch axis, only
     assert all(name for node in model.graph.node for name in node.input[-1:])
     constants = {init.name for init in model.graph.initializer} | {
         name for node in model.graph.node if node.op_type == "Constant" for name in node.output
@@ -351,6 +354,15 @@ def test_an_export_failure_is_an_export_error_with_the_first_line_of_the_reason(
         ExportError, match=r"^torch.onnx.export failed: ValueError: cannot trace this$"
     ):
         onnx_export.export_onnx(Failing(), 8, {})
+
+
+def test_an_export_failure_without_a_message_is_named_by_its_type() -> None:
+    class Silent(nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            raise ValueError("  ")
+
+    with pytest.raises(ExportError, match=r"^torch.onnx.export failed: ValueError: $"):
+        onnx_export.export_onnx(Silent(), 8, {})
 
 
 def test_default_threads_is_one_within_the_cpus(monkeypatch) -> None:  # noqa: ANN001
