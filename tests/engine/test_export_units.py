@@ -261,6 +261,20 @@ def test_check_refuses_a_graph_beyond_its_precisions_tolerance(offset, precision
         check_against_torch(network, run, "descriptors", 8, precision=precision, runtime="openvino")
 
 
+def test_check_names_onnxruntime_in_fp32_by_default() -> None:
+    network = nn.Sequential(TinyBackbone(), GeM(16))
+    with pytest.raises(ExportError, match=r"run by onnxruntime \(fp32\) differs from torch "):
+        check_against_torch(network, _torch_runtime(network, 2e-4), "descriptors", 8)
+
+
+def test_an_empty_output_differs_by_nothing() -> None:
+    class Empty(nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return images.flatten(1)[:, :0]
+
+    assert check_against_torch(Empty(), _torch_runtime(Empty()), "features", 8) == 0.0
+
+
 def test_check_of_feature_maps_is_relative_to_their_largest_value() -> None:
     backbone = TinyBackbone()
     with torch.no_grad():
