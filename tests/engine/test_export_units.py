@@ -275,6 +275,24 @@ def test_an_empty_output_differs_by_nothing() -> None:
     assert check_against_torch(Empty(), _torch_runtime(Empty()), "features", 8) == 0.0
 
 
+def test_a_difference_of_exactly_the_tolerance_passes() -> None:
+    class Peak(nn.Module):
+        """A feature map that is 0 but for one value of 10000: the tolerance is exactly 1."""
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(images.shape[0], 1, 2, 2)
+            out[:, 0, 0, 0] = 10000.0
+            return out
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        out = np.zeros((batch.shape[0], 1, 2, 2), np.float32)
+        out[:, 0, 0, 0], out[:, 0, 1, 1] = 10000.0, 1.0
+        return out
+
+    assert FEATURE_TOLERANCE * 10000.0 == 1.0
+    assert check_against_torch(Peak(), run, "features", 8) == 1.0
+
+
 def test_check_of_feature_maps_is_relative_to_their_largest_value() -> None:
     backbone = TinyBackbone()
     with torch.no_grad():
