@@ -197,3 +197,24 @@ def test_without_onnxruntime_the_engine_is_unavailable(tiny, graph_dir, monkeypa
     monkeypatch.setattr(onnxruntime_engine, "import_onnxruntime", missing)
     with pytest.raises(EngineUnavailableError, match="needs the packages"):
         OnnxRuntimeEngine(*tiny, cache_dir=graph_dir)
+
+
+def test_every_session_is_asked_for_the_cpu_provider_with_the_engines_spinning() -> None:
+    made: list[tuple[Any, Any]] = []
+
+    class Session:
+        def __init__(self, data: bytes, options: Any, providers: Any = None) -> None:
+            made.append((options, providers))
+
+        def get_modelmeta(self) -> SimpleNamespace:
+            return SimpleNamespace(custom_metadata_map={"k": "v"})
+
+    engine = OnnxRuntimeEngine.__new__(OnnxRuntimeEngine)
+    engine._ort = SimpleNamespace(**vars(FAKE_ORT), InferenceSession=Session)
+    engine.threads, engine.spinning = 1, True
+    assert engine._load(b"graph")[1] == {"k": "v"}
+    engine._new_session(2, (1, 3, 8, 8))
+    assert [providers for _, providers in made] == [["CPUExecutionProvider"]] * 2
+    for options, _ in made:
+        assert options.entries["session.intra_op.allow_spinning"] == "1"
+    assert made[1][0].intra_op_num_threads == 2 and made[1][0].overrides[0] == ("batch", 1)
