@@ -498,6 +498,7 @@ MUTATION_TESTS = {
         "tests/engine/test_int8_cache_units.py",
     ],
     "pyinstance/engine/sample_photos.py": ["tests/engine/test_int8_units.py"],
+    "pyinstance/engine/onnxruntime_engine.py": ["tests/engine/test_onnxruntime_units.py"],
     # Not tests/serve/test_command.py (it builds an index): create_app and uvicorn replaced.
     "pyinstance/commands/serve.py": ["tests/serve/test_command_units.py"],
 }

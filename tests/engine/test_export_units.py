@@ -5,6 +5,7 @@ metadata only. One real export of a tiny network checks the ONNX file itself."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from types import SimpleNamespace
@@ -132,6 +133,10 @@ def test_cache_key_follows_the_recipe_and_the_weights() -> None:
     assert key != cache_key(recipe(backbone, head, "descriptors", "bf16"), network)
     other = nn.Sequential(TinyBackbone(seed=1), head)
     assert key != cache_key(recipe(backbone, head, "descriptors"), other)
+    reordered = dict(reversed(list(recipe(backbone, head, "descriptors").items())))
+    assert key == cache_key(reordered, network)  # the same recipe in another order
+    text = json.dumps(reordered, sort_keys=True) + "|" + weights_sha256(network)
+    assert key == hashlib.sha256(text.encode()).hexdigest()  # keys of cached files stay valid
     sharper = GeM(16, p=4.0)  # p is a weight, not a setting: the weights' hash tells
     assert key != cache_key(
         recipe(backbone, sharper, "descriptors"), nn.Sequential(backbone, sharper)
@@ -146,6 +151,8 @@ def test_cache_path_is_readable_and_ends_with_the_key(tmp_path) -> None:  # noqa
     )
     alone = recipe(backbone, None, "features", "bf16")
     assert cache_path(tmp_path, alone, "k2") == tmp_path / "TinyBackbone-none-features-bf16-k2.onnx"
+    plain = {"backbone": "Net", "head": "Head", "output": "descriptors", "precision": "fp32"}
+    assert cache_path(tmp_path, plain, "k3") == tmp_path / "Net-Head-descriptors-fp32-k3.onnx"
 
 
 def test_probe_shapes_trace_square_then_odd_sides() -> None:
@@ -254,6 +261,38 @@ def test_check_refuses_a_graph_beyond_its_precisions_tolerance(offset, precision
         check_against_torch(network, run, "descriptors", 8, precision=precision, runtime="openvino")
 
 
+def test_check_names_onnxruntime_in_fp32_by_default() -> None:
+    network = nn.Sequential(TinyBackbone(), GeM(16))
+    with pytest.raises(ExportError, match=r"run by onnxruntime \(fp32\) differs from torch "):
+        check_against_torch(network, _torch_runtime(network, 2e-4), "descriptors", 8)
+
+
+def test_an_empty_output_differs_by_nothing() -> None:
+    class Empty(nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return images.flatten(1)[:, :0]
+
+    assert check_against_torch(Empty(), _torch_runtime(Empty()), "features", 8) == 0.0
+
+
+def test_a_difference_of_exactly_the_tolerance_passes() -> None:
+    class Peak(nn.Module):
+        """A feature map that is 0 but for one value of 10000: the tolerance is exactly 1."""
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(images.shape[0], 1, 2, 2)
+            out[:, 0, 0, 0] = 10000.0
+            return out
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        out = np.zeros((batch.shape[0], 1, 2, 2), np.float32)
+        out[:, 0, 0, 0], out[:, 0, 1, 1] = 10000.0, 1.0
+        return out
+
+    assert FEATURE_TOLERANCE * 10000.0 == 1.0
+    assert check_against_torch(Peak(), run, "features", 8) == 1.0
+
+
 def test_check_of_feature_maps_is_relative_to_their_largest_value() -> None:
     backbone = TinyBackbone()
     with torch.no_grad():
@@ -287,10 +326,25 @@ def test_check_refuses_a_wrong_shape_and_names_a_failing_runtime() -> None:
 def test_a_real_export_is_a_dynamic_graph_with_its_metadata() -> None:
     import onnxruntime
 
+    class Recording(nn.Identity):
+        """Records the shapes of the batches it sees (the traced sample's)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.shapes: list[tuple[int, ...]] = []
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            self.shapes.append(tuple(int(size) for size in images.shape))
+            return images
+
     torch.manual_seed(0)
-    network = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), GeM(4)).train()
+    recording = Recording()
+    network = nn.Sequential(
+        recording, nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), GeM(4)
+    ).train()
     data = onnx_export.export_onnx(network, 8, {"pyinstance.cache_key": "k", "other": "v"})
     assert network.training  # mode restored
+    assert recording.shapes and set(recording.shapes) == {onnx_export.probe_shapes(8)[0]}
     model = onnx.load_from_string(data)
     assert {p.key: p.value for p in model.metadata_props} == {
         "pyinstance.cache_key": "k",
@@ -301,7 +355,19 @@ def test_a_real_export_is_a_dynamic_graph_with_its_metadata() -> None:
     dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     assert graph_input.name == "images" and dims == ["batch", 3, "height", "width"]
     assert [o.name for o in model.graph.output] == ["output"]
+    (graph_output,) = model.graph.output
+    dims = [d.dim_param or d.dim_value for d in graph_output.type.tensor_type.shape.dim]
+    assert dims[0] == "batch" and "batch" not in dims[1:]  # the input's batch axis, only
     assert all(name for node in model.graph.node for name in node.input[-1:])
+    constants = {init.name for init in model.graph.initializer} | {
+        name for node in model.graph.node if node.op_type == "Constant" for name in node.output
+    }
+    casts_of_constants = [  # what constant folding computes at export (torch leaves them else)
+        node.name
+        for node in model.graph.node
+        if node.op_type == "Cast" and all(name in constants for name in node.input)
+    ]
+    assert casts_of_constants == []
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     images = torch.randn(3, 3, 21, 34)
     with torch.no_grad():
@@ -320,6 +386,15 @@ def test_an_export_failure_is_an_export_error_with_the_first_line_of_the_reason(
         ExportError, match=r"^torch.onnx.export failed: ValueError: cannot trace this$"
     ):
         onnx_export.export_onnx(Failing(), 8, {})
+
+
+def test_an_export_failure_without_a_message_is_named_by_its_type() -> None:
+    class Silent(nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            raise ValueError("  ")
+
+    with pytest.raises(ExportError, match=r"^torch.onnx.export failed: ValueError: $"):
+        onnx_export.export_onnx(Silent(), 8, {})
 
 
 def test_default_threads_is_one_within_the_cpus(monkeypatch) -> None:  # noqa: ANN001
