@@ -22,6 +22,14 @@ class ValidationSet:
     instances: tuple[str, ...]
     query_sets: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        lengths = (len(self.paths), len(self.instances), len(self.query_sets))
+        if len(set(lengths)) != 1:
+            raise ValueError(
+                "ValidationSet: expected one instance and one query set per path, got "
+                f"{lengths[0]} paths, {lengths[1]} instances, {lengths[2]} query sets"
+            )
+
     @classmethod
     def from_manifest(cls, path: str | os.PathLike[str]) -> ValidationSet:
         queries = Manifest.read(path).filter(split="query")
@@ -44,6 +52,11 @@ def precision_at_1(
     max_side: int,
 ) -> dict[str, float]:
     """P@1 overall (``p_at_1``) and per query set (``p_at_1/<set>``) by the nearest reference."""
+    if len(reference_instances) != len(references):
+        raise ValueError(
+            f"reference_instances: expected one per reference ({len(references)}), got "
+            f"{len(reference_instances)}"
+        )
     refs = extract(references, backbone, head, max_side=max_side, progress=False)[:, 0]
     found = extract(list(queries.paths), backbone, head, max_side=max_side, progress=False)[:, 0]
     nearest = (found @ refs.T).argmax(dim=1)

@@ -93,3 +93,27 @@ def test_only_the_first_scale_is_compared(monkeypatch):
     queries = ValidationSet((Path("q_a"), Path("q_c")), ("a", "c"), ("-", "-"))
     refs = [Path("ra"), Path("rc")]
     assert precision_at_1(None, None, refs, ("a", "c"), queries, max_side=1)["p_at_1"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ((Path("a"), Path("b")), ("x",), ("-", "-")),
+        ((Path("a"),), ("x", "y"), ("-",)),
+        ((Path("a"),), ("x",), ("-", "-")),
+    ],
+)
+def test_a_validation_set_of_unequal_fields_is_refused(fields) -> None:  # noqa: ANN001
+    with pytest.raises(
+        ValueError,
+        match=r"^ValidationSet: expected one instance and one query set per path, got \d paths, \d instances, \d query sets$",
+    ):
+        ValidationSet(*fields)
+
+
+def test_reference_instances_must_match_the_references() -> None:
+    queries = ValidationSet((Path("q"),), ("x",), ("-",))
+    with pytest.raises(
+        ValueError, match=r"^reference_instances: expected one per reference \(2\), got 1$"
+    ):
+        precision_at_1(None, None, [Path("r1"), Path("r2")], ("x",), queries, max_side=64)
