@@ -23,11 +23,11 @@ def _batch(*shape: int) -> torch.Tensor:
 
 def test_export_then_cache_hit_without_reexport(tiny, tmp_path) -> None:  # noqa: ANN001
     first = OnnxRuntimeEngine(*tiny, cache_dir=tmp_path)
-    assert first.exported and first.path.is_file() and first.path.parent == tmp_path
+    assert first.exported is True and first.path.is_file() and first.path.parent == tmp_path
     assert first.max_difference <= DESCRIPTOR_TOLERANCE
     stamp = first.path.stat().st_mtime_ns
     second = OnnxRuntimeEngine(*tiny, cache_dir=tmp_path)
-    assert not second.exported
+    assert second.exported is False
     assert second.path == first.path and first.path.stat().st_mtime_ns == stamp
     images = _batch(3, 3, 40, 56)
     torch.testing.assert_close(second(images), TorchEngine(*tiny)(images), atol=1e-5, rtol=0)
@@ -97,3 +97,16 @@ def test_write_atomic_replaces_whole_file(tmp_path) -> None:  # noqa: ANN001
     write_atomic(target, b"second")
     assert target.read_bytes() == b"second"
     assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
+
+
+def test_the_cached_file_records_its_key_and_recipe(tiny, tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    import onnx
+
+    engine = OnnxRuntimeEngine(*tiny, cache_dir=tmp_path)
+    metadata = {e.key: e.value for e in onnx.load(str(engine.path)).metadata_props}
+    expected = recipe(tiny[0], tiny[1], "descriptors")
+    assert json.loads(metadata["pyinstance.recipe"]) == json.loads(json.dumps(expected))
+    assert metadata["pyinstance.cache_key"] == cache_key(expected, torch.nn.Sequential(*tiny))
+    assert engine.path.name.endswith(f"-{metadata['pyinstance.cache_key']}.onnx")
