@@ -228,6 +228,35 @@ def drop_empty_optional_inputs(graph: Any) -> None:
             node.input.pop()
 
 
+def probe_outputs(
+    network: nn.Module,
+    run: Callable[[np.ndarray], np.ndarray],
+    batches: list[torch.Tensor],
+    runtime: str,
+) -> list[tuple[tuple[int, ...], np.ndarray, np.ndarray]]:
+    """Per probe batch (in eval mode): its shape, the output ``runtime`` gives through
+    ``run`` and torch's; :class:`ExportError` when the runtime fails or gives another shape."""
+    outputs = []
+    with eval_mode(network), torch.inference_mode():
+        for batch in batches:
+            shape = tuple(batch.shape)
+            expected = network(batch).float().numpy()
+            try:
+                got = run(batch.numpy())
+            except Exception as error:
+                raise ExportError(
+                    f"{runtime} failed on a probe batch of shape {shape}: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
+            if got.shape != expected.shape:
+                raise ExportError(
+                    f"the ONNX graph gives shape {got.shape} for a probe batch of shape {shape}, "
+                    f"torch gives {expected.shape} (a shape frozen at export?)"
+                )
+            outputs.append((shape, got, expected))
+    return outputs
+
+
 def check_against_torch(
     network: nn.Module,
     run_onnx: Callable[[np.ndarray], np.ndarray],
@@ -239,32 +268,18 @@ def check_against_torch(
 ) -> float:
     """Max |ONNX − torch| over the probe batches, the graph run by ``runtime`` computing
     in ``precision``; :class:`ExportError` above the tolerance."""
+    batches = [probe_batch(shape) for shape in probe_shapes(min_input_size)]
     worst = 0.0
-    with eval_mode(network), torch.inference_mode():
-        for shape in probe_shapes(min_input_size):
-            batch = probe_batch(shape)
-            expected = network(batch).float().numpy()
-            try:
-                got = run_onnx(batch.numpy())
-            except Exception as error:
-                raise ExportError(
-                    f"{runtime} failed on a probe batch of shape {shape}: "
-                    f"{type(error).__name__}: {error}"
-                ) from error
-            if got.shape != expected.shape:
-                raise ExportError(
-                    f"the ONNX graph gives shape {got.shape} for a probe batch of shape {shape}, "
-                    f"torch gives {expected.shape} (a shape frozen at export?)"
-                )
-            difference = float(np.max(np.abs(got - expected))) if got.size else 0.0
-            tolerance = output_tolerance(output, expected, precision)
-            if not difference <= tolerance:
-                raise ExportError(
-                    f"the ONNX graph run by {runtime} ({precision}) differs from torch on a "
-                    f"probe batch of shape {shape}: "
-                    f"max |difference| {difference:.3g} > tolerance {tolerance:.3g}"
-                )
-            worst = max(worst, difference)
+    for shape, got, expected in probe_outputs(network, run_onnx, batches, runtime):
+        difference = float(np.max(np.abs(got - expected))) if got.size else 0.0
+        tolerance = output_tolerance(output, expected, precision)
+        if not difference <= tolerance:
+            raise ExportError(
+                f"the ONNX graph run by {runtime} ({precision}) differs from torch on a "
+                f"probe batch of shape {shape}: "
+                f"max |difference| {difference:.3g} > tolerance {tolerance:.3g}"
+            )
+        worst = max(worst, difference)
     return worst
 
 

@@ -42,7 +42,7 @@ from torch import nn
 
 from pyinstance._files import write_atomic
 from pyinstance.engine.base import EngineUnavailableError
-from pyinstance.engine.export import ExportError, eval_mode
+from pyinstance.engine.export import ExportError, probe_outputs
 from pyinstance.engine.sample_photos import CALIBRATION_SIDES, sample_photos
 
 #: OpenVINO operation types of the pooling heads, kept in float32 (GeM's clamp, power and
@@ -202,27 +202,13 @@ def check_against_torch(
     :class:`ExportError` below :func:`min_cosine_for` ``output``."""
     least = min_cosine_for(output)
     cosines = []
-    with eval_mode(network), torch.inference_mode():
-        for batch in probes:
-            expected = network(batch).float().numpy()
-            try:
-                got = run(batch.numpy())
-            except Exception as error:
-                raise ExportError(
-                    f"openvino int8 failed on a probe photo batch of shape {tuple(batch.shape)}: "
-                    f"{type(error).__name__}: {error}"
-                ) from error
-            if got.shape != expected.shape:
-                raise ExportError(
-                    f"the int8 model gives shape {got.shape} for a probe batch of shape "
-                    f"{tuple(batch.shape)}, torch gives {expected.shape}"
-                )
-            cosines.append(min_cosine(got, expected))
-            if not cosines[-1] >= least:
-                raise ExportError(
-                    f"the int8 model differs from torch on a probe photo batch of shape "
-                    f"{tuple(batch.shape)}: cosine {cosines[-1]:.3f} < {least}"
-                )
+    for shape, got, expected in probe_outputs(network, run, list(probes), "openvino int8"):
+        cosines.append(min_cosine(got, expected))
+        if not cosines[-1] >= least:
+            raise ExportError(
+                f"the int8 model differs from torch on a probe photo batch of shape {shape}: "
+                f"cosine {cosines[-1]:.3f} < {least}"
+            )
     return min(cosines)
 
 

@@ -20,6 +20,7 @@ from pyinstance.engine.exported import default_threads
 from pyinstance.engine.int8 import import_nncf
 from pyinstance.engine.onnxruntime_engine import OnnxRuntimeEngine, import_onnxruntime
 from pyinstance.engine.openvino_engine import (
+    PRECISIONS,
     OpenVinoEngine,
     bf16_supported,
     default_precision,
@@ -29,8 +30,6 @@ from pyinstance.engine.torch_engine import TorchEngine
 
 #: Engine names ``make_engine`` accepts (besides ``"auto"``).
 ENGINES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
-#: Precisions an engine may compute in (``"bf16"`` and ``"int8"``: the openvino engine only).
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 _IMPORTS = {"onnxruntime": import_onnxruntime, "openvino": import_openvino}
 
 
