@@ -539,6 +539,12 @@ def _narrowed_pyproject(module: str, tests: list[str]) -> str:
         start = text.index(f"\n{key} = [") + 1
         end = text.index("]", start) + 1
         text = text[:start] + f"{key} = {json.dumps(values)}" + text[end:]
+    if module.startswith("pyinstance/engine/"):
+        # OpenVINO's telemetry forks a process that mutmut's fork runner reaps by mistake
+        # (KeyError on its pid): run each mutant from a fork server instead.
+        text = text.replace(
+            "[tool.mutmut]\n", '[tool.mutmut]\nprocess_isolation = "forkserver"\n', 1
+        )
     return text
 
 
