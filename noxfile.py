@@ -247,7 +247,12 @@ MUTATION_TESTS = {
     ],
     "pyinstance/models/fcn.py": ["tests/models/test_pooled_dilated_conv.py"],
     "pyinstance/models/backbone.py": ["tests/models/test_backbone_base.py"],
-    "pyinstance/models/resnet.py": ["tests/models/test_resnet_small.py"],
+    # test_resnet_blocks.py: each block against its definition (F.conv2d, the batch-norm
+    # formula) with non-trivial norms, tiny channel counts; weights files on ResNet-18.
+    "pyinstance/models/resnet.py": [
+        "tests/models/test_resnet_small.py",
+        "tests/models/test_resnet_blocks.py",
+    ],
     # Top-level modules of the mut-misc lane: each has its own test files (no mirrored folder).
     "pyinstance/plugins.py": ["tests/test_plugins.py", "tests/test_plugins_answers.py"],
     "pyinstance/_validate.py": ["tests/test_validate.py", "tests/test_validate_answers.py"],
