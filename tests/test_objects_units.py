@@ -560,6 +560,31 @@ def test_a_bad_photo_is_an_error_naming_it(index) -> None:
         finder.find_in(features, (32, 64), flat, "wall")
 
 
+def test_a_zoomed_crop_the_describer_refuses_is_an_error_naming_the_photo(
+    index, monkeypatch
+) -> None:
+    # The real describer refuses a photo whose shorter side at the query size is below
+    # the backbone's minimum, naming it; a crop of a square photo is half as wide as the
+    # photo, so it can be refused where the whole photo was not (a query side below twice
+    # the minimum). Its error names the photo, as the whole photo's would.
+    described = index.describer.query_features
+
+    def query_features(item, name="image"):
+        features, full = described(item, name)
+        if min(full) < 24:
+            raise ValueError(f"{name}: resized to {full[0]}×{full[1]}, below the minimum 24")
+        return features, full
+
+    monkeypatch.setattr(index.describer, "query_features", query_features)
+    square = photo(32, 32, ((0, 0, 16, 32), GREEN), ((16, 0, 32, 32), BLUE))
+    assert ObjectFinder(index, threshold=0.0, zoom=False).find(square, "gallery.png")
+    with pytest.raises(ValueError, match=r"^gallery\.png: resized to 32×16, below"):
+        ObjectFinder(index, threshold=0.0).find(square, "gallery.png")
+    features, _ = described(square)
+    with pytest.raises(ValueError, match=r"^gallery\.png: resized to 32×16, below"):
+        ObjectFinder(index, threshold=0.0).find_in(features, (32, 32), square, "gallery.png")
+
+
 def test_a_jpeg_is_decoded_reduced_to_the_query_side(tmp_path) -> None:
     with palette_index(
         tmp_path / "index",

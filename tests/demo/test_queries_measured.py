@@ -12,7 +12,7 @@ from statistics import NormalDist
 import numpy as np
 from PIL import Image
 
-from pyinstance.demo.queries import lighting, perspective
+from pyinstance.demo.queries import lighting, perspective, smaller
 
 # Four 20-pixel bands: greys 20 and 100 (the response's slope), grey 60 (the picture's mean
 # luminance: the contrast pivots about it) and a red of luminance 60 (what saturation moves).
@@ -124,3 +124,22 @@ def test_perspective_samples_the_source_where_the_warped_quadrilateral_says():
                 checked += 1
         assert checked > 3000
     assert sides == {True, False}
+
+
+def test_smaller_is_a_lanczos_reduction_at_the_drawn_size_and_place():
+    # Noise, so that the reduction's filter shows: Pillow's Lanczos and its default bicubic
+    # (what `resize` does without a filter) differ on it.
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 90, 3), np.uint8))
+    for seed in range(3):
+        rng = random.Random(seed)  # the module doc's draws: the factor, then the position
+        factor = rng.uniform(0.45, 0.6)
+        width, height = round(90 * factor), round(60 * factor)
+        left, top = rng.randint(0, 90 - width), rng.randint(0, 60 - height)
+        out = np.asarray(smaller(picture, random.Random(seed)))
+        lanczos = np.asarray(picture.resize((width, height), Image.Resampling.LANCZOS))
+        bicubic = np.asarray(picture.resize((width, height), Image.Resampling.BICUBIC))
+        assert not np.array_equal(lanczos, bicubic)
+        np.testing.assert_array_equal(out[top : top + height, left : left + width], lanczos)
+        wall = np.ones((60, 90), bool)
+        wall[top : top + height, left : left + width] = False
+        assert (out[wall] == (128, 122, 112)).all()
