@@ -338,6 +338,40 @@ def test_boxes_are_in_the_pixels_of_the_full_photo(index) -> None:
     assert whole.box == (0, 0, 96, 32) and whole.instance == "green"
 
 
+def test_boxes_of_a_tall_photo_are_in_the_pixels_of_the_full_photo(index) -> None:
+    # SCENE turned on its side: green on the top half; on the bottom half a black strip
+    # (8 px) then blue (24 px). The crops halve the height; the full photo is thrice as high
+    # and twice as wide as the pixels described, so a crop starting at pixel row 32 starts
+    # at row 96 of the photo.
+    tall = photo(64, 32, ((0, 0, 32, 32), GREEN), ((0, 40, 32, 64), BLUE))
+    finder = ObjectFinder(index, threshold=0.5)
+    features, _ = index.describer.query_features(tall)
+    found = finder.find_in(features, (192, 64), tall)
+    # Green crop, photo box (0, 0, 64, 96): its top-left window, cells 0..2 of 4 each way.
+    # Blue crop, photo box (0, 96, 64, 192): its bottom-left window (all blue), rows 2..4.
+    assert [(f.instance, f.box) for f in found] == [
+        ("green", (0, 0, 32, 48)),
+        ("blue", (0, 96 + 48, 32, 96 + 96)),
+    ]
+
+
+def test_an_emptied_index_gives_no_candidate(tmp_path) -> None:
+    # The finder was made while the index held references; every view's search now finds
+    # none (label -1): no candidate, from the whole photo or its crops.
+    with palette_index(
+        tmp_path / "index",
+        tmp_path / "refs",
+        {"green": [solid(GREEN)], "blue": [solid(BLUE)]},
+        tiny_recipe(query_windows=HALVES),
+    ) as index:
+        finders = [ObjectFinder(index, threshold=0.0, zoom=zoom) for zoom in (True, False)]
+        assert all(finder.candidates(SCENE) for finder in finders)
+        index.remove(instance=["green", "blue"])
+        for finder in finders:
+            assert finder.candidates(SCENE) == []
+            assert finder.find(SCENE) == []
+
+
 def test_a_photo_file_is_decoded_and_found(index, tmp_path) -> None:
     path = tmp_path / "scene.png"
     SCENE.save(path)

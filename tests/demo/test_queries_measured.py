@@ -6,13 +6,14 @@ tests pinned only the brightness ranges and which edge shrinks)."""
 
 from __future__ import annotations
 
+import math
 import random
 from statistics import NormalDist
 
 import numpy as np
 from PIL import Image
 
-from pyinstance.demo.queries import lighting, perspective, smaller
+from pyinstance.demo.queries import lighting, perspective, rotate, smaller
 
 # Four 20-pixel bands: greys 20 and 100 (the response's slope), grey 60 (the picture's mean
 # luminance: the contrast pivots about it) and a red of luminance 60 (what saturation moves).
@@ -143,3 +144,34 @@ def test_smaller_is_a_lanczos_reduction_at_the_drawn_size_and_place():
         wall = np.ones((60, 90), bool)
         wall[top : top + height, left : left + width] = False
         assert (out[wall] == (128, 122, 112)).all()
+
+
+def test_rotate_turns_by_the_drawn_angle_with_bicubic_resampling():
+    # 400 × 100: left half black, right half white. Expanded to hold the corners, the output
+    # is w·sin(a) + h·cos(a) high (about 6 px per degree here), within Pillow's rounding of
+    # the corners outwards.
+    pixels = np.zeros((100, 400, 3), np.uint8)
+    pixels[:, 200:] = 255
+    picture = Image.fromarray(pixels)
+    for seed in range(6):
+        rng = random.Random(seed)  # the module doc's draws: 12-25 degrees, then the side
+        angle = math.radians(rng.uniform(12, 25))
+        out = rotate(picture, random.Random(seed))
+        height = 400 * math.sin(angle) + 100 * math.cos(angle)
+        assert height - 0.01 <= out.size[1] <= height + 2.01, (seed, out.size, height)
+        # Bicubic: the oblique black-white edge has greys in between (nearest has none).
+        rgb = np.asarray(out).astype(int)
+        grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
+        between = grey & (rgb[..., 0] > 20) & (rgb[..., 0] < 235)
+        assert between.sum() >= 50, (seed, int(between.sum()))
+
+
+def test_smaller_copies_reach_the_wall_s_first_column_and_row():
+    blue = Image.new("RGB", (20, 20), (0, 0, 255))
+    lefts, tops = set(), set()
+    for seed in range(60):
+        out = np.asarray(smaller(blue, random.Random(seed)))
+        rows, columns = np.nonzero(out[:, :, 2] > 200)
+        lefts.add(int(columns.min()))
+        tops.add(int(rows.min()))
+    assert 0 in lefts and 0 in tops
