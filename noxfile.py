@@ -265,8 +265,11 @@ MUTATION_TESTS = {
         "tests/test_identify_command_units.py",
         "tests/test_command_parsers.py",
     ],
-    # Parse only (the parsers, `_positive`, `_group`): running these commands needs an index.
-    "pyinstance/commands/evaluate.py": ["tests/test_command_parsers.py"],
+    # In-process over fakes and parse-only (running these commands for real needs an index).
+    "pyinstance/commands/evaluate.py": [
+        "tests/test_command_parsers.py",
+        "tests/test_evaluate_command_units.py",
+    ],
     "pyinstance/commands/demo.py": ["tests/test_command_parsers.py"],
     "pyinstance/demo/page.py": ["tests/demo/test_page.py", "tests/demo/test_page_answers.py"],
     # Not tests/demo/test_queries.py: its fixture changes the whole bundled collection.

@@ -8,7 +8,7 @@ import argparse
 
 import pytest
 
-from pyinstance import cli
+from pyinstance import __version__, cli, plugins
 from pyinstance.commands import demo, evaluate, identify
 
 
@@ -309,7 +309,7 @@ def test_demo_refuses(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...])
     assert "error:" in refused(capsys, *argv)
 
 
-@pytest.mark.parametrize("name", ["identify", "calibrate", "evaluate", "demo"])
+@pytest.mark.parametrize("name", ["info", "plugins", "identify", "calibrate", "evaluate", "demo"])
 def test_every_option_and_the_command_have_a_help_text(name: str) -> None:
     """Help wording itself is not pinned (as error messages are not): every option has one."""
     parser = sub_command(name)
@@ -322,3 +322,36 @@ def test_every_option_and_the_command_have_a_help_text(name: str) -> None:
 def test_evaluate_top_k_help_shows_its_default() -> None:
     text = sub_command("evaluate").format_help()
     assert "(default: 5)" in " ".join(text.split())
+
+
+def test_info_and_plugins_options() -> None:
+    assert parse("info") == {"command": "info", "json": False, "run": cli._info}
+    assert parse("info", "--json")["json"] is True
+    assert parse("plugins") == {
+        "command": "plugins",
+        "kind": None,
+        "json": False,
+        "run": cli._plugins,
+    }
+    assert parse("plugins", "--kind", "head", "--json") == {
+        "command": "plugins",
+        "kind": "head",
+        "json": True,
+        "run": cli._plugins,
+    }
+    assert sub_command("plugins")._option_string_actions["--kind"].choices == list(plugins.HOOKS)
+
+
+@pytest.mark.parametrize("argv", [("info", "--json", "x"), ("plugins", "--kind"), ("widgets",)])
+def test_info_and_plugins_refuse(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
+    assert "error:" in refused(capsys, *argv)
+
+
+def test_version_and_description(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        cli.build_parser().parse_args(["--version"])
+    assert raised.value.code == 0
+    assert capsys.readouterr().out == f"pyinstance {__version__}\n"
+    parser = cli.build_parser()
+    assert (parser.prog, parser.description) == ("pyinstance", cli.__doc__)
+    assert parse("info")["command"] == "info"  # the sub-command's name is kept as "command"
