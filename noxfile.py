@@ -270,7 +270,10 @@ MUTATION_TESTS = {
         "tests/test_command_parsers.py",
         "tests/test_evaluate_command_units.py",
     ],
-    "pyinstance/commands/demo.py": ["tests/test_command_parsers.py"],
+    "pyinstance/commands/demo.py": [
+        "tests/test_command_parsers.py",
+        "tests/test_demo_command_units.py",
+    ],
     "pyinstance/demo/page.py": ["tests/demo/test_page.py", "tests/demo/test_page_answers.py"],
     # Not tests/demo/test_queries.py: its fixture changes the whole bundled collection.
     "pyinstance/demo/queries.py": [
