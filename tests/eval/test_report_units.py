@@ -457,3 +457,13 @@ def test_pr_curve_takes_the_answers_by_decreasing_confidence(
     # by confidence: right, right, wrong; four known queries
     np.testing.assert_allclose(line.get_xdata(), [1 / 4, 2 / 4, 2 / 4])
     np.testing.assert_allclose(line.get_ydata(), [1, 1, 2 / 3])
+
+
+def test_metrics_table_is_the_rows_and_cells_alone() -> None:
+    metrics = {**dict.fromkeys(SUMMARY_KEYS, 0.25), "queries": 2, "groups": {"g": {"queries": 1}}}
+    header = "".join(f"<th>{key}</th>" for key in SUMMARY_KEYS)
+    assert _metrics_table(metrics) == (
+        f'<table class="metrics"><tr><th>group</th>{header}</tr>'
+        f"<tr><td>all</td><td>2</td>{'<td>0.250</td>' * 9}</tr>"
+        f"<tr><td>g</td><td>1</td>{'<td>–</td>' * 9}</tr></table>"
+    )
