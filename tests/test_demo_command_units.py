@@ -191,6 +191,7 @@ def test_demo_colours_the_verdicts(
     monkeypatch.setattr(Console, "print", lambda self, *objects, **kw: printed.extend(objects))
     assert main(["demo", "--out", str(tmp_path / "o")]) == 0
     (table,) = [p for p in printed if hasattr(p, "columns")]
+    assert table.title == "pyinstance demo: changed photos of the collection and unknown objects"
     assert list(table.columns[4].cells) == [
         "[green]right[/green]",
         "[red]wrong[/red]",
@@ -236,3 +237,23 @@ def test_a_folder_that_is_not_an_index_is_refused_and_kept(
     )
     assert raised.value.__cause__ is error
     assert (folder / "keep.txt").read_text() == "keep me"
+
+
+def test_demo_replaces_its_previous_index_first(
+    record: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    (out / "index").mkdir(parents=True)
+    (out / "index" / "old.bin").write_text("x")
+    (out / "queries").mkdir()
+    opened: list[Path] = []
+
+    def open_index(path: Path):
+        opened.append(path)
+        return SimpleNamespace(close=lambda: None)
+
+    monkeypatch.setattr(InstanceIndex, "open", open_index)
+    assert main(["demo", "--out", str(out)]) == 0
+    assert opened == [out / "index"]
+    assert not (out / "index").exists()  # removed (the fake build writes nothing)
+    assert (out / "queries").is_dir()  # nothing else removed

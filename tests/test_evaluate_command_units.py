@@ -217,3 +217,10 @@ def test_write_json_indents_ends_with_a_newline_and_refuses_nan(tmp_path: Path) 
     with pytest.raises(ValueError):
         _write_json(path, {"a": math.nan})
     assert json.loads(path.read_text()) == {"a": [1, 2.5], "b": None}  # left as it was
+
+
+def test_the_summary_names_the_re_ranker(calls: dict[str, Any], capsys) -> None:
+    calls["result"].reranker = "verifier.pt"
+    assert main(["evaluate", "idx", "--manifest", "m.csv"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "evaluation (classifier knn, re-ranker verifier.pt, threshold 0.250)" in out
