@@ -259,11 +259,26 @@ MUTATION_TESTS = {
     "pyinstance/_files.py": ["tests/test_files.py", "tests/test_files_answers.py"],
     # In-process, with fake build facts and registries (tests/test_cli.py also starts
     # subprocesses: seconds per mutant).
-    "pyinstance/cli.py": ["tests/test_cli_answers.py"],
-    "pyinstance/commands/__init__.py": ["tests/test_cli_answers.py"],
+    "pyinstance/cli.py": ["tests/test_cli_answers.py", "tests/test_command_parsers.py"],
+    "pyinstance/commands/__init__.py": [
+        "tests/test_cli_answers.py",
+        "tests/test_command_parsers.py",
+    ],
     # In-process over a fake index, identifier and calibration (tests/test_identify.py and
     # tests/test_cli.py run the real pipeline or a subprocess: seconds to minutes a mutant).
-    "pyinstance/commands/identify.py": ["tests/test_identify_command_units.py"],
+    "pyinstance/commands/identify.py": [
+        "tests/test_identify_command_units.py",
+        "tests/test_command_parsers.py",
+    ],
+    # In-process over fakes and parse-only (running these commands for real needs an index).
+    "pyinstance/commands/evaluate.py": [
+        "tests/test_command_parsers.py",
+        "tests/test_evaluate_command_units.py",
+    ],
+    "pyinstance/commands/demo.py": [
+        "tests/test_command_parsers.py",
+        "tests/test_demo_command_units.py",
+    ],
     "pyinstance/demo/page.py": ["tests/demo/test_page.py", "tests/demo/test_page_answers.py"],
     # Not tests/demo/test_queries.py: its fixture changes the whole bundled collection.
     "pyinstance/demo/queries.py": [

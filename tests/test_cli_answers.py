@@ -324,3 +324,22 @@ def test_make_console_keeps_a_terminal_s_width(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))
     assert commands.make_console().width == 80
+
+
+def test_info_table_has_no_header_row(facts, capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "┃" not in out and "╇" not in out  # rich draws a header row with these
+    assert out.splitlines()[1].startswith("┌")  # the first row follows the top border
+
+
+def test_info_json_prints_other_values_as_text(facts, capsys):
+    from pathlib import Path
+
+    build, engines = facts
+    build["source"] = Path("/src/pyinstance")
+    engines["openvino"] = types.SimpleNamespace()
+    assert cli.main(["info", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["source"] == str(Path("/src/pyinstance"))
+    assert printed["inference"]["openvino"] == str(engines["openvino"])

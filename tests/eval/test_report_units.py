@@ -430,3 +430,40 @@ def test_plots_are_png_whatever_the_saving_defaults() -> None:
         uri = _plot_uri(figure)
     data = base64.b64decode(uri.removeprefix("data:image/png;base64,"))
     assert Image.open(io.BytesIO(data)).format == "PNG"
+
+
+def test_figure_markup_with_and_without_a_picture() -> None:
+    assert report_module._figure("", "q <1>") == (
+        "<figure><div>(no image)</div><figcaption>q &lt;1&gt;</figcaption></figure>"
+    )
+    assert report_module._figure("data:x", "a", true=True) == (
+        '<figure class="true"><img alt="a" src="data:x"><figcaption>a</figcaption></figure>'
+    )
+
+
+def test_pr_curve_takes_the_answers_by_decreasing_confidence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures: list[Figure] = []
+    monkeypatch.setattr(report_module, "_plot_uri", lambda f: figures.append(f) or "x")
+    outcomes = [
+        _outcome(tmp_path, "low_wrong.png", ("a",), "b", 0.3, [], None),
+        _outcome(tmp_path, "high_right.png", ("a",), "a", 0.9, [], None),
+        _outcome(tmp_path, "mid_right.png", ("b",), "b", 0.6, [], None),
+        _outcome(tmp_path, "rejected.png", ("c",), None, 0.1, [], None),
+    ]
+    report_module._pr_curve(outcomes)
+    (line,) = figures[0].axes[0].lines
+    # by confidence: right, right, wrong; four known queries
+    np.testing.assert_allclose(line.get_xdata(), [1 / 4, 2 / 4, 2 / 4])
+    np.testing.assert_allclose(line.get_ydata(), [1, 1, 2 / 3])
+
+
+def test_metrics_table_is_the_rows_and_cells_alone() -> None:
+    metrics = {**dict.fromkeys(SUMMARY_KEYS, 0.25), "queries": 2, "groups": {"g": {"queries": 1}}}
+    header = "".join(f"<th>{key}</th>" for key in SUMMARY_KEYS)
+    assert _metrics_table(metrics) == (
+        f'<table class="metrics"><tr><th>group</th>{header}</tr>'
+        f"<tr><td>all</td><td>2</td>{'<td>0.250</td>' * 9}</tr>"
+        f"<tr><td>g</td><td>1</td>{'<td>–</td>' * 9}</tr></table>"
+    )
