@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import pyinstance
 from pyinstance import extraction
+from pyinstance.data import DecodedImage
 
 MEAN = (0.25, 0.5, 0.75)
 STD = (0.5, 0.25, 0.125)
@@ -307,3 +309,13 @@ def test_a_size_multiple_above_the_limit_is_refused_before_any_image_is_read(
             [never_read], _Pixels(), _ChannelMeans(), max_side=10, size_multiple=limit + 1,
             progress=False,
         )  # fmt: skip
+
+
+def test_a_decoded_image_handed_over_is_named_by_its_position() -> None:
+    """A :class:`DecodedImage` from the caller is checked like any picture; the error names
+    its place in ``images``."""
+    empty = DecodedImage(Image.new("RGB", (0, 0)), (0, 0))
+    with pytest.raises(ValueError, match=r"^images\[1\]: empty image of shape \(3, 0, 0\)$"):
+        pyinstance.extract(
+            [_plain(255, 0, 0), empty], _Pixels(), _ChannelMeans(), max_side=10, progress=False
+        )
