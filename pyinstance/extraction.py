@@ -375,7 +375,13 @@ def _check_module(module: object, role: str, factory: str, *, runs: bool) -> Non
 def _check_device(device: object, backbone: nn.Module) -> torch.device:
     """The device to run on, checked usable before any module moves there."""
     if device is None:
-        return _module_device(backbone)
+        place = _module_device(backbone)
+        if place.type == "meta":  # only with an engine: then the modules need no values
+            raise ValueError(
+                "device: the default is the backbone's device, 'meta' (no values); pass a real "
+                "device such as 'cpu'"
+            )
+        return place
     try:
         target = torch.device(device)  # type: ignore[arg-type]
     except (RuntimeError, TypeError) as error:

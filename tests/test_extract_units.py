@@ -319,3 +319,19 @@ def test_a_decoded_image_handed_over_is_named_by_its_position() -> None:
         pyinstance.extract(
             [_plain(255, 0, 0), empty], _Pixels(), _ChannelMeans(), max_side=10, progress=False
         )
+
+
+def test_with_an_engine_modules_without_values_need_an_explicit_device() -> None:
+    """With an engine the modules may hold no values ('meta'); the default device (the
+    backbone's) is then refused by name, not a failed copy of the pictures to 'meta'."""
+    backbone, head = _Pixels().to("meta"), _ChannelMeans().to("meta")
+    with pytest.raises(ValueError, match=r"^device: the default is the backbone's device, 'meta'"):
+        pyinstance.extract(
+            [_plain(255, 0, 0)], backbone, head, max_side=10, progress=False,
+            engine=_MeansEngine(),
+        )  # fmt: skip
+    out = pyinstance.extract(
+        [_plain(255, 0, 0)], backbone, head, max_side=10, device="cpu", progress=False,
+        engine=_MeansEngine(),
+    )  # fmt: skip
+    torch.testing.assert_close(out[0, 0].double(), _normalised(255, 0, 0), atol=1e-6, rtol=1e-6)
