@@ -321,17 +321,13 @@ def test_a_decoded_image_handed_over_is_named_by_its_position() -> None:
         )
 
 
-def test_with_an_engine_modules_without_values_need_an_explicit_device() -> None:
-    """With an engine the modules may hold no values ('meta'); the default device (the
-    backbone's) is then refused by name, not a failed copy of the pictures to 'meta'."""
+def test_with_an_engine_modules_without_values_preprocess_on_the_cpu() -> None:
+    """With an engine the modules may hold no values ('meta'); by default the pictures are
+    then prepared on the CPU (not copied to 'meta', where they would hold no values either)."""
     backbone, head = _Pixels().to("meta"), _ChannelMeans().to("meta")
-    with pytest.raises(ValueError, match=r"^device: the default is the backbone's device, 'meta'"):
-        pyinstance.extract(
-            [_plain(255, 0, 0)], backbone, head, max_side=10, progress=False,
-            engine=_MeansEngine(),
-        )  # fmt: skip
+    engine = _MeansEngine()
     out = pyinstance.extract(
-        [_plain(255, 0, 0)], backbone, head, max_side=10, device="cpu", progress=False,
-        engine=_MeansEngine(),
-    )  # fmt: skip
+        [_plain(255, 0, 0)], backbone, head, max_side=10, progress=False, engine=engine
+    )
+    assert [batch.device.type for batch in engine.batches] == ["cpu"]
     torch.testing.assert_close(out[0, 0].double(), _normalised(255, 0, 0), atol=1e-6, rtol=1e-6)
