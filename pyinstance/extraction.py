@@ -82,7 +82,8 @@ def extract(
             one multiple), so that more images share a size and batch together.
         dtype: output dtype (float32, float16, bfloat16 or float64); the network runs in
             float32 (or its parameters' dtype) and only the descriptors are cast.
-        device: where the networks run; default: the backbone's parameters' device. The
+        device: where the networks run; default: the backbone's parameters' device (the CPU
+            for modules without values, on 'meta', which only an engine allows). The
             modules are moved there and stay after success; the device is checked before
             anything moves, and after an error the modules are back where they were.
         progress: show a progress bar (tqdm) over the images.
@@ -375,7 +376,9 @@ def _check_module(module: object, role: str, factory: str, *, runs: bool) -> Non
 def _check_device(device: object, backbone: nn.Module) -> torch.device:
     """The device to run on, checked usable before any module moves there."""
     if device is None:
-        return _module_device(backbone)
+        place = _module_device(backbone)
+        # modules without values ('meta', allowed with an engine): preprocess on the CPU
+        return torch.device("cpu") if place.type == "meta" else place
     try:
         target = torch.device(device)  # type: ignore[arg-type]
     except (RuntimeError, TypeError) as error:

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import pyinstance
 from pyinstance import extraction
+from pyinstance.data import DecodedImage
 
 MEAN = (0.25, 0.5, 0.75)
 STD = (0.5, 0.25, 0.125)
@@ -258,3 +260,74 @@ class _BareBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.one
+
+
+def test_by_default_batches_hold_at_most_eight_images() -> None:
+    """Nine pictures of one size with the default batch_size (8): batches of 8 and 1."""
+    engine = _MeansEngine()
+    images = [_plain(*COLOURS[i % 5]) for i in range(9)]
+    out = pyinstance.extract(
+        images, _Pixels(), _ChannelMeans(), max_side=10, progress=False, engine=engine
+    )
+    assert [batch.shape[0] for batch in engine.batches] == [8, 1]
+    for i in range(9):
+        torch.testing.assert_close(
+            out[i, 0].double(), _normalised(*COLOURS[i % 5]), atol=1e-6, rtol=1e-6
+        )
+
+
+def test_a_head_without_values_is_refused_by_name_before_anything_moves() -> None:
+    """A head on the 'meta' device (no engine) is named; the backbone stays where it was."""
+    backbone = _Pixels()
+    with pytest.raises(ValueError, match=r"^head: its parameters are on the 'meta' device"):
+        pyinstance.extract(
+            [_plain(255, 0, 0)], backbone, _ChannelMeans().to("meta"), max_side=10,
+            device="cpu", progress=False,
+        )  # fmt: skip
+    assert backbone.one.device.type == "cpu"
+    # with an engine the head only gives sizes: a head without values is fine
+    out = pyinstance.extract(
+        [_plain(255, 0, 0)], backbone, _ChannelMeans().to("meta"), max_side=10,
+        progress=False, engine=_MeansEngine(),
+    )  # fmt: skip
+    torch.testing.assert_close(out[0, 0].double(), _normalised(255, 0, 0), atol=1e-6, rtol=1e-6)
+
+
+def test_a_size_multiple_above_the_limit_is_refused_before_any_image_is_read(
+    tmp_path: Path,
+) -> None:
+    """Refused by name at once (the file is never opened): not after resizing a picture to
+    16385×16385 pixels."""
+    never_read = tmp_path / "never-read.png"
+    never_read.write_bytes(b"not a png")
+    limit = extraction.MAX_RESIZED_SIDE
+    with pytest.raises(
+        ValueError,
+        match=rf"^size_multiple: expected a positive integer <= {limit}, got {limit + 1}$",
+    ):
+        pyinstance.extract(
+            [never_read], _Pixels(), _ChannelMeans(), max_side=10, size_multiple=limit + 1,
+            progress=False,
+        )  # fmt: skip
+
+
+def test_a_decoded_image_handed_over_is_named_by_its_position() -> None:
+    """A :class:`DecodedImage` from the caller is checked like any picture; the error names
+    its place in ``images``."""
+    empty = DecodedImage(Image.new("RGB", (0, 0)), (0, 0))
+    with pytest.raises(ValueError, match=r"^images\[1\]: empty image of shape \(3, 0, 0\)$"):
+        pyinstance.extract(
+            [_plain(255, 0, 0), empty], _Pixels(), _ChannelMeans(), max_side=10, progress=False
+        )
+
+
+def test_with_an_engine_modules_without_values_preprocess_on_the_cpu() -> None:
+    """With an engine the modules may hold no values ('meta'); by default the pictures are
+    then prepared on the CPU (not copied to 'meta', where they would hold no values either)."""
+    backbone, head = _Pixels().to("meta"), _ChannelMeans().to("meta")
+    engine = _MeansEngine()
+    out = pyinstance.extract(
+        [_plain(255, 0, 0)], backbone, head, max_side=10, progress=False, engine=engine
+    )
+    assert [batch.device.type for batch in engine.batches] == ["cpu"]
+    torch.testing.assert_close(out[0, 0].double(), _normalised(255, 0, 0), atol=1e-6, rtol=1e-6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyinstance.postprocess import ScaleAggregation
+from pyinstance.postprocess import ScaleAggregation, multiscale
 
 from .conftest import unit_sets
 
@@ -63,3 +63,26 @@ def test_exact_ties_keep_the_first_weights_of_the_grid() -> None:
 def test_weights_are_normalised_in_float64() -> None:
     weights = ScaleAggregation(np.array([1, 2], dtype=np.float32)).weights
     assert weights.dtype == np.float64 and weights.tolist() == [1 / 3, 2 / 3]
+
+
+def _blocks(queries: np.ndarray, references: np.ndarray) -> list[tuple[int, tuple[int, int]]]:
+    return [(start, s.shape) for start, s in multiscale._score_blocks(queries, references, "max")]
+
+
+def test_queries_are_scored_in_disjoint_blocks_of_the_memory_budget(monkeypatch) -> None:  # noqa: ANN001
+    """Each query is in exactly one block (one dense product): blocks of
+    ``_BLOCK_ELEMENTS // (S·N·T)`` queries, at least one, starting at 0, block, 2·block, …;
+    each block's scores are the best product over both scale axes, by loops."""
+    queries, references = unit_sets(5, p=3, d=4, seed=3), unit_sets(7, p=2, d=4, seed=4)
+    budget_per_query = 3 * 7 * 2  # S·N·T similarities a query
+    monkeypatch.setattr(multiscale, "_BLOCK_ELEMENTS", 2 * budget_per_query + 1)
+    assert _blocks(queries, references) == [(0, (2, 7)), (2, (2, 7)), (4, (1, 7))]
+    for budget in (budget_per_query, budget_per_query - 1):  # one query, less than one
+        monkeypatch.setattr(multiscale, "_BLOCK_ELEMENTS", budget)
+        assert _blocks(queries, references) == [(i, (1, 7)) for i in range(5)]
+    q64, r64 = queries.astype(np.float64), references.astype(np.float64)
+    for start, scores in multiscale._score_blocks(queries, references, "max"):
+        for row, i in enumerate(range(start, start + scores.shape[0])):
+            for j in range(7):
+                best = max(q64[i, s] @ r64[j, t] for s in range(3) for t in range(2))
+                assert abs(scores[row, j] - best) < 1e-6
