@@ -1062,3 +1062,62 @@ def test_camera_blur_radius_at_both_ends(t, radius):
     assert row[9] == pytest.approx(105 * radius / (2 * radius + 1), abs=1.0)
     assert row[10] == pytest.approx(105 * (radius + 1) / (2 * radius + 1), abs=1.0)
     assert row[0] == 0 and row[19] == 105
+
+
+def test_beside_in_perspective_at_half_the_main_amount():
+    # t=1, perspective 0.2: the other (40×20) gets the perspective quad of amount 0.1 (as in
+    # test_perspective_quad_turns_tilts_and_jitters: moves (¼, ¼), (0, ¾), (−¼, −¼), (½, ¼)
+    # of 0.1 of its sides): (1, 0.5), (40, 1.5), (39, 19.5), (2, 20.5), i.e. 39 × 20 from
+    # (1, 0.5), scaled to 1.2 times the main picture's longest side (100, its width: the
+    # main quad spans x 100..200 and y 40..90). Hung right of the main footprint (99..201 ×
+    # 39..91), a gap of 0.25 · 100 away, its middle 0.3 · 52 below the footprint's middle.
+    composer = SceneComposer(size=400, perspective=0.2, frame=0.0)
+    main = _Hanging(solid(100, 50), rectangle(100, 40, 200, 90), None)
+    other = composer._beside(
+        solid(40, 20), main, [main.footprint()], 400, 300, Scripted(t=1.0, choice=[1])
+    )
+    shape = np.array([[0.0, 0.0], [39.0, 1.0], [38.0, 19.0], [1.0, 20.0]]) * 120 / 39
+    expected = shape + [201 + 25 + 1, 65 + 0.3 * 52 - shape[:, 1].max() / 2]
+    assert np.allclose(other.quad, expected)
+
+
+def test_beside_sides_drawn_with_their_probabilities():
+    # real draws: left and right 0.4 each, above and below 0.1 each (400 pictures hung
+    # around one in the middle of a scene with room on every side)
+    composer = SceneComposer(size=2000, perspective=0.2, frame=0.5)
+    main = _Hanging(solid(100, 50), rectangle(900, 900, 1000, 950), None)
+    x0, y0, x1, y1 = main.footprint()
+    rng = np.random.default_rng(0)
+    sides = []
+    for _ in range(400):
+        box = composer._beside(solid(40, 20), main, [main.footprint()], 2000, 2000, rng).footprint()
+        sides.append(
+            "left"
+            if box[2] <= x0
+            else "right"
+            if box[0] >= x1
+            else "above"
+            if box[3] <= y0
+            else "below"
+        )
+    share = {side: sides.count(side) / len(sides) for side in ("left", "right", "above", "below")}
+    assert share == pytest.approx({"left": 0.4, "right": 0.4, "above": 0.1, "below": 0.1}, abs=0.06)
+
+
+@pytest.mark.parametrize(
+    ("side", "edge", "centre"),
+    [(1, (0, 201 + 25), (1, 65 + 0.3 * 52)), (3, (1, 91 + 25), (0, 150 + 0.3 * 102))],
+)
+def test_beside_framed_in_perspective_keeps_its_gap_and_jitter(side, edge, centre):
+    # t=1: a framed other in perspective (its footprint's left and top edges lie at
+    # different distances from its picture), a gap of 0.25 · 100 from the main footprint
+    # (99..201 × 39..91) and its middle moved 0.3 of that footprint's side along it
+    composer = SceneComposer(size=400, perspective=0.2, frame=1.0)
+    main = _Hanging(solid(100, 50), rectangle(100, 40, 200, 90), None)
+    other = composer._beside(
+        solid(40, 20), main, [main.footprint()], 400, 300, Scripted(t=1.0, choice=[side])
+    )
+    box = other.footprint()
+    assert other.frame is not None
+    assert box[edge[0]] == pytest.approx(edge[1])
+    assert (box[centre[0]] + box[centre[0] + 2]) / 2 == pytest.approx(centre[1])
