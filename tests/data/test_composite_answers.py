@@ -296,7 +296,7 @@ def test_paste_warped_reduces_before_it_warps():
 
 def test_coarse_grid_cells_in_units_of_the_longest_side():
     xs, ys = composite._coarse_grid(40, 16)  # 5×2 cells of 8 px
-    assert xs.shape == ys.shape == (2, 5) and xs.dtype == np.float32
+    assert xs.shape == ys.shape == (2, 5) and xs.dtype == ys.dtype == np.float32
     assert np.allclose(xs, [[0.1, 0.3, 0.5, 0.7, 0.9]] * 2)
     assert np.allclose(ys, [[0.1] * 5, [0.3] * 5])
     xs, ys = composite._coarse_grid(10, 12)  # at least 2×2 cells
