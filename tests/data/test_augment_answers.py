@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pyinstance.data.augment import Augmentation, ViewParams, jitter_colour
+from pyinstance.data.augment import Augmentation, ViewParams, check_range, jitter_colour
 
 
 @pytest.mark.parametrize(
@@ -131,3 +131,166 @@ def test_doubling_every_factor_by_hand():
     # about its grey level 116.3: (51.1, 131.1, 211.1), rounded.
     image = Image.new("RGB", (4, 4), (50, 60, 70))
     assert np.asarray(jitter_colour(image, 2.0, 2.0, 2.0, 0.0))[0, 0].tolist() == [51, 131, 211]
+
+
+# --- validation (survivors of the mut-data3 run, issue 16) -----------------------------
+
+
+def test_check_range_checks_each_end_by_its_own_name():
+    assert check_range((0.0, 1.0), "r", minimum=0.0) == (0.0, 1.0)  # not strict by default
+    low, high = check_range((np.float32(0.5), 2), "r", minimum=0.0, maximum=2.0, positive=True)
+    assert (low, high) == (0.5, 2.0) and type(low) is type(high) is float
+    with pytest.raises(ValueError, match=r"^r\[0\]: expected"):
+        check_range((1.5, 1.5), "r", minimum=0.0, maximum=1.0)
+    with pytest.raises(ValueError, match=r"^r\[1\]: expected"):
+        check_range((0.5, 1.5), "r", minimum=0.0, maximum=1.0)
+    with pytest.raises(ValueError, match=r"^r\[1\]: expected"):
+        check_range((0.5, 0.0), "r", minimum=0.0, positive=True)
+    with pytest.raises(ValueError, match=r"^r\[0\]: expected"):
+        check_range((0.0, 0.5), "r", minimum=0.0, positive=True)
+    with pytest.raises(ValueError, match=r"^r: expected low <= high"):
+        check_range((0.6, 0.5), "r", minimum=0.0)
+
+
+VIEW = {"flip": False, "angle": 0.0, "scale_x": 1.0, "scale_y": 1.0, "size": 24, "crop": 0.0}
+
+
+def test_view_params_are_stored_as_python_numbers():
+    view = ViewParams(
+        flip=np.bool_(True),
+        angle=np.float32(30.0),
+        scale_x=2,
+        scale_y=np.float32(0.5),
+        size=np.int64(64),
+        crop=1,
+        brightness=0,
+        contrast=np.float32(1.5),
+        saturation=3,
+        hue=np.float32(-0.5),
+    )
+    stored = [getattr(view, name) for name in ViewParams.__dataclass_fields__]
+    assert stored == [True, 30.0, 2.0, 0.5, 64, 1.0, 0.0, 1.5, 3.0, -0.5]
+    assert [type(value) for value in stored] == [bool, *[float] * 3, int, *[float] * 5]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("scale_x", 1e-9), ("scale_y", 1e-9), ("size", 1), ("crop", 0.0), ("crop", 1.0)]
+    + [("brightness", 0.0), ("contrast", 0.0), ("saturation", 0.0), ("hue", -0.5), ("hue", 0.5)]
+    + [("angle", -1e6), ("angle", 1e6)],
+)
+def test_view_params_accept_their_bounds(field, value):
+    assert getattr(ViewParams(**{**VIEW, field: value}), field) == value
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("flip", 1, TypeError),
+        ("angle", float("nan"), ValueError),
+        ("angle", float("inf"), ValueError),
+        ("angle", "0", TypeError),
+        ("scale_x", 0.0, ValueError),
+        ("scale_y", 0.0, ValueError),
+        ("size", 0, ValueError),
+        ("size", 1.0, TypeError),
+        ("crop", -0.01, ValueError),
+        ("crop", 1.01, ValueError),
+        ("brightness", -0.01, ValueError),
+        ("contrast", -0.01, ValueError),
+        ("saturation", -0.01, ValueError),
+        ("hue", -0.51, ValueError),
+        ("hue", 0.51, ValueError),
+    ],
+)
+def test_view_params_refuse_each_field_by_name(field, value, error):
+    with pytest.raises(error, match=rf"^{field}: expected"):
+        ViewParams(**{**VIEW, field: value})
+
+
+def test_augmentation_parameters_are_stored_as_python_numbers():
+    augmentation = Augmentation(
+        rotation=np.int64(90),
+        axis_scale=[np.float32(0.5), 2],
+        flip=1,
+        brightness=np.float32(0.5),
+        contrast=0,
+        saturation=1,
+        hue=np.float32(0.5),
+        sizes=[np.int64(1), 3],
+        max_aspect=1,
+    )
+    stored = [getattr(augmentation, name) for name in Augmentation.__dataclass_fields__]
+    assert stored == [90.0, (0.5, 2.0), 1.0, 0.5, 0.0, 1.0, 0.5, (1, 3), 1.0]
+    numbers = [stored[0], *stored[1], *stored[2:7], stored[8]]
+    assert all(type(value) is float for value in numbers)
+    assert type(stored[1]) is tuple and type(stored[7]) is tuple
+    assert [type(value) for value in stored[7]] == [int, int]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("rotation", 0.0), ("rotation", 180.0), ("axis_scale", (1e-9, 1e9)), ("flip", 0.0)]
+    + [("flip", 1.0), ("brightness", 1.0), ("contrast", 1.0), ("saturation", 1.0)]
+    + [("brightness", 0.0), ("hue", 0.0), ("hue", 0.5), ("sizes", (1,)), ("max_aspect", 1.0)],
+)
+def test_augmentation_accepts_its_bounds(field, value):
+    assert getattr(Augmentation(**{field: value}), field) == value
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error", "name"),
+    [
+        ("rotation", -0.01, ValueError, "rotation"),
+        ("rotation", 180.01, ValueError, "rotation"),
+        ("rotation", float("inf"), ValueError, "rotation"),
+        ("axis_scale", (0.0, 1.0), ValueError, r"axis_scale\[0\]"),
+        ("axis_scale", (1.0, float("inf")), ValueError, r"axis_scale\[1\]"),
+        ("axis_scale", (1.2, 0.8), ValueError, "axis_scale"),
+        ("axis_scale", "ab", TypeError, "axis_scale"),
+        ("flip", -0.01, ValueError, "flip"),
+        ("flip", 1.01, ValueError, "flip"),
+        ("brightness", -0.01, ValueError, "brightness"),
+        ("brightness", 1.01, ValueError, "brightness"),
+        ("contrast", -0.01, ValueError, "contrast"),
+        ("contrast", 1.01, ValueError, "contrast"),
+        ("saturation", -0.01, ValueError, "saturation"),
+        ("saturation", 1.01, ValueError, "saturation"),
+        ("hue", -0.01, ValueError, "hue"),
+        ("hue", 0.51, ValueError, "hue"),
+        ("sizes", (224, 0), ValueError, r"sizes\[1\]"),
+        ("sizes", (224, 2.0), TypeError, r"sizes\[1\]"),
+        ("sizes", [], ValueError, "sizes"),
+        ("sizes", "224", TypeError, "sizes"),
+        ("max_aspect", 0.99, ValueError, "max_aspect"),
+        ("max_aspect", float("nan"), ValueError, "max_aspect"),
+    ],
+)
+def test_augmentation_refuses_each_parameter_by_name(field, value, error, name):
+    with pytest.raises(error, match=rf"^{name}: expected"):
+        Augmentation(**{field: value})
+
+
+def test_draw_spans_both_signs_of_the_angle_and_the_hue():
+    # real draws: angles uniform in [-30, 30] degrees, hues in [-0.1, 0.1] turns, both ends
+    # reached within 10 % in 200 views, and each view carries its own hue
+    augmentation = Augmentation(rotation=30.0, hue=0.1)
+    rng = np.random.default_rng(0)
+    views = [augmentation.draw(rng) for _ in range(200)]
+    angles = [view.angle for view in views]
+    hues = [view.hue for view in views]
+    assert min(angles) < -27.0 and max(angles) > 27.0
+    assert min(hues) < -0.09 and max(hues) > 0.09
+
+
+class Lowest(np.random.Generator):
+    """A generator whose single ``random()`` draws are all 0.0, the lowest value."""
+
+    def random(self, size=None, dtype=np.float64, out=None):
+        return 0.0 if size is None else super().random(size, dtype, out)
+
+
+def test_draw_never_flips_with_a_probability_of_zero():
+    # a flip happens when the draw is below the probability: never at 0, even for a draw of 0
+    assert Augmentation(flip=0.0).draw(Lowest(np.random.PCG64(0))).flip is False
+    assert Augmentation(flip=1e-9).draw(Lowest(np.random.PCG64(0))).flip is True

@@ -296,7 +296,7 @@ def test_paste_warped_reduces_before_it_warps():
 
 def test_coarse_grid_cells_in_units_of_the_longest_side():
     xs, ys = composite._coarse_grid(40, 16)  # 5×2 cells of 8 px
-    assert xs.shape == ys.shape == (2, 5) and xs.dtype == np.float32
+    assert xs.shape == ys.shape == (2, 5) and xs.dtype == ys.dtype == np.float32
     assert np.allclose(xs, [[0.1, 0.3, 0.5, 0.7, 0.9]] * 2)
     assert np.allclose(ys, [[0.1] * 5, [0.3] * 5])
     xs, ys = composite._coarse_grid(10, 12)  # at least 2×2 cells
@@ -982,3 +982,142 @@ def test_wall_mottle_is_a_bicubic_blow_up_of_its_cells():
     coarse = (1.0 + 0.2 * (xs - xs.mean()) + 0.025 * mottle).astype(np.float32)
     light = np.asarray(Image.fromarray(coarse, "F").resize((40, 24), Image.Resampling.BILINEAR))
     assert np.allclose(wall, hsv(0.16, 0.07, 0.96) * light[..., None], atol=1e-3)
+
+
+# --- survivors of the mut-data3 run (issue 16) ----------------------------------------
+
+
+def edge_rise(light: np.ndarray, opacity: float) -> tuple[float, float]:
+    """Where a shadow edge along the middle row rises (x of the boundary between pixels)
+    and its variance (px²): the mean and second moment of the rise from 0 to 1, which for a
+    step blurred by a Gaussian of σ are the step's position and σ²."""
+    rise = np.diff((1.0 - light[len(light) // 2].astype(np.float64)) / opacity)
+    xs = np.arange(1, light.shape[1], dtype=np.float64)
+    mean = (xs * rise).sum() / rise.sum()
+    return float(mean), float(((xs - mean) ** 2 * rise).sum() / rise.sum())
+
+
+@pytest.mark.parametrize(("t", "radius"), [(0.0, 2.0), (1.0, 8.0)])
+def test_shadow_light_blur_radius_at_both_ends(t, radius):
+    # A shadow edge across the whole height (a picture reaching far past the top and the
+    # bottom), blurred by a Gaussian of σ = radius · size / 448 px: at size 44800 (σ 200
+    # or 800 px) the reduction by 4 and the bilinear blow-up add about 4 px² to σ², and
+    # Pillow's three box passes come within 0.3 % of it. The edge moves by the offset,
+    # 0.015 · size to the right at t=1 (to the left at t=0).
+    item = _Hanging(solid(10, 10), rectangle(4800, -1e6, 1e7, 1e6), None)
+    light = composite._shadow_light([item], 9600, 8, 44800, Scripted(t=t))
+    opacity = 0.15 + t * 0.3
+    assert light[4, 0] == 1.0 and light[4, -1] == pytest.approx(1.0 - opacity, abs=1e-6)
+    position, variance = edge_rise(light, opacity)
+    assert position == pytest.approx(4800 + (2 * t - 1) * 0.015 * 44800, abs=1.0)
+    assert variance == pytest.approx((radius * 44800 / 448) ** 2, rel=3e-3)
+
+
+class Fractions(Scripted):
+    """A scripted generator whose scalar uniform draws take the given fractions of their
+    ranges, one after the other (then ``t``)."""
+
+    def __init__(self, fractions, **kwargs):
+        super().__init__(**kwargs)
+        self.fractions = list(fractions)
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        if size is None and self.fractions:
+            return float(low + self.fractions.pop(0) * (high - low))
+        return super().uniform(low, high, size)
+
+
+def test_camera_spot_light_at_its_drawn_place_and_a_cast_per_channel():
+    # spot x: the quad's mean x − 0.3 of its width (the low end), y: its top − 0.25 of its
+    # height (half-way): (50 − 18, 40 − 12.5) / 100; fall-off 0.25 (the high end); no noise;
+    # a cast of its own for each channel: 0.96, 1.0, 1.03.
+    canvas = solid(100, 100, (100, 100, 100))
+    rng = Fractions([0.0, 0.5, 1.0, 0.0, 0.0], random=[0.5], uniform=[[-0.04, 0.0, 0.03]])
+    image = composite._camera(canvas, rectangle(20, 40, 80, 90), rng)
+    ys, xs = (np.indices((100, 100)) + 0.5) / 100
+    light = 1.05 - 0.25 * ((xs - 0.32) ** 2 + (ys - 0.275) ** 2)
+    found = np.asarray(image).astype(float)
+    for channel, cast in enumerate((0.96, 1.0, 1.03)):
+        error = np.abs(found[..., channel] - 100.0 * light * cast)[5:95, 5:95]
+        assert error.max() <= 1.0 and error.mean() <= 0.4
+
+
+def test_camera_noise_at_its_low_end_is_none():
+    # no fall-off, no cast, the noise's amplitude at its low end 0 with every grain value at
+    # +0.5: 101 · 1.05 = 106.05 everywhere (an amplitude of 1 would make it 106.55 -> 107)
+    rng = Fractions([0.5, 0.5, 0.0, 0.0, 0.0], random=[0.5], uniform=[[0.0] * 3], grain=1.0)
+    image = composite._camera(solid(30, 20, (101, 101, 101)), rectangle(5, 5, 25, 15), rng)
+    assert (np.asarray(image) == 106).all()
+
+
+@pytest.mark.parametrize(("t", "radius"), [(0.0, 0.3), (1.0, 0.8)])
+def test_camera_blur_radius_at_both_ends(t, radius):
+    # a 0|100 step blurred by a box of radius r (fractional ends): the pixel left of the
+    # step gets 105 · r / (2r + 1): 19.7 at r 0.3, 32.3 at r 0.8 (1.05: the flat light)
+    pixels = np.zeros((20, 20, 3), np.uint8)
+    pixels[:, 10:] = 100
+    rng = Fractions([0.5, 0.5, 0.0, 0.0, t], random=[0.0], uniform=[[0.0] * 3])
+    image = composite._camera(Image.fromarray(pixels), rectangle(0, 0, 20, 20), rng)
+    row = np.asarray(image)[10, :, 0].astype(float)
+    assert row[9] == pytest.approx(105 * radius / (2 * radius + 1), abs=1.0)
+    assert row[10] == pytest.approx(105 * (radius + 1) / (2 * radius + 1), abs=1.0)
+    assert row[0] == 0 and row[19] == 105
+
+
+def test_beside_in_perspective_at_half_the_main_amount():
+    # t=1, perspective 0.2: the other (40×20) gets the perspective quad of amount 0.1 (as in
+    # test_perspective_quad_turns_tilts_and_jitters: moves (¼, ¼), (0, ¾), (−¼, −¼), (½, ¼)
+    # of 0.1 of its sides): (1, 0.5), (40, 1.5), (39, 19.5), (2, 20.5), i.e. 39 × 20 from
+    # (1, 0.5), scaled to 1.2 times the main picture's longest side (100, its width: the
+    # main quad spans x 100..200 and y 40..90). Hung right of the main footprint (99..201 ×
+    # 39..91), a gap of 0.25 · 100 away, its middle 0.3 · 52 below the footprint's middle.
+    composer = SceneComposer(size=400, perspective=0.2, frame=0.0)
+    main = _Hanging(solid(100, 50), rectangle(100, 40, 200, 90), None)
+    other = composer._beside(
+        solid(40, 20), main, [main.footprint()], 400, 300, Scripted(t=1.0, choice=[1])
+    )
+    shape = np.array([[0.0, 0.0], [39.0, 1.0], [38.0, 19.0], [1.0, 20.0]]) * 120 / 39
+    expected = shape + [201 + 25 + 1, 65 + 0.3 * 52 - shape[:, 1].max() / 2]
+    assert np.allclose(other.quad, expected)
+
+
+def test_beside_sides_drawn_with_their_probabilities():
+    # real draws: left and right 0.4 each, above and below 0.1 each (400 pictures hung
+    # around one in the middle of a scene with room on every side)
+    composer = SceneComposer(size=2000, perspective=0.2, frame=0.5)
+    main = _Hanging(solid(100, 50), rectangle(900, 900, 1000, 950), None)
+    x0, y0, x1, y1 = main.footprint()
+    rng = np.random.default_rng(0)
+    sides = []
+    for _ in range(400):
+        box = composer._beside(solid(40, 20), main, [main.footprint()], 2000, 2000, rng).footprint()
+        sides.append(
+            "left"
+            if box[2] <= x0
+            else "right"
+            if box[0] >= x1
+            else "above"
+            if box[3] <= y0
+            else "below"
+        )
+    share = {side: sides.count(side) / len(sides) for side in ("left", "right", "above", "below")}
+    assert share == pytest.approx({"left": 0.4, "right": 0.4, "above": 0.1, "below": 0.1}, abs=0.06)
+
+
+@pytest.mark.parametrize(
+    ("side", "edge", "centre"),
+    [(1, (0, 201 + 25), (1, 65 + 0.3 * 52)), (3, (1, 91 + 25), (0, 150 + 0.3 * 102))],
+)
+def test_beside_framed_in_perspective_keeps_its_gap_and_jitter(side, edge, centre):
+    # t=1: a framed other in perspective (its footprint's left and top edges lie at
+    # different distances from its picture), a gap of 0.25 · 100 from the main footprint
+    # (99..201 × 39..91) and its middle moved 0.3 of that footprint's side along it
+    composer = SceneComposer(size=400, perspective=0.2, frame=1.0)
+    main = _Hanging(solid(100, 50), rectangle(100, 40, 200, 90), None)
+    other = composer._beside(
+        solid(40, 20), main, [main.footprint()], 400, 300, Scripted(t=1.0, choice=[side])
+    )
+    box = other.footprint()
+    assert other.frame is not None
+    assert box[edge[0]] == pytest.approx(edge[1])
+    assert (box[centre[0]] + box[centre[0] + 2]) / 2 == pytest.approx(centre[1])
