@@ -378,14 +378,18 @@ MUTATION_TESTS = {
         "tests/index/test_search_edges.py",
         "tests/index/test_screened_search.py",
     ],
-    # The kernels' Python wrappers (argument checks, dispatch, the torch references): the
-    # folder's tests without its slowest kernel-correctness runs (hypothesis searches, every
-    # ISA over many tiles, torch's opcheck, the comparison with pytorch-metric-learning: 2/3
-    # of the folder's time). The wrappers' answers stay checked against the references by
-    # the deterministic tests; the deselected ones test the C++ kernels, not mutated here.
+    # The kernels' Python wrappers (argument checks, dispatch, the torch references): each
+    # wrapper's own test file (and the screened search's, which goes through knn_dot) on the
+    # generic ISA only, without the slowest kernel-correctness runs (hypothesis searches,
+    # many tiles, torch's opcheck, the comparison with pytorch-metric-learning). The
+    # wrappers' answers stay checked against the references by the deterministic tests; the
+    # deselected ones test the C++ kernels (every ISA), not mutated here.
     **{
         f"pyinstance/ops/{name}.py": [
-            "tests/ops",
+            *files,
+            "tests/ops/test_wrapper_edges.py",
+            "-k",
+            "not avx2 and not avx512",
             *(
                 f"--deselect=tests/ops/{test}"
                 for test in (
@@ -401,12 +405,20 @@ MUTATION_TESTS = {
                 )
             ),
         ]
-        for name in (
-            "_reference",
-            "knn_dot",
-            "knn_screen",
-            "topk_region_pool",
-            "triplet_mine",
+        for name, files in (
+            ("knn_dot", ["tests/ops/test_knn_dot.py", "tests/ops/test_knn_screen.py"]),
+            ("knn_screen", ["tests/ops/test_knn_screen.py"]),
+            ("topk_region_pool", ["tests/ops/test_topk_region_pool.py"]),
+            ("triplet_mine", ["tests/ops/test_triplet_mine.py"]),
+            (
+                "_reference",
+                [
+                    "tests/ops/test_knn_dot.py",
+                    "tests/ops/test_knn_screen.py",
+                    "tests/ops/test_topk_region_pool.py",
+                    "tests/ops/test_triplet_mine.py",
+                ],
+            ),
         )
     },
     # The argument checks' and the array layer's own tests (every bound, input kind, check
@@ -492,13 +504,32 @@ MUTATION_TESTS = {
         "tests/engine/test_sessions_units.py",
     ],
     "pyinstance/engine/export.py": ["tests/engine/test_export_units.py"],
-    "pyinstance/engine/exported.py": ["tests/engine/test_export_units.py"],
+    # The fake-runtime engine of test_export_units.py, the cache tests, and the real engines
+    # on the tiny network where they reach the thread budget, bf16 and OpenVINO's fix_after
+    # (not test_openvino.py's EfficientNet-Lite0 bf16 export: seconds a mutant).
+    "pyinstance/engine/exported.py": [
+        "tests/engine/test_export_units.py",
+        "tests/engine/test_exported_units.py",
+        "tests/engine/test_cache.py",
+        "tests/engine/test_thread_budget.py::test_a_busy_machine_runs_the_one_thread_session",
+        "tests/engine/test_openvino.py::test_a_recurring_shape_gets_its_own_compiled_model",
+        "tests/engine/test_openvino.py::test_the_precision_variable_reaches_engines_made_without_one",
+    ],
     "pyinstance/engine/int8.py": [
         "tests/engine/test_int8_units.py",
         "tests/engine/test_int8_cache_units.py",
     ],
     "pyinstance/engine/sample_photos.py": ["tests/engine/test_int8_units.py"],
     "pyinstance/engine/onnxruntime_engine.py": ["tests/engine/test_onnxruntime_units.py"],
+    # Not test_openvino.py's EfficientNet-Lite0 bf16 export (seconds a mutant): the tiny
+    # network's bf16 engine in test_openvino_units.py compiles with the bf16 hint instead.
+    "pyinstance/engine/openvino_engine.py": [
+        "tests/engine/test_openvino_units.py",
+        "tests/engine/test_openvino.py",
+        "tests/engine/test_openvino_int8.py",
+        "--deselect=tests/engine/test_openvino.py::"
+        "test_bf16_is_within_its_tolerance_and_far_from_fp32_exactness",
+    ],
     # Not tests/serve/test_command.py (it builds an index): create_app and uvicorn replaced.
     "pyinstance/commands/serve.py": ["tests/serve/test_command_units.py"],
 }
