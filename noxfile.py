@@ -504,16 +504,13 @@ MUTATION_TESTS = {
         "tests/engine/test_sessions_units.py",
     ],
     "pyinstance/engine/export.py": ["tests/engine/test_export_units.py"],
-    # The fake-runtime engine of test_export_units.py, the cache tests, and the real engines
-    # on the tiny network where they reach the thread budget, bf16 and OpenVINO's fix_after
-    # (not test_openvino.py's EfficientNet-Lite0 bf16 export: seconds a mutant).
+    # Fake runtimes (test_export_units.py, test_exported_units.py: the thread budget, bf16,
+    # a subclass's fix_after) and the cache on the tiny network with ONNX Runtime; not the
+    # real OpenVINO engines (a compile per engine: seconds a mutant under load).
     "pyinstance/engine/exported.py": [
         "tests/engine/test_export_units.py",
         "tests/engine/test_exported_units.py",
         "tests/engine/test_cache.py",
-        "tests/engine/test_thread_budget.py::test_a_busy_machine_runs_the_one_thread_session",
-        "tests/engine/test_openvino.py::test_a_recurring_shape_gets_its_own_compiled_model",
-        "tests/engine/test_openvino.py::test_the_precision_variable_reaches_engines_made_without_one",
     ],
     "pyinstance/engine/int8.py": [
         "tests/engine/test_int8_units.py",
