@@ -406,7 +406,14 @@ MUTATION_TESTS = {
             ),
         ]
         for name, files in (
-            ("knn_dot", ["tests/ops/test_knn_dot.py", "tests/ops/test_knn_screen.py"]),
+            (
+                "knn_dot",
+                [
+                    "tests/ops/test_knn_dot.py",
+                    "tests/ops/test_knn_dot_answers.py",
+                    "tests/ops/test_knn_screen.py",
+                ],
+            ),
             ("knn_screen", ["tests/ops/test_knn_screen.py"]),
             ("topk_region_pool", ["tests/ops/test_topk_region_pool.py"]),
             ("triplet_mine", ["tests/ops/test_triplet_mine.py"]),
@@ -567,9 +574,10 @@ def _narrowed_pyproject(module: str, tests: list[str]) -> str:
         start = text.index(f"\n{key} = [") + 1
         end = text.index("]", start) + 1
         text = text[:start] + f"{key} = {json.dumps(values)}" + text[end:]
-    if module.startswith("pyinstance/engine/"):
+    if module.startswith(("pyinstance/engine/", "pyinstance/ops/")):
         # OpenVINO's telemetry forks a process that mutmut's fork runner reaps by mistake
-        # (KeyError on its pid): run each mutant from a fork server instead.
+        # (KeyError on its pid), and a kernel's OpenMP threads started by the clean run hang
+        # a forked worker that calls a kernel again: run each mutant from a fork server.
         text = text.replace(
             "[tool.mutmut]\n", '[tool.mutmut]\nprocess_isolation = "forkserver"\n', 1
         )
