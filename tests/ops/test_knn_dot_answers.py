@@ -75,3 +75,91 @@ def test_an_exclude_that_is_not_an_array_is_refused_by_name() -> None:
     assert str(caught.value) == (
         "exclude: expected a numpy array, torch tensor or cupy array, got str"
     )
+
+
+@pytest.mark.parametrize(
+    ("queries", "refs", "k", "options", "error", "message"),
+    [
+        ((4,), (5, 4), 1, {}, ValueError, "queries: expected a 2-D (Q x D) array, got shape (4,)"),
+        (
+            (2, 4),
+            (1, 5, 4),
+            1,
+            {},
+            ValueError,
+            "refs: expected a 2-D (N x D) array, got shape (1, 5, 4)",
+        ),
+        (
+            (2, 3),
+            (5, 4),
+            1,
+            {},
+            ValueError,
+            "queries and refs must have the same dimension D, got 3 and 4",
+        ),
+        ((2, 0), (3, 0), 1, {}, ValueError, "queries: expected D >= 1 columns, got 0"),
+        (
+            (2, 4),
+            (5, 4),
+            6,
+            {},
+            ValueError,
+            "k: expected 1 <= k <= N=5 (the number of references), got 6",
+        ),
+        (
+            (3, 4),
+            (5, 4),
+            1,
+            {"exclude": np.zeros(2, np.int64)},
+            ValueError,
+            "exclude: expected 3 entries (one per query), got 2",
+        ),
+        (
+            (3, 4),
+            (5, 4),
+            1,
+            {"exclude": np.array([0, 5, 1])},
+            ValueError,
+            "exclude: entries must be -1 (none) or a reference index in [0, 5)",
+        ),
+        (
+            (3, 4),
+            (5, 4),
+            5,
+            {"exclude": np.array([-1, 2, -1])},
+            ValueError,
+            "k: expected k <= N - 1 = 4 when exclude removes a reference, got 5",
+        ),
+        (
+            (2, 4),
+            (5, 4),
+            1,
+            {"screen": "screen"},
+            TypeError,
+            "screen: expected a KnnScreen or None, got str",
+        ),
+        (
+            (2, 4),
+            (6, 4),
+            1,
+            {"screen": KnnScreen.of(np.ones((5, 4), np.float32))},
+            ValueError,
+            "screen: built for 5 x 4 references, not these (6, 4) (build it with "
+            "KnnScreen.of(refs) or extend it)",
+        ),
+    ],
+)
+def test_every_refusal_names_the_argument_and_what_was_expected(
+    queries, refs, k, options, error, message
+) -> None:  # noqa: ANN001
+    with pytest.raises(error) as caught:
+        knn_dot(np.ones(queries, np.float32), np.ones(refs, np.float32), k, **options)
+    assert str(caught.value) == message
+
+
+def test_no_queries_with_an_exclude_of_none_give_empty_results() -> None:
+    scores, indices = knn_dot(
+        np.ones((0, 4), np.float32), np.ones((5, 4), np.float32), 5, exclude=np.zeros(0, np.int64)
+    )
+    assert scores.shape == (0, 5) and scores.dtype == np.float32
+    assert indices.shape == (0, 5) and indices.dtype == np.int64
