@@ -69,12 +69,18 @@ def test_a_product_of_exactly_the_bound_is_scanned_plainly(screened_calls) -> No
     assert screened_calls == [1]
 
 
-def test_an_exclude_that_is_not_an_array_is_refused_by_name() -> None:
-    with pytest.raises(TypeError) as caught:
-        knn_dot(np.ones((2, 4), np.float32), np.ones((5, 4), np.float32), 1, exclude="0 1")
-    assert str(caught.value) == (
-        "exclude: expected a numpy array, torch tensor or cupy array, got str"
-    )
+def test_arguments_that_are_not_arrays_are_refused_by_name() -> None:
+    queries, refs = np.ones((2, 4), np.float32), np.ones((5, 4), np.float32)
+    for call, name in [
+        (lambda: knn_dot(queries, refs, 1, exclude="0 1"), "exclude"),
+        (lambda: knn_dot("queries", refs, 1), "queries"),
+        (lambda: knn_dot(queries, "refs", 1), "refs"),
+    ]:
+        with pytest.raises(TypeError) as caught:
+            call()
+        assert str(caught.value) == (
+            f"{name}: expected a numpy array, torch tensor or cupy array, got str"
+        )
 
 
 @pytest.mark.parametrize(
@@ -113,6 +119,14 @@ def test_an_exclude_that_is_not_an_array_is_refused_by_name() -> None:
             {"exclude": np.zeros(2, np.int64)},
             ValueError,
             "exclude: expected 3 entries (one per query), got 2",
+        ),
+        (
+            (3, 4),
+            (5, 4),
+            1,
+            {"exclude": np.zeros((3, 1), np.int64)},  # the right entries, the wrong shape
+            ValueError,
+            "exclude: expected a 1-D array, got shape (3, 1)",
         ),
         (
             (3, 4),
