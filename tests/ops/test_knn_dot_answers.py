@@ -177,3 +177,20 @@ def test_no_queries_with_an_exclude_of_none_give_empty_results() -> None:
     )
     assert scores.shape == (0, 5) and scores.dtype == np.float32
     assert indices.shape == (0, 5) and indices.dtype == np.int64
+
+
+def test_results_are_float32_and_right_under_a_float64_default_dtype() -> None:
+    rng = np.random.default_rng(3)
+    queries = rng.integers(-3, 4, (3, 8)).astype(np.float32)  # exact integer products
+    refs = rng.integers(-3, 4, (10, 8)).astype(np.float32)
+    want = queries.astype(np.float64) @ refs.T.astype(np.float64)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        scores, indices = knn_dot(torch.from_numpy(queries), torch.from_numpy(refs), 4)
+    finally:
+        torch.set_default_dtype(previous)
+    assert scores.dtype == torch.float32 and indices.dtype == torch.int64
+    order = np.argsort(-want, axis=1, kind="stable")[:, :4]  # ties: the smaller index
+    np.testing.assert_array_equal(indices.numpy(), order)
+    np.testing.assert_array_equal(scores.numpy(), np.take_along_axis(want, order, 1))
