@@ -194,3 +194,14 @@ def test_results_are_float32_and_right_under_a_float64_default_dtype() -> None:
     order = np.argsort(-want, axis=1, kind="stable")[:, :4]  # ties: the smaller index
     np.testing.assert_array_equal(indices.numpy(), order)
     np.testing.assert_array_equal(scores.numpy(), np.take_along_axis(want, order, 1))
+
+
+def test_no_queries_read_no_references() -> None:
+    # CPU references are checked for NaN while the kernel streams them: without queries
+    # the kernel does not run, and nothing reads them.
+    refs = np.ones((5, 4), np.float32)
+    refs[2, 1] = np.nan
+    scores, indices = knn_dot(np.ones((0, 4), np.float32), refs, 2)
+    assert scores.shape == indices.shape == (0, 2)
+    with pytest.raises(ValueError, match="^refs: contains NaN or infinite values$"):
+        knn_dot(np.ones((1, 4), np.float32), refs, 2)
