@@ -398,14 +398,18 @@ MUTATION_TESTS = {
         "tests/index/test_search_edges.py",
         "tests/index/test_screened_search.py",
     ],
-    # The kernels' Python wrappers (argument checks, dispatch, the torch references): the
-    # folder's tests without its slowest kernel-correctness runs (hypothesis searches, every
-    # ISA over many tiles, torch's opcheck, the comparison with pytorch-metric-learning: 2/3
-    # of the folder's time). The wrappers' answers stay checked against the references by
-    # the deterministic tests; the deselected ones test the C++ kernels, not mutated here.
+    # The kernels' Python wrappers (argument checks, dispatch, the torch references): each
+    # wrapper's own test file (and the screened search's, which goes through knn_dot) on the
+    # generic ISA only, without the slowest kernel-correctness runs (hypothesis searches,
+    # many tiles, torch's opcheck, the comparison with pytorch-metric-learning). The
+    # wrappers' answers stay checked against the references by the deterministic tests; the
+    # deselected ones test the C++ kernels (every ISA), not mutated here.
     **{
         f"pyinstance/ops/{name}.py": [
-            "tests/ops",
+            *files,
+            "tests/ops/test_wrapper_edges.py",
+            "-k",
+            "not avx2 and not avx512",
             *(
                 f"--deselect=tests/ops/{test}"
                 for test in (
@@ -421,12 +425,27 @@ MUTATION_TESTS = {
                 )
             ),
         ]
-        for name in (
-            "_reference",
-            "knn_dot",
-            "knn_screen",
-            "topk_region_pool",
-            "triplet_mine",
+        for name, files in (
+            (
+                "knn_dot",
+                [
+                    "tests/ops/test_knn_dot.py",
+                    "tests/ops/test_knn_dot_answers.py",
+                    "tests/ops/test_knn_screen.py",
+                ],
+            ),
+            ("knn_screen", ["tests/ops/test_knn_screen.py"]),
+            ("topk_region_pool", ["tests/ops/test_topk_region_pool.py"]),
+            ("triplet_mine", ["tests/ops/test_triplet_mine.py"]),
+            (
+                "_reference",
+                [
+                    "tests/ops/test_knn_dot.py",
+                    "tests/ops/test_knn_screen.py",
+                    "tests/ops/test_topk_region_pool.py",
+                    "tests/ops/test_triplet_mine.py",
+                ],
+            ),
         )
     },
     # The argument checks' and the array layer's own tests (every bound, input kind, check
@@ -512,13 +531,29 @@ MUTATION_TESTS = {
         "tests/engine/test_sessions_units.py",
     ],
     "pyinstance/engine/export.py": ["tests/engine/test_export_units.py"],
-    "pyinstance/engine/exported.py": ["tests/engine/test_export_units.py"],
+    # Fake runtimes (test_export_units.py, test_exported_units.py: the thread budget, bf16,
+    # a subclass's fix_after) and the cache on the tiny network with ONNX Runtime; not the
+    # real OpenVINO engines (a compile per engine: seconds a mutant under load).
+    "pyinstance/engine/exported.py": [
+        "tests/engine/test_export_units.py",
+        "tests/engine/test_exported_units.py",
+        "tests/engine/test_cache.py",
+    ],
     "pyinstance/engine/int8.py": [
         "tests/engine/test_int8_units.py",
         "tests/engine/test_int8_cache_units.py",
     ],
     "pyinstance/engine/sample_photos.py": ["tests/engine/test_int8_units.py"],
     "pyinstance/engine/onnxruntime_engine.py": ["tests/engine/test_onnxruntime_units.py"],
+    # Not test_openvino.py's EfficientNet-Lite0 bf16 export (seconds a mutant): the tiny
+    # network's bf16 engine in test_openvino_units.py compiles with the bf16 hint instead.
+    "pyinstance/engine/openvino_engine.py": [
+        "tests/engine/test_openvino_units.py",
+        "tests/engine/test_openvino.py",
+        "tests/engine/test_openvino_int8.py",
+        "--deselect=tests/engine/test_openvino.py::"
+        "test_bf16_is_within_its_tolerance_and_far_from_fp32_exactness",
+    ],
     # Not tests/serve/test_command.py (it builds an index): create_app and uvicorn replaced.
     "pyinstance/commands/serve.py": ["tests/serve/test_command_units.py"],
 }
@@ -559,9 +594,10 @@ def _narrowed_pyproject(module: str, tests: list[str]) -> str:
         start = text.index(f"\n{key} = [") + 1
         end = text.index("]", start) + 1
         text = text[:start] + f"{key} = {json.dumps(values)}" + text[end:]
-    if module.startswith("pyinstance/engine/"):
+    if module.startswith(("pyinstance/engine/", "pyinstance/ops/")):
         # OpenVINO's telemetry forks a process that mutmut's fork runner reaps by mistake
-        # (KeyError on its pid): run each mutant from a fork server instead.
+        # (KeyError on its pid), and a kernel's OpenMP threads started by the clean run hang
+        # a forked worker that calls a kernel again: run each mutant from a fork server.
         text = text.replace(
             "[tool.mutmut]\n", '[tool.mutmut]\nprocess_isolation = "forkserver"\n', 1
         )
