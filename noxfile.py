@@ -439,7 +439,10 @@ MUTATION_TESTS = {
     "pyinstance/train/data.py": ["tests/train/test_data_answers.py"],
     "pyinstance/train/setup.py": ["tests/train/test_setup_answers.py"],
     "pyinstance/train/validation.py": ["tests/train/test_validation_answers.py"],
-    "pyinstance/train/trainer.py": ["tests/train/test_trainer_units.py"],
+    "pyinstance/train/trainer.py": [
+        "tests/train/test_trainer_units.py",
+        "tests/train/test_trainer_steps.py",
+    ],
     # tests/train/test_command.py trains networks; these run the command over fake trainers.
     "pyinstance/commands/train.py": ["tests/train/test_command_units.py"],
     "pyinstance/train/preview.py": [
