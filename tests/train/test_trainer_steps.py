@@ -541,3 +541,72 @@ def test_the_model_file_holds_the_recipe_the_weights_and_the_history(tmp_path):
     for name, value in made.backbone.state_dict().items():
         assert torch.equal(saved.backbone_state[name], value)
     assert torch.equal(saved.head_state["p"], made.head.state_dict()["p"])
+
+
+def network_trainer(tmp_path, **model) -> Trainer:
+    made = bare()
+    made.config = parse_config(
+        {
+            "output": "out",
+            "data": {"source": "p"},
+            "model": {"backbone": "tripletnet_small", "head": "gem", **model},
+        },
+        base=tmp_path,
+    )
+    return made
+
+
+def test_the_network_starts_from_a_model_file_of_the_same_recipe(tmp_path):
+    from pyinstance import plugins
+    from pyinstance.models.trained import TrainedModel
+
+    torch.manual_seed(1)
+    backbone = plugins.get_backbone("tripletnet_small")
+    head = plugins.get_head("gem", in_channels=backbone.out_channels)
+    with torch.no_grad():
+        head.p.fill_(5.5)
+    TrainedModel(
+        backbone="tripletnet_small",
+        head="gem",
+        backbone_state=backbone.state_dict(),
+        head_state=head.state_dict(),
+    ).save(tmp_path / "init.pt")
+    made = network_trainer(tmp_path, init="init.pt")
+    built, built_head = made._network()
+    for name, value in backbone.state_dict().items():
+        assert torch.equal(built.state_dict()[name], value)
+    assert float(built_head.p) == 5.5
+    assert all(p.requires_grad for p in built.parameters())
+    other = network_trainer(tmp_path, init="init.pt", head="gem", head_params={"p": 2.0})
+    with pytest.raises(
+        ValueError,
+        match=r"^model.init: .*init.pt' holds tripletnet_small\{\} \+ gem\{\}, not the configured tripletnet_small\{\} \+ gem\{'p': 2.0\}",
+    ):
+        other._network()
+    fresh = network_trainer(tmp_path)
+    assert float(fresh._network()[1].p) != 5.5  # no file: nothing loaded
+
+
+def test_blocks_below_trainable_from_are_frozen(tmp_path):
+    made = network_trainer(tmp_path, trainable_from="conv3")
+    backbone, _ = made._network()
+    frozen = {name for name, p in backbone.named_parameters() if not p.requires_grad}
+    assert frozen and {name.split(".")[0] for name in frozen} == {"conv1", "conv2"}
+
+
+def test_a_backbone_that_cannot_freeze_blocks_is_refused(tmp_path, monkeypatch):
+    import pyinstance.train.trainer as module
+
+    made = network_trainer(tmp_path, trainable_from="conv3")
+    real = module.plugins
+
+    class Plain(nn.Module):
+        out_channels = 4
+
+    monkeypatch.setattr(
+        module,
+        "plugins",
+        SimpleNamespace(get_backbone=lambda name, **k: Plain(), get_head=real.get_head),
+    )
+    with pytest.raises(ValueError, match="^model.trainable_from: backbone 'tripletnet_small'"):
+        made._network()
