@@ -191,3 +191,44 @@ def test_max_steps_is_refused_for_the_verification_objective(tmp_path, capsys):
     path = write_config(tmp_path, objective="verification")
     assert main(["train", str(path), "--max-steps", "2"]) != 0
     assert "--max-steps: not for objective 'verification'" in capsys.readouterr().err
+
+
+class OtherRank:
+    """A rank other than the main one (what process_context gives rank 1 under torchrun)."""
+
+    is_main = False
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def test_other_ranks_train_silently_and_succeed(tmp_path, fake, monkeypatch, capsys):
+    import pyinstance.train.distributed
+
+    devices = []
+    monkeypatch.setattr(
+        pyinstance.train.distributed,
+        "process_context",
+        lambda device: devices.append(device) or OtherRank(device),
+    )
+    assert main(["train", str(write_config(tmp_path, device="cpu")), "--json"]) == 0
+    assert devices == ["cpu"] and fake.made[-1].resumed
+    assert capsys.readouterr() == ("", "")  # no skipped files, no resume line, no summary
+
+
+def test_the_index_is_closed_when_verification_training_fails(tmp_path, monkeypatch):
+    class Failing(FakeVerificationTrainer):
+        def fit(self):
+            raise RuntimeError("boom")
+
+    FakeVerificationTrainer.made = []
+    monkeypatch.setattr(pyinstance.train.verification, "VerificationTrainer", Failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["train", str(write_config(tmp_path, objective="verification"))])
+    assert FakeVerificationTrainer.made[-1].index.closed
