@@ -456,6 +456,12 @@ MUTATION_TESTS = {
             )
         ),
     ],
+    # Not test_distributed_ranks.py / _trainer.py (torchrun jobs, seconds to minutes each):
+    # the helpers in one process and DistributedContext in a process group of one rank.
+    "pyinstance/train/distributed.py": [
+        "tests/train/test_distributed.py",
+        "tests/train/test_distributed_group.py",
+    ],
     # tests/train/test_command.py trains networks; these run the command over fake trainers.
     "pyinstance/commands/train.py": ["tests/train/test_command_units.py"],
     "pyinstance/train/preview.py": [

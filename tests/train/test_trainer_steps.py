@@ -490,9 +490,12 @@ def test_an_epochs_row_holds_the_averages_and_the_main_processs_validation(
     assert saved == [2]
     assert written == ([(tmp_path, made.history)] if main else [])
     made.validation = None
+    made._running = {"loss": 4.0, "batches": 1.0}  # one batch: its own values
+    made._end_epoch(2.0)
+    assert made.history[-1] == {"epoch": 3, "step": 6, "seconds": 2.0, "loss": 4.0}
     made._running = {}  # no batch: nothing averaged, nothing divided by zero
     made._end_epoch(1.0)
-    assert made.history[-1] == {"epoch": 3, "step": 6, "seconds": 1.0}
+    assert made.history[-1] == {"epoch": 4, "step": 6, "seconds": 1.0}
 
 
 @pytest.mark.parametrize("main", [True, False])
