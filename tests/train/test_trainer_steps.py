@@ -499,17 +499,20 @@ def test_an_epochs_row_holds_the_averages_and_the_main_processs_validation(
 
 
 @pytest.mark.parametrize("main", [True, False])
-def test_the_finish_writes_the_model_on_the_main_process_only(main, tmp_path):
+def test_the_finish_writes_the_model_on_the_main_process_only(main, tmp_path, monkeypatch):
+    import pyinstance.train.trainer as module
+
+    monkeypatch.setattr(module.time, "perf_counter", lambda: 130.0)
     made = bare()
     made.context = Main(main)
     made.output = tmp_path
     made.step, made.history = 7, [{"epoch": 1, "loss": 2.0}]
     made.data = SimpleNamespace(skipped=("x", "y"))
     made.save_model = lambda path: path
-    result = made._finish(0.0)
+    result = made._finish(100.0)
     assert result.model_path == (tmp_path / "model.pt" if main else None)
     assert (result.steps, result.epochs, result.skipped) == (7, [{"epoch": 1, "loss": 2.0}], 2)
-    assert result.epochs is not made.history and result.seconds > 0
+    assert result.epochs is not made.history and result.seconds == 30.0
     assert made.context.calls == ["barrier"]
 
 
