@@ -619,3 +619,18 @@ def test_a_backbone_that_cannot_freeze_blocks_is_refused(tmp_path, monkeypatch):
     )
     with pytest.raises(ValueError, match="^model.trainable_from: backbone 'tripletnet_small'"):
         made._network()
+
+
+def test_class_maps_are_taken_at_the_views_own_size_and_at_each_other_scale():
+    made = bare(objective="classifier", micro_batch=2, scales=[1.0, 2.0])
+    made.backbone, made.head = Backbone(), Head()
+    shapes = []
+
+    def loss(descriptors, labels, triplets, *, logits):
+        shapes.extend(tuple(m.shape[2:]) for m in logits)
+        return descriptors.sum() * 0 + 1.0
+
+    made.loss = loss
+    made._classifier_step(views_of(2, size=(20, 24)), torch.tensor([0, 1]), 2)
+    # scale 1: the 20 × 24 views themselves (not raised to the 32-pixel minimum of a rescale)
+    assert shapes == [(20, 24), (40, 48)]
