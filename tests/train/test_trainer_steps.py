@@ -634,3 +634,35 @@ def test_class_maps_are_taken_at_the_views_own_size_and_at_each_other_scale():
     made._classifier_step(views_of(2, size=(20, 24)), torch.tensor([0, 1]), 2)
     # scale 1: the 20 × 24 views themselves (not raised to the 32-pixel minimum of a rescale)
     assert shapes == [(20, 24), (40, 48)]
+
+
+@pytest.mark.parametrize(("recompute", "passes"), [(True, 2), (False, 1)])
+def test_recomputation_runs_each_micro_batch_again_and_only_then(recompute, passes):
+    made = metric_trainer(recompute=recompute)
+    calls = []
+    made.backbone.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
+    made._metric_step(views_of(5), torch.tensor([0, 0, 1, 1, 0]), 5)
+    assert calls == [2, 2, 1] * passes
+
+
+def test_the_miner_gets_the_gathered_labels_and_offline_triplets_the_batch_size():
+    made = metric_trainer(recompute=True)
+    seen = []
+    made.miner = lambda embeddings, labels: seen.append(labels.tolist()) or TRIPLETS
+    made._metric_step(views_of(5), torch.tensor([0, 0, 1, 1, 0]), 5)
+    assert seen == [[0, 0, 1, 1, 0]]
+    made = metric_trainer(recompute=True)
+    made.config = parse_config(
+        {"output": "out", "data": {"source": "p"}, "train": {"mining": "offline"}},
+        base=Path("/"),
+    )
+    stats = made._metric_step(views_of(6), torch.tensor([0, 0, 1, 1, 1, 0]), 6)
+    assert stats["triplets"] == 2.0  # anchors 0 and 3 of the 6 views
+
+
+def test_a_single_triplet_is_counted():
+    made = bare()
+    made.loss = SimpleNamespace(margin=0.5)
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    triplets = (torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))
+    assert made._triplet_stats(embeddings, triplets) == {"triplets": 1.0, "active_triplets": 1.0}
