@@ -666,3 +666,34 @@ def test_a_single_triplet_is_counted():
     embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     triplets = (torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))
     assert made._triplet_stats(embeddings, triplets) == {"triplets": 1.0, "active_triplets": 1.0}
+
+
+def test_class_scores_the_loss_ignores_get_a_zero_gradient():
+    views, labels = views_of(5), torch.tensor([0, 0, 1, 1, 0])
+    made = metric_trainer(recompute=True, logits="image")
+    made.loss = lambda embeddings, labels, triplets, logits: triplet_loss(
+        embeddings, labels, triplets
+    )
+    loss, expected, _ = expected_gradients(made, views, labels, seed=3)
+    torch.manual_seed(3)
+    assert made._metric_step(views, labels, 5)["loss"] == pytest.approx(loss, rel=1e-6)
+    got = gradients_of(made)
+    for mine, theirs in zip(got[:4] + got[6:], expected[:4] + expected[6:], strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-6, rtol=1e-5)
+    # the classifier ran with gradients; nothing reached it
+    assert torch.equal(got[4], torch.zeros(3, 4, 1, 1)) and torch.equal(got[5], torch.zeros(3))
+
+
+def test_the_local_offset_is_asked_with_this_ranks_row_count():
+    class Sizes(LocalContext):
+        sent: list = []
+
+        def gather(self, local):
+            if local.dtype == torch.int64 and local.numel() == 1:
+                self.sent.append(local.tolist())
+            return local
+
+    made = metric_trainer(recompute=True)
+    made.context = Sizes()
+    made._metric_step(views_of(5), torch.tensor([0, 0, 1, 1, 0]), 5)
+    assert Sizes.sent == [[5]]  # rows, not the descriptor's 3 dimensions
