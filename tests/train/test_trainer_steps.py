@@ -697,3 +697,9 @@ def test_the_local_offset_is_asked_with_this_ranks_row_count():
     made.context = Sizes()
     made._metric_step(views_of(5), torch.tensor([0, 0, 1, 1, 0]), 5)
     assert Sizes.sent == [[5]]  # rows, not the descriptor's 3 dimensions
+
+
+def test_a_long_run_of_one_size_is_cut_every_micro_batch():
+    made = bare(micro_batch=2)
+    views = [torch.zeros(1, 3, 4, 4)] * 7
+    assert made._micro_batches(views) == [(0, 2), (2, 4), (4, 6), (6, 7)]
