@@ -703,3 +703,13 @@ def test_a_long_run_of_one_size_is_cut_every_micro_batch():
     made = bare(micro_batch=2)
     views = [torch.zeros(1, 3, 4, 4)] * 7
     assert made._micro_batches(views) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+
+
+def test_a_network_without_any_classifier_attribute_is_refused_by_name():
+    made = bare(loss="fcn_multiscale_ce", objective="classifier")
+    made.head, made.backbone = SimpleNamespace(), SimpleNamespace()
+    with pytest.raises(
+        ValueError,
+        match="^model: neither head 'gem' nor backbone 'efficientnet_lite0' has an FCN classifier",
+    ):
+        made._classifier()
