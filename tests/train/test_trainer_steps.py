@@ -713,3 +713,18 @@ def test_a_network_without_any_classifier_attribute_is_refused_by_name():
         match="^model: neither head 'gem' nor backbone 'efficientnet_lite0' has an FCN classifier",
     ):
         made._classifier()
+
+
+def test_the_miners_and_the_network_get_their_configured_parameters(tmp_path):
+    made = bare(mining="offline", miner_params={"n_pos": 2, "n_neg": 7})
+    made.needs_triplets = True
+    assert (made._miner().options["n_pos"], made._miner().options["n_neg"]) == (2, 7)
+    made = bare(miner="batch_hard", miner_params={"threads": 3}, hard_from_epoch=1)
+    made.needs_triplets = True
+    assert made._miner()._stages[0][1].options["threads"] == 3
+    made = bare(miner="batch_hard", miner_params={"threads": 3})
+    made.needs_triplets = True
+    assert made._miner().options["threads"] == 3
+    made = network_trainer(tmp_path, backbone_params={"dropout": 0.25}, head_params={"p": 4.5})
+    backbone, head = made._network()
+    assert backbone.dropout.p == 0.25 and float(head.p.detach()) == 4.5
