@@ -232,3 +232,41 @@ def test_the_index_is_closed_when_verification_training_fails(tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="boom"):
         main(["train", str(write_config(tmp_path, objective="verification"))])
     assert FakeVerificationTrainer.made[-1].index.closed
+
+
+def test_every_option_is_documented_in_the_help():
+    from pyinstance.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0]
+    train = commands.choices["train"]
+    helps = {action.dest: action.help for action in train._actions if action.dest != "help"}
+    assert helps == {
+        "config": "the training configuration (TOML, see configs/)",
+        "epochs": "override train.epochs",
+        "max_steps": "stop after this many steps (override)",
+        "output": "override the output folder",
+        "restart": "ignore a checkpoint in the output folder",
+        "no_progress": "no progress bars",
+        "json": "print the result as JSON",
+    }
+    (train_help,) = [a.help for a in commands._choices_actions if a.dest == "train"]
+    assert train_help == (
+        "fine-tune a descriptor (TOML config); writes a model for index build --model"
+    )
+
+
+def test_the_verification_json_is_indented_by_two_and_tables_are_right_aligned(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(
+        pyinstance.train.verification, "VerificationTrainer", FakeVerificationTrainer
+    )
+    path = write_config(tmp_path, objective="verification")
+    assert main(["train", str(path), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out == json.dumps(json.loads(out), indent=2) + "\n"
+    assert main(["train", str(path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "│" in line]
+    cells = rows[-1].strip().strip("│").split("│")
+    # epoch "1" under a 5-wide "epoch" header, "0.2500" under "loss": padded on the left
+    assert cells[0] == "     1 " and cells[1].endswith(" 0.2500 ")
