@@ -97,6 +97,7 @@ def test_the_json_summary(tmp_path, fake, capsys):
         "skipped": 1,
         "epochs": EPOCHS,
     }
+    assert captured.out.endswith("\n" + json.dumps(summary, indent=2) + "\n")  # indented by 2
     assert captured.err == "pyinstance train: skipped bad.jpg: broken\n"
     assert captured.out.startswith("resumed at step 6 (epoch 3)\n")
 
