@@ -168,3 +168,21 @@ def test_the_command_has_four_rows_four_views_and_three_scenes_by_default(tmp_pa
         assert written.size == (2 * 192, 22 + 2 * 192)
     order = np.random.default_rng(5).permutation(5)
     assert row_colours(out, 2) == [COLOURS[i] for i in order[:2]]
+
+
+def test_save_preview_shows_four_rows_four_views_and_three_scenes_of_seed_0_by_default(
+    tmp_path, monkeypatch
+):
+    import pyinstance.train.preview as module
+
+    folder = colour_folder(tmp_path, 5)
+    calls = []
+
+    def render(chosen, *, others, views, scenes, seed):
+        calls.append(([im.getpixel((0, 0)) for im in chosen], len(others), views, scenes, seed))
+        return flat(BACKGROUND, (4, 4))
+
+    monkeypatch.setattr(module, "render_preview", render)
+    save_preview(folder, tmp_path / "p.png")
+    order = np.random.default_rng(0).permutation(5)
+    assert calls == [([COLOURS[i] for i in order[:4]], 1, 4, 3, 0)]
