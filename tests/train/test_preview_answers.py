@@ -186,3 +186,27 @@ def test_save_preview_shows_four_rows_four_views_and_three_scenes_of_seed_0_by_d
     save_preview(folder, tmp_path / "p.png")
     order = np.random.default_rng(0).permutation(5)
     assert calls == [([COLOURS[i] for i in order[:4]], 1, 4, 3, 0)]
+
+
+def test_the_scenes_hang_the_next_eight_files_of_the_seeds_order_beside_each_reference(
+    tmp_path, monkeypatch
+):
+    import pyinstance.train.preview as module
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    colours = [(index * 20, 10, 250 - index * 20) for index in range(12)]
+    for index, colour in enumerate(colours):
+        flat(colour, (8, 8)).save(folder / f"r{index:02d}.png")
+    calls = []
+
+    def render(chosen, *, others, views, scenes, seed):
+        calls.append(
+            ([im.getpixel((0, 0)) for im in chosen], [im.getpixel((0, 0)) for im in others])
+        )
+        return flat(BACKGROUND, (4, 4))
+
+    monkeypatch.setattr(module, "render_preview", render)
+    save_preview(folder, tmp_path / "p.png", rows=2, seed=3)
+    order = np.random.default_rng(3).permutation(12)
+    assert calls == [([colours[i] for i in order[:2]], [colours[i] for i in order[2:10]])]
