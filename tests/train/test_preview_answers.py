@@ -210,3 +210,17 @@ def test_the_scenes_hang_the_next_eight_files_of_the_seeds_order_beside_each_ref
     save_preview(folder, tmp_path / "p.png", rows=2, seed=3)
     order = np.random.default_rng(3).permutation(12)
     assert calls == [([colours[i] for i in order[:2]], [colours[i] for i in order[2:10]])]
+
+
+def test_the_file_is_the_grid_as_an_optimised_png(tmp_path):
+    import io
+
+    folder = colour_folder(tmp_path, 2)
+    out = save_preview(folder, tmp_path / "p.png", rows=2, views=0, scenes=0, seed=1)
+    order = np.random.default_rng(1).permutation(2)
+    chosen = [Image.open(folder / f"ref{i}.png").convert("RGB") for i in order]
+    grid = render_preview(chosen, views=0, scenes=0, seed=1)
+    optimised, plain = io.BytesIO(), io.BytesIO()
+    grid.save(optimised, format="PNG", optimize=True)
+    grid.save(plain, format="PNG")
+    assert out.read_bytes() == optimised.getvalue() != plain.getvalue()
