@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -224,3 +226,58 @@ def test_the_file_is_the_grid_as_an_optimised_png(tmp_path):
     grid.save(optimised, format="PNG", optimize=True)
     grid.save(plain, format="PNG")
     assert out.read_bytes() == optimised.getvalue() != plain.getvalue()
+
+
+class Recording:
+    """An augmentation and a composer that keep the tile and record the generator's draws."""
+
+    def __init__(self):
+        self.views, self.scenes = [], []
+
+    def augmentation(self, image, rng):
+        self.views.append(rng.random())
+        return image
+
+    def composer(self, image, rng, others):
+        self.scenes.append((rng.random(), len(others)))
+        return SimpleNamespace(image=image, corners=[(0, 0), (3, 0), (3, 3)])
+
+
+def test_four_views_and_three_scenes_from_seed_0_by_default():
+    record = Recording()
+    grid = render_preview(
+        [flat((10, 200, 30), (20, 10))],
+        cell=16,
+        augmentation=record.augmentation,
+        composer=record.composer,
+    )
+    assert grid.size == ((1 + 4 + 3) * 16, 22 + 16)
+    draws = np.random.default_rng(0).random(7)
+    assert record.views == list(draws[:4])
+    assert record.scenes == [(draw, 0) for draw in draws[4:]]
+
+
+def test_only_a_sequence_of_images_is_accepted():
+    image = flat((10, 200, 30), (20, 10))
+    for references in ({"a": image}.values(), (im for im in [image]), image):
+        with pytest.raises(TypeError, match="^references: expected a sequence of PIL RGB"):
+            render_preview(references, views=0, scenes=0)
+
+
+@pytest.mark.parametrize("name", ["views", "scenes", "seed"])
+def test_negative_counts_and_seeds_are_refused_by_name(name):
+    with pytest.raises(ValueError, match=f"^{name}: expected an integer >= 0, got -1$"):
+        render_preview([flat((1, 2, 3), (4, 4))], **{name: -1})
+
+
+def test_tiles_are_shrunk_bilinearly():
+    noise = np.random.default_rng(4).integers(0, 256, (100, 200, 3), dtype=np.uint8)
+    tile = Image.fromarray(noise)
+    grid = np.asarray(render_preview([tile], views=0, scenes=0, cell=64))
+    expected, bicubic = tile.copy(), tile.copy()
+    expected.thumbnail((58, 58), Image.Resampling.BILINEAR)
+    bicubic.thumbnail((58, 58), Image.Resampling.BICUBIC)
+    assert expected.size == (58, 29)
+    # centred: (64 − 58) // 2 = 3 across, 22 + (64 − 29) // 2 = 39 down
+    assert np.array_equal(grid[39 : 39 + 29, 3 : 3 + 58], np.asarray(expected))
+    assert not np.array_equal(np.asarray(expected), np.asarray(bicubic))
