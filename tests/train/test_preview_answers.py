@@ -281,3 +281,27 @@ def test_tiles_are_shrunk_bilinearly():
     # centred: (64 − 58) // 2 = 3 across, 22 + (64 − 29) // 2 = 39 down
     assert np.array_equal(grid[39 : 39 + 29, 3 : 3 + 58], np.asarray(expected))
     assert not np.array_equal(np.asarray(expected), np.asarray(bicubic))
+
+
+def test_a_cell_under_16_pixels_is_refused_by_name():
+    with pytest.raises(ValueError, match="^cell: expected an integer >= 16, got 15$"):
+        render_preview([flat((1, 2, 3), (4, 4))], cell=15)
+
+
+def test_the_titles_are_drawn_in_dark_grey_six_pixels_into_their_columns():
+    from PIL import ImageDraw
+
+    record = Recording()
+    grid = render_preview(
+        [flat((10, 200, 30), (20, 10))],
+        views=2,
+        scenes=1,
+        cell=200,
+        augmentation=record.augmentation,
+        composer=record.composer,
+    )
+    header = Image.new("RGB", (4 * 200, 22), BACKGROUND)
+    draw = ImageDraw.Draw(header)
+    for left, title in ((6, "reference"), (206, "views"), (606, "scenes (known corners)")):
+        draw.text((left, 5), title, fill=(40, 40, 40))
+    assert np.array_equal(np.asarray(grid)[:22], np.asarray(header))
