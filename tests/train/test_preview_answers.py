@@ -305,3 +305,24 @@ def test_the_titles_are_drawn_in_dark_grey_six_pixels_into_their_columns():
     for left, title in ((6, "reference"), (206, "views"), (606, "scenes (known corners)")):
         draw.text((left, 5), title, fill=(40, 40, 40))
     assert np.array_equal(np.asarray(grid)[:22], np.asarray(header))
+
+
+def test_a_scene_is_outlined_through_its_corners_back_to_the_first_then_fitted():
+    from PIL import ImageDraw
+
+    scene = flat((120, 120, 120), (400, 300))
+    corners = [(50, 40), (350, 60), (300, 250), (80, 200)]
+
+    def composer(image, rng, others):
+        return SimpleNamespace(image=scene, corners=np.array(corners))
+
+    grid = render_preview(
+        [flat((10, 200, 30), (20, 10))], views=0, scenes=1, cell=200, composer=composer
+    )
+    # by hand: ceil(1.5 × 400 / 200) = 3 pixels wide, closed polygon, shrunk to 194 × 145
+    expected = scene.copy()
+    ImageDraw.Draw(expected).line([*corners, corners[0]], fill=(255, 0, 255), width=3)
+    expected.thumbnail((194, 194), Image.Resampling.BILINEAR)
+    top, left = 22 + (200 - expected.height) // 2, 200 + (200 - expected.width) // 2
+    cell = np.asarray(grid)[top : top + expected.height, left : left + expected.width]
+    assert np.array_equal(cell, np.asarray(expected))
