@@ -92,3 +92,69 @@ def test_closing_leaves_the_group(group):
         assert entered is group and dist.is_initialized()
     assert not dist.is_initialized()
     group.close()  # a second close does nothing
+
+
+TORCHRUN = {
+    "RANK": "0",
+    "WORLD_SIZE": "2",
+    "LOCAL_RANK": "1",
+    "MASTER_ADDR": "localhost",
+    "MASTER_PORT": "29500",
+}
+
+
+@pytest.fixture
+def under_torchrun(monkeypatch):
+    """torchrun's environment (2 ranks, this one with LOCAL_RANK 1); the group it starts
+    recorded, then made a real group of one rank."""
+    for name, value in TORCHRUN.items():
+        monkeypatch.setenv(name, value)
+    started, real = [], dist.init_process_group
+
+    def init_process_group(**options):
+        started.append(options)
+        real("gloo", rank=0, world_size=1, store=dist.HashStore())
+
+    monkeypatch.setattr(dist, "init_process_group", init_process_group)
+    yield started
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def test_under_torchrun_a_cpu_rank_starts_a_gloo_group(under_torchrun, monkeypatch):
+    import datetime
+
+    from pyinstance.train.distributed import process_context
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    context = process_context("auto")
+    assert isinstance(context, DistributedContext) and context.device == torch.device("cpu")
+    assert under_torchrun == [{"backend": "gloo"}]
+    context.close()
+    limit = datetime.timedelta(seconds=7)
+    context = process_context(torch.device("cpu"), timeout=limit)
+    assert under_torchrun[-1] == {"backend": "gloo", "timeout": limit}
+    context.close()
+
+
+def test_under_torchrun_a_cuda_rank_takes_the_gpu_of_its_local_rank(under_torchrun, monkeypatch):
+    from pyinstance.train.distributed import process_context
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    for device in ("auto", "cuda"):
+        context = process_context(device)
+        assert context.device == torch.device("cuda", 1) and chosen[-1] == 1
+        assert under_torchrun[-1] == {"backend": "nccl", "device_id": torch.device("cuda", 1)}
+        context.close()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(
+        ValueError, match=r"^device: rank with LOCAL_RANK=1 has no GPU of its own \(1 visible\)"
+    ):
+        process_context("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="^device: 'cuda' requested but torch sees no GPU"):
+        process_context("cuda")
+    assert len(under_torchrun) == 2  # the refusals start no group
