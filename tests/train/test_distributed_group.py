@@ -158,3 +158,18 @@ def test_under_torchrun_a_cuda_rank_takes_the_gpu_of_its_local_rank(under_torchr
     with pytest.raises(ValueError, match="^device: 'cuda' requested but torch sees no GPU"):
         process_context("cuda")
     assert len(under_torchrun) == 2  # the refusals start no group
+
+
+def test_parallel_map_takes_one_item_a_rank_and_rows_of_any_rank_but_zero():
+    from pyinstance.train.distributed import LocalContext, parallel_map
+
+    assert parallel_map(LocalContext(), 1, lambda indices: torch.tensor([[5.0]])).tolist() == [
+        [5.0]
+    ]
+    flat = parallel_map(LocalContext(), 3, lambda indices: torch.tensor(indices) * 2)
+    assert flat.tolist() == [0, 2, 4]  # one value a row
+    for bad in ([1.0, 2.0, 3.0], torch.tensor(1.0)):
+        with pytest.raises(
+            ValueError, match=r"^compute: expected a tensor of 3 rows for items 0\.\.2"
+        ):
+            parallel_map(LocalContext(), 3, lambda indices, bad=bad: bad)
