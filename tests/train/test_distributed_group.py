@@ -173,3 +173,11 @@ def test_parallel_map_takes_one_item_a_rank_and_rows_of_any_rank_but_zero():
             ValueError, match=r"^compute: expected a tensor of 3 rows for items 0\.\.2"
         ):
             parallel_map(LocalContext(), 3, lambda indices, bad=bad: bad)
+
+
+def test_the_default_device_is_auto(monkeypatch):
+    from pyinstance.train.distributed import LocalContext, process_context
+
+    for name in TORCHRUN:
+        monkeypatch.delenv(name, raising=False)
+    assert isinstance(process_context(), LocalContext)
