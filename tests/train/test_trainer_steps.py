@@ -728,3 +728,42 @@ def test_the_miners_and_the_network_get_their_configured_parameters(tmp_path):
     made = network_trainer(tmp_path, backbone_params={"dropout": 0.25}, head_params={"p": 4.5})
     backbone, head = made._network()
     assert backbone.dropout.p == 0.25 and float(head.p.detach()) == 4.5
+
+
+def test_a_new_trainer_keeps_what_it_is_given_and_reads_the_loss(tiny_config, monkeypatch):
+    import pyinstance.train.trainer as module
+    from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+    from pyinstance.train import load_config
+    from pyinstance.train.data import load_training_set
+
+    config = load_config(tiny_config(instances=4))
+    given = load_training_set(config.data.source, decode_side=48)
+    context = LocalContext()
+    made = Trainer(config, context=context, training_set=given)
+    assert made.context is context and made.data is given
+    assert made.views.images is given.images or list(made.views.images) == list(given.images)
+    assert made.validation is None and made.miner is not None
+    assert made.loss_logits is None and made.needs_triplets is True
+    assert made.scheduler.get_last_lr() == [0.01, 0.01]
+    assert isinstance(Trainer(config).context, LocalContext)
+
+    class Loss:
+        logits, needs_triplets, margin = "image", False, 0.2
+
+        def __init__(self, **params):
+            self.params = params
+
+    monkeypatch.setattr(module.plugins, "get_loss", lambda name, **params: Loss(**params))
+    monkeypatch.setattr(Trainer, "_check_objective", lambda self: None)
+    made = Trainer(load_config(tiny_config(instances=4, train={"loss_params": {"margin": 0.3}})))
+    assert made.loss.params == {"margin": 0.3}
+    assert (made.loss_logits, made.needs_triplets, made.miner) == ("image", False, None)
+    del Loss.needs_triplets  # a loss that does not say: it needs triplets
+    assert Trainer(made.config).needs_triplets is True
+    # a backbone without its own input normalisation: ImageNet's
+    for klass in type(made.backbone).__mro__:
+        for name in ("input_mean", "input_std"):
+            if name in vars(klass):
+                monkeypatch.delattr(klass, name)
+    made = Trainer(made.config)
+    assert made.views.mean == IMAGENET_MEAN and made.views.std == IMAGENET_STD
