@@ -97,6 +97,7 @@ def test_the_json_summary(tmp_path, fake, capsys):
         "skipped": 1,
         "epochs": EPOCHS,
     }
+    assert captured.out.endswith("\n" + json.dumps(summary, indent=2) + "\n")  # indented by 2
     assert captured.err == "pyinstance train: skipped bad.jpg: broken\n"
     assert captured.out.startswith("resumed at step 6 (epoch 3)\n")
 
@@ -191,3 +192,82 @@ def test_max_steps_is_refused_for_the_verification_objective(tmp_path, capsys):
     path = write_config(tmp_path, objective="verification")
     assert main(["train", str(path), "--max-steps", "2"]) != 0
     assert "--max-steps: not for objective 'verification'" in capsys.readouterr().err
+
+
+class OtherRank:
+    """A rank other than the main one (what process_context gives rank 1 under torchrun)."""
+
+    is_main = False
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def test_other_ranks_train_silently_and_succeed(tmp_path, fake, monkeypatch, capsys):
+    import pyinstance.train.distributed
+
+    devices = []
+    monkeypatch.setattr(
+        pyinstance.train.distributed,
+        "process_context",
+        lambda device: devices.append(device) or OtherRank(device),
+    )
+    assert main(["train", str(write_config(tmp_path, device="cpu")), "--json"]) == 0
+    assert devices == ["cpu"] and fake.made[-1].resumed
+    assert capsys.readouterr() == ("", "")  # no skipped files, no resume line, no summary
+
+
+def test_the_index_is_closed_when_verification_training_fails(tmp_path, monkeypatch):
+    class Failing(FakeVerificationTrainer):
+        def fit(self):
+            raise RuntimeError("boom")
+
+    FakeVerificationTrainer.made = []
+    monkeypatch.setattr(pyinstance.train.verification, "VerificationTrainer", Failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["train", str(write_config(tmp_path, objective="verification"))])
+    assert FakeVerificationTrainer.made[-1].index.closed
+
+
+def test_every_option_is_documented_in_the_help():
+    from pyinstance.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0]
+    train = commands.choices["train"]
+    helps = {action.dest: action.help for action in train._actions if action.dest != "help"}
+    assert helps == {
+        "config": "the training configuration (TOML, see configs/)",
+        "epochs": "override train.epochs",
+        "max_steps": "stop after this many steps (override)",
+        "output": "override the output folder",
+        "restart": "ignore a checkpoint in the output folder",
+        "no_progress": "no progress bars",
+        "json": "print the result as JSON",
+    }
+    (train_help,) = [a.help for a in commands._choices_actions if a.dest == "train"]
+    assert train_help == (
+        "fine-tune a descriptor (TOML config); writes a model for index build --model"
+    )
+
+
+def test_the_verification_json_is_indented_by_two_and_tables_are_right_aligned(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(
+        pyinstance.train.verification, "VerificationTrainer", FakeVerificationTrainer
+    )
+    path = write_config(tmp_path, objective="verification")
+    assert main(["train", str(path), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out == json.dumps(json.loads(out), indent=2) + "\n"
+    assert main(["train", str(path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "│" in line]
+    cells = rows[-1].strip().strip("│").split("│")
+    # epoch "1" under a 5-wide "epoch" header, "0.2500" under "loss": padded on the left
+    assert cells[0] == "     1 " and cells[1].endswith(" 0.2500 ")

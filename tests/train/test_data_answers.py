@@ -120,3 +120,26 @@ def test_a_decode_side_of_one_is_allowed(tmp_path: Path):
 def test_a_training_set_counts_photos_and_classes():
     made = TrainingSet(images=(None, None, None), labels=(0, 1, 1), instances=("a", "b"), paths=())
     assert len(made) == 3 and made.num_classes == 2 and made.skipped == ()
+
+
+def test_a_large_jpeg_is_decoded_in_draft_mode_before_the_bilinear_reduction(tmp_path: Path):
+    # 400 × 320 to a decode side of 40 (40 × 32): libjpeg's draft decodes at the smallest
+    # power-of-two reduction still at least twice the target, 1/4 (100 × 80; 1/8 would
+    # give 50 × 40 < 80 × 64), then the bilinear resize does the rest.
+    smooth = np.asarray(checkerboard(50, 40, seed=5).resize((400, 320), Image.Resampling.BICUBIC))
+    noisy = np.clip(smooth + np.random.default_rng(6).integers(-40, 41, smooth.shape), 0, 255)
+    root = tmp_path / "set"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(noisy.astype(np.uint8)).save(root / name / "p.jpg", quality=90)
+    data = load_training_set(root, decode_side=40)
+    with Image.open(root / "a" / "p.jpg") as opened:
+        opened.draft("RGB", (80, 64))
+        assert opened.size == (100, 80)
+        expected = opened.convert("RGB").resize((40, 32), Image.Resampling.BILINEAR)
+    with Image.open(root / "a" / "p.jpg") as opened:
+        full = opened.convert("RGB").resize((40, 32), Image.Resampling.BILINEAR)
+    assert not np.array_equal(np.asarray(expected), np.asarray(full))  # the draft shows
+    for image in data.images:
+        assert image.size == (40, 32)
+        assert np.array_equal(np.asarray(image), np.asarray(expected))

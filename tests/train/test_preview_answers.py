@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -168,3 +170,159 @@ def test_the_command_has_four_rows_four_views_and_three_scenes_by_default(tmp_pa
         assert written.size == (2 * 192, 22 + 2 * 192)
     order = np.random.default_rng(5).permutation(5)
     assert row_colours(out, 2) == [COLOURS[i] for i in order[:2]]
+
+
+def test_save_preview_shows_four_rows_four_views_and_three_scenes_of_seed_0_by_default(
+    tmp_path, monkeypatch
+):
+    import pyinstance.train.preview as module
+
+    folder = colour_folder(tmp_path, 5)
+    calls = []
+
+    def render(chosen, *, others, views, scenes, seed):
+        calls.append(([im.getpixel((0, 0)) for im in chosen], len(others), views, scenes, seed))
+        return flat(BACKGROUND, (4, 4))
+
+    monkeypatch.setattr(module, "render_preview", render)
+    save_preview(folder, tmp_path / "p.png")
+    order = np.random.default_rng(0).permutation(5)
+    assert calls == [([COLOURS[i] for i in order[:4]], 1, 4, 3, 0)]
+
+
+def test_the_scenes_hang_the_next_eight_files_of_the_seeds_order_beside_each_reference(
+    tmp_path, monkeypatch
+):
+    import pyinstance.train.preview as module
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    colours = [(index * 20, 10, 250 - index * 20) for index in range(12)]
+    for index, colour in enumerate(colours):
+        flat(colour, (8, 8)).save(folder / f"r{index:02d}.png")
+    calls = []
+
+    def render(chosen, *, others, views, scenes, seed):
+        calls.append(
+            ([im.getpixel((0, 0)) for im in chosen], [im.getpixel((0, 0)) for im in others])
+        )
+        return flat(BACKGROUND, (4, 4))
+
+    monkeypatch.setattr(module, "render_preview", render)
+    save_preview(folder, tmp_path / "p.png", rows=2, seed=3)
+    order = np.random.default_rng(3).permutation(12)
+    assert calls == [([colours[i] for i in order[:2]], [colours[i] for i in order[2:10]])]
+
+
+def test_the_file_is_the_grid_as_an_optimised_png(tmp_path):
+    import io
+
+    folder = colour_folder(tmp_path, 2)
+    out = save_preview(folder, tmp_path / "p.png", rows=2, views=0, scenes=0, seed=1)
+    order = np.random.default_rng(1).permutation(2)
+    chosen = [Image.open(folder / f"ref{i}.png").convert("RGB") for i in order]
+    grid = render_preview(chosen, views=0, scenes=0, seed=1)
+    optimised, plain = io.BytesIO(), io.BytesIO()
+    grid.save(optimised, format="PNG", optimize=True)
+    grid.save(plain, format="PNG")
+    assert out.read_bytes() == optimised.getvalue() != plain.getvalue()
+
+
+class Recording:
+    """An augmentation and a composer that keep the tile and record the generator's draws."""
+
+    def __init__(self):
+        self.views, self.scenes = [], []
+
+    def augmentation(self, image, rng):
+        self.views.append(rng.random())
+        return image
+
+    def composer(self, image, rng, others):
+        self.scenes.append((rng.random(), len(others)))
+        return SimpleNamespace(image=image, corners=[(0, 0), (3, 0), (3, 3)])
+
+
+def test_four_views_and_three_scenes_from_seed_0_by_default():
+    record = Recording()
+    grid = render_preview(
+        [flat((10, 200, 30), (20, 10))],
+        cell=16,
+        augmentation=record.augmentation,
+        composer=record.composer,
+    )
+    assert grid.size == ((1 + 4 + 3) * 16, 22 + 16)
+    draws = np.random.default_rng(0).random(7)
+    assert record.views == list(draws[:4])
+    assert record.scenes == [(draw, 0) for draw in draws[4:]]
+
+
+def test_only_a_sequence_of_images_is_accepted():
+    image = flat((10, 200, 30), (20, 10))
+    for references in ({"a": image}.values(), (im for im in [image]), image):
+        with pytest.raises(TypeError, match="^references: expected a sequence of PIL RGB"):
+            render_preview(references, views=0, scenes=0)
+
+
+@pytest.mark.parametrize("name", ["views", "scenes", "seed"])
+def test_negative_counts_and_seeds_are_refused_by_name(name):
+    with pytest.raises(ValueError, match=f"^{name}: expected an integer >= 0, got -1$"):
+        render_preview([flat((1, 2, 3), (4, 4))], **{name: -1})
+
+
+def test_tiles_are_shrunk_bilinearly():
+    noise = np.random.default_rng(4).integers(0, 256, (100, 200, 3), dtype=np.uint8)
+    tile = Image.fromarray(noise)
+    grid = np.asarray(render_preview([tile], views=0, scenes=0, cell=64))
+    expected, bicubic = tile.copy(), tile.copy()
+    expected.thumbnail((58, 58), Image.Resampling.BILINEAR)
+    bicubic.thumbnail((58, 58), Image.Resampling.BICUBIC)
+    assert expected.size == (58, 29)
+    # centred: (64 − 58) // 2 = 3 across, 22 + (64 − 29) // 2 = 39 down
+    assert np.array_equal(grid[39 : 39 + 29, 3 : 3 + 58], np.asarray(expected))
+    assert not np.array_equal(np.asarray(expected), np.asarray(bicubic))
+
+
+def test_a_cell_under_16_pixels_is_refused_by_name():
+    with pytest.raises(ValueError, match="^cell: expected an integer >= 16, got 15$"):
+        render_preview([flat((1, 2, 3), (4, 4))], cell=15)
+
+
+def test_the_titles_are_drawn_in_dark_grey_six_pixels_into_their_columns():
+    from PIL import ImageDraw
+
+    record = Recording()
+    grid = render_preview(
+        [flat((10, 200, 30), (20, 10))],
+        views=2,
+        scenes=1,
+        cell=200,
+        augmentation=record.augmentation,
+        composer=record.composer,
+    )
+    header = Image.new("RGB", (4 * 200, 22), BACKGROUND)
+    draw = ImageDraw.Draw(header)
+    for left, title in ((6, "reference"), (206, "views"), (606, "scenes (known corners)")):
+        draw.text((left, 5), title, fill=(40, 40, 40))
+    assert np.array_equal(np.asarray(grid)[:22], np.asarray(header))
+
+
+def test_a_scene_is_outlined_through_its_corners_back_to_the_first_then_fitted():
+    from PIL import ImageDraw
+
+    scene = flat((120, 120, 120), (400, 300))
+    corners = [(50, 40), (350, 60), (300, 250), (80, 200)]
+
+    def composer(image, rng, others):
+        return SimpleNamespace(image=scene, corners=np.array(corners))
+
+    grid = render_preview(
+        [flat((10, 200, 30), (20, 10))], views=0, scenes=1, cell=200, composer=composer
+    )
+    # by hand: ceil(1.5 × 400 / 200) = 3 pixels wide, closed polygon, shrunk to 194 × 145
+    expected = scene.copy()
+    ImageDraw.Draw(expected).line([*corners, corners[0]], fill=(255, 0, 255), width=3)
+    expected.thumbnail((194, 194), Image.Resampling.BILINEAR)
+    top, left = 22 + (200 - expected.height) // 2, 200 + (200 - expected.width) // 2
+    cell = np.asarray(grid)[top : top + expected.height, left : left + expected.width]
+    assert np.array_equal(cell, np.asarray(expected))
