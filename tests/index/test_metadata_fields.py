@@ -105,3 +105,19 @@ def test_a_folder_is_no_metadata_file(tmp_path: Path) -> None:
     (tmp_path / "m.csv").mkdir()
     with pytest.raises(FileNotFoundError, match=r"^metadata: no such file"):
         read_metadata_file(tmp_path / "m.csv")
+
+
+def test_text_with_a_lone_surrogate_is_refused_naming_the_field(tmp_path: Path) -> None:
+    # JSON's "\ud800" decodes to a lone surrogate, which UTF-8 (and so SQLite) cannot store
+    path = tmp_path / "m.json"
+    path.write_text('{"a": {"title": "Youth \\ud800"}}', encoding="ascii")
+    with pytest.raises(
+        ValueError,
+        match=r"^metadata of 'a': 'title' is not valid Unicode text \(a lone surrogate\)$",
+    ):
+        read_metadata_file(path)
+    with pytest.raises(ValueError, match=r"^metadata of 'a': field names must be non-empty str"):
+        check_fields("a", {"t\udc80": "x"}, allow_none=True)
+    assert check_fields("a", {"t\u00e9": "\U0001f600 ok"}, allow_none=False) == {
+        "t\u00e9": "\U0001f600 ok"
+    }
