@@ -358,6 +358,7 @@ MUTATION_TESTS = {
     "pyinstance/index/metadata.py": [
         "tests/index/test_metadata.py",
         "tests/index/test_metadata_fields.py",
+        "tests/index/test_store_metadata.py",
     ],
     "pyinstance/index/recipe.py": [
         "tests/index/test_recipe.py",
@@ -371,6 +372,9 @@ MUTATION_TESTS = {
         "tests/index/test_store_lookup.py",
         "tests/index/test_store_units.py",
         "tests/index/test_store_helpers.py",
+        "tests/index/test_store_open.py",
+        "tests/index/test_store_plumbing.py",
+        "tests/index/test_store_metadata.py",
         "tests/index/test_pinned.py",
         "tests/index/test_metadata.py",
         "tests/index/test_postprocess.py",

@@ -222,3 +222,22 @@ def test_rows_of_several_descriptors_per_image_are_stored_whole(tmp_path: Path, 
     expected = store_module.from_storage(store_module.to_storage(x, dtype), dtype)
     np.testing.assert_array_equal(store_module.from_storage(snapshot.descriptors, dtype), expected)
     reopened.close()
+
+
+def test_a_writer_waits_30_seconds_for_another_unless_told(tmp_path: Path) -> None:
+    created = Store.create(tmp_path / "ix", tiny_recipe())
+    opened = Store(tmp_path / "ix")
+    assert created.timeout == opened.timeout == 30.0
+    assert created.pinned().timeout == 30.0
+    created.close()
+    opened.close()
+    told = Store(tmp_path / "ix", timeout=0.5)
+    assert told.timeout == 0.5 and isinstance(told.timeout, float)
+    told.close()
+
+
+def test_create_makes_every_missing_parent_folder(tmp_path: Path) -> None:
+    Store.create(tmp_path / "a" / "b" / "c" / "ix", tiny_recipe()).close()
+    Store.create(tmp_path / "a" / "b" / "c" / "iy", tiny_recipe()).close()  # parents there
+    assert sorted(p.name for p in (tmp_path / "a" / "b" / "c").iterdir()) == ["ix", "iy"]
+    Store(tmp_path / "a" / "b" / "c" / "ix").close()
