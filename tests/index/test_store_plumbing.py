@@ -4,12 +4,14 @@ descriptor file a writer finds too long (a crash) or of another generation."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import pyinstance.index.store as store_module
 from pyinstance.index.store import ImageRecord, Store
 
 from .conftest import DIM, tiny_recipe, unit_rows
@@ -86,3 +88,28 @@ def test_a_writer_truncates_a_long_file_to_the_committed_rows_only(store: Store)
     assert path.stat().st_size == 3 * row_bytes
     np.testing.assert_array_equal(store.snapshot().descriptors, x)
     assert sorted(p.name for p in store.path.glob("descriptors-*")) == ["descriptors-0.bin"]
+
+
+def test_the_database_is_opened_read_write_in_autocommit_with_the_timeout(
+    tmp_path: Path, monkeypatch
+) -> None:
+    Store.create(tmp_path / "ix", tiny_recipe()).close()
+    real = sqlite3.connect
+    opened: list[tuple[tuple, dict]] = []
+
+    def spy(*args, **kwargs):
+        opened.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", spy)
+    store = Store(tmp_path / "ix", timeout=7)
+    monkeypatch.undo()
+    (args, kwargs), *_ = opened
+    # a URI with mode=rw: an existing database only, never a new empty one
+    assert args == (f"file:{tmp_path / 'ix' / 'index.sqlite'}?mode=rw",)
+    assert kwargs["uri"] is True and kwargs["timeout"] == 7.0
+    # transactions are the store's own (BEGIN IMMEDIATE ... COMMIT), not the module's
+    assert kwargs["isolation_level"] is None and store._db.isolation_level is None
+    assert kwargs["check_same_thread"] is False  # see the test with threads above
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    store.close()
