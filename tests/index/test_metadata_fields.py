@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,22 @@ def test_text_with_a_lone_surrogate_is_refused_naming_the_field(tmp_path: Path) 
     assert check_fields("a", {"t\u00e9": "\U0001f600 ok"}, allow_none=False) == {
         "t\u00e9": "\U0001f600 ok"
     }
+
+
+def test_a_quoted_csv_cell_keeps_its_line_breaks(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_bytes(b'instance_id,title\r\na,"two\r\nlines"\r\nb,"one\nbreak"\r\n')
+    assert read_metadata_file(path) == {
+        "a": {"title": "two\r\nlines"},
+        "b": {"title": "one\nbreak"},
+    }
+
+
+def test_errors_in_a_json_list_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps([{"instance": "a"}, {"title": "T"}]))
+    with pytest.raises(ValueError, match=rf"^metadata: {re.escape(repr(str(path)))}: an object"):
+        read_metadata_file(path)
+    path.write_text(json.dumps([3]))
+    with pytest.raises(ValueError, match=rf"^metadata: {re.escape(repr(str(path)))}: expected"):
+        read_metadata_file(path)
