@@ -64,6 +64,12 @@ def test_rows_of_several_scales_are_checked_per_image(tmp_path) -> None:
             index.add_descriptors(
                 np.ones((2, 3, DIM - 1), np.float32), ["a", "b"], ["p", "q"], recipe
             )
+        two = recipe.with_(scales=(1.0, 0.5), postprocess={"scale_weights": [0.5, 0.5]})
+        with (
+            InstanceIndex.create(tmp_path / "two", two) as pairs,
+            pytest.raises(ValueError, match=r"^descriptors: expected 2 descriptors per image"),
+        ):
+            pairs.add_descriptors(np.ones((2, 1, DIM), np.float32), ["a", "b"], ["p", "q"], two)
         x = unit_rows(6).reshape(2, 3, DIM)
         assert index.add_descriptors(x, ["a", "b"], ["p", "q"], recipe) == [0, 1]
         np.testing.assert_array_equal(index.raw_descriptors(), x)
@@ -80,3 +86,13 @@ def test_remove_one_image_by_its_id_and_metadata_of_a_non_str_instance(
             index.set_metadata({bad: {"t": 1}})
     with pytest.raises(ValueError, match=r"^metadata of 'i1': 't' must be a str"):
         index.set_metadata({"i1": {"t": [1]}})
+
+
+def test_every_commit_that_changes_the_collection_refits_its_state(tmp_path) -> None:
+    recipe = tiny_recipe().with_(postprocess={"whiten": {}})
+    with InstanceIndex.create(tmp_path / "ix", recipe) as index:
+        ids = [f"im{i}" for i in range(40)]
+        index.add_descriptors(unit_rows(40), [f"i{i % 8}" for i in range(40)], ids, recipe)
+        assert index.info()["fitted"] == {"whitening": 40} == {"whitening": len(index)}
+        index.remove(image="im3")  # stamped with the collection it was fitted on
+        assert (index.info()["fitted"], index.info()["collection"]) == ({"whitening": 41}, 41)
