@@ -355,6 +355,14 @@ MUTATION_TESTS = {
         "tests/index/test_processed_state.py",
         "tests/index/test_postprocess.py",
     ],
+    # Indexes filled with add_descriptors (no network); not test_images.py or test_cli*.py.
+    "pyinstance/index/instance_index.py": [
+        "tests/index/test_instance_index_units.py",
+        "tests/index/test_store.py",
+        "tests/index/test_metadata.py",
+        "tests/index/test_pinned.py",
+        "tests/index/test_store_lookup.py",
+    ],
     "pyinstance/index/metadata.py": [
         "tests/index/test_metadata.py",
         "tests/index/test_metadata_fields.py",
