@@ -375,9 +375,18 @@ MUTATION_TESTS = {
         "tests/index/test_processed_state.py",
         "tests/index/test_postprocess.py",
     ],
+    # Indexes filled with add_descriptors (no network); not test_images.py or test_cli*.py.
+    "pyinstance/index/instance_index.py": [
+        "tests/index/test_instance_index_units.py",
+        "tests/index/test_store.py",
+        "tests/index/test_metadata.py",
+        "tests/index/test_pinned.py",
+        "tests/index/test_store_lookup.py",
+    ],
     "pyinstance/index/metadata.py": [
         "tests/index/test_metadata.py",
         "tests/index/test_metadata_fields.py",
+        "tests/index/test_store_metadata.py",
     ],
     "pyinstance/index/recipe.py": [
         "tests/index/test_recipe.py",
@@ -391,6 +400,9 @@ MUTATION_TESTS = {
         "tests/index/test_store_lookup.py",
         "tests/index/test_store_units.py",
         "tests/index/test_store_helpers.py",
+        "tests/index/test_store_open.py",
+        "tests/index/test_store_plumbing.py",
+        "tests/index/test_store_metadata.py",
         "tests/index/test_pinned.py",
         "tests/index/test_metadata.py",
         "tests/index/test_postprocess.py",

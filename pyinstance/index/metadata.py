@@ -40,6 +40,7 @@ def check_fields(instance: str, fields: Any, *, allow_none: bool) -> dict[str, F
             or not key.strip()
             or len(key) > MAX_KEY_LENGTH
             or any(ord(c) < 32 for c in key)
+            or not _is_text(key)
         ):
             raise ValueError(
                 f"{where}: field names must be non-empty str of at most {MAX_KEY_LENGTH} "
@@ -50,6 +51,8 @@ def check_fields(instance: str, fields: Any, *, allow_none: bool) -> dict[str, F
         elif isinstance(value, str):
             if len(value) > MAX_TEXT_LENGTH:
                 raise ValueError(f"{where}: {key!r} longer than {MAX_TEXT_LENGTH} characters")
+            if not _is_text(value):
+                raise ValueError(f"{where}: {key!r} is not valid Unicode text (a lone surrogate)")
             checked[key] = value
         elif isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)):
             checked[key] = value
@@ -60,6 +63,16 @@ def check_fields(instance: str, fields: Any, *, allow_none: bool) -> dict[str, F
                 + f", got {value!r}"[:120]
             )
     return checked
+
+
+def _is_text(text: str) -> bool:
+    """Whether ``text`` can be stored: UTF-8 cannot encode a lone surrogate (``"\\ud800"``
+    in JSON decodes to one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_metadata_file(path: str | os.PathLike[str]) -> dict[str, Metadata]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,38 @@ def test_a_folder_is_no_metadata_file(tmp_path: Path) -> None:
     (tmp_path / "m.csv").mkdir()
     with pytest.raises(FileNotFoundError, match=r"^metadata: no such file"):
         read_metadata_file(tmp_path / "m.csv")
+
+
+def test_text_with_a_lone_surrogate_is_refused_naming_the_field(tmp_path: Path) -> None:
+    # JSON's "\ud800" decodes to a lone surrogate, which UTF-8 (and so SQLite) cannot store
+    path = tmp_path / "m.json"
+    path.write_text('{"a": {"title": "Youth \\ud800"}}', encoding="ascii")
+    with pytest.raises(
+        ValueError,
+        match=r"^metadata of 'a': 'title' is not valid Unicode text \(a lone surrogate\)$",
+    ):
+        read_metadata_file(path)
+    with pytest.raises(ValueError, match=r"^metadata of 'a': field names must be non-empty str"):
+        check_fields("a", {"t\udc80": "x"}, allow_none=True)
+    assert check_fields("a", {"t\u00e9": "\U0001f600 ok"}, allow_none=False) == {
+        "t\u00e9": "\U0001f600 ok"
+    }
+
+
+def test_a_quoted_csv_cell_keeps_its_line_breaks(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_bytes(b'instance_id,title\r\na,"two\r\nlines"\r\nb,"one\nbreak"\r\n')
+    assert read_metadata_file(path) == {
+        "a": {"title": "two\r\nlines"},
+        "b": {"title": "one\nbreak"},
+    }
+
+
+def test_errors_in_a_json_list_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps([{"instance": "a"}, {"title": "T"}]))
+    with pytest.raises(ValueError, match=rf"^metadata: {re.escape(repr(str(path)))}: an object"):
+        read_metadata_file(path)
+    path.write_text(json.dumps([3]))
+    with pytest.raises(ValueError, match=rf"^metadata: {re.escape(repr(str(path)))}: expected"):
+        read_metadata_file(path)
