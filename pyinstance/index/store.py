@@ -405,14 +405,25 @@ class Store:
     def _file(self, generation: int) -> Path:
         return self.path / f"descriptors-{generation}.bin"
 
-    def _map(self, generation: int, slots: int) -> np.ndarray:
-        path = self._file(generation)
-        size = path.stat().st_size
+    def _check_rows(self, path: Path, size: int, slots: int) -> None:
+        """Refuse a descriptor file of ``size`` bytes holding fewer rows than committed."""
         if size < slots * self._row_bytes:
             raise IndexFormatError(
                 f"index: {str(path)!r} holds {size // self._row_bytes} rows, but the metadata "
                 f"commits {slots}: the descriptor file was damaged"
             )
+
+    def _truncate(self, generation: int, committed: int) -> None:
+        """Cut rows past the ``committed`` ones (never extends: a short file stays damaged)."""
+        current = self._file(generation)
+        size = current.stat().st_size
+        self._check_rows(current, size, committed)
+        if size != committed * self._row_bytes:
+            os.truncate(current, committed * self._row_bytes)
+
+    def _map(self, generation: int, slots: int) -> np.ndarray:
+        path = self._file(generation)
+        self._check_rows(path, path.stat().st_size, slots)
         if slots == 0:
             return np.empty((0, self._width), dtype=self._file_dtype)
         return np.memmap(path, dtype=self._file_dtype, mode="r", shape=(slots, self._width))
@@ -488,8 +499,8 @@ class Store:
             self._db.execute("COMMIT")
         except BaseException as error:
             self._db.execute("ROLLBACK")
-            with contextlib.suppress(OSError):  # the next writer truncates otherwise
-                os.truncate(self._file(int(meta["generation"])), committed * self._row_bytes)
+            with contextlib.suppress(OSError, IndexFormatError):  # else the next writer does
+                self._truncate(int(meta["generation"]), committed)
             if isinstance(error, OSError) and not isinstance(error, IndexWriteError):
                 raise IndexWriteError(
                     error.errno,
@@ -506,10 +517,9 @@ class Store:
             self._snapshot = None
 
     def _clean(self, generation: int, committed: int) -> None:
-        """Drop what a crashed writer left: uncommitted tail rows, other generations."""
-        current = self._file(generation)
-        if current.stat().st_size != committed * self._row_bytes:
-            os.truncate(current, committed * self._row_bytes)
+        """Drop what a crashed writer left: uncommitted tail rows, other generations; refuse
+        a descriptor file shorter than the committed rows (damage, never padded)."""
+        self._truncate(generation, committed)
         for entry in os.listdir(self.path):
             match = _GENERATION_FILE.fullmatch(entry)
             if match and int(match.group(1)) != generation:

@@ -272,6 +272,19 @@ def test_a_short_descriptor_file_is_damage(store: Store) -> None:
         store.snapshot()
 
 
+def test_a_writer_refuses_a_short_descriptor_file_and_never_pads_it(store: Store) -> None:
+    store.add(unit_rows(3), records(["p", "q", "r"]))
+    path = store.path / "descriptors-0.bin"
+    os.truncate(path, 2 * ROW_BYTES + 1)
+    with pytest.raises(IndexFormatError, match=r"holds 2 rows, but the metadata commits 3"):
+        store.add(unit_rows(1, seed=1), records(["s"]))
+    with pytest.raises(IndexFormatError, match=r"the descriptor file was damaged"):
+        store.set_settings({"threshold": 0.5})
+    assert path.stat().st_size == 2 * ROW_BYTES + 1  # not padded with zero rows
+    assert [image["id"] for image in store.images()] == ["p", "q", "r"]
+    assert store.get_setting("threshold") is None
+
+
 def test_settings_are_json_values_and_none_deletes(store: Store) -> None:
     store.set_settings({"threshold": 0.5, "names": ["a", "b"], "gone": 1})
     store.set_settings({"threshold": 0.25, "gone": None})
