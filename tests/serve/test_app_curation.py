@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -78,6 +79,21 @@ def test_a_skipped_photo_is_held_by_no_instance(client: TestClient, world: World
     assert answer["already_in_other_instances"] == []
     assert answer["skipped"] == [{"file": upload_name(refused, "png"), "reason": "too small"}]
     assert [image["id"] for image in answer["images"]] == [upload_name(kept, "png")[:-4]]
+
+
+def test_a_truncated_photo_is_refused_before_anything_is_added(
+    client: TestClient, world: World
+) -> None:
+    """Its header reads well (size and format), its pixels cannot be decoded."""
+    pixels = np.random.default_rng(5).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    whole = out.getvalue()
+    calls = len(world.calls)
+    response = add(client, "tower", [("whole.png", whole), ("cut.png", whole[: len(whole) // 2])])
+    message = units.error_of(response, 422, "corrupt_image")
+    assert message.startswith("cut.png: cannot be decoded (truncated or corrupt: ")
+    assert len(world.calls) == calls
 
 
 # -- thumbnails -------------------------------------------------------------------------------
