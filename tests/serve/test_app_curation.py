@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import pyinstance.serve.app as app_module
 from pyinstance.serve.app import create_app, read_token_file
 
 from . import test_app_units as units
@@ -158,3 +159,19 @@ def test_the_service_defaults(world: World, tmp_path: Path) -> None:
     assert (service.workers, service.max_queue, service.refresh_seconds) == (2, 64, 2.0)
     assert service.limiter.total_tokens == 2 and service.review is None
     assert create_app(tmp_path, workers=3).state.service.limiter.total_tokens == 3
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+
+def test_request_durations_are_end_minus_start(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock reads 100 at the start of the request and 107 at its end: 7 seconds."""
+    ticks = iter([100.0, 107.0])
+    monkeypatch.setattr(app_module, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    assert client.get("/healthz").status_code == 200
+    monkeypatch.undo()
+    metrics = client.get("/metrics").text
+    assert 'pyinstance_request_seconds_sum{endpoint="/healthz"} 7.000000' in metrics
+    assert 'pyinstance_request_seconds_bucket{endpoint="/healthz",le="5.0"} 0' in metrics
