@@ -161,6 +161,30 @@ def test_the_service_defaults(world: World, tmp_path: Path) -> None:
     assert create_app(tmp_path, workers=3).state.service.limiter.total_tokens == 3
 
 
+def test_cors_preflights_allow_exactly_the_service_methods_and_headers(
+    world: World, tmp_path: Path
+) -> None:
+    """GET, POST, PATCH and DELETE with Authorization and Content-Type (plus the headers CORS
+    always allows), nothing else."""
+    origin = "http://museum.example"
+    with units.make_client(world, tmp_path, cors_origins=[origin]) as client:
+        for method, status in (("GET", 200), ("POST", 200), ("PATCH", 200), ("DELETE", 200),
+                               ("PUT", 400)):  # fmt: skip
+            headers = {"Origin": origin, "Access-Control-Request-Method": method}
+            answer = client.options("/v1/instances/tower", headers=headers)
+            assert answer.status_code == status, method
+        methods = answer.headers["access-control-allow-methods"]
+        assert sorted(m.strip() for m in methods.split(",")) == ["DELETE", "GET", "PATCH", "POST"]
+        allowed = answer.headers["access-control-allow-headers"]
+        assert sorted(h.strip().lower() for h in allowed.split(",")) == [
+            "accept",
+            "accept-language",
+            "authorization",
+            "content-language",
+            "content-type",
+        ]
+
+
 # -- metrics ----------------------------------------------------------------------------------
 
 
