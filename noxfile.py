@@ -546,6 +546,7 @@ MUTATION_TESTS = {
     "pyinstance/serve/app.py": [
         "tests/serve/test_app_units.py",
         "tests/serve/test_app_answers.py",
+        "tests/serve/test_app_curation.py",
         "tests/serve/test_app_pages.py",
         "tests/serve/test_heatmap_route.py",
     ],
