@@ -253,5 +253,6 @@ def _histogram(outcomes: list[QueryOutcome], threshold: float | None) -> str:
     if threshold is not None:
         axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
     axes.set(xlabel="confidence", ylabel="queries", title="confidence of known vs unknown")
-    axes.legend()
+    if axes.get_legend_handles_labels()[0]:  # no queries and no threshold: nothing to name
+        axes.legend()
     return _plot_uri(figure)

@@ -66,6 +66,7 @@ def test_cards_are_one_after_the_other(tmp_path: Path, monkeypatch: pytest.Monke
     assert len(pieces) == 4 and all(p.endswith("</div></div>\n") for p in pieces[:-1])
 
 
+@pytest.mark.filterwarnings("error")
 def test_problems_are_one_list_item_each(tmp_path: Path) -> None:
     from pyinstance.data.manifest import RowProblem
     from pyinstance.eval.evaluate import EvaluationResult
