@@ -15,7 +15,7 @@ from pyinstance.index import InstanceIndex
 from pyinstance.index.describer import FileError
 from pyinstance.postprocess import PCAWhitening
 
-from .conftest import DIM, tiny_recipe
+from .conftest import DIM, tiny_recipe, unit_rows
 
 
 def vector(data: bytes, dim: int = DIM) -> np.ndarray:
@@ -300,3 +300,58 @@ def test_build_fits_the_whitening_on_images_described_once(tmp_path, fake) -> No
     ):
         InstanceIndex.build(tmp_path / "no", src, recipe, whiten_from=few / "1.jpg")
     assert not (tmp_path / "no").exists()
+
+
+def test_files_added_to_a_whitening_index_refit_it_in_the_same_commit(tmp_path, fake) -> None:
+    recipe = tiny_recipe().with_(postprocess={"whiten": {"dim": 4}})
+    src = write(tmp_path / "src", {f"i{i % 3}/{i}.jpg": b"ref %d" % i for i in range(12)})
+    with InstanceIndex.create(tmp_path / "ix", recipe) as index:
+        index.add(src)
+        assert index.info()["fitted"] == {"whitening": 12}
+        write(src, {"i0/0.jpg": b"changed"})
+        index.update(src)
+        assert (
+            index.info()["fitted"] == {"whitening": 14} == {"whitening": index.info()["collection"]}
+        )
+        expected = PCAWhitening.fit(index.raw_descriptors(), dim=4)
+        np.testing.assert_allclose(
+            index.descriptors(), expected.apply(index.raw_descriptors()), atol=1e-5
+        )
+
+
+def test_the_smallest_whitening_set_and_its_errors(tmp_path, fake) -> None:
+    recipe = tiny_recipe().with_(postprocess={"whiten": {"dim": 1, "fit_on": "separate"}})
+    src = write(tmp_path / "src", {"a/1.jpg": b"one", "b/2.jpg": b"two"})
+    pair = write(tmp_path / "pair", {"1.jpg": b"w 1", "2.jpg": b"w 2"})
+    index, _ = InstanceIndex.build(tmp_path / "ix", src, recipe, whiten_from=pair)
+    with index:
+        assert index.info()["whitening_set"] == {"source": str(pair), "images": 2, "skipped": 0}
+        assert fake[0].calls[0] == ([str(pair / "1.jpg"), str(pair / "2.jpg")], True)
+    files = {f"{i}.jpg": b"bad %d" % i for i in range(7)}
+    files["ok.jpg"] = b"fine"
+    few = write(tmp_path / "few", files)
+    reasons = "; ".join(f"{few}/{i}.jpg: cannot decode" for i in range(5))
+    with pytest.raises(
+        ValueError,
+        match=r"^whiten_from: the whitening set needs at least 2 images, 1 could be described "
+        rf"\(7 skipped: {reasons}\)$",
+    ):
+        InstanceIndex.build(tmp_path / "no", src, recipe, whiten_from=few)
+    six = tiny_recipe().with_(postprocess=SEPARATE)
+    with pytest.raises(
+        ValueError, match=r"^whiten_from: the whitening set needs at least 7 images"
+    ):
+        InstanceIndex.build(tmp_path / "no", src, six, whiten_from=pair)
+    (tmp_path / "e").mkdir()
+    with pytest.raises(ValueError, match=r"^whiten_from: source: no reference images found"):
+        InstanceIndex.build(tmp_path / "no", src, six, whiten_from=tmp_path / "e")
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(
+        ValueError, match=r"^whitening_set: expected \(M, D\) descriptors, got shape \(16,\)$"
+    ):
+        InstanceIndex.create(tmp_path / "no", six, whitening_set=unit_rows(1)[0])
+    scales = tiny_recipe().with_(scales=(1.0, 0.5), postprocess=SEPARATE)
+    with InstanceIndex.create(
+        tmp_path / "s", scales, whitening_set=unit_rows(8).reshape(4, 2, DIM)
+    ) as index:
+        assert index.info()["whitening_set"] == {"source": "descriptors", "images": 4}
