@@ -181,3 +181,16 @@ def test_describe_and_search_images_post_process_the_queries(tmp_path: Path, fak
         direct = index.search(expected, 2)
         np.testing.assert_array_equal(found.rows, direct.rows)
         assert found.rows.shape == (2, 2)
+
+
+def test_a_post_processed_search_leaves_out_the_excluded_rows(tmp_path: Path) -> None:
+    recipe = tiny_recipe().with_(postprocess={"whiten": {"dim": 8}})
+    with InstanceIndex.create(tmp_path / "ix", recipe) as index:
+        x = unit_rows(20)
+        index.add_descriptors(x, ["a", "b"] * 10, [str(i) for i in range(20)], recipe)
+        queries = index.postprocess_queries(x[:3])
+        assert index.search(queries, 1).rows[:, 0].tolist() == [0, 1, 2]
+        found = index.search(queries, 1, exclude=[0, 1, -1])
+        assert (
+            found.rows[:, 0].tolist()[2] == 2 and 0 not in found.rows[0] and 1 not in found.rows[1]
+        )
