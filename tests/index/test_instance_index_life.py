@@ -194,3 +194,28 @@ def test_a_post_processed_search_leaves_out_the_excluded_rows(tmp_path: Path) ->
         assert (
             found.rows[:, 0].tolist()[2] == 2 and 0 not in found.rows[0] and 1 not in found.rows[1]
         )
+
+
+def test_raw_descriptors_stored_as_bfloat16_read_back_as_float32(tmp_path: Path) -> None:
+    recipe = tiny_recipe("bfloat16")
+    with InstanceIndex.create(tmp_path / "ix", recipe) as index:
+        x = unit_rows(5)
+        index.add_descriptors(x, list("aabbc"), list("vwxyz"), recipe)
+        raw = index.raw_descriptors()
+        assert raw.dtype == np.float32 and raw.shape == (5, DIM)
+        np.testing.assert_allclose(raw, x, rtol=2**-8, atol=0)
+
+
+def test_descriptors_of_stored_scales_are_their_normalised_mean(tmp_path: Path) -> None:
+    recipe = tiny_recipe().with_(
+        scales=(1.0, 0.5), postprocess={"multiscale": {"reduction": "row_max_sum"}}
+    )
+    with InstanceIndex.create(tmp_path / "ix", recipe) as index:
+        x = unit_rows(12).reshape(6, 2, DIM)
+        index.add_descriptors(x, list("aabbcc"), list("uvwxyz"), recipe)
+        mean = x.mean(axis=1)
+        expected = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+        got = index.descriptors()
+        assert got.shape == (6, DIM)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        np.testing.assert_array_equal(index.raw_descriptors(), x)
