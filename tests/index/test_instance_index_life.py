@@ -37,6 +37,8 @@ def test_open_and_create_pass_timeout_device_and_engine_on(tmp_path: Path, fake)
         view = index.pinned()  # no describer built yet: the view builds its own, on the device
         assert view.describer.device == "meta" and view.describer is not None
         assert index._describer is None
+    with InstanceIndex.create(tmp_path / "other", tiny_recipe(), timeout=2.5) as index:
+        assert index._store.timeout == 2.5
     with pytest.raises(TypeError, match=r"^use InstanceIndex.open\(path\)"):
         InstanceIndex(tmp_path / "ix")
 
