@@ -221,3 +221,12 @@ def test_descriptors_of_stored_scales_are_their_normalised_mean(tmp_path: Path) 
         assert got.shape == (6, DIM)
         np.testing.assert_allclose(got, expected, atol=1e-6)
         np.testing.assert_array_equal(index.raw_descriptors(), x)
+
+
+def test_descriptors_are_the_stored_rows_while_the_whitening_is_skipped(tmp_path: Path) -> None:
+    recipe = tiny_recipe().with_(postprocess={"whiten": {"min_references": 5}})
+    with InstanceIndex.create(tmp_path / "ix", recipe) as index:
+        x = 3 * unit_rows(3)  # not unit vectors: returned as stored, not re-normalised
+        index.add_descriptors(x, list("aab"), list("xyz"), recipe)
+        assert index.whitened is False
+        np.testing.assert_array_equal(index.descriptors(), x)
