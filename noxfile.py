@@ -378,6 +378,9 @@ MUTATION_TESTS = {
     # Indexes filled with add_descriptors (no network); not test_images.py or test_cli*.py.
     "pyinstance/index/instance_index.py": [
         "tests/index/test_instance_index_units.py",
+        "tests/index/test_instance_index_describe.py",
+        "tests/index/test_instance_index_life.py",
+        "tests/index/test_postprocess.py",
         "tests/index/test_store.py",
         "tests/index/test_metadata.py",
         "tests/index/test_pinned.py",

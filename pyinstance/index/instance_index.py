@@ -342,8 +342,7 @@ class InstanceIndex:
             else:
                 batch_shas[sha] = entry.image_id
                 todo.append((entry, sha))
-        updated = sum(1 for entry, _ in todo if entry.image_id in sha_of_id)
-        added = 0
+        kept: list[tuple[SourceImage, str]] = []
         if todo:
             descriptors, failures = self.describer.references(
                 [entry.path for entry, _ in todo], progress=progress
@@ -351,6 +350,9 @@ class InstanceIndex:
             failed = {failure.path for failure in failures}
             skipped.extend(failures)
             kept = [(entry, sha) for entry, sha in todo if str(entry.path) not in failed]
+        updated = sum(1 for entry, _ in kept if entry.image_id in sha_of_id)
+        added = len(kept) - updated
+        if kept:
             records = [
                 ImageRecord(entry.image_id, entry.instance, str(entry.path), sha)
                 for entry, sha in kept
@@ -362,9 +364,7 @@ class InstanceIndex:
                 refit=self._refit,
                 metadata=metadata,
             )
-            updated = sum(1 for entry, _ in kept if entry.image_id in sha_of_id)
-            added = len(kept) - updated
-        elif metadata:
+        elif metadata:  # nothing to add (or every file failed): the metadata alone
             self._store.set_instance_metadata(metadata)
         return AddReport(
             added=added,
