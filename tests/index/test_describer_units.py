@@ -179,6 +179,9 @@ def test_for_components_takes_dim_from_the_head(built: list[tuple]) -> None:
     assert made.recipe.weights_sha256 == weights_sha256(made.backbone, made.head)
     assert made.device == torch.device("cpu")
     assert isinstance(made, Describer)
+    elsewhere = Describer.for_components("pix", "means", device="meta")
+    assert elsewhere.device == torch.device("meta")
+    assert elsewhere.backbone.scale.device.type == "meta"
 
 
 def test_for_model_loads_the_trained_weights(built: list[tuple], tmp_path: Path) -> None:
@@ -188,10 +191,14 @@ def test_for_model_loads_the_trained_weights(built: list[tuple], tmp_path: Path)
         head="means",
         backbone_state=trained_backbone.state_dict(),
         head_state=trained_head.state_dict(),
+        backbone_params={"scale": 5.0},
         head_params={"repeat": 2},
     ).save(tmp_path / "model.pt")
     made = Describer.for_model(path, max_side=14)
-    assert made.backbone.scale.item() == 3.0
+    assert made.backbone.scale.item() == 3.0  # the trained weights, not the built ones
+    assert dict(made.recipe.backbone_params) == {"scale": 5.0}
+    assert made.device == torch.device("cpu")
+    assert Describer.for_model(path, device="meta").device == torch.device("meta")
     assert made.recipe.model == str(path.resolve())
     assert (made.recipe.dim, made.recipe.max_side, dict(made.recipe.head_params)) == (
         6,
@@ -317,7 +324,8 @@ def test_references_of_nothing_and_of_kept_scales(built, tmp_path: Path) -> None
 def test_references_show_progress(built, tmp_path: Path, capsys) -> None:
     colour_image(RED).save(tmp_path / "a.png")
     Describer(recipe()).references([tmp_path / "a.png"], progress=True)
-    assert "describe" in capsys.readouterr().err
+    shown = capsys.readouterr().err
+    assert "describe" in shown and "1/1" in shown
     Describer(recipe()).references([tmp_path / "a.png"])
     assert "describe" not in capsys.readouterr().err
 
@@ -367,7 +375,7 @@ def test_queries_with_windows_pool_each_window(built) -> None:
     left[:, 4:] = GREEN
     windows = ((1.0, 1), (0.5, 2))  # the whole map; then halves
     out = Describer(recipe(query_windows=windows, max_side=8)).queries([Image.fromarray(left)])
-    assert out.dtype == np.float32 and out.shape[:1] == (1,) and out.shape[2] == 3
+    assert out.dtype == np.float32 and out.shape == (1, 5, 3)
     whole = (normalised(RED) + normalised(GREEN)) / 2
     np.testing.assert_allclose(out[0, 0], whole, atol=1e-6)
     found = {tuple(np.round(row, 5)) for row in out[0, 1:]}
