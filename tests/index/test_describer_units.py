@@ -8,6 +8,7 @@ float64; sizes, hashes and the calls made are observed directly (milliseconds a 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +293,21 @@ def test_references_describe_files_in_order_with_errors(
     assert all(isinstance(error, FileError) for error in errors)
 
 
+def test_references_with_a_small_file_named_twice(built, tmp_path: Path, monkeypatch) -> None:
+    """The second time the too-small file is in another chunk (it crashed with zip's
+    "argument 2 is longer than argument 1": the fallback matched images to paths by name)."""
+    monkeypatch.setattr(describer, "_CHUNK", 2)
+    colour_image(GREEN, 1, 30).save(tmp_path / "thin.png")
+    colour_image(RED).save(tmp_path / "a.png")
+    colour_image(GREY).save(tmp_path / "b.png")
+    paths = [tmp_path / name for name in ("thin.png", "a.png", "thin.png", "b.png")]
+    rows, errors = Describer(recipe()).references(paths)
+    assert [error.path for error in errors] == [str(tmp_path / "thin.png")] * 2
+    assert rows.shape == (2, 3)
+    np.testing.assert_allclose(rows[0], unit(normalised(RED)), atol=1e-6)
+    np.testing.assert_allclose(rows[1], unit(normalised(GREY)), atol=1e-6)
+
+
 def test_references_decode_at_the_largest_scale(built, monkeypatch, tmp_path: Path) -> None:
     seen = []
     real = describer.decode_reference
@@ -325,7 +341,8 @@ def test_references_show_progress(built, tmp_path: Path, capsys) -> None:
     colour_image(RED).save(tmp_path / "a.png")
     Describer(recipe()).references([tmp_path / "a.png"], progress=True)
     shown = capsys.readouterr().err
-    assert "describe" in shown and "1/1" in shown
+    assert "describe: 100%" in shown and "| 1/1 [" in shown
+    assert re.search(r"\d(img/s|s/img)\]", shown)  # the unit, per second or per image
     Describer(recipe()).references([tmp_path / "a.png"])
     assert "describe" not in capsys.readouterr().err
 
