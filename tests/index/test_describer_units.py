@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,26 @@ def test_decode_reference_refuses_decompression_bombs(
         decode_reference(path, 10)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)
     assert decode_reference(path, 10).full_size == (20, 10)
+
+
+def test_decode_reference_reads_jpeg_in_draft_mode(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg"
+    colour_image(GREY, 160, 320).save(path)
+    decoded = decode_reference(path, 40)  # draft: a power-of-two reduction, at least 40 wide
+    assert decoded.full_size == (160, 320)
+    width, height = decoded.image.size  # reduced by a power of two, still >= 40 wide
+    assert 40 <= width < 320 and 320 % width == 0 and height * 2 == width
+    assert decode_reference(path, 320).image.size == (320, 160)
+
+
+def test_decode_reference_lets_other_warnings_pass(monkeypatch, tmp_path: Path) -> None:
+    def warning_decode(path, target):
+        warnings.warn("a harmless warning", UserWarning, stacklevel=1)
+        return "decoded"
+
+    monkeypatch.setattr(describer, "decode_image", warning_decode)
+    with pytest.warns(UserWarning, match="a harmless warning"):
+        assert decode_reference(tmp_path / "a.png", 10) == "decoded"
 
 
 # construction ----------------------------------------------------------------------------
@@ -343,8 +364,25 @@ def test_references_show_progress(built, tmp_path: Path, capsys) -> None:
     shown = capsys.readouterr().err
     assert "describe: 100%" in shown and "| 1/1 [" in shown
     assert re.search(r"\d(img/s|s/img)\]", shown)  # the unit, per second or per image
+    assert "extract" not in shown  # one bar, not extraction's too
     Describer(recipe()).references([tmp_path / "a.png"])
-    assert "describe" not in capsys.readouterr().err
+    assert capsys.readouterr().err == ""
+    Describer(recipe()).queries([colour_image(RED)])
+    assert capsys.readouterr().err == ""
+
+
+def test_the_descriptor_engine_describes(built) -> None:
+    made = Describer(recipe())
+    handed = []
+
+    def engine(pixels: torch.Tensor) -> torch.Tensor:
+        handed.append(pixels.shape)
+        return torch.tensor([[0.0, 2.0, 0.0]]).expand(pixels.shape[0], 3)
+
+    made._descriptor_engine = engine
+    out = made.queries([colour_image(RED, 6, 10)])
+    np.testing.assert_allclose(out, [[[0.0, 1.0, 0.0]]], atol=1e-6)
+    assert handed == [(1, 3, 6, 10)]
 
 
 # queries ---------------------------------------------------------------------------------
