@@ -526,3 +526,47 @@ def test_errors_are_one_line(tmp_path: Path, photos: Path, capsys) -> None:
     assert code == 2 and err.startswith("pyinstance index remove: error: ") and "nobody" in err
     code, _, err = run(capsys, "build", str(photos), "-o", str(tmp_path / "x"), "--head-param", "a")
     assert err == "pyinstance index build: error: --head-param: expected KEY=VALUE, got 'a'\n"
+
+
+def test_stale_thresholds_are_warned_one_line_each() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    buffer = StringIO()
+    console = Console(file=buffer, force_terminal=True, color_system="standard", width=40)
+    reason = "fitted on [whitened] scores 0.5 of version 3, now version 4 of the collection"
+    cli._warn_stale(console, {"stale_thresholds": {"open_threshold": reason, "other": "x"}})
+    yellow, reset = "\x1b[33m", "\x1b[0m"
+    assert buffer.getvalue() == (
+        f"{yellow}stale open_threshold{reset}: {reason}\n{yellow}stale other{reset}: x\n"
+    )  # markup read, the reason escaped and not highlighted, one line however long
+    cli._warn_stale(console, {"stale_thresholds": {}})
+    assert buffer.getvalue().count("\n") == 2
+
+
+def test_update_takes_the_instance_engine_and_progress(
+    tmp_path: Path, photos: Path, capsys, monkeypatch
+) -> None:
+    from pyinstance.index import Describer
+
+    ix = tmp_path / "ix"
+    build_json(capsys, photos, ix)
+    requested: list[str] = []
+    set_engine = Describer.set_engine
+
+    def recording(self, engine="auto", **kwargs):
+        requested.append(engine)
+        return set_engine(self, engine, **kwargs)
+
+    monkeypatch.setattr(Describer, "set_engine", recording)
+    colour_image(COLOURS["blue"], 9, 10).save(photos / "red" / "0.png")  # changed
+    code, out, err = run(
+        capsys, "update", str(ix), str(photos / "red" / "0.png"), "--instance", "red",
+        "--engine", "torch",
+    )  # fmt: skip
+    assert code == 0 and requested == ["torch"]
+    assert "describe" in err  # the progress bar
+    lines = {line.strip("│ ").split("│")[0].strip(): line for line in out.splitlines()}
+    assert "1" in lines["images updated"] and "0" in lines["images added"]
+    assert "3" in lines["images in the index"] and "2" in lines["instances"]

@@ -489,3 +489,16 @@ def test_query_features_use_the_feature_engine(built) -> None:
     features, _ = made.query_features(colour_image(GREY, 6, 10))
     expected = 2 * torch.tensor(normalised(GREY), dtype=torch.float32)
     torch.testing.assert_close(features[0, :, 0, 0], expected, atol=1e-6, rtol=0)
+
+
+def test_query_features_run_on_the_describers_device(built) -> None:
+    made = Describer(recipe(query_max_side=5), device="meta")  # sizes only, no values
+    for item in (colour_image(GREY, 6, 10), DecodedImage(colour_image(GREY, 3, 5), (6, 10))):
+        features, full = made.query_features(item)
+        assert (features.device.type, features.shape, full) == ("meta", (1, 3, 3, 5), (6, 10))
+
+
+def test_query_features_name_a_bad_image(built) -> None:
+    made = Describer(recipe(query_max_side=5))
+    with pytest.raises((TypeError, ValueError), match=r"^query\b"):
+        made.query_features(np.zeros((2, 2, 7), np.uint8), "query")
