@@ -375,6 +375,12 @@ MUTATION_TESTS = {
         "tests/index/test_processed_state.py",
         "tests/index/test_postprocess.py",
     ],
+    # Tiny modules in the plugin registry's place (milliseconds a test); not test_images.py
+    # (EfficientNet-Lite0 on photos, seconds a test).
+    "pyinstance/index/describer.py": ["tests/index/test_describer_units.py"],
+    # In-process runs with tiny networks and parse-only tests (a second a run); not
+    # test_cli.py or test_cli_engine.py (EfficientNet-Lite0 on photos, seconds a test).
+    "pyinstance/index/cli.py": ["tests/index/test_cli_units.py"],
     # Indexes filled with add_descriptors (no network); not test_images.py or test_cli*.py.
     "pyinstance/index/instance_index.py": [
         "tests/index/test_instance_index_units.py",

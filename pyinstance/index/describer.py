@@ -227,17 +227,18 @@ class Describer:
             for start in range(0, len(paths), _CHUNK):
                 chunk = paths[start : start + _CHUNK]
                 images: list[DecodedImage] = []
+                decoded: list[str | os.PathLike[str]] = []  # the paths of ``images``
                 for path in chunk:
                     try:
                         images.append(decode_reference(path, self._longest))
+                        decoded.append(path)
                     except (ImageDecodeError, OSError, ValueError) as error:
                         errors.append(FileError(str(path), str(error)))
                 if images:
                     try:
                         rows.append(self._describe(images))
                     except ValueError:  # one image too small: find it, keep the others
-                        good = [p for p in chunk if str(p) not in {e.path for e in errors}]
-                        for path, image in zip(good, images, strict=True):
+                        for path, image in zip(decoded, images, strict=True):
                             try:
                                 rows.append(self._describe([image]))
                             except ValueError as error:
