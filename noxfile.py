@@ -603,6 +603,15 @@ MUTATION_TESTS = {
 }
 
 
+# Modules whose tests fork badly under mutmut's default runner (see _narrowed_pyproject).
+FORKSERVER_MODULES = (
+    "pyinstance/engine/",
+    "pyinstance/ops/",
+    "pyinstance/index/describer.py",
+    "pyinstance/index/cli.py",
+)
+
+
 def _mutation_tests(session: nox.Session, module: str) -> list[str]:
     """The test files or folders that exercise ``module`` (a path under pyinstance/)."""
     if module in MUTATION_TESTS:
@@ -638,7 +647,7 @@ def _narrowed_pyproject(module: str, tests: list[str]) -> str:
         start = text.index(f"\n{key} = [") + 1
         end = text.index("]", start) + 1
         text = text[:start] + f"{key} = {json.dumps(values)}" + text[end:]
-    if module.startswith(("pyinstance/engine/", "pyinstance/ops/")):
+    if module.startswith(FORKSERVER_MODULES):
         # OpenVINO's telemetry forks a process that mutmut's fork runner reaps by mistake
         # (KeyError on its pid), and a kernel's OpenMP threads started by the clean run hang
         # a forked worker that calls a kernel again: run each mutant from a fork server.
