@@ -369,3 +369,11 @@ def test_probes_reach_the_last_row_and_at_most_256_rows(tmp_path) -> None:
     probed[2] *= 3
     with pytest.raises(ScreenFileError, match="made from other references"):
         KnnScreen.load(path, probed)
+
+
+def test_a_screen_of_one_row_saves_and_loads(tmp_path) -> None:
+    refs = rows_of(19, 1, 5)
+    KnnScreen.of(refs).save(tmp_path / "s.bin")
+    loaded = KnnScreen.load(tmp_path / "s.bin", refs)
+    assert loaded.rows == 1
+    np.testing.assert_array_equal(loaded.arrays()[0][0, :5], expected(refs)[0][0])
