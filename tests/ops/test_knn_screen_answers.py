@@ -377,3 +377,11 @@ def test_a_screen_of_one_row_saves_and_loads(tmp_path) -> None:
     loaded = KnnScreen.load(tmp_path / "s.bin", refs)
     assert loaded.rows == 1
     np.testing.assert_array_equal(loaded.arrays()[0][0, :5], expected(refs)[0][0])
+
+
+def test_max_norm_is_the_largest_stored_norm_also_below_one() -> None:
+    refs = rows_of(20, 30, 6, scale=1e-3)
+    screen = KnnScreen.of(refs)
+    largest = float(np.linalg.norm(refs.astype(np.float64), axis=1).max())
+    assert screen.max_norm == float(screen.arrays()[3][:30].max())
+    assert largest <= screen.max_norm <= largest * (1 + 2e-6) < 0.1
