@@ -15,9 +15,10 @@ from torch import nn
 
 from pyinstance.models.miners import CurriculumMiner
 from pyinstance.train import CheckpointMismatchError, Trainer, load_config
+from pyinstance.train.checkpoint import load_checkpoint
 from pyinstance.train.config import parse_config
 from pyinstance.train.distributed import LocalContext
-from pyinstance.train.trainer import CHECKPOINT, MODEL, _rescale
+from pyinstance.train.trainer import CHECKPOINT, MODEL, LearningRateFactor, _rescale
 
 
 def bare(**train) -> Trainer:
@@ -36,17 +37,13 @@ def bare(**train) -> Trainer:
 
 
 def test_the_cosine_schedule_falls_from_one_to_zero_over_every_step():
-    made = bare(epochs=2)
-    made.steps_per_epoch = 2
-    factors = [made._schedule(step) for step in range(6)]
+    factors = [LearningRateFactor("cosine", 4)(step) for step in range(6)]
     half = 0.5 * (1 + math.cos(math.pi / 4))  # 0.8536
     assert factors == pytest.approx([1.0, half, 0.5, 1 - half, 0.0, 0.0], abs=1e-12)
 
 
 def test_the_constant_schedule_is_one():
-    made = bare(scheduler="constant")
-    made.steps_per_epoch = 2
-    assert [made._schedule(step) for step in (0, 3, 100)] == [1.0, 1.0, 1.0]
+    assert [LearningRateFactor("constant", 4)(step) for step in (0, 3, 100)] == [1.0] * 3
 
 
 def test_offline_epochs_count_the_instances_in_batches():
@@ -385,3 +382,35 @@ def test_resume_without_a_checkpoint_is_false_and_a_foreign_one_raises(tiny, tmp
     (made.output / CHECKPOINT).write_bytes(b"broken")
     with pytest.raises(ValueError, match="^checkpoint: cannot read"):
         made.resume()
+
+
+def cosine_rates(base: float, total: int, steps: range) -> list[float]:
+    return [base * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)) for step in steps]
+
+
+def scheduled_rates(made: Trainer, steps: int) -> list[float]:
+    """The learning rates (backbone, head) at each of ``steps`` scheduler steps, in a row."""
+    rates = []
+    for _ in range(steps):
+        rates += [group["lr"] for group in made.optimizer.param_groups]
+        made.optimizer.step()
+        made.scheduler.step()
+    return rates
+
+
+def test_the_learning_rates_follow_the_schedule_through_a_checkpoint(tiny):
+    made = tiny(epochs=2, instances_per_batch=2, lr_backbone=0.01, lr_head=0.02)
+    # 5 instances, P = 2: 2 batches an epoch, 4 steps in all; the factor stays 0 after them
+    rates = scheduled_rates(made, 3)
+    made.save_checkpoint()
+    rates += scheduled_rates(made, 3)
+    expected = zip(cosine_rates(0.01, 4, range(6)), cosine_rates(0.02, 4, range(6)), strict=True)
+    assert rates == pytest.approx([rate for pair in expected for rate in pair], abs=1e-15)
+    state = load_checkpoint(made.output / CHECKPOINT, made.config.recipe_dict())
+    # one factor for each group (backbone, head)
+    assert state["scheduler"]["lr_lambdas"] == [{"scheduler": "cosine", "total": 4}] * 2
+    resumed = Trainer(made.config)
+    assert resumed.resume()
+    assert scheduled_rates(resumed, 3) == pytest.approx(rates[6:], abs=1e-15)
+    constant = tiny(scheduler="constant", lr_backbone=0.01, lr_head=0.02)
+    assert scheduled_rates(constant, 3) == [0.01, 0.02] * 3
