@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -414,3 +415,50 @@ def test_the_learning_rates_follow_the_schedule_through_a_checkpoint(tiny):
     assert scheduled_rates(resumed, 3) == pytest.approx(rates[6:], abs=1e-15)
     constant = tiny(scheduler="constant", lr_backbone=0.01, lr_head=0.02)
     assert scheduled_rates(constant, 3) == [0.01, 0.02] * 3
+
+
+def bar_states(err: str) -> list[tuple[str, str, str | None]]:
+    """(description, done/total, loss shown) of every state tqdm drew, in order."""
+    pattern = r"(epoch \d+/\d+): +\d+%\|[^|]*\| (\d+/\d+) \[[^\]]*?(?:loss=([\d.]+))?\]"
+    return re.findall(pattern, err)
+
+
+def test_the_progress_bar_counts_each_epochs_batches_and_shows_the_loss(tiny, capsys):
+    made = tiny(epochs=2, instances_per_batch=2, max_steps=1, progress=True)
+    fake_steps(made, [4.0])
+    made.fit()
+    err = capsys.readouterr().err
+    assert "?batch/s" in err  # the unit
+    assert bar_states(err) == [
+        ("epoch 1/2", "0/2", ""),
+        ("epoch 1/2", "1/2", "4.0000"),
+        ("epoch 1/2", "1/2", "4.0000"),  # closed
+    ]
+    resumed = Trainer(load_config(made.config.path, **{"train.max_steps": ""}))
+    assert resumed.resume()
+    fake_steps(resumed, [2.0, 6.0, 8.0])
+    resumed.fit()
+    assert bar_states(capsys.readouterr().err) == [
+        ("epoch 1/2", "1/2", ""),  # the resumed epoch starts at its next batch
+        ("epoch 1/2", "2/2", "2.0000"),
+        ("epoch 1/2", "2/2", "2.0000"),
+        ("epoch 2/2", "0/2", ""),
+        ("epoch 2/2", "1/2", "6.0000"),
+        ("epoch 2/2", "2/2", "8.0000"),
+        ("epoch 2/2", "2/2", "8.0000"),
+    ]
+    quiet = tiny(epochs=1, instances_per_batch=2)
+    fake_steps(quiet, [1.0, 1.0])
+    quiet.fit()
+    assert capsys.readouterr().err == ""
+
+
+def test_resume_reads_the_checkpoint_it_is_given(tiny, tmp_path):
+    made = tiny()
+    made.step = 7
+    made.save_checkpoint()
+    moved = tmp_path / "elsewhere.pt"
+    (made.output / CHECKPOINT).rename(moved)
+    other = Trainer(made.config)
+    assert other.resume() is False  # none in the output folder
+    assert other.resume(moved) is True and other.step == 7
