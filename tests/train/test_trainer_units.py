@@ -462,3 +462,15 @@ def test_resume_reads_the_checkpoint_it_is_given(tiny, tmp_path):
     other = Trainer(made.config)
     assert other.resume() is False  # none in the output folder
     assert other.resume(moved) is True and other.step == 7
+
+
+def test_each_epochs_row_has_the_seconds_since_the_start(tiny, monkeypatch):
+    import pyinstance.train.trainer as module
+
+    made = tiny(epochs=2, instances_per_batch=2)
+    fake_steps(made, [1.0] * 4)
+    ticks = iter([100.0, 104.25, 109.5, 110.0])  # start, two epochs' ends, the finish
+    monkeypatch.setattr(module.time, "perf_counter", lambda: next(ticks))
+    result = made.fit()
+    assert [row["seconds"] for row in result.epochs] == [4.2, 9.5]
+    assert result.seconds == 10.0
