@@ -502,22 +502,9 @@ MUTATION_TESTS = {
     "pyinstance/train/data.py": ["tests/train/test_data_answers.py"],
     "pyinstance/train/setup.py": ["tests/train/test_setup_answers.py"],
     "pyinstance/train/validation.py": ["tests/train/test_validation_answers.py"],
-    # Not the tests that write a checkpoint of a whole Trainer: under mutmut the LambdaLR's
-    # lr_lambda (the bound, trampolined Trainer._schedule) cannot be pickled.
     "pyinstance/train/trainer.py": [
         "tests/train/test_trainer_units.py",
         "tests/train/test_trainer_steps.py",
-        *(
-            f"--deselect=tests/train/test_trainer_units.py::{name}"
-            for name in (
-                "test_the_loop_averages_each_epochs_statistics_and_writes_its_files",
-                "test_the_loop_stops_at_max_steps_and_checkpoints_every_n_steps",
-                "test_a_resumed_loop_continues_its_epoch",
-                "test_the_miner_is_told_every_epoch",
-                "test_state_round_trips_through_a_checkpoint",
-                "test_resume_without_a_checkpoint_is_false_and_a_foreign_one_raises",
-            )
-        ),
     ],
     # Not test_distributed_ranks.py / _trainer.py (torchrun jobs, seconds to minutes each):
     # the helpers in one process and DistributedContext in a process group of one rank.

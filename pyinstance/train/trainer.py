@@ -66,6 +66,21 @@ class TrainResult:
     skipped: int = 0
 
 
+@dataclass
+class LearningRateFactor:
+    """The factor of the learning rates at each step: 1 (``constant``) or a cosine from 1 to 0
+    over ``total`` steps. An object of its own (not a method of the trainer), so that the
+    scheduler's state, which holds its attributes, pickles."""
+
+    scheduler: str
+    total: int
+
+    def __call__(self, step: int) -> float:
+        if self.scheduler == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total) / self.total))
+
+
 class Trainer:
     """Fine-tunes the network of ``config`` on its training set.
 
@@ -108,7 +123,9 @@ class Trainer:
             self.data.labels, train.instances_per_batch, train.views_per_instance, seed=config.seed
         )
         self.steps_per_epoch = len(self.sampler) if train.mining == "online" else None
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._schedule)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, LearningRateFactor(train.scheduler, self._total_steps())
+        )
         self.views = ViewMaker(
             config.augment,
             self.data.images,
@@ -215,12 +232,6 @@ class Trainer:
         if head:
             groups.append({"params": head, "lr": train.lr_head, "name": "head"})
         return groups
-
-    def _schedule(self, step: int) -> float:
-        if self.config.train.scheduler == "constant":
-            return 1.0
-        total = self._total_steps()
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
 
     def _total_steps(self) -> int:
         train = self.config.train

@@ -767,3 +767,37 @@ def test_a_new_trainer_keeps_what_it_is_given_and_reads_the_loss(tiny_config, mo
                 monkeypatch.delattr(klass, name)
     made = Trainer(made.config)
     assert made.views.mean == IMAGENET_MEAN and made.views.std == IMAGENET_STD
+
+
+def test_a_new_trainer_reads_the_validation_manifest_the_labels_and_a_loss_without_logits(
+    tiny_config, tmp_path, monkeypatch
+):
+    import pyinstance.train.trainer as module
+    from pyinstance.train import load_config
+    from pyinstance.train.data import load_training_set
+
+    folder = tmp_path / "validation"
+    folder.mkdir()
+    for name in ("r.png", "q1.png", "q2.png"):
+        (folder / name).touch()
+    manifest = folder / "m.csv"
+    rows = ["r.png,a,reference,", "q1.png,b,query,night", "q2.png,a,query,"]
+    manifest.write_text("path,instance_id,split,query_set\n" + "\n".join(rows) + "\n")
+    config = load_config(tiny_config(instances=4, data={"validation": str(manifest)}))
+    given = load_training_set(config.data.source, decode_side=48)
+    made = Trainer(config, training_set=given)
+    assert made.validation.paths == (folder / "q1.png", folder / "q2.png")
+    assert made.validation.instances == ("b", "a")
+    assert made.validation.query_sets == ("night", "-")
+    # the view maker gets the photos' labels (it composites strangers by them)
+    assert made.views.labels.tolist() == list(given.labels) == [0, 1, 2, 3]
+
+    class Loss:  # a loss that does not declare ``logits``: no class scores
+        needs_triplets = True
+
+        def __init__(self, **params):
+            self.params = params
+
+    monkeypatch.setattr(module.plugins, "get_loss", lambda name, **params: Loss(**params))
+    monkeypatch.setattr(Trainer, "_check_objective", lambda self: None)
+    assert Trainer(config, training_set=given).loss_logits is None

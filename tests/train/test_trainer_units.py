@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,9 +16,10 @@ from torch import nn
 
 from pyinstance.models.miners import CurriculumMiner
 from pyinstance.train import CheckpointMismatchError, Trainer, load_config
+from pyinstance.train.checkpoint import load_checkpoint
 from pyinstance.train.config import parse_config
 from pyinstance.train.distributed import LocalContext
-from pyinstance.train.trainer import CHECKPOINT, MODEL, _rescale
+from pyinstance.train.trainer import CHECKPOINT, MODEL, LearningRateFactor, _rescale
 
 
 def bare(**train) -> Trainer:
@@ -36,17 +38,13 @@ def bare(**train) -> Trainer:
 
 
 def test_the_cosine_schedule_falls_from_one_to_zero_over_every_step():
-    made = bare(epochs=2)
-    made.steps_per_epoch = 2
-    factors = [made._schedule(step) for step in range(6)]
+    factors = [LearningRateFactor("cosine", 4)(step) for step in range(6)]
     half = 0.5 * (1 + math.cos(math.pi / 4))  # 0.8536
     assert factors == pytest.approx([1.0, half, 0.5, 1 - half, 0.0, 0.0], abs=1e-12)
 
 
 def test_the_constant_schedule_is_one():
-    made = bare(scheduler="constant")
-    made.steps_per_epoch = 2
-    assert [made._schedule(step) for step in (0, 3, 100)] == [1.0, 1.0, 1.0]
+    assert [LearningRateFactor("constant", 4)(step) for step in (0, 3, 100)] == [1.0] * 3
 
 
 def test_offline_epochs_count_the_instances_in_batches():
@@ -385,3 +383,94 @@ def test_resume_without_a_checkpoint_is_false_and_a_foreign_one_raises(tiny, tmp
     (made.output / CHECKPOINT).write_bytes(b"broken")
     with pytest.raises(ValueError, match="^checkpoint: cannot read"):
         made.resume()
+
+
+def cosine_rates(base: float, total: int, steps: range) -> list[float]:
+    return [base * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)) for step in steps]
+
+
+def scheduled_rates(made: Trainer, steps: int) -> list[float]:
+    """The learning rates (backbone, head) at each of ``steps`` scheduler steps, in a row."""
+    rates = []
+    for _ in range(steps):
+        rates += [group["lr"] for group in made.optimizer.param_groups]
+        made.optimizer.step()
+        made.scheduler.step()
+    return rates
+
+
+def test_the_learning_rates_follow_the_schedule_through_a_checkpoint(tiny):
+    made = tiny(epochs=2, instances_per_batch=2, lr_backbone=0.01, lr_head=0.02)
+    # 5 instances, P = 2: 2 batches an epoch, 4 steps in all; the factor stays 0 after them
+    rates = scheduled_rates(made, 3)
+    made.save_checkpoint()
+    rates += scheduled_rates(made, 3)
+    expected = zip(cosine_rates(0.01, 4, range(6)), cosine_rates(0.02, 4, range(6)), strict=True)
+    assert rates == pytest.approx([rate for pair in expected for rate in pair], abs=1e-15)
+    state = load_checkpoint(made.output / CHECKPOINT, made.config.recipe_dict())
+    # one factor for each group (backbone, head)
+    assert state["scheduler"]["lr_lambdas"] == [{"scheduler": "cosine", "total": 4}] * 2
+    resumed = Trainer(made.config)
+    assert resumed.resume()
+    assert scheduled_rates(resumed, 3) == pytest.approx(rates[6:], abs=1e-15)
+    constant = tiny(scheduler="constant", lr_backbone=0.01, lr_head=0.02)
+    assert scheduled_rates(constant, 3) == [0.01, 0.02] * 3
+
+
+def bar_states(err: str) -> list[tuple[str, str, str | None]]:
+    """(description, done/total, loss shown) of every state tqdm drew, in order."""
+    pattern = r"(epoch \d+/\d+): +\d+%\|[^|]*\| (\d+/\d+) \[[^\]]*?(?:loss=([\d.]+))?\]"
+    return re.findall(pattern, err)
+
+
+def test_the_progress_bar_counts_each_epochs_batches_and_shows_the_loss(tiny, capsys):
+    made = tiny(epochs=2, instances_per_batch=2, max_steps=1, progress=True)
+    fake_steps(made, [4.0])
+    made.fit()
+    err = capsys.readouterr().err
+    assert "?batch/s" in err  # the unit
+    assert bar_states(err) == [
+        ("epoch 1/2", "0/2", ""),
+        ("epoch 1/2", "1/2", "4.0000"),
+        ("epoch 1/2", "1/2", "4.0000"),  # closed
+    ]
+    resumed = Trainer(load_config(made.config.path, **{"train.max_steps": ""}))
+    assert resumed.resume()
+    fake_steps(resumed, [2.0, 6.0, 8.0])
+    resumed.fit()
+    assert bar_states(capsys.readouterr().err) == [
+        ("epoch 1/2", "1/2", ""),  # the resumed epoch starts at its next batch
+        ("epoch 1/2", "2/2", "2.0000"),
+        ("epoch 1/2", "2/2", "2.0000"),
+        ("epoch 2/2", "0/2", ""),
+        ("epoch 2/2", "1/2", "6.0000"),
+        ("epoch 2/2", "2/2", "8.0000"),
+        ("epoch 2/2", "2/2", "8.0000"),
+    ]
+    quiet = tiny(epochs=1, instances_per_batch=2)
+    fake_steps(quiet, [1.0, 1.0])
+    quiet.fit()
+    assert capsys.readouterr().err == ""
+
+
+def test_resume_reads_the_checkpoint_it_is_given(tiny, tmp_path):
+    made = tiny()
+    made.step = 7
+    made.save_checkpoint()
+    moved = tmp_path / "elsewhere.pt"
+    (made.output / CHECKPOINT).rename(moved)
+    other = Trainer(made.config)
+    assert other.resume() is False  # none in the output folder
+    assert other.resume(moved) is True and other.step == 7
+
+
+def test_each_epochs_row_has_the_seconds_since_the_start(tiny, monkeypatch):
+    import pyinstance.train.trainer as module
+
+    made = tiny(epochs=2, instances_per_batch=2)
+    fake_steps(made, [1.0] * 4)
+    ticks = iter([100.0, 104.25, 109.5, 110.0])  # start, two epochs' ends, the finish
+    monkeypatch.setattr(module.time, "perf_counter", lambda: next(ticks))
+    result = made.fit()
+    assert [row["seconds"] for row in result.epochs] == [4.2, 9.5]
+    assert result.seconds == 10.0
