@@ -405,25 +405,26 @@ class Store:
     def _file(self, generation: int) -> Path:
         return self.path / f"descriptors-{generation}.bin"
 
-    def _check_rows(self, path: Path, size: int, slots: int) -> None:
-        """Refuse a descriptor file of ``size`` bytes holding fewer rows than committed."""
+    def _checked_size(self, path: Path, slots: int) -> int:
+        """The descriptor file's size in bytes; refused when it holds fewer rows than the
+        ``slots`` committed."""
+        size = path.stat().st_size
         if size < slots * self._row_bytes:
             raise IndexFormatError(
                 f"index: {str(path)!r} holds {size // self._row_bytes} rows, but the metadata "
                 f"commits {slots}: the descriptor file was damaged"
             )
+        return size
 
     def _truncate(self, generation: int, committed: int) -> None:
         """Cut rows past the ``committed`` ones (never extends: a short file stays damaged)."""
         current = self._file(generation)
-        size = current.stat().st_size
-        self._check_rows(current, size, committed)
-        if size != committed * self._row_bytes:
+        if self._checked_size(current, committed) != committed * self._row_bytes:
             os.truncate(current, committed * self._row_bytes)
 
     def _map(self, generation: int, slots: int) -> np.ndarray:
         path = self._file(generation)
-        self._check_rows(path, path.stat().st_size, slots)
+        self._checked_size(path, slots)
         if slots == 0:
             return np.empty((0, self._width), dtype=self._file_dtype)
         return np.memmap(path, dtype=self._file_dtype, mode="r", shape=(slots, self._width))

@@ -76,6 +76,30 @@ def _geometry(conv: nn.Conv2d) -> tuple:
     return (conv.kernel_size, conv.stride, conv.padding, conv.bias is None)
 
 
+def _shortcut_shapes(block, inp: int, out: int, stride: int, projected: bool) -> dict:
+    """The shortcut's parameter shapes (none for the identity), its 1×1 geometry checked."""
+    if not projected:
+        assert block.downsample is None
+        return {}
+    assert _geometry(block.downsample[0]) == ((1, 1), (stride, stride), (0, 0), True)
+    return {
+        "downsample.0.weight": (out, inp, 1, 1),
+        "downsample.1.weight": (out,),
+        "downsample.1.bias": (out,),
+    }
+
+
+def _check_output(block, inp: int, out: int, stride: int, expected_of) -> None:
+    """The block's output on a 7×9 float64 input equals the test's own formula."""
+    x = torch.randn(2, inp, 7, 9, dtype=torch.float64)
+    with torch.no_grad():
+        output = block(x)
+        expected = expected_of(x)
+    assert output.shape == (2, out, -(-7 // stride), -(-9 // stride))
+    torch.testing.assert_close(output, expected)
+    assert float((output == 0).double().mean()) > 0.1  # the final ReLU cut something
+
+
 @pytest.mark.parametrize(
     ("inp", "width", "stride", "projected"),
     [(3, 3, 1, False), (2, 3, 1, True), (3, 3, 2, True), (2, 4, 2, True)],
@@ -94,23 +118,9 @@ def test_a_basic_block_is_two_three_by_threes_and_a_shortcut(inp, width, stride,
         "bn2.weight": (width,),
         "bn2.bias": (width,),
     }
-    if projected:
-        assert _geometry(block.downsample[0]) == ((1, 1), (stride, stride), (0, 0), True)
-        expected_shapes |= {
-            "downsample.0.weight": (width, inp, 1, 1),
-            "downsample.1.weight": (width,),
-            "downsample.1.bias": (width,),
-        }
-    else:
-        assert block.downsample is None
+    expected_shapes |= _shortcut_shapes(block, inp, width, stride, projected)
     assert _shapes(block) == expected_shapes
-    x = torch.randn(2, inp, 7, 9, dtype=torch.float64)
-    with torch.no_grad():
-        out = block(x)
-        expected = _expected_basic(block, x, stride, projected)
-    assert out.shape == (2, width, -(-7 // stride), -(-9 // stride))
-    torch.testing.assert_close(out, expected)
-    assert float((out == 0).double().mean()) > 0.1  # the final ReLU cut something
+    _check_output(block, inp, width, stride, lambda x: _expected_basic(block, x, stride, projected))
 
 
 @pytest.mark.parametrize(
@@ -136,23 +146,15 @@ def test_a_bottleneck_reduces_convolves_and_expands_by_four(inp, width, stride, 
         "bn3.weight": (out_channels,),
         "bn3.bias": (out_channels,),
     }
-    if projected:
-        assert _geometry(block.downsample[0]) == ((1, 1), (stride, stride), (0, 0), True)
-        expected_shapes |= {
-            "downsample.0.weight": (out_channels, inp, 1, 1),
-            "downsample.1.weight": (out_channels,),
-            "downsample.1.bias": (out_channels,),
-        }
-    else:
-        assert block.downsample is None
+    expected_shapes |= _shortcut_shapes(block, inp, out_channels, stride, projected)
     assert _shapes(block) == expected_shapes
-    x = torch.randn(2, inp, 7, 9, dtype=torch.float64)
-    with torch.no_grad():
-        out = block(x)
-        expected = _expected_bottleneck(block, x, stride, projected)
-    assert out.shape == (2, out_channels, -(-7 // stride), -(-9 // stride))
-    torch.testing.assert_close(out, expected)
-    assert float((out == 0).double().mean()) > 0.1
+    _check_output(
+        block,
+        inp,
+        out_channels,
+        stride,
+        lambda x: _expected_bottleneck(block, x, stride, projected),
+    )
 
 
 def test_blocks_leave_their_input_alone():
