@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import pyinstance
 from pyinstance.index.metadata import (
     MAX_FIELDS,
     MAX_KEY_LENGTH,
@@ -141,3 +145,39 @@ def test_errors_in_a_json_list_name_the_file(tmp_path: Path) -> None:
     path.write_text(json.dumps([3]))
     with pytest.raises(ValueError, match=rf"^metadata: {re.escape(repr(str(path)))}: expected"):
         read_metadata_file(path)
+
+
+READ_UNDER_ASCII_LOCALE = """
+import locale, sys
+from pyinstance.index.metadata import read_metadata_file
+print(locale.getpreferredencoding(False))
+print(ascii([read_metadata_file(path) for path in sys.argv[1:]]))
+"""
+
+
+def test_files_are_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """Under ``LC_ALL=C`` without UTF-8 mode Python's default encoding is ASCII."""
+    as_json = tmp_path / "m.json"
+    as_json.write_text('{"mona": {"title": "Musée — Joconde"}}', encoding="utf-8")
+    as_csv = tmp_path / "m.csv"
+    as_csv.write_text("instance_id,title\nmona,Musée — Joconde\n", encoding="utf-8")
+    environment = {
+        **os.environ,
+        "LC_ALL": "C",
+        "PYTHONUTF8": "0",
+        "PYTHONCOERCECLOCALE": "0",
+        # the subprocess imports the same pyinstance as this test
+        "PYTHONPATH": str(Path(pyinstance.__file__).parents[1]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-P", "-c", READ_UNDER_ASCII_LOCALE, str(as_json), str(as_csv)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    encoding, answers = result.stdout.splitlines()
+    assert encoding == "ANSI_X3.4-1968"  # the locale really is ASCII
+    expected = {"mona": {"title": "Musée — Joconde"}}
+    assert answers == ascii([expected, expected])
