@@ -315,7 +315,10 @@ def process_context(
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}") from error
     if device.type not in {"cpu", "cuda"}:
         raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {str(device)!r}")
     if not launched_by_torchrun():

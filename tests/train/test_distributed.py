@@ -69,9 +69,11 @@ def test_torchrun_detection() -> None:
         launched_by_torchrun({k: v for k, v in TORCHRUN_ENV.items() if k != "MASTER_PORT"})
 
 
-def test_process_context_rejects_an_unknown_device() -> None:
-    with pytest.raises(ValueError, match="device: expected 'auto', 'cpu' or 'cuda'"):
-        process_context("meta")
+@pytest.mark.parametrize("device", ["meta", "gpu", "AUTO", "cuda:x", 3.5, None])
+def test_process_context_rejects_an_unknown_device(device: object) -> None:
+    """Known non-CPU/CUDA types, names torch does not know and non-device values alike."""
+    with pytest.raises(ValueError, match="device: expected 'auto', 'cpu' or 'cuda', got "):
+        process_context(device)  # type: ignore[arg-type]
 
 
 def test_distributed_context_needs_a_process_group() -> None:
