@@ -3,6 +3,7 @@ launching small torchrun jobs (local CPU ranks, gloo)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -100,6 +101,22 @@ def tiny_config(tmp_path: Path, image_folder: Callable[..., Path]) -> Callable[.
 TORCHRUN_TIMEOUT_S = 240
 
 
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, their children, ...), read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # "pid (command) state ppid ...": the command may hold spaces and parentheses
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, pending = [], [pid]
+    while pending:
+        children = parents.get(pending.pop(), [])
+        found += children
+        pending += children
+    return found
+
+
 def _run_torchrun(nproc: int, target: Sequence[str], *, cwd: Path) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node=nproc TARGET...`` (a free port, a time limit).
 
@@ -110,7 +127,7 @@ def _run_torchrun(nproc: int, target: Sequence[str], *, cwd: Path) -> subprocess
         f"--nproc_per_node={nproc}", "--max_restarts=0", *target,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONSAFEPATH": "1", "OMP_NUM_THREADS": "1"}
-    # A session of its own: on a time-out the launcher and every rank are killed together.
+    # The launcher in a session of its own, killed with its ranks on a time-out (below).
     process = subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
@@ -118,7 +135,13 @@ def _run_torchrun(nproc: int, target: Sequence[str], *, cwd: Path) -> subprocess
     try:
         stdout, stderr = process.communicate(timeout=TORCHRUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        # torchrun starts each rank in a session of its own: kill them with the launcher,
+        # or they keep the output pipes open and the test waits for ever.
+        ranks = _descendants(process.pid)  # before the launcher dies and they are orphans
         os.killpg(process.pid, signal.SIGKILL)
+        for pid in ranks:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         stdout, stderr = process.communicate()
         pytest.fail(f"torchrun job hung for {TORCHRUN_TIMEOUT_S} s: {command}\n{stdout}\n{stderr}")
     if process.returncode != 0:
