@@ -8,6 +8,7 @@ rounding term of the module's docstring); these tests recompute each from the ro
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -385,3 +386,63 @@ def test_max_norm_is_the_largest_stored_norm_also_below_one() -> None:
     largest = float(np.linalg.norm(refs.astype(np.float64), axis=1).max())
     assert screen.max_norm == float(screen.arrays()[3][:30].max())
     assert largest <= screen.max_norm <= largest * (1 + 2e-6) < 0.1
+
+
+def test_a_screen_of_no_rows_holds_empty_arrays_of_the_kernels_dtypes() -> None:
+    codes, scales, slacks, norms, sums = KnnScreen(5).arrays()
+    assert codes.shape == (0, 64) and codes.dtype == np.int8
+    for array, dtype in ((scales, np.float32), (slacks, np.float32), (norms, np.float32)):
+        assert array.shape == (0,) and array.dtype == dtype
+    assert sums.shape == (0,) and sums.dtype == np.int32
+
+
+def test_norms_bound_rows_whose_float32_sum_of_squares_loses_the_small_terms() -> None:
+    # 16 entries of 1 then 4080 of 2^-13: a float32 sum of squares drops every 2^-26 added to
+    # a running sum of at least 1, short of the exact norm by about 1.9e-6 relative (more
+    # than the 1e-6 margin): the norms are summed in float64.
+    row = np.full((1, 4096), 2.0**-13, np.float32)
+    row[0, :16] = 1.0
+    exact = np.sqrt(16 + 4080 * 2.0**-26)
+    check_bound(KnnScreen.of(row).arrays()[3][:1], np.array([exact]))
+
+
+def test_rows_too_small_for_a_finite_inverse_scale_quantise_silently() -> None:
+    # max|r| below 127 * 2^-128: 1 / s overflows float32. By hand: 2^-142 / 127 rounds to the
+    # smallest subnormal 2^-149, so 2^-142 / s = 128 clips to 127; 2^-149 / 127 rounds to a
+    # scale of 0 (codes 0); 1e-40 is 127 s (its zero stays 0).
+    tiny = np.array(
+        [[2.0**-142, -(2.0**-142)], [2.0**-149, 0.0], [1e-40, 0.0], [1e-40, 5e-41], [3.0, -1.0]],
+        np.float32,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow, invalid or divide warning reaches here
+        screen = KnnScreen.of(tiny)
+    codes, scales, slacks, norms, sums = screen.arrays()
+    np.testing.assert_array_equal(codes[:3, :2], [[127, -127], [0, 0], [127, 0]])
+    np.testing.assert_array_equal(codes[4, :2], [127, -42])
+    np.testing.assert_array_equal(scales[:2], np.array([2.0**-149, 0.0], np.float32))
+    np.testing.assert_array_equal(sums[:3], [0, 0, 127])
+    # Whatever the codes of the fourth row, the stored bounds hold for the stored codes.
+    check_bound(norms[:5], np.linalg.norm(tiny.astype(np.float64), axis=1))
+    residual = tiny - scales[:5, None].astype(np.float64) * codes[:5, :2]
+    rounding = 16 * UNIT * scales[:5] * np.linalg.norm(codes[:5, :2].astype(np.float64), axis=1)
+    check_bound(slacks[:5], np.linalg.norm(residual, axis=1) + rounding)
+
+
+def test_rows_are_quantised_once_in_chunks_of_at_most_4096(monkeypatch) -> None:
+    calls = []
+    quantise = KnnScreen._quantise
+
+    def spy(self, rows, start):
+        calls.append((start, rows.shape[0]))
+        assert len(calls) <= 3 and rows.shape[0] <= 4096  # stop a runaway loop early
+        quantise(self, rows, start)
+
+    monkeypatch.setattr(KnnScreen, "_quantise", spy)
+    refs = rows_of(21, 8300, 1)
+    screen = KnnScreen.of(refs[:4100])
+    assert calls == [(0, 4096), (4096, 4)]
+    calls.clear()
+    grown = screen.extended(refs)
+    assert calls == [(4100, 4096), (8196, 104)]
+    np.testing.assert_array_equal(grown.arrays()[1][:8300], expected(refs)[1])
