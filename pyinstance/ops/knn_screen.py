@@ -307,13 +307,16 @@ def _codes_and_scales(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     largest = np.maximum(rows.max(axis=1), -rows.min(axis=1))  # max |r|, no temporary
     scales = (largest / np.float32(127)).astype(np.float32)
     # Where max|r| < 127 * 2^-128, 1 / s overflows to inf: the row's nonzero entries clip to
-    # +-127, its zeros (0 * inf = NaN) cast to 0; the bounds hold for any codes. Silently.
+    # +-127 and its zeros (0 * inf = NaN) are set to 0 (casting NaN to int8 is left to the
+    # platform); the bounds hold for any codes. Silently.
     with np.errstate(over="ignore", invalid="ignore"):
         inverse = np.divide(1, scales, out=np.zeros_like(scales), where=scales > 0)[:, None]
         scaled = rows * inverse
-        np.rint(scaled, out=scaled)
-        np.clip(scaled, -127, 127, out=scaled)
-        return scaled.astype(np.int8), scales
+    if np.isinf(inverse).any():
+        np.nan_to_num(scaled, copy=False, nan=0.0)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -127, 127, out=scaled)
+    return scaled.astype(np.int8), scales
 
 
 def _quantised(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
