@@ -192,7 +192,16 @@ def test_describer_refuses_bad_recipes(built: list[tuple]) -> None:
 
 def test_describer_takes_a_device(built: list[tuple]) -> None:
     assert Describer(recipe(), device="cpu").device == torch.device("cpu")
-    assert Describer(recipe(), device=torch.device("meta")).backbone.scale.device.type == "meta"
+    elsewhere = Describer(recipe(), device=torch.device("meta"))
+    assert elsewhere.backbone.scale.device.type == "meta"
+    assert elsewhere.head.one.device.type == "meta"  # the head too, not only the backbone
+
+
+def test_a_new_describer_runs_torch_without_engines(built: list[tuple]) -> None:
+    """The state ``set_engine("torch")`` leaves: no exported engine of either kind."""
+    made = Describer(recipe(query_windows=((1.0, 1),)))
+    assert made.engine == "torch"
+    assert made._descriptor_engine is None and made._feature_engine is None
 
 
 def test_for_components_takes_dim_from_the_head(built: list[tuple]) -> None:

@@ -4,6 +4,7 @@ descriptor file a writer finds too long (a crash) or of another generation."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -113,3 +114,13 @@ def test_the_database_is_opened_read_write_in_autocommit_with_the_timeout(
     assert kwargs["check_same_thread"] is False  # see the test with threads above
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     store.close()
+
+
+def test_a_writer_leaves_a_file_of_the_committed_size_untouched(store: Store) -> None:
+    """No truncate to the size it has: that would still stamp the file as modified."""
+    store.add(unit_rows(2), records(["p", "q"]))
+    path = store.path / "descriptors-0.bin"
+    os.utime(path, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    store.set_settings({"threshold": 0.5})
+    assert path.stat().st_mtime_ns == 1_000_000_000_000_000_000
+    assert path.stat().st_size == 2 * DIM * 4
