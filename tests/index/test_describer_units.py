@@ -197,13 +197,6 @@ def test_describer_takes_a_device(built: list[tuple]) -> None:
     assert elsewhere.head.one.device.type == "meta"  # the head too, not only the backbone
 
 
-def test_a_new_describer_runs_torch_without_engines(built: list[tuple]) -> None:
-    """The state ``set_engine("torch")`` leaves: no exported engine of either kind."""
-    made = Describer(recipe(query_windows=((1.0, 1),)))
-    assert made.engine == "torch"
-    assert made._descriptor_engine is None and made._feature_engine is None
-
-
 def test_for_components_takes_dim_from_the_head(built: list[tuple]) -> None:
     made = Describer.for_components("pix", "means", head_params={"repeat": 2}, max_side=12)
     assert made.recipe.dim == 6 and made.recipe.max_side == 12
