@@ -146,7 +146,8 @@ class ObjectFinder:
         index: an open index (its describer's backbone and head describe the views).
         threshold: the score an object needs; default: the index's ``objects_threshold``
             setting (see :func:`calibrate_objects`).
-        zoom: also search the crops of :data:`ZOOM_CROPS` (one backbone pass each).
+        zoom: also search the crops of :data:`ZOOM_CROPS` (one backbone pass each; a crop
+            too small for the backbone at the query side is left out).
     """
 
     def __init__(self, index: InstanceIndex, *, threshold: float | None = None, zoom: bool = True):
@@ -226,6 +227,8 @@ class ObjectFinder:
             height, width = pixels.shape[1:]
             scale_x, scale_y = full[1] / width, full[0] / height
             for left, top, right, bottom in zoom_crops(height, width):
+                if not self.index.describer.describes(bottom - top, right - left):
+                    continue  # too small for the backbone: the whole photo speaks for it
                 crop = pixels[:, top:bottom, left:right]
                 crop_features, _ = self.index.describer.query_features(crop, name)
                 box = (

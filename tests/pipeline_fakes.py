@@ -19,7 +19,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pyinstance.data.images import DecodedImage, ImageDecodeError, image_tensor, load_image
+from pyinstance.data.images import (
+    DecodedImage,
+    ImageDecodeError,
+    image_tensor,
+    load_image,
+    scaled_size,
+)
 from pyinstance.index import InstanceIndex, Recipe
 from pyinstance.index.describer import FileError
 from pyinstance.models.pooling import SPoC
@@ -86,6 +92,7 @@ class PaletteDescriber:
         self._colours = torch.tensor(list(PALETTE), dtype=torch.float32) / 255
         self._vectors = torch.from_numpy(np.stack(list(PALETTE.values())))
         self.seen: list[tuple[int, int]] = []  # (height, width) of each photo described
+        self.min_input_size = 1  # of the backbone it stands for (a test may raise it)
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """``1 × DIM × H/CELL × W/CELL`` features of a 3×H×W photo."""
@@ -97,10 +104,15 @@ class PaletteDescriber:
         return F.avg_pool2d(per_pixel[None], CELL)
 
     def query_features(self, item: Any, name: str = "image") -> tuple[torch.Tensor, tuple]:
-        if isinstance(item, DecodedImage):
-            return self.features(image_tensor(item.image, name)), tuple(item.full_size)
-        pixels = image_tensor(item, name)
-        return self.features(pixels), (int(pixels.shape[1]), int(pixels.shape[2]))
+        pixels = image_tensor(item.image if isinstance(item, DecodedImage) else item, name)
+        full = tuple(item.full_size) if isinstance(item, DecodedImage) else pixels.shape[1:]
+        if not self.describes(*full):
+            raise ValueError(f"{name}: below the backbone's minimum input size")
+        return self.features(pixels), (int(full[0]), int(full[1]))
+
+    def describes(self, height: int, width: int) -> bool:
+        """The real describer's rule: each side at the query size >= the minimum input size."""
+        return min(scaled_size(height, width, self.recipe.query_side)) >= self.min_input_size
 
     def queries(self, images: Sequence[Any]) -> np.ndarray:
         out = []

@@ -594,29 +594,26 @@ def test_a_bad_photo_is_an_error_naming_it(index) -> None:
         finder.find_in(features, (32, 64), flat, "wall")
 
 
-def test_a_zoomed_crop_the_describer_refuses_is_an_error_naming_the_photo(
-    index, monkeypatch
-) -> None:
-    # The real describer refuses a photo whose shorter side at the query size is below
-    # the backbone's minimum, naming it; a crop of a square photo is half as wide as the
-    # photo, so it can be refused where the whole photo was not (a query side below twice
-    # the minimum). Its error names the photo, as the whole photo's would.
-    described = index.describer.query_features
-
-    def query_features(item, name="image"):
-        features, full = described(item, name)
-        if min(full) < 24:
-            raise ValueError(f"{name}: resized to {full[0]}×{full[1]}, below the minimum 24")
-        return features, full
-
-    monkeypatch.setattr(index.describer, "query_features", query_features)
+def test_zoomed_crops_too_small_for_the_backbone_are_left_out(index) -> None:
+    # At the query side a half-width crop of a square photo is half as wide as the photo: with
+    # a backbone minimum above that (a query side below twice the minimum) the whole photo is
+    # described and its crops are not, instead of the crop's refusal failing the photo.
+    side = index.recipe.query_side
     square = photo(32, 32, ((0, 0, 16, 32), GREEN), ((16, 0, 32, 32), BLUE))
-    assert ObjectFinder(index, threshold=0.0, zoom=False).find(square, "gallery.png")
-    with pytest.raises(ValueError, match=r"^gallery\.png: resized to 32×16, below"):
-        ObjectFinder(index, threshold=0.0).find(square, "gallery.png")
-    features, _ = described(square)
-    with pytest.raises(ValueError, match=r"^gallery\.png: resized to 32×16, below"):
-        ObjectFinder(index, threshold=0.0).find_in(features, (32, 32), square, "gallery.png")
+    whole = ObjectFinder(index, threshold=0.0, zoom=False).candidates(square, "gallery.png")
+    zoomed = ObjectFinder(index, threshold=0.0)
+    index.describer.min_input_size = side // 2 + 1
+    index.describer.seen.clear()
+    assert zoomed.candidates(square, "gallery.png") == whole
+    assert index.describer.seen == [(32, 32)]  # the whole photo, no crop
+    features, _ = index.describer.query_features(square)
+    assert zoomed.candidates_in(features, (32, 32), square, "gallery.png") == whole
+    index.describer.min_input_size = side // 2  # crops just large enough: described again
+    index.describer.seen.clear()
+    assert len(zoomed.candidates(square, "gallery.png")) == 3
+    assert index.describer.seen == [(32, 32), (32, 16), (32, 16)]
+    with pytest.raises(ValueError, match=r"^thin\.png: below the backbone's minimum"):
+        zoomed.find(photo(32, 2, ((0, 0, 2, 32), GREEN)), "thin.png")  # the photo itself
 
 
 def test_a_jpeg_is_decoded_reduced_to_the_query_side(tmp_path) -> None:

@@ -312,7 +312,6 @@ class Describer:
         photo decoded at reduced size)."""
         mean = getattr(self.backbone, "input_mean", IMAGENET_MEAN)
         std = getattr(self.backbone, "input_std", IMAGENET_STD)
-        min_size = getattr(self.backbone, "min_input_size", 1)
         if isinstance(item, (str, os.PathLike)):
             name += f" ({item})"
         with torch.inference_mode():
@@ -323,11 +322,20 @@ class Describer:
                 image = image_tensor(item, name).to(self.device)
                 full = tuple(image.shape[1:])
             size = scaled_size(*full, self.recipe.query_side)
-            if min(size) < min_size:
+            if not self.describes(*full):
                 raise ValueError(
                     f"{name}: resized to {size[0]}×{size[1]}, below the backbone's minimum "
-                    f"input size {min_size}"
+                    f"input size {self._min_input_size}"
                 )
             pixels = normalize(resize(image, size)[None], mean, std)
             features = (self._feature_engine or self.backbone)(pixels)
         return features, (int(full[0]), int(full[1]))
+
+    def describes(self, height: int, width: int) -> bool:
+        """Whether :meth:`query_features` takes a ``height × width`` photo: resized to the
+        query side, both sides still at least the backbone's minimum input size."""
+        return min(scaled_size(height, width, self.recipe.query_side)) >= self._min_input_size
+
+    @property
+    def _min_input_size(self) -> int:
+        return getattr(self.backbone, "min_input_size", 1)

@@ -464,6 +464,23 @@ def test_query_features_refuse_small_photos_by_name(built, tmp_path: Path) -> No
         windowed.queries([colour_image(RED), colour_image(RED, 1, 30)])
 
 
+def test_describes_tells_which_sizes_query_features_takes(built) -> None:
+    # query side 10, minimum 2: 1×30 -> 0.33×10 -> 1 (below); 3×30 -> 1×10 (below);
+    # 5×30 -> 1.67×10 -> 2 (at the minimum); 2×10 -> 2×10; 10×2 -> 10×2; 1×1 -> 10×10
+    made = Describer(recipe(query_max_side=10))
+    for height, width, taken in [
+        (1, 30, False), (3, 30, False), (5, 30, True), (2, 10, True), (10, 2, True),
+        (10, 1, False), (1, 1, True),
+    ]:  # fmt: skip
+        assert made.describes(height, width) is taken, (height, width)
+        image = colour_image(GREY, height, width)
+        if taken:
+            made.query_features(image)
+        else:
+            with pytest.raises(ValueError, match=r"below the backbone's minimum input size 2$"):
+                made.query_features(image)
+
+
 def test_query_features_default_normalisation(built, monkeypatch) -> None:
     """A backbone without input_mean/input_std/min_input_size gets ImageNet's and 1."""
     from pyinstance.models.backbone import IMAGENET_MEAN, IMAGENET_STD
