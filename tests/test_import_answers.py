@@ -70,6 +70,7 @@ def test_a_dunder_name_is_never_imported_as_a_submodule(monkeypatch):
     # (a probe such as copy's or inspect's) must not import it.
     monkeypatch.setattr(sys, "argv", ["pyinstance", "--help"])
     monkeypatch.delitem(sys.modules, "pyinstance.__main__", raising=False)
+    monkeypatch.delattr(pyinstance, "__main__", raising=False)
     with pytest.raises(AttributeError, match="has no attribute '__main__'"):
         pyinstance.__main__  # noqa: B018
     assert "pyinstance.__main__" not in sys.modules
