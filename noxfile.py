@@ -257,6 +257,24 @@ MUTATION_TESTS = {
     "pyinstance/plugins.py": ["tests/test_plugins.py", "tests/test_plugins_answers.py"],
     "pyinstance/_validate.py": ["tests/test_validate.py", "tests/test_validate_answers.py"],
     "pyinstance/_files.py": ["tests/test_files.py", "tests/test_files_answers.py"],
+    # The loader, the lazy exports and the hook specifications: fast unit files. Not the
+    # tests that start a Python subprocess: it imports the installed package, never the
+    # mutated copy (and no package at all where pyinstance is not installed).
+    "pyinstance/_backend.py": [
+        "tests/test_backend.py",
+        "tests/test_backend_answers.py",
+        "--deselect=tests/test_backend.py::test_unknown_isa_cap_gives_a_message_not_a_traceback",
+        "--deselect=tests/test_backend.py::test_import_works_when_the_cuda_module_cannot_load",
+    ],
+    "pyinstance/__init__.py": [
+        "tests/test_import.py",
+        "tests/test_import_answers.py",
+        "--deselect=tests/test_import.py::test_hookimpl_import_loads_no_extension_torch_pil_or_tqdm",
+        "--deselect=tests/test_import.py::test_public_names_load_on_first_use",
+    ],
+    # mutmut makes no mutant of hookspecs.py (docstring-only hook bodies, module-level
+    # markers): its run stops with "could not find any test case for any mutant" (exit 1).
+    "pyinstance/hookspecs.py": ["tests/test_hookspecs.py"],
     # In-process, with fake build facts and registries (tests/test_cli.py also starts
     # subprocesses: seconds per mutant).
     "pyinstance/cli.py": ["tests/test_cli_answers.py", "tests/test_command_parsers.py"],
