@@ -272,9 +272,6 @@ MUTATION_TESTS = {
         "--deselect=tests/test_import.py::test_hookimpl_import_loads_no_extension_torch_pil_or_tqdm",
         "--deselect=tests/test_import.py::test_public_names_load_on_first_use",
     ],
-    # mutmut makes no mutant of hookspecs.py (docstring-only hook bodies, module-level
-    # markers): its run stops with "could not find any test case for any mutant" (exit 1).
-    "pyinstance/hookspecs.py": ["tests/test_hookspecs.py"],
     # In-process, with fake build facts and registries (tests/test_cli.py also starts
     # subprocesses: seconds per mutant).
     "pyinstance/cli.py": ["tests/test_cli_answers.py", "tests/test_command_parsers.py"],
