@@ -291,3 +291,29 @@ def test_the_mining_warnings_point_at_the_caller(labels: list[int], match: str) 
         triplet_mine(X, np.array(labels), strategy="batch_hard")
     (warning,) = record
     assert warning.filename == __file__ or warning.filename.endswith("trampoline.py")
+
+
+def test_rows_whose_float32_norm_rounds_below_the_limit_are_still_checked() -> None:
+    # sum x_k^2 of this row is 1 + 2.9e-9 times the limit (float64, exact from its float32
+    # values), but its float32 norm squared rounds to 1 - 1.2e-7 times it: the norms that
+    # pick the rows to check must be float64, on both sides.
+    x = np.array(
+        [float.fromhex(h) for h in ("0x1.7da958p+62", "0x1.e9f4cp+62", "0x1.77690ep+59", "0x1.714634p+62")],
+        dtype=np.float32,
+    )  # fmt: skip
+    assert float((x.astype(np.float64) ** 2).sum()) >= OVERFLOW_LIMIT
+    norm32 = torch.linalg.vector_norm(torch.from_numpy(x))  # float32, as torch computes it
+    assert float(norm32 * norm32) < OVERFLOW_LIMIT
+    assert _refused([x, x, x * 0], np.array([0, 0, 1]))
+    assert _refused([x], ONE, [x, x * 0], TWO)
+
+
+def test_offline_defaults_are_5_positives_by_20_negatives() -> None:
+    # Class 0 has 7 images (6 positives each), the 23 others are negatives of it: by default
+    # each of its anchors keeps 5 x 20 = 100 combinations (not 6 x 20 or 5 x 21).
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(30, 4)).astype(np.float32)
+    labels = np.concatenate([np.zeros(7, np.int64), np.arange(1, 24) % 3 + 1])
+    assert _offline_combinations(x, labels, 5, 20)[:7] == [100] * 7
+    anchors = [a for a, _, _ in _mine(x, labels, strategy="offline")]
+    assert np.bincount(anchors, minlength=30).tolist() == _offline_combinations(x, labels, 5, 20)
