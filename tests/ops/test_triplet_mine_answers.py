@@ -136,6 +136,15 @@ def test_reference_set_mining_worked_by_hand() -> None:
     ]  # fmt: skip
 
 
+def test_anchors_of_one_class_against_references_of_two_are_mined() -> None:
+    # Every anchor has label 1, the references labels 0 and 1: not "one class". Anchor 1.0
+    # against X: positives 3 (3), 4 (-2) -> least similar 4; negatives 0 (2), 1 (1), 2 (-1)
+    # -> most similar 0.
+    anchors = np.array([[1.0]], dtype=np.float32)
+    kwargs = {"ref_embeddings": X, "ref_labels": LABELS}
+    assert _mine(anchors, np.array([1]), strategy="batch_hard", **kwargs) == [(0, 4, 0)]
+
+
 def test_batch_all_subset_of_one_and_the_seed_range() -> None:
     full = _mine(strategy="batch_all", margin=0.5)
     for seed in (0, 1, 2**64 - 1, np.uint64(2**64 - 1)):
@@ -201,6 +210,15 @@ def test_label_count_refusals_name_the_embeddings_they_follow() -> None:
     message = r"^embeddings: expected a non-empty array, got shape \(5, 0\)$"
     with pytest.raises(ValueError, match=message):
         triplet_mine(np.zeros((5, 0), np.float32), LABELS, strategy="batch_hard")
+    message = r"^ref_embeddings: expected a 2-D array, got shape \(5,\)$"
+    with pytest.raises(ValueError, match=message):
+        triplet_mine(X, LABELS, strategy="batch_hard", ref_embeddings=X[:, 0], ref_labels=LABELS)
+
+
+@pytest.mark.parametrize("name", ["n_pos", "n_neg", "n_triplets"])
+def test_offline_sizes_below_one_are_refused_by_name(name: str) -> None:
+    with pytest.raises(ValueError, match=f"^{name}: expected an integer >= 1, got 0$"):
+        triplet_mine(X, LABELS, strategy="offline", **{name: 0})
 
 
 # --- the similarity-range check ----------------------------------------------------------
@@ -282,12 +300,16 @@ def test_one_suspect_row_is_still_checked() -> None:
 
 
 @pytest.mark.parametrize(
-    ("labels", "match"), [([0, 0, 0, 0, 0], "one class"), ([0, 1, 2, 3, 4], "no positive pairs")]
+    ("labels", "message"),
+    [
+        ([0] * 5, "every label is the same (one class only): no negatives, no triplets"),
+        ([0, 1, 2, 3, 4], "no positive pairs (no anchor shares its label with another sample)"),
+    ],
 )
-def test_the_mining_warnings_point_at_the_caller(labels: list[int], match: str) -> None:
+def test_the_mining_warnings_point_at_the_caller(labels: list[int], message: str) -> None:
     # stacklevel=2: the caller's line, not triplet_mine's own (under mutmut a trampoline in
     # mutmut's trampoline.py sits between the caller and triplet_mine).
-    with pytest.warns(MiningWarning, match=match) as record:
+    with pytest.warns(MiningWarning, match=f"^{re.escape('triplet_mine: ' + message)}$") as record:
         triplet_mine(X, np.array(labels), strategy="batch_hard")
     (warning,) = record
     assert warning.filename == __file__ or warning.filename.endswith("trampoline.py")
