@@ -357,3 +357,24 @@ def test_offline_defaults_are_5_positives_by_20_negatives() -> None:
     assert _offline_combinations(x, labels, 5, 20)[:7] == [100] * 7
     anchors = [a for a, _, _ in _mine(x, labels, strategy="offline")]
     assert np.bincount(anchors, minlength=30).tolist() == _offline_combinations(x, labels, 5, 20)
+
+
+def test_pairs_are_counted_over_every_anchor() -> None:
+    # Anchor 0 has no positive (its class is not among the references) and anchor 1 one:
+    # one positive pair in all, so mining goes on. Anchor 1.0 (label 0) against references
+    # 2.0, -1.0 (label 0) and 0.5 (label 1): batch_hard picks the least similar positive 1
+    # (-1) and the negative 2 (0.5).
+    anchors = np.array([[1.0], [1.0]], dtype=np.float32)
+    refs = np.array([[2.0], [-1.0], [0.5]], dtype=np.float32)
+    kwargs = {"ref_embeddings": refs, "ref_labels": np.array([0, 0, 1])}
+    assert _mine(anchors, np.array([9, 0]), strategy="batch_hard", **kwargs) == [(1, 1, 2)]
+
+
+def test_batch_all_counts_the_triplets_of_every_pair() -> None:
+    # Anchor 1.0 (label 0) against references 2.0, -1.0 (label 0) and 0.5 (label 1): pair
+    # (0, 0) has s_ap 2, no violating negative (0.5 - 2 + 0.1 < 0); pair (0, 1) has s_ap -1
+    # and one (0.5 + 1 + 0.1 > 0): the only triplet comes from the last pair.
+    anchors = np.array([[1.0]], dtype=np.float32)
+    refs = np.array([[2.0], [-1.0], [0.5]], dtype=np.float32)
+    kwargs = {"ref_embeddings": refs, "ref_labels": np.array([0, 0, 1])}
+    assert _mine(anchors, np.array([0]), strategy="batch_all", **kwargs) == [(0, 1, 2)]
