@@ -378,3 +378,20 @@ def test_batch_all_counts_the_triplets_of_every_pair() -> None:
     refs = np.array([[2.0], [-1.0], [0.5]], dtype=np.float32)
     kwargs = {"ref_embeddings": refs, "ref_labels": np.array([0, 0, 1])}
     assert _mine(anchors, np.array([0]), strategy="batch_all", **kwargs) == [(0, 1, 2)]
+
+
+def test_a_subset_of_one_follows_the_seed() -> None:
+    # Anchor 1.0 against references 2.0, -1.0 (label 0), 0.5, 0.4 (label 1): two violating
+    # triplets, (0, 1, 2) and (0, 1, 3). A subset of one is either, as the seed says: over
+    # 16 seeds both come up, and a seed gives the same one every time.
+    anchors = np.array([[1.0]], dtype=np.float32)
+    refs = np.array([[2.0], [-1.0], [0.5], [0.4]], dtype=np.float32)
+    kwargs = {"ref_embeddings": refs, "ref_labels": np.array([0, 0, 1, 1])}
+    assert _mine(anchors, np.array([0]), strategy="batch_all", **kwargs) == [(0, 1, 2), (0, 1, 3)]
+    picked = [
+        _mine(anchors, np.array([0]), strategy="batch_all", max_triplets=1, seed=seed, **kwargs)
+        for seed in range(16)
+    ]
+    assert {tuple(p) for p in picked} == {((0, 1, 2),), ((0, 1, 3),)}
+    again = _mine(anchors, np.array([0]), strategy="batch_all", max_triplets=1, seed=5, **kwargs)
+    assert again == picked[5]
