@@ -476,7 +476,10 @@ MUTATION_TESTS = {
                 ["tests/ops/test_knn_screen.py", "tests/ops/test_knn_screen_answers.py"],
             ),
             ("topk_region_pool", ["tests/ops/test_topk_region_pool.py"]),
-            ("triplet_mine", ["tests/ops/test_triplet_mine.py"]),
+            (
+                "triplet_mine",
+                ["tests/ops/test_triplet_mine.py", "tests/ops/test_triplet_mine_answers.py"],
+            ),
             (
                 "_reference",
                 [
