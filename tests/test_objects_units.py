@@ -616,6 +616,20 @@ def test_zoomed_crops_too_small_for_the_backbone_are_left_out(index) -> None:
         zoomed.find(photo(32, 2, ((0, 0, 2, 32), GREEN)), "thin.png")  # the photo itself
 
 
+def test_each_zoomed_crop_of_a_portrait_photo_is_sized_on_its_own(index) -> None:
+    # A 33×32 photo (taller than wide) is cut across its height: rows 0-16 (16×32) and
+    # 16-33 (17×32). At the query side 448 their shorter sides are 224 and 238 (a whole
+    # 33×32 photo's: 434); a crop sized 49×32 by mistake (bottom + top) would be 293.
+    assert index.recipe.query_side == 448
+    portrait = photo(33, 32, ((0, 0, 32, 16), GREEN), ((0, 16, 32, 33), BLUE))
+    zoomed = ObjectFinder(index, threshold=0.0)
+    for minimum, crops_described in [(230, [(17, 32)]), (260, []), (224, [(16, 32), (17, 32)])]:
+        index.describer.min_input_size = minimum
+        index.describer.seen.clear()
+        zoomed.candidates(portrait, "portrait.png")
+        assert index.describer.seen == [(33, 32), *crops_described], minimum
+
+
 def test_a_jpeg_is_decoded_reduced_to_the_query_side(tmp_path) -> None:
     with palette_index(
         tmp_path / "index",
