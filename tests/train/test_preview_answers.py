@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -326,3 +327,27 @@ def test_a_scene_is_outlined_through_its_corners_back_to_the_first_then_fitted()
     top, left = 22 + (200 - expected.height) // 2, 200 + (200 - expected.width) // 2
     cell = np.asarray(grid)[top : top + expected.height, left : left + expected.width]
     assert np.array_equal(cell, np.asarray(expected))
+
+
+def test_the_command_names_itself_and_has_a_help_text_for_every_argument(
+    tmp_path, monkeypatch, capsys
+):
+    """Help wording itself is not pinned (as error messages are not): the usage names the
+    command to run, the command has a description and every argument a help text."""
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m pyinstance.train.preview [-h] ")
+    description, arguments = text.split("\n\n")[1:3]
+    assert description.strip() and not description.startswith(("positional", "options"))
+    assert arguments.startswith("positional arguments:")
+    for argument in ("reference_dir", "out", "--rows ROWS", "--views VIEWS",
+                     "--scenes SCENES", "--seed SEED"):  # fmt: skip
+        assert re.search(rf"^  {argument} +\S", text, re.MULTILINE), argument
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "absent"), str(tmp_path / "out.png")])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m pyinstance.train.preview [-h] ")
+    assert "\npython -m pyinstance.train.preview: error: reference folder not found" in err
