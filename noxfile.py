@@ -618,6 +618,7 @@ FORKSERVER_MODULES = (
     "pyinstance/ops/",
     "pyinstance/index/describer.py",
     "pyinstance/index/cli.py",
+    "pyinstance/train/trainer.py",
 )
 
 
