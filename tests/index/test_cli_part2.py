@@ -314,3 +314,25 @@ def test_params() -> None:
     for bad in ("", "=", "=x", "x"):
         with pytest.raises(ValueError, match="--head-param: expected KEY=VALUE"):
             cli._params(["ok=1", bad])
+
+
+def sub_parser(*names: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for name in names:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        ("build", ("json", "no_progress", "metadata")),
+        ("add", ("json", "no_progress", "metadata")),
+        ("update", ("json", "no_progress")),
+    ],
+)
+def test_common_and_metadata_options_have_help(command: str, options: tuple[str, ...]) -> None:
+    helps = {action.dest: action.help for action in sub_parser("index", command)._actions}
+    for option in options:
+        assert isinstance(helps[option], str) and len(helps[option]) > 10, option
