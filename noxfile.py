@@ -459,7 +459,13 @@ MUTATION_TESTS = {
                 "knn_screen",
                 ["tests/ops/test_knn_screen.py", "tests/ops/test_knn_screen_answers.py"],
             ),
-            ("topk_region_pool", ["tests/ops/test_topk_region_pool.py"]),
+            (
+                "topk_region_pool",
+                [
+                    "tests/ops/test_topk_region_pool.py",
+                    "tests/ops/test_topk_region_pool_answers.py",
+                ],
+            ),
             ("triplet_mine", ["tests/ops/test_triplet_mine.py"]),
             (
                 "_reference",
