@@ -24,6 +24,7 @@ import torch
 
 from pyinstance.ops import topk_region_pool
 from pyinstance.ops._reference import topk_region_pool_reference
+from pyinstance.ops.topk_region_pool import _zeros
 
 FEATURES = [[[1.0, 3.0, 7.0], [5.0, 0.0, -1.0]], [[1.0, 4.0, 7.0], [12.0, -2.0, 2.0]]]
 SALIENCY = [[0.5, 3.0, -1.0], [2.0, 3.0, 0.0]]
@@ -367,3 +368,37 @@ def test_valid_area_is_computed_without_small_integer_overflow():
         )
         assert locations.tolist() == [list(range(255, 55, -1))]
         assert pooled.tolist() == [[200.0]]
+
+
+def test_a_single_element_map_is_accepted():
+    for value, expected in ((-2.5, -1.0), (0.25, 1.0)):
+        features = torch.full((1, 1, 1, 1), value, dtype=torch.float64)
+        pooled, locations = topk_region_pool(features, torch.zeros(1, 1, 1), 1)
+        assert pooled.tolist() == [[expected]] and locations.tolist() == [[0]]
+
+
+# --- the gradient buffer ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_cpu_gradient_buffer_comes_zeroed_from_numpy(dtype, monkeypatch):
+    # Documented: on the CPU the buffer is numpy.zeros (calloc), not torch.zeros.
+    calls = []
+    zeros = np.zeros
+
+    def spy(shape, dtype=float):
+        calls.append((shape, dtype))
+        return zeros(shape, dtype=dtype)
+
+    monkeypatch.setattr(np, "zeros", spy)
+    buffer = _zeros((2, 3, 4), dtype, torch.device("cpu"))
+    assert calls and calls[0][0] == (2, 3, 4)
+    assert buffer.dtype == dtype and buffer.shape == (2, 3, 4) and buffer.device.type == "cpu"
+    assert buffer.is_contiguous() and not bool(buffer.any())
+
+
+def test_gradient_buffer_off_the_cpu_is_torch_zeros_on_that_device():
+    # The meta device stands in for cuda here: same branch.
+    buffer = _zeros((2, 3, 4), torch.float16, torch.device("meta"))
+    assert buffer.shape == (2, 3, 4) and buffer.dtype == torch.float16
+    assert buffer.device.type == "meta"
