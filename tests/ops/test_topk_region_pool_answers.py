@@ -24,7 +24,7 @@ import torch
 
 from pyinstance.ops import topk_region_pool
 from pyinstance.ops._reference import topk_region_pool_reference
-from pyinstance.ops.topk_region_pool import _zeros
+from pyinstance.ops.topk_region_pool import _acc_dtype, _raise_cuda_status, _zeros
 
 FEATURES = [[[1.0, 3.0, 7.0], [5.0, 0.0, -1.0]], [[1.0, 4.0, 7.0], [12.0, -2.0, 2.0]]]
 SALIENCY = [[0.5, 3.0, -1.0], [2.0, 3.0, 0.0]]
@@ -402,3 +402,39 @@ def test_gradient_buffer_off_the_cpu_is_torch_zeros_on_that_device():
     buffer = _zeros((2, 3, 4), torch.float16, torch.device("meta"))
     assert buffer.shape == (2, 3, 4) and buffer.dtype == torch.float16
     assert buffer.device.type == "meta"
+
+
+# --- the CUDA kernels' helpers (plain functions, tested on the CPU) -------------------------
+
+
+def test_kernel_arithmetic_type_is_float64_only_for_float64():
+    expected = {
+        torch.float64: torch.float64,
+        torch.float32: torch.float32,
+        torch.float16: torch.float32,
+        torch.bfloat16: torch.float32,
+    }
+    for dtype, acc in expected.items():
+        assert _acc_dtype(torch.zeros(1, dtype=dtype)) is acc
+
+
+@pytest.mark.parametrize(
+    ("codes", "match"),
+    [
+        ([0, 1], r"^scores: contains NaN values \(image 1\)$"),
+        (
+            [2, 0, 0],
+            r"^features: contains NaN or infinite values at a selected location \(image 0\)$",
+        ),
+        ([0, 0, 3], r"^k=7 exceeds the valid locations of image 2$"),
+        ([0, 4, 1], r"^locations: out of range \[0, H\*W\) in image 1$"),
+        ([0, 0, 1, 4], r"^scores: contains NaN values \(image 2\)$"),
+    ],
+)
+def test_cuda_status_codes_become_the_cpu_errors(codes, match):
+    with pytest.raises(ValueError, match=match):
+        _raise_cuda_status(torch.tensor(codes, dtype=torch.int32), 7)
+
+
+def test_cuda_status_zero_is_no_error():
+    _raise_cuda_status(torch.tensor([0, 0, 0], dtype=torch.int32), 7)
