@@ -438,3 +438,11 @@ def test_cuda_status_codes_become_the_cpu_errors(codes, match):
 
 def test_cuda_status_zero_is_no_error():
     _raise_cuda_status(torch.tensor([0, 0, 0], dtype=torch.int32), 7)
+
+
+def test_a_valid_hw_that_is_not_an_array_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"^valid_hw: expected a numpy array"):
+        topk_region_pool(_features(), _saliency(), 1, valid_hw=[[2, 3]])
+    meta = torch.ones(1, 2, dtype=torch.int64, device="meta")
+    with pytest.raises(ValueError, match=r"^valid_hw: unsupported device meta"):
+        topk_region_pool(_features(), _saliency(), 1, valid_hw=meta)
