@@ -106,6 +106,16 @@ def test_sampler_by_hand(total, k, seed, expected):
     assert sample_triplet_numbers(total, k, seed) == expected
 
 
+def test_sampler_rejects_an_output_equal_to_the_limit():
+    # Seed found by inverting splitmix64's finaliser for the output 2**63 (the limit of
+    # bound 2**63); its outputs (checked with a C transcription of Vigna's splitmix64.c):
+    # 2**63, 0xB0BA7BB91A374A28, 0xEA82D5E10F8510DC (all >= 2**63, rejected), then
+    # 0x61B20ADE327932E5 (taken).
+    seed = 0x2FEDF1EFCE1D5545
+    assert _splitmix64(seed)[1] == 2**63
+    assert sample_triplet_numbers(2**63, 1, seed) == [0x61B20ADE327932E5]
+
+
 def test_sampler_of_nothing_is_empty():
     assert sample_triplet_numbers(5, 0, 0) == []
 
