@@ -324,3 +324,17 @@ def test_no_negatives_or_no_positives_give_nothing(labels, strategy):
 def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match="unknown strategy 'hardest'"):
         triplet_mine_reference(POINTS, LABELS, strategy="hardest")
+
+
+def test_similarity_range_within_the_batch_leaves_out_the_self_pairs():
+    # Row 1's self-similarity 4e38 overflows float32, and is never used within the batch;
+    # against itself as references it is a pair, and refused.
+    emb = torch.tensor([[2e19, 0.0], [0.0, 2e19], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    a, p, n = triplet_mine_reference(emb, labels, strategy="batch_hard")
+    # Anchor 0: positive 1 (0), negative 2 (0); anchor 1: positive 0, negative 2 (2e19).
+    assert (a.tolist(), p.tolist(), n.tolist()) == ([0, 1], [1, 0], [2, 2])
+    with pytest.raises(ValueError, match="embeddings: similarities may overflow float32"):
+        triplet_mine_reference(
+            emb, labels, strategy="batch_hard", ref_embeddings=emb.clone(), ref_labels=labels
+        )
