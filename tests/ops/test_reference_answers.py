@@ -338,3 +338,32 @@ def test_similarity_range_within_the_batch_leaves_out_the_self_pairs():
         triplet_mine_reference(
             emb, labels, strategy="batch_hard", ref_embeddings=emb.clone(), ref_labels=labels
         )
+
+
+def test_knn_dot_ties_among_many_references_keep_index_order():
+    # Twenty references scoring i % 3 (torch's unstable sort reorders ties from 17 up).
+    refs = torch.tensor([[float(i % 3), 0.0] for i in range(20)])
+    twos, ones, zeros = list(range(2, 20, 3)), list(range(1, 20, 3)), list(range(0, 20, 3))
+    scores, indices = knn_dot_reference(torch.tensor([[1.0, 0.0]]), refs, 20)
+    assert indices.tolist() == [twos + ones + zeros]
+    assert scores.tolist() == [[2.0] * 6 + [1.0] * 7 + [0.0] * 7]
+
+
+def test_offline_defaults_are_five_positives_and_twenty_negatives():
+    # One query (1.0, label 0) against six positives 1..6 (refs 0-5) and 21 negatives
+    # -1..-21 (refs 6-26): the five most similar positives (refs 1-5) times the twenty
+    # most similar negatives (refs 6-25), all 100.
+    refs = torch.tensor([[float(v)] for v in [*range(1, 7), *range(-1, -22, -1)]])
+    ref_labels = torch.tensor([0] * 6 + [1] * 21)
+    a, p, n = triplet_mine_reference(
+        torch.tensor([[1.0]]),
+        torch.tensor([0]),
+        strategy="offline",
+        ref_embeddings=refs,
+        ref_labels=ref_labels,
+    )
+    assert a.tolist() == [0] * 100
+    assert sorted(set(p.tolist())) == [1, 2, 3, 4, 5]
+    assert sorted(set(n.tolist())) == list(range(6, 26))
+    # Largest s(a, n) - s(a, p) first: -1 - 2 (refs 1, 6); smallest last: -20 - 6 (5, 25).
+    assert (p[0].item(), n[0].item(), p[-1].item(), n[-1].item()) == (1, 6, 5, 25)

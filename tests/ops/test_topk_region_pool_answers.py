@@ -446,3 +446,15 @@ def test_a_valid_hw_that_is_not_an_array_is_refused_by_name():
     meta = torch.ones(1, 2, dtype=torch.int64, device="meta")
     with pytest.raises(ValueError, match=r"^valid_hw: unsupported device meta"):
         topk_region_pool(_features(), _saliency(), 1, valid_hw=meta)
+
+
+@pytest.mark.parametrize("valid_hw", [None, [[4, 5]]])
+def test_ties_among_many_locations_keep_index_order(valid_hw):
+    # Twenty locations scoring i % 3 (torch's unstable sort reorders ties from 17 up),
+    # one-channel features of 1: pooled = k.
+    scores = torch.tensor([float(i % 3) for i in range(20)], dtype=torch.float64).view(1, 4, 5)
+    valid = None if valid_hw is None else torch.tensor(valid_hw)
+    twos, ones, zeros = list(range(2, 20, 3)), list(range(1, 20, 3)), list(range(0, 20, 3))
+    for pooled, locations in _both(torch.ones(1, 1, 4, 5, dtype=torch.float64), scores, 20, valid):
+        assert locations == [twos + ones + zeros]
+        assert pooled == [[20.0]]
