@@ -367,3 +367,21 @@ def test_offline_defaults_are_five_positives_and_twenty_negatives():
     assert sorted(set(n.tolist())) == list(range(6, 26))
     # Largest s(a, n) - s(a, p) first: -1 - 2 (refs 1, 6); smallest last: -20 - 6 (5, 25).
     assert (p[0].item(), n[0].item(), p[-1].item(), n[-1].item()) == (1, 6, 5, 25)
+
+
+def test_offline_equal_scores_keep_positive_then_negative_rank_order():
+    # Query 1.0 (label 0); positives 2, 2 (refs 0, 1), negatives 1, 1 (refs 2, 3): every
+    # combination scores 1 - 2 = -1, so the ranks (u, v) decide: (0,0) (0,1) (1,0) (1,1).
+    a, p, n = triplet_mine_reference(
+        torch.tensor([[1.0]]),
+        torch.tensor([0]),
+        strategy="offline",
+        ref_embeddings=torch.tensor([[2.0], [2.0], [1.0], [1.0]]),
+        ref_labels=torch.tensor([0, 0, 1, 1]),
+    )
+    assert list(zip(a.tolist(), p.tolist(), n.tolist(), strict=True)) == [
+        (0, 0, 2),
+        (0, 0, 3),
+        (0, 1, 2),
+        (0, 1, 3),
+    ]
