@@ -458,3 +458,13 @@ def test_ties_among_many_locations_keep_index_order(valid_hw):
     for pooled, locations in _both(torch.ones(1, 1, 4, 5, dtype=torch.float64), scores, 20, valid):
         assert locations == [twos + ones + zeros]
         assert pooled == [[20.0]]
+
+
+def test_each_location_is_scaled_by_its_own_largest_value():
+    # float32: a vector near the top of the range beside one of norm 5e-11. One scale for
+    # both would underflow the small one (5e-11 / 2.4e38 < 1.4e-45) to a zero norm.
+    features = torch.tensor([[[[1.8e38, 3e-11]], [[-2.4e38, 4e-11]]]], dtype=torch.float32)
+    scores = torch.tensor([[[1.0, 0.0]]])
+    for pooled, locations in _both(features, scores, 2):
+        assert locations == [[0, 1]]
+        np.testing.assert_allclose(pooled, [[1.2, 0.0]], atol=1e-6)
