@@ -419,7 +419,7 @@ MUTATION_TESTS = {
         "tests/index/test_search_edges.py",
         "tests/index/test_screened_search.py",
     ],
-    # The kernels' Python wrappers (argument checks, dispatch, the torch references): each
+    # The kernels' Python wrappers (argument checks, dispatch): each
     # wrapper's own test file (and the screened search's, which goes through knn_dot) on the
     # generic ISA only, without the slowest kernel-correctness runs (hypothesis searches,
     # many tiles, torch's opcheck, the comparison with pytorch-metric-learning). The
