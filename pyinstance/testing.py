@@ -92,8 +92,11 @@ def check_backbone(backbone: nn.Module, *, image_size: int | None = None, batch:
             f"backbone out_stride={stride} predicts {axis}≈{expected:g} for {size}px inputs, got {extent}",
         )
     _expect(bool(torch.isfinite(features).all()), "backbone output has NaN or infinite values")
+    # float32 sums in another order (the kernels a batch size picks) differ near zero by a
+    # few units of the largest value's rounding: the absolute tolerance scales with it
+    scale = max(1.0, float(features.abs().max()))
     _expect(
-        torch.allclose(single, features[:1], rtol=1e-4, atol=1e-5),
+        torch.allclose(single, features[:1], rtol=1e-4, atol=1e-5 * scale),
         "backbone output for one image depends on the rest of the batch (in eval mode)",
     )
     trainable = [p for p in backbone.parameters() if p.requires_grad]

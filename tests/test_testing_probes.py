@@ -858,6 +858,40 @@ def test_a_backbone_within_the_tolerances_passes(backbone):
     testing.check_backbone(backbone)
 
 
+class Peak(Conv):
+    """Conv's map (values below 0.01) with one cell set to ``peak``, its largest value."""
+
+    def __init__(self, peak, alone):
+        super().__init__(scale=1e-3, alone=alone)
+        self.peak = peak
+
+    def forward(self, images):
+        out = super().forward(images).clone()
+        out[:, 0, 0, 0] = self.peak
+        return out
+
+
+@pytest.mark.parametrize(
+    ("peak", "shift", "passes"),
+    [
+        (6.0, 5.5e-5, True),  # 5.5e-5 on the zero channel: below 1e-5 × 6
+        (6.0, 6.5e-5, False),
+        (0.5, 9e-6, True),  # peaks below 1 keep 1e-5
+        (0.5, 1.1e-5, False),
+        (100.0, 9e-4, True),
+    ],
+)
+def test_the_batch_tolerance_near_zero_scales_with_the_largest_output(peak, shift, passes):
+    # A network with outputs up to 6 (ReLU6) differs by 1.5e-5 near zero between a batch of
+    # one and of two when oneDNN picks other kernels for them (EfficientNet-Lite1, 2 threads).
+    backbone = Peak(peak, alone=lambda out: out + torch.eye(8)[7][:, None, None] * shift)
+    if passes:
+        testing.check_backbone(backbone)
+    else:
+        with pytest.raises(ContractError, match="depends on the rest of the batch"):
+            testing.check_backbone(backbone)
+
+
 def test_a_lone_image_far_from_its_batch_row_fails():
     with pytest.raises(
         ContractError,
