@@ -120,6 +120,8 @@ def triplet_mine_reference(
     """
     from pyinstance.ops.triplet_mine import check_similarity_range
 
+    if strategy not in ("batch_hard", "hard_negative", "semihard", "batch_all", "offline"):
+        raise ValueError(f"unknown strategy {strategy!r}")  # refused always, as the op does
     emb = embeddings.float()
     same_set = ref_embeddings is None
     ref = emb if same_set else ref_embeddings.float()
@@ -173,27 +175,21 @@ def triplet_mine_reference(
             result = tuple(t[picked] for t in result)
         return result
 
-    if strategy == "offline":
-        o = n_pos * n_neg if n_triplets is None else n_triplets
-        out: list[tuple[int, int, int]] = []
-        for a in range(emb.shape[0]):
-            ps = sorted(
-                torch.nonzero(pos[a]).flatten().tolist(), key=lambda j: (-sim[a, j].item(), j)
-            )
-            ns = sorted(
-                torch.nonzero(neg[a]).flatten().tolist(), key=lambda j: (-sim[a, j].item(), j)
-            )
-            ps, ns = ps[:n_pos], ns[:n_neg]
-            combos = []
-            for u, p in enumerate(ps):
-                for v, n in enumerate(ns):
-                    score = (sim[a, n] - sim[a, p]).item()  # float32 subtraction
-                    combos.append((-score, u * n_neg + v, p, n))
-            combos.sort()
-            out.extend((a, p, n) for _, _, p, n in combos[:o])
-        if not out:
-            return empty, empty.clone(), empty.clone()
-        a_, p_, n_ = torch.tensor(out, dtype=torch.int64).T
-        return a_.contiguous(), p_.contiguous(), n_.contiguous()
-
-    raise ValueError(f"unknown strategy {strategy!r}")
+    # offline
+    o = n_pos * n_neg if n_triplets is None else n_triplets
+    out: list[tuple[int, int, int]] = []
+    for a in range(emb.shape[0]):
+        ps = sorted(torch.nonzero(pos[a]).flatten().tolist(), key=lambda j: (-sim[a, j].item(), j))
+        ns = sorted(torch.nonzero(neg[a]).flatten().tolist(), key=lambda j: (-sim[a, j].item(), j))
+        ps, ns = ps[:n_pos], ns[:n_neg]
+        combos = []
+        for u, p in enumerate(ps):
+            for v, n in enumerate(ns):
+                score = (sim[a, n] - sim[a, p]).item()  # float32 subtraction
+                combos.append((-score, u * n_neg + v, p, n))
+        combos.sort()
+        out.extend((a, p, n) for _, _, p, n in combos[:o])
+    if not out:
+        return empty, empty.clone(), empty.clone()
+    a_, p_, n_ = torch.tensor(out, dtype=torch.int64).T
+    return a_.contiguous(), p_.contiguous(), n_.contiguous()

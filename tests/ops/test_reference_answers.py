@@ -324,6 +324,9 @@ def test_no_negatives_or_no_positives_give_nothing(labels, strategy):
 def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match="unknown strategy 'hardest'"):
         triplet_mine_reference(POINTS, LABELS, strategy="hardest")
+    # also with nothing to mine (one label: no negatives), as the op refuses it
+    with pytest.raises(ValueError, match="unknown strategy 'hardest'"):
+        triplet_mine_reference(POINTS, torch.zeros(len(POINTS)), strategy="hardest")
 
 
 def test_similarity_range_within_the_batch_leaves_out_the_self_pairs():
