@@ -380,7 +380,10 @@ MUTATION_TESTS = {
     "pyinstance/index/describer.py": ["tests/index/test_describer_units.py"],
     # In-process runs with tiny networks and parse-only tests (a second a run); not
     # test_cli.py or test_cli_engine.py (EfficientNet-Lite0 on photos, seconds a test).
-    "pyinstance/index/cli.py": ["tests/index/test_cli_units.py"],
+    "pyinstance/index/cli.py": [
+        "tests/index/test_cli_units.py",
+        "tests/index/test_cli_part1.py",
+    ],
     # Indexes filled with add_descriptors (no network); not test_images.py or test_cli*.py.
     "pyinstance/index/instance_index.py": [
         "tests/index/test_instance_index_units.py",
