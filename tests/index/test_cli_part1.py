@@ -35,6 +35,12 @@ def command(name: str) -> argparse.ArgumentParser:
     return sub_parsers(index_parser()).choices[name]
 
 
+def shortest(name: str) -> list[str]:
+    """The shortest command line of sub-command ``name``."""
+    rest = {"build": ["s", "-o", "ix"], "add": ["ix", "s"], "update": ["ix", "s"]}
+    return [name, *rest.get(name, ["ix", "--image", "i"] if name == "remove" else ["ix"])]
+
+
 def shown_help(parser: argparse.ArgumentParser, flag: str) -> str:
     """The help of one option as ``--help`` prints it (``%(default)s`` expanded)."""
     action = parser._option_string_actions[flag]
@@ -136,10 +142,21 @@ def test_each_sub_command_runs_its_own_function(name: str, monkeypatch: pytest.M
         monkeypatch.setattr(
             cli, f"_{other}", lambda args, console, other=other: called.append(other) or 0
         )
-    argv = {
-        "build": ["s", "-o", "ix"], "add": ["ix", "s"], "update": ["ix", "s"],
-        "remove": ["ix", "--image", "i"],
-    }  # fmt: skip
-    args = index_parser().parse_args([name, *argv.get(name, ["ix"])])
+    args = index_parser().parse_args(shortest(name))
     assert args.index_command == name
     assert args.run(args) == 0 and called == [name]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_json_is_a_switch_of_every_sub_command(name: str) -> None:
+    argv = shortest(name)
+    assert index_parser().parse_args(argv).json is False
+    assert index_parser().parse_args([*argv, "--json"]).json is True
+    with pytest.raises(SystemExit):
+        index_parser().parse_args([*argv, "--json=yes"])
+
+
+def test_output_has_a_long_and_a_short_name() -> None:
+    parse = index_parser().parse_args
+    assert parse(["build", "s", "--output", "ix"]).output == "ix"
+    assert parse(["build", "s", "-o", "ix"]).output == "ix"
