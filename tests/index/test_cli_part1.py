@@ -8,6 +8,7 @@ each sub-command runs its own function. Milliseconds a test, for mutation testin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import pytest
 
@@ -160,3 +161,17 @@ def test_output_has_a_long_and_a_short_name() -> None:
     parse = index_parser().parse_args
     assert parse(["build", "s", "--output", "ix"]).output == "ix"
     assert parse(["build", "s", "-o", "ix"]).output == "ix"
+
+
+def test_build_defaults_follow_the_default_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read when the parser is built: a recipe with a query side and windows shows them."""
+    recipe = dataclasses.replace(
+        DEFAULT_RECIPE, backbone="b", head="h", scales=(2.0,), max_side=99,
+        query_max_side=320, query_windows=((1.0, 1),), dtype="float16",
+    )  # fmt: skip
+    monkeypatch.setattr(cli, "DEFAULT_RECIPE", recipe)
+    args = index_parser().parse_args(["build", "s", "-o", "ix"])
+    assert (args.backbone, args.head, args.scales, args.max_side) == ("b", "h", (2.0,), 99)
+    assert (args.query_max_side, args.windows, args.dtype) == (320, ((1.0, 1),), "float16")
+    assert shown_help(command("build"), "--query-max-side").endswith("(default: 320)")
+    assert shown_help(command("build"), "--windows").endswith("default: default")
