@@ -395,10 +395,11 @@ MUTATION_TESTS = {
     "pyinstance/index/describer.py": ["tests/index/test_describer_units.py"],
     # In-process runs with tiny networks and parse-only tests (a second a run); not
     # test_cli.py or test_cli_engine.py (EfficientNet-Lite0 on photos, seconds a test).
-    # test_cli_part2.py / part3.py: the helpers' and summaries' values, and build/add/remove/
-    # refit/compact/info's printed answers (tiny networks).
+    # test_cli_part1/2/3.py: the parsers (help, defaults, types), the helpers' and summaries'
+    # values, and build/add/remove/refit/compact/info's printed answers (tiny networks).
     "pyinstance/index/cli.py": [
         "tests/index/test_cli_units.py",
+        "tests/index/test_cli_part1.py",
         "tests/index/test_cli_part2.py",
         "tests/index/test_cli_part3.py",
     ],
