@@ -26,13 +26,15 @@ goes. The photos, the random references and the probe batches are seeded: runs c
 
 from __future__ import annotations
 
-import os
+from pyinstance.idle_threads import sleep_idle_threads
 
-# What `pyinstance` sets for its commands: idle OpenMP workers sleep instead of spinning
-# (torch's and knn_dot's pools), so threads do not burn the cores the others need.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# What `pyinstance` sets for its commands: idle OpenMP and OpenBLAS workers sleep instead of
+# spinning (torch's, knn_dot's and numpy's pools), so threads do not burn the cores the
+# others need. Before numpy and torch load.
+sleep_idle_threads()
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -271,10 +273,12 @@ class Config:
 
 def measure(configs, plain, photos, busy: list[bool], repeats: int):
     """Per-query stage times of ours and plain in every (config, busy) pair, taking turns
-    within each repeat, and the 1-minute load average seen by each pair."""
+    within each repeat; the 1-minute load average seen by each pair, the engine's runs per
+    thread count, and ours' throughput with 4 queries in flight (one reading per repeat)."""
     times = {(c.label, b): {"ours": [], "plain": []} for c in configs for b in busy}
     loads: dict[tuple[str, bool], list[float]] = {key: [] for key in times}
     runs: dict[tuple[str, bool], Counter[int]] = {key: Counter() for key in times}
+    speeds: dict[tuple[str, bool], list[float]] = {key: [] for key in times}
     for _ in range(repeats):
         for config in configs:
             for is_busy in busy:
@@ -290,11 +294,12 @@ def measure(configs, plain, photos, busy: list[bool], repeats: int):
                         measured |= stage_cpu(config.identifier, photo)
                         times[key]["ours"].append(measured)
                         times[key]["plain"].append(with_cpu(plain, photo)[1])
+                    speeds[key].append(config.throughput(photos))
                 finally:
                     if spinner is not None:
                         spinner.kill()
                         spinner.wait()
-    return times, loads, runs
+    return times, loads, runs, speeds
 
 
 #: CPU ms of single stages of ours, timed apart from the pipeline (:func:`stage_cpu`).
@@ -361,48 +366,78 @@ def main() -> None:
             + ", ".join(f"{name} ({precision})" for name, precision in precisions.items())
         )
         busy = [False, True] if args.busy else [False]
-        times, loads, runs = measure(configs, plain, photos, busy, args.repeats)
-        throughput = {config.label: config.throughput(photos) for config in configs}
+        times, loads, runs, speeds = measure(configs, plain, photos, busy, args.repeats)
         threads_of = {config.label: config.threads for config in configs}
         for config in configs:
             config.index.close()
         index.close()
+    title = (
+        f"End to end from a {PHONE[0]}×{PHONE[1]} JPEG, recipe {args.recipe} "
+        f"({recipe.describe()}), {args.repeats} interleaved repeats of {len(photos)} queries"
+    )
+    report(title, times, loads, runs, speeds, threads_of)
+
+
+def medians(measured: list[dict[str, float]]) -> dict[str, float]:
+    """The median of every stage timed in ``measured`` (one dict per query)."""
+    keys = ("decode", "extract", "search", "total", "cpu", *STAGE_CPU)
+    return {k: statistics.median(t[k] for t in measured) for k in keys if k in measured[0]}
+
+
+def report(title: str, times, loads, runs, speeds, threads_of: dict[str, int]) -> None:
+    """The table (one row per configuration and pipeline) and, per engine, the busy-load
+    verdict: two threads beside a busy process against one thread alone."""
+    median = {key: {who: medians(m) for who, m in both.items()} for key, both in times.items()}
+    alone = {  # engine -> its one-thread idle configuration
+        label.split()[0]: (label, is_busy)
+        for label, is_busy in median
+        if threads_of[label] == 1 and not is_busy
+    }
     print(
-        f"\nEnd to end from a {PHONE[0]}×{PHONE[1]} JPEG, recipe {args.recipe} "
-        f"({recipe.describe()}), {args.repeats} interleaved repeats of {len(photos)} queries, "
-        "median ms per query by stage (CPU: this process, all threads; load: 1-minute "
-        "average; used: queries the engine ran at 1 / 2 ... threads, its per-request budget):"
+        f"\n{title}, median ms per query by stage (CPU: this process, all threads; load: "
+        "1-minute average; ÷ 1 idle: over the same pipeline's one-thread idle median, total "
+        "and decode (a stage no thread setting touches: what the busy process costs code "
+        "with no threads to set); q/s: ours with 4 queries in flight, median of the "
+        "repeats; used: queries the engine ran at 1 / 2 ... threads, its per-request budget):"
     )
     print(
         "| engine | threads | load | pipeline | decode | extract | search | total | CPU "
-        "| plain ÷ ours | q/s, 4 in flight | used | decode CPU | net CPU | rest CPU |"
+        "| plain ÷ ours | total ÷ 1 idle | decode ÷ 1 idle | q/s, 4 in flight | used "
+        "| decode CPU | net CPU | rest CPU |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for (label, is_busy), both in times.items():
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (label, is_busy), both in median.items():
         engine, threads = label.split()[0], threads_of[label]
-        median = {
-            who: {
-                k: statistics.median(t[k] for t in measured)
-                for k in ("decode", "extract", "search", "total", "cpu", *STAGE_CPU)
-                if k in measured[0]
-            }
-            for who, measured in both.items()
-        }
-        ratio = median["plain"]["total"] / median["ours"]["total"]
-        load = statistics.mean(loads[(label, is_busy)])
+        base = median.get(alone.get(engine))
         row = f"{engine} | {threads}{' + busy' if is_busy else ''}"
+        load = statistics.mean(loads[(label, is_busy)])
         for who in ("ours", "plain"):
-            m = median[who]
+            m = both[who]
+            slower = (
+                f"{m['total'] / base[who]['total']:.2f} | {m['decode'] / base[who]['decode']:.2f}"
+                if base
+                else " | "
+            )
             if who == "plain":
-                extra = " | | "
+                extra = f" | {slower} | | "
             else:
                 used = " / ".join(f"{runs[(label, is_busy)][n]}" for n in range(1, threads + 1))
-                speed = "" if is_busy else f"{throughput[label]:.2f}"
-                extra = f"{ratio:.2f}× | {speed} | {used}"
+                speed = statistics.median(speeds[(label, is_busy)])
+                ratio = both["plain"]["total"] / m["total"]
+                extra = f"{ratio:.2f}× | {slower} | {speed:.2f} | {used}"
             print(
                 f"| {row} | {load:.1f} | {who} | {m['decode']:.1f} | {m['extract']:.1f} | "
                 f"{m['search']:.1f} | {m['total']:.1f} | {m['cpu']:.1f} | {extra} | "
                 f"{stage_columns(m)} |"
+            )
+    for (label, is_busy), both in median.items():
+        base = median.get(alone.get(label.split()[0]))
+        if is_busy and threads_of[label] > 1 and base:
+            total = both["ours"]["total"] / base["ours"]["total"]
+            decode = both["ours"]["decode"] / base["ours"]["decode"]
+            print(
+                f"\n{label} threads beside a busy process: {total:.2f}× the one-thread idle "
+                f"time (target: at most 1); its single-threaded decode {decode:.2f}×."
             )
 
 

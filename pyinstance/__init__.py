@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "ObjectFinder": "pyinstance.objects",
     "DetectedObject": "pyinstance.objects",
     "calibrate_objects": "pyinstance.objects",
+    "sleep_idle_threads": "pyinstance.idle_threads",
 }
 
 __all__ = sorted(["__version__", "hookimpl", *_EXPORTS])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 
 from pyinstance import __version__, plugins
+from pyinstance.idle_threads import idle_thread_settings, sleep_idle_threads
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -20,8 +20,11 @@ def _info(args: argparse.Namespace) -> int:
 
     info = build_info()
     engines = engine_info()
+    idle = idle_thread_settings()
     if args.json:
-        print(json.dumps({**info, "inference": engines}, indent=2, default=str))
+        print(
+            json.dumps({**info, "inference": engines, "idle_threads": idle}, indent=2, default=str)
+        )
         return 0
     cpu = info["cpu"]
     table = Table(title=f"pyinstance {info['version']}", show_header=False)
@@ -31,6 +34,10 @@ def _info(args: argparse.Namespace) -> int:
     table.add_row("bf16 screening (mining)", "yes" if cpu["bf16_dot"] else "no")
     table.add_row("CPU features", " ".join(cpu["cpu_features"]) or "-")
     table.add_row("OpenMP threads", str(info["openmp_threads"]))
+    table.add_row(
+        "idle threads",
+        ", ".join(f"{name}={value or '(library default: spins)'}" for name, value in idle.items()),
+    )
     table.add_row(
         "inference engines", f"{', '.join(engines['engines'])} (active: {engines['default']})"
     )
@@ -126,9 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pyinstance`` command."""
-    # Idle OpenMP threads must not spin: a server identifying photos beside another busy
-    # process collapses otherwise (measured in benchmarks/engine.py). Before torch loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Idle OpenMP and OpenBLAS threads must not spin: a server identifying photos beside
+    # another busy process collapses otherwise (benchmarks/engine.py, benchmarks/latency.py).
+    # Before numpy and torch load.
+    sleep_idle_threads(warn=False)
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

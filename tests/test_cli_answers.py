@@ -7,13 +7,13 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import os
 import types
 
 import pytest
 
 import pyinstance
 from pyinstance import _backend, cli, commands, engine, plugins
+from pyinstance.idle_threads import SETTINGS
 from pyinstance.plugins import PluginRegistry
 
 BUILD = {
@@ -53,6 +53,8 @@ def _rows(text: str) -> dict[str, str]:
 @pytest.fixture
 def facts(monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
+    for name in SETTINGS:  # the command sets them: restored after the test
+        monkeypatch.delenv(name, raising=False)
     build = json.loads(json.dumps(BUILD))
     engines = dict(ENGINES)
     monkeypatch.setattr(_backend, "build_info", lambda: build)
@@ -73,6 +75,7 @@ def test_info_rows_without_cuda(facts, capsys):
         "bf16 screening (mining)": "no",
         "CPU features": "-",
         "OpenMP threads": "3",
+        "idle threads": "OMP_WAIT_POLICY=PASSIVE, OPENBLAS_THREAD_TIMEOUT=4",
         "inference engines": "torch, onnxruntime (active: onnxruntime)",
         "CUDA": "not compiled (libcudart missing)",
     }
@@ -122,7 +125,7 @@ def test_info_json_merges_the_engines(facts, capsys):
     build, engines = facts
     assert cli.main(["info", "--json"]) == 0
     out = capsys.readouterr().out
-    assert json.loads(out) == {**BUILD, "inference": ENGINES}
+    assert json.loads(out) == {**BUILD, "inference": ENGINES, "idle_threads": SETTINGS}
     assert out.startswith('{\n  "version": "9.8.7",')  # indented by two
 
 
@@ -232,15 +235,6 @@ def test_other_errors_are_not_swallowed(monkeypatch):
     monkeypatch.setattr(cli, "build_parser", build_parser)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["refuse"])
-
-
-def test_main_sets_a_passive_openmp_wait_policy_unless_set(monkeypatch, facts):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    cli.main(["info", "--json"])
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    cli.main(["info", "--json"])
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_a_command_is_required(capsys):

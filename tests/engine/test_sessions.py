@@ -75,13 +75,60 @@ def test_a_fixed_session_that_differs_or_fails_is_never_used(fixed, caplog) -> N
     assert len(caplog.records) == 1 and "not fixing input shape (2, 3, 5, 5)" in caplog.text
 
 
-def test_only_the_most_recent_fixed_shapes_are_kept() -> None:
-    pool, _, _ = pool_with(FakeSession())
-    shapes = [(1, 3, 4, 4 + i) for i in range(sessions.MAX_FIXED_SESSIONS + 2)]
+def run_each(pool: SessionPool, shapes: list[tuple[int, ...]], times: int) -> None:
     for shape in shapes:
-        for _ in range(sessions.FIX_AFTER):
+        for _ in range(times):
             pool.run(np.zeros(shape, np.float32), 1)
-    assert pool.fixed_shapes == [(1, s) for s in shapes[-sessions.MAX_FIXED_SESSIONS :]]
+
+
+def test_a_full_pool_keeps_the_sessions_in_use_and_new_shapes_run_the_dynamic_graph() -> None:
+    pool, dynamic, made = pool_with(FakeSession())
+    shapes = [(1, 3, 4, 4 + i) for i in range(sessions.MAX_FIXED_SESSIONS + 2)]
+    run_each(pool, shapes, sessions.FIX_AFTER)
+    assert pool.fixed_shapes == [(1, s) for s in shapes[: sessions.MAX_FIXED_SESSIONS]]
+    assert made == [(1, s) for s in shapes[: sessions.MAX_FIXED_SESSIONS]]
+    before = dynamic.runs
+    run_each(pool, shapes[-2:], 3)  # they recur, but every session held is in use
+    assert dynamic.runs == before + 6 and len(made) == sessions.MAX_FIXED_SESSIONS
+
+
+def test_shapes_that_come_back_in_turn_are_not_built_again_and_again() -> None:
+    """More recurring shapes than sessions, in turn (the scales of portrait and landscape
+    photos): the first ones keep their sessions, the rest run the dynamic graph; no build
+    drops a session that the next runs need (each build costs tenths of a second)."""
+    pool, _, made = pool_with(FakeSession())
+    shapes = [(1, 3, 4, 4 + i) for i in range(sessions.MAX_FIXED_SESSIONS + 2)]
+    for _ in range(3 * sessions.STALE_AFTER):
+        run_each(pool, shapes, 1)
+    assert made == [(1, s) for s in shapes[: sessions.MAX_FIXED_SESSIONS]]
+    assert sorted(pool.fixed_shapes) == [(1, s) for s in shapes[: sessions.MAX_FIXED_SESSIONS]]
+
+
+def test_a_session_unused_for_stale_after_runs_makes_room_for_a_new_shape(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(sessions, "MAX_FIXED_SESSIONS", 2)
+    monkeypatch.setattr(sessions, "STALE_AFTER", 5)
+    pool, _, made = pool_with(FakeSession())
+    old, kept, new = (1, 3, 4, 4), (1, 3, 4, 5), (1, 3, 4, 6)
+    run_each(pool, [old, kept], 2)  # runs 1-4: both fixed; old last ran at run 2
+    run_each(pool, [new], 2)  # runs 5-6: new recurs, old unused for 4 runs: not stale yet
+    assert pool.fixed_shapes == [(1, old), (1, kept)]
+    run_each(pool, [kept], 1)  # run 7
+    run_each(pool, [new], 1)  # run 8: old unused for 6 runs > 5: dropped for new
+    assert pool.fixed_shapes == [(1, kept), (1, new)]
+    assert made == [(1, old), (1, kept), (1, new)]
+
+
+def test_the_stale_session_goes_before_a_fresh_one_thread_companion(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(sessions, "MAX_FIXED_SESSIONS", 3)
+    monkeypatch.setattr(sessions, "STALE_AFTER", 2)
+    pool, _, _ = pool_with(FakeSession())
+    stale, used = (1, 3, 4, 4), (1, 3, 4, 5)
+    run_each(pool, [stale, used], 2)  # runs 1-4
+    pool.run(np.zeros(used, np.float32), 1)  # run 5: stale last ran at run 2
+    new = np.zeros((1, 3, 4, 6), np.float32)
+    pool.run(new, 2)  # run 6
+    pool.run(new, 2)  # run 7: (2, new) and its companion (1, new) need two places
+    assert sorted(pool.fixed_shapes) == [(1, used), (1, new.shape), (2, new.shape)]
 
 
 @requires_onnxruntime

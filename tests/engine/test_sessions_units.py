@@ -92,7 +92,8 @@ def test_the_one_thread_companion_is_kept_as_the_oldest_use() -> None:
     assert pool.fixed_shapes == [(1, (1, 3, 5, 5)), (1, (1, 3, 4, 4)), (3, (1, 3, 5, 5))]
 
 
-def test_a_dropped_fixed_shape_that_recurs_is_fixed_again() -> None:
+def test_a_dropped_fixed_shape_that_recurs_is_fixed_again(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(sessions, "STALE_AFTER", 0)  # a session not run this run may go
     pool, made = _pool()
     shapes = [(1, 3, 4, 4 + i) for i in range(sessions.MAX_FIXED_SESSIONS + 1)]
     for shape in shapes:
@@ -176,6 +177,7 @@ def test_the_counts_start_again_when_a_new_shape_finds_them_full(monkeypatch) ->
 def test_the_recurring_shapes_are_forgotten_when_full(monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr(sessions, "_MAX_COUNTED", 2)
     monkeypatch.setattr(sessions, "MAX_FIXED_SESSIONS", 1)
+    monkeypatch.setattr(sessions, "STALE_AFTER", 0)
     pool, made = _pool()
     _runs(pool, 4, 4, 5, 5, 6, 6)  # 6 recurs with 4 and 5 remembered: they are forgotten
     assert pool.fixed_shapes == [(1, (1, 3, 4, 6))]
