@@ -9,7 +9,11 @@ queries in flight. The answers of both are checked equal before anything is time
 ``--busy`` adds each thread count beside a competing busy process (one spinning core,
 started before the timed queries of that configuration and stopped after them); the
 configurations take turns within every repeat, so quiet and busy runs see the same
-background. Wall and CPU time (this process, all its threads) are reported, with the
+background. Every row's total and decode are also given over the same pipeline's
+one-thread idle median (``÷ 1 idle``): the target is two threads beside a busy process at
+most 1; the decode, single-threaded in every row, shows what the busy process costs code
+that has no threads to set (on a virtual machine whose cores share hardware, not nothing).
+Wall and CPU time (this process, all its threads) are reported, with the
 machine's 1-minute load average: on a shared machine absolute milliseconds are inflated,
 the ratio measured in the same run is what counts. After each query of ours, its decode
 and its network runs (the engine on the resized batch of each scale) are timed again on

@@ -110,9 +110,8 @@ def test_a_session_unused_for_stale_after_runs_makes_room_for_a_new_shape(monkey
     pool, _, made = pool_with(FakeSession())
     old, kept, new = (1, 3, 4, 4), (1, 3, 4, 5), (1, 3, 4, 6)
     run_each(pool, [old, kept], 2)  # runs 1-4: both fixed; old last ran at run 2
-    run_each(pool, [new], 2)  # runs 5-6: new recurs, old unused for 4 runs: not stale yet
+    run_each(pool, [new], 3)  # runs 5-7: new recurs; at run 7 old unused for 5: not stale yet
     assert pool.fixed_shapes == [(1, old), (1, kept)]
-    run_each(pool, [kept], 1)  # run 7
     run_each(pool, [new], 1)  # run 8: old unused for 6 runs > 5: dropped for new
     assert pool.fixed_shapes == [(1, kept), (1, new)]
     assert made == [(1, old), (1, kept), (1, new)]

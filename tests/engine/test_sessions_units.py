@@ -209,6 +209,31 @@ def test_a_shape_being_fixed_is_not_built_twice_at_once() -> None:
     assert made == [(1, (1, 3, 4, 4))] and pool.fixed_shapes == [(1, (1, 3, 4, 4))]
 
 
+def test_a_session_being_built_takes_its_place_in_a_full_pool(monkeypatch) -> None:  # noqa: ANN001
+    import threading
+
+    monkeypatch.setattr(sessions, "MAX_FIXED_SESSIONS", 1)
+    release, started = threading.Event(), threading.Event()
+    made: list = []
+
+    def make(threads: int, shape: tuple[int, ...] | None) -> Session:
+        made.append((threads, shape))
+        if shape is not None and len(made) == 1:
+            started.set()
+            release.wait(60)
+        return Session()
+
+    pool = SessionPool(make, within(lambda expected: 1e-4), (Session(), 1), 1)
+    first, second = np.ones((1, 3, 4, 4), np.float32), np.ones((1, 3, 4, 5), np.float32)
+    builder = threading.Thread(target=pool.run, args=(first, 1))
+    builder.start()
+    assert started.wait(60)
+    pool.run(second, 1)  # recurs (fix_after 1), but the one place is being filled
+    release.set()
+    builder.join(60)
+    assert made == [(1, first.shape)] and pool.fixed_shapes == [(1, first.shape)]
+
+
 def test_within_compares_the_largest_difference_with_the_tolerance_of_expected() -> None:
     seen = []
     agrees = within(lambda expected: seen.append(expected.copy()) or 0.5)
