@@ -402,7 +402,7 @@ def report(title: str, times, loads, runs, speeds, threads_of: dict[str, int]) -
         "1-minute average; ÷ 1 idle: over the same pipeline's one-thread idle median, total "
         "and decode (a stage no thread setting touches: what the busy process costs code "
         "with no threads to set); q/s: ours with 4 queries in flight, median of the "
-        "repeats; used: queries the engine ran at 1 / 2 ... threads, its per-request budget):"
+        "repeats; used: the engine's network runs at 1 / 2 ... threads, its per-request budget):"
     )
     print(
         "| engine | threads | load | pipeline | decode | extract | search | total | CPU "
