@@ -17,12 +17,22 @@ from pyinstance import (
     calibration,
     extraction,
     identification,
+    idle_threads,
     index,
     objects,
     plugins,
 )
 
-_DEFINING = (_backend, calibration, extraction, identification, index, objects, plugins)
+_DEFINING = (
+    _backend,
+    calibration,
+    extraction,
+    identification,
+    idle_threads,
+    index,
+    objects,
+    plugins,
+)
 _MISSING = object()
 EXPORTED = [name for name in pyinstance.__all__ if name not in ("__version__", "hookimpl")]
 

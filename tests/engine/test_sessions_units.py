@@ -4,6 +4,7 @@ kept, what is refused and what the warnings say."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import numpy as np
@@ -185,7 +186,9 @@ def test_the_recurring_shapes_are_forgotten_when_full(monkeypatch) -> None:  # n
     assert pool.fixed_shapes == [(1, (1, 3, 4, 6))] and made.count((1, (1, 3, 4, 4))) == 1
 
 
-def test_a_shape_being_fixed_is_not_built_twice_at_once() -> None:
+def _while_building(first: np.ndarray, meanwhile: Callable[[SessionPool], None]) -> list:
+    """Run ``first`` on a pool (fix_after 1) in a thread whose first fixed-shape build
+    blocks; call ``meanwhile(pool)`` during that build; the sessions made."""
     import threading
 
     release, started = threading.Event(), threading.Event()
@@ -199,39 +202,33 @@ def test_a_shape_being_fixed_is_not_built_twice_at_once() -> None:
         return Session()
 
     pool = SessionPool(make, within(lambda expected: 1e-4), (Session(), 1), 1)
-    batch = np.ones((1, 3, 4, 4), np.float32)
-    builder = threading.Thread(target=pool.run, args=(batch, 1))
-    builder.start()
-    assert started.wait(60)
-    np.testing.assert_array_equal(pool.run(batch, 1), batch)  # the dynamic session answers
-    release.set()
-    builder.join(60)
-    assert made == [(1, (1, 3, 4, 4))] and pool.fixed_shapes == [(1, (1, 3, 4, 4))]
-
-
-def test_a_session_being_built_takes_its_place_in_a_full_pool(monkeypatch) -> None:  # noqa: ANN001
-    import threading
-
-    monkeypatch.setattr(sessions, "MAX_FIXED_SESSIONS", 1)
-    release, started = threading.Event(), threading.Event()
-    made: list = []
-
-    def make(threads: int, shape: tuple[int, ...] | None) -> Session:
-        made.append((threads, shape))
-        if shape is not None and len(made) == 1:
-            started.set()
-            release.wait(60)
-        return Session()
-
-    pool = SessionPool(make, within(lambda expected: 1e-4), (Session(), 1), 1)
-    first, second = np.ones((1, 3, 4, 4), np.float32), np.ones((1, 3, 4, 5), np.float32)
     builder = threading.Thread(target=pool.run, args=(first, 1))
     builder.start()
     assert started.wait(60)
-    pool.run(second, 1)  # recurs (fix_after 1), but the one place is being filled
+    meanwhile(pool)
     release.set()
     builder.join(60)
-    assert made == [(1, first.shape)] and pool.fixed_shapes == [(1, first.shape)]
+    assert pool.fixed_shapes == [(1, first.shape)]
+    return made
+
+
+def test_a_shape_being_fixed_is_not_built_twice_at_once() -> None:
+    batch = np.ones((1, 3, 4, 4), np.float32)
+
+    def again(pool: SessionPool) -> None:  # the dynamic session answers
+        np.testing.assert_array_equal(pool.run(batch, 1), batch)
+
+    assert _while_building(batch, again) == [(1, batch.shape)]
+
+
+def test_a_session_being_built_takes_its_place_in_a_full_pool(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(sessions, "MAX_FIXED_SESSIONS", 1)
+    first, second = np.ones((1, 3, 4, 4), np.float32), np.ones((1, 3, 4, 5), np.float32)
+
+    def another(pool: SessionPool) -> None:  # recurs (fix_after 1); the one place is taken
+        pool.run(second, 1)
+
+    assert _while_building(first, another) == [(1, first.shape)]
 
 
 def test_within_compares_the_largest_difference_with_the_tolerance_of_expected() -> None:
