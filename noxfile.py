@@ -275,6 +275,7 @@ MUTATION_TESTS = {
     # In-process, with fake build facts and registries (tests/test_cli.py also starts
     # subprocesses: seconds per mutant).
     "pyinstance/cli.py": ["tests/test_cli_answers.py", "tests/test_command_parsers.py"],
+    "pyinstance/idle_threads.py": ["tests/test_idle_threads.py"],
     "pyinstance/commands/__init__.py": [
         "tests/test_cli_answers.py",
         "tests/test_command_parsers.py",
