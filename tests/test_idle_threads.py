@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +24,9 @@ def unset(monkeypatch):
 
 
 def clean_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in idle_threads.SETTINGS}
+    """This environment without the settings, importing the pyinstance this process runs."""
+    environment = {k: v for k, v in os.environ.items() if k not in idle_threads.SETTINGS}
+    return environment | {"PYTHONPATH": str(Path(pyinstance.__file__).resolve().parents[1])}
 
 
 def test_the_settings_make_openmp_passive_and_openblas_stop_spinning():

@@ -99,7 +99,8 @@ class SessionPool:
         self._fixed: OrderedDict[tuple[int, Shape], Any] = OrderedDict()
         self._counts: Counter[Shape] = Counter()
         self._recurring: set[Shape] = set()
-        self._building: set[tuple[int, Shape]] = set()
+        #: Builds in flight: key -> the keys whose sessions it adds (their places reserved).
+        self._building: dict[tuple[int, Shape], list[tuple[int, Shape]]] = {}
         self._refused: set[Shape] = set()
         self._last_run: dict[tuple[int, Shape], int] = {}
         self._clock = 0  # runs so far
@@ -134,54 +135,61 @@ class SessionPool:
                 self._fixed.move_to_end(key)
                 self._last_run[key] = self._clock
             else:
-                build = self._should_fix(key)
+                keys = self._to_build(key)
         if session is not None:
             return run_session(session, batch)
-        if not build:
+        if not keys:
             return run_session(self.dynamic(threads), batch)
-        return self._fix(key, batch)
+        return self._fix(key, batch, keys)
 
-    def _should_fix(self, key: tuple[int, Shape]) -> bool:
-        """Count a run of ``key`` (lock held); True when its session should be built now."""
+    def _to_build(self, key: tuple[int, Shape]) -> list[tuple[int, Shape]]:
+        """Count a run of ``key`` (lock held); the keys whose sessions to build now (``key``,
+        and its shape on one thread for a key of several threads unless held), places
+        reserved; none when the shape is not due or they do not fit."""
         shape = key[1]
         if shape in self._refused or key in self._building:
-            return False
+            return []
         if shape not in self._recurring:
             if len(self._counts) >= _MAX_COUNTED and shape not in self._counts:
                 self._counts.clear()
             self._counts[shape] += 1
             if self._counts[shape] < self.fix_after:
-                return False
+                return []
             del self._counts[shape]
             if len(self._recurring) >= _MAX_COUNTED:
                 self._recurring.clear()
             self._recurring.add(shape)
-        if not self._has_room(key):
-            return False
-        self._building.add(key)
-        return True
+        keys = [key]
+        if key[0] > 1 and (1, shape) not in self._fixed:
+            keys.append((1, shape))
+        if not self._make_room(len(keys)):
+            return []
+        self._building[key] = keys
+        return keys
 
-    def _has_room(self, key: tuple[int, Shape]) -> bool:
-        """Whether the sessions of ``key`` (and of its shape on one thread) fit beside those
-        held and being built, once the stale ones are dropped (lock held)."""
-        needed = 1 + (key[0] > 1 and (1, key[1]) not in self._fixed)
-        stale = sum(self._is_stale(held) for held in self._fixed)
-        held = len(self._fixed) - stale + len(self._building)
-        return held + needed <= MAX_FIXED_SESSIONS
+    def _make_room(self, needed: int) -> bool:
+        """Whether ``needed`` more sessions fit beside those held and reserved, dropping as
+        many stale sessions as that takes, least recently used first (lock held)."""
+        reserved = sum(len(keys) for keys in self._building.values())
+        stale = [held for held in self._fixed if self._is_stale(held)]
+        excess = len(self._fixed) + reserved + needed - MAX_FIXED_SESSIONS
+        if excess > len(stale):
+            return False
+        for held in stale[: max(excess, 0)]:
+            del self._fixed[held], self._last_run[held]
+        return True
 
     def _is_stale(self, key: tuple[int, Shape]) -> bool:
         """Whether the session of ``key`` has not run for :data:`STALE_AFTER` runs (lock held)."""
         return self._clock - self._last_run[key] > STALE_AFTER
 
-    def _fix(self, key: tuple[int, Shape], batch: np.ndarray) -> np.ndarray:
-        """Build, check and keep the fixed-shape session of ``key`` (and of its shape on one
-        thread, for a key of several threads); the output on ``batch`` of the session that
+    def _fix(
+        self, key: tuple[int, Shape], batch: np.ndarray, keys: list[tuple[int, Shape]]
+    ) -> np.ndarray:
+        """Build, check and keep the fixed-shape sessions of ``keys`` (``key`` first, then
+        its shape on one thread, if asked); the output on ``batch`` of the session that
         answers the shape from now on (the fixed one if kept, else the dynamic one)."""
         expected = run_session(self.dynamic(key[0]), batch)
-        keys = [key]
-        with self._lock:
-            if key[0] > 1 and (1, key[1]) not in self._fixed:
-                keys.append((1, key[1]))
         built = {}
         answer = expected
         for wanted in keys:
@@ -192,17 +200,13 @@ class SessionPool:
             if wanted == key:
                 answer = got
         with self._lock:
-            self._building.discard(key)
+            del self._building[key]
             if key not in built:
                 self._refused.add(key[1])
             for wanted, session in built.items():
                 self._fixed[wanted] = session
                 self._fixed.move_to_end(wanted, last=wanted == key)
                 self._last_run[wanted] = self._clock
-            while len(self._fixed) > MAX_FIXED_SESSIONS:  # the stale first, oldest use first
-                stale = [held for held in self._fixed if self._is_stale(held)]
-                dropped = stale[0] if stale else next(iter(self._fixed))
-                del self._fixed[dropped], self._last_run[dropped]
         return answer
 
     def _checked(

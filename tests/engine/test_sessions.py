@@ -130,6 +130,29 @@ def test_the_stale_session_goes_before_a_fresh_one_thread_companion(monkeypatch)
     assert sorted(pool.fixed_shapes) == [(1, used), (1, new.shape), (2, new.shape)]
 
 
+def test_a_shape_on_several_threads_needs_a_place_for_its_one_thread_session(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(sessions, "MAX_FIXED_SESSIONS", 2)
+    pool, _, made = pool_with(FakeSession())
+    held, new = np.zeros((1, 3, 4, 4), np.float32), np.zeros((1, 3, 4, 5), np.float32)
+    for _ in range(sessions.FIX_AFTER):
+        pool.run(held, 1)
+    for _ in range(sessions.FIX_AFTER + 2):
+        pool.run(new, 2)  # (2, new) and (1, new): two places, one free
+    assert pool.fixed_shapes == [(1, held.shape)]
+    assert made == [(1, held.shape), (2, None)]  # the two-thread dynamic session only
+
+
+def test_a_shape_whose_one_thread_session_is_held_needs_one_place(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(sessions, "MAX_FIXED_SESSIONS", 2)
+    pool, _, made = pool_with(FakeSession())
+    batch = np.zeros((1, 3, 4, 4), np.float32)
+    for _ in range(sessions.FIX_AFTER):
+        pool.run(batch, 1)
+    pool.run(batch, 2)  # the shape recurs: (2, batch) fits in the one free place
+    assert pool.fixed_shapes == [(1, batch.shape), (2, batch.shape)]
+    assert made == [(1, batch.shape), (2, None), (2, batch.shape)]  # no second (1, batch)
+
+
 @requires_onnxruntime
 def test_fixed_shape_session_of_a_real_graph_matches_and_fuses_the_padding(tmp_path) -> None:  # noqa: ANN001
     from pyinstance.models.efficientnet import SameConv2d
