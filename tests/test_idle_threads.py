@@ -51,9 +51,13 @@ def test_idle_thread_settings_says_none_for_an_unset_variable(unset, monkeypatch
     }
 
 
-def test_the_warning_names_the_libraries_already_loaded(unset):
-    with pytest.warns(RuntimeWarning, match=r"numpy and torch already imported.*OMP_WAIT_POLICY"):
+def test_the_warning_names_the_libraries_already_loaded_and_the_way_out(unset):
+    with pytest.warns(RuntimeWarning) as caught:
         idle_threads.sleep_idle_threads()
+    assert [str(w.message) for w in caught] == [
+        "sleep_idle_threads: numpy and torch already imported; call it before importing "
+        "them, or set OMP_WAIT_POLICY=PASSIVE, OPENBLAS_THREAD_TIMEOUT=4 in the environment"
+    ]
 
 
 def test_called_before_numpy_and_torch_it_is_silent_and_imports_neither():

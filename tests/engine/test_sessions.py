@@ -117,6 +117,16 @@ def test_a_session_unused_for_stale_after_runs_makes_room_for_a_new_shape(monkey
     assert made == [(1, old), (1, kept), (1, new)]
 
 
+def test_a_stale_session_stays_while_there_is_room(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(sessions, "MAX_FIXED_SESSIONS", 3)
+    monkeypatch.setattr(sessions, "STALE_AFTER", 2)
+    pool, _, _ = pool_with(FakeSession())
+    old, new = (1, 3, 4, 4), (1, 3, 4, 5)
+    run_each(pool, [old, new], 2)  # new fixed at run 4, old unused for 2 runs: not stale
+    run_each(pool, [(1, 3, 4, 6), (1, 3, 4, 6)], 1)  # runs 5-6: a third shape, a free place
+    assert pool.fixed_shapes == [(1, old), (1, new), (1, (1, 3, 4, 6))]  # old stale, kept
+
+
 def test_the_stale_session_goes_before_a_fresh_one_thread_companion(monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr(sessions, "MAX_FIXED_SESSIONS", 3)
     monkeypatch.setattr(sessions, "STALE_AFTER", 2)
