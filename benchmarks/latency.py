@@ -410,18 +410,20 @@ def report(title: str, times, loads, runs, speeds, threads_of: dict[str, int]) -
         "| decode CPU | net CPU | rest CPU |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    to_idle = {  # (configuration, pipeline) -> total and decode over its one-thread idle row
+        (key, who): (m["total"] / base[who]["total"], m["decode"] / base[who]["decode"])
+        for key, both in median.items()
+        if (base := median.get(alone.get(key[0].split()[0])))
+        for who, m in both.items()
+    }
     for (label, is_busy), both in median.items():
         engine, threads = label.split()[0], threads_of[label]
-        base = median.get(alone.get(engine))
         row = f"{engine} | {threads}{' + busy' if is_busy else ''}"
         load = statistics.mean(loads[(label, is_busy)])
         for who in ("ours", "plain"):
             m = both[who]
-            slower = (
-                f"{m['total'] / base[who]['total']:.2f} | {m['decode'] / base[who]['decode']:.2f}"
-                if base
-                else " | "
-            )
+            ratios = to_idle.get(((label, is_busy), who))
+            slower = f"{ratios[0]:.2f} | {ratios[1]:.2f}" if ratios else " | "
             if who == "plain":
                 extra = f" | {slower} | | "
             else:
@@ -434,11 +436,8 @@ def report(title: str, times, loads, runs, speeds, threads_of: dict[str, int]) -
                 f"{m['search']:.1f} | {m['total']:.1f} | {m['cpu']:.1f} | {extra} | "
                 f"{stage_columns(m)} |"
             )
-    for (label, is_busy), both in median.items():
-        base = median.get(alone.get(label.split()[0]))
-        if is_busy and threads_of[label] > 1 and base:
-            total = both["ours"]["total"] / base["ours"]["total"]
-            decode = both["ours"]["decode"] / base["ours"]["decode"]
+    for ((label, is_busy), who), (total, decode) in to_idle.items():
+        if who == "ours" and is_busy and threads_of[label] > 1:
             print(
                 f"\n{label} threads beside a busy process: {total:.2f}× the one-thread idle "
                 f"time (target: at most 1); its single-threaded decode {decode:.2f}×."
