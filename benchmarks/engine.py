@@ -24,7 +24,8 @@ at 1 and 2 threads, ONNX Runtime with idle threads spinning or sleeping, eager t
 OpenMP's default and passive wait policies; each configuration runs in its own process
 (the wait policy is read when OpenMP starts), idle and busy, interleaved. OpenVINO also
 runs at 2 threads without the per-request thread budget (every request on both threads),
-and a control, a fixed single-threaded numpy computation, shows what the busy process
+ONNX Runtime with sleeping workers with it (one thread per request while the machine is
+busy; by default it keeps both), and a control, a fixed single-threaded numpy computation, shows what the busy process
 costs a program that has no threads to set. ``--load-engines`` picks the engines.
 
 ``--precision`` reports museum P@1 (crops, gallery shots, all) through the whole pipeline
@@ -230,10 +231,7 @@ def worker(config: dict) -> None:
     if config["engine"] == "control":
         control_worker(config["count"])
         return
-    if not config.get("budget", True):  # every request on the threads asked for
-        import pyinstance.engine.exported as exported
-
-        exported.thread_budget = lambda threads, cpus, busy_elsewhere: threads
+    budget = config.get("budget")  # None: the engine's own rule; True / False: forced
     backbone, head = network()
     if config["engine"] == "torch":
         engine: Engine = TorchEngine(backbone, head, threads=config["threads"])
@@ -249,6 +247,8 @@ def worker(config: dict) -> None:
             spinning=config["spinning"],
             cache_dir=config["cache"],
         )
+    if budget is not None:
+        engine.budgets_threads = budget
     images = prepared([Path(p) for p in config["paths"]], config["side"], backbone)
     references = torch.nn.functional.normalize(
         torch.randn(287, 1280, generator=torch.Generator().manual_seed(0)), dim=1
@@ -276,6 +276,10 @@ def stream_configs(threads: list[int]) -> list[dict]:
             {"label": "onnxruntime spinning", "engine": "onnxruntime", "threads": count,
              "spinning": True},
         ]  # fmt: skip
+        if count > 1:
+            configs.append({"label": "onnxruntime no spin, budget", "engine": "onnxruntime",
+                            "threads": count, "spinning": False, "budget": True,
+                            "reference": "onnxruntime no spin"})  # fmt: skip
         if "openvino" in available_engines():
             configs.append({"label": "openvino (default precision)", "engine": "openvino",
                             "threads": count})  # fmt: skip

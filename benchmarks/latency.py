@@ -6,13 +6,18 @@ decode, antialiased float resize, eager torch backbone + windows, numpy matmul +
 argmax), both on an index of the museum references plus random references up to
 ``--references``, at each thread count, interleaved query by query; plus throughput with 4
 queries in flight. The answers of both are checked equal before anything is timed.
-``--busy`` adds each thread count beside a competing busy process (one spinning core,
-started before the timed queries of that configuration and stopped after them); the
-configurations take turns within every repeat, so quiet and busy runs see the same
-background. Every row's total and decode are also given over the same pipeline's
-one-thread idle median (``÷ 1 idle``): the target is two threads beside a busy process at
-most 1; the decode, single-threaded in every row, shows what the busy process costs code
-that has no threads to set (on a virtual machine whose cores share hardware, not nothing).
+``--busy`` adds each thread count beside a competing busy process (one spinning core). It is
+started once and paused (SIGSTOP) or resumed between queries: every (configuration, busy)
+pair takes its turn for every photo of every repeat, in a shuffled order, so quiet and busy
+queries see the same background (measured in blocks of a configuration's queries, the
+machine's drift between blocks had made the busy rows look 0–20 % slower than they are).
+Before each query of ours, the plain pipeline runs and the machine stays in the pair's
+state for ``SETTLE`` seconds, so that the engine's load meter sees only that state. Every
+row's total and decode are also given over the same pipeline's one-thread idle median
+(``÷ 1 idle``), and the verdict gives the median and quartiles of the per-query ratios
+(each query over the one-thread idle query of the same photo and repeat): the target is
+two threads beside a busy process at most 1; the decode, single-threaded in every row,
+shows what the busy process costs code that has no threads to set.
 Wall and CPU time (this process, all its threads) are reported, with the
 machine's 1-minute load average: on a shared machine absolute milliseconds are inflated,
 the ratio measured in the same run is what counts. After each query of ours, its decode
@@ -25,6 +30,7 @@ goes. The photos, the random references and the probe batches are seeded: runs c
     python benchmarks/latency.py --recipe lite0-448     # Lite0 + GeM, 448 px, one descriptor
     python benchmarks/latency.py --busy                 # + each thread count beside a busy process
     python benchmarks/latency.py --engines openvino onnxruntime   # rows per engine
+    python benchmarks/latency.py --busy --budget-twins  # + the thread budget rule reversed
     python benchmarks/latency.py --quick                # smoke run (CI): every installed engine
 """
 
@@ -39,6 +45,8 @@ sleep_idle_threads()
 
 import argparse  # noqa: E402
 import os  # noqa: E402
+import random  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -224,28 +232,62 @@ def stage_cpu(identifier: Identifier, path: Path) -> dict[str, float]:
     return cpu
 
 
-def busy_process() -> subprocess.Popen:
-    """A competing process keeping one core busy (ended by the caller), given a moment to
-    get going."""
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    time.sleep(0.5)
-    return spinner
+class BusyProcess:
+    """A competing process that keeps one core busy (a Python busy loop), started at the
+    first :meth:`set` to busy and paused (SIGSTOP) whenever the machine should be idle, so
+    that quiet and busy queries take turns query by query. A context manager: the process
+    is killed on exit."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen | None = None
+        self._running = False
+
+    def set(self, busy: bool) -> None:
+        """Resume (or start) or pause the busy loop."""
+        if busy == self._running:
+            return
+        if self._process is None:
+            self._process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        else:
+            self._process.send_signal(signal.SIGCONT if busy else signal.SIGSTOP)
+        self._running = busy
+
+    def __enter__(self) -> BusyProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
 
 
 class Config:
     """One measured configuration: an engine at a thread count (each with or without a busy
-    process)."""
+    process), with the engine's own per-request thread budget rule or, ``budget`` given,
+    that rule forced (:data:`~pyinstance.engine.exported.ExportedEngine.budgets_threads`)."""
 
     def __init__(
-        self, index_path: Path, plain: Plain, photos: list[Path], engine: str, threads: int
+        self,
+        index_path: Path,
+        plain: Plain,
+        photos: list[Path],
+        engine: str,
+        threads: int,
+        budget: bool | None = None,
     ):
         self.threads = threads
         self.index = InstanceIndex.open(index_path)
         self.engine = self.index.describer.set_engine(engine, threads=threads)
         if self.engine != engine:
             raise SystemExit(f"engine {engine!r} fell back to {self.engine!r}")
-        self.label = f"{self.engine} {threads}"
         describer = self.index.describer
+        networks = [describer._descriptor_engine, describer._feature_engine]
+        if budget is not None:
+            for network in networks:
+                if isinstance(network, ExportedEngine):
+                    network.budgets_threads = budget
+        self.rule = "" if budget is None else " budget" if budget else " no budget"
+        self.label = f"{self.engine} {threads}{self.rule}"
         network = describer._feature_engine or describer._descriptor_engine
         self.precision = getattr(network, "precision", "fp32")
         self.identifier = Identifier(self.index, threshold=0)
@@ -275,34 +317,56 @@ class Config:
             return 2 * len(photos) / (time.perf_counter() - start)
 
 
+def engine_and_rule(label: str) -> str:
+    """``"onnxruntime"`` or, a thread budget rule forced, ``"onnxruntime (no budget)"``."""
+    engine, _, *rule = label.split(" ", 2)
+    return f"{engine} ({rule[0]})" if rule else engine
+
+
+def engine_budgets(config: Config) -> bool | None:
+    """Whether the exported-graph engine of ``config`` drops to one thread under load (None:
+    the torch engine, which has no budget)."""
+    describer = config.index.describer
+    network = describer._feature_engine or describer._descriptor_engine
+    return network.budgets_threads if isinstance(network, ExportedEngine) else None
+
+
+#: Seconds the machine spends in a (configuration, busy) pair's state before ours runs:
+#: beside the plain pipeline's run, enough for the engine's load meter (which reads the time
+#: since its previous request) to see only that state.
+SETTLE = 0.3
+
+
 def measure(configs, plain, photos, busy: list[bool], repeats: int):
-    """Per-query stage times of ours and plain in every (config, busy) pair, taking turns
-    within each repeat; the 1-minute load average seen by each pair, the engine's runs per
-    thread count, and ours' throughput with 4 queries in flight (one reading per repeat)."""
-    times = {(c.label, b): {"ours": [], "plain": []} for c in configs for b in busy}
+    """Per-query stage times of ours and plain in every (config, busy) pair, the pairs taking
+    turns in a shuffled (seeded) order for every photo of every repeat, the busy process
+    paused or resumed between them; the 1-minute load average seen by each pair, the
+    engine's runs per thread count, and ours' throughput with 4 queries in flight (one
+    reading per repeat)."""
+    pairs = [(config, is_busy) for config in configs for is_busy in busy]
+    times = {(c.label, b): {"ours": [], "plain": []} for c, b in pairs}
     loads: dict[tuple[str, bool], list[float]] = {key: [] for key in times}
     runs: dict[tuple[str, bool], Counter[int]] = {key: Counter() for key in times}
     speeds: dict[tuple[str, bool], list[float]] = {key: [] for key in times}
-    for _ in range(repeats):
-        for config in configs:
-            for is_busy in busy:
-                key = (config.label, is_busy)
-                spinner = busy_process() if is_busy else None
-                try:
+    order = random.Random(0)
+    with BusyProcess() as spinner:
+        for _ in range(repeats):
+            for photo in photos:
+                for config, is_busy in order.sample(pairs, len(pairs)):
+                    key = (config.label, is_busy)
+                    spinner.set(is_busy)
                     torch.set_num_threads(config.threads)
                     loads[key].append(os.getloadavg()[0])
-                    for photo in photos:
-                        before = config.runs()
-                        measured = with_cpu(ours, config.identifier, photo)[1]
-                        runs[key] += config.runs() - before  # the query's runs only
-                        measured |= stage_cpu(config.identifier, photo)
-                        times[key]["ours"].append(measured)
-                        times[key]["plain"].append(with_cpu(plain, photo)[1])
-                    speeds[key].append(config.throughput(photos))
-                finally:
-                    if spinner is not None:
-                        spinner.kill()
-                        spinner.wait()
+                    times[key]["plain"].append(with_cpu(plain, photo)[1])
+                    time.sleep(SETTLE)
+                    before = config.runs()
+                    measured = with_cpu(ours, config.identifier, photo)[1]
+                    runs[key] += config.runs() - before  # the query's runs only
+                    times[key]["ours"].append(measured | stage_cpu(config.identifier, photo))
+            for config, is_busy in order.sample(pairs, len(pairs)):
+                spinner.set(is_busy)
+                time.sleep(SETTLE)
+                speeds[(config.label, is_busy)].append(config.throughput(photos))
     return times, loads, runs, speeds
 
 
@@ -344,6 +408,12 @@ def main() -> None:
         help="what the openvino engine computes in (default: its own default, "
         "$PYINSTANCE_OPENVINO_PRECISION)",
     )
+    parser.add_argument(
+        "--budget-twins",
+        action="store_true",
+        help="also every multi-thread row with the engine's thread budget rule reversed "
+        "(drop to one thread under load or not)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 queries, 1 repeat")
     args = parser.parse_args()
     if args.quick:
@@ -364,6 +434,12 @@ def main() -> None:
             for engine in args.engines
             for threads in args.threads
         ]
+        if args.budget_twins:  # the opposite thread budget rule, for every multi-thread row
+            configs += [
+                Config(folder / "index", plain, photos, c.engine, c.threads, not rule)
+                for c in list(configs)
+                if c.threads > 1 and (rule := engine_budgets(c)) is not None
+            ]
         precisions = {c.engine: c.precision for c in configs}
         print(
             f"{len(configs[0].index)} references; engines "
@@ -418,7 +494,8 @@ def report(title: str, times, loads, runs, speeds, threads_of: dict[str, int]) -
     }
     for (label, is_busy), both in median.items():
         engine, threads = label.split()[0], threads_of[label]
-        row = f"{engine} | {threads}{' + busy' if is_busy else ''}"
+        rule = label.split(" ", 2)[2:]  # a forced thread budget rule, if any
+        row = f"{engine} | {threads}{' ' + rule[0] if rule else ''}{' + busy' if is_busy else ''}"
         load = statistics.mean(loads[(label, is_busy)])
         for who in ("ours", "plain"):
             m = both[who]
@@ -438,9 +515,16 @@ def report(title: str, times, loads, runs, speeds, threads_of: dict[str, int]) -
             )
     for ((label, is_busy), who), (total, decode) in to_idle.items():
         if who == "ours" and is_busy and threads_of[label] > 1:
+            idle = times[alone[label.split()[0]]]["ours"]
+            paired = [
+                q["total"] / i["total"]
+                for q, i in zip(times[(label, is_busy)]["ours"], idle, strict=True)
+            ]
+            low, middle, high = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
             print(
-                f"\n{label} threads beside a busy process: {total:.2f}× the one-thread idle "
-                f"time (target: at most 1); its single-threaded decode {decode:.2f}×."
+                f"\n{engine_and_rule(label)}, {threads_of[label]} threads beside a busy "
+                f"process: {total:.2f}× the one-thread idle time; per query {middle:.2f}× (quartiles {low:.2f}–{high:.2f}) (target: at "
+                f"most 1); its single-threaded decode {decode:.2f}×."
             )
 
 

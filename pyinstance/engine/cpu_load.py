@@ -1,10 +1,13 @@
 """How many CPUs other processes keep busy now, and the intra-op threads that leaves.
 
 A request that runs on several intra-op threads waits at every operator for the slowest of
-them; when another process holds one of the cores, that thread falls far behind and the
-request becomes slower than on one thread. The budget is decided per request from current
-readings, not from the 1-minute load average (which lags a just-started process by tens of
-seconds):
+them; when another process holds one of the cores and the runtime's idle workers spin
+(OpenVINO's, ONNX Runtime's with spinning on), the worker sharing that core falls behind
+and the request gains nothing over one thread. (Workers that sleep when idle get their
+share of the shared core whenever they wake: engines with those keep their threads, see
+:data:`pyinstance.engine.exported.ExportedEngine.budgets_threads`.) The budget is decided
+per request from current readings, not from the 1-minute load average (which lags a
+just-started process by tens of seconds):
 
 - **since the previous request** (when it was recent): the machine's busy CPU time
   (``/proc/stat``) minus this process's own, over the wall time in between;

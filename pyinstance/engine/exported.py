@@ -6,8 +6,9 @@ runtime that runs it), checks the graph its runtime loaded against torch on the 
 batches before using it, and runs requests on a pool of sessions
 (:mod:`pyinstance.engine.sessions`): one per intra-op thread count, and one per recurring
 input shape. An engine asked for several threads runs a request on one thread while other
-processes keep the cores it would need busy (:mod:`pyinstance.engine.cpu_load`). A
-subclass says how its runtime loads a graph into a session.
+processes keep the cores it would need busy (:mod:`pyinstance.engine.cpu_load`), unless
+its idle worker threads sleep (:attr:`ExportedEngine.budgets_threads`). A subclass says
+how its runtime loads a graph into a session.
 """
 
 from __future__ import annotations
@@ -65,10 +66,19 @@ class ExportedEngine(Engine):
         max_difference: max |runtime − torch| on the probe batches.
         sessions: the sessions over the graph (per thread count and fixed shape).
         precision: the precision the runtime computes in.
+        budgets_threads: see :data:`ExportedEngine.budgets_threads`.
     """
 
     #: Runs of one input shape before it gets its own fixed-shape session.
     fix_after: int = FIX_AFTER
+
+    #: Whether a request drops to one thread while other processes keep the cores it would
+    #: need busy (:mod:`pyinstance.engine.cpu_load`): for runtimes whose idle workers keep
+    #: their core for a while (spinning; OpenVINO's oneTBB workers do), so that a worker
+    #: sharing a core with a busy process holds up every operator. A worker that sleeps when
+    #: idle gets its share of the shared core as soon as it wakes, and the request gains
+    #: from it. Set per engine to override.
+    budgets_threads: bool = True
 
     def __init__(
         self,
@@ -185,6 +195,6 @@ class ExportedEngine(Engine):
     def run(self, images: torch.Tensor) -> torch.Tensor:
         batch = images.detach().contiguous().numpy()
         threads = self.threads
-        if threads > 1:
+        if threads > 1 and self.budgets_threads:
             threads = thread_budget(threads, self._cpus, self._meter.busy_elsewhere())
         return torch.from_numpy(self.sessions.run(batch, threads))

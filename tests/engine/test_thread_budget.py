@@ -139,7 +139,13 @@ def test_meter_without_proc_gives_no_reading() -> None:
 @pytest.mark.parametrize(
     "make",
     [
-        pytest.param(onnxruntime_engine.OnnxRuntimeEngine, marks=requires_onnxruntime),
+        pytest.param(
+            lambda *tiny, **options: onnxruntime_engine.OnnxRuntimeEngine(
+                *tiny, spinning=True, **options
+            ),
+            marks=requires_onnxruntime,
+            id="OnnxRuntimeEngine-spinning",
+        ),
         pytest.param(
             lambda *tiny, **options: openvino_engine.OpenVinoEngine(
                 *tiny, precision="fp32", **options
@@ -148,10 +154,10 @@ def test_meter_without_proc_gives_no_reading() -> None:
             id="OpenVinoEngine",
         ),
     ],
-    ids=lambda make: getattr(make, "__name__", None),
 )
 def test_a_busy_machine_runs_the_one_thread_session(monkeypatch, tmp_path, tiny, make) -> None:  # noqa: ANN001
     engine = make(*tiny, threads=2, cache_dir=tmp_path)
+    assert engine.budgets_threads
     engine._cpus = 2
     batch = torch.rand(1, 3, 32, 32)
     monkeypatch.setattr(engine._meter, "busy_elsewhere", lambda: 0.0)
@@ -160,3 +166,15 @@ def test_a_busy_machine_runs_the_one_thread_session(monkeypatch, tmp_path, tiny,
     narrow = engine(batch)
     assert engine.sessions.runs == {1: 1, 2: 1}
     torch.testing.assert_close(narrow, wide, rtol=1e-5, atol=1e-6)
+
+
+@requires_onnxruntime
+def test_sleeping_onnxruntime_workers_keep_their_threads_on_a_busy_machine(tmp_path, tiny) -> None:  # noqa: ANN001
+    engine = onnxruntime_engine.OnnxRuntimeEngine(*tiny, threads=2, cache_dir=tmp_path)
+    assert not engine.spinning and not engine.budgets_threads
+    engine._cpus = 2
+    engine._meter = CpuMeter(read_stat=lambda: pytest.fail("no reading needed"))
+    batch = torch.rand(1, 3, 32, 32)
+    engine(batch)
+    engine(batch)
+    assert engine.sessions.runs == {2: 2}
