@@ -6,11 +6,11 @@ decode, antialiased float resize, eager torch backbone + windows, numpy matmul +
 argmax), both on an index of the museum references plus random references up to
 ``--references``, at each thread count, interleaved query by query; plus throughput with 4
 queries in flight. The answers of both are checked equal before anything is timed.
-``--busy`` adds each thread count beside a competing busy process (one spinning core). It is
-started once and paused (SIGSTOP) or resumed between queries: every (configuration, busy)
+``--busy`` adds each thread count beside a competing busy process (one spinning core;
+``--busy-loops N``: N of them). It is started once and paused (SIGSTOP) or resumed between queries: every (configuration, busy)
 pair takes its turn for every photo of every repeat, in a shuffled order, so quiet and busy
-queries see the same background (measured in blocks of a configuration's queries, the
-machine's drift between blocks had made the busy rows look 0–20 % slower than they are).
+queries see the same background (timed in blocks of one configuration's queries, the
+machine's drift between blocks fell on whole rows).
 Before each query of ours, the plain pipeline runs and the machine stays in the pair's
 state for ``SETTLE`` seconds, so that the engine's load meter sees only that state. Every
 row's total and decode are also given over the same pipeline's one-thread idle median
@@ -31,6 +31,7 @@ goes. The photos, the random references and the probe batches are seeded: runs c
     python benchmarks/latency.py --busy                 # + each thread count beside a busy process
     python benchmarks/latency.py --engines openvino onnxruntime   # rows per engine
     python benchmarks/latency.py --busy --budget-twins  # + the thread budget rule reversed
+    python benchmarks/latency.py --busy --ours-only     # no plain pipeline between queries
     python benchmarks/latency.py --quick                # smoke run (CI): every installed engine
 """
 
@@ -233,32 +234,35 @@ def stage_cpu(identifier: Identifier, path: Path) -> dict[str, float]:
 
 
 class BusyProcess:
-    """A competing process that keeps one core busy (a Python busy loop), started at the
+    """Competing processes that keep ``loops`` cores busy (Python busy loops), started at the
     first :meth:`set` to busy and paused (SIGSTOP) whenever the machine should be idle, so
-    that quiet and busy queries take turns query by query. A context manager: the process
-    is killed on exit."""
+    that quiet and busy queries take turns query by query. A context manager: the processes
+    are killed on exit."""
 
-    def __init__(self) -> None:
-        self._process: subprocess.Popen | None = None
+    def __init__(self, loops: int = 1) -> None:
+        self.loops = loops
+        self._processes: list[subprocess.Popen] = []
         self._running = False
 
     def set(self, busy: bool) -> None:
-        """Resume (or start) or pause the busy loop."""
+        """Resume (or start) or pause the busy loops."""
         if busy == self._running:
             return
-        if self._process is None:
-            self._process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        if not self._processes:
+            command = [sys.executable, "-c", "while True: pass"]
+            self._processes = [subprocess.Popen(command) for _ in range(self.loops)]
         else:
-            self._process.send_signal(signal.SIGCONT if busy else signal.SIGSTOP)
+            for process in self._processes:
+                process.send_signal(signal.SIGCONT if busy else signal.SIGSTOP)
         self._running = busy
 
     def __enter__(self) -> BusyProcess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
+        for process in self._processes:
+            process.kill()
+            process.wait()
 
 
 class Config:
@@ -337,10 +341,10 @@ def engine_budgets(config: Config) -> bool | None:
 SETTLE = 0.3
 
 
-def measure(configs, plain, photos, busy: list[bool], repeats: int):
-    """Per-query stage times of ours and plain in every (config, busy) pair, the pairs taking
-    turns in a shuffled (seeded) order for every photo of every repeat, the busy process
-    paused or resumed between them; the 1-minute load average seen by each pair, the
+def measure(configs, plain, photos, busy: list[bool], repeats: int, loops: int = 1):
+    """Per-query stage times of ours and plain (None: ours only) in every (config, busy)
+    pair, the pairs taking turns in a shuffled (seeded) order for every photo of every
+    repeat, the busy process paused or resumed between them; the 1-minute load average seen by each pair, the
     engine's runs per thread count, and ours' throughput with 4 queries in flight (one
     reading per repeat)."""
     pairs = [(config, is_busy) for config in configs for is_busy in busy]
@@ -349,7 +353,7 @@ def measure(configs, plain, photos, busy: list[bool], repeats: int):
     runs: dict[tuple[str, bool], Counter[int]] = {key: Counter() for key in times}
     speeds: dict[tuple[str, bool], list[float]] = {key: [] for key in times}
     order = random.Random(0)
-    with BusyProcess() as spinner:
+    with BusyProcess(loops) as spinner:
         for _ in range(repeats):
             for photo in photos:
                 for config, is_busy in order.sample(pairs, len(pairs)):
@@ -357,7 +361,8 @@ def measure(configs, plain, photos, busy: list[bool], repeats: int):
                     spinner.set(is_busy)
                     torch.set_num_threads(config.threads)
                     loads[key].append(os.getloadavg()[0])
-                    times[key]["plain"].append(with_cpu(plain, photo)[1])
+                    if plain is not None:
+                        times[key]["plain"].append(with_cpu(plain, photo)[1])
                     time.sleep(SETTLE)
                     before = config.runs()
                     measured = with_cpu(ours, config.identifier, photo)[1]
@@ -409,6 +414,18 @@ def main() -> None:
         "$PYINSTANCE_OPENVINO_PRECISION)",
     )
     parser.add_argument(
+        "--busy-loops",
+        type=int,
+        default=1,
+        help="busy-loop processes beside the busy rows (default 1: one core kept busy)",
+    )
+    parser.add_argument(
+        "--ours-only",
+        action="store_true",
+        help="time ours only (the plain pipeline still checks the answers before timing): "
+        "nothing but ours and the busy process runs between the timed queries",
+    )
+    parser.add_argument(
         "--budget-twins",
         action="store_true",
         help="also every multi-thread row with the engine's thread budget rule reversed "
@@ -446,7 +463,9 @@ def main() -> None:
             + ", ".join(f"{name} ({precision})" for name, precision in precisions.items())
         )
         busy = [False, True] if args.busy else [False]
-        times, loads, runs, speeds = measure(configs, plain, photos, busy, args.repeats)
+        times, loads, runs, speeds = measure(
+            configs, None if args.ours_only else plain, photos, busy, args.repeats, args.busy_loops
+        )
         threads_of = {config.label: config.threads for config in configs}
         for config in configs:
             config.index.close()
@@ -467,7 +486,7 @@ def medians(measured: list[dict[str, float]]) -> dict[str, float]:
 def report(title: str, times, loads, runs, speeds, threads_of: dict[str, int]) -> None:
     """The table (one row per configuration and pipeline) and, per engine, the busy-load
     verdict: two threads beside a busy process against one thread alone."""
-    median = {key: {who: medians(m) for who, m in both.items()} for key, both in times.items()}
+    median = {key: {who: medians(m) for who, m in both.items() if m} for key, both in times.items()}
     alone = {  # engine -> its one-thread idle configuration
         label.split()[0]: (label, is_busy)
         for label, is_busy in median
@@ -497,8 +516,7 @@ def report(title: str, times, loads, runs, speeds, threads_of: dict[str, int]) -
         rule = label.split(" ", 2)[2:]  # a forced thread budget rule, if any
         row = f"{engine} | {threads}{' ' + rule[0] if rule else ''}{' + busy' if is_busy else ''}"
         load = statistics.mean(loads[(label, is_busy)])
-        for who in ("ours", "plain"):
-            m = both[who]
+        for who, m in both.items():
             ratios = to_idle.get(((label, is_busy), who))
             slower = f"{ratios[0]:.2f} | {ratios[1]:.2f}" if ratios else " | "
             if who == "plain":
@@ -506,8 +524,8 @@ def report(title: str, times, loads, runs, speeds, threads_of: dict[str, int]) -
             else:
                 used = " / ".join(f"{runs[(label, is_busy)][n]}" for n in range(1, threads + 1))
                 speed = statistics.median(speeds[(label, is_busy)])
-                ratio = both["plain"]["total"] / m["total"]
-                extra = f"{ratio:.2f}× | {slower} | {speed:.2f} | {used}"
+                ratio = f"{both['plain']['total'] / m['total']:.2f}×" if "plain" in both else ""
+                extra = f"{ratio} | {slower} | {speed:.2f} | {used}"
             print(
                 f"| {row} | {load:.1f} | {who} | {m['decode']:.1f} | {m['extract']:.1f} | "
                 f"{m['search']:.1f} | {m['total']:.1f} | {m['cpu']:.1f} | {extra} | "

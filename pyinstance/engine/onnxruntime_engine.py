@@ -114,11 +114,11 @@ class OnnxRuntimeEngine(ExportedEngine):
             precision=precision,
             cache_dir=cache_dir,
         )
-        # Only spinning workers need the thread budget. Measured on 2 CPUs beside a busy
-        # loop, Lite0 + GeM at 448 px end to end, busy and quiet queries taking turns
-        # (median of the per-query ratios to one thread on the quiet machine): two sleeping
-        # threads 0.91 and 0.99× when kept, 1.00 and 1.02× when dropped to one; the default
-        # recipe 0.98 against 1.04×; with both CPUs busy 1.72 against 1.93×.
+        # Only spinning workers need the thread budget. Measured (benchmarks/latency.py
+        # --busy --budget-twins, 2 CPUs, Lite0 + GeM at 448 px, median per-query ratio to
+        # one thread on the quiet machine): two sleeping threads beside one busy loop
+        # 0.96–1.02× when kept, 1.02–1.03× when dropped to one; beside two busy loops 1.66×
+        # against 1.94× (benchmarks/results/latency.md, 2026-12-01).
         self.budgets_threads = self.spinning
 
     def _load(self, data: bytes) -> tuple[Any, dict[str, str]]:
