@@ -25,8 +25,8 @@ OpenMP's default and passive wait policies; each configuration runs in its own p
 (the wait policy is read when OpenMP starts), idle and busy, interleaved. OpenVINO also
 runs at 2 threads without the per-request thread budget (every request on both threads),
 ONNX Runtime with sleeping workers with it (one thread per request while the machine is
-busy; by default it keeps both), and a control, a fixed single-threaded numpy computation, shows what the busy process
-costs a program that has no threads to set. ``--load-engines`` picks the engines.
+busy; by default it keeps both), and a control, a fixed single-threaded numpy computation,
+shows what the busy process costs a program that has no threads to set. ``--load-engines`` picks the engines.
 
 ``--precision`` reports museum P@1 (crops, gallery shots, all) through the whole pipeline
 (index build + ``Identifier``) of the default recipe and of Lite0 + GeM at 448 px with ONNX
@@ -231,7 +231,6 @@ def worker(config: dict) -> None:
     if config["engine"] == "control":
         control_worker(config["count"])
         return
-    budget = config.get("budget")  # None: the engine's own rule; True / False: forced
     backbone, head = network()
     if config["engine"] == "torch":
         engine: Engine = TorchEngine(backbone, head, threads=config["threads"])
@@ -247,8 +246,8 @@ def worker(config: dict) -> None:
             spinning=config["spinning"],
             cache_dir=config["cache"],
         )
-    if budget is not None:
-        engine.budgets_threads = budget
+    if config.get("budget") is not None:  # forced; else the engine's own rule
+        engine.budgets_threads = config["budget"]
     images = prepared([Path(p) for p in config["paths"]], config["side"], backbone)
     references = torch.nn.functional.normalize(
         torch.randn(287, 1280, generator=torch.Generator().manual_seed(0)), dim=1

@@ -7,10 +7,10 @@ argmax), both on an index of the museum references plus random references up to
 ``--references``, at each thread count, interleaved query by query; plus throughput with 4
 queries in flight. The answers of both are checked equal before anything is timed.
 ``--busy`` adds each thread count beside a competing busy process (one spinning core;
-``--busy-loops N``: N of them). It is started once and paused (SIGSTOP) or resumed between queries: every (configuration, busy)
-pair takes its turn for every photo of every repeat, in a shuffled order, so quiet and busy
-queries see the same background (timed in blocks of one configuration's queries, the
-machine's drift between blocks fell on whole rows).
+``--busy-loops N``: N of them). It is started once and paused (SIGSTOP) or resumed between
+queries: every (configuration, busy) pair takes its turn for every photo of every repeat,
+in a shuffled order, so quiet and busy queries see the same background (timed in blocks of
+one configuration's queries, the machine's drift between blocks fell on whole rows).
 Before each query of ours, the plain pipeline runs and the machine stays in the pair's
 state for ``SETTLE`` seconds, so that the engine's load meter sees only that state. Every
 row's total and decode are also given over the same pipeline's one-thread idle median
@@ -285,14 +285,16 @@ class Config:
         if self.engine != engine:
             raise SystemExit(f"engine {engine!r} fell back to {self.engine!r}")
         describer = self.index.describer
-        networks = [describer._descriptor_engine, describer._feature_engine]
         if budget is not None:
-            for network in networks:
+            for network in (describer._descriptor_engine, describer._feature_engine):
                 if isinstance(network, ExportedEngine):
                     network.budgets_threads = budget
-        self.rule = "" if budget is None else " budget" if budget else " no budget"
-        self.label = f"{self.engine} {threads}{self.rule}"
+        rule = "" if budget is None else " budget" if budget else " no budget"
+        self.label = f"{self.engine} {threads}{rule}"
         network = describer._feature_engine or describer._descriptor_engine
+        #: Whether the exported-graph engine drops to one thread under load (None: the
+        #: torch engine, which has no budget).
+        self.budgets = network.budgets_threads if isinstance(network, ExportedEngine) else None
         self.precision = getattr(network, "precision", "fp32")
         self.identifier = Identifier(self.index, threshold=0)
         torch.set_num_threads(threads)
@@ -321,18 +323,10 @@ class Config:
             return 2 * len(photos) / (time.perf_counter() - start)
 
 
-def engine_and_rule(label: str) -> str:
-    """``"onnxruntime"`` or, a thread budget rule forced, ``"onnxruntime (no budget)"``."""
-    engine, _, *rule = label.split(" ", 2)
-    return f"{engine} ({rule[0]})" if rule else engine
-
-
-def engine_budgets(config: Config) -> bool | None:
-    """Whether the exported-graph engine of ``config`` drops to one thread under load (None:
-    the torch engine, which has no budget)."""
-    describer = config.index.describer
-    network = describer._feature_engine or describer._descriptor_engine
-    return network.budgets_threads if isinstance(network, ExportedEngine) else None
+def forced_rule(label: str) -> str:
+    """The thread budget rule a configuration's ``label`` forces (``"budget"``, ``"no
+    budget"``), or ``""`` for the engine's own."""
+    return label.split(" ", 2)[2] if label.count(" ") >= 2 else ""
 
 
 #: Seconds the machine spends in a (configuration, busy) pair's state before ours runs:
@@ -344,9 +338,9 @@ SETTLE = 0.3
 def measure(configs, plain, photos, busy: list[bool], repeats: int, loops: int = 1):
     """Per-query stage times of ours and plain (None: ours only) in every (config, busy)
     pair, the pairs taking turns in a shuffled (seeded) order for every photo of every
-    repeat, the busy process paused or resumed between them; the 1-minute load average seen by each pair, the
-    engine's runs per thread count, and ours' throughput with 4 queries in flight (one
-    reading per repeat)."""
+    repeat, the busy process paused or resumed between them; the 1-minute load average seen
+    by each pair, the engine's runs per thread count, and ours' throughput with 4 queries in
+    flight (one reading per repeat)."""
     pairs = [(config, is_busy) for config in configs for is_busy in busy]
     times = {(c.label, b): {"ours": [], "plain": []} for c, b in pairs}
     loads: dict[tuple[str, bool], list[float]] = {key: [] for key in times}
@@ -453,9 +447,9 @@ def main() -> None:
         ]
         if args.budget_twins:  # the opposite thread budget rule, for every multi-thread row
             configs += [
-                Config(folder / "index", plain, photos, c.engine, c.threads, not rule)
+                Config(folder / "index", plain, photos, c.engine, c.threads, not c.budgets)
                 for c in list(configs)
-                if c.threads > 1 and (rule := engine_budgets(c)) is not None
+                if c.threads > 1 and c.budgets is not None
             ]
         precisions = {c.engine: c.precision for c in configs}
         print(
@@ -513,8 +507,8 @@ def report(title: str, times, loads, runs, speeds, threads_of: dict[str, int]) -
     }
     for (label, is_busy), both in median.items():
         engine, threads = label.split()[0], threads_of[label]
-        rule = label.split(" ", 2)[2:]  # a forced thread budget rule, if any
-        row = f"{engine} | {threads}{' ' + rule[0] if rule else ''}{' + busy' if is_busy else ''}"
+        rule = forced_rule(label)
+        row = f"{engine} | {threads}{' ' + rule if rule else ''}{' + busy' if is_busy else ''}"
         load = statistics.mean(loads[(label, is_busy)])
         for who, m in both.items():
             ratios = to_idle.get(((label, is_busy), who))
@@ -539,10 +533,12 @@ def report(title: str, times, loads, runs, speeds, threads_of: dict[str, int]) -
                 for q, i in zip(times[(label, is_busy)]["ours"], idle, strict=True)
             ]
             low, middle, high = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
+            rule = f" ({forced_rule(label)})" if forced_rule(label) else ""
             print(
-                f"\n{engine_and_rule(label)}, {threads_of[label]} threads beside a busy "
-                f"process: {total:.2f}× the one-thread idle time; per query {middle:.2f}× (quartiles {low:.2f}–{high:.2f}) (target: at "
-                f"most 1); its single-threaded decode {decode:.2f}×."
+                f"\n{label.split()[0]}{rule}, {threads_of[label]} threads beside a busy "
+                f"process: {total:.2f}× the one-thread idle time; per query {middle:.2f}× "
+                f"(quartiles {low:.2f}–{high:.2f}) (target: at most 1); its single-threaded "
+                f"decode {decode:.2f}×."
             )
 
 
