@@ -25,6 +25,7 @@ from torch import nn
 from pyinstance.engine import export as onnx_export
 from pyinstance.engine.base import EngineUnavailableError, Output
 from pyinstance.engine.exported import ExportedEngine
+from pyinstance.engine.placement import PlacedSession, with_workers
 from pyinstance.engine.sessions import Shape
 
 #: Precisions of the exported graph. int8 (static and dynamic quantisation of the graph)
@@ -80,6 +81,8 @@ class OnnxRuntimeEngine(ExportedEngine):
             :func:`~pyinstance.engine.exported.default_threads`).
         spinning: let idle worker threads spin (lower latency on an idle machine, much
             worse when another process competes for the cores).
+        places_workers: with several threads, keep the workers off the caller's core
+            during a run (:mod:`pyinstance.engine.placement`).
         precision: ``"fp32"``.
         cache_dir: where exported graphs are kept (default
             :func:`~pyinstance.engine.export.default_cache_dir`).
@@ -97,6 +100,7 @@ class OnnxRuntimeEngine(ExportedEngine):
         output: Output = "descriptors",
         threads: int | None = None,
         spinning: bool = False,
+        places_workers: bool = True,
         precision: str = "fp32",
         cache_dir: str | os.PathLike[str] | None = None,
     ):
@@ -106,6 +110,7 @@ class OnnxRuntimeEngine(ExportedEngine):
                 f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}"
             )
         self.spinning = bool(spinning)
+        self.places_workers = bool(places_workers)
         super().__init__(
             backbone,
             head,
@@ -122,17 +127,27 @@ class OnnxRuntimeEngine(ExportedEngine):
         self.budgets_threads = self.spinning
 
     def _load(self, data: bytes) -> tuple[Any, dict[str, str]]:
-        options = session_options(self._ort, self.threads, self.spinning)
-        session = self._ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        session = self._session(data, self.threads, None)
         self._source = data  # the graph of the last session made (for the pool's others)
         return session, session.get_modelmeta().custom_metadata_map
 
     def _new_session(self, threads: int, shape: Shape | None) -> Any:
+        return self._session(self._source, threads, shape)
+
+    def _session(self, data: bytes, threads: int, shape: Shape | None) -> Any:
+        """A session over ``data``; one of several threads placed (:class:`PlacedSession`)
+        when :attr:`places_workers`."""
         options = session_options(self._ort, threads, self.spinning, shape)
-        return self._ort.InferenceSession(self._source, options, providers=["CPUExecutionProvider"])
+
+        def build() -> Any:
+            return self._ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+        if threads == 1 or not self.places_workers:
+            return build()
+        return PlacedSession(*with_workers(build, threads - 1))
 
     def __repr__(self) -> str:
         return (
             f"OnnxRuntimeEngine(output={self.output!r}, threads={self.threads}, "
-            f"spinning={self.spinning}, precision={self.precision!r}, path={str(self.path)!r})"
+            f"spinning={self.spinning}, places_workers={self.places_workers}, precision={self.precision!r}, path={str(self.path)!r})"
         )

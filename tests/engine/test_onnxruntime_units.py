@@ -4,7 +4,9 @@ export of a tiny network shared by the module's tests (later engines read the ca
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,6 +24,7 @@ from pyinstance.engine.onnxruntime_engine import (
     import_onnxruntime,
     session_options,
 )
+from pyinstance.engine.placement import PlacedSession, thread_ids
 from pyinstance.models.pooling import GeM
 
 from .conftest import TinyBackbone, requires_onnxruntime
@@ -140,8 +143,24 @@ def test_the_engine_runs_the_export_with_its_threads_and_spinning(tiny, graph_di
     torch.testing.assert_close(engine(images), _expected(*tiny, images), atol=1e-5, rtol=0)
     assert repr(engine) == (
         f"OnnxRuntimeEngine(output='descriptors', threads=2, spinning=True, "
-        f"precision='fp32', path={str(engine.path)!r})"
+        f"places_workers=True, precision='fp32', path={str(engine.path)!r})"
     )
+
+
+def test_sessions_of_several_threads_place_their_one_worker(tiny, graph_dir) -> None:  # noqa: ANN001
+    engine = OnnxRuntimeEngine(*tiny, cache_dir=graph_dir, threads=2)
+    session = engine.sessions.dynamic(2)
+    assert isinstance(session, PlacedSession)
+    (worker,) = session.workers  # the one thread the session started
+    assert worker in thread_ids() and worker != threading.get_native_id()
+    images = torch.randn(1, 3, 16, 24)
+    before = session.placed_runs  # the check against torch ran on it too
+    torch.testing.assert_close(engine(images), _expected(*tiny, images), atol=1e-5, rtol=0)
+    assert session.placed_runs == before + (len(os.sched_getaffinity(0)) > 1)
+    assert not isinstance(engine._new_session(1, None), PlacedSession)  # no worker to place
+    unplaced = OnnxRuntimeEngine(*tiny, cache_dir=graph_dir, threads=2, places_workers=False)
+    assert not isinstance(unplaced.sessions.dynamic(2), PlacedSession)
+    torch.testing.assert_close(unplaced(images), _expected(*tiny, images), atol=1e-5, rtol=0)
 
 
 def test_the_defaults_are_one_quiet_thread_of_descriptors(tiny, graph_dir, monkeypatch) -> None:  # noqa: ANN001
@@ -211,9 +230,10 @@ def test_every_session_is_asked_for_the_cpu_provider_with_the_engines_spinning()
 
     engine = OnnxRuntimeEngine.__new__(OnnxRuntimeEngine)
     engine._ort = SimpleNamespace(**vars(FAKE_ORT), InferenceSession=Session)
-    engine.threads, engine.spinning = 1, True
+    engine.threads, engine.spinning, engine.places_workers = 1, True, True
     assert engine._load(b"graph")[1] == {"k": "v"}
-    engine._new_session(2, (1, 3, 8, 8))
+    placed = engine._new_session(2, (1, 3, 8, 8))
+    assert isinstance(placed, PlacedSession) and placed.workers == frozenset()  # none started
     assert [providers for _, providers in made] == [["CPUExecutionProvider"]] * 2
     for options, _ in made:
         assert options.entries["session.intra_op.allow_spinning"] == "1"
