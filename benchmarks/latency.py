@@ -71,6 +71,7 @@ from pyinstance.data.images import (  # noqa: E402
 )
 from pyinstance.engine import (  # noqa: E402
     ExportedEngine,
+    OnnxRuntimeEngine,
     available_engines,
     default_engine,
     openvino_engine,
@@ -268,7 +269,9 @@ class BusyProcess:
 class Config:
     """One measured configuration: an engine at a thread count (each with or without a busy
     process), with the engine's own per-request thread budget rule or, ``budget`` given,
-    that rule forced (:data:`~pyinstance.engine.exported.ExportedEngine.budgets_threads`)."""
+    that rule forced (:data:`~pyinstance.engine.exported.ExportedEngine.budgets_threads`),
+    and ONNX Runtime's worker placement or, ``places`` given, that forced
+    (:mod:`pyinstance.engine.placement`)."""
 
     def __init__(
         self,
@@ -278,6 +281,7 @@ class Config:
         engine: str,
         threads: int,
         budget: bool | None = None,
+        places: bool | None = None,
     ):
         self.threads = threads
         self.index = InstanceIndex.open(index_path)
@@ -289,7 +293,12 @@ class Config:
             for network in (describer._descriptor_engine, describer._feature_engine):
                 if isinstance(network, ExportedEngine):
                     network.budgets_threads = budget
+        if places is not None:
+            for network in (describer._descriptor_engine, describer._feature_engine):
+                if isinstance(network, OnnxRuntimeEngine):
+                    network.places_workers = places
         rule = "" if budget is None else " budget" if budget else " no budget"
+        rule += "" if places is None else " placed" if places else " unplaced"
         self.label = f"{self.engine} {threads}{rule}"
         network = describer._feature_engine or describer._descriptor_engine
         #: Whether the exported-graph engine drops to one thread under load (None: the
@@ -324,8 +333,8 @@ class Config:
 
 
 def forced_rule(label: str) -> str:
-    """The thread budget rule a configuration's ``label`` forces (``"budget"``, ``"no
-    budget"``), or ``""`` for the engine's own."""
+    """The thread rules a configuration's ``label`` forces (``"budget"``, ``"no
+    budget"``, ``"unplaced"``...), or ``""`` for the engine's own."""
     return label.split(" ", 2)[2] if label.count(" ") >= 2 else ""
 
 
@@ -425,6 +434,12 @@ def main() -> None:
         help="also every multi-thread row with the engine's thread budget rule reversed "
         "(drop to one thread under load or not)",
     )
+    parser.add_argument(
+        "--placement-twins",
+        action="store_true",
+        help="also every multi-thread ONNX Runtime row with its workers left where the kernel "
+        "puts them (not kept off the caller's core)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 queries, 1 repeat")
     args = parser.parse_args()
     if args.quick:
@@ -450,6 +465,12 @@ def main() -> None:
                 Config(folder / "index", plain, photos, c.engine, c.threads, not c.budgets)
                 for c in list(configs)
                 if c.threads > 1 and c.budgets is not None
+            ]
+        if args.placement_twins:
+            configs += [
+                Config(folder / "index", plain, photos, c.engine, c.threads, places=False)
+                for c in list(configs)
+                if c.threads > 1 and c.engine == "onnxruntime" and not forced_rule(c.label)
             ]
         precisions = {c.engine: c.precision for c in configs}
         print(

@@ -82,7 +82,8 @@ class OnnxRuntimeEngine(ExportedEngine):
         spinning: let idle worker threads spin (lower latency on an idle machine, much
             worse when another process competes for the cores).
         places_workers: with several threads, keep the workers off the caller's core
-            during a run (:mod:`pyinstance.engine.placement`).
+            during a run (:mod:`pyinstance.engine.placement`); the attribute of that name
+            is read at every run.
         precision: ``"fp32"``.
         cache_dir: where exported graphs are kept (default
             :func:`~pyinstance.engine.export.default_cache_dir`).
@@ -135,16 +136,16 @@ class OnnxRuntimeEngine(ExportedEngine):
         return self._session(self._source, threads, shape)
 
     def _session(self, data: bytes, threads: int, shape: Shape | None) -> Any:
-        """A session over ``data``; one of several threads placed (:class:`PlacedSession`)
-        when :attr:`places_workers`."""
+        """A session over ``data``; one of several threads can place its workers
+        (:class:`PlacedSession`, while :attr:`places_workers`)."""
         options = session_options(self._ort, threads, self.spinning, shape)
 
         def build() -> Any:
             return self._ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
-        if threads == 1 or not self.places_workers:
+        if threads == 1:
             return build()
-        return PlacedSession(*with_workers(build, threads - 1))
+        return PlacedSession(*with_workers(build, threads - 1), lambda: self.places_workers)
 
     def __repr__(self) -> str:
         return (

@@ -105,8 +105,9 @@ def _restore(pinned: list[int], allowed: set[int]) -> None:
 
 class PlacedSession:
     """An inference session (any of its methods) whose runs keep its ``workers`` off
-    the caller's core (:func:`placed`) while no other run of it is in flight: concurrent
-    runs share the workers, and their callers must stay free to move.
+    the caller's core (:func:`placed`) while no other run of it is in flight (concurrent
+    runs share the workers, and their callers must stay free to move) and ``enabled()``
+    says so, asked at every run.
 
     Attributes:
         session: the session wrapped.
@@ -114,9 +115,15 @@ class PlacedSession:
         placed_runs: runs made with the threads placed.
     """
 
-    def __init__(self, session: Any, workers: frozenset[int]):
+    def __init__(
+        self,
+        session: Any,
+        workers: frozenset[int],
+        enabled: Callable[[], bool] = lambda: True,
+    ):
         self.session = session
         self.workers = workers
+        self._enabled = enabled
         self.placed_runs = 0
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -131,7 +138,7 @@ class PlacedSession:
             self._in_flight += 1
             alone = self._in_flight == 1
         try:
-            if not alone or not self.workers:
+            if not alone or not self.workers or not self._enabled():
                 return self.session.run(outputs, feeds)
             with placed(self.workers) as done:
                 result = self.session.run(outputs, feeds)

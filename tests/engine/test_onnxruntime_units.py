@@ -159,8 +159,13 @@ def test_sessions_of_several_threads_place_their_one_worker(tiny, graph_dir) -> 
     assert session.placed_runs == before + (len(os.sched_getaffinity(0)) > 1)
     assert not isinstance(engine._new_session(1, None), PlacedSession)  # no worker to place
     unplaced = OnnxRuntimeEngine(*tiny, cache_dir=graph_dir, threads=2, places_workers=False)
-    assert not isinstance(unplaced.sessions.dynamic(2), PlacedSession)
+    session = unplaced.sessions.dynamic(2)
+    before = session.placed_runs
     torch.testing.assert_close(unplaced(images), _expected(*tiny, images), atol=1e-5, rtol=0)
+    assert session.placed_runs == before == 0
+    unplaced.places_workers = True  # read at every run
+    unplaced(images)
+    assert session.placed_runs == (len(os.sched_getaffinity(0)) > 1)
 
 
 def test_the_defaults_are_one_quiet_thread_of_descriptors(tiny, graph_dir, monkeypatch) -> None:  # noqa: ANN001

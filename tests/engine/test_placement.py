@@ -169,6 +169,19 @@ def test_a_session_places_a_run_alone_and_not_one_beside_another(idle_threads) -
     assert os.sched_getaffinity(0) == ALLOWED and os.sched_getaffinity(worker) == ALLOWED
 
 
+@several_cpus
+def test_a_session_asks_whether_to_place_at_every_run(idle_threads) -> None:  # noqa: ANN001
+    (worker,) = [thread.native_id for thread in idle_threads(1)]
+    inner = RecordingSession(worker)
+    wanted = [False]
+    session = PlacedSession(inner, frozenset({worker}), lambda: wanted[0])
+    session.run(None, {"x": 1})
+    wanted[0] = True
+    session.run(None, {"x": 2})
+    assert inner.seen[0] == (ALLOWED, ALLOWED) and len(inner.seen[1][0]) == 1
+    assert session.placed_runs == 1
+
+
 def test_a_session_without_workers_runs_as_it_is() -> None:
     inner = RecordingSession(threading.get_native_id())
     session = PlacedSession(inner, frozenset())
