@@ -27,6 +27,9 @@ from typing import Any
 
 #: Serialises the session builds that look for their workers among the process's threads.
 _BUILD_LOCK = threading.Lock()
+#: Runs of placed sessions in flight in this process, under :data:`_RUNS_LOCK`.
+_runs_in_flight = 0
+_RUNS_LOCK = threading.Lock()
 
 
 @functools.cache
@@ -105,9 +108,9 @@ def _restore(pinned: list[int], allowed: set[int]) -> None:
 
 class PlacedSession:
     """An inference session (any of its methods) whose runs keep its ``workers`` off
-    the caller's core (:func:`placed`) while no other run of it is in flight (concurrent
-    runs share the workers, and their callers must stay free to move) and ``enabled()``
-    says so, asked at every run.
+    the caller's core (:func:`placed`) while no other run of a placed session is in flight
+    in this process (concurrent runs fill the cores themselves, share workers, and their
+    callers must stay free to move) and ``enabled()`` says so, asked at every run.
 
     Attributes:
         session: the session wrapped.
@@ -125,8 +128,6 @@ class PlacedSession:
         self.workers = workers
         self._enabled = enabled
         self.placed_runs = 0
-        self._in_flight = 0
-        self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:  # the wrapped session's other methods
         if name == "session":  # not set yet (a copy being made)
@@ -134,18 +135,19 @@ class PlacedSession:
         return getattr(self.session, name)
 
     def run(self, outputs: Any, feeds: dict[str, Any]) -> Any:
-        with self._lock:
-            self._in_flight += 1
-            alone = self._in_flight == 1
+        global _runs_in_flight
+        with _RUNS_LOCK:
+            _runs_in_flight += 1
+            alone = _runs_in_flight == 1
         try:
             if not alone or not self.workers or not self._enabled():
                 return self.session.run(outputs, feeds)
             with placed(self.workers) as done:
                 result = self.session.run(outputs, feeds)
             if done:
-                with self._lock:
+                with _RUNS_LOCK:
                     self.placed_runs += 1
             return result
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            with _RUNS_LOCK:
+                _runs_in_flight -= 1

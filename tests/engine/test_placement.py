@@ -170,6 +170,26 @@ def test_a_session_places_a_run_alone_and_not_one_beside_another(idle_threads) -
 
 
 @several_cpus
+def test_a_run_beside_another_placed_sessions_run_is_not_placed(idle_threads) -> None:  # noqa: ANN001
+    first, second = [thread.native_id for thread in idle_threads(2)]
+    busy, other = RecordingSession(first), RecordingSession(second)
+    holding, session = (
+        PlacedSession(busy, frozenset({first})),
+        PlacedSession(other, frozenset({second})),
+    )
+    gate = threading.Event()
+    busy.hold = gate
+    holder = threading.Thread(target=holding.run, args=(None, {"x": 1}))
+    holder.start()
+    busy.entered.wait()
+    session.run(None, {"x": 2})
+    gate.set()
+    holder.join()
+    assert other.seen == [(ALLOWED, ALLOWED)] and session.placed_runs == 0
+    assert holding.placed_runs == 1
+
+
+@several_cpus
 def test_a_session_asks_whether_to_place_at_every_run(idle_threads) -> None:  # noqa: ANN001
     (worker,) = [thread.native_id for thread in idle_threads(1)]
     inner = RecordingSession(worker)
