@@ -4,8 +4,9 @@ A request that runs on several intra-op threads waits at every operator for the 
 them; when another process holds one of the cores and the runtime's idle workers spin
 (OpenVINO's, ONNX Runtime's with spinning on), the worker sharing that core falls behind
 and the request gains nothing over one thread. (Workers that sleep when idle get their
-share of the shared core whenever they wake: engines with those keep their threads, see
-:data:`pyinstance.engine.exported.ExportedEngine.budgets_threads`.) The budget is decided
+share of the shared core whenever they wake there: engines with those keep their threads,
+see :data:`pyinstance.engine.exported.ExportedEngine.budgets_threads` and
+:mod:`pyinstance.engine.placement`.) The budget is decided
 per request from current readings, not from the 1-minute load average (which lags a
 just-started process by tens of seconds):
 

@@ -5,13 +5,15 @@ intra-op threads (default one per request), one inter-op thread, sequential exec
 and worker threads that sleep instead of spinning while they wait
 (``session.intra_op.allow_spinning = 0``), so threads that lose their core to another
 process do not burn the cores that are left. Sleeping workers also keep an engine asked
-for several threads on all of them when other processes are busy: a worker that shares a
-core with a busy process gets its share as soon as it wakes, so the request is faster than
-on one thread. With ``spinning=True`` a worker holds its core while it waits, and a worker
-that shares one holds up every operator: such an engine runs a request on one thread while
-other processes keep the cores it would need busy, judged at each request from current
-readings (:mod:`pyinstance.engine.cpu_load`). A recurring input shape runs on a session
-with that shape fixed (:mod:`pyinstance.engine.sessions`).
+for several threads on all of them when other processes are busy: a worker woken on the
+busy process's core gets its share there, so the request is faster than on one thread.
+The kernel, finding no idle core, would rather wake it on the caller's own core, where the
+two take turns: a run of several threads therefore keeps its workers off the caller's core
+(:mod:`pyinstance.engine.placement`). With ``spinning=True`` a worker holds its core while
+it waits, and a worker that shares one holds up every operator: such an engine runs a
+request on one thread while other processes keep the cores it would need busy, judged at
+each request from current readings (:mod:`pyinstance.engine.cpu_load`). A recurring input
+shape runs on a session with that shape fixed (:mod:`pyinstance.engine.sessions`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,11 @@ one-thread speed; when the worker is woken on the busy process's core instead, i
 share there and the request is faster than on one thread. Measured on 2 CPUs beside a busy
 loop, EfficientNet-Lite0 + GeM at 448×336 with ONNX Runtime (per-thread ``schedstat``):
 every slow run (about 27 ms, as one thread) had the worker last on the caller's core,
-every fast one (about 20 ms) on the busy loop's.
+every fast one (about 20 ms) on the busy loop's. End to end (``benchmarks/latency.py --busy
+--placement-twins``, 12-megapixel JPEG to the answer, 2 CPUs), two threads beside a busy
+loop took per query 0.84–0.89× the one-thread quiet time with the workers placed against
+0.93–1.01× without, and 0.75–0.84× against 0.78–0.91× on the quiet machine
+(``benchmarks/results/latency.md``, 2026-12-01 08:00).
 
 :class:`PlacedSession` therefore pins, for the length of a run, the calling thread to the
 CPU it is on and the session's workers to the other CPUs this process may use, and
