@@ -403,9 +403,8 @@ def main() -> None:
         "--engines",
         nargs="+",
         choices=available_engines(),
-        default=[default_engine()],
-        help="engines of ours, each a row per thread count (default: the fastest installed, "
-        "%(default)s)",
+        help="engines of ours, each a row per thread count (default: the fastest installed "
+        "for each thread count, engine='auto')",
     )
     parser.add_argument(
         "--busy", action="store_true", help="also each thread count beside a busy process"
@@ -445,6 +444,8 @@ def main() -> None:
     if args.quick:
         args.queries, args.repeats, args.threads, args.busy = 2, 1, [1], False
         args.engines = [e for e in available_engines() if e != "torch"] or ["torch"]
+    if args.engines is None:
+        args.engines = list(dict.fromkeys(default_engine(threads) for threads in args.threads))
     if args.precision is not None:
         os.environ[openvino_engine.PRECISION_VARIABLE] = args.precision
     recipe = RECIPES[args.recipe]

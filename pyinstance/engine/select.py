@@ -50,17 +50,26 @@ def available_engines() -> list[str]:
     return engines
 
 
-def default_engine() -> str:
-    """The fastest installed engine: ``"openvino"``, else ``"onnxruntime"``, else ``"torch"``.
+def default_engine(threads: int | None = None) -> str:
+    """The fastest installed engine for requests of ``threads`` intra-op threads (None: the
+    engines' default, one): ``"openvino"``, else ``"onnxruntime"``, else ``"torch"``; for
+    several threads ``"onnxruntime"`` first.
 
     Measured at one thread on EfficientNet-Lite0 + GeM at 448×336 (fixed-shape sessions,
     interleaved, CPU time on a loaded machine): OpenVINO fp32 32.1 ms (median; min 26.6)
     against ONNX Runtime 34.2 ms (min 30.2); on the dynamic graph 47 against 54 ms.
     OpenVINO in bf16 (AMX) took 14.5 ms, but is not the default precision
-    (:data:`~pyinstance.engine.openvino_engine.DEFAULT_PRECISION`).
+    (:data:`~pyinstance.engine.openvino_engine.DEFAULT_PRECISION`). At two threads, end to
+    end from a 12-megapixel JPEG (``benchmarks/latency.py --busy``, 2026-12-01 08:02), the
+    two ran alike on a quiet machine (36.0 against 35.3 ms), but beside a busy process ONNX
+    Runtime, whose sleeping workers keep both threads placed off the caller's core
+    (:mod:`pyinstance.engine.placement`), took 0.89× the one-thread quiet time per query
+    against OpenVINO's 1.02× (its spinning workers drop to one thread), and answered 21 %
+    more queries/s with 4 in flight.
     """
     engines = available_engines()
-    for name in ("openvino", "onnxruntime"):
+    several = threads is not None and threads > 1
+    for name in ("onnxruntime", "openvino") if several else ("openvino", "onnxruntime"):
         if name in engines:
             return name
     return "torch"
@@ -114,8 +123,8 @@ def make_engine(
 
     Args:
         backbone, head: the modules (resolve plugin names before calling).
-        engine: ``"auto"`` (:func:`default_engine` when the modules are on the CPU, else
-            torch), ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (an error when not
+        engine: ``"auto"`` (:func:`default_engine` for ``threads`` when the modules are on
+            the CPU, else torch), ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (an error when not
             installed).
         output: ``"descriptors"`` (B×D) or ``"features"`` (the backbone's B×C×h×w).
         threads: intra-op threads (None: torch's setting; one for the others).
@@ -137,7 +146,7 @@ def make_engine(
         raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     on_cpu = all(parameter.device.type == "cpu" for parameter in network.parameters())
     if engine == "auto":
-        engine = default_engine() if on_cpu else "torch"
+        engine = default_engine(threads) if on_cpu else "torch"
     if precision in ("bf16", "int8") and engine != "openvino":
         raise ValueError(f"precision: {precision!r} needs engine='openvino', got engine={engine!r}")
     if engine == "torch":

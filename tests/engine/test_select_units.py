@@ -35,18 +35,26 @@ def _installed(monkeypatch, onnxruntime: bool, openvino: bool) -> None:  # noqa:
 
 
 @pytest.mark.parametrize(
-    ("onnxruntime", "openvino", "engines", "default"),
+    ("onnxruntime", "openvino", "engines", "default", "for_several"),
     [
-        (True, True, ["torch", "onnxruntime", "openvino"], "openvino"),
-        (True, False, ["torch", "onnxruntime"], "onnxruntime"),
-        (False, True, ["torch", "openvino"], "openvino"),
-        (False, False, ["torch"], "torch"),
+        (True, True, ["torch", "onnxruntime", "openvino"], "openvino", "onnxruntime"),
+        (True, False, ["torch", "onnxruntime"], "onnxruntime", "onnxruntime"),
+        (False, True, ["torch", "openvino"], "openvino", "openvino"),
+        (False, False, ["torch"], "torch", "torch"),
     ],
 )
-def test_installed_engines_and_the_default(monkeypatch, onnxruntime, openvino, engines, default):  # noqa: ANN001, ANN201
+def test_installed_engines_and_the_default(  # noqa: ANN201
+    monkeypatch,
+    onnxruntime,
+    openvino,
+    engines,
+    default,
+    for_several,  # noqa: ANN001
+):
     _installed(monkeypatch, onnxruntime, openvino)
     assert available_engines() == engines
-    assert default_engine() == default
+    assert default_engine() == default_engine(None) == default_engine(1) == default
+    assert default_engine(2) == default_engine(8) == for_several
 
 
 class FakeExported:
@@ -112,13 +120,15 @@ def test_make_engine_passes_its_arguments_to_openvino(fakes) -> None:  # noqa: A
 def test_auto_is_the_default_engine_on_the_cpu_and_torch_elsewhere(fakes, monkeypatch) -> None:  # noqa: ANN001
     backbone, head = TinyBackbone(), GeM(16)
     assert make_engine(backbone, head)[0] == "openvino"
-    monkeypatch.setattr(select_module, "default_engine", lambda: "onnxruntime")
+    assert make_engine(backbone, head, threads=1)[0] == "openvino"
+    assert make_engine(backbone, head, threads=2)[0] == "onnxruntime"  # several threads
+    monkeypatch.setattr(select_module, "default_engine", lambda threads=None: "onnxruntime")
     assert make_engine(backbone, head, "auto")[0] == "onnxruntime"
     meta = make_engine(TinyBackbone().to("meta"), GeM(16).to("meta"))
     assert isinstance(meta, TorchEngine) and meta.device == torch.device("meta")
     half_meta = make_engine(backbone, GeM(16).to("meta"))  # one parameter off the CPU is enough
     assert isinstance(half_meta, TorchEngine)
-    assert len(fakes) == 2
+    assert len(fakes) == 4
 
 
 def test_torch_gets_its_arguments_and_no_runtime_is_touched(fakes) -> None:  # noqa: ANN001
@@ -137,7 +147,7 @@ def test_bf16_and_int8_are_for_openvino_only(fakes, monkeypatch, precision) -> N
             ValueError, match=f"'{precision}' needs engine='openvino', got engine='{engine}'"
         ):
             make_engine(*tiny, engine, precision=precision)
-    monkeypatch.setattr(select_module, "default_engine", lambda: "onnxruntime")
+    monkeypatch.setattr(select_module, "default_engine", lambda threads=None: "onnxruntime")
     with pytest.raises(ValueError, match="got engine='onnxruntime'"):
         make_engine(*tiny, precision=precision)  # "auto" resolved first
     assert make_engine(*tiny, "openvino", precision=precision)[0] == "openvino"
