@@ -76,8 +76,9 @@ def with_workers(build: Callable[[], Any], workers: int) -> tuple[Any, frozenset
 @contextmanager
 def placed(workers: frozenset[int]) -> Iterator[bool]:
     """Within the block: the calling thread pinned to its CPU and ``workers`` to the other
-    CPUs this process may use; both restored after. Yields whether that was done (not
-    without ``workers``, a CPU to name, another CPU, or when the kernel refuses)."""
+    CPUs this process may use; each thread's own CPUs restored after. Yields whether that
+    was done (not without ``workers``, a CPU to name, another CPU, or when the kernel
+    refuses)."""
     cpu = current_cpu()
     try:
         allowed = os.sched_getaffinity(0)
@@ -87,27 +88,26 @@ def placed(workers: frozenset[int]) -> Iterator[bool]:
     if not workers or cpu is None or cpu not in allowed or not others:
         yield False
         return
-    pinned: list[int] = []
+    pinned: list[tuple[int, set[int]]] = []  # thread, its CPUs before
     try:
-        os.sched_setaffinity(0, {cpu})
-        pinned.append(0)
-        for worker in workers:
-            os.sched_setaffinity(worker, others)
-            pinned.append(worker)
+        for thread, cpus in ((0, {cpu}), *((worker, others) for worker in workers)):
+            before = allowed if thread == 0 else os.sched_getaffinity(thread)
+            os.sched_setaffinity(thread, cpus)
+            pinned.append((thread, before))
     except OSError:  # a worker gone, or a sandbox that forbids it: run unplaced
-        _restore(pinned, allowed)
+        _restore(pinned)
         yield False
         return
     try:
         yield True
     finally:
-        _restore(pinned, allowed)
+        _restore(pinned)
 
 
-def _restore(pinned: list[int], allowed: set[int]) -> None:
-    for thread in pinned:
+def _restore(pinned: list[tuple[int, set[int]]]) -> None:
+    for thread, cpus in pinned:
         with suppress(OSError):  # a worker that is gone needs nothing restored
-            os.sched_setaffinity(thread, allowed)
+            os.sched_setaffinity(thread, cpus)
 
 
 class PlacedSession:

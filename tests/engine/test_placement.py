@@ -207,3 +207,13 @@ def test_a_session_without_workers_runs_as_it_is() -> None:
     session = PlacedSession(inner, frozenset())
     assert session.run(None, {"x": 1}) == [1] and session.placed_runs == 0
     assert inner.seen == [(ALLOWED, ALLOWED)]
+
+
+@several_cpus
+def test_each_worker_gets_its_own_cpus_back(idle_threads) -> None:  # noqa: ANN001
+    (worker,) = [thread.native_id for thread in idle_threads(1)]
+    own = {max(ALLOWED)}  # a worker confined by someone else before the run
+    os.sched_setaffinity(worker, own)
+    with placed(frozenset({worker})) as done:
+        assert done is True and os.sched_getaffinity(worker) == ALLOWED - os.sched_getaffinity(0)
+    assert os.sched_getaffinity(worker) == own and os.sched_getaffinity(0) == ALLOWED
