@@ -289,14 +289,11 @@ class Config:
         if self.engine != engine:
             raise SystemExit(f"engine {engine!r} fell back to {self.engine!r}")
         describer = self.index.describer
-        if budget is not None:
-            for network in (describer._descriptor_engine, describer._feature_engine):
-                if isinstance(network, ExportedEngine):
-                    network.budgets_threads = budget
-        if places is not None:
-            for network in (describer._descriptor_engine, describer._feature_engine):
-                if isinstance(network, OnnxRuntimeEngine):
-                    network.places_workers = places
+        for network in (describer._descriptor_engine, describer._feature_engine):
+            if budget is not None and isinstance(network, ExportedEngine):
+                network.budgets_threads = budget
+            if places is not None and isinstance(network, OnnxRuntimeEngine):
+                network.places_workers = places
         rule = "" if budget is None else " budget" if budget else " no budget"
         rule += "" if places is None else " placed" if places else " unplaced"
         self.label = f"{self.engine} {threads}{rule}"
@@ -555,7 +552,7 @@ def report(title: str, times, loads, runs, speeds, threads_of: dict[str, int]) -
                 for q, i in zip(times[(label, is_busy)]["ours"], idle, strict=True)
             ]
             low, middle, high = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
-            rule = f" ({forced_rule(label)})" if forced_rule(label) else ""
+            rule = f" ({forced})" if (forced := forced_rule(label)) else ""
             print(
                 f"\n{label.split()[0]}{rule}, {threads_of[label]} threads beside a busy "
                 f"process: {total:.2f}× the one-thread idle time; per query {middle:.2f}× "

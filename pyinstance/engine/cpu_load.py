@@ -6,9 +6,9 @@ them; when another process holds one of the cores and the runtime's idle workers
 and the request gains nothing over one thread. (Workers that sleep when idle get their
 share of the shared core whenever they wake there: engines with those keep their threads,
 see :data:`pyinstance.engine.exported.ExportedEngine.budgets_threads` and
-:mod:`pyinstance.engine.placement`.) The budget is decided
-per request from current readings, not from the 1-minute load average (which lags a
-just-started process by tens of seconds):
+:mod:`pyinstance.engine.placement`.) The budget is decided per request from current
+readings, not from the 1-minute load average (which lags a just-started process by tens of
+seconds):
 
 - **since the previous request** (when it was recent): the machine's busy CPU time
   (``/proc/stat``) minus this process's own, over the wall time in between;

@@ -152,5 +152,6 @@ class OnnxRuntimeEngine(ExportedEngine):
     def __repr__(self) -> str:
         return (
             f"OnnxRuntimeEngine(output={self.output!r}, threads={self.threads}, "
-            f"spinning={self.spinning}, places_workers={self.places_workers}, precision={self.precision!r}, path={str(self.path)!r})"
+            f"spinning={self.spinning}, places_workers={self.places_workers}, "
+            f"precision={self.precision!r}, path={str(self.path)!r})"
         )

@@ -124,8 +124,8 @@ def make_engine(
     Args:
         backbone, head: the modules (resolve plugin names before calling).
         engine: ``"auto"`` (:func:`default_engine` for ``threads`` when the modules are on
-            the CPU, else torch), ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (an error when not
-            installed).
+            the CPU, else torch), ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (an error
+            when not installed).
         output: ``"descriptors"`` (B×D) or ``"features"`` (the backbone's B×C×h×w).
         threads: intra-op threads (None: torch's setting; one for the others).
         precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (the last two openvino only);
